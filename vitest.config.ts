@@ -1,0 +1,58 @@
+import path from "node:path";
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
+import { defineConfig } from "vitest/config";
+
+// Three projects, one per runtime:
+//  - edge: runs inside workerd with real D1 / Durable Object / R2 bindings from wrangler.toml;
+//    migrations are handed in as a test-only binding and applied in test/edge/setup.ts.
+//  - node: origin and shared code under plain Node, against real servers on loopback.
+//  - e2e: wrangler dev + origin + loopback DNS/SMTP as real processes; one file at a time
+//    because each file boots its own stack and the machine has two cores.
+export default defineConfig(async () => {
+  const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
+  return {
+    test: {
+      projects: [
+        {
+          plugins: [
+            cloudflareTest({
+              wrangler: { configPath: "./wrangler.toml" },
+              miniflare: {
+                bindings: {
+                  TEST_MIGRATIONS: migrations,
+                  ORIGIN_TOKEN: "test-origin-token-0123456789abcdef",
+                  SECRETS_KEY: "dGVzdC1zZWNyZXRzLWtleS0wMTIzNDU2Nzg5YWJjZGVm",
+                  ADMIN_TOKEN: "test-admin-token-0123456789abcdef",
+                  TRACKING_SECRET: "test-tracking-secret-0123456789abcdef",
+                },
+              },
+            }),
+          ],
+          test: {
+            name: "edge",
+            include: ["test/edge/**/*.test.ts"],
+            setupFiles: ["test/edge/setup.ts"],
+          },
+        },
+        {
+          test: {
+            name: "node",
+            include: ["test/origin/**/*.test.ts", "test/shared/**/*.test.ts"],
+            environment: "node",
+            testTimeout: 20_000,
+          },
+        },
+        {
+          test: {
+            name: "e2e",
+            include: ["test/e2e/**/*.test.ts"],
+            environment: "node",
+            testTimeout: 90_000,
+            hookTimeout: 120_000,
+            fileParallelism: false,
+          },
+        },
+      ],
+    },
+  };
+});
