@@ -1,0 +1,136 @@
+/**
+ * The edge ⇄ origin link: JSON frames over one WebSocket per (origin node, hub shard).
+ *
+ * The origin dials out to `GET /link?shard=N` with `Authorization: Bearer <ORIGIN_TOKEN>`.
+ *
+ *   origin → edge   hello   {protocol, nodeId, version, capacity}   first frame, once
+ *   edge → origin   welcome {protocol, shard, shards, leaseMs}      reply to hello
+ *   edge → origin   jobs    {jobs[]}                                 one frame per batch, each job costs one credit
+ *   origin → edge   ack     {jobIds[]}                               "I hold these now": extends the lease, and the
+ *                                                                    job stays with this node across a reconnect
+ *   origin → edge   result  {jobId, messageId, attempt, recipients[]} one per finished job
+ *   edge → origin   resultAck {jobIds[]}                             the edge has recorded these results
+ *   origin → edge   credit  {credits}                                more room: hub may push that many more jobs
+ *   both ways       ping / pong
+ *
+ * Delivery is at-least-once. A job id is unique per attempt (`<messageId>.<attempt>`), so the origin drops a
+ * job id it has already run and the edge drops a result for an attempt it has already recorded.
+ * Frames are validated with zod on both ends; a frame that fails validation is logged and dropped,
+ * never half-applied. Durable Object WebSocket messages are capped at 1 MiB, which bounds a job's size.
+ */
+import { z } from "zod";
+
+export const LINK_PROTOCOL_VERSION = 1;
+export const MAX_FRAME_BYTES = 1024 * 1024;
+
+const Address = z.object({ email: z.string(), name: z.string().optional() });
+export type LinkAddress = z.infer<typeof Address>;
+
+/** Everything the origin needs to build, sign and deliver one message (one SendGrid personalization). */
+export const DeliveryJobSchema = z.object({
+  jobId: z.string(),
+  messageId: z.string(),
+  tenantId: z.string(),
+  attempt: z.number().int().min(1),
+  /** Envelope recipients still to be tried this attempt (a retry carries only the deferred ones). */
+  recipients: z.array(z.string()).min(1),
+  message: z.object({
+    from: Address,
+    replyTo: z.array(Address).optional(),
+    to: z.array(Address),
+    cc: z.array(Address).optional(),
+    subject: z.string(),
+    text: z.string().optional(),
+    html: z.string().optional(),
+    /** Custom headers, already validated at the edge (no CR/LF, no reserved names). */
+    headers: z.record(z.string(), z.string()),
+    /** Message-ID header value without angle brackets, fixed at the edge so retries keep it. */
+    messageIdHeader: z.string(),
+  }),
+  dkim: z
+    .object({
+      domain: z.string(),
+      selector: z.string(),
+      privateKeyPem: z.string(),
+    })
+    .nullable(),
+});
+export type DeliveryJob = z.infer<typeof DeliveryJobSchema>;
+
+export const RecipientStatus = z.enum(["delivered", "deferred", "bounced", "failed"]);
+export type RecipientStatus = z.infer<typeof RecipientStatus>;
+
+export const RecipientOutcomeSchema = z.object({
+  recipient: z.string(),
+  status: RecipientStatus,
+  /** Basic SMTP reply code (250, 451, 550…), absent when no server answered. */
+  smtpCode: z.number().int().optional(),
+  /** RFC 3463 enhanced status code such as "5.1.1", when the server sent one. */
+  enhancedCode: z.string().optional(),
+  response: z.string(),
+  /** For bounces: hard (address is bad), soft (temporary that ran out), block (policy / reputation). */
+  bounceType: z.enum(["hard", "soft", "block"]).optional(),
+  mxHost: z.string().optional(),
+  tls: z.boolean().optional(),
+  latencyMs: z.number().optional(),
+});
+export type RecipientOutcome = z.infer<typeof RecipientOutcomeSchema>;
+
+export const OriginFrameSchema = z.discriminatedUnion("type", [
+  z.object({
+    type: z.literal("hello"),
+    protocol: z.number().int(),
+    nodeId: z.string().min(1).max(128),
+    version: z.string().max(64),
+    /** Jobs the node can take right now (after a reconnect, its free room, which may be 0). */
+    capacity: z.number().int().min(0).max(10_000),
+  }),
+  z.object({ type: z.literal("ack"), jobIds: z.array(z.string()).max(10_000) }),
+  z.object({
+    type: z.literal("result"),
+    jobId: z.string(),
+    messageId: z.string(),
+    attempt: z.number().int().min(1),
+    recipients: z.array(RecipientOutcomeSchema).min(1),
+  }),
+  z.object({ type: z.literal("credit"), credits: z.number().int().min(1).max(10_000) }),
+  z.object({ type: z.literal("ping") }),
+  z.object({ type: z.literal("pong") }),
+]);
+export type OriginFrame = z.infer<typeof OriginFrameSchema>;
+
+export const EdgeFrameSchema = z.discriminatedUnion("type", [
+  z.object({
+    type: z.literal("welcome"),
+    protocol: z.number().int(),
+    shard: z.number().int(),
+    shards: z.number().int().min(1),
+    leaseMs: z.number().int(),
+  }),
+  z.object({ type: z.literal("jobs"), jobs: z.array(DeliveryJobSchema) }),
+  z.object({ type: z.literal("resultAck"), jobIds: z.array(z.string()) }),
+  z.object({ type: z.literal("error"), code: z.string(), message: z.string() }),
+  z.object({ type: z.literal("ping") }),
+  z.object({ type: z.literal("pong") }),
+]);
+export type EdgeFrame = z.infer<typeof EdgeFrameSchema>;
+
+export type ParsedFrame<T> = { ok: true; frame: T } | { ok: false; error: string };
+
+function parseWith<T>(schema: z.ZodType<T>, raw: string | ArrayBuffer): ParsedFrame<T> {
+  let data: unknown;
+  try {
+    data = JSON.parse(typeof raw === "string" ? raw : new TextDecoder().decode(raw));
+  } catch {
+    return { ok: false, error: "frame is not JSON" };
+  }
+  const result = schema.safeParse(data);
+  if (!result.success) return { ok: false, error: z.prettifyError(result.error) };
+  return { ok: true, frame: result.data };
+}
+
+export const parseOriginFrame = (raw: string | ArrayBuffer) => parseWith(OriginFrameSchema, raw);
+export const parseEdgeFrame = (raw: string | ArrayBuffer) => parseWith(EdgeFrameSchema, raw);
+
+/** Job ids are unique per attempt so both ends can de-duplicate without extra state. */
+export const jobIdFor = (messageId: string, attempt: number) => `${messageId}.${attempt}`;
