@@ -1,0 +1,60 @@
+/**
+ * createApp(): middleware order and one sub-app per API surface; each owns its error dialect.
+ *   /v3/mail/send         SendGrid v3 (errors[]), authenticated, rate-limited per tenant
+ *   /v3/messages          ScaiSend reads (detail)
+ *   /api/admin/*          native admin API (detail, {data})
+ *   /link                 origin WebSocket, authenticated with ORIGIN_TOKEN
+ *   /healthz              liveness
+ */
+import { Hono } from "hono";
+import { AppError } from "../../shared/errors.ts";
+import type { AppEnv } from "./context.ts";
+import { createDb } from "./db/client.ts";
+import { loadConfig } from "./env.ts";
+import { timingSafeEqualStrings } from "./lib/crypto.ts";
+import { hubName } from "./lib/shards.ts";
+import { requestId } from "./middleware/request-id.ts";
+import { adminApi } from "./surfaces/admin/index.ts";
+import { renderFastApi } from "./surfaces/errors.ts";
+import { mailSend } from "./surfaces/sendgrid/mail-send.ts";
+import { messagesApi } from "./surfaces/sendgrid/messages.ts";
+
+export function createApp() {
+  const app = new Hono<AppEnv>();
+
+  app.use(requestId());
+  app.use(async function configAndDb(c, next) {
+    const loaded = loadConfig(c.env);
+    if (!loaded.ok) {
+      console.error(JSON.stringify({ level: "error", msg: "invalid configuration", problems: loaded.problems }));
+      return c.json({ detail: "Server misconfigured", problems: loaded.problems }, 500);
+    }
+    c.set("config", loaded.config);
+    c.set("db", createDb(c.env.DB));
+    return next();
+  });
+
+  app.get("/healthz", (c) => c.json({ status: "healthy" }));
+  app.get("/health", (c) => c.json({ status: "healthy" }));
+
+  app.get("/link", async (c) => {
+    const header = c.req.header("authorization") ?? "";
+    const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1] ?? "";
+    if (!(await timingSafeEqualStrings(token, c.get("config").ORIGIN_TOKEN))) {
+      throw new AppError("unauthorized", "Invalid origin token");
+    }
+    const shard = Number(c.req.query("shard") ?? "0");
+    if (!Number.isInteger(shard) || shard < 0 || shard >= c.get("config").HUB_SHARDS) {
+      throw new AppError("invalid_request", `shard must be an integer from 0 to ${c.get("config").HUB_SHARDS - 1}`);
+    }
+    return c.env.ORIGIN_HUB.getByName(hubName(shard)).fetch(c.req.raw);
+  });
+
+  app.route("/v3/mail/send", mailSend);
+  app.route("/v3/messages", messagesApi);
+  app.route("/api/admin", adminApi);
+
+  app.notFound((c) => c.json({ detail: "Not Found" }, 404));
+  app.onError(renderFastApi);
+  return app;
+}

@@ -1,0 +1,180 @@
+/**
+ * Message, recipient and event queries. All reads and writes that take a tenant id filter by it;
+ * the hub's writes are keyed by message id, which it only ever received from a tenant-scoped send.
+ */
+import { and, count, desc, eq, gte, inArray, like, lt, lte, sql, type SQL } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { chunkRows, type Db } from "./client.ts";
+import { events, messageRecipients, messages, type MessageStatus } from "./schema.ts";
+
+export type MessageRow = typeof messages.$inferSelect;
+export type NewMessage = typeof messages.$inferInsert;
+export type NewRecipient = typeof messageRecipients.$inferInsert;
+export type NewEvent = typeof events.$inferInsert;
+export type EventRow = typeof events.$inferSelect;
+type Statement = BatchItem<"sqlite">;
+
+/** Statements that persist accepted messages, their recipients and first events; run them in one batch. */
+export function insertMessagesStatements(
+  db: Db,
+  rows: NewMessage[],
+  recipients: NewRecipient[],
+  firstEvents: NewEvent[],
+): Statement[] {
+  const out: Statement[] = [];
+  for (const chunk of chunkRows(rows, 24)) out.push(db.insert(messages).values(chunk));
+  for (const chunk of chunkRows(recipients, 5)) out.push(db.insert(messageRecipients).values(chunk));
+  for (const chunk of chunkRows(firstEvents, 8)) out.push(db.insert(events).values(chunk));
+  return out;
+}
+
+export interface MessageFilters {
+  status?: MessageStatus;
+  toEmail?: string;
+  fromEmail?: string;
+  subject?: string;
+  batchId?: string;
+  templateId?: string;
+  category?: string;
+  startMs?: number;
+  endMs?: number;
+}
+
+function filterConditions(tenantId: string, f: MessageFilters): SQL[] {
+  const where: SQL[] = [eq(messages.tenantId, tenantId)];
+  if (f.status) where.push(eq(messages.status, f.status));
+  if (f.fromEmail) where.push(eq(messages.fromEmail, f.fromEmail.toLowerCase()));
+  if (f.subject) where.push(like(messages.subject, `%${f.subject.replace(/[\\%_]/g, "\\$&")}%`));
+  if (f.batchId) where.push(eq(messages.batchId, f.batchId));
+  if (f.templateId) where.push(eq(messages.templateId, f.templateId));
+  if (f.startMs !== undefined) where.push(gte(messages.createdAt, f.startMs));
+  if (f.endMs !== undefined) where.push(lt(messages.createdAt, f.endMs));
+  if (f.category) {
+    where.push(sql`exists (select 1 from json_each(${messages.categories}) where json_each.value = ${f.category})`);
+  }
+  if (f.toEmail) {
+    where.push(
+      sql`exists (select 1 from ${messageRecipients} where ${messageRecipients.messageId} = ${messages.id}
+          and ${messageRecipients.tenantId} = ${tenantId} and ${messageRecipients.email} = ${f.toEmail.toLowerCase()}
+          and ${messageRecipients.kind} = 'to')`,
+    );
+  }
+  return where;
+}
+
+export async function listMessages(
+  db: Db,
+  tenantId: string,
+  filters: MessageFilters,
+  page: number,
+  pageSize: number,
+): Promise<{ rows: MessageRow[]; total: number }> {
+  const where = and(...filterConditions(tenantId, filters));
+  const [rows, totals] = await Promise.all([
+    db
+      .select()
+      .from(messages)
+      .where(where)
+      .orderBy(desc(messages.createdAt), desc(messages.id))
+      .limit(pageSize)
+      .offset((page - 1) * pageSize),
+    db.select({ n: count() }).from(messages).where(where),
+  ]);
+  return { rows, total: totals[0]?.n ?? 0 };
+}
+
+export async function getMessage(db: Db, tenantId: string, id: string): Promise<MessageRow | undefined> {
+  return db
+    .select()
+    .from(messages)
+    .where(and(eq(messages.tenantId, tenantId), eq(messages.id, id)))
+    .get();
+}
+
+export async function getMessageEvents(db: Db, tenantId: string, messageId: string): Promise<EventRow[]> {
+  return db
+    .select()
+    .from(events)
+    .where(and(eq(events.tenantId, tenantId), eq(events.messageId, messageId)))
+    // rowid breaks ties in insertion order (events of one result share a timestamp).
+    .orderBy(events.timestamp, sql`rowid`);
+}
+
+export async function getMessagesByIds(db: Db, ids: string[]): Promise<MessageRow[]> {
+  const out: MessageRow[] = [];
+  for (const chunk of chunkRows(ids, 1)) {
+    out.push(...(await db.select().from(messages).where(inArray(messages.id, chunk))));
+  }
+  return out;
+}
+
+/** Hub → D1: these messages were handed to an origin. Only moves forward from queued. */
+export function markSendingStatements(db: Db, ids: string[], now: number): Statement[] {
+  return chunkRows(ids, 2).map((chunk) =>
+    db
+      .update(messages)
+      .set({ status: "sending", updatedAt: now, attempts: sql`${messages.attempts} + 1` })
+      .where(and(inArray(messages.id, chunk), eq(messages.status, "queued"))),
+  );
+}
+
+export interface ResultWrite {
+  messageId: string;
+  now: number;
+  events: NewEvent[];
+  recipientStatuses: { email: string; status: string }[];
+  /** New message status, or undefined to leave it (e.g. still waiting for a retry). */
+  status: MessageStatus;
+  deliveredAt?: number;
+  errorMessage?: string | null;
+}
+
+/** Hub → D1: one delivery attempt's outcome, written as one batch (events are de-duplicated by index). */
+export function recordResultStatements(db: Db, w: ResultWrite): Statement[] {
+  const out: Statement[] = [];
+  for (const chunk of chunkRows(w.events, 8)) out.push(db.insert(events).values(chunk).onConflictDoNothing());
+  for (const r of w.recipientStatuses) {
+    out.push(
+      db
+        .update(messageRecipients)
+        .set({ status: r.status })
+        .where(and(eq(messageRecipients.messageId, w.messageId), eq(messageRecipients.email, r.email))),
+    );
+  }
+  out.push(
+    db
+      .update(messages)
+      .set({
+        status: w.status,
+        updatedAt: w.now,
+        ...(w.deliveredAt !== undefined ? { deliveredAt: w.deliveredAt } : {}),
+        ...(w.errorMessage !== undefined ? { errorMessage: w.errorMessage } : {}),
+      })
+      .where(eq(messages.id, w.messageId)),
+  );
+  return out;
+}
+
+/** Live messages not yet terminal and untouched for a while: the sweeper hands them to the hub again. */
+export async function findStaleLiveMessages(db: Db, olderThan: number, limit: number): Promise<MessageRow[]> {
+  return db
+    .select()
+    .from(messages)
+    .where(
+      and(
+        eq(messages.mode, "live"),
+        inArray(messages.status, ["queued", "processing", "sending"]),
+        lte(messages.updatedAt, olderThan),
+      ),
+    )
+    .orderBy(messages.updatedAt)
+    .limit(limit);
+}
+
+export async function getRecipientsByStatus(db: Db, messageId: string, statuses: string[]): Promise<string[]> {
+  const rows = await db
+    .select({ email: messageRecipients.email })
+    .from(messageRecipients)
+    .where(and(eq(messageRecipients.messageId, messageId), inArray(messageRecipients.status, statuses)));
+  return rows.map((r) => r.email);
+}

@@ -1,0 +1,185 @@
+/**
+ * D1 schema: the system of record. Every tenant-owned table carries `tenant_id`, and every query
+ * module filters by it (the tenant id comes from the credential, never from the request body).
+ * Timestamps are unix milliseconds (integers) so they sort and compare cheaply; the API renders ISO-8601.
+ * Migrations in /migrations are generated from this file by drizzle-kit (`npm run db:generate`).
+ */
+import { sql } from "drizzle-orm";
+import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+
+export const tenants = sqliteTable("tenants", {
+  id: text("id").primaryKey(),
+  name: text("name").notNull(),
+  /** active | suspended — a suspended tenant's requests get 403 (scaisend.md §3). */
+  status: text("status", { enum: ["active", "suspended"] }).notNull().default("active"),
+  createdAt: integer("created_at").notNull(),
+});
+
+export const apiKeys = sqliteTable(
+  "api_keys",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    name: text("name").notNull(),
+    /** First 16 characters of the key (`sg_live_` + 8 hex), shown in listings; never enough to authenticate. */
+    prefix: text("prefix").notNull(),
+    /** SHA-256 of the whole key, hex. The key itself is shown once and never stored. */
+    keyHash: text("key_hash").notNull(),
+    environment: text("environment", { enum: ["live", "test"] }).notNull(),
+    /** JSON array of permission names (scaisend.md §6). */
+    scopes: text("scopes", { mode: "json" }).$type<string[]>().notNull(),
+    createdAt: integer("created_at").notNull(),
+    lastUsedAt: integer("last_used_at"),
+    expiresAt: integer("expires_at"),
+    revokedAt: integer("revoked_at"),
+  },
+  (t) => [uniqueIndex("api_keys_key_hash").on(t.keyHash), index("api_keys_tenant").on(t.tenantId)],
+);
+
+export const senderDomains = sqliteTable(
+  "sender_domains",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    domain: text("domain").notNull(),
+    dkimSelector: text("dkim_selector").notNull(),
+    /** base64 SubjectPublicKeyInfo, as published in the `p=` tag. */
+    dkimPublicKey: text("dkim_public_key").notNull(),
+    /** AES-256-GCM ciphertext of the PKCS#8 PEM private key (see edge/src/services/secret-box.ts). */
+    dkimPrivateKeyEnc: text("dkim_private_key_enc").notNull(),
+    dmarcPolicy: text("dmarc_policy", { enum: ["none", "quarantine", "reject"] })
+      .notNull()
+      .default("none"),
+    dmarcRuaEmail: text("dmarc_rua_email"),
+    verified: integer("verified", { mode: "boolean" }).notNull().default(false),
+    isActive: integer("is_active", { mode: "boolean" }).notNull().default(true),
+    verifiedAt: integer("verified_at"),
+    lastCheckedAt: integer("last_checked_at"),
+    /** JSON array of {record, message} from the last verification. */
+    lastErrors: text("last_errors", { mode: "json" }).$type<{ record: string; message: string }[]>(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [uniqueIndex("sender_domains_tenant_domain").on(t.tenantId, t.domain)],
+);
+
+export const MESSAGE_STATUSES = [
+  "queued",
+  "processing",
+  "rendered",
+  "sending",
+  "sent",
+  "delivered",
+  "bounced",
+  "failed",
+  "cancelled",
+  "sandbox",
+] as const;
+export type MessageStatus = (typeof MESSAGE_STATUSES)[number];
+
+export interface StoredAddress {
+  email: string;
+  name?: string;
+}
+
+export const messages = sqliteTable(
+  "messages",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    status: text("status", { enum: MESSAGE_STATUSES }).notNull(),
+    mode: text("mode", { enum: ["live", "sandbox"] }).notNull(),
+    apiKeyId: text("api_key_id"),
+    fromEmail: text("from_email").notNull(),
+    fromName: text("from_name"),
+    subject: text("subject").notNull(),
+    toEmails: text("to_emails", { mode: "json" }).$type<string[]>().notNull(),
+    /** Full recipients and reply-to, with display names. */
+    recipients: text("recipients", { mode: "json" })
+      .$type<{ to: StoredAddress[]; cc: StoredAddress[]; bcc: StoredAddress[]; replyTo: StoredAddress[] }>()
+      .notNull(),
+    headers: text("headers", { mode: "json" }).$type<Record<string, string>>().notNull(),
+    categories: text("categories", { mode: "json" }).$type<string[]>().notNull(),
+    customArgs: text("custom_args", { mode: "json" }).$type<Record<string, string>>().notNull(),
+    textBody: text("text_body"),
+    htmlBody: text("html_body"),
+    templateId: text("template_id"),
+    batchId: text("batch_id"),
+    /** RFC 5322 Message-ID (without <>), fixed at accept time so retries and bounces correlate. */
+    messageIdHeader: text("message_id_header").notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    errorMessage: text("error_message"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+    deliveredAt: integer("delivered_at"),
+  },
+  (t) => [
+    index("messages_tenant_created").on(t.tenantId, t.createdAt),
+    index("messages_tenant_status").on(t.tenantId, t.status, t.createdAt),
+    index("messages_tenant_from").on(t.tenantId, t.fromEmail),
+  ],
+);
+
+/** One row per envelope recipient: lets `to_email` filter exactly and keeps per-recipient state. */
+export const messageRecipients = sqliteTable(
+  "message_recipients",
+  {
+    messageId: text("message_id")
+      .notNull()
+      .references(() => messages.id),
+    tenantId: text("tenant_id").notNull(),
+    email: text("email").notNull(),
+    kind: text("kind", { enum: ["to", "cc", "bcc"] }).notNull(),
+    /** pending | delivered | deferred | bounced | failed */
+    status: text("status").notNull().default("pending"),
+  },
+  (t) => [
+    uniqueIndex("message_recipients_pk").on(t.messageId, t.email),
+    index("message_recipients_tenant_email").on(t.tenantId, t.email),
+  ],
+);
+
+export const EVENT_TYPES = [
+  "processed",
+  "deferred",
+  "delivered",
+  "bounce",
+  "blocked",
+  "dropped",
+  "open",
+  "click",
+  "spam_report",
+  "unsubscribe",
+  "group_unsubscribe",
+  "group_resubscribe",
+] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+
+export const events = sqliteTable(
+  "events",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id").notNull(),
+    messageId: text("message_id").notNull(),
+    eventType: text("event_type", { enum: EVENT_TYPES }).notNull(),
+    recipientEmail: text("recipient_email").notNull(),
+    /** Unix milliseconds when the event happened. */
+    timestamp: integer("timestamp").notNull(),
+    /** Which delivery attempt produced it (0 for events not tied to an attempt). */
+    attempt: integer("attempt").notNull().default(0),
+    metadata: text("metadata", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+  },
+  (t) => [
+    index("events_message").on(t.messageId, t.timestamp),
+    index("events_tenant_time").on(t.tenantId, t.timestamp),
+    // At-least-once results: the same (message, attempt, recipient, type) is recorded once.
+    uniqueIndex("events_dedupe")
+      .on(t.messageId, t.attempt, t.recipientEmail, t.eventType)
+      .where(sql`attempt > 0`),
+  ],
+);

@@ -1,0 +1,30 @@
+/** Worker entry: the HTTP app, the cron sweeper, and the Durable Object classes. */
+import { createApp } from "./app.ts";
+import { createDb } from "./db/client.ts";
+import { loadConfig, type Bindings } from "./env.ts";
+import { enqueueOnHubs } from "./services/hub-client.ts";
+import { sweepStaleMessages } from "./services/sweeper.ts";
+
+export { OriginHub } from "./objects/origin-hub.ts";
+export { RateLimiter } from "./objects/rate-limiter.ts";
+
+const app = createApp();
+
+export default {
+  fetch: app.fetch,
+  async scheduled(_controller, env, ctx) {
+    const loaded = loadConfig(env);
+    if (!loaded.ok) {
+      console.error(JSON.stringify({ level: "error", msg: "invalid configuration", problems: loaded.problems }));
+      return;
+    }
+    const config = loaded.config;
+    ctx.waitUntil(
+      sweepStaleMessages(createDb(env.DB), (entries) => enqueueOnHubs(env, config.HUB_SHARDS, entries), Date.now()).then(
+        (n) => {
+          if (n > 0) console.log(JSON.stringify({ level: "info", msg: "sweeper re-enqueued messages", count: n }));
+        },
+      ),
+    );
+  },
+} satisfies ExportedHandler<Bindings>;

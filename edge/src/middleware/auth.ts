@@ -1,0 +1,74 @@
+/**
+ * Bearer authentication (scaisend.md §4). The prefix tells credentials apart:
+ *  - `sg_live_` / `sg_test_` + 32 hex: API keys, looked up by SHA-256 (the key itself is never stored);
+ *  - the operator token (ADMIN_TOKEN secret), accepted only where a route allows it, compared in constant time;
+ *  - anything else would be a ScaiKey JWT, which this deployment does not verify yet → 401.
+ * Failures are AppErrors; each surface renders them in its own dialect.
+ */
+import type { MiddlewareHandler } from "hono";
+import { AppError } from "../../../shared/errors.ts";
+import type { AppEnv } from "../context.ts";
+import { findApiKeyByHash, touchApiKey } from "../db/api-keys.ts";
+import { sha256Hex, timingSafeEqualStrings } from "../lib/crypto.ts";
+
+const API_KEY_FORMAT = /^sg_(live|test)_[0-9a-f]{32}$/;
+/** Only write last_used_at when it is older than this, so hot keys don't turn every request into a write. */
+const TOUCH_INTERVAL_MS = 60_000;
+
+export function authenticate(options: { allowOperator?: boolean } = {}): MiddlewareHandler<AppEnv> {
+  return async function authMiddleware(c, next) {
+    const header = c.req.header("authorization");
+    if (!header) throw new AppError("unauthorized", "Missing Authorization header");
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!match) throw new AppError("unauthorized", "Missing Authorization header");
+    const token = match[1]!;
+
+    if (token.startsWith("sg_live_") || token.startsWith("sg_test_")) {
+      if (!API_KEY_FORMAT.test(token)) throw new AppError("unauthorized", "Invalid API key");
+      const found = await findApiKeyByHash(c.get("db"), await sha256Hex(token));
+      const now = Date.now();
+      if (!found || found.key.revokedAt !== null || (found.key.expiresAt !== null && found.key.expiresAt <= now)) {
+        throw new AppError("unauthorized", "Invalid API key");
+      }
+      if (found.tenantStatus !== "active") throw new AppError("forbidden", "Tenant suspended");
+      const key = found.key;
+      c.set("principal", {
+        kind: "api_key",
+        tenantId: key.tenantId,
+        keyId: key.id,
+        environment: key.environment,
+        scopes: key.scopes,
+      });
+      if (key.lastUsedAt === null || now - key.lastUsedAt > TOUCH_INTERVAL_MS) {
+        c.executionCtx.waitUntil(touchApiKey(c.get("db"), key.id, now).catch(() => undefined));
+      }
+      return next();
+    }
+
+    if (options.allowOperator && (await timingSafeEqualStrings(token, c.get("config").ADMIN_TOKEN))) {
+      c.set("principal", { kind: "operator" });
+      return next();
+    }
+    throw new AppError("unauthorized", options.allowOperator ? "Invalid credentials" : "Invalid API key");
+  };
+}
+
+/** 403 unless the API key carries `scope`. The operator token may do anything. */
+export function requireScope(scope: string): MiddlewareHandler<AppEnv> {
+  return async function scopeMiddleware(c, next) {
+    const p = c.get("principal");
+    if (p.kind === "api_key" && !p.scopes.includes(scope)) {
+      throw new AppError("forbidden", `Missing required scope: ${scope}`);
+    }
+    return next();
+  };
+}
+
+export function requireOperator(): MiddlewareHandler<AppEnv> {
+  return async function operatorOnly(c, next) {
+    if (c.get("principal").kind !== "operator") {
+      throw new AppError("forbidden", "This endpoint needs the operator token");
+    }
+    return next();
+  };
+}

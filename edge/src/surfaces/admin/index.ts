@@ -1,0 +1,145 @@
+/**
+ * Native admin API (/api/admin/*, scaisend.md §26): FastAPI-style errors, `{"data": …}` bodies.
+ * Tenants and their first keys are created with the operator token (ADMIN_TOKEN), which is how a
+ * fresh deployment is bootstrapped (the `scaisend` CLI wraps these calls). Domain routes also take
+ * an API key with `domains.read` / `domains.write`; the operator names the tenant with `tenant_id`.
+ */
+import { Hono, type Context } from "hono";
+import { z } from "zod";
+import { AppError } from "../../../../shared/errors.ts";
+import { PERMISSIONS } from "../../../../shared/permissions.ts";
+import type { AppEnv } from "../../context.ts";
+import type { DomainRow } from "../../db/domains.ts";
+import { authenticate, requireOperator, requireScope } from "../../middleware/auth.ts";
+import { dohTxtLookup } from "../../services/dns-check.ts";
+import { createDomain, dnsRecordsFor, requireDomain, verifyDomain, type DomainDeps } from "../../services/domains.ts";
+import { createApiKey, createTenant, requireTenant } from "../../services/tenants.ts";
+import { renderFastApi } from "../errors.ts";
+import { parseInput, readJson } from "../validate.ts";
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+const TenantBody = z.object({ name: z.string().trim().min(1).max(255) });
+const ApiKeyBody = z.object({
+  name: z.string().trim().min(1).max(255),
+  environment: z.enum(["live", "test"]).default("live"),
+  // scaisend.md §5: scopes default to empty, meaning no access.
+  scopes: z.array(z.enum(PERMISSIONS)).default([]),
+  expires_at: z.iso.datetime({ offset: true }).optional(),
+});
+// RFC 1035 host names: labels of letters, digits and hyphens, at least two labels.
+const DOMAIN_NAME = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$/i;
+const DomainBody = z.object({
+  domain: z.string().trim().regex(DOMAIN_NAME, "must be a domain name such as mail.example.com"),
+  dmarc_policy: z.enum(["none", "quarantine", "reject"]).default("none"),
+  dmarc_rua_email: z.email().optional(),
+  tenant_id: z.string().optional(),
+});
+
+function domainView(d: DomainRow) {
+  return {
+    id: d.id,
+    tenant_id: d.tenantId,
+    domain: d.domain,
+    verified: d.verified,
+    is_active: d.isActive,
+    dkim_selector: d.dkimSelector,
+    dmarc_policy: d.dmarcPolicy,
+    dmarc_rua_email: d.dmarcRuaEmail,
+    dns_records: dnsRecordsFor(d),
+    last_checked_at: iso(d.lastCheckedAt),
+    verified_at: iso(d.verifiedAt),
+    errors: d.lastErrors ?? [],
+    created_at: iso(d.createdAt),
+  };
+}
+
+/** The tenant a domain route acts for: the key's own, or the one the operator names. */
+function actingTenant(c: Context<AppEnv>, explicit: string | undefined): string {
+  const p = c.get("principal");
+  if (p.kind === "api_key") return p.tenantId;
+  if (!explicit) throw new AppError("invalid_request", "tenant_id is required with the operator token");
+  return explicit;
+}
+
+function domainDeps(c: Context<AppEnv>): DomainDeps {
+  const config = c.get("config");
+  return { db: c.get("db"), secretsKey: config.SECRETS_KEY, devMode: config.DEV_MODE, now: Date.now };
+}
+
+export const adminApi = new Hono<AppEnv>()
+  .use(authenticate({ allowOperator: true }))
+  .post("/tenants", requireOperator(), async (c) => {
+    const body = parseInput(TenantBody, await readJson(c.req.raw), "body");
+    const t = await createTenant(c.get("db"), body.name, Date.now());
+    return c.json({ data: { id: t.id, name: t.name, status: t.status, created_at: iso(t.createdAt) } }, 201);
+  })
+  .get("/tenants/:id", requireOperator(), async (c) => {
+    const t = await requireTenant(c.get("db"), c.req.param("id"));
+    return c.json({ data: { id: t.id, name: t.name, status: t.status, created_at: iso(t.createdAt) } });
+  })
+  .post("/tenants/:id/api_keys", requireOperator(), async (c) => {
+    const tenant = await requireTenant(c.get("db"), c.req.param("id"));
+    const body = parseInput(ApiKeyBody, await readJson(c.req.raw), "body");
+    const { row, apiKey } = await createApiKey(
+      c.get("db"),
+      tenant.id,
+      {
+        name: body.name,
+        environment: body.environment,
+        scopes: body.scopes,
+        expiresAt: body.expires_at ? Date.parse(body.expires_at) : undefined,
+      },
+      Date.now(),
+    );
+    return c.json(
+      {
+        data: {
+          id: row.id,
+          name: row.name,
+          api_key: apiKey,
+          prefix: row.prefix,
+          environment: row.environment,
+          scopes: row.scopes,
+          created_at: iso(row.createdAt),
+          expires_at: iso(row.expiresAt),
+        },
+      },
+      201,
+    );
+  })
+  .post("/domains", requireScope("domains.write"), async (c) => {
+    const body = parseInput(DomainBody, await readJson(c.req.raw), "body");
+    const tenantId = actingTenant(c, body.tenant_id);
+    await requireTenant(c.get("db"), tenantId);
+    const d = await createDomain(domainDeps(c), tenantId, {
+      domain: body.domain,
+      dmarcPolicy: body.dmarc_policy,
+      dmarcRuaEmail: body.dmarc_rua_email,
+    });
+    return c.json({ data: domainView(d) }, 201);
+  })
+  .get("/domains/:id", requireScope("domains.read"), async (c) => {
+    const d = await requireDomain(c.get("db"), actingTenant(c, c.req.query("tenant_id")), c.req.param("id"));
+    return c.json({ data: domainView(d) });
+  })
+  .post("/domains/:id/verify", requireScope("domains.write"), async (c) => {
+    const config = c.get("config");
+    const outcome = await verifyDomain(
+      domainDeps(c),
+      dohTxtLookup(config.DNS_RESOLVER_URL),
+      actingTenant(c, c.req.query("tenant_id")),
+      c.req.param("id"),
+    );
+    return c.json({
+      data: {
+        id: outcome.domain.id,
+        domain: outcome.domain.domain,
+        verified: outcome.verified,
+        checks: outcome.checks,
+        errors: outcome.errors,
+      },
+    });
+  });
+
+adminApi.onError(renderFastApi);

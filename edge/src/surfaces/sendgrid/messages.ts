@@ -1,0 +1,126 @@
+/**
+ * GET /v3/messages and GET /v3/messages/{id} (scaisend.md §14): FastAPI-style errors, any
+ * authenticated caller of the tenant may read; another tenant's message is a plain 404.
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import { AppError } from "../../../../shared/errors.ts";
+import type { AppEnv } from "../../context.ts";
+import { getMessage, getMessageEvents, listMessages, type EventRow, type MessageRow } from "../../db/messages.ts";
+import { MESSAGE_STATUSES } from "../../db/schema.ts";
+import { authenticate } from "../../middleware/auth.ts";
+import { rateLimit } from "../../middleware/rate-limit.ts";
+import { parseInput } from "../validate.ts";
+
+/** ISO-8601 timestamp or a bare date; a bare end date includes that whole day. */
+const dateParam = z
+  .string()
+  .refine((v) => !Number.isNaN(Date.parse(v)), "must be an ISO-8601 date or YYYY-MM-DD")
+  .optional();
+
+const ListQuery = z.object({
+  status: z.enum(MESSAGE_STATUSES).optional(),
+  to_email: z.string().optional(),
+  from_email: z.string().optional(),
+  subject: z.string().optional(),
+  batch_id: z.string().optional(),
+  template_id: z.string().optional(),
+  category: z.string().optional(),
+  start_date: dateParam,
+  end_date: dateParam,
+  page: z.coerce.number().int().min(1).default(1),
+  page_size: z.coerce.number().int().min(1).max(100).default(25),
+});
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z"));
+const isBareDate = (v: string) => /^\d{4}-\d{2}-\d{2}$/.test(v);
+
+function summary(m: MessageRow) {
+  return {
+    id: m.id,
+    status: m.status,
+    from_email: m.fromEmail,
+    from_name: m.fromName,
+    subject: m.subject,
+    to_emails: m.toEmails,
+    template_id: m.templateId,
+    batch_id: m.batchId,
+    categories: m.categories,
+    created_at: iso(m.createdAt),
+    delivered_at: iso(m.deliveredAt),
+  };
+}
+
+function eventView(e: EventRow) {
+  return {
+    event_id: e.id,
+    event_type: e.eventType,
+    timestamp: Math.floor(e.timestamp / 1000),
+    recipient_email: e.recipientEmail,
+    metadata: e.metadata,
+  };
+}
+
+export const messagesApi = new Hono<AppEnv>()
+  .use(authenticate())
+  .get(
+    "/",
+    rateLimit({ name: "messages.list", per: "credential", limit: () => 100, windowMs: 1000 }),
+    async (c) => {
+      const principal = c.get("principal");
+      if (principal.kind !== "api_key") throw new AppError("forbidden", "Reading messages needs an API key");
+      const q = parseInput(ListQuery, c.req.query(), "query");
+      const endMs =
+        q.end_date === undefined
+          ? undefined
+          : Date.parse(q.end_date) + (isBareDate(q.end_date) ? 86_400_000 : 1);
+      const { rows, total } = await listMessages(
+        c.get("db"),
+        principal.tenantId,
+        {
+          ...(q.status ? { status: q.status } : {}),
+          ...(q.to_email ? { toEmail: q.to_email } : {}),
+          ...(q.from_email ? { fromEmail: q.from_email } : {}),
+          ...(q.subject ? { subject: q.subject } : {}),
+          ...(q.batch_id ? { batchId: q.batch_id } : {}),
+          ...(q.template_id ? { templateId: q.template_id } : {}),
+          ...(q.category ? { category: q.category } : {}),
+          ...(q.start_date ? { startMs: Date.parse(q.start_date) } : {}),
+          ...(endMs !== undefined ? { endMs } : {}),
+        },
+        q.page,
+        q.page_size,
+      );
+      return c.json({
+        messages: rows.map(summary),
+        total,
+        page: q.page,
+        page_size: q.page_size,
+        total_pages: Math.ceil(total / q.page_size),
+      });
+    },
+  )
+  .get("/:id", async (c) => {
+    const principal = c.get("principal");
+    if (principal.kind !== "api_key") throw new AppError("forbidden", "Reading messages needs an API key");
+    const id = c.req.param("id");
+    const m = await getMessage(c.get("db"), principal.tenantId, id);
+    if (!m) throw new AppError("not_found", `Message not found: ${id}`);
+    const events = await getMessageEvents(c.get("db"), principal.tenantId, id);
+    return c.json({
+      ...summary(m),
+      mode: m.mode,
+      cc_emails: m.recipients.cc.map((a) => a.email),
+      bcc_emails: m.recipients.bcc.map((a) => a.email),
+      reply_to: m.recipients.replyTo,
+      headers: m.headers,
+      custom_args: m.customArgs,
+      text_content: m.textBody,
+      html_content: m.htmlBody,
+      message_id_header: `<${m.messageIdHeader}>`,
+      attempts: m.attempts,
+      error_message: m.errorMessage,
+      updated_at: iso(m.updatedAt),
+      events: events.map(eventView),
+    });
+  });
