@@ -1,0 +1,173 @@
+// HTML for the inbox pages. Every string that came from a message is attacker-controlled (a
+// test may well send `<script>` in a subject), so it goes through escapeHtml() — in text and in
+// attribute position alike — and the message's own HTML is only ever shown inside a
+// `sandbox=""` iframe via srcdoc, where it gets an opaque origin and cannot run scripts.
+import type { DkimSummary, StoredMessage } from "./types.ts";
+
+const ESCAPES: Record<string, string> = {
+  "&": "&amp;",
+  "<": "&lt;",
+  ">": "&gt;",
+  '"': "&quot;",
+  "'": "&#39;",
+};
+
+/** Safe for element text and for single- or double-quoted attribute values. */
+export function escapeHtml(value: string): string {
+  return value.replace(/[&<>"']/g, (c) => ESCAPES[c] ?? c);
+}
+
+const STYLE = `
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2328;background:#f6f8fa}
+header{display:flex;align-items:center;gap:16px;padding:12px 24px;background:#24292f;color:#fff}
+header h1{margin:0;font-size:16px;font-weight:600}
+header a{color:#fff;text-decoration:none}
+header .count{color:#afb8c1;font-size:13px}
+header .spacer{flex:1}
+main{max-width:1200px;margin:0 auto;padding:20px 24px}
+table{width:100%;border-collapse:collapse;background:#fff;border:1px solid #d0d7de;border-radius:6px;overflow:hidden}
+th,td{padding:8px 12px;text-align:left;vertical-align:top;border-bottom:1px solid #eaeef2}
+th{background:#f6f8fa;font-weight:600;font-size:12px;color:#57606a;text-transform:uppercase;letter-spacing:.03em}
+tr:last-child td{border-bottom:0}
+.list tbody tr:hover{background:#f6f8fa}
+.list{table-layout:fixed}
+.list td{white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.list .c-time{width:190px}.list .c-from{width:20%}.list .c-to{width:20%}.list .c-dkim{width:120px}
+.list a{color:#0969da;text-decoration:none;font-weight:500}
+.list a:hover{text-decoration:underline}
+.muted{color:#6e7781}
+.empty{padding:48px;text-align:center;color:#6e7781;background:#fff;border:1px dashed #d0d7de;border-radius:6px}
+.badge{display:inline-block;padding:1px 8px;border-radius:999px;font-size:12px;font-weight:600;border:1px solid transparent}
+.b-pass{background:#dafbe1;color:#116329;border-color:#aceebb}
+.b-fail{background:#ffebe9;color:#a40e26;border-color:#ffcecb}
+.b-none{background:#eaeef2;color:#57606a;border-color:#d0d7de}
+.b-other{background:#fff8c5;color:#7d4e00;border-color:#f5e0a0}
+h2{font-size:20px;margin:0 0 12px;word-break:break-word}
+h3{font-size:14px;margin:24px 0 8px;color:#57606a;text-transform:uppercase;letter-spacing:.03em}
+.meta{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:12px 16px;margin:0}
+.meta dt{color:#57606a;font-weight:600}
+.meta dd{margin:0;word-break:break-word}
+.headers td:first-child{white-space:nowrap;font-weight:600;color:#57606a;width:1%}
+.headers td{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px;word-break:break-all}
+pre{margin:0;padding:12px 16px;background:#fff;border:1px solid #d0d7de;border-radius:6px;white-space:pre-wrap;word-break:break-word;font:12px/1.5 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+iframe{width:100%;height:480px;border:1px solid #d0d7de;border-radius:6px;background:#fff;resize:vertical}
+.actions{display:flex;gap:12px;align-items:center;margin-bottom:16px}
+.actions a,button{font:inherit;font-size:13px;padding:4px 12px;border:1px solid #d0d7de;border-radius:6px;background:#fff;color:#24292f;text-decoration:none;cursor:pointer}
+header button{background:transparent;color:#fff;border-color:#57606a}
+form{margin:0}
+`;
+
+function page(title: string, body: string, opts: { refreshSeconds?: number } = {}): string {
+  const refresh = opts.refreshSeconds ? `<meta http-equiv="refresh" content="${opts.refreshSeconds}">` : "";
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">${refresh}
+<title>${escapeHtml(title)}</title><style>${STYLE}</style></head>
+<body>${body}</body></html>`;
+}
+
+function topBar(count: number): string {
+  return `<header><h1><a href="/">ScaiSend dev inbox</a></h1><span class="count">${count} message${count === 1 ? "" : "s"}</span><span class="spacer"></span>
+<form method="post" action="/clear"><button type="submit">Clear all</button></form></header>`;
+}
+
+export function dkimBadge(dkim: DkimSummary): string {
+  const cls =
+    dkim.result === "pass"
+      ? "b-pass"
+      : dkim.result === "fail"
+        ? "b-fail"
+        : dkim.result === "none"
+          ? "b-none"
+          : "b-other";
+  const title = dkim.comment ? ` title="${escapeHtml(dkim.comment)}"` : "";
+  return `<span class="badge ${cls}"${title}>DKIM ${escapeHtml(dkim.result)}</span>`;
+}
+
+function formatTime(d: Date): string {
+  return d
+    .toISOString()
+    .replace("T", " ")
+    .replace(/\.\d+Z$/, "");
+}
+
+function orDash(value: string): string {
+  return value ? escapeHtml(value) : `<span class="muted">—</span>`;
+}
+
+function messageHref(id: string): string {
+  return `/messages/${encodeURIComponent(id)}`;
+}
+
+export function renderList(messages: StoredMessage[], total: number): string {
+  const rows = messages
+    .map((m) => {
+      const to = m.to || m.envelope.rcptTo.join(", ");
+      return `<tr>
+<td class="muted">${escapeHtml(formatTime(m.receivedAt))}</td>
+<td title="${escapeHtml(m.from)}">${orDash(m.from)}</td>
+<td title="${escapeHtml(to)}">${orDash(to)}</td>
+<td title="${escapeHtml(m.subject)}"><a href="${messageHref(m.id)}">${m.subject ? escapeHtml(m.subject) : `<span class="muted">(no subject)</span>`}</a></td>
+<td>${dkimBadge(m.dkim)}</td>
+</tr>`;
+    })
+    .join("\n");
+  const body = messages.length
+    ? `<table class="list"><colgroup><col class="c-time"><col class="c-from"><col class="c-to"><col><col class="c-dkim"></colgroup>
+<thead><tr><th>Received (UTC)</th><th>From</th><th>To</th><th>Subject</th><th>DKIM</th></tr></thead><tbody>${rows}</tbody></table>`
+    : `<div class="empty">No messages yet. Point SMTP at this inbox and they will show up here.</div>`;
+  return page("Dev inbox", `${topBar(total)}<main>${body}</main>`, { refreshSeconds: 5 });
+}
+
+export function renderDetail(m: StoredMessage, total: number): string {
+  const dkim = m.dkim;
+  const dkimRows = dkim.signatures
+    .map(
+      (s) =>
+        `<tr><td>${dkimBadge({ ...s, signatures: [] })}</td><td>${orDash(s.domain ?? "")}</td><td>${orDash(s.selector ?? "")}</td><td>${orDash(s.algo ?? "")}</td><td>${orDash(s.comment ?? "")}</td></tr>`,
+    )
+    .join("");
+  const headerRows = m.headers
+    .map((h) => `<tr><td>${escapeHtml(h.name)}</td><td>${escapeHtml(h.value)}</td></tr>`)
+    .join("");
+  const attachments = m.attachments.length
+    ? `<h3>Attachments</h3><table><thead><tr><th>Filename</th><th>Type</th><th>Size</th></tr></thead><tbody>${m.attachments
+        .map(
+          (a) =>
+            `<tr><td>${orDash(a.filename ?? "")}</td><td>${escapeHtml(a.contentType)}</td><td>${a.size} B</td></tr>`,
+        )
+        .join("")}</tbody></table>`
+    : "";
+  const html =
+    m.html !== null
+      ? // sandbox="" (every restriction on): no scripts, no forms, no popups, no top navigation,
+        // opaque origin. The srcdoc value is attribute-escaped, so the markup cannot close the
+        // attribute; it also inherits this page's CSP, which blocks remote images and fonts.
+        `<h3>HTML body</h3><iframe sandbox="" referrerpolicy="no-referrer" title="HTML body" srcdoc="${escapeHtml(m.html)}"></iframe>`
+      : "";
+  const text = m.text ? `<h3>Text body</h3><pre>${escapeHtml(m.text)}</pre>` : "";
+  const parseError = m.parseError ? `<h3>Parse error</h3><pre>${escapeHtml(m.parseError)}</pre>` : "";
+  const body = `${topBar(total)}<main>
+<div class="actions"><a href="/">&larr; Inbox</a><a href="${messageHref(m.id)}/raw">Raw source</a><a href="/api/messages/${encodeURIComponent(m.id)}">JSON</a></div>
+<h2>${m.subject ? escapeHtml(m.subject) : `<span class="muted">(no subject)</span>`}</h2>
+<dl class="meta">
+<dt>From</dt><dd>${orDash(m.from)}</dd>
+<dt>To</dt><dd>${orDash(m.to)}</dd>
+${m.cc ? `<dt>Cc</dt><dd>${escapeHtml(m.cc)}</dd>` : ""}
+<dt>Envelope</dt><dd>MAIL FROM:&lt;${escapeHtml(m.envelope.mailFrom)}&gt; &rarr; ${m.envelope.rcptTo.map((r) => `&lt;${escapeHtml(r)}&gt;`).join(", ")}</dd>
+<dt>Received</dt><dd>${escapeHtml(formatTime(m.receivedAt))} UTC <span class="muted">(${m.size} bytes)</span></dd>
+<dt>DKIM</dt><dd>${dkimBadge(dkim)} ${dkim.domain ? `d=${escapeHtml(dkim.domain)}` : ""} ${dkim.selector ? `s=${escapeHtml(dkim.selector)}` : ""} <span class="muted">${escapeHtml(dkim.info)}</span></dd>
+</dl>
+${parseError}${html}${text}${attachments}
+<h3>DKIM signatures</h3><table><thead><tr><th>Result</th><th>Domain</th><th>Selector</th><th>Algorithm</th><th>Detail</th></tr></thead><tbody>${dkimRows}</tbody></table>
+<h3>Headers</h3><table class="headers"><tbody>${headerRows}</tbody></table>
+</main>`;
+  return page(m.subject || "(no subject)", body);
+}
+
+export function renderNotFound(): string {
+  return page(
+    "Not found",
+    `<main><div class="empty">Message not found (it may have been evicted or cleared). <a href="/">Back to the inbox</a></div></main>`,
+  );
+}
