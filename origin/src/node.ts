@@ -1,0 +1,130 @@
+/**
+ * An origin node, assembled: links to every hub shard, the job runner, the delivery engine, the ops
+ * HTTP server (/healthz, /readyz, /metrics) and, in development, the dev inbox that stands in for
+ * the internet. `startOriginNode` is what main.ts and the end-to-end tests run.
+ */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import type { OriginConfig } from "./config.ts";
+import { createDeliveryEngine } from "./delivery/engine.ts";
+import { startDevInbox, type DevInbox } from "./dev-inbox/index.ts";
+import { EdgeLink } from "./link/edge-link.ts";
+import { createLogger, type Logger } from "./ops/log.ts";
+import { createMetrics } from "./ops/metrics.ts";
+import { JobRunner } from "./worker/job-runner.ts";
+
+export const ORIGIN_VERSION = "0.1.0";
+
+export interface OriginNode {
+  httpPort: number;
+  inbox: DevInbox | null;
+  links: EdgeLink[];
+  runner: JobRunner;
+  /** Stops taking work, lets jobs in flight finish and report (up to DRAIN_TIMEOUT_MS), then closes. */
+  drain(): Promise<void>;
+}
+
+export async function startOriginNode(config: OriginConfig, log: Logger = createLogger()): Promise<OriginNode> {
+  const metrics = createMetrics();
+  let inbox: DevInbox | null = null;
+  let smarthost = config.SMARTHOST;
+  if (config.DEV_INBOX) {
+    const records = config.DEV_DKIM_RECORDS ? (JSON.parse(config.DEV_DKIM_RECORDS) as Record<string, string>) : {};
+    inbox = await startDevInbox({
+      smtpPort: config.DEV_INBOX_SMTP_PORT,
+      httpPort: config.DEV_INBOX_HTTP_PORT,
+      // The dev inbox checks DKIM against the records the edge asked us to publish, not real DNS.
+      dkimResolver: async (name) => {
+        const value = records[name.toLowerCase()];
+        if (value === undefined) throw Object.assign(new Error(`no record for ${name}`), { code: "ENOTFOUND" });
+        return [[value]];
+      },
+      log: (msg, extra) => log.info(`dev inbox: ${msg}`, extra),
+    });
+    smarthost = { host: "127.0.0.1", port: inbox.smtpPort };
+  }
+
+  const engine = createDeliveryEngine({
+    heloName: config.HELO_NAME,
+    smtpPort: config.SMTP_PORT,
+    ...(smarthost ? { smarthost } : {}),
+    ...(config.DNS_SERVERS ? { dnsServers: config.DNS_SERVERS } : {}),
+    ...(config.RETURN_PATH_DOMAIN ? { returnPathDomain: config.RETURN_PATH_DOMAIN } : {}),
+    verpSecret: config.VERP_SECRET,
+    connectTimeoutMs: config.CONNECT_TIMEOUT_MS,
+    maxConnectionsPerHost: config.MAX_CONNECTIONS_PER_HOST,
+    mxCacheTtlMs: config.MX_CACHE_TTL_S * 1000,
+    log: (level, msg, extra) => log[level](msg, extra),
+  });
+
+  const runner = new JobRunner({
+    capacity: config.CAPACITY,
+    deliver: (job) => engine.deliver(job),
+    metrics,
+    log: (level, msg, extra) => log[level](msg, extra),
+  });
+
+  const links: EdgeLink[] = [];
+  const openLink = (shard: number) => {
+    const link = new EdgeLink({
+      edgeUrl: config.EDGE_URL,
+      token: config.ORIGIN_TOKEN,
+      shard,
+      nodeId: config.NODE_ID,
+      version: ORIGIN_VERSION,
+      freeCapacity: () => runner.freeCapacity(),
+      onJobs: (jobs, l) => runner.accept(jobs, l),
+      onWelcome: (w) => {
+        log.info("link up", { shard: w.shard, shards: w.shards });
+        // Shard 0 tells us how many shards exist; one link per shard.
+        for (let s = links.length; s < w.shards; s++) openLink(s);
+      },
+      onStateChange: (up) => metrics.linkUp.set(up ? 1 : 0, { shard: String(shard) }),
+      log: (level, msg, extra) => log[level](msg, extra),
+    });
+    links.push(link);
+    link.start();
+  };
+  openLink(0);
+
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (path === "/healthz") return json(res, 200, { status: "healthy" });
+    if (path === "/readyz") {
+      const ready = links.length > 0 && links.every((l) => l.connected);
+      return json(res, ready ? 200 : 503, { status: ready ? "ready" : "not ready", links: links.map((l) => l.connected) });
+    }
+    if (path === "/metrics") {
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" });
+      return res.end(metrics.render());
+    }
+    json(res, 404, { detail: "Not Found" });
+  });
+  await new Promise<void>((resolve) => server.listen(config.HTTP_PORT, config.HTTP_HOST, resolve));
+  const httpPort = (server.address() as AddressInfo).port;
+  log.info("origin node started", { nodeId: config.NODE_ID, httpPort, devInbox: inbox?.url ?? null });
+
+  let drained: Promise<void> | null = null;
+  const drain = () => {
+    drained ??= (async () => {
+      log.info("draining", { inFlight: runner.inFlight });
+      for (const l of links) l.stopCredits();
+      const timeout = new Promise<void>((r) => setTimeout(r, config.DRAIN_TIMEOUT_MS).unref());
+      await Promise.race([runner.whenIdle(), timeout]);
+      await Promise.all(links.map((l) => l.waitForAcks(5_000)));
+      for (const l of links) l.close();
+      await engine.close();
+      await new Promise<void>((r) => server.close(() => r()));
+      await inbox?.close();
+      log.info("origin node stopped");
+    })();
+    return drained;
+  };
+
+  return { httpPort, inbox, links, runner, drain };
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { "content-type": "application/json" });
+  res.end(JSON.stringify(body));
+}

@@ -1,0 +1,80 @@
+/**
+ * A few Prometheus metrics in the text exposition format (version 0.0.4). Hand-written because the
+ * origin needs four instruments, not a metrics library.
+ */
+
+type Labels = Record<string, string>;
+const labelKey = (l: Labels) =>
+  Object.entries(l)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, "\\$&")}"`)
+    .join(",");
+
+class Counter {
+  private readonly values = new Map<string, number>();
+  constructor(readonly name: string, readonly help: string) {}
+  inc(labels: Labels = {}, by = 1): void {
+    const k = labelKey(labels);
+    this.values.set(k, (this.values.get(k) ?? 0) + by);
+  }
+  get(labels: Labels = {}): number {
+    return this.values.get(labelKey(labels)) ?? 0;
+  }
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
+    for (const [k, v] of this.values) lines.push(`${this.name}${k ? `{${k}}` : ""} ${v}`);
+    return lines.join("\n");
+  }
+}
+
+class Gauge {
+  private readonly values = new Map<string, number>();
+  constructor(readonly name: string, readonly help: string) {}
+  set(value: number, labels: Labels = {}): void {
+    this.values.set(labelKey(labels), value);
+  }
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
+    for (const [k, v] of this.values) lines.push(`${this.name}${k ? `{${k}}` : ""} ${v}`);
+    return lines.join("\n");
+  }
+}
+
+class Histogram {
+  private readonly counts: number[];
+  private sum = 0;
+  private count = 0;
+  constructor(readonly name: string, readonly help: string, readonly buckets: number[]) {
+    this.counts = buckets.map(() => 0);
+  }
+  observe(v: number): void {
+    this.sum += v;
+    this.count++;
+    this.buckets.forEach((b, i) => {
+      if (v <= b) this.counts[i]!++;
+    });
+  }
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
+    this.buckets.forEach((b, i) => lines.push(`${this.name}_bucket{le="${b}"} ${this.counts[i]}`));
+    lines.push(`${this.name}_bucket{le="+Inf"} ${this.count}`, `${this.name}_sum ${this.sum}`, `${this.name}_count ${this.count}`);
+    return lines.join("\n");
+  }
+}
+
+const SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+export function createMetrics() {
+  return {
+    inFlight: new Gauge("scaisend_origin_jobs_in_flight", "Delivery jobs being worked on"),
+    linkUp: new Gauge("scaisend_origin_link_connected", "1 when the link to a hub shard is up"),
+    outcomes: new Counter("scaisend_origin_recipient_outcomes_total", "Recipient outcomes by status"),
+    jobSeconds: new Histogram("scaisend_origin_delivery_seconds", "Time to deliver one job", SECONDS),
+    queueWaitSeconds: new Histogram("scaisend_origin_queue_wait_seconds", "Time a job waited for a free slot", SECONDS),
+    render(): string {
+      return [this.inFlight, this.linkUp, this.outcomes, this.jobSeconds, this.queueWaitSeconds].map((m) => m.render()).join("\n") + "\n";
+    },
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
