@@ -1,0 +1,921 @@
+/**
+ * `POST /v3/mail/send` request body: zod schema + SendGrid-style validation errors.
+ *
+ * Two layers, so that one response can report every problem at once (sendgrid-v3.md §3.4):
+ *   1. `MailSendSchema` checks each field on its own (type, length, format, header-injection guard).
+ *      Every rule carries SendGrid's exact message where the catalogue has one.
+ *   2. `CROSS_FIELD_RULES` check what spans fields (subject/content/template_id, duplicate recipients,
+ *      recipient totals, merged custom_args size, send_at horizon, …). They read the *raw* body
+ *      defensively, because zod skips object-level refinements as soon as any child fails, and we
+ *      want "bad email" and "missing subject" reported together.
+ * `validateMailSend` runs both and keeps the first error per field (SendGrid reports one per field).
+ *
+ * Wire conventions (sendgrid-v3.md §3.4, scaisend.md §8):
+ *   - `field` is a dotted path with zero-based indices: `personalizations.1.to.0.email`; record keys
+ *     (headers, custom_args, …) appear as-is: `headers.X-Foo`.
+ *   - `help` points at ScaiSend's docs: `${MAIL_SEND_DOCS_URL}#<field without indices>`, underscores
+ *     as hyphens (scaisend.md §8: `template_id` → `#template-id`); record paths stop at the record.
+ *
+ * Deliberate leniencies (SendGrid's own clients never exercise these; hand-written ones do):
+ *   - unknown keys are ignored and stripped from the parsed value, at every level;
+ *   - an optional field sent as JSON `null` counts as absent;
+ *   - `content: []` together with `template_id` counts as "no content";
+ *   - attachment base64 may be line-wrapped (RFC 2045) and may omit `=` padding;
+ *   - `mail_settings.spam_check` (legacy, not implemented by ScaiSend) is type-checked only.
+ *
+ * Imports only zod: this module runs in the Worker and in Node.
+ */
+import { z } from "zod";
+
+// ---------------------------------------------------------------------------------------------
+// Public constants and error type
+
+/** Base of every `help` URL; the anchor is the field path without indices. */
+export const MAIL_SEND_DOCS_URL = "https://scaisend.scailabs.ai/docs/06-reference/02-mail-send";
+
+/** ScaiSend caps the whole serialized body at 20 MB (scaisend.md §9, §10); the route checks raw bytes. */
+export const MAX_MAIL_SEND_BYTES = 20 * 1024 * 1024;
+
+/** Message for the route's 413 (sendgrid-v3.md §1: "payload too large"; SendGrid docs wording). */
+export const PAYLOAD_TOO_LARGE_MESSAGE =
+  "The JSON payload you have included in your request is too large. The request body, including base64-encoded attachments, may be at most 20 MB.";
+
+export const MAX_PERSONALIZATIONS = 1000;
+export const MAX_TOTAL_RECIPIENTS = 1000;
+export const MAX_ATTACHMENTS = 10;
+export const MAX_CATEGORIES = 10;
+export const MAX_SCHEDULE_AHEAD_SECONDS = 72 * 3600;
+
+export type SendGridFieldError = { message: string; field: string | null; help: string | null };
+
+export type MailSendValidation = { ok: true; value: MailSend } | { ok: false; errors: SendGridFieldError[] };
+
+/** Body for malformed JSON: SendGrid answers exactly this (sendgrid-v3.md §3.4). */
+export function malformedJsonError(): SendGridFieldError {
+  return { message: "Bad Request", field: null, help: null };
+}
+
+/** Body entry for the route's 413 when the raw body exceeds MAX_MAIL_SEND_BYTES. */
+export function payloadTooLargeError(): SendGridFieldError {
+  return { message: PAYLOAD_TOO_LARGE_MESSAGE, field: null, help: `${MAIL_SEND_DOCS_URL}#attachments` };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Message catalogue. Quoted strings are SendGrid's (sendgrid-v3.md §3.4 and the docs' errors page,
+// where live responses render placeholders as `[value]`); entries marked "ours" have no SendGrid text.
+
+const addressExample = `e.g. {"email": "example@example.com"} or {"email": "example@example.com", "name": "Example Recipient"}`;
+
+export const MESSAGES = {
+  notAnObject: (given: string) => `Invalid type. Expected: object, given: ${given}.`,
+  invalidType: (expected: string, given: string) => `Invalid type. Expected: ${expected}, given: ${given}.`,
+
+  personalizationsRequired:
+    "The personalizations field is required and must have at least one personalization.",
+  personalizationsEmpty: "You must have at least one personalization.",
+  personalizationsTooMany: (n: number) =>
+    `The personalization block is limited to 1000 personalizations per API request. You have provided ${n} personalizations. Please consider splitting this into multiple requests and resending your request.`,
+  totalRecipients: "There is a limit of 1000 total recipients (to + cc + bcc) per request.",
+  toRequired: "The to parameter is required for all personalization objects.",
+  duplicateRecipient: (email: string, path: string) =>
+    `Each email address in the personalization block should be unique between to, cc, and bcc. We found the first duplicate instance of [${email}] in the ${path} field.`,
+
+  // Addresses. Live from-message as returned by SendGrid (two spaces and all), sendgrid-v3.md §3.4 / the mocks
+  // that replay it.
+  fromRequired:
+    'The from object must be provided for every email send. It is an object that requires the email parameter, but may also contain a name parameter.  e.g. {"email" : "example@example.com"}  or {"email" : "example@example.com", "name" : "Example Recipient"}.',
+  fromInvalid: "The from email does not contain a valid address.",
+  recipientRequired: (list: "to" | "cc" | "bcc") =>
+    list === "to"
+      ? `The to array must at least have an \`email\` parameter with a valid email address and it may also contain a \`name\` parameter. ${addressExample}`
+      : `The ${list} array, when used, must at least have an \`email\` parameter with a valid email address and it may also contain a \`name\` parameter. ${addressExample}`,
+  recipientInvalid: "Does not contain a valid address.",
+  replyToRequired: `The \`reply_to\` object, when used, must at least have an \`email\` parameter with a valid email address and it may also contain a \`name\` parameter. ${addressExample}`,
+  replyToInvalid: "The reply_to email does not contain a valid address.", // ours, by analogy with from
+  replyToListInvalid: "The `reply_to_list` email does not contain a valid address.",
+  replyToListUnique: "Each email address in the `reply_to_list` should be unique.",
+  replyToListTooMany: "The `reply_to_list` may contain at most 1000 addresses.", // ours (limit: sendgrid-v3.md §3.2)
+  replyToExclusive: "`reply_to` is mutually exclusive with `reply_to_list`.",
+  emailTooLong: (label: "From" | "To" | "CC" | "BCC" | "Reply-To") =>
+    `The ${label} email exceeds the maximum total length of 320 characters`,
+  nameSeparators: (list: "to" | "cc" | "bcc") => `The ${list} name cannot contain ';' or ',' characters.`, // ours
+  nameCrlf: (what: string) => `The ${what} name cannot contain CRLF characters.`, // ours: header-injection guard
+
+  subjectInvalid: "The subject of your email must be a string at least one character in length.",
+  subjectCrlf: "The subject cannot contain CRLF characters.", // ours: header-injection guard
+  subjectRequired:
+    "The subject is required. You can get around this requirement if you use a template with a subject defined or if every personalization has a subject defined.",
+
+  contentRequired:
+    "The content param is required unless you are using a transactional template and have defined a template_ID.",
+  contentEmpty:
+    "There must be at least one defined content block. We typically suggest both text/plain and text/html blocks are included, but only one block is required.",
+  contentWithTemplate:
+    "The content param cannot be combined with template_id: the dynamic template supplies the content. Remove one of them.", // ours: scaisend.md §9
+  contentTypeRequired: "A content type is required, this tells email clients how to display the email.",
+  contentTypeInvalid: "Your content type must be a string with length of at least one character.",
+  contentTypeChars: "Cannot contain ';', or CRLF characters.",
+  contentValueRequired: "A content value is required, this is the content of the email you are sending.",
+  contentValueInvalid: "The content value must be a string at least one character in length.",
+  contentOrder:
+    "Following RFC 1341, section 7.2, if either text/html or text/plain are to be sent in your email: text/plain needs to be first, followed by text/html, followed by any other content.",
+
+  templateIdType: (given: string) => `The template ID must be a string, you provided [${given}].`,
+  templateIdPrefix: "The template_id must start with 'd-'", // scaisend.md §8, verbatim
+
+  headerValuesPersonalization: "All values of the headers object must be strings.",
+  headerValues: "The header values must be strings.",
+  headerKeyChars: "Header keys cannot contain non-ASCII characters or empty spaces.",
+  headerReserved: "Header cannot be one of the reserved keys.",
+  headerDuplicate: "The headers cannot contain duplicate keys.",
+  headerCrlf: (key: string) =>
+    `The header ${JSON.stringify(key)} cannot contain CR or LF characters in its name or value.`, // ours
+
+  customArgsValues: "All values of custom arguments object must be strings",
+  customArgsEmpty: "`custom_args` cannot be empty.",
+  customArgsSize:
+    "The combined size of both global and personalization custom arguments may not exceed 10,000 bytes per personalization.",
+
+  substitutionsValues:
+    "The substitution values must be an object of key/value pairs, where the values are all strings.",
+  substitutionsCount: "You are limited to 10,000 substitutions.",
+  substitutionsSize: "The substitutions may not exceed 10,000 bytes per personalization.", // ours (limit: §3.1)
+  sectionsValues: "The section values must be strings.",
+
+  sendAtType:
+    "The `send_at` parameter is expecting a Unix timestamp as an integer. We will send immediately if you include a `send_at` timestamp that is in the past.",
+  sendAtTooFar: "Scheduling more than 72 hours in advance is forbidden.",
+
+  categoriesType: "Categories must be an array of strings.",
+  categoriesTooMany: (n: number) =>
+    `There is a limit of 10 categories for each email that is sent. You provided ${n} categories.`,
+  categoryTooLong: (c: string) =>
+    `Each category must not be longer than 255 characters. [${c}] exceeds this limit`,
+  categoryDuplicate: (c: string) =>
+    `The categories must be a unique list, and you have included [${c}] more than once.`,
+  categoryAscii: "Categories can not contain non-ASCII characters.",
+  categoryCrlf: "Categories cannot contain CRLF characters.", // ours: categories can end up in headers
+
+  attachmentsTooMany: (n: number) =>
+    `There is a limit of 10 attachments per message. You provided ${n} attachments.`, // ours: scaisend.md §10
+  attachmentContentInvalid: "The attachment content must be a string at least one character in length.",
+  attachmentContentBase64: "The attachment content must be base64 encoded.",
+  attachmentFilenameRequired: "filename is required.",
+  attachmentFilenameType: "The filename of your attachment must be a string.",
+  attachmentFilenameCrlf: "The filename of your attachment cannot contain CRLF characters.",
+  attachmentFilenameLength: "The filename of your attachment must be between 1 and 255 characters.", // ours: scaisend.md §10
+  attachmentTypeInvalid: "The attachment type must be a string and at least one character in length.",
+  attachmentTypeChars: "The type cannot contain ';', or CRLF characters.",
+  attachmentDisposition: (given: string) =>
+    `The disposition of your attachment can be either "inline" or "attachment". You provided [${given}].`,
+  attachmentContentIdType: (given: string) =>
+    `The content ID of your attachment must be a string. You provided [${given}].`,
+  attachmentContentIdCrlf: "The content ID of your attachment cannot contain CRLF characters.",
+  attachmentContentIdRequired:
+    'The content_id is required when the disposition of your attachment is "inline".', // ours: scaisend.md §10
+
+  batchIdType: "The batch_id must be a string.",
+  ipPoolType: "The name of your IP pool must be a string.",
+  ipPoolLength: (given: string) =>
+    `The IP Pool name must be between 2 and 64 characters. You provided [${given}].`, // ours (limit: §3.1)
+
+  asmGroupId: "The ASM group ID must be an integer.",
+  asmGroupsToDisplay: "The ASM Group IDs to display must be an array of integers.",
+  asmGroupsToDisplayTooMany:
+    "There is a limit of 25 unsubscribe groups that can be displayed to a user at a time.",
+
+  enableBoolean: (label: string) => `The ${label} enable param should be a boolean value.`,
+  bypassCombination:
+    "bypass_list_management cannot be combined with bypass_spam_management, bypass_bounce_management or bypass_unsubscribe_management.", // ours: sendgrid-v3.md §3.1
+  footerText: "The text/plain version of your footer should be a string.",
+  footerHtml: "The text/html version of your footer should be a string.",
+  bccSettingEmail: `The bcc email recipient object must at least have an email address and may also contain a name. ${addressExample}`,
+  bccSettingRequired: "You must include a recipient object when using the bcc mail setting.",
+  spamCheckThreshold:
+    "The spam check threshold is between 1 and 10, with the lower numbers being the most strict filtering.",
+  spamCheckUrlType: "The spam check url must be a string.",
+  spamCheckUrlScheme: "The `post_to_url` parameter must start with `http://` or `https://`.",
+  clickTrackingEnableText: "The click tracking enable text must be a boolean value.",
+  openTrackingTag: "The open tracking substitution tag must be a string.",
+  subscriptionTrackingText:
+    "The subscription tracking unsubscribe content for text/plain messages must be a string.",
+  subscriptionTrackingHtml:
+    "The subscription tracking unsubscribe content for text/html messages must be a string.",
+  subscriptionTrackingTag: "The subscription tracking substitution tag must be a string value.",
+  ganalyticsEnable: "The Google Analytics enable param must be a boolean value.",
+  ganalyticsUtm: (key: string) => `The Google Analytics ${key} must be a string value.`,
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// Primitive predicates
+
+/** Header names SendGrid reserves (sendgrid-v3.md §3.1), compared case-insensitively. */
+export const RESERVED_HEADERS: ReadonlySet<string> = new Set([
+  "x-sg-id",
+  "x-sg-eid",
+  "received",
+  "dkim-signature",
+  "content-type",
+  "content-transfer-encoding",
+  "to",
+  "from",
+  "subject",
+  "reply-to",
+  "cc",
+  "bcc",
+]);
+
+/**
+ * Practical RFC 5322 addr-spec: dot-atom local part, dotted domain of LDH labels (IDNs as punycode).
+ * No quoted local parts, IP literals or SMTPUTF8: we deliver over plain SMTP to real MX hosts.
+ */
+const EMAIL_RE =
+  /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+const MAX_EMAIL_LENGTH = 320;
+
+export const isValidEmail = (s: string): boolean => s.length <= MAX_EMAIL_LENGTH && EMAIL_RE.test(s);
+const hasCrLf = (s: string): boolean => /[\r\n]/.test(s);
+const isAscii = (s: string): boolean => /^[\x00-\x7F]*$/.test(s);
+/** RFC 5322 field-name: printable ASCII except ':' (so no space either). */
+const isHeaderName = (s: string): boolean => /^[\x21-\x39\x3B-\x7E]+$/.test(s);
+
+/** Standard base64; whitespace (line wrapping) ignored, padding optional. */
+export function isBase64(s: string): boolean {
+  const compact = s.replace(/[\r\n\t ]/g, "");
+  if (compact.length === 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(compact)) return false;
+  const withoutPadding = compact.replace(/=+$/, "");
+  if (compact.length !== withoutPadding.length && compact.length % 4 !== 0) return false;
+  return withoutPadding.length % 4 !== 1;
+}
+
+/** UTF-8 size without node:buffer (TextEncoder exists in Workers and Node). */
+const utf8Bytes = (s: string): number => new TextEncoder().encode(s).length;
+
+/** JSON-schema type names, as in SendGrid's "Invalid type. Expected: array, given: object." */
+export function jsonType(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "array";
+  if (typeof v === "number") return Number.isInteger(v) ? "integer" : "number";
+  if (v === undefined) return "undefined";
+  return typeof v;
+}
+
+/** How a bad value is echoed inside `[...]`: strings raw, everything else as JSON. */
+const echo = (v: unknown): string => (typeof v === "string" ? v : (JSON.stringify(v) ?? String(v)));
+
+// ---------------------------------------------------------------------------------------------
+// Schema building blocks
+
+/** Optional field; JSON `null` counts as absent (see leniencies in the header). */
+function opt<T extends z.ZodType>(schema: T) {
+  return z.preprocess((v) => (v === null ? undefined : v), schema.optional());
+}
+
+/** A string with one message for "missing" and one for "wrong type". */
+function str(required: string, wrongType: string = required) {
+  return z.string({ error: (iss) => (iss.input === undefined ? required : wrongType) });
+}
+
+/** A string that must not contain CR or LF (it ends up in a header: subject, names, filenames…). */
+function headerSafe(schema: z.ZodString, message: string) {
+  return schema.refine((s) => !hasCrLf(s), { error: message });
+}
+
+type AddressKind = {
+  /** Used in the name-CRLF message, e.g. "from", "to". */
+  what: string;
+  required: string;
+  invalid: string;
+  tooLong: string;
+  /** to/cc/bcc names may not contain ';' or ',' (sendgrid-v3.md §3.2). */
+  separators?: string;
+};
+
+function addressSchema(kind: AddressKind) {
+  const email = str(kind.required)
+    .max(MAX_EMAIL_LENGTH, { error: kind.tooLong })
+    .refine((s) => EMAIL_RE.test(s), { error: kind.invalid });
+  let name = headerSafe(
+    z.string({ error: (iss) => MESSAGES.invalidType("string", jsonType(iss.input)) }),
+    MESSAGES.nameCrlf(kind.what),
+  );
+  const separators = kind.separators;
+  if (separators !== undefined) name = name.refine((s) => !/[;,]/.test(s), { error: separators });
+  return z.object(
+    { email, name: opt(name) },
+    { error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)) },
+  );
+}
+
+const fromKind: AddressKind = {
+  what: "from",
+  required: MESSAGES.fromRequired,
+  invalid: MESSAGES.fromInvalid,
+  tooLong: MESSAGES.emailTooLong("From"),
+};
+const recipientKind = (list: "to" | "cc" | "bcc"): AddressKind => ({
+  what: list,
+  required: MESSAGES.recipientRequired(list),
+  invalid: MESSAGES.recipientInvalid,
+  tooLong: MESSAGES.emailTooLong(list === "to" ? "To" : list === "cc" ? "CC" : "BCC"),
+  separators: MESSAGES.nameSeparators(list),
+});
+const replyToKind: AddressKind = {
+  what: "reply_to",
+  required: MESSAGES.replyToRequired,
+  invalid: MESSAGES.replyToInvalid,
+  tooLong: MESSAGES.emailTooLong("Reply-To"),
+};
+const replyToListKind: AddressKind = {
+  what: "reply_to_list",
+  required: MESSAGES.replyToListInvalid,
+  invalid: MESSAGES.replyToListInvalid,
+  tooLong: MESSAGES.emailTooLong("Reply-To"),
+};
+
+export const EmailAddressSchema = addressSchema(fromKind);
+
+/**
+ * A missing `from` is reported at `from.email` (that is what SendGrid returns, sendgrid-v3.md §3.4),
+ * so absent/null `from` is parsed as `{}` and fails on its email.
+ */
+const FromSchema = z.preprocess((v) => (v === undefined || v === null ? {} : v), addressSchema(fromKind));
+
+function recipientList(list: "to" | "cc" | "bcc") {
+  return z.array(addressSchema(recipientKind(list)), {
+    error: (iss) => MESSAGES.invalidType("array", jsonType(iss.input)),
+  });
+}
+
+/** `to` is required and non-empty in every personalization (sendgrid-v3.md §3.4). */
+const ToSchema = z
+  .array(addressSchema(recipientKind("to")), { error: MESSAGES.toRequired })
+  .min(1, { error: MESSAGES.toRequired });
+
+const subjectSchema = headerSafe(
+  str(MESSAGES.subjectInvalid).min(1, { error: MESSAGES.subjectInvalid }),
+  MESSAGES.subjectCrlf,
+);
+
+const sendAtSchema = z.int({ error: MESSAGES.sendAtType });
+
+/**
+ * Custom email headers; `valuesMessage` differs between the two levels in SendGrid's catalogue.
+ * Values are typed `unknown` at first so that one non-string value does not hide an injection attempt in
+ * another header (zod skips record-level checks once a value fails).
+ */
+function headersSchema(valuesMessage: string) {
+  return z
+    .record(z.string(), z.unknown(), { error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)) })
+    .check((ctx) => {
+      const seen = new Set<string>();
+      for (const [key, value] of Object.entries(ctx.value)) {
+        const problem = typeof value === "string" ? headerProblem(key, value) : valuesMessage;
+        if (problem) ctx.issues.push({ code: "custom", message: problem, input: value, path: [key] });
+        const lower = key.toLowerCase();
+        if (seen.has(lower))
+          ctx.issues.push({ code: "custom", message: MESSAGES.headerDuplicate, input: key, path: [] });
+        seen.add(lower);
+      }
+    })
+    .transform((headers) => headers as Record<string, string>);
+}
+
+/** First problem with one header, injection first because it is the dangerous one. */
+function headerProblem(key: string, value: string): string | null {
+  if (hasCrLf(key) || hasCrLf(value)) return MESSAGES.headerCrlf(key);
+  if (!isHeaderName(key)) return MESSAGES.headerKeyChars;
+  if (RESERVED_HEADERS.has(key.toLowerCase())) return MESSAGES.headerReserved;
+  return null;
+}
+
+const CustomArgsSchema = z
+  .record(z.string(), z.string({ error: MESSAGES.customArgsValues }), { error: MESSAGES.customArgsValues })
+  .refine((r) => Object.keys(r).length > 0, { error: MESSAGES.customArgsEmpty });
+
+const MAX_SUBSTITUTIONS = 10_000;
+const MAX_SUBSTITUTION_BYTES = 10_000;
+const SubstitutionsSchema = z
+  .record(z.string(), z.string({ error: MESSAGES.substitutionsValues }), {
+    error: MESSAGES.substitutionsValues,
+  })
+  .refine((r) => Object.keys(r).length <= MAX_SUBSTITUTIONS, {
+    error: MESSAGES.substitutionsCount,
+    abort: true,
+  })
+  .refine((r) => utf8Bytes(JSON.stringify(r)) <= MAX_SUBSTITUTION_BYTES, {
+    error: MESSAGES.substitutionsSize,
+  });
+
+const SectionsSchema = z.record(z.string(), z.string({ error: MESSAGES.sectionsValues }), {
+  error: MESSAGES.sectionsValues,
+});
+
+/** Any JSON object; only used to render d- templates (sendgrid-v3.md §5). */
+const DynamicTemplateDataSchema = z.record(z.string(), z.unknown(), {
+  error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)),
+});
+
+export const PersonalizationSchema = z.object(
+  {
+    to: ToSchema,
+    cc: opt(recipientList("cc")),
+    bcc: opt(recipientList("bcc")),
+    from: opt(addressSchema(fromKind)),
+    subject: opt(subjectSchema),
+    headers: opt(headersSchema(MESSAGES.headerValuesPersonalization)),
+    substitutions: opt(SubstitutionsSchema),
+    dynamic_template_data: opt(DynamicTemplateDataSchema),
+    custom_args: opt(CustomArgsSchema),
+    send_at: opt(sendAtSchema),
+  },
+  { error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)) },
+);
+
+export const ContentSchema = z.object(
+  {
+    type: headerSafe(
+      str(MESSAGES.contentTypeRequired, MESSAGES.contentTypeInvalid).min(1, {
+        error: MESSAGES.contentTypeRequired,
+      }),
+      MESSAGES.contentTypeChars,
+    ).refine((s) => !s.includes(";"), { error: MESSAGES.contentTypeChars }),
+    value: str(MESSAGES.contentValueRequired, MESSAGES.contentValueInvalid).min(1, {
+      error: MESSAGES.contentValueInvalid,
+    }),
+  },
+  { error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)) },
+);
+
+export const AttachmentSchema = z.object(
+  {
+    content: str(MESSAGES.attachmentContentInvalid)
+      .min(1, { error: MESSAGES.attachmentContentInvalid })
+      .refine(isBase64, { error: MESSAGES.attachmentContentBase64 }),
+    filename: headerSafe(
+      str(MESSAGES.attachmentFilenameRequired, MESSAGES.attachmentFilenameType),
+      MESSAGES.attachmentFilenameCrlf,
+    ).refine((s) => s.length >= 1 && s.length <= 255, { error: MESSAGES.attachmentFilenameLength }),
+    type: opt(
+      headerSafe(
+        z.string({ error: MESSAGES.attachmentTypeInvalid }).min(1, { error: MESSAGES.attachmentTypeInvalid }),
+        MESSAGES.attachmentTypeChars,
+      ).refine((s) => !s.includes(";"), { error: MESSAGES.attachmentTypeChars }),
+    ),
+    disposition: opt(
+      z.enum(["inline", "attachment"], { error: (iss) => MESSAGES.attachmentDisposition(echo(iss.input)) }),
+    ),
+    content_id: opt(
+      headerSafe(
+        z.string({ error: (iss) => MESSAGES.attachmentContentIdType(echo(iss.input)) }),
+        MESSAGES.attachmentContentIdCrlf,
+      ),
+    ),
+  },
+  { error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)) },
+);
+
+const CategoriesSchema = z
+  .array(
+    z
+      .string({ error: MESSAGES.categoriesType })
+      .refine((c) => c.length <= 255, { error: (iss) => MESSAGES.categoryTooLong(echo(iss.input)) })
+      .refine(isAscii, { error: MESSAGES.categoryAscii })
+      .refine((c) => !hasCrLf(c), { error: MESSAGES.categoryCrlf }),
+    { error: MESSAGES.categoriesType },
+  )
+  .max(MAX_CATEGORIES, { error: (iss) => MESSAGES.categoriesTooMany((iss.input as unknown[]).length) })
+  .check((ctx) => {
+    const seen = new Set<string>();
+    for (const c of ctx.value) {
+      if (seen.has(c)) {
+        ctx.issues.push({ code: "custom", message: MESSAGES.categoryDuplicate(c), input: ctx.value });
+        return;
+      }
+      seen.add(c);
+    }
+  });
+
+const AsmSchema = z.object(
+  {
+    group_id: z.int({ error: MESSAGES.asmGroupId }),
+    groups_to_display: opt(
+      z
+        .array(z.int({ error: MESSAGES.asmGroupsToDisplay }), { error: MESSAGES.asmGroupsToDisplay })
+        .max(25, { error: MESSAGES.asmGroupsToDisplayTooMany }),
+    ),
+  },
+  { error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)) },
+);
+
+const objectError = {
+  error: (iss: { input?: unknown }) => MESSAGES.invalidType("object", jsonType(iss.input)),
+};
+
+/** `{enable}` objects; `label` is SendGrid's spelling in "The <label> enable param should be a boolean value." */
+const enableFlag = (label: string) => opt(z.boolean({ error: MESSAGES.enableBoolean(label) }));
+const optString = (message: string) => opt(z.string({ error: message }));
+const toggle = (label: string) => z.object({ enable: enableFlag(label) }, objectError);
+
+const MailSettingsSchema = z.object(
+  {
+    bypass_list_management: opt(toggle("bypass list management")),
+    bypass_spam_management: opt(toggle("bypass spam management")),
+    bypass_bounce_management: opt(toggle("bypass bounce management")),
+    bypass_unsubscribe_management: opt(toggle("bypass unsubscribe management")),
+    footer: opt(
+      z.object(
+        {
+          enable: enableFlag("footer"),
+          text: optString(MESSAGES.footerText),
+          html: optString(MESSAGES.footerHtml),
+        },
+        objectError,
+      ),
+    ),
+    sandbox_mode: opt(toggle("sandbox mode")),
+    // Older Swagger spec only (sendgrid-v3.md §3.1); accepted for compatibility.
+    bcc: opt(
+      z
+        .object(
+          {
+            enable: enableFlag("bcc"),
+            email: opt(
+              z
+                .string({ error: MESSAGES.bccSettingEmail })
+                .refine(isValidEmail, { error: MESSAGES.bccSettingEmail }),
+            ),
+          },
+          objectError,
+        )
+        .check((ctx) => {
+          if (ctx.value.enable === true && ctx.value.email === undefined) {
+            ctx.issues.push({
+              code: "custom",
+              message: MESSAGES.bccSettingRequired,
+              input: ctx.value,
+              path: ["email"],
+            });
+          }
+        }),
+    ),
+    spam_check: opt(
+      z.object(
+        {
+          enable: enableFlag("spam check"),
+          threshold: opt(
+            z
+              .int({ error: MESSAGES.spamCheckThreshold })
+              .min(1, { error: MESSAGES.spamCheckThreshold })
+              .max(10, { error: MESSAGES.spamCheckThreshold }),
+          ),
+          post_to_url: opt(
+            z.string({ error: MESSAGES.spamCheckUrlType }).refine((u) => /^https?:\/\//.test(u), {
+              error: MESSAGES.spamCheckUrlScheme,
+            }),
+          ),
+        },
+        objectError,
+      ),
+    ),
+  },
+  objectError,
+);
+
+const TrackingSettingsSchema = z.object(
+  {
+    click_tracking: opt(
+      z.object(
+        {
+          enable: enableFlag("click tracking"),
+          enable_text: opt(z.boolean({ error: MESSAGES.clickTrackingEnableText })),
+        },
+        objectError,
+      ),
+    ),
+    open_tracking: opt(
+      z.object(
+        { enable: enableFlag("open tracking"), substitution_tag: optString(MESSAGES.openTrackingTag) },
+        objectError,
+      ),
+    ),
+    subscription_tracking: opt(
+      z.object(
+        {
+          enable: enableFlag("subscription tracking"),
+          text: optString(MESSAGES.subscriptionTrackingText),
+          html: optString(MESSAGES.subscriptionTrackingHtml),
+          substitution_tag: optString(MESSAGES.subscriptionTrackingTag),
+        },
+        objectError,
+      ),
+    ),
+    ganalytics: opt(
+      z.object(
+        {
+          enable: opt(z.boolean({ error: MESSAGES.ganalyticsEnable })),
+          utm_source: optString(MESSAGES.ganalyticsUtm("utm_source")),
+          utm_medium: optString(MESSAGES.ganalyticsUtm("utm_medium")),
+          utm_term: optString(MESSAGES.ganalyticsUtm("utm_term")),
+          utm_content: optString(MESSAGES.ganalyticsUtm("utm_content")),
+          utm_campaign: optString(MESSAGES.ganalyticsUtm("utm_campaign")),
+        },
+        objectError,
+      ),
+    ),
+  },
+  objectError,
+);
+
+const TemplateIdSchema = z
+  .string({ error: (iss) => MESSAGES.templateIdType(echo(iss.input)) })
+  // ScaiSend only has dynamic templates (scaisend.md §9); legacy UUID ids are rejected.
+  .refine((s) => s.startsWith("d-"), { error: MESSAGES.templateIdPrefix });
+
+const ReplyToListSchema = z
+  .array(addressSchema(replyToListKind), {
+    error: (iss) => MESSAGES.invalidType("array", jsonType(iss.input)),
+  })
+  .max(1000, { error: MESSAGES.replyToListTooMany })
+  .check((ctx) => {
+    const emails = ctx.value.map((a) => a.email.toLowerCase());
+    if (new Set(emails).size !== emails.length) {
+      ctx.issues.push({ code: "custom", message: MESSAGES.replyToListUnique, input: ctx.value });
+    }
+  });
+
+/**
+ * Field-by-field shape of the body. Cross-field rules live in `validateMailSend`; use that, not
+ * this schema, to accept a request.
+ */
+export const MailSendSchema = z.object(
+  {
+    personalizations: z
+      .array(PersonalizationSchema, {
+        error: (iss) =>
+          iss.input === undefined
+            ? MESSAGES.personalizationsRequired
+            : MESSAGES.invalidType("array", jsonType(iss.input)),
+      })
+      .min(1, { error: MESSAGES.personalizationsEmpty })
+      .max(MAX_PERSONALIZATIONS, {
+        error: (iss) => MESSAGES.personalizationsTooMany((iss.input as unknown[]).length),
+      }),
+    from: FromSchema,
+    reply_to: opt(addressSchema(replyToKind)),
+    reply_to_list: opt(ReplyToListSchema),
+    subject: opt(subjectSchema),
+    content: opt(
+      z.array(ContentSchema, { error: (iss) => MESSAGES.invalidType("array", jsonType(iss.input)) }),
+    ),
+    attachments: opt(
+      z
+        .array(AttachmentSchema, { error: (iss) => MESSAGES.invalidType("array", jsonType(iss.input)) })
+        .max(MAX_ATTACHMENTS, {
+          error: (iss) => MESSAGES.attachmentsTooMany((iss.input as unknown[]).length),
+        }),
+    ),
+    template_id: opt(TemplateIdSchema),
+    sections: opt(SectionsSchema),
+    headers: opt(headersSchema(MESSAGES.headerValues)),
+    categories: opt(CategoriesSchema),
+    custom_args: opt(CustomArgsSchema),
+    send_at: opt(sendAtSchema),
+    batch_id: opt(z.string({ error: MESSAGES.batchIdType })),
+    asm: opt(AsmSchema),
+    ip_pool_name: opt(
+      z
+        .string({ error: MESSAGES.ipPoolType })
+        .refine((s) => s.length >= 2 && s.length <= 64, {
+          error: (iss) => MESSAGES.ipPoolLength(echo(iss.input)),
+        }),
+    ),
+    mail_settings: opt(MailSettingsSchema),
+    tracking_settings: opt(TrackingSettingsSchema),
+  },
+  { error: (iss) => MESSAGES.notAnObject(jsonType(iss.input)) },
+);
+
+export type MailSend = z.infer<typeof MailSendSchema>;
+export type EmailAddress = z.infer<typeof EmailAddressSchema>;
+export type Personalization = z.infer<typeof PersonalizationSchema>;
+export type Content = z.infer<typeof ContentSchema>;
+export type Attachment = z.infer<typeof AttachmentSchema>;
+export type MailSettings = z.infer<typeof MailSettingsSchema>;
+export type TrackingSettings = z.infer<typeof TrackingSettingsSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Cross-field rules over the raw body (sendgrid-v3.md §3.1–§3.2, scaisend.md §9–§10)
+
+type Raw = Record<string, unknown>;
+type Path = readonly (string | number)[];
+type RuleError = { path: Path; message: string };
+type Rule = (body: Raw, nowSeconds: number) => RuleError[];
+
+const isRecord = (v: unknown): v is Raw => typeof v === "object" && v !== null && !Array.isArray(v);
+const present = (v: unknown): boolean => v !== undefined && v !== null;
+const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+const records = (v: unknown): Raw[] => list(v).filter(isRecord);
+/** Personalizations with their original index (a non-object entry keeps its slot). */
+const personalizations = (body: Raw): [Raw, number][] =>
+  list(body.personalizations).flatMap((p, i): [Raw, number][] => (isRecord(p) ? [[p, i]] : []));
+
+const templateSet = (body: Raw): boolean => present(body.template_id);
+
+const subjectRequired: Rule = (body) => {
+  if (templateSet(body) || present(body.subject)) return [];
+  const ps = list(body.personalizations);
+  const everyHasSubject = ps.length > 0 && ps.every((p) => isRecord(p) && present(p.subject));
+  return everyHasSubject ? [] : [{ path: ["subject"], message: MESSAGES.subjectRequired }];
+};
+
+const contentPresence: Rule = (body) => {
+  const content = body.content;
+  const empty = Array.isArray(content) && content.length === 0;
+  if (templateSet(body)) {
+    return present(content) && !empty ? [{ path: ["content"], message: MESSAGES.contentWithTemplate }] : [];
+  }
+  if (!present(content)) return [{ path: ["content"], message: MESSAGES.contentRequired }];
+  return empty ? [{ path: ["content"], message: MESSAGES.contentEmpty }] : [];
+};
+
+/** RFC 1341 §7.2 ordering as SendGrid enforces it: text/plain first, then text/html, then the rest. */
+const contentOrder: Rule = (body) => {
+  const types = records(body.content).map((c) => (typeof c.type === "string" ? c.type.toLowerCase() : ""));
+  const plain = types.indexOf("text/plain");
+  const html = types.indexOf("text/html");
+  const misplaced = plain > 0 || (html >= 0 && html !== (plain === 0 ? 1 : 0));
+  return misplaced ? [{ path: ["content"], message: MESSAGES.contentOrder }] : [];
+};
+
+const emailsOf = (v: unknown): string[] =>
+  records(v).flatMap((a) => (typeof a.email === "string" ? [a.email] : []));
+
+/** Within one personalization an address may appear once across to, cc and bcc (case-insensitive). */
+const uniqueRecipients: Rule = (body) =>
+  personalizations(body).flatMap(([p, i]) => {
+    const seen = new Set<string>();
+    for (const listName of ["to", "cc", "bcc"] as const) {
+      for (const email of emailsOf(p[listName])) {
+        const key = email.toLowerCase();
+        if (seen.has(key)) {
+          const where = `personalizations.${i}.${listName}`;
+          return [{ path: ["personalizations", i], message: MESSAGES.duplicateRecipient(email, where) }];
+        }
+        seen.add(key);
+      }
+    }
+    return [];
+  });
+
+const totalRecipients: Rule = (body) => {
+  const total = personalizations(body).reduce(
+    (n, [p]) => n + list(p.to).length + list(p.cc).length + list(p.bcc).length,
+    0,
+  );
+  return total > MAX_TOTAL_RECIPIENTS
+    ? [{ path: ["personalizations"], message: MESSAGES.totalRecipients }]
+    : [];
+};
+
+const MAX_CUSTOM_ARGS_BYTES = 10_000;
+const stringRecord = (v: unknown): Record<string, string> | null =>
+  isRecord(v) && Object.values(v).every((x) => typeof x === "string") ? (v as Record<string, string>) : null;
+const jsonBytes = (v: unknown): number => utf8Bytes(JSON.stringify(v));
+
+/** Global custom_args merged with each personalization's must stay ≤ 10,000 bytes (as JSON). */
+const customArgsSize: Rule = (body) => {
+  const global = stringRecord(body.custom_args) ?? {};
+  if (jsonBytes(global) > MAX_CUSTOM_ARGS_BYTES)
+    return [{ path: ["custom_args"], message: MESSAGES.customArgsSize }];
+  return personalizations(body).flatMap(([p, i]) => {
+    const own = stringRecord(p.custom_args);
+    if (own === null) return [];
+    const merged = { ...global, ...own };
+    return jsonBytes(merged) > MAX_CUSTOM_ARGS_BYTES
+      ? [{ path: ["personalizations", i, "custom_args"], message: MESSAGES.customArgsSize }]
+      : [];
+  });
+};
+
+const replyToExclusive: Rule = (body) =>
+  present(body.reply_to) && present(body.reply_to_list)
+    ? [{ path: ["reply_to"], message: MESSAGES.replyToExclusive }]
+    : [];
+
+const enabled = (settings: unknown, key: string): boolean =>
+  isRecord(settings) && isRecord(settings[key]) && settings[key].enable === true;
+
+const bypassCombination: Rule = (body) => {
+  const s = body.mail_settings;
+  const others = ["bypass_spam_management", "bypass_bounce_management", "bypass_unsubscribe_management"];
+  return enabled(s, "bypass_list_management") && others.some((k) => enabled(s, k))
+    ? [{ path: ["mail_settings", "bypass_list_management"], message: MESSAGES.bypassCombination }]
+    : [];
+};
+
+/** send_at may be in the past (= now) but at most 72 h ahead, at both levels. */
+const sendAtHorizon: Rule = (body, now) => {
+  const tooFar = (v: unknown) => Number.isInteger(v) && (v as number) > now + MAX_SCHEDULE_AHEAD_SECONDS;
+  const errors: RuleError[] = tooFar(body.send_at)
+    ? [{ path: ["send_at"], message: MESSAGES.sendAtTooFar }]
+    : [];
+  for (const [p, i] of personalizations(body)) {
+    if (tooFar(p.send_at))
+      errors.push({ path: ["personalizations", i, "send_at"], message: MESSAGES.sendAtTooFar });
+  }
+  return errors;
+};
+
+/** An inline attachment is referenced from HTML as cid:<content_id>, so it needs one (scaisend.md §10). */
+const inlineNeedsContentId: Rule = (body) =>
+  list(body.attachments).flatMap((a, i) =>
+    isRecord(a) && a.disposition === "inline" && (!present(a.content_id) || a.content_id === "")
+      ? [{ path: ["attachments", i, "content_id"], message: MESSAGES.attachmentContentIdRequired }]
+      : [],
+  );
+
+const CROSS_FIELD_RULES: readonly Rule[] = [
+  subjectRequired,
+  contentPresence,
+  contentOrder,
+  uniqueRecipients,
+  totalRecipients,
+  customArgsSize,
+  replyToExclusive,
+  bypassCombination,
+  sendAtHorizon,
+  inlineNeedsContentId,
+];
+
+// ---------------------------------------------------------------------------------------------
+// Error shaping
+
+/** Record-valued fields: keys below them are user data, not schema, so help anchors stop there. */
+const RECORD_FIELDS = new Set([
+  "headers",
+  "custom_args",
+  "substitutions",
+  "sections",
+  "dynamic_template_data",
+]);
+
+/** `personalizations.0.headers.X-A` → `${MAIL_SEND_DOCS_URL}#personalizations.headers`. */
+export function helpUrl(path: Path): string {
+  const anchor: string[] = [];
+  for (const segment of path) {
+    if (typeof segment === "number") continue;
+    anchor.push(segment);
+    if (RECORD_FIELDS.has(segment)) break;
+  }
+  return `${MAIL_SEND_DOCS_URL}#${anchor.join(".").replaceAll("_", "-")}`;
+}
+
+export function fieldError(path: Path, message: string): SendGridFieldError {
+  return { message, field: path.join("."), help: helpUrl(path) };
+}
+
+/** Message for any issue whose schema gave none (should not happen; keeps the body well-formed). */
+function fallbackMessage(iss: z.core.$ZodRawIssue): string {
+  if (iss.code === "invalid_type") return MESSAGES.invalidType(String(iss.expected), jsonType(iss.input));
+  return "Invalid value.";
+}
+
+function toPath(path: readonly PropertyKey[]): Path {
+  return path.map((s) => (typeof s === "number" ? s : String(s)));
+}
+
+/** Keep the first error per field, in order: SendGrid reports one error per field. */
+function onePerField(errors: SendGridFieldError[]): SendGridFieldError[] {
+  const seen = new Set<string | null>();
+  return errors.filter((e) => {
+    if (seen.has(e.field)) return false;
+    seen.add(e.field);
+    return true;
+  });
+}
+
+/**
+ * Validate a parsed JSON body of `POST /v3/mail/send`.
+ * `now` (default: the current time) anchors the 72-hour `send_at` horizon; a number is epoch milliseconds.
+ */
+export function validateMailSend(body: unknown, now: Date | number = Date.now()): MailSendValidation {
+  if (!isRecord(body))
+    return {
+      ok: false,
+      errors: [{ message: MESSAGES.notAnObject(jsonType(body)), field: null, help: null }],
+    };
+  const nowSeconds = Math.floor((typeof now === "number" ? now : now.getTime()) / 1000);
+
+  const parsed = MailSendSchema.safeParse(body, { error: fallbackMessage });
+  const fieldErrors = parsed.success
+    ? []
+    : parsed.error.issues.map((i) => fieldError(toPath(i.path), i.message));
+  const crossErrors = CROSS_FIELD_RULES.flatMap((rule) => rule(body, nowSeconds)).map((e) =>
+    fieldError(e.path, e.message),
+  );
+
+  const errors = onePerField([...fieldErrors, ...crossErrors]);
+  if (errors.length > 0 || !parsed.success) return { ok: false, errors };
+  return { ok: true, value: parsed.data };
+}

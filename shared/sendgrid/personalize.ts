@@ -1,0 +1,144 @@
+/**
+ * Expand a validated mail/send body into one message draft per personalization (scaisend.md §9:
+ * "each personalization creates one message"). Pure: no I/O, no clock, input is not mutated.
+ *
+ * Precedence (sendgrid-v3.md §3.5): a personalization's `from`, `subject`, `headers` and `send_at`
+ * override the top-level ones; `custom_args` are merged with the personalization winning;
+ * headers are merged too, a personalization header replacing a top-level one of the same name
+ * (header names are case-insensitive, RFC 5322 §1.2.2).
+ *
+ * Legacy substitutions (sendgrid-v3.md §3.5): plain string replacement of each key *as given*
+ * ("-name-", "{{name}}": @sendgrid/mail has already wrapped keys in {{…}}, §2.2) in subject, text,
+ * html, other content blocks and header values. All keys are replaced in one left-to-right pass, longest key
+ * first at any position, so a replaced value is never scanned again. `sections` are SendGrid's
+ * per-message blocks that substitution *values* point at: a value that names a section expands to
+ * that section's text, and substitution tags inside the section text are then filled in (one level).
+ *
+ * With a `template_id` (ScaiSend: always a d- dynamic template) nothing is substituted: the template step
+ * renders Handlebars against `dynamic_template_data` and supplies subject and content later, so
+ * `subject` may be undefined and text/html are absent.
+ *
+ * Header-injection guard: a substitution value may contain newlines (fine in a body); in the subject
+ * and header values every CR/LF run is folded to one space after substitution.
+ */
+import type { Attachment, Content, EmailAddress, MailSend, Personalization } from "./mail-send.ts";
+
+export type Address = EmailAddress;
+
+/**
+ * One outgoing message. Request-wide settings (asm, mail_settings, tracking_settings, batch_id,
+ * ip_pool_name) are not copied: read them from the MailSend the drafts came from.
+ */
+export type MessageDraft = {
+  /** Zero-based index of the personalization this draft came from. */
+  personalizationIndex: number;
+  from: Address;
+  /** reply_to_list, or [reply_to], or []. */
+  replyTo: Address[];
+  to: Address[];
+  cc: Address[];
+  bcc: Address[];
+  /** Undefined only when a template will supply it. */
+  subject?: string;
+  text?: string;
+  html?: string;
+  /** Content blocks other than text/plain and text/html (e.g. text/x-amp-html, text/calendar), in request order. */
+  otherContent: Content[];
+  headers: Record<string, string>;
+  customArgs: Record<string, string>;
+  categories: string[];
+  /** Unix seconds; personalization-level wins. Undefined = send now. */
+  sendAt?: number;
+  templateId?: string;
+  dynamicTemplateData?: Record<string, unknown>;
+  /** Shared by every draft of the request (same array). */
+  attachments: Attachment[];
+  /** True when legacy substitutions were applied to this draft (non-template mail with a non-empty map). */
+  substitutionsApplied: boolean;
+};
+
+export function expandPersonalizations(mail: MailSend): MessageDraft[] {
+  return mail.personalizations.map((p, index) => draftFor(mail, p, index));
+}
+
+function draftFor(mail: MailSend, p: Personalization, index: number): MessageDraft {
+  const replace =
+    mail.template_id === undefined ? substituter(p.substitutions ?? {}, mail.sections ?? {}) : null;
+  const sub = replace ?? ((s: string) => s);
+  const subject = p.subject ?? mail.subject;
+  const content = mail.template_id === undefined ? (mail.content ?? []) : [];
+  const text = content.find((c) => c.type.toLowerCase() === "text/plain");
+  const html = content.find((c) => c.type.toLowerCase() === "text/html");
+
+  const draft: MessageDraft = {
+    personalizationIndex: index,
+    from: p.from ?? mail.from,
+    replyTo: mail.reply_to_list ?? (mail.reply_to ? [mail.reply_to] : []),
+    to: p.to,
+    cc: p.cc ?? [],
+    bcc: p.bcc ?? [],
+    otherContent: content
+      .filter((c) => c !== text && c !== html)
+      .map((c) => ({ type: c.type, value: sub(c.value) })),
+    headers: mapValues(mergeHeaders(mail.headers ?? {}, p.headers ?? {}), (v) => oneLine(sub(v))),
+    customArgs: { ...mail.custom_args, ...p.custom_args },
+    categories: mail.categories ?? [],
+    attachments: mail.attachments ?? [],
+    substitutionsApplied: replace !== null && Object.keys(p.substitutions ?? {}).length > 0,
+  };
+  if (subject !== undefined) draft.subject = oneLine(sub(subject));
+  if (text) draft.text = sub(text.value);
+  if (html) draft.html = sub(html.value);
+  const sendAt = p.send_at ?? mail.send_at;
+  if (sendAt !== undefined) draft.sendAt = sendAt;
+  if (mail.template_id !== undefined) draft.templateId = mail.template_id;
+  if (p.dynamic_template_data !== undefined) draft.dynamicTemplateData = p.dynamic_template_data;
+  return draft;
+}
+
+/** Top-level headers overlaid with the personalization's; names compare case-insensitively, the winner's spelling is kept. */
+export function mergeHeaders(
+  base: Record<string, string>,
+  override: Record<string, string>,
+): Record<string, string> {
+  const byName = new Map<string, [string, string]>();
+  for (const [k, v] of Object.entries(base)) byName.set(k.toLowerCase(), [k, v]);
+  for (const [k, v] of Object.entries(override)) byName.set(k.toLowerCase(), [k, v]);
+  return Object.fromEntries(byName.values());
+}
+
+/**
+ * Build the replace function for one personalization, or null when it has no substitutions.
+ * Section text has its own substitution tags filled first; then substitution values that name a section are expanded.
+ */
+export function substituter(
+  substitutions: Record<string, string>,
+  sections: Record<string, string>,
+): ((s: string) => string) | null {
+  if (Object.keys(substitutions).length === 0) return null;
+  const fillTags = replaceAllOf(substitutions);
+  const filledSections = mapValues(sections, fillTags);
+  const expandSections = replaceAllOf(filledSections);
+  return replaceAllOf(mapValues(substitutions, expandSections));
+}
+
+/** One-pass, simultaneous replacement of every key of `table` (longest key wins at a position). */
+export function replaceAllOf(table: Record<string, string>): (s: string) => string {
+  const keys = Object.keys(table)
+    .filter((k) => k.length > 0)
+    .sort((a, b) => b.length - a.length);
+  if (keys.length === 0) return (s) => s;
+  const pattern = new RegExp(keys.map(escapeRegExp).join("|"), "g");
+  // A Map, not table[match]: keys are user data and may be "__proto__" or "constructor".
+  const lookup = new Map(Object.entries(table));
+  return (s) => s.replace(pattern, (match) => lookup.get(match) ?? match);
+}
+
+const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+/** Header-bound text must stay on one line: fold each CR/LF run into a space. */
+const oneLine = (s: string): string => s.replace(/[\r\n]+/g, " ");
+
+function mapValues<T, U>(record: Record<string, T>, fn: (v: T) => U): Record<string, U> {
+  return Object.fromEntries(Object.entries(record).map(([k, v]) => [k, fn(v)]));
+}

@@ -1,0 +1,1463 @@
+import { MailService } from "@sendgrid/mail";
+import { describe, expect, it } from "vitest";
+import {
+  MAIL_SEND_DOCS_URL,
+  MAX_MAIL_SEND_BYTES,
+  MESSAGES,
+  PAYLOAD_TOO_LARGE_MESSAGE,
+  helpUrl,
+  isBase64,
+  malformedJsonError,
+  payloadTooLargeError,
+  validateMailSend,
+  type SendGridFieldError,
+} from "../../shared/sendgrid/mail-send.ts";
+
+// Fixed clock: 2024-01-01T00:00:00Z.
+const NOW_MS = Date.UTC(2024, 0, 1);
+const NOW = NOW_MS / 1000;
+const H72 = 72 * 3600;
+
+type Body = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any -- test bodies are free-form JSON
+
+/** Smallest body that passes. */
+function base(): Body {
+  return {
+    personalizations: [{ to: [{ email: "to@example.com", name: "To" }] }],
+    from: { email: "from@example.com", name: "From" },
+    subject: "Hello",
+    content: [{ type: "text/plain", value: "Hi" }],
+  };
+}
+
+const p0 = (b: Body): Body => b.personalizations[0];
+const err = (field: string, message: string, anchor: string): SendGridFieldError => ({
+  message,
+  field,
+  help: `https://scaisend.scailabs.ai/docs/06-reference/02-mail-send#${anchor}`,
+});
+const errorsOf = (body: unknown, now: number | Date = NOW_MS): SendGridFieldError[] => {
+  const r = validateMailSend(body, now);
+  return r.ok ? [] : r.errors;
+};
+const emails = (n: number, prefix = "r"): { email: string }[] =>
+  Array.from({ length: n }, (_, i) => ({ email: `${prefix}${i}@example.com` }));
+/** 324 chars, syntactically valid otherwise: 64-char local part and four 63-char labels. */
+const LONG_EMAIL = `${"a".repeat(64)}@${`${"b".repeat(63)}.`.repeat(4)}com`;
+
+/** One mutation of a valid body → exactly one error. */
+type Case = [name: string, mutate: (b: Body) => void, field: string, message: string, anchor: string];
+
+function runCases(cases: Case[]) {
+  it.each(cases)("%s", (_name, mutate, field, message, anchor) => {
+    const body = base();
+    mutate(body);
+    expect(errorsOf(body)).toEqual([err(field, message, anchor)]);
+  });
+}
+
+describe("validateMailSend accepts", () => {
+  it("the minimal body and returns the parsed value", () => {
+    const r = validateMailSend(base(), NOW_MS);
+    expect(r).toEqual({ ok: true, value: base() });
+  });
+
+  it("the SendGrid docs kitchen-sink body (template_id dropped: ScaiSend forbids it with content, attachment made real base64)", () => {
+    // From the v3 Mail Send reference example; placeholders that are not valid values were filled in.
+    const body = {
+      personalizations: [
+        {
+          to: [
+            { email: "john_doe@example.com", name: "John Doe" },
+            { email: "julia_doe@example.com", name: "Julia Doe" },
+          ],
+          cc: [{ email: "jane_doe@example.com", name: "Jane Doe" }],
+          bcc: [{ email: "james_doe@example.com", name: "Jim Doe" }],
+          subject: "Hello, World!",
+          headers: { "X-Accept-Language": "en", "X-Mailer": "MyApp" },
+          substitutions: { "%fname%": "recipient", "%CustomerID%": "CUSTOMER ID GOES HERE" },
+          custom_args: {
+            "New Argument 1": "New Value 1",
+            activationAttempt: "1",
+            customerAccountNumber: "[CUSTOMER ACCOUNT NUMBER GOES HERE]",
+          },
+          send_at: 1409348513,
+        },
+        {
+          from: { email: "sales@example.com", name: "Example Sales Team" },
+          to: [{ email: "janice_doe@example.com", name: "Janice Doe" }],
+          bcc: [{ email: "jordan_doe@example.com", name: "Jordan Doe" }],
+        },
+      ],
+      from: { email: "orders@example.com", name: "Example Order Confirmation" },
+      reply_to: { email: "customer_service@example.com", name: "Example Customer Service Team" },
+      subject: "Your Example Order Confirmation",
+      content: [
+        { type: "text/plain", value: "Hello from Example." },
+        {
+          type: "text/html",
+          value: "<p>Hello from Example Logistics! Your order is <strong>on its way</strong>.</p>",
+        },
+      ],
+      attachments: [
+        {
+          content: "PCFET0NUWVBFIGh0bWw+PGh0bWw+PC9odG1sPg==",
+          filename: "index.html",
+          type: "text/html",
+          disposition: "attachment",
+        },
+        {
+          content: "iVBORw0KGgo=",
+          filename: "logo.png",
+          type: "image/png",
+          disposition: "inline",
+          content_id: "logo",
+        },
+      ],
+      categories: ["cake", "pie", "baking"],
+      sections: { "%section1%": "Substitution for Section 1 Tag" },
+      headers: { "X-Global": "1" },
+      custom_args: { campaign: "spring" },
+      send_at: 1617260400,
+      batch_id: "AsdFgHjklQweRTYuIopzXcVBNm0aSDfGHjklmZcVbNMqWert1znmOP2asDFjkl",
+      asm: { group_id: 12345, groups_to_display: [12345] },
+      ip_pool_name: "transactional email",
+      mail_settings: {
+        bypass_list_management: { enable: false },
+        footer: { enable: false, text: "footer", html: "<p>footer</p>" },
+        sandbox_mode: { enable: false },
+        bcc: { enable: true, email: "archive@example.com" },
+        spam_check: { enable: true, threshold: 3, post_to_url: "https://spamcatcher.example.com" },
+      },
+      tracking_settings: {
+        click_tracking: { enable: true, enable_text: false },
+        open_tracking: { enable: true, substitution_tag: "%open-track%" },
+        subscription_tracking: {
+          enable: false,
+          text: "unsub",
+          html: "<p>unsub</p>",
+          substitution_tag: "%unsub%",
+        },
+        ganalytics: {
+          enable: true,
+          utm_source: "s",
+          utm_medium: "m",
+          utm_term: "t",
+          utm_content: "c",
+          utm_campaign: "x",
+        },
+      },
+    };
+    const r = validateMailSend(body, NOW_MS);
+    expect(r.ok ? [] : r.errors).toEqual([]);
+    expect(r.ok && r.value).toEqual(body);
+  });
+
+  it("a dynamic-template body without subject and content", () => {
+    const body = base();
+    delete body.subject;
+    delete body.content;
+    body.template_id = "d-13b8f94fbcae4ec6b75270d6cb59f932";
+    p0(body).dynamic_template_data = { name: "Ann", items: [{ sku: 1 }], nested: { ok: true } };
+    expect(errorsOf(body)).toEqual([]);
+  });
+
+  it("content: [] together with template_id (treated as no content)", () => {
+    const body = { ...base(), template_id: "d-abc", content: [] };
+    expect(errorsOf(body)).toEqual([]);
+  });
+
+  it("a missing top-level subject when every personalization has one", () => {
+    const body = base();
+    delete body.subject;
+    body.personalizations = [
+      { to: [{ email: "a@example.com" }], subject: "A" },
+      { to: [{ email: "b@example.com" }], subject: "B" },
+    ];
+    expect(errorsOf(body)).toEqual([]);
+  });
+
+  it("text/html alone, and text/plain, text/html, then other types", () => {
+    expect(errorsOf({ ...base(), content: [{ type: "text/html", value: "<p>x</p>" }] })).toEqual([]);
+    const three = [
+      { type: "text/plain", value: "x" },
+      { type: "text/html", value: "<p>x</p>" },
+      { type: "text/calendar", value: "BEGIN:VCALENDAR" },
+    ];
+    expect(errorsOf({ ...base(), content: three })).toEqual([]);
+  });
+
+  it("unknown keys at any level, and strips them from the value", () => {
+    const body = {
+      ...base(),
+      ip_warmup: true,
+      personalizations: [{ to: [{ email: "a@example.com", extra: 1 }], extra: 2 }],
+    };
+    const r = validateMailSend(body, NOW_MS);
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.value).not.toHaveProperty("ip_warmup");
+    expect(r.value.personalizations[0]).toEqual({ to: [{ email: "a@example.com" }] });
+  });
+
+  it("JSON null for optional fields, as absent", () => {
+    const body = { ...base(), reply_to: null, categories: null, send_at: null, mail_settings: null };
+    p0(body).cc = null;
+    const r = validateMailSend(body, NOW_MS);
+    expect(r.ok).toBe(true);
+    expect(r.ok && r.value.reply_to).toBeUndefined();
+  });
+
+  it("send_at in the past and exactly 72 hours ahead, at both levels", () => {
+    expect(errorsOf({ ...base(), send_at: 1 })).toEqual([]);
+    const body = { ...base(), send_at: NOW + H72 };
+    p0(body).send_at = NOW + H72;
+    expect(errorsOf(body)).toEqual([]);
+  });
+
+  it("a Date for now", () => {
+    expect(errorsOf({ ...base(), send_at: NOW + H72 }, new Date(NOW_MS))).toEqual([]);
+    expect(errorsOf({ ...base(), send_at: NOW + H72 + 1 }, new Date(NOW_MS))).toHaveLength(1);
+  });
+
+  it("exactly 1000 personalizations and exactly 1000 recipients", () => {
+    const many = { ...base(), personalizations: emails(1000).map((e) => ({ to: [e] })) };
+    expect(errorsOf(many)).toEqual([]);
+    const one = {
+      ...base(),
+      personalizations: [{ to: emails(500, "t"), cc: emails(300, "c"), bcc: emails(200, "b") }],
+    };
+    expect(errorsOf(one)).toEqual([]);
+  });
+
+  it("the same address in two different personalizations", () => {
+    const body = {
+      ...base(),
+      personalizations: [{ to: [{ email: "a@example.com" }] }, { to: [{ email: "a@example.com" }] }],
+    };
+    expect(errorsOf(body)).toEqual([]);
+  });
+
+  it("header names that only look reserved, and headers that are merely unusual", () => {
+    const body = {
+      ...base(),
+      headers: { "X-To": "a", "List-Unsubscribe": "<mailto:u@example.com>", "X-Empty": "" },
+    };
+    expect(errorsOf(body)).toEqual([]);
+  });
+
+  it("10 categories, 10 attachments, 25 ASM groups, 255-char category", () => {
+    const att = { content: "dGVzdA==", filename: "a.txt" };
+    const body = {
+      ...base(),
+      categories: [...Array.from({ length: 9 }, (_, i) => `c${i}`), "x".repeat(255)],
+      attachments: Array.from({ length: 10 }, () => ({ ...att })),
+      asm: { group_id: 1, groups_to_display: Array.from({ length: 25 }, (_, i) => i) },
+    };
+    expect(errorsOf(body)).toEqual([]);
+  });
+});
+
+describe("validateMailSend: request-level shape", () => {
+  it.each([
+    [null, "null"],
+    [[], "array"],
+    ["x", "string"],
+    [42, "integer"],
+  ])("rejects a non-object body %j", (body, given) => {
+    expect(validateMailSend(body)).toEqual({
+      ok: false,
+      errors: [{ message: `Invalid type. Expected: object, given: ${given}.`, field: null, help: null }],
+    });
+  });
+
+  it("exports SendGrid's malformed-JSON error", () => {
+    expect(malformedJsonError()).toEqual({ message: "Bad Request", field: null, help: null });
+  });
+
+  it("exports the 20 MB limit and its 413 error", () => {
+    expect(MAX_MAIL_SEND_BYTES).toBe(20_971_520);
+    expect(payloadTooLargeError()).toEqual({
+      message: PAYLOAD_TOO_LARGE_MESSAGE,
+      field: null,
+      help: "https://scaisend.scailabs.ai/docs/06-reference/02-mail-send#attachments",
+    });
+    expect(PAYLOAD_TOO_LARGE_MESSAGE).toContain("20 MB");
+  });
+});
+
+describe("validateMailSend: personalizations and recipients", () => {
+  runCases([
+    [
+      "personalizations missing",
+      (b) => delete b.personalizations,
+      "personalizations",
+      MESSAGES.personalizationsRequired,
+      "personalizations",
+    ],
+    [
+      "personalizations empty",
+      (b) => (b.personalizations = []),
+      "personalizations",
+      "You must have at least one personalization.",
+      "personalizations",
+    ],
+    [
+      "personalizations not an array",
+      (b) => (b.personalizations = { to: [] }),
+      "personalizations",
+      "Invalid type. Expected: array, given: object.",
+      "personalizations",
+    ],
+    [
+      "personalization not an object",
+      (b) => b.personalizations.push("x"),
+      "personalizations.1",
+      "Invalid type. Expected: object, given: string.",
+      "personalizations",
+    ],
+    [
+      "to missing",
+      (b) => delete p0(b).to,
+      "personalizations.0.to",
+      "The to parameter is required for all personalization objects.",
+      "personalizations.to",
+    ],
+    ["to empty", (b) => (p0(b).to = []), "personalizations.0.to", MESSAGES.toRequired, "personalizations.to"],
+    [
+      "to email invalid (live message)",
+      (b) => (p0(b).to[0].email = "not-an-email"),
+      "personalizations.0.to.0.email",
+      "Does not contain a valid address.",
+      "personalizations.to.email",
+    ],
+    [
+      "to email as display form",
+      (b) => (p0(b).to[0].email = "To <to@example.com>"),
+      "personalizations.0.to.0.email",
+      "Does not contain a valid address.",
+      "personalizations.to.email",
+    ],
+    [
+      "to email missing",
+      (b) => delete p0(b).to[0].email,
+      "personalizations.0.to.0.email",
+      'The to array must at least have an `email` parameter with a valid email address and it may also contain a `name` parameter. e.g. {"email": "example@example.com"} or {"email": "example@example.com", "name": "Example Recipient"}',
+      "personalizations.to.email",
+    ],
+    [
+      "cc email missing",
+      (b) => (p0(b).cc = [{ name: "x" }]),
+      "personalizations.0.cc.0.email",
+      MESSAGES.recipientRequired("cc"),
+      "personalizations.cc.email",
+    ],
+    [
+      "bcc email invalid",
+      (b) => (p0(b).bcc = [{ email: "a@b" }]),
+      "personalizations.0.bcc.0.email",
+      MESSAGES.recipientInvalid,
+      "personalizations.bcc.email",
+    ],
+    [
+      "to email over 320 chars",
+      (b) => (p0(b).to[0].email = LONG_EMAIL),
+      "personalizations.0.to.0.email",
+      "The To email exceeds the maximum total length of 320 characters",
+      "personalizations.to.email",
+    ],
+    [
+      "cc email over 320 chars",
+      (b) => (p0(b).cc = [{ email: LONG_EMAIL }]),
+      "personalizations.0.cc.0.email",
+      "The CC email exceeds the maximum total length of 320 characters",
+      "personalizations.cc.email",
+    ],
+    [
+      "bcc email over 320 chars",
+      (b) => (p0(b).bcc = [{ email: LONG_EMAIL }]),
+      "personalizations.0.bcc.0.email",
+      "The BCC email exceeds the maximum total length of 320 characters",
+      "personalizations.bcc.email",
+    ],
+    [
+      "to name with comma",
+      (b) => (p0(b).to[0].name = "Doe, John"),
+      "personalizations.0.to.0.name",
+      "The to name cannot contain ';' or ',' characters.",
+      "personalizations.to.name",
+    ],
+    [
+      "cc name with semicolon",
+      (b) => (p0(b).cc = [{ email: "c@example.com", name: "a;b" }]),
+      "personalizations.0.cc.0.name",
+      "The cc name cannot contain ';' or ',' characters.",
+      "personalizations.cc.name",
+    ],
+    [
+      "to name not a string",
+      (b) => (p0(b).to[0].name = 7),
+      "personalizations.0.to.0.name",
+      "Invalid type. Expected: string, given: integer.",
+      "personalizations.to.name",
+    ],
+    [
+      "cc not an array",
+      (b) => (p0(b).cc = { email: "c@example.com" }),
+      "personalizations.0.cc",
+      "Invalid type. Expected: array, given: object.",
+      "personalizations.cc",
+    ],
+    [
+      "duplicate across to and cc (exact live message, case-insensitive)",
+      (b) => (p0(b).cc = [{ email: "TO@example.com" }]),
+      "personalizations.0",
+      "Each email address in the personalization block should be unique between to, cc, and bcc. We found the first duplicate instance of [TO@example.com] in the personalizations.0.cc field.",
+      "personalizations",
+    ],
+    [
+      "duplicate within to of the second personalization",
+      (b) => b.personalizations.push({ to: [{ email: "x@example.com" }, { email: "x@example.com" }] }),
+      "personalizations.1",
+      MESSAGES.duplicateRecipient("x@example.com", "personalizations.1.to"),
+      "personalizations",
+    ],
+    [
+      "duplicate between cc and bcc",
+      (b) => Object.assign(p0(b), { cc: [{ email: "d@example.com" }], bcc: [{ email: "d@example.com" }] }),
+      "personalizations.0",
+      MESSAGES.duplicateRecipient("d@example.com", "personalizations.0.bcc"),
+      "personalizations",
+    ],
+    [
+      "personalization from invalid",
+      (b) => (p0(b).from = { email: "nope" }),
+      "personalizations.0.from.email",
+      "The from email does not contain a valid address.",
+      "personalizations.from.email",
+    ],
+    [
+      "personalization subject empty",
+      (b) => (p0(b).subject = ""),
+      "personalizations.0.subject",
+      MESSAGES.subjectInvalid,
+      "personalizations.subject",
+    ],
+    [
+      "personalization dynamic_template_data not an object",
+      (b) => (p0(b).dynamic_template_data = [1]),
+      "personalizations.0.dynamic_template_data",
+      "Invalid type. Expected: object, given: array.",
+      "personalizations.dynamic-template-data",
+    ],
+  ]);
+
+  it("rejects 1001 personalizations with SendGrid's counted message (and no second error for the same field)", () => {
+    const body = { ...base(), personalizations: emails(1001).map((e) => ({ to: [e] })) };
+    expect(errorsOf(body)).toEqual([
+      err(
+        "personalizations",
+        "The personalization block is limited to 1000 personalizations per API request. You have provided 1001 personalizations. Please consider splitting this into multiple requests and resending your request.",
+        "personalizations",
+      ),
+    ]);
+  });
+
+  it("rejects 1001 recipients summed across personalizations and to/cc/bcc", () => {
+    const body = {
+      ...base(),
+      personalizations: [
+        { to: emails(400, "a"), cc: emails(100, "b") },
+        { to: emails(300, "c"), bcc: emails(201, "d") },
+      ],
+    };
+    expect(errorsOf(body)).toEqual([
+      err(
+        "personalizations",
+        "There is a limit of 1000 total recipients (to + cc + bcc) per request.",
+        "personalizations",
+      ),
+    ]);
+  });
+});
+
+describe("validateMailSend: from, reply_to, reply_to_list", () => {
+  runCases([
+    [
+      "from missing (reported at from.email, as live)",
+      (b) => delete b.from,
+      "from.email",
+      MESSAGES.fromRequired,
+      "from.email",
+    ],
+    ["from null", (b) => (b.from = null), "from.email", MESSAGES.fromRequired, "from.email"],
+    [
+      "from without email",
+      (b) => (b.from = { name: "x" }),
+      "from.email",
+      MESSAGES.fromRequired,
+      "from.email",
+    ],
+    [
+      "from email invalid (live message)",
+      (b) => (b.from.email = "from@"),
+      "from.email",
+      "The from email does not contain a valid address.",
+      "from.email",
+    ],
+    [
+      "from email over 320 chars",
+      (b) => (b.from.email = LONG_EMAIL),
+      "from.email",
+      "The From email exceeds the maximum total length of 320 characters",
+      "from.email",
+    ],
+    [
+      "from not an object",
+      (b) => (b.from = "from@example.com"),
+      "from",
+      "Invalid type. Expected: object, given: string.",
+      "from",
+    ],
+    [
+      "reply_to without email",
+      (b) => (b.reply_to = { name: "x" }),
+      "reply_to.email",
+      MESSAGES.replyToRequired,
+      "reply-to.email",
+    ],
+    [
+      "reply_to email invalid",
+      (b) => (b.reply_to = { email: "x" }),
+      "reply_to.email",
+      MESSAGES.replyToInvalid,
+      "reply-to.email",
+    ],
+    [
+      "reply_to email too long",
+      (b) => (b.reply_to = { email: LONG_EMAIL }),
+      "reply_to.email",
+      "The Reply-To email exceeds the maximum total length of 320 characters",
+      "reply-to.email",
+    ],
+    [
+      "reply_to with reply_to_list",
+      (b) =>
+        Object.assign(b, {
+          reply_to: { email: "r@example.com" },
+          reply_to_list: [{ email: "s@example.com" }],
+        }),
+      "reply_to",
+      "`reply_to` is mutually exclusive with `reply_to_list`.",
+      "reply-to",
+    ],
+    [
+      "reply_to_list email invalid",
+      (b) => (b.reply_to_list = [{ email: "r@example.com" }, { email: "bad" }]),
+      "reply_to_list.1.email",
+      "The `reply_to_list` email does not contain a valid address.",
+      "reply-to-list.email",
+    ],
+    [
+      "reply_to_list duplicate",
+      (b) => (b.reply_to_list = [{ email: "r@example.com" }, { email: "R@example.com" }]),
+      "reply_to_list",
+      "Each email address in the `reply_to_list` should be unique.",
+      "reply-to-list",
+    ],
+  ]);
+
+  it("rejects more than 1000 reply_to_list entries", () => {
+    expect(errorsOf({ ...base(), reply_to_list: emails(1001) })).toEqual([
+      err("reply_to_list", MESSAGES.replyToListTooMany, "reply-to-list"),
+    ]);
+  });
+});
+
+describe("validateMailSend: subject, content, template_id", () => {
+  runCases([
+    [
+      "subject missing (live message)",
+      (b) => delete b.subject,
+      "subject",
+      "The subject is required. You can get around this requirement if you use a template with a subject defined or if every personalization has a subject defined.",
+      "subject",
+    ],
+    [
+      "subject missing and only one of two personalizations has one",
+      (b) => b.personalizations.push({ to: [{ email: "b@example.com" }], subject: "B" }) && delete b.subject,
+      "subject",
+      MESSAGES.subjectRequired,
+      "subject",
+    ],
+    [
+      "subject empty",
+      (b) => (b.subject = ""),
+      "subject",
+      "The subject of your email must be a string at least one character in length.",
+      "subject",
+    ],
+    ["subject not a string", (b) => (b.subject = 5), "subject", MESSAGES.subjectInvalid, "subject"],
+    [
+      "content missing",
+      (b) => delete b.content,
+      "content",
+      "The content param is required unless you are using a transactional template and have defined a template_ID.",
+      "content",
+    ],
+    [
+      "content empty",
+      (b) => (b.content = []),
+      "content",
+      "There must be at least one defined content block. We typically suggest both text/plain and text/html blocks are included, but only one block is required.",
+      "content",
+    ],
+    [
+      "content an object (live message)",
+      (b) => (b.content = { type: "text/plain", value: "x" }),
+      "content",
+      "Invalid type. Expected: array, given: object.",
+      "content",
+    ],
+    [
+      "content value empty (live message)",
+      (b) => (b.content[0].value = ""),
+      "content.0.value",
+      "The content value must be a string at least one character in length.",
+      "content.value",
+    ],
+    [
+      "content value missing",
+      (b) => delete b.content[0].value,
+      "content.0.value",
+      "A content value is required, this is the content of the email you are sending.",
+      "content.value",
+    ],
+    [
+      "content type missing",
+      (b) => delete b.content[0].type,
+      "content.0.type",
+      "A content type is required, this tells email clients how to display the email.",
+      "content.type",
+    ],
+    [
+      "content type not a string",
+      (b) => (b.content[0].type = 1),
+      "content.0.type",
+      "Your content type must be a string with length of at least one character.",
+      "content.type",
+    ],
+    [
+      "content type with parameters",
+      (b) => (b.content[0].type = "text/plain; charset=utf-8"),
+      "content.0.type",
+      "Cannot contain ';', or CRLF characters.",
+      "content.type",
+    ],
+    [
+      "html before plain",
+      (b) => b.content.unshift({ type: "text/html", value: "<p>x</p>" }),
+      "content",
+      "Following RFC 1341, section 7.2, if either text/html or text/plain are to be sent in your email: text/plain needs to be first, followed by text/html, followed by any other content.",
+      "content",
+    ],
+    [
+      "another type between plain and html",
+      (b) => b.content.push({ type: "text/x-amp-html", value: "a" }, { type: "text/html", value: "h" }),
+      "content",
+      MESSAGES.contentOrder,
+      "content",
+    ],
+    [
+      "template_id and content (ScaiSend §9)",
+      (b) => (b.template_id = "d-abc"),
+      "content",
+      MESSAGES.contentWithTemplate,
+      "content",
+    ],
+    [
+      "legacy template id (ScaiSend §8 message)",
+      (b) => Object.assign(b, { template_id: "13b8f94f-bcae-4ec6-b752-70d6cb59f932", content: undefined }),
+      "template_id",
+      "The template_id must start with 'd-'",
+      "template-id",
+    ],
+    [
+      "template_id not a string",
+      (b) => Object.assign(b, { template_id: 123, content: undefined }),
+      "template_id",
+      "The template ID must be a string, you provided [123].",
+      "template-id",
+    ],
+  ]);
+
+  it("is case-insensitive about content types when checking order", () => {
+    const body = {
+      ...base(),
+      content: [
+        { type: "TEXT/HTML", value: "h" },
+        { type: "Text/Plain", value: "p" },
+      ],
+    };
+    expect(errorsOf(body)).toEqual([err("content", MESSAGES.contentOrder, "content")]);
+  });
+});
+
+describe("validateMailSend: headers (SendGrid rules + header-injection guard)", () => {
+  runCases([
+    [
+      "top-level value not a string",
+      (b) => (b.headers = { "X-Num": 5 }),
+      "headers.X-Num",
+      "The header values must be strings.",
+      "headers",
+    ],
+    [
+      "personalization value not a string",
+      (b) => (p0(b).headers = { "X-Bool": true }),
+      "personalizations.0.headers.X-Bool",
+      "All values of the headers object must be strings.",
+      "personalizations.headers",
+    ],
+    [
+      "key with a space",
+      (b) => (b.headers = { "X Bad": "v" }),
+      "headers.X Bad",
+      "Header keys cannot contain non-ASCII characters or empty spaces.",
+      "headers",
+    ],
+    [
+      "non-ASCII key",
+      (b) => (b.headers = { "X-Ümlaut": "v" }),
+      "headers.X-Ümlaut",
+      MESSAGES.headerKeyChars,
+      "headers",
+    ],
+    [
+      "key with a colon",
+      (b) => (b.headers = { "X-A:B": "v" }),
+      "headers.X-A:B",
+      MESSAGES.headerKeyChars,
+      "headers",
+    ],
+    ["empty key", (b) => (b.headers = { "": "v" }), "headers.", MESSAGES.headerKeyChars, "headers"],
+    [
+      "reserved key, any case",
+      (b) => (b.headers = { "reply-TO": "x@example.com" }),
+      "headers.reply-TO",
+      "Header cannot be one of the reserved keys.",
+      "headers",
+    ],
+    [
+      "reserved DKIM-Signature in a personalization",
+      (b) => (p0(b).headers = { "DKIM-Signature": "v=1" }),
+      "personalizations.0.headers.DKIM-Signature",
+      MESSAGES.headerReserved,
+      "personalizations.headers",
+    ],
+    [
+      "duplicate keys differing in case",
+      (b) => (b.headers = { "X-A": "1", "x-a": "2" }),
+      "headers",
+      "The headers cannot contain duplicate keys.",
+      "headers",
+    ],
+    [
+      "headers not an object",
+      (b) => (b.headers = ["X-A: 1"]),
+      "headers",
+      "Invalid type. Expected: object, given: array.",
+      "headers",
+    ],
+  ]);
+
+  it.each([
+    ["CRLF + Bcc in a value", { "X-Evil": "x\r\nBcc: victim@example.com" }, "X-Evil"],
+    ["bare LF in a value", { "X-Evil": "x\nSubject: spoof" }, "X-Evil"],
+    ["bare CR in a value", { "X-Evil": "x\rTo: victim@example.com" }, "X-Evil"],
+    ["CRLF in a key", { "X-Evil\r\nBcc": "victim@example.com" }, "X-Evil\r\nBcc"],
+  ])("rejects header injection: %s", (_name, headers, key) => {
+    for (const level of ["top", "personalization"] as const) {
+      const body = base();
+      if (level === "top") body.headers = headers;
+      else p0(body).headers = headers;
+      const prefix = level === "top" ? "headers" : "personalizations.0.headers";
+      expect(errorsOf(body)).toEqual([
+        err(`${prefix}.${key}`, MESSAGES.headerCrlf(key), prefix.replace(/\.0/, "")),
+      ]);
+      expect(MESSAGES.headerCrlf(key)).toMatch(/cannot contain CR or LF/);
+    }
+  });
+
+  it("reports an injection even when another header value has the wrong type", () => {
+    const body = { ...base(), headers: { "X-Num": 1, "X-Evil": "a\r\nBcc: v@example.com" } };
+    expect(errorsOf(body)).toEqual([
+      err("headers.X-Num", MESSAGES.headerValues, "headers"),
+      err("headers.X-Evil", MESSAGES.headerCrlf("X-Evil"), "headers"),
+    ]);
+  });
+
+  it.each([
+    [
+      "subject",
+      (b: Body) => (b.subject = "Hi\r\nBcc: v@example.com"),
+      "subject",
+      MESSAGES.subjectCrlf,
+      "subject",
+    ],
+    [
+      "personalization subject",
+      (b: Body) => (p0(b).subject = "Hi\nX: y"),
+      "personalizations.0.subject",
+      MESSAGES.subjectCrlf,
+      "personalizations.subject",
+    ],
+    [
+      "from name",
+      (b: Body) => (b.from.name = "Eve\r\nBcc: v@example.com"),
+      "from.name",
+      "The from name cannot contain CRLF characters.",
+      "from.name",
+    ],
+    [
+      "to name",
+      (b: Body) => (p0(b).to[0].name = "Eve\nBcc: v@example.com"),
+      "personalizations.0.to.0.name",
+      MESSAGES.nameCrlf("to"),
+      "personalizations.to.name",
+    ],
+    [
+      "reply_to name",
+      (b: Body) => (b.reply_to = { email: "r@example.com", name: "R\r\n" }),
+      "reply_to.name",
+      MESSAGES.nameCrlf("reply_to"),
+      "reply-to.name",
+    ],
+    [
+      "reply_to_list name",
+      (b: Body) => (b.reply_to_list = [{ email: "r@example.com", name: "R\n" }]),
+      "reply_to_list.0.name",
+      MESSAGES.nameCrlf("reply_to_list"),
+      "reply-to-list.name",
+    ],
+    [
+      "content type",
+      (b: Body) => (b.content[0].type = "text/plain\r\nBcc: v@example.com"),
+      "content.0.type",
+      MESSAGES.contentTypeChars,
+      "content.type",
+    ],
+    [
+      "attachment filename",
+      (b: Body) => (b.attachments = [{ content: "dGVzdA==", filename: "a.txt\r\nBcc: v@example.com" }]),
+      "attachments.0.filename",
+      "The filename of your attachment cannot contain CRLF characters.",
+      "attachments.filename",
+    ],
+    [
+      "attachment type",
+      (b: Body) => (b.attachments = [{ content: "dGVzdA==", filename: "a.txt", type: "text/plain\nX: y" }]),
+      "attachments.0.type",
+      "The type cannot contain ';', or CRLF characters.",
+      "attachments.type",
+    ],
+    [
+      "attachment content_id",
+      (b: Body) =>
+        (b.attachments = [
+          { content: "dGVzdA==", filename: "a.png", disposition: "inline", content_id: "x\r\ny" },
+        ]),
+      "attachments.0.content_id",
+      "The content ID of your attachment cannot contain CRLF characters.",
+      "attachments.content-id",
+    ],
+    [
+      "category",
+      (b: Body) => (b.categories = ["a\r\nb"]),
+      "categories.0",
+      MESSAGES.categoryCrlf,
+      "categories",
+    ],
+  ])("rejects CR/LF in the %s", (_name, mutate, field, message, anchor) => {
+    const body = base();
+    mutate(body);
+    expect(errorsOf(body)).toEqual([err(field, message, anchor)]);
+  });
+});
+
+describe("validateMailSend: custom_args, substitutions, sections", () => {
+  runCases([
+    [
+      "custom_args value not a string",
+      (b) => (b.custom_args = { n: 1 }),
+      "custom_args.n",
+      "All values of custom arguments object must be strings",
+      "custom-args",
+    ],
+    [
+      "personalization custom_args value not a string",
+      (b) => (p0(b).custom_args = { n: null }),
+      "personalizations.0.custom_args.n",
+      MESSAGES.customArgsValues,
+      "personalizations.custom-args",
+    ],
+    [
+      "custom_args empty",
+      (b) => (b.custom_args = {}),
+      "custom_args",
+      "`custom_args` cannot be empty.",
+      "custom-args",
+    ],
+    [
+      "custom_args a string (the OAS type; clients send objects)",
+      (b) => (b.custom_args = "a=b"),
+      "custom_args",
+      MESSAGES.customArgsValues,
+      "custom-args",
+    ],
+    [
+      "substitution value not a string",
+      (b) => (p0(b).substitutions = { "-n-": 1 }),
+      "personalizations.0.substitutions.-n-",
+      "The substitution values must be an object of key/value pairs, where the values are all strings.",
+      "personalizations.substitutions",
+    ],
+    [
+      "substitutions an array",
+      (b) => (p0(b).substitutions = ["a"]),
+      "personalizations.0.substitutions",
+      MESSAGES.substitutionsValues,
+      "personalizations.substitutions",
+    ],
+    [
+      "section value not a string",
+      (b) => (b.sections = { "%s%": 1 }),
+      "sections.%s%",
+      "The section values must be strings.",
+      "sections",
+    ],
+  ]);
+
+  it("rejects merged custom_args over 10,000 bytes per personalization", () => {
+    const body = { ...base(), custom_args: { a: "x".repeat(6000) } };
+    p0(body).custom_args = { b: "y".repeat(6000) };
+    expect(errorsOf(body)).toEqual([
+      err("personalizations.0.custom_args", MESSAGES.customArgsSize, "personalizations.custom-args"),
+    ]);
+    expect(MESSAGES.customArgsSize).toBe(
+      "The combined size of both global and personalization custom arguments may not exceed 10,000 bytes per personalization.",
+    );
+  });
+
+  it("counts an overridden key once when merging custom_args", () => {
+    const body = { ...base(), custom_args: { a: "x".repeat(6000) } };
+    p0(body).custom_args = { a: "y".repeat(6000) };
+    expect(errorsOf(body)).toEqual([]);
+  });
+
+  it("counts bytes, not characters", () => {
+    // 3,400 × "€" = 10,200 UTF-8 bytes but only 3,400 characters.
+    expect(errorsOf({ ...base(), custom_args: { a: "€".repeat(3400) } })).toEqual([
+      err("custom_args", MESSAGES.customArgsSize, "custom-args"),
+    ]);
+  });
+
+  it("rejects more than 10,000 substitutions", () => {
+    const subs = Object.fromEntries(Array.from({ length: 10_001 }, (_, i) => [`-${i}-`, ""]));
+    const body = base();
+    p0(body).substitutions = subs;
+    expect(errorsOf(body)).toEqual([
+      err(
+        "personalizations.0.substitutions",
+        "You are limited to 10,000 substitutions.",
+        "personalizations.substitutions",
+      ),
+    ]);
+  });
+
+  it("rejects substitutions over 10,000 bytes", () => {
+    const body = base();
+    p0(body).substitutions = { "-a-": "x".repeat(10_000) };
+    expect(errorsOf(body)).toEqual([
+      err("personalizations.0.substitutions", MESSAGES.substitutionsSize, "personalizations.substitutions"),
+    ]);
+  });
+});
+
+describe("validateMailSend: send_at, categories, attachments, asm, batch, pool", () => {
+  runCases([
+    [
+      "send_at a string",
+      (b) => (b.send_at = "1700000000"),
+      "send_at",
+      "The `send_at` parameter is expecting a Unix timestamp as an integer. We will send immediately if you include a `send_at` timestamp that is in the past.",
+      "send-at",
+    ],
+    ["send_at fractional", (b) => (b.send_at = NOW + 0.5), "send_at", MESSAGES.sendAtType, "send-at"],
+    [
+      "send_at beyond 72 hours",
+      (b) => (b.send_at = NOW + H72 + 1),
+      "send_at",
+      "Scheduling more than 72 hours in advance is forbidden.",
+      "send-at",
+    ],
+    [
+      "personalization send_at beyond 72 hours",
+      (b) => (p0(b).send_at = NOW + H72 + 60),
+      "personalizations.0.send_at",
+      MESSAGES.sendAtTooFar,
+      "personalizations.send-at",
+    ],
+    [
+      "11 categories",
+      (b) => (b.categories = Array.from({ length: 11 }, (_, i) => `c${i}`)),
+      "categories",
+      "There is a limit of 10 categories for each email that is sent. You provided 11 categories.",
+      "categories",
+    ],
+    [
+      "category of 256 chars",
+      (b) => (b.categories = ["x".repeat(256)]),
+      "categories.0",
+      `Each category must not be longer than 255 characters. [${"x".repeat(256)}] exceeds this limit`,
+      "categories",
+    ],
+    [
+      "duplicate category",
+      (b) => (b.categories = ["a", "b", "a"]),
+      "categories",
+      "The categories must be a unique list, and you have included [a] more than once.",
+      "categories",
+    ],
+    [
+      "non-ASCII category",
+      (b) => (b.categories = ["ok", "café"]),
+      "categories.1",
+      "Categories can not contain non-ASCII characters.",
+      "categories",
+    ],
+    [
+      "category not a string",
+      (b) => (b.categories = [1]),
+      "categories.0",
+      "Categories must be an array of strings.",
+      "categories",
+    ],
+    ["categories a string", (b) => (b.categories = "a"), "categories", MESSAGES.categoriesType, "categories"],
+    [
+      "11 attachments",
+      (b) => (b.attachments = Array.from({ length: 11 }, () => ({ content: "dGVzdA==", filename: "a.txt" }))),
+      "attachments",
+      "There is a limit of 10 attachments per message. You provided 11 attachments.",
+      "attachments",
+    ],
+    [
+      "attachment content not base64 (live message)",
+      (b) => (b.attachments = [{ content: "NOT BASE64", filename: "a.txt" }]),
+      "attachments.0.content",
+      "The attachment content must be base64 encoded.",
+      "attachments.content",
+    ],
+    [
+      "second attachment content not base64",
+      (b) =>
+        (b.attachments = [
+          { content: "dGVzdA==", filename: "a.txt" },
+          { content: "NOT_BASE64", filename: "b.txt" },
+        ]),
+      "attachments.1.content",
+      MESSAGES.attachmentContentBase64,
+      "attachments.content",
+    ],
+    [
+      "attachment content empty",
+      (b) => (b.attachments = [{ content: "", filename: "a.txt" }]),
+      "attachments.0.content",
+      "The attachment content must be a string at least one character in length.",
+      "attachments.content",
+    ],
+    [
+      "attachment filename missing",
+      (b) => (b.attachments = [{ content: "dGVzdA==" }]),
+      "attachments.0.filename",
+      "filename is required.",
+      "attachments.filename",
+    ],
+    [
+      "attachment filename not a string",
+      (b) => (b.attachments = [{ content: "dGVzdA==", filename: 1 }]),
+      "attachments.0.filename",
+      "The filename of your attachment must be a string.",
+      "attachments.filename",
+    ],
+    [
+      "attachment filename too long",
+      (b) => (b.attachments = [{ content: "dGVzdA==", filename: `${"a".repeat(252)}.txt` }]),
+      "attachments.0.filename",
+      MESSAGES.attachmentFilenameLength,
+      "attachments.filename",
+    ],
+    [
+      "attachment type with parameters",
+      (b) =>
+        (b.attachments = [{ content: "dGVzdA==", filename: "a.txt", type: "text/plain; charset=utf-8" }]),
+      "attachments.0.type",
+      MESSAGES.attachmentTypeChars,
+      "attachments.type",
+    ],
+    [
+      "attachment type empty",
+      (b) => (b.attachments = [{ content: "dGVzdA==", filename: "a.txt", type: "" }]),
+      "attachments.0.type",
+      "The attachment type must be a string and at least one character in length.",
+      "attachments.type",
+    ],
+    [
+      "attachment disposition unknown",
+      (b) => (b.attachments = [{ content: "dGVzdA==", filename: "a.txt", disposition: "download" }]),
+      "attachments.0.disposition",
+      'The disposition of your attachment can be either "inline" or "attachment". You provided [download].',
+      "attachments.disposition",
+    ],
+    [
+      "inline attachment without content_id",
+      (b) => (b.attachments = [{ content: "dGVzdA==", filename: "a.png", disposition: "inline" }]),
+      "attachments.0.content_id",
+      MESSAGES.attachmentContentIdRequired,
+      "attachments.content-id",
+    ],
+    [
+      "inline attachment with empty content_id",
+      (b) =>
+        (b.attachments = [{ content: "dGVzdA==", filename: "a.png", disposition: "inline", content_id: "" }]),
+      "attachments.0.content_id",
+      MESSAGES.attachmentContentIdRequired,
+      "attachments.content-id",
+    ],
+    [
+      "content_id not a string",
+      (b) => (b.attachments = [{ content: "dGVzdA==", filename: "a.png", content_id: 5 }]),
+      "attachments.0.content_id",
+      "The content ID of your attachment must be a string. You provided [5].",
+      "attachments.content-id",
+    ],
+    [
+      "asm.group_id a string",
+      (b) => (b.asm = { group_id: "1" }),
+      "asm.group_id",
+      "The ASM group ID must be an integer.",
+      "asm.group-id",
+    ],
+    ["asm.group_id missing", (b) => (b.asm = {}), "asm.group_id", MESSAGES.asmGroupId, "asm.group-id"],
+    [
+      "asm.groups_to_display with a string",
+      (b) => (b.asm = { group_id: 1, groups_to_display: [1, "2"] }),
+      "asm.groups_to_display.1",
+      "The ASM Group IDs to display must be an array of integers.",
+      "asm.groups-to-display",
+    ],
+    [
+      "asm.groups_to_display over 25",
+      (b) => (b.asm = { group_id: 1, groups_to_display: Array.from({ length: 26 }, (_, i) => i) }),
+      "asm.groups_to_display",
+      "There is a limit of 25 unsubscribe groups that can be displayed to a user at a time.",
+      "asm.groups-to-display",
+    ],
+    ["batch_id a number", (b) => (b.batch_id = 5), "batch_id", "The batch_id must be a string.", "batch-id"],
+    [
+      "ip_pool_name a number",
+      (b) => (b.ip_pool_name = 5),
+      "ip_pool_name",
+      "The name of your IP pool must be a string.",
+      "ip-pool-name",
+    ],
+    [
+      "ip_pool_name one char",
+      (b) => (b.ip_pool_name = "a"),
+      "ip_pool_name",
+      MESSAGES.ipPoolLength("a"),
+      "ip-pool-name",
+    ],
+  ]);
+});
+
+describe("validateMailSend: mail_settings and tracking_settings", () => {
+  it.each([
+    [
+      "mail_settings",
+      "bypass_list_management",
+      "The bypass list management enable param should be a boolean value.",
+    ],
+    [
+      "mail_settings",
+      "bypass_spam_management",
+      "The bypass spam management enable param should be a boolean value.",
+    ],
+    [
+      "mail_settings",
+      "bypass_bounce_management",
+      "The bypass bounce management enable param should be a boolean value.",
+    ],
+    [
+      "mail_settings",
+      "bypass_unsubscribe_management",
+      "The bypass unsubscribe management enable param should be a boolean value.",
+    ],
+    ["mail_settings", "footer", "The footer enable param should be a boolean value."],
+    ["mail_settings", "sandbox_mode", "The sandbox mode enable param should be a boolean value."],
+    ["mail_settings", "bcc", "The bcc enable param should be a boolean value."],
+    ["mail_settings", "spam_check", "The spam check enable param should be a boolean value."],
+    ["tracking_settings", "click_tracking", "The click tracking enable param should be a boolean value."],
+    ["tracking_settings", "open_tracking", "The open tracking enable param should be a boolean value."],
+    [
+      "tracking_settings",
+      "subscription_tracking",
+      "The subscription tracking enable param should be a boolean value.",
+    ],
+    ["tracking_settings", "ganalytics", "The Google Analytics enable param must be a boolean value."],
+  ])("%s.%s.enable must be a boolean", (group, setting, message) => {
+    const body = { ...base(), [group]: { [setting]: { enable: "true" } } };
+    expect(errorsOf(body)).toEqual([
+      err(`${group}.${setting}.enable`, message, `${group}.${setting}.enable`.replaceAll("_", "-")),
+    ]);
+  });
+
+  runCases([
+    [
+      "footer text not a string",
+      (b) => (b.mail_settings = { footer: { text: 1 } }),
+      "mail_settings.footer.text",
+      "The text/plain version of your footer should be a string.",
+      "mail-settings.footer.text",
+    ],
+    [
+      "footer html not a string",
+      (b) => (b.mail_settings = { footer: { html: 1 } }),
+      "mail_settings.footer.html",
+      "The text/html version of your footer should be a string.",
+      "mail-settings.footer.html",
+    ],
+    [
+      "bcc setting enabled without email",
+      (b) => (b.mail_settings = { bcc: { enable: true } }),
+      "mail_settings.bcc.email",
+      "You must include a recipient object when using the bcc mail setting.",
+      "mail-settings.bcc.email",
+    ],
+    [
+      "bcc setting with invalid email",
+      (b) => (b.mail_settings = { bcc: { enable: true, email: "x" } }),
+      "mail_settings.bcc.email",
+      MESSAGES.bccSettingEmail,
+      "mail-settings.bcc.email",
+    ],
+    [
+      "spam_check threshold 11",
+      (b) => (b.mail_settings = { spam_check: { enable: true, threshold: 11 } }),
+      "mail_settings.spam_check.threshold",
+      MESSAGES.spamCheckThreshold,
+      "mail-settings.spam-check.threshold",
+    ],
+    [
+      "spam_check post_to_url ftp",
+      (b) => (b.mail_settings = { spam_check: { post_to_url: "ftp://x" } }),
+      "mail_settings.spam_check.post_to_url",
+      "The `post_to_url` parameter must start with `http://` or `https://`.",
+      "mail-settings.spam-check.post-to-url",
+    ],
+    [
+      "mail_settings not an object",
+      (b) => (b.mail_settings = true),
+      "mail_settings",
+      "Invalid type. Expected: object, given: boolean.",
+      "mail-settings",
+    ],
+    [
+      "bypass_list_management with another bypass",
+      (b) =>
+        (b.mail_settings = {
+          bypass_list_management: { enable: true },
+          bypass_bounce_management: { enable: true },
+        }),
+      "mail_settings.bypass_list_management",
+      MESSAGES.bypassCombination,
+      "mail-settings.bypass-list-management",
+    ],
+    [
+      "click_tracking enable_text",
+      (b) => (b.tracking_settings = { click_tracking: { enable_text: 1 } }),
+      "tracking_settings.click_tracking.enable_text",
+      "The click tracking enable text must be a boolean value.",
+      "tracking-settings.click-tracking.enable-text",
+    ],
+    [
+      "open_tracking substitution_tag",
+      (b) => (b.tracking_settings = { open_tracking: { substitution_tag: 1 } }),
+      "tracking_settings.open_tracking.substitution_tag",
+      "The open tracking substitution tag must be a string.",
+      "tracking-settings.open-tracking.substitution-tag",
+    ],
+    [
+      "subscription_tracking html",
+      (b) => (b.tracking_settings = { subscription_tracking: { html: 1 } }),
+      "tracking_settings.subscription_tracking.html",
+      "The subscription tracking unsubscribe content for text/html messages must be a string.",
+      "tracking-settings.subscription-tracking.html",
+    ],
+    [
+      "ganalytics utm_source",
+      (b) => (b.tracking_settings = { ganalytics: { utm_source: 1 } }),
+      "tracking_settings.ganalytics.utm_source",
+      "The Google Analytics utm_source must be a string value.",
+      "tracking-settings.ganalytics.utm-source",
+    ],
+  ]);
+
+  it("allows bypass_list_management when the other bypass flags are off, and the other three together", () => {
+    const listOnly = { bypass_list_management: { enable: true }, bypass_spam_management: { enable: false } };
+    expect(errorsOf({ ...base(), mail_settings: listOnly })).toEqual([]);
+    const threeOthers = {
+      bypass_spam_management: { enable: true },
+      bypass_bounce_management: { enable: true },
+      bypass_unsubscribe_management: { enable: true },
+    };
+    expect(errorsOf({ ...base(), mail_settings: threeOthers })).toEqual([]);
+  });
+});
+
+describe("validateMailSend: several errors in one response", () => {
+  it("reports field and cross-field errors together, field errors first, in body order", () => {
+    const body = {
+      personalizations: [
+        { to: [{ email: "bad" }, { email: "dup@example.com" }], cc: [{ email: "dup@example.com" }] },
+      ],
+      from: { email: "nope" },
+      content: [{ type: "text/plain", value: "" }],
+      send_at: NOW + H72 + 1,
+    };
+    expect(errorsOf(body)).toEqual([
+      err("personalizations.0.to.0.email", MESSAGES.recipientInvalid, "personalizations.to.email"),
+      err("from.email", MESSAGES.fromInvalid, "from.email"),
+      err("content.0.value", MESSAGES.contentValueInvalid, "content.value"),
+      err("subject", MESSAGES.subjectRequired, "subject"),
+      err(
+        "personalizations.0",
+        MESSAGES.duplicateRecipient("dup@example.com", "personalizations.0.cc"),
+        "personalizations",
+      ),
+      err("send_at", MESSAGES.sendAtTooFar, "send-at"),
+    ]);
+  });
+
+  it("reports one error per field even when several rules fail on it", () => {
+    // Too long *and* not a valid address: only the first (length) is reported.
+    const body = { ...base(), from: { email: `${"x".repeat(330)}` } };
+    expect(errorsOf(body)).toEqual([err("from.email", MESSAGES.emailTooLong("From"), "from.email")]);
+  });
+});
+
+describe("helpUrl", () => {
+  it.each([
+    [["template_id"], "template-id"],
+    [["personalizations", 1, "to", 0, "email"], "personalizations.to.email"],
+    [["personalizations", 0, "headers", "X_Under"], "personalizations.headers"],
+    [["custom_args", "a.b"], "custom-args"],
+  ] as const)("%j → #%s", (path, anchor) => {
+    expect(helpUrl(path)).toBe(`${MAIL_SEND_DOCS_URL}#${anchor}`);
+  });
+
+  it("uses ScaiSend's docs base", () => {
+    expect(MAIL_SEND_DOCS_URL).toBe("https://scaisend.scailabs.ai/docs/06-reference/02-mail-send");
+  });
+});
+
+describe("isBase64", () => {
+  it.each([
+    ["dGVzdA==", true],
+    ["dGVzdA", true], // unpadded
+    ["dGVz\r\ndA==", true], // RFC 2045 line-wrapped
+    ["NOT BASE64", false],
+    ["NOT_BASE64", false],
+    ["dGVzd", false], // length ≡ 1 (mod 4) can never decode
+    ["dG=VzdA=", false],
+    ["", false],
+  ])("%j → %s", (input, expected) => {
+    expect(isBase64(input)).toBe(expected);
+  });
+});
+
+/**
+ * Bodies as the official Node client builds them (sendgrid-v3.md §2.2): we run @sendgrid/mail's own
+ * `send()` against a fake HTTP client and validate exactly what it would have POSTed.
+ */
+async function officialClientBody(data: Record<string, unknown>, isMultiple = false): Promise<Body> {
+  const service = new MailService();
+  let captured: unknown;
+  const fakeClient = {
+    request: async (req: { body: unknown }) => {
+      captured = req.body;
+      return [{ statusCode: 202, body: "", headers: {} }, ""];
+    },
+  };
+  service.setClient(fakeClient as unknown as Parameters<MailService["setClient"]>[0]);
+  await service.send(data as unknown as Parameters<MailService["send"]>[0], isMultiple);
+  return JSON.parse(JSON.stringify(captured)) as Body;
+}
+
+describe("validateMailSend: bodies produced by @sendgrid/mail 8.1.6", () => {
+  it("text + html, custom args, headers, categories with an empty one", async () => {
+    const body = await officialClientBody({
+      to: "to@example.com",
+      from: { email: "from@example.com", name: "From" },
+      subject: "Hi",
+      text: "plain",
+      html: "<p>html</p>",
+      customArgs: { orderId: "42", user_id: "7" },
+      headers: { "X-Custom-Header": "v" },
+      categories: ["welcome", ""],
+      sendAt: NOW + 60,
+    });
+    // The client's quirks, pinned so a client upgrade that changes them is noticed.
+    expect(body.content.map((c: { type: string }) => c.type)).toEqual(["text/plain", "text/html"]);
+    expect(body.custom_args).toEqual({ orderId: "42", user_id: "7" }); // children not snake_cased
+    expect(body.headers).toEqual({ "X-Custom-Header": "v" });
+    expect(body.categories).toEqual(["welcome"]); // '' removed
+    const r = validateMailSend(body, NOW_MS);
+    expect(r.ok ? [] : r.errors).toEqual([]);
+  });
+
+  it("a dynamic template send (no subject, no content)", async () => {
+    const body = await officialClientBody({
+      to: [{ email: "a@example.com", name: "A" }],
+      from: "from@example.com",
+      templateId: "d-0123456789abcdef0123456789abcdef",
+      dynamicTemplateData: { firstName: "Ann", order: { total: 10 } },
+    });
+    expect(body.personalizations[0].dynamic_template_data).toEqual({
+      firstName: "Ann",
+      order: { total: 10 },
+    });
+    expect(errorsOf(body)).toEqual([]);
+  });
+
+  it("sendMultiple: one personalization per recipient", async () => {
+    const body = await officialClientBody(
+      { to: ["a@example.com", "b@example.com"], from: "from@example.com", subject: "S", text: "t" },
+      true,
+    );
+    expect(body.personalizations).toHaveLength(2);
+    expect(errorsOf(body)).toEqual([]);
+  });
+
+  it("a bad address still gets our error, not a crash", async () => {
+    const body = await officialClientBody({
+      to: "not-an-email",
+      from: "from@example.com",
+      subject: "S",
+      text: "t",
+    });
+    expect(errorsOf(body)).toEqual([
+      err("personalizations.0.to.0.email", MESSAGES.recipientInvalid, "personalizations.to.email"),
+    ]);
+  });
+});
