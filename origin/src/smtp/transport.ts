@@ -1,0 +1,279 @@
+/**
+ * One SMTP transaction per destination domain, over nodemailer's SMTPConnection (used directly,
+ * not through createTransport, for per-RCPT replies and the STARTTLS state of the session).
+ *
+ * Order of hosts (RFC 5321 §5.1): MX hosts as given, each host's addresses in turn. We move on to
+ * the next address/host when nothing useful was said about the recipients: connection refused or
+ * timed out, a TLS failure, a 4xx/5xx greeting or EHLO, 421. Once the server has answered the
+ * envelope, its verdict is final for this attempt: a 5xx to RCPT bounces, a 4xx defers (the edge
+ * retries later, which also covers greylisting).
+ *
+ * TLS is opportunistic (RFC 3207 + RFC 7435): STARTTLS whenever offered, certificates not
+ * verified (MX certificates rarely match and MTA-STS/DANE are out of scope); if the handshake
+ * itself fails the same address is retried once in plaintext, as Postfix does.
+ *
+ * Invariant: `deliver` never throws; every recipient comes back with an outcome.
+ */
+import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
+import type { RecipientOutcome } from "../../../shared/link/protocol.ts";
+import { classifyError, classifyReply, type Classification } from "../delivery/classify.ts";
+import type { MxHost } from "./mx.ts";
+
+export interface SmtpTransportOptions {
+  /** EHLO name; must resolve back to the sending IP at real receivers. */
+  heloName: string;
+  connectTimeoutMs: number;
+  greetingTimeoutMs?: number;
+  /** Inactivity limit once connected. RFC 5321 §4.5.3.2 allows minutes; we are less patient. */
+  socketTimeoutMs?: number;
+  /** Simultaneous connections to one MX host (by name); more wait their turn. */
+  maxConnectionsPerHost: number;
+  log?: TransportLog;
+}
+
+export type TransportLog = (
+  level: "debug" | "info" | "warn",
+  message: string,
+  fields?: Record<string, unknown>,
+) => void;
+
+export interface DeliverParams {
+  /** Hosts in the order to try them (already sorted/shuffled by the MX resolver). */
+  hosts: MxHost[];
+  port: number;
+  /** Envelope sender (the VERP return path). */
+  envelopeFrom: string;
+  recipients: string[];
+  raw: Buffer;
+}
+
+export interface SmtpTransport {
+  deliver(params: DeliverParams): Promise<RecipientOutcome[]>;
+  /** Closes connections still open; deliveries in flight end with deferred outcomes. */
+  close(): Promise<void>;
+}
+
+/** A counting semaphore per key: the simplest form of a per-host connection limit. */
+class KeyedLimiter {
+  private readonly active = new Map<string, number>();
+  private readonly waiting = new Map<string, (() => void)[]>();
+  constructor(private readonly limit: number) {}
+
+  async acquire(key: string): Promise<() => void> {
+    const count = this.active.get(key) ?? 0;
+    if (count < this.limit) {
+      this.active.set(key, count + 1);
+    } else {
+      // The releasing holder hands its slot over directly, so the count stays as it is.
+      await new Promise<void>((resolve) => {
+        const queue = this.waiting.get(key) ?? [];
+        queue.push(resolve);
+        this.waiting.set(key, queue);
+      });
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.waiting.get(key)?.shift();
+      if (next) return next();
+      if (this.waiting.get(key)?.length === 0) this.waiting.delete(key);
+      const left = (this.active.get(key) ?? 1) - 1;
+      if (left === 0) this.active.delete(key);
+      else this.active.set(key, left);
+    };
+  }
+}
+
+/** What one attempt against one address produced. */
+type AttemptResult =
+  | { kind: "done"; outcomes: Map<string, Classification>; tls: boolean }
+  /** Nothing was decided about the recipients; try the next address or host. */
+  | { kind: "next"; failure: Classification; tlsFailed: boolean };
+
+interface SmtpErrorLike {
+  code?: string;
+  response?: string;
+  responseCode?: number;
+  command?: string;
+  recipient?: string;
+  rejectedErrors?: SmtpErrorLike[];
+}
+const asSmtpError = (err: unknown): SmtpErrorLike =>
+  typeof err === "object" && err !== null ? (err as SmtpErrorLike) : {};
+
+/**
+ * RCPT refusals of a transaction that then failed at DATA. nodemailer attaches them to the error
+ * only when every recipient was refused; otherwise they sit on the connection's envelope, an
+ * internal field read defensively here so a refused address keeps its own 5xx instead of
+ * inheriting the DATA reply.
+ */
+function rejectedAtRcpt(connection: SMTPConnection): SmtpErrorLike[] {
+  const envelope = (connection as unknown as { _envelope?: { rejectedErrors?: unknown } })._envelope;
+  return Array.isArray(envelope?.rejectedErrors) ? (envelope.rejectedErrors as SmtpErrorLike[]) : [];
+}
+
+/** Errors raised before the server said anything about the envelope, or a 421 "closing down". */
+function isSessionSetupFailure(err: SmtpErrorLike): boolean {
+  if (err.responseCode === 421) return true;
+  const command = (err.command ?? "CONN").toUpperCase();
+  return (
+    command === "CONN" || command.startsWith("EHLO") || command.startsWith("HELO") || command === "STARTTLS"
+  );
+}
+
+/** A recipient the server neither accepted nor refused by name: nothing proves it arrived, so retry. */
+const NO_REPLY: Classification = { status: "deferred", response: "no reply recorded for this recipient" };
+
+export function createSmtpTransport(options: SmtpTransportOptions): SmtpTransport {
+  const limiter = new KeyedLimiter(Math.max(1, options.maxConnectionsPerHost));
+  const open = new Set<SMTPConnection>();
+  const log: TransportLog = options.log ?? (() => {});
+  let closed = false;
+
+  function connect(
+    address: string,
+    port: number,
+    servername: string,
+    plaintext: boolean,
+  ): Promise<SMTPConnection> {
+    const connection = new SMTPConnection({
+      host: address,
+      port,
+      name: options.heloName,
+      secure: false,
+      ignoreTLS: plaintext,
+      opportunisticTLS: true,
+      tls: { rejectUnauthorized: false, servername },
+      connectionTimeout: options.connectTimeoutMs,
+      greetingTimeout: options.greetingTimeoutMs ?? options.connectTimeoutMs,
+      socketTimeout: options.socketTimeoutMs ?? 120_000,
+      logger: false,
+    });
+    open.add(connection);
+    // SMTPConnection reports failures as 'error' events; without a listener one would crash the process.
+    connection.on("error", () => {});
+    connection.once("end", () => open.delete(connection));
+    return new Promise((resolve, reject) => {
+      connection.once("error", reject);
+      connection.once("end", () =>
+        reject(
+          Object.assign(new Error("connection closed before the session was set up"), {
+            code: "ECONNECTION",
+          }),
+        ),
+      );
+      connection.connect((err) => {
+        connection.removeListener("error", reject);
+        if (err) reject(err);
+        else resolve(connection);
+      });
+    });
+  }
+
+  function send(connection: SMTPConnection, envelope: { from: string; to: string[] }, raw: Buffer) {
+    return new Promise<SMTPConnection.SentMessageInfo>((resolve, reject) => {
+      connection.send(envelope, raw, (err, info) => (err ? reject(err) : resolve(info)));
+    });
+  }
+
+  async function attempt(
+    host: MxHost,
+    address: string,
+    params: DeliverParams,
+    plaintext: boolean,
+  ): Promise<AttemptResult> {
+    let connection: SMTPConnection;
+    try {
+      connection = await connect(address, params.port, host.exchange, plaintext);
+    } catch (err) {
+      const e = asSmtpError(err);
+      return { kind: "next", failure: classifyError(err), tlsFailed: e.code === "ETLS" };
+    }
+    const tls = connection.secure;
+    const outcomes = new Map<string, Classification>();
+    try {
+      const info = await send(connection, { from: params.envelopeFrom, to: params.recipients }, params.raw);
+      const accepted = classifyReply(info.response, "data");
+      for (const recipient of info.accepted) outcomes.set(recipient, accepted);
+      for (const rejected of info.rejectedErrors ?? []) {
+        const e = asSmtpError(rejected);
+        if (e.recipient) outcomes.set(e.recipient, classifyError(rejected));
+      }
+      connection.quit();
+      return { kind: "done", outcomes, tls };
+    } catch (err) {
+      const e = asSmtpError(err);
+      if (outcomes.size === 0 && isSessionSetupFailure(e)) {
+        connection.close();
+        return { kind: "next", failure: classifyError(err), tlsFailed: false };
+      }
+      // Recipients refused at RCPT keep their own reply; everyone else shares the error that ended
+      // the transaction (MAIL FROM refused, DATA refused, connection lost mid-message).
+      for (const rejected of e.rejectedErrors ?? rejectedAtRcpt(connection)) {
+        const r = asSmtpError(rejected);
+        if (r.recipient) outcomes.set(r.recipient, classifyError(rejected));
+      }
+      const shared = classifyError(err);
+      for (const recipient of params.recipients)
+        if (!outcomes.has(recipient)) outcomes.set(recipient, shared);
+      connection.close();
+      return { kind: "done", outcomes, tls };
+    }
+  }
+
+  async function deliver(params: DeliverParams): Promise<RecipientOutcome[]> {
+    const started = Date.now();
+    const failures: { host: string; failure: Classification }[] = [];
+    const finish = (results: Map<string, Classification> | Classification, mxHost?: string, tls?: boolean) =>
+      params.recipients.map((recipient): RecipientOutcome => {
+        const c = results instanceof Map ? (results.get(recipient) ?? NO_REPLY) : results;
+        const outcome: RecipientOutcome = { recipient, ...c, latencyMs: Date.now() - started };
+        if (mxHost !== undefined) outcome.mxHost = mxHost;
+        if (tls !== undefined) outcome.tls = tls;
+        return outcome;
+      });
+
+    for (const host of params.hosts) {
+      for (const address of host.addresses) {
+        if (closed)
+          return finish({ status: "deferred", response: "delivery engine is shutting down" }, host.exchange);
+        const release = await limiter.acquire(host.exchange);
+        try {
+          let result = await attempt(host, address, params, false);
+          if (result.kind === "next" && result.tlsFailed) {
+            log("info", "STARTTLS handshake failed, retrying in plaintext", { host: host.exchange, address });
+            result = await attempt(host, address, params, true);
+          }
+          if (result.kind === "done") return finish(result.outcomes, host.exchange, result.tls);
+          log("info", "MX attempt failed, trying next", {
+            host: host.exchange,
+            address,
+            response: result.failure.response,
+          });
+          failures.push({ host: host.exchange, failure: result.failure });
+        } finally {
+          release();
+        }
+      }
+    }
+
+    // Every host failed before the envelope. A bounce only if every one of them refused us
+    // permanently; one temporary failure means a later attempt may well succeed.
+    const last = failures.at(-1);
+    if (!last) return finish({ status: "deferred", response: "no MX host to try" });
+    const allPermanent = failures.every((f) => f.failure.status === "bounced");
+    const temporary = [...failures].reverse().find((f) => f.failure.status !== "bounced") ?? last;
+    const chosen = allPermanent ? last : temporary;
+    return finish(chosen.failure, chosen.host, false);
+  }
+
+  return {
+    deliver,
+    async close() {
+      closed = true;
+      for (const connection of open) connection.close();
+      open.clear();
+    },
+  };
+}

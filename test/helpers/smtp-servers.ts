@@ -1,0 +1,168 @@
+/**
+ * Real SMTP servers (smtp-server) on 127.0.0.1, port 0, for delivery tests:
+ *  - startSinkServer: accepts everything and keeps each message with its envelope;
+ *  - startFlakyServer: answers a 4xx at one stage for the first N tries, then behaves;
+ *  - startRejectingServer: refuses chosen recipients at RCPT with a chosen reply.
+ * Each can offer STARTTLS with a self-signed certificate made by the openssl CLI at test time.
+ * Without `tls`, STARTTLS is disabled entirely (smtp-server would otherwise offer it with its
+ * built-in test certificate).
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from "smtp-server";
+
+export interface TlsCredentials {
+  key: string;
+  cert: string;
+}
+
+export interface ReceivedMessage {
+  mailFrom: string;
+  rcptTo: string[];
+  raw: Buffer;
+  /** Whether the session had been upgraded with STARTTLS when DATA arrived. */
+  secure: boolean;
+}
+
+export interface SmtpReply {
+  code: number;
+  message: string;
+}
+
+export interface TestSmtpServer {
+  port: number;
+  messages: ReceivedMessage[];
+  /** TCP connections accepted so far. */
+  readonly connections: number;
+  close(): Promise<void>;
+}
+
+export interface SmtpBehaviour {
+  tls?: TlsCredentials;
+  /** Reply to send instead of the greeting; null lets the session go on. */
+  onConnect?(connectionIndex: number): SmtpReply | null;
+  onRcpt?(address: string, attempt: number): SmtpReply | null;
+  onData?(attempt: number): SmtpReply | null;
+}
+
+/** A short-lived self-signed certificate for `commonName`, made by openssl (no npm dependency). */
+export function createSelfSignedCert(commonName = "mx.test"): TlsCredentials {
+  const dir = mkdtempSync(join(tmpdir(), "scaisend-cert-"));
+  try {
+    const key = join(dir, "key.pem");
+    const cert = join(dir, "cert.pem");
+    execFileSync(
+      "openssl",
+      [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        cert,
+        "-days",
+        "1",
+        "-subj",
+        `/CN=${commonName}`,
+      ],
+      { stdio: "ignore" },
+    );
+    return { key: readFileSync(key, "utf8"), cert: readFileSync(cert, "utf8") };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const replyError = (reply: SmtpReply) =>
+  Object.assign(new Error(reply.message), { responseCode: reply.code });
+
+export async function startSmtpServer(behaviour: SmtpBehaviour = {}): Promise<TestSmtpServer> {
+  const messages: ReceivedMessage[] = [];
+  let connections = 0;
+  let rcptAttempts = 0;
+  let dataAttempts = 0;
+  const server = new SMTPServer({
+    logger: false,
+    // AUTH is not part of MX delivery; STARTTLS only when the test asked for it.
+    disabledCommands: behaviour.tls ? ["AUTH"] : ["AUTH", "STARTTLS"],
+    ...(behaviour.tls ? { key: behaviour.tls.key, cert: behaviour.tls.cert } : {}),
+    closeTimeout: 200,
+    onConnect(_session: SMTPServerSession, callback: (err?: Error | null) => void) {
+      const reply = behaviour.onConnect?.(connections++) ?? null;
+      callback(reply ? replyError(reply) : null);
+    },
+    onRcptTo(
+      address: SMTPServerAddress,
+      _session: SMTPServerSession,
+      callback: (err?: Error | null) => void,
+    ) {
+      const reply = behaviour.onRcpt?.(address.address, rcptAttempts++) ?? null;
+      callback(reply ? replyError(reply) : null);
+    },
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+      stream.on("end", () => {
+        const reply = behaviour.onData?.(dataAttempts++) ?? null;
+        if (reply) return callback(replyError(reply));
+        const mailFrom = session.envelope.mailFrom;
+        messages.push({
+          mailFrom: mailFrom ? mailFrom.address : "",
+          rcptTo: session.envelope.rcptTo.map((r) => r.address),
+          raw: Buffer.concat(chunks),
+          secure: session.secure,
+        });
+        callback(null);
+      });
+    },
+  });
+  server.on("error", () => {}); // client resets during tests are expected, not failures
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  return {
+    port: (server.server.address() as AddressInfo).port,
+    messages,
+    get connections() {
+      return connections;
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+export const startSinkServer = (options: { tls?: TlsCredentials } = {}) => startSmtpServer(options);
+
+/** Temporary failure at `stage` for the first `failures` tries (greylisting, a busy MX), then normal. */
+export function startFlakyServer(options: {
+  failures: number;
+  stage: "connect" | "rcpt" | "data";
+  reply?: SmtpReply;
+  tls?: TlsCredentials;
+}): Promise<TestSmtpServer> {
+  const reply = options.reply ?? { code: 451, message: "4.7.1 Greylisted, try again later" };
+  const fail = (attempt: number) => (attempt < options.failures ? reply : null);
+  return startSmtpServer({
+    ...(options.tls ? { tls: options.tls } : {}),
+    ...(options.stage === "connect" ? { onConnect: fail } : {}),
+    ...(options.stage === "rcpt" ? { onRcpt: (_address: string, attempt: number) => fail(attempt) } : {}),
+    ...(options.stage === "data" ? { onData: fail } : {}),
+  });
+}
+
+/** Refuses the recipients `reject` picks (all by default) at RCPT with `reply`. */
+export function startRejectingServer(options: {
+  reply: SmtpReply;
+  reject?: (address: string) => boolean;
+  tls?: TlsCredentials;
+}): Promise<TestSmtpServer> {
+  return startSmtpServer({
+    ...(options.tls ? { tls: options.tls } : {}),
+    onRcpt: (address) => ((options.reject ?? (() => true))(address) ? options.reply : null),
+  });
+}
