@@ -1,0 +1,85 @@
+/**
+ * A small client for the bootstrap calls of the admin API (used by the `scaisend` CLI, `npm start`
+ * and the end-to-end tests). Errors carry the server's status and body.
+ */
+
+export class AdminApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: unknown,
+    what: string,
+  ) {
+    super(`${what} failed: HTTP ${status} ${JSON.stringify(body)}`);
+  }
+}
+
+export interface DnsRecord {
+  purpose: string;
+  type: string;
+  host: string;
+  value: string;
+}
+
+export interface DomainView {
+  id: string;
+  domain: string;
+  verified: boolean;
+  dns_records: DnsRecord[];
+}
+
+export interface ApiKeyView {
+  id: string;
+  api_key: string;
+  prefix: string;
+  environment: "live" | "test";
+  scopes: string[];
+}
+
+export class AdminClient {
+  constructor(
+    readonly edgeUrl: string,
+    private readonly bearer: string,
+  ) {}
+
+  private async call<T>(method: string, path: string, body: unknown, what: string): Promise<T> {
+    const res = await fetch(new URL(path, this.edgeUrl), {
+      method,
+      headers: { authorization: `Bearer ${this.bearer}`, "content-type": "application/json" },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.text();
+    const parsed: unknown = text ? JSON.parse(text) : null;
+    if (!res.ok) throw new AdminApiError(res.status, parsed, what);
+    return (parsed as { data: T }).data;
+  }
+
+  createTenant(name: string) {
+    return this.call<{ id: string; name: string }>("POST", "/api/admin/tenants", { name }, "create tenant");
+  }
+
+  createApiKey(tenantId: string, input: { name: string; environment: "live" | "test"; scopes: string[] }) {
+    return this.call<ApiKeyView>("POST", `/api/admin/tenants/${tenantId}/api_keys`, input, "create API key");
+  }
+
+  createDomain(tenantId: string, domain: string, dmarcPolicy = "none") {
+    return this.call<DomainView>(
+      "POST",
+      "/api/admin/domains",
+      { domain, dmarc_policy: dmarcPolicy, tenant_id: tenantId },
+      "create domain",
+    );
+  }
+
+  getDomain(tenantId: string, id: string) {
+    return this.call<DomainView>("GET", `/api/admin/domains/${id}?tenant_id=${tenantId}`, undefined, "get domain");
+  }
+
+  verifyDomain(tenantId: string, id: string) {
+    return this.call<{ verified: boolean; errors: { record: string; message: string }[] }>(
+      "POST",
+      `/api/admin/domains/${id}/verify?tenant_id=${tenantId}`,
+      undefined,
+      "verify domain",
+    );
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * Runs the edge Worker locally with `wrangler dev --local` (workerd with local D1, R2 and Durable
+ * Objects), for `npm start`, the end-to-end tests and the benchmarks. Applies D1 migrations first,
+ * waits for /healthz, and stops the whole process group by pid.
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+
+export const REPO_ROOT = path.resolve(import.meta.dirname, "../..");
+
+export interface EdgeProcess {
+  url: string;
+  port: number;
+  pid: number;
+  logFile: string;
+  stop(): Promise<void>;
+}
+
+export interface StartEdgeOptions {
+  /** Folder for local D1/R2/DO state; reused across runs when it exists. */
+  persistDir: string;
+  vars: Record<string, string>;
+  port?: number;
+  /** Enables GET /__scheduled?cron=… to fire the cron handler. */
+  testScheduled?: boolean;
+  logFile?: string;
+}
+
+/** Keeps wrangler from writing into the home folder or phoning home. */
+export function wranglerEnv(): NodeJS.ProcessEnv {
+  const tmp = path.join(REPO_ROOT, ".tmp");
+  return {
+    ...process.env,
+    WRANGLER_SEND_METRICS: "false",
+    XDG_CONFIG_HOME: path.join(tmp, "xdg"),
+    WRANGLER_LOG_PATH: path.join(tmp, "wrangler-logs"),
+    NO_UPDATE_NOTIFIER: "1",
+  };
+}
+
+const wranglerBin = () => path.join(REPO_ROOT, "node_modules", ".bin", "wrangler");
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export function applyMigrations(persistDir: string): void {
+  fs.mkdirSync(persistDir, { recursive: true });
+  const r = spawnSync(wranglerBin(), ["d1", "migrations", "apply", "DB", "--local", "--persist-to", persistDir], {
+    cwd: REPO_ROOT,
+    env: wranglerEnv(),
+    encoding: "utf8",
+  });
+  if (r.status !== 0) throw new Error(`D1 migrations failed:\n${r.stdout}\n${r.stderr}`);
+}
+
+export async function startEdge(opts: StartEdgeOptions): Promise<EdgeProcess> {
+  applyMigrations(opts.persistDir);
+  const port = opts.port ?? (await freePort());
+  const logFile = opts.logFile ?? path.join(opts.persistDir, "wrangler.log");
+  const out = fs.openSync(logFile, "a");
+  const args = ["dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", opts.persistDir];
+  args.push("--show-interactive-dev-session=false", "--log-level", "warn");
+  if (opts.testScheduled) args.push("--test-scheduled");
+  for (const [k, v] of Object.entries(opts.vars)) args.push("--var", `${k}:${v}`);
+  const child: ChildProcess = spawn(wranglerBin(), args, {
+    cwd: REPO_ROOT,
+    env: wranglerEnv(),
+    stdio: ["ignore", out, out],
+    // Own process group, so stop() also ends the workerd child wrangler starts.
+    detached: true,
+  });
+  fs.closeSync(out);
+  const url = `http://127.0.0.1:${port}`;
+  const stop = () => stopGroup(child);
+  try {
+    await waitForHealth(url, child, 60_000);
+  } catch (err) {
+    await stop();
+    const tail = fs.readFileSync(logFile, "utf8").split("\n").slice(-30).join("\n");
+    throw new Error(`${(err as Error).message}\n--- ${logFile} ---\n${tail}`);
+  }
+  return { url, port, pid: child.pid!, logFile, stop };
+}
+
+async function waitForHealth(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited with code ${child.exitCode}`);
+    try {
+      const res = await fetch(`${url}/healthz`);
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`wrangler dev did not become healthy within ${timeoutMs} ms`);
+}
+
+export async function stopGroup(child: ChildProcess, graceMs = 5_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  try {
+    process.kill(-child.pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  const timer = setTimeout(() => {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }, graceMs);
+  await exited;
+  clearTimeout(timer);
+}
