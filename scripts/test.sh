@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# `npm test`: install what is missing, type-check every tsconfig, then run all vitest projects
+# (edge inside workerd, node, e2e). Extra arguments go to vitest, e.g. `npm test -- --project node`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure.sh redis-server openssl
+# Keep wrangler and vitest from writing into the home folder (NOTES.md).
+export WRANGLER_SEND_METRICS=false XDG_CONFIG_HOME="$PWD/.tmp/xdg" WRANGLER_LOG_PATH="$PWD/.tmp/wrangler-logs"
+npm run -s typecheck
+exec vitest run "$@"
