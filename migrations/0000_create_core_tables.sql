@@ -60,6 +60,7 @@ CREATE TABLE `messages` (
 	`batch_id` text,
 	`message_id_header` text NOT NULL,
 	`attempts` integer DEFAULT 0 NOT NULL,
+	`next_attempt_at` integer,
 	`error_message` text,
 	`created_at` integer NOT NULL,
 	`updated_at` integer NOT NULL,

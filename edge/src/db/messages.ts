@@ -2,7 +2,7 @@
  * Message, recipient and event queries. All reads and writes that take a tenant id filter by it;
  * the hub's writes are keyed by message id, which it only ever received from a tenant-scoped send.
  */
-import { and, count, desc, eq, gte, inArray, like, lt, lte, sql, type SQL } from "drizzle-orm";
+import { and, count, desc, eq, gte, inArray, isNull, like, lt, lte, or, sql, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { chunkRows, type Db } from "./client.ts";
 import { events, messageRecipients, messages, type MessageStatus } from "./schema.ts";
@@ -22,7 +22,7 @@ export function insertMessagesStatements(
   firstEvents: NewEvent[],
 ): Statement[] {
   const out: Statement[] = [];
-  for (const chunk of chunkRows(rows, 24)) out.push(db.insert(messages).values(chunk));
+  for (const chunk of chunkRows(rows, 25)) out.push(db.insert(messages).values(chunk));
   for (const chunk of chunkRows(recipients, 5)) out.push(db.insert(messageRecipients).values(chunk));
   for (const chunk of chunkRows(firstEvents, 8)) out.push(db.insert(events).values(chunk));
   return out;
@@ -127,6 +127,8 @@ export interface ResultWrite {
   status: MessageStatus;
   deliveredAt?: number;
   errorMessage?: string | null;
+  /** Set when recipients wait for a retry; cleared once the message is terminal. */
+  nextAttemptAt: number | null;
 }
 
 /** Hub → D1: one delivery attempt's outcome, written as one batch (events are de-duplicated by index). */
@@ -147,6 +149,7 @@ export function recordResultStatements(db: Db, w: ResultWrite): Statement[] {
       .set({
         status: w.status,
         updatedAt: w.now,
+        nextAttemptAt: w.nextAttemptAt,
         ...(w.deliveredAt !== undefined ? { deliveredAt: w.deliveredAt } : {}),
         ...(w.errorMessage !== undefined ? { errorMessage: w.errorMessage } : {}),
       })
@@ -165,6 +168,8 @@ export async function findStaleLiveMessages(db: Db, olderThan: number, limit: nu
         eq(messages.mode, "live"),
         inArray(messages.status, ["queued", "processing", "sending"]),
         lte(messages.updatedAt, olderThan),
+        // A message waiting for its retry is the hub's; only one whose retry is long overdue is stale.
+        or(isNull(messages.nextAttemptAt), lte(messages.nextAttemptAt, olderThan)),
       ),
     )
     .orderBy(messages.updatedAt)

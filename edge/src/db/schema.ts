@@ -113,6 +113,8 @@ export const messages = sqliteTable(
     /** RFC 5322 Message-ID (without <>), fixed at accept time so retries and bounces correlate. */
     messageIdHeader: text("message_id_header").notNull(),
     attempts: integer("attempts").notNull().default(0),
+    /** When the hub will next try a deferred message; the sweeper leaves it alone until then. */
+    nextAttemptAt: integer("next_attempt_at"),
     errorMessage: text("error_message"),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),

@@ -24,13 +24,11 @@ import {
   type DeliveryJob,
   type EdgeFrame,
   type OriginFrame,
-  type RecipientOutcome,
 } from "../../../shared/link/protocol.ts";
 import { createRetrySchedule, type RetrySchedule } from "../../../shared/delivery/retry-schedule.ts";
-import { newId } from "../../../shared/ids.ts";
 import { createDb, type Db } from "../db/client.ts";
-import { markSendingStatements, recordResultStatements, type NewEvent } from "../db/messages.ts";
-import type { MessageStatus } from "../db/schema.ts";
+import { markSendingStatements, recordResultStatements } from "../db/messages.ts";
+import { eventRow, planResult } from "../services/result-plan.ts";
 import { loadConfig, type Bindings, type Config } from "../env.ts";
 import { open } from "../lib/secret-box.ts";
 
@@ -390,6 +388,7 @@ export class OriginHub extends DurableObject<Bindings> {
           status: plan.status,
           ...(plan.status === "delivered" ? { deliveredAt: now } : {}),
           errorMessage: plan.errorMessage,
+          nextAttemptAt: plan.retryRecipients.length > 0 ? plan.retryAt : null,
         }) as [never],
       );
     } catch (err) {
@@ -436,6 +435,7 @@ export class OriginHub extends DurableObject<Bindings> {
         recipientStatuses: recipients.map((email) => ({ email: email.toLowerCase(), status: "failed" })),
         status: row.delivered > 0 ? "delivered" : "failed",
         errorMessage: "Expired in queue: no origin delivered it within the maximum queue age",
+        nextAttemptAt: null,
       });
       try {
         await this.db.batch(statements as [never]);
@@ -488,127 +488,3 @@ function splitJobId(jobId: string): { messageId: string; attempt: number } {
   return { messageId: jobId.slice(0, dot), attempt: Number(jobId.slice(dot + 1)) };
 }
 
-function eventRow(
-  row: Pick<OutboxRow, "message_id" | "tenant_id" | "attempt">,
-  type: NewEvent["eventType"],
-  recipient: string,
-  now: number,
-  metadata: Record<string, unknown>,
-): NewEvent {
-  return {
-    id: newId("evt", now),
-    tenantId: row.tenant_id,
-    messageId: row.message_id,
-    eventType: type,
-    recipientEmail: recipient.toLowerCase(),
-    timestamp: now,
-    attempt: row.attempt,
-    metadata,
-  };
-}
-
-export interface ResultPlan {
-  status: MessageStatus;
-  retryRecipients: string[];
-  retryAt: number;
-  totals: { delivered: number; bounced: number; failed: number };
-  recipientStatuses: { email: string; status: string }[];
-  errorMessage: string | null | undefined;
-  events(tenantId: string): NewEvent[];
-}
-
-/**
- * Pure decision for one attempt's outcomes: which events to record, which recipients retry and when,
- * and the message's status. Deferred recipients retry on the schedule; once it runs out they bounce (soft).
- */
-export function planResult(
-  row: Pick<OutboxRow, "message_id" | "tenant_id" | "attempt" | "delivered" | "bounced" | "failed">,
-  outcomes: RecipientOutcome[],
-  retry: RetrySchedule,
-  now: number,
-): ResultPlan {
-  const delay = retry.nextRetryDelay(row.attempt);
-  const retryAt = delay === null ? 0 : now + delay;
-  const totals = { delivered: row.delivered, bounced: row.bounced, failed: row.failed };
-  const retryRecipients: string[] = [];
-  const recipientStatuses: { email: string; status: string }[] = [];
-  const pending: { type: NewEvent["eventType"]; recipient: string; metadata: Record<string, unknown> }[] = [];
-  let lastError: string | undefined;
-
-  for (const o of outcomes) {
-    const smtp = {
-      smtp_response: o.response,
-      ...(o.smtpCode !== undefined ? { smtp_code: o.smtpCode } : {}),
-      ...(o.enhancedCode !== undefined ? { status: o.enhancedCode } : {}),
-      ...(o.mxHost !== undefined ? { mx_host: o.mxHost } : {}),
-      ...(o.tls !== undefined ? { tls: o.tls } : {}),
-      attempt: row.attempt,
-    };
-    const email = o.recipient.toLowerCase();
-    switch (o.status) {
-      case "delivered":
-        totals.delivered++;
-        recipientStatuses.push({ email, status: "delivered" });
-        pending.push({
-          type: "delivered",
-          recipient: o.recipient,
-          metadata: { ...smtp, ...(o.latencyMs !== undefined ? { latency_ms: Math.round(o.latencyMs) } : {}) },
-        });
-        break;
-      case "deferred":
-        if (delay !== null) {
-          retryRecipients.push(o.recipient);
-          recipientStatuses.push({ email, status: "deferred" });
-          pending.push({
-            type: "deferred",
-            recipient: o.recipient,
-            metadata: { ...smtp, next_retry_at: Math.floor(retryAt / 1000) },
-          });
-        } else {
-          totals.bounced++;
-          lastError = o.response;
-          recipientStatuses.push({ email, status: "bounced" });
-          pending.push({ type: "deferred", recipient: o.recipient, metadata: smtp });
-          pending.push({
-            type: "bounce",
-            recipient: o.recipient,
-            metadata: { ...smtp, bounce_type: "soft", reason: `retries exhausted: ${o.response}` },
-          });
-        }
-        break;
-      case "bounced":
-        totals.bounced++;
-        lastError = o.response;
-        recipientStatuses.push({ email, status: "bounced" });
-        pending.push({
-          type: "bounce",
-          recipient: o.recipient,
-          metadata: { ...smtp, bounce_type: o.bounceType ?? "hard", reason: o.response },
-        });
-        break;
-      case "failed":
-        totals.failed++;
-        lastError = o.response;
-        recipientStatuses.push({ email, status: "failed" });
-        pending.push({ type: "dropped", recipient: o.recipient, metadata: { ...smtp, reason: o.response } });
-        break;
-    }
-  }
-
-  let status: MessageStatus;
-  if (retryRecipients.length > 0) status = "queued";
-  else if (totals.delivered > 0) status = "delivered";
-  else if (totals.bounced > 0) status = "bounced";
-  else status = "failed";
-
-  return {
-    status,
-    retryRecipients,
-    retryAt,
-    totals,
-    recipientStatuses,
-    errorMessage: status === "bounced" || status === "failed" ? (lastError ?? null) : undefined,
-    events: (tenantId) =>
-      pending.map((p) => eventRow({ ...row, tenant_id: tenantId }, p.type, p.recipient, now, p.metadata)),
-  };
-}
