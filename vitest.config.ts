@@ -21,7 +21,7 @@ export default defineConfig(async () => {
                 bindings: {
                   TEST_MIGRATIONS: migrations,
                   ORIGIN_TOKEN: "test-origin-token-0123456789abcdef",
-                  SECRETS_KEY: "dGVzdC1zZWNyZXRzLWtleS0wMTIzNDU2Nzg5YWJjZGVm",
+                  SECRETS_KEY: "dGVzdC1zZWNyZXRzLWtleS0wMTIzNDU2Nzg5YWJjZGU=",
                   ADMIN_TOKEN: "test-admin-token-0123456789abcdef",
                   TRACKING_SECRET: "test-tracking-secret-0123456789abcdef",
                 },
