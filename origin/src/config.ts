@@ -33,6 +33,35 @@ export const OriginConfigSchema = z.object({
   CONNECT_TIMEOUT_MS: z.coerce.number().int().min(100).default(30_000).describe("TCP connect timeout per MX host"),
   MAX_CONNECTIONS_PER_HOST: z.coerce.number().int().min(1).default(5).describe("Concurrent SMTP connections per MX host"),
   MX_CACHE_TTL_S: z.coerce.number().int().min(0).default(300).describe("Upper bound on how long MX answers are cached"),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must look like "redis://host:6379" (or rediss:// for TLS)')
+    .optional()
+    .describe("Redis shared by several origin nodes (per-host limits, job de-duplication); in-memory when unset"),
+  HOST_SLOT_TTL_MS: z.coerce
+    .number()
+    .int()
+    .min(1_000)
+    .default(60_000)
+    .describe("Lease of one per-host connection slot, renewed while held; a crashed node's slots free after this"),
+  HOST_SLOT_WAIT_MS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(120_000)
+    .describe("How long a delivery waits for a free per-host slot before it is deferred"),
+  JOB_CLAIM_TTL_MS: z.coerce
+    .number()
+    .int()
+    .min(1_000)
+    .default(600_000)
+    .describe("How long a node's claim on a message lasts; should exceed the longest delivery"),
+  JOB_RESULT_TTL_S: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(86_400)
+    .describe("How long final per-recipient outcomes are kept so a re-dispatched job is not delivered twice"),
   HTTP_HOST: z.string().default("127.0.0.1").describe("Address for /healthz, /readyz and /metrics"),
   HTTP_PORT: port.default(9464).describe("Port for /healthz, /readyz and /metrics (0 = pick one)"),
   DRAIN_TIMEOUT_MS: z.coerce.number().int().min(0).default(30_000).describe("On SIGTERM, how long to let jobs in flight finish"),

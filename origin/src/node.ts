@@ -6,6 +6,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { OriginConfig } from "./config.ts";
+import { createCoordinator, type Coordinator } from "./coord/index.ts";
 import { createDeliveryEngine } from "./delivery/engine.ts";
 import { startDevInbox, type DevInbox } from "./dev-inbox/index.ts";
 import { EdgeLink } from "./link/edge-link.ts";
@@ -20,6 +21,8 @@ export interface OriginNode {
   inbox: DevInbox | null;
   links: EdgeLink[];
   runner: JobRunner;
+  /** Per-host limits and job de-duplication: Redis when REDIS_URL is set, else in memory. */
+  coordinator: Coordinator;
   /** Stops taking work, lets jobs in flight finish and report (up to DRAIN_TIMEOUT_MS), then closes. */
   drain(): Promise<void>;
 }
@@ -44,6 +47,8 @@ export async function startOriginNode(config: OriginConfig, log: Logger = create
     smarthost = { host: "127.0.0.1", port: inbox.smtpPort };
   }
 
+  // Several nodes share per-host slots and job claims through Redis; a single node keeps them in memory.
+  const coordinator = createCoordinator(config, (level, msg, extra) => log[level](`coordinator: ${msg}`, extra));
   const engine = createDeliveryEngine({
     heloName: config.HELO_NAME,
     smtpPort: config.SMTP_PORT,
@@ -53,6 +58,9 @@ export async function startOriginNode(config: OriginConfig, log: Logger = create
     verpSecret: config.VERP_SECRET,
     connectTimeoutMs: config.CONNECT_TIMEOUT_MS,
     maxConnectionsPerHost: config.MAX_CONNECTIONS_PER_HOST,
+    coordinator,
+    hostSlotTtlMs: config.HOST_SLOT_TTL_MS,
+    hostSlotWaitMs: config.HOST_SLOT_WAIT_MS,
     mxCacheTtlMs: config.MX_CACHE_TTL_S * 1000,
     log: (level, msg, extra) => log[level](msg, extra),
   });
@@ -62,6 +70,12 @@ export async function startOriginNode(config: OriginConfig, log: Logger = create
     deliver: (job) => engine.deliver(job),
     metrics,
     log: (level, msg, extra) => log[level](msg, extra),
+    coordination: {
+      coordinator,
+      nodeId: config.NODE_ID,
+      claimTtlMs: config.JOB_CLAIM_TTL_MS,
+      resultTtlMs: config.JOB_RESULT_TTL_S * 1000,
+    },
   });
 
   const links: EdgeLink[] = [];
@@ -102,7 +116,12 @@ export async function startOriginNode(config: OriginConfig, log: Logger = create
   });
   await new Promise<void>((resolve) => server.listen(config.HTTP_PORT, config.HTTP_HOST, resolve));
   const httpPort = (server.address() as AddressInfo).port;
-  log.info("origin node started", { nodeId: config.NODE_ID, httpPort, devInbox: inbox?.url ?? null });
+  log.info("origin node started", {
+    nodeId: config.NODE_ID,
+    httpPort,
+    devInbox: inbox?.url ?? null,
+    coordinator: coordinator.kind,
+  });
 
   let drained: Promise<void> | null = null;
   const drain = () => {
@@ -114,6 +133,7 @@ export async function startOriginNode(config: OriginConfig, log: Logger = create
       await Promise.all(links.map((l) => l.waitForAcks(5_000)));
       for (const l of links) l.close();
       await engine.close();
+      await coordinator.close();
       await new Promise<void>((r) => server.close(() => r()));
       await inbox?.close();
       log.info("origin node stopped");
@@ -121,7 +141,7 @@ export async function startOriginNode(config: OriginConfig, log: Logger = create
     return drained;
   };
 
-  return { httpPort, inbox, links, runner, drain };
+  return { httpPort, inbox, links, runner, coordinator, drain };
 }
 
 function json(res: http.ServerResponse, status: number, body: unknown): void {

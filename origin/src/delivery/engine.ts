@@ -9,6 +9,7 @@
  */
 import type { DeliveryJob, RecipientOutcome } from "../../../shared/link/protocol.ts";
 import { buildMime } from "../compose/build-mime.ts";
+import type { Coordinator } from "../coord/index.ts";
 import { signDkim } from "../compose/dkim.ts";
 import { createMxResolver, type MxHost } from "../smtp/mx.ts";
 import { createSmtpTransport, type TransportLog } from "../smtp/transport.ts";
@@ -32,6 +33,11 @@ export interface DeliveryEngineOptions {
   greetingTimeoutMs?: number;
   socketTimeoutMs?: number;
   maxConnectionsPerHost: number;
+  /** Keeps the per-host limit (shared across nodes with Redis); the transport's own in memory when absent. */
+  coordinator?: Coordinator;
+  hostSlotTtlMs?: number;
+  /** Defer a domain whose MX hosts stay full this long; no limit when absent. */
+  hostSlotWaitMs?: number;
   /** Upper bound for caching MX look-ups. */
   mxCacheTtlMs?: number;
   log?: TransportLog;
@@ -58,6 +64,9 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
     ...(options.greetingTimeoutMs !== undefined ? { greetingTimeoutMs: options.greetingTimeoutMs } : {}),
     ...(options.socketTimeoutMs !== undefined ? { socketTimeoutMs: options.socketTimeoutMs } : {}),
     maxConnectionsPerHost: options.maxConnectionsPerHost,
+    ...(options.coordinator ? { coordinator: options.coordinator } : {}),
+    ...(options.hostSlotTtlMs !== undefined ? { hostSlotTtlMs: options.hostSlotTtlMs } : {}),
+    ...(options.hostSlotWaitMs !== undefined ? { hostSlotWaitMs: options.hostSlotWaitMs } : {}),
     ...(options.log ? { log: options.log } : {}),
   });
   const log: TransportLog = options.log ?? (() => {});

@@ -17,6 +17,7 @@
 import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
 import type { RecipientOutcome } from "../../../shared/link/protocol.ts";
 import { classifyError, classifyReply, type Classification } from "../delivery/classify.ts";
+import { createMemoryCoordinator, type Coordinator } from "../coord/index.ts";
 import type { MxHost } from "./mx.ts";
 
 export interface SmtpTransportOptions {
@@ -28,6 +29,15 @@ export interface SmtpTransportOptions {
   socketTimeoutMs?: number;
   /** Simultaneous connections to one MX host (by name); more wait their turn. */
   maxConnectionsPerHost: number;
+  /**
+   * Where the per-host limit is kept: shared across nodes with the Redis adapter. Defaults to an
+   * in-memory coordinator of this transport's own (a FIFO semaphore per host).
+   */
+  coordinator?: Coordinator;
+  /** Lease of one host slot, renewed while held (matters only when shared). Default 60 s. */
+  hostSlotTtlMs?: number;
+  /** Give up waiting for a host slot after this long and defer; waits as long as it takes when absent. */
+  hostSlotWaitMs?: number;
   log?: TransportLog;
 }
 
@@ -51,38 +61,6 @@ export interface SmtpTransport {
   deliver(params: DeliverParams): Promise<RecipientOutcome[]>;
   /** Closes connections still open; deliveries in flight end with deferred outcomes. */
   close(): Promise<void>;
-}
-
-/** A counting semaphore per key: the simplest form of a per-host connection limit. */
-class KeyedLimiter {
-  private readonly active = new Map<string, number>();
-  private readonly waiting = new Map<string, (() => void)[]>();
-  constructor(private readonly limit: number) {}
-
-  async acquire(key: string): Promise<() => void> {
-    const count = this.active.get(key) ?? 0;
-    if (count < this.limit) {
-      this.active.set(key, count + 1);
-    } else {
-      // The releasing holder hands its slot over directly, so the count stays as it is.
-      await new Promise<void>((resolve) => {
-        const queue = this.waiting.get(key) ?? [];
-        queue.push(resolve);
-        this.waiting.set(key, queue);
-      });
-    }
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const next = this.waiting.get(key)?.shift();
-      if (next) return next();
-      if (this.waiting.get(key)?.length === 0) this.waiting.delete(key);
-      const left = (this.active.get(key) ?? 1) - 1;
-      if (left === 0) this.active.delete(key);
-      else this.active.set(key, left);
-    };
-  }
 }
 
 /** What one attempt against one address produced. */
@@ -126,7 +104,11 @@ function isSessionSetupFailure(err: SmtpErrorLike): boolean {
 const NO_REPLY: Classification = { status: "deferred", response: "no reply recorded for this recipient" };
 
 export function createSmtpTransport(options: SmtpTransportOptions): SmtpTransport {
-  const limiter = new KeyedLimiter(Math.max(1, options.maxConnectionsPerHost));
+  const ownCoordinator = options.coordinator ? null : createMemoryCoordinator();
+  const coordinator = options.coordinator ?? ownCoordinator!;
+  const slotLimit = Math.max(1, options.maxConnectionsPerHost);
+  const slotTtlMs = options.hostSlotTtlMs ?? 60_000;
+  const slotWait = options.hostSlotWaitMs !== undefined ? { waitMs: options.hostSlotWaitMs } : {};
   const open = new Set<SMTPConnection>();
   const log: TransportLog = options.log ?? (() => {});
   let closed = false;
@@ -238,7 +220,18 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
       for (const address of host.addresses) {
         if (closed)
           return finish({ status: "deferred", response: "delivery engine is shutting down" }, host.exchange);
-        const release = await limiter.acquire(host.exchange);
+        let release: () => Promise<void>;
+        try {
+          release = await coordinator.acquireHostSlot(host.exchange, slotLimit, slotTtlMs, slotWait);
+        } catch (err) {
+          // The host stayed full for the whole wait (HostSlotTimeoutError), or the coordinator is
+          // unreachable: nothing was said about the recipients, so this host counts as a temporary
+          // failure and the next MX host gets its turn; if none is left the recipients are deferred.
+          const response = err instanceof Error ? err.message : String(err);
+          log("info", "no connection slot for MX host, trying next", { host: host.exchange, response });
+          failures.push({ host: host.exchange, failure: { status: "deferred", response } });
+          break;
+        }
         try {
           let result = await attempt(host, address, params, false);
           if (result.kind === "next" && result.tlsFailed) {
@@ -253,7 +246,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
           });
           failures.push({ host: host.exchange, failure: result.failure });
         } finally {
-          release();
+          await release();
         }
       }
     }
@@ -274,6 +267,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
       closed = true;
       for (const connection of open) connection.close();
       open.clear();
+      await ownCoordinator?.close();
     },
   };
 }
