@@ -96,7 +96,9 @@ export async function startSmtpServer(behaviour: SmtpBehaviour = {}): Promise<Te
     ...(behaviour.tls ? { key: behaviour.tls.key, cert: behaviour.tls.cert } : {}),
     closeTimeout: 200,
     onConnect(_session: SMTPServerSession, callback: (err?: Error | null) => void) {
-      const reply = behaviour.onConnect?.(connections++) ?? null;
+      // Count every connection, whether or not the test scripted the greeting.
+      const index = connections++;
+      const reply = behaviour.onConnect?.(index) ?? null;
       callback(reply ? replyError(reply) : null);
     },
     onRcptTo(

@@ -12,6 +12,12 @@
  * verified (MX certificates rarely match and MTA-STS/DANE are out of scope); if the handshake
  * itself fails the same address is retried once in plaintext, as Postfix does.
  *
+ * Sessions are reused: after a successful transaction the connection goes back to an idle list per
+ * address (at most `maxConnectionsPerHost` idle, each closed after IDLE_MS or MAX_MESSAGES_PER_SESSION
+ * messages), so a busy destination costs one TCP + EHLO + STARTTLS per many messages, as in
+ * nodemailer's pool and Postfix's connection cache. A reused session that turns out to be dead before
+ * the server said anything about the envelope is replaced by a fresh one, once.
+ *
  * Invariant: `deliver` never throws; every recipient comes back with an outcome.
  */
 import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
@@ -100,6 +106,11 @@ function isSessionSetupFailure(err: SmtpErrorLike): boolean {
   );
 }
 
+/** How long an idle session is kept for the next message to the same address. */
+const IDLE_MS = 5_000;
+/** Sessions are recycled after this many messages, as MTAs do, to bound per-connection state. */
+const MAX_MESSAGES_PER_SESSION = 100;
+
 /** A recipient the server neither accepted nor refused by name: nothing proves it arrived, so retry. */
 const NO_REPLY: Classification = { status: "deferred", response: "no reply recorded for this recipient" };
 
@@ -110,8 +121,43 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
   const slotTtlMs = options.hostSlotTtlMs ?? 60_000;
   const slotWait = options.hostSlotWaitMs !== undefined ? { waitMs: options.hostSlotWaitMs } : {};
   const open = new Set<SMTPConnection>();
+  const idle = new Map<string, SMTPConnection[]>();
+  const idleTimers = new Map<SMTPConnection, NodeJS.Timeout>();
+  const messagesSent = new WeakMap<SMTPConnection, number>();
   const log: TransportLog = options.log ?? (() => {});
   let closed = false;
+
+  /** An idle session to this address that is still open, if any. */
+  function takeIdle(key: string): SMTPConnection | undefined {
+    const list = idle.get(key);
+    while (list && list.length > 0) {
+      const connection = list.pop()!;
+      clearTimeout(idleTimers.get(connection));
+      idleTimers.delete(connection);
+      if (open.has(connection)) return connection;
+    }
+    return undefined;
+  }
+
+  function putIdle(key: string, connection: SMTPConnection): void {
+    const sent = (messagesSent.get(connection) ?? 0) + 1;
+    messagesSent.set(connection, sent);
+    const list = idle.get(key) ?? [];
+    if (closed || sent >= MAX_MESSAGES_PER_SESSION || list.length >= slotLimit) {
+      connection.quit();
+      return;
+    }
+    list.push(connection);
+    idle.set(key, list);
+    const timer = setTimeout(() => {
+      idleTimers.delete(connection);
+      const at = list.indexOf(connection);
+      if (at >= 0) list.splice(at, 1);
+      connection.quit();
+    }, IDLE_MS);
+    timer.unref();
+    idleTimers.set(connection, timer);
+  }
 
   function connect(
     address: string,
@@ -164,13 +210,18 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     address: string,
     params: DeliverParams,
     plaintext: boolean,
+    allowReuse = true,
   ): Promise<AttemptResult> {
-    let connection: SMTPConnection;
-    try {
-      connection = await connect(address, params.port, host.exchange, plaintext);
-    } catch (err) {
-      const e = asSmtpError(err);
-      return { kind: "next", failure: classifyError(err), tlsFailed: e.code === "ETLS" };
+    const key = `${address}|${params.port}|${plaintext ? "plain" : "tls"}|${host.exchange}`;
+    let connection = allowReuse ? takeIdle(key) : undefined;
+    const reused = connection !== undefined;
+    if (!connection) {
+      try {
+        connection = await connect(address, params.port, host.exchange, plaintext);
+      } catch (err) {
+        const e = asSmtpError(err);
+        return { kind: "next", failure: classifyError(err), tlsFailed: e.code === "ETLS" };
+      }
     }
     const tls = connection.secure;
     const outcomes = new Map<string, Classification>();
@@ -182,12 +233,14 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
         const e = asSmtpError(rejected);
         if (e.recipient) outcomes.set(e.recipient, classifyError(rejected));
       }
-      connection.quit();
+      putIdle(key, connection);
       return { kind: "done", outcomes, tls };
     } catch (err) {
       const e = asSmtpError(err);
       if (outcomes.size === 0 && isSessionSetupFailure(e)) {
         connection.close();
+        // The server may have dropped an idle session between messages: try once on a fresh one.
+        if (reused) return attempt(host, address, params, plaintext, false);
         return { kind: "next", failure: classifyError(err), tlsFailed: false };
       }
       // Recipients refused at RCPT keep their own reply; everyone else shares the error that ended
@@ -265,6 +318,9 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     deliver,
     async close() {
       closed = true;
+      for (const timer of idleTimers.values()) clearTimeout(timer);
+      idleTimers.clear();
+      idle.clear();
       for (const connection of open) connection.close();
       open.clear();
       await ownCoordinator?.close();
