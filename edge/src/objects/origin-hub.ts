@@ -5,7 +5,8 @@
  *  - A live message accepted by the API is in D1 (status queued) before it is enqueued here, and it
  *    leaves the outbox only after its final outcome has been written to D1. Nothing is held only in memory.
  *  - A row is `ready` (waiting for `due_at`), `leased` (handed to one origin link until `lease_until`)
- *    or `recording` (a result is being written to D1 right now).
+ *    or `recording` (its result waits in the next D1 batch; back to `leased` if that write fails or the
+ *    object restarts, since the result was not acknowledged and the origin sends it again).
  *  - `attempt` counts dispatches; the job id `<messageId>.<attempt>` names one dispatch, so a result for
  *    an older attempt is recognised and ignored, and a re-sent result for the current one is applied once.
  *  - When a link closes, the jobs its origin never acknowledged return to `ready` at once; acknowledged
@@ -28,7 +29,7 @@ import {
 import { createRetrySchedule, type RetrySchedule } from "../../../shared/delivery/retry-schedule.ts";
 import { createDb, type Db } from "../db/client.ts";
 import { markSendingStatements, recordResultStatements } from "../db/messages.ts";
-import { eventRow, planResult } from "../services/result-plan.ts";
+import { eventRow, planResult, type ResultPlan } from "../services/result-plan.ts";
 import { loadConfig, type Bindings, type Config } from "../env.ts";
 import { open } from "../lib/secret-box.ts";
 
@@ -75,8 +76,11 @@ export interface HubStats {
 
 /** Keep frames well under the 1 MiB Durable Object WebSocket message cap. */
 const FRAME_BUDGET_BYTES = 900 * 1024;
-/** A result's D1 write failed: try the lease again after this long rather than immediately. */
+/** The alarm never fires sooner than this after being set, so a busy hub does not spin on it. */
 const MIN_ALARM_GAP_MS = 50;
+/** Results are written to D1 together: at most this many per batch, waiting at most this long. */
+const RESULT_BATCH_MAX = 100;
+const RESULT_FLUSH_MS = 5;
 
 export class OriginHub extends DurableObject<Bindings> {
   private readonly sql: SqlStorage;
@@ -84,6 +88,8 @@ export class OriginHub extends DurableObject<Bindings> {
   private config!: Config;
   private retry!: RetrySchedule;
   private readonly keyCache = new Map<string, string>();
+  private pendingResults: { ws: WebSocket; jobId: string; row: OutboxRow; plan: ResultPlan }[] = [];
+  private flushTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
@@ -114,6 +120,8 @@ export class OriginHub extends DurableObject<Bindings> {
       )`);
       this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_ready ON outbox(state, due_at)");
       this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_lease ON outbox(lease_link)");
+      // Results being written when the object last stopped were not acknowledged; their origins re-send them.
+      this.sql.exec("UPDATE outbox SET state = 'leased' WHERE state = 'recording'");
     });
   }
 
@@ -215,7 +223,7 @@ export class OriginHub extends DurableObject<Bindings> {
         return;
       }
       case "result":
-        await this.applyResult(ws, frame);
+        this.applyResult(ws, frame);
         return;
       case "ping":
         this.send(ws, { type: "pong" });
@@ -365,7 +373,11 @@ export class OriginHub extends DurableObject<Bindings> {
     };
   }
 
-  private async applyResult(ws: WebSocket, frame: Extract<OriginFrame, { type: "result" }>): Promise<void> {
+  /**
+   * Validates a result and queues it for the next D1 write. Results arriving within RESULT_FLUSH_MS
+   * are recorded in one D1 batch, so a busy hub costs one round trip per batch, not per message.
+   */
+  private applyResult(ws: WebSocket, frame: Extract<OriginFrame, { type: "result" }>): void {
     const row = this.sql
       .exec<OutboxRow>("SELECT * FROM outbox WHERE message_id = ?", frame.messageId)
       .toArray()[0];
@@ -374,45 +386,61 @@ export class OriginHub extends DurableObject<Bindings> {
       this.send(ws, { type: "resultAck", jobIds: [frame.jobId] });
       return;
     }
+    // `recording` keeps a re-sent copy of this result from being queued twice while the write is pending.
     this.sql.exec("UPDATE outbox SET state = 'recording' WHERE message_id = ?", row.message_id);
+    this.pendingResults.push({ ws, jobId: frame.jobId, row, plan: planResult(row, frame.recipients, this.retry, Date.now()) });
+    if (this.pendingResults.length >= RESULT_BATCH_MAX) void this.flushResults();
+    else this.flushTimer ??= setTimeout(() => void this.flushResults(), RESULT_FLUSH_MS);
+  }
 
+  private async flushResults(): Promise<void> {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    const batch = this.pendingResults.splice(0);
+    if (batch.length === 0) return;
     const now = Date.now();
-    const plan = planResult(row, frame.recipients, this.retry, now);
+    const statements = batch.flatMap(({ row, plan }) =>
+      recordResultStatements(this.db, {
+        messageId: row.message_id,
+        now,
+        events: plan.events(row.tenant_id),
+        recipientStatuses: plan.recipientStatuses,
+        status: plan.status,
+        ...(plan.status === "delivered" ? { deliveredAt: now } : {}),
+        errorMessage: plan.errorMessage,
+        nextAttemptAt: plan.retryRecipients.length > 0 ? plan.retryAt : null,
+      }),
+    );
     try {
-      await this.db.batch(
-        recordResultStatements(this.db, {
-          messageId: row.message_id,
-          now,
-          events: plan.events(row.tenant_id),
-          recipientStatuses: plan.recipientStatuses,
-          status: plan.status,
-          ...(plan.status === "delivered" ? { deliveredAt: now } : {}),
-          errorMessage: plan.errorMessage,
-          nextAttemptAt: plan.retryRecipients.length > 0 ? plan.retryAt : null,
-        }) as [never],
-      );
+      await this.db.batch(statements as [never]);
     } catch (err) {
-      // Leave the lease in place: the origin re-sends unacknowledged results, and the lease timer backs us up.
-      this.sql.exec("UPDATE outbox SET state = 'leased' WHERE message_id = ?", row.message_id);
-      console.error(JSON.stringify({ level: "error", msg: "recording result failed", error: String(err) }));
+      // Leave the leases in place: the origin re-sends unacknowledged results, and the lease timer backs us up.
+      for (const { row } of batch) {
+        this.sql.exec("UPDATE outbox SET state = 'leased' WHERE message_id = ? AND state = 'recording'", row.message_id);
+      }
+      console.error(JSON.stringify({ level: "error", msg: "recording results failed", count: batch.length, error: String(err) }));
       return;
     }
 
-    if (plan.retryRecipients.length > 0) {
-      this.sql.exec(
-        `UPDATE outbox SET state = 'ready', recipients = ?, due_at = ?, lease_link = NULL, lease_until = NULL,
-           delivered = ?, bounced = ?, failed = ? WHERE message_id = ?`,
-        JSON.stringify(plan.retryRecipients),
-        plan.retryAt,
-        plan.totals.delivered,
-        plan.totals.bounced,
-        plan.totals.failed,
-        row.message_id,
-      );
-    } else {
-      this.sql.exec("DELETE FROM outbox WHERE message_id = ?", row.message_id);
+    const acks = new Map<WebSocket, string[]>();
+    for (const { ws, jobId, row, plan } of batch) {
+      if (plan.retryRecipients.length > 0) {
+        this.sql.exec(
+          `UPDATE outbox SET state = 'ready', recipients = ?, due_at = ?, lease_link = NULL, lease_until = NULL,
+             delivered = ?, bounced = ?, failed = ? WHERE message_id = ?`,
+          JSON.stringify(plan.retryRecipients),
+          plan.retryAt,
+          plan.totals.delivered,
+          plan.totals.bounced,
+          plan.totals.failed,
+          row.message_id,
+        );
+      } else {
+        this.sql.exec("DELETE FROM outbox WHERE message_id = ?", row.message_id);
+      }
+      acks.set(ws, [...(acks.get(ws) ?? []), jobId]);
     }
-    this.send(ws, { type: "resultAck", jobIds: [frame.jobId] });
+    for (const [ws, jobIds] of acks) this.send(ws, { type: "resultAck", jobIds });
     await this.scheduleAlarm();
   }
 
