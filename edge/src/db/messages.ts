@@ -2,7 +2,7 @@
  * Message, recipient and event queries. All reads and writes that take a tenant id filter by it;
  * the hub's writes are keyed by message id, which it only ever received from a tenant-scoped send.
  */
-import { and, count, desc, eq, gte, inArray, isNull, like, lt, lte, or, sql, type SQL } from "drizzle-orm";
+import { and, count, desc, eq, gte, inArray, isNull, lt, lte, or, sql, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { chunkRows, type Db } from "./client.ts";
 import { events, messageRecipients, messages, type MessageStatus } from "./schema.ts";
@@ -44,7 +44,11 @@ function filterConditions(tenantId: string, f: MessageFilters): SQL[] {
   const where: SQL[] = [eq(messages.tenantId, tenantId)];
   if (f.status) where.push(eq(messages.status, f.status));
   if (f.fromEmail) where.push(eq(messages.fromEmail, f.fromEmail.toLowerCase()));
-  if (f.subject) where.push(like(messages.subject, `%${f.subject.replace(/[\\%_]/g, "\\$&")}%`));
+  if (f.subject) {
+    // Substring match: the user's %, _ and \ are escaped, which needs an explicit ESCAPE clause in SQLite.
+    const pattern = `%${f.subject.replace(/[\\%_]/g, "\\$&")}%`;
+    where.push(sql`${messages.subject} LIKE ${pattern} ESCAPE '\\'`);
+  }
   if (f.batchId) where.push(eq(messages.batchId, f.batchId));
   if (f.templateId) where.push(eq(messages.templateId, f.templateId));
   if (f.startMs !== undefined) where.push(gte(messages.createdAt, f.startMs));
@@ -108,13 +112,20 @@ export async function getMessagesByIds(db: Db, ids: string[]): Promise<MessageRo
   return out;
 }
 
-/** Hub → D1: these messages were handed to an origin. Only moves forward from queued. */
+/**
+ * Hub → D1: these messages were handed to an origin. Every dispatch counts as an attempt (re-dispatches
+ * after a dropped link too); the status only moves forward from queued, never back from a final one.
+ */
 export function markSendingStatements(db: Db, ids: string[], now: number): Statement[] {
-  return chunkRows(ids, 2).map((chunk) =>
+  return chunkRows(ids, 3).map((chunk) =>
     db
       .update(messages)
-      .set({ status: "sending", updatedAt: now, attempts: sql`${messages.attempts} + 1` })
-      .where(and(inArray(messages.id, chunk), eq(messages.status, "queued"))),
+      .set({
+        status: sql`case when ${messages.status} = 'queued' then 'sending' else ${messages.status} end`,
+        updatedAt: now,
+        attempts: sql`${messages.attempts} + 1`,
+      })
+      .where(and(inArray(messages.id, chunk), inArray(messages.status, ["queued", "sending"]))),
   );
 }
 

@@ -88,7 +88,14 @@ export class OriginHub extends DurableObject<Bindings> {
   private config!: Config;
   private retry!: RetrySchedule;
   private readonly keyCache = new Map<string, string>();
-  private pendingResults: { ws: WebSocket; jobId: string; row: OutboxRow; plan: ResultPlan }[] = [];
+  private pendingResults: {
+    ws: WebSocket;
+    jobId: string;
+    row: OutboxRow;
+    plan: ResultPlan;
+    /** Copies of the same result that arrived while it was pending; acknowledged with it. */
+    duplicates: { ws: WebSocket; jobId: string }[];
+  }[] = [];
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(ctx: DurableObjectState, env: Bindings) {
@@ -381,6 +388,11 @@ export class OriginHub extends DurableObject<Bindings> {
     const row = this.sql
       .exec<OutboxRow>("SELECT * FROM outbox WHERE message_id = ?", frame.messageId)
       .toArray()[0];
+    if (row && row.attempt === frame.attempt && row.state === "recording") {
+      // A re-sent copy of a result whose write is pending: acknowledge it only once that write succeeds.
+      this.pendingResults.find((p) => p.row.message_id === row.message_id)?.duplicates.push({ ws, jobId: frame.jobId });
+      return;
+    }
     if (!row || row.attempt !== frame.attempt || row.state !== "leased") {
       // Already recorded, superseded by a later attempt, or unknown: nothing to apply, stop the resends.
       this.send(ws, { type: "resultAck", jobIds: [frame.jobId] });
@@ -388,7 +400,13 @@ export class OriginHub extends DurableObject<Bindings> {
     }
     // `recording` keeps a re-sent copy of this result from being queued twice while the write is pending.
     this.sql.exec("UPDATE outbox SET state = 'recording' WHERE message_id = ?", row.message_id);
-    this.pendingResults.push({ ws, jobId: frame.jobId, row, plan: planResult(row, frame.recipients, this.retry, Date.now()) });
+    this.pendingResults.push({
+      ws,
+      jobId: frame.jobId,
+      row,
+      plan: planResult(row, frame.recipients, this.retry, Date.now()),
+      duplicates: [],
+    });
     if (this.pendingResults.length >= RESULT_BATCH_MAX) void this.flushResults();
     else this.flushTimer ??= setTimeout(() => void this.flushResults(), RESULT_FLUSH_MS);
   }
@@ -423,7 +441,7 @@ export class OriginHub extends DurableObject<Bindings> {
     }
 
     const acks = new Map<WebSocket, string[]>();
-    for (const { ws, jobId, row, plan } of batch) {
+    for (const { ws, jobId, row, plan, duplicates } of batch) {
       if (plan.retryRecipients.length > 0) {
         this.sql.exec(
           `UPDATE outbox SET state = 'ready', recipients = ?, due_at = ?, lease_link = NULL, lease_until = NULL,
@@ -438,7 +456,7 @@ export class OriginHub extends DurableObject<Bindings> {
       } else {
         this.sql.exec("DELETE FROM outbox WHERE message_id = ?", row.message_id);
       }
-      acks.set(ws, [...(acks.get(ws) ?? []), jobId]);
+      for (const to of [{ ws, jobId }, ...duplicates]) acks.set(to.ws, [...(acks.get(to.ws) ?? []), to.jobId]);
     }
     for (const [ws, jobIds] of acks) this.send(ws, { type: "resultAck", jobIds });
     await this.scheduleAlarm();

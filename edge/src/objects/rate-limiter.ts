@@ -23,8 +23,10 @@ export class RateLimiter extends DurableObject {
   private limit = 0;
 
   /** Takes `cost` tokens from a bucket of `limit` tokens per `windowMs`. */
-  take(limit: number, windowMs: number, cost = 1, now = Date.now()): TakeResult {
+  take(limit: number, windowMs: number, cost = 1, at = Date.now()): TakeResult {
     const rate = limit / windowMs;
+    // Time never runs backwards for a bucket (isolates' clocks may differ slightly): no negative refill.
+    const now = Math.max(at, this.updatedAt);
     if (this.limit !== limit) {
       // First use, or the operator changed the limit: start from a full bucket of the new size.
       this.limit = limit;

@@ -7,7 +7,7 @@
  */
 import { AppError } from "../../../shared/errors.ts";
 import { newId } from "../../../shared/ids.ts";
-import type { MailSend } from "../../../shared/sendgrid/mail-send.ts";
+import { helpUrl, type MailSend } from "../../../shared/sendgrid/mail-send.ts";
 import { expandPersonalizations, type MessageDraft } from "../../../shared/sendgrid/personalize.ts";
 import type { Principal } from "../context.ts";
 import type { Db } from "../db/client.ts";
@@ -51,7 +51,7 @@ export async function sendMail(deps: SendDeps, principal: KeyPrincipal, mail: Ma
         {
           message: `The Template ID must be a valid template id for your account. You provided ${mail.template_id}.`,
           field: "template_id",
-          help: null,
+          help: helpUrl(["template_id"]),
         },
       ],
     });

@@ -10,6 +10,7 @@ import { AppError } from "../../../../shared/errors.ts";
 import { PERMISSIONS } from "../../../../shared/permissions.ts";
 import type { AppEnv } from "../../context.ts";
 import type { DomainRow } from "../../db/domains.ts";
+import { isoSeconds as iso } from "../../lib/time.ts";
 import { authenticate, requireOperator, requireScope } from "../../middleware/auth.ts";
 import { dohTxtLookup } from "../../services/dns-check.ts";
 import { createDomain, dnsRecordsFor, requireDomain, verifyDomain, type DomainDeps } from "../../services/domains.ts";
@@ -17,7 +18,6 @@ import { createApiKey, createTenant, requireTenant } from "../../services/tenant
 import { renderFastApi } from "../errors.ts";
 import { parseInput, readJson } from "../validate.ts";
 
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 const TenantBody = z.object({ name: z.string().trim().min(1).max(255) });
 const ApiKeyBody = z.object({
@@ -29,9 +29,10 @@ const ApiKeyBody = z.object({
 });
 // RFC 1035 host names: labels of letters, digits and hyphens, at least two labels.
 const DOMAIN_NAME = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$/i;
+const DMARC_POLICIES = ["none", "quarantine", "reject"] as const;
 const DomainBody = z.object({
   domain: z.string().trim().regex(DOMAIN_NAME, "must be a domain name such as mail.example.com"),
-  dmarc_policy: z.enum(["none", "quarantine", "reject"]).default("none"),
+  dmarc_policy: z.enum(DMARC_POLICIES).default("none"),
   dmarc_rua_email: z.email().optional(),
   tenant_id: z.string().optional(),
 });
@@ -109,7 +110,13 @@ export const adminApi = new Hono<AppEnv>()
     );
   })
   .post("/domains", requireScope("domains.write"), async (c) => {
-    const body = parseInput(DomainBody, await readJson(c.req.raw), "body");
+    const raw = await readJson(c.req.raw);
+    const policy = (raw as { dmarc_policy?: unknown } | null)?.dmarc_policy;
+    if (policy !== undefined && !DMARC_POLICIES.includes(policy as never)) {
+      // scaisend.md §8 lists an invalid DMARC policy among the 400s, not a 422 validation error.
+      throw new AppError("invalid_request", `Invalid dmarc_policy ${JSON.stringify(policy)}: use none, quarantine or reject`);
+    }
+    const body = parseInput(DomainBody, raw, "body");
     const tenantId = actingTenant(c, body.tenant_id);
     await requireTenant(c.get("db"), tenantId);
     const d = await createDomain(domainDeps(c), tenantId, {

@@ -7,7 +7,12 @@
  */
 import { Hono } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
-import { MAX_MAIL_SEND_BYTES, malformedJsonError, validateMailSend } from "../../../../shared/sendgrid/mail-send.ts";
+import {
+  MAX_MAIL_SEND_BYTES,
+  malformedJsonError,
+  payloadTooLargeError,
+  validateMailSend,
+} from "../../../../shared/sendgrid/mail-send.ts";
 import type { AppEnv } from "../../context.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
@@ -24,9 +29,7 @@ export const mailSend = new Hono<AppEnv>()
 
     const raw = await c.req.arrayBuffer();
     if (raw.byteLength > MAX_MAIL_SEND_BYTES) {
-      throw new AppError("payload_too_large", "content too large", {
-        fields: [{ message: `The request body may be at most ${MAX_MAIL_SEND_BYTES} bytes.`, field: null, help: null }],
-      });
+      throw new AppError("payload_too_large", "content too large", { fields: [payloadTooLargeError()] });
     }
     let body: unknown;
     try {

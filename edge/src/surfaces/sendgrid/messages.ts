@@ -8,6 +8,7 @@ import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { getMessage, getMessageEvents, listMessages, type EventRow, type MessageRow } from "../../db/messages.ts";
 import { MESSAGE_STATUSES } from "../../db/schema.ts";
+import { isoSeconds as iso } from "../../lib/time.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { parseInput } from "../validate.ts";
@@ -32,7 +33,6 @@ const ListQuery = z.object({
   page_size: z.coerce.number().int().min(1).max(100).default(25),
 });
 
-const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z"));
 const isBareDate = (v: string) => /^\d{4}-\d{2}-\d{2}$/.test(v);
 
 function summary(m: MessageRow) {

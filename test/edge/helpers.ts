@@ -1,0 +1,310 @@
+/**
+ * Factories for edge tests. Tenants, keys and domains are created through the real admin routes
+ * (operator token), exactly as the CLI bootstraps a deployment; only "the domain's DNS checks passed"
+ * is written to D1 directly, because tests run with DEV_MODE "false" and have no DNS to publish to.
+ * Every test makes its own tenant, so tests never depend on each other's rows.
+ */
+import { SELF } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { expect } from "vitest";
+import {
+  LINK_PROTOCOL_VERSION,
+  parseEdgeFrame,
+  type DeliveryJob,
+  type EdgeFrame,
+  type OriginFrame,
+} from "../../shared/link/protocol.ts";
+import type { Permission } from "../../shared/permissions.ts";
+
+export const BASE = "https://edge.test";
+
+let counter = 0;
+/** Unique-enough suffix for names within one test run. */
+export function uid(): string {
+  counter += 1;
+  return `${Date.now().toString(36)}${counter.toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+}
+
+export function operatorHeaders(extra: Record<string, string> = {}): Record<string, string> {
+  return { Authorization: `Bearer ${env.ADMIN_TOKEN}`, "Content-Type": "application/json", ...extra };
+}
+
+export function bearer(token: string, extra: Record<string, string> = {}): Record<string, string> {
+  return { Authorization: `Bearer ${token}`, "Content-Type": "application/json", ...extra };
+}
+
+export function call(path: string, init: RequestInit = {}): Promise<Response> {
+  return SELF.fetch(`${BASE}${path}`, init);
+}
+
+export async function createTenant(name = `tenant-${uid()}`): Promise<string> {
+  const res = await call("/api/admin/tenants", {
+    method: "POST",
+    headers: operatorHeaders(),
+    body: JSON.stringify({ name }),
+  });
+  expect(res.status).toBe(201);
+  const body = (await res.json()) as { data: { id: string } };
+  return body.data.id;
+}
+
+export interface KeyOptions {
+  environment?: "live" | "test";
+  scopes?: Permission[];
+  expiresAt?: string;
+}
+
+export async function createApiKey(
+  tenantId: string,
+  opts: KeyOptions = {},
+): Promise<{ id: string; key: string }> {
+  const res = await call(`/api/admin/tenants/${tenantId}/api_keys`, {
+    method: "POST",
+    headers: operatorHeaders(),
+    body: JSON.stringify({
+      name: `key-${uid()}`,
+      environment: opts.environment ?? "live",
+      scopes: opts.scopes ?? ["mail.send", "domains.read", "domains.write"],
+      ...(opts.expiresAt ? { expires_at: opts.expiresAt } : {}),
+    }),
+  });
+  expect(res.status).toBe(201);
+  const body = (await res.json()) as { data: { id: string; api_key: string } };
+  return { id: body.data.id, key: body.data.api_key };
+}
+
+export interface DomainView {
+  id: string;
+  tenant_id: string;
+  domain: string;
+  verified: boolean;
+  is_active: boolean;
+  dkim_selector: string;
+  dmarc_policy: string;
+  dmarc_rua_email: string | null;
+  dns_records: { purpose: string; type: string; host: string; value: string }[];
+  last_checked_at: string | null;
+  verified_at: string | null;
+  errors: unknown[];
+  created_at: string;
+}
+
+/** Adds a sender domain with the operator token (naming the tenant). Unverified, as in production. */
+export async function createDomain(tenantId: string, domain: string): Promise<DomainView> {
+  const res = await call("/api/admin/domains", {
+    method: "POST",
+    headers: operatorHeaders(),
+    body: JSON.stringify({ domain, tenant_id: tenantId }),
+  });
+  expect(res.status).toBe(201);
+  return ((await res.json()) as { data: DomainView }).data;
+}
+
+/** Stands in for a successful POST /api/admin/domains/{id}/verify (its DNS checks passed). */
+export async function markDomainVerified(domainId: string): Promise<void> {
+  const result = await env.DB.prepare("UPDATE sender_domains SET verified = 1, verified_at = ? WHERE id = ?")
+    .bind(Date.now(), domainId)
+    .run();
+  expect(result.meta.changes).toBe(1);
+}
+
+export interface TenantFixture {
+  tenantId: string;
+  liveKey: string;
+  liveKeyId: string;
+  testKey: string;
+  testKeyId: string;
+  /** A verified sender domain of this tenant. */
+  domain: string;
+  domainId: string;
+  /** An address on the verified domain. */
+  from: string;
+}
+
+/** A tenant with a live key, a test key (both with mail.send) and one verified sender domain. */
+export async function setupTenant(): Promise<TenantFixture> {
+  const tenantId = await createTenant();
+  const live = await createApiKey(tenantId, { environment: "live" });
+  const test = await createApiKey(tenantId, { environment: "test" });
+  const domain = `mail-${uid()}.example.com`;
+  const d = await createDomain(tenantId, domain);
+  await markDomainVerified(d.id);
+  return {
+    tenantId,
+    liveKey: live.key,
+    liveKeyId: live.id,
+    testKey: test.key,
+    testKeyId: test.id,
+    domain,
+    domainId: d.id,
+    from: `sender@${domain}`,
+  };
+}
+
+/** A valid SendGrid v3 body; `extra` is merged at the top level. */
+export function mailBody(from: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    personalizations: [{ to: [{ email: "rcpt@example.net", name: "Recipient" }] }],
+    from: { email: from },
+    subject: "Hello",
+    content: [{ type: "text/plain", value: "Hello there" }],
+    ...extra,
+  };
+}
+
+export function sendMail(
+  key: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return call("/v3/mail/send", {
+    method: "POST",
+    headers: bearer(key, headers),
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
+/** Sends and expects a 202 with one message; returns its id. */
+export async function sendOne(key: string, body: unknown): Promise<string> {
+  const res = await sendMail(key, body);
+  const text = await res.text();
+  expect(res.status, text).toBe(202);
+  const parsed = JSON.parse(text) as { message_id: string };
+  expect(parsed.message_id).toMatch(/^msg_[0-9A-Z]{26}$/);
+  return parsed.message_id;
+}
+
+export interface MessageEventView {
+  event_id: string;
+  event_type: string;
+  timestamp: number;
+  recipient_email: string;
+  metadata: Record<string, unknown>;
+}
+
+export interface MessageDetail {
+  id: string;
+  status: string;
+  mode: string;
+  from_email: string;
+  from_name: string | null;
+  subject: string;
+  to_emails: string[];
+  categories: string[];
+  attempts: number;
+  error_message: string | null;
+  created_at: string;
+  delivered_at: string | null;
+  events: MessageEventView[];
+  [key: string]: unknown;
+}
+
+export async function getMessage(key: string, id: string): Promise<MessageDetail> {
+  const res = await call(`/v3/messages/${id}`, { headers: bearer(key) });
+  const text = await res.text();
+  expect(res.status, text).toBe(200);
+  return JSON.parse(text) as MessageDetail;
+}
+
+/** Polls until `check` passes (D1 writes done by the hub land asynchronously to the test). */
+export async function eventually<T>(
+  fn: () => Promise<T>,
+  check: (v: T) => boolean,
+  timeoutMs = 3000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last = await fn();
+  while (!check(last)) {
+    if (Date.now() > deadline) return last;
+    await new Promise((r) => setTimeout(r, 20));
+    last = await fn();
+  }
+  return last;
+}
+
+// ---------------------------------------------------------------- origin link (WebSocket) helpers
+
+type EdgeFrameOf<T extends EdgeFrame["type"]> = Extract<EdgeFrame, { type: T }>;
+
+/**
+ * The origin's side of one /link WebSocket, as a test drives it: frames the edge sends are queued,
+ * and `next(type)` takes the oldest one of that type (waiting for it, with a timeout).
+ */
+export class LinkClient {
+  private readonly queue: EdgeFrame[] = [];
+  private readonly waiters: { type: EdgeFrame["type"]; resolve: (f: EdgeFrame) => void }[] = [];
+  readonly closed: Promise<{ code: number; reason: string }>;
+
+  constructor(private readonly ws: WebSocket) {
+    ws.addEventListener("message", (event) => {
+      const parsed = parseEdgeFrame(event.data as string);
+      if (!parsed.ok) throw new Error(`edge sent an invalid frame: ${parsed.error}`);
+      const frame = parsed.frame;
+      const i = this.waiters.findIndex((w) => w.type === frame.type);
+      if (i >= 0) this.waiters.splice(i, 1)[0]!.resolve(frame);
+      else this.queue.push(frame);
+    });
+    this.closed = new Promise((resolve) => {
+      ws.addEventListener("close", (event) => resolve({ code: event.code, reason: event.reason }));
+    });
+  }
+
+  send(frame: OriginFrame): void {
+    this.ws.send(JSON.stringify(frame));
+  }
+
+  /** Sends hello and waits for the welcome. */
+  async hello(capacity: number, nodeId = `node-${uid()}`): Promise<EdgeFrameOf<"welcome">> {
+    this.send({ type: "hello", protocol: LINK_PROTOCOL_VERSION, nodeId, version: "test", capacity });
+    return this.next("welcome");
+  }
+
+  next<T extends EdgeFrame["type"]>(type: T, timeoutMs = 2000): Promise<EdgeFrameOf<T>> {
+    const i = this.queue.findIndex((f) => f.type === type);
+    if (i >= 0) return Promise.resolve(this.queue.splice(i, 1)[0] as EdgeFrameOf<T>);
+    return new Promise((resolve, reject) => {
+      const waiter = { type, resolve: resolve as (f: EdgeFrame) => void };
+      this.waiters.push(waiter);
+      setTimeout(() => {
+        const at = this.waiters.indexOf(waiter);
+        if (at >= 0) {
+          this.waiters.splice(at, 1);
+          reject(new Error(`no ${type} frame within ${timeoutMs} ms`));
+        }
+      }, timeoutMs);
+    });
+  }
+
+  /** Collects jobs frames until `count` jobs have arrived. */
+  async jobs(count: number, timeoutMs = 2000): Promise<DeliveryJob[]> {
+    const out: DeliveryJob[] = [];
+    while (out.length < count) out.push(...(await this.next("jobs", timeoutMs)).jobs);
+    return out;
+  }
+
+  /** Resolves true if no frame of `type` arrives within `ms` (and leaves the queue as it was). */
+  async nothing(type: EdgeFrame["type"], ms = 300): Promise<boolean> {
+    await new Promise((r) => setTimeout(r, ms));
+    return !this.queue.some((f) => f.type === type);
+  }
+
+  close(code = 1000, reason = "test done"): void {
+    try {
+      this.ws.close(code, reason);
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/** Opens an origin link to hub shard 0 (not yet hello'd). */
+export async function openLink(token: string = env.ORIGIN_TOKEN): Promise<LinkClient> {
+  const res = await call("/link?shard=0", {
+    headers: { Upgrade: "websocket", Authorization: `Bearer ${token}` },
+  });
+  expect(res.status).toBe(101);
+  const ws = res.webSocket;
+  if (!ws) throw new Error("no WebSocket in the 101 response");
+  ws.accept();
+  return new LinkClient(ws);
+}
