@@ -47,7 +47,9 @@ export async function runCli(argv: string[]): Promise<number> {
   const edge = values.edge ?? process.env.SCAISEND_EDGE_URL;
   const token = values["admin-token"] ?? process.env.SCAISEND_ADMIN_TOKEN;
   if (!edge || !token) {
-    console.error("scaisend: --edge and --admin-token (or SCAISEND_EDGE_URL / SCAISEND_ADMIN_TOKEN) are required");
+    console.error(
+      "scaisend: --edge and --admin-token (or SCAISEND_EDGE_URL / SCAISEND_ADMIN_TOKEN) are required",
+    );
     return 2;
   }
   const admin = new AdminClient(edge, token);
@@ -64,8 +66,12 @@ export async function runCli(argv: string[]): Promise<number> {
       const live = await admin.createApiKey(tenant.id, { name: "live", environment: "live", scopes });
       const test = await admin.createApiKey(tenant.id, { name: "test", environment: "test", scopes });
       const domain = await admin.createDomain(tenant.id, need("domain"), values["dmarc-policy"] ?? "none");
-      console.log(`tenant   ${tenant.id}\ndomain   ${domain.id} (${domain.domain}, verified: ${domain.verified})`);
-      console.log(`live key ${live.api_key}\ntest key ${test.api_key}\n(keys are shown once; store them now)`);
+      console.log(
+        `tenant   ${tenant.id}\ndomain   ${domain.id} (${domain.domain}, verified: ${domain.verified})`,
+      );
+      console.log(
+        `live key ${live.api_key}\ntest key ${test.api_key}\n(keys are shown once; store them now)`,
+      );
       printRecords(domain);
       return 0;
     }
@@ -80,7 +86,10 @@ export async function runCli(argv: string[]): Promise<number> {
     }
     case "key create": {
       const environment = values.environment === "test" ? "test" : "live";
-      const scopes = (values.scopes ?? "mail.send").split(",").map((s) => s.trim()).filter(Boolean);
+      const scopes = (values.scopes ?? "mail.send")
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean);
       const key = await admin.createApiKey(need("tenant"), { name: need("name"), environment, scopes });
       console.log(`${key.api_key}\n(shown once; scopes: ${key.scopes.join(", ")})`);
       return 0;

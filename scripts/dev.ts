@@ -91,8 +91,16 @@ async function bootstrap(admin: AdminClient): Promise<DevBootstrap> {
     "templates.read",
     "templates.write",
   ];
-  const liveKey = await admin.createApiKey(tenant.id, { name: "dev live", environment: "live", scopes: allScopes });
-  const testKey = await admin.createApiKey(tenant.id, { name: "dev test", environment: "test", scopes: allScopes });
+  const liveKey = await admin.createApiKey(tenant.id, {
+    name: "dev live",
+    environment: "live",
+    scopes: allScopes,
+  });
+  const testKey = await admin.createApiKey(tenant.id, {
+    name: "dev test",
+    environment: "test",
+    scopes: allScopes,
+  });
   const domain = await admin.createDomain(tenant.id, SENDER_DOMAIN);
   const result: DevBootstrap = { tenantId: tenant.id, liveKey, testKey, domain };
   writeJson(file, result);
@@ -191,7 +199,10 @@ async function main(): Promise<void> {
       subject: "Your first ScaiSend email",
       content: [
         { type: "text/plain", value: "It works: accepted at the edge, delivered by your origin." },
-        { type: "text/html", value: "<p>It works: accepted at the edge, <b>delivered by your origin</b>.</p>" },
+        {
+          type: "text/html",
+          value: "<p>It works: accepted at the edge, <b>delivered by your origin</b>.</p>",
+        },
       ],
     };
     const started = Date.now();
@@ -201,7 +212,8 @@ async function main(): Promise<void> {
       body: JSON.stringify(firstSend),
     });
     const accepted = (await res.json()) as { message_id?: string };
-    if (res.status !== 202 || !accepted.message_id) throw new Error(`first send failed: ${res.status} ${JSON.stringify(accepted)}`);
+    if (res.status !== 202 || !accepted.message_id)
+      throw new Error(`first send failed: ${res.status} ${JSON.stringify(accepted)}`);
     const messageId = accepted.message_id;
     const delivered = await waitFor("the first email to be delivered", 30_000, async () => {
       const r = await fetch(`${edge.url}/v3/messages/${messageId}`, {

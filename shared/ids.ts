@@ -22,5 +22,7 @@ export const newId = (prefix: IdPrefix, now?: number) => `${prefix}_${ulid(now)}
 
 /** Random lowercase hex, for API key secrets. */
 export function randomHex(bytes: number): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
+  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) =>
+    b.toString(16).padStart(2, "0"),
+  ).join("");
 }

@@ -26,7 +26,9 @@ export function createApp() {
   app.use(async function configAndDb(c, next) {
     const loaded = loadConfig(c.env);
     if (!loaded.ok) {
-      console.error(JSON.stringify({ level: "error", msg: "invalid configuration", problems: loaded.problems }));
+      console.error(
+        JSON.stringify({ level: "error", msg: "invalid configuration", problems: loaded.problems }),
+      );
       return c.json({ detail: "Server misconfigured", problems: loaded.problems }, 500);
     }
     c.set("config", loaded.config);
@@ -45,7 +47,10 @@ export function createApp() {
     }
     const shard = Number(c.req.query("shard") ?? "0");
     if (!Number.isInteger(shard) || shard < 0 || shard >= c.get("config").HUB_SHARDS) {
-      throw new AppError("invalid_request", `shard must be an integer from 0 to ${c.get("config").HUB_SHARDS - 1}`);
+      throw new AppError(
+        "invalid_request",
+        `shard must be an integer from 0 to ${c.get("config").HUB_SHARDS - 1}`,
+      );
     }
     return c.env.ORIGIN_HUB.getByName(hubName(shard)).fetch(c.req.raw);
   });

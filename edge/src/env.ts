@@ -27,15 +27,13 @@ const intFromString = (def: string) => z.coerce.number().int().positive().defaul
 export const ConfigSchema = z.object({
   ORIGIN_TOKEN: secret("ORIGIN_TOKEN"),
   ADMIN_TOKEN: secret("ADMIN_TOKEN"),
-  SECRETS_KEY: z
-    .string({ error: "SECRETS_KEY is not set (base64 of 32 random bytes)" })
-    .refine((v) => {
-      try {
-        return atob(v).length === 32;
-      } catch {
-        return false;
-      }
-    }, "SECRETS_KEY must be base64 of exactly 32 bytes"),
+  SECRETS_KEY: z.string({ error: "SECRETS_KEY is not set (base64 of 32 random bytes)" }).refine((v) => {
+    try {
+      return atob(v).length === 32;
+    } catch {
+      return false;
+    }
+  }, "SECRETS_KEY must be base64 of exactly 32 bytes"),
   TRACKING_SECRET: secret("TRACKING_SECRET"),
   DNS_RESOLVER_URL: z.url().default("https://cloudflare-dns.com/dns-query"),
   MAIL_SEND_RATE_LIMIT: intFromString("10000"),

@@ -15,16 +15,21 @@ export default {
   async scheduled(_controller, env, ctx) {
     const loaded = loadConfig(env);
     if (!loaded.ok) {
-      console.error(JSON.stringify({ level: "error", msg: "invalid configuration", problems: loaded.problems }));
+      console.error(
+        JSON.stringify({ level: "error", msg: "invalid configuration", problems: loaded.problems }),
+      );
       return;
     }
     const config = loaded.config;
     ctx.waitUntil(
-      sweepStaleMessages(createDb(env.DB), (entries) => enqueueOnHubs(env, config.HUB_SHARDS, entries), Date.now()).then(
-        (n) => {
-          if (n > 0) console.log(JSON.stringify({ level: "info", msg: "sweeper re-enqueued messages", count: n }));
-        },
-      ),
+      sweepStaleMessages(
+        createDb(env.DB),
+        (entries) => enqueueOnHubs(env, config.HUB_SHARDS, entries),
+        Date.now(),
+      ).then((n) => {
+        if (n > 0)
+          console.log(JSON.stringify({ level: "info", msg: "sweeper re-enqueued messages", count: n }));
+      }),
     );
   },
 } satisfies ExportedHandler<Bindings>;

@@ -17,33 +17,83 @@ const hostPort = z
 
 export const OriginConfigSchema = z.object({
   EDGE_URL: z.url().describe("Base URL of the edge Worker, e.g. https://scaisend.example.com"),
-  ORIGIN_TOKEN: z.string().min(32).describe("Shared secret that authenticates this node's link (same as the edge's)"),
-  VERP_SECRET: z.string().min(32).describe("HMAC key for VERP return paths; every node and the bounce server share it"),
-  NODE_ID: z.string().min(1).max(128).default(`${os.hostname()}-${process.pid}`).describe("Name of this node in logs and on the edge"),
-  CAPACITY: z.coerce.number().int().min(1).max(10_000).default(100).describe("Jobs this node works on at once"),
-  HELO_NAME: z.string().min(1).default(os.hostname()).describe("Name sent in EHLO; should match the node's reverse DNS"),
+  ORIGIN_TOKEN: z
+    .string()
+    .min(32)
+    .describe("Shared secret that authenticates this node's link (same as the edge's)"),
+  VERP_SECRET: z
+    .string()
+    .min(32)
+    .describe("HMAC key for VERP return paths; every node and the bounce server share it"),
+  NODE_ID: z
+    .string()
+    .min(1)
+    .max(128)
+    .default(`${os.hostname()}-${process.pid}`)
+    .describe("Name of this node in logs and on the edge"),
+  CAPACITY: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(10_000)
+    .default(100)
+    .describe("Jobs this node works on at once"),
+  HELO_NAME: z
+    .string()
+    .min(1)
+    .default(os.hostname())
+    .describe("Name sent in EHLO; should match the node's reverse DNS"),
   SMTP_PORT: port.default(25).describe("Port of recipients' MX servers (25; tests use others)"),
-  SMARTHOST: hostPort.optional().describe("Send everything to this host:port instead of MX (a relay, or the dev inbox)"),
+  SMARTHOST: hostPort
+    .optional()
+    .describe("Send everything to this host:port instead of MX (a relay, or the dev inbox)"),
   DNS_SERVERS: z
     .string()
-    .transform((v) => v.split(",").map((s) => s.trim()).filter(Boolean))
+    .transform((v) =>
+      v
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean),
+    )
     .optional()
     .describe("Comma-separated DNS servers (ip or ip:port) for MX look-ups; the system resolver when unset"),
-  RETURN_PATH_DOMAIN: z.string().optional().describe("Domain of VERP bounce addresses; defaults to the sender's domain"),
-  CONNECT_TIMEOUT_MS: z.coerce.number().int().min(100).default(30_000).describe("TCP connect timeout per MX host"),
-  MAX_CONNECTIONS_PER_HOST: z.coerce.number().int().min(1).default(5).describe("Concurrent SMTP connections per MX host"),
-  MX_CACHE_TTL_S: z.coerce.number().int().min(0).default(300).describe("Upper bound on how long MX answers are cached"),
+  RETURN_PATH_DOMAIN: z
+    .string()
+    .optional()
+    .describe("Domain of VERP bounce addresses; defaults to the sender's domain"),
+  CONNECT_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .default(30_000)
+    .describe("TCP connect timeout per MX host"),
+  MAX_CONNECTIONS_PER_HOST: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(5)
+    .describe("Concurrent SMTP connections per MX host"),
+  MX_CACHE_TTL_S: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(300)
+    .describe("Upper bound on how long MX answers are cached"),
   REDIS_URL: z
     .string()
     .regex(/^rediss?:\/\//, 'must look like "redis://host:6379" (or rediss:// for TLS)')
     .optional()
-    .describe("Redis shared by several origin nodes (per-host limits, job de-duplication); in-memory when unset"),
+    .describe(
+      "Redis shared by several origin nodes (per-host limits, job de-duplication); in-memory when unset",
+    ),
   HOST_SLOT_TTL_MS: z.coerce
     .number()
     .int()
     .min(1_000)
     .default(60_000)
-    .describe("Lease of one per-host connection slot, renewed while held; a crashed node's slots free after this"),
+    .describe(
+      "Lease of one per-host connection slot, renewed while held; a crashed node's slots free after this",
+    ),
   HOST_SLOT_WAIT_MS: z.coerce
     .number()
     .int()
@@ -64,14 +114,23 @@ export const OriginConfigSchema = z.object({
     .describe("How long final per-recipient outcomes are kept so a re-dispatched job is not delivered twice"),
   HTTP_HOST: z.string().default("127.0.0.1").describe("Address for /healthz, /readyz and /metrics"),
   HTTP_PORT: port.default(9464).describe("Port for /healthz, /readyz and /metrics (0 = pick one)"),
-  DRAIN_TIMEOUT_MS: z.coerce.number().int().min(0).default(30_000).describe("On SIGTERM, how long to let jobs in flight finish"),
-  DEV_INBOX: bool.default(false).describe("Development: deliver every message into the built-in inbox instead of MX"),
+  DRAIN_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(30_000)
+    .describe("On SIGTERM, how long to let jobs in flight finish"),
+  DEV_INBOX: bool
+    .default(false)
+    .describe("Development: deliver every message into the built-in inbox instead of MX"),
   DEV_INBOX_SMTP_PORT: port.default(2525).describe("Dev inbox SMTP port"),
   DEV_INBOX_HTTP_PORT: port.default(8025).describe("Dev inbox web page port"),
   DEV_DKIM_RECORDS: z
     .string()
     .optional()
-    .describe("Development: JSON {\"sel._domainkey.domain\": \"v=DKIM1; …\"} the dev inbox verifies DKIM against"),
+    .describe(
+      'Development: JSON {"sel._domainkey.domain": "v=DKIM1; …"} the dev inbox verifies DKIM against',
+    ),
 });
 
 export type OriginConfig = z.infer<typeof OriginConfigSchema>;

@@ -27,19 +27,25 @@ export interface OriginNode {
   drain(): Promise<void>;
 }
 
-export async function startOriginNode(config: OriginConfig, log: Logger = createLogger()): Promise<OriginNode> {
+export async function startOriginNode(
+  config: OriginConfig,
+  log: Logger = createLogger(),
+): Promise<OriginNode> {
   const metrics = createMetrics();
   let inbox: DevInbox | null = null;
   let smarthost = config.SMARTHOST;
   if (config.DEV_INBOX) {
-    const records = config.DEV_DKIM_RECORDS ? (JSON.parse(config.DEV_DKIM_RECORDS) as Record<string, string>) : {};
+    const records = config.DEV_DKIM_RECORDS
+      ? (JSON.parse(config.DEV_DKIM_RECORDS) as Record<string, string>)
+      : {};
     inbox = await startDevInbox({
       smtpPort: config.DEV_INBOX_SMTP_PORT,
       httpPort: config.DEV_INBOX_HTTP_PORT,
       // The dev inbox checks DKIM against the records the edge asked us to publish, not real DNS.
       dkimResolver: async (name) => {
         const value = records[name.toLowerCase()];
-        if (value === undefined) throw Object.assign(new Error(`no record for ${name}`), { code: "ENOTFOUND" });
+        if (value === undefined)
+          throw Object.assign(new Error(`no record for ${name}`), { code: "ENOTFOUND" });
         return [[value]];
       },
       log: (msg, extra) => log.info(`dev inbox: ${msg}`, extra),
@@ -48,7 +54,9 @@ export async function startOriginNode(config: OriginConfig, log: Logger = create
   }
 
   // Several nodes share per-host slots and job claims through Redis; a single node keeps them in memory.
-  const coordinator = createCoordinator(config, (level, msg, extra) => log[level](`coordinator: ${msg}`, extra));
+  const coordinator = createCoordinator(config, (level, msg, extra) =>
+    log[level](`coordinator: ${msg}`, extra),
+  );
   const engine = createDeliveryEngine({
     heloName: config.HELO_NAME,
     smtpPort: config.SMTP_PORT,
@@ -106,7 +114,10 @@ export async function startOriginNode(config: OriginConfig, log: Logger = create
     if (path === "/healthz") return json(res, 200, { status: "healthy" });
     if (path === "/readyz") {
       const ready = links.length > 0 && links.every((l) => l.connected);
-      return json(res, ready ? 200 : 503, { status: ready ? "ready" : "not ready", links: links.map((l) => l.connected) });
+      return json(res, ready ? 200 : 503, {
+        status: ready ? "ready" : "not ready",
+        links: links.map((l) => l.connected),
+      });
     }
     if (path === "/metrics") {
       res.writeHead(200, { "content-type": "text/plain; version=0.0.4" });

@@ -71,7 +71,12 @@ export class AdminClient {
   }
 
   getDomain(tenantId: string, id: string) {
-    return this.call<DomainView>("GET", `/api/admin/domains/${id}?tenant_id=${tenantId}`, undefined, "get domain");
+    return this.call<DomainView>(
+      "GET",
+      `/api/admin/domains/${id}?tenant_id=${tenantId}`,
+      undefined,
+      "get domain",
+    );
   }
 
   verifyDomain(tenantId: string, id: string) {

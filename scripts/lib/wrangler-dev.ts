@@ -55,11 +55,15 @@ export async function freePort(): Promise<number> {
 
 export function applyMigrations(persistDir: string): void {
   fs.mkdirSync(persistDir, { recursive: true });
-  const r = spawnSync(wranglerBin(), ["d1", "migrations", "apply", "DB", "--local", "--persist-to", persistDir], {
-    cwd: REPO_ROOT,
-    env: wranglerEnv(),
-    encoding: "utf8",
-  });
+  const r = spawnSync(
+    wranglerBin(),
+    ["d1", "migrations", "apply", "DB", "--local", "--persist-to", persistDir],
+    {
+      cwd: REPO_ROOT,
+      env: wranglerEnv(),
+      encoding: "utf8",
+    },
+  );
   if (r.status !== 0) throw new Error(`D1 migrations failed:\n${r.stdout}\n${r.stderr}`);
 }
 
@@ -68,7 +72,16 @@ export async function startEdge(opts: StartEdgeOptions): Promise<EdgeProcess> {
   const port = opts.port ?? (await freePort());
   const logFile = opts.logFile ?? path.join(opts.persistDir, "wrangler.log");
   const out = fs.openSync(logFile, "a");
-  const args = ["dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", opts.persistDir];
+  const args = [
+    "dev",
+    "--local",
+    "--ip",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--persist-to",
+    opts.persistDir,
+  ];
   args.push("--show-interactive-dev-session=false", "--log-level", "warn");
   if (opts.testScheduled) args.push("--test-scheduled");
   for (const [k, v] of Object.entries(opts.vars)) args.push("--var", `${k}:${v}`);

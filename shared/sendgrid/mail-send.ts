@@ -684,11 +684,9 @@ export const MailSendSchema = z.object(
     batch_id: opt(z.string({ error: MESSAGES.batchIdType })),
     asm: opt(AsmSchema),
     ip_pool_name: opt(
-      z
-        .string({ error: MESSAGES.ipPoolType })
-        .refine((s) => s.length >= 2 && s.length <= 64, {
-          error: (iss) => MESSAGES.ipPoolLength(echo(iss.input)),
-        }),
+      z.string({ error: MESSAGES.ipPoolType }).refine((s) => s.length >= 2 && s.length <= 64, {
+        error: (iss) => MESSAGES.ipPoolLength(echo(iss.input)),
+      }),
     ),
     mail_settings: opt(MailSettingsSchema),
     tracking_settings: opt(TrackingSettingsSchema),

@@ -14,7 +14,9 @@ const require = createRequire(import.meta.url);
 const MailService = require("@sendgrid/mail/src/classes/mail-service.js") as new () => {
   setApiKey(key: string): void;
   client: { setDefaultRequest(k: string, v: string): void };
-  send(data: object): Promise<[{ statusCode: number; headers: Record<string, string>; body: unknown }, unknown]>;
+  send(
+    data: object,
+  ): Promise<[{ statusCode: number; headers: Record<string, string>; body: unknown }, unknown]>;
 };
 
 function sendgrid(apiKey: string, baseUrl: string) {
@@ -88,14 +90,19 @@ describe("sender domain", () => {
 describe("live send through @sendgrid/mail", () => {
   it("is delivered to the recipient's MX with a passing DKIM signature and a delivered timeline", async () => {
     const before = stack.smtp.messages.length;
-    const [res] = await sendgrid(stack.liveKey.api_key, stack.edge.url).send(mailFor("alice@inbox.test", "Hello Alice"));
+    const [res] = await sendgrid(stack.liveKey.api_key, stack.edge.url).send(
+      mailFor("alice@inbox.test", "Hello Alice"),
+    );
     expect(res.statusCode).toBe(202);
     const messageId = res.headers["x-message-id"]!;
     expect(messageId).toMatch(/^msg_[0-9A-Z]{26}$/);
 
     const message = await stack.waitForStatus(messageId, ["delivered", "bounced", "failed"]);
     expect(message.status).toBe("delivered");
-    expect(message.events.map((e: { event_type: string }) => e.event_type)).toEqual(["processed", "delivered"]);
+    expect(message.events.map((e: { event_type: string }) => e.event_type)).toEqual([
+      "processed",
+      "delivered",
+    ]);
     expect(message.events[1].metadata).toMatchObject({ smtp_code: 250, mx_host: "mx.recipients.test" });
     expect(message.delivered_at).not.toBeNull();
     expect(message.custom_args).toEqual({ order: "1234" });
@@ -118,7 +125,10 @@ describe("live send through @sendgrid/mail", () => {
     const client = sendgrid(stack.liveKey.api_key, stack.edge.url);
     const err = await client
       .send({ to: "not-an-address", from: `app@${SENDER_DOMAIN}`, subject: "x", text: "y" })
-      .then(() => null, (e: { code: number; response: { body: unknown } }) => e);
+      .then(
+        () => null,
+        (e: { code: number; response: { body: unknown } }) => e,
+      );
     expect(err).not.toBeNull();
     expect(err!.code).toBe(400);
     expect(err!.response.body).toEqual({
@@ -136,14 +146,18 @@ describe("live send through @sendgrid/mail", () => {
 describe("sandbox", () => {
   it("a test key's send is accepted, recorded as sandbox, and never reaches an MX", async () => {
     const before = stack.smtp.messages.length;
-    const [res] = await sendgrid(stack.testKey.api_key, stack.edge.url).send(mailFor("bob@inbox.test", "Sandboxed"));
+    const [res] = await sendgrid(stack.testKey.api_key, stack.edge.url).send(
+      mailFor("bob@inbox.test", "Sandboxed"),
+    );
     expect(res.statusCode).toBe(202);
     const id = res.headers["x-message-id"]!;
     const message = (await stack.api("GET", `/v3/messages/${id}`, stack.liveKey.api_key)).body;
     expect(message).toMatchObject({ id, status: "sandbox", mode: "sandbox", events: [] });
 
     // A live message sent after it is delivered; by then the sandbox one would have arrived first.
-    const [live] = await sendgrid(stack.liveKey.api_key, stack.edge.url).send(mailFor("carol@inbox.test", "After sandbox"));
+    const [live] = await sendgrid(stack.liveKey.api_key, stack.edge.url).send(
+      mailFor("carol@inbox.test", "After sandbox"),
+    );
     await stack.waitForStatus(live.headers["x-message-id"]!, ["delivered"]);
     const rcpts = stack.smtp.messages.slice(before).flatMap((m) => m.rcptTo);
     expect(rcpts).toContain("carol@inbox.test");
@@ -179,20 +193,29 @@ describe("SMTP outcomes", () => {
     const message = await stack.waitForStatus(r.body.message_id, ["delivered", "bounced", "failed"]);
     expect(message.status).toBe("bounced");
     expect(message.events.map((e: { event_type: string }) => e.event_type)).toEqual(["processed", "bounce"]);
-    expect(message.events[1].metadata).toMatchObject({ bounce_type: "hard", smtp_code: 550, status: "5.1.1" });
+    expect(message.events[1].metadata).toMatchObject({
+      bounce_type: "hard",
+      smtp_code: 550,
+      status: "5.1.1",
+    });
     expect(message.error_message).toContain("User unknown");
   });
 
   it("several personalizations become several messages with message_ids", async () => {
     const r = await stack.api("POST", "/v3/mail/send", stack.liveKey.api_key, {
-      personalizations: [{ to: [{ email: "p1@inbox.test" }] }, { to: [{ email: "p2@inbox.test" }], subject: "Second" }],
+      personalizations: [
+        { to: [{ email: "p1@inbox.test" }] },
+        { to: [{ email: "p2@inbox.test" }], subject: "Second" },
+      ],
       from: { email: `app@${SENDER_DOMAIN}` },
       subject: "First",
       content: [{ type: "text/plain", value: "x" }],
     });
     expect(r.status).toBe(202);
     expect(r.body.message_ids).toHaveLength(2);
-    const [a, b] = await Promise.all(r.body.message_ids.map((id: string) => stack.waitForStatus(id, ["delivered"])));
+    const [a, b] = await Promise.all(
+      r.body.message_ids.map((id: string) => stack.waitForStatus(id, ["delivered"])),
+    );
     expect([a.subject, b.subject]).toEqual(["First", "Second"]);
   });
 });
@@ -213,7 +236,10 @@ describe("outbox", () => {
 
     await stack.startOrigin();
     const message = await stack.waitForStatus(r.body.message_id, ["delivered"]);
-    expect(message.events.map((e: { event_type: string }) => e.event_type)).toEqual(["processed", "delivered"]);
+    expect(message.events.map((e: { event_type: string }) => e.event_type)).toEqual([
+      "processed",
+      "delivered",
+    ]);
     expect(stack.smtp.messages.some((m) => m.rcptTo.includes("erin@inbox.test"))).toBe(true);
   });
 });

@@ -31,7 +31,12 @@ export interface Stack {
   startOrigin(): Promise<OriginNode>;
   stopOrigin(): Promise<void>;
   publish(records: DnsZone): void;
-  api(method: string, pathname: string, key: string, body?: unknown): Promise<{ status: number; body: any; headers: Headers }>;
+  api(
+    method: string,
+    pathname: string,
+    key: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: any; headers: Headers }>;
   waitForStatus(messageId: string, statuses: string[], timeoutMs?: number): Promise<any>;
   stop(): Promise<void>;
 }
@@ -141,7 +146,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         if (r.status === 200 && statuses.includes(r.body.status)) return r.body;
         await new Promise((res) => setTimeout(res, 150));
       }
-      throw new Error(`message ${messageId} did not reach ${statuses.join("/")}; last: ${JSON.stringify(last)}`);
+      throw new Error(
+        `message ${messageId} did not reach ${statuses.join("/")}; last: ${JSON.stringify(last)}`,
+      );
     },
     async stop() {
       await stack.stopOrigin().catch(() => undefined);

@@ -192,7 +192,9 @@ describe("post /api/admin/domains errors", () => {
     const { key } = await tenantWithKey();
     const res = await postDomain(bearer(key), { domain: newDomain(), dmarc_policy: "strict" });
     expect(res.status).toBe(400);
-    expect(await res.json()).toEqual({ detail: 'Invalid dmarc_policy "strict": use none, quarantine or reject' });
+    expect(await res.json()).toEqual({
+      detail: 'Invalid dmarc_policy "strict": use none, quarantine or reject',
+    });
   });
 
   it("malformed JSON → 400", async () => {

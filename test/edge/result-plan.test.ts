@@ -68,7 +68,10 @@ describe("planResult", () => {
     expect(plan.retryAt).toBe(NOW + 5 * 60_000);
     const [event] = plan.events("tnt_A");
     expect(event!.eventType).toBe("deferred");
-    expect(event!.metadata).toMatchObject({ status: "4.7.1", next_retry_at: Math.floor((NOW + 300_000) / 1000) });
+    expect(event!.metadata).toMatchObject({
+      status: "4.7.1",
+      next_retry_at: Math.floor((NOW + 300_000) / 1000),
+    });
   });
 
   it("a deferral after the last scheduled retry becomes a soft bounce", () => {
@@ -104,7 +107,11 @@ describe("planResult", () => {
     const plan = planResult(row(), [bounced("a@x.test")], schedule, NOW);
     expect(plan.status).toBe("bounced");
     expect(plan.errorMessage).toBe("550 5.1.1 User unknown");
-    expect(plan.events("tnt_A")[0]!.metadata).toMatchObject({ bounce_type: "hard", status: "5.1.1", smtp_code: 550 });
+    expect(plan.events("tnt_A")[0]!.metadata).toMatchObject({
+      bounce_type: "hard",
+      status: "5.1.1",
+      smtp_code: 550,
+    });
   });
 
   it("a failure on the origin (e.g. the message could not be signed) is a dropped event and status failed", () => {

@@ -2,7 +2,12 @@
  * The cron sweeper hands back to the hub any live message whose enqueue was lost, and leaves alone
  * messages that are waiting for a scheduled retry.
  */
-import { createExecutionContext, createScheduledController, runInDurableObject, waitOnExecutionContext } from "cloudflare:test";
+import {
+  createExecutionContext,
+  createScheduledController,
+  runInDurableObject,
+  waitOnExecutionContext,
+} from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import worker from "../../edge/src/index.ts";
@@ -33,7 +38,11 @@ async function loseFromOutbox(id: string, patch: { nextAttemptAt?: number }): Pr
 
 async function runCron(): Promise<void> {
   const ctx = createExecutionContext();
-  await worker.scheduled(createScheduledController({ cron: "*/5 * * * *", scheduledTime: Date.now() }), env, ctx);
+  await worker.scheduled(
+    createScheduledController({ cron: "*/5 * * * *", scheduledTime: Date.now() }),
+    env,
+    ctx,
+  );
   await waitOnExecutionContext(ctx);
 }
 

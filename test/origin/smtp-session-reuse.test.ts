@@ -7,7 +7,9 @@ import { createSmtpTransport, type SmtpTransport } from "../../origin/src/smtp/t
 import { startSinkServer, type TestSmtpServer } from "../helpers/smtp-servers.ts";
 
 const raw = (n: number) =>
-  Buffer.from(`From: a@sender.test\r\nTo: b@inbox.test\r\nSubject: m${n}\r\nMessage-ID: <m${n}@sender.test>\r\n\r\nbody ${n}\r\n`);
+  Buffer.from(
+    `From: a@sender.test\r\nTo: b@inbox.test\r\nSubject: m${n}\r\nMessage-ID: <m${n}@sender.test>\r\n\r\nbody ${n}\r\n`,
+  );
 
 let transport: SmtpTransport | undefined;
 let sink: TestSmtpServer | undefined;
@@ -29,7 +31,11 @@ const params = (port: number, n: number) => ({
 describe("SMTP session reuse", () => {
   it("sends consecutive messages to one MX over one connection", async () => {
     sink = await startSinkServer();
-    transport = createSmtpTransport({ heloName: "origin.test", connectTimeoutMs: 2000, maxConnectionsPerHost: 2 });
+    transport = createSmtpTransport({
+      heloName: "origin.test",
+      connectTimeoutMs: 2000,
+      maxConnectionsPerHost: 2,
+    });
     for (let n = 0; n < 5; n++) {
       const [outcome] = await transport.deliver(params(sink.port, n));
       expect(outcome!.status).toBe("delivered");
@@ -41,7 +47,11 @@ describe("SMTP session reuse", () => {
   it("opens a new connection when the server has closed the idle one", async () => {
     sink = await startSinkServer();
     const port = sink.port;
-    transport = createSmtpTransport({ heloName: "origin.test", connectTimeoutMs: 2000, maxConnectionsPerHost: 1 });
+    transport = createSmtpTransport({
+      heloName: "origin.test",
+      connectTimeoutMs: 2000,
+      maxConnectionsPerHost: 1,
+    });
     expect((await transport.deliver(params(port, 1)))[0]!.status).toBe("delivered");
     await sink.close(); // ends the idle session from the server side
     sink = await startSinkServer();
@@ -54,8 +64,14 @@ describe("SMTP session reuse", () => {
 
   it("parallel deliveries to one host never hold more connections than the per-host limit", async () => {
     sink = await startSinkServer();
-    transport = createSmtpTransport({ heloName: "origin.test", connectTimeoutMs: 2000, maxConnectionsPerHost: 2 });
-    const outcomes = await Promise.all(Array.from({ length: 12 }, (_, n) => transport!.deliver(params(sink!.port, n))));
+    transport = createSmtpTransport({
+      heloName: "origin.test",
+      connectTimeoutMs: 2000,
+      maxConnectionsPerHost: 2,
+    });
+    const outcomes = await Promise.all(
+      Array.from({ length: 12 }, (_, n) => transport!.deliver(params(sink!.port, n))),
+    );
     expect(outcomes.flat().every((o) => o.status === "delivered")).toBe(true);
     expect(sink.messages).toHaveLength(12);
     expect(sink.connections).toBeLessThanOrEqual(2);

@@ -17,7 +17,11 @@ export async function getDomain(db: Db, tenantId: string, id: string): Promise<D
     .get();
 }
 
-export async function findDomainByName(db: Db, tenantId: string, domain: string): Promise<DomainRow | undefined> {
+export async function findDomainByName(
+  db: Db,
+  tenantId: string,
+  domain: string,
+): Promise<DomainRow | undefined> {
   return db
     .select()
     .from(senderDomains)

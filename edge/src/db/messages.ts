@@ -54,7 +54,9 @@ function filterConditions(tenantId: string, f: MessageFilters): SQL[] {
   if (f.startMs !== undefined) where.push(gte(messages.createdAt, f.startMs));
   if (f.endMs !== undefined) where.push(lt(messages.createdAt, f.endMs));
   if (f.category) {
-    where.push(sql`exists (select 1 from json_each(${messages.categories}) where json_each.value = ${f.category})`);
+    where.push(
+      sql`exists (select 1 from json_each(${messages.categories}) where json_each.value = ${f.category})`,
+    );
   }
   if (f.toEmail) {
     where.push(
@@ -96,12 +98,14 @@ export async function getMessage(db: Db, tenantId: string, id: string): Promise<
 }
 
 export async function getMessageEvents(db: Db, tenantId: string, messageId: string): Promise<EventRow[]> {
-  return db
-    .select()
-    .from(events)
-    .where(and(eq(events.tenantId, tenantId), eq(events.messageId, messageId)))
-    // rowid breaks ties in insertion order (events of one result share a timestamp).
-    .orderBy(events.timestamp, sql`rowid`);
+  return (
+    db
+      .select()
+      .from(events)
+      .where(and(eq(events.tenantId, tenantId), eq(events.messageId, messageId)))
+      // rowid breaks ties in insertion order (events of one result share a timestamp).
+      .orderBy(events.timestamp, sql`rowid`)
+  );
 }
 
 export async function getMessagesByIds(db: Db, ids: string[]): Promise<MessageRow[]> {
@@ -187,7 +191,11 @@ export async function findStaleLiveMessages(db: Db, olderThan: number, limit: nu
     .limit(limit);
 }
 
-export async function getRecipientsByStatus(db: Db, messageId: string, statuses: string[]): Promise<string[]> {
+export async function getRecipientsByStatus(
+  db: Db,
+  messageId: string,
+  statuses: string[],
+): Promise<string[]> {
   const rows = await db
     .select({ email: messageRecipients.email })
     .from(messageRecipients)

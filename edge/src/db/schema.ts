@@ -11,7 +11,9 @@ export const tenants = sqliteTable("tenants", {
   id: text("id").primaryKey(),
   name: text("name").notNull(),
   /** active | suspended — a suspended tenant's requests get 403 (scaisend.md §3). */
-  status: text("status", { enum: ["active", "suspended"] }).notNull().default("active"),
+  status: text("status", { enum: ["active", "suspended"] })
+    .notNull()
+    .default("active"),
   createdAt: integer("created_at").notNull(),
 });
 

@@ -15,8 +15,7 @@ export async function timingSafeEqualStrings(a: string, b: string): Promise<bool
     crypto.subtle.digest("SHA-256", new TextEncoder().encode(b)),
   ]);
   // workerd provides crypto.subtle.timingSafeEqual (a non-standard extension).
-  return (crypto.subtle as SubtleCrypto & { timingSafeEqual(a: ArrayBuffer, b: ArrayBuffer): boolean }).timingSafeEqual(
-    ha,
-    hb,
-  );
+  return (
+    crypto.subtle as SubtleCrypto & { timingSafeEqual(a: ArrayBuffer, b: ArrayBuffer): boolean }
+  ).timingSafeEqual(ha, hb);
 }

@@ -12,13 +12,20 @@ export interface DkimKeyPair {
 
 export async function generateDkimKeyPair(): Promise<DkimKeyPair> {
   const pair = (await crypto.subtle.generateKey(
-    { name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
+    {
+      name: "RSASSA-PKCS1-v1_5",
+      modulusLength: 2048,
+      publicExponent: new Uint8Array([1, 0, 1]),
+      hash: "SHA-256",
+    },
     true,
     ["sign", "verify"],
   )) as CryptoKeyPair;
   const spki = new Uint8Array((await crypto.subtle.exportKey("spki", pair.publicKey)) as ArrayBuffer);
   const pkcs8 = new Uint8Array((await crypto.subtle.exportKey("pkcs8", pair.privateKey)) as ArrayBuffer);
-  const body = bytesToBase64(pkcs8).replace(/(.{64})/g, "$1\n").trimEnd();
+  const body = bytesToBase64(pkcs8)
+    .replace(/(.{64})/g, "$1\n")
+    .trimEnd();
   return {
     publicKeyB64: bytesToBase64(spki),
     privateKeyPem: `-----BEGIN PRIVATE KEY-----\n${body}\n-----END PRIVATE KEY-----\n`,

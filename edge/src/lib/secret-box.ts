@@ -10,7 +10,10 @@ const keyCache = new Map<string, Promise<CryptoKey>>();
 function importKey(secretsKeyB64: string): Promise<CryptoKey> {
   let key = keyCache.get(secretsKeyB64);
   if (!key) {
-    key = crypto.subtle.importKey("raw", base64ToBytes(secretsKeyB64), "AES-GCM", false, ["encrypt", "decrypt"]);
+    key = crypto.subtle.importKey("raw", base64ToBytes(secretsKeyB64), "AES-GCM", false, [
+      "encrypt",
+      "decrypt",
+    ]);
     keyCache.set(secretsKeyB64, key);
   }
   return key;
@@ -27,6 +30,10 @@ export async function open(secretsKeyB64: string, sealed: string): Promise<strin
   const [version, ivB64, ctB64] = sealed.split(".");
   if (version !== "v1" || !ivB64 || !ctB64) throw new Error("unknown sealed secret format");
   const key = await importKey(secretsKeyB64);
-  const pt = await crypto.subtle.decrypt({ name: "AES-GCM", iv: base64ToBytes(ivB64) }, key, base64ToBytes(ctB64));
+  const pt = await crypto.subtle.decrypt(
+    { name: "AES-GCM", iv: base64ToBytes(ivB64) },
+    key,
+    base64ToBytes(ctB64),
+  );
   return new TextDecoder().decode(pt);
 }

@@ -27,7 +27,11 @@ export function authenticate(options: { allowOperator?: boolean } = {}): Middlew
       if (!API_KEY_FORMAT.test(token)) throw new AppError("unauthorized", "Invalid API key");
       const found = await findApiKeyByHash(c.get("db"), await sha256Hex(token));
       const now = Date.now();
-      if (!found || found.key.revokedAt !== null || (found.key.expiresAt !== null && found.key.expiresAt <= now)) {
+      if (
+        !found ||
+        found.key.revokedAt !== null ||
+        (found.key.expiresAt !== null && found.key.expiresAt <= now)
+      ) {
         throw new AppError("unauthorized", "Invalid API key");
       }
       if (found.tenantStatus !== "active") throw new AppError("forbidden", "Tenant suspended");

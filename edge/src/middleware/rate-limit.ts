@@ -27,7 +27,10 @@ export function rateLimit(rule: RateLimitRule): MiddlewareHandler<AppEnv> {
       "X-RateLimit-Reset": String(result.resetAt),
     };
     if (!result.allowed) {
-      throw new AppError("rate_limited", "Rate limit exceeded", { retryAfterSeconds: result.retryAfter, headers });
+      throw new AppError("rate_limited", "Rate limit exceeded", {
+        retryAfterSeconds: result.retryAfter,
+        headers,
+      });
     }
     await next();
     for (const [k, v] of Object.entries(headers)) c.res.headers.set(k, v);

@@ -198,7 +198,11 @@ export class OriginHub extends DurableObject<Bindings> {
           ws.close(1002, "protocol mismatch");
           return;
         }
-        ws.serializeAttachment({ ...state, nodeId: frame.nodeId, credits: frame.capacity } satisfies LinkState);
+        ws.serializeAttachment({
+          ...state,
+          nodeId: frame.nodeId,
+          credits: frame.capacity,
+        } satisfies LinkState);
         this.send(ws, {
           type: "welcome",
           protocol: LINK_PROTOCOL_VERSION,
@@ -390,7 +394,9 @@ export class OriginHub extends DurableObject<Bindings> {
       .toArray()[0];
     if (row && row.attempt === frame.attempt && row.state === "recording") {
       // A re-sent copy of a result whose write is pending: acknowledge it only once that write succeeds.
-      this.pendingResults.find((p) => p.row.message_id === row.message_id)?.duplicates.push({ ws, jobId: frame.jobId });
+      this.pendingResults
+        .find((p) => p.row.message_id === row.message_id)
+        ?.duplicates.push({ ws, jobId: frame.jobId });
       return;
     }
     if (!row || row.attempt !== frame.attempt || row.state !== "leased") {
@@ -434,9 +440,19 @@ export class OriginHub extends DurableObject<Bindings> {
     } catch (err) {
       // Leave the leases in place: the origin re-sends unacknowledged results, and the lease timer backs us up.
       for (const { row } of batch) {
-        this.sql.exec("UPDATE outbox SET state = 'leased' WHERE message_id = ? AND state = 'recording'", row.message_id);
+        this.sql.exec(
+          "UPDATE outbox SET state = 'leased' WHERE message_id = ? AND state = 'recording'",
+          row.message_id,
+        );
       }
-      console.error(JSON.stringify({ level: "error", msg: "recording results failed", count: batch.length, error: String(err) }));
+      console.error(
+        JSON.stringify({
+          level: "error",
+          msg: "recording results failed",
+          count: batch.length,
+          error: String(err),
+        }),
+      );
       return;
     }
 
@@ -456,7 +472,8 @@ export class OriginHub extends DurableObject<Bindings> {
       } else {
         this.sql.exec("DELETE FROM outbox WHERE message_id = ?", row.message_id);
       }
-      for (const to of [{ ws, jobId }, ...duplicates]) acks.set(to.ws, [...(acks.get(to.ws) ?? []), to.jobId]);
+      for (const to of [{ ws, jobId }, ...duplicates])
+        acks.set(to.ws, [...(acks.get(to.ws) ?? []), to.jobId]);
     }
     for (const [ws, jobIds] of acks) this.send(ws, { type: "resultAck", jobIds });
     await this.scheduleAlarm();
@@ -533,4 +550,3 @@ function splitJobId(jobId: string): { messageId: string; attempt: number } {
   const dot = jobId.lastIndexOf(".");
   return { messageId: jobId.slice(0, dot), attempt: Number(jobId.slice(dot + 1)) };
 }
-

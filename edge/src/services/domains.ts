@@ -34,7 +34,11 @@ export interface CreateDomainInput {
   dmarcRuaEmail?: string | undefined;
 }
 
-export async function createDomain(deps: DomainDeps, tenantId: string, input: CreateDomainInput): Promise<DomainRow> {
+export async function createDomain(
+  deps: DomainDeps,
+  tenantId: string,
+  input: CreateDomainInput,
+): Promise<DomainRow> {
   const domain = input.domain.toLowerCase();
   if (await findDomainByName(deps.db, tenantId, domain)) {
     throw new AppError("conflict", `Domain already exists: ${domain}`);
@@ -59,9 +63,18 @@ export async function createDomain(deps: DomainDeps, tenantId: string, input: Cr
 }
 
 export function dnsRecordsFor(d: DomainRow): DnsRecord[] {
-  const dmarc = [`v=DMARC1`, `p=${d.dmarcPolicy}`, ...(d.dmarcRuaEmail ? [`rua=mailto:${d.dmarcRuaEmail}`] : [])];
+  const dmarc = [
+    `v=DMARC1`,
+    `p=${d.dmarcPolicy}`,
+    ...(d.dmarcRuaEmail ? [`rua=mailto:${d.dmarcRuaEmail}`] : []),
+  ];
   return [
-    { purpose: "dkim", type: "TXT", host: `${d.dkimSelector}._domainkey.${d.domain}`, value: dkimRecordValue(d.dkimPublicKey) },
+    {
+      purpose: "dkim",
+      type: "TXT",
+      host: `${d.dkimSelector}._domainkey.${d.domain}`,
+      value: dkimRecordValue(d.dkimPublicKey),
+    },
     { purpose: "spf", type: "TXT", host: d.domain, value: `v=spf1 ${DEFAULT_SPF_MECHANISM} ~all` },
     { purpose: "dmarc", type: "TXT", host: `_dmarc.${d.domain}`, value: dmarc.join("; ") },
   ];
@@ -100,7 +113,8 @@ export async function verifyDomain(
     check(spf!, lookup, (values) => {
       const spfs = values.filter((v) => /^v=spf1(\s|$)/i.test(v.trim()));
       if (spfs.length === 0) return "no SPF record (v=spf1) found";
-      if (spfs.length > 1) return "more than one SPF record found (RFC 7208 §4.5 makes that a permanent error)";
+      if (spfs.length > 1)
+        return "more than one SPF record found (RFC 7208 §4.5 makes that a permanent error)";
       const terms = spfs[0]!.toLowerCase().split(/\s+/);
       return terms.some((t) => t.replace(/^[+]/, "") === DEFAULT_SPF_MECHANISM)
         ? null
@@ -133,6 +147,11 @@ async function check(
       ? { purpose: record.purpose, host: record.host, ok: true }
       : { purpose: record.purpose, host: record.host, ok: false, message: problem };
   } catch (err) {
-    return { purpose: record.purpose, host: record.host, ok: false, message: `DNS lookup failed: ${String(err)}` };
+    return {
+      purpose: record.purpose,
+      host: record.host,
+      ok: false,
+      message: `DNS lookup failed: ${String(err)}`,
+    };
   }
 }

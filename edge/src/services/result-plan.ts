@@ -79,7 +79,10 @@ export function planResult(
         pending.push({
           type: "delivered",
           recipient: o.recipient,
-          metadata: { ...smtp, ...(o.latencyMs !== undefined ? { latency_ms: Math.round(o.latencyMs) } : {}) },
+          metadata: {
+            ...smtp,
+            ...(o.latencyMs !== undefined ? { latency_ms: Math.round(o.latencyMs) } : {}),
+          },
         });
         break;
       case "deferred":

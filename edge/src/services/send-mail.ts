@@ -12,7 +12,12 @@ import { expandPersonalizations, type MessageDraft } from "../../../shared/sendg
 import type { Principal } from "../context.ts";
 import type { Db } from "../db/client.ts";
 import { findDomainsByNames, type DomainRow } from "../db/domains.ts";
-import { insertMessagesStatements, type NewEvent, type NewMessage, type NewRecipient } from "../db/messages.ts";
+import {
+  insertMessagesStatements,
+  type NewEvent,
+  type NewMessage,
+  type NewRecipient,
+} from "../db/messages.ts";
 import { buildOutboxEntry, domainOf, envelopeRecipients } from "./outbox-entry.ts";
 import type { OutboxEntry } from "../objects/origin-hub.ts";
 
@@ -58,7 +63,8 @@ export async function sendMail(deps: SendDeps, principal: KeyPrincipal, mail: Ma
   }
   const drafts = expandPersonalizations(mail);
   checkBodySizes(drafts);
-  const domains = mode === "live" ? await requireVerifiedDomains(deps.db, principal.tenantId, drafts) : new Map();
+  const domains =
+    mode === "live" ? await requireVerifiedDomains(deps.db, principal.tenantId, drafts) : new Map();
 
   const now = deps.now();
   const rows: NewMessage[] = [];

@@ -2,7 +2,11 @@ import type { z } from "zod";
 import { AppError } from "../../../shared/errors.ts";
 
 /** Parses input with zod; failures become one AppError listing every field (rendered per dialect). */
-export function parseInput<T extends z.ZodType>(schema: T, data: unknown, where: "body" | "query"): z.infer<T> {
+export function parseInput<T extends z.ZodType>(
+  schema: T,
+  data: unknown,
+  where: "body" | "query",
+): z.infer<T> {
   const result = schema.safeParse(data);
   if (result.success) return result.data;
   throw new AppError("invalid_request", "Invalid request", {

@@ -153,7 +153,11 @@ export class EdgeLink {
       if (this.closed) return;
       const delay = Math.min(MAX_BACKOFF_MS, 250 * 2 ** this.attempts) * (0.5 + Math.random() / 2);
       this.attempts++;
-      this.opts.log("warn", "link closed; reconnecting", { code, shard: this.opts.shard, inMs: Math.round(delay) });
+      this.opts.log("warn", "link closed; reconnecting", {
+        code,
+        shard: this.opts.shard,
+        inMs: Math.round(delay),
+      });
       this.reconnectTimer = setTimeout(() => this.connect(), delay);
     });
   }

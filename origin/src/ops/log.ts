@@ -9,7 +9,10 @@ export interface Logger {
   error(msg: string, extra?: Record<string, unknown>): void;
 }
 
-export function createLogger(minLevel: Level = (process.env.LOG_LEVEL as Level) ?? "info", base: Record<string, unknown> = {}): Logger {
+export function createLogger(
+  minLevel: Level = (process.env.LOG_LEVEL as Level) ?? "info",
+  base: Record<string, unknown> = {},
+): Logger {
   const min = ORDER[minLevel] ?? ORDER.info;
   const write = (level: Level) => (msg: string, extra?: Record<string, unknown>) => {
     if (ORDER[level] < min) return;

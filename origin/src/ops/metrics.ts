@@ -12,7 +12,10 @@ const labelKey = (l: Labels) =>
 
 class Counter {
   private readonly values = new Map<string, number>();
-  constructor(readonly name: string, readonly help: string) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {}
   inc(labels: Labels = {}, by = 1): void {
     const k = labelKey(labels);
     this.values.set(k, (this.values.get(k) ?? 0) + by);
@@ -29,7 +32,10 @@ class Counter {
 
 class Gauge {
   private readonly values = new Map<string, number>();
-  constructor(readonly name: string, readonly help: string) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {}
   set(value: number, labels: Labels = {}): void {
     this.values.set(labelKey(labels), value);
   }
@@ -44,7 +50,11 @@ class Histogram {
   private readonly counts: number[];
   private sum = 0;
   private count = 0;
-  constructor(readonly name: string, readonly help: string, readonly buckets: number[]) {
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly buckets: number[],
+  ) {
     this.counts = buckets.map(() => 0);
   }
   observe(v: number): void {
@@ -57,7 +67,11 @@ class Histogram {
   render(): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
     this.buckets.forEach((b, i) => lines.push(`${this.name}_bucket{le="${b}"} ${this.counts[i]}`));
-    lines.push(`${this.name}_bucket{le="+Inf"} ${this.count}`, `${this.name}_sum ${this.sum}`, `${this.name}_count ${this.count}`);
+    lines.push(
+      `${this.name}_bucket{le="+Inf"} ${this.count}`,
+      `${this.name}_sum ${this.sum}`,
+      `${this.name}_count ${this.count}`,
+    );
     return lines.join("\n");
   }
 }
@@ -70,9 +84,17 @@ export function createMetrics() {
     linkUp: new Gauge("scaisend_origin_link_connected", "1 when the link to a hub shard is up"),
     outcomes: new Counter("scaisend_origin_recipient_outcomes_total", "Recipient outcomes by status"),
     jobSeconds: new Histogram("scaisend_origin_delivery_seconds", "Time to deliver one job", SECONDS),
-    queueWaitSeconds: new Histogram("scaisend_origin_queue_wait_seconds", "Time a job waited for a free slot", SECONDS),
+    queueWaitSeconds: new Histogram(
+      "scaisend_origin_queue_wait_seconds",
+      "Time a job waited for a free slot",
+      SECONDS,
+    ),
     render(): string {
-      return [this.inFlight, this.linkUp, this.outcomes, this.jobSeconds, this.queueWaitSeconds].map((m) => m.render()).join("\n") + "\n";
+      return (
+        [this.inFlight, this.linkUp, this.outcomes, this.jobSeconds, this.queueWaitSeconds]
+          .map((m) => m.render())
+          .join("\n") + "\n"
+      );
     },
   };
 }

@@ -220,5 +220,11 @@ function deferAll(job: DeliveryJob, response: string): RecipientOutcome[] {
 }
 
 function resultFrame(job: DeliveryJob, recipients: RecipientOutcome[]) {
-  return { type: "result" as const, jobId: job.jobId, messageId: job.messageId, attempt: job.attempt, recipients };
+  return {
+    type: "result" as const,
+    jobId: job.jobId,
+    messageId: job.messageId,
+    attempt: job.attempt,
+    recipients,
+  };
 }

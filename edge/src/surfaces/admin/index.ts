@@ -13,11 +13,16 @@ import type { DomainRow } from "../../db/domains.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
 import { authenticate, requireOperator, requireScope } from "../../middleware/auth.ts";
 import { dohTxtLookup } from "../../services/dns-check.ts";
-import { createDomain, dnsRecordsFor, requireDomain, verifyDomain, type DomainDeps } from "../../services/domains.ts";
+import {
+  createDomain,
+  dnsRecordsFor,
+  requireDomain,
+  verifyDomain,
+  type DomainDeps,
+} from "../../services/domains.ts";
 import { createApiKey, createTenant, requireTenant } from "../../services/tenants.ts";
 import { renderFastApi } from "../errors.ts";
 import { parseInput, readJson } from "../validate.ts";
-
 
 const TenantBody = z.object({ name: z.string().trim().min(1).max(255) });
 const ApiKeyBody = z.object({
@@ -114,7 +119,10 @@ export const adminApi = new Hono<AppEnv>()
     const policy = (raw as { dmarc_policy?: unknown } | null)?.dmarc_policy;
     if (policy !== undefined && !DMARC_POLICIES.includes(policy as never)) {
       // scaisend.md §8 lists an invalid DMARC policy among the 400s, not a 422 validation error.
-      throw new AppError("invalid_request", `Invalid dmarc_policy ${JSON.stringify(policy)}: use none, quarantine or reject`);
+      throw new AppError(
+        "invalid_request",
+        `Invalid dmarc_policy ${JSON.stringify(policy)}: use none, quarantine or reject`,
+      );
     }
     const body = parseInput(DomainBody, raw, "body");
     const tenantId = actingTenant(c, body.tenant_id);

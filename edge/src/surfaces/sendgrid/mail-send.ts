@@ -59,7 +59,9 @@ export const mailSend = new Hono<AppEnv>()
     );
     c.header("X-Message-Id", result.messageIds[0]!);
     return c.json(
-      result.messageIds.length === 1 ? { message_id: result.messageIds[0] } : { message_ids: result.messageIds },
+      result.messageIds.length === 1
+        ? { message_id: result.messageIds[0] }
+        : { message_ids: result.messageIds },
       202,
     );
   });

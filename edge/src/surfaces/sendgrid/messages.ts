@@ -6,7 +6,13 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
-import { getMessage, getMessageEvents, listMessages, type EventRow, type MessageRow } from "../../db/messages.ts";
+import {
+  getMessage,
+  getMessageEvents,
+  listMessages,
+  type EventRow,
+  type MessageRow,
+} from "../../db/messages.ts";
 import { MESSAGE_STATUSES } from "../../db/schema.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
 import { authenticate } from "../../middleware/auth.ts";
