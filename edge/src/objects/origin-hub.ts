@@ -97,6 +97,8 @@ export class OriginHub extends DurableObject<Bindings> {
     duplicates: { ws: WebSocket; jobId: string }[];
   }[] = [];
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Messages handed to origins since the last flush; their D1 status becomes `sending`. */
+  private pendingSending: string[] = [];
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
@@ -127,6 +129,9 @@ export class OriginHub extends DurableObject<Bindings> {
       )`);
       this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_ready ON outbox(state, due_at)");
       this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_lease ON outbox(lease_link)");
+      // The alarm's look-ups (earliest lease end, oldest message) stay O(log n) on a large outbox.
+      this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_lease_until ON outbox(state, lease_until)");
+      this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_age ON outbox(state, enqueued_at)");
       // Results being written when the object last stopped were not acknowledged; their origins re-send them.
       this.sql.exec("UPDATE outbox SET state = 'leased' WHERE state = 'recording'");
     });
@@ -307,9 +312,14 @@ export class OriginHub extends DurableObject<Bindings> {
   /** Hands due jobs to links that have credit, then re-arms the alarm. */
   private async dispatch(): Promise<void> {
     const now = Date.now();
-    const leasedIds: string[] = [];
-    for (const { ws, state } of this.links().sort((a, b) => b.state.credits - a.state.credits)) {
-      if (state.credits <= 0) continue;
+    const sockets = this.links()
+      .sort((a, b) => b.state.credits - a.state.credits)
+      .map((l) => l.ws);
+    for (const ws of sockets) {
+      // Read the link's state here, not before the loop: an earlier iteration awaited, and another
+      // dispatch may have spent this link's credit meanwhile.
+      const state = ws.deserializeAttachment() as LinkState | null;
+      if (!state || state.nodeId === null || state.credits <= 0) continue;
       const rows = this.sql
         .exec<OutboxRow>(
           "SELECT * FROM outbox WHERE state = 'ready' AND due_at <= ? ORDER BY due_at LIMIT ?",
@@ -329,17 +339,12 @@ export class OriginHub extends DurableObject<Bindings> {
           leaseUntil,
           row.message_id,
         );
-        leasedIds.push(row.message_id);
+        this.pendingSending.push(row.message_id);
       }
       ws.serializeAttachment({ ...state, credits: state.credits - rows.length } satisfies LinkState);
+      this.scheduleFlush();
       const jobs = await Promise.all(rows.map((row) => this.toJob(row)));
       this.sendJobs(ws, jobs);
-    }
-    if (leasedIds.length > 0) {
-      await this.db.batch(markSendingStatements(this.db, leasedIds, now) as [never]).catch((err: unknown) => {
-        // Status "sending" is informational; the outbox row is what matters.
-        console.error(JSON.stringify({ level: "warn", msg: "mark sending failed", error: String(err) }));
-      });
     }
     await this.scheduleAlarm();
   }
@@ -413,16 +418,26 @@ export class OriginHub extends DurableObject<Bindings> {
       plan: planResult(row, frame.recipients, this.retry, Date.now()),
       duplicates: [],
     });
-    if (this.pendingResults.length >= RESULT_BATCH_MAX) void this.flushResults();
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.pendingResults.length + this.pendingSending.length >= RESULT_BATCH_MAX) void this.flushResults();
     else this.flushTimer ??= setTimeout(() => void this.flushResults(), RESULT_FLUSH_MS);
   }
 
+  /**
+   * One D1 batch for everything that happened since the last flush: messages handed to origins
+   * (status sending, attempts + 1) first, then results, so a fast result is never overwritten.
+   */
   private async flushResults(): Promise<void> {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = null;
     const batch = this.pendingResults.splice(0);
-    if (batch.length === 0) return;
+    const sending = this.pendingSending.splice(0);
+    if (batch.length === 0 && sending.length === 0) return;
     const now = Date.now();
+    const sendingStatements = sending.length > 0 ? markSendingStatements(this.db, sending, now) : [];
     const statements = batch.flatMap(({ row, plan }) =>
       recordResultStatements(this.db, {
         messageId: row.message_id,
@@ -436,9 +451,11 @@ export class OriginHub extends DurableObject<Bindings> {
       }),
     );
     try {
-      await this.db.batch(statements as [never]);
+      await this.db.batch([...sendingStatements, ...statements] as [never]);
     } catch (err) {
       // Leave the leases in place: the origin re-sends unacknowledged results, and the lease timer backs us up.
+      // The `sending` marks go into the next flush.
+      this.pendingSending.unshift(...sending);
       for (const { row } of batch) {
         this.sql.exec(
           "UPDATE outbox SET state = 'leased' WHERE message_id = ? AND state = 'recording'",
