@@ -37,6 +37,7 @@ export interface EdgeLinkOptions {
 type ResultFrame = Extract<OriginFrame, { type: "result" }>;
 
 const MAX_BACKOFF_MS = 30_000;
+const CREDIT_COALESCE_MS = 2;
 
 export class EdgeLink {
   private ws: WebSocket | null = null;
@@ -49,6 +50,7 @@ export class EdgeLink {
   private draining = false;
   private timers: NodeJS.Timeout[] = [];
   private reconnectTimer: NodeJS.Timeout | null = null;
+  private creditTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: EdgeLinkOptions) {}
 
@@ -85,7 +87,14 @@ export class EdgeLink {
   grantCredits(n: number): void {
     if (this.draining) return;
     this.pendingCredits += n;
-    if (this.ready) this.flushCredits();
+    // Credits freed within a few milliseconds travel in one frame, so a busy node sends the edge one
+    // "room for N more" instead of N frames, and gets its next jobs in larger batches.
+    if (this.ready && !this.creditTimer) {
+      this.creditTimer = setTimeout(() => {
+        this.creditTimer = null;
+        if (this.ready) this.flushCredits();
+      }, CREDIT_COALESCE_MS);
+    }
   }
 
   /** Stops asking for work; jobs already here still finish and report. */
@@ -105,6 +114,7 @@ export class EdgeLink {
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    if (this.creditTimer) clearTimeout(this.creditTimer);
     this.ws?.close(1000, "origin shutting down");
     this.setReady(false);
   }
