@@ -165,6 +165,7 @@ async function main(): Promise<void> {
         cwd: REPO_ROOT,
         env: {
           ...process.env,
+          // Through wrangler's proxy, which survives reloads when you edit the Worker (its own port changes).
           EDGE_URL: edge.url,
           ORIGIN_TOKEN: secrets.ORIGIN_TOKEN,
           VERP_SECRET: secrets.VERP_SECRET,

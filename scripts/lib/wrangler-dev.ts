@@ -11,7 +11,15 @@ import path from "node:path";
 export const REPO_ROOT = path.resolve(import.meta.dirname, "../..");
 
 export interface EdgeProcess {
+  /** Wrangler's dev server: what API clients use. */
   url: string;
+  /**
+   * The Worker's own socket behind wrangler's dev proxy, for the origin's WebSocket link. Wrangler's
+   * ProxyWorker drops long-lived WebSockets under sustained traffic ("Network connection lost" after
+   * some thousands of frames, taking the dev session down); production has no such proxy. Falls back
+   * to `url` when wrangler does not report the address.
+   */
+  workerUrl: string;
   port: number;
   pid: number;
   logFile: string;
@@ -26,6 +34,8 @@ export interface StartEdgeOptions {
   /** Enables GET /__scheduled?cron=… to fire the cron handler. */
   testScheduled?: boolean;
   logFile?: string;
+  /** Chrome DevTools Protocol port of the Worker (for CPU profiles). */
+  inspectorPort?: number;
 }
 
 /** Keeps wrangler from writing into the home folder or phoning home. */
@@ -71,7 +81,8 @@ export async function startEdge(opts: StartEdgeOptions): Promise<EdgeProcess> {
   applyMigrations(opts.persistDir);
   const port = opts.port ?? (await freePort());
   const logFile = opts.logFile ?? path.join(opts.persistDir, "wrangler.log");
-  const out = fs.openSync(logFile, "a");
+  // Debug level is what reports the Worker's own address (see workerUrl); the log starts fresh each run.
+  const out = fs.openSync(logFile, "w");
   const args = [
     "dev",
     "--local",
@@ -82,8 +93,9 @@ export async function startEdge(opts: StartEdgeOptions): Promise<EdgeProcess> {
     "--persist-to",
     opts.persistDir,
   ];
-  args.push("--show-interactive-dev-session=false", "--log-level", "warn");
+  args.push("--show-interactive-dev-session=false", "--log-level", "debug");
   if (opts.testScheduled) args.push("--test-scheduled");
+  if (opts.inspectorPort !== undefined) args.push("--inspector-port", String(opts.inspectorPort));
   for (const [k, v] of Object.entries(opts.vars)) args.push("--var", `${k}:${v}`);
   const child: ChildProcess = spawn(wranglerBin(), args, {
     cwd: REPO_ROOT,
@@ -102,7 +114,18 @@ export async function startEdge(opts: StartEdgeOptions): Promise<EdgeProcess> {
     const tail = fs.readFileSync(logFile, "utf8").split("\n").slice(-30).join("\n");
     throw new Error(`${(err as Error).message}\n--- ${logFile} ---\n${tail}`);
   }
-  return { url, port, pid: child.pid!, logFile, stop };
+  return { url, workerUrl: (await workerUrlFromLog(logFile)) ?? url, port, pid: child.pid!, logFile, stop };
+}
+
+/** The last `userWorkerUrl` wrangler logged (it logs one per reload), or null. */
+async function workerUrlFromLog(logFile: string): Promise<string | null> {
+  for (let i = 0; i < 20; i++) {
+    const text = fs.readFileSync(logFile, "utf8");
+    const found = [...text.matchAll(/"userWorkerUrl":\{"protocol":"http:","hostname":"([\d.]+)","port":"(\d+)"/g)].at(-1);
+    if (found) return `http://${found[1]}:${found[2]}`;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return null;
 }
 
 async function waitForHealth(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {

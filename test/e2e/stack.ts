@@ -105,7 +105,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     zone,
     async startOrigin() {
       const config = loadOriginConfig({
-        EDGE_URL: edge.url,
+        EDGE_URL: edge.workerUrl,
         ORIGIN_TOKEN: secrets.ORIGIN_TOKEN,
         VERP_SECRET: secrets.VERP_SECRET,
         NODE_ID: `e2e-${randomBytes(3).toString("hex")}`,
