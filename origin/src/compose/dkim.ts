@@ -20,7 +20,21 @@ const BASE_HEADERS = ["From", "To", "Subject", "Date", "Message-ID", "MIME-Versi
 /** Present only for some messages; listed only then, mailauth signs just the headers it finds anyway. */
 const OPTIONAL_HEADERS = ["Reply-To", "Cc"];
 
-function algorithmFor(privateKeyPem: string): "rsa-sha256" | "ed25519-sha256" {
+type Algorithm = "rsa-sha256" | "ed25519-sha256";
+/** Parsing a PEM costs ~40 µs; a node signs for a few domains, so remember each key's algorithm. */
+const algorithmByKey = new Map<string, Algorithm>();
+const MAX_CACHED_KEYS = 1_000;
+
+function algorithmFor(privateKeyPem: string): Algorithm {
+  const cached = algorithmByKey.get(privateKeyPem);
+  if (cached) return cached;
+  const algorithm = readAlgorithm(privateKeyPem);
+  if (algorithmByKey.size >= MAX_CACHED_KEYS) algorithmByKey.clear();
+  algorithmByKey.set(privateKeyPem, algorithm);
+  return algorithm;
+}
+
+function readAlgorithm(privateKeyPem: string): Algorithm {
   let keyType: string | undefined;
   try {
     keyType = createPrivateKey(privateKeyPem).asymmetricKeyType;
