@@ -1,0 +1,262 @@
+/** The Markdown summary printed to stdout (and pasted into the README's Performance section). */
+import type { DkimResult } from "../dkim.ts";
+import type { EdgeAcceptResult } from "../edge-accept.ts";
+import type { Throughput } from "../delivery.ts";
+import type { TtiResult } from "../time-to-inbox.ts";
+import type { ProfileSummary } from "./cpuprofile.ts";
+
+export interface BenchResults {
+  startedAt: string;
+  finishedAt?: string;
+  durationS?: number;
+  mode: "full" | "quick";
+  resultsFile?: string;
+  machine: {
+    nproc: number;
+    cpuModel: string;
+    memGiB: number;
+    node: string;
+    os: string;
+    gitCommit: string;
+    gitDirty: boolean;
+    loadAvgBefore: number[];
+    loadAvgAfter?: number[];
+  };
+  tools: Record<string, string>;
+  dkim?: DkimResult;
+  edgeAccept?: EdgeAcceptResult;
+  delivery?: {
+    messageBytes: number;
+    sessions: number;
+    ceiling?: Throughput;
+    postfix?: Throughput;
+    originHarness?: Throughput;
+    originViaEdge?: Throughput;
+    ratios?: Record<string, number>;
+    originProfile?: (Throughput & { profile?: ProfileSummary; profileFile?: string }) | { error: string };
+    edgeDeliveryProfile?: ProfileSummary | { error: string };
+    originViaEdgeBurst?: Throughput | { failed: string };
+  };
+  timeToInbox?: TtiResult;
+  errors: { step: string; error: string }[];
+}
+
+const fmt = (n: unknown, digits = 0): string => {
+  if (typeof n !== "number" || !Number.isFinite(n)) return "–";
+  return n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+};
+
+const table = (head: string[], rows: (string | number)[][]) =>
+  [
+    `| ${head.join(" | ")} |`,
+    `|${head.map(() => "---").join("|")}|`,
+    ...rows.map((r) => `| ${r.join(" | ")} |`),
+  ].join("\n");
+
+export function renderMarkdown(r: BenchResults): string {
+  const out: string[] = [];
+  const m = r.machine;
+  out.push(`### Benchmark ${r.startedAt.slice(0, 10)} (${r.mode} run)`);
+  out.push(
+    `${m.nproc} × ${m.cpuModel}, ${fmt(m.memGiB, 1)} GiB, Node ${m.node}, commit ${m.gitCommit.slice(0, 10)}${m.gitDirty ? " (+ uncommitted changes)" : ""}. ` +
+      `Everything on one machine over loopback: load generators, edge (wrangler dev), origin and sinks share the cores, so ratios matter more than absolutes. ` +
+      `Load average before/after: ${m.loadAvgBefore.map((x) => fmt(x, 2)).join(" ")} / ${(m.loadAvgAfter ?? []).map((x) => fmt(x, 2)).join(" ")}.`,
+  );
+
+  const e = r.edgeAccept;
+  if (e) {
+    out.push(
+      `\n**1. Edge accept path** (wrangler dev --local; wrk -t${e.wrk.threads} -c${e.wrk.connections} -d${e.wrk.durationS}s)\n`,
+    );
+    out.push(
+      table(
+        ["route", "requests/s", "p50 ms", "p99 ms", "non-2xx"],
+        [
+          [
+            "POST /v3/mail/send (1 personalization, ~4 KB HTML, tracking on)",
+            fmt(e.post.requestsPerSec),
+            fmt(e.post.latencyMs.p50, 1),
+            fmt(e.post.latencyMs.p99, 1),
+            e.post.non2xx,
+          ],
+          [
+            "GET /healthz (same Worker)",
+            fmt(e.healthz.requestsPerSec),
+            fmt(e.healthz.latencyMs.p50, 1),
+            fmt(e.healthz.latencyMs.p99, 1),
+            e.healthz.non2xx,
+          ],
+          [
+            "ratio mail-send ÷ healthz",
+            fmt(e.ratio.rps, 2),
+            fmt(e.ratio.p50, 1) + "×",
+            fmt(e.ratio.p99, 1) + "×",
+            "",
+          ],
+        ],
+      ),
+    );
+    out.push(
+      `\n1,000-personalization request (${fmt(e.bulk.bodyBytes / 1024)} KiB body): 202 after ${e.bulk.msTo202.map((x) => fmt(x)).join(" / ")} ms.`,
+    );
+  }
+
+  const d = r.delivery;
+  if (d) {
+    out.push(
+      `\n**2. Delivery throughput** (${fmt(d.messageBytes)}-byte messages into Postfix smtp-sink on loopback; DKIM rsa-sha256 on the origin)\n`,
+    );
+    const row = (name: string, t: Throughput | undefined, extra = "") =>
+      t
+        ? [
+            name,
+            fmt(t.messages),
+            fmt(t.seconds, 1),
+            fmt(t.messagesPerSec),
+            fmt(t.cpuSecondsPer1000, 2),
+            fmt(t.peakRssMiB),
+            extra,
+          ]
+        : [name, "–", "–", "–", "–", "–", "not run"];
+    out.push(
+      table(
+        ["sender", "messages", "seconds", "messages/s", "CPU s / 1,000", "peak RSS MiB", "notes"],
+        [
+          row("ceiling: smtp-source → smtp-sink", d.ceiling, `${d.sessions} sessions, no MTA`),
+          row(
+            "Postfix 3.7 relay (private instance)",
+            d.postfix,
+            "smtp-source → postfix → sink; CPU of Postfix daemons",
+          ),
+          row("ScaiSend origin, link harness", d.originHarness, "the origin alone"),
+          row(
+            "ScaiSend origin, through the edge (paced)",
+            d.originViaEdge,
+            d.originViaEdge
+              ? `${(d.originViaEdge.msTo202 as number[]).length} × POST of 1,000, next POST when the previous 1,000 arrived; edge CPU ${fmt(d.originViaEdge.edgeCpuSecondsPer1000 as number, 2)} s / 1,000 more`
+              : "",
+          ),
+          ...(d.originViaEdgeBurst
+            ? [
+                "messagesPerSec" in d.originViaEdgeBurst
+                  ? row(
+                      "ScaiSend origin, through the edge (burst)",
+                      d.originViaEdgeBurst as Throughput,
+                      `10 POSTs back to back; edge CPU ${fmt((d.originViaEdgeBurst as Throughput).edgeCpuSecondsPer1000 as number, 2)} s / 1,000 more`,
+                    )
+                  : [
+                      "ScaiSend origin, through the edge (burst)",
+                      "10,000",
+                      "–",
+                      "–",
+                      "–",
+                      "–",
+                      `**failed**: ${String((d.originViaEdgeBurst as { failed: string }).failed).split("\n")[0]}`,
+                    ],
+              ]
+            : []),
+        ],
+      ),
+    );
+    if (d.ratios) {
+      out.push(
+        "\n" +
+          Object.entries(d.ratios)
+            .map(([k, v]) => `${k}: **${fmt(v, 2)}**`)
+            .join(" · "),
+      );
+    }
+  }
+
+  const t = r.timeToInbox;
+  if (t) {
+    out.push(`\n**3. Time to inbox** (POST start → arrival at the sink, whole local stack)\n`);
+    const row = (name: string, x: TtiResult["fixed"]) => [
+      name,
+      `${fmt(x.offeredPerSec)}/s × ${x.durationS}s`,
+      `${x.arrived}/${x.sent}`,
+      fmt(x.ttiMs.p50),
+      fmt(x.ttiMs.p95),
+      fmt(x.ttiMs.p99),
+      fmt(x.ttiMs.max),
+      fmt(x.acceptMs.p50),
+      x.sustained ? "yes" : `no (backlog ${fmt(x.backlogS, 1)} s)`,
+    ];
+    out.push(
+      table(
+        ["run", "offered", "arrived", "p50 ms", "p95 ms", "p99 ms", "max ms", "202 p50 ms", "sustained"],
+        [row("fixed rate", t.fixed), ...t.steps.map((s) => row("search", s))],
+      ),
+    );
+    out.push(
+      t.sustained
+        ? `\nHighest sustained rate: **${fmt(t.sustained.offeredPerSec)} messages/s ≈ ${fmt(t.sustained.messagesPerHour)} messages/hour** (p50 ${fmt(t.sustained.ttiMs.p50)} ms, p99 ${fmt(t.sustained.ttiMs.p99)} ms).`
+        : "\nNo tried rate was sustained.",
+    );
+  }
+
+  if (r.dkim) {
+    out.push(`\n**4. DKIM signing** (origin's signDkim on a ${fmt(r.dkim.messageBytes)}-byte message)\n`);
+    out.push(
+      table(
+        ["operation", "µs / message", "per second"],
+        r.dkim.rows.map((x) => [x.what, fmt(x.usPerMessage), fmt(x.perSecond)]),
+      ),
+    );
+  }
+
+  const prof = (title: string, p: ProfileSummary | { error: string } | undefined) => {
+    if (!p) return;
+    if ("error" in p) {
+      out.push(`\n**${title}**: not available (${p.error.split("\n")[0]})`);
+      return;
+    }
+    out.push(
+      `\n**${title}** (self time, ${fmt(p.totalMs)} ms sampled, ${fmt(p.idlePct, 1)} % idle; % of busy time)\n`,
+    );
+    out.push(
+      table(
+        ["by package / folder", "self %"],
+        p.byGroup.slice(0, 10).map((g) => [g.name, fmt(g.selfPct, 1)]),
+      ),
+    );
+    out.push("");
+    out.push(
+      table(
+        ["function", "where", "self %"],
+        p.topFunctions
+          .slice(0, 12)
+          .map((f) => [`\`${f.name}\``, f.where ? `\`${f.where}\`` : "", fmt(f.selfPct, 1)]),
+      ),
+    );
+  };
+  const op = r.delivery?.originProfile;
+  prof(
+    "CPU profile: origin (link harness run)",
+    op && "profile" in op && op.profile
+      ? (op.profile as ProfileSummary)
+      : op
+        ? {
+            error: String(
+              (op as { error?: unknown; notes?: unknown }).error ??
+                (op as { notes?: unknown }).notes ??
+                "no profile",
+            ),
+          }
+        : undefined,
+  );
+  prof("CPU profile: edge Worker during POST /v3/mail/send (wrk)", r.edgeAccept?.profile);
+  prof(
+    "CPU profile: edge Worker while the origin delivers (hub dispatch + result recording)",
+    r.delivery?.edgeDeliveryProfile,
+  );
+
+  if (r.errors.length) {
+    out.push("\n**Steps that failed**\n");
+    for (const x of r.errors) out.push(`- ${x.step}: ${x.error.split("\n")[0]}`);
+  }
+  out.push(
+    `\nReproduce: \`npm run bench\` (this run took ${fmt((r.durationS ?? 0) / 60, 1)} min; \`npm run bench -- --quick\` for a smoke run). Raw numbers: \`${r.resultsFile ?? "test/bench/results/"}\`.`,
+  );
+  return out.join("\n");
+}

@@ -1,0 +1,286 @@
+/**
+ * `npm run bench` (full) / `npm run bench -- --quick` (smoke run): ScaiSend's benchmarks side by side
+ * with the standard tools, on loopback only, bounded in count and time. Every process started here is
+ * stopped by pid at the end, on errors and on Ctrl-C. Writes test/bench/results/<date>.json (quick runs:
+ * <date>-quick.json) and prints a Markdown summary to stdout; progress goes to stderr.
+ *
+ * `--only=dkim,accept,delivery,tti` runs a subset (for development).
+ */
+import { execSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
+import { startDnsServer } from "../helpers/dns-server.ts";
+import { benchDkim } from "./dkim.ts";
+import {
+  benchCeiling,
+  benchOriginHarness,
+  benchOriginViaEdge,
+  benchPostfix,
+  type DeliveryCtx,
+} from "./delivery.ts";
+import { benchEdgeAccept } from "./edge-accept.ts";
+import { startBenchEdge } from "./lib/edge.ts";
+import { benchHtml, MX_HOST, RECIPIENT_DOMAIN } from "./lib/mail.ts";
+import { onCleanup, runCleanups, say } from "./lib/procs.ts";
+import { renderMarkdown, type BenchResults } from "./lib/report.ts";
+import { round } from "./lib/stats.ts";
+import { ensureTools } from "./lib/tools.ts";
+import { benchTimeToInbox } from "./time-to-inbox.ts";
+
+const quick = process.argv.includes("--quick");
+const onlyArg = process.argv.find((a) => a.startsWith("--only="));
+const only = onlyArg ? new Set(onlyArg.slice("--only=".length).split(",")) : null;
+const want = (step: string) => !only || only.has(step);
+
+const HARD_LIMIT_MS = (quick ? 4 : 14) * 60_000;
+
+function git(cmd: string): string {
+  try {
+    return execSync(`git ${cmd}`, {
+      cwd: REPO_ROOT,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    }).trim();
+  } catch {
+    return "";
+  }
+}
+
+const localDate = () => {
+  const d = new Date();
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+};
+
+let current: BenchResults | null = null;
+
+/** Writes the JSON (also partial results, when the run is interrupted) and returns its path. */
+function writeResults(results: BenchResults, t0: number): string {
+  results.machine.loadAvgAfter = os.loadavg().map((x) => round(x, 2));
+  results.finishedAt = new Date().toISOString();
+  results.durationS = round((Date.now() - t0) / 1000, 0);
+  const resultsDir = path.join(REPO_ROOT, "test", "bench", "results");
+  fs.mkdirSync(resultsDir, { recursive: true });
+  const file = path.join(resultsDir, `${localDate()}${quick ? "-quick" : ""}${only ? "-partial" : ""}.json`);
+  results.resultsFile = path.relative(REPO_ROOT, file);
+  fs.writeFileSync(file, JSON.stringify(results, null, 2) + "\n");
+  return file;
+}
+const runStarted = Date.now();
+
+async function main(): Promise<number> {
+  if (process.platform !== "linux") throw new Error("the benchmarks read /proc and need Linux");
+  const t0 = Date.now();
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  const workDir = path.join(REPO_ROOT, ".tmp", "bench", stamp);
+  fs.mkdirSync(workDir, { recursive: true });
+  say(`${quick ? "quick" : "full"} run; logs and profiles in ${path.relative(REPO_ROOT, workDir)}`);
+
+  const tools = ensureTools();
+  const results: BenchResults = {
+    startedAt: new Date().toISOString(),
+    mode: quick ? "quick" : "full",
+    machine: {
+      nproc: os.availableParallelism(),
+      cpuModel: os.cpus()[0]?.model.trim() ?? "unknown",
+      memGiB: round(os.totalmem() / 2 ** 30, 1),
+      node: process.version,
+      os: `${os.type()} ${os.release()}`,
+      gitCommit: git("rev-parse HEAD"),
+      gitDirty: git("status --porcelain") !== "",
+      loadAvgBefore: os.loadavg().map((x) => round(x, 2)),
+    },
+    tools: {
+      wrk: execSync(`${tools.wrk} -v 2>&1 || true`, { encoding: "utf8" }).split("\n")[0]!.trim(),
+      postfix: execSync(`${tools.postconf} -d -h mail_version`, { encoding: "utf8" }).trim(),
+      ...(tools.installed.length ? { installedNow: tools.installed.join(", ") } : {}),
+    },
+    errors: [],
+  };
+  current = results;
+  const step = async <T>(name: string, fn: () => Promise<T>): Promise<T | undefined> => {
+    const s = Date.now();
+    say(`── ${name}`);
+    try {
+      const v = await fn();
+      say(`   ${name} done in ${round((Date.now() - s) / 1000, 1)} s`);
+      return v;
+    } catch (err) {
+      const msg = err instanceof Error ? err.message : String(err);
+      say(`   ${name} FAILED: ${msg}`);
+      results.errors.push({ step: name, error: msg });
+      return undefined;
+    }
+  };
+
+  // Loopback DNS: the recipient domain's MX is a name with A 127.0.0.1, so the origin takes its real
+  // MX path (DNS_SERVERS + SMTP_PORT = the sink's port).
+  const dns = await startDnsServer({
+    records: {
+      [MX_HOST]: { A: ["127.0.0.1"] },
+      [RECIPIENT_DOMAIN]: { MX: [{ preference: 10, exchange: MX_HOST }] },
+    },
+  });
+  onCleanup("dns server", () => dns.close());
+  onCleanup("edge state", () => {
+    for (const f of fs.readdirSync(workDir))
+      if (f.startsWith("state-")) fs.rmSync(path.join(workDir, f), { recursive: true, force: true });
+  });
+
+  const html = benchHtml(4096);
+
+  if (want("dkim")) results.dkim = await step("DKIM signing cost", () => benchDkim(html, quick));
+  const messageBytes = results.dkim?.signedBytes ?? (await benchDkim(html, true)).signedBytes;
+
+  if (want("accept")) {
+    results.edgeAccept = await step("edge accept path", () =>
+      benchEdgeAccept({ quick, workDir, wrkBin: tools.wrk, dohUrl: dns.dohUrl, html }),
+    );
+  }
+
+  const n = quick ? 1000 : 10_000;
+  const dctx: DeliveryCtx = {
+    quick,
+    workDir,
+    smtpSinkBin: tools.smtpSink,
+    smtpSourceBin: tools.smtpSource,
+    postfixBin: tools.postfix,
+    dnsServer: dns.server,
+    html,
+    messageBytes,
+    sessions: 5,
+  };
+  if (want("delivery")) {
+    const d: NonNullable<BenchResults["delivery"]> = { messageBytes, sessions: dctx.sessions };
+    results.delivery = d;
+    d.ceiling = await step(`ceiling: smtp-source → smtp-sink, ${n} messages`, () => benchCeiling(dctx, n));
+    d.postfix = await step(`Postfix relay, ${n} messages`, () => benchPostfix(dctx, n));
+    d.originHarness = await step(`origin via link harness, ${n} messages`, () => benchOriginHarness(dctx, n));
+    const profiled = await step(`origin CPU profile (harness, ${quick ? 500 : 2000} messages)`, () =>
+      benchOriginHarness(dctx, quick ? 500 : 2000, {
+        profileTo: path.join(workDir, "origin-harness.cpuprofile"),
+      }),
+    );
+    d.originProfile = profiled ?? { error: results.errors.at(-1)?.error ?? "failed" };
+  }
+
+  if (want("delivery")) {
+    const edge = await step("start the edge for the end-to-end runs", () =>
+      startBenchEdge(workDir, "stack", dns.dohUrl),
+    );
+    if (edge) {
+      try {
+        if (want("delivery") && results.delivery) {
+          const requests = quick ? 1 : 10;
+          results.delivery.originViaEdge = await step(
+            `origin through the edge, ${requests} × 1,000 personalizations, paced`,
+            () =>
+              benchOriginViaEdge(dctx, edge, requests, 1000, {
+                paced: true,
+                timeoutMs: quick ? 60_000 : 240_000,
+              }),
+          );
+          // The edge's delivery-side work (hub dispatch, result recording), profiled on a separate, smaller run.
+          const per = quick ? 300 : 1000;
+          const p = await step(`edge CPU profile during delivery (1 × ${per})`, () =>
+            benchOriginViaEdge(dctx, edge, 1, per, {
+              timeoutMs: 60_000,
+              profileEdgeTo: path.join(workDir, "worker-delivery.cpuprofile"),
+            }),
+          );
+          results.delivery.edgeDeliveryProfile = p?.edgeProfile ?? {
+            error: results.errors.at(-1)?.error ?? "no profile",
+          };
+        }
+      } finally {
+        await edge.stop();
+      }
+    }
+  }
+  if (want("tti")) {
+    // A fresh edge, so nothing left over from the throughput runs (or their failure) affects latency.
+    const edge = await step("start an edge for time to inbox", () =>
+      startBenchEdge(workDir, "tti", dns.dohUrl),
+    );
+    if (edge) {
+      try {
+        results.timeToInbox = await step("time to inbox", () =>
+          benchTimeToInbox(edge, { quick, html, dnsServer: dns.server, workDir }),
+        );
+      } finally {
+        await edge.stop();
+      }
+    }
+  }
+  if (want("delivery") && results.delivery && !quick) {
+    // All 10 POSTs back to back: a 10,000-message backlog in the hub. Its own edge, bounded to 2 minutes.
+    const burstEdge = await step("start an edge for the burst run", () =>
+      startBenchEdge(workDir, "burst", dns.dohUrl),
+    );
+    if (burstEdge) {
+      try {
+        const burst = await step("origin through the edge, 10 × 1,000 personalizations, back to back", () =>
+          benchOriginViaEdge(dctx, burstEdge, 10, 1000, { timeoutMs: 120_000 }),
+        );
+        results.delivery.originViaEdgeBurst = burst ?? { failed: results.errors.at(-1)?.error ?? "failed" };
+      } finally {
+        await burstEdge.stop();
+      }
+    }
+  }
+
+  const d = results.delivery;
+  if (d) {
+    const ratios: Record<string, number> = {};
+    const rate = (t?: { messagesPerSec: number }) => t?.messagesPerSec;
+    const put = (k: string, a?: number, b?: number) => {
+      if (a && b) ratios[k] = round(a / b, 3);
+    };
+    put("origin ÷ Postfix", rate(d.originHarness), rate(d.postfix));
+    put("origin ÷ ceiling", rate(d.originHarness), rate(d.ceiling));
+    put("origin through edge ÷ Postfix", rate(d.originViaEdge), rate(d.postfix));
+    put("origin through edge ÷ ceiling", rate(d.originViaEdge), rate(d.ceiling));
+    put("origin through edge ÷ origin alone", rate(d.originViaEdge), rate(d.originHarness));
+    const burst = d.originViaEdgeBurst;
+    if (burst && "messagesPerSec" in burst)
+      put("burst through edge ÷ Postfix", rate(burst as { messagesPerSec: number }), rate(d.postfix));
+    d.ratios = ratios;
+  }
+
+  const file = writeResults(results, t0);
+  say(`results written to ${path.relative(REPO_ROOT, file)}`);
+  process.stdout.write(renderMarkdown(results) + "\n");
+  return results.errors.length > 0 ? 1 : 0;
+}
+
+let exiting = false;
+const bail = (code: number, why: string) => {
+  if (exiting) return;
+  exiting = true;
+  say(why);
+  if (current) {
+    current.errors.push({ step: "run", error: why });
+    say(`partial results written to ${path.relative(REPO_ROOT, writeResults(current, runStarted))}`);
+  }
+  void runCleanups().finally(() => process.exit(code));
+};
+process.on("SIGINT", () => bail(130, "interrupted; stopping everything …"));
+process.on("SIGTERM", () => bail(143, "terminated; stopping everything …"));
+setTimeout(
+  () => bail(124, `hard time limit of ${HARD_LIMIT_MS / 60_000} min reached; stopping everything …`),
+  HARD_LIMIT_MS,
+).unref();
+
+let code = 1;
+try {
+  code = await main();
+} catch (err) {
+  say(`failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+} finally {
+  if (!exiting) {
+    exiting = true;
+    await runCleanups();
+    process.exit(code);
+  }
+}
