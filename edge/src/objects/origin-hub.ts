@@ -68,6 +68,14 @@ interface OutboxRow {
   [key: string]: SqlStorageValue;
 }
 
+/** The columns a result needs. */
+type AttemptRow = Pick<
+  OutboxRow,
+  "message_id" | "tenant_id" | "attempt" | "state" | "delivered" | "bounced" | "failed"
+> & {
+  [key: string]: SqlStorageValue;
+};
+
 export interface HubStats {
   ready: number;
   leased: number;
@@ -91,7 +99,7 @@ export class OriginHub extends DurableObject<Bindings> {
   private pendingResults: {
     ws: WebSocket;
     jobId: string;
-    row: OutboxRow;
+    row: AttemptRow;
     plan: ResultPlan;
     /** Copies of the same result that arrived while it was pending; acknowledged with it. */
     duplicates: { ws: WebSocket; jobId: string }[];
@@ -288,8 +296,12 @@ export class OriginHub extends DurableObject<Bindings> {
   }
 
   private send(ws: WebSocket, frame: EdgeFrame): boolean {
+    return this.sendRaw(ws, JSON.stringify(frame));
+  }
+
+  private sendRaw(ws: WebSocket, text: string): boolean {
     try {
-      ws.send(JSON.stringify(frame));
+      ws.send(text);
       return true;
     } catch {
       return false;
@@ -349,21 +361,23 @@ export class OriginHub extends DurableObject<Bindings> {
     await this.scheduleAlarm();
   }
 
+  /** Sends jobs in frames under the size budget; each job is serialized once, straight into its frame. */
   private sendJobs(ws: WebSocket, jobs: DeliveryJob[]): void {
-    let batch: DeliveryJob[] = [];
+    let parts: string[] = [];
     let size = 0;
+    const flush = () => {
+      // If sending fails the socket is closing; webSocketClose returns these leases to the outbox.
+      if (parts.length > 0) this.sendRaw(ws, `{"type":"jobs","jobs":[${parts.join(",")}]}`);
+      parts = [];
+      size = 0;
+    };
     for (const job of jobs) {
-      const jobSize = JSON.stringify(job).length;
-      if (batch.length > 0 && size + jobSize > FRAME_BUDGET_BYTES) {
-        this.send(ws, { type: "jobs", jobs: batch });
-        batch = [];
-        size = 0;
-      }
-      batch.push(job);
-      size += jobSize;
+      const json = JSON.stringify(job);
+      if (parts.length > 0 && size + json.length > FRAME_BUDGET_BYTES) flush();
+      parts.push(json);
+      size += json.length + 1;
     }
-    // If sending fails the socket is closing; webSocketClose returns these leases to the outbox.
-    if (batch.length > 0) this.send(ws, { type: "jobs", jobs: batch });
+    flush();
   }
 
   private async toJob(row: OutboxRow): Promise<DeliveryJob> {
@@ -395,7 +409,12 @@ export class OriginHub extends DurableObject<Bindings> {
    */
   private applyResult(ws: WebSocket, frame: Extract<OriginFrame, { type: "result" }>): void {
     const row = this.sql
-      .exec<OutboxRow>("SELECT * FROM outbox WHERE message_id = ?", frame.messageId)
+      // Not the entry itself: a result needs only the attempt bookkeeping, and entries are kilobytes.
+      .exec<AttemptRow>(
+        `SELECT message_id, tenant_id, attempt, state, delivered, bounced, failed
+         FROM outbox WHERE message_id = ?`,
+        frame.messageId,
+      )
       .toArray()[0];
     if (row && row.attempt === frame.attempt && row.state === "recording") {
       // A re-sent copy of a result whose write is pending: acknowledge it only once that write succeeds.
