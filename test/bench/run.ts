@@ -168,7 +168,7 @@ async function main(): Promise<number> {
 
   if (want("delivery")) {
     const edge = await step("start the edge for the end-to-end runs", () =>
-      startBenchEdge(workDir, "stack", dns.dohUrl),
+      startBenchEdge(workDir, "stack", dns.dohUrl, "miniflare"),
     );
     if (edge) {
       try {
@@ -202,7 +202,7 @@ async function main(): Promise<number> {
   if (want("tti")) {
     // A fresh edge, so nothing left over from the throughput runs (or their failure) affects latency.
     const edge = await step("start an edge for time to inbox", () =>
-      startBenchEdge(workDir, "tti", dns.dohUrl),
+      startBenchEdge(workDir, "tti", dns.dohUrl, "miniflare"),
     );
     if (edge) {
       try {
@@ -217,7 +217,7 @@ async function main(): Promise<number> {
   if (want("delivery") && results.delivery && !quick) {
     // All 10 POSTs back to back: a 10,000-message backlog in the hub. Its own edge, bounded to 2 minutes.
     const burstEdge = await step("start an edge for the burst run", () =>
-      startBenchEdge(workDir, "burst", dns.dohUrl),
+      startBenchEdge(workDir, "burst", dns.dohUrl, "miniflare"),
     );
     if (burstEdge) {
       try {

@@ -9,7 +9,8 @@ import path from "node:path";
 import { AdminClient } from "../../../scripts/lib/admin-client.ts";
 import { freePort, startEdge } from "../../../scripts/lib/wrangler-dev.ts";
 import { SENDER_DOMAIN } from "./mail.ts";
-import { groupCpuSeconds, onCleanup, say } from "./procs.ts";
+import { startMiniflareEdge } from "../../../scripts/lib/miniflare-edge.ts";
+import { cpuSeconds, groupCpuSeconds, onCleanup, say } from "./procs.ts";
 
 export interface BenchEdge {
   url: string;
@@ -22,11 +23,24 @@ export interface BenchEdge {
   tenantId: string;
   logFile: string;
   /** CPU seconds of wrangler + workerd (the whole process group). */
+  runtime: EdgeRuntime;
   cpuSeconds(): number;
   stop(): Promise<void>;
 }
 
-export async function startBenchEdge(workDir: string, name: string, dohUrl: string): Promise<BenchEdge> {
+/**
+ * `wrangler` is what the issue's accept-path numbers are about; `miniflare` runs the same bundle in the
+ * same runtime without wrangler dev's proxy and inspector layers, which do not survive sustained delivery
+ * (scripts/lib/miniflare-edge.ts), so the through-the-edge runs use it.
+ */
+export type EdgeRuntime = "wrangler" | "miniflare";
+
+export async function startBenchEdge(
+  workDir: string,
+  name: string,
+  dohUrl: string,
+  runtime: EdgeRuntime = "wrangler",
+): Promise<BenchEdge> {
   const inspectorPort = await freePort();
   const secrets = {
     ORIGIN_TOKEN: randomBytes(24).toString("hex"),
@@ -34,14 +48,39 @@ export async function startBenchEdge(workDir: string, name: string, dohUrl: stri
     SECRETS_KEY: randomBytes(32).toString("base64"),
     TRACKING_SECRET: randomBytes(24).toString("hex"),
   };
-  say(`   wrangler dev (${name})`);
-  const edge = await startEdge({
-    persistDir: path.join(workDir, `state-${name}`),
-    logFile: path.join(workDir, `edge-${name}.log`),
-    inspectorPort,
-    vars: { ...secrets, DEV_MODE: "true", DNS_RESOLVER_URL: dohUrl },
-  });
-  const stop = onCleanup(`wrangler dev (${name})`, () => edge.stop());
+  const vars = { ...secrets, DEV_MODE: "true", DNS_RESOLVER_URL: dohUrl };
+  const persistDir = path.join(workDir, `state-${name}`);
+  let edge: {
+    url: string;
+    workerUrl: string;
+    pid: number;
+    logFile: string;
+    cpuSeconds: () => number;
+    stop: () => Promise<void>;
+  };
+  if (runtime === "wrangler") {
+    say(`   wrangler dev (${name})`);
+    const w = await startEdge({
+      persistDir,
+      logFile: path.join(workDir, `edge-${name}.log`),
+      inspectorPort,
+      vars,
+    });
+    edge = { ...w, cpuSeconds: () => groupCpuSeconds(w.pid) };
+  } else {
+    say(`   miniflare (${name})`);
+    const m = await startMiniflareEdge({ persistDir, vars, inspectorPort });
+    const pids = m.workerdPids();
+    edge = {
+      url: m.url,
+      workerUrl: m.workerUrl,
+      pid: pids[0] ?? process.pid,
+      logFile: "",
+      cpuSeconds: () => pids.reduce((sum, pid) => sum + safeCpuSeconds(pid), 0),
+      stop: m.stop,
+    };
+  }
+  const stop = onCleanup(`${runtime} edge (${name})`, () => edge.stop());
   const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
   const tenant = await admin.createTenant(`Bench ${name}`);
   const key = await admin.createApiKey(tenant.id, {
@@ -61,9 +100,18 @@ export async function startBenchEdge(workDir: string, name: string, dohUrl: stri
     apiKey: key.api_key,
     tenantId: tenant.id,
     logFile: edge.logFile,
-    cpuSeconds: () => groupCpuSeconds(edge.pid),
+    runtime,
+    cpuSeconds: edge.cpuSeconds,
     stop,
   };
+}
+
+function safeCpuSeconds(pid: number): number {
+  try {
+    return cpuSeconds(pid);
+  } catch {
+    return 0;
+  }
 }
 
 /** POST /v3/mail/send; returns the status, the message ids and the time to the response. */
