@@ -61,7 +61,7 @@ export function renderMarkdown(r: BenchResults): string {
   out.push(`### Benchmark ${r.startedAt.slice(0, 10)} (${r.mode} run)`);
   out.push(
     `${m.nproc} × ${m.cpuModel}, ${fmt(m.memGiB, 1)} GiB, Node ${m.node}, commit ${m.gitCommit.slice(0, 10)}${m.gitDirty ? " (+ uncommitted changes)" : ""}. ` +
-      `Everything on one machine over loopback: load generators, edge (wrangler dev), origin and sinks share the cores, so ratios matter more than absolutes. ` +
+      `Everything on one machine over loopback: load generators, edge (wrangler dev for the accept path, the Worker bundle on Miniflare for delivery), origin and sinks share the cores, so ratios matter more than absolutes. ` +
       `Load average before/after: ${m.loadAvgBefore.map((x) => fmt(x, 2)).join(" ")} / ${(m.loadAvgAfter ?? []).map((x) => fmt(x, 2)).join(" ")}.`,
   );
 
@@ -258,7 +258,7 @@ export function renderMarkdown(r: BenchResults): string {
     for (const x of r.errors) out.push(`- ${x.step}: ${x.error.split("\n")[0]}`);
   }
   if (r.stressFailures.length) {
-    out.push("\n**Stress steps that did not survive** (known limit of the local runtime, see README)\n");
+    out.push("\n**Stress steps that did not survive** (reported, not counted as a failed benchmark)\n");
     for (const x of r.stressFailures) out.push(`- ${x.step}: ${x.error.split("\n")[0]}`);
   }
   out.push(
