@@ -9,16 +9,14 @@
  */
 import type { DeliveryJob, RecipientOutcome } from "../../../shared/link/protocol.ts";
 import { buildMime } from "../compose/build-mime.ts";
-import type { Coordinator } from "../coord/index.ts";
 import { signDkim } from "../compose/dkim.ts";
 import { createMxResolver, type MxHost } from "../smtp/mx.ts";
-import { createSmtpTransport, type TransportLog } from "../smtp/transport.ts";
+import { createSmtpTransport, type SmtpTransportOptions, type TransportLog } from "../smtp/transport.ts";
 import { classifyError } from "./classify.ts";
 import { encodeVerp } from "./verp.ts";
 
-export interface DeliveryEngineOptions {
-  /** EHLO name of this node. */
-  heloName: string;
+/** The transport's options (EHLO name, timeouts, per-host limits, coordinator, log) plus routing and VERP. */
+export interface DeliveryEngineOptions extends SmtpTransportOptions {
   /** Port of recipients' MX servers: 25 in production, an ephemeral port in tests. */
   smtpPort: number;
   /** Deliver everything to this host instead of MX (dev mode's local inbox). */
@@ -29,18 +27,8 @@ export interface DeliveryEngineOptions {
   returnPathDomain?: string;
   /** HMAC key for VERP addresses; the inbound bounce server must use the same one. */
   verpSecret: string;
-  connectTimeoutMs: number;
-  greetingTimeoutMs?: number;
-  socketTimeoutMs?: number;
-  maxConnectionsPerHost: number;
-  /** Keeps the per-host limit (shared across nodes with Redis); the transport's own in memory when absent. */
-  coordinator?: Coordinator;
-  hostSlotTtlMs?: number;
-  /** Defer a domain whose MX hosts stay full this long; no limit when absent. */
-  hostSlotWaitMs?: number;
   /** Upper bound for caching MX look-ups. */
   mxCacheTtlMs?: number;
-  log?: TransportLog;
 }
 
 export interface DeliveryEngine {
@@ -58,17 +46,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
     ...(options.dnsServers ? { servers: options.dnsServers } : {}),
     ...(options.mxCacheTtlMs !== undefined ? { maxCacheTtlMs: options.mxCacheTtlMs } : {}),
   });
-  const transport = createSmtpTransport({
-    heloName: options.heloName,
-    connectTimeoutMs: options.connectTimeoutMs,
-    ...(options.greetingTimeoutMs !== undefined ? { greetingTimeoutMs: options.greetingTimeoutMs } : {}),
-    ...(options.socketTimeoutMs !== undefined ? { socketTimeoutMs: options.socketTimeoutMs } : {}),
-    maxConnectionsPerHost: options.maxConnectionsPerHost,
-    ...(options.coordinator ? { coordinator: options.coordinator } : {}),
-    ...(options.hostSlotTtlMs !== undefined ? { hostSlotTtlMs: options.hostSlotTtlMs } : {}),
-    ...(options.hostSlotWaitMs !== undefined ? { hostSlotWaitMs: options.hostSlotWaitMs } : {}),
-    ...(options.log ? { log: options.log } : {}),
-  });
+  const transport = createSmtpTransport(options);
   const log: TransportLog = options.log ?? (() => {});
 
   const allFailed = (
