@@ -121,7 +121,9 @@ export async function startEdge(opts: StartEdgeOptions): Promise<EdgeProcess> {
 async function workerUrlFromLog(logFile: string): Promise<string | null> {
   for (let i = 0; i < 20; i++) {
     const text = fs.readFileSync(logFile, "utf8");
-    const found = [...text.matchAll(/"userWorkerUrl":\{"protocol":"http:","hostname":"([\d.]+)","port":"(\d+)"/g)].at(-1);
+    const found = [
+      ...text.matchAll(/"userWorkerUrl":\{"protocol":"http:","hostname":"([\d.]+)","port":"(\d+)"/g),
+    ].at(-1);
     if (found) return `http://${found[1]}:${found[2]}`;
     await new Promise((r) => setTimeout(r, 100));
   }
