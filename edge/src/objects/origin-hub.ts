@@ -31,7 +31,7 @@ import { createDb, type Db } from "../db/client.ts";
 import { markSendingStatements, recordResultStatements } from "../db/messages.ts";
 import { eventRow, planResult, type ResultPlan } from "../services/result-plan.ts";
 import { loadConfig, type Bindings, type Config } from "../env.ts";
-import { open } from "../lib/secret-box.ts";
+import { openDkimPrivateKey } from "../lib/dkim-key-box.ts";
 
 /** What the send path hands the hub: everything to build the job, with the DKIM key still sealed. */
 export interface OutboxEntry {
@@ -386,7 +386,7 @@ export class OriginHub extends DurableObject<Bindings> {
     if (entry.dkim) {
       let pem = this.keyCache.get(entry.dkim.privateKeySealed);
       if (!pem) {
-        pem = await open(this.config.SECRETS_KEY, entry.dkim.privateKeySealed);
+        pem = await openDkimPrivateKey(this.config, entry.dkim);
         if (this.keyCache.size > 500) this.keyCache.clear();
         this.keyCache.set(entry.dkim.privateKeySealed, pem);
       }
