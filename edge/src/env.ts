@@ -4,7 +4,7 @@
  * code below receives the typed `Config`, never raw `env.X` strings.
  */
 import { z } from "zod";
-import { parseRetrySchedule } from "../../shared/delivery/retry-schedule.ts";
+import { DEFAULT_RETRY_SCHEDULE, parseRetrySchedule } from "../../shared/delivery/retry-schedule.ts";
 import type { OriginHub } from "./objects/origin-hub.ts";
 import type { RateLimiter } from "./objects/rate-limiter.ts";
 
@@ -39,7 +39,7 @@ export const ConfigSchema = z.object({
   MAIL_SEND_RATE_LIMIT: intFromString("10000"),
   RETRY_SCHEDULE: z
     .string()
-    .default("1m,5m,10m,30m,1h*2,2h*3,4h*15")
+    .default(DEFAULT_RETRY_SCHEDULE)
     .refine((v) => {
       try {
         parseRetrySchedule(v);

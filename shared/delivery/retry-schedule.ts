@@ -64,5 +64,9 @@ export function createRetrySchedule(spec: string): RetrySchedule {
   };
 }
 
-/** The default when config does not override it: retries for about 59 hours after the first failure. */
-export const DEFAULT_RETRY_SCHEDULE = "1m,5m,15m,30m,1h*2,2h*4,4h*12";
+/**
+ * The production schedule: the edge's `RETRY_SCHEDULE` default (edge/src/env.ts) and the value
+ * wrangler.toml deploys. 24 retries over 68 h 46 min after the first failure, so the last one is due
+ * before the 72 h maximum queue age (`MAX_QUEUE_AGE_MS`) ends the message.
+ */
+export const DEFAULT_RETRY_SCHEDULE = "1m,5m,10m,30m,1h*2,2h*3,4h*15";

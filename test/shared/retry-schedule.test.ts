@@ -61,12 +61,29 @@ describe("nextRetryDelay", () => {
   });
 });
 
-describe("createRetrySchedule", () => {
-  it("default schedule has 22 retries over about 59 hours", () => {
-    const schedule = createRetrySchedule(DEFAULT_RETRY_SCHEDULE);
-    expect(schedule.intervals).toHaveLength(4 + 2 + 4 + 12);
-    expect(schedule.totalMs).toBe(51 * MIN + 2 * HOUR + 8 * HOUR + 48 * HOUR);
-    expect(schedule.nextRetryDelay(22)).toBe(4 * HOUR);
-    expect(schedule.nextRetryDelay(23)).toBeNull();
+describe("the production schedule (DEFAULT_RETRY_SCHEDULE)", () => {
+  // The edge's RETRY_SCHEDULE default and wrangler.toml's value are this export (asserted in
+  // test/edge/retry-schedule.config.test.ts), so these are the waits deployed mail gets.
+  const schedule = createRetrySchedule(DEFAULT_RETRY_SCHEDULE);
+
+  it("waits 1m, 5m, 10m, 30m, then 1h twice, 2h three times and 4h fifteen times", () => {
+    expect(schedule.intervals).toEqual([
+      MIN,
+      5 * MIN,
+      10 * MIN,
+      30 * MIN,
+      ...Array<number>(2).fill(HOUR),
+      ...Array<number>(3).fill(2 * HOUR),
+      ...Array<number>(15).fill(4 * HOUR),
+    ]);
+  });
+
+  it("retries 24 times over 68 h 46 min, then the recipient soft-bounces", () => {
+    expect(schedule.intervals).toHaveLength(24);
+    expect(schedule.totalMs).toBe(68 * HOUR + 46 * MIN);
+    expect(schedule.nextRetryDelay(1)).toBe(MIN);
+    // The 24th deferral still gets a retry (the last of the 4h steps); the 25th is final.
+    expect(schedule.nextRetryDelay(24)).toBe(4 * HOUR);
+    expect(schedule.nextRetryDelay(25)).toBeNull();
   });
 });
