@@ -7,6 +7,7 @@
  *   unknown name          → NXDOMAIN (Status 3)
  *   known name, no type   → NOERROR with no answers (NODATA)
  *   name with servfail    → SERVFAIL (Status 2), for "DNS is down, retry later" tests
+ *   name with silent      → no answer at all over UDP/TCP (the query is counted), for timeouts
  */
 import { createSocket, type RemoteInfo } from "node:dgram";
 import { Resolver } from "node:dns/promises";
@@ -25,6 +26,8 @@ export interface DnsNameRecords {
   TXT?: (string | string[])[];
   /** Answer every query for this name with SERVFAIL. */
   servfail?: boolean;
+  /** Never answer queries for this name (a resolver that hangs). */
+  silent?: boolean;
   ttl?: number;
 }
 export type DnsZone = Record<string, DnsNameRecords>;
@@ -167,6 +170,7 @@ export async function startDnsServer(options: { records?: DnsZone } = {}): Promi
     }
     const q: Question | undefined = query.questions?.[0];
     if (q) queries.push({ name: normalize(q.name), type: q.type });
+    if (q && zone[normalize(q.name)]?.silent) return null;
     return respond(zone, query, maxBytes(query));
   };
 

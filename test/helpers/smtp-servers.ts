@@ -5,12 +5,15 @@
  *  - startRejectingServer: refuses chosen recipients at RCPT with a chosen reply.
  * Each can offer STARTTLS with a self-signed certificate made by the openssl CLI at test time.
  * Without `tls`, STARTTLS is disabled entirely (smtp-server would otherwise offer it with its
- * built-in test certificate).
+ * built-in test certificate). `tlsMaxVersion: "TLSv1.1"` makes a server that offers STARTTLS and
+ * then fails every handshake (Node's client refuses anything below TLS 1.2), as old MTAs do;
+ * `stallData` makes one that takes the message after DATA and never answers it.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
+import type { SecureVersion } from "node:tls";
 import { join } from "node:path";
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession } from "smtp-server";
 
@@ -37,11 +40,17 @@ export interface TestSmtpServer {
   messages: ReceivedMessage[];
   /** TCP connections accepted so far. */
   readonly connections: number;
+  /** Messages received after DATA and left unanswered (`stallData`). */
+  readonly stalled: number;
   close(): Promise<void>;
 }
 
 export interface SmtpBehaviour {
   tls?: TlsCredentials;
+  /** Highest TLS version the server speaks after STARTTLS (below TLS 1.2 the handshake fails). */
+  tlsMaxVersion?: SecureVersion;
+  /** Never answer the message after DATA (for these recipients): the client waits until it gives up. */
+  stallData?: boolean | ((rcptTo: string[]) => boolean);
   /** Reply to send instead of the greeting; null lets the session go on. */
   onConnect?(connectionIndex: number): SmtpReply | null;
   onRcpt?(address: string, attempt: number): SmtpReply | null;
@@ -87,6 +96,7 @@ const replyError = (reply: SmtpReply) =>
 export async function startSmtpServer(behaviour: SmtpBehaviour = {}): Promise<TestSmtpServer> {
   const messages: ReceivedMessage[] = [];
   let connections = 0;
+  let stalled = 0;
   let rcptAttempts = 0;
   let dataAttempts = 0;
   const server = new SMTPServer({
@@ -94,6 +104,7 @@ export async function startSmtpServer(behaviour: SmtpBehaviour = {}): Promise<Te
     // AUTH is not part of MX delivery; STARTTLS only when the test asked for it.
     disabledCommands: behaviour.tls ? ["AUTH"] : ["AUTH", "STARTTLS"],
     ...(behaviour.tls ? { key: behaviour.tls.key, cert: behaviour.tls.cert } : {}),
+    ...(behaviour.tlsMaxVersion ? { minVersion: "TLSv1" as const, maxVersion: behaviour.tlsMaxVersion } : {}),
     closeTimeout: 200,
     onConnect(_session: SMTPServerSession, callback: (err?: Error | null) => void) {
       // Count every connection, whether or not the test scripted the greeting.
@@ -113,6 +124,14 @@ export async function startSmtpServer(behaviour: SmtpBehaviour = {}): Promise<Te
       const chunks: Buffer[] = [];
       stream.on("data", (chunk: Buffer) => chunks.push(chunk));
       stream.on("end", () => {
+        const stall = behaviour.stallData;
+        if (
+          stall === true ||
+          (typeof stall === "function" && stall(session.envelope.rcptTo.map((r) => r.address)))
+        ) {
+          stalled++;
+          return; // no callback: the reply to DATA never comes
+        }
         const reply = behaviour.onData?.(dataAttempts++) ?? null;
         if (reply) return callback(replyError(reply));
         const mailFrom = session.envelope.mailFrom;
@@ -133,6 +152,9 @@ export async function startSmtpServer(behaviour: SmtpBehaviour = {}): Promise<Te
     messages,
     get connections() {
       return connections;
+    },
+    get stalled() {
+      return stalled;
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };

@@ -6,12 +6,23 @@
  *   1. build the MIME message and DKIM-sign it, once per job (every domain gets the same bytes);
  *   2. group recipients by domain: one SMTP transaction per domain, all in parallel;
  *   3. per domain: resolve MX (or use the smarthost), hand the message to the transport.
+ *
+ * Job deadline (`deliver(job, { deadlineAt })`, absolute Unix ms): the caller sets it shorter than
+ * the hub's lease on the job (docs/architecture.md: deadline < lease < claim), so a slow job is never
+ * dispatched again while this run still works on it. The MX look-up is cut short at the deadline,
+ * the transport caps slot waits and timeouts and closes the session at it; a recipient nothing
+ * was decided for by then comes back `deferred` with "job deadline reached before …".
  */
 import type { DeliveryJob, RecipientOutcome } from "../../../shared/link/protocol.ts";
 import { buildMime } from "../compose/build-mime.ts";
 import { signDkim } from "../compose/dkim.ts";
 import { createMxResolver, type MxHost } from "../smtp/mx.ts";
-import { createSmtpTransport, type SmtpTransportOptions, type TransportLog } from "../smtp/transport.ts";
+import {
+  createSmtpTransport,
+  type SmtpTransportOptions,
+  type TransportLog,
+  type TransportStats,
+} from "../smtp/transport.ts";
 import { classifyError } from "./classify.ts";
 import { encodeVerp } from "./verp.ts";
 
@@ -31,8 +42,15 @@ export interface DeliveryEngineOptions extends SmtpTransportOptions {
   mxCacheTtlMs?: number;
 }
 
+export interface DeliverOptions {
+  /** Absolute Unix-ms time by which every outcome is decided; undecided recipients are deferred. */
+  deadlineAt?: number;
+}
+
 export interface DeliveryEngine {
-  deliver(job: DeliveryJob): Promise<RecipientOutcome[]>;
+  deliver(job: DeliveryJob, opts?: DeliverOptions): Promise<RecipientOutcome[]>;
+  /** The transport's connection counters (open, idle), for /metrics and tests. */
+  stats(): TransportStats;
   close(): Promise<void>;
 }
 
@@ -71,19 +89,59 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
     };
   }
 
-  async function hostsFor(domain: string): Promise<{ hosts: MxHost[]; port: number }> {
+  /** The hosts to try, or null when the deadline came before the MX answer. */
+  async function hostsFor(
+    domain: string,
+    deadlineAt: number | undefined,
+  ): Promise<{ hosts: MxHost[]; port: number } | null> {
     if (options.smarthost) {
       const { host, port } = options.smarthost;
       return { hosts: [{ exchange: host, preference: 0, addresses: [host] }], port };
     }
-    return { hosts: await mx.resolve(domain), port: options.smtpPort };
+    const lookup = mx.resolve(domain);
+    if (deadlineAt === undefined) return { hosts: await lookup, port: options.smtpPort };
+    // The look-up has no side effects: at the deadline we stop waiting, and it ends by its own
+    // resolver timeout (or at close()).
+    lookup.catch(() => {});
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), Math.max(0, deadlineAt - Date.now()));
+    });
+    try {
+      const hosts = await Promise.race([lookup, expired]);
+      return hosts === null ? null : { hosts, port: options.smtpPort };
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
-  async function deliverToDomain(domain: string, recipients: string[], raw: Buffer, envelopeFrom: string) {
+  async function deliverToDomain(
+    domain: string,
+    recipients: string[],
+    raw: Buffer,
+    envelopeFrom: string,
+    deadlineAt: number | undefined,
+  ) {
     const started = Date.now();
     try {
-      const { hosts, port } = await hostsFor(domain);
-      return await transport.deliver({ hosts, port, envelopeFrom, recipients, raw });
+      const route = await hostsFor(domain, deadlineAt);
+      if (route === null) {
+        return recipients.map((recipient): RecipientOutcome => ({
+          recipient,
+          status: "deferred",
+          response: `job deadline reached before the MX look-up for ${domain} finished`,
+          latencyMs: Date.now() - started,
+        }));
+      }
+      const { hosts, port } = route;
+      return await transport.deliver({
+        hosts,
+        port,
+        envelopeFrom,
+        recipients,
+        raw,
+        ...(deadlineAt !== undefined ? { deadlineAt } : {}),
+      });
     } catch (err) {
       // MX failures (null MX, NXDOMAIN, SERVFAIL) land here; the transport itself does not throw.
       const verdict = classifyError(err);
@@ -96,7 +154,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
   }
 
   return {
-    async deliver(job) {
+    async deliver(job, opts = {}) {
       let prepared: { raw: Buffer; envelopeFrom: string };
       try {
         prepared = await prepare(job);
@@ -128,7 +186,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
 
       const perDomain = await Promise.all(
         [...byDomain].map(([domain, recipients]) =>
-          deliverToDomain(domain, recipients, prepared.raw, prepared.envelopeFrom),
+          deliverToDomain(domain, recipients, prepared.raw, prepared.envelopeFrom, opts.deadlineAt),
         ),
       );
       const byRecipient = new Map<string, RecipientOutcome>();
@@ -139,9 +197,10 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
           byRecipient.get(recipient) ?? { recipient, status: "deferred", response: "no outcome recorded" },
       );
     },
+    stats: () => transport.stats(),
     async close() {
       await transport.close();
-      mx.clearCache();
+      mx.close();
     },
   };
 }

@@ -55,6 +55,8 @@ export interface MxResolverOptions {
 export interface MxResolver {
   resolve(domain: string): Promise<MxHost[]>;
   clearCache(): void;
+  /** Cancels look-ups in flight (they fail as temporary) and empties the cache. */
+  close(): void;
 }
 
 const MAX_CACHE_ENTRIES = 10_000;
@@ -224,6 +226,10 @@ export function createMxResolver(options: MxResolverOptions = {}): MxResolver {
       return shuffleEqualPreferences(entry.hosts, random);
     },
     clearCache() {
+      cache.clear();
+    },
+    close() {
+      resolver.cancel();
       cache.clear();
     },
   };
