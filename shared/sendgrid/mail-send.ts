@@ -1,7 +1,7 @@
 /**
  * `POST /v3/mail/send` request body: zod schema + SendGrid-style validation errors.
  *
- * Two layers, so that one response can report every problem at once (sendgrid-v3.md §3.4):
+ * Two layers, so that one response can report every problem at once (docs/api/sendgrid.md#errors):
  *   1. `MailSendSchema` checks each field on its own (type, length, format, header-injection guard).
  *      Every rule carries SendGrid's exact message where the catalogue has one.
  *   2. `CROSS_FIELD_RULES` check what spans fields (subject/content/template_id, duplicate recipients,
@@ -10,11 +10,11 @@
  *      want "bad email" and "missing subject" reported together.
  * `validateMailSend` runs both and keeps the first error per field (SendGrid reports one per field).
  *
- * Wire conventions (sendgrid-v3.md §3.4, scaisend.md §8):
+ * Wire conventions (docs/api/sendgrid.md#errors):
  *   - `field` is a dotted path with zero-based indices: `personalizations.1.to.0.email`; record keys
  *     (headers, custom_args, …) appear as-is: `headers.X-Foo`.
  *   - `help` points at ScaiSend's docs: `${MAIL_SEND_DOCS_URL}#<field without indices>`, underscores
- *     as hyphens (scaisend.md §8: `template_id` → `#template-id`); record paths stop at the record.
+ *     as hyphens (`template_id` → `#template-id`); record paths stop at the record.
  *
  * Deliberate leniencies (SendGrid's own clients never exercise these; hand-written ones do):
  *   - unknown keys are ignored and stripped from the parsed value, at every level;
@@ -33,10 +33,10 @@ import { z } from "zod";
 /** Base of every `help` URL; the anchor is the field path without indices. */
 export const MAIL_SEND_DOCS_URL = "https://scaisend.scailabs.ai/docs/06-reference/02-mail-send";
 
-/** ScaiSend caps the whole serialized body at 20 MB (scaisend.md §9, §10); the route checks raw bytes. */
+/** The body is capped at 20 MB in all (docs/api/sendgrid.md#size-limits); the route checks raw bytes. */
 export const MAX_MAIL_SEND_BYTES = 20 * 1024 * 1024;
 
-/** Message for the route's 413 (sendgrid-v3.md §1: "payload too large"; SendGrid docs wording). */
+/** Message for the route's 413 (SendGrid's "payload too large" in its docs' wording). */
 export const PAYLOAD_TOO_LARGE_MESSAGE =
   "The JSON payload you have included in your request is too large. The request body, including base64-encoded attachments, may be at most 20 MB.";
 
@@ -50,7 +50,7 @@ export type SendGridFieldError = { message: string; field: string | null; help: 
 
 export type MailSendValidation = { ok: true; value: MailSend } | { ok: false; errors: SendGridFieldError[] };
 
-/** Body for malformed JSON: SendGrid answers exactly this (sendgrid-v3.md §3.4). */
+/** Body for malformed JSON: SendGrid answers exactly this (docs/api/sendgrid.md#errors). */
 export function malformedJsonError(): SendGridFieldError {
   return { message: "Bad Request", field: null, help: null };
 }
@@ -61,7 +61,7 @@ export function payloadTooLargeError(): SendGridFieldError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Message catalogue. Quoted strings are SendGrid's (sendgrid-v3.md §3.4 and the docs' errors page,
+// Message catalogue. Quoted strings are SendGrid's (its live answers and its Mail Send errors page,
 // where live responses render placeholders as `[value]`); entries marked "ours" have no SendGrid text.
 
 const addressExample = `e.g. {"email": "example@example.com"} or {"email": "example@example.com", "name": "Example Recipient"}`;
@@ -80,8 +80,8 @@ export const MESSAGES = {
   duplicateRecipient: (email: string, path: string) =>
     `Each email address in the personalization block should be unique between to, cc, and bcc. We found the first duplicate instance of [${email}] in the ${path} field.`,
 
-  // Addresses. Live from-message as returned by SendGrid (two spaces and all), sendgrid-v3.md §3.4 / the mocks
-  // that replay it.
+  // Addresses. The from-message is the one SendGrid's live API returns (two spaces and all), as do the
+  // mocks that replay it.
   fromRequired:
     'The from object must be provided for every email send. It is an object that requires the email parameter, but may also contain a name parameter.  e.g. {"email" : "example@example.com"}  or {"email" : "example@example.com", "name" : "Example Recipient"}.',
   fromInvalid: "The from email does not contain a valid address.",
@@ -94,7 +94,7 @@ export const MESSAGES = {
   replyToInvalid: "The reply_to email does not contain a valid address.", // ours, by analogy with from
   replyToListInvalid: "The `reply_to_list` email does not contain a valid address.",
   replyToListUnique: "Each email address in the `reply_to_list` should be unique.",
-  replyToListTooMany: "The `reply_to_list` may contain at most 1000 addresses.", // ours (limit: sendgrid-v3.md §3.2)
+  replyToListTooMany: "The `reply_to_list` may contain at most 1000 addresses.", // ours (limit: SendGrid's limitations page)
   replyToExclusive: "`reply_to` is mutually exclusive with `reply_to_list`.",
   emailTooLong: (label: "From" | "To" | "CC" | "BCC" | "Reply-To") =>
     `The ${label} email exceeds the maximum total length of 320 characters`,
@@ -111,7 +111,7 @@ export const MESSAGES = {
   contentEmpty:
     "There must be at least one defined content block. We typically suggest both text/plain and text/html blocks are included, but only one block is required.",
   contentWithTemplate:
-    "The content param cannot be combined with template_id: the dynamic template supplies the content. Remove one of them.", // ours: scaisend.md §9
+    "The content param cannot be combined with template_id: the dynamic template supplies the content. Remove one of them.", // ours: docs/api/sendgrid.md#fields
   contentTypeRequired: "A content type is required, this tells email clients how to display the email.",
   contentTypeInvalid: "Your content type must be a string with length of at least one character.",
   contentTypeChars: "Cannot contain ';', or CRLF characters.",
@@ -121,7 +121,7 @@ export const MESSAGES = {
     "Following RFC 1341, section 7.2, if either text/html or text/plain are to be sent in your email: text/plain needs to be first, followed by text/html, followed by any other content.",
 
   templateIdType: (given: string) => `The template ID must be a string, you provided [${given}].`,
-  templateIdPrefix: "The template_id must start with 'd-'", // scaisend.md §8, verbatim
+  templateIdPrefix: "The template_id must start with 'd-'", // ScaiSend's published wording, verbatim
 
   headerValuesPersonalization: "All values of the headers object must be strings.",
   headerValues: "The header values must be strings.",
@@ -157,13 +157,13 @@ export const MESSAGES = {
   categoryCrlf: "Categories cannot contain CRLF characters.", // ours: categories can end up in headers
 
   attachmentsTooMany: (n: number) =>
-    `There is a limit of 10 attachments per message. You provided ${n} attachments.`, // ours: scaisend.md §10
+    `There is a limit of 10 attachments per message. You provided ${n} attachments.`, // ours
   attachmentContentInvalid: "The attachment content must be a string at least one character in length.",
   attachmentContentBase64: "The attachment content must be base64 encoded.",
   attachmentFilenameRequired: "filename is required.",
   attachmentFilenameType: "The filename of your attachment must be a string.",
   attachmentFilenameCrlf: "The filename of your attachment cannot contain CRLF characters.",
-  attachmentFilenameLength: "The filename of your attachment must be between 1 and 255 characters.", // ours: scaisend.md §10
+  attachmentFilenameLength: "The filename of your attachment must be between 1 and 255 characters.", // ours
   attachmentTypeInvalid: "The attachment type must be a string and at least one character in length.",
   attachmentTypeChars: "The type cannot contain ';', or CRLF characters.",
   attachmentDisposition: (given: string) =>
@@ -172,7 +172,7 @@ export const MESSAGES = {
     `The content ID of your attachment must be a string. You provided [${given}].`,
   attachmentContentIdCrlf: "The content ID of your attachment cannot contain CRLF characters.",
   attachmentContentIdRequired:
-    'The content_id is required when the disposition of your attachment is "inline".', // ours: scaisend.md §10
+    'The content_id is required when the disposition of your attachment is "inline".', // ours
 
   batchIdType: "The batch_id must be a string.",
   ipPoolType: "The name of your IP pool must be a string.",
@@ -186,7 +186,7 @@ export const MESSAGES = {
 
   enableBoolean: (label: string) => `The ${label} enable param should be a boolean value.`,
   bypassCombination:
-    "bypass_list_management cannot be combined with bypass_spam_management, bypass_bounce_management or bypass_unsubscribe_management.", // ours: sendgrid-v3.md §3.1
+    "bypass_list_management cannot be combined with bypass_spam_management, bypass_bounce_management or bypass_unsubscribe_management.", // ours; the rule is SendGrid's (Mail Send reference)
   footerText: "The text/plain version of your footer should be a string.",
   footerHtml: "The text/html version of your footer should be a string.",
   bccSettingEmail: `The bcc email recipient object must at least have an email address and may also contain a name. ${addressExample}`,
@@ -209,7 +209,7 @@ export const MESSAGES = {
 // ---------------------------------------------------------------------------------------------
 // Primitive predicates
 
-/** Header names SendGrid reserves (sendgrid-v3.md §3.1), compared case-insensitively. */
+/** Header names SendGrid reserves (its Mail Send reference, `headers`), compared case-insensitively. */
 export const RESERVED_HEADERS: ReadonlySet<string> = new Set([
   "x-sg-id",
   "x-sg-eid",
@@ -287,7 +287,7 @@ type AddressKind = {
   required: string;
   invalid: string;
   tooLong: string;
-  /** to/cc/bcc names may not contain ';' or ',' (sendgrid-v3.md §3.2). */
+  /** to/cc/bcc names may not contain ';' or ',' (SendGrid's Mail Send limitations page). */
   separators?: string;
 };
 
@@ -336,7 +336,7 @@ const replyToListKind: AddressKind = {
 export const EmailAddressSchema = addressSchema(fromKind);
 
 /**
- * A missing `from` is reported at `from.email` (that is what SendGrid returns, sendgrid-v3.md §3.4),
+ * A missing `from` is reported at `from.email` (that is what SendGrid's live API returns),
  * so absent/null `from` is parsed as `{}` and fails on its email.
  */
 const FromSchema = z.preprocess((v) => (v === undefined || v === null ? {} : v), addressSchema(fromKind));
@@ -347,7 +347,7 @@ function recipientList(list: "to" | "cc" | "bcc") {
   });
 }
 
-/** `to` is required and non-empty in every personalization (sendgrid-v3.md §3.4). */
+/** `to` is required and non-empty in every personalization (SendGrid's Mail Send errors page). */
 const ToSchema = z
   .array(addressSchema(recipientKind("to")), { error: MESSAGES.toRequired })
   .min(1, { error: MESSAGES.toRequired });
@@ -411,7 +411,7 @@ const SectionsSchema = z.record(z.string(), z.string({ error: MESSAGES.sectionsV
   error: MESSAGES.sectionsValues,
 });
 
-/** Any JSON object; only used to render d- templates (sendgrid-v3.md §5). */
+/** Any JSON object; only used to render d- templates (SendGrid's dynamic templates, Handlebars). */
 const DynamicTemplateDataSchema = z.record(z.string(), z.unknown(), {
   error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)),
 });
@@ -534,7 +534,7 @@ const MailSettingsSchema = z.object(
       ),
     ),
     sandbox_mode: opt(toggle("sandbox mode")),
-    // Older Swagger spec only (sendgrid-v3.md §3.1); accepted for compatibility.
+    // Only in SendGrid's older Swagger spec (github.com/sendgrid/sendgrid-oai); accepted for compatibility.
     bcc: opt(
       z
         .object(
@@ -629,7 +629,7 @@ const TrackingSettingsSchema = z.object(
 
 const TemplateIdSchema = z
   .string({ error: (iss) => MESSAGES.templateIdType(echo(iss.input)) })
-  // ScaiSend only has dynamic templates (scaisend.md §9); legacy UUID ids are rejected.
+  // ScaiSend only has dynamic templates (docs/api/sendgrid.md#fields); legacy UUID ids are rejected.
   .refine((s) => s.startsWith("d-"), { error: MESSAGES.templateIdPrefix });
 
 const ReplyToListSchema = z
@@ -703,7 +703,7 @@ export type MailSettings = z.infer<typeof MailSettingsSchema>;
 export type TrackingSettings = z.infer<typeof TrackingSettingsSchema>;
 
 // ---------------------------------------------------------------------------------------------
-// Cross-field rules over the raw body (sendgrid-v3.md §3.1–§3.2, scaisend.md §9–§10)
+// Cross-field rules over the raw body (SendGrid's Mail Send reference and limitations; docs/api/sendgrid.md)
 
 type Raw = Record<string, unknown>;
 type Path = readonly (string | number)[];
@@ -825,7 +825,7 @@ const sendAtHorizon: Rule = (body, now) => {
   return errors;
 };
 
-/** An inline attachment is referenced from HTML as cid:<content_id>, so it needs one (scaisend.md §10). */
+/** An inline attachment is referenced from HTML as cid:<content_id> (RFC 2392), so it needs one. */
 const inlineNeedsContentId: Rule = (body) =>
   list(body.attachments).flatMap((a, i) =>
     isRecord(a) && a.disposition === "inline" && (!present(a.content_id) || a.content_id === "")
