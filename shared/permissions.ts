@@ -1,4 +1,4 @@
-/** The complete permission set (scaisend.md §6). API key scopes are checked against the same names. */
+/** The complete permission set (docs/api/admin.md#permissions). API key scopes are checked against the same names. */
 export const PERMISSIONS = [
   "mail.send",
   "mail.schedule",

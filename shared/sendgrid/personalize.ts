@@ -1,14 +1,14 @@
 /**
- * Expand a validated mail/send body into one message draft per personalization (scaisend.md §9:
- * "each personalization creates one message"). Pure: no I/O, no clock, input is not mutated.
+ * Expand a validated mail/send body into one message draft per personalization (each personalization
+ * becomes one message: docs/api/sendgrid.md#post-v3mailsend). Pure: no I/O, no clock, input is not mutated.
  *
- * Precedence (sendgrid-v3.md §3.5): a personalization's `from`, `subject`, `headers` and `send_at`
+ * Precedence (docs/api/sendgrid.md#fields): a personalization's `from`, `subject`, `headers` and `send_at`
  * override the top-level ones; `custom_args` are merged with the personalization winning;
  * headers are merged too, a personalization header replacing a top-level one of the same name
  * (header names are case-insensitive, RFC 5322 §1.2.2).
  *
- * Legacy substitutions (sendgrid-v3.md §3.5): plain string replacement of each key *as given*
- * ("-name-", "{{name}}": @sendgrid/mail has already wrapped keys in {{…}}, §2.2) in subject, text,
+ * Legacy substitutions (SendGrid's legacy templates): plain string replacement of each key *as given*
+ * ("-name-", "{{name}}": @sendgrid/mail has already wrapped keys in {{…}}) in subject, text,
  * html, other content blocks and header values. All keys are replaced in one left-to-right pass, longest key
  * first at any position, so a replaced value is never scanned again. `sections` are SendGrid's
  * per-message blocks that substitution *values* point at: a value that names a section expands to

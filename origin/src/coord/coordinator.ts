@@ -1,5 +1,5 @@
 /**
- * Coordinator: what several origin nodes must agree on, behind one small port (DESIGN.md §5, Redis).
+ * Coordinator: what several origin nodes must agree on, behind one small port (docs/architecture.md, "Origin node").
  *
  *  - Host slots: at most `limit` SMTP connections to one MX host across every node. A slot is a lease
  *    with an expiry, so the slots of a node that crashed free themselves.
