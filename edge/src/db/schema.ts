@@ -10,7 +10,7 @@ import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqli
 export const tenants = sqliteTable("tenants", {
   id: text("id").primaryKey(),
   name: text("name").notNull(),
-  /** active | suspended — a suspended tenant's requests get 403 (scaisend.md §3). */
+  /** active | suspended — a suspended tenant's requests get 403 (docs/api/admin.md#tenants). */
   status: text("status", { enum: ["active", "suspended"] })
     .notNull()
     .default("active"),
@@ -30,7 +30,7 @@ export const apiKeys = sqliteTable(
     /** SHA-256 of the whole key, hex. The key itself is shown once and never stored. */
     keyHash: text("key_hash").notNull(),
     environment: text("environment", { enum: ["live", "test"] }).notNull(),
-    /** JSON array of permission names (scaisend.md §6). */
+    /** JSON array of permission names (docs/api/admin.md#permissions). */
     scopes: text("scopes", { mode: "json" }).$type<string[]>().notNull(),
     createdAt: integer("created_at").notNull(),
     lastUsedAt: integer("last_used_at"),

@@ -1,5 +1,5 @@
 /**
- * DKIM key generation at the edge: one RSA-2048 key pair per sender domain (scaisend.md §24).
+ * DKIM key generation at the edge: one RSA-2048 key pair per sender domain (docs/api/admin.md#sender-domains).
  * The public key goes into the `p=` tag as base64 SubjectPublicKeyInfo; the private key is
  * exported as a PKCS#8 PEM, which is what mailauth on the origin signs with.
  */

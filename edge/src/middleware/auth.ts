@@ -1,5 +1,5 @@
 /**
- * Bearer authentication (scaisend.md §4). The prefix tells credentials apart:
+ * Bearer authentication (docs/api/sendgrid.md#authentication, docs/api/admin.md#credentials). The prefix tells credentials apart:
  *  - `sg_live_` / `sg_test_` + 32 hex: API keys, looked up by SHA-256 (the key itself is never stored);
  *  - the operator token (ADMIN_TOKEN secret), accepted only where a route allows it, compared in constant time;
  *  - anything else would be a ScaiKey JWT, which this deployment does not verify yet → 401.

@@ -12,7 +12,7 @@ export interface RateLimitRule {
 }
 
 /**
- * Applies a RateLimiter bucket (scaisend.md §7): X-RateLimit-* headers on every answer,
+ * Applies a RateLimiter bucket (docs/api/sendgrid.md#rate-limits): X-RateLimit-* headers on every answer,
  * 429 with Retry-After once the bucket is empty. Runs after authentication.
  */
 export function rateLimit(rule: RateLimitRule): MiddlewareHandler<AppEnv> {

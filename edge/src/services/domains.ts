@@ -1,5 +1,5 @@
 /**
- * Sender domains (scaisend.md §24): create with a fresh RSA-2048 DKIM key (private key sealed at rest),
+ * Sender domains (docs/api/admin.md#sender-domains): create with a fresh RSA-2048 DKIM key (private key sealed at rest),
  * list the DNS records to publish, and verify them through DNS-over-HTTPS. Verification is idempotent.
  */
 import { AppError } from "../../../shared/errors.ts";

@@ -1,9 +1,9 @@
 /**
- * The send use case (DESIGN §3 "Send path"), as named steps:
+ * The send use case (docs/architecture.md, "The path of one message"), as named steps:
  *   decide mode → check the sender domains (live only) → expand personalizations → persist messages,
  *   recipients and `processed` events in one D1 batch → hand live messages to the OriginHub.
  * Validation has already happened (the route ran validateMailSend). Sandbox stops after persisting:
- * status `sandbox`, no events, nothing queued (spec/seeds/scaisend-sandbox-vs-live.txt).
+ * status `sandbox`, no events, nothing queued (docs/api/sendgrid.md#sandbox-and-live).
  */
 import { AppError } from "../../../shared/errors.ts";
 import { newId } from "../../../shared/ids.ts";
@@ -175,7 +175,7 @@ function checkBodySizes(drafts: MessageDraft[]): void {
   });
 }
 
-/** Live sends need every From domain verified and active (scaisend.md §24); 403 otherwise. */
+/** Live sends need every From domain verified and active (docs/api/admin.md#sender-domains); 403 otherwise. */
 async function requireVerifiedDomains(
   db: Db,
   tenantId: string,

@@ -1,4 +1,4 @@
-/** Tenants and API keys (scaisend.md §4–§5): keys are shown once and stored only as SHA-256 hashes. */
+/** Tenants and API keys (docs/api/admin.md#api-keys): keys are shown once and stored only as SHA-256 hashes. */
 import { AppError } from "../../../shared/errors.ts";
 import { newId, randomHex } from "../../../shared/ids.ts";
 import { PERMISSIONS } from "../../../shared/permissions.ts";

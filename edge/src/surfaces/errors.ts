@@ -1,5 +1,5 @@
 /**
- * Error renderers, one per API dialect (scaisend.md §8). Routes and services throw AppError;
+ * Error renderers, one per API dialect (docs/api/sendgrid.md#errors, docs/api/admin.md#errors). Routes and services throw AppError;
  * each sub-app's onError turns it into its dialect. Unknown errors are logged with the request id
  * and answered with a generic 500 — never a stack trace.
  */
@@ -56,7 +56,7 @@ export const renderFastApi: ErrorHandler<AppEnv> = (err, c) => {
 /**
  * SendGrid style for /v3/mail/*: `{"errors":[{message, field, help}]}` for request problems
  * (validation, size, unverified sender). Auth and rate-limit answers keep ScaiSend's `{detail}`
- * bodies (scaisend.md §7–§8), which SendGrid clients surface just as well through the status code.
+ * bodies (docs/api/sendgrid.md#authentication), which SendGrid clients surface just as well through the status code.
  */
 export const renderSendGrid: ErrorHandler<AppEnv> = (err, c) => {
   const e = toAppError(err, c);

@@ -1,5 +1,5 @@
 /**
- * Native admin API (/api/admin/*, scaisend.md §26): FastAPI-style errors, `{"data": …}` bodies.
+ * Native admin API (/api/admin/*, docs/api/admin.md): FastAPI-style errors, `{"data": …}` bodies.
  * Tenants and their first keys are created with the operator token (ADMIN_TOKEN), which is how a
  * fresh deployment is bootstrapped (the `scaisend` CLI wraps these calls). Domain routes also take
  * an API key with `domains.read` / `domains.write`; the operator names the tenant with `tenant_id`.
@@ -28,7 +28,7 @@ const TenantBody = z.object({ name: z.string().trim().min(1).max(255) });
 const ApiKeyBody = z.object({
   name: z.string().trim().min(1).max(255),
   environment: z.enum(["live", "test"]).default("live"),
-  // scaisend.md §5: scopes default to empty, meaning no access.
+  // Scopes default to empty, meaning no access (docs/api/admin.md#api-keys).
   scopes: z.array(z.enum(PERMISSIONS)).default([]),
   expires_at: z.iso.datetime({ offset: true }).optional(),
 });
@@ -118,7 +118,7 @@ export const adminApi = new Hono<AppEnv>()
     const raw = await readJson(c.req.raw);
     const policy = (raw as { dmarc_policy?: unknown } | null)?.dmarc_policy;
     if (policy !== undefined && !DMARC_POLICIES.includes(policy as never)) {
-      // scaisend.md §8 lists an invalid DMARC policy among the 400s, not a 422 validation error.
+      // ScaiSend's published error list puts an invalid DMARC policy among the 400s, not the 422s.
       throw new AppError(
         "invalid_request",
         `Invalid dmarc_policy ${JSON.stringify(policy)}: use none, quarantine or reject`,

@@ -1,7 +1,7 @@
 /**
- * POST /v3/mail/send — SendGrid v3 compatible (spec/sendgrid-v3.md §3), with ScaiSend's documented
+ * POST /v3/mail/send — SendGrid v3 compatible (docs/api/sendgrid.md), with ScaiSend's documented
  * differences: the 202 carries `{"message_id"}` (one personalization) or `{"message_ids"}` (several)
- * as well as SendGrid's `X-Message-Id` header (scaisend.md §9).
+ * as well as SendGrid's `X-Message-Id` header (docs/api/sendgrid.md#differences-from-sendgrid).
  * Quirk: @sendgrid/mail copies custom email headers into HTTP request headers too; unknown HTTP
  * headers are ignored here.
  */

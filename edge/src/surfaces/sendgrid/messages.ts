@@ -1,5 +1,5 @@
 /**
- * GET /v3/messages and GET /v3/messages/{id} (scaisend.md §14): FastAPI-style errors, any
+ * GET /v3/messages and GET /v3/messages/{id} (docs/api/sendgrid.md#get-v3messages): FastAPI-style errors, any
  * authenticated caller of the tenant may read; another tenant's message is a plain 404.
  */
 import { Hono } from "hono";
