@@ -22,7 +22,7 @@ const MailService = require("@sendgrid/mail/src/classes/mail-service.js") as new
 function sendgrid(apiKey: string, baseUrl: string) {
   const mail = new MailService();
   mail.setApiKey(apiKey);
-  // setApiKey resets baseUrl to SendGrid's host, so the override must come after it (sendgrid-v3.md §2.1).
+  // setApiKey resets baseUrl to SendGrid's host, so the override must come after it (@sendgrid/client's setApiKey).
   mail.client.setDefaultRequest("baseUrl", `${baseUrl}/`);
   return mail;
 }

@@ -1,5 +1,5 @@
 /**
- * POST /api/admin/domains and GET /api/admin/domains/{id} (scaisend.md §24, §26): the DNS records to
+ * POST /api/admin/domains and GET /api/admin/domains/{id} (docs/api/admin.md#sender-domains): the DNS records to
  * publish, the DKIM key pair (RSA-2048, private half sealed at rest), tenant scoping and the errors.
  */
 import { env } from "cloudflare:workers";
@@ -188,7 +188,7 @@ describe("post /api/admin/domains errors", () => {
     expect(body.detail.map((d) => d.loc)).toEqual([["body", "domain"]]);
   });
 
-  it("invalid dmarc_policy → 400 (scaisend.md §8 lists it among the 400s)", async () => {
+  it("invalid dmarc_policy → 400, not a 422 validation error", async () => {
     const { key } = await tenantWithKey();
     const res = await postDomain(bearer(key), { domain: newDomain(), dmarc_policy: "strict" });
     expect(res.status).toBe(400);

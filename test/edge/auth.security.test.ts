@@ -1,5 +1,5 @@
 /**
- * Authentication, scopes and tenant isolation (scaisend.md §3–§6, §8): who may call what, and the
+ * Authentication, scopes and tenant isolation (docs/api/sendgrid.md#authentication, docs/api/admin.md): who may call what, and the
  * exact FastAPI-style `{detail}` bodies the failures carry.
  */
 import { env } from "cloudflare:workers";

@@ -1,6 +1,6 @@
 /**
  * POST /v3/mail/send failures through the real route: status codes and exact SendGrid-style bodies
- * (`{"errors":[{message, field, help}]}`, sendgrid-v3.md §3.4, scaisend.md §8–§9).
+ * (`{"errors":[{message, field, help}]}`, docs/api/sendgrid.md#errors).
  */
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";

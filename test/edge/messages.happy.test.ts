@@ -1,6 +1,6 @@
 /**
  * GET /v3/messages (filters, paging, query validation) and GET /v3/messages/{id} (fields, event
- * timeline), scaisend.md §14. Dates are pinned by writing created_at in D1, so date filters have
+ * timeline), docs/api/sendgrid.md#get-v3messages. Dates are pinned by writing created_at in D1, so date filters have
  * fixed answers; everything else is created through the real send route.
  */
 import { env } from "cloudflare:workers";

@@ -1,5 +1,5 @@
 /**
- * Rate limiting (scaisend.md §7): X-RateLimit-* headers on answers, the 429 contract, and the
+ * Rate limiting (docs/api/sendgrid.md#rate-limits): X-RateLimit-* headers on answers, the 429 contract, and the
  * RateLimiter Durable Object's token-bucket math with an explicit clock.
  */
 import { env } from "cloudflare:workers";

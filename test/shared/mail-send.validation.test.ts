@@ -1387,7 +1387,7 @@ describe("isBase64", () => {
 });
 
 /**
- * Bodies as the official Node client builds them (sendgrid-v3.md §2.2): we run @sendgrid/mail's own
+ * Bodies as the official Node client builds them (github.com/sendgrid/sendgrid-nodejs): we run @sendgrid/mail's own
  * `send()` against a fake HTTP client and validate exactly what it would have POSTed.
  */
 async function officialClientBody(data: Record<string, unknown>, isMultiple = false): Promise<Body> {

@@ -177,7 +177,7 @@ describe("expandPersonalizations: one draft per personalization", () => {
   });
 });
 
-describe("expandPersonalizations: legacy substitutions and sections (sendgrid-v3.md §3.5)", () => {
+describe("expandPersonalizations: legacy substitutions and sections", () => {
   it("replaces keys as given in subject, text, html, other content and header values, not in keys or custom_args", () => {
     const mail = valid(
       base({
@@ -283,7 +283,7 @@ describe("expandPersonalizations: legacy substitutions and sections (sendgrid-v3
     expect(d?.text).toBe("Dear Eve\r\nBcc: victim@example.com");
   });
 
-  it("works on a body built by @sendgrid/mail, which wraps substitution keys in {{ }} (sendgrid-v3.md §2.2)", async () => {
+  it("works on a body built by @sendgrid/mail, which wraps substitution keys in {{ }}", async () => {
     const service = new MailService();
     let body: unknown;
     const fakeClient = {
