@@ -1,5 +1,5 @@
 /**
- * Sandbox vs live (docs/api/sendgrid.md#sandbox-and-live): the three-row table,
+ * Sandbox vs live (docs/api/sendgrid.md#sandbox-and-live): the key × flag table,
  * what each mode stores, whether anything reaches the OriginHub, and the sender-domain check.
  * No origin is connected in this file, so a live message stays `queued` in the hub's outbox.
  */
