@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure.sh redis-server openssl
-# Keep wrangler and vitest from writing into the home folder (NOTES.md).
+# Keep wrangler and vitest from writing into the home folder (docs/testing.md).
 export WRANGLER_SEND_METRICS=false XDG_CONFIG_HOME="$PWD/.tmp/xdg" WRANGLER_LOG_PATH="$PWD/.tmp/wrangler-logs"
 npm run -s typecheck
 mkdir -p .tmp && rm -f .tmp/vitest-results.json
