@@ -139,7 +139,7 @@ export const MESSAGES = {
   substitutionsValues:
     "The substitution values must be an object of key/value pairs, where the values are all strings.",
   substitutionsCount: "You are limited to 10,000 substitutions.",
-  substitutionsSize: "The substitutions may not exceed 10,000 bytes per personalization.", // ours (limit: §3.1)
+  substitutionsSize: "The substitutions may not exceed 10,000 bytes per personalization.", // ours (limit: SendGrid's reference)
   sectionsValues: "The section values must be strings.",
 
   sendAtType:
@@ -177,7 +177,7 @@ export const MESSAGES = {
   batchIdType: "The batch_id must be a string.",
   ipPoolType: "The name of your IP pool must be a string.",
   ipPoolLength: (given: string) =>
-    `The IP Pool name must be between 2 and 64 characters. You provided [${given}].`, // ours (limit: §3.1)
+    `The IP Pool name must be between 2 and 64 characters. You provided [${given}].`, // ours (limit: SendGrid's reference)
 
   asmGroupId: "The ASM group ID must be an integer.",
   asmGroupsToDisplay: "The ASM Group IDs to display must be an array of integers.",

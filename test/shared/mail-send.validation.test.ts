@@ -669,14 +669,14 @@ describe("validateMailSend: subject, content, template_id", () => {
       "content",
     ],
     [
-      "template_id and content (ScaiSend §9)",
+      "template_id and content (a ScaiSend rule)",
       (b) => (b.template_id = "d-abc"),
       "content",
       MESSAGES.contentWithTemplate,
       "content",
     ],
     [
-      "legacy template id (ScaiSend §8 message)",
+      "legacy template id (ScaiSend's message)",
       (b) => Object.assign(b, { template_id: "13b8f94f-bcae-4ec6-b752-70d6cb59f932", content: undefined }),
       "template_id",
       "The template_id must start with 'd-'",
