@@ -171,6 +171,9 @@ async function main(): Promise<void> {
           VERP_SECRET: secrets.VERP_SECRET,
           NODE_ID: "dev-origin",
           DEV_INBOX: "true",
+          // The dev inbox is a smarthost (never screened); this lets a DNS_SERVERS override send
+          // to MX hosts on this machine too.
+          ALLOW_PRIVATE_MX: "true",
           DEV_INBOX_SMTP_PORT: String(await portOr(2525)),
           DEV_INBOX_HTTP_PORT: String(inboxHttpPort),
           DEV_DKIM_RECORDS: JSON.stringify({ [dkimRecord.host]: dkimRecord.value }),

@@ -4,6 +4,7 @@
  */
 import os from "node:os";
 import { z } from "zod";
+import { isLoopbackHost } from "./smtp/address-policy.ts";
 
 const bool = z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1");
 const port = z.coerce.number().int().min(0).max(65535);
@@ -16,7 +17,27 @@ const hostPort = z
   });
 
 export const OriginConfigSchema = z.object({
-  EDGE_URL: z.url().describe("Base URL of the edge Worker, e.g. https://scaisend.example.com"),
+  // The link carries the origin token and every decrypted DKIM key: TLS is required except on
+  // loopback (tests, `npm run dev`). ws(s):// is accepted and normalised to http(s)://, the form
+  // EdgeLink turns into its WebSocket URL.
+  EDGE_URL: z
+    .url()
+    .superRefine((value, ctx) => {
+      const url = new URL(value);
+      if (url.protocol === "https:" || url.protocol === "wss:") return;
+      if ((url.protocol === "http:" || url.protocol === "ws:") && isLoopbackHost(url.hostname)) return;
+      ctx.addIssue({
+        code: "custom",
+        message:
+          url.protocol === "http:" || url.protocol === "ws:"
+            ? `must be https:// (or wss://): ${url.protocol}// would send the origin token and DKIM keys in clear; plain http is only allowed for loopback hosts (127.0.0.0/8, ::1, localhost)`
+            : `must be an https:// (or wss://) URL, not ${url.protocol}//`,
+      });
+    })
+    .transform((value) => value.replace(/^ws(s?):/i, "http$1:"))
+    .describe(
+      "Base URL of the edge Worker, e.g. https://scaisend.example.com; https:// or wss:// required, http:// only for loopback hosts",
+    ),
   ORIGIN_TOKEN: z
     .string()
     .min(32)
@@ -46,7 +67,14 @@ export const OriginConfigSchema = z.object({
   SMTP_PORT: port.default(25).describe("Port of recipients' MX servers (25; tests use others)"),
   SMARTHOST: hostPort
     .optional()
-    .describe("Send everything to this host:port instead of MX (a relay, or the dev inbox)"),
+    .describe(
+      "Send everything to this host:port instead of MX (a relay, or the dev inbox); not subject to ALLOW_PRIVATE_MX",
+    ),
+  ALLOW_PRIVATE_MX: bool
+    .default(false)
+    .describe(
+      "Let recipients' MX (or implicit-MX A/AAAA) answers point at loopback, private, link-local, CGNAT or metadata addresses; off, such mail bounces with 5.4.4",
+    ),
   DNS_SERVERS: z
     .string()
     .transform((v) =>

@@ -70,6 +70,7 @@ export async function startOriginNode(
     hostSlotTtlMs: config.HOST_SLOT_TTL_MS,
     hostSlotWaitMs: config.HOST_SLOT_WAIT_MS,
     mxCacheTtlMs: config.MX_CACHE_TTL_S * 1000,
+    allowPrivateMx: config.ALLOW_PRIVATE_MX,
     log: (level, msg, extra) => log[level](msg, extra),
   });
 

@@ -112,6 +112,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         HELO_NAME: "origin.e2e.test",
         SMTP_PORT: String(smtp.port),
         DNS_SERVERS: dns.server,
+        // The test zone's MX hosts are on 127.0.0.1.
+        ALLOW_PRIVATE_MX: "true",
         HTTP_PORT: "0",
         CONNECT_TIMEOUT_MS: "3000",
         DRAIN_TIMEOUT_MS: "5000",

@@ -84,6 +84,7 @@ function startNode(
     maxConnectionsPerHost: 2,
     coordinator,
     hostSlotTtlMs: 5_000,
+    allowPrivateMx: true, // the test zone's MX hosts are on 127.0.0.1
     ...opts,
   });
   closers.push(() => engine.close());

@@ -54,6 +54,16 @@ const ZONE: DnsZone = {
   "down.test": { MX: [{ preference: 10, exchange: "mx.down.test" }] },
   "mx.down.test": { A: ["127.0.0.2"] },
   "nullmx.test": { MX: [{ preference: 0, exchange: "." }] },
+  // MX targets that are not public (issue 6, item 14). Only the loopback ones are ever connected
+  // to, and only when the test allows private MX.
+  "loop.test": { MX: [{ preference: 10, exchange: "mx.loop.test" }] },
+  "mx.loop.test": { A: ["127.0.0.1"] },
+  "rfc1918.test": { MX: [{ preference: 10, exchange: "mx.rfc1918.test" }] },
+  "mx.rfc1918.test": { A: ["10.20.30.40"] },
+  "imds.test": { MX: [{ preference: 10, exchange: "mx.imds.test" }] },
+  "mx.imds.test": { A: ["169.254.169.254"] },
+  // No MX: the implicit MX is the domain's own AAAA, an IPv4-mapped loopback address.
+  "mapped.test": { AAAA: ["::ffff:127.0.0.1"] },
 };
 
 let dns: TestDnsServer;
@@ -83,6 +93,7 @@ function engineFor(port: number, extra: Partial<DeliveryEngineOptions> = {}) {
     verpSecret: VERP_SECRET,
     connectTimeoutMs: 2_000,
     maxConnectionsPerHost: 2,
+    allowPrivateMx: true, // loopback stands in for the recipients' MX hosts
     ...extra,
   });
   engines.push(engine);
@@ -338,5 +349,35 @@ describe("delivery engine against loopback DNS and SMTP", () => {
     expect(sink.messages[0]?.raw.toString()).not.toMatch(/^DKIM-Signature:/m);
     // Without a DKIM key the return path falls back to the From domain.
     expect(sink.messages[0]?.mailFrom).toMatch(/@sender\.test$/);
+  });
+});
+
+describe("MX targets that are not public (issue 6, item 14)", () => {
+  it.each([
+    ["loop.test", "127.0.0.1"],
+    ["rfc1918.test", "10.20.30.40"],
+    ["imds.test", "169.254.169.254"],
+    ["mapped.test", "::ffff:127.0.0.1"],
+  ])("%s (%s) is refused by default: bounced 5.4.4, no connection made", async (domain, address) => {
+    const sink = await track(startSinkServer());
+    const [outcome] = await engineFor(sink.port, { allowPrivateMx: false }).deliver(job([`rcpt@${domain}`]));
+    expect(outcome).toMatchObject({ status: "bounced", bounceType: "hard", enhancedCode: "5.4.4" });
+    expect(outcome?.response).toContain("no public address to deliver mail for");
+    expect(outcome?.response).toContain(address.startsWith("::ffff:") ? "::ffff:" : address);
+    expect(sink.connections).toBe(0);
+  });
+
+  it.each(["loop.test", "mapped.test"])("%s is delivered when ALLOW_PRIVATE_MX allows it", async (domain) => {
+    const sink = await track(startSinkServer());
+    const [outcome] = await engineFor(sink.port, { allowPrivateMx: true }).deliver(job([`rcpt@${domain}`]));
+    expect(outcome).toMatchObject({ status: "delivered" });
+    expect(sink.connections).toBe(1);
+  });
+
+  it("the smarthost is the operator's choice and is not screened", async () => {
+    const sink = await track(startSinkServer());
+    const engine = engineFor(1, { allowPrivateMx: false, smarthost: { host: "127.0.0.1", port: sink.port } });
+    const [outcome] = await engine.deliver(job(["rcpt@rfc1918.test"]));
+    expect(outcome).toMatchObject({ status: "delivered", mxHost: "127.0.0.1" });
   });
 });

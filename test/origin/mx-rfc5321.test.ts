@@ -34,6 +34,28 @@ const ZONE: DnsZone = {
   },
   "ok.partial.test": { A: ["192.0.2.50"] },
   "servfail.test": { servfail: true },
+  // Non-public MX targets (issue 6, item 14).
+  "loopback.test": { MX: [{ preference: 10, exchange: "mx.loopback.test" }] },
+  "mx.loopback.test": { A: ["127.0.0.1"] },
+  "metadata.test": { MX: [{ preference: 10, exchange: "mx.metadata.test" }] },
+  "mx.metadata.test": { A: ["169.254.169.254"], AAAA: ["fd00:ec2::254"] },
+  "mapped.test": { AAAA: ["::ffff:127.0.0.1"] },
+  "mixed.test": {
+    MX: [
+      { preference: 5, exchange: "internal.mixed.test" },
+      { preference: 10, exchange: "public.mixed.test" },
+    ],
+  },
+  "internal.mixed.test": { A: ["10.1.2.3"] },
+  "public.mixed.test": { A: ["10.9.9.9", "198.41.0.4"], AAAA: ["fe80::1", "2001:503:ba3e::2:30"] },
+  "partly-down.test": {
+    MX: [
+      { preference: 5, exchange: "mx.partly-down.test" },
+      { preference: 10, exchange: "broken.partly-down.test" },
+    ],
+  },
+  "mx.partly-down.test": { A: ["192.168.1.1"] },
+  "broken.partly-down.test": { servfail: true },
 };
 
 let dns: TestDnsServer;
@@ -42,8 +64,10 @@ beforeAll(async () => {
 });
 afterAll(() => dns.close());
 
+// The RFC 5737/3849 documentation addresses of this zone are not public either (address-policy.ts):
+// the tests of RFC 5321 ordering allow them; the policy tests below use the default.
 const resolverWith = (extra: Parameters<typeof createMxResolver>[0] = {}) =>
-  createMxResolver({ servers: [dns.server], timeoutMs: 1_000, tries: 1, ...extra });
+  createMxResolver({ servers: [dns.server], timeoutMs: 1_000, tries: 1, allowPrivate: true, ...extra });
 
 async function mxError(promise: Promise<unknown>): Promise<MxResolutionError> {
   const err = await promise.then(
@@ -163,5 +187,48 @@ describe("MX cache", () => {
     await mxError(resolver.resolve("nullmx.test"));
     await mxError(resolver.resolve("nullmx.test"));
     expect(countMx("nullmx.test")).toBe(before + 2);
+  });
+});
+
+describe("MX targets that are not public (issue 6, item 14)", () => {
+  const strict = () => createMxResolver({ servers: [dns.server], timeoutMs: 1_000, tries: 1 });
+
+  it("an MX resolving to 127.0.0.1 is refused by default → permanent, ENONPUBLICMX", async () => {
+    const err = await mxError(strict().resolve("loopback.test"));
+    expect(err.code).toBe(MX_ERROR_CODES.nonPublic);
+    expect(err.permanent).toBe(true);
+    expect(err.message).toContain("mx.loopback.test → 127.0.0.1 (loopback");
+  });
+
+  it("the cloud metadata addresses (169.254.169.254, fd00:ec2::254) are refused", async () => {
+    const err = await mxError(strict().resolve("metadata.test"));
+    expect(err.code).toBe(MX_ERROR_CODES.nonPublic);
+    expect(err.message).toContain("169.254.169.254 (cloud instance metadata service)");
+    expect(err.message).toContain("fd00:ec2::254 (cloud instance metadata service)");
+  });
+
+  it("an implicit MX whose AAAA is IPv4-mapped loopback (::ffff:127.0.0.1) is refused", async () => {
+    const err = await mxError(strict().resolve("mapped.test"));
+    expect(err.code).toBe(MX_ERROR_CODES.nonPublic);
+    expect(err.message).toMatch(/mapped\.test → ::ffff:(127\.0\.0\.1|7f00:1) \(loopback/);
+  });
+
+  it("drops private addresses and hosts left without any, keeps the public ones", async () => {
+    const hosts = await strict().resolve("mixed.test");
+    expect(hosts).toEqual([
+      { exchange: "public.mixed.test", preference: 10, addresses: ["198.41.0.4", "2001:503:ba3e::2:30"] },
+    ]);
+  });
+
+  it("only private addresses plus a host that failed temporarily → temporary, not a bounce", async () => {
+    const err = await mxError(strict().resolve("partly-down.test"));
+    expect(err.code).toBe(MX_ERROR_CODES.temporary);
+  });
+
+  it("allowPrivate (ALLOW_PRIVATE_MX) keeps them", async () => {
+    const hosts = await resolverWith().resolve("loopback.test");
+    expect(hosts).toEqual([{ exchange: "mx.loopback.test", preference: 10, addresses: ["127.0.0.1"] }]);
+    const mapped = await resolverWith().resolve("mapped.test");
+    expect(mapped[0]?.addresses).toHaveLength(1);
   });
 });

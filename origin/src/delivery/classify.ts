@@ -4,7 +4,8 @@
  *
  *   2xx → delivered    4xx, no answer, DNS trouble → deferred (the edge retries)
  *   5xx → bounced, typed by RFC 3463 enhanced code first, then by the reply text:
- *     hard  the address or domain is bad (5.1.x, "user unknown", null MX, NXDOMAIN)
+ *     hard  the address or domain is bad (5.1.x, "user unknown", null MX, NXDOMAIN, an MX that
+ *           resolves only to non-public addresses: 5.4.4)
  *     soft  the mailbox exists but cannot take it now (5.2.2 full, 5.3.4 too big)
  *     block policy or reputation (5.7.x, blocklists, a refused sender)
  */
@@ -27,6 +28,11 @@ export const MX_ERROR_CODES = {
   nxDomain: "ENXDOMAIN",
   /** The domain exists but has neither MX nor A/AAAA records (RFC 5321 §5.1: permanent). */
   noAddress: "ENOADDRESS",
+  /**
+   * Every address the domain's MX (or implicit MX) resolves to is loopback, private, link-local or
+   * otherwise not public, and the operator does not allow those (smtp/mx.ts explains the choice).
+   */
+  nonPublic: "ENONPUBLICMX",
   /** SERVFAIL, timeouts, refused queries: try again later. */
   temporary: "EDNSTEMP",
 } as const;
@@ -118,6 +124,9 @@ export function classifyError(err: unknown): Classification {
   switch (e.code) {
     case MX_ERROR_CODES.nullMx:
       return { status: "bounced", bounceType: "hard", enhancedCode: "5.1.10", response: message };
+    case MX_ERROR_CODES.nonPublic:
+      // RFC 3463 5.4.4: "unable to route", the next hop cannot be used.
+      return { status: "bounced", bounceType: "hard", enhancedCode: "5.4.4", response: message };
     case MX_ERROR_CODES.nxDomain:
     case MX_ERROR_CODES.noAddress:
       return { status: "bounced", bounceType: "hard", enhancedCode: "5.1.2", response: message };

@@ -40,6 +40,11 @@ export interface DeliveryEngineOptions extends SmtpTransportOptions {
   verpSecret: string;
   /** Upper bound for caching MX look-ups. */
   mxCacheTtlMs?: number;
+  /**
+   * Let MX answers point at loopback/private/link-local addresses (ALLOW_PRIVATE_MX). Off by default
+   * (smtp/address-policy.ts); the smarthost is the operator's own choice and is never checked.
+   */
+  allowPrivateMx?: boolean;
 }
 
 export interface DeliverOptions {
@@ -63,6 +68,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
   const mx = createMxResolver({
     ...(options.dnsServers ? { servers: options.dnsServers } : {}),
     ...(options.mxCacheTtlMs !== undefined ? { maxCacheTtlMs: options.mxCacheTtlMs } : {}),
+    allowPrivate: options.allowPrivateMx ?? false,
   });
   const transport = createSmtpTransport(options);
   const log: TransportLog = options.log ?? (() => {});

@@ -4,7 +4,15 @@
  *  - no MX records at all → the domain itself is the one, implicit MX (its A/AAAA records);
  *  - a null MX (RFC 7505: one record, exchange ".") → the domain takes no mail, permanent failure;
  *  - every MX name resolved to its addresses, IPv4 first (IPv6 sending is more often rejected on
- *    reputation and reverse-DNS grounds).
+ *    reputation and reverse-DNS grounds);
+ *  - addresses that are not public (loopback, RFC 1918, link-local, CGNAT, cloud metadata, …; see
+ *    address-policy.ts) are dropped unless `allowPrivate` is set (the operator's ALLOW_PRIVATE_MX,
+ *    docs/configuration.md). A host left without addresses is skipped; when no host keeps one, the
+ *    look-up fails with MX_ERROR_CODES.nonPublic, which bounces (hard, RFC 3463 5.4.4 "unable to
+ *    route"): the domain's own published DNS sends its mail where we will never connect, which is
+ *    a misconfiguration (or an attempt to reach the operator's network) that retrying for days
+ *    cannot fix, like NXDOMAIN or a null MX. If some look-up also failed temporarily, the answer
+ *    may be incomplete and the recipients are deferred instead.
  *
  * Results are cached. Node's resolveMx does not expose TTLs, so an entry lives as long as the
  * shortest A/AAAA TTL in it, capped by `maxCacheTtlMs`. Failures are never cached: the edge's
@@ -14,6 +22,7 @@ import { Resolver } from "node:dns/promises";
 import { isIP } from "node:net";
 import { domainToASCII } from "node:url";
 import { MX_ERROR_CODES } from "../delivery/classify.ts";
+import { nonPublicReason } from "./address-policy.ts";
 
 export interface MxHost {
   /** The MX name (or the domain itself for an implicit MX); TLS SNI and logs use it. */
@@ -47,6 +56,11 @@ export interface MxResolverOptions {
   tries?: number;
   /** Upper bound for how long a lookup is reused, whatever the TTLs say. 0 disables caching. */
   maxCacheTtlMs?: number;
+  /**
+   * Keep addresses that are not public (loopback, private, link-local, metadata…). Off by default:
+   * only for operators whose recipients really are on their own network, and for tests.
+   */
+  allowPrivate?: boolean;
   /** Injected so tests can pin the shuffle and the clock. */
   random?: () => number;
   now?: () => number;
@@ -111,6 +125,23 @@ export function createMxResolver(options: MxResolverOptions = {}): MxResolver {
   const random = options.random ?? Math.random;
   const now = options.now ?? Date.now;
   const cache = new Map<string, CacheEntry>();
+  const allowPrivate = options.allowPrivate ?? false;
+
+  /** Splits addresses into those we may connect to and those refused, with the reason. */
+  function screen(name: string, addresses: string[], refused: string[]): string[] {
+    if (allowPrivate) return addresses;
+    return addresses.filter((address) => {
+      const reason = nonPublicReason(address);
+      if (reason !== null) refused.push(`${name} → ${address} (${reason})`);
+      return reason === null;
+    });
+  }
+  const refusedError = (domain: string, refused: string[]) =>
+    new MxResolutionError(
+      MX_ERROR_CODES.nonPublic,
+      `no public address to deliver mail for ${domain} to: ${refused.join(", ")}`,
+      domain,
+    );
 
   async function lookupAddresses(name: string): Promise<AddressLookup> {
     if (isIP(name)) return { addresses: [name], ttlSeconds: Infinity, temporary: false };
@@ -166,6 +197,18 @@ export function createMxResolver(options: MxResolverOptions = {}): MxResolver {
     if (records.length === 0) {
       // RFC 5321 §5.1: no MX records → the domain is its own MX with preference 0.
       const implicit = await lookupAddresses(domain);
+      const refused: string[] = [];
+      const addresses = screen(domain, implicit.addresses, refused);
+      if (addresses.length === 0 && refused.length > 0) {
+        if (implicit.temporary) {
+          throw new MxResolutionError(
+            MX_ERROR_CODES.temporary,
+            `address lookup for ${domain} failed in part, and ${refused.join(", ")} is refused`,
+            domain,
+          );
+        }
+        throw refusedError(domain, refused);
+      }
       if (implicit.addresses.length === 0) {
         if (implicit.temporary) {
           throw new MxResolutionError(
@@ -181,24 +224,26 @@ export function createMxResolver(options: MxResolverOptions = {}): MxResolver {
         );
       }
       return {
-        hosts: [{ exchange: domain, preference: 0, addresses: implicit.addresses }],
+        hosts: [{ exchange: domain, preference: 0, addresses }],
         expiresAt: now() + Math.min(implicit.ttlSeconds * 1_000, maxCacheTtlMs),
       };
     }
 
     const lookups = await Promise.all(records.map((r) => lookupAddresses(r.exchange.replace(/\.$/, ""))));
     const hosts: MxHost[] = [];
+    const refused: string[] = [];
     let ttlSeconds = Infinity;
     records.forEach((record, i) => {
       const found = lookups[i];
-      if (!found || found.addresses.length === 0) return; // an MX name without addresses is skipped, the next one may work
-      hosts.push({
-        exchange: record.exchange.replace(/\.$/, "").toLowerCase(),
-        preference: record.priority,
-        addresses: found.addresses,
-      });
-      ttlSeconds = Math.min(ttlSeconds, found.ttlSeconds);
+      const exchange = record.exchange.replace(/\.$/, "").toLowerCase();
+      const addresses = found ? screen(exchange, found.addresses, refused) : [];
+      if (addresses.length === 0) return; // an MX name without (usable) addresses is skipped, the next one may work
+      hosts.push({ exchange, preference: record.priority, addresses });
+      ttlSeconds = Math.min(ttlSeconds, found?.ttlSeconds ?? Infinity);
     });
+    if (hosts.length === 0 && refused.length > 0 && !lookups.some((l) => l.temporary)) {
+      throw refusedError(domain, refused);
+    }
     if (hosts.length === 0) {
       // MX names that do not resolve are usually a fixable misconfiguration: retry rather than bounce.
       throw new MxResolutionError(MX_ERROR_CODES.temporary, `no MX host of ${domain} has an address`, domain);

@@ -41,6 +41,7 @@ export async function startOrigin(o: StartOriginOptions): Promise<OriginProcess>
   for (const k of [
     "REDIS_URL",
     "SMARTHOST",
+    "ALLOW_PRIVATE_MX",
     "DEV_INBOX",
     "NODE_OPTIONS",
     "CAPACITY",
@@ -55,6 +56,8 @@ export async function startOrigin(o: StartOriginOptions): Promise<OriginProcess>
     NODE_ID: `bench-${o.name}`,
     HELO_NAME: "origin.bench.test",
     DNS_SERVERS: o.dnsServer,
+    // The bench's MX hosts are on 127.0.0.1.
+    ALLOW_PRIVATE_MX: "true",
     SMTP_PORT: String(o.smtpPort),
     HTTP_HOST: "127.0.0.1",
     HTTP_PORT: String(httpPort),
