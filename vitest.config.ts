@@ -25,6 +25,22 @@ export default defineConfig(async () => {
                   ADMIN_TOKEN: "test-admin-token-0123456789abcdef",
                   TRACKING_SECRET: "test-tracking-secret-0123456789abcdef",
                 },
+                // A DNS-over-HTTPS resolver that never answers (test/edge/dns-check.timeout.test.ts).
+                // It waits on a timer rather than an unresolvable promise, which workerd would
+                // detect as a hung request and cancel with an error instead of hanging.
+                serviceBindings: { SILENT_DOH: "silent-doh" },
+                // A real D1 database that is never migrated: queries on it fail like an outage
+                // (test/edge/config.coverage.test.ts, the cron sweeper's error path).
+                d1Databases: { UNMIGRATED_DB: "unmigrated" },
+                workers: [
+                  {
+                    name: "silent-doh",
+                    modules: true,
+                    compatibilityDate: "2026-08-01",
+                    script:
+                      "export default { async fetch() { await new Promise((r) => setTimeout(r, 120000)); return new Response('{}'); } };",
+                  },
+                ],
               },
             }),
           ],

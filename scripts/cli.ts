@@ -4,17 +4,19 @@
  *   scaisend domain show   --tenant tnt_… --id dom_…              DNS records to publish
  *   scaisend domain verify --tenant tnt_… --id dom_…              check them
  *   scaisend key create    --tenant tnt_… --name ci --environment test --scopes mail.send
+ *   scaisend secrets reseal                                        re-seal every DKIM key under SECRETS_KEY
  * Edge URL and operator token come from --edge / --admin-token or SCAISEND_EDGE_URL / SCAISEND_ADMIN_TOKEN.
  */
 import { parseArgs } from "node:util";
 import { PERMISSIONS } from "../shared/permissions.ts";
-import { AdminClient, type DomainView } from "./lib/admin-client.ts";
+import { AdminClient, type DomainView, type ResealPageView } from "./lib/admin-client.ts";
 
 const USAGE = `usage:
   scaisend bootstrap --tenant NAME --domain DOMAIN [--dmarc-policy none|quarantine|reject]
   scaisend domain show --tenant TENANT_ID --id DOMAIN_ID
   scaisend domain verify --tenant TENANT_ID --id DOMAIN_ID
   scaisend key create --tenant TENANT_ID --name NAME [--environment live|test] [--scopes a,b]
+  scaisend secrets reseal [--limit N]   (after a SECRETS_KEY rotation; see docs/operations.md)
 options: --edge URL (or SCAISEND_EDGE_URL), --admin-token TOKEN (or SCAISEND_ADMIN_TOKEN)`;
 
 function printRecords(d: DomainView): void {
@@ -36,6 +38,7 @@ export async function runCli(argv: string[]): Promise<number> {
       environment: { type: "string" },
       scopes: { type: "string" },
       "dmarc-policy": { type: "string" },
+      limit: { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -93,6 +96,33 @@ export async function runCli(argv: string[]): Promise<number> {
       const key = await admin.createApiKey(need("tenant"), { name: need("name"), environment, scopes });
       console.log(`${key.api_key}\n(shown once; scopes: ${key.scopes.join(", ")})`);
       return 0;
+    }
+    case "secrets reseal": {
+      // Walks every domain page by page; safe to run again (current values are left as they are).
+      const limit = values.limit === undefined ? undefined : Number(values.limit);
+      if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) {
+        throw new Error("--limit must be a positive integer");
+      }
+      let cursor: string | null = null;
+      let keyId = "";
+      const totals = { examined: 0, resealed: 0, current: 0 };
+      const failed: ResealPageView["failed"] = [];
+      do {
+        const page: ResealPageView = await admin.resealSecrets(cursor, limit);
+        keyId = page.key_id;
+        totals.examined += page.examined;
+        totals.resealed += page.resealed;
+        totals.current += page.already_current;
+        failed.push(...page.failed);
+        cursor = page.next_cursor;
+      } while (cursor !== null);
+      console.log(
+        `key id ${keyId}: ${totals.examined} domains, ${totals.resealed} re-sealed, ` +
+          `${totals.current} already current, ${failed.length} failed`,
+      );
+      for (const f of failed)
+        console.log(`  ${f.domain} (${f.domain_id}, tenant ${f.tenant_id}): ${f.error}`);
+      return failed.length === 0 ? 0 : 1;
     }
     default:
       console.error(`scaisend: unknown command "${command}"\n${USAGE}`);

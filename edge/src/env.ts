@@ -2,19 +2,34 @@
  * Bindings and configuration. Vars and secrets are zod-parsed once per isolate at the entry point
  * (a misconfigured deployment answers 500 with the list of bad settings instead of failing later);
  * code below receives the typed `Config`, never raw `env.X` strings.
+ *
+ * The binding types come from `npm run cf-typegen` (`wrangler types`, from wrangler.toml's bindings,
+ * [vars] and [secrets] required), written to edge/worker-configuration.d.ts and checked to be current
+ * by `npm test`; there is no open index signature, so a misspelt binding name does not type-check.
  */
+/// <reference path="../worker-configuration.d.ts" />
 import { z } from "zod";
 import { DEFAULT_RETRY_SCHEDULE, parseRetrySchedule } from "../../shared/delivery/retry-schedule.ts";
-import type { OriginHub } from "./objects/origin-hub.ts";
-import type { RateLimiter } from "./objects/rate-limiter.ts";
 
-export interface Bindings {
-  DB: D1Database;
-  BLOBS: R2Bucket;
-  ORIGIN_HUB: DurableObjectNamespace<OriginHub>;
-  RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
-  [key: string]: unknown;
+/**
+ * The generated `Env` plus the optional settings wrangler cannot list: [secrets] required makes a
+ * deploy fail when one is missing, and these may be absent (their defaults are in ConfigSchema).
+ */
+export interface Bindings extends Env {
+  /** Rotation only: comma-separated previous SECRETS_KEYs that still open (docs/operations.md). */
+  SECRETS_KEY_PREVIOUS?: string;
+  MAX_QUEUE_AGE_MS?: string;
 }
+
+const isBase64Key = (v: string): boolean => {
+  try {
+    return atob(v).length === 32;
+  } catch {
+    return false;
+  }
+};
+
+const LOOPBACK_HOST = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\])$/i;
 
 const secret = (name: string) =>
   z
@@ -27,15 +42,34 @@ const intFromString = (def: string) => z.coerce.number().int().positive().defaul
 export const ConfigSchema = z.object({
   ORIGIN_TOKEN: secret("ORIGIN_TOKEN"),
   ADMIN_TOKEN: secret("ADMIN_TOKEN"),
-  SECRETS_KEY: z.string({ error: "SECRETS_KEY is not set (base64 of 32 random bytes)" }).refine((v) => {
-    try {
-      return atob(v).length === 32;
-    } catch {
-      return false;
-    }
-  }, "SECRETS_KEY must be base64 of exactly 32 bytes"),
+  SECRETS_KEY: z
+    .string({ error: "SECRETS_KEY is not set (base64 of 32 random bytes)" })
+    .refine(isBase64Key, "SECRETS_KEY must be base64 of exactly 32 bytes"),
+  // Keys of an unfinished rotation; they open sealed values but never seal (docs/operations.md).
+  SECRETS_KEY_PREVIOUS: z
+    .string()
+    .default("")
+    .transform((v) =>
+      v
+        .split(",")
+        .map((k) => k.trim())
+        .filter(Boolean),
+    )
+    .refine(
+      (keys) => keys.every(isBase64Key),
+      "SECRETS_KEY_PREVIOUS must be comma-separated base64 keys of exactly 32 bytes each",
+    ),
   TRACKING_SECRET: secret("TRACKING_SECRET"),
-  DNS_RESOLVER_URL: z.url().default("https://cloudflare-dns.com/dns-query"),
+  // Operator configuration, never tenant input; https keeps the answers from being forged on the
+  // way, and plain http is allowed only to a resolver on loopback (tests, local development).
+  DNS_RESOLVER_URL: z
+    .url()
+    .default("https://cloudflare-dns.com/dns-query")
+    .refine((v) => {
+      const u = new URL(v);
+      return u.protocol === "https:" || (u.protocol === "http:" && LOOPBACK_HOST.test(u.hostname));
+    }, "DNS_RESOLVER_URL must be https:// (http:// only for a loopback resolver)"),
+  DNS_TIMEOUT_MS: intFromString("5000"),
   MAIL_SEND_RATE_LIMIT: intFromString("10000"),
   RETRY_SCHEDULE: z
     .string()
@@ -48,6 +82,8 @@ export const ConfigSchema = z.object({
         return false;
       }
     }, "RETRY_SCHEDULE must look like 1m,5m,1h*3"),
+  // How long a job stays with the origin that acknowledged it without a renewal. Origins renew every
+  // LINK_LEASE_MS / 5 and give each job 0.4 × LINK_LEASE_MS (docs/link-protocol.md): deadline < lease < claim.
   LINK_LEASE_MS: intFromString("300000"),
   HUB_SHARDS: intFromString("1"),
   MAX_QUEUE_AGE_MS: intFromString(String(72 * 3600 * 1000)),

@@ -26,10 +26,25 @@ export default {
         createDb(env.DB),
         (entries) => enqueueOnHubs(env, config.HUB_SHARDS, entries),
         Date.now(),
-      ).then((n) => {
-        if (n > 0)
-          console.log(JSON.stringify({ level: "info", msg: "sweeper re-enqueued messages", count: n }));
-      }),
+      ).then(
+        (n) => {
+          if (n > 0)
+            console.log(JSON.stringify({ level: "info", msg: "sweeper re-enqueued messages", count: n }));
+        },
+        // A failed sweep (D1 or a hub unreachable) is retried by the next cron tick; log it rather
+        // than leave an unhandled rejection with no context in the logs.
+        (err: unknown) => {
+          console.error(
+            JSON.stringify({
+              level: "error",
+              msg: "sweeper failed",
+              error: err instanceof Error ? err.message : String(err),
+              // drizzle wraps D1's error; its cause is the part that says what went wrong.
+              ...(err instanceof Error && err.cause instanceof Error ? { cause: err.cause.message } : {}),
+            }),
+          );
+        },
+      ),
     );
   },
 } satisfies ExportedHandler<Bindings>;

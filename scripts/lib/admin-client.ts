@@ -35,6 +35,15 @@ export interface ApiKeyView {
   scopes: string[];
 }
 
+export interface ResealPageView {
+  key_id: string;
+  examined: number;
+  resealed: number;
+  already_current: number;
+  failed: { domain_id: string; tenant_id: string; domain: string; error: string }[];
+  next_cursor: string | null;
+}
+
 export class AdminClient {
   constructor(
     readonly edgeUrl: string,
@@ -76,6 +85,16 @@ export class AdminClient {
       `/api/admin/domains/${id}?tenant_id=${tenantId}`,
       undefined,
       "get domain",
+    );
+  }
+
+  /** One page of a SECRETS_KEY rotation (docs/operations.md); pass next_cursor back for the next. */
+  resealSecrets(cursor: string | null, limit?: number) {
+    return this.call<ResealPageView>(
+      "POST",
+      "/api/admin/secrets/reseal",
+      { cursor, ...(limit === undefined ? {} : { limit }) },
+      "re-seal secrets",
     );
   }
 

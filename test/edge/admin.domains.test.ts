@@ -4,7 +4,7 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { open } from "../../edge/src/lib/secret-box.ts";
+import { keyId, open } from "../../edge/src/lib/secret-box.ts";
 import { base64ToBytes } from "../../edge/src/lib/base64.ts";
 import type { Permission } from "../../shared/permissions.ts";
 import {
@@ -101,7 +101,7 @@ describe("post /api/admin/domains", () => {
     });
   });
 
-  it("stores the private key sealed (AES-GCM), never as a PEM, and it opens to the key matching p=", async () => {
+  it("stores the private key sealed (AES-GCM, v2 under SECRETS_KEY's id, bound to the domain id), never as a PEM, and it opens to the key matching p=", async () => {
     const { key } = await tenantWithKey();
     const res = await postDomain(bearer(key), { domain: newDomain() });
     const d = ((await res.json()) as { data: DomainView }).data;
@@ -110,13 +110,18 @@ describe("post /api/admin/domains", () => {
     )
       .bind(d.id)
       .first<{ dkim_private_key_enc: string; dkim_public_key: string }>();
-    expect(row!.dkim_private_key_enc).toMatch(/^v1\.[A-Za-z0-9+/]+=*\.[A-Za-z0-9+/]+=*$/);
+    expect(row!.dkim_private_key_enc).toMatch(/^v2\.[0-9a-f]{16}\.[A-Za-z0-9+/]+=*\.[A-Za-z0-9+/]+=*$/);
+    expect(row!.dkim_private_key_enc.split(".")[1]).toBe(await keyId(env.SECRETS_KEY));
     expect(row!.dkim_private_key_enc).not.toContain("PRIVATE KEY");
     expect(row!.dkim_private_key_enc).not.toContain("MII");
     expect(JSON.stringify(d)).not.toContain(row!.dkim_private_key_enc);
     expect(d.dns_records[0]!.value).toBe(`v=DKIM1; k=rsa; p=${row!.dkim_public_key}`);
 
-    const pem = await open(env.SECRETS_KEY, row!.dkim_private_key_enc);
+    const pem = await open(env.SECRETS_KEY, row!.dkim_private_key_enc, `dkim:${d.id}`);
+    // Bound to this domain: the same value does not open as another domain's key.
+    await expect(open(env.SECRETS_KEY, row!.dkim_private_key_enc, "dkim:dom_other")).rejects.toThrow(
+      /altered, or it was sealed for another owner/,
+    );
     expect(pem).toMatch(/^-----BEGIN PRIVATE KEY-----\n/);
     const alg = { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" };
     const priv = await crypto.subtle.importKey(

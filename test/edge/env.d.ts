@@ -17,6 +17,10 @@ interface TestBindings extends Bindings {
   LINK_LEASE_MS: string;
   HUB_SHARDS: string;
   DEV_MODE: string;
+  /** A DoH resolver that never answers (vitest.config.ts). */
+  SILENT_DOH: Fetcher;
+  /** A D1 database without tables (vitest.config.ts). */
+  UNMIGRATED_DB: D1Database;
 }
 
 declare global {

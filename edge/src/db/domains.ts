@@ -1,4 +1,4 @@
-import { and, eq, inArray } from "drizzle-orm";
+import { and, asc, eq, gt, inArray } from "drizzle-orm";
 import type { Db } from "./client.ts";
 import { senderDomains } from "./schema.ts";
 
@@ -49,4 +49,47 @@ export async function updateDomain(
     .where(and(eq(senderDomains.tenantId, tenantId), eq(senderDomains.id, id)))
     .returning();
   return row;
+}
+
+/**
+ * Operator-only, across tenants (SECRETS_KEY rotation): the sealed DKIM keys of up to `limit`
+ * domains with ids after `afterId`, in id order, so a rotation can walk every row page by page.
+ */
+export async function listDomainKeysAfter(
+  db: Db,
+  afterId: string | null,
+  limit: number,
+): Promise<Pick<DomainRow, "id" | "tenantId" | "domain" | "dkimPrivateKeyEnc">[]> {
+  return db
+    .select({
+      id: senderDomains.id,
+      tenantId: senderDomains.tenantId,
+      domain: senderDomains.domain,
+      dkimPrivateKeyEnc: senderDomains.dkimPrivateKeyEnc,
+    })
+    .from(senderDomains)
+    .where(afterId === null ? undefined : gt(senderDomains.id, afterId))
+    .orderBy(asc(senderDomains.id))
+    .limit(limit);
+}
+
+export interface SealedKeyReplacement {
+  id: string;
+  /** The value read before re-sealing; the row is left alone if it no longer holds it. */
+  expected: string;
+  next: string;
+}
+
+/** Writes re-sealed keys in one D1 batch (compare-and-set per row); returns how many rows changed. */
+export async function replaceSealedKeys(db: Db, replacements: SealedKeyReplacement[]): Promise<number> {
+  if (replacements.length === 0) return 0;
+  const statements = replacements.map((r) =>
+    db
+      .update(senderDomains)
+      .set({ dkimPrivateKeyEnc: r.next })
+      .where(and(eq(senderDomains.id, r.id), eq(senderDomains.dkimPrivateKeyEnc, r.expected)))
+      .returning({ id: senderDomains.id }),
+  );
+  const results = await db.batch(statements as [(typeof statements)[number], ...typeof statements]);
+  return results.reduce((n, rows) => n + rows.length, 0);
 }

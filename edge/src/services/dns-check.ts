@@ -1,10 +1,19 @@
 /**
  * Reads TXT records through a DNS-over-HTTPS resolver's JSON API (the `application/dns-json` format
- * Cloudflare and Google serve). The resolver URL is operator configuration (DNS_RESOLVER_URL);
- * tests point it at a resolver on loopback.
+ * Cloudflare and Google serve). The resolver URL is operator configuration (DNS_RESOLVER_URL, which
+ * edge/src/env.ts requires to be https:// except on loopback); tests point it at a resolver on loopback.
+ *
+ * Every lookup has a deadline (DNS_TIMEOUT_MS, default 5 s) covering the whole exchange, headers and
+ * body: a resolver that never answers makes that check fail with a message saying so, and the
+ * verify request still answers, instead of hanging until the platform cancels it.
  */
 
 export type TxtLookup = (name: string) => Promise<string[]>;
+
+/** The part of `fetch` a lookup uses; a service binding's `fetch` fits too. */
+export type DohFetcher = (url: string, init: RequestInit) => Promise<Response>;
+
+export const DEFAULT_DNS_TIMEOUT_MS = 5000;
 
 interface DohAnswer {
   Status: number;
@@ -14,14 +23,37 @@ interface DohAnswer {
 const TXT = 16;
 const NXDOMAIN = 3;
 
-export function dohTxtLookup(resolverUrl: string, fetcher: typeof fetch = fetch): TxtLookup {
+export function dohTxtLookup(
+  resolverUrl: string,
+  fetcher: DohFetcher = (url, init) => fetch(url, init),
+  timeoutMs: number = DEFAULT_DNS_TIMEOUT_MS,
+): TxtLookup {
   return async (name) => {
     const url = new URL(resolverUrl);
     url.searchParams.set("name", name);
     url.searchParams.set("type", "TXT");
-    const res = await fetcher(url, { headers: { accept: "application/dns-json" } });
-    if (!res.ok) throw new Error(`DNS resolver answered HTTP ${res.status} for ${name}`);
-    const body = (await res.json()) as DohAnswer;
+    // One signal for the request and the body read: a resolver that sends headers and then stalls
+    // is cut off too.
+    const signal = AbortSignal.timeout(timeoutMs);
+    let body: DohAnswer;
+    try {
+      // A resolver has no reason to redirect; not following keeps the lookup on the configured host.
+      const res = await fetcher(url.toString(), {
+        headers: { accept: "application/dns-json" },
+        redirect: "manual",
+        signal,
+      });
+      if (!res.ok) {
+        await res.body?.cancel();
+        throw new Error(`DNS resolver answered HTTP ${res.status} for ${name}`);
+      }
+      body = (await res.json()) as DohAnswer;
+    } catch (err) {
+      if (signal.aborted) {
+        throw new Error(`DNS resolver did not answer within ${timeoutMs} ms for ${name}`, { cause: err });
+      }
+      throw err;
+    }
     if (body.Status === NXDOMAIN) return [];
     if (body.Status !== 0) throw new Error(`DNS resolver answered rcode ${body.Status} for ${name}`);
     return (body.Answer ?? []).filter((a) => a.type === TXT).map((a) => joinTxtStrings(a.data));

@@ -5,9 +5,19 @@
 import { AppError } from "../../../shared/errors.ts";
 import { newId } from "../../../shared/ids.ts";
 import type { Db } from "../db/client.ts";
-import { findDomainByName, getDomain, insertDomain, updateDomain, type DomainRow } from "../db/domains.ts";
+import {
+  findDomainByName,
+  getDomain,
+  insertDomain,
+  listDomainKeysAfter,
+  replaceSealedKeys,
+  updateDomain,
+  type DomainRow,
+  type SealedKeyReplacement,
+} from "../db/domains.ts";
+import { resealDkimPrivateKey, sealDkimPrivateKey } from "../lib/dkim-key-box.ts";
 import { dkimRecordValue, generateDkimKeyPair } from "../lib/dkim-keys.ts";
-import { seal } from "../lib/secret-box.ts";
+import { keyId, type Keyring } from "../lib/secret-box.ts";
 import { parseTags, type TxtLookup } from "./dns-check.ts";
 
 export const DKIM_SELECTOR = "scaisend";
@@ -16,7 +26,8 @@ export const DEFAULT_SPF_MECHANISM = "mx";
 
 export interface DomainDeps {
   db: Db;
-  secretsKey: string;
+  /** SECRETS_KEY (seals new keys) and SECRETS_KEY_PREVIOUS. */
+  secrets: Keyring;
   devMode: boolean;
   now: () => number;
 }
@@ -45,13 +56,15 @@ export async function createDomain(
   }
   const keys = await generateDkimKeyPair();
   const now = deps.now();
+  const id = newId("dom", now);
   return insertDomain(deps.db, {
-    id: newId("dom", now),
+    id,
     tenantId,
     domain,
     dkimSelector: DKIM_SELECTOR,
     dkimPublicKey: keys.publicKeyB64,
-    dkimPrivateKeyEnc: await seal(deps.secretsKey, keys.privateKeyPem),
+    // Bound to this domain's id, so the sealed value opens for no other row.
+    dkimPrivateKeyEnc: await sealDkimPrivateKey(deps.secrets, id, keys.privateKeyPem),
     dmarcPolicy: input.dmarcPolicy,
     dmarcRuaEmail: input.dmarcRuaEmail ?? null,
     // Local development only: there is no DNS to publish to, so the domain counts as verified.
@@ -151,7 +164,61 @@ async function check(
       purpose: record.purpose,
       host: record.host,
       ok: false,
-      message: `DNS lookup failed: ${String(err)}`,
+      message: `DNS lookup failed: ${err instanceof Error ? err.message : String(err)}`,
     };
   }
+}
+
+export interface ResealPage {
+  /** Id of the key that seals now (SECRETS_KEY). */
+  keyId: string;
+  examined: number;
+  resealed: number;
+  alreadyCurrent: number;
+  failed: { domainId: string; tenantId: string; domain: string; error: string }[];
+  /** Pass back to continue after this page; null when every domain has been examined. */
+  nextCursor: string | null;
+}
+
+/**
+ * One page of a SECRETS_KEY rotation: re-seals the DKIM keys of up to `limit` domains (all tenants,
+ * in id order after `cursor`) under the current key. A page is small enough for one Worker request;
+ * the operator route and `scaisend secrets reseal` walk the pages. A key that does not open is
+ * reported and left untouched, never a reason to stop. Each row is replaced only if it still holds
+ * the value that was read, so a concurrent re-seal of the same row cannot be overwritten with a stale one.
+ */
+export async function resealDomainKeys(
+  db: Db,
+  secrets: Keyring,
+  cursor: string | null,
+  limit: number,
+): Promise<ResealPage> {
+  const rows = await listDomainKeysAfter(db, cursor, limit);
+  const page: ResealPage = {
+    keyId: await keyId(secrets.current),
+    examined: rows.length,
+    resealed: 0,
+    alreadyCurrent: 0,
+    failed: [],
+    nextCursor: rows.length === limit ? rows[rows.length - 1]!.id : null,
+  };
+  const replacements: SealedKeyReplacement[] = [];
+  for (const row of rows) {
+    const outcome = await resealDkimPrivateKey(secrets, {
+      domainId: row.id,
+      domain: row.domain,
+      privateKeySealed: row.dkimPrivateKeyEnc,
+    });
+    if (outcome.kind === "current") page.alreadyCurrent += 1;
+    else if (outcome.kind === "failed")
+      page.failed.push({
+        domainId: row.id,
+        tenantId: row.tenantId,
+        domain: row.domain,
+        error: outcome.error,
+      });
+    else replacements.push({ id: row.id, expected: row.dkimPrivateKeyEnc, next: outcome.sealed });
+  }
+  page.resealed = await replaceSealedKeys(db, replacements);
+  return page;
 }

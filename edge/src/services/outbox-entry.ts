@@ -27,8 +27,15 @@ export function buildOutboxEntry(
       headers: m.headers,
       messageIdHeader: m.messageIdHeader,
     },
+    // The sealed key is snapshotted here; edge/src/lib/dkim-key-box.ts says what that means for a
+    // SECRETS_KEY rotation. The domain id is the AAD the key was sealed with.
     dkim: domain
-      ? { domain: domain.domain, selector: domain.dkimSelector, privateKeySealed: domain.dkimPrivateKeyEnc }
+      ? {
+          domainId: domain.id,
+          domain: domain.domain,
+          selector: domain.dkimSelector,
+          privateKeySealed: domain.dkimPrivateKeyEnc,
+        }
       : null,
     notBefore: 0,
   };

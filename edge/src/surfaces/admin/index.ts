@@ -3,6 +3,8 @@
  * Tenants and their first keys are created with the operator token (ADMIN_TOKEN), which is how a
  * fresh deployment is bootstrapped (the `scaisend` CLI wraps these calls). Domain routes also take
  * an API key with `domains.read` / `domains.write`; the operator names the tenant with `tenant_id`.
+ * POST /secrets/reseal (operator only) re-seals every domain's DKIM key under the current
+ * SECRETS_KEY, one page per request (docs/operations.md, "Rotating SECRETS_KEY").
  */
 import { Hono, type Context } from "hono";
 import { z } from "zod";
@@ -10,6 +12,7 @@ import { AppError } from "../../../../shared/errors.ts";
 import { PERMISSIONS } from "../../../../shared/permissions.ts";
 import type { AppEnv } from "../../context.ts";
 import type { DomainRow } from "../../db/domains.ts";
+import { secretsKeyring } from "../../lib/dkim-key-box.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
 import { authenticate, requireOperator, requireScope } from "../../middleware/auth.ts";
 import { dohTxtLookup } from "../../services/dns-check.ts";
@@ -17,6 +20,7 @@ import {
   createDomain,
   dnsRecordsFor,
   requireDomain,
+  resealDomainKeys,
   verifyDomain,
   type DomainDeps,
 } from "../../services/domains.ts";
@@ -40,6 +44,13 @@ const DomainBody = z.object({
   dmarc_policy: z.enum(DMARC_POLICIES).default("none"),
   dmarc_rua_email: z.email().optional(),
   tenant_id: z.string().optional(),
+});
+// A page re-seals at most this many keys: AES work is cheap, and 100 keeps the D1 batch and the
+// request's CPU time small whatever the plan's limits.
+const RESEAL_MAX_LIMIT = 100;
+const ResealBody = z.object({
+  cursor: z.string().min(1).nullable().default(null),
+  limit: z.number().int().min(1).max(RESEAL_MAX_LIMIT).default(RESEAL_MAX_LIMIT),
 });
 
 function domainView(d: DomainRow) {
@@ -70,7 +81,7 @@ function actingTenant(c: Context<AppEnv>, explicit: string | undefined): string 
 
 function domainDeps(c: Context<AppEnv>): DomainDeps {
   const config = c.get("config");
-  return { db: c.get("db"), secretsKey: config.SECRETS_KEY, devMode: config.DEV_MODE, now: Date.now };
+  return { db: c.get("db"), secrets: secretsKeyring(config), devMode: config.DEV_MODE, now: Date.now };
 }
 
 export const adminApi = new Hono<AppEnv>()
@@ -142,7 +153,7 @@ export const adminApi = new Hono<AppEnv>()
     const config = c.get("config");
     const outcome = await verifyDomain(
       domainDeps(c),
-      dohTxtLookup(config.DNS_RESOLVER_URL),
+      dohTxtLookup(config.DNS_RESOLVER_URL, undefined, config.DNS_TIMEOUT_MS),
       actingTenant(c, c.req.query("tenant_id")),
       c.req.param("id"),
     );
@@ -153,6 +164,30 @@ export const adminApi = new Hono<AppEnv>()
         verified: outcome.verified,
         checks: outcome.checks,
         errors: outcome.errors,
+      },
+    });
+  })
+  .post("/secrets/reseal", requireOperator(), async (c) => {
+    const body = parseInput(ResealBody, await readJson(c.req.raw), "body");
+    const page = await resealDomainKeys(
+      c.get("db"),
+      secretsKeyring(c.get("config")),
+      body.cursor,
+      body.limit,
+    );
+    return c.json({
+      data: {
+        key_id: page.keyId,
+        examined: page.examined,
+        resealed: page.resealed,
+        already_current: page.alreadyCurrent,
+        failed: page.failed.map((f) => ({
+          domain_id: f.domainId,
+          tenant_id: f.tenantId,
+          domain: f.domain,
+          error: f.error,
+        })),
+        next_cursor: page.nextCursor,
       },
     });
   });
