@@ -142,6 +142,19 @@ function acceptedAtRcpt(connection: SMTPConnection): Set<string> {
   return new Set(Array.isArray(accepted) ? accepted.filter((a): a is string => typeof a === "string") : []);
 }
 
+/**
+ * Whether a session failed in the STARTTLS handshake. nodemailer reports only some of those as
+ * ETLS: an alert from the server (say "protocol version" from an MTA stuck at TLS 1.0) or a reset
+ * during the handshake arrives as a socket error, ESOCKET. Its public `upgrading` flag is still set
+ * then, and OpenSSL's codes (ERR_SSL_…) survive as `originalCode`.
+ */
+function failedInTls(connection: SMTPConnection, err: unknown): boolean {
+  const e = asSmtpError(err) as SmtpErrorLike & { originalCode?: unknown };
+  if (e.code === "ETLS") return true;
+  if ((connection as unknown as { upgrading?: unknown }).upgrading === true) return true;
+  return typeof e.originalCode === "string" && e.originalCode.startsWith("ERR_SSL_");
+}
+
 /** Errors raised before the server said anything about the envelope, or a 421 "closing down". */
 function isSessionSetupFailure(err: SmtpErrorLike): boolean {
   if (err.responseCode === 421) return true;
@@ -354,9 +367,9 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
           };
         }
       } catch (err) {
+        const tlsFailed = failedInTls(session.connection, err);
         discard(session.connection);
-        const e = asSmtpError(err);
-        return { kind: "next", failure: classifyError(err), tlsFailed: e.code === "ETLS" };
+        return { kind: "next", failure: classifyError(err), tlsFailed };
       }
       connection = session.connection;
     }
