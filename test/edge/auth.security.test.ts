@@ -2,8 +2,10 @@
  * Authentication, scopes and tenant isolation (docs/api/sendgrid.md#authentication, docs/api/admin.md): who may call what, and the
  * exact FastAPI-style `{detail}` bodies the failures carry.
  */
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { sha256Hex } from "../../edge/src/lib/crypto.ts";
 import {
   bearer,
   call,
@@ -238,5 +240,67 @@ describe("/link origin authentication", () => {
     expect(res.webSocket).not.toBeNull();
     res.webSocket!.accept();
     res.webSocket!.close(1000, "done");
+  });
+});
+
+/** Every row of every table in D1, as text (the tables the runtime owns are not readable). */
+async function dumpD1(): Promise<{ table: string; text: string }[]> {
+  const tables = await env.DB.prepare(
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%'",
+  ).all<{ name: string }>();
+  const out: { table: string; text: string }[] = [];
+  for (const { name } of tables.results) {
+    const rows = await env.DB.prepare(`SELECT * FROM "${name}"`).all();
+    for (const row of rows.results) out.push({ table: name, text: JSON.stringify(row) });
+  }
+  return out;
+}
+
+describe("credentials at rest", () => {
+  it("an API key is stored only as its SHA-256 hash (plus the 16-character display prefix)", async () => {
+    const tenantId = await createTenant();
+    const { id, key } = await createApiKey(tenantId, { scopes: ["mail.send"] });
+    const secretPart = key.slice("sg_live_".length);
+
+    const rows = await dumpD1();
+    expect(rows.length).toBeGreaterThan(0);
+    for (const r of rows) {
+      expect(r.text, `table ${r.table}`).not.toContain(key);
+      expect(r.text, `table ${r.table}`).not.toContain(secretPart);
+    }
+    const row = await env.DB.prepare("SELECT prefix, key_hash FROM api_keys WHERE id = ?")
+      .bind(id)
+      .first<{ prefix: string; key_hash: string }>();
+    expect(row).toEqual({ prefix: key.slice(0, 16), key_hash: await sha256Hex(key) });
+  });
+
+  it("the origin and operator tokens are stored nowhere, in D1 or in the hub's storage, after they were used", async () => {
+    const res = await call("/link?shard=0", {
+      headers: { Upgrade: "websocket", Authorization: `Bearer ${env.ORIGIN_TOKEN}` },
+    });
+    expect(res.status).toBe(101);
+    res.webSocket!.accept();
+    res.webSocket!.close(1000, "done");
+    await createTenant();
+
+    const secrets = [env.ORIGIN_TOKEN, env.ADMIN_TOKEN];
+    for (const r of await dumpD1())
+      for (const s of secrets) expect(r.text, `table ${r.table}`).not.toContain(s);
+    const hubRows = await runInDurableObject(env.ORIGIN_HUB.getByName("hub-0"), (_instance, state) => {
+      const sql = state.storage.sql;
+      const names = sql
+        .exec<{ name: string }>(
+          "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%'",
+        )
+        .toArray()
+        .map((t) => t.name);
+      return names.flatMap((n) =>
+        sql
+          .exec(`SELECT * FROM "${n}"`)
+          .toArray()
+          .map((row) => JSON.stringify(row)),
+      );
+    });
+    for (const text of hubRows) for (const s of secrets) expect(text).not.toContain(s);
   });
 });

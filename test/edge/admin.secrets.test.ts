@@ -1,0 +1,176 @@
+/**
+ * POST /api/admin/secrets/reseal (docs/operations.md, "Rotating SECRETS_KEY"): re-seals every
+ * domain's DKIM key under the current SECRETS_KEY, page by page, while SECRETS_KEY_PREVIOUS still
+ * opens the old values.
+ *
+ * The rotation here ends at the test env's own SECRETS_KEY: this file's domains are first re-sealed
+ * under a fresh "old" key, and the route is then called with that key as SECRETS_KEY_PREVIOUS.
+ * Every other domain in the database is already under SECRETS_KEY and stays as it is, so the route
+ * can walk the whole table without disturbing other test files.
+ */
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { createApp } from "../../edge/src/app.ts";
+import type { Bindings } from "../../edge/src/env.ts";
+import { bytesToBase64 } from "../../edge/src/lib/base64.ts";
+import { dkimKeyAad, openDkimPrivateKey, sealDkimPrivateKey } from "../../edge/src/lib/dkim-key-box.ts";
+import { keyId, open, sealedKeyId } from "../../edge/src/lib/secret-box.ts";
+import { loadConfig } from "../../edge/src/env.ts";
+import {
+  BASE,
+  bearer,
+  call,
+  createApiKey,
+  createDomain,
+  createTenant,
+  operatorHeaders,
+  uid,
+} from "./helpers.ts";
+
+const app = createApp();
+
+interface ResealPage {
+  key_id: string;
+  examined: number;
+  resealed: number;
+  already_current: number;
+  failed: { domain_id: string; tenant_id: string; domain: string; error: string }[];
+  next_cursor: string | null;
+}
+
+async function reseal(e: Bindings, body: unknown): Promise<{ status: number; json: unknown }> {
+  const ctx = createExecutionContext();
+  const res = await app.request(
+    `${BASE}/api/admin/secrets/reseal`,
+    { method: "POST", headers: operatorHeaders(), body: JSON.stringify(body) },
+    e,
+    ctx,
+  );
+  const json: unknown = await res.json();
+  await waitOnExecutionContext(ctx);
+  return { status: res.status, json };
+}
+
+/** Walks every page, as `scaisend secrets reseal` does. */
+async function resealAll(e: Bindings, limit: number): Promise<ResealPage[]> {
+  const pages: ResealPage[] = [];
+  let cursor: string | null = null;
+  do {
+    const res = await reseal(e, { cursor, limit });
+    expect(res.status, JSON.stringify(res.json)).toBe(200);
+    const page = (res.json as { data: ResealPage }).data;
+    pages.push(page);
+    cursor = page.next_cursor;
+    if (pages.length > 10_000) throw new Error("reseal never finished");
+  } while (cursor !== null);
+  return pages;
+}
+
+const storedKey = async (id: string): Promise<string> =>
+  (await env.DB.prepare("SELECT dkim_private_key_enc AS v FROM sender_domains WHERE id = ?")
+    .bind(id)
+    .first<{ v: string }>())!.v;
+
+const setStoredKey = async (id: string, v: string): Promise<void> => {
+  await env.DB.prepare("UPDATE sender_domains SET dkim_private_key_enc = ? WHERE id = ?").bind(v, id).run();
+};
+
+async function sealV1(keyB64: string, plaintext: string): Promise<string> {
+  const raw = Uint8Array.from(atob(keyB64), (c) => c.charCodeAt(0));
+  const key = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt"]);
+  const iv = crypto.getRandomValues(new Uint8Array(12));
+  const ct = await crypto.subtle.encrypt({ name: "AES-GCM", iv }, key, new TextEncoder().encode(plaintext));
+  return `v1.${bytesToBase64(iv)}.${bytesToBase64(new Uint8Array(ct))}`;
+}
+
+describe("post /api/admin/secrets/reseal", () => {
+  it("re-seals every key under SECRETS_KEY across pages; afterwards the old key is no longer needed", async () => {
+    const oldKey = bytesToBase64(crypto.getRandomValues(new Uint8Array(32)));
+    const tenantId = await createTenant();
+    const [d1, d2, d3] = [
+      await createDomain(tenantId, `a-${uid()}.example.com`),
+      await createDomain(tenantId, `b-${uid()}.example.com`),
+      await createDomain(tenantId, `c-${uid()}.example.com`),
+    ];
+    const pem1 = await open(env.SECRETS_KEY, await storedKey(d1!.id), dkimKeyAad(d1!.id));
+    const pem2 = await open(env.SECRETS_KEY, await storedKey(d2!.id), dkimKeyAad(d2!.id));
+    // Before the rotation: d1 sealed (v2) under the old key, d2 in the old v1 form under it, and d3
+    // holding a copy of d1's sealed key, which must not open as d3's.
+    const d1Old = await sealDkimPrivateKey({ current: oldKey }, d1!.id, pem1);
+    await setStoredKey(d1!.id, d1Old);
+    await setStoredKey(d2!.id, await sealV1(oldKey, pem2));
+    await setStoredKey(d3!.id, d1Old);
+
+    const rotating = { ...env, SECRETS_KEY_PREVIOUS: oldKey } as Bindings;
+    const pages = await resealAll(rotating, 2);
+    expect(pages.length).toBeGreaterThan(1);
+    const currentId = await keyId(env.SECRETS_KEY);
+    for (const p of pages) expect(p.key_id).toBe(currentId);
+    const examined = pages.reduce((n, p) => n + p.examined, 0);
+    const total = (await env.DB.prepare("SELECT count(*) AS n FROM sender_domains").first<{ n: number }>())!
+      .n;
+    expect(examined).toBeGreaterThanOrEqual(total);
+
+    // d1 and d2 now name SECRETS_KEY's id and open with it alone (the old key dropped).
+    for (const [d, pem] of [
+      [d1!, pem1],
+      [d2!, pem2],
+    ] as const) {
+      const v = await storedKey(d.id);
+      expect(sealedKeyId(v)).toBe(currentId);
+      expect(await open(env.SECRETS_KEY, v, dkimKeyAad(d.id))).toBe(pem);
+    }
+    // d3 is reported with the reason, and left as it was.
+    const failed = pages.flatMap((p) => p.failed).filter((f) => f.tenant_id === tenantId);
+    expect(failed).toEqual([
+      {
+        domain_id: d3!.id,
+        tenant_id: tenantId,
+        domain: d3!.domain,
+        error: expect.stringMatching(
+          new RegExp(
+            `^DKIM key of ${d3!.domain.replace(/\./g, "\\.")} \\(${d3!.id}\\) cannot be opened: .*another owner`,
+          ),
+        ),
+      },
+    ]);
+    expect(await storedKey(d3!.id)).toBe(d1Old);
+
+    // What the hub does per job, with the old key gone from the configuration.
+    const plain = loadConfig({ ...env } as Bindings);
+    if (!plain.ok) throw new Error(plain.problems.join("; "));
+    expect(
+      await openDkimPrivateKey(plain.config, {
+        domainId: d1!.id,
+        domain: d1!.domain,
+        selector: "scaisend",
+        privateKeySealed: await storedKey(d1!.id),
+      }),
+    ).toBe(pem1);
+
+    // Running it again changes nothing that is already current.
+    const before = await storedKey(d1!.id);
+    const again = await resealAll(rotating, 100);
+    expect(await storedKey(d1!.id)).toBe(before);
+    expect(again.flatMap((p) => p.failed).map((f) => f.domain_id)).toContain(d3!.id);
+  });
+
+  it("is for the operator only", async () => {
+    const tenantId = await createTenant();
+    const key = await createApiKey(tenantId, { scopes: ["domains.read", "domains.write"] });
+    const res = await call("/api/admin/secrets/reseal", {
+      method: "POST",
+      headers: bearer(key.key),
+      body: "{}",
+    });
+    expect(res.status).toBe(403);
+    expect(await res.json()).toEqual({ detail: "This endpoint needs the operator token" });
+  });
+
+  it("refuses a page size over 100 with a validation error", async () => {
+    const res = await reseal({ ...env } as Bindings, { limit: 1000 });
+    expect(res.status).toBe(422);
+    expect((res.json as { detail: { loc: unknown[] }[] }).detail[0]!.loc).toEqual(["body", "limit"]);
+  });
+});
