@@ -51,7 +51,7 @@ export const senderDomains = sqliteTable(
     dkimSelector: text("dkim_selector").notNull(),
     /** base64 SubjectPublicKeyInfo, as published in the `p=` tag. */
     dkimPublicKey: text("dkim_public_key").notNull(),
-    /** AES-256-GCM ciphertext of the PKCS#8 PEM private key (see edge/src/services/secret-box.ts). */
+    /** AES-256-GCM ciphertext of the PKCS#8 PEM private key (see edge/src/lib/secret-box.ts). */
     dkimPrivateKeyEnc: text("dkim_private_key_enc").notNull(),
     dmarcPolicy: text("dmarc_policy", { enum: ["none", "quarantine", "reject"] })
       .notNull()
