@@ -172,7 +172,16 @@ describe("scaisend against a running edge", () => {
   });
 
   it("bootstrap creates a tenant, a live and a test key that work, and an unverified sender domain with its records", async () => {
-    const r = await scaisend(["bootstrap", ...flags, "--tenant", "Acme", "--domain", DOMAIN]);
+    const r = await scaisend([
+      "bootstrap",
+      ...flags,
+      "--tenant",
+      "Acme",
+      "--domain",
+      DOMAIN,
+      "--dmarc-policy",
+      "quarantine",
+    ]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     boot = parseBootstrap(r.stdout);
@@ -182,6 +191,7 @@ describe("scaisend against a running edge", () => {
       `TXT ${DOMAIN}`,
       `TXT _dmarc.${DOMAIN}`,
     ]);
+    expect(boot.records[2]!.value).toBe("v=DMARC1; p=quarantine");
 
     // The test key sends (sandbox) at once; the live key is accepted as a key, and refused only
     // because the domain is not verified yet.

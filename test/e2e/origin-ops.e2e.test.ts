@@ -2,7 +2,7 @@
  * The origin node as an operator runs it: `tsx origin/src/main.ts` as its own process (what the
  * Dockerfile runs), linked to the edge Worker in workerd (Miniflare), delivering to an SMTP server on
  * loopback that can hold a message at DATA. Covers what docs/operations.md promises:
- *  - `/readyz` is 503 while the hub link is down and 200 while it is up;
+ *  - `/readyz` is 503 while a hub link is down and 200 while the links to both shards are up;
  *  - `/metrics` exports the documented metrics, with values that match what happened;
  *  - SIGTERM drains: no new jobs, the job in flight finishes and its result is recorded at the edge,
  *    then the process exits 0; what it did not take goes to the next node.
@@ -318,6 +318,8 @@ beforeAll(async () => {
       // The sender domain counts as verified without DNS; this file is about the origin.
       DEV_MODE: "true",
       LINK_LEASE_MS: "15000",
+      // Two hub shards: the node learns the count from shard 0's welcome and links to each.
+      HUB_SHARDS: "2",
     },
   });
   relay = await startRelay(Number(new URL(edge.url).port));
@@ -343,7 +345,7 @@ afterAll(async () => {
 describe("an origin process", () => {
   let node: OriginProcess;
 
-  it("answers /readyz 503 until its hub link is up, 200 while it is, and 503 again when it drops", async () => {
+  it("answers /readyz 503 until it is linked to every hub shard, 200 while it is, and 503 again when the links drop", async () => {
     node = await startOriginProcess(`http://127.0.0.1:${relay.port}`, smtp.port, "a");
     origins.push(node);
     // The edge is unreachable (the relay refuses): alive, not ready.
@@ -362,7 +364,8 @@ describe("an origin process", () => {
       (r) => r.status === 200,
       "never became ready",
     );
-    expect(JSON.parse(ready.text)).toEqual({ status: "ready", links: [true] });
+    // Ready only once it is linked to every shard.
+    expect(JSON.parse(ready.text)).toEqual({ status: "ready", links: [true, true] });
 
     relay.cut();
     const dropped = await until(
@@ -370,7 +373,7 @@ describe("an origin process", () => {
       (r) => r.status === 503,
       "stayed ready without a link",
     );
-    expect(JSON.parse(dropped.text)).toEqual({ status: "not ready", links: [false] });
+    expect(JSON.parse(dropped.text)).toMatchObject({ status: "not ready" });
     relay.open();
     await until(
       () => node.get("/readyz"),
@@ -395,6 +398,7 @@ describe("an origin process", () => {
       scaisend_origin_queue_wait_seconds: "histogram",
     });
     expect(values.get('scaisend_origin_link_connected{shard="0"}')).toBe(1);
+    expect(values.get('scaisend_origin_link_connected{shard="1"}')).toBe(1);
     expect(values.get("scaisend_origin_jobs_in_flight")).toBe(0);
     expect(values.get('scaisend_origin_recipient_outcomes_total{status="delivered"}')).toBe(1);
     expect(values.get("scaisend_origin_delivery_seconds_count")).toBe(1);
