@@ -1,27 +1,61 @@
 /**
  * The edge ⇄ origin link: JSON frames over one WebSocket per (origin node, hub shard).
+ * The full description, with the timing rules, is docs/link-protocol.md.
  *
  * The origin dials out to `GET /link?shard=N` with `Authorization: Bearer <ORIGIN_TOKEN>`.
  *
- *   origin → edge   hello   {protocol, nodeId, version, capacity}   first frame, once
+ *   origin → edge   hello   {protocol, nodeId, bootId, version, capacity}  first frame, once per connection
  *   edge → origin   welcome {protocol, shard, shards, leaseMs}      reply to hello
- *   edge → origin   jobs    {jobs[]}                                 one frame per batch, each job costs one credit
- *   origin → edge   ack     {jobIds[]}                               "I hold these now": extends the lease, and the
- *                                                                    job stays with this node across a reconnect
+ *   edge → origin   jobs    {jobs[]}                                 one or more frames per batch, each job costs one credit
+ *   origin → edge   ack     {jobIds[]}                               "I hold these": (re)sets each lease to now + leaseMs.
+ *                                                                    Sent when jobs are taken, then again every
+ *                                                                    leaseMs / 5 for every job still held (renewal).
+ *   origin → edge   release {jobIds[]}                               "I will not run these": back to the outbox at once
  *   origin → edge   result  {jobId, messageId, attempt, recipients[]} one per finished job
  *   edge → origin   resultAck {jobIds[]}                             the edge has recorded these results
  *   origin → edge   credit  {credits}                                more room: hub may push that many more jobs
  *   both ways       ping / pong
  *
- * Delivery is at-least-once. A job id is unique per attempt (`<messageId>.<attempt>`), so the origin drops a
- * job id it has already run and the edge drops a result for an attempt it has already recorded.
+ * Delivery is at-least-once. A job id is unique per dispatch (`<messageId>.<attempt>`, where `attempt` is
+ * the dispatch number: the Nth time the hub handed this message to an origin, not a failure count), so
+ * the origin drops a job id it has already run and the edge drops a result for a dispatch it has already
+ * recorded or superseded.
+ *
+ * `bootId` names one origin process: a hub that sees a node's hello with a new boot id knows the jobs
+ * the previous incarnation held died with it and re-dispatches them at once.
+ *
  * Frames are validated with zod on both ends; a frame that fails validation is logged and dropped,
- * never half-applied. Durable Object WebSocket messages are capped at 1 MiB, which bounds a job's size.
+ * never half-applied. Sizes are UTF-8 bytes: Cloudflare caps a Durable Object WebSocket message at
+ * 1 MiB (https://developers.cloudflare.com/durable-objects/platform/limits/), so the hub packs jobs
+ * frames up to FRAME_BUDGET_BYTES and fails a job that alone exceeds it; the origin accepts frames up to
+ * MAX_FRAME_BYTES.
  */
 import { z } from "zod";
 
-export const LINK_PROTOCOL_VERSION = 1;
+/** 2: hello carries `bootId`; `release` frame; `ack` doubles as the periodic lease renewal. */
+export const LINK_PROTOCOL_VERSION = 2;
+/** The platform's cap on one Durable Object WebSocket message, in bytes. */
 export const MAX_FRAME_BYTES = 1024 * 1024;
+/** What the hub packs into one frame at most, in UTF-8 bytes: under the cap with room to spare. */
+export const FRAME_BUDGET_BYTES = 1_000_000;
+
+/** UTF-8 length of a string without encoding it (lone surrogates count as U+FFFD, 3 bytes, as TextEncoder writes them). */
+export function utf8ByteLength(s: string): number {
+  let bytes = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const next = s.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        bytes += 4;
+        i++;
+      } else bytes += 3;
+    } else bytes += 3;
+  }
+  return bytes;
+}
 
 const Address = z.object({ email: z.string(), name: z.string().optional() });
 export type LinkAddress = z.infer<typeof Address>;
@@ -31,8 +65,9 @@ export const DeliveryJobSchema = z.object({
   jobId: z.string(),
   messageId: z.string(),
   tenantId: z.string(),
+  /** Dispatch number (1 for the first hand-over, +1 on every re-dispatch); part of the job id. */
   attempt: z.number().int().min(1),
-  /** Envelope recipients still to be tried this attempt (a retry carries only the deferred ones). */
+  /** Envelope recipients still to be tried this dispatch (a retry carries only the deferred ones). */
   recipients: z.array(z.string()).min(1),
   message: z.object({
     from: Address,
@@ -81,11 +116,14 @@ export const OriginFrameSchema = z.discriminatedUnion("type", [
     type: z.literal("hello"),
     protocol: z.number().int(),
     nodeId: z.string().min(1).max(128),
+    /** Random per origin process; a new one tells the hub the node restarted and lost what it held. */
+    bootId: z.string().min(1).max(64),
     version: z.string().max(64),
     /** Jobs the node can take right now (after a reconnect, its free room, which may be 0). */
     capacity: z.number().int().min(0).max(10_000),
   }),
   z.object({ type: z.literal("ack"), jobIds: z.array(z.string()).max(10_000) }),
+  z.object({ type: z.literal("release"), jobIds: z.array(z.string()).max(10_000) }),
   z.object({
     type: z.literal("result"),
     jobId: z.string(),
@@ -132,5 +170,11 @@ function parseWith<T>(schema: z.ZodType<T>, raw: string | ArrayBuffer): ParsedFr
 export const parseOriginFrame = (raw: string | ArrayBuffer) => parseWith(OriginFrameSchema, raw);
 export const parseEdgeFrame = (raw: string | ArrayBuffer) => parseWith(EdgeFrameSchema, raw);
 
-/** Job ids are unique per attempt so both ends can de-duplicate without extra state. */
-export const jobIdFor = (messageId: string, attempt: number) => `${messageId}.${attempt}`;
+/** Job ids are unique per dispatch so both ends can de-duplicate without extra state. */
+export const jobIdFor = (messageId: string, dispatch: number) => `${messageId}.${dispatch}`;
+
+/** The inverse of jobIdFor. */
+export function splitJobId(jobId: string): { messageId: string; dispatch: number } {
+  const dot = jobId.lastIndexOf(".");
+  return { messageId: jobId.slice(0, dot), dispatch: Number(jobId.slice(dot + 1)) };
+}

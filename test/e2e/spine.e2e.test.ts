@@ -180,7 +180,7 @@ describe("SMTP outcomes", () => {
     expect(types).toEqual(["processed", "deferred", "delivered"]);
     expect(message.events[1].metadata).toMatchObject({ smtp_code: 451, status: "4.7.1", attempt: 1 });
     expect(message.events[2].metadata).toMatchObject({ attempt: 2 });
-    expect(message.attempts).toBe(2);
+    expect(message).toMatchObject({ dispatches: 2, deferrals: 1 });
   });
 
   it("a 5xx 5.1.1 bounces hard with the server's reason", async () => {

@@ -191,7 +191,8 @@ export interface MessageDetail {
   subject: string;
   to_emails: string[];
   categories: string[];
-  attempts: number;
+  dispatches: number;
+  deferrals: number;
   error_message: string | null;
   created_at: string;
   delivered_at: string | null;
@@ -232,14 +233,22 @@ type EdgeFrameOf<T extends EdgeFrame["type"]> = Extract<EdgeFrame, { type: T }>;
  */
 export class LinkClient {
   private readonly queue: EdgeFrame[] = [];
+  /** Frames this client has sent (the hub counts the ones it has handled: stats().links[].framesIn). */
+  sent = 0;
+  nodeId: string | null = null;
+  bootId: string | null = null;
+  /** UTF-8 size of every jobs frame received, in order. */
+  readonly jobsFrameBytes: number[] = [];
   private readonly waiters: { type: EdgeFrame["type"]; resolve: (f: EdgeFrame) => void }[] = [];
   readonly closed: Promise<{ code: number; reason: string }>;
 
   constructor(private readonly ws: WebSocket) {
     ws.addEventListener("message", (event) => {
-      const parsed = parseEdgeFrame(event.data as string);
+      const text = event.data as string;
+      const parsed = parseEdgeFrame(text);
       if (!parsed.ok) throw new Error(`edge sent an invalid frame: ${parsed.error}`);
       const frame = parsed.frame;
+      if (frame.type === "jobs") this.jobsFrameBytes.push(new TextEncoder().encode(text).byteLength);
       const i = this.waiters.findIndex((w) => w.type === frame.type);
       if (i >= 0) this.waiters.splice(i, 1)[0]!.resolve(frame);
       else this.queue.push(frame);
@@ -251,11 +260,18 @@ export class LinkClient {
 
   send(frame: OriginFrame): void {
     this.ws.send(JSON.stringify(frame));
+    this.sent++;
   }
 
-  /** Sends hello and waits for the welcome. */
-  async hello(capacity: number, nodeId = `node-${uid()}`): Promise<EdgeFrameOf<"welcome">> {
-    this.send({ type: "hello", protocol: LINK_PROTOCOL_VERSION, nodeId, version: "test", capacity });
+  /** Sends hello and waits for the welcome. The same nodeId + bootId is one origin process reconnecting. */
+  async hello(
+    capacity: number,
+    nodeId = `node-${uid()}`,
+    bootId = `boot-${uid()}`,
+  ): Promise<EdgeFrameOf<"welcome">> {
+    this.nodeId = nodeId;
+    this.bootId = bootId;
+    this.send({ type: "hello", protocol: LINK_PROTOCOL_VERSION, nodeId, bootId, version: "test", capacity });
     return this.next("welcome");
   }
 
@@ -282,10 +298,15 @@ export class LinkClient {
     return out;
   }
 
-  /** Resolves true if no frame of `type` arrives within `ms` (and leaves the queue as it was). */
+  /** Resolves true if no frame of `type` is queued after `ms` (prefer a hub-side signal: waitForFrames). */
   async nothing(type: EdgeFrame["type"], ms = 300): Promise<boolean> {
-    await new Promise((r) => setTimeout(r, ms));
+    if (ms > 0) await new Promise((r) => setTimeout(r, ms));
     return !this.queue.some((f) => f.type === type);
+  }
+
+  /** Frames of `type` received and not yet taken with next(). */
+  queued(type: EdgeFrame["type"]): number {
+    return this.queue.filter((f) => f.type === type).length;
   }
 
   close(code = 1000, reason = "test done"): void {
@@ -296,6 +317,28 @@ export class LinkClient {
     }
   }
 }
+
+/**
+ * This client's link as the hub sees it, once the hub has fully handled every frame the client sent
+ * (a deterministic signal: whatever the hub does in answer to those frames is done by then).
+ */
+export async function linkSettled(
+  link: LinkClient,
+  shard = 0,
+): Promise<Awaited<ReturnType<ReturnType<typeof hubStub>["stats"]>>["links"][number]> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const mine = (await hubStub(shard).stats()).links.filter(
+      (l) => l.nodeId === link.nodeId && l.bootId === link.bootId,
+    );
+    const settled = mine.find((l) => l.framesIn >= link.sent);
+    if (settled) return settled;
+    if (Date.now() > deadline) throw new Error(`hub never handled the ${link.sent} frames of ${link.nodeId}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const hubStub = (shard: number) => env.ORIGIN_HUB.getByName(`hub-${shard}`);
 
 /** Opens an origin link to hub shard 0 (not yet hello'd). */
 export async function openLink(token: string = env.ORIGIN_TOKEN): Promise<LinkClient> {

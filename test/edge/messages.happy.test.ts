@@ -279,7 +279,8 @@ describe("get /v3/messages/{id}", () => {
       text_content: "Your order shipped.",
       html_content: "<p>Your order shipped.</p>",
       message_id_header: `<${id.slice(4).toLowerCase()}@${t.domain}>`,
-      attempts: 0,
+      dispatches: 0,
+      deferrals: 0,
       error_message: null,
       created_at: created,
       updated_at: created,
@@ -328,7 +329,14 @@ describe("get /v3/messages/{id}", () => {
     const t = await setupTenant();
     const id = await sendOne(t.testKey, mailBody(t.from));
     const m = await getMessage(t.testKey, id);
-    expect(m).toMatchObject({ id, status: "sandbox", mode: "sandbox", events: [], attempts: 0 });
+    expect(m).toMatchObject({
+      id,
+      status: "sandbox",
+      mode: "sandbox",
+      events: [],
+      dispatches: 0,
+      deferrals: 0,
+    });
   });
 
   it("unknown id → 404 detail", async () => {

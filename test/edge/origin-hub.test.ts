@@ -8,16 +8,18 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseRetrySchedule } from "../../shared/delivery/retry-schedule.ts";
-import type { RecipientOutcome } from "../../shared/link/protocol.ts";
+import { FRAME_BUDGET_BYTES, type RecipientOutcome } from "../../shared/link/protocol.ts";
 import { base64ToBytes } from "../../edge/src/lib/base64.ts";
 import {
   call,
   eventually,
   getMessage,
   LinkClient,
+  linkSettled,
   mailBody,
   openLink,
   operatorHeaders,
+  sendMail,
   sendOne,
   setupTenant,
   type DomainView,
@@ -29,9 +31,11 @@ const hub = () => env.ORIGIN_HUB.getByName("hub-0");
 interface OutboxRowView {
   message_id: string;
   state: string;
-  attempt: number;
+  dispatches: number;
+  deferrals: number;
   due_at: number;
   lease_until: number | null;
+  lease_link: string | null;
   recipients: string;
   acked: number;
 }
@@ -42,7 +46,8 @@ function outboxRow(messageId: string): Promise<OutboxRowView | undefined> {
     (_instance, state) =>
       state.storage.sql
         .exec(
-          "SELECT message_id, state, attempt, due_at, lease_until, recipients, acked FROM outbox WHERE message_id = ?",
+          `SELECT message_id, state, dispatches, deferrals, due_at, lease_until, lease_link, recipients, acked
+           FROM outbox WHERE message_id = ?`,
           messageId,
         )
         .toArray()[0] as OutboxRowView | undefined,
@@ -65,11 +70,12 @@ async function waitForLinks(n: number): Promise<void> {
 }
 
 const opened: LinkClient[] = [];
-async function link(capacity: number): Promise<LinkClient> {
+/** A hello'd link; pass nodeId + bootId to stand for a given origin process (a reconnect, a restart). */
+async function link(capacity: number, nodeId?: string, bootId?: string): Promise<LinkClient> {
   const l = await openLink();
   opened.push(l);
-  const welcome = await l.hello(capacity);
-  expect(welcome).toEqual({ type: "welcome", protocol: 1, shard: 0, shards: 1, leaseMs: 300_000 });
+  const welcome = await l.hello(capacity, nodeId, bootId);
+  expect(welcome).toEqual({ type: "welcome", protocol: 2, shard: 0, shards: 1, leaseMs: 300_000 });
   return l;
 }
 
@@ -180,7 +186,7 @@ describe("dispatch", () => {
       (v) => v.status === "sending",
     );
     expect(m.status).toBe("sending");
-    expect(m.attempts).toBe(1);
+    expect(m).toMatchObject({ dispatches: 1, deferrals: 0 });
     expect(await hub().stats()).toMatchObject({ ready: 0, leased: 1 });
   });
 
@@ -191,7 +197,8 @@ describe("dispatch", () => {
 
     const [job1] = await origin.jobs(1);
     expect(job1!.messageId).toBe(first);
-    expect(await origin.nothing("jobs")).toBe(true);
+    // The hub has handled everything the origin sent and pushed exactly one job.
+    expect(await linkSettled(origin)).toMatchObject({ jobsOut: 1, credits: 0 });
     expect(await hub().stats()).toMatchObject({ ready: 1, leased: 1 });
     expect((await getMessage(t.liveKey, second)).status).toBe("queued");
 
@@ -360,12 +367,12 @@ describe("links that go away", () => {
     expect(job1!.attempt).toBe(1);
 
     const second = await link(1);
-    expect(await second.nothing("jobs", 100)).toBe(true);
+    expect(await linkSettled(second)).toMatchObject({ jobsOut: 0 });
     first.close(1001, "origin going away");
 
     const [job2] = await second.jobs(1);
     expect(job2).toMatchObject({ jobId: `${id}.2`, messageId: id, attempt: 2 });
-    expect(await outboxRow(id)).toMatchObject({ state: "leased", attempt: 2, acked: 0 });
+    expect(await outboxRow(id)).toMatchObject({ state: "leased", dispatches: 2, deferrals: 0, acked: 0 });
 
     // The first origin's attempt finishes late and is reported over the new link: acknowledged, not applied.
     second.send({
@@ -379,7 +386,7 @@ describe("links that go away", () => {
     let m = await getMessage(t.liveKey, id);
     expect(m.status).toBe("sending");
     expect(m.events.map((e) => e.event_type)).toEqual(["processed"]);
-    expect(await outboxRow(id)).toMatchObject({ state: "leased", attempt: 2 });
+    expect(await outboxRow(id)).toMatchObject({ state: "leased", dispatches: 2 });
 
     second.send({
       type: "result",
@@ -407,9 +414,9 @@ describe("links that go away", () => {
     first.close(1001, "origin restarting");
     await waitForLinks(1);
 
-    expect(await second.nothing("jobs")).toBe(true);
+    expect(await linkSettled(second)).toMatchObject({ jobsOut: 0 });
     const row = await outboxRow(id);
-    expect(row).toMatchObject({ state: "leased", attempt: 1, acked: 1 });
+    expect(row).toMatchObject({ state: "leased", dispatches: 1, acked: 1 });
     expect(row!.lease_until).toBeGreaterThanOrEqual(before + 300_000);
     expect(await hub().stats()).toMatchObject({ ready: 0, leased: 1 });
 
@@ -457,7 +464,7 @@ describe("retries", () => {
     ]);
     const row = await outboxRow(id);
     // First step of RETRY_SCHEDULE is 1m.
-    expect(row).toMatchObject({ state: "ready", attempt: 1, lease_until: null });
+    expect(row).toMatchObject({ state: "ready", dispatches: 1, deferrals: 1, lease_until: null });
     expect(JSON.parse(row!.recipients)).toEqual(["later@example.org"]);
     expect(row!.due_at).toBeGreaterThanOrEqual(before + 60_000);
     expect(row!.due_at).toBeLessThanOrEqual(after + 60_000);
@@ -473,7 +480,7 @@ describe("retries", () => {
 
     // The origin has room again, but the retry is not due yet.
     origin.send({ type: "credit", credits: 1 });
-    expect(await origin.nothing("jobs")).toBe(true);
+    expect(await linkSettled(origin)).toMatchObject({ jobsOut: 1, credits: 1 });
 
     await hubSql("UPDATE outbox SET due_at = 0 WHERE message_id = ?", id);
     expect(await runDurableObjectAlarm(hub())).toBe(true);
@@ -483,7 +490,7 @@ describe("retries", () => {
       () => getMessage(t.liveKey, id),
       (v) => v.status === "sending",
     );
-    expect(resent).toMatchObject({ status: "sending", attempts: 2 });
+    expect(resent).toMatchObject({ status: "sending", dispatches: 2, deferrals: 1 });
 
     origin.send({
       type: "result",
@@ -509,8 +516,8 @@ describe("retries", () => {
     const steps = parseRetrySchedule(env.RETRY_SCHEDULE).length;
     expect(steps).toBe(24);
     const id = await sendOne(t.liveKey, mailBody(t.from));
-    // Pretend every scheduled retry has been used up: the next dispatch is attempt steps + 1.
-    await hubSql("UPDATE outbox SET attempt = ? WHERE message_id = ?", steps, id);
+    // Pretend every scheduled retry has been used up (after as many dispatches): one more deferral bounces.
+    await hubSql("UPDATE outbox SET dispatches = ?, deferrals = ? WHERE message_id = ?", steps, steps, id);
 
     const origin = await link(1);
     const [job] = await origin.jobs(1);
@@ -542,13 +549,314 @@ describe("handshake", () => {
   it("answers hello with a wrong protocol version with an error frame and closes the link", async () => {
     const origin = await openLink();
     opened.push(origin);
-    origin.send({ type: "hello", protocol: 2, nodeId: "future-node", version: "9.9.9", capacity: 5 });
+    origin.send({
+      type: "hello",
+      protocol: 3,
+      nodeId: "future-node",
+      bootId: "b",
+      version: "9.9.9",
+      capacity: 5,
+    });
     expect(await origin.next("error")).toEqual({
       type: "error",
       code: "protocol_mismatch",
-      message: "edge speaks link protocol 1, origin sent 2",
+      message: "edge speaks link protocol 2, origin sent 3",
     });
     expect(await origin.closed).toEqual({ code: 1002, reason: "protocol mismatch" });
     expect((await hub().stats()).links).toEqual([]);
+  });
+});
+
+/** `count` characters of Japanese text: 3 UTF-8 bytes each, 1 UTF-16 unit each. */
+const japanese = (count: number) => "日本語のテキスト。".repeat(Math.ceil(count / 9)).slice(0, count);
+
+async function sendMany(key: string, from: string, n: number, text: string): Promise<string[]> {
+  const res = await sendMail(
+    key,
+    mailBody(from, {
+      personalizations: Array.from({ length: n }, (_, i) => ({ to: [{ email: `r${i}@example.net` }] })),
+      content: [{ type: "text/plain", value: text }],
+    }),
+  );
+  const body = await res.text();
+  expect(res.status, body).toBe(202);
+  return (JSON.parse(body) as { message_ids: string[] }).message_ids;
+}
+
+// Issue 6, item 1: frame size is measured in UTF-8 bytes against the cap we enforce.
+describe("frames", () => {
+  let t: TenantFixture;
+  beforeEach(async () => {
+    t = await setupTenant();
+  });
+
+  it("splits 33 jobs of an 82 KB Japanese body into frames of at most FRAME_BUDGET_BYTES of UTF-8", async () => {
+    const text = japanese(27_500);
+    expect(new TextEncoder().encode(text).byteLength).toBe(82_500);
+    const ids = await sendMany(t.liveKey, t.from, 33, text);
+    const origin = await link(33);
+    const jobs = await origin.jobs(33, 10_000);
+    expect(jobs.map((j) => j.messageId).sort()).toEqual([...ids].sort());
+    expect(jobs.every((j) => j.message.text === text)).toBe(true);
+    expect(origin.jobsFrameBytes.length).toBeGreaterThanOrEqual(3);
+    for (const bytes of origin.jobsFrameBytes) expect(bytes).toBeLessThanOrEqual(FRAME_BUDGET_BYTES);
+  });
+
+  it("fails a message whose job alone exceeds a frame, restores the credit and keeps the link moving", async () => {
+    // The API's content limit keeps new jobs under a frame; an entry queued before such a limit (or a
+    // limit raised past the link's) can still be larger. 400,000 characters are 1.2 MB of UTF-8: under
+    // the 1 MiB cap by UTF-16 length, over it in bytes.
+    const big = await sendOne(t.liveKey, mailBody(t.from));
+    await hubSql(
+      "UPDATE outbox SET entry = json_set(entry, '$.message.text', ?) WHERE message_id = ?",
+      japanese(400_000),
+      big,
+    );
+    const small = await sendOne(t.liveKey, mailBody(t.from));
+    const origin = await link(1);
+    const [job] = await origin.jobs(1);
+    expect(job!.messageId).toBe(small);
+
+    const m = await eventually(
+      () => getMessage(t.liveKey, big),
+      (v) => v.status === "failed",
+    );
+    expect(m.status).toBe("failed");
+    expect(m.error_message).toMatch(
+      /^Message too large for the delivery link: the job is \d+ bytes of UTF-8/,
+    );
+    expect(m.events.map((e) => e.event_type)).toEqual(["processed", "dropped"]);
+    expect(m.events[1]!.metadata.reason).toBe(m.error_message);
+    expect(m).toMatchObject({ dispatches: 0 });
+    expect(await outboxRow(big)).toBeUndefined();
+    // The failed message cost no credit: the one credit went to the small message.
+    expect(await linkSettled(origin)).toMatchObject({ jobsOut: 1, credits: 0 });
+  });
+});
+
+// Issue 6, item 2: one row that cannot become a job fails alone; the batch and the link keep moving.
+describe("a row that cannot become a job", () => {
+  it("fails the message whose DKIM key does not open and hands every other tenant's mail out", async () => {
+    const [a, b, c] = [await setupTenant(), await setupTenant(), await setupTenant()];
+    const idA = await sendOne(a.liveKey, mailBody(a.from));
+    const idB = await sendOne(b.liveKey, mailBody(b.from));
+    const idC = await sendOne(c.liveKey, mailBody(c.from));
+    // B's sealed key no longer opens (what a changed SECRETS_KEY does): its ciphertext is altered.
+    await runInDurableObject(hub(), (_instance, state) => {
+      const row = state.storage.sql
+        .exec<{ entry: string }>("SELECT entry FROM outbox WHERE message_id = ?", idB)
+        .one();
+      const entry = JSON.parse(row.entry) as { dkim: { privateKeySealed: string } };
+      const sealed = entry.dkim.privateKeySealed;
+      const tail = sealed.endsWith("AAAA") ? "BBBB" : "AAAA";
+      entry.dkim.privateKeySealed = sealed.slice(0, -4) + tail;
+      state.storage.sql.exec("UPDATE outbox SET entry = ? WHERE message_id = ?", JSON.stringify(entry), idB);
+    });
+
+    const origin = await link(3);
+    const jobs = await origin.jobs(2);
+    expect(jobs.map((j) => j.messageId).sort()).toEqual([idA, idC].sort());
+    expect(jobs.every((j) => j.dkim !== null)).toBe(true);
+
+    const m = await eventually(
+      () => getMessage(b.liveKey, idB),
+      (v) => v.status === "failed",
+    );
+    expect(m.status).toBe("failed");
+    expect(m.error_message).toMatch(/^Could not prepare the message for delivery: the DKIM private key of /);
+    expect(m.events.map((e) => e.event_type)).toEqual(["processed", "dropped"]);
+    expect(await outboxRow(idB)).toBeUndefined();
+
+    // Its credit was never spent: the next message goes out on it.
+    expect(await linkSettled(origin)).toMatchObject({ jobsOut: 2, credits: 1 });
+    const next = await sendOne(b.liveKey, mailBody(b.from));
+    // B's domain key is intact in D1, so B's next message is fine too.
+    expect((await origin.jobs(1))[0]!.messageId).toBe(next);
+  });
+});
+
+describe("leases", () => {
+  let t: TenantFixture;
+  beforeEach(async () => {
+    t = await setupTenant();
+  });
+
+  // Issue 6, item 7: an origin renews what it holds, over whichever link of the same process is up.
+  it("renews an acknowledged job's lease on every ack, also over the process's next link", async () => {
+    const first = await link(1, "node-renew", "boot-1");
+    const id = await sendOne(t.liveKey, mailBody(t.from));
+    const [job] = await first.jobs(1);
+    first.send({ type: "ack", jobIds: [job!.jobId] });
+    await linkSettled(first);
+    first.close(1001, "link dropped");
+    await waitForLinks(0);
+
+    // The same process reconnects: its job stays with it, and its renewal extends the lease.
+    await hubSql("UPDATE outbox SET lease_until = ? WHERE message_id = ?", Date.now() + 1_000, id);
+    const second = await link(1, "node-renew", "boot-1");
+    const before = Date.now();
+    second.send({ type: "ack", jobIds: [job!.jobId] });
+    const seen = await linkSettled(second);
+    const row = await outboxRow(id);
+    expect(row).toMatchObject({ state: "leased", dispatches: 1, acked: 1, lease_link: seen.linkId });
+    expect(row!.lease_until).toBeGreaterThanOrEqual(before + 300_000);
+    expect(seen.jobsOut).toBe(0);
+  });
+
+  it("puts released jobs back at once and gives the releasing link no more until it grants credit", async () => {
+    const full = await link(1);
+    const id = await sendOne(t.liveKey, mailBody(t.from));
+    const [job] = await full.jobs(1);
+    full.send({ type: "credit", credits: 2 });
+    full.send({ type: "release", jobIds: [job!.jobId] });
+    expect(await linkSettled(full)).toMatchObject({ credits: 0, jobsOut: 1 });
+    expect(await outboxRow(id)).toMatchObject({ state: "ready", dispatches: 1, lease_link: null });
+
+    const other = await link(1);
+    expect((await other.jobs(1))[0]).toMatchObject({ jobId: `${id}.2` });
+  });
+
+  // Issue 6, item 8: a re-dispatch after a dropped link does not use up a retry step.
+  it("retries a deferral after a re-dispatch on the first step of the schedule", async () => {
+    const first = await link(1);
+    const id = await sendOne(t.liveKey, mailBody(t.from));
+    await first.jobs(1);
+    first.close(1001, "dropped before ack");
+    const second = await link(1);
+    const [job] = await second.jobs(1);
+    expect(job!.attempt).toBe(2);
+    const before = Date.now();
+    second.send({
+      type: "result",
+      jobId: job!.jobId,
+      messageId: id,
+      attempt: 2,
+      recipients: [deferred("rcpt@example.net")],
+    });
+    await second.next("resultAck");
+    const row = await outboxRow(id);
+    expect(row).toMatchObject({ state: "ready", dispatches: 2, deferrals: 1 });
+    // First step of RETRY_SCHEDULE (1m), not the second (5m) that the dispatch count would pick.
+    expect(row!.due_at).toBeGreaterThanOrEqual(before + 60_000);
+    expect(row!.due_at).toBeLessThan(before + 120_000);
+    expect(await getMessage(t.liveKey, id)).toMatchObject({ dispatches: 2, deferrals: 1 });
+  });
+});
+
+// Issue 6, item 13: a restarted origin gets its old jobs back at once, not after LINK_LEASE_MS.
+describe("origin restarts", () => {
+  let t: TenantFixture;
+  beforeEach(async () => {
+    t = await setupTenant();
+  });
+
+  it("re-dispatches at once what the previous process of a node held when it says hello with a new boot id", async () => {
+    const old = await link(2, "node-restart", "boot-old");
+    const a = await sendOne(t.liveKey, mailBody(t.from));
+    const b = await sendOne(t.liveKey, mailBody(t.from));
+    const jobs = await old.jobs(2);
+    old.send({ type: "ack", jobIds: jobs.map((j) => j.jobId) });
+    await linkSettled(old);
+
+    // kill -9: the old link is not even closed yet when the new process says hello.
+    const fresh = await link(2, "node-restart", "boot-new");
+    const again = await fresh.jobs(2);
+    expect(again.map((j) => j.jobId).sort()).toEqual([`${a}.2`, `${b}.2`].sort());
+    expect(await old.closed).toEqual({ code: 1012, reason: "origin restarted" });
+    expect((await hub().stats()).links.map((l) => l.bootId)).toEqual(["boot-new"]);
+  });
+
+  it("keeps acknowledged jobs with a node that reconnects with the same boot id", async () => {
+    const first = await link(1, "node-same", "boot-same");
+    await sendOne(t.liveKey, mailBody(t.from));
+    const [job] = await first.jobs(1);
+    first.send({ type: "ack", jobIds: [job!.jobId] });
+    await linkSettled(first);
+    first.close(1001, "reconnecting");
+    await waitForLinks(0);
+    const second = await link(1, "node-same", "boot-same");
+    expect(await linkSettled(second)).toMatchObject({ jobsOut: 0, credits: 1 });
+    expect(await hub().stats()).toMatchObject({ ready: 0, leased: 1 });
+  });
+});
+
+// Issue 6, items 10 and 12: nothing sticks when a D1 batch cannot be built or a frame cannot be sent.
+describe("failures inside the hub", () => {
+  let t: TenantFixture;
+  beforeEach(async () => {
+    t = await setupTenant();
+  });
+
+  it("returns a row to leased when the D1 statements cannot be built, and acknowledges the re-sent result", async () => {
+    const origin = await link(1);
+    const id = await sendOne(t.liveKey, mailBody(t.from));
+    const [job] = await origin.jobs(1);
+    // The hub's D1 handle refuses to build an insert once (what a statement builder that throws does).
+    await runInDurableObject(hub(), (instance) => {
+      const hubWithDb = instance as unknown as { db: Record<string, unknown> };
+      const real = hubWithDb.db;
+      let refused = false;
+      hubWithDb.db = new Proxy(real, {
+        get(target, prop, receiver) {
+          if (prop === "insert" && !refused) {
+            refused = true;
+            hubWithDb.db = real;
+            return () => {
+              throw new Error("statement builder failed");
+            };
+          }
+          const v = Reflect.get(target, prop, receiver) as unknown;
+          return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+    });
+    const result = {
+      type: "result" as const,
+      jobId: job!.jobId,
+      messageId: id,
+      attempt: 1,
+      recipients: [delivered("rcpt@example.net")],
+    };
+    origin.send(result);
+    await linkSettled(origin);
+    expect(
+      await eventually(
+        () => outboxRow(id),
+        (r) => r?.state === "leased",
+      ),
+    ).toMatchObject({ state: "leased" });
+    expect(origin.queued("resultAck")).toBe(0);
+
+    // The origin re-sends the unacknowledged result; now it is recorded and acknowledged.
+    origin.send(result);
+    expect(await origin.next("resultAck")).toEqual({ type: "resultAck", jobIds: [job!.jobId] });
+    const m = await getMessage(t.liveKey, id);
+    expect(m.status).toBe("delivered");
+    expect(m.events.map((e) => e.event_type)).toEqual(["processed", "delivered"]);
+  });
+
+  it("puts jobs back at once and restores the credit when their frame cannot be sent", async () => {
+    const id = await sendOne(t.liveKey, mailBody(t.from));
+    // No DKIM key to open: dispatch runs without leaving the event loop turn, so nothing interleaves.
+    await hubSql(
+      "UPDATE outbox SET entry = json_set(entry, '$.dkim', json('null')) WHERE message_id = ?",
+      id,
+    );
+    const origin = await link(0);
+    await linkSettled(origin);
+    const row = await runInDurableObject(hub(), async (instance, state) => {
+      const [ws] = state.getWebSockets();
+      const attachment = ws!.deserializeAttachment() as Record<string, unknown>;
+      ws!.close(1000, "gone"); // send() throws from now on
+      ws!.serializeAttachment({ ...attachment, credits: 1 });
+      await instance.enqueue([]);
+      return {
+        outbox: state.storage.sql
+          .exec("SELECT state, dispatches FROM outbox WHERE message_id = ?", id)
+          .toArray()[0],
+        credits: (ws!.deserializeAttachment() as { credits: number }).credits,
+      };
+    });
+    expect(row).toEqual({ outbox: { state: "ready", dispatches: 0 }, credits: 1 });
   });
 });

@@ -8,7 +8,8 @@ const NOW = 1_800_000_000_000;
 const row = (over: Partial<AttemptState> = {}): AttemptState => ({
   message_id: "msg_A",
   tenant_id: "tnt_A",
-  attempt: 1,
+  dispatches: 1,
+  deferrals: 0,
   delivered: 0,
   bounced: 0,
   failed: 0,
@@ -61,9 +62,10 @@ describe("planResult", () => {
     expect(events.every((e) => e.attempt === 1 && e.timestamp === NOW && e.tenantId === "tnt_A")).toBe(true);
   });
 
-  it("a deferral with retries left waits for the schedule's interval for that attempt", () => {
-    const plan = planResult(row({ attempt: 2 }), [deferred("a@x.test")], schedule, NOW);
+  it("a deferral with retries left waits for the schedule's interval for that deferral", () => {
+    const plan = planResult(row({ dispatches: 2, deferrals: 1 }), [deferred("a@x.test")], schedule, NOW);
     expect(plan.status).toBe("queued");
+    expect(plan.deferrals).toBe(2);
     expect(plan.retryRecipients).toEqual(["a@x.test"]);
     expect(plan.retryAt).toBe(NOW + 5 * 60_000);
     const [event] = plan.events("tnt_A");
@@ -74,8 +76,23 @@ describe("planResult", () => {
     });
   });
 
+  // Issue 6, item 8: re-dispatches after dropped links or expired leases do not burn retry steps.
+  it("the retry delay follows the deferral count, not the dispatch count", () => {
+    const plan = planResult(row({ dispatches: 7, deferrals: 0 }), [deferred("a@x.test")], schedule, NOW);
+    expect(plan.status).toBe("queued");
+    expect(plan.retryAt).toBe(NOW + 60_000);
+    expect(plan.deferrals).toBe(1);
+    // Events still name the dispatch that produced them.
+    expect(plan.events("tnt_A")[0]!.metadata).toMatchObject({ attempt: 7 });
+  });
+
+  it("a result without deferred recipients leaves the deferral count as it was", () => {
+    const plan = planResult(row({ deferrals: 1 }), [delivered("a@x.test")], schedule, NOW);
+    expect(plan.deferrals).toBe(1);
+  });
+
   it("a deferral after the last scheduled retry becomes a soft bounce", () => {
-    const plan = planResult(row({ attempt: 3 }), [deferred("a@x.test")], schedule, NOW);
+    const plan = planResult(row({ dispatches: 3, deferrals: 2 }), [deferred("a@x.test")], schedule, NOW);
     expect(plan.status).toBe("bounced");
     expect(plan.retryRecipients).toEqual([]);
     expect(plan.events("tnt_A").map((e) => e.eventType)).toEqual(["deferred", "bounce"]);
@@ -98,7 +115,12 @@ describe("planResult", () => {
   });
 
   it("a message is delivered if any recipient was, counting earlier attempts", () => {
-    const plan = planResult(row({ attempt: 3, delivered: 1 }), [deferred("b@y.test")], schedule, NOW);
+    const plan = planResult(
+      row({ dispatches: 3, deferrals: 2, delivered: 1 }),
+      [deferred("b@y.test")],
+      schedule,
+      NOW,
+    );
     expect(plan.status).toBe("delivered");
     expect(plan.errorMessage).toBeUndefined();
   });

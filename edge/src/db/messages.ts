@@ -117,8 +117,9 @@ export async function getMessagesByIds(db: Db, ids: string[]): Promise<MessageRo
 }
 
 /**
- * Hub → D1: these messages were handed to an origin. Every dispatch counts as an attempt (re-dispatches
- * after a dropped link too); the status only moves forward from queued, never back from a final one.
+ * Hub → D1: these messages were handed to an origin. `dispatches` counts every hand-over (re-dispatches
+ * after a dropped link or an expired lease too); `deferrals` is not touched here, it counts results.
+ * The status only moves forward from queued, never back from a final one.
  */
 export function markSendingStatements(db: Db, ids: string[], now: number): Statement[] {
   return chunkRows(ids, 3).map((chunk) =>
@@ -127,7 +128,7 @@ export function markSendingStatements(db: Db, ids: string[], now: number): State
       .set({
         status: sql`case when ${messages.status} = 'queued' then 'sending' else ${messages.status} end`,
         updatedAt: now,
-        attempts: sql`${messages.attempts} + 1`,
+        dispatches: sql`${messages.dispatches} + 1`,
       })
       .where(and(inArray(messages.id, chunk), inArray(messages.status, ["queued", "sending"]))),
   );
@@ -144,6 +145,8 @@ export interface ResultWrite {
   errorMessage?: string | null;
   /** Set when recipients wait for a retry; cleared once the message is terminal. */
   nextAttemptAt: number | null;
+  /** The hub's deferral count after this result, when it changed (the retry schedule's index). */
+  deferrals?: number;
 }
 
 /** Hub → D1: one delivery attempt's outcome, written as one batch (events are de-duplicated by index). */
@@ -167,6 +170,7 @@ export function recordResultStatements(db: Db, w: ResultWrite): Statement[] {
         nextAttemptAt: w.nextAttemptAt,
         ...(w.deliveredAt !== undefined ? { deliveredAt: w.deliveredAt } : {}),
         ...(w.errorMessage !== undefined ? { errorMessage: w.errorMessage } : {}),
+        ...(w.deferrals !== undefined ? { deferrals: w.deferrals } : {}),
       })
       .where(eq(messages.id, w.messageId)),
   );

@@ -114,7 +114,10 @@ export const messages = sqliteTable(
     batchId: text("batch_id"),
     /** RFC 5322 Message-ID (without <>), fixed at accept time so retries and bounces correlate. */
     messageIdHeader: text("message_id_header").notNull(),
-    attempts: integer("attempts").notNull().default(0),
+    /** Times the hub handed this message to an origin (re-dispatches after a dropped link or lease count too). */
+    dispatches: integer("dispatches").notNull().default(0),
+    /** Deliveries that ended with recipients deferred; the retry schedule is indexed by this, not by dispatches. */
+    deferrals: integer("deferrals").notNull().default(0),
     /** When the hub will next try a deferred message; the sweeper leaves it alone until then. */
     nextAttemptAt: integer("next_attempt_at"),
     errorMessage: text("error_message"),

@@ -1,30 +1,54 @@
 /**
- * OriginHub: the single writer of in-flight delivery state for its shard of messages.
+ * OriginHub: the single writer of in-flight delivery state for its shard of messages. The link it
+ * speaks and the timing rules are in docs/link-protocol.md; the frames in shared/link/protocol.ts.
  *
  * Invariants (the outbox table in this object's SQLite storage):
  *  - A live message accepted by the API is in D1 (status queued) before it is enqueued here, and it
  *    leaves the outbox only after its final outcome has been written to D1. Nothing is held only in memory.
- *  - A row is `ready` (waiting for `due_at`), `leased` (handed to one origin link until `lease_until`)
- *    or `recording` (its result waits in the next D1 batch; back to `leased` if that write fails or the
- *    object restarts, since the result was not acknowledged and the origin sends it again).
- *  - `attempt` counts dispatches; the job id `<messageId>.<attempt>` names one dispatch, so a result for
- *    an older attempt is recognised and ignored, and a re-sent result for the current one is applied once.
- *  - When a link closes, the jobs its origin never acknowledged return to `ready` at once; acknowledged
- *    ones stay with that origin (it reports them over its next link) until their lease runs out (the alarm).
- *    An origin that dies mid-job therefore loses nothing: the job goes to the next origin (at-least-once).
- *  - Credits bound how many jobs a link holds: `hello.capacity` to start, `credit` frames for more.
+ *  - A row is `ready` (waiting for `due_at`), `leased` (handed to one origin process, `lease_node` +
+ *    `lease_boot`, over link `lease_link`, until `lease_until`) or `recording` (its outcome waits in the
+ *    next D1 batch). When that write fails, or the object restarts, a `recording` row goes back: to
+ *    `leased` for an origin's result (not acknowledged, so the origin sends it again), to `ready` for an
+ *    outcome the hub decided itself. Building the D1 statements is part of that write: no row can stay
+ *    `recording` because the batch could not be built.
+ *  - Two counters: `dispatches` counts hand-overs and names the job (`<messageId>.<dispatches>`), so a
+ *    result for an older dispatch is recognised and ignored and a re-sent one is applied once;
+ *    `deferrals` counts results with deferred recipients and alone indexes the retry schedule, so link
+ *    drops and expired leases never use up retry steps.
+ *  - Each row becomes a job (DKIM key opened, UTF-8 size measured) BEFORE it is leased or costs a credit.
+ *    A row that cannot become a job (its key does not open; alone it exceeds FRAME_BUDGET_BYTES) fails
+ *    that one message through the D1 result path, with an error_message and a `dropped` event per
+ *    recipient; every other row of the batch goes out.
+ *  - A jobs frame is at most FRAME_BUDGET_BYTES of UTF-8 (under Cloudflare's 1 MiB WebSocket message
+ *    cap). A frame that cannot be sent puts its jobs back to `ready` at once and its credits back on the link.
+ *  - Timing, with L = LINK_LEASE_MS: a lease ends L after the origin's last `ack` for the job; the origin
+ *    renews every job it holds every L/5 and gives each job a deadline of 0.4 × L from its start, and its
+ *    claim on the message (JOB_CLAIM_TTL_MS) outlives L: job deadline < lease < claim.
+ *  - When a link closes, jobs its origin never acknowledged return to `ready` at once; acknowledged ones
+ *    stay with that origin process (it renews them over its next link) until their lease runs out (the
+ *    alarm). A hello from the same node id with a new boot id means that process is gone: everything it
+ *    held returns to `ready` at once, and its remaining links are closed.
+ *  - Credits bound what a link holds: `hello.capacity` to start, `credit` frames for more. A `release`
+ *    returns the named jobs and zeroes the link's credits (the origin is full; it grants again when not).
+ *  - Memory is bounded with back-pressure: past MAX_PENDING_SENDING `sending` marks waiting for D1 the
+ *    hub stops dispatching (rows stay `ready`) until a D1 write succeeds; results waiting for D1 are
+ *    dropped from memory when a write fails, since their origins re-send them.
  *
  * Origins connect with the WebSocket Hibernation API, so idle links cost nothing; per-link state
- * (node id, credits) lives in the socket attachment, which survives hibernation.
+ * (node id, boot id, credits, counters) lives in the socket attachment, which survives hibernation.
  */
 import { DurableObject } from "cloudflare:workers";
 import {
+  FRAME_BUDGET_BYTES,
   jobIdFor,
   LINK_PROTOCOL_VERSION,
   parseOriginFrame,
+  splitJobId,
+  utf8ByteLength,
   type DeliveryJob,
   type EdgeFrame,
   type OriginFrame,
+  type RecipientOutcome,
 } from "../../../shared/link/protocol.ts";
 import { createRetrySchedule, type RetrySchedule } from "../../../shared/delivery/retry-schedule.ts";
 import { createDb, type Db } from "../db/client.ts";
@@ -39,7 +63,7 @@ export interface OutboxEntry {
   tenantId: string;
   recipients: string[];
   message: DeliveryJob["message"];
-  dkim: { domain: string; selector: string; privateKeySealed: string } | null;
+  dkim: { domainId?: string; domain: string; selector: string; privateKeySealed: string } | null;
   /** Unix ms before which the message must not be sent (scheduled sends); 0 = now. */
   notBefore: number;
 }
@@ -47,7 +71,13 @@ export interface OutboxEntry {
 interface LinkState {
   linkId: string;
   nodeId: string | null;
+  /** The origin process behind this link (hello.bootId). */
+  bootId: string | null;
   credits: number;
+  /** Frames this link's origin sent that the hub has fully handled (tests wait on it). */
+  framesIn: number;
+  /** Jobs pushed over this link. */
+  jobsOut: number;
 }
 
 interface OutboxRow {
@@ -55,10 +85,13 @@ interface OutboxRow {
   tenant_id: string;
   entry: string;
   recipients: string;
-  attempt: number;
+  dispatches: number;
+  deferrals: number;
   state: "ready" | "leased" | "recording";
   due_at: number;
   lease_link: string | null;
+  lease_node: string | null;
+  lease_boot: string | null;
   lease_until: number | null;
   enqueued_at: number;
   delivered: number;
@@ -71,7 +104,7 @@ interface OutboxRow {
 /** The columns a result needs. */
 type AttemptRow = Pick<
   OutboxRow,
-  "message_id" | "tenant_id" | "attempt" | "state" | "delivered" | "bounced" | "failed"
+  "message_id" | "tenant_id" | "dispatches" | "deferrals" | "state" | "delivered" | "bounced" | "failed"
 > & {
   [key: string]: SqlStorageValue;
 };
@@ -79,16 +112,51 @@ type AttemptRow = Pick<
 export interface HubStats {
   ready: number;
   leased: number;
-  links: { linkId: string; nodeId: string | null; credits: number }[];
+  links: {
+    linkId: string;
+    nodeId: string | null;
+    bootId: string | null;
+    credits: number;
+    framesIn: number;
+    jobsOut: number;
+  }[];
 }
 
-/** Keep frames well under the 1 MiB Durable Object WebSocket message cap. */
-const FRAME_BUDGET_BYTES = 900 * 1024;
+/** An outcome waiting for the next D1 batch. */
+interface PendingResult {
+  /** The link that reported it, to acknowledge it; null for an outcome the hub decided (nothing to ack). */
+  ws: WebSocket | null;
+  jobId: string | null;
+  row: AttemptRow;
+  plan: ResultPlan;
+  /** Copies of the same result that arrived while it was pending; acknowledged with it. */
+  duplicates: { ws: WebSocket; jobId: string }[];
+}
+
+/** A row turned into a job, serialized once, ready for a frame. */
+interface BuiltJob {
+  row: OutboxRow;
+  dispatch: number;
+  json: string;
+  bytes: number;
+}
+
+const FRAME_PREFIX = '{"type":"jobs","jobs":[';
+const FRAME_SUFFIX = "]}";
+const FRAME_OVERHEAD = FRAME_PREFIX.length + FRAME_SUFFIX.length;
+/** The largest job that fits a frame on its own. */
+const MAX_JOB_BYTES = FRAME_BUDGET_BYTES - FRAME_OVERHEAD;
 /** The alarm never fires sooner than this after being set, so a busy hub does not spin on it. */
 const MIN_ALARM_GAP_MS = 50;
 /** Results are written to D1 together: at most this many per batch, waiting at most this long. */
 const RESULT_BATCH_MAX = 100;
 const RESULT_FLUSH_MS = 5;
+/** While D1 fails, at most this many `sending` marks wait in memory; past it, dispatch pauses. */
+const MAX_PENDING_SENDING = 10_000;
+/** After a failed D1 write, the next try of the waiting marks. */
+const FLUSH_RETRY_MS = 1_000;
+/** A message the hub failed itself whose D1 write failed is tried again after this. */
+const UNSENDABLE_RETRY_MS = 30_000;
 
 export class OriginHub extends DurableObject<Bindings> {
   private readonly sql: SqlStorage;
@@ -96,17 +164,15 @@ export class OriginHub extends DurableObject<Bindings> {
   private config!: Config;
   private retry!: RetrySchedule;
   private readonly keyCache = new Map<string, string>();
-  private pendingResults: {
-    ws: WebSocket;
-    jobId: string;
-    row: AttemptRow;
-    plan: ResultPlan;
-    /** Copies of the same result that arrived while it was pending; acknowledged with it. */
-    duplicates: { ws: WebSocket; jobId: string }[];
-  }[] = [];
+  private pendingResults: PendingResult[] = [];
+  /** Every outcome queued or being written, by message id: the rows in state `recording`. */
+  private readonly recording = new Map<string, PendingResult>();
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
   /** Messages handed to origins since the last flush; their D1 status becomes `sending`. */
   private pendingSending: string[] = [];
+  /** The running dispatch loop; dispatches never overlap, a request during one makes it run again. */
+  private dispatching: Promise<void> | null = null;
+  private dispatchAgain = false;
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
@@ -118,16 +184,19 @@ export class OriginHub extends DurableObject<Bindings> {
     this.retry = createRetrySchedule(this.config.RETRY_SCHEDULE);
     // Pings are answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('{"type":"ping"}', '{"type":"pong"}'));
-    ctx.blockConcurrencyWhile(async () => {
+    void ctx.blockConcurrencyWhile(async () => {
       this.sql.exec(`CREATE TABLE IF NOT EXISTS outbox (
         message_id TEXT PRIMARY KEY,
         tenant_id TEXT NOT NULL,
         entry TEXT NOT NULL,
         recipients TEXT NOT NULL,
-        attempt INTEGER NOT NULL DEFAULT 0,
+        dispatches INTEGER NOT NULL DEFAULT 0,
+        deferrals INTEGER NOT NULL DEFAULT 0,
         state TEXT NOT NULL,
         due_at INTEGER NOT NULL,
         lease_link TEXT,
+        lease_node TEXT,
+        lease_boot TEXT,
         lease_until INTEGER,
         enqueued_at INTEGER NOT NULL,
         delivered INTEGER NOT NULL DEFAULT 0,
@@ -135,14 +204,40 @@ export class OriginHub extends DurableObject<Bindings> {
         failed INTEGER NOT NULL DEFAULT 0,
         acked INTEGER NOT NULL DEFAULT 0
       )`);
+      this.upgradeOutbox();
       this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_ready ON outbox(state, due_at)");
       this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_lease ON outbox(lease_link)");
+      this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_node ON outbox(lease_node, lease_boot)");
       // The alarm's look-ups (earliest lease end, oldest message) stay O(log n) on a large outbox.
       this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_lease_until ON outbox(state, lease_until)");
       this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_age ON outbox(state, enqueued_at)");
-      // Results being written when the object last stopped were not acknowledged; their origins re-send them.
-      this.sql.exec("UPDATE outbox SET state = 'leased' WHERE state = 'recording'");
+      // Outcomes being written when the object last stopped were not acknowledged: origin results go
+      // back to their lease (the origin re-sends them), outcomes the hub decided are decided again.
+      this.sql.exec(
+        "UPDATE outbox SET state = 'leased' WHERE state = 'recording' AND lease_until IS NOT NULL",
+      );
+      this.sql.exec("UPDATE outbox SET state = 'ready' WHERE state = 'recording'");
     });
+  }
+
+  /** Outboxes written by link protocol 1 counted dispatches as `attempt` and had no deferral count. */
+  private upgradeOutbox(): void {
+    const columns = new Set(
+      this.sql
+        .exec<{ name: string }>("SELECT name FROM pragma_table_info('outbox')")
+        .toArray()
+        .map((c) => c.name),
+    );
+    if (columns.has("attempt")) {
+      this.sql.exec("ALTER TABLE outbox RENAME COLUMN attempt TO dispatches");
+      this.sql.exec("ALTER TABLE outbox ADD COLUMN deferrals INTEGER NOT NULL DEFAULT 0");
+      // The old count was used as the failure count; keep each message's place in the schedule.
+      this.sql.exec("UPDATE outbox SET deferrals = dispatches");
+    }
+    if (!columns.has("lease_node")) {
+      this.sql.exec("ALTER TABLE outbox ADD COLUMN lease_node TEXT");
+      this.sql.exec("ALTER TABLE outbox ADD COLUMN lease_boot TEXT");
+    }
   }
 
   // ---------------------------------------------------------------- RPC from the Worker
@@ -154,7 +249,7 @@ export class OriginHub extends DurableObject<Bindings> {
     for (const e of entries) {
       const cursor = this.sql.exec(
         `INSERT INTO outbox (message_id, tenant_id, entry, recipients, state, due_at, enqueued_at)
-         VALUES (?, ?, ?, ?, 'ready', ?, ?) ON CONFLICT(message_id) DO NOTHING`,
+         VALUES (?, ?, ?, ?, 'ready', ?, ?) ON CONFLICT(message_id) DO NOTHING RETURNING message_id`,
         e.messageId,
         e.tenantId,
         JSON.stringify(e),
@@ -162,7 +257,8 @@ export class OriginHub extends DurableObject<Bindings> {
         Math.max(now, e.notBefore),
         now,
       );
-      added += cursor.rowsWritten;
+      // Not rowsWritten: it counts index entries too.
+      added += cursor.toArray().length;
     }
     await this.dispatch();
     return { added };
@@ -174,7 +270,14 @@ export class OriginHub extends DurableObject<Bindings> {
     return {
       ready: count("ready"),
       leased: count("leased") + count("recording"),
-      links: this.links().map(({ state }) => ({ ...state })),
+      links: this.links().map(({ state }) => ({
+        linkId: state.linkId,
+        nodeId: state.nodeId,
+        bootId: state.bootId ?? null,
+        credits: state.credits,
+        framesIn: state.framesIn ?? 0,
+        jobsOut: state.jobsOut ?? 0,
+      })),
     };
   }
 
@@ -188,11 +291,28 @@ export class OriginHub extends DurableObject<Bindings> {
     const [client, server] = [pair[0], pair[1]];
     const linkId = crypto.randomUUID();
     this.ctx.acceptWebSocket(server, [linkId]);
-    server.serializeAttachment({ linkId, nodeId: null, credits: 0 } satisfies LinkState);
+    server.serializeAttachment({
+      linkId,
+      nodeId: null,
+      bootId: null,
+      credits: 0,
+      framesIn: 0,
+      jobsOut: 0,
+    } satisfies LinkState);
     return new Response(null, { status: 101, webSocket: client });
   }
 
   override async webSocketMessage(ws: WebSocket, raw: string | ArrayBuffer): Promise<void> {
+    try {
+      await this.handleFrame(ws, raw);
+    } finally {
+      const after = ws.deserializeAttachment() as LinkState | null;
+      if (after)
+        ws.serializeAttachment({ ...after, framesIn: (after.framesIn ?? 0) + 1 } satisfies LinkState);
+    }
+  }
+
+  private async handleFrame(ws: WebSocket, raw: string | ArrayBuffer): Promise<void> {
     const parsed = parseOriginFrame(raw);
     if (!parsed.ok) {
       this.send(ws, { type: "error", code: "invalid_frame", message: parsed.error });
@@ -211,9 +331,11 @@ export class OriginHub extends DurableObject<Bindings> {
           ws.close(1002, "protocol mismatch");
           return;
         }
+        this.forgetPreviousIncarnation(ws, frame.nodeId, frame.bootId);
         ws.serializeAttachment({
           ...state,
           nodeId: frame.nodeId,
+          bootId: frame.bootId,
           credits: frame.capacity,
         } satisfies LinkState);
         this.send(ws, {
@@ -232,18 +354,43 @@ export class OriginHub extends DurableObject<Bindings> {
         return;
       }
       case "ack": {
+        // First ack and every renewal alike: the lease runs L from now, and follows the origin process
+        // (not the link), so a job acknowledged before a reconnect is renewed over the new link.
+        if (state.nodeId === null) return;
         const until = Date.now() + this.config.LINK_LEASE_MS;
         for (const jobId of frame.jobIds) {
-          const { messageId, attempt } = splitJobId(jobId);
+          const { messageId, dispatch } = splitJobId(jobId);
           this.sql.exec(
-            "UPDATE outbox SET lease_until = ?, acked = 1 WHERE message_id = ? AND attempt = ? AND state = 'leased' AND lease_link = ?",
+            `UPDATE outbox SET lease_until = ?, acked = 1, lease_link = ?
+             WHERE message_id = ? AND dispatches = ? AND state = 'leased' AND lease_node = ? AND lease_boot = ?`,
             until,
-            messageId,
-            attempt,
             state.linkId,
+            messageId,
+            dispatch,
+            state.nodeId,
+            state.bootId,
           );
         }
         await this.scheduleAlarm();
+        return;
+      }
+      case "release": {
+        // The origin is full: these go to whoever has room, and this link gets no more until it grants.
+        if (state.nodeId === null) return;
+        for (const jobId of frame.jobIds) {
+          const { messageId, dispatch } = splitJobId(jobId);
+          this.sql.exec(
+            `UPDATE outbox SET state = 'ready', lease_link = NULL, lease_node = NULL, lease_boot = NULL,
+               lease_until = NULL, acked = 0
+             WHERE message_id = ? AND dispatches = ? AND state = 'leased' AND lease_node = ? AND lease_boot = ?`,
+            messageId,
+            dispatch,
+            state.nodeId,
+            state.bootId,
+          );
+        }
+        ws.serializeAttachment({ ...state, credits: 0 } satisfies LinkState);
+        await this.dispatch();
         return;
       }
       case "result":
@@ -274,9 +421,12 @@ export class OriginHub extends DurableObject<Bindings> {
   override async alarm(): Promise<void> {
     const now = Date.now();
     this.sql.exec(
-      "UPDATE outbox SET state = 'ready', lease_link = NULL, lease_until = NULL WHERE state = 'leased' AND lease_until <= ?",
+      `UPDATE outbox SET state = 'ready', lease_link = NULL, lease_node = NULL, lease_boot = NULL,
+         lease_until = NULL, acked = 0
+       WHERE state = 'leased' AND lease_until <= ?`,
       now,
     );
+    if (this.pendingSending.length > 0 || this.pendingResults.length > 0) await this.flushResults();
     await this.expireOldMessages(now);
     await this.dispatch();
   }
@@ -308,95 +458,266 @@ export class OriginHub extends DurableObject<Bindings> {
     }
   }
 
+  /**
+   * A hello from `nodeId` with a boot id other than the one its jobs are leased to: that process
+   * restarted, so what it held (acknowledged or not) is lost with it and goes back to `ready` now,
+   * instead of after LINK_LEASE_MS. Its links that have not closed yet are closed and get no more work.
+   */
+  private forgetPreviousIncarnation(current: WebSocket, nodeId: string, bootId: string): void {
+    for (const { ws, state } of this.links()) {
+      if (ws === current || state.nodeId !== nodeId || state.bootId === bootId) continue;
+      ws.serializeAttachment({ ...state, nodeId: null, bootId: null, credits: 0 } satisfies LinkState);
+      try {
+        ws.close(1012, "origin restarted");
+      } catch {
+        // already closed
+      }
+    }
+    const back = this.sql
+      .exec(
+        `UPDATE outbox SET state = 'ready', lease_link = NULL, lease_node = NULL, lease_boot = NULL,
+         lease_until = NULL, acked = 0
+       WHERE state = 'leased' AND lease_node = ? AND lease_boot IS NOT ? RETURNING message_id`,
+        nodeId,
+        bootId,
+      )
+      .toArray().length;
+    if (back > 0) {
+      console.log(
+        JSON.stringify({
+          level: "info",
+          msg: "origin restarted; re-dispatching what it held",
+          nodeId,
+          jobs: back,
+        }),
+      );
+    }
+  }
+
   private async releaseLink(ws: WebSocket): Promise<void> {
     const state = ws.deserializeAttachment() as LinkState | null;
     if (!state) return;
     ws.serializeAttachment({ ...state, nodeId: null, credits: 0 } satisfies LinkState);
     // Jobs the origin never acknowledged go straight back to the outbox. Acknowledged ones stay leased:
-    // the node holds them and will report over its next link; the lease timer covers a node that died.
+    // the node holds them and renews them over its next link; the lease timer covers a node that died.
     this.sql.exec(
-      "UPDATE outbox SET state = 'ready', lease_link = NULL, lease_until = NULL WHERE state = 'leased' AND lease_link = ? AND acked = 0",
+      `UPDATE outbox SET state = 'ready', lease_link = NULL, lease_node = NULL, lease_boot = NULL,
+         lease_until = NULL
+       WHERE state = 'leased' AND lease_link = ? AND acked = 0`,
       state.linkId,
     );
     await this.dispatch();
   }
 
-  /** Hands due jobs to links that have credit, then re-arms the alarm. */
-  private async dispatch(): Promise<void> {
-    const now = Date.now();
-    const sockets = this.links()
-      .sort((a, b) => b.state.credits - a.state.credits)
-      .map((l) => l.ws);
-    for (const ws of sockets) {
-      // Read the link's state here, not before the loop: an earlier iteration awaited, and another
-      // dispatch may have spent this link's credit meanwhile.
-      const state = ws.deserializeAttachment() as LinkState | null;
-      if (!state || state.nodeId === null || state.credits <= 0) continue;
-      const rows = this.sql
-        .exec<OutboxRow>(
-          "SELECT * FROM outbox WHERE state = 'ready' AND due_at <= ? ORDER BY due_at LIMIT ?",
-          now,
-          state.credits,
-        )
-        .toArray();
-      if (rows.length === 0) break;
-      // Lease synchronously before any await, so a concurrent dispatch cannot pick the same rows.
-      const leaseUntil = now + this.config.LINK_LEASE_MS;
-      for (const row of rows) {
-        row.attempt += 1;
-        this.sql.exec(
-          "UPDATE outbox SET state = 'leased', attempt = ?, lease_link = ?, lease_until = ?, acked = 0 WHERE message_id = ?",
-          row.attempt,
-          state.linkId,
-          leaseUntil,
-          row.message_id,
-        );
-        this.pendingSending.push(row.message_id);
+  /** Hands due jobs to links that have credit, then re-arms the alarm. Never runs twice at once. */
+  private dispatch(): Promise<void> {
+    if (this.dispatching) {
+      this.dispatchAgain = true;
+      return this.dispatching;
+    }
+    this.dispatching = (async () => {
+      try {
+        do {
+          this.dispatchAgain = false;
+          await this.dispatchOnce();
+        } while (this.dispatchAgain);
+      } finally {
+        this.dispatching = null;
       }
-      ws.serializeAttachment({ ...state, credits: state.credits - rows.length } satisfies LinkState);
-      this.scheduleFlush();
-      const jobs = await Promise.all(rows.map((row) => this.toJob(row)));
-      this.sendJobs(ws, jobs);
+    })();
+    return this.dispatching;
+  }
+
+  private async dispatchOnce(): Promise<void> {
+    // Back-pressure while D1 is failing: the rows stay `ready` in storage instead of piling up marks here.
+    if (this.pendingSending.length < MAX_PENDING_SENDING) {
+      const sockets = this.links()
+        .sort((a, b) => b.state.credits - a.state.credits)
+        .map((l) => l.ws);
+      for (const ws of sockets) {
+        const state = ws.deserializeAttachment() as LinkState | null;
+        if (!state || state.nodeId === null || state.credits <= 0) continue;
+        const rows = this.sql
+          .exec<OutboxRow>(
+            "SELECT * FROM outbox WHERE state = 'ready' AND due_at <= ? ORDER BY due_at LIMIT ?",
+            Date.now(),
+            state.credits,
+          )
+          .toArray();
+        if (rows.length === 0) break;
+        await this.dispatchTo(ws, rows);
+      }
     }
     await this.scheduleAlarm();
   }
 
-  /** Sends jobs in frames under the size budget; each job is serialized once, straight into its frame. */
-  private sendJobs(ws: WebSocket, jobs: DeliveryJob[]): void {
-    let parts: string[] = [];
-    let size = 0;
-    const flush = () => {
-      // If sending fails the socket is closing; webSocketClose returns these leases to the outbox.
-      if (parts.length > 0) this.sendRaw(ws, `{"type":"jobs","jobs":[${parts.join(",")}]}`);
-      parts = [];
-      size = 0;
-    };
-    for (const job of jobs) {
-      const json = JSON.stringify(job);
-      if (parts.length > 0 && size + json.length > FRAME_BUDGET_BYTES) flush();
-      parts.push(json);
-      size += json.length + 1;
+  /** Builds every row into a job first, then leases and sends the ones that could be built. */
+  private async dispatchTo(ws: WebSocket, rows: OutboxRow[]): Promise<void> {
+    const built: BuiltJob[] = [];
+    // A row that fails to build leaves this link's credit unspent: look for more work in the next pass.
+    let failed = 0;
+    for (const row of rows) {
+      const dispatch = row.dispatches + 1;
+      try {
+        const json = JSON.stringify(await this.toJob(row, dispatch));
+        const bytes = utf8ByteLength(json);
+        if (bytes > MAX_JOB_BYTES) {
+          this.failUnsendable(
+            row,
+            `Message too large for the delivery link: the job is ${bytes} bytes of UTF-8, at most ${MAX_JOB_BYTES} fit in one frame`,
+          );
+          failed++;
+          continue;
+        }
+        built.push({ row, dispatch, json, bytes });
+      } catch (err) {
+        this.failUnsendable(row, `Could not prepare the message for delivery: ${errorText(err)}`);
+        failed++;
+      }
     }
-    flush();
+    if (failed > 0) this.dispatchAgain = true;
+    // Building awaited: read the link again, it may have closed or been superseded meanwhile.
+    const state = ws.deserializeAttachment() as LinkState | null;
+    if (!state || state.nodeId === null || built.length === 0) return;
+    const now = Date.now();
+    const leaseUntil = now + this.config.LINK_LEASE_MS;
+    const leased: BuiltJob[] = [];
+    for (const job of built.slice(0, Math.max(0, state.credits))) {
+      const cursor = this.sql.exec(
+        `UPDATE outbox SET state = 'leased', dispatches = ?, lease_link = ?, lease_node = ?, lease_boot = ?,
+           lease_until = ?, acked = 0
+         WHERE message_id = ? AND state = 'ready' AND dispatches = ? RETURNING message_id`,
+        job.dispatch,
+        state.linkId,
+        state.nodeId,
+        state.bootId,
+        leaseUntil,
+        job.row.message_id,
+        job.row.dispatches,
+      );
+      // Not rowsWritten: it counts index entries too.
+      if (cursor.toArray().length === 1) leased.push(job);
+    }
+    if (leased.length === 0) return;
+    ws.serializeAttachment({
+      ...state,
+      credits: state.credits - leased.length,
+      jobsOut: (state.jobsOut ?? 0) + leased.length,
+    } satisfies LinkState);
+    const unsent = this.sendJobs(ws, leased);
+    const sent = leased.filter((j) => !unsent.includes(j));
+    for (const job of sent) this.pendingSending.push(job.row.message_id);
+    if (unsent.length > 0) this.returnUnsent(ws, unsent);
+    if (sent.length > 0) this.scheduleFlush();
   }
 
-  private async toJob(row: OutboxRow): Promise<DeliveryJob> {
+  /**
+   * Sends jobs in frames of at most FRAME_BUDGET_BYTES (UTF-8); each job is serialized once, straight
+   * into its frame. Returns the jobs whose frame could not be sent (the socket is gone or closing).
+   */
+  private sendJobs(ws: WebSocket, jobs: BuiltJob[]): BuiltJob[] {
+    const unsent: BuiltJob[] = [];
+    let frame: BuiltJob[] = [];
+    let size = FRAME_OVERHEAD;
+    const flush = () => {
+      if (frame.length === 0) return;
+      const text = `${FRAME_PREFIX}${frame.map((j) => j.json).join(",")}${FRAME_SUFFIX}`;
+      if (unsent.length > 0 || !this.sendRaw(ws, text)) unsent.push(...frame);
+      frame = [];
+      size = FRAME_OVERHEAD;
+    };
+    for (const job of jobs) {
+      const added = job.bytes + (frame.length > 0 ? 1 : 0);
+      if (frame.length > 0 && size + added > FRAME_BUDGET_BYTES) flush();
+      size += job.bytes + (frame.length > 0 ? 1 : 0);
+      frame.push(job);
+    }
+    flush();
+    return unsent;
+  }
+
+  /** A frame that did not go out: its jobs are ready again at once, and the link gets its credits back. */
+  private returnUnsent(ws: WebSocket, jobs: BuiltJob[]): void {
+    for (const job of jobs) {
+      this.sql.exec(
+        `UPDATE outbox SET state = 'ready', lease_link = NULL, lease_node = NULL, lease_boot = NULL,
+           lease_until = NULL, acked = 0, dispatches = ?
+         WHERE message_id = ? AND state = 'leased' AND dispatches = ?`,
+        job.row.dispatches,
+        job.row.message_id,
+        job.dispatch,
+      );
+    }
+    const state = ws.deserializeAttachment() as LinkState | null;
+    if (state) {
+      ws.serializeAttachment({
+        ...state,
+        credits: state.credits + jobs.length,
+        jobsOut: Math.max(0, (state.jobsOut ?? 0) - jobs.length),
+      } satisfies LinkState);
+    }
+    console.error(
+      JSON.stringify({
+        level: "warn",
+        msg: "jobs frame could not be sent; jobs back in the outbox",
+        count: jobs.length,
+      }),
+    );
+  }
+
+  /**
+   * A row that can never become a job fails its message the way an origin's "failed" outcome would:
+   * through the next D1 batch, with the reason as error_message and a `dropped` event per recipient.
+   */
+  private failUnsendable(row: OutboxRow, reason: string): void {
+    const recipients = JSON.parse(row.recipients) as string[];
+    const outcomes: RecipientOutcome[] = recipients.map((recipient) => ({
+      recipient,
+      status: "failed",
+      response: reason,
+    }));
+    this.queueOutcome({
+      ws: null,
+      jobId: null,
+      row,
+      plan: planResult(row, outcomes, this.retry, Date.now()),
+      duplicates: [],
+    });
+    console.error(
+      JSON.stringify({
+        level: "error",
+        msg: "message cannot be dispatched",
+        messageId: row.message_id,
+        reason,
+      }),
+    );
+    this.scheduleFlush();
+  }
+
+  private async toJob(row: OutboxRow, dispatch: number): Promise<DeliveryJob> {
     const entry = JSON.parse(row.entry) as OutboxEntry;
     let dkim: DeliveryJob["dkim"] = null;
     if (entry.dkim) {
       let pem = this.keyCache.get(entry.dkim.privateKeySealed);
       if (!pem) {
-        pem = await openDkimPrivateKey(this.config, entry.dkim);
+        try {
+          pem = await openDkimPrivateKey(this.config, entry.dkim);
+        } catch (err) {
+          throw new Error(
+            `the DKIM private key of ${entry.dkim.domain} could not be opened (${errorText(err)}); ` +
+              "if SECRETS_KEY was changed, see the key rotation steps in docs/operations.md",
+          );
+        }
         if (this.keyCache.size > 500) this.keyCache.clear();
         this.keyCache.set(entry.dkim.privateKeySealed, pem);
       }
       dkim = { domain: entry.dkim.domain, selector: entry.dkim.selector, privateKeyPem: pem };
     }
     return {
-      jobId: jobIdFor(row.message_id, row.attempt),
+      jobId: jobIdFor(row.message_id, dispatch),
       messageId: row.message_id,
       tenantId: row.tenant_id,
-      attempt: row.attempt,
+      attempt: dispatch,
       recipients: JSON.parse(row.recipients) as string[],
       message: entry.message,
       dkim,
@@ -411,26 +732,22 @@ export class OriginHub extends DurableObject<Bindings> {
     const row = this.sql
       // Not the entry itself: a result needs only the attempt bookkeeping, and entries are kilobytes.
       .exec<AttemptRow>(
-        `SELECT message_id, tenant_id, attempt, state, delivered, bounced, failed
+        `SELECT message_id, tenant_id, dispatches, deferrals, state, delivered, bounced, failed
          FROM outbox WHERE message_id = ?`,
         frame.messageId,
       )
       .toArray()[0];
-    if (row && row.attempt === frame.attempt && row.state === "recording") {
-      // A re-sent copy of a result whose write is pending: acknowledge it only once that write succeeds.
-      this.pendingResults
-        .find((p) => p.row.message_id === row.message_id)
-        ?.duplicates.push({ ws, jobId: frame.jobId });
+    if (row && row.dispatches === frame.attempt && row.state === "recording") {
+      // A re-sent copy of a result whose write is queued or under way: acknowledge it once that write succeeds.
+      this.recording.get(row.message_id)?.duplicates.push({ ws, jobId: frame.jobId });
       return;
     }
-    if (!row || row.attempt !== frame.attempt || row.state !== "leased") {
-      // Already recorded, superseded by a later attempt, or unknown: nothing to apply, stop the resends.
+    if (!row || row.dispatches !== frame.attempt || row.state !== "leased") {
+      // Already recorded, superseded by a later dispatch, or unknown: nothing to apply, stop the resends.
       this.send(ws, { type: "resultAck", jobIds: [frame.jobId] });
       return;
     }
-    // `recording` keeps a re-sent copy of this result from being queued twice while the write is pending.
-    this.sql.exec("UPDATE outbox SET state = 'recording' WHERE message_id = ?", row.message_id);
-    this.pendingResults.push({
+    this.queueOutcome({
       ws,
       jobId: frame.jobId,
       row,
@@ -440,6 +757,13 @@ export class OriginHub extends DurableObject<Bindings> {
     this.scheduleFlush();
   }
 
+  /** `recording` keeps a re-sent copy of a result from being queued twice while its write is pending. */
+  private queueOutcome(p: PendingResult): void {
+    this.sql.exec("UPDATE outbox SET state = 'recording' WHERE message_id = ?", p.row.message_id);
+    this.pendingResults.push(p);
+    this.recording.set(p.row.message_id, p);
+  }
+
   private scheduleFlush(): void {
     if (this.pendingResults.length + this.pendingSending.length >= RESULT_BATCH_MAX) void this.flushResults();
     else this.flushTimer ??= setTimeout(() => void this.flushResults(), RESULT_FLUSH_MS);
@@ -447,7 +771,9 @@ export class OriginHub extends DurableObject<Bindings> {
 
   /**
    * One D1 batch for everything that happened since the last flush: messages handed to origins
-   * (status sending, attempts + 1) first, then results, so a fast result is never overwritten.
+   * (status sending, dispatches + 1) first, then outcomes, so a fast result is never overwritten.
+   * Building the statements is inside the same `try` as the write: whatever fails, every row of the
+   * batch leaves `recording`.
    */
   private async flushResults(): Promise<void> {
     if (this.flushTimer) clearTimeout(this.flushTimer);
@@ -456,50 +782,41 @@ export class OriginHub extends DurableObject<Bindings> {
     const sending = this.pendingSending.splice(0);
     if (batch.length === 0 && sending.length === 0) return;
     const now = Date.now();
-    const sendingStatements = sending.length > 0 ? markSendingStatements(this.db, sending, now) : [];
-    const statements = batch.flatMap(({ row, plan }) =>
-      recordResultStatements(this.db, {
-        messageId: row.message_id,
-        now,
-        events: plan.events(row.tenant_id),
-        recipientStatuses: plan.recipientStatuses,
-        status: plan.status,
-        ...(plan.status === "delivered" ? { deliveredAt: now } : {}),
-        errorMessage: plan.errorMessage,
-        nextAttemptAt: plan.retryRecipients.length > 0 ? plan.retryAt : null,
-      }),
-    );
     try {
-      await this.db.batch([...sendingStatements, ...statements] as [never]);
+      const statements = [
+        ...(sending.length > 0 ? markSendingStatements(this.db, sending, now) : []),
+        ...batch.flatMap(({ row, plan }) =>
+          recordResultStatements(this.db, {
+            messageId: row.message_id,
+            now,
+            events: plan.events(row.tenant_id),
+            recipientStatuses: plan.recipientStatuses,
+            status: plan.status,
+            ...(plan.status === "delivered" ? { deliveredAt: now } : {}),
+            errorMessage: plan.errorMessage,
+            nextAttemptAt: plan.retryRecipients.length > 0 ? plan.retryAt : null,
+            deferrals: plan.deferrals,
+          }),
+        ),
+      ];
+      await this.db.batch(statements as [never]);
     } catch (err) {
-      // Leave the leases in place: the origin re-sends unacknowledged results, and the lease timer backs us up.
-      // The `sending` marks go into the next flush.
-      this.pendingSending.unshift(...sending);
-      for (const { row } of batch) {
-        this.sql.exec(
-          "UPDATE outbox SET state = 'leased' WHERE message_id = ? AND state = 'recording'",
-          row.message_id,
-        );
-      }
-      console.error(
-        JSON.stringify({
-          level: "error",
-          msg: "recording results failed",
-          count: batch.length,
-          error: String(err),
-        }),
-      );
+      for (const p of batch) this.recording.delete(p.row.message_id);
+      this.flushFailed(batch, sending, err);
       return;
     }
+    for (const p of batch) this.recording.delete(p.row.message_id);
 
     const acks = new Map<WebSocket, string[]>();
     for (const { ws, jobId, row, plan, duplicates } of batch) {
       if (plan.retryRecipients.length > 0) {
         this.sql.exec(
-          `UPDATE outbox SET state = 'ready', recipients = ?, due_at = ?, lease_link = NULL, lease_until = NULL,
+          `UPDATE outbox SET state = 'ready', recipients = ?, due_at = ?, deferrals = ?, lease_link = NULL,
+             lease_node = NULL, lease_boot = NULL, lease_until = NULL, acked = 0,
              delivered = ?, bounced = ?, failed = ? WHERE message_id = ?`,
           JSON.stringify(plan.retryRecipients),
           plan.retryAt,
+          plan.deferrals,
           plan.totals.delivered,
           plan.totals.bounced,
           plan.totals.failed,
@@ -508,11 +825,44 @@ export class OriginHub extends DurableObject<Bindings> {
       } else {
         this.sql.exec("DELETE FROM outbox WHERE message_id = ?", row.message_id);
       }
-      for (const to of [{ ws, jobId }, ...duplicates])
-        acks.set(to.ws, [...(acks.get(to.ws) ?? []), to.jobId]);
+      const to = ws && jobId !== null ? [{ ws, jobId }, ...duplicates] : duplicates;
+      for (const t of to) acks.set(t.ws, [...(acks.get(t.ws) ?? []), t.jobId]);
     }
+    // A lost resultAck costs a re-send from the origin, which is acknowledged then: no need to act here.
     for (const [ws, jobIds] of acks) this.send(ws, { type: "resultAck", jobIds });
     await this.scheduleAlarm();
+  }
+
+  private flushFailed(batch: PendingResult[], sending: string[], err: unknown): void {
+    // The `sending` marks go into the next flush (bounded: dispatch pauses past MAX_PENDING_SENDING).
+    this.pendingSending.unshift(...sending);
+    for (const { ws, row } of batch) {
+      if (ws) {
+        // Not acknowledged: the origin re-sends it, and a later success acknowledges that copy.
+        this.sql.exec(
+          "UPDATE outbox SET state = 'leased' WHERE message_id = ? AND state = 'recording'",
+          row.message_id,
+        );
+      } else {
+        this.sql.exec(
+          "UPDATE outbox SET state = 'ready', due_at = ? WHERE message_id = ? AND state = 'recording'",
+          Date.now() + UNSENDABLE_RETRY_MS,
+          row.message_id,
+        );
+      }
+    }
+    console.error(
+      JSON.stringify({
+        level: "error",
+        msg: "recording results failed",
+        count: batch.length,
+        sending: this.pendingSending.length,
+        error: errorText(err),
+      }),
+    );
+    if (this.pendingSending.length > 0) {
+      this.flushTimer ??= setTimeout(() => void this.flushResults(), FLUSH_RETRY_MS);
+    }
   }
 
   /** Messages nobody could deliver within the maximum queue age end as failed, never silently. */
@@ -524,23 +874,27 @@ export class OriginHub extends DurableObject<Bindings> {
       )
       .toArray();
     for (const row of rows) {
-      const recipients = JSON.parse(row.recipients) as string[];
-      const statements = recordResultStatements(this.db, {
-        messageId: row.message_id,
-        now,
-        events: recipients.map((r) =>
-          eventRow(row, "dropped", r, now, { reason: "expired: not delivered within the maximum queue age" }),
-        ),
-        recipientStatuses: recipients.map((email) => ({ email: email.toLowerCase(), status: "failed" })),
-        status: row.delivered > 0 ? "delivered" : "failed",
-        errorMessage: "Expired in queue: no origin delivered it within the maximum queue age",
-        nextAttemptAt: null,
-      });
       try {
+        const recipients = JSON.parse(row.recipients) as string[];
+        const statements = recordResultStatements(this.db, {
+          messageId: row.message_id,
+          now,
+          events: recipients.map((r) =>
+            eventRow(row, "dropped", r, now, {
+              reason: "expired: not delivered within the maximum queue age",
+            }),
+          ),
+          recipientStatuses: recipients.map((email) => ({ email: email.toLowerCase(), status: "failed" })),
+          status: row.delivered > 0 ? "delivered" : "failed",
+          errorMessage: "Expired in queue: no origin delivered it within the maximum queue age",
+          nextAttemptAt: null,
+        });
         await this.db.batch(statements as [never]);
         this.sql.exec("DELETE FROM outbox WHERE message_id = ?", row.message_id);
       } catch (err) {
-        console.error(JSON.stringify({ level: "error", msg: "expiring message failed", error: String(err) }));
+        console.error(
+          JSON.stringify({ level: "error", msg: "expiring message failed", error: errorText(err) }),
+        );
       }
     }
   }
@@ -557,7 +911,8 @@ export class OriginHub extends DurableObject<Bindings> {
       .one().t;
     if (next === null) return;
     // Ready rows that are already due wait for link credit, not for time: no need to spin the alarm.
-    const hasCredit = this.links().some((l) => l.state.credits > 0);
+    const hasCredit =
+      this.links().some((l) => l.state.credits > 0) && this.pendingSending.length < MAX_PENDING_SENDING;
     const now = Date.now();
     const readyDue = next <= now;
     const wake = readyDue && !hasCredit ? this.nextNonDueWake(now) : Math.max(next, now + MIN_ALARM_GAP_MS);
@@ -582,7 +937,6 @@ export class OriginHub extends DurableObject<Bindings> {
   }
 }
 
-function splitJobId(jobId: string): { messageId: string; attempt: number } {
-  const dot = jobId.lastIndexOf(".");
-  return { messageId: jobId.slice(0, dot), attempt: Number(jobId.slice(dot + 1)) };
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

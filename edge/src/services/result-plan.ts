@@ -1,7 +1,13 @@
 /**
  * What one delivery attempt's outcomes mean, decided without I/O: which events to record, which
  * recipients retry and when, and the message's new status. The OriginHub applies the plan.
- * Deferred recipients retry on the schedule; once it runs out they bounce (soft).
+ *
+ * Two counters, never confused (docs/link-protocol.md):
+ *  - `dispatches`: times the hub handed the message to an origin. It names the job (`<id>.<dispatches>`)
+ *    and tags the events a result produces; a dropped link or an expired lease adds one.
+ *  - `deferrals`: results in which recipients were deferred. Only this indexes the retry schedule, so
+ *    a link drop or a restarted origin never uses up a retry step. After the Nth deferral the next try
+ *    waits intervals[N-1]; when the schedule has no Nth entry the deferred recipients bounce (soft).
  */
 import type { RecipientOutcome } from "../../../shared/link/protocol.ts";
 import type { RetrySchedule } from "../../../shared/delivery/retry-schedule.ts";
@@ -13,14 +19,17 @@ import type { MessageStatus } from "../db/schema.ts";
 export interface AttemptState {
   message_id: string;
   tenant_id: string;
-  attempt: number;
+  /** The dispatch this result belongs to (1-based). */
+  dispatches: number;
+  /** Deferrals recorded before this result. */
+  deferrals: number;
   delivered: number;
   bounced: number;
   failed: number;
 }
 
 export function eventRow(
-  row: Pick<AttemptState, "message_id" | "tenant_id" | "attempt">,
+  row: Pick<AttemptState, "message_id" | "tenant_id" | "dispatches">,
   type: NewEvent["eventType"],
   recipient: string,
   now: number,
@@ -33,13 +42,15 @@ export function eventRow(
     eventType: type,
     recipientEmail: recipient.toLowerCase(),
     timestamp: now,
-    attempt: row.attempt,
+    attempt: row.dispatches,
     metadata,
   };
 }
 
 export interface ResultPlan {
   status: MessageStatus;
+  /** The deferral count after this result: one more than before when any recipient retries. */
+  deferrals: number;
   retryRecipients: string[];
   retryAt: number;
   totals: { delivered: number; bounced: number; failed: number };
@@ -54,7 +65,8 @@ export function planResult(
   retry: RetrySchedule,
   now: number,
 ): ResultPlan {
-  const delay = retry.nextRetryDelay(row.attempt);
+  // This result's deferral, if it has one, is number deferrals + 1.
+  const delay = retry.nextRetryDelay(row.deferrals + 1);
   const retryAt = delay === null ? 0 : now + delay;
   const totals = { delivered: row.delivered, bounced: row.bounced, failed: row.failed };
   const retryRecipients: string[] = [];
@@ -69,7 +81,7 @@ export function planResult(
       ...(o.enhancedCode !== undefined ? { status: o.enhancedCode } : {}),
       ...(o.mxHost !== undefined ? { mx_host: o.mxHost } : {}),
       ...(o.tls !== undefined ? { tls: o.tls } : {}),
-      attempt: row.attempt,
+      attempt: row.dispatches,
     };
     const email = o.recipient.toLowerCase();
     switch (o.status) {
@@ -133,6 +145,7 @@ export function planResult(
 
   return {
     status,
+    deferrals: retryRecipients.length > 0 ? row.deferrals + 1 : row.deferrals,
     retryRecipients,
     retryAt,
     totals,

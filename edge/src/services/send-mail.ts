@@ -138,7 +138,8 @@ function messageRow(
     batchId: null,
     // The Message-ID's right-hand side is the sender's domain, as receivers expect it to align.
     messageIdHeader: `${id.slice(4).toLowerCase()}@${domainOf(d.from.email)}`,
-    attempts: 0,
+    dispatches: 0,
+    deferrals: 0,
     createdAt: now,
     updatedAt: now,
   };

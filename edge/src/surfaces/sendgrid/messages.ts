@@ -124,7 +124,10 @@ export const messagesApi = new Hono<AppEnv>()
       text_content: m.textBody,
       html_content: m.htmlBody,
       message_id_header: `<${m.messageIdHeader}>`,
-      attempts: m.attempts,
+      // Two counters, named for what they count (docs/api/sendgrid.md): hand-overs to an origin, and
+      // deliveries that ended deferred (the retry schedule follows the latter).
+      dispatches: m.dispatches,
+      deferrals: m.deferrals,
       error_message: m.errorMessage,
       updated_at: iso(m.updatedAt),
       events: events.map(eventView),
