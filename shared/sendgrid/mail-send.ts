@@ -23,9 +23,10 @@
  *   - attachment base64 may be line-wrapped (RFC 2045) and may omit `=` padding;
  *   - `mail_settings.spam_check` (legacy, not implemented by ScaiSend) is type-checked only.
  *
- * Imports only zod: this module runs in the Worker and in Node.
+ * Imports only zod and shared/mail/headers.ts: this module runs in the Worker and in Node.
  */
 import { z } from "zod";
+import { isHeaderFieldName, isReservedHeader } from "../mail/headers.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Public constants and error type
@@ -46,6 +47,36 @@ export const MAX_ATTACHMENTS = 10;
 export const MAX_CATEGORIES = 10;
 export const MAX_SCHEDULE_AHEAD_SECONDS = 72 * 3600;
 
+// Size limits of ScaiSend's own (docs/api/sendgrid.md, size limits). D1 refuses any string or row
+// over 2,000,000 bytes (SQLITE_TOOBIG), and each message is one row holding its subject, headers,
+// addresses, custom_args, categories and bodies, so every field that lands there is bounded here,
+// in the unit D1 counts: UTF-8 bytes. Header-bound limits also keep each header within what large
+// receivers take (Gmail: 32 KB per header, 500 KB in all) once RFC 2047 encoding has grown it.
+// The service checks the same limits again after substitutions, which can make a field longer.
+
+/** Subject, at either level: far above any real subject; ≈ 22 KB once base64 encoded-words wrap it. */
+export const MAX_SUBJECT_BYTES = 16_384;
+/** Display name of any address. Keeps `"name" <320-char address>` within one 998-octet line (RFC 5322 §2.1.1). */
+export const MAX_NAME_BYTES = 256;
+/** Custom header name (ASCII, so characters = bytes); a field name cannot be folded. */
+export const MAX_HEADER_NAME_LENGTH = 256;
+/** One custom header value. */
+export const MAX_HEADER_VALUE_BYTES = 16_384;
+/** All custom headers of one level (names + values); the merged headers of a message have the same cap. */
+export const MAX_HEADERS_BYTES = 65_536;
+/** Content (and attachment) type: RFC 6838 §4.2 allows 127 characters each for type and subtype. */
+export const MAX_CONTENT_TYPE_LENGTH = 255;
+/**
+ * Text + HTML of one message. Bodies travel inline in link frames, which Cloudflare caps at 1 MiB
+ * per WebSocket message, until large bodies travel by reference; the service enforces it (413)
+ * after substitutions.
+ */
+export const MAX_INLINE_BODY_BYTES = 700 * 1024;
+/** `sections` (as JSON): section text only ever ends up in a body, which is capped as above. */
+export const MAX_SECTIONS_BYTES = MAX_INLINE_BODY_BYTES;
+/** SendGrid's documented cap on custom_args, global merged with each personalization's (as JSON). */
+export const MAX_CUSTOM_ARGS_BYTES = 10_000;
+
 export type SendGridFieldError = { message: string; field: string | null; help: string | null };
 
 export type MailSendValidation = { ok: true; value: MailSend } | { ok: false; errors: SendGridFieldError[] };
@@ -63,6 +94,11 @@ export function payloadTooLargeError(): SendGridFieldError {
 // ---------------------------------------------------------------------------------------------
 // Message catalogue. Quoted strings are SendGrid's (its live answers and its Mail Send errors page,
 // where live responses render placeholders as `[value]`); entries marked "ours" have no SendGrid text.
+
+/** 16384 → "16,384" (without Intl, identical in every runtime). */
+function fmt(n: number): string {
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
 
 const addressExample = `e.g. {"email": "example@example.com"} or {"email": "example@example.com", "name": "Example Recipient"}`;
 
@@ -100,9 +136,11 @@ export const MESSAGES = {
     `The ${label} email exceeds the maximum total length of 320 characters`,
   nameSeparators: (list: "to" | "cc" | "bcc") => `The ${list} name cannot contain ';' or ',' characters.`, // ours
   nameCrlf: (what: string) => `The ${what} name cannot contain CRLF characters.`, // ours: header-injection guard
+  nameTooLong: (what: string) => `The ${what} name may be at most ${fmt(MAX_NAME_BYTES)} bytes long (UTF-8).`, // ours: size limit
 
   subjectInvalid: "The subject of your email must be a string at least one character in length.",
   subjectCrlf: "The subject cannot contain CRLF characters.", // ours: header-injection guard
+  subjectTooLong: `The subject may be at most ${fmt(MAX_SUBJECT_BYTES)} bytes long (UTF-8).`, // ours: size limit
   subjectRequired:
     "The subject is required. You can get around this requirement if you use a template with a subject defined or if every personalization has a subject defined.",
 
@@ -115,6 +153,7 @@ export const MESSAGES = {
   contentTypeRequired: "A content type is required, this tells email clients how to display the email.",
   contentTypeInvalid: "Your content type must be a string with length of at least one character.",
   contentTypeChars: "Cannot contain ';', or CRLF characters.",
+  contentTypeTooLong: `The content type may be at most ${MAX_CONTENT_TYPE_LENGTH} characters long.`, // ours
   contentValueRequired: "A content value is required, this is the content of the email you are sending.",
   contentValueInvalid: "The content value must be a string at least one character in length.",
   contentOrder:
@@ -128,6 +167,10 @@ export const MESSAGES = {
   headerKeyChars: "Header keys cannot contain non-ASCII characters or empty spaces.",
   headerReserved: "Header cannot be one of the reserved keys.",
   headerDuplicate: "The headers cannot contain duplicate keys.",
+  headerNameTooLong: `Header keys may be at most ${MAX_HEADER_NAME_LENGTH} characters long.`, // ours: size limit
+  headerValueTooLong: (key: string) =>
+    `The value of the header ${JSON.stringify(key)} may be at most ${fmt(MAX_HEADER_VALUE_BYTES)} bytes long (UTF-8).`, // ours
+  headersTooLarge: `The headers may total at most ${fmt(MAX_HEADERS_BYTES)} bytes (names and values, UTF-8).`, // ours
   headerCrlf: (key: string) =>
     `The header ${JSON.stringify(key)} cannot contain CR or LF characters in its name or value.`, // ours
 
@@ -141,6 +184,7 @@ export const MESSAGES = {
   substitutionsCount: "You are limited to 10,000 substitutions.",
   substitutionsSize: "The substitutions may not exceed 10,000 bytes per personalization.", // ours (limit: SendGrid's reference)
   sectionsValues: "The section values must be strings.",
+  sectionsSize: `The sections may total at most ${fmt(MAX_SECTIONS_BYTES)} bytes (as JSON).`, // ours: size limit
 
   sendAtType:
     "The `send_at` parameter is expecting a Unix timestamp as an integer. We will send immediately if you include a `send_at` timestamp that is in the past.",
@@ -166,6 +210,7 @@ export const MESSAGES = {
   attachmentFilenameLength: "The filename of your attachment must be between 1 and 255 characters.", // ours
   attachmentTypeInvalid: "The attachment type must be a string and at least one character in length.",
   attachmentTypeChars: "The type cannot contain ';', or CRLF characters.",
+  attachmentTypeTooLong: `The attachment type may be at most ${MAX_CONTENT_TYPE_LENGTH} characters long.`, // ours
   attachmentDisposition: (given: string) =>
     `The disposition of your attachment can be either "inline" or "attachment". You provided [${given}].`,
   attachmentContentIdType: (given: string) =>
@@ -204,26 +249,15 @@ export const MESSAGES = {
   subscriptionTrackingTag: "The subscription tracking substitution tag must be a string value.",
   ganalyticsEnable: "The Google Analytics enable param must be a boolean value.",
   ganalyticsUtm: (key: string) => `The Google Analytics ${key} must be a string value.`,
+
+  // ours: fields SendGrid defines that this deployment does not honour yet (see notSupportedErrors)
+  notSupported: (what: string, fix: string) => `${what} not supported yet by this deployment; ${fix}.`,
+  templateNotFound: (id: string) =>
+    `The Template ID must be a valid template id for your account. You provided ${id}.`, // SendGrid's
 } as const;
 
 // ---------------------------------------------------------------------------------------------
 // Primitive predicates
-
-/** Header names SendGrid reserves (its Mail Send reference, `headers`), compared case-insensitively. */
-export const RESERVED_HEADERS: ReadonlySet<string> = new Set([
-  "x-sg-id",
-  "x-sg-eid",
-  "received",
-  "dkim-signature",
-  "content-type",
-  "content-transfer-encoding",
-  "to",
-  "from",
-  "subject",
-  "reply-to",
-  "cc",
-  "bcc",
-]);
 
 /**
  * Practical RFC 5322 addr-spec: dot-atom local part, dotted domain of LDH labels (IDNs as punycode).
@@ -236,8 +270,6 @@ const MAX_EMAIL_LENGTH = 320;
 export const isValidEmail = (s: string): boolean => s.length <= MAX_EMAIL_LENGTH && EMAIL_RE.test(s);
 const hasCrLf = (s: string): boolean => /[\r\n]/.test(s);
 const isAscii = (s: string): boolean => /^[\x00-\x7F]*$/.test(s);
-/** RFC 5322 field-name: printable ASCII except ':' (so no space either). */
-const isHeaderName = (s: string): boolean => /^[\x21-\x39\x3B-\x7E]+$/.test(s);
 
 /** Standard base64; whitespace (line wrapping) ignored, padding optional. */
 export function isBase64(s: string): boolean {
@@ -248,8 +280,26 @@ export function isBase64(s: string): boolean {
   return withoutPadding.length % 4 !== 1;
 }
 
-/** UTF-8 size without node:buffer (TextEncoder exists in Workers and Node). */
-const utf8Bytes = (s: string): number => new TextEncoder().encode(s).length;
+/**
+ * UTF-8 size of a string, as TextEncoder would encode it (a lone surrogate becomes U+FFFD, 3 bytes),
+ * counted without allocating the encoded copy: fields may be megabytes long.
+ */
+export function utf8Bytes(s: string): number {
+  let bytes = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const next = s.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        bytes += 4;
+        i++;
+      } else bytes += 3;
+    } else bytes += 3;
+  }
+  return bytes;
+}
 
 /** JSON-schema type names, as in SendGrid's "Invalid type. Expected: array, given: object." */
 export function jsonType(v: unknown): string {
@@ -261,7 +311,18 @@ export function jsonType(v: unknown): string {
 }
 
 /** How a bad value is echoed inside `[...]`: strings raw, everything else as JSON. */
-const echo = (v: unknown): string => (typeof v === "string" ? v : (JSON.stringify(v) ?? String(v)));
+const MAX_ECHO_LENGTH = 1000;
+function echo(v: unknown): string {
+  let text: string;
+  try {
+    text = typeof v === "string" ? v : (JSON.stringify(v) ?? String(v));
+  } catch {
+    // JSON.stringify throws RangeError on very deep nesting; the type is echo enough.
+    text = jsonType(v);
+  }
+  // A value echoed in an error should not make the error as large as the request.
+  return text.length > MAX_ECHO_LENGTH ? `${text.slice(0, MAX_ECHO_LENGTH)}…` : text;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Schema building blocks
@@ -298,7 +359,7 @@ function addressSchema(kind: AddressKind) {
   let name = headerSafe(
     z.string({ error: (iss) => MESSAGES.invalidType("string", jsonType(iss.input)) }),
     MESSAGES.nameCrlf(kind.what),
-  );
+  ).refine((s) => utf8Bytes(s) <= MAX_NAME_BYTES, { error: MESSAGES.nameTooLong(kind.what) });
   const separators = kind.separators;
   if (separators !== undefined) name = name.refine((s) => !/[;,]/.test(s), { error: separators });
   return z.object(
@@ -355,7 +416,7 @@ const ToSchema = z
 const subjectSchema = headerSafe(
   str(MESSAGES.subjectInvalid).min(1, { error: MESSAGES.subjectInvalid }),
   MESSAGES.subjectCrlf,
-);
+).refine((s) => utf8Bytes(s) <= MAX_SUBJECT_BYTES, { error: MESSAGES.subjectTooLong });
 
 const sendAtSchema = z.int({ error: MESSAGES.sendAtType });
 
@@ -369,14 +430,21 @@ function headersSchema(valuesMessage: string) {
     .record(z.string(), z.unknown(), { error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)) })
     .check((ctx) => {
       const seen = new Set<string>();
+      let bytes = 0;
+      let anyProblem = false;
       for (const [key, value] of Object.entries(ctx.value)) {
         const problem = typeof value === "string" ? headerProblem(key, value) : valuesMessage;
         if (problem) ctx.issues.push({ code: "custom", message: problem, input: value, path: [key] });
+        anyProblem ||= problem !== null;
         const lower = key.toLowerCase();
         if (seen.has(lower))
           ctx.issues.push({ code: "custom", message: MESSAGES.headerDuplicate, input: key, path: [] });
         seen.add(lower);
+        bytes += utf8Bytes(key) + (typeof value === "string" ? utf8Bytes(value) : 0);
       }
+      // A header too long on its own already explains the total.
+      if (bytes > MAX_HEADERS_BYTES && !anyProblem)
+        ctx.issues.push({ code: "custom", message: MESSAGES.headersTooLarge, input: ctx.value, path: [] });
     })
     .transform((headers) => headers as Record<string, string>);
 }
@@ -384,8 +452,10 @@ function headersSchema(valuesMessage: string) {
 /** First problem with one header, injection first because it is the dangerous one. */
 function headerProblem(key: string, value: string): string | null {
   if (hasCrLf(key) || hasCrLf(value)) return MESSAGES.headerCrlf(key);
-  if (!isHeaderName(key)) return MESSAGES.headerKeyChars;
-  if (RESERVED_HEADERS.has(key.toLowerCase())) return MESSAGES.headerReserved;
+  if (!isHeaderFieldName(key)) return MESSAGES.headerKeyChars;
+  if (key.length > MAX_HEADER_NAME_LENGTH) return MESSAGES.headerNameTooLong;
+  if (isReservedHeader(key)) return MESSAGES.headerReserved;
+  if (utf8Bytes(value) > MAX_HEADER_VALUE_BYTES) return MESSAGES.headerValueTooLong(key);
   return null;
 }
 
@@ -407,9 +477,11 @@ const SubstitutionsSchema = z
     error: MESSAGES.substitutionsSize,
   });
 
-const SectionsSchema = z.record(z.string(), z.string({ error: MESSAGES.sectionsValues }), {
-  error: MESSAGES.sectionsValues,
-});
+const SectionsSchema = z
+  .record(z.string(), z.string({ error: MESSAGES.sectionsValues }), {
+    error: MESSAGES.sectionsValues,
+  })
+  .refine((r) => utf8Bytes(JSON.stringify(r)) <= MAX_SECTIONS_BYTES, { error: MESSAGES.sectionsSize });
 
 /** Any JSON object; only used to render d- templates (SendGrid's dynamic templates, Handlebars). */
 const DynamicTemplateDataSchema = z.record(z.string(), z.unknown(), {
@@ -439,7 +511,9 @@ export const ContentSchema = z.object(
         error: MESSAGES.contentTypeRequired,
       }),
       MESSAGES.contentTypeChars,
-    ).refine((s) => !s.includes(";"), { error: MESSAGES.contentTypeChars }),
+    )
+      .refine((s) => !s.includes(";"), { error: MESSAGES.contentTypeChars })
+      .refine((s) => s.length <= MAX_CONTENT_TYPE_LENGTH, { error: MESSAGES.contentTypeTooLong }),
     value: str(MESSAGES.contentValueRequired, MESSAGES.contentValueInvalid).min(1, {
       error: MESSAGES.contentValueInvalid,
     }),
@@ -460,7 +534,9 @@ export const AttachmentSchema = z.object(
       headerSafe(
         z.string({ error: MESSAGES.attachmentTypeInvalid }).min(1, { error: MESSAGES.attachmentTypeInvalid }),
         MESSAGES.attachmentTypeChars,
-      ).refine((s) => !s.includes(";"), { error: MESSAGES.attachmentTypeChars }),
+      )
+        .refine((s) => !s.includes(";"), { error: MESSAGES.attachmentTypeChars })
+        .refine((s) => s.length <= MAX_CONTENT_TYPE_LENGTH, { error: MESSAGES.attachmentTypeTooLong }),
     ),
     disposition: opt(
       z.enum(["inline", "attachment"], { error: (iss) => MESSAGES.attachmentDisposition(echo(iss.input)) }),
@@ -776,7 +852,6 @@ const totalRecipients: Rule = (body) => {
     : [];
 };
 
-const MAX_CUSTOM_ARGS_BYTES = 10_000;
 const stringRecord = (v: unknown): Record<string, string> | null =>
   isRecord(v) && Object.values(v).every((x) => typeof x === "string") ? (v as Record<string, string>) : null;
 const jsonBytes = (v: unknown): number => utf8Bytes(JSON.stringify(v));
@@ -916,4 +991,81 @@ export function validateMailSend(body: unknown, now: Date | number = Date.now())
   const errors = onePerField([...fieldErrors, ...crossErrors]);
   if (errors.length > 0 || !parsed.success) return { ok: false, errors };
   return { ok: true, value: parsed.data };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fields this deployment does not honour yet
+
+const BODY_TYPES = new Set(["text/plain", "text/html"]);
+
+/** mail_settings that do something when enabled, and what this deployment does not do yet. */
+const UNBUILT_MAIL_SETTINGS = [
+  ["footer", "The footer mail setting is"],
+  ["bcc", "The bcc mail setting is"],
+  ["spam_check", "The spam check mail setting is"],
+] as const;
+
+const UNBUILT_TRACKING = [
+  ["click_tracking", "Click tracking is"],
+  ["open_tracking", "Open tracking is"],
+  ["subscription_tracking", "Subscription tracking is"],
+  ["ganalytics", "Google Analytics tracking is"],
+] as const;
+
+/**
+ * Fields SendGrid defines that this deployment does not honour yet (docs/api/sendgrid.md, fields):
+ * each is refused with a 400 in SendGrid's shape instead of being accepted and dropped. Run it on a
+ * body that passed `validateMailSend`, so a malformed value still gets SendGrid's own message first.
+ *
+ * Refused only when the request asks for something that would not happen: `send_at` in the future
+ * (a past one means "now", SendGrid's documented behaviour), a non-empty `attachments` or
+ * `dynamic_template_data`, any `template_id`, `batch_id`, `asm` or `ip_pool_name`, content types other
+ * than text/plain and text/html, and settings with `enable: true` (`enable: false` asks for what
+ * happens anyway). Honoured, so accepted: addresses (per-personalization `from` too), subject,
+ * content, headers, substitutions and sections, `custom_args` and `categories` (kept with the
+ * message, returned and filterable by /v3/messages), `mail_settings.sandbox_mode`, and the
+ * `bypass_*` settings: there are no suppression lists yet, so every recipient already gets the mail.
+ *
+ * `now` is epoch milliseconds.
+ */
+export function notSupportedErrors(mail: MailSend, now: number = Date.now()): SendGridFieldError[] {
+  const errors: SendGridFieldError[] = [];
+  const refuse = (path: Path, what: string, fix: string) =>
+    errors.push(fieldError(path, MESSAGES.notSupported(what, fix)));
+  const nowSeconds = Math.floor(now / 1000);
+  const scheduled = (at: number | undefined) => at !== undefined && at > nowSeconds;
+  const sendAt = ["Scheduled sending (send_at) is", "remove send_at to send at once"] as const;
+
+  mail.personalizations.forEach((p, i) => {
+    if (scheduled(p.send_at)) refuse(["personalizations", i, "send_at"], ...sendAt);
+    if (p.dynamic_template_data !== undefined && Object.keys(p.dynamic_template_data).length > 0)
+      refuse(
+        ["personalizations", i, "dynamic_template_data"],
+        "Dynamic template data is",
+        "there are no templates yet; remove dynamic_template_data",
+      );
+  });
+  (mail.content ?? []).forEach((c, i) => {
+    if (!BODY_TYPES.has(c.type.toLowerCase()))
+      refuse(["content", i, "type"], `Content of type ${echo(c.type)} is`, "send text/plain and text/html");
+  });
+  if (mail.attachments !== undefined && mail.attachments.length > 0)
+    refuse(["attachments"], "Attachments are", "remove attachments");
+  if (mail.template_id !== undefined)
+    // No templates exist yet, so no id can be valid for this account: SendGrid's own answer.
+    errors.push(fieldError(["template_id"], MESSAGES.templateNotFound(echo(mail.template_id))));
+  if (scheduled(mail.send_at)) refuse(["send_at"], ...sendAt);
+  if (mail.batch_id !== undefined) refuse(["batch_id"], "Batches (batch_id) are", "remove batch_id");
+  if (mail.asm !== undefined) refuse(["asm"], "Unsubscribe groups (asm) are", "remove asm");
+  if (mail.ip_pool_name !== undefined)
+    refuse(["ip_pool_name"], "IP pools (ip_pool_name) are", "remove ip_pool_name");
+  for (const [key, what] of UNBUILT_MAIL_SETTINGS) {
+    if (mail.mail_settings?.[key]?.enable === true)
+      refuse(["mail_settings", key], what, `remove mail_settings.${key} or set its enable to false`);
+  }
+  for (const [key, what] of UNBUILT_TRACKING) {
+    if (mail.tracking_settings?.[key]?.enable === true)
+      refuse(["tracking_settings", key], what, `remove tracking_settings.${key} or set its enable to false`);
+  }
+  return errors;
 }

@@ -20,6 +20,12 @@
  *
  * Header-injection guard: a substitution value may contain newlines (fine in a body); in the subject
  * and header values every CR/LF run is folded to one space after substitution.
+ *
+ * Growth guard: substitution multiplies sizes (a 16 KB subject of 3-byte tags, each replaced by a
+ * 10,000-byte value, would be 54 MB), so with `limits` every replacement stops with an
+ * `ExpansionLimitError` as soon as its result passes the limit for that field, before the large
+ * string exists. Limits are compared with UTF-16 lengths, never more than the UTF-8 byte count, so a
+ * byte limit passed here never refuses a value within it; callers check exact bytes afterwards.
  */
 import type { Attachment, Content, EmailAddress, MailSend, Personalization } from "./mail-send.ts";
 
@@ -57,18 +63,69 @@ export type MessageDraft = {
   substitutionsApplied: boolean;
 };
 
-export function expandPersonalizations(mail: MailSend): MessageDraft[] {
-  return mail.personalizations.map((p, index) => draftFor(mail, p, index));
+/** Longest result substitution may produce per field, in UTF-16 code units (see "growth guard"). */
+export interface ExpansionLimits {
+  subject: number;
+  headerValue: number;
+  /** One content block, and also the sections and substitution values expanded on the way. */
+  content: number;
 }
 
-function draftFor(mail: MailSend, p: Personalization, index: number): MessageDraft {
+/** A substitution made a field longer than its limit; `field` is "subject", "headers.<name>", "content" or "substitutions". */
+export class ExpansionLimitError extends Error {
+  override name = "ExpansionLimitError";
+  constructor(
+    readonly personalizationIndex: number,
+    readonly field: string,
+    readonly limit: number,
+  ) {
+    super(`after substitutions, ${field} of personalization ${personalizationIndex} is longer than ${limit}`);
+  }
+}
+
+/** Thrown by a replace function given a maximum length; `draftFor` names the field. */
+class LengthLimitError extends Error {}
+
+const NO_LIMITS: ExpansionLimits = { subject: Infinity, headerValue: Infinity, content: Infinity };
+
+export function expandPersonalizations(mail: MailSend, limits: ExpansionLimits = NO_LIMITS): MessageDraft[] {
+  return mail.personalizations.map((_, index) => expandPersonalization(mail, index, limits));
+}
+
+/** The draft of one personalization: lets a caller check each draft before building the next. */
+export function expandPersonalization(
+  mail: MailSend,
+  index: number,
+  limits: ExpansionLimits = NO_LIMITS,
+): MessageDraft {
+  const p = mail.personalizations[index];
+  if (p === undefined) throw new RangeError(`no personalization ${index}`);
+  return draftFor(mail, p, index, limits);
+}
+
+function draftFor(mail: MailSend, p: Personalization, index: number, limits: ExpansionLimits): MessageDraft {
+  /** Runs `fn`, naming `field` if it hits its length limit. */
+  const bounded = <T>(field: string, limit: number, fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      if (err instanceof LengthLimitError) throw new ExpansionLimitError(index, field, limit);
+      throw err;
+    }
+  };
   const replace =
-    mail.template_id === undefined ? substituter(p.substitutions ?? {}, mail.sections ?? {}) : null;
-  const sub = replace ?? ((s: string) => s);
+    mail.template_id === undefined
+      ? bounded("substitutions", limits.content, () =>
+          substituter(p.substitutions ?? {}, mail.sections ?? {}, limits.content),
+        )
+      : null;
+  const sub = (field: string, value: string, limit: number): string =>
+    replace === null ? value : bounded(field, limit, () => replace(value, limit));
   const subject = p.subject ?? mail.subject;
   const content = mail.template_id === undefined ? (mail.content ?? []) : [];
   const text = content.find((c) => c.type.toLowerCase() === "text/plain");
   const html = content.find((c) => c.type.toLowerCase() === "text/html");
+  const headers = Object.entries(mergeHeaders(mail.headers ?? {}, p.headers ?? {}));
 
   const draft: MessageDraft = {
     personalizationIndex: index,
@@ -79,16 +136,18 @@ function draftFor(mail: MailSend, p: Personalization, index: number): MessageDra
     bcc: p.bcc ?? [],
     otherContent: content
       .filter((c) => c !== text && c !== html)
-      .map((c) => ({ type: c.type, value: sub(c.value) })),
-    headers: mapValues(mergeHeaders(mail.headers ?? {}, p.headers ?? {}), (v) => oneLine(sub(v))),
+      .map((c) => ({ type: c.type, value: sub("content", c.value, limits.content) })),
+    headers: Object.fromEntries(
+      headers.map(([k, v]) => [k, oneLine(sub(`headers.${k}`, v, limits.headerValue))]),
+    ),
     customArgs: { ...mail.custom_args, ...p.custom_args },
     categories: mail.categories ?? [],
     attachments: mail.attachments ?? [],
     substitutionsApplied: replace !== null && Object.keys(p.substitutions ?? {}).length > 0,
   };
-  if (subject !== undefined) draft.subject = oneLine(sub(subject));
-  if (text) draft.text = sub(text.value);
-  if (html) draft.html = sub(html.value);
+  if (subject !== undefined) draft.subject = oneLine(sub("subject", subject, limits.subject));
+  if (text) draft.text = sub("content", text.value, limits.content);
+  if (html) draft.html = sub("content", html.value, limits.content);
   const sendAt = p.send_at ?? mail.send_at;
   if (sendAt !== undefined) draft.sendAt = sendAt;
   if (mail.template_id !== undefined) draft.templateId = mail.template_id;
@@ -108,31 +167,65 @@ export function mergeHeaders(
 }
 
 /**
+ * A replace function. With `maxLength` it throws (LengthLimitError) as soon as substitution makes its
+ * result longer than that; an input already longer is returned as long as it does not grow (its size
+ * is the caller's to refuse, with the exact message).
+ */
+export type Replace = (s: string, maxLength?: number) => string;
+
+/**
  * Build the replace function for one personalization, or null when it has no substitutions.
  * Section text has its own substitution tags filled first; then substitution values that name a section are expanded.
+ * `maxTotal` bounds the filled sections together, and the expanded substitution values together.
  */
 export function substituter(
   substitutions: Record<string, string>,
   sections: Record<string, string>,
-): ((s: string) => string) | null {
+  maxTotal = Infinity,
+): Replace | null {
   if (Object.keys(substitutions).length === 0) return null;
   const fillTags = replaceAllOf(substitutions);
-  const filledSections = mapValues(sections, fillTags);
+  const filledSections = mapWithin(sections, fillTags, maxTotal);
   const expandSections = replaceAllOf(filledSections);
-  return replaceAllOf(mapValues(substitutions, expandSections));
+  return replaceAllOf(mapWithin(substitutions, expandSections, maxTotal));
+}
+
+/** Replace every value of `record`, the results together at most `maxTotal` long. */
+function mapWithin(
+  record: Record<string, string>,
+  replace: Replace,
+  maxTotal: number,
+): Record<string, string> {
+  let left = maxTotal;
+  return mapValues(record, (v) => {
+    const out = replace(v, Math.max(left, 0));
+    left -= out.length;
+    return out;
+  });
 }
 
 /** One-pass, simultaneous replacement of every key of `table` (longest key wins at a position). */
-export function replaceAllOf(table: Record<string, string>): (s: string) => string {
+export function replaceAllOf(table: Record<string, string>): Replace {
   const keys = Object.keys(table)
     .filter((k) => k.length > 0)
     .sort((a, b) => b.length - a.length);
-  if (keys.length === 0) return (s) => s;
+  if (keys.length === 0) return identity;
   const pattern = new RegExp(keys.map(escapeRegExp).join("|"), "g");
   // A Map, not table[match]: keys are user data and may be "__proto__" or "constructor".
   const lookup = new Map(Object.entries(table));
-  return (s) => s.replace(pattern, (match) => lookup.get(match) ?? match);
+  return (s, maxLength = Infinity) => {
+    const limit = Math.max(maxLength, s.length);
+    let length = s.length;
+    return s.replace(pattern, (match) => {
+      const value = lookup.get(match) ?? match;
+      length += value.length - match.length;
+      if (length > limit) throw new LengthLimitError();
+      return value;
+    });
+  };
 }
+
+const identity: Replace = (s) => s;
 
 const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 

@@ -1,6 +1,8 @@
 import { simpleParser } from "mailparser";
 import { describe, expect, it } from "vitest";
 import type { DeliveryJob } from "../../shared/link/protocol.ts";
+import { RESERVED_HEADER_NAMES } from "../../shared/mail/headers.ts";
+import { validateMailSend } from "../../shared/sendgrid/mail-send.ts";
 import { buildMime, MimeBuildError } from "../../origin/src/compose/build-mime.ts";
 
 function job(message: Partial<DeliveryJob["message"]> = {}): DeliveryJob {
@@ -89,5 +91,39 @@ describe("buildMime", () => {
   it("throws on a Message-ID that is not id-left@id-right", async () => {
     await expect(buildMime(job({ messageIdHeader: "<msg@example.com>" }))).rejects.toThrow(/Message-ID/);
     await expect(buildMime(job({ messageIdHeader: "no-at-sign" }))).rejects.toThrow(/Message-ID/);
+  });
+
+  // Issue 6: the edge accepted Date, Message-ID, MIME-Version, Sender and Return-Path, which this
+  // builder refused, so a send was answered 202 and then failed. Both now read one list.
+  const edgeErrors = (headers: Record<string, string>) => {
+    const r = validateMailSend({
+      personalizations: [{ to: [{ email: "rcpt@example.net" }] }],
+      from: { email: "sender@example.com" },
+      subject: "s",
+      content: [{ type: "text/plain", value: "x" }],
+      headers,
+    });
+    return r.ok ? [] : r.errors.map((e) => e.message);
+  };
+
+  it.each(RESERVED_HEADER_NAMES.flatMap((n) => [n, n.toUpperCase()]))(
+    "refuses reserved %s exactly as the edge validator does (one list, so they cannot drift)",
+    async (name) => {
+      expect(edgeErrors({ [name]: "x" })).toEqual(["Header cannot be one of the reserved keys."]);
+      await expect(buildMime(job({ headers: { [name]: "x" } }))).rejects.toThrow(/reserved/);
+    },
+  );
+
+  it("builds every custom header the edge accepts, names that merely look reserved included", async () => {
+    const headers = {
+      "X-Date": "a",
+      "Resent-Date": "b",
+      "List-Unsubscribe": "<mailto:u@example.com>",
+      "X-To": "c",
+    };
+    expect(edgeErrors(headers)).toEqual([]);
+    const parsed = await simpleParser(await buildMime(job({ headers })));
+    expect(parsed.headers.get("x-date")).toBe("a");
+    expect(parsed.headers.get("x-to")).toBe("c");
   });
 });

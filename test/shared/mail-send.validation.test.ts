@@ -1,15 +1,26 @@
 import { MailService } from "@sendgrid/mail";
 import { describe, expect, it } from "vitest";
+import { RESERVED_HEADER_NAMES } from "../../shared/mail/headers.ts";
 import {
   MAIL_SEND_DOCS_URL,
+  MAX_CONTENT_TYPE_LENGTH,
+  MAX_HEADER_NAME_LENGTH,
+  MAX_HEADER_VALUE_BYTES,
+  MAX_HEADERS_BYTES,
   MAX_MAIL_SEND_BYTES,
+  MAX_NAME_BYTES,
+  MAX_SECTIONS_BYTES,
+  MAX_SUBJECT_BYTES,
   MESSAGES,
   PAYLOAD_TOO_LARGE_MESSAGE,
   helpUrl,
   isBase64,
   malformedJsonError,
+  notSupportedErrors,
   payloadTooLargeError,
+  utf8Bytes,
   validateMailSend,
+  type MailSend,
   type SendGridFieldError,
 } from "../../shared/sendgrid/mail-send.ts";
 
@@ -1459,5 +1470,226 @@ describe("validateMailSend: bodies produced by @sendgrid/mail 8.1.6", () => {
     expect(errorsOf(body)).toEqual([
       err("personalizations.0.to.0.email", MESSAGES.recipientInvalid, "personalizations.to.email"),
     ]);
+  });
+});
+
+// Issue 6: one reserved-header list, size limits per field, fields refused until they are built.
+
+describe("validateMailSend: reserved headers come from shared/mail/headers.ts", () => {
+  it("includes the headers the origin writes itself", () => {
+    for (const name of ["date", "message-id", "mime-version", "sender", "return-path"]) {
+      expect(RESERVED_HEADER_NAMES).toContain(name);
+    }
+  });
+
+  it.each(RESERVED_HEADER_NAMES)("refuses %s at both levels, in any letter case", (name) => {
+    const upper = name.toUpperCase();
+    const body = { ...base(), headers: { [name]: "x" } };
+    p0(body).headers = { [upper]: "x" };
+    expect(errorsOf(body)).toEqual([
+      err(`personalizations.0.headers.${upper}`, MESSAGES.headerReserved, "personalizations.headers"),
+      err(`headers.${name}`, MESSAGES.headerReserved, "headers"),
+    ]);
+  });
+});
+
+describe("validateMailSend: size limits", () => {
+  const kanji = (bytes: number) => "日".repeat(Math.floor(bytes / 3)); // 3 bytes each in UTF-8
+
+  it("accepts every limit exactly", () => {
+    const body = {
+      ...base(),
+      subject: "s".repeat(MAX_SUBJECT_BYTES),
+      from: { email: "from@example.com", name: "n".repeat(MAX_NAME_BYTES) },
+      headers: { ["X-" + "n".repeat(MAX_HEADER_NAME_LENGTH - 2)]: "v".repeat(MAX_HEADER_VALUE_BYTES) },
+      content: [{ type: `text/${"x".repeat(MAX_CONTENT_TYPE_LENGTH - 5)}`, value: "x" }],
+      sections: { s: "x".repeat(MAX_SECTIONS_BYTES - '{"s":""}'.length) },
+    };
+    p0(body).to[0].name = kanji(MAX_NAME_BYTES);
+    p0(body).subject = kanji(MAX_SUBJECT_BYTES);
+    expect(errorsOf(body)).toEqual([]);
+  });
+
+  runCases([
+    [
+      "subject one byte over (multi-byte text counts in UTF-8 bytes)",
+      (b) => (b.subject = `${kanji(MAX_SUBJECT_BYTES - 1)}é`),
+      "subject",
+      MESSAGES.subjectTooLong,
+      "subject",
+    ],
+    [
+      "a personalization subject over",
+      (b) => (p0(b).subject = "s".repeat(MAX_SUBJECT_BYTES + 1)),
+      "personalizations.0.subject",
+      MESSAGES.subjectTooLong,
+      "personalizations.subject",
+    ],
+    [
+      "a from name over",
+      (b) => (b.from.name = "n".repeat(MAX_NAME_BYTES + 1)),
+      "from.name",
+      MESSAGES.nameTooLong("from"),
+      "from.name",
+    ],
+    [
+      "a to name over, counted in bytes",
+      (b) => (p0(b).to[0].name = `${kanji(MAX_NAME_BYTES - 1)}é`),
+      "personalizations.0.to.0.name",
+      MESSAGES.nameTooLong("to"),
+      "personalizations.to.name",
+    ],
+    [
+      "a reply_to_list name over",
+      (b) => (b.reply_to_list = [{ email: "r@example.com", name: "n".repeat(MAX_NAME_BYTES + 1) }]),
+      "reply_to_list.0.name",
+      MESSAGES.nameTooLong("reply_to_list"),
+      "reply-to-list.name",
+    ],
+    [
+      "a header name over",
+      (b) => (b.headers = { ["X-" + "n".repeat(MAX_HEADER_NAME_LENGTH - 1)]: "v" }),
+      `headers.X-${"n".repeat(MAX_HEADER_NAME_LENGTH - 1)}`,
+      MESSAGES.headerNameTooLong,
+      "headers",
+    ],
+    [
+      "a header value over",
+      (b) => (p0(b).headers = { "X-Big": `${kanji(MAX_HEADER_VALUE_BYTES - 1)}é` }),
+      "personalizations.0.headers.X-Big",
+      MESSAGES.headerValueTooLong("X-Big"),
+      "personalizations.headers",
+    ],
+    [
+      "headers over in total while each is within",
+      (b) =>
+        (b.headers = Object.fromEntries(
+          Array.from({ length: 5 }, (_, i) => [`X-${i}`, "v".repeat(MAX_HEADER_VALUE_BYTES - 10)]),
+        )),
+      "headers",
+      MESSAGES.headersTooLarge,
+      "headers",
+    ],
+    [
+      "a content type over",
+      (b) => (b.content = [{ type: `text/${"x".repeat(MAX_CONTENT_TYPE_LENGTH)}`, value: "x" }]),
+      "content.0.type",
+      MESSAGES.contentTypeTooLong,
+      "content.type",
+    ],
+    [
+      "sections over",
+      (b) => (b.sections = { s: "x".repeat(MAX_SECTIONS_BYTES) }),
+      "sections",
+      MESSAGES.sectionsSize,
+      "sections",
+    ],
+  ]);
+
+  it("reports a CR/LF before the size of the same header (injection first)", () => {
+    const body = {
+      ...base(),
+      headers: { "X-A": `${"v".repeat(MAX_HEADER_VALUE_BYTES)}\r\nBcc: x@example.com` },
+    };
+    expect(errorsOf(body)).toEqual([err("headers.X-A", MESSAGES.headerCrlf("X-A"), "headers")]);
+  });
+
+  it("a deeply nested value where a string belongs is echoed by its type: JSON.stringify would overflow", () => {
+    let deep: unknown = 1;
+    for (let i = 0; i < 300_000; i++) deep = [deep];
+    const body = { ...base(), content: undefined, template_id: deep };
+    expect(() => validateMailSend(body, NOW_MS)).not.toThrow();
+    expect(errorsOf(body)).toEqual([err("template_id", MESSAGES.templateIdType("array"), "template-id")]);
+  });
+
+  it("echoes at most 1,000 characters of a bad value", () => {
+    const body = { ...base(), categories: ["c".repeat(5000)] };
+    const [e] = errorsOf(body);
+    expect(e?.message).toBe(MESSAGES.categoryTooLong(`${"c".repeat(1000)}…`));
+  });
+
+  it("utf8Bytes counts like TextEncoder, lone surrogates included", () => {
+    for (const s of ["", "abc", "é", "日本", "😀", "a\ud800b", "\udc00", "x\ud83d", "😀\ud83d\ude00é"]) {
+      expect(utf8Bytes(s)).toBe(new TextEncoder().encode(s).length);
+    }
+  });
+});
+
+describe("notSupportedErrors: fields this deployment does not honour yet", () => {
+  const parsed = (body: Body): MailSend => {
+    const r = validateMailSend(body, NOW_MS);
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return r.value;
+  };
+  const fields = (body: Body) => notSupportedErrors(parsed(body), NOW_MS).map((e) => e.field);
+
+  it("nothing for a body that uses only honoured fields", () => {
+    const body = {
+      ...base(),
+      reply_to: { email: "r@example.com" },
+      headers: { "X-A": "1" },
+      categories: ["a"],
+      custom_args: { k: "v" },
+      sections: { "-s-": "section" },
+      mail_settings: { sandbox_mode: { enable: true }, bypass_spam_management: { enable: true } },
+    };
+    p0(body).substitutions = { "-n-": "-s-" };
+    p0(body).from = { email: "other@example.com" };
+    expect(notSupportedErrors(parsed(body), NOW_MS)).toEqual([]);
+  });
+
+  it("send_at up to now is 'send now' and passes; a second later is refused, at both levels", () => {
+    expect(fields({ ...base(), send_at: NOW })).toEqual([]);
+    const body = { ...base(), send_at: NOW + 1 };
+    p0(body).send_at = NOW + 1;
+    expect(fields(body)).toEqual(["personalizations.0.send_at", "send_at"]);
+  });
+
+  it("lists every unbuilt field, in body order", () => {
+    const body = {
+      ...base(),
+      content: [],
+      attachments: [{ content: "dGVzdA==", filename: "a.txt" }],
+      template_id: "d-0123",
+      send_at: NOW + 60,
+      batch_id: "b",
+      asm: { group_id: 1 },
+      ip_pool_name: "pool",
+      mail_settings: { footer: { enable: true }, bcc: { enable: false }, spam_check: { enable: true } },
+      tracking_settings: { click_tracking: { enable: true }, ganalytics: { enable: false } },
+    };
+    p0(body).dynamic_template_data = { a: 1 };
+    expect(fields(body)).toEqual([
+      "personalizations.0.dynamic_template_data",
+      "attachments",
+      "template_id",
+      "send_at",
+      "batch_id",
+      "asm",
+      "ip_pool_name",
+      "mail_settings.footer",
+      "mail_settings.spam_check",
+      "tracking_settings.click_tracking",
+    ]);
+    const other = {
+      ...base(),
+      content: [
+        { type: "text/plain", value: "x" },
+        { type: "text/calendar", value: "V" },
+      ],
+    };
+    expect(fields(other)).toEqual(["content.1.type"]);
+  });
+
+  it("says what is not supported and how to send anyway", () => {
+    const [e] = notSupportedErrors(
+      parsed({ ...base(), attachments: [{ content: "dGVzdA==", filename: "a" }] }),
+      NOW_MS,
+    );
+    expect(e).toEqual({
+      message: "Attachments are not supported yet by this deployment; remove attachments.",
+      field: "attachments",
+      help: `${MAIL_SEND_DOCS_URL}#attachments`,
+    });
   });
 });

@@ -2,6 +2,8 @@ import { MailService } from "@sendgrid/mail";
 import { describe, expect, it } from "vitest";
 import { validateMailSend, type MailSend } from "../../shared/sendgrid/mail-send.ts";
 import {
+  ExpansionLimitError,
+  expandPersonalization,
   expandPersonalizations,
   mergeHeaders,
   replaceAllOf,
@@ -341,5 +343,61 @@ describe("expandPersonalizations: dynamic templates", () => {
 describe("mergeHeaders", () => {
   it("returns the union with override precedence", () => {
     expect(mergeHeaders({ A: "1", B: "2" }, { b: "3", C: "4" })).toEqual({ A: "1", b: "3", C: "4" });
+  });
+});
+
+// Issue 6: substitution multiplies sizes; with limits it stops before the large string exists.
+describe("expandPersonalization with limits", () => {
+  const limits = { subject: 100, headerValue: 50, content: 1000 };
+  const withSubs = (extra: Record<string, unknown>, substitutions: Record<string, string>) =>
+    valid(base({ ...extra, personalizations: [{ to: [{ email: "to@example.com" }], substitutions }] }));
+  const limitError = (fn: () => unknown): ExpansionLimitError => {
+    try {
+      fn();
+    } catch (err) {
+      if (err instanceof ExpansionLimitError) return err;
+      throw err;
+    }
+    throw new Error("no ExpansionLimitError");
+  };
+
+  it("changes nothing while every field stays within its limit, exactly at the limit included", () => {
+    const mail = withSubs(
+      { subject: "-n-".repeat(10), headers: { "X-A": "-n-" } },
+      { "-n-": "N".repeat(10) },
+    );
+    const d = expandPersonalization(mail, 0, limits);
+    expect(d.subject).toBe("N".repeat(100));
+    expect(d).toEqual(expandPersonalizations(mail)[0]);
+  });
+
+  it.each([
+    ["subject", { subject: "-n-".repeat(11) }, 100],
+    ["headers.X-A", { headers: { "X-A": "-n--n--n--n--n--n-" } }, 50],
+    ["content", { content: [{ type: "text/plain", value: "-n-".repeat(101) }] }, 1000],
+  ] as const)("names %s when substitution grows it past its limit", (field, extra, limit) => {
+    const e = limitError(() => expandPersonalization(withSubs(extra, { "-n-": "N".repeat(10) }), 0, limits));
+    expect([e.personalizationIndex, e.field, e.limit]).toEqual([0, field, limit]);
+  });
+
+  it("bounds sections and substitution values expanded on the way (field: substitutions)", () => {
+    // 300 three-character tags in one section, each filled with 10 characters: 3,000 > 1,000.
+    const mail = withSubs(
+      { sections: { "-s-": "-n-".repeat(300) } },
+      { "-n-": "N".repeat(10), "-x-": "-s-" },
+    );
+    expect(limitError(() => expandPersonalization(mail, 0, limits)).field).toBe("substitutions");
+  });
+
+  it("leaves a field that was already long but does not grow to the caller's exact check", () => {
+    const mail = withSubs({ subject: "s".repeat(500) }, { "-n-": "N" });
+    expect(expandPersonalization(mail, 0, limits).subject).toBe("s".repeat(500));
+  });
+
+  it("replaceAllOf stops as soon as the result would pass maxLength", () => {
+    const replace = replaceAllOf({ a: "xyz" });
+    expect(replace("aaa", 9)).toBe("xyzxyzxyz");
+    expect(() => replace("aaaa", 9)).toThrow();
+    expect(substituter({ a: "b" }, {}, 5)!("aaaaaaaa", 5)).toBe("bbbbbbbb");
   });
 });

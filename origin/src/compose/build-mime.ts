@@ -3,35 +3,30 @@
  *
  * The edge validated everything already (no CR/LF, no reserved header names); this module checks
  * again and throws rather than repairing: a CR/LF that reached a header here would let API input
- * inject headers or a second message, and quietly stripping it would hide the edge bug.
+ * inject headers or a second message, and quietly stripping it would hide the edge bug. The
+ * reserved names are the edge's own list (shared/mail/headers.ts), so a header the edge accepted is
+ * never refused here.
+ *
+ * Line length (RFC 5322 §2.1.1: at most 998 octets per line): MailComposer folds header values at
+ * whitespace and encodes non-ASCII text as RFC 2047 encoded-words split across lines, and it
+ * writes long body lines as quoted-printable or base64. What it leaves alone is a long run of ASCII
+ * without whitespace (a subject or custom header value with no spaces), which cannot be folded: such
+ * a value is encoded here as encoded-words, which may be split anywhere. Whatever still comes out
+ * with a longer line is refused (MimeBuildError), never sent as it is.
  */
 import MailComposer from "nodemailer/lib/mail-composer/index.js";
+import { encodeWord } from "nodemailer/lib/mime-funcs/index.js";
 import type { DeliveryJob, LinkAddress } from "../../../shared/link/protocol.ts";
+import { isHeaderFieldName, isReservedHeader } from "../../../shared/mail/headers.ts";
 
 export class MimeBuildError extends Error {
   override name = "MimeBuildError";
 }
 
-/** Headers this module sets itself, or that only the transport and signer may write. */
-const RESERVED_HEADERS = new Set([
-  "from",
-  "to",
-  "cc",
-  "bcc",
-  "reply-to",
-  "sender",
-  "subject",
-  "date",
-  "message-id",
-  "mime-version",
-  "content-type",
-  "content-transfer-encoding",
-  "dkim-signature",
-  "return-path",
-]);
-
-// RFC 5322 §3.6.8: a field name is printable US-ASCII except the colon.
-const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
+/** RFC 5322 §2.1.1: a line is at most 998 octets, CRLF excluded. */
+export const MAX_LINE_OCTETS = 998;
+/** Encoded-word length MailComposer itself uses when it splits encoded text (RFC 2047 §2 allows 75). */
+const ENCODED_WORD_LENGTH = 52;
 const CR_OR_LF = /[\r\n]/;
 
 function assertNoLineBreak(value: string, what: string): void {
@@ -46,11 +41,39 @@ function toComposerAddress(address: LinkAddress, what: string): { name: string; 
 
 function customHeaders(headers: Record<string, string>): Record<string, string> {
   for (const [name, value] of Object.entries(headers)) {
-    if (!FIELD_NAME.test(name)) throw new MimeBuildError(`header name "${name}" is not a valid field name`);
-    if (RESERVED_HEADERS.has(name.toLowerCase())) throw new MimeBuildError(`header "${name}" is reserved`);
+    if (!isHeaderFieldName(name)) throw new MimeBuildError(`header name "${name}" is not a valid field name`);
+    if (isReservedHeader(name)) throw new MimeBuildError(`header "${name}" is reserved`);
     assertNoLineBreak(value, `header "${name}"`);
   }
-  return headers;
+  return Object.fromEntries(Object.entries(headers).map(([name, value]) => [name, foldable(name, value)]));
+}
+
+/**
+ * The value as MailComposer can fold it into lines of at most 998 octets: unchanged when every run
+ * of non-whitespace fits on a line after `Name: `, otherwise all of it as encoded-words (Q for ASCII,
+ * B otherwise), which receivers decode back to the same text (RFC 2047 §6.2).
+ */
+export function foldable(name: string, value: string): string {
+  let longestRun = 0;
+  for (const run of value.split(/[ \t]+/)) longestRun = Math.max(longestRun, run.length);
+  // Lengths in UTF-16 units; a non-ASCII run is encoded by MailComposer anyway, so only ASCII runs matter.
+  if (name.length + ": ".length + longestRun + 1 <= MAX_LINE_OCTETS) return value;
+  return encodeWord(value, /^[\x00-\x7f]*$/.test(value) ? "Q" : "B", ENCODED_WORD_LENGTH);
+}
+
+/** Throws unless every line of the built message is at most MAX_LINE_OCTETS octets. */
+function assertLineLengths(raw: Buffer): void {
+  let start = 0;
+  while (start < raw.length) {
+    let end = raw.indexOf(0x0a, start);
+    if (end === -1) end = raw.length;
+    const length = end - start - (end > start && raw[end - 1] === 0x0d ? 1 : 0);
+    if (length > MAX_LINE_OCTETS) {
+      const line = raw.subarray(start, start + 40).toString("latin1");
+      throw new MimeBuildError(`line of ${length} octets (over ${MAX_LINE_OCTETS}) starting "${line}"`);
+    }
+    start = end + 1;
+  }
 }
 
 export interface BuildMimeOptions {
@@ -73,7 +96,7 @@ export async function buildMime(job: DeliveryJob, options: BuildMimeOptions = {}
     ...(message.replyTo?.length
       ? { replyTo: message.replyTo.map((a) => toComposerAddress(a, "reply-to")) }
       : {}),
-    subject: message.subject,
+    subject: foldable("Subject", message.subject),
     messageId: `<${message.messageIdHeader}>`,
     date: options.date ?? new Date(),
     // With both parts present MailComposer builds multipart/alternative, text first (RFC 2046 §5.1.4).
@@ -85,5 +108,7 @@ export async function buildMime(job: DeliveryJob, options: BuildMimeOptions = {}
     disableUrlAccess: true,
     xMailer: false,
   });
-  return composer.compile().build();
+  const raw = await composer.compile().build();
+  assertLineLengths(raw);
+  return raw;
 }
