@@ -209,9 +209,10 @@ describe("post /v3/mail/send content the deployment cannot serve", () => {
     );
     await expectErrors(res, 400, [
       {
-        message: "Content of type text/calendar is not supported yet; send text/plain and text/html.",
-        field: "content",
-        help: null,
+        message:
+          "Content of type text/calendar is not supported yet by this deployment; send text/plain and text/html.",
+        field: "content.1.type",
+        help: `${HELP}#content.type`,
       },
     ]);
   });
@@ -227,6 +228,316 @@ describe("post /v3/mail/send content the deployment cannot serve", () => {
       }),
     );
     expect(res.status).toBe(400);
-    expect(((await res.json()) as { errors: { field: string }[] }).errors[0]!.field).toBe("content");
+    expect(((await res.json()) as { errors: { field: string }[] }).errors[0]!.field).toBe("content.1.type");
+  });
+});
+
+// Issue 6: the edge accepted headers the origin refused (202, then `failed`), accepted fields it then
+// ignored, and answered a field too large for D1 with a 500.
+
+describe("post /v3/mail/send refuses headers only the origin writes", () => {
+  it.each(["Date", "Message-ID", "MIME-Version", "Sender", "Return-Path", "Authentication-Results"])(
+    "a custom %s header → 400 reserved, at either level, nothing stored",
+    async (name) => {
+      const before = await messageCount(t.tenantId);
+      const res = await sendMail(
+        t.liveKey,
+        mailBody(t.from, {
+          headers: { [name]: "x" },
+          personalizations: [{ to: [{ email: "rcpt@example.net" }], headers: { [name.toUpperCase()]: "y" } }],
+        }),
+      );
+      await expectErrors(res, 400, [
+        {
+          message: "Header cannot be one of the reserved keys.",
+          field: `personalizations.0.headers.${name.toUpperCase()}`,
+          help: `${HELP}#personalizations.headers`,
+        },
+        {
+          message: "Header cannot be one of the reserved keys.",
+          field: `headers.${name}`,
+          help: `${HELP}#headers`,
+        },
+      ]);
+      expect(await messageCount(t.tenantId)).toBe(before);
+    },
+  );
+});
+
+const inAnHour = () => Math.floor(Date.now() / 1000) + 3600;
+const notSupported = (field: string, what: string, fix: string, anchor = field) => ({
+  message: `${what} not supported yet by this deployment; ${fix}.`,
+  field,
+  help: `${HELP}#${anchor.replaceAll("_", "-")}`,
+});
+
+describe("post /v3/mail/send refuses fields it would not honour", () => {
+  it("attachments and a future send_at (both levels) → one 400 listing each, nothing stored", async () => {
+    const before = await messageCount(t.tenantId);
+    const res = await sendMail(
+      t.liveKey,
+      mailBody(t.from, {
+        personalizations: [{ to: [{ email: "rcpt@example.net" }], send_at: inAnHour() }],
+        attachments: [{ content: "dGVzdA==", filename: "a.txt" }],
+        send_at: inAnHour(),
+      }),
+    );
+    await expectErrors(res, 400, [
+      notSupported(
+        "personalizations.0.send_at",
+        "Scheduled sending (send_at) is",
+        "remove send_at to send at once",
+        "personalizations.send_at",
+      ),
+      notSupported("attachments", "Attachments are", "remove attachments"),
+      notSupported("send_at", "Scheduled sending (send_at) is", "remove send_at to send at once"),
+    ]);
+    expect(await messageCount(t.tenantId)).toBe(before);
+  });
+
+  it("refuses in sandbox mode too (same rules as live)", async () => {
+    const res = await sendMail(
+      t.testKey,
+      mailBody(t.from, { attachments: [{ content: "dGVzdA==", filename: "a.txt" }] }),
+    );
+    await expectErrors(res, 400, [notSupported("attachments", "Attachments are", "remove attachments")]);
+  });
+
+  it("batch_id, asm, ip_pool_name, dynamic_template_data and every enabled setting that is not built", async () => {
+    const res = await sendMail(
+      t.liveKey,
+      mailBody(t.from, {
+        personalizations: [{ to: [{ email: "rcpt@example.net" }], dynamic_template_data: { name: "Ann" } }],
+        batch_id: "HkJ5yLYULb7Rj8GKSx7u025ouWVlMgAi",
+        asm: { group_id: 1 },
+        ip_pool_name: "transactional",
+        mail_settings: {
+          footer: { enable: true, text: "f" },
+          bcc: { enable: true, email: "archive@example.org" },
+          spam_check: { enable: true, threshold: 5 },
+          sandbox_mode: { enable: false },
+          bypass_list_management: { enable: true },
+        },
+        tracking_settings: {
+          click_tracking: { enable: true },
+          open_tracking: { enable: true },
+          subscription_tracking: { enable: true },
+          ganalytics: { enable: true },
+        },
+      }),
+    );
+    const settingFix = (path: string) => `remove ${path} or set its enable to false`;
+    await expectErrors(res, 400, [
+      notSupported(
+        "personalizations.0.dynamic_template_data",
+        "Dynamic template data is",
+        "there are no templates yet; remove dynamic_template_data",
+        "personalizations.dynamic_template_data",
+      ),
+      notSupported("batch_id", "Batches (batch_id) are", "remove batch_id"),
+      notSupported("asm", "Unsubscribe groups (asm) are", "remove asm"),
+      notSupported("ip_pool_name", "IP pools (ip_pool_name) are", "remove ip_pool_name"),
+      notSupported("mail_settings.footer", "The footer mail setting is", settingFix("mail_settings.footer")),
+      notSupported("mail_settings.bcc", "The bcc mail setting is", settingFix("mail_settings.bcc")),
+      notSupported(
+        "mail_settings.spam_check",
+        "The spam check mail setting is",
+        settingFix("mail_settings.spam_check"),
+      ),
+      notSupported(
+        "tracking_settings.click_tracking",
+        "Click tracking is",
+        settingFix("tracking_settings.click_tracking"),
+      ),
+      notSupported(
+        "tracking_settings.open_tracking",
+        "Open tracking is",
+        settingFix("tracking_settings.open_tracking"),
+      ),
+      notSupported(
+        "tracking_settings.subscription_tracking",
+        "Subscription tracking is",
+        settingFix("tracking_settings.subscription_tracking"),
+      ),
+      notSupported(
+        "tracking_settings.ganalytics",
+        "Google Analytics tracking is",
+        settingFix("tracking_settings.ganalytics"),
+      ),
+    ]);
+  });
+
+  it("accepts what asks for nothing unbuilt: a past send_at, settings turned off, bypass flags, empty attachments", async () => {
+    const res = await sendMail(
+      t.testKey,
+      mailBody(t.from, {
+        send_at: 1,
+        attachments: [],
+        mail_settings: { footer: { enable: false }, bypass_list_management: { enable: true } },
+        tracking_settings: { click_tracking: { enable: false }, open_tracking: { enable: false } },
+        custom_args: { order: "42" },
+        categories: ["receipts"],
+      }),
+    );
+    expect(res.status, await res.text()).toBe(202);
+  });
+
+  it("a malformed value still gets SendGrid's own message, not 'not supported'", async () => {
+    const res = await sendMail(t.liveKey, mailBody(t.from, { send_at: "tomorrow", attachments: [{}] }));
+    const body = (await res.json()) as { errors: { field: string; message: string }[] };
+    expect(res.status).toBe(400);
+    expect(body.errors).toContainEqual(
+      expect.objectContaining({
+        field: "send_at",
+        message:
+          "The `send_at` parameter is expecting a Unix timestamp as an integer. We will send immediately if you include a `send_at` timestamp that is in the past.",
+      }),
+    );
+    expect(body.errors).toContainEqual(
+      expect.objectContaining({
+        field: "attachments.0.content",
+        message: "The attachment content must be a string at least one character in length.",
+      }),
+    );
+    expect(body.errors.map((e) => e.message).join(" ")).not.toContain("not supported");
+  });
+});
+
+describe("post /v3/mail/send size limits: too large is a 4xx in SendGrid's shape, never a 500", () => {
+  it("a 2.2 MB subject → 400 at subject, nothing stored", async () => {
+    const before = await messageCount(t.tenantId);
+    const res = await sendMail(t.liveKey, mailBody(t.from, { subject: "s".repeat(2_200_000) }));
+    await expectErrors(res, 400, [
+      {
+        message: "The subject may be at most 16,384 bytes long (UTF-8).",
+        field: "subject",
+        help: `${HELP}#subject`,
+      },
+    ]);
+    expect(await messageCount(t.tenantId)).toBe(before);
+  });
+
+  it("a 1.5 MB header plus 690 KB of HTML → 400 at the header", async () => {
+    const res = await sendMail(
+      t.liveKey,
+      mailBody(t.from, {
+        headers: { "X-Big": "h".repeat(1_500_000) },
+        content: [{ type: "text/html", value: `<p>${"x".repeat(690 * 1024)}</p>` }],
+      }),
+    );
+    await expectErrors(res, 400, [
+      {
+        message: 'The value of the header "X-Big" may be at most 16,384 bytes long (UTF-8).',
+        field: "headers.X-Big",
+        help: `${HELP}#headers`,
+      },
+    ]);
+  });
+
+  it("headers within the limit at each level but over it once merged → 400 at the personalization's headers", async () => {
+    const half = (prefix: string) =>
+      Object.fromEntries(Array.from({ length: 3 }, (_, i) => [`X-${prefix}${i}`, "v".repeat(12_000)]));
+    const res = await sendMail(
+      t.liveKey,
+      mailBody(t.from, {
+        headers: half("Top"),
+        personalizations: [{ to: [{ email: "rcpt@example.net" }], headers: half("Own") }],
+      }),
+    );
+    const body = (await res.json()) as { errors: { field: string; message: string }[] };
+    expect(res.status).toBe(400);
+    expect(body.errors).toEqual([
+      {
+        field: "personalizations.0.headers",
+        message: expect.stringMatching(
+          /^The headers of personalization 0, merged with the top-level headers, total 72\d{3} bytes; at most 65536 bytes/,
+        ),
+        help: `${HELP}#personalizations.headers`,
+      },
+    ]);
+  });
+
+  it("substitutions that grow the subject past its limit → 400, without building the large string", async () => {
+    const res = await sendMail(
+      t.liveKey,
+      mailBody(t.from, {
+        subject: "-n-".repeat(5000),
+        personalizations: [
+          { to: [{ email: "rcpt@example.net" }], substitutions: { "-n-": "N".repeat(9000) } },
+        ],
+      }),
+    );
+    await expectErrors(res, 400, [
+      {
+        message:
+          "After substitutions, the subject of personalization 0 is longer than 16384 bytes (UTF-8), the most this deployment accepts.",
+        field: "personalizations.0.subject",
+        help: `${HELP}#personalizations.subject`,
+      },
+    ]);
+  });
+
+  it("substitutions that grow the content past the inline limit → 413", async () => {
+    const res = await sendMail(
+      t.liveKey,
+      mailBody(t.from, {
+        content: [{ type: "text/plain", value: "-n-".repeat(100_000) }],
+        personalizations: [
+          { to: [{ email: "rcpt@example.net" }], substitutions: { "-n-": "N".repeat(9000) } },
+        ],
+      }),
+    );
+    await expectErrors(res, 413, [
+      {
+        message: `The message content of personalization 0 is over ${700 * 1024} bytes; this deployment accepts at most ${700 * 1024} bytes of text and HTML per message.`,
+        field: "content",
+        help: null,
+      },
+    ]);
+  });
+
+  it("a message whose row would pass D1's 2 MB limit → 413 at its personalization", async () => {
+    // Every field within its own limit: 1,000 recipients and 1,000 reply-to addresses of 320
+    // characters with 256-byte names, and 700 KiB of text.
+    const long = (i: number, tag: string) =>
+      `${tag}${String(i).padStart(4, "0")}${"a".repeat(54)}@${`${"b".repeat(63)}.`.repeat(4)}com`;
+    const addresses = (tag: string) =>
+      Array.from({ length: 1000 }, (_, i) => ({ email: long(i, tag), name: "n".repeat(256) }));
+    const res = await sendMail(
+      t.testKey,
+      mailBody(t.from, {
+        personalizations: [{ to: addresses("t") }],
+        reply_to_list: addresses("r"),
+        content: [{ type: "text/plain", value: "a".repeat(700 * 1024) }],
+      }),
+    );
+    const text = await res.text();
+    expect(res.status, text).toBe(413);
+    expect(JSON.parse(text)).toEqual({
+      errors: [
+        {
+          field: "personalizations.0",
+          message: expect.stringMatching(
+            /^The message of personalization 0 would take \d+ bytes to store; this deployment stores at most 1900000 bytes per message/,
+          ),
+          help: `${HELP}#personalizations`,
+        },
+      ],
+    });
+  });
+
+  it("a request whose messages together would store more than 20 MB → 413 at personalizations", async () => {
+    const res = await sendMail(
+      t.testKey,
+      mailBody(t.from, {
+        personalizations: Array.from({ length: 30 }, (_, i) => ({ to: [{ email: `r${i}@example.net` }] })),
+        content: [{ type: "text/plain", value: "a".repeat(700 * 1024) }],
+      }),
+    );
+    const text = await res.text();
+    expect(res.status, text).toBe(413);
+    expect((JSON.parse(text) as { errors: { field: string }[] }).errors.map((e) => e.field)).toEqual([
+      "personalizations",
+    ]);
   });
 });

@@ -2,13 +2,30 @@
  * The send use case (docs/architecture.md, "The path of one message"), as named steps:
  *   decide mode → check the sender domains (live only) → expand personalizations → persist messages,
  *   recipients and `processed` events in one D1 batch → hand live messages to the OriginHub.
- * Validation has already happened (the route ran validateMailSend). Sandbox stops after persisting:
+ * Validation has already happened (the route ran validateMailSend); this use case refuses what the
+ * deployment does not honour yet (`notSupportedErrors`) and what would not fit D1 once each
+ * personalization is expanded (`draftsWithinLimits`), before anything is written. Sandbox stops after persisting:
  * status `sandbox`, no events, nothing queued (docs/api/sendgrid.md#sandbox-and-live).
  */
 import { AppError } from "../../../shared/errors.ts";
 import { newId } from "../../../shared/ids.ts";
-import { helpUrl, type MailSend } from "../../../shared/sendgrid/mail-send.ts";
-import { expandPersonalizations, type MessageDraft } from "../../../shared/sendgrid/personalize.ts";
+import {
+  MAX_HEADER_VALUE_BYTES,
+  MAX_HEADERS_BYTES,
+  MAX_INLINE_BODY_BYTES,
+  MAX_MAIL_SEND_BYTES,
+  MAX_SUBJECT_BYTES,
+  fieldError,
+  notSupportedErrors,
+  utf8Bytes,
+  type MailSend,
+  type SendGridFieldError,
+} from "../../../shared/sendgrid/mail-send.ts";
+import {
+  ExpansionLimitError,
+  expandPersonalization,
+  type MessageDraft,
+} from "../../../shared/sendgrid/personalize.ts";
 import type { Principal } from "../context.ts";
 import type { Db } from "../db/client.ts";
 import { findDomainsByNames, type DomainRow } from "../db/domains.ts";
@@ -21,11 +38,20 @@ import {
 import { buildOutboxEntry, domainOf, envelopeRecipients } from "./outbox-entry.ts";
 import type { OutboxEntry } from "../objects/origin-hub.ts";
 
+export { MAX_INLINE_BODY_BYTES };
+
 /**
- * Message bodies travel inline in link frames, which Durable Objects cap at 1 MiB; until large bodies
- * travel by reference through R2, one message's text + HTML is limited to this.
+ * D1 refuses a row over 2,000,000 bytes (SQLITE_TOOBIG, developers.cloudflare.com/d1/platform/limits).
+ * What the send writes into one `messages` row stays under this, leaving room for what delivery
+ * writes into the same row later (error_message, counters).
  */
-export const MAX_INLINE_BODY_BYTES = 700 * 1024;
+export const MAX_MESSAGE_ROW_BYTES = 1_900_000;
+
+/**
+ * Every personalization stores its own copy of the content, and one D1 batch carries the whole
+ * request (serialized as one string), so what a request stores is capped like the request itself.
+ */
+export const MAX_REQUEST_STORED_BYTES = MAX_MAIL_SEND_BYTES;
 
 export interface SendDeps {
   db: Db;
@@ -49,20 +75,11 @@ export function sendMode(principal: KeyPrincipal, mail: MailSend): "live" | "san
 
 export async function sendMail(deps: SendDeps, principal: KeyPrincipal, mail: MailSend): Promise<SendResult> {
   const mode = sendMode(principal, mail);
-  if (mail.template_id !== undefined) {
-    // No templates exist yet, so no template id can be valid for this account (SendGrid's wording).
-    throw new AppError("invalid_request", "Template not found", {
-      fields: [
-        {
-          message: `The Template ID must be a valid template id for your account. You provided ${mail.template_id}.`,
-          field: "template_id",
-          help: helpUrl(["template_id"]),
-        },
-      ],
-    });
+  const unsupported = notSupportedErrors(mail, deps.now());
+  if (unsupported.length > 0) {
+    throw new AppError("invalid_request", "Not supported by this deployment", { fields: unsupported });
   }
-  const drafts = expandPersonalizations(mail);
-  checkBodySizes(drafts);
+  const drafts = draftsWithinLimits(mail);
   const domains =
     mode === "live" ? await requireVerifiedDomains(deps.db, principal.tenantId, drafts) : new Map();
 
@@ -145,35 +162,148 @@ function messageRow(
   };
 }
 
-function checkBodySizes(drafts: MessageDraft[]): void {
-  const encoder = new TextEncoder();
-  drafts.forEach((d, i) => {
-    const other = d.otherContent[0];
-    if (other) {
-      // Refuse rather than silently drop a part the caller asked for.
-      throw new AppError("invalid_request", "Unsupported content type", {
-        fields: [
-          {
-            message: `Content of type ${other.type} is not supported yet; send text/plain and text/html.`,
-            field: "content",
-            help: null,
-          },
-        ],
-      });
+const jsonBytes = (v: unknown): number => utf8Bytes(JSON.stringify(v));
+
+/** Bytes of the `messages` columns that grow with the request, as D1 stores them (JSON columns as JSON). */
+function storedBytes(d: MessageDraft): number {
+  const fixed = 1024; // ids, tenant, status, mode, timestamps, Message-ID, SQLite record header
+  return (
+    fixed +
+    utf8Bytes(d.from.email) +
+    utf8Bytes(d.from.name ?? "") +
+    utf8Bytes(d.subject ?? "") +
+    jsonBytes(d.to.map((a) => a.email)) +
+    jsonBytes({ to: d.to, cc: d.cc, bcc: d.bcc, replyTo: d.replyTo }) +
+    jsonBytes(d.headers) +
+    jsonBytes(d.categories) +
+    jsonBytes(d.customArgs) +
+    utf8Bytes(d.text ?? "") +
+    utf8Bytes(d.html ?? "")
+  );
+}
+
+function tooLarge(status: "invalid_request" | "payload_too_large", error: SendGridFieldError): AppError {
+  return new AppError(status, "Request too large", { fields: [error] });
+}
+
+/**
+ * Expands one personalization at a time and checks each draft before the next is built: the
+ * field limits again (substitutions can lengthen a field that passed validation), the inline body
+ * limit, the D1 row limit, and what the whole request stores. Substitution stops as soon as a
+ * field outgrows its limit, so no oversized string is ever built.
+ */
+function draftsWithinLimits(mail: MailSend): MessageDraft[] {
+  const limits = {
+    subject: MAX_SUBJECT_BYTES,
+    headerValue: MAX_HEADER_VALUE_BYTES,
+    content: MAX_INLINE_BODY_BYTES,
+  };
+  const drafts: MessageDraft[] = [];
+  let requestBytes = 0;
+  for (let i = 0; i < mail.personalizations.length; i++) {
+    let d: MessageDraft;
+    try {
+      d = expandPersonalization(mail, i, limits);
+    } catch (err) {
+      if (err instanceof ExpansionLimitError) throw expansionError(err);
+      throw err;
     }
-    const bytes = encoder.encode(d.text ?? "").length + encoder.encode(d.html ?? "").length;
-    if (bytes > MAX_INLINE_BODY_BYTES) {
-      throw new AppError("payload_too_large", "Message body too large", {
-        fields: [
-          {
-            message: `The message content of personalization ${i} is ${bytes} bytes; this deployment accepts at most ${MAX_INLINE_BODY_BYTES} bytes of text and HTML per message.`,
-            field: "content",
-            help: null,
-          },
-        ],
-      });
+    checkDraft(d);
+    const bytes = storedBytes(d);
+    if (bytes > MAX_MESSAGE_ROW_BYTES) {
+      throw tooLarge(
+        "payload_too_large",
+        fieldError(
+          ["personalizations", i],
+          `The message of personalization ${i} would take ${bytes} bytes to store; this deployment stores at most ${MAX_MESSAGE_ROW_BYTES} bytes per message (addresses, subject, headers, custom_args, categories and content together).`,
+        ),
+      );
     }
+    requestBytes += bytes;
+    if (requestBytes > MAX_REQUEST_STORED_BYTES) {
+      throw tooLarge(
+        "payload_too_large",
+        fieldError(
+          ["personalizations"],
+          `The messages of this request would take more than ${MAX_REQUEST_STORED_BYTES} bytes to store (each personalization stores its own copy of the content); send fewer personalizations per request.`,
+        ),
+      );
+    }
+    drafts.push(d);
+  }
+  return drafts;
+}
+
+function expansionError(err: ExpansionLimitError): AppError {
+  const i = err.personalizationIndex;
+  if (err.field === "content") return bodyTooLarge(i, null);
+  if (err.field === "substitutions") {
+    return tooLarge(
+      "invalid_request",
+      fieldError(
+        ["personalizations", i, "substitutions"],
+        `The substitutions of personalization ${i}, with the sections they name, expand to more than ${err.limit} characters; this deployment refuses substitutions that grow that large.`,
+      ),
+    );
+  }
+  return err.field === "subject" ? subjectTooLong(i) : headerTooLong(i, err.field.slice("headers.".length));
+}
+
+function subjectTooLong(i: number): AppError {
+  return tooLarge(
+    "invalid_request",
+    fieldError(
+      ["personalizations", i, "subject"],
+      `After substitutions, the subject of personalization ${i} is longer than ${MAX_SUBJECT_BYTES} bytes (UTF-8), the most this deployment accepts.`,
+    ),
+  );
+}
+
+function headerTooLong(i: number, name: string): AppError {
+  return tooLarge(
+    "invalid_request",
+    fieldError(
+      ["personalizations", i, "headers", name],
+      `After substitutions, the value of the header ${JSON.stringify(name)} in personalization ${i} is longer than ${MAX_HEADER_VALUE_BYTES} bytes (UTF-8), the most this deployment accepts.`,
+    ),
+  );
+}
+
+/** `bytes` null: substitution was stopped before the body was complete, so only "over" is known. */
+function bodyTooLarge(i: number, bytes: number | null): AppError {
+  const size = bytes === null ? `over ${MAX_INLINE_BODY_BYTES}` : `${bytes}`;
+  return new AppError("payload_too_large", "Message body too large", {
+    fields: [
+      {
+        message: `The message content of personalization ${i} is ${size} bytes; this deployment accepts at most ${MAX_INLINE_BODY_BYTES} bytes of text and HTML per message.`,
+        field: "content",
+        help: null,
+      },
+    ],
   });
+}
+
+/** The field limits of validation, on the expanded draft (top-level and personalization headers merged). */
+function checkDraft(d: MessageDraft): void {
+  const i = d.personalizationIndex;
+  if (d.subject !== undefined && utf8Bytes(d.subject) > MAX_SUBJECT_BYTES) throw subjectTooLong(i);
+  let headerBytes = 0;
+  for (const [name, value] of Object.entries(d.headers)) {
+    const valueBytes = utf8Bytes(value);
+    if (valueBytes > MAX_HEADER_VALUE_BYTES) throw headerTooLong(i, name);
+    headerBytes += utf8Bytes(name) + valueBytes;
+  }
+  if (headerBytes > MAX_HEADERS_BYTES) {
+    throw tooLarge(
+      "invalid_request",
+      fieldError(
+        ["personalizations", i, "headers"],
+        `The headers of personalization ${i}, merged with the top-level headers, total ${headerBytes} bytes; at most ${MAX_HEADERS_BYTES} bytes (names and values, UTF-8) are accepted.`,
+      ),
+    );
+  }
+  const bytes = utf8Bytes(d.text ?? "") + utf8Bytes(d.html ?? "");
+  if (bytes > MAX_INLINE_BODY_BYTES) throw bodyTooLarge(i, bytes);
 }
 
 /** Live sends need every From domain verified and active (docs/api/admin.md#sender-domains); 403 otherwise. */
