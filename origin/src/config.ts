@@ -133,7 +133,17 @@ export const OriginConfigSchema = z.object({
     .int()
     .min(1_000)
     .default(600_000)
-    .describe("How long a node's claim on a message lasts; should exceed the longest delivery"),
+    .describe(
+      "How long a node's claim on a message lasts; must outlive the edge's lease (LINK_LEASE_MS) plus the job deadline (0.4 × lease), and is raised to that when shorter",
+    ),
+  LINK_MAX_UNACKED_RESULTS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(1_000)
+    .describe(
+      "Results per shard link waiting for the edge's acknowledgement (e.g. while D1 is down) at which the node stops taking jobs on that link until acknowledgements catch up",
+    ),
   JOB_RESULT_TTL_S: z.coerce
     .number()
     .int()

@@ -2,7 +2,12 @@
  * An origin node, assembled: links to every hub shard, the job runner, the delivery engine, the ops
  * HTTP server (/healthz, /readyz, /metrics) and, in development, the dev inbox that stands in for
  * the internet. `startOriginNode` is what main.ts and the end-to-end tests run.
+ *
+ * Each call is one origin process as the edge sees it: a fresh boot id goes in every hello, so the hub
+ * re-dispatches at once whatever a previous process with the same NODE_ID held (docs/link-protocol.md).
+ * NODE_ID must therefore be unique per running process (the default, hostname-pid, is).
  */
+import { randomUUID } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { OriginConfig } from "./config.ts";
@@ -76,7 +81,7 @@ export async function startOriginNode(
 
   const runner = new JobRunner({
     capacity: config.CAPACITY,
-    deliver: (job) => engine.deliver(job),
+    deliver: (job, opts) => engine.deliver(job, opts),
     metrics,
     log: (level, msg, extra) => log[level](msg, extra),
     coordination: {
@@ -87,25 +92,31 @@ export async function startOriginNode(
     },
   });
 
+  const bootId = randomUUID();
   const links: EdgeLink[] = [];
   const openLink = (shard: number) => {
-    const link = new EdgeLink({
+    const link: EdgeLink = new EdgeLink({
       edgeUrl: config.EDGE_URL,
       token: config.ORIGIN_TOKEN,
       shard,
       nodeId: config.NODE_ID,
+      bootId,
       version: ORIGIN_VERSION,
-      freeCapacity: () => runner.freeCapacity(),
+      // Each link asks for its share of the node's capacity, not for the whole free room.
+      freeCapacity: () => runner.roomFor(link),
       onJobs: (jobs, l) => runner.accept(jobs, l),
       onWelcome: (w) => {
-        log.info("link up", { shard: w.shard, shards: w.shards });
+        log.info("link up", { shard: w.shard, shards: w.shards, leaseMs: w.leaseMs });
         // Shard 0 tells us how many shards exist; one link per shard.
         for (let s = links.length; s < w.shards; s++) openLink(s);
       },
       onStateChange: (up) => metrics.linkUp.set(up ? 1 : 0, { shard: String(shard) }),
+      onResultAck: () => runner.refill(),
       log: (level, msg, extra) => log[level](msg, extra),
+      maxUnackedResults: config.LINK_MAX_UNACKED_RESULTS,
     });
     links.push(link);
+    runner.register(link);
     link.start();
   };
   openLink(0);

@@ -764,6 +764,20 @@ describe("origin restarts", () => {
     expect(again.map((j) => j.jobId).sort()).toEqual([`${a}.2`, `${b}.2`].sort());
     expect(await old.closed).toEqual({ code: 1012, reason: "origin restarted" });
     expect((await hub().stats()).links.map((l) => l.bootId)).toEqual(["boot-new"]);
+
+    // The old process, had it survived, may not come back and take the jobs in turn.
+    const ghost = await openLink();
+    opened.push(ghost);
+    ghost.send({
+      type: "hello",
+      protocol: 2,
+      nodeId: "node-restart",
+      bootId: "boot-old",
+      version: "test",
+      capacity: 2,
+    });
+    expect(await ghost.next("error")).toMatchObject({ code: "boot_superseded" });
+    expect(await ghost.closed).toEqual({ code: 1008, reason: "boot superseded" });
   });
 
   it("keeps acknowledged jobs with a node that reconnects with the same boot id", async () => {

@@ -27,7 +27,8 @@
  *  - When a link closes, jobs its origin never acknowledged return to `ready` at once; acknowledged ones
  *    stay with that origin process (it renews them over its next link) until their lease runs out (the
  *    alarm). A hello from the same node id with a new boot id means that process is gone: everything it
- *    held returns to `ready` at once, and its remaining links are closed.
+ *    held returns to `ready` at once, its remaining links are closed, and its boot id is retired (a
+ *    hello with a retired boot id is refused, so two processes under one NODE_ID cannot take turns).
  *  - Credits bound what a link holds: `hello.capacity` to start, `credit` frames for more. A `release`
  *    returns the named jobs and zeroes the link's credits (the origin is full; it grants again when not).
  *  - Memory is bounded with back-pressure: past MAX_PENDING_SENDING `sending` marks waiting for D1 the
@@ -205,6 +206,13 @@ export class OriginHub extends DurableObject<Bindings> {
         acked INTEGER NOT NULL DEFAULT 0
       )`);
       this.upgradeOutbox();
+      // Boot ids a node has replaced: a process that comes back with one of them lost its jobs already.
+      this.sql.exec(`CREATE TABLE IF NOT EXISTS retired_boots (
+        node_id TEXT NOT NULL,
+        boot_id TEXT NOT NULL,
+        retired_at INTEGER NOT NULL,
+        PRIMARY KEY (node_id, boot_id)
+      )`);
       this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_ready ON outbox(state, due_at)");
       this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_lease ON outbox(lease_link)");
       this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_node ON outbox(lease_node, lease_boot)");
@@ -329,6 +337,16 @@ export class OriginHub extends DurableObject<Bindings> {
             message: `edge speaks link protocol ${LINK_PROTOCOL_VERSION}, origin sent ${frame.protocol}`,
           });
           ws.close(1002, "protocol mismatch");
+          return;
+        }
+        if (this.isRetired(frame.nodeId, frame.bootId)) {
+          // Its jobs went to its successor: two processes under one NODE_ID must not take turns.
+          this.send(ws, {
+            type: "error",
+            code: "boot_superseded",
+            message: `node ${frame.nodeId} has restarted since boot ${frame.bootId}; NODE_ID must be unique per process`,
+          });
+          ws.close(1008, "boot superseded");
           return;
         }
         this.forgetPreviousIncarnation(ws, frame.nodeId, frame.bootId);
@@ -464,8 +482,19 @@ export class OriginHub extends DurableObject<Bindings> {
    * instead of after LINK_LEASE_MS. Its links that have not closed yet are closed and get no more work.
    */
   private forgetPreviousIncarnation(current: WebSocket, nodeId: string, bootId: string): void {
+    const previous = new Set(
+      this.sql
+        .exec<{ b: string }>(
+          "SELECT DISTINCT lease_boot AS b FROM outbox WHERE lease_node = ? AND lease_boot IS NOT NULL AND lease_boot <> ?",
+          nodeId,
+          bootId,
+        )
+        .toArray()
+        .map((r) => r.b),
+    );
     for (const { ws, state } of this.links()) {
       if (ws === current || state.nodeId !== nodeId || state.bootId === bootId) continue;
+      if (state.bootId) previous.add(state.bootId);
       ws.serializeAttachment({ ...state, nodeId: null, bootId: null, credits: 0 } satisfies LinkState);
       try {
         ws.close(1012, "origin restarted");
@@ -473,6 +502,17 @@ export class OriginHub extends DurableObject<Bindings> {
         // already closed
       }
     }
+    const now = Date.now();
+    for (const b of previous) {
+      this.sql.exec(
+        "INSERT OR REPLACE INTO retired_boots (node_id, boot_id, retired_at) VALUES (?, ?, ?)",
+        nodeId,
+        b,
+        now,
+      );
+    }
+    // A week is far longer than any process stays disconnected and still holds work.
+    this.sql.exec("DELETE FROM retired_boots WHERE retired_at < ?", now - 7 * 86_400_000);
     const back = this.sql
       .exec(
         `UPDATE outbox SET state = 'ready', lease_link = NULL, lease_node = NULL, lease_boot = NULL,
@@ -492,6 +532,13 @@ export class OriginHub extends DurableObject<Bindings> {
         }),
       );
     }
+  }
+
+  private isRetired(nodeId: string, bootId: string): boolean {
+    return (
+      this.sql.exec("SELECT 1 FROM retired_boots WHERE node_id = ? AND boot_id = ?", nodeId, bootId).toArray()
+        .length > 0
+    );
   }
 
   private async releaseLink(ws: WebSocket): Promise<void> {
@@ -698,7 +745,10 @@ export class OriginHub extends DurableObject<Bindings> {
     const entry = JSON.parse(row.entry) as OutboxEntry;
     let dkim: DeliveryJob["dkim"] = null;
     if (entry.dkim) {
-      let pem = this.keyCache.get(entry.dkim.privateKeySealed);
+      // The owner is part of the cache key: a sealed value copied onto another domain must still
+      // fail the owner check in openDkimPrivateKey, not be served from the cache.
+      const cacheKey = `${entry.dkim.domainId ?? ""}\u0000${entry.dkim.privateKeySealed}`;
+      let pem = this.keyCache.get(cacheKey);
       if (!pem) {
         try {
           pem = await openDkimPrivateKey(this.config, entry.dkim);
@@ -709,7 +759,7 @@ export class OriginHub extends DurableObject<Bindings> {
           );
         }
         if (this.keyCache.size > 500) this.keyCache.clear();
-        this.keyCache.set(entry.dkim.privateKeySealed, pem);
+        this.keyCache.set(cacheKey, pem);
       }
       dkim = { domain: entry.dkim.domain, selector: entry.dkim.selector, privateKeyPem: pem };
     }

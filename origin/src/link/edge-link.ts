@@ -1,16 +1,33 @@
 /**
- * One WebSocket from this origin node to one OriginHub shard (protocol: shared/link/protocol.ts).
+ * One WebSocket from this origin process to one OriginHub shard (frames: shared/link/protocol.ts;
+ * rules: docs/link-protocol.md).
  *
  * Invariants:
  *  - A result stays in `unacked` until the edge confirms it with resultAck; it is re-sent on every
  *    reconnect and periodically, so a result is never lost to a dropped link (the edge de-duplicates).
- *  - Credits are granted only after a job's result is handed to the link, so the edge never gives this
- *    node more jobs than it has room for.
+ *    While `maxUnackedResults` or more wait (D1 down, say), `backPressured` is true and the job runner
+ *    grants this link no credit: memory stays bounded and no result is dropped.
+ *  - The link knows what the hub holds for it: `creditsOutstanding` = credits granted (hello.capacity,
+ *    credit frames, pending ones) minus jobs received, zeroed by a `release`. The job runner grants only
+ *    what keeps `creditsOutstanding` + jobs held ≤ this link's share of the node's capacity.
+ *  - Jobs this process holds (`held`: acknowledged, not yet reported) are renewed with an `ack` every
+ *    leaseMs / 5 while connected, also over a new connection after a reconnect (the hub ties leases to
+ *    the node id + boot id, not to the socket). For each, `leaseSafeUntil` is a conservative estimate
+ *    of the hub's lease end: last ack written + leaseMs − leaseMs / 5 (a written frame may be lost with
+ *    the connection, and the one before it is at most leaseMs / 5 older). Only jobs still inside it are
+ *    renewed, so a job the hub may already have given to someone else is never claimed back.
+ *  - Timing, with L = welcome.leaseMs: renewal every L/5; `jobDeadlineMs` = 0.4 × L. A job started at t
+ *    with leaseSafeUntil ≥ t + 0.4 × L ends by its deadline while the hub still holds its lease even if
+ *    the link drops at t; the message claim (JOB_CLAIM_TTL_MS, at least L + 0.4 × L) outlives both:
+ *    job deadline < lease < claim.
+ *  - `bootId` is fixed for the life of this process and sent in every hello: a restart is a new boot id,
+ *    and the hub re-dispatches what the previous process held at once.
  *  - The link reconnects by itself with capped exponential backoff and jitter until `close()`.
  */
 import { WebSocket } from "ws";
 import {
   LINK_PROTOCOL_VERSION,
+  MAX_FRAME_BYTES,
   parseEdgeFrame,
   type DeliveryJob,
   type EdgeFrame,
@@ -22,22 +39,30 @@ export interface EdgeLinkOptions {
   token: string;
   shard: number;
   nodeId: string;
+  /** Random per process (node.ts makes one); tells the hub a restart from a reconnect. */
+  bootId: string;
   version: string;
-  /** Jobs this node can take right now; sent in hello, so a reconnect never over-asks. */
+  /** Jobs this link can take right now (its share of the node's room); sent in hello. */
   freeCapacity: () => number;
   onJobs: (jobs: DeliveryJob[], link: EdgeLink) => void;
   onWelcome?: (welcome: Extract<EdgeFrame, { type: "welcome" }>) => void;
   onStateChange?: (connected: boolean) => void;
+  /** Results were acknowledged: room the back-pressure held back may be free again. */
+  onResultAck?: () => void;
   log: (level: "info" | "warn" | "error", msg: string, extra?: Record<string, unknown>) => void;
   /** Send a ping this often; a link that has heard nothing for 3 intervals is treated as dead. */
   pingIntervalMs?: number;
   resendIntervalMs?: number;
+  /** Results awaiting resultAck at which this link stops taking work (LINK_MAX_UNACKED_RESULTS). */
+  maxUnackedResults?: number;
 }
 
 type ResultFrame = Extract<OriginFrame, { type: "result" }>;
 
 const MAX_BACKOFF_MS = 30_000;
 const CREDIT_COALESCE_MS = 2;
+/** Before the first welcome nothing is held; this only sizes the timers until leaseMs is known. */
+const DEFAULT_LEASE_MS = 300_000;
 
 export class EdgeLink {
   private ws: WebSocket | null = null;
@@ -46,9 +71,14 @@ export class EdgeLink {
   private attempts = 0;
   private lastHeard = 0;
   private readonly unacked = new Map<string, { frame: ResultFrame; sentAt: number }>();
+  /** Acknowledged jobs not yet reported, with the estimate of the hub's lease end (see the header). */
+  private readonly held = new Map<string, number>();
   private pendingCredits = 0;
+  private hubCredits = 0;
   private draining = false;
+  private lease = DEFAULT_LEASE_MS;
   private timers: NodeJS.Timeout[] = [];
+  private renewTimer: NodeJS.Timeout | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private creditTimer: NodeJS.Timeout | null = null;
 
@@ -58,8 +88,40 @@ export class EdgeLink {
     return this.ready;
   }
 
+  get shard(): number {
+    return this.opts.shard;
+  }
+
   get unackedResults(): number {
     return this.unacked.size;
+  }
+
+  /** True while too many results wait for the edge: take no more work on this link. */
+  get backPressured(): boolean {
+    return this.unacked.size >= (this.opts.maxUnackedResults ?? 1_000);
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  /** Credits the hub holds for this link (granted, not yet used), including ones about to be sent. */
+  get creditsOutstanding(): number {
+    return this.hubCredits + this.pendingCredits;
+  }
+
+  /** The hub's lease (welcome.leaseMs). */
+  get leaseMs(): number {
+    return this.lease;
+  }
+
+  /** How long one job may run: 0.4 × leaseMs (header: deadline < lease < claim). */
+  get jobDeadlineMs(): number {
+    return Math.floor(this.lease * 0.4);
+  }
+
+  private get renewIntervalMs(): number {
+    return Math.max(50, Math.floor(this.lease / 5));
   }
 
   start(): void {
@@ -72,20 +134,48 @@ export class EdgeLink {
     this.connect();
   }
 
-  /** Hands a finished job's result to the edge (kept until acknowledged) and frees one credit. */
-  sendResult(frame: ResultFrame): void {
-    this.unacked.set(frame.jobId, { frame, sentAt: Date.now() });
-    this.write(frame);
-    this.grantCredits(1);
+  /**
+   * Acknowledges jobs this process will run: the hub extends their lease and keeps them with this
+   * process across reconnects. Returns the ids actually acknowledged (none if the link is down: the hub
+   * then gives those jobs back to the outbox itself, so they must not run here).
+   */
+  take(jobIds: string[]): string[] {
+    if (jobIds.length === 0) return [];
+    const at = Date.now();
+    if (!this.write({ type: "ack", jobIds })) return [];
+    for (const id of jobIds) this.held.set(id, this.safeUntil(at));
+    return jobIds;
   }
 
-  /** Tells the edge which jobs this node now holds, which extends their lease. */
-  ack(jobIds: string[]): void {
-    if (jobIds.length > 0) this.write({ type: "ack", jobIds });
+  /** Gives jobs back: the hub returns them to the outbox at once and zeroes this link's credits. */
+  release(jobIds: string[]): void {
+    if (jobIds.length === 0) return;
+    for (const id of jobIds) this.held.delete(id);
+    if (this.write({ type: "release", jobIds })) {
+      this.hubCredits = 0;
+      this.pendingCredits = 0;
+    }
+  }
+
+  /** The latest time this process can count on the hub still leasing `jobId` to it; 0 if not held. */
+  leaseSafeUntil(jobId: string): number {
+    return this.held.get(jobId) ?? 0;
+  }
+
+  /** Hands a finished job's result to the edge (kept until acknowledged). */
+  sendResult(frame: ResultFrame): void {
+    this.held.delete(frame.jobId);
+    this.unacked.set(frame.jobId, { frame, sentAt: Date.now() });
+    this.write(frame);
+  }
+
+  /** Stops holding a job without a result (it will not run here; the hub's lease brings it back). */
+  forget(jobId: string): void {
+    this.held.delete(jobId);
   }
 
   grantCredits(n: number): void {
-    if (this.draining) return;
+    if (this.draining || n <= 0) return;
     this.pendingCredits += n;
     // Credits freed within a few milliseconds travel in one frame, so a busy node sends the edge one
     // "room for N more" instead of N frames, and gets its next jobs in larger batches.
@@ -113,13 +203,23 @@ export class EdgeLink {
   close(): void {
     this.closed = true;
     for (const t of this.timers) clearInterval(t);
+    if (this.renewTimer) clearInterval(this.renewTimer);
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.creditTimer) clearTimeout(this.creditTimer);
     this.ws?.close(1000, "origin shutting down");
     this.setReady(false);
   }
 
+  /** Drops the connection as a network failure would (tests); the link reconnects by itself. */
+  dropConnection(): void {
+    this.ws?.terminate();
+  }
+
   // ------------------------------------------------------------------------------------------
+
+  private safeUntil(writtenAt: number): number {
+    return writtenAt + this.lease - this.renewIntervalMs;
+  }
 
   private connect(): void {
     if (this.closed) return;
@@ -129,19 +229,24 @@ export class EdgeLink {
     const ws = new WebSocket(url, {
       headers: { authorization: `Bearer ${this.opts.token}` },
       handshakeTimeout: 10_000,
-      maxPayload: 2 * 1024 * 1024,
+      // The hub packs frames up to FRAME_BUDGET_BYTES, under the platform's cap: accept up to the cap.
+      maxPayload: MAX_FRAME_BYTES,
     });
     this.ws = ws;
     ws.on("open", () => {
       this.lastHeard = Date.now();
-      // hello states the whole free room; credits earned while disconnected are part of it.
+      // hello states this link's whole free room; credits earned while disconnected are part of it.
       this.pendingCredits = 0;
+      const capacity =
+        this.draining || this.backPressured ? 0 : Math.max(0, Math.min(10_000, this.opts.freeCapacity()));
+      this.hubCredits = capacity;
       this.write({
         type: "hello",
         protocol: LINK_PROTOCOL_VERSION,
         nodeId: this.opts.nodeId,
+        bootId: this.opts.bootId,
         version: this.opts.version,
-        capacity: this.draining ? 0 : Math.max(0, Math.min(10_000, this.opts.freeCapacity())),
+        capacity,
       });
     });
     ws.on("message", (data, isBinary) => {
@@ -159,6 +264,7 @@ export class EdgeLink {
     ws.on("close", (code) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      this.hubCredits = 0;
       this.setReady(false);
       if (this.closed) return;
       const delay = Math.min(MAX_BACKOFF_MS, 250 * 2 ** this.attempts) * (0.5 + Math.random() / 2);
@@ -182,8 +288,15 @@ export class EdgeLink {
     switch (frame.type) {
       case "welcome":
         this.attempts = 0;
+        if (frame.leaseMs !== this.lease || !this.renewTimer) {
+          this.lease = frame.leaseMs;
+          if (this.renewTimer) clearInterval(this.renewTimer);
+          this.renewTimer = setInterval(() => this.renew(), this.renewIntervalMs);
+        }
         this.setReady(true);
         this.opts.onWelcome?.(frame);
+        // Jobs held from before a reconnect: claim them on this connection before anything else.
+        this.renew();
         // Results the edge has not confirmed yet (from before a reconnect) go again.
         for (const entry of this.unacked.values()) {
           entry.sentAt = Date.now();
@@ -192,10 +305,12 @@ export class EdgeLink {
         this.flushCredits();
         return;
       case "jobs":
+        this.hubCredits = Math.max(0, this.hubCredits - frame.jobs.length);
         this.opts.onJobs(frame.jobs, this);
         return;
       case "resultAck":
         for (const id of frame.jobIds) this.unacked.delete(id);
+        this.opts.onResultAck?.();
         return;
       case "error":
         this.opts.log("error", "edge reported an error", { code: frame.code, message: frame.message });
@@ -208,6 +323,23 @@ export class EdgeLink {
     }
   }
 
+  /** Renews the lease of every job still safely held; forgets the ones whose lease may have run out. */
+  private renew(): void {
+    if (!this.ready || this.held.size === 0) return;
+    const now = Date.now();
+    const ids: string[] = [];
+    for (const [id, until] of this.held) {
+      if (until > now) ids.push(id);
+      else this.held.delete(id);
+    }
+    if (ids.length === 0) return;
+    for (let i = 0; i < ids.length; i += 10_000) {
+      const chunk = ids.slice(i, i + 10_000);
+      if (!this.write({ type: "ack", jobIds: chunk })) return;
+      for (const id of chunk) this.held.set(id, this.safeUntil(now));
+    }
+  }
+
   private setReady(ready: boolean): void {
     if (this.ready === ready) return;
     this.ready = ready;
@@ -217,7 +349,10 @@ export class EdgeLink {
   private flushCredits(): void {
     if (this.pendingCredits >= 1) {
       const credits = Math.min(10_000, this.pendingCredits);
-      if (this.write({ type: "credit", credits })) this.pendingCredits -= credits;
+      if (this.write({ type: "credit", credits })) {
+        this.pendingCredits -= credits;
+        this.hubCredits += credits;
+      }
     }
   }
 

@@ -1,5 +1,23 @@
 /**
- * Runs delivery jobs that arrive over the links, at most `capacity` at a time.
+ * Runs delivery jobs that arrive over the links, at most `capacity` at a time, and decides how much
+ * work each link asks for. Timing rules: docs/link-protocol.md.
+ *
+ * Capacity and credits:
+ *  - The node's capacity is split across its shard links: link i of n gets floor(C/n) (+1 for the first
+ *    C mod n), at least 1. A link is granted credit only while its credits outstanding at the hub plus
+ *    the jobs it holds stay within its share, and never while it is back-pressured (too many results
+ *    waiting for resultAck). Shares shrink as links open (shard 0's welcome names the shard count); the
+ *    excess of the first link drains through the queue below instead of being re-granted.
+ *  - A job that arrives is acknowledged (`ack`, which starts its lease at the hub) only when it starts now
+ *    or the queue holds fewer than `capacity` jobs: every queued job then starts within one job deadline.
+ *    Anything more is released at once (back to the hub's outbox for a node with room), not left to sit.
+ *  - A queued job whose lease the link can no longer vouch for (it was held across a long disconnect)
+ *    is not started: it is released, and the hub's lease brings it back if the release cannot be sent.
+ *
+ * Timing, with L = the hub's lease (welcome.leaseMs): each job runs with `deadlineAt` = start + 0.4 × L
+ * (the engine defers whatever is undecided by then); the link renews held jobs every L/5; the message
+ * claim lasts max(JOB_CLAIM_TTL_MS, L + 0.4 × L). So job deadline < lease < claim, and a slow job is
+ * never dispatched again while it still runs.
  *
  * At-least-once on the wire means a job id can arrive twice (a re-sent frame, a reconnect). The runner
  * keeps the ids it is running and the results of recently finished ones: a repeat of a running job is
@@ -7,26 +25,28 @@
  * because of the link itself.
  *
  * Across nodes (`coordination`, Redis when several nodes run) the unit is the message, not the job id:
- * the edge gives every dispatch a new id (`<messageId>.<attempt>`), so a message whose result was lost
+ * the edge gives every dispatch a new id (`<messageId>.<dispatch>`), so a message whose result was lost
  * (its node's link was down past the lease) comes back under a NEW id, possibly to another node.
- *  - Before delivering, a node claims the message id (SET NX, JOB_CLAIM_TTL_MS). Holding the claim, it
+ *  - Before delivering, a node claims the message id (SET NX, the claim TTL above). Holding the claim, it
  *    reads the final outcomes (delivered/bounced/failed) stored by earlier attempts, delivers only the
  *    recipients without one, and stores the merged final outcomes with `completeJob`, which also drops
  *    the claim. Recipients already final get their stored outcome again instead of a second delivery.
  *    Deferred outcomes are not stored: the edge's retries carry exactly those recipients, and they must
  *    be tried again.
- *  - A message claimed by another node (or by this one, under an older attempt) is NOT run, and nothing
- *    is reported for it: its credit goes back to the edge, and the edge's lease brings the job back
- *    (LINK_LEASE_MS) — by then the holder has usually stored its outcomes, which the next attempt reuses.
- *    Reporting "deferred" instead would be wrong while the holder may be delivering right now, and
- *    waiting here would tie up capacity on a job another node owns. The cost is latency, never a loss:
- *    a holder that died stops blocking when its claim expires.
+ *  - A message claimed by another node (or by this one, under an older dispatch) is NOT run, and nothing
+ *    is reported for it: its slot is freed, and the edge's lease brings the job back (LINK_LEASE_MS) —
+ *    by then the holder has usually stored its outcomes, which the next dispatch reuses. Reporting
+ *    "deferred" instead would be wrong while the holder may be delivering right now, and waiting here
+ *    would tie up capacity on a job another node owns. The cost is latency, never a loss: a holder that
+ *    died stops blocking when its claim expires.
  *  - If the coordinator cannot be reached the job is reported deferred (the edge retries later) rather
  *    than delivered unguarded.
  */
 import type { Coordinator } from "../coord/index.ts";
 import {
+  FRAME_BUDGET_BYTES,
   RecipientOutcomeSchema,
+  utf8ByteLength,
   type DeliveryJob,
   type RecipientOutcome,
 } from "../../../shared/link/protocol.ts";
@@ -35,7 +55,8 @@ import type { Metrics } from "../ops/metrics.ts";
 
 export interface JobRunnerOptions {
   capacity: number;
-  deliver: (job: DeliveryJob) => Promise<RecipientOutcome[]>;
+  /** The delivery engine; `deadlineAt` (Unix ms) is when undecided recipients come back deferred. */
+  deliver: (job: DeliveryJob, opts: { deadlineAt: number }) => Promise<RecipientOutcome[]>;
   metrics: Metrics;
   log: (level: "info" | "warn" | "error", msg: string, extra?: Record<string, unknown>) => void;
   /** How many finished job ids to remember for de-duplication. */
@@ -44,7 +65,7 @@ export interface JobRunnerOptions {
   coordination?: {
     coordinator: Coordinator;
     nodeId: string;
-    /** Should exceed the longest delivery, or a second node may start the same message. */
+    /** JOB_CLAIM_TTL_MS; raised to lease + job deadline when shorter (the claim must outlive the lease). */
     claimTtlMs: number;
     /** How long final outcomes stay available to later attempts. */
     resultTtlMs: number;
@@ -64,6 +85,10 @@ export class JobRunner {
   private readonly finished = new Map<string, RecipientOutcome[]>();
   private readonly queue: Queued[] = [];
   private idleWaiters: (() => void)[] = [];
+  private readonly links: EdgeLink[] = [];
+  /** Jobs queued or running, per link. */
+  private readonly heldBy = new Map<EdgeLink, number>();
+  private warnedClaim = false;
 
   constructor(private readonly opts: JobRunnerOptions) {}
 
@@ -75,8 +100,38 @@ export class JobRunner {
     return Math.max(0, this.opts.capacity - this.inFlight);
   }
 
+  /** Adds a shard link; from now on the node's capacity is shared with it. */
+  register(link: EdgeLink): void {
+    this.links.push(link);
+    this.heldBy.set(link, 0);
+  }
+
+  /** This link's part of the node's capacity (see the header). */
+  shareOf(link: EdgeLink): number {
+    const n = Math.max(1, this.links.length);
+    const i = Math.max(0, this.links.indexOf(link));
+    const c = this.opts.capacity;
+    return Math.max(1, Math.floor(c / n) + (i < c % n ? 1 : 0));
+  }
+
+  /** Jobs this link may still take: its share minus what it holds. Sent in hello. */
+  roomFor(link: EdgeLink): number {
+    return Math.max(0, this.shareOf(link) - (this.heldBy.get(link) ?? 0));
+  }
+
+  /** Grants each connected link the credit that brings it up to its share, unless it is back-pressured. */
+  refill(): void {
+    for (const link of this.links) {
+      if (!link.connected || link.isDraining || link.backPressured) continue;
+      const want = this.roomFor(link) - link.creditsOutstanding;
+      if (want > 0) link.grantCredits(want);
+    }
+  }
+
   accept(jobs: DeliveryJob[], link: EdgeLink): void {
-    const fresh: string[] = [];
+    const take: Queued[] = [];
+    const giveBack: string[] = [];
+    const now = Date.now();
     for (const job of jobs) {
       const done = this.finished.get(job.jobId);
       if (done) {
@@ -84,11 +139,27 @@ export class JobRunner {
         continue;
       }
       if (this.running.has(job.jobId) || this.queue.some((q) => q.job.jobId === job.jobId)) continue;
-      fresh.push(job.jobId);
-      this.queue.push({ job, link, receivedAt: Date.now() });
+      // Starts now, or waits behind fewer than `capacity` jobs (so within one job deadline): take it.
+      const ahead = this.running.size + this.queue.length + take.length;
+      if (ahead < 2 * this.opts.capacity) take.push({ job, link, receivedAt: now });
+      else giveBack.push(job.jobId);
     }
-    link.ack(fresh);
+    const acked = new Set(link.take(take.map((q) => q.job.jobId)));
+    for (const q of take) {
+      // Not acknowledged (the link dropped meanwhile): the hub gives it back to the outbox itself.
+      if (!acked.has(q.job.jobId)) continue;
+      this.queue.push(q);
+      this.heldBy.set(link, (this.heldBy.get(link) ?? 0) + 1);
+    }
+    if (giveBack.length > 0) {
+      this.opts.log("info", "node full; releasing jobs to the edge", {
+        count: giveBack.length,
+        shard: link.shard,
+      });
+      link.release(giveBack);
+    }
     this.pump();
+    this.refill();
   }
 
   /** Resolves when nothing is queued or running (used by the SIGTERM drain). */
@@ -100,21 +171,46 @@ export class JobRunner {
   private pump(): void {
     while (this.running.size < this.opts.capacity && this.queue.length > 0) {
       const next = this.queue.shift()!;
+      const now = Date.now();
+      const deadlineAt = now + next.link.jobDeadlineMs;
+      if (deadlineAt > next.link.leaseSafeUntil(next.job.jobId)) {
+        // Held across a disconnect long enough that the hub may hand it to someone else before it
+        // would finish: do not start it.
+        this.opts.log("warn", "job's lease at risk; not starting it", { jobId: next.job.jobId });
+        next.link.release([next.job.jobId]);
+        this.unhold(next.link);
+        continue;
+      }
       this.running.add(next.job.jobId);
       this.opts.metrics.inFlight.set(this.running.size);
-      void this.run(next);
+      void this.run(next, deadlineAt);
     }
+    this.notifyIdle();
   }
 
-  private async run({ job, link, receivedAt }: Queued): Promise<void> {
+  private unhold(link: EdgeLink): void {
+    this.heldBy.set(link, Math.max(0, (this.heldBy.get(link) ?? 0) - 1));
+  }
+
+  private notifyIdle(): void {
+    if (this.inFlight !== 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private async run({ job, link, receivedAt }: Queued, deadlineAt: number): Promise<void> {
     const started = Date.now();
     const coordination = this.opts.coordination;
-    const outcomes = coordination ? await this.runCoordinated(job, coordination) : await this.deliver(job);
+    const outcomes = coordination
+      ? await this.runCoordinated(job, coordination, link, deadlineAt)
+      : await this.deliver(job, deadlineAt);
     this.running.delete(job.jobId);
+    this.unhold(link);
     this.opts.metrics.inFlight.set(this.running.size);
     if (outcomes === null) {
-      // Claimed elsewhere: report nothing (see the header), but give the edge its credit back.
-      link.grantCredits(1);
+      // Claimed elsewhere: report nothing (see the header); the slot is free again.
+      link.forget(job.jobId);
     } else {
       this.remember(job.jobId, outcomes);
       for (const o of outcomes) this.opts.metrics.outcomes.inc({ status: o.status });
@@ -123,16 +219,12 @@ export class JobRunner {
       link.sendResult(resultFrame(job, outcomes));
     }
     this.pump();
-    if (this.inFlight === 0) {
-      const waiters = this.idleWaiters;
-      this.idleWaiters = [];
-      for (const w of waiters) w();
-    }
+    this.refill();
   }
 
-  private async deliver(job: DeliveryJob): Promise<RecipientOutcome[]> {
+  private async deliver(job: DeliveryJob, deadlineAt: number): Promise<RecipientOutcome[]> {
     try {
-      return await this.opts.deliver(job);
+      return await this.opts.deliver(job, { deadlineAt });
     } catch (err) {
       // The engine is built never to throw; if it does anyway, the edge retries the job later.
       this.opts.log("error", "delivery threw", { jobId: job.jobId, error: String(err) });
@@ -140,10 +232,26 @@ export class JobRunner {
     }
   }
 
+  /** The claim must outlive the lease and the job's deadline (header). */
+  private claimTtl(configured: number, link: EdgeLink): number {
+    const floor = link.leaseMs + link.jobDeadlineMs;
+    if (configured >= floor) return configured;
+    if (!this.warnedClaim) {
+      this.warnedClaim = true;
+      this.opts.log("warn", "JOB_CLAIM_TTL_MS is shorter than the lease plus the job deadline; using that", {
+        configured,
+        used: floor,
+      });
+    }
+    return floor;
+  }
+
   /** Outcomes to report, or null when another holder owns the message (report nothing). */
   private async runCoordinated(
     job: DeliveryJob,
     c: NonNullable<JobRunnerOptions["coordination"]>,
+    link: EdgeLink,
+    deadlineAt: number,
   ): Promise<RecipientOutcome[] | null> {
     const key = job.messageId;
     const inOrder = (known: Map<string, RecipientOutcome>) =>
@@ -158,7 +266,7 @@ export class JobRunner {
         this.opts.log("info", "job already completed; reporting the stored outcomes", { jobId: job.jobId });
         return inOrder(settled);
       }
-      if (!(await c.coordinator.claimJob(key, c.nodeId, c.claimTtlMs))) {
+      if (!(await c.coordinator.claimJob(key, c.nodeId, this.claimTtl(c.claimTtlMs, link)))) {
         this.opts.log("info", "message claimed by another worker; leaving it to the edge's lease", {
           jobId: job.jobId,
         });
@@ -175,7 +283,7 @@ export class JobRunner {
     }
 
     const pending = [...new Set(job.recipients)].filter((r) => !settled.has(r));
-    const fresh = pending.length > 0 ? await this.deliver({ ...job, recipients: pending }) : [];
+    const fresh = pending.length > 0 ? await this.deliver({ ...job, recipients: pending }, deadlineAt) : [];
     for (const o of fresh) if (FINAL.has(o.status)) settled.set(o.recipient, o);
     try {
       await c.coordinator.completeJob(key, JSON.stringify([...settled.values()]), c.resultTtlMs);
@@ -219,12 +327,26 @@ function deferAll(job: DeliveryJob, response: string): RecipientOutcome[] {
   return job.recipients.map((recipient) => ({ recipient, status: "deferred", response }));
 }
 
+/**
+ * The result frame; servers' replies are shortened if the whole would not fit one link frame (the hub
+ * reads at most the platform's 1 MiB per message, shared/link/protocol.ts).
+ */
 function resultFrame(job: DeliveryJob, recipients: RecipientOutcome[]) {
-  return {
+  const frame = (rs: RecipientOutcome[]) => ({
     type: "result" as const,
     jobId: job.jobId,
     messageId: job.messageId,
     attempt: job.attempt,
-    recipients,
-  };
+    recipients: rs,
+  });
+  let out = frame(recipients);
+  for (const cap of [2_000, 300, 60]) {
+    if (utf8ByteLength(JSON.stringify(out)) <= FRAME_BUDGET_BYTES) return out;
+    out = frame(
+      recipients.map((r) =>
+        r.response.length > cap ? { ...r, response: `${r.response.slice(0, cap)}…` } : r,
+      ),
+    );
+  }
+  return out;
 }
