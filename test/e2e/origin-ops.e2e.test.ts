@@ -160,8 +160,9 @@ async function startOriginProcess(edgeUrl: string, smtpPort: number, name: strin
       SMARTHOST: `127.0.0.1:${smtpPort}`,
       HTTP_HOST: "127.0.0.1",
       HTTP_PORT: String(httpPort),
-      // Two slots: while one job runs the hub still holds one credit for this node.
-      CAPACITY: "2",
+      // Four slots over two shard links, two each: while one job runs, the hub still holds credit
+      // for this node on both shards, so a message sent during the drain could be pushed to it.
+      CAPACITY: "4",
       DRAIN_TIMEOUT_MS: "20000",
       CONNECT_TIMEOUT_MS: "3000",
       LOG_LEVEL: "info",
