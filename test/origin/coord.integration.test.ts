@@ -37,18 +37,37 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-/** Stands in for the edge: records results, acks and returned credits. */
+/**
+ * Stands in for the edge: records results, acks and credits granted after the hello (which stated
+ * the whole capacity, 10, as a real EdgeLink's would for a node with one shard link).
+ */
 function fakeLink() {
+  const HELLO = 10;
+  let received = 0;
   const link = {
     results: [] as ResultFrame[],
     acked: [] as string[],
     credits: 0,
+    connected: true,
+    isDraining: false,
+    backPressured: false,
+    shard: 0,
+    leaseMs: 300_000,
+    jobDeadlineMs: 120_000,
+    get creditsOutstanding() {
+      return HELLO + link.credits - received;
+    },
     sendResult(frame: ResultFrame) {
       link.results.push(frame);
     },
-    ack(jobIds: string[]) {
+    take(jobIds: string[]) {
+      received += jobIds.length;
       link.acked.push(...jobIds);
+      return jobIds;
     },
+    release() {},
+    forget() {},
+    leaseSafeUntil: () => Number.MAX_SAFE_INTEGER,
     grantCredits(n: number) {
       link.credits += n;
     },
@@ -95,7 +114,9 @@ function startNode(
     log: () => {},
     coordination: { coordinator, nodeId, claimTtlMs: 60_000, resultTtlMs: 60_000 },
   });
-  return { runner, link: fakeLink(), engine, coordinator };
+  const link = fakeLink();
+  runner.register(link as unknown as EdgeLink);
+  return { runner, link, engine, coordinator };
 }
 
 const accept = (node: TestNode, job: DeliveryJob) =>
