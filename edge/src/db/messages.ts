@@ -141,6 +141,7 @@ export interface ResultWrite {
   recipientStatuses: { email: string; status: string }[];
   /** New message status, or undefined to leave it (e.g. still waiting for a retry). */
   status: MessageStatus;
+  /** When this attempt delivered to a recipient; kept only if the message had no delivered_at yet. */
   deliveredAt?: number;
   errorMessage?: string | null;
   /** Set when recipients wait for a retry; cleared once the message is terminal. */
@@ -168,7 +169,9 @@ export function recordResultStatements(db: Db, w: ResultWrite): Statement[] {
         status: w.status,
         updatedAt: w.now,
         nextAttemptAt: w.nextAttemptAt,
-        ...(w.deliveredAt !== undefined ? { deliveredAt: w.deliveredAt } : {}),
+        ...(w.deliveredAt !== undefined
+          ? { deliveredAt: sql`coalesce(${messages.deliveredAt}, ${w.deliveredAt})` }
+          : {}),
         ...(w.errorMessage !== undefined ? { errorMessage: w.errorMessage } : {}),
         ...(w.deferrals !== undefined ? { deferrals: w.deferrals } : {}),
       })

@@ -842,7 +842,8 @@ export class OriginHub extends DurableObject<Bindings> {
             events: plan.events(row.tenant_id),
             recipientStatuses: plan.recipientStatuses,
             status: plan.status,
-            ...(plan.status === "delivered" ? { deliveredAt: now } : {}),
+            // The first delivered recipient stamps delivered_at; later attempts keep it (COALESCE).
+            ...(plan.totals.delivered > row.delivered ? { deliveredAt: now } : {}),
             errorMessage: plan.errorMessage,
             nextAttemptAt: plan.retryRecipients.length > 0 ? plan.retryAt : null,
             deferrals: plan.deferrals,

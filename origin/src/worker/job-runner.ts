@@ -139,6 +139,12 @@ export class JobRunner {
         continue;
       }
       if (this.running.has(job.jobId) || this.queue.some((q) => q.job.jobId === job.jobId)) continue;
+      // A draining node starts nothing new: credit it granted before SIGTERM may still bring jobs,
+      // and those go straight back to the outbox for another node.
+      if (link.isDraining) {
+        giveBack.push(job.jobId);
+        continue;
+      }
       // Starts now, or waits behind fewer than `capacity` jobs (so within one job deadline): take it.
       const ahead = this.running.size + this.queue.length + take.length;
       if (ahead < 2 * this.opts.capacity) take.push({ job, link, receivedAt: now });
@@ -152,7 +158,8 @@ export class JobRunner {
       this.heldBy.set(link, (this.heldBy.get(link) ?? 0) + 1);
     }
     if (giveBack.length > 0) {
-      this.opts.log("info", "node full; releasing jobs to the edge", {
+      this.opts.log("info", "releasing jobs to the edge", {
+        reason: link.isDraining ? "draining" : "node full",
         count: giveBack.length,
         shard: link.shard,
       });
