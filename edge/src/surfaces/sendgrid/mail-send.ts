@@ -12,6 +12,7 @@ import {
   malformedJsonError,
   payloadTooLargeError,
   validateMailSend,
+  type MailSend,
 } from "../../../../shared/sendgrid/mail-send.ts";
 import type { AppEnv } from "../../context.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
@@ -20,6 +21,31 @@ import { enqueueOnHubs } from "../../services/hub-client.ts";
 import { sendMail } from "../../services/send-mail.ts";
 import { renderSendGrid } from "../errors.ts";
 
+/**
+ * The raw body → a validated MailSend, or an AppError in SendGrid's shape: 413 over 20 MB, 415 for
+ * invalid UTF-8, 400 for malformed JSON or failed validation. Exported for the fuzz test, which
+ * drives it (and sendMail) with far more bodies than HTTP round trips allow.
+ */
+export function readMailSend(raw: ArrayBuffer): MailSend {
+  if (raw.byteLength > MAX_MAIL_SEND_BYTES) {
+    throw new AppError("payload_too_large", "content too large", { fields: [payloadTooLargeError()] });
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(raw));
+  } catch (err) {
+    if (err instanceof TypeError) {
+      throw new AppError("unsupported_media_type", "Invalid UTF8 in request", {
+        fields: [{ message: "Invalid UTF8 in request", field: null, help: null }],
+      });
+    }
+    throw new AppError("invalid_request", "Bad Request", { fields: [malformedJsonError()] });
+  }
+  const validated = validateMailSend(body);
+  if (!validated.ok) throw new AppError("invalid_request", "Bad Request", { fields: validated.errors });
+  return validated.value;
+}
+
 export const mailSend = new Hono<AppEnv>()
   .use(authenticate())
   .use(rateLimit({ name: "mail.send", per: "tenant", limit: (c) => c.MAIL_SEND_RATE_LIMIT, windowMs: 1000 }))
@@ -27,23 +53,7 @@ export const mailSend = new Hono<AppEnv>()
     const principal = c.get("principal");
     if (principal.kind !== "api_key") throw new AppError("forbidden", "Sending needs an API key");
 
-    const raw = await c.req.arrayBuffer();
-    if (raw.byteLength > MAX_MAIL_SEND_BYTES) {
-      throw new AppError("payload_too_large", "content too large", { fields: [payloadTooLargeError()] });
-    }
-    let body: unknown;
-    try {
-      body = JSON.parse(new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(raw));
-    } catch (err) {
-      if (err instanceof TypeError) {
-        throw new AppError("unsupported_media_type", "Invalid UTF8 in request", {
-          fields: [{ message: "Invalid UTF8 in request", field: null, help: null }],
-        });
-      }
-      throw new AppError("invalid_request", "Bad Request", { fields: [malformedJsonError()] });
-    }
-    const validated = validateMailSend(body);
-    if (!validated.ok) throw new AppError("invalid_request", "Bad Request", { fields: validated.errors });
+    const mail = readMailSend(await c.req.arrayBuffer());
 
     const config = c.get("config");
     const result = await sendMail(
@@ -55,7 +65,7 @@ export const mailSend = new Hono<AppEnv>()
           console.error(JSON.stringify({ level: "warn", msg, requestId: c.get("requestId"), ...extra })),
       },
       principal,
-      validated.value,
+      mail,
     );
     c.header("X-Message-Id", result.messageIds[0]!);
     return c.json(
