@@ -45,4 +45,22 @@ describe("DNS-over-HTTPS lookups against a resolver that never answers", () => {
     expect(row!.verified).toBe(0);
     expect(JSON.parse(row!.last_errors)).toHaveLength(3);
   });
+
+  it("in DEV_MODE report the failed checks yet count the domain as verified (dev domains need no DNS)", async () => {
+    const tenantId = await createTenant();
+    const d = await createDomain(tenantId, `mail-${uid()}.example.com`);
+    const deps = { db: createDb(env.DB), secrets: { current: env.SECRETS_KEY }, now: Date.now };
+    const outcome = await verifyDomain(
+      { ...deps, devMode: true },
+      dohTxtLookup("https://doh.example.net/dns-query", silent, 100),
+      tenantId,
+      d.id,
+    );
+    expect(outcome.checks.every((c) => !c.ok)).toBe(true);
+    expect(outcome.verified).toBe(true);
+    const row = await env.DB.prepare("SELECT verified FROM sender_domains WHERE id = ?")
+      .bind(d.id)
+      .first<{ verified: number }>();
+    expect(row!.verified).toBe(1);
+  });
 });

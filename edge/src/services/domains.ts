@@ -137,7 +137,9 @@ export async function verifyDomain(
       values.some((v) => /^v=DMARC1\s*(;|$)/i.test(v.trim())) ? null : "no DMARC record (v=DMARC1) found",
     ),
   ]);
-  const verified = checks.every((c) => c.ok);
+  // In DEV_MODE a domain counts as verified without DNS (there is nowhere to publish locally), so a
+  // check run there reports what it found but never takes the domain back to unverified.
+  const verified = deps.devMode || checks.every((c) => c.ok);
   const errors = checks.filter((c) => !c.ok).map((c) => ({ record: c.host, message: c.message ?? "" }));
   const now = deps.now();
   const updated = await updateDomain(deps.db, tenantId, id, {
