@@ -526,6 +526,30 @@ describe("post /v3/mail/send size limits: too large is a 4xx in SendGrid's shape
     });
   });
 
+  it("a message within the inline limit but too large as a delivery job (JSON escaping) → 413 before the 202", async () => {
+    // 600 KiB of quotes: 614,400 bytes stored, twice that once escaped into the job's JSON, more
+    // than one link frame holds. The hub would fail it after accepting it.
+    const before = await messageCount(t.tenantId);
+    const res = await sendMail(
+      t.liveKey,
+      mailBody(t.from, { content: [{ type: "text/plain", value: '"'.repeat(600 * 1024) }] }),
+    );
+    const text = await res.text();
+    expect(res.status, text).toBe(413);
+    expect(JSON.parse(text)).toEqual({
+      errors: [
+        {
+          field: "personalizations.0",
+          message: expect.stringMatching(
+            /^The message of personalization 0 is 12\d{5} bytes as a delivery job; at most 983616 bytes fit/,
+          ),
+          help: `${HELP}#personalizations`,
+        },
+      ],
+    });
+    expect(await messageCount(t.tenantId)).toBe(before);
+  });
+
   it("a request whose messages together would store more than 20 MB → 413 at personalizations", async () => {
     const res = await sendMail(
       t.testKey,

@@ -9,6 +9,7 @@
  */
 import { AppError } from "../../../shared/errors.ts";
 import { newId } from "../../../shared/ids.ts";
+import { FRAME_BUDGET_BYTES } from "../../../shared/link/protocol.ts";
 import {
   MAX_HEADER_VALUE_BYTES,
   MAX_HEADERS_BYTES,
@@ -53,6 +54,13 @@ export const MAX_MESSAGE_ROW_BYTES = 1_900_000;
  */
 export const MAX_REQUEST_STORED_BYTES = MAX_MAIL_SEND_BYTES;
 
+/**
+ * A message travels to the origin as one job inside one link frame (docs/link-protocol.md); the
+ * hub fails a job too large for any frame. Refuse it here instead, before the 202. The reserve
+ * covers what the job adds to the outbox entry measured here: its id, attempt and the opened DKIM key.
+ */
+export const MAX_JOB_BYTES = FRAME_BUDGET_BYTES - 16 * 1024;
+
 export interface SendDeps {
   db: Db;
   enqueue: (entries: OutboxEntry[]) => Promise<void>;
@@ -90,6 +98,7 @@ export async function sendMail(deps: SendDeps, principal: KeyPrincipal, mail: Ma
   for (const draft of drafts) {
     const id = newId("msg", now);
     const row = messageRow(id, principal, mode, draft, now);
+    checkJobSize(row as Parameters<typeof buildOutboxEntry>[0], draft.personalizationIndex);
     rows.push(row);
     for (const kind of ["to", "cc", "bcc"] as const) {
       for (const a of draft[kind]) {
@@ -304,6 +313,20 @@ function checkDraft(d: MessageDraft): void {
   }
   const bytes = utf8Bytes(d.text ?? "") + utf8Bytes(d.html ?? "");
   if (bytes > MAX_INLINE_BODY_BYTES) throw bodyTooLarge(i, bytes);
+}
+
+/** The message as the hub will hand it to an origin (same builder), measured in UTF-8 like a frame. */
+function checkJobSize(row: Parameters<typeof buildOutboxEntry>[0], i: number): void {
+  const bytes = utf8Bytes(JSON.stringify(buildOutboxEntry(row, undefined)));
+  if (bytes > MAX_JOB_BYTES) {
+    throw tooLarge(
+      "payload_too_large",
+      fieldError(
+        ["personalizations", i],
+        `The message of personalization ${i} is ${bytes} bytes as a delivery job; at most ${MAX_JOB_BYTES} bytes fit the link to the delivery nodes (content, headers and addresses together, as JSON).`,
+      ),
+    );
+  }
 }
 
 /** Live sends need every From domain verified and active (docs/api/admin.md#sender-domains); 403 otherwise. */
