@@ -9,6 +9,11 @@
  *      defensively, because zod skips object-level refinements as soon as any child fails, and we
  *      want "bad email" and "missing subject" reported together.
  * `validateMailSend` runs both and keeps the first error per field (SendGrid reports one per field).
+ * Every field that is stored has a size limit of ScaiSend's own (see "Size limits" below).
+ *
+ * What SendGrid accepts but this deployment does not honour yet is a third step, `notSupportedErrors`,
+ * which the send use case runs on a validated body: validation keeps SendGrid's contract, and
+ * SendGrid's own message still comes first for a malformed value.
  *
  * Wire conventions (docs/api/sendgrid.md#errors):
  *   - `field` is a dotted path with zero-based indices: `personalizations.1.to.0.email`; record keys
@@ -21,7 +26,7 @@
  *   - an optional field sent as JSON `null` counts as absent;
  *   - `content: []` together with `template_id` counts as "no content";
  *   - attachment base64 may be line-wrapped (RFC 2045) and may omit `=` padding;
- *   - `mail_settings.spam_check` (legacy, not implemented by ScaiSend) is type-checked only.
+ *   - `mail_settings.spam_check` (legacy) is validated like the other settings.
  *
  * Imports only zod and shared/mail/headers.ts: this module runs in the Worker and in Node.
  */
@@ -54,7 +59,10 @@ export const MAX_SCHEDULE_AHEAD_SECONDS = 72 * 3600;
 // receivers take (Gmail: 32 KB per header, 500 KB in all) once RFC 2047 encoding has grown it.
 // The service checks the same limits again after substitutions, which can make a field longer.
 
-/** Subject, at either level: far above any real subject; ≈ 22 KB once base64 encoded-words wrap it. */
+/**
+ * Subject, at either level: far above any real subject, ≈ 22 KB once encoded-words wrap it. (Gmail
+ * refuses a Subject over 998 characters; other receivers take longer ones, so that is not our cap.)
+ */
 export const MAX_SUBJECT_BYTES = 16_384;
 /** Display name of any address. Keeps `"name" <320-char address>` within one 998-octet line (RFC 5322 §2.1.1). */
 export const MAX_NAME_BYTES = 256;
