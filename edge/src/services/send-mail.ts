@@ -1,11 +1,13 @@
 /**
  * The send use case (docs/architecture.md, "The path of one message"), as named steps:
- *   decide mode → check the sender domains (live only) → expand personalizations → persist messages,
- *   recipients and `processed` events in one D1 batch → hand live messages to the OriginHub.
- * Validation has already happened (the route ran validateMailSend); this use case refuses what the
- * deployment does not honour yet (`notSupportedErrors`) and what would not fit D1 once each
- * personalization is expanded (`draftsWithinLimits`), before anything is written. Sandbox stops after persisting:
- * status `sandbox`, no events, nothing queued (docs/api/sendgrid.md#sandbox-and-live).
+ *   decide mode → refuse what this deployment does not honour yet (`notSupportedErrors`) → expand
+ *   personalizations one at a time, each checked against the size limits (`draftsWithinLimits`) →
+ *   check the sender domains (live only) → build the rows, each checked to fit one link frame →
+ *   persist messages, recipients and `processed` events in one D1 batch → hand live messages to the
+ *   OriginHub. Nothing is written until every check passed.
+ * Validation has already happened (the route ran validateMailSend). Sandbox goes through the same
+ * checks and stops after persisting: status `sandbox`, no events, nothing queued
+ * (docs/api/sendgrid.md#sandbox-and-live).
  */
 import { AppError } from "../../../shared/errors.ts";
 import { newId } from "../../../shared/ids.ts";
