@@ -17,6 +17,10 @@ export interface MiniflareEdge {
   workerUrl: string;
   /** workerd processes Miniflare started (for CPU accounting). */
   workerdPids(): number[];
+  /** The Worker's D1 database (DB), through Miniflare's binding: tests make it fail and recover. */
+  d1(): ReturnType<Miniflare["getD1Database"]>;
+  /** The OriginHub namespace (ORIGIN_HUB), through Miniflare's binding: tests read a hub's stats() over RPC. */
+  hubs(): ReturnType<Miniflare["getDurableObjectNamespace"]>;
   stop(): Promise<void>;
 }
 
@@ -89,5 +93,12 @@ export async function startMiniflareEdge(opts: StartMiniflareEdgeOptions): Promi
     }
   }
   const mine = childWorkerds().filter((p) => !before.has(p));
-  return { url, workerUrl: url, workerdPids: () => mine, stop: () => mf.dispose() };
+  return {
+    url,
+    workerUrl: url,
+    workerdPids: () => mine,
+    d1: () => mf.getD1Database("DB"),
+    hubs: () => mf.getDurableObjectNamespace("ORIGIN_HUB"),
+    stop: () => mf.dispose(),
+  };
 }

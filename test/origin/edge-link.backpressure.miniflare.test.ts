@@ -1,0 +1,244 @@
+/**
+ * Back-pressure on unacknowledged results (issue 6, item 11; docs/link-protocol.md): while D1 fails,
+ * the edge acknowledges no result, and the origin keeps every result until it is acknowledged. Its
+ * memory is bounded by LINK_MAX_UNACKED_RESULTS: at that many results waiting, the link grants no
+ * credit and takes no job, and it takes work again once the edge acknowledges them. Nothing is dropped
+ * to make room: every message ends delivered once.
+ *
+ * The origin's real EdgeLink and JobRunner against the real Worker in workerd (Miniflare), as in
+ * edge-link.miniflare.test.ts. D1 is made to fail for real through Miniflare's D1 binding: the
+ * `events` table is renamed away, so every batch that records a result fails (the hub's `sending`
+ * marks touch only `messages` and still land), then renamed back.
+ */
+import { randomBytes, randomUUID } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
+import { AdminClient } from "../../scripts/lib/admin-client.ts";
+import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
+import type { DeliveryJob, RecipientOutcome } from "../../shared/link/protocol.ts";
+import { EdgeLink } from "../../origin/src/link/edge-link.ts";
+import { createMetrics } from "../../origin/src/ops/metrics.ts";
+import { JobRunner } from "../../origin/src/worker/job-runner.ts";
+import { startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
+
+const SENDER = "sender.backpressure.test";
+/** LINK_MAX_UNACKED_RESULTS for the origin under test. */
+const MAX_UNACKED = 3;
+/** The node's capacity: one shard link, so this is the link's share. */
+const CAPACITY = 2;
+/** More messages than the origin may take while its results wait. */
+const MESSAGES = 10;
+const HELD = "events_held_by_test";
+
+let edge: MiniflareEdge;
+let dns: TestDnsServer;
+let workDir: string;
+let apiKey: string;
+let link: EdgeLink | undefined;
+let broken = false;
+const secrets = {
+  ORIGIN_TOKEN: randomBytes(24).toString("hex"),
+  ADMIN_TOKEN: randomBytes(24).toString("hex"),
+  SECRETS_KEY: randomBytes(32).toString("base64"),
+  TRACKING_SECRET: randomBytes(24).toString("hex"),
+};
+
+beforeAll(async () => {
+  // Under the repository, as the benchmarks do: workerd resolves the bundle's modules from the cwd.
+  const root = path.join(REPO_ROOT, ".tmp");
+  fs.mkdirSync(root, { recursive: true });
+  workDir = fs.mkdtempSync(path.join(root, "link-backpressure-"));
+  dns = await startDnsServer({});
+  edge = await startMiniflareEdge({
+    persistDir: path.join(workDir, "edge"),
+    // The default lease (300 s): no lease runs out during the test, so every job stays with its
+    // dispatch and a message delivered twice could only come from the link itself.
+    vars: { ...secrets, DEV_MODE: "true", DNS_RESOLVER_URL: dns.dohUrl },
+  });
+  const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
+  const tenant = await admin.createTenant("Backpressure");
+  const key = await admin.createApiKey(tenant.id, {
+    name: "backpressure",
+    environment: "live",
+    scopes: ["mail.send"],
+  });
+  apiKey = key.api_key;
+  const domain = await admin.createDomain(tenant.id, SENDER);
+  expect(domain.verified).toBe(true);
+}, 180_000);
+
+afterAll(async () => {
+  link?.close();
+  if (broken) await restoreD1();
+  await edge?.stop();
+  await dns?.close();
+  if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
+});
+
+async function breakD1(): Promise<void> {
+  await (await edge.d1()).prepare(`ALTER TABLE events RENAME TO ${HELD}`).run();
+  broken = true;
+}
+
+async function restoreD1(): Promise<void> {
+  await (await edge.d1()).prepare(`ALTER TABLE ${HELD} RENAME TO events`).run();
+  broken = false;
+}
+
+async function api(method: string, pathname: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(new URL(pathname, edge.url), {
+    method,
+    headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+interface HubLinkStats {
+  nodeId: string | null;
+  credits: number;
+  framesIn: number;
+  jobsOut: number;
+}
+interface HubStats {
+  ready: number;
+  leased: number;
+  links: HubLinkStats[];
+}
+
+/** Shard 0's own view of its outbox and links (OriginHub.stats() over RPC, through Miniflare). */
+async function hubStats(): Promise<HubStats> {
+  const hub = (await edge.hubs()).getByName("hub-0") as unknown as { stats(): Promise<HubStats> };
+  return await hub.stats();
+}
+
+/** Polls `read` until `check` holds, or fails with the last value after `timeoutMs`. */
+async function until<T>(
+  read: () => T | Promise<T>,
+  check: (v: T) => boolean,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last = await read();
+  while (!check(last)) {
+    if (Date.now() > deadline) throw new Error(`condition not met in time; last: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 20));
+    last = await read();
+  }
+  return last;
+}
+
+describe("EdgeLink back-pressure on unacknowledged results (Miniflare)", () => {
+  it("stops taking work at LINK_MAX_UNACKED_RESULTS while D1 fails, loses no result, and delivers every message once after D1 is back", async () => {
+    // Accepted while D1 works (the send path writes `processed` events), queued while no origin is linked.
+    const res = await api("POST", "/v3/mail/send", {
+      personalizations: Array.from({ length: MESSAGES }, (_, i) => ({
+        to: [{ email: `r${i}@example.net` }],
+      })),
+      from: { email: `app@${SENDER}` },
+      subject: "Back-pressure",
+      content: [{ type: "text/plain", value: "Hello there" }],
+    });
+    expect(res.status, JSON.stringify(res.body)).toBe(202);
+    const ids: string[] = res.body.message_ids;
+    expect(ids).toHaveLength(MESSAGES);
+
+    await breakD1();
+
+    // One origin process, as origin/src/node.ts wires it, delivering every job at once.
+    const calls: DeliveryJob[] = [];
+    const runner = new JobRunner({
+      capacity: CAPACITY,
+      metrics: createMetrics(),
+      log: () => {},
+      deliver: async (job) => {
+        calls.push(job);
+        return job.recipients.map((recipient): RecipientOutcome => ({
+          recipient,
+          status: "delivered",
+          smtpCode: 250,
+          response: "250 OK",
+        }));
+      },
+    });
+    const nodeId = `node-${randomUUID().slice(0, 8)}`;
+    const l: EdgeLink = new EdgeLink({
+      edgeUrl: edge.url,
+      token: secrets.ORIGIN_TOKEN,
+      shard: 0,
+      nodeId,
+      bootId: randomUUID(),
+      version: "test",
+      freeCapacity: () => runner.roomFor(l),
+      onJobs: (jobs, from) => runner.accept(jobs, from),
+      onResultAck: () => runner.refill(),
+      log: () => {},
+      pingIntervalMs: 1_000,
+      resendIntervalMs: 200,
+      maxUnackedResults: MAX_UNACKED,
+    });
+    link = l;
+    runner.register(l);
+    l.start();
+
+    // The link fills up with results the edge cannot record, then stops: back-pressured, nothing
+    // running, no credit granted. A grant made while fewer than MAX_UNACKED waited may still bring
+    // up to CAPACITY jobs, so it holds between MAX_UNACKED and MAX_UNACKED + CAPACITY - 1 results.
+    await until(
+      () => ({ bp: l.backPressured, inFlight: runner.inFlight, credits: l.creditsOutstanding }),
+      (s) => s.bp && s.inFlight === 0 && s.credits === 0,
+    );
+    const taken = calls.length;
+    expect(taken).toBeGreaterThanOrEqual(MAX_UNACKED);
+    expect(taken).toBeLessThanOrEqual(MAX_UNACKED + CAPACITY - 1);
+    expect(l.unackedResults).toBe(taken);
+    expect(new Set(calls.map((j) => j.messageId)).size).toBe(taken);
+
+    // The hub agrees: the link has no credit, `taken` jobs went out and wait for their results, the
+    // rest stay ready.
+    const stopped = await until(hubStats, (s) => s.links.some((x) => x.nodeId === nodeId && x.credits === 0));
+    const mine = () => stopped.links.find((x) => x.nodeId === nodeId)!;
+    expect(mine()).toMatchObject({ credits: 0, jobsOut: taken });
+    expect(stopped).toMatchObject({ ready: MESSAGES - taken, leased: taken });
+
+    // It stays stopped: the link re-sends its results (every 200 ms) and the hub fails to record them
+    // again and again. Once the hub has handled two more rounds of them, still nothing more went out.
+    const later = await until(hubStats, (s) =>
+      s.links.some((x) => x.nodeId === nodeId && x.framesIn >= mine().framesIn + 2 * taken),
+    );
+    expect(later.links.find((x) => x.nodeId === nodeId)).toMatchObject({ credits: 0, jobsOut: taken });
+    expect(later).toMatchObject({ ready: MESSAGES - taken, leased: taken });
+    runner.refill(); // a refill (as after any resultAck) grants nothing while back-pressured
+    expect(l.creditsOutstanding).toBe(0);
+    expect(calls).toHaveLength(taken);
+    expect(l.unackedResults).toBe(taken); // not one result dropped to make room
+
+    // D1 is back: the re-sent results are recorded and acknowledged, the link takes work again, and
+    // the remaining messages go through it.
+    await restoreD1();
+    await until(
+      () => calls.length,
+      (n) => n === MESSAGES,
+    );
+    expect(await l.waitForAcks(20_000)).toBe(true);
+    for (const id of ids) {
+      const m = await until(
+        () => api("GET", `/v3/messages/${id}`),
+        (r) => r.status === 200 && r.body.status === "delivered",
+      );
+      expect(m.body.events.map((e: { event_type: string }) => e.event_type)).toEqual([
+        "processed",
+        "delivered",
+      ]);
+      expect(m.body).toMatchObject({ dispatches: 1, deferrals: 0 });
+    }
+    // Each message was delivered by the origin exactly once.
+    expect(calls.map((j) => j.messageId).sort()).toEqual([...ids].sort());
+    const after = await hubStats();
+    expect(after).toMatchObject({ ready: 0, leased: 0 });
+    expect(after.links.find((x) => x.nodeId === nodeId)).toMatchObject({ jobsOut: MESSAGES });
+  }, 90_000);
+});
