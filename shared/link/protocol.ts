@@ -39,23 +39,7 @@ export const MAX_FRAME_BYTES = 1024 * 1024;
 /** What the hub packs into one frame at most, in UTF-8 bytes: under the cap with room to spare. */
 export const FRAME_BUDGET_BYTES = 1_000_000;
 
-/** UTF-8 length of a string without encoding it (lone surrogates count as U+FFFD, 3 bytes, as TextEncoder writes them). */
-export function utf8ByteLength(s: string): number {
-  let bytes = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) bytes += 1;
-    else if (c < 0x800) bytes += 2;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
-      const next = s.charCodeAt(i + 1);
-      if (next >= 0xdc00 && next <= 0xdfff) {
-        bytes += 4;
-        i++;
-      } else bytes += 3;
-    } else bytes += 3;
-  }
-  return bytes;
-}
+export { utf8ByteLength } from "../utf8.ts";
 
 const Address = z.object({ email: z.string(), name: z.string().optional() });
 export type LinkAddress = z.infer<typeof Address>;

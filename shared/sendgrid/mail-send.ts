@@ -31,6 +31,7 @@
  * Imports only zod and shared/mail/headers.ts: this module runs in the Worker and in Node.
  */
 import { z } from "zod";
+import { utf8ByteLength } from "../utf8.ts";
 import { isHeaderFieldName, isReservedHeader } from "../mail/headers.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -288,27 +289,6 @@ export function isBase64(s: string): boolean {
   return withoutPadding.length % 4 !== 1;
 }
 
-/**
- * UTF-8 size of a string, as TextEncoder would encode it (a lone surrogate becomes U+FFFD, 3 bytes),
- * counted without allocating the encoded copy: fields may be megabytes long.
- */
-export function utf8Bytes(s: string): number {
-  let bytes = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) bytes += 1;
-    else if (c < 0x800) bytes += 2;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
-      const next = s.charCodeAt(i + 1);
-      if (next >= 0xdc00 && next <= 0xdfff) {
-        bytes += 4;
-        i++;
-      } else bytes += 3;
-    } else bytes += 3;
-  }
-  return bytes;
-}
-
 /** JSON-schema type names, as in SendGrid's "Invalid type. Expected: array, given: object." */
 export function jsonType(v: unknown): string {
   if (v === null) return "null";
@@ -367,7 +347,7 @@ function addressSchema(kind: AddressKind) {
   let name = headerSafe(
     z.string({ error: (iss) => MESSAGES.invalidType("string", jsonType(iss.input)) }),
     MESSAGES.nameCrlf(kind.what),
-  ).refine((s) => utf8Bytes(s) <= MAX_NAME_BYTES, { error: MESSAGES.nameTooLong(kind.what) });
+  ).refine((s) => utf8ByteLength(s) <= MAX_NAME_BYTES, { error: MESSAGES.nameTooLong(kind.what) });
   const separators = kind.separators;
   if (separators !== undefined) name = name.refine((s) => !/[;,]/.test(s), { error: separators });
   return z.object(
@@ -424,7 +404,7 @@ const ToSchema = z
 const subjectSchema = headerSafe(
   str(MESSAGES.subjectInvalid).min(1, { error: MESSAGES.subjectInvalid }),
   MESSAGES.subjectCrlf,
-).refine((s) => utf8Bytes(s) <= MAX_SUBJECT_BYTES, { error: MESSAGES.subjectTooLong });
+).refine((s) => utf8ByteLength(s) <= MAX_SUBJECT_BYTES, { error: MESSAGES.subjectTooLong });
 
 const sendAtSchema = z.int({ error: MESSAGES.sendAtType });
 
@@ -448,7 +428,7 @@ function headersSchema(valuesMessage: string) {
         if (seen.has(lower))
           ctx.issues.push({ code: "custom", message: MESSAGES.headerDuplicate, input: key, path: [] });
         seen.add(lower);
-        bytes += utf8Bytes(key) + (typeof value === "string" ? utf8Bytes(value) : 0);
+        bytes += utf8ByteLength(key) + (typeof value === "string" ? utf8ByteLength(value) : 0);
       }
       // A header too long on its own already explains the total.
       if (bytes > MAX_HEADERS_BYTES && !anyProblem)
@@ -463,7 +443,7 @@ function headerProblem(key: string, value: string): string | null {
   if (!isHeaderFieldName(key)) return MESSAGES.headerKeyChars;
   if (key.length > MAX_HEADER_NAME_LENGTH) return MESSAGES.headerNameTooLong;
   if (isReservedHeader(key)) return MESSAGES.headerReserved;
-  if (utf8Bytes(value) > MAX_HEADER_VALUE_BYTES) return MESSAGES.headerValueTooLong(key);
+  if (utf8ByteLength(value) > MAX_HEADER_VALUE_BYTES) return MESSAGES.headerValueTooLong(key);
   return null;
 }
 
@@ -481,7 +461,7 @@ const SubstitutionsSchema = z
     error: MESSAGES.substitutionsCount,
     abort: true,
   })
-  .refine((r) => utf8Bytes(JSON.stringify(r)) <= MAX_SUBSTITUTION_BYTES, {
+  .refine((r) => utf8ByteLength(JSON.stringify(r)) <= MAX_SUBSTITUTION_BYTES, {
     error: MESSAGES.substitutionsSize,
   });
 
@@ -489,7 +469,7 @@ const SectionsSchema = z
   .record(z.string(), z.string({ error: MESSAGES.sectionsValues }), {
     error: MESSAGES.sectionsValues,
   })
-  .refine((r) => utf8Bytes(JSON.stringify(r)) <= MAX_SECTIONS_BYTES, { error: MESSAGES.sectionsSize });
+  .refine((r) => utf8ByteLength(JSON.stringify(r)) <= MAX_SECTIONS_BYTES, { error: MESSAGES.sectionsSize });
 
 /** Any JSON object; only used to render d- templates (SendGrid's dynamic templates, Handlebars). */
 const DynamicTemplateDataSchema = z.record(z.string(), z.unknown(), {
@@ -862,7 +842,7 @@ const totalRecipients: Rule = (body) => {
 
 const stringRecord = (v: unknown): Record<string, string> | null =>
   isRecord(v) && Object.values(v).every((x) => typeof x === "string") ? (v as Record<string, string>) : null;
-const jsonBytes = (v: unknown): number => utf8Bytes(JSON.stringify(v));
+const jsonBytes = (v: unknown): number => utf8ByteLength(JSON.stringify(v));
 
 /** Global custom_args merged with each personalization's must stay ≤ 10,000 bytes (as JSON). */
 const customArgsSize: Rule = (body) => {

@@ -18,11 +18,11 @@ import {
   malformedJsonError,
   notSupportedErrors,
   payloadTooLargeError,
-  utf8Bytes,
   validateMailSend,
   type MailSend,
   type SendGridFieldError,
 } from "../../shared/sendgrid/mail-send.ts";
+import { utf8ByteLength } from "../../shared/utf8.ts";
 
 // Fixed clock: 2024-01-01T00:00:00Z.
 const NOW_MS = Date.UTC(2024, 0, 1);
@@ -1608,9 +1608,9 @@ describe("validateMailSend: size limits", () => {
     expect(e?.message).toBe(MESSAGES.categoryTooLong(`${"c".repeat(1000)}…`));
   });
 
-  it("utf8Bytes counts like TextEncoder, lone surrogates included", () => {
+  it("utf8ByteLength counts like TextEncoder, lone surrogates included", () => {
     for (const s of ["", "abc", "é", "日本", "😀", "a\ud800b", "\udc00", "x\ud83d", "😀\ud83d\ude00é"]) {
-      expect(utf8Bytes(s)).toBe(new TextEncoder().encode(s).length);
+      expect(utf8ByteLength(s)).toBe(new TextEncoder().encode(s).length);
     }
   });
 });

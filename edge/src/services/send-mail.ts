@@ -20,10 +20,10 @@ import {
   MAX_SUBJECT_BYTES,
   fieldError,
   notSupportedErrors,
-  utf8Bytes,
   type MailSend,
   type SendGridFieldError,
 } from "../../../shared/sendgrid/mail-send.ts";
+import { utf8ByteLength } from "../../../shared/utf8.ts";
 import {
   ExpansionLimitError,
   expandPersonalization,
@@ -173,23 +173,23 @@ function messageRow(
   };
 }
 
-const jsonBytes = (v: unknown): number => utf8Bytes(JSON.stringify(v));
+const jsonBytes = (v: unknown): number => utf8ByteLength(JSON.stringify(v));
 
 /** Bytes of the `messages` columns that grow with the request, as D1 stores them (JSON columns as JSON). */
 function storedBytes(d: MessageDraft): number {
   const fixed = 1024; // ids, tenant, status, mode, timestamps, Message-ID, SQLite record header
   return (
     fixed +
-    utf8Bytes(d.from.email) +
-    utf8Bytes(d.from.name ?? "") +
-    utf8Bytes(d.subject ?? "") +
+    utf8ByteLength(d.from.email) +
+    utf8ByteLength(d.from.name ?? "") +
+    utf8ByteLength(d.subject ?? "") +
     jsonBytes(d.to.map((a) => a.email)) +
     jsonBytes({ to: d.to, cc: d.cc, bcc: d.bcc, replyTo: d.replyTo }) +
     jsonBytes(d.headers) +
     jsonBytes(d.categories) +
     jsonBytes(d.customArgs) +
-    utf8Bytes(d.text ?? "") +
-    utf8Bytes(d.html ?? "")
+    utf8ByteLength(d.text ?? "") +
+    utf8ByteLength(d.html ?? "")
   );
 }
 
@@ -297,12 +297,12 @@ function bodyTooLarge(i: number, bytes: number | null): AppError {
 /** The field limits of validation, on the expanded draft (top-level and personalization headers merged). */
 function checkDraft(d: MessageDraft): void {
   const i = d.personalizationIndex;
-  if (d.subject !== undefined && utf8Bytes(d.subject) > MAX_SUBJECT_BYTES) throw subjectTooLong(i);
+  if (d.subject !== undefined && utf8ByteLength(d.subject) > MAX_SUBJECT_BYTES) throw subjectTooLong(i);
   let headerBytes = 0;
   for (const [name, value] of Object.entries(d.headers)) {
-    const valueBytes = utf8Bytes(value);
+    const valueBytes = utf8ByteLength(value);
     if (valueBytes > MAX_HEADER_VALUE_BYTES) throw headerTooLong(i, name);
-    headerBytes += utf8Bytes(name) + valueBytes;
+    headerBytes += utf8ByteLength(name) + valueBytes;
   }
   if (headerBytes > MAX_HEADERS_BYTES) {
     throw tooLarge(
@@ -313,13 +313,13 @@ function checkDraft(d: MessageDraft): void {
       ),
     );
   }
-  const bytes = utf8Bytes(d.text ?? "") + utf8Bytes(d.html ?? "");
+  const bytes = utf8ByteLength(d.text ?? "") + utf8ByteLength(d.html ?? "");
   if (bytes > MAX_INLINE_BODY_BYTES) throw bodyTooLarge(i, bytes);
 }
 
 /** The message as the hub will hand it to an origin (same builder), measured in UTF-8 like a frame. */
 function checkJobSize(row: Parameters<typeof buildOutboxEntry>[0], i: number): void {
-  const bytes = utf8Bytes(JSON.stringify(buildOutboxEntry(row, undefined)));
+  const bytes = utf8ByteLength(JSON.stringify(buildOutboxEntry(row, undefined)));
   if (bytes > MAX_JOB_BYTES) {
     throw tooLarge(
       "payload_too_large",
