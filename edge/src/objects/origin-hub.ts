@@ -171,6 +171,8 @@ export class OriginHub extends DurableObject<Bindings> {
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
   /** Messages handed to origins since the last flush; their D1 status becomes `sending`. */
   private pendingSending: string[] = [];
+  /** Marks taken out of `pendingSending` by D1 writes still under way (they count toward the cap). */
+  private sendingInFlight = 0;
   /** The running dispatch loop; dispatches never overlap, a request during one makes it run again. */
   private dispatching: Promise<void> | null = null;
   private dispatchAgain = false;
@@ -577,7 +579,7 @@ export class OriginHub extends DurableObject<Bindings> {
 
   private async dispatchOnce(): Promise<void> {
     // Back-pressure while D1 is failing: the rows stay `ready` in storage instead of piling up marks here.
-    if (this.pendingSending.length < MAX_PENDING_SENDING) {
+    if (this.sendingMarksWaiting() < MAX_PENDING_SENDING) {
       const sockets = this.links()
         .sort((a, b) => b.state.credits - a.state.credits)
         .map((l) => l.ws);
@@ -814,6 +816,11 @@ export class OriginHub extends DurableObject<Bindings> {
     this.recording.set(p.row.message_id, p);
   }
 
+  /** `sending` marks not yet in D1: waiting for the next flush, or in a write under way. */
+  private sendingMarksWaiting(): number {
+    return this.pendingSending.length + this.sendingInFlight;
+  }
+
   private scheduleFlush(): void {
     if (this.pendingResults.length + this.pendingSending.length >= RESULT_BATCH_MAX) void this.flushResults();
     else this.flushTimer ??= setTimeout(() => void this.flushResults(), RESULT_FLUSH_MS);
@@ -832,6 +839,8 @@ export class OriginHub extends DurableObject<Bindings> {
     const sending = this.pendingSending.splice(0);
     if (batch.length === 0 && sending.length === 0) return;
     const now = Date.now();
+    // A failing D1 may take long to answer; marks under write are still waiting for it.
+    this.sendingInFlight += sending.length;
     try {
       const statements = [
         ...(sending.length > 0 ? markSendingStatements(this.db, sending, now) : []),
@@ -852,10 +861,12 @@ export class OriginHub extends DurableObject<Bindings> {
       ];
       await this.db.batch(statements as [never]);
     } catch (err) {
+      this.sendingInFlight -= sending.length;
       for (const p of batch) this.recording.delete(p.row.message_id);
       this.flushFailed(batch, sending, err);
       return;
     }
+    this.sendingInFlight -= sending.length;
     for (const p of batch) this.recording.delete(p.row.message_id);
 
     const acks = new Map<WebSocket, string[]>();
@@ -963,7 +974,7 @@ export class OriginHub extends DurableObject<Bindings> {
     if (next === null) return;
     // Ready rows that are already due wait for link credit, not for time: no need to spin the alarm.
     const hasCredit =
-      this.links().some((l) => l.state.credits > 0) && this.pendingSending.length < MAX_PENDING_SENDING;
+      this.links().some((l) => l.state.credits > 0) && this.sendingMarksWaiting() < MAX_PENDING_SENDING;
     const now = Date.now();
     const readyDue = next <= now;
     const wake = readyDue && !hasCredit ? this.nextNonDueWake(now) : Math.max(next, now + MIN_ALARM_GAP_MS);
