@@ -1,6 +1,6 @@
 /**
  * Origin configuration: the only reader of process.env. Every setting has a type, a default where
- * one makes sense, and a description (printed by `--help` and mirrored in the README).
+ * one makes sense, and a description (printed by `--help`; docs/configuration.md lists them all).
  */
 import os from "node:os";
 import { z } from "zod";
