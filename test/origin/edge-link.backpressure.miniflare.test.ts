@@ -13,7 +13,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
 import { AdminClient } from "../../scripts/lib/admin-client.ts";
 import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
@@ -31,12 +31,14 @@ const CAPACITY = 2;
 /** More messages than the origin may take while its results wait. */
 const MESSAGES = 10;
 const HELD = "events_held_by_test";
+/** A short lease, so that D1 can stay down for longer than one (the origin renews every LEASE_MS / 5). */
+const LEASE_MS = 3_000;
 
 let edge: MiniflareEdge;
 let dns: TestDnsServer;
 let workDir: string;
 let apiKey: string;
-let link: EdgeLink | undefined;
+const links: EdgeLink[] = [];
 let broken = false;
 const secrets = {
   ORIGIN_TOKEN: randomBytes(24).toString("hex"),
@@ -53,9 +55,7 @@ beforeAll(async () => {
   dns = await startDnsServer({});
   edge = await startMiniflareEdge({
     persistDir: path.join(workDir, "edge"),
-    // The default lease (300 s): no lease runs out during the test, so every job stays with its
-    // dispatch and a message delivered twice could only come from the link itself.
-    vars: { ...secrets, DEV_MODE: "true", DNS_RESOLVER_URL: dns.dohUrl },
+    vars: { ...secrets, DEV_MODE: "true", DNS_RESOLVER_URL: dns.dohUrl, LINK_LEASE_MS: String(LEASE_MS) },
   });
   const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
   const tenant = await admin.createTenant("Backpressure");
@@ -69,8 +69,12 @@ beforeAll(async () => {
   expect(domain.verified).toBe(true);
 }, 180_000);
 
+afterEach(async () => {
+  for (const l of links.splice(0)) l.close();
+  if (broken) await restoreD1();
+});
+
 afterAll(async () => {
-  link?.close();
   if (broken) await restoreD1();
   await edge?.stop();
   await dns?.close();
@@ -131,58 +135,88 @@ async function until<T>(
   return last;
 }
 
+interface TestOrigin {
+  link: EdgeLink;
+  runner: JobRunner;
+  nodeId: string;
+  /** Every job delivered, in order. */
+  calls: DeliveryJob[];
+}
+
+/** One origin process, as origin/src/node.ts wires it, delivering every job at once. */
+function startOrigin(): TestOrigin {
+  const calls: DeliveryJob[] = [];
+  const runner = new JobRunner({
+    capacity: CAPACITY,
+    metrics: createMetrics(),
+    log: () => {},
+    deliver: async (job) => {
+      calls.push(job);
+      return job.recipients.map((recipient): RecipientOutcome => ({
+        recipient,
+        status: "delivered",
+        smtpCode: 250,
+        response: "250 OK",
+      }));
+    },
+  });
+  const nodeId = `node-${randomUUID().slice(0, 8)}`;
+  const l: EdgeLink = new EdgeLink({
+    edgeUrl: edge.url,
+    token: secrets.ORIGIN_TOKEN,
+    shard: 0,
+    nodeId,
+    bootId: randomUUID(),
+    version: "test",
+    freeCapacity: () => runner.roomFor(l),
+    onJobs: (jobs, from) => runner.accept(jobs, from),
+    onResultAck: () => runner.refill(),
+    log: () => {},
+    pingIntervalMs: 1_000,
+    resendIntervalMs: 200,
+    maxUnackedResults: MAX_UNACKED,
+  });
+  links.push(l);
+  runner.register(l);
+  l.start();
+  return { link: l, runner, calls, nodeId };
+}
+
+async function sendMessages(count: number): Promise<string[]> {
+  // Accepted while D1 works (the send path writes `processed` events).
+  const res = await api("POST", "/v3/mail/send", {
+    personalizations: Array.from({ length: count }, (_, i) => ({ to: [{ email: `r${i}@example.net` }] })),
+    from: { email: `app@${SENDER}` },
+    subject: "Back-pressure",
+    content: [{ type: "text/plain", value: "Hello there" }],
+  });
+  expect(res.status, JSON.stringify(res.body)).toBe(202);
+  const ids: string[] = res.body.message_ids ?? [res.body.message_id];
+  expect(ids).toHaveLength(count);
+  return ids;
+}
+
+async function expectDeliveredOnce(ids: string[]): Promise<void> {
+  for (const id of ids) {
+    const m = await until(
+      () => api("GET", `/v3/messages/${id}`),
+      (r) => r.status === 200 && r.body.status === "delivered",
+    );
+    expect(m.body.events.map((e: { event_type: string }) => e.event_type)).toEqual([
+      "processed",
+      "delivered",
+    ]);
+    expect(m.body).toMatchObject({ dispatches: 1, deferrals: 0 });
+  }
+}
+
 describe("EdgeLink back-pressure on unacknowledged results (Miniflare)", () => {
   it("stops taking work at LINK_MAX_UNACKED_RESULTS while D1 fails, loses no result, and delivers every message once after D1 is back", async () => {
-    // Accepted while D1 works (the send path writes `processed` events), queued while no origin is linked.
-    const res = await api("POST", "/v3/mail/send", {
-      personalizations: Array.from({ length: MESSAGES }, (_, i) => ({
-        to: [{ email: `r${i}@example.net` }],
-      })),
-      from: { email: `app@${SENDER}` },
-      subject: "Back-pressure",
-      content: [{ type: "text/plain", value: "Hello there" }],
-    });
-    expect(res.status, JSON.stringify(res.body)).toBe(202);
-    const ids: string[] = res.body.message_ids;
-    expect(ids).toHaveLength(MESSAGES);
-
+    // Queued while no origin is linked.
+    const ids = await sendMessages(MESSAGES);
     await breakD1();
 
-    // One origin process, as origin/src/node.ts wires it, delivering every job at once.
-    const calls: DeliveryJob[] = [];
-    const runner = new JobRunner({
-      capacity: CAPACITY,
-      metrics: createMetrics(),
-      log: () => {},
-      deliver: async (job) => {
-        calls.push(job);
-        return job.recipients.map((recipient): RecipientOutcome => ({
-          recipient,
-          status: "delivered",
-          smtpCode: 250,
-          response: "250 OK",
-        }));
-      },
-    });
-    const nodeId = `node-${randomUUID().slice(0, 8)}`;
-    const l: EdgeLink = new EdgeLink({
-      edgeUrl: edge.url,
-      token: secrets.ORIGIN_TOKEN,
-      shard: 0,
-      nodeId,
-      bootId: randomUUID(),
-      version: "test",
-      freeCapacity: () => runner.roomFor(l),
-      onJobs: (jobs, from) => runner.accept(jobs, from),
-      onResultAck: () => runner.refill(),
-      log: () => {},
-      pingIntervalMs: 1_000,
-      resendIntervalMs: 200,
-      maxUnackedResults: MAX_UNACKED,
-    });
-    link = l;
-    runner.register(l);
-    l.start();
+    const { link: l, runner, calls, nodeId } = startOrigin();
 
     // The link fills up with results the edge cannot record, then stops: back-pressured, nothing
     // running, no credit granted. A grant made while fewer than MAX_UNACKED waited may still bring
@@ -224,21 +258,35 @@ describe("EdgeLink back-pressure on unacknowledged results (Miniflare)", () => {
       (n) => n === MESSAGES,
     );
     expect(await l.waitForAcks(20_000)).toBe(true);
-    for (const id of ids) {
-      const m = await until(
-        () => api("GET", `/v3/messages/${id}`),
-        (r) => r.status === 200 && r.body.status === "delivered",
-      );
-      expect(m.body.events.map((e: { event_type: string }) => e.event_type)).toEqual([
-        "processed",
-        "delivered",
-      ]);
-      expect(m.body).toMatchObject({ dispatches: 1, deferrals: 0 });
-    }
+    await expectDeliveredOnce(ids);
     // Each message was delivered by the origin exactly once.
     expect(calls.map((j) => j.messageId).sort()).toEqual([...ids].sort());
     const after = await hubStats();
     expect(after).toMatchObject({ ready: 0, leased: 0 });
     expect(after.links.find((x) => x.nodeId === nodeId)).toMatchObject({ jobsOut: MESSAGES });
   }, 90_000);
+
+  it("keeps the lease of a job whose result waits for the edge longer than the lease, so the message is not dispatched again", async () => {
+    const [id] = await sendMessages(1);
+    await breakD1();
+    const { link: l, calls, nodeId } = startOrigin();
+    await until(
+      () => l.unackedResults,
+      (n) => n === 1,
+    );
+    expect(calls.map((j) => j.messageId)).toEqual([id]);
+    // The lease is what is under test: D1 stays down for two whole leases after the result was sent.
+    // Without renewals the hub's alarm would give the job back to the outbox meanwhile, acknowledge the
+    // re-sent result without applying it, and dispatch the message a second time.
+    await new Promise((r) => setTimeout(r, 2 * LEASE_MS));
+    const held = await hubStats();
+    expect(held).toMatchObject({ ready: 0, leased: 1 });
+    expect(held.links.find((x) => x.nodeId === nodeId)).toMatchObject({ jobsOut: 1 });
+
+    await restoreD1();
+    expect(await l.waitForAcks(20_000)).toBe(true);
+    await expectDeliveredOnce([id!]);
+    expect(calls.map((j) => j.messageId)).toEqual([id]);
+    expect(await hubStats()).toMatchObject({ ready: 0, leased: 0 });
+  }, 60_000);
 });

@@ -375,14 +375,17 @@ export class OriginHub extends DurableObject<Bindings> {
       }
       case "ack": {
         // First ack and every renewal alike: the lease runs L from now, and follows the origin process
-        // (not the link), so a job acknowledged before a reconnect is renewed over the new link.
+        // (not the link), so a job acknowledged before a reconnect is renewed over the new link. Also
+        // while its result is being written (`recording`): if that write fails the row is leased again,
+        // and a renewal lost here would let a D1 outage longer than L hand the job out a second time.
         if (state.nodeId === null) return;
         const until = Date.now() + this.config.LINK_LEASE_MS;
         for (const jobId of frame.jobIds) {
           const { messageId, dispatch } = splitJobId(jobId);
           this.sql.exec(
             `UPDATE outbox SET lease_until = ?, acked = 1, lease_link = ?
-             WHERE message_id = ? AND dispatches = ? AND state = 'leased' AND lease_node = ? AND lease_boot = ?`,
+             WHERE message_id = ? AND dispatches = ? AND state IN ('leased', 'recording')
+               AND lease_node = ? AND lease_boot = ?`,
             until,
             state.linkId,
             messageId,

@@ -323,20 +323,30 @@ export class EdgeLink {
     }
   }
 
-  /** Renews the lease of every job still safely held; forgets the ones whose lease may have run out. */
+  /**
+   * Renews the lease of every job still safely held (forgetting the ones whose lease may have run out),
+   * and of every job whose result waits for resultAck: while D1 is down the hub keeps such a job leased
+   * and does not apply its result, so without renewals an outage longer than the lease would give the
+   * job to the outbox again and the message would be delivered twice. Renewing those is always safe:
+   * the hub extends a lease only for the same dispatch, still leased to this process.
+   */
   private renew(): void {
-    if (!this.ready || this.held.size === 0) return;
+    if (!this.ready || this.held.size + this.unacked.size === 0) return;
     const now = Date.now();
     const ids: string[] = [];
     for (const [id, until] of this.held) {
       if (until > now) ids.push(id);
       else this.held.delete(id);
     }
-    if (ids.length === 0) return;
+    const reported = [...this.unacked.keys()];
+    if (ids.length + reported.length === 0) return;
     for (let i = 0; i < ids.length; i += 10_000) {
       const chunk = ids.slice(i, i + 10_000);
       if (!this.write({ type: "ack", jobIds: chunk })) return;
       for (const id of chunk) this.held.set(id, this.safeUntil(now));
+    }
+    for (let i = 0; i < reported.length; i += 10_000) {
+      if (!this.write({ type: "ack", jobIds: reported.slice(i, i + 10_000) })) return;
     }
   }
 
