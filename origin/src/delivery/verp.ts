@@ -71,10 +71,21 @@ export function decodeVerp(
   const rest = localPart.slice(prefix.length);
   const dot = rest.lastIndexOf("."); // message ids may contain dots, the tag never does
   if (dot <= 0) return null;
-  const messageId = rest.slice(0, dot);
+  const literal = rest.slice(0, dot);
   const tag = rest.slice(dot + 1).toLowerCase();
-  const expected = verpTag(options.secret, messageId);
-  if (tag.length !== expected.length) return null;
-  // Constant time so the tag cannot be found one character at a time by timing the inbound server.
-  return timingSafeEqual(Buffer.from(tag), Buffer.from(expected)) ? { messageId } : null;
+  // An MTA that folds the local part's case turns "msg_01H…" into "msg_01h…": the tag survives (base32),
+  // and ScaiSend's ids (shared/ids.ts) are upper-case Crockford base32, so the original is recoverable.
+  const candidates = [literal];
+  if (/^msg_[0-9a-z]{26}$/i.test(literal)) {
+    const canonical = `msg_${literal.slice(4).toUpperCase()}`;
+    if (canonical !== literal) candidates.push(canonical);
+  }
+  let found: string | null = null;
+  for (const messageId of candidates) {
+    const expected = verpTag(options.secret, messageId);
+    if (tag.length !== expected.length) return null;
+    // Constant time so the tag cannot be found one character at a time by timing the inbound server.
+    if (timingSafeEqual(Buffer.from(tag), Buffer.from(expected))) found ??= messageId;
+  }
+  return found === null ? null : { messageId: found };
 }
