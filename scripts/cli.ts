@@ -5,6 +5,7 @@
  *   scaisend domain verify --tenant tnt_… --id dom_…              check them
  *   scaisend key create    --tenant tnt_… --name ci --environment test --scopes mail.send
  *   scaisend secrets reseal                                        re-seal every DKIM key under SECRETS_KEY
+ *   scaisend bounce classify < message.eml                         local: classify a bounce or complaint
  * Edge URL and operator token come from --edge / --admin-token or SCAISEND_EDGE_URL / SCAISEND_ADMIN_TOKEN.
  */
 import { parseArgs } from "node:util";
@@ -17,6 +18,7 @@ const USAGE = `usage:
   scaisend domain verify --tenant TENANT_ID --id DOMAIN_ID
   scaisend key create --tenant TENANT_ID --name NAME [--environment live|test] [--scopes a,b]
   scaisend secrets reseal [--limit N]   (after a SECRETS_KEY rotation; see docs/operations.md)
+  scaisend bounce classify < message.eml   (local; VERP_SECRET verifies VERP tokens; see docs/bounces.md)
 options: --edge URL (or SCAISEND_EDGE_URL), --admin-token TOKEN (or SCAISEND_ADMIN_TOKEN)`;
 
 function printRecords(d: DomainView): void {
@@ -46,6 +48,14 @@ export async function runCli(argv: string[]): Promise<number> {
   if (values.help || command === "") {
     console.log(USAGE);
     return 0;
+  }
+  if (command === "bounce classify") {
+    // Local: reads one message on stdin, talks to no edge.
+    const { bounceClassify, readStdin } = await import("../origin/src/inbound/command.ts");
+    return bounceClassify(await readStdin(), process.env, {
+      out: (line) => console.log(line),
+      err: (line) => console.error(line),
+    });
   }
   const edge = values.edge ?? process.env.SCAISEND_EDGE_URL;
   const token = values["admin-token"] ?? process.env.SCAISEND_ADMIN_TOKEN;
