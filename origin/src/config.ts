@@ -50,8 +50,12 @@ export const OriginConfigSchema = z.object({
     .string()
     .min(1)
     .max(128)
-    .default(`${os.hostname()}-${process.pid}`)
-    .describe("Name of this node in logs and on the edge"),
+    .default(os.hostname())
+    .describe(
+      "Name of this node on the edge and in logs: unique among running processes, and the same across a " +
+        "restart, so the edge re-dispatches a restarted process's jobs at once (set it when several " +
+        "processes share a host)",
+    ),
   CAPACITY: z.coerce
     .number()
     .int()

@@ -5,12 +5,13 @@
  *
  * Each call is one origin process as the edge sees it: a fresh boot id goes in every hello, so the hub
  * re-dispatches at once whatever a previous process with the same NODE_ID held (docs/link-protocol.md).
- * NODE_ID must therefore be unique per running process (the default, hostname-pid, is).
+ * NODE_ID must therefore be unique per running process and stable across its restarts (the default,
+ * the host name, is both for one process per host).
  */
-import { randomUUID } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { OriginConfig } from "./config.ts";
+import { newBootId } from "./coord/coordinator.ts";
 import { createCoordinator, type Coordinator } from "./coord/index.ts";
 import { createDeliveryEngine } from "./delivery/engine.ts";
 import { startDevInbox, type DevInbox } from "./dev-inbox/index.ts";
@@ -79,6 +80,8 @@ export async function startOriginNode(
     log: (level, msg, extra) => log[level](msg, extra),
   });
 
+  // One per process: the edge tells a restart (same NODE_ID, new boot id) from a reconnect by it.
+  const bootId = newBootId();
   const runner = new JobRunner({
     capacity: config.CAPACITY,
     deliver: (job, opts) => engine.deliver(job, opts),
@@ -87,12 +90,12 @@ export async function startOriginNode(
     coordination: {
       coordinator,
       nodeId: config.NODE_ID,
+      bootId,
       claimTtlMs: config.JOB_CLAIM_TTL_MS,
       resultTtlMs: config.JOB_RESULT_TTL_S * 1000,
     },
   });
 
-  const bootId = randomUUID();
   const links: EdgeLink[] = [];
   const openLink = (shard: number) => {
     const link: EdgeLink = new EdgeLink({

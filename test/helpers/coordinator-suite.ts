@@ -5,6 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
+import { claimOwner } from "../../origin/src/coord/coordinator.ts";
 import { HostSlotTimeoutError, type Coordinator } from "../../origin/src/coord/index.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -119,6 +120,22 @@ export function describeCoordinator(name: string, nodes: () => { a: Coordinator;
       expect(await a.claimJob(jobId, "node-a", 10_000)).toBe(false);
       // Another id is unaffected.
       expect(await b.claimJob(unique("msg"), "node-b", 10_000)).toBe(true);
+    });
+
+    it("a restarted process (same node id, later boot id) takes over its predecessor's claim at once; nobody else does", async () => {
+      const { a, b } = nodes();
+      const jobId = unique("msg");
+      const node = unique("node/with/slashes");
+      expect(await a.claimJob(jobId, claimOwner(node, "boot-1"), 60_000)).toBe(true);
+      // The same process claiming again (an older dispatch still running) is refused.
+      expect(await a.claimJob(jobId, claimOwner(node, "boot-1"), 60_000)).toBe(false);
+      // Another node, and a node whose id merely starts with the same text, wait for the claim.
+      expect(await b.claimJob(jobId, claimOwner(unique("other"), "boot-1"), 60_000)).toBe(false);
+      expect(await b.claimJob(jobId, claimOwner(`${node}/x`, "boot-2"), 60_000)).toBe(false);
+      expect(await b.claimJob(jobId, claimOwner(node.slice(0, -1), "boot-2"), 60_000)).toBe(false);
+      // The next boot of the same node takes it over, and then holds it against the old boot.
+      expect(await b.claimJob(jobId, claimOwner(node, "boot-2"), 60_000)).toBe(true);
+      expect(await a.claimJob(jobId, claimOwner(node, "boot-1"), 60_000)).toBe(false);
     });
 
     it("a claim expires after its TTL (its node died without completing)", async () => {

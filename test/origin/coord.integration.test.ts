@@ -8,6 +8,7 @@ import {
   createRedisCoordinator,
   type Coordinator,
 } from "../../origin/src/coord/index.ts";
+import { claimOwner, newBootId } from "../../origin/src/coord/coordinator.ts";
 import { createDeliveryEngine, type DeliveryEngine } from "../../origin/src/delivery/engine.ts";
 import type { EdgeLink } from "../../origin/src/link/edge-link.ts";
 import { createMetrics } from "../../origin/src/ops/metrics.ts";
@@ -92,8 +93,9 @@ function startNode(
   nodeId: string,
   smtpPort: number,
   coordinator: Coordinator,
-  opts: { hostSlotWaitMs?: number } = {},
+  opts: { hostSlotWaitMs?: number; bootId?: string } = {},
 ): TestNode {
+  const { bootId = "boot-1", ...engineOpts } = opts;
   const engine = createDeliveryEngine({
     heloName: `${nodeId}.sender.test`,
     smtpPort,
@@ -104,7 +106,7 @@ function startNode(
     coordinator,
     hostSlotTtlMs: 5_000,
     allowPrivateMx: true, // the test zone's MX hosts are on 127.0.0.1
-    ...opts,
+    ...engineOpts,
   });
   closers.push(() => engine.close());
   const runner = new JobRunner({
@@ -112,7 +114,7 @@ function startNode(
     deliver: (job) => engine.deliver(job),
     metrics: createMetrics(),
     log: () => {},
-    coordination: { coordinator, nodeId, claimTtlMs: 60_000, resultTtlMs: 60_000 },
+    coordination: { coordinator, nodeId, bootId, claimTtlMs: 60_000, resultTtlMs: 60_000 },
   });
   const link = fakeLink();
   runner.register(link as unknown as EdgeLink);
@@ -171,6 +173,29 @@ describe("two origin nodes sharing Redis", () => {
     expect(b.link.acked).toEqual([j.jobId]);
     const loser = a.link.results.length === 0 ? a : b;
     expect(loser.link.credits).toBe(1);
+  });
+
+  it("a restarted process takes over the claim its killed predecessor left in Redis, at once", async () => {
+    const mx = await sink();
+    const shared = redisCoordinator();
+    const j = job(["erin@dest.test"]);
+    // The old process claimed the message and died before completing it (kill -9): its claim stays
+    // in Redis for JOB_CLAIM_TTL_MS (60 s here).
+    expect(
+      await shared.claimJob(j.messageId, claimOwner("node-r", newBootId(Date.now() - 5_000)), 60_000),
+    ).toBe(true);
+    // Another node must still wait for it...
+    const other = startNode("node-s", mx.port, redisCoordinator());
+    accept(other, { ...j, jobId: `${j.messageId}.2`, attempt: 2 });
+    await other.runner.whenIdle();
+    expect(other.link.results).toHaveLength(0);
+    // ...but the same node id under a new boot id (the edge re-dispatched the dead process's jobs
+    // to its successor) delivers without waiting out the claim.
+    const restarted = startNode("node-r", mx.port, redisCoordinator(), { bootId: newBootId() });
+    accept(restarted, { ...j, jobId: `${j.messageId}.3`, attempt: 3 });
+    await restarted.runner.whenIdle();
+    expect(restarted.link.results[0]?.recipients.map((r) => r.status)).toEqual(["delivered"]);
+    expect(mx.messages).toHaveLength(1);
   });
 
   it("control: with separate in-memory coordinators the same two nodes deliver it twice", async () => {

@@ -34,14 +34,42 @@ export interface Coordinator {
     ttlMs: number,
     options?: AcquireHostSlotOptions,
   ): Promise<ReleaseSlot>;
-  /** True when this call took the claim (SET NX): nobody else holds `jobId` for the next `ttlMs`. */
-  claimJob(jobId: string, nodeId: string, ttlMs: number): Promise<boolean>;
+  /**
+   * True when this call took the claim: nobody else holds `jobId` for the next `ttlMs`. `owner` is
+   * `claimOwner(nodeId, bootId)`. A claim left by an EARLIER process of the same node id (same node,
+   * older boot id, see `newBootId`) is taken over: the edge lets only one process per node id hold a link (a hello
+   * with a new boot id retires the old one, docs/link-protocol.md), so that process is gone, and
+   * waiting out its claim would undo the edge's immediate re-dispatch after a restart. The same
+   * owner claiming twice gets false (one message, one delivery at a time).
+   */
+  claimJob(jobId: string, owner: string, ttlMs: number): Promise<boolean>;
   /** Stores `resultJson` for `ttlMs` and drops the claim on `jobId`, in one step. */
   completeJob(jobId: string, resultJson: string, ttlMs: number): Promise<void>;
   /** The result stored by `completeJob`, or null. */
   getCompletedJob(jobId: string): Promise<string | null>;
   /** Stops timers and closes connections; slots still held expire by their TTL. */
   close(): Promise<void>;
+}
+
+/**
+ * A boot id for this process: its start time (fixed-width base 36, so later boots sort after earlier
+ * ones as plain strings) and random bits. Never contains "/".
+ */
+export function newBootId(now = Date.now()): string {
+  return `${now.toString(36).padStart(10, "0")}-${crypto.randomUUID()}`;
+}
+
+/** The claim owner of one origin process: its node id and its boot id. */
+export const claimOwner = (nodeId: string, bootId: string): string => `${nodeId}/${bootId}`;
+
+/** The node part of a claim owner, with its trailing "/" (boot ids never contain "/"; node ids may). */
+export const ownerNode = (owner: string): string => owner.slice(0, owner.lastIndexOf("/") + 1);
+
+/** True when `held` was written by an EARLIER boot of the node that `owner` names. */
+export function isEarlierBootOfSameNode(held: string, owner: string): boolean {
+  const node = ownerNode(owner);
+  if (node === "" || ownerNode(held) !== node) return false;
+  return held.slice(node.length) < owner.slice(node.length);
 }
 
 /** The host stayed full for the whole wait: the delivery is deferred, the edge retries it later. */

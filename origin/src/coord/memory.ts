@@ -8,6 +8,7 @@
  */
 import {
   HostSlotTimeoutError,
+  isEarlierBootOfSameNode,
   type AcquireHostSlotOptions,
   type Coordinator,
   type ReleaseSlot,
@@ -88,10 +89,10 @@ export function createMemoryCoordinator(options: MemoryCoordinatorOptions = {}):
   return {
     kind: "memory",
     acquireHostSlot,
-    async claimJob(jobId, nodeId, ttlMs) {
+    async claimJob(jobId, owner, ttlMs) {
       const held = claims.get(jobId);
-      if (held && held.expiresAt > now()) return false;
-      claims.set(jobId, { nodeId, expiresAt: now() + ttlMs });
+      if (held && held.expiresAt > now() && !isEarlierBootOfSameNode(held.nodeId, owner)) return false;
+      claims.set(jobId, { nodeId: owner, expiresAt: now() + ttlMs });
       return true;
     },
     async completeJob(jobId, resultJson, ttlMs) {

@@ -18,6 +18,7 @@ import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
 import {
   HostSlotTimeoutError,
+  ownerNode,
   type AcquireHostSlotOptions,
   type Coordinator,
   type ReleaseSlot,
@@ -51,6 +52,21 @@ local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
 if not score or tonumber(score) <= now then return 0 end
 redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[2])
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+`;
+
+// KEYS[1] claim key. ARGV: owner, owner's node prefix ("<nodeId>/"), ttlMs. Returns 1 when claimed:
+// the key was free, or held by an earlier boot of the same node (isEarlierBootOfSameNode, in Lua).
+const CLAIM = `
+local held = redis.call('GET', KEYS[1])
+if held then
+  local node = ARGV[2]
+  if node == '' or string.sub(held, 1, #node) ~= node then return 0 end
+  local heldBoot = string.sub(held, #node + 1)
+  if string.find(heldBoot, '/', 1, true) then return 0 end
+  if not (heldBoot < string.sub(ARGV[1], #node + 1)) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
 `;
 
@@ -132,9 +148,9 @@ export function createRedisCoordinator(redisUrl: string, options: RedisCoordinat
   return {
     kind: "redis",
     acquireHostSlot,
-    async claimJob(jobId, nodeId, ttlMs) {
-      const ok = await redis.set(claimKey(jobId), nodeId, "PX", Math.max(1, Math.round(ttlMs)), "NX");
-      return ok === "OK";
+    async claimJob(jobId, owner, ttlMs) {
+      const ttl = Math.max(1, Math.round(ttlMs));
+      return (await redis.eval(CLAIM, 1, claimKey(jobId), owner, ownerNode(owner), ttl)) === 1;
     },
     async completeJob(jobId, resultJson, ttlMs) {
       const replies = await redis

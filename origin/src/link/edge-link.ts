@@ -313,7 +313,14 @@ export class EdgeLink {
         this.opts.onResultAck?.();
         return;
       case "error":
-        this.opts.log("error", "edge reported an error", { code: frame.code, message: frame.message });
+        this.opts.log("error", "edge reported an error", {
+          code: frame.code,
+          message: frame.message,
+          // The edge retired this process's boot id: a newer process announced the same NODE_ID.
+          ...(frame.code === "boot_superseded"
+            ? { hint: `another origin process uses NODE_ID "${this.opts.nodeId}"; give each process its own` }
+            : {}),
+        });
         return;
       case "ping":
         this.write({ type: "pong" });

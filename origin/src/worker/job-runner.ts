@@ -42,6 +42,7 @@
  *  - If the coordinator cannot be reached the job is reported deferred (the edge retries later) rather
  *    than delivered unguarded.
  */
+import { claimOwner } from "../coord/coordinator.ts";
 import type { Coordinator } from "../coord/index.ts";
 import {
   FRAME_BUDGET_BYTES,
@@ -65,6 +66,8 @@ export interface JobRunnerOptions {
   coordination?: {
     coordinator: Coordinator;
     nodeId: string;
+    /** This process's boot id (hello.bootId): with the node id, the owner of its claims. */
+    bootId: string;
     /** JOB_CLAIM_TTL_MS; raised to lease + job deadline when shorter (the claim must outlive the lease). */
     claimTtlMs: number;
     /** How long final outcomes stay available to later attempts. */
@@ -273,7 +276,13 @@ export class JobRunner {
         this.opts.log("info", "job already completed; reporting the stored outcomes", { jobId: job.jobId });
         return inOrder(settled);
       }
-      if (!(await c.coordinator.claimJob(key, c.nodeId, this.claimTtl(c.claimTtlMs, link)))) {
+      if (
+        !(await c.coordinator.claimJob(
+          key,
+          claimOwner(c.nodeId, c.bootId),
+          this.claimTtl(c.claimTtlMs, link),
+        ))
+      ) {
         this.opts.log("info", "message claimed by another worker; leaving it to the edge's lease", {
           jobId: job.jobId,
         });
