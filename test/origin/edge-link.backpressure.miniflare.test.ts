@@ -3,7 +3,8 @@
  * the edge acknowledges no result, and the origin keeps every result until it is acknowledged. Its
  * memory is bounded by LINK_MAX_UNACKED_RESULTS: at that many results waiting, the link grants no
  * credit and takes no job, and it takes work again once the edge acknowledges them. Nothing is dropped
- * to make room: every message ends delivered once.
+ * to make room: every message ends delivered once. A result may wait longer than the lease: the
+ * origin renews the jobs whose results wait (LINK_LEASE_MS / 5), so the hub does not hand them out again.
  *
  * The origin's real EdgeLink and JobRunner against the real Worker in workerd (Miniflare), as in
  * edge-link.miniflare.test.ts. D1 is made to fail for real through Miniflare's D1 binding: the
