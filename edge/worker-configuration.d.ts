@@ -5,6 +5,7 @@ interface __BaseEnv_Env {
 	DB: D1Database;
 	DNS_RESOLVER_URL: string;
 	MAIL_SEND_RATE_LIMIT: string;
+	AUTH_CACHE_TTL_MS: string;
 	RETRY_SCHEDULE: string;
 	LINK_LEASE_MS: string;
 	HUB_SHARDS: string;
@@ -29,5 +30,5 @@ type StringifyValues<EnvType extends Record<string, unknown>> = {
 	[Binding in keyof EnvType]: EnvType[Binding] extends string ? EnvType[Binding] : string;
 };
 declare namespace NodeJS {
-	interface ProcessEnv extends StringifyValues<Pick<Cloudflare.Env, "DNS_RESOLVER_URL" | "MAIL_SEND_RATE_LIMIT" | "RETRY_SCHEDULE" | "LINK_LEASE_MS" | "HUB_SHARDS" | "DEV_MODE" | "DNS_TIMEOUT_MS" | "ORIGIN_TOKEN" | "ADMIN_TOKEN" | "SECRETS_KEY" | "TRACKING_SECRET">> {}
+	interface ProcessEnv extends StringifyValues<Pick<Cloudflare.Env, "DNS_RESOLVER_URL" | "MAIL_SEND_RATE_LIMIT" | "AUTH_CACHE_TTL_MS" | "RETRY_SCHEDULE" | "LINK_LEASE_MS" | "HUB_SHARDS" | "DEV_MODE" | "DNS_TIMEOUT_MS" | "ORIGIN_TOKEN" | "ADMIN_TOKEN" | "SECRETS_KEY" | "TRACKING_SECRET">> {}
 }

@@ -14,6 +14,7 @@ import { loadConfig } from "./env.ts";
 import { timingSafeEqualStrings } from "./lib/crypto.ts";
 import { hubName } from "./lib/shards.ts";
 import { requestId } from "./middleware/request-id.ts";
+import { catalogCache } from "./services/catalog-cache.ts";
 import { adminApi } from "./surfaces/admin/index.ts";
 import { renderFastApi } from "./surfaces/errors.ts";
 import { mailSend } from "./surfaces/sendgrid/mail-send.ts";
@@ -33,6 +34,8 @@ export function createApp() {
     }
     c.set("config", loaded.config);
     c.set("db", createDb(c.env.DB));
+    // Reads made below the middleware (the send path's sender domains) use this isolate's TTL.
+    catalogCache.ttlMs = loaded.config.AUTH_CACHE_TTL_MS;
     return next();
   });
 

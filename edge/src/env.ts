@@ -71,6 +71,10 @@ export const ConfigSchema = z.object({
     }, "DNS_RESOLVER_URL must be https:// (http:// only for a loopback resolver)"),
   DNS_TIMEOUT_MS: intFromString("5000"),
   MAIL_SEND_RATE_LIMIT: intFromString("10000"),
+  // How long an isolate serves an API key's principal and a tenant's sender domains from memory
+  // (edge/src/services/catalog-cache.ts): a revoked key or un-verified domain elsewhere stops working
+  // here within this window. 0 turns the cache off.
+  AUTH_CACHE_TTL_MS: z.coerce.number().int().min(0).max(300_000).default(10_000),
   RETRY_SCHEDULE: z
     .string()
     .default(DEFAULT_RETRY_SCHEDULE)

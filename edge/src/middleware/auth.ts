@@ -1,6 +1,8 @@
 /**
  * Bearer authentication (docs/api/sendgrid.md#authentication, docs/api/admin.md#credentials). The prefix tells credentials apart:
- *  - `sg_live_` / `sg_test_` + 32 hex: API keys, looked up by SHA-256 (the key itself is never stored);
+ *  - `sg_live_` / `sg_test_` + 32 hex: API keys, looked up by SHA-256 (the key itself is never stored),
+ *    through this isolate's cache (services/catalog-cache.ts: a revoked key or suspended tenant is
+ *    refused within AUTH_CACHE_TTL_MS everywhere, at once in the isolate that made the change);
  *  - the operator token (ADMIN_TOKEN secret), accepted only where a route allows it, compared in constant time;
  *  - anything else would be a ScaiKey JWT, which this deployment does not verify yet → 401.
  * Failures are AppErrors; each surface renders them in its own dialect.
@@ -8,12 +10,11 @@
 import type { MiddlewareHandler } from "hono";
 import { AppError } from "../../../shared/errors.ts";
 import type { AppEnv } from "../context.ts";
-import { findApiKeyByHash, touchApiKey } from "../db/api-keys.ts";
+import { touchApiKey } from "../db/api-keys.ts";
 import { sha256Hex, timingSafeEqualStrings } from "../lib/crypto.ts";
+import { catalogCache } from "../services/catalog-cache.ts";
 
 const API_KEY_FORMAT = /^sg_(live|test)_[0-9a-f]{32}$/;
-/** Only write last_used_at when it is older than this, so hot keys don't turn every request into a write. */
-const TOUCH_INTERVAL_MS = 60_000;
 
 export function authenticate(options: { allowOperator?: boolean } = {}): MiddlewareHandler<AppEnv> {
   return async function authMiddleware(c, next) {
@@ -25,26 +26,27 @@ export function authenticate(options: { allowOperator?: boolean } = {}): Middlew
 
     if (token.startsWith("sg_live_") || token.startsWith("sg_test_")) {
       if (!API_KEY_FORMAT.test(token)) throw new AppError("unauthorized", "Invalid API key");
-      const found = await findApiKeyByHash(c.get("db"), await sha256Hex(token));
-      const now = Date.now();
-      if (
-        !found ||
-        found.key.revokedAt !== null ||
-        (found.key.expiresAt !== null && found.key.expiresAt <= now)
-      ) {
+      const key = await catalogCache.keyByHash(
+        c.env.DB,
+        await sha256Hex(token),
+        c.get("config").AUTH_CACHE_TTL_MS,
+      );
+      const now = catalogCache.now();
+      if (!key || key.revokedAt !== null || (key.expiresAt !== null && key.expiresAt <= now)) {
         throw new AppError("unauthorized", "Invalid API key");
       }
-      if (found.tenantStatus !== "active") throw new AppError("forbidden", "Tenant suspended");
-      const key = found.key;
+      if (key.tenantStatus !== "active") throw new AppError("forbidden", "Tenant suspended");
       c.set("principal", {
         kind: "api_key",
         tenantId: key.tenantId,
-        keyId: key.id,
+        keyId: key.keyId,
         environment: key.environment,
         scopes: key.scopes,
       });
-      if (key.lastUsedAt === null || now - key.lastUsedAt > TOUCH_INTERVAL_MS) {
-        c.executionCtx.waitUntil(touchApiKey(c.get("db"), key.id, now).catch(() => undefined));
+      // Written behind the response, at most once a minute per key and isolate: never a round trip
+      // on the request's path, and a hot key is not a write per request.
+      if (catalogCache.touchDue(key, now)) {
+        c.executionCtx.waitUntil(touchApiKey(c.get("db"), key.keyId, now).catch(() => undefined));
       }
       return next();
     }

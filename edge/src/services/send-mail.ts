@@ -31,7 +31,8 @@ import {
 } from "../../../shared/sendgrid/personalize.ts";
 import type { Principal } from "../context.ts";
 import type { Db } from "../db/client.ts";
-import { findDomainsByNames, type DomainRow } from "../db/domains.ts";
+import type { DomainRow } from "../db/domains.ts";
+import { cachedDomainsByNames } from "./catalog-cache.ts";
 import {
   insertMessagesStatements,
   type NewEvent,
@@ -338,7 +339,7 @@ async function requireVerifiedDomains(
   drafts: MessageDraft[],
 ): Promise<Map<string, DomainRow>> {
   const names = [...new Set(drafts.map((d) => domainOf(d.from.email)))];
-  const found = new Map((await findDomainsByNames(db, tenantId, names)).map((d) => [d.domain, d]));
+  const found = new Map((await cachedDomainsByNames(db, tenantId, names)).map((d) => [d.domain, d]));
   const bad = names.filter((n) => {
     const d = found.get(n);
     return !d || !d.verified || !d.isActive;

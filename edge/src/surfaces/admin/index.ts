@@ -15,6 +15,7 @@ import type { DomainRow } from "../../db/domains.ts";
 import { secretsKeyring } from "../../lib/dkim-key-box.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
 import { authenticate, requireOperator, requireScope } from "../../middleware/auth.ts";
+import { catalogCache } from "../../services/catalog-cache.ts";
 import { dohTxtLookup } from "../../services/dns-check.ts";
 import {
   createDomain,
@@ -109,6 +110,8 @@ export const adminApi = new Hono<AppEnv>()
       },
       Date.now(),
     );
+    // This isolate may hold a negative entry for the hash (services/catalog-cache.ts).
+    catalogCache.forgetKey(row.keyHash);
     return c.json(
       {
         data: {
@@ -143,6 +146,7 @@ export const adminApi = new Hono<AppEnv>()
       dmarcPolicy: body.dmarc_policy,
       dmarcRuaEmail: body.dmarc_rua_email,
     });
+    catalogCache.forgetDomain(tenantId, d.domain);
     return c.json({ data: domainView(d) }, 201);
   })
   .get("/domains/:id", requireScope("domains.read"), async (c) => {
@@ -157,6 +161,8 @@ export const adminApi = new Hono<AppEnv>()
       actingTenant(c, c.req.query("tenant_id")),
       c.req.param("id"),
     );
+    // Verified or not, the send path of this isolate sees the outcome at once (services/catalog-cache.ts).
+    catalogCache.forgetDomain(outcome.domain.tenantId, outcome.domain.domain);
     return c.json({
       data: {
         id: outcome.domain.id,
@@ -175,6 +181,9 @@ export const adminApi = new Hono<AppEnv>()
       body.cursor,
       body.limit,
     );
+    // Sealed keys changed across tenants; the old ones still open (SECRETS_KEY_PREVIOUS), so other
+    // isolates' copies are harmless for their TTL, and this one reads the new ones at once.
+    if (page.resealed > 0) catalogCache.forgetAllDomains();
     return c.json({
       data: {
         key_id: page.keyId,
