@@ -77,6 +77,8 @@ export async function startOriginNode(
     hostSlotWaitMs: config.HOST_SLOT_WAIT_MS,
     mxCacheTtlMs: config.MX_CACHE_TTL_S * 1000,
     allowPrivateMx: config.ALLOW_PRIVATE_MX,
+    composeThreads: config.COMPOSE_THREADS,
+    dkimFastPath: config.DKIM_FAST_PATH,
     log: (level, msg, extra) => log[level](msg, extra),
   });
 

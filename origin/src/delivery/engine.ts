@@ -3,7 +3,8 @@
  * throws, whatever fails becomes outcomes the edge can record and retry.
  *
  * Steps, each ending the job early with outcomes when it fails:
- *   1. build the MIME message and DKIM-sign it, once per job (every domain gets the same bytes);
+ *   1. build the MIME message and DKIM-sign it, once per job (every domain gets the same bytes), in
+ *      the compose pool's worker threads (compose/pool.ts), so this thread never waits on it;
  *   2. group recipients by domain: one SMTP transaction per domain, all in parallel;
  *   3. per domain: resolve MX (or use the smarthost), hand the message to the transport.
  *
@@ -14,8 +15,7 @@
  * was decided for by then comes back `deferred` with "job deadline reached before …".
  */
 import type { DeliveryJob, RecipientOutcome } from "../../../shared/link/protocol.ts";
-import { buildMime } from "../compose/build-mime.ts";
-import { signDkim } from "../compose/dkim.ts";
+import { createComposePool } from "../compose/pool.ts";
 import { createMxResolver, type MxHost } from "../smtp/mx.ts";
 import {
   createSmtpTransport,
@@ -45,6 +45,13 @@ export interface DeliveryEngineOptions extends SmtpTransportOptions {
    * (smtp/address-policy.ts); the smarthost is the operator's own choice and is never checked.
    */
   allowPrivateMx?: boolean;
+  /**
+   * Worker threads that build and sign messages (COMPOSE_THREADS); 0 or absent composes on this
+   * thread. The engine owns the pool and drains it in close().
+   */
+  composeThreads?: number;
+  /** DKIM_FAST_PATH (default true); false signs with mailauth's dkimSign only (compose/dkim.ts). */
+  dkimFastPath?: boolean;
 }
 
 export interface DeliverOptions {
@@ -72,6 +79,11 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
   });
   const transport = createSmtpTransport(options);
   const log: TransportLog = options.log ?? (() => {});
+  const composer = createComposePool({
+    threads: options.composeThreads ?? 0,
+    ...(options.dkimFastPath === false ? { dkimFastPath: false } : {}),
+    log,
+  });
 
   const allFailed = (
     recipients: string[],
@@ -85,8 +97,9 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
     }));
 
   async function prepare(job: DeliveryJob): Promise<{ raw: Buffer; envelopeFrom: string }> {
-    const mime = await buildMime(job);
-    const raw = job.dkim ? await signDkim(mime, job.dkim) : mime;
+    const composed = await composer.compose(job);
+    if (!composed.ok) throw new Error(composed.error);
+    const { raw } = composed;
     const returnPathDomain = options.returnPathDomain ?? job.dkim?.domain ?? domainOf(job.message.from.email);
     if (!returnPathDomain) throw new Error(`no return-path domain for sender ${job.message.from.email}`);
     return {
@@ -205,6 +218,8 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
     },
     stats: () => transport.stats(),
     async close() {
+      // Deliveries still running have their message already; the pool finishes what it holds.
+      await composer.close();
       await transport.close();
       mx.close();
     },

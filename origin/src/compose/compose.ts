@@ -1,0 +1,66 @@
+/**
+ * One job's message, built and signed: buildMime, then DKIM when the job carries a key. This is the
+ * work the compose pool (pool.ts) runs in worker threads; `serveCompose` is the worker side of that
+ * pool's protocol, kept here so a test can wrap it (a worker that crashes on demand).
+ */
+import type { MessagePort } from "node:worker_threads";
+import type { DeliveryJob } from "../../../shared/link/protocol.ts";
+import { buildMime } from "./build-mime.ts";
+import { signDkim } from "./dkim.ts";
+
+export interface ComposeOptions {
+  /** DKIM_FAST_PATH: false signs every message with mailauth's dkimSign (dkim.ts). */
+  dkimFastPath?: boolean;
+}
+
+export async function composeMessage(job: DeliveryJob, options: ComposeOptions = {}): Promise<Buffer> {
+  const mime = await buildMime(job);
+  return job.dkim
+    ? signDkim(mime, job.dkim, options.dkimFastPath === false ? { fastPath: false } : {})
+    : mime;
+}
+
+/** Pool → worker. */
+export interface ComposeRequest {
+  id: number;
+  job: DeliveryJob;
+}
+/** Worker → pool: the message, or why it cannot be built or signed (an error as a value). */
+export type ComposeReply =
+  { id: number; ok: true; raw: Uint8Array } | { id: number; ok: false; error: string };
+
+/** What the pool hands every worker as `workerData`. */
+export interface ComposeWorkerData {
+  options: ComposeOptions;
+}
+
+const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/**
+ * Answers compose requests on `port` until the thread ends. Each reply's bytes are copied into an
+ * ArrayBuffer of their own and transferred, so neither a pooled Buffer's neighbours nor a second
+ * copy cross the thread boundary.
+ */
+export function serveCompose(
+  port: MessagePort,
+  data: ComposeWorkerData,
+  before: (request: ComposeRequest) => void | Promise<void> = () => {},
+): void {
+  port.on("message", (request: ComposeRequest) => {
+    void (async () => {
+      let reply: ComposeReply;
+      try {
+        await before(request);
+        const raw = await composeMessage(request.job, data.options);
+        const own = new Uint8Array(raw.length);
+        own.set(raw);
+        reply = { id: request.id, ok: true, raw: own };
+        port.postMessage(reply, [own.buffer]);
+        return;
+      } catch (err) {
+        reply = { id: request.id, ok: false, error: errorText(err) };
+      }
+      port.postMessage(reply);
+    })();
+  });
+}

@@ -1,0 +1,267 @@
+/**
+ * Compose pool: builds and DKIM-signs messages (compose.ts) in worker threads, so the event loop
+ * that speaks SMTP and the link never waits on MIME building or an RSA signature, and every core
+ * does some of that work (docs/architecture.md, "Composing and signing").
+ *
+ * - `threads` workers (COMPOSE_THREADS), started on demand; 0 runs everything on the calling
+ *   thread (tests that want one thread, and machines where threads do not pay).
+ * - Errors come back as values: `{ ok: false, error }` for a message that cannot be built or
+ *   signed, never a rejected promise, so the engine turns it into a `failed` outcome.
+ * - A worker that dies (uncaught error, exit, out of memory) is replaced; each request it held is
+ *   tried once more, and a request whose worker died twice fails with the reason.
+ * - `close()` drains: queued and running requests finish, then the threads are terminated. A
+ *   worker holds the process open only while it has work (ref/unref).
+ *
+ * Keys are cached per worker (dkim.ts keeps the parsed KeyObject per PEM), so a node signing for a
+ * few domains parses each key once per thread.
+ */
+import { createRequire } from "node:module";
+import os from "node:os";
+import { pathToFileURL } from "node:url";
+import { Worker } from "node:worker_threads";
+import type { DeliveryJob } from "../../../shared/link/protocol.ts";
+import {
+  composeMessage,
+  type ComposeOptions,
+  type ComposeReply,
+  type ComposeRequest,
+  type ComposeWorkerData,
+} from "./compose.ts";
+
+export type ComposeResult = { ok: true; raw: Buffer } | { ok: false; error: string };
+
+export interface ComposePoolStats {
+  /** Worker threads alive now. */
+  threads: number;
+  /** Requests running in a worker. */
+  running: number;
+  /** Requests waiting for a worker. */
+  queued: number;
+  /** Workers that died and were replaced. */
+  crashes: number;
+}
+
+export interface ComposePool {
+  compose(job: DeliveryJob): Promise<ComposeResult>;
+  stats(): ComposePoolStats;
+  /** Lets every queued and running request finish, then ends the threads. */
+  close(): Promise<void>;
+}
+
+export type ComposeLog = (level: "info" | "warn", msg: string, extra?: Record<string, unknown>) => void;
+
+export interface ComposePoolOptions extends ComposeOptions {
+  /** Worker threads; 0 = compose on the calling thread. */
+  threads: number;
+  log?: ComposeLog;
+  /** Tests only: a different worker entry speaking the same protocol (compose.ts serveCompose). */
+  workerUrl?: URL;
+  /** Tests only: extra workerData for that entry. */
+  workerData?: Record<string, unknown>;
+}
+
+/** Default COMPOSE_THREADS: one per core but one, left to the event loop (measured in docs/architecture.md). */
+export function defaultComposeThreads(): number {
+  return Math.max(1, os.availableParallelism() - 1);
+}
+
+/** Requests handed to one worker before it answers: keeps it busy across the message round trip. */
+const PER_WORKER = 2;
+/** A request whose worker died this many times fails. */
+const MAX_CRASHES = 2;
+
+const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/**
+ * A worker thread runs TypeScript only with a loader. Under tsx (`tsx origin/src/main.ts`, or
+ * `node --import tsx`) the parent's execArgv holds tsx's loader and a worker inherits it; anywhere
+ * else (vitest runs sources through Vite, not a Node loader) the worker gets `--import tsx`.
+ */
+function workerExecArgv(): string[] | undefined {
+  if (process.execArgv.some((arg) => arg.includes("tsx"))) return undefined;
+  const loader = pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href;
+  return ["--import", loader];
+}
+
+interface Task {
+  id: number;
+  job: DeliveryJob;
+  crashes: number;
+  resolve(result: ComposeResult): void;
+}
+
+interface Slot {
+  worker: Worker;
+  running: Map<number, Task>;
+  /** Set by the 'error' event, read at 'exit'. */
+  crash?: string;
+  /** Running a request whose previous worker died: takes nothing else until it answers. */
+  isolated: boolean;
+}
+
+export function createComposePool(options: ComposePoolOptions): ComposePool {
+  const log: ComposeLog = options.log ?? (() => {});
+  const composeOptions: ComposeOptions = options.dkimFastPath === false ? { dkimFastPath: false } : {};
+  let closing = false;
+
+  if (options.threads <= 0) {
+    let running = 0;
+    const idle: Array<() => void> = [];
+    return {
+      async compose(job) {
+        if (closing) return { ok: false, error: "the compose pool is closed" };
+        running++;
+        try {
+          return { ok: true, raw: await composeMessage(job, composeOptions) };
+        } catch (err) {
+          return { ok: false, error: errorText(err) };
+        } finally {
+          if (--running === 0) for (const done of idle.splice(0)) done();
+        }
+      },
+      stats: () => ({ threads: 0, running, queued: 0, crashes: 0 }),
+      async close() {
+        closing = true;
+        if (running > 0) await new Promise<void>((r) => idle.push(r));
+      },
+    };
+  }
+
+  const workerUrl = options.workerUrl ?? new URL("./compose-worker.ts", import.meta.url);
+  const execArgv = workerExecArgv();
+  const workerData: ComposeWorkerData & Record<string, unknown> = {
+    ...options.workerData,
+    options: composeOptions,
+  };
+  const slots = new Set<Slot>();
+  const queue: Task[] = [];
+  let nextId = 1;
+  let crashes = 0;
+  let drained: (() => void) | null = null;
+  let exited: Array<Promise<void>> = [];
+
+  const pending = () => {
+    let n = queue.length;
+    for (const s of slots) n += s.running.size;
+    return n;
+  };
+
+  function spawn(): Slot {
+    const worker = new Worker(workerUrl, {
+      workerData,
+      ...(execArgv ? { execArgv } : {}),
+      // A worker is a helper of this process: its stdout/stderr are the process's own.
+      stdout: false,
+      stderr: false,
+    });
+    const slot: Slot = { worker, running: new Map(), isolated: false };
+    slots.add(slot);
+    worker.unref();
+    worker.on("message", (reply: ComposeReply) => {
+      const task = slot.running.get(reply.id);
+      if (!task) return;
+      slot.running.delete(reply.id);
+      if (slot.running.size === 0) {
+        slot.isolated = false;
+        worker.unref();
+      }
+      task.resolve(
+        reply.ok
+          ? { ok: true, raw: Buffer.from(reply.raw.buffer, reply.raw.byteOffset, reply.raw.byteLength) }
+          : { ok: false, error: reply.error },
+      );
+      settle();
+    });
+    worker.on("error", (err) => {
+      slot.crash = errorText(err);
+    });
+    exited.push(
+      new Promise<void>((resolve) =>
+        worker.once("exit", (code) => {
+          slots.delete(slot);
+          const held = [...slot.running.values()];
+          slot.running.clear();
+          if (held.length > 0 || !closing) {
+            const reason = slot.crash ?? `exited with code ${code}`;
+            crashes++;
+            log("warn", "compose worker died; replacing it", { reason, requests: held.length });
+            for (const task of held) {
+              task.crashes++;
+              if (task.crashes >= MAX_CRASHES) {
+                task.resolve({
+                  ok: false,
+                  error: `the compose worker died ${task.crashes} times while building this message (${reason})`,
+                });
+              } else {
+                queue.unshift(task);
+              }
+            }
+          }
+          resolve();
+          settle();
+        }),
+      ),
+    );
+    return slot;
+  }
+
+  /**
+   * Hands queued requests to workers with room, starting workers up to `threads`. A request whose
+   * worker died runs alone in its worker, so a message that kills its thread takes no other
+   * request with it a second time.
+   */
+  function dispatch(): void {
+    while (queue.length > 0) {
+      const suspect = queue[0]!.crashes > 0;
+      let best: Slot | undefined;
+      for (const s of slots) {
+        if (s.isolated || s.running.size >= (suspect ? 1 : PER_WORKER)) continue;
+        if (!best || s.running.size < best.running.size) best = s;
+      }
+      if ((!best || best.running.size > 0) && slots.size < options.threads) best = spawn();
+      if (!best) return;
+      const task = queue.shift()!;
+      best.running.set(task.id, task);
+      best.isolated = suspect;
+      best.worker.ref();
+      const request: ComposeRequest = { id: task.id, job: task.job };
+      best.worker.postMessage(request);
+    }
+  }
+
+  function settle(): void {
+    dispatch();
+    if (drained && pending() === 0) {
+      const done = drained;
+      drained = null;
+      done();
+    }
+  }
+
+  let closed: Promise<void> | null = null;
+  return {
+    compose(job) {
+      if (closing) return Promise.resolve({ ok: false, error: "the compose pool is closed" });
+      return new Promise<ComposeResult>((resolve) => {
+        queue.push({ id: nextId++, job, crashes: 0, resolve });
+        dispatch();
+      });
+    },
+    stats() {
+      let running = 0;
+      for (const s of slots) running += s.running.size;
+      return { threads: slots.size, running, queued: queue.length, crashes };
+    },
+    close() {
+      closed ??= (async () => {
+        closing = true;
+        if (pending() > 0) await new Promise<void>((r) => (drained = r));
+        const ending = exited;
+        exited = [];
+        await Promise.all([...slots].map((s) => s.worker.terminate()));
+        await Promise.all(ending);
+      })();
+      return closed;
+    },
+  };
+}
