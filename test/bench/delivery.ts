@@ -15,6 +15,7 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
+import { defaultComposeThreads } from "../../origin/src/compose/pool.ts";
 import { startProfiling, summarizeProfile, type ProfileSummary } from "./lib/cpuprofile.ts";
 import { freePort } from "../../scripts/lib/wrangler-dev.ts";
 import { postMail, type BenchEdge } from "./lib/edge.ts";
@@ -52,6 +53,18 @@ export interface Throughput {
 }
 
 const timeoutFor = (n: number) => Math.max(60_000, n * 30);
+
+/**
+ * The compose settings the origin under test runs with: the caller's COMPOSE_THREADS /
+ * DKIM_FAST_PATH (startOrigin passes them through), else the origin's defaults (origin/src/config.ts).
+ */
+function composeSettings(): { composeThreads: number; dkimFastPath: boolean } {
+  const threads = process.env.COMPOSE_THREADS;
+  return {
+    composeThreads: threads !== undefined && threads !== "" ? Number(threads) : defaultComposeThreads(),
+    dkimFastPath: !["false", "0"].includes(process.env.DKIM_FAST_PATH ?? ""),
+  };
+}
 
 function runSmtpSource(bin: string, ctx: DeliveryCtx, n: number, port: number): Promise<void> {
   const args = [
@@ -183,6 +196,7 @@ export async function benchOriginHarness(
         cpuSecondsPer1000: round((cpu / n) * 1000, 3),
         peakRssMiB: round(origin.peakRssMiB(), 0),
         failed,
+        ...composeSettings(),
       };
       if (failed > 0) say(`origin harness: ${failed} of ${n} jobs were not delivered`);
       if (prof && opts.profileTo) {
@@ -280,6 +294,7 @@ export async function benchOriginViaEdge(
         edgeCpuSecondsAtLastMessage: round(edgeCpuAtSink, 2),
         edgeCpuSecondsUntilIdle: round(edgeCpu, 2),
         edgeCpuSecondsPer1000: round((edgeCpu / n) * 1000, 3),
+        ...composeSettings(),
         notes:
           "origin CPU/RSS = origin process; edge CPU = wrangler + workerd (process group), until the edge went idle after recording results",
       };

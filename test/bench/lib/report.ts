@@ -104,6 +104,11 @@ export function renderMarkdown(r: BenchResults): string {
   }
 
   const d = r.delivery;
+  // CPU and RSS of the origin include its compose worker threads (one process, /proc counts them all).
+  const composeNote = (t: Throughput | undefined) =>
+    t && typeof t.composeThreads === "number"
+      ? `; ${t.composeThreads} compose thread${t.composeThreads === 1 ? "" : "s"}, DKIM ${t.dkimFastPath === false ? "mailauth" : "fast path"}`
+      : "";
   if (d) {
     out.push(
       `\n**2. Delivery throughput** (${fmt(d.messageBytes)}-byte messages into Postfix smtp-sink on loopback; DKIM rsa-sha256 on the origin)\n`,
@@ -130,7 +135,11 @@ export function renderMarkdown(r: BenchResults): string {
             d.postfix,
             "smtp-source → postfix → sink; CPU of Postfix daemons",
           ),
-          row("ScaiSend origin, link harness", d.originHarness, "the origin alone"),
+          row(
+            "ScaiSend origin, link harness",
+            d.originHarness,
+            `the origin alone${composeNote(d.originHarness)}`,
+          ),
           row(
             "ScaiSend origin, through the edge (paced)",
             d.originViaEdge,
