@@ -64,7 +64,8 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once("exit", () => resolve()));
 }
 
-export async function startRedisServer(): Promise<TestRedisServer> {
+/** `port`: listen there instead of a free port (to restart a server where its clients reconnect). */
+export async function startRedisServer(options: { port?: number } = {}): Promise<TestRedisServer> {
   const binary = findOnPath("redis-server");
   if (!binary) {
     throw new Error(
@@ -72,7 +73,7 @@ export async function startRedisServer(): Promise<TestRedisServer> {
         "  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server",
     );
   }
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const child = spawn(
     binary,
     ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"],

@@ -7,7 +7,10 @@
  * Without `tls`, STARTTLS is disabled entirely (smtp-server would otherwise offer it with its
  * built-in test certificate). `tlsMaxVersion: "TLSv1.1"` makes a server that offers STARTTLS and
  * then fails every handshake (Node's client refuses anything below TLS 1.2), as old MTAs do;
- * `stallData` makes one that takes the message after DATA and never answers it.
+ * `stallData` makes one that takes the message after DATA and never answers it; `dataDelayMs` makes a
+ * slow one that answers each DATA that much later, and keeps the message only if the client is still
+ * there to read the 250 (a receiver takes responsibility for a message by its reply, RFC 5321 §6.1;
+ * a connection lost before it is what may make the sender deliver twice, RFC 1047).
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -28,6 +31,8 @@ export interface ReceivedMessage {
   raw: Buffer;
   /** Whether the session had been upgraded with STARTTLS when DATA arrived. */
   secure: boolean;
+  /** When the server answered the message's DATA with 250 (Date.now()). */
+  acceptedAt: number;
 }
 
 export interface SmtpReply {
@@ -42,6 +47,10 @@ export interface TestSmtpServer {
   readonly connections: number;
   /** Messages received after DATA and left unanswered (`stallData`). */
   readonly stalled: number;
+  /** Messages received after DATA whose delayed reply is still to come (`dataDelayMs`). */
+  readonly delaying: number;
+  /** Delayed messages dropped because their client left before the reply (`dataDelayMs`). */
+  readonly abandoned: number;
   close(): Promise<void>;
 }
 
@@ -51,6 +60,8 @@ export interface SmtpBehaviour {
   tlsMaxVersion?: SecureVersion;
   /** Never answer the message after DATA (for these recipients): the client waits until it gives up. */
   stallData?: boolean | ((rcptTo: string[]) => boolean);
+  /** Answer each message's DATA this many ms after it arrived; dropped if the client left meanwhile. */
+  dataDelayMs?: number;
   /** Reply to send instead of the greeting; null lets the session go on. */
   onConnect?(connectionIndex: number): SmtpReply | null;
   onRcpt?(address: string, attempt: number): SmtpReply | null;
@@ -97,6 +108,9 @@ export async function startSmtpServer(behaviour: SmtpBehaviour = {}): Promise<Te
   const messages: ReceivedMessage[] = [];
   let connections = 0;
   let stalled = 0;
+  let delaying = 0;
+  let abandoned = 0;
+  const closedSessions = new Set<string>();
   let rcptAttempts = 0;
   let dataAttempts = 0;
   const server = new SMTPServer({
@@ -135,15 +149,35 @@ export async function startSmtpServer(behaviour: SmtpBehaviour = {}): Promise<Te
         const reply = behaviour.onData?.(dataAttempts++) ?? null;
         if (reply) return callback(replyError(reply));
         const mailFrom = session.envelope.mailFrom;
-        messages.push({
-          mailFrom: mailFrom ? mailFrom.address : "",
-          rcptTo: session.envelope.rcptTo.map((r) => r.address),
-          raw: Buffer.concat(chunks),
-          secure: session.secure,
-        });
-        callback(null);
+        const accept = () => {
+          messages.push({
+            mailFrom: mailFrom ? mailFrom.address : "",
+            rcptTo: session.envelope.rcptTo.map((r) => r.address),
+            raw: Buffer.concat(chunks),
+            secure: session.secure,
+            acceptedAt: Date.now(),
+          });
+          callback(null);
+        };
+        if (!behaviour.dataDelayMs) return accept();
+        delaying++;
+        setTimeout(() => {
+          delaying--;
+          if (closedSessions.has(session.id)) {
+            abandoned++; // nobody is left to read the 250: the message was never accepted
+            return;
+          }
+          accept();
+        }, behaviour.dataDelayMs);
       });
     },
+    ...(behaviour.dataDelayMs
+      ? {
+          onClose(session: SMTPServerSession) {
+            closedSessions.add(session.id);
+          },
+        }
+      : {}),
   });
   server.on("error", () => {}); // client resets during tests are expected, not failures
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
@@ -155,6 +189,12 @@ export async function startSmtpServer(behaviour: SmtpBehaviour = {}): Promise<Te
     },
     get stalled() {
       return stalled;
+    },
+    get delaying() {
+      return delaying;
+    },
+    get abandoned() {
+      return abandoned;
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
