@@ -16,6 +16,13 @@ const hostPort = z
     return { host: v.slice(0, i), port: Number(v.slice(i + 1)) };
   });
 
+const list = z.string().transform((v) =>
+  v
+    .split(",")
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean),
+);
+
 export const OriginConfigSchema = z.object({
   // The link carries the origin token and every decrypted DKIM key: TLS is required except on
   // loopback (tests, `npm run dev`). ws(s):// is accepted and normalised to http(s)://, the form
@@ -187,6 +194,61 @@ export const OriginConfigSchema = z.object({
     .describe(
       'Development: JSON {"sel._domainkey.domain": "v=DKIM1; …"} the dev inbox verifies DKIM against',
     ),
+  // Inbound bounces and complaints (docs/bounces.md): off unless INBOUND_SMTP_PORT is set.
+  INBOUND_SMTP_PORT: port
+    .optional()
+    .describe("Port of the inbound SMTP server for bounces and FBL reports (25 in production); unset = off"),
+  INBOUND_SMTP_HOST: z.string().default("0.0.0.0").describe("Address the inbound SMTP server listens on"),
+  INBOUND_DOMAINS: list
+    .optional()
+    .describe(
+      "Comma-separated bounce domains the inbound server takes mail for; defaults to RETURN_PATH_DOMAIN",
+    ),
+  INBOUND_FBL_ADDRESSES: list
+    .optional()
+    .describe("Comma-separated feedback loop (ARF) addresses the inbound server takes mail for"),
+  INBOUND_MAX_MESSAGE_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1_024)
+    .default(10 * 1024 * 1024)
+    .describe("Largest inbound message (552 5.3.4 above it)"),
+  INBOUND_MAX_CONNECTIONS_PER_IP: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(10)
+    .describe("Inbound SMTP connections one client IP may hold at once (421 above it)"),
+  INBOUND_CONNECTIONS_PER_MINUTE: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(60)
+    .describe("New inbound SMTP connections per client IP per minute (421 above it)"),
+  INBOUND_MAX_MESSAGES_PER_CONNECTION: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(100)
+    .describe("Messages per inbound SMTP connection"),
+  INBOUND_MAX_PENDING_EVENTS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(10_000)
+    .describe(
+      "Inbound events waiting for the edge's acknowledgement at which new reports get 452 (retried by the sender)",
+    ),
+  INBOUND_ACK_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .default(15_000)
+    .describe(
+      "How long DATA waits for the edge to record a report before answering 451 (the sender retries)",
+    ),
+  INBOUND_TLS_KEY_FILE: z.string().optional().describe("PEM key file: offer STARTTLS on the inbound server"),
+  INBOUND_TLS_CERT_FILE: z.string().optional().describe("PEM certificate file for INBOUND_TLS_KEY_FILE"),
 });
 
 export type OriginConfig = z.infer<typeof OriginConfigSchema>;

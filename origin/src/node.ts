@@ -15,6 +15,8 @@ import { newBootId } from "./coord/coordinator.ts";
 import { createCoordinator, type Coordinator } from "./coord/index.ts";
 import { createDeliveryEngine } from "./delivery/engine.ts";
 import { startDevInbox, type DevInbox } from "./dev-inbox/index.ts";
+import { InboundForwarder } from "./inbound/forwarder.ts";
+import { startInboundServer, type InboundServer } from "./inbound/server.ts";
 import { EdgeLink } from "./link/edge-link.ts";
 import { createLogger, type Logger } from "./ops/log.ts";
 import { createMetrics } from "./ops/metrics.ts";
@@ -29,6 +31,8 @@ export interface OriginNode {
   runner: JobRunner;
   /** Per-host limits and job de-duplication: Redis when REDIS_URL is set, else in memory. */
   coordinator: Coordinator;
+  /** The inbound SMTP server for bounces and FBL reports (docs/bounces.md), when INBOUND_SMTP_PORT is set. */
+  inbound: InboundServer | null;
   /** Stops taking work, lets jobs in flight finish and report (up to DRAIN_TIMEOUT_MS), then closes. */
   drain(): Promise<void>;
 }
@@ -99,6 +103,12 @@ export async function startOriginNode(
   });
 
   const links: EdgeLink[] = [];
+  // Inbound bounce/complaint events wait here until the edge acknowledges them (docs/bounces.md).
+  const forwarder = new InboundForwarder({
+    links: () => links,
+    maxPending: config.INBOUND_MAX_PENDING_EVENTS,
+    log: (level, msg, extra) => log[level](msg, extra),
+  });
   const openLink = (shard: number) => {
     const link: EdgeLink = new EdgeLink({
       edgeUrl: config.EDGE_URL,
@@ -114,7 +124,9 @@ export async function startOriginNode(
         log.info("link up", { shard: w.shard, shards: w.shards, leaseMs: w.leaseMs });
         // Shard 0 tells us how many shards exist; one link per shard.
         for (let s = links.length; s < w.shards; s++) openLink(s);
+        forwarder.linkUp();
       },
+      onInboundAck: (keys) => forwarder.acknowledge(keys),
       onStateChange: (up) => metrics.linkUp.set(up ? 1 : 0, { shard: String(shard) }),
       onResultAck: () => runner.refill(),
       log: (level, msg, extra) => log[level](msg, extra),
@@ -144,6 +156,34 @@ export async function startOriginNode(
   });
   await new Promise<void>((resolve) => server.listen(config.HTTP_PORT, config.HTTP_HOST, resolve));
   const httpPort = (server.address() as AddressInfo).port;
+  let inboundServer: InboundServer | null = null;
+  if (config.INBOUND_SMTP_PORT !== undefined) {
+    const domains = config.INBOUND_DOMAINS ?? (config.RETURN_PATH_DOMAIN ? [config.RETURN_PATH_DOMAIN] : []);
+    if (domains.length === 0 && (config.INBOUND_FBL_ADDRESSES ?? []).length === 0) {
+      throw new Error(
+        "INBOUND_SMTP_PORT is set but no INBOUND_DOMAINS, RETURN_PATH_DOMAIN or INBOUND_FBL_ADDRESSES",
+      );
+    }
+    forwarder.start();
+    inboundServer = await startInboundServer({
+      host: config.INBOUND_SMTP_HOST,
+      port: config.INBOUND_SMTP_PORT,
+      hostname: config.HELO_NAME,
+      domains,
+      fblAddresses: config.INBOUND_FBL_ADDRESSES ?? [],
+      verp: { secret: config.VERP_SECRET },
+      forwarder,
+      maxMessageBytes: config.INBOUND_MAX_MESSAGE_BYTES,
+      maxConnectionsPerIp: config.INBOUND_MAX_CONNECTIONS_PER_IP,
+      connectionsPerMinute: config.INBOUND_CONNECTIONS_PER_MINUTE,
+      maxMessagesPerConnection: config.INBOUND_MAX_MESSAGES_PER_CONNECTION,
+      ackTimeoutMs: config.INBOUND_ACK_TIMEOUT_MS,
+      ...(config.INBOUND_TLS_KEY_FILE && config.INBOUND_TLS_CERT_FILE
+        ? { tls: { keyFile: config.INBOUND_TLS_KEY_FILE, certFile: config.INBOUND_TLS_CERT_FILE } }
+        : {}),
+      log: (level, msg, extra) => log[level](msg, extra),
+    });
+  }
   log.info("origin node started", {
     nodeId: config.NODE_ID,
     httpPort,
@@ -156,9 +196,11 @@ export async function startOriginNode(
     drained ??= (async () => {
       log.info("draining", { inFlight: runner.inFlight });
       for (const l of links) l.stopCredits();
+      await inboundServer?.close();
       const timeout = new Promise<void>((r) => setTimeout(r, config.DRAIN_TIMEOUT_MS).unref());
       await Promise.race([runner.whenIdle(), timeout]);
       await Promise.all(links.map((l) => l.waitForAcks(5_000)));
+      forwarder.close();
       for (const l of links) l.close();
       await engine.close();
       await coordinator.close();
@@ -169,7 +211,7 @@ export async function startOriginNode(
     return drained;
   };
 
-  return { httpPort, inbox, links, runner, coordinator, drain };
+  return { httpPort, inbox, links, runner, coordinator, inbound: inboundServer, drain };
 }
 
 function json(res: http.ServerResponse, status: number, body: unknown): void {

@@ -14,6 +14,9 @@
  *   origin → edge   result  {jobId, messageId, attempt, recipients[]} one per finished job
  *   edge → origin   resultAck {jobIds[]}                             the edge has recorded these results
  *   origin → edge   credit  {credits}                                more room: hub may push that many more jobs
+ *   origin → edge   inbound {events[]}                               bounces and complaints that came back by mail
+ *                                                                    (docs/bounces.md), kept and re-sent until acknowledged
+ *   edge → origin   inboundAck {eventKeys[]}                         the edge has recorded these (or knows it never will)
  *   both ways       ping / pong
  *
  * Delivery is at-least-once. A job id is unique per dispatch (`<messageId>.<attempt>`, where `attempt` is
@@ -95,6 +98,36 @@ export const RecipientOutcomeSchema = z.object({
 });
 export type RecipientOutcome = z.infer<typeof RecipientOutcomeSchema>;
 
+/**
+ * One bounce or complaint the origin's inbound server classified (docs/bounces.md). `eventKey` is
+ * stable across re-sends and across the remote MTA's own retries of the same report, so the edge
+ * records it once however often it arrives.
+ */
+export const InboundEventSchema = z.object({
+  eventKey: z.string().regex(/^[0-9A-Z]{26}$/),
+  type: z.enum(["bounce", "spam_report"]),
+  messageId: z.string().min(1).max(64),
+  /** null when the report named none (FBL reports are often redacted). */
+  recipient: z.string().max(320).nullable(),
+  /** How the message id was found; a "message-id" event carries the header, which the edge compares. */
+  messageIdSource: z.enum(["verp", "message-id", "x-message-id"]),
+  messageIdHeader: z.string().max(998).optional(),
+  bounceType: z.enum(["hard", "soft", "block"]).optional(),
+  /** The reason vocabulary of docs/bounces.md. */
+  reason: z.string().max(64).optional(),
+  /** RFC 3463 enhanced status code. */
+  status: z.string().max(16).nullable().optional(),
+  diagnostic: z.string().max(2_000).optional(),
+  /** ARF Feedback-Type (RFC 5965 §3.1). */
+  feedbackType: z.string().max(64).optional(),
+  format: z.string().max(32).optional(),
+  /** Unix ms when the inbound server accepted the report. */
+  receivedAt: z.number().int().min(0),
+});
+export type InboundEvent = z.infer<typeof InboundEventSchema>;
+/** Events per `inbound` frame: far under FRAME_BUDGET_BYTES at the field limits above. */
+export const MAX_INBOUND_EVENTS_PER_FRAME = 100;
+
 export const OriginFrameSchema = z.discriminatedUnion("type", [
   z.object({
     type: z.literal("hello"),
@@ -116,6 +149,10 @@ export const OriginFrameSchema = z.discriminatedUnion("type", [
     recipients: z.array(RecipientOutcomeSchema).min(1),
   }),
   z.object({ type: z.literal("credit"), credits: z.number().int().min(1).max(10_000) }),
+  z.object({
+    type: z.literal("inbound"),
+    events: z.array(InboundEventSchema).min(1).max(MAX_INBOUND_EVENTS_PER_FRAME),
+  }),
   z.object({ type: z.literal("ping") }),
   z.object({ type: z.literal("pong") }),
 ]);
@@ -131,6 +168,7 @@ export const EdgeFrameSchema = z.discriminatedUnion("type", [
   }),
   z.object({ type: z.literal("jobs"), jobs: z.array(DeliveryJobSchema) }),
   z.object({ type: z.literal("resultAck"), jobIds: z.array(z.string()) }),
+  z.object({ type: z.literal("inboundAck"), eventKeys: z.array(z.string()) }),
   z.object({ type: z.literal("error"), code: z.string(), message: z.string() }),
   z.object({ type: z.literal("ping") }),
   z.object({ type: z.literal("pong") }),

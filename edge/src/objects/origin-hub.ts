@@ -57,6 +57,8 @@ import { markSendingStatements, recordResultStatements } from "../db/messages.ts
 import { eventRow, planResult, type ResultPlan } from "../services/result-plan.ts";
 import { loadConfig, type Bindings, type Config } from "../env.ts";
 import { openDkimPrivateKey } from "../lib/dkim-key-box.ts";
+import { inboundStatements, loadInboundTargets } from "../db/inbound-events.ts";
+import { planInboundEvents } from "../services/inbound-event.ts";
 
 /** What the send path hands the hub: everything to build the job, with the DKIM key still sealed. */
 export interface OutboxEntry {
@@ -418,6 +420,9 @@ export class OriginHub extends DurableObject<Bindings> {
       }
       case "result":
         this.applyResult(ws, frame);
+        return;
+      case "inbound":
+        if (state.nodeId !== null) await this.recordInbound(ws, frame);
         return;
       case "ping":
         this.send(ws, { type: "pong" });
@@ -999,6 +1004,35 @@ export class OriginHub extends DurableObject<Bindings> {
       )
       .one().t;
     return t === null ? null : Math.max(t, now + MIN_ALARM_GAP_MS);
+  }
+
+  /**
+   * Bounces and complaints that came back by mail (docs/bounces.md): recorded in D1 once per event
+   * key, then acknowledged. A failed write is not acknowledged, so the origin sends the events again.
+   * Any shard may record them: they touch D1 only, never this shard's outbox.
+   */
+  private async recordInbound(
+    ws: WebSocket,
+    frame: Extract<OriginFrame, { type: "inbound" }>,
+  ): Promise<void> {
+    try {
+      const targets = await loadInboundTargets(
+        this.db,
+        frame.events.map((e) => e.messageId),
+      );
+      const plan = planInboundEvents(frame.events, targets);
+      const statements = inboundStatements(this.db, plan);
+      if (statements.length > 0) await this.db.batch(statements as [never]);
+      for (const s of plan.skipped) {
+        console.log(JSON.stringify({ level: "info", msg: "inbound event not recorded", ...s }));
+      }
+    } catch (err) {
+      console.error(
+        JSON.stringify({ level: "error", msg: "recording inbound events failed", error: errorText(err) }),
+      );
+      return;
+    }
+    this.send(ws, { type: "inboundAck", eventKeys: frame.events.map((e) => e.eventKey) });
   }
 }
 

@@ -396,7 +396,8 @@ function messageRef(
     }
   }
   const flag = invalid ? { verp: "invalid" as const } : {};
-  // Our Message-ID is "<ulid, lower case>@<sender domain>" (the edge fixes it at accept time).
+  // Our Message-ID is "<id body, lower case>@<sender domain>" (the edge fixes it at accept time). The
+  // body is Crockford base32, plus the letter U in ids that name their hub shard.
   const headerIds = [
     field(original, "message-id"),
     ...extraIds,
@@ -405,7 +406,7 @@ function messageRef(
   ];
   for (const value of headerIds) {
     const id = messageIdValue(value);
-    const m = id ? /^([0-9a-hjkmnp-tv-z]{26})@[^@\s]+$/i.exec(id) : null;
+    const m = id ? /^([0-9a-hjkmnp-z]{26})@[^@\s]+$/i.exec(id) : null;
     if (m && id) {
       return {
         message_id: `msg_${m[1]!.toUpperCase()}`,
@@ -416,7 +417,7 @@ function messageRef(
     }
   }
   const x = field(original, "x-message-id")?.trim();
-  if (x && /^msg_[0-9a-hjkmnp-tv-z]{26}$/i.test(x)) {
+  if (x && /^msg_[0-9a-hjkmnp-z]{26}$/i.test(x)) {
     return { message_id: `msg_${x.slice(4).toUpperCase()}`, message_id_source: "x-message-id", ...flag };
   }
   return { message_id: null, ...flag };

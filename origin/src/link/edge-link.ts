@@ -31,6 +31,7 @@ import {
   parseEdgeFrame,
   type DeliveryJob,
   type EdgeFrame,
+  type InboundEvent,
   type OriginFrame,
 } from "../../../shared/link/protocol.ts";
 
@@ -49,6 +50,8 @@ export interface EdgeLinkOptions {
   onStateChange?: (connected: boolean) => void;
   /** Results were acknowledged: room the back-pressure held back may be free again. */
   onResultAck?: () => void;
+  /** The edge recorded these inbound events (origin/src/inbound/forwarder.ts keeps them until then). */
+  onInboundAck?: (eventKeys: string[]) => void;
   log: (level: "info" | "warn" | "error", msg: string, extra?: Record<string, unknown>) => void;
   /** Send a ping this often; a link that has heard nothing for 3 intervals is treated as dead. */
   pingIntervalMs?: number;
@@ -167,6 +170,14 @@ export class EdgeLink {
     this.held.delete(frame.jobId);
     this.unacked.set(frame.jobId, { frame, sentAt: Date.now() });
     this.write(frame);
+  }
+
+  /**
+   * Sends inbound bounce/complaint events (docs/bounces.md); false when the link is down. Keeping them
+   * until `inboundAck` is the inbound forwarder's job.
+   */
+  sendInbound(events: InboundEvent[]): boolean {
+    return this.ready && this.write({ type: "inbound", events });
   }
 
   /** Stops holding a job without a result (it will not run here; the hub's lease brings it back). */
@@ -311,6 +322,9 @@ export class EdgeLink {
       case "resultAck":
         for (const id of frame.jobIds) this.unacked.delete(id);
         this.opts.onResultAck?.();
+        return;
+      case "inboundAck":
+        this.opts.onInboundAck?.(frame.eventKeys);
         return;
       case "error":
         this.opts.log("error", "edge reported an error", {
