@@ -41,15 +41,17 @@ function wrapStatement(stmt: object, sql: string, onCall: (sql: string) => Promi
       const value = Reflect.get(target, prop, target) as unknown;
       if (prop === "bind") {
         return (...args: unknown[]) =>
-          wrapStatement((value as AnyFn).apply(target, args) as object, sql, onCall);
+          wrapStatement(Reflect.apply(value as AnyFn, target, args) as object, sql, onCall);
       }
       if (typeof prop === "string" && STATEMENT_RUNNERS.has(prop)) {
         return async (...args: unknown[]) => {
           await onCall(sql);
-          return (value as AnyFn).apply(target, args);
+          return Reflect.apply(value as AnyFn, target, args);
         };
       }
-      return typeof value === "function" ? (value as AnyFn).bind(target) : value;
+      return typeof value === "function"
+        ? (...args: unknown[]) => Reflect.apply(value as AnyFn, target, args)
+        : value;
     },
   });
   realStatement.set(proxy, { target: stmt, sql });
@@ -65,7 +67,8 @@ function wrapQueryable<T extends object>(
     get(target, prop) {
       const value = Reflect.get(target, prop, target) as unknown;
       if (prop === "prepare") {
-        return (sql: string) => wrapStatement((value as AnyFn).call(target, sql) as object, sql, onCall);
+        return (sql: string) =>
+          wrapStatement(Reflect.apply(value as AnyFn, target, [sql]) as object, sql, onCall);
       }
       if (prop === "batch") {
         return async (statements: object[]) => {
@@ -81,10 +84,12 @@ function wrapQueryable<T extends object>(
         return (constraint?: string) =>
           withSessions(
             constraint ?? "first-unconstrained",
-            (value as AnyFn).call(target, constraint) as object,
+            Reflect.apply(value as AnyFn, target, [constraint]) as object,
           );
       }
-      return typeof value === "function" ? (value as AnyFn).bind(target) : value;
+      return typeof value === "function"
+        ? (...args: unknown[]) => Reflect.apply(value as AnyFn, target, args)
+        : value;
     },
   });
 }
@@ -126,7 +131,7 @@ export function countingNamespace<T extends object>(
         return async (...args: unknown[]) => {
           trips.durableObjects[name] = (trips.durableObjects[name] ?? 0) + 1;
           await sleep(delayMs);
-          return (value as AnyFn).apply(target, args);
+          return Reflect.apply(value as AnyFn, target, args);
         };
       },
     });
@@ -134,9 +139,11 @@ export function countingNamespace<T extends object>(
     get(target, prop) {
       const value = Reflect.get(target, prop, target) as unknown;
       if (prop === "get" || prop === "getByName") {
-        return (...args: unknown[]) => wrapStub((value as AnyFn).apply(target, args) as object);
+        return (...args: unknown[]) => wrapStub(Reflect.apply(value as AnyFn, target, args) as object);
       }
-      return typeof value === "function" ? (value as AnyFn).bind(target) : value;
+      return typeof value === "function"
+        ? (...args: unknown[]) => Reflect.apply(value as AnyFn, target, args)
+        : value;
     },
   });
 }
