@@ -259,6 +259,8 @@ export interface ChaosResult {
   duplicateCopies: number;
   /** Of those, the ones whose first 250 was sent before the origin was killed (the issue's target is 0 for these). */
   duplicatesAnsweredBeforeKill: number;
+  /** Per duplicated message (at most 20): when the sink sent each 250, in ms from the kill (negative = before). */
+  duplicateTimesFromKillMs: number[][];
   /** The origin's scaisend_origin_jobs_in_flight just before the kill. */
   inFlightAtKill: number;
   /** SMTP sessions waiting for the sink's delayed 250 at the kill. */
@@ -460,6 +462,7 @@ export async function runChaos(stack: ChaosStack, o: ChaosOptions): Promise<Chao
       duplicates: dup.length,
       duplicateCopies: dup.reduce((sum, [, at]) => sum + at.length - 1, 0),
       duplicatesAnsweredBeforeKill: dup.filter(([, at]) => Math.min(...at) <= killedAt).length,
+      duplicateTimesFromKillMs: dup.slice(0, 20).map(([, at]) => at.map((t) => t - killedAt)),
       inFlightAtKill,
       sessionsAtDataAtKill,
       sinkAcceptedAtKill,
@@ -523,4 +526,42 @@ export function chaosProblems(r: ChaosResult): string[] {
   if (!(r.drainS * 1000 < r.leaseMs / 2))
     p.push(`drain took ${r.drainS} s after the restart, not under half the ${r.leaseMs / 1000} s lease`);
   return p;
+}
+
+export interface ChaosBench {
+  messages: number;
+  runs: (ChaosResult & { problems: string[] })[];
+}
+
+/**
+ * The benchmark step (`npm run bench -- --only=chaos`): both scenarios at N = 1,000 (300 with
+ * --quick), the origin's defaults throughout (HOST_SLOT_TTL_MS included), on an edge of their own.
+ * A failed check is recorded with the run's numbers rather than thrown, so the numbers are kept.
+ */
+export async function benchChaos(o: {
+  quick: boolean;
+  workDir: string;
+  onCleanup?: Cleanup;
+  log?: (msg: string) => void;
+}): Promise<ChaosBench> {
+  const messages = o.quick ? 300 : 1000;
+  const dir = path.join(o.workDir, "chaos");
+  const stack = await startChaosStack(dir, o.onCleanup);
+  const runs: ChaosBench["runs"] = [];
+  try {
+    for (const redis of [false, true]) {
+      const r = await runChaos(stack, {
+        messages,
+        redis,
+        timeoutMs: 240_000,
+        ...(o.log ? { log: o.log } : {}),
+      });
+      runs.push({ ...r, problems: chaosProblems(r) });
+    }
+  } finally {
+    await stack.stop();
+    // The edge's state is large and of no use afterwards; the origins' logs stay in `dir`.
+    fs.rmSync(path.join(dir, "edge"), { recursive: true, force: true });
+  }
+  return { messages, runs };
 }

@@ -4,7 +4,7 @@
  * stopped by pid at the end, on errors and on Ctrl-C. Writes test/bench/results/<date>.json (quick runs:
  * <date>-quick.json) and prints a Markdown summary to stdout; progress goes to stderr.
  *
- * `--only=dkim,accept,delivery,tti` runs a subset (for development).
+ * `--only=dkim,accept,delivery,tti,chaos` runs a subset (for development).
  */
 import { execSync } from "node:child_process";
 import fs from "node:fs";
@@ -12,6 +12,7 @@ import os from "node:os";
 import path from "node:path";
 import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
 import { startDnsServer } from "../helpers/dns-server.ts";
+import { benchChaos } from "./chaos.ts";
 import { benchDkim } from "./dkim.ts";
 import {
   benchCeiling,
@@ -34,7 +35,8 @@ const onlyArg = process.argv.find((a) => a.startsWith("--only="));
 const only = onlyArg ? new Set(onlyArg.slice("--only=".length).split(",")) : null;
 const want = (step: string) => !only || only.has(step);
 
-const HARD_LIMIT_MS = (quick ? 4 : 14) * 60_000;
+// The chaos step (test/bench/chaos.ts) gets its own allowance on top.
+const HARD_LIMIT_MS = ((quick ? 4 : 14) + (want("chaos") ? (quick ? 3 : 6) : 0)) * 60_000;
 
 function git(cmd: string): string {
   try {
@@ -234,6 +236,20 @@ async function main(): Promise<number> {
       } finally {
         await burstEdge.stop();
       }
+    }
+  }
+
+  if (want("chaos")) {
+    // Its own edge: kill -9 of the origin (then of Redis) in the middle of a run; nothing may be lost.
+    const chaos = await step(
+      `chaos: kill -9 of the origin mid-run, ${quick ? 300 : 1000} messages, without and with Redis`,
+      () => benchChaos({ quick, workDir, onCleanup, log: (m) => say(`   ${m}`) }),
+    );
+    if (chaos) {
+      results.chaos = chaos;
+      for (const x of chaos.runs)
+        if (x.problems.length)
+          results.errors.push({ step: `chaos: ${x.scenario}`, error: x.problems.join("; ") });
     }
   }
 

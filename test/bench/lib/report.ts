@@ -1,4 +1,5 @@
 /** The Markdown summary printed to stdout (and pasted into the README's Performance section). */
+import type { ChaosBench } from "../chaos.ts";
 import type { DkimResult } from "../dkim.ts";
 import type { EdgeAcceptResult } from "../edge-accept.ts";
 import type { Throughput } from "../delivery.ts";
@@ -38,6 +39,7 @@ export interface BenchResults {
     originViaEdgeBurst?: Throughput | { failed: string };
   };
   timeToInbox?: TtiResult;
+  chaos?: ChaosBench;
   errors: { step: string; error: string }[];
   /** Stress steps beyond the measurements the benchmark promises; their failure does not fail the run. */
   stressFailures: { step: string; error: string }[];
@@ -212,6 +214,40 @@ export function renderMarkdown(r: BenchResults): string {
       table(
         ["operation", "µs / message", "per second"],
         r.dkim.rows.map((x) => [x.what, fmt(x.usPerMessage), fmt(x.perSecond)]),
+      ),
+    );
+  }
+
+  const c = r.chaos;
+  if (c) {
+    const first = c.runs[0];
+    out.push(
+      `\n**5. Chaos** (kill -9 of the origin mid-run, restarted with the same NODE_ID; ${fmt(c.messages)} messages through the edge to a sink that answers DATA ${first ? fmt(first.dataDelayMs) : "–"} ms late; lease ${first ? fmt(first.leaseMs / 1000) : "–"} s)\n`,
+    );
+    out.push(
+      table(
+        [
+          "scenario",
+          "accepted",
+          "delivered",
+          "lost",
+          "duplicates (250 before the kill)",
+          "jobs in flight at the kill",
+          "drain after restart s",
+          "whole run s",
+          "checks",
+        ],
+        c.runs.map((x) => [
+          x.scenario + (x.redis ? ` (Redis away ${fmt(x.redisDownMs)} ms)` : ""),
+          fmt(x.accepted),
+          fmt(x.delivered),
+          fmt(x.lost.length + x.notTerminal.length),
+          `${fmt(x.duplicates)} (${fmt(x.duplicatesAnsweredBeforeKill)})`,
+          fmt(x.inFlightAtKill),
+          fmt(x.drainS, 1),
+          fmt(x.runS, 1),
+          x.problems.length ? `**failed**: ${x.problems.join("; ")}` : "pass",
+        ]),
       ),
     );
   }
