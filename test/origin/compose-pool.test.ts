@@ -142,6 +142,13 @@ describe("compose pool", () => {
     expect(await p.compose(job())).toEqual({ ok: false, error: "the compose pool is closed" });
   });
 
+  it("prestart starts every thread before the first request; close() ends them", async () => {
+    const p = pool({ threads: 2, prestart: true });
+    expect(p.stats().threads).toBe(2);
+    await p.close();
+    expect(p.stats().threads).toBe(0);
+  });
+
   it("threads = 0 composes on the calling thread, with the same contract", async () => {
     const p = pool({ threads: 0 });
     const ok = await p.compose(job());

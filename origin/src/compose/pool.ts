@@ -3,8 +3,9 @@
  * that speaks SMTP and the link never waits on MIME building or an RSA signature, and every core
  * does some of that work (docs/architecture.md, "Composing and signing").
  *
- * - `threads` workers (COMPOSE_THREADS), started on demand; 0 runs everything on the calling
- *   thread (tests that want one thread, and machines where threads do not pay).
+ * - `threads` workers (COMPOSE_THREADS), started on demand or all at once (`prestart`); 0 runs
+ *   everything on the calling thread (tests that want one thread, and machines where threads do
+ *   not pay).
  * - Errors come back as values: `{ ok: false, error }` for a message that cannot be built or
  *   signed, never a rejected promise, so the engine turns it into a `failed` outcome.
  * - A worker that dies (uncaught error, exit, out of memory) is replaced; each request it held is
@@ -54,6 +55,11 @@ export interface ComposePoolOptions extends ComposeOptions {
   /** Worker threads; 0 = compose on the calling thread. */
   threads: number;
   log?: ComposeLog;
+  /**
+   * Start every thread now rather than at the first request, so the first messages after boot do
+   * not wait for a worker to load its modules (the engine does; idle workers hold no process open).
+   */
+  prestart?: boolean;
   /** Tests only: a different worker entry speaking the same protocol (compose.ts serveCompose). */
   workerUrl?: URL;
   /** Tests only: extra workerData for that entry. */
@@ -237,6 +243,8 @@ export function createComposePool(options: ComposePoolOptions): ComposePool {
       done();
     }
   }
+
+  if (options.prestart) while (slots.size < options.threads) spawn();
 
   let closed: Promise<void> | null = null;
   return {

@@ -81,6 +81,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
   const log: TransportLog = options.log ?? (() => {});
   const composer = createComposePool({
     threads: options.composeThreads ?? 0,
+    prestart: true,
     ...(options.dkimFastPath === false ? { dkimFastPath: false } : {}),
     log,
   });
