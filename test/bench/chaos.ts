@@ -236,6 +236,12 @@ export interface ChaosOptions {
    * they expire, so the drain after a restart is at least this long.
    */
   hostSlotTtlMs?: number;
+  /**
+   * false: the restarted process gets another NODE_ID, so the edge cannot tell it replaces the killed
+   * one and the killed process's jobs wait out their lease (what the boot-id re-dispatch saves; the
+   * checks then fail, which shows they can).
+   */
+  sameNodeIdOnRestart?: boolean;
   log?: (msg: string) => void;
 }
 
@@ -313,9 +319,9 @@ export async function runChaos(stack: ChaosStack, o: ChaosOptions): Promise<Chao
   const origins: OriginProc[] = [];
   try {
     if (o.redis) redis = await startRedisServer();
-    const start = async () => {
+    const start = async (id = nodeId) => {
       const p = await startOrigin(stack, {
-        nodeId,
+        nodeId: id,
         smtpPort: sink.port,
         logFile,
         ...(redis ? { redisUrl: redis.url } : {}),
@@ -374,7 +380,7 @@ export async function runChaos(stack: ChaosStack, o: ChaosOptions): Promise<Chao
 
     // The same node id again, at once.
     const restartedAt = Date.now();
-    const second = await start();
+    const second = await start(o.sameNodeIdOnRestart === false ? `${nodeId}-other` : nodeId);
     await waitReady(second, logFile);
     const restartToReadyS = (Date.now() - restartedAt) / 1000;
 
