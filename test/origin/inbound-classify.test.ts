@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { encodeVerp } from "../../origin/src/delivery/verp.ts";
+import { decodeVerp, encodeVerp } from "../../origin/src/delivery/verp.ts";
 import { classifyInbound } from "../../origin/src/inbound/classify.ts";
 import { InboundParseError, parseInbound } from "../../origin/src/inbound/parse.ts";
 import { classifyFailure } from "../../origin/src/inbound/reasons.ts";
@@ -56,6 +56,14 @@ describe("message id from VERP", () => {
       message_id: "msg_01JDQ3X8W5K7M2N4P6R8T0V2ZZ",
       message_id_source: "verp",
     });
+  });
+});
+
+describe("VERP decoding of hostile addresses", () => {
+  it("refuses a tag with non-ASCII characters instead of throwing", () => {
+    // Found by inbound-fuzz: "é" is one UTF-16 unit but two bytes, and timingSafeEqual threw.
+    expect(decodeVerp("bounces+msg_1.abcdefghi\u00e9@b.example", { secret: FIXTURE_SECRET })).toBeNull();
+    expect(decodeVerp("bounces+msg_1.\u{1F600}abcdefgh@b.example", { secret: FIXTURE_SECRET })).toBeNull();
   });
 });
 

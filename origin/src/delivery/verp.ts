@@ -80,6 +80,9 @@ export function decodeVerp(
     const canonical = `msg_${literal.slice(4).toUpperCase()}`;
     if (canonical !== literal) candidates.push(canonical);
   }
+  // Only base32 can match; anything else (a non-ASCII character has another byte length, which
+  // timingSafeEqual would throw on) is refused before comparing.
+  if (!/^[a-z2-7]+$/.test(tag)) return null;
   let found: string | null = null;
   for (const messageId of candidates) {
     const expected = verpTag(options.secret, messageId);
