@@ -9,9 +9,11 @@ import fs from "node:fs";
 import path from "node:path";
 import { startProfiling, summarizeProfile, type CpuProfile, type ProfileSummary } from "./lib/cpuprofile.ts";
 import { postMail, startBenchEdge } from "./lib/edge.ts";
+import { totalRoundTrips, type RoundTrips } from "./lib/counting-bindings.ts";
+import { startInstrumentedEdge } from "./lib/instrumented-edge.ts";
 import { mailSendBody, recipient } from "./lib/mail.ts";
 import { say } from "./lib/procs.ts";
-import { round } from "./lib/stats.ts";
+import { percentile, round } from "./lib/stats.ts";
 import { runWrk, type WrkResult } from "./lib/wrk.ts";
 
 export interface EdgeAcceptResult {
@@ -22,6 +24,39 @@ export interface EdgeAcceptResult {
   bulk: { personalizations: number; bodyBytes: number; msTo202: number[] };
   profile: ProfileSummary | { error: string };
   profileFile: string | null;
+  roundTrips?: AcceptRoundTrips | { error: string };
+}
+
+/** One figure of round trips: D1 calls and Durable Object calls per accepted send. */
+export interface TripsPerSend {
+  sends: number;
+  perSend: number;
+  d1: number;
+  rateLimiter: number;
+  originHub: number;
+  /** Calls made while a send was being answered (the ones it waited for), per send. */
+  onRequestPath: number;
+  /** D1 calls that went through a session, by constraint (replica-eligible reads). */
+  d1Sessions: Record<string, number>;
+}
+
+export interface AcceptRoundTrips {
+  /** The first send of a fresh isolate (nothing cached, no lease). */
+  cold: TripsPerSend;
+  /** Sequential sends on a warm isolate; background renewals and write-behinds included. */
+  warm: TripsPerSend;
+  /** Every D1 and Durable Object call delayed by `delayMs` (a far region); sequential sends. */
+  latencyModel: {
+    delayMs: number;
+    sends: number;
+    p50: number;
+    p99: number;
+    max: number;
+    /** The same sends without the injected delay. */
+    baseline: { p50: number; p99: number };
+    /** The delay on the OriginHub's calls only (D1 and RateLimiter undelayed). */
+    hubDelayOnly: { p50: number; p99: number };
+  };
 }
 
 export interface Ctx {
@@ -94,7 +129,16 @@ export async function benchEdgeAccept(ctx: Ctx): Promise<EdgeAcceptResult> {
       profile = { error: (err as Error).message };
     }
 
+    let roundTrips: EdgeAcceptResult["roundTrips"];
+    try {
+      roundTrips = await benchAcceptRoundTrips(ctx);
+    } catch (err) {
+      say(`edge round trips skipped: ${(err as Error).message}`);
+      roundTrips = { error: (err as Error).message };
+    }
+
     return {
+      roundTrips,
       wrk: { threads: base.threads, connections: base.connections, durationS },
       post: strip(post),
       healthz: strip(healthz),
@@ -107,6 +151,89 @@ export async function benchEdgeAccept(ctx: Ctx): Promise<EdgeAcceptResult> {
       profile,
       profileFile,
     };
+  } finally {
+    await edge.stop();
+  }
+}
+
+function perSend(t: RoundTrips, sends: number): TripsPerSend {
+  const per = (n: number) => round(n / sends, 2);
+  return {
+    sends,
+    perSend: per(totalRoundTrips(t)),
+    d1: per(t.d1),
+    rateLimiter: per(t.durableObjects["RATE_LIMITER"] ?? 0),
+    originHub: per(t.durableObjects["ORIGIN_HUB"] ?? 0),
+    onRequestPath: per(t.onRequestPath ?? 0),
+    d1Sessions: t.d1Sessions,
+  };
+}
+
+/**
+ * Round trips per accepted send, cold and warm, by counting the Worker's binding calls
+ * (test/edge/bench-worker/instrumented-worker.ts), then the latency model: the same sends with every D1 and
+ * Durable Object call delayed by `delayMs`.
+ */
+export async function benchAcceptRoundTrips(
+  ctx: Pick<Ctx, "workDir" | "dohUrl" | "html" | "quick">,
+  delayMs = 50,
+): Promise<AcceptRoundTrips> {
+  const edge = await startInstrumentedEdge(ctx.workDir, ctx.dohUrl);
+  try {
+    const one = JSON.stringify(mailSendBody(ctx.html, [recipient(0)]));
+    const send = async () => {
+      const t0 = performance.now();
+      const res = await fetch(`${edge.url}/v3/mail/send`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${edge.apiKey}`, "content-type": "application/json" },
+        body: one,
+      });
+      const text = await res.text();
+      if (res.status !== 202)
+        throw new Error(`POST /v3/mail/send answered ${res.status}: ${text.slice(0, 300)}`);
+      return performance.now() - t0;
+    };
+    // Cold: the first send of this isolate (the bootstrap made the key and domain, never read them).
+    await edge.reset();
+    await send();
+    const cold = perSend(await edge.trips(), 1);
+    // Warm: sequential sends within one AUTH_CACHE_TTL_MS.
+    const warmSends = ctx.quick ? 50 : 200;
+    await edge.reset();
+    for (let i = 0; i < warmSends; i++) await send();
+    // Background work (lease renewals, last_used_at) may still be running; let it land in the count.
+    await new Promise((r) => setTimeout(r, 200));
+    const warm = perSend(await edge.trips(), warmSends);
+    say(
+      `edge accept: round trips per send: cold ${cold.perSend} (${cold.onRequestPath} waited for), warm ${warm.perSend} (${warm.onRequestPath} waited for)`,
+    );
+
+    const sends = ctx.quick ? 40 : 150;
+    const timed = async (): Promise<number[]> => {
+      for (let i = 0; i < 5; i++) await send();
+      const ms: number[] = [];
+      for (let i = 0; i < sends; i++) ms.push(await send());
+      return ms.sort((a, b) => a - b);
+    };
+    const base = await timed();
+    await edge.setDelay(delayMs, ["ORIGIN_HUB"]);
+    const hubOnly = await timed();
+    await edge.setDelay(delayMs);
+    const ms = await timed();
+    await edge.setDelay(0);
+    const latencyModel = {
+      delayMs,
+      sends,
+      p50: round(percentile(ms, 50), 1),
+      p99: round(percentile(ms, 99), 1),
+      max: round(ms[ms.length - 1]!, 1),
+      baseline: { p50: round(percentile(base, 50), 1), p99: round(percentile(base, 99), 1) },
+      hubDelayOnly: { p50: round(percentile(hubOnly, 50), 1), p99: round(percentile(hubOnly, 99), 1) },
+    };
+    say(
+      `edge accept: with ${delayMs} ms per storage call: p50 ${latencyModel.p50} ms, p99 ${latencyModel.p99} ms`,
+    );
+    return { cold, warm, latencyModel };
   } finally {
     await edge.stop();
   }

@@ -227,8 +227,8 @@ export class LeasedBucket {
   }
 
   /**
-   * Renews in the background once half the expected block is spent, so a steady client never finds
-   * the isolate empty. Only for an isolate with real traffic (a block of 2 or more): a lone request
+   * Renews in the background once half the expected block is spent or the lease nears its end, so a
+   * steady client never finds the isolate empty. Only for an isolate with real traffic (a block of 2 or more): a lone request
    * leases one token and is done, and nothing is held on its behalf.
    */
   private prefetch(
@@ -239,7 +239,11 @@ export class LeasedBucket {
     background: Background,
   ): void {
     const block = this.want(now, limit) - this.waiting;
-    if (block < 2 || this.renewing || this.tokens > block / 2 || now < this.refusedUntil) return;
+    if (block < 2 || this.renewing || now < this.refusedUntil) return;
+    // Renew when half the block is spent, or when the lease is in its last quarter (a renewal
+    // extends it), so steady traffic never meets an expired lease and waits for a new one.
+    const expiring = now >= this.expiresAt - LEASE_MS / 4;
+    if (this.tokens > block / 2 && !expiring) return;
     background(this.renew(limit, windowMs, authority).catch(() => undefined));
   }
 

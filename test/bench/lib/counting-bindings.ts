@@ -15,8 +15,12 @@ export interface RoundTrips {
   d1Sessions: Record<string, number>;
   /** Durable Object calls by binding name, e.g. { RATE_LIMITER: 3, ORIGIN_HUB: 1 }. */
   durableObjects: Record<string, number>;
-  /** SQL of every D1 call, in order (batches as their statements joined with " ; "). */
+  /** SQL of every D1 call, in order (batches as their statements joined with " ; "); the first 10,000. */
   log: string[];
+  /** Set by the bench's instrumented Worker: calls made while requests were being answered, and how many requests. */
+  onRequestPath?: number;
+  requests?: number;
+  handlerMs?: number;
 }
 
 export function newRoundTrips(): RoundTrips {
@@ -27,7 +31,12 @@ export function totalRoundTrips(r: RoundTrips): number {
   return r.d1 + Object.values(r.durableObjects).reduce((a, b) => a + b, 0);
 }
 
-const sleep = (ms: number) => (ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve());
+/** A fixed delay, or a function read on every call (the bench changes it between phases). */
+export type Delay = number | (() => number);
+const sleep = (delay: Delay) => {
+  const ms = typeof delay === "function" ? delay() : delay;
+  return ms > 0 ? new Promise((r) => setTimeout(r, ms)) : Promise.resolve();
+};
 
 type AnyFn = (...args: unknown[]) => unknown;
 const STATEMENT_RUNNERS = new Set(["first", "all", "run", "raw"]);
@@ -95,10 +104,10 @@ function wrapQueryable<T extends object>(
 }
 
 /** A D1 binding that counts every query and batch (one round trip each), sessions included. */
-export function countingD1<T extends object>(inner: T, trips: RoundTrips, delayMs = 0): T {
+export function countingD1<T extends object>(inner: T, trips: RoundTrips, delayMs: Delay = 0): T {
   const top = async (sql: string) => {
     trips.d1 += 1;
-    trips.log.push(sql);
+    if (trips.log.length < 10_000) trips.log.push(sql);
     await sleep(delayMs);
   };
   const sessions = (constraint: string, session: object): object =>
@@ -121,7 +130,7 @@ export function countingNamespace<T extends object>(
   inner: T,
   name: string,
   trips: RoundTrips,
-  delayMs = 0,
+  delayMs: Delay = 0,
 ): T {
   const wrapStub = (stub: object): object =>
     new Proxy(stub, {

@@ -103,6 +103,31 @@ export function renderMarkdown(r: BenchResults): string {
     out.push(
       `\n1,000-personalization request (${fmt(e.bulk.bodyBytes / 1024)} KiB body): 202 after ${e.bulk.msTo202.map((x) => fmt(x)).join(" / ")} ms.`,
     );
+    const rt = e.roundTrips;
+    if (rt && "error" in rt) out.push(`\nRound trips per send: not measured (${rt.error}).`);
+    else if (rt) {
+      out.push(
+        `\nRound trips per accepted send (binding calls counted in the Worker, Miniflare; background renewals and write-behinds included):\n`,
+      );
+      const trow = (name: string, t: typeof rt.cold) => [
+        name,
+        fmt(t.perSend, 2),
+        fmt(t.d1, 2),
+        fmt(t.rateLimiter, 2),
+        fmt(t.originHub, 2),
+        fmt(t.sends),
+      ];
+      out.push(
+        table(
+          ["isolate", "round trips / send", "D1", "RateLimiter", "OriginHub", "sends"],
+          [trow("cold (first send)", rt.cold), trow("warm", rt.warm)],
+        ),
+      );
+      const m = rt.latencyModel;
+      out.push(
+        `\nLatency model (${m.sends} sequential sends): ${m.delayMs} ms on every D1 and Durable Object call → p50 ${fmt(m.p50, 1)} ms, p99 ${fmt(m.p99, 1)} ms; on the OriginHub's calls only → p50 ${fmt(m.hubDelayOnly.p50, 1)} ms, p99 ${fmt(m.hubDelayOnly.p99, 1)} ms; no delay → p50 ${fmt(m.baseline.p50, 1)} ms, p99 ${fmt(m.baseline.p99, 1)} ms.`,
+      );
+    }
   }
 
   const d = r.delivery;
