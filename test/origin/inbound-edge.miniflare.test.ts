@@ -405,6 +405,80 @@ describe("inbound server limits and the link", () => {
     }
   }, 60_000);
 
+  it("does not acknowledge while D1 fails; the forwarder re-sends, and the event is recorded once", async () => {
+    const sent = await deliverOne(["grace@remote.test"]);
+    const link: EdgeLink = new EdgeLink({
+      edgeUrl: edge.url,
+      token: secrets.ORIGIN_TOKEN,
+      shard: 0,
+      nodeId: "inbound-d1",
+      bootId: randomBytes(8).toString("hex"),
+      version: "test",
+      freeCapacity: () => 0,
+      onJobs: (jobs, l) => l.release(jobs.map((j) => j.jobId)),
+      onWelcome: () => forwarder.linkUp(),
+      onInboundAck: (keys) => forwarder.acknowledge(keys),
+      log: () => {},
+    });
+    const forwarder = new InboundForwarder({ links: () => [link], maxPending: 10, resendIntervalMs: 200 });
+    forwarder.start();
+    link.start();
+    const server = await startInboundServer({
+      host: "127.0.0.1",
+      port: 0,
+      hostname: "inbound.test",
+      domains: [BOUNCE_DOMAIN],
+      fblAddresses: [],
+      verp: { secret: VERP_SECRET },
+      forwarder,
+      maxMessageBytes: 1024 * 1024,
+      maxConnectionsPerIp: 10,
+      connectionsPerMinute: 100,
+      maxMessagesPerConnection: 10,
+      ackTimeoutMs: 1_000,
+      log: () => {},
+    });
+    const HELD = "events_held_by_inbound_test";
+    const d1 = await edge.d1();
+    let broken = false;
+    try {
+      const deadline = Date.now() + 20_000;
+      while (!link.connected) {
+        if (Date.now() > deadline) throw new Error("link never came up");
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await d1.prepare(`ALTER TABLE events RENAME TO ${HELD}`).run();
+      broken = true;
+      const raw = dsn({
+        to: sent.mailFrom,
+        recipient: "grace@remote.test",
+        status: "5.1.1",
+        diag: "550 5.1.1 User unknown",
+        original: sent.headers,
+        id: "dsn-d1",
+      });
+      await expect(sendRaw({ from: "", to: [sent.mailFrom] }, raw, server.port)).rejects.toMatchObject({
+        responseCode: 451,
+      });
+      expect(forwarder.size).toBe(1);
+      expect(forwarder.acknowledged).toBe(0);
+      await d1.prepare(`ALTER TABLE ${HELD} RENAME TO events`).run();
+      broken = false;
+      while (forwarder.acknowledged < 1) {
+        if (Date.now() > deadline) throw new Error("the re-sent event was never acknowledged");
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await sendRaw({ from: "", to: [sent.mailFrom] }, raw, server.port);
+      const view = (await api("GET", `/v3/messages/${sent.id}`)).body;
+      expect(inboundEvents(view, "bounce")).toHaveLength(1);
+    } finally {
+      if (broken) await d1.prepare(`ALTER TABLE ${HELD} RENAME TO events`).run();
+      await server.close();
+      forwarder.close();
+      link.close();
+    }
+  }, 60_000);
+
   it("refuses a client IP past its connections per minute, and new reports when the queue is full", async () => {
     const forwarder = new InboundForwarder({ links: () => [], maxPending: 1 });
     const server = await startInboundServer({

@@ -126,26 +126,15 @@ export async function startInboundServer(opts: InboundServerOptions): Promise<In
     },
 
     onRcptTo(address, session, callback) {
-      if (session.envelope.rcptTo.length >= MAX_RECIPIENTS) {
-        return callback(smtpError(452, "4.5.3 Too many recipients"));
+      // A throw here would escape smtp-server's handler and end the process: answer 451 instead.
+      try {
+        checkRecipient(address.address, session, callback);
+      } catch (err) {
+        opts.log("error", "inbound RCPT check failed", {
+          error: err instanceof Error ? err.message : String(err),
+        });
+        callback(smtpError(451, "4.3.0 Local error, try again later"));
       }
-      const addr = address.address.toLowerCase();
-      if (fbl.has(addr)) return callback();
-      const at = addr.lastIndexOf("@");
-      const local = addr.slice(0, at);
-      const domain = addr.slice(at + 1);
-      if (at <= 0 || !domains.has(domain)) {
-        return callback(
-          smtpError(550, "5.7.1 Relaying denied: this server takes mail for its bounce domains only"),
-        );
-      }
-      if (local === prefix || local === "postmaster") return callback();
-      if (local.startsWith(`${prefix}+`)) {
-        // Refused, never trusted: a token that does not verify names no message of ours.
-        if (decodeVerp(address.address, opts.verp)) return callback();
-        return callback(smtpError(550, "5.1.1 Unknown or badly signed bounce address"));
-      }
-      return callback(smtpError(550, "5.1.1 No such mailbox"));
     },
 
     onData(stream, session, callback) {
@@ -178,6 +167,33 @@ export async function startInboundServer(opts: InboundServerOptions): Promise<In
       });
     },
   });
+
+  function checkRecipient(
+    rawAddress: string,
+    session: SMTPServerSession,
+    callback: (err?: Error | null) => void,
+  ): void {
+    if (session.envelope.rcptTo.length >= MAX_RECIPIENTS) {
+      return callback(smtpError(452, "4.5.3 Too many recipients"));
+    }
+    const addr = rawAddress.toLowerCase();
+    if (fbl.has(addr)) return callback();
+    const at = addr.lastIndexOf("@");
+    const local = addr.slice(0, at);
+    const domain = addr.slice(at + 1);
+    if (at <= 0 || !domains.has(domain)) {
+      return callback(
+        smtpError(550, "5.7.1 Relaying denied: this server takes mail for its bounce domains only"),
+      );
+    }
+    if (local === prefix || local === "postmaster") return callback();
+    if (local.startsWith(`${prefix}+`)) {
+      // Refused, never trusted: a token that does not verify names no message of ours.
+      if (decodeVerp(rawAddress, opts.verp)) return callback();
+      return callback(smtpError(550, "5.1.1 Unknown or badly signed bounce address"));
+    }
+    return callback(smtpError(550, "5.1.1 No such mailbox"));
+  }
 
   async function handle(
     raw: Buffer,
