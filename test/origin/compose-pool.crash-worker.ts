@@ -2,7 +2,8 @@
  * A compose worker (origin/src/compose/compose.ts serveCompose) that dies on demand, for
  * test/origin/compose-pool.test.ts: a job whose subject is "die always" ends the thread with an
  * uncaught exception every time; "die once" exits the thread only while the marker file does not
- * exist yet (and creates it), so the retry in a fresh worker succeeds.
+ * exist yet (and creates it), so the retry in a fresh worker succeeds; "hang" blocks the thread
+ * until the pool's request timeout ends it.
  */
 import fs from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
@@ -17,6 +18,10 @@ serveCompose(parentPort!, data, ({ job }) => {
         throw new Error("simulated crash");
       });
     });
+  }
+  if (job.message.subject === "hang") {
+    // Blocks the thread for good: only terminate() ends it.
+    for (;;);
   }
   if (job.message.subject === "die once" && !fs.existsSync(data.marker)) {
     fs.writeFileSync(data.marker, "died");

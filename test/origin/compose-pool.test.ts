@@ -131,6 +131,26 @@ describe("compose pool", () => {
     expect(p.stats().crashes).toBe(2);
   });
 
+  it("ends a worker whose request runs past the timeout; the request fails with the reason after its retry", async () => {
+    const p = pool({
+      threads: 1,
+      requestTimeoutMs: 1_500,
+      workerUrl: crashWorker,
+      workerData: { marker: path.join(tmp, "unused") },
+    });
+    const [hung, bystander] = await Promise.all([
+      p.compose(job({ subject: "hang" })),
+      p.compose(job({ subject: "innocent" })),
+    ]);
+    expect(hung).toEqual({
+      ok: false,
+      error:
+        "the compose worker died 2 times while building this message (building the message took longer than 1500 ms)",
+    });
+    expect(bystander.ok).toBe(true);
+    expect(p.stats()).toMatchObject({ crashes: 2, running: 0, queued: 0 });
+  });
+
   it("close() lets queued requests finish, then ends every thread; later requests are refused", async () => {
     const p = pool({ threads: 2 });
     const pending = Array.from({ length: 20 }, () => p.compose(job()));

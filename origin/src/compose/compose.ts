@@ -25,9 +25,12 @@ export interface ComposeRequest {
   id: number;
   job: DeliveryJob;
 }
-/** Worker → pool: the message, or why it cannot be built or signed (an error as a value). */
+/**
+ * Worker → pool: `ready` once its modules are loaded (request timeouts start from there), then per
+ * request the message, or why it cannot be built or signed (an error as a value).
+ */
 export type ComposeReply =
-  { id: number; ok: true; raw: Uint8Array } | { id: number; ok: false; error: string };
+  { ready: true } | { id: number; ok: true; raw: Uint8Array } | { id: number; ok: false; error: string };
 
 /** What the pool hands every worker as `workerData`. */
 export interface ComposeWorkerData {
@@ -48,7 +51,7 @@ export function serveCompose(
 ): void {
   port.on("message", (request: ComposeRequest) => {
     void (async () => {
-      let reply: ComposeReply;
+      let reply: Exclude<ComposeReply, { ready: true }>;
       try {
         await before(request);
         const raw = await composeMessage(request.job, data.options);
@@ -63,4 +66,6 @@ export function serveCompose(
       port.postMessage(reply);
     })();
   });
+  const ready: ComposeReply = { ready: true };
+  port.postMessage(ready);
 }

@@ -8,8 +8,9 @@
  *   not pay).
  * - Errors come back as values: `{ ok: false, error }` for a message that cannot be built or
  *   signed, never a rejected promise, so the engine turns it into a `failed` outcome.
- * - A worker that dies (uncaught error, exit, out of memory) is replaced; each request it held is
- *   tried once more, and a request whose worker died twice fails with the reason.
+ * - A worker that dies (uncaught error, exit, out of memory, or a request running past
+ *   `requestTimeoutMs`, which ends it) is replaced; each request it held is tried once more, and a
+ *   request whose worker died twice fails with the reason.
  * - `close()` drains: queued and running requests finish, then the threads are terminated. A
  *   worker holds the process open only while it has work (ref/unref).
  *
@@ -60,6 +61,11 @@ export interface ComposePoolOptions extends ComposeOptions {
    * not wait for a worker to load its modules (the engine does; idle workers hold no process open).
    */
   prestart?: boolean;
+  /**
+   * A request running longer than this in a worker ends that worker (and counts as its death), so
+   * a message that hangs the builder fails instead of holding its job forever. Default 30 s.
+   */
+  requestTimeoutMs?: number;
   /** Tests only: a different worker entry speaking the same protocol (compose.ts serveCompose). */
   workerUrl?: URL;
   /** Tests only: extra workerData for that entry. */
@@ -75,6 +81,8 @@ export function defaultComposeThreads(): number {
 const PER_WORKER = 2;
 /** A request whose worker died this many times fails. */
 const MAX_CRASHES = 2;
+/** Building and signing takes milliseconds; this is for a worker that hangs. */
+const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 
 const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
@@ -93,6 +101,7 @@ interface Task {
   id: number;
   job: DeliveryJob;
   crashes: number;
+  timer?: NodeJS.Timeout;
   resolve(result: ComposeResult): void;
 }
 
@@ -103,6 +112,8 @@ interface Slot {
   crash?: string;
   /** Running a request whose previous worker died: takes nothing else until it answers. */
   isolated: boolean;
+  /** Its modules are loaded (the worker said `ready`): request timeouts run from then on. */
+  ready: boolean;
 }
 
 export function createComposePool(options: ComposePoolOptions): ComposePool {
@@ -139,6 +150,7 @@ export function createComposePool(options: ComposePoolOptions): ComposePool {
     ...options.workerData,
     options: composeOptions,
   };
+  const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
   const slots = new Set<Slot>();
   const queue: Task[] = [];
   let nextId = 1;
@@ -160,13 +172,19 @@ export function createComposePool(options: ComposePoolOptions): ComposePool {
       stdout: false,
       stderr: false,
     });
-    const slot: Slot = { worker, running: new Map(), isolated: false };
+    const slot: Slot = { worker, running: new Map(), isolated: false, ready: false };
     slots.add(slot);
     worker.unref();
     worker.on("message", (reply: ComposeReply) => {
+      if ("ready" in reply) {
+        slot.ready = true;
+        for (const task of slot.running.values()) startTimer(slot, task);
+        return;
+      }
       const task = slot.running.get(reply.id);
       if (!task) return;
       slot.running.delete(reply.id);
+      clearTimeout(task.timer);
       if (slot.running.size === 0) {
         slot.isolated = false;
         worker.unref();
@@ -192,6 +210,7 @@ export function createComposePool(options: ComposePoolOptions): ComposePool {
             crashes++;
             log("warn", "compose worker died; replacing it", { reason, requests: held.length });
             for (const task of held) {
+              clearTimeout(task.timer);
               task.crashes++;
               if (task.crashes >= MAX_CRASHES) {
                 task.resolve({
@@ -230,9 +249,18 @@ export function createComposePool(options: ComposePoolOptions): ComposePool {
       best.running.set(task.id, task);
       best.isolated = suspect;
       best.worker.ref();
+      if (best.ready) startTimer(best, task);
       const request: ComposeRequest = { id: task.id, job: task.job };
       best.worker.postMessage(request);
     }
+  }
+
+  function startTimer(slot: Slot, task: Task): void {
+    task.timer = setTimeout(() => {
+      slot.crash ??= `building the message took longer than ${requestTimeoutMs} ms`;
+      void slot.worker.terminate();
+    }, requestTimeoutMs);
+    task.timer.unref();
   }
 
   function settle(): void {
