@@ -280,6 +280,8 @@ export interface ChaosResult {
   redisDownMs?: number;
   /** From the restart (spawn) to the new process's /readyz 200. */
   restartToReadyS: number;
+  /** From the restart (spawn) to the first 250 the sink sent after it: when delivery resumed. */
+  resumedS: number;
   /** From the restart (spawn) to the moment every accepted message was terminal. */
   drainS: number;
   /** From the first POST to every message terminal. */
@@ -476,6 +478,10 @@ export async function runChaos(stack: ChaosStack, o: ChaosOptions): Promise<Chao
       ...(sinkAcceptedAtRedisKill !== undefined ? { sinkAcceptedAtRedisKill } : {}),
       ...(redisDownMs !== undefined ? { redisDownMs } : {}),
       restartToReadyS: round1(restartToReadyS),
+      resumedS: round1(
+        (Math.min(...sink.messages.map((m) => m.acceptedAt).filter((t) => t >= restartedAt)) - restartedAt) /
+          1000,
+      ),
       drainS: doneAt ? round1((doneAt - restartedAt) / 1000) : NaN,
       runS: doneAt ? round1((doneAt - t0) / 1000) : NaN,
       leaseMs: CHAOS_LEASE_MS,
@@ -502,7 +508,7 @@ export function summaryLine(r: ChaosResult): string {
     `drain ${r.drainS} s after restart` +
     ` [killed ${r.killAtS} s into the run; ${r.lost.length} lost, ${r.notTerminal.length} not terminal; killed with ${r.inFlightAtKill} jobs in flight, ` +
     `${r.sessionsAtDataAtKill} at DATA, ${r.sinkAcceptedAtKill} at the sink; ${r.redispatched} re-dispatched; ` +
-    `ready ${r.restartToReadyS} s after restart` +
+    `ready ${r.restartToReadyS} s and delivering ${r.resumedS} s after restart` +
     (r.redis ? `; Redis killed at ${r.sinkAcceptedAtRedisKill} at the sink, away ${r.redisDownMs} ms` : "") +
     `]`
   );
