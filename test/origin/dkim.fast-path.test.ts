@@ -98,6 +98,9 @@ async function corpus(): Promise<Array<[string, Buffer]>> {
     ["body of empty lines only", `${HEAD}\r\n\r\n\r\n\r\n`],
     ["no final CRLF", `${HEAD}\r\nlast line`],
     ["no final CRLF, trailing space", `${HEAD}\r\nlast line `],
+    ["runs of spaces, no tab and no trailing space", `${HEAD}\r\nsome  double   spaced    words\r\n`],
+    ["one tab inside a line", `${HEAD}\r\ncol1\tcol2\r\n`],
+    ["space before a line break only", `${HEAD}\r\nline \r\nnext\r\n`],
     ["trailing whitespace and tabs", `${HEAD}\r\na  b\t\tc \r\n\t\r\n d \r\n\r\n`],
     [
       "folded headers, odd spacing",
