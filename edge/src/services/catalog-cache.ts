@@ -199,6 +199,11 @@ export class CatalogCache {
     return this.clock() < this.primaryReadsUntil ? "first-primary" : "first-unconstrained";
   }
 
+  /**
+   * After a change made here, misses read the primary for at least one TTL (whatever a replica
+   * cached would otherwise be served that long) and at least 10 s, which covers a replica's usual
+   * lag even when the TTL is set very short.
+   */
   private readPrimaryForAWhile(): void {
     this.primaryReadsUntil = this.clock() + Math.max(this.ttlMs, DEFAULT_AUTH_CACHE_TTL_MS);
   }
