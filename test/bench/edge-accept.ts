@@ -34,8 +34,11 @@ export interface TripsPerSend {
   d1: number;
   rateLimiter: number;
   originHub: number;
-  /** Calls made while a send was being answered (the ones it waited for), per send. */
-  onRequestPath: number;
+  /**
+   * Calls started while a send was being answered, per send: an upper bound on what it waited for
+   * (a lease renewal it started in the background counts too).
+   */
+  duringRequest: number;
   /** D1 calls that went through a session, by constraint (replica-eligible reads). */
   d1Sessions: Record<string, number>;
 }
@@ -164,7 +167,7 @@ function perSend(t: RoundTrips, sends: number): TripsPerSend {
     d1: per(t.d1),
     rateLimiter: per(t.durableObjects["RATE_LIMITER"] ?? 0),
     originHub: per(t.durableObjects["ORIGIN_HUB"] ?? 0),
-    onRequestPath: per(t.onRequestPath ?? 0),
+    duringRequest: per(t.duringRequest ?? 0),
     d1Sessions: t.d1Sessions,
   };
 }
@@ -205,7 +208,7 @@ export async function benchAcceptRoundTrips(
     await new Promise((r) => setTimeout(r, 200));
     const warm = perSend(await edge.trips(), warmSends);
     say(
-      `edge accept: round trips per send: cold ${cold.perSend} (${cold.onRequestPath} waited for), warm ${warm.perSend} (${warm.onRequestPath} waited for)`,
+      `edge accept: round trips per send: cold ${cold.perSend} (${cold.duringRequest} started during the request), warm ${warm.perSend} (${warm.duringRequest} started during the request)`,
     );
 
     const sends = ctx.quick ? 40 : 150;

@@ -17,8 +17,8 @@ export interface RoundTrips {
   durableObjects: Record<string, number>;
   /** SQL of every D1 call, in order (batches as their statements joined with " ; "); the first 10,000. */
   log: string[];
-  /** Set by the bench's instrumented Worker: calls made while requests were being answered, and how many requests. */
-  onRequestPath?: number;
+  /** Set by the bench's instrumented Worker: calls started while sends were being answered, and how many sends. */
+  duringRequest?: number;
   requests?: number;
   handlerMs?: number;
 }

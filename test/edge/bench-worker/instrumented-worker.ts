@@ -67,14 +67,14 @@ export default {
       delayOnly = (url.searchParams.get("only") ?? "").split(",").filter(Boolean);
       return Response.json({ delayMs });
     }
-    // Calls made between the request's arrival and its answer: the round trips it waited for
-    // (background work of an earlier request that overlaps is counted too; the bench sends one at a time).
+    // Calls started between the request's arrival and its answer: at most what it waited for
+    // (background work it or an earlier request started counts too; the bench sends one at a time).
     const before = totalRoundTrips(trips);
     const counters = trips;
     const t0 = Date.now();
     const response = await worker.fetch(request, instrument(env), ctx);
     if (url.pathname === "/v3/mail/send" && counters === trips) {
-      trips.onRequestPath = (trips.onRequestPath ?? 0) + totalRoundTrips(trips) - before;
+      trips.duringRequest = (trips.duringRequest ?? 0) + totalRoundTrips(trips) - before;
       trips.requests = (trips.requests ?? 0) + 1;
       trips.handlerMs = (trips.handlerMs ?? 0) + Date.now() - t0;
     }
