@@ -2,7 +2,8 @@
  * `npm run bench` (full) / `npm run bench -- --quick` (smoke run): ScaiSend's benchmarks side by side
  * with the standard tools, on loopback only, bounded in count and time. Every process started here is
  * stopped by pid at the end, on errors and on Ctrl-C. Writes test/bench/results/<date>.json (quick runs:
- * <date>-quick.json) and prints a Markdown summary to stdout; progress goes to stderr.
+ * <date>-quick.json; --only runs: <date>-partial-<steps>.json) and prints a Markdown summary to
+ * stdout; progress goes to stderr.
  *
  * `--only=dkim,accept,delivery,tti,chaos` runs a subset (for development).
  */
@@ -64,7 +65,9 @@ function writeResults(results: BenchResults, t0: number): string {
   results.durationS = round((Date.now() - t0) / 1000, 0);
   const resultsDir = path.join(REPO_ROOT, "test", "bench", "results");
   fs.mkdirSync(resultsDir, { recursive: true });
-  const file = path.join(resultsDir, `${localDate()}${quick ? "-quick" : ""}${only ? "-partial" : ""}.json`);
+  // A subset's file is named by its steps, so runs of different steps on one day do not overwrite each other.
+  const subset = only ? `-partial-${[...only].sort().join("-")}` : "";
+  const file = path.join(resultsDir, `${localDate()}${quick ? "-quick" : ""}${subset}.json`);
   results.resultsFile = path.relative(REPO_ROOT, file);
   fs.writeFileSync(file, JSON.stringify(results, null, 2) + "\n");
   return file;
