@@ -11,7 +11,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { OriginConfig } from "./config.ts";
-import { newBootId } from "./coord/coordinator.ts";
+import { claimOwner, newBootId } from "./coord/coordinator.ts";
 import { createCoordinator, type Coordinator } from "./coord/index.ts";
 import { createDeliveryEngine } from "./delivery/engine.ts";
 import { startDevInbox, type DevInbox } from "./dev-inbox/index.ts";
@@ -64,8 +64,12 @@ export async function startOriginNode(
   }
 
   // Several nodes share per-host slots and job claims through Redis; a single node keeps them in memory.
-  const coordinator = createCoordinator(config, (level, msg, extra) =>
-    log[level](`coordinator: ${msg}`, extra),
+  // One per process: the edge tells a restart (same NODE_ID, new boot id) from a reconnect by it.
+  const bootId = newBootId();
+  const coordinator = createCoordinator(
+    config,
+    (level, msg, extra) => log[level](`coordinator: ${msg}`, extra),
+    claimOwner(config.NODE_ID, bootId),
   );
   const engine = createDeliveryEngine({
     heloName: config.HELO_NAME,
@@ -86,8 +90,6 @@ export async function startOriginNode(
     log: (level, msg, extra) => log[level](msg, extra),
   });
 
-  // One per process: the edge tells a restart (same NODE_ID, new boot id) from a reconnect by it.
-  const bootId = newBootId();
   const runner = new JobRunner({
     capacity: config.CAPACITY,
     deliver: (job, opts) => engine.deliver(job, opts),

@@ -8,6 +8,7 @@ import {
   HostSlotTimeoutError,
   type Coordinator,
 } from "../../origin/src/coord/index.ts";
+import { claimOwner, newBootId } from "../../origin/src/coord/coordinator.ts";
 import { describeCoordinator } from "../helpers/coordinator-suite.ts";
 import { startRedisServer, type TestRedisServer } from "../helpers/redis-server.ts";
 
@@ -43,6 +44,32 @@ describe("redis coordinator specifics", () => {
     const release = await b.acquireHostSlot("mx.crash.test", 1, 5_000, { waitMs: 3_000 });
     expect(Date.now() - crashedAt).toBeGreaterThanOrEqual(350);
     await release();
+  });
+
+  it("a restarted process frees the slots its killed predecessor held at once; another node still waits", async () => {
+    const host = `mx.restart-${Date.now()}.test`;
+    const node = "node-restart";
+    const killed = createRedisCoordinator(redis.url, {
+      owner: claimOwner(node, newBootId(Date.now() - 5_000)),
+    });
+    await killed.acquireHostSlot(host, 2, 60_000);
+    await killed.acquireHostSlot(host, 2, 60_000);
+    await killed.close(); // kill -9: the slots stay in Redis for their 60 s TTL
+    const other = createRedisCoordinator(redis.url, { owner: claimOwner("node-other", newBootId()) });
+    extra.push(other);
+    await expect(other.acquireHostSlot(host, 2, 60_000, { waitMs: 150 })).rejects.toBeInstanceOf(
+      HostSlotTimeoutError,
+    );
+    const successor = createRedisCoordinator(redis.url, { owner: claimOwner(node, newBootId()) });
+    extra.push(successor);
+    const first = await successor.acquireHostSlot(host, 2, 60_000, { waitMs: 150 });
+    const second = await successor.acquireHostSlot(host, 2, 60_000, { waitMs: 150 });
+    // The limit still holds: the successor's own two slots fill the host.
+    await expect(other.acquireHostSlot(host, 2, 60_000, { waitMs: 150 })).rejects.toBeInstanceOf(
+      HostSlotTimeoutError,
+    );
+    await first();
+    await second();
   });
 
   it("a live holder renews its slot, so it outlasts its TTL while held", async () => {

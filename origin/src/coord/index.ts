@@ -19,7 +19,9 @@ export { createRedisCoordinator } from "./redis.ts";
 export function createCoordinator(
   config: Pick<OriginConfig, "REDIS_URL">,
   log?: RedisCoordinatorOptions["log"],
+  /** claimOwner(nodeId, bootId) of this process (see RedisCoordinatorOptions.owner). */
+  owner?: string,
 ): Coordinator {
   if (!config.REDIS_URL) return createMemoryCoordinator();
-  return createRedisCoordinator(config.REDIS_URL, log ? { log } : {});
+  return createRedisCoordinator(config.REDIS_URL, { ...(log ? { log } : {}), ...(owner ? { owner } : {}) });
 }

@@ -26,17 +26,38 @@ import {
 
 export interface RedisCoordinatorOptions {
   keyPrefix?: string;
+  /**
+   * `claimOwner(nodeId, bootId)` of this process. Host-slot tokens carry it, so a restarted process
+   * (same node, later boot) frees the slots its killed predecessor still held instead of waiting
+   * HOST_SLOT_TTL_MS for them, as it takes over that process's claims (Coordinator.claimJob).
+   */
+  owner?: string;
   /** A command that gets no reply within this long fails (so a dead Redis defers, never hangs). */
   commandTimeoutMs?: number;
   log?: (level: "info" | "warn" | "error", msg: string, extra?: Record<string, unknown>) => void;
 }
 
-// KEYS[1] slots zset. ARGV: ttlMs, limit, token. Returns 1 when the slot was taken.
+// KEYS[1] slots zset. ARGV: ttlMs, limit, token, owner's node prefix ("<nodeId>/" or ""), owner's
+// boot id. Tokens are "<nodeId>/<bootId>#<random>"; slots of an earlier boot of this node are dropped
+// first (that process is gone, see RedisCoordinatorOptions.owner). Returns 1 when the slot was taken.
 const ACQUIRE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local node = ARGV[4]
+if node ~= '' then
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    if string.sub(member, 1, #node) == node then
+      local rest = string.sub(member, #node + 1)
+      local hash = string.find(rest, '#', 1, true)
+      if hash then
+        local boot = string.sub(rest, 1, hash - 1)
+        if not string.find(boot, '/', 1, true) and boot < ARGV[5] then redis.call('ZREM', KEYS[1], member) end
+      end
+    end
+  end
+end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
 if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
@@ -74,6 +95,9 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 
 export function createRedisCoordinator(redisUrl: string, options: RedisCoordinatorOptions = {}): Coordinator {
   const prefix = options.keyPrefix ?? "scaisend:";
+  const owner = options.owner;
+  const node = owner ? ownerNode(owner) : "";
+  const boot = owner ? owner.slice(node.length) : "";
   const log = options.log ?? (() => {});
   const redis = new Redis(redisUrl, {
     commandTimeout: options.commandTimeoutMs ?? 5_000,
@@ -103,13 +127,13 @@ export function createRedisCoordinator(redisUrl: string, options: RedisCoordinat
     opts: AcquireHostSlotOptions = {},
   ): Promise<ReleaseSlot> {
     const key = slotKey(host);
-    const token = randomUUID();
+    const token = owner ? `${owner}#${randomUUID()}` : randomUUID();
     const ttl = Math.max(1, Math.round(ttlMs));
     const started = Date.now();
     const deadline = opts.waitMs === undefined ? Infinity : started + opts.waitMs;
     let delay = 20;
     for (;;) {
-      const taken = await redis.eval(ACQUIRE, 1, key, ttl, Math.max(1, limit), token);
+      const taken = await redis.eval(ACQUIRE, 1, key, ttl, Math.max(1, limit), token, node, boot);
       if (taken === 1) break;
       const left = deadline - Date.now();
       if (left <= 0) throw new HostSlotTimeoutError(host, Date.now() - started);
