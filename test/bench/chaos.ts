@@ -231,9 +231,8 @@ export interface ChaosOptions {
   /** Bound on the whole wait for every message to be terminal. */
   timeoutMs?: number;
   /**
-   * HOST_SLOT_TTL_MS for the origin (default: its own, 60 s). With Redis the killed process's host
-   * slots are not taken over by its successor (unlike its job claims): they block the MX host until
-   * they expire, so the drain after a restart is at least this long.
+   * HOST_SLOT_TTL_MS for the origin (default: its own, 60 s). With Redis the successor frees the
+   * killed process's host slots at once (a later boot of the same node), as it takes over its claims.
    */
   hostSlotTtlMs?: number;
   /**
