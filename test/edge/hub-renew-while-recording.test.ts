@@ -40,10 +40,11 @@ async function restoreD1(): Promise<void> {
   broken = false;
 }
 
-interface LeaseView {
+// A type alias, not an interface: SqlStorage rows must be assignable to Record<string, SqlStorageValue>.
+type LeaseView = {
   state: string;
   lease_until: number | null;
-}
+};
 
 function leaseOf(messageId: string): Promise<LeaseView | undefined> {
   return runInDurableObject(
