@@ -12,7 +12,8 @@ import type { AppEnv } from "./context.ts";
 import { createDb } from "./db/client.ts";
 import { loadConfig } from "./env.ts";
 import { timingSafeEqualStrings } from "./lib/crypto.ts";
-import { hubName } from "./lib/shards.ts";
+import { allShards, layoutOf } from "./lib/shards.ts";
+import { hubStub } from "./services/hub-client.ts";
 import { requestId } from "./middleware/request-id.ts";
 import { catalogCache } from "./services/catalog-cache.ts";
 import { adminApi } from "./surfaces/admin/index.ts";
@@ -48,14 +49,13 @@ export function createApp() {
     if (!(await timingSafeEqualStrings(token, c.get("config").ORIGIN_TOKEN))) {
       throw new AppError("unauthorized", "Invalid origin token");
     }
+    // Link index N → the Nth shard of the layout (edge/src/lib/shards.ts); the welcome lists their names.
+    const hubs = allShards(layoutOf(c.get("config")));
     const shard = Number(c.req.query("shard") ?? "0");
-    if (!Number.isInteger(shard) || shard < 0 || shard >= c.get("config").HUB_SHARDS) {
-      throw new AppError(
-        "invalid_request",
-        `shard must be an integer from 0 to ${c.get("config").HUB_SHARDS - 1}`,
-      );
+    if (!Number.isInteger(shard) || shard < 0 || shard >= hubs.length) {
+      throw new AppError("invalid_request", `shard must be an integer from 0 to ${hubs.length - 1}`);
     }
-    return c.env.ORIGIN_HUB.getByName(hubName(shard)).fetch(c.req.raw);
+    return hubStub(c.env, hubs[shard]!).fetch(c.req.raw);
   });
 
   app.route("/v3/mail/send", mailSend);

@@ -10,6 +10,7 @@
 /// <reference path="../worker-configuration.d.ts" />
 import { z } from "zod";
 import { DEFAULT_RETRY_SCHEDULE, parseRetrySchedule } from "../../shared/delivery/retry-schedule.ts";
+import { isHubRegion, LOCATION_HINTS, MAX_SHARDS_PER_REGION, type HubRegion } from "./lib/shards.ts";
 
 /**
  * The generated `Env` plus the optional settings wrangler cannot list: [secrets] required makes a
@@ -89,7 +90,35 @@ export const ConfigSchema = z.object({
   // How long a job stays with the origin that acknowledged it without a renewal. Origins renew every
   // LINK_LEASE_MS / 5 and give each job 0.4 × LINK_LEASE_MS (docs/link-protocol.md): deadline < lease < claim.
   LINK_LEASE_MS: intFromString("300000"),
-  HUB_SHARDS: intFromString("1"),
+  // Shards and where they live (edge/src/lib/shards.ts, docs/configuration.md). A message id names
+  // its shard with one base32 character, hence at most 32 per region.
+  HUB_SHARDS: intFromString("1").refine(
+    (n) => n <= MAX_SHARDS_PER_REGION,
+    `HUB_SHARDS must be at most ${MAX_SHARDS_PER_REGION}`,
+  ),
+  HUB_REGIONS: z
+    .string()
+    .default("")
+    .transform((v) => [
+      ...new Set(
+        v
+          .split(",")
+          .map((r) => r.trim())
+          .filter(Boolean),
+      ),
+    ])
+    .refine(
+      (rs) => rs.every(isHubRegion),
+      `HUB_REGIONS must be a comma-separated list of ${LOCATION_HINTS.join(", ")}`,
+    )
+    .transform((rs) => rs as HubRegion[]),
+  HUB_SHARDS_PER_REGION: intFromString("1").refine(
+    (n) => n <= MAX_SHARDS_PER_REGION,
+    `HUB_SHARDS_PER_REGION must be at most ${MAX_SHARDS_PER_REGION}`,
+  ),
+  // How long accepted messages wait in their hub before the batched write to the D1 catalog (list
+  // endpoints lag by about this much; GET /v3/messages/{id} does not: it asks the hub).
+  CATALOG_FLUSH_MS: intFromString("50"),
   MAX_QUEUE_AGE_MS: intFromString(String(72 * 3600 * 1000)),
   DEV_MODE: z
     .enum(["true", "false"])

@@ -1,9 +1,9 @@
-/** Worker entry: the HTTP app, the cron sweeper, and the Durable Object classes. */
+/** Worker entry: the HTTP app, the cron sweeper (edge/src/services/sweeper.ts), and the Durable Object classes. */
 import { createApp } from "./app.ts";
 import { createDb } from "./db/client.ts";
 import { loadConfig, type Bindings } from "./env.ts";
-import { enqueueOnHubs } from "./services/hub-client.ts";
-import { sweepStaleMessages } from "./services/sweeper.ts";
+import { enqueueLegacy, flushAllShards } from "./services/hub-client.ts";
+import { sweep } from "./services/sweeper.ts";
 
 export { OriginHub } from "./objects/origin-hub.ts";
 export { RateLimiter } from "./objects/rate-limiter.ts";
@@ -22,14 +22,29 @@ export default {
     }
     const config = loaded.config;
     ctx.waitUntil(
-      sweepStaleMessages(
-        createDb(env.DB),
-        (entries) => enqueueOnHubs(env, config.HUB_SHARDS, entries),
+      sweep(
+        {
+          db: createDb(env.DB),
+          enqueueLegacy: (entries) => enqueueLegacy(env, config, entries),
+          flushShards: () => flushAllShards(env, config),
+        },
         Date.now(),
       ).then(
-        (n) => {
-          if (n > 0)
-            console.log(JSON.stringify({ level: "info", msg: "sweeper re-enqueued messages", count: n }));
+        ({ requeued, uncatalogued }) => {
+          if (requeued > 0) {
+            console.log(
+              JSON.stringify({ level: "info", msg: "sweeper re-enqueued legacy messages", count: requeued }),
+            );
+          }
+          if (uncatalogued > 0) {
+            console.error(
+              JSON.stringify({
+                level: "warn",
+                msg: "accepted messages still waiting for the D1 catalog",
+                count: uncatalogued,
+              }),
+            );
+          }
         },
         // A failed sweep (D1 or a hub unreachable) is retried by the next cron tick; log it rather
         // than leave an unhandled rejection with no context in the logs.

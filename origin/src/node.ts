@@ -123,7 +123,7 @@ export async function startOriginNode(
       freeCapacity: () => runner.roomFor(link),
       onJobs: (jobs, l) => runner.accept(jobs, l),
       onWelcome: (w) => {
-        log.info("link up", { shard: w.shard, shards: w.shards, leaseMs: w.leaseMs });
+        log.info("link up", { shard: w.shard, hub: w.hubs?.[w.shard], shards: w.shards, leaseMs: w.leaseMs });
         // Shard 0 tells us how many shards exist; one link per shard.
         for (let s = links.length; s < w.shards; s++) openLink(s);
         forwarder.linkUp();

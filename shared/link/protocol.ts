@@ -5,7 +5,7 @@
  * The origin dials out to `GET /link?shard=N` with `Authorization: Bearer <ORIGIN_TOKEN>`.
  *
  *   origin → edge   hello   {protocol, nodeId, bootId, version, capacity}  first frame, once per connection
- *   edge → origin   welcome {protocol, shard, shards, leaseMs}      reply to hello
+ *   edge → origin   welcome {protocol, shard, shards, leaseMs, hubs?} reply to hello; hubs names shard 0..shards-1
  *   edge → origin   jobs    {jobs[]}                                 one or more frames per batch, each job costs one credit
  *   origin → edge   ack     {jobIds[]}                               "I hold these": (re)sets each lease to now + leaseMs.
  *                                                                    Sent when jobs are taken, then again every
@@ -165,6 +165,8 @@ export const EdgeFrameSchema = z.discriminatedUnion("type", [
     shard: z.number().int(),
     shards: z.number().int().min(1),
     leaseMs: z.number().int(),
+    /** Every shard's name by link index (`/link?shard=N` reaches hubs[N]); absent from older edges. */
+    hubs: z.array(z.string()).optional(),
   }),
   z.object({ type: z.literal("jobs"), jobs: z.array(DeliveryJobSchema) }),
   z.object({ type: z.literal("resultAck"), jobIds: z.array(z.string()) }),

@@ -1,8 +1,9 @@
 /**
- * More than one OriginHub shard (README "Configuration": HUB_SHARDS, origins connect to all of
- * them). This suite's bindings come from wrangler.toml (HUB_SHARDS = "1"), so the Worker's own entry
- * point is called with the same bindings but HUB_SHARDS = "3": the send route, the /link route and
- * the cron sweeper then spread messages over hub-0..hub-2, and each shard is checked on its own.
+ * More than one unplaced OriginHub shard (docs/configuration.md: HUB_SHARDS, origins connect to all
+ * of them). This suite's bindings come from wrangler.toml (HUB_SHARDS = "1"), so the Worker's own
+ * entry point is called with the same bindings but HUB_SHARDS = "3": the send route and the /link
+ * route then spread requests over hub-0..hub-2 (one shard per request, named in each message id),
+ * and each shard is checked on its own.
  */
 import {
   createExecutionContext,
@@ -14,8 +15,9 @@ import { env } from "cloudflare:workers";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DeliveryJob } from "../../shared/link/protocol.ts";
 import worker from "../../edge/src/index.ts";
-import { hubName, shardFor } from "../../edge/src/lib/shards.ts";
+import { hubName, newMessageId, shardFor } from "../../edge/src/lib/shards.ts";
 import { STALE_AFTER_MS } from "../../edge/src/services/sweeper.ts";
+import { ulid } from "../../shared/ids.ts";
 import {
   BASE,
   bearer,
@@ -28,7 +30,7 @@ import {
 
 const SHARDS = 3;
 const shardedEnv = { ...env, HUB_SHARDS: String(SHARDS) };
-const hub = (shard: number) => env.ORIGIN_HUB.getByName(hubName(shard));
+const hub = (shard: number) => env.ORIGIN_HUB.getByName(hubName({ region: null, index: shard }));
 
 /** One request through the Worker's fetch handler with HUB_SHARDS = 3. */
 async function request(path: string, init: RequestInit = {}): Promise<Response> {
@@ -69,6 +71,16 @@ function outboxIds(shard: number): Promise<string[]> {
   );
 }
 
+/** FNV-1a over the id, as shards were chosen before ids named them. */
+function legacyShard(id: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) {
+    h ^= id.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % SHARDS;
+}
+
 let t: TenantFixture;
 const links: LinkClient[] = [];
 
@@ -94,7 +106,9 @@ describe("HUB_SHARDS = 3", () => {
     const byShard = new Map<number, string[]>(Array.from({ length: SHARDS }, (_, s) => [s, []]));
     for (let i = 0; i < 60 && [...byShard.values()].some((ids) => ids.length < 2); i++) {
       const id = await send(t.liveKey, mailBody(t.from, { subject: `sharded ${i}` }));
-      byShard.get(shardFor(id, SHARDS))!.push(id);
+      const shard = shardFor(id);
+      expect(shard?.region).toBeNull();
+      byShard.get(shard!.index)!.push(id);
     }
     for (const [shard, ids] of byShard) {
       expect(ids.length, `shard ${shard}`).toBeGreaterThanOrEqual(2);
@@ -145,20 +159,24 @@ describe("HUB_SHARDS = 3", () => {
     }
   });
 
-  it("the cron sweeper hands a message that missed its hub back to the shard its id names", async () => {
-    // No links: a fresh message stays queued in its shard.
+  it("the cron sweeper hands a legacy message (an id naming no shard) back to hub FNV-1a(id) mod HUB_SHARDS", async () => {
+    // No links: a re-enqueued message stays in its shard's outbox.
     for (const l of links.splice(0)) l.close();
-    const id = await send(t.liveKey, mailBody(t.from, { subject: "swept" }));
-    const shard = shardFor(id, SHARDS);
-    expect(await outboxIds(shard)).toContain(id);
-
-    await runInDurableObject(hub(shard), (_instance, state) => {
-      state.storage.sql.exec("DELETE FROM outbox WHERE message_id = ?", id);
-    });
-    await env.DB.prepare("UPDATE messages SET updated_at = ? WHERE id = ?")
-      .bind(Date.now() - STALE_AFTER_MS - 60_000, id)
-      .run();
-
+    // Written the way the send path wrote live messages before the hub accepted them: D1 first.
+    const id = `msg_${ulid()}`;
+    expect(shardFor(id)).toBeNull();
+    const old = Date.now() - STALE_AFTER_MS - 60_000;
+    await env.DB.batch([
+      env.DB.prepare(
+        `INSERT INTO messages (id, tenant_id, status, mode, from_email, subject, to_emails, recipients, headers,
+           categories, custom_args, message_id_header, created_at, updated_at)
+         VALUES (?, ?, 'queued', 'live', ?, 'legacy', '["r@example.net"]',
+           '{"to":[{"email":"r@example.net"}],"cc":[],"bcc":[],"replyTo":[]}', '{}', '[]', '{}', ?, ?, ?)`,
+      ).bind(id, t.tenantId, t.from, `${id}@${t.domain}`, old, old),
+      env.DB.prepare(
+        "INSERT INTO message_recipients (message_id, tenant_id, email, kind) VALUES (?, ?, 'r@example.net', 'to')",
+      ).bind(id, t.tenantId),
+    ]);
     const ctx = createExecutionContext();
     await worker.scheduled!(
       createScheduledController({ cron: "*/5 * * * *", scheduledTime: Date.now() }),
@@ -167,9 +185,18 @@ describe("HUB_SHARDS = 3", () => {
     );
     await waitOnExecutionContext(ctx);
 
+    const shard = legacyShard(id);
     expect(await outboxIds(shard)).toContain(id);
     for (let other = 0; other < SHARDS; other++) {
       if (other !== shard) expect(await outboxIds(other)).not.toContain(id);
+    }
+  });
+
+  it("ids name the shard they were accepted by, whatever the id's random part", () => {
+    for (let index = 0; index < SHARDS; index++) {
+      for (let i = 0; i < 50; i++) {
+        expect(shardFor(newMessageId({ region: null, index }))).toEqual({ region: null, index });
+      }
     }
   });
 });

@@ -29,7 +29,10 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { isAppError } from "../../shared/errors.ts";
 import type { Principal } from "../../edge/src/context.ts";
 import { createDb } from "../../edge/src/db/client.ts";
-import { enqueueOnHubs } from "../../edge/src/services/hub-client.ts";
+import { hubStub } from "../../edge/src/services/hub-client.ts";
+import type { AcceptRequest } from "../../edge/src/objects/origin-hub.ts";
+
+const FUZZ_SHARD = { region: null, index: 0 };
 import { sendMail as sendMailService } from "../../edge/src/services/send-mail.ts";
 import { readMailSend } from "../../edge/src/surfaces/sendgrid/mail-send.ts";
 import { bearer, call, mailBody, setupTenant, type TenantFixture } from "./helpers.ts";
@@ -332,7 +335,7 @@ function principal(environment: "live" | "test"): Extract<Principal, { kind: "ap
 async function throughService(payload: Uint8Array, environment: "live" | "test"): Promise<Outcome> {
   const deps = {
     db: createDb(env.DB),
-    enqueue: (entries: Parameters<typeof enqueueOnHubs>[2]) => enqueueOnHubs(env, 1, entries),
+    hub: { shard: FUZZ_SHARD, accept: (req: AcceptRequest) => hubStub(env, FUZZ_SHARD).accept(req) },
     now: Date.now,
     log: () => {},
   };

@@ -27,6 +27,17 @@ interface ListBody {
   total_pages: number;
 }
 
+/**
+ * Live messages reach the D1 catalog in the hub shard's batched flush (docs/architecture.md, "The
+ * accept path"); tests that edit their D1 rows wait for it. flush() answers once nothing waits.
+ */
+async function catalogued(): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    if ((await env.ORIGIN_HUB.getByName("hub-0").flush()).uncatalogued === 0) return;
+  }
+  throw new Error("hub-0 never finished its catalog flush");
+}
+
 async function setCreatedAt(id: string, iso: string): Promise<void> {
   await env.DB.prepare("UPDATE messages SET created_at = ? WHERE id = ?").bind(Date.parse(iso), id).run();
 }
@@ -70,6 +81,7 @@ async function seed(): Promise<Seeded> {
       categories: ["digest"],
     }),
   );
+  await catalogued();
   await setCreatedAt(welcome, "2026-01-10T08:00:00Z");
   await setCreatedAt(invoice, "2026-01-11T23:59:59Z");
   await setCreatedAt(digest, "2026-01-12T00:00:00Z");
@@ -304,6 +316,7 @@ describe("get /v3/messages/{id}", () => {
   it("orders the event timeline by time, then by the order events were recorded", async () => {
     const t = await setupTenant();
     const id = await sendOne(t.liveKey, mailBody(t.from));
+    await catalogued();
     const base = Date.now() + 10_000;
     const insert = env.DB.prepare(
       "INSERT INTO events (id, tenant_id, message_id, event_type, recipient_email, timestamp, attempt, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, '{}')",

@@ -75,7 +75,14 @@ async function link(capacity: number, nodeId?: string, bootId?: string): Promise
   const l = await openLink();
   opened.push(l);
   const welcome = await l.hello(capacity, nodeId, bootId);
-  expect(welcome).toEqual({ type: "welcome", protocol: 2, shard: 0, shards: 1, leaseMs: 300_000 });
+  expect(welcome).toEqual({
+    type: "welcome",
+    protocol: 2,
+    shard: 0,
+    shards: 1,
+    leaseMs: 300_000,
+    hubs: ["hub-0"],
+  });
   return l;
 }
 
@@ -805,6 +812,8 @@ describe("failures inside the hub", () => {
     const origin = await link(1);
     const id = await sendOne(t.liveKey, mailBody(t.from));
     const [job] = await origin.jobs(1);
+    // The message's catalog rows are in D1 first, so the refused insert below is the result's.
+    expect(await hub().flush()).toEqual({ uncatalogued: 0 });
     // The hub's D1 handle refuses to build an insert once (what a statement builder that throws does).
     await runInDurableObject(hub(), (instance) => {
       const hubWithDb = instance as unknown as { db: Record<string, unknown> };

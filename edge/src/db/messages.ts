@@ -14,7 +14,30 @@ export type NewEvent = typeof events.$inferInsert;
 export type EventRow = typeof events.$inferSelect;
 type Statement = BatchItem<"sqlite">;
 
-/** Statements that persist accepted messages, their recipients and first events; run them in one batch. */
+/**
+ * Hub → D1: the catalog rows of accepted messages, written so that running them again changes
+ * nothing (ON CONFLICT DO NOTHING on every row's key: messages.id, message_recipients (message_id,
+ * email), events.id). A replayed flush, or a hub that restarted before it noted the flush, never
+ * duplicates a row, and never overwrites what a later result wrote. Messages come first: the other
+ * two reference them.
+ */
+export function catalogStatements(
+  db: Db,
+  rows: NewMessage[],
+  recipients: NewRecipient[],
+  firstEvents: NewEvent[],
+): Statement[] {
+  const out: Statement[] = [];
+  for (const chunk of chunkRows(rows, 25)) out.push(db.insert(messages).values(chunk).onConflictDoNothing());
+  for (const chunk of chunkRows(recipients, 5)) {
+    out.push(db.insert(messageRecipients).values(chunk).onConflictDoNothing());
+  }
+  for (const chunk of chunkRows(firstEvents, 8))
+    out.push(db.insert(events).values(chunk).onConflictDoNothing());
+  return out;
+}
+
+/** Statements that persist sandbox messages and their recipients; run them in one batch. */
 export function insertMessagesStatements(
   db: Db,
   rows: NewMessage[],
@@ -180,7 +203,11 @@ export function recordResultStatements(db: Db, w: ResultWrite): Statement[] {
   return out;
 }
 
-/** Live messages not yet terminal and untouched for a while: the sweeper hands them to the hub again. */
+/**
+ * Live messages accepted before the hub was the point of acceptance (their ids name no shard, see
+ * edge/src/lib/shards.ts), not yet terminal and untouched for a while: the sweeper's legacy guard
+ * hands them to the hub again. Ids that name a shard are the hub's alone and never come back here.
+ */
 export async function findStaleLiveMessages(db: Db, olderThan: number, limit: number): Promise<MessageRow[]> {
   return db
     .select()
@@ -188,6 +215,8 @@ export async function findStaleLiveMessages(db: Db, olderThan: number, limit: nu
     .where(
       and(
         eq(messages.mode, "live"),
+        // msg_ + 10 time characters, then U for an id that names its shard (1-based: position 15).
+        sql`substr(${messages.id}, 15, 1) <> 'U'`,
         inArray(messages.status, ["queued", "processing", "sending"]),
         lte(messages.updatedAt, olderThan),
         // A message waiting for its retry is the hub's; only one whose retry is long overdue is stale.

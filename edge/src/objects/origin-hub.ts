@@ -1,16 +1,34 @@
 /**
- * OriginHub: the single writer of in-flight delivery state for its shard of messages. The link it
- * speaks and the timing rules are in docs/link-protocol.md; the frames in shared/link/protocol.ts.
+ * OriginHub: where a live message is accepted, and the single writer of its delivery state, for its
+ * shard of messages (docs/architecture.md, "The accept path"). The link it speaks and the timing rules
+ * are in docs/link-protocol.md; the frames in shared/link/protocol.ts; shard names and ids in
+ * edge/src/lib/shards.ts.
  *
- * Invariants (the outbox table in this object's SQLite storage):
- *  - A live message accepted by the API is in D1 (status queued) before it is enqueued here, and it
- *    leaves the outbox only after its final outcome has been written to D1. Nothing is held only in memory.
+ * Invariants (tables in this object's SQLite storage):
+ *  - Acceptance. `accept` writes every message of one API request (its outbox row, and its catalog
+ *    rows: the `messages` row, its recipients, its `processed` events) in ONE synchronous SQLite
+ *    transaction (`ctx.storage.transactionSync`), and returns only after it committed; the Worker
+ *    answers 202 then. A request's messages are all accepted or none are. Nothing is held only in memory.
+ *  - The catalog. D1 is the catalog the read APIs query, written only by the hub's batched flushes.
+ *    An outbox row remembers whether its catalog rows are in D1 (`catalogued`); until then they wait
+ *    in the `catalog` table. A flush writes them with INSERT … ON CONFLICT DO NOTHING keyed by their
+ *    ids, and only after D1 took the batch marks them catalogued (and drops the copy), in one
+ *    synchronous block: a replayed flush or a restarted hub never duplicates or loses a row. A failed
+ *    flush is retried (timer, and the alarm as backstop) until D1 takes it.
+ *  - Catalog before results. A D1 batch writes catalog rows first, then `sending` marks, then results;
+ *    a mark or result for a message that is neither catalogued nor in this batch's catalog rows waits
+ *    for a later batch. So no update for a message reaches D1 before its row does.
+ *  - Idempotency. An accept with an Idempotency-Key records (tenant, key) → body hash + message ids in
+ *    the same transaction; within IDEMPOTENCY_TTL_MS a second accept with that key returns the first
+ *    one's ids (same hash) or is refused (another hash). Accepts run one at a time here, so concurrent
+ *    duplicates create one set of messages.
  *  - A row is `ready` (waiting for `due_at`), `leased` (handed to one origin process, `lease_node` +
  *    `lease_boot`, over link `lease_link`, until `lease_until`) or `recording` (its outcome waits in the
  *    next D1 batch). When that write fails, or the object restarts, a `recording` row goes back: to
  *    `leased` for an origin's result (not acknowledged, so the origin sends it again), to `ready` for an
  *    outcome the hub decided itself. Building the D1 statements is part of that write: no row can stay
- *    `recording` because the batch could not be built.
+ *    `recording` because the batch could not be built. A row leaves the outbox only after its final
+ *    outcome is in D1 (so after its catalog rows are).
  *  - Two counters: `dispatches` counts hand-overs and names the job (`<messageId>.<dispatches>`), so a
  *    result for an older dispatch is recognised and ignored and a re-sent one is applied once;
  *    `deferrals` counts results with deferred recipients and alone indexes the retry schedule, so link
@@ -33,7 +51,8 @@
  *    returns the named jobs and zeroes the link's credits (the origin is full; it grants again when not).
  *  - Memory is bounded with back-pressure: past MAX_PENDING_SENDING `sending` marks waiting for D1 the
  *    hub stops dispatching (rows stay `ready`) until a D1 write succeeds; results waiting for D1 are
- *    dropped from memory when a write fails, since their origins re-send them.
+ *    dropped from memory when a write fails, since their origins re-send them. Catalog rows wait in
+ *    storage, not in memory.
  *
  * Origins connect with the WebSocket Hibernation API, so idle links cost nothing; per-link state
  * (node id, boot id, credits, counters) lives in the socket attachment, which survives hibernation.
@@ -53,12 +72,21 @@ import {
 } from "../../../shared/link/protocol.ts";
 import { createRetrySchedule, type RetrySchedule } from "../../../shared/delivery/retry-schedule.ts";
 import { createDb, type Db } from "../db/client.ts";
-import { markSendingStatements, recordResultStatements } from "../db/messages.ts";
+import {
+  catalogStatements,
+  markSendingStatements,
+  recordResultStatements,
+  type EventRow,
+  type MessageRow,
+  type NewMessage,
+} from "../db/messages.ts";
 import { eventRow, planResult, type ResultPlan } from "../services/result-plan.ts";
+import { catalogMessageRow, type AcceptedMessage, type CatalogRows } from "../services/outbox-entry.ts";
 import { loadConfig, type Bindings, type Config } from "../env.ts";
 import { openDkimPrivateKey } from "../lib/dkim-key-box.ts";
 import { inboundStatements, loadInboundTargets } from "../db/inbound-events.ts";
 import { planInboundEvents } from "../services/inbound-event.ts";
+import { allShards, hubName, layoutOf, parseHubName } from "../lib/shards.ts";
 
 /** What the send path hands the hub: everything to build the job, with the DKIM key still sealed. */
 export interface OutboxEntry {
@@ -69,6 +97,23 @@ export interface OutboxEntry {
   dkim: { domainId?: string; domain: string; selector: string; privateKeySealed: string } | null;
   /** Unix ms before which the message must not be sent (scheduled sends); 0 = now. */
   notBefore: number;
+}
+
+/** One API request's live messages, accepted together or not at all. */
+export interface AcceptRequest {
+  tenantId: string;
+  messages: AcceptedMessage[];
+  /** Idempotency-Key of the request and a SHA-256 (hex) of its body. */
+  idempotency?: { key: string; bodyHash: string };
+}
+
+export type AcceptResult =
+  { ok: true; messageIds: string[]; replayed: boolean } | { ok: false; reason: "idempotency_conflict" };
+
+/** A message as its shard knows it before the catalog flush (GET /v3/messages/{id}, read-your-writes). */
+export interface HubMessageView {
+  message: MessageRow;
+  events: EventRow[];
 }
 
 interface LinkState {
@@ -101,6 +146,8 @@ interface OutboxRow {
   bounced: number;
   failed: number;
   acked: number;
+  /** 1 once the message's catalog rows are in D1 (always 1 for messages enqueued, not accepted, here). */
+  catalogued: number;
   [key: string]: SqlStorageValue;
 }
 
@@ -160,6 +207,11 @@ const MAX_PENDING_SENDING = 10_000;
 const FLUSH_RETRY_MS = 1_000;
 /** A message the hub failed itself whose D1 write failed is tried again after this. */
 const UNSENDABLE_RETRY_MS = 30_000;
+/** At most this many messages' catalog rows (and about this many bytes of them) per D1 batch. */
+const CATALOG_BATCH_MAX = 100;
+const CATALOG_BATCH_BYTES = 8 * 1024 * 1024;
+/** An Idempotency-Key is remembered this long after its request was accepted (docs/api/sendgrid.md). */
+export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
 
 export class OriginHub extends DurableObject<Bindings> {
   private readonly sql: SqlStorage;
@@ -171,6 +223,8 @@ export class OriginHub extends DurableObject<Bindings> {
   /** Every outcome queued or being written, by message id: the rows in state `recording`. */
   private readonly recording = new Map<string, PendingResult>();
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
+  /** When the pending flush timer fires. */
+  private flushAt = 0;
   /** Messages handed to origins since the last flush; their D1 status becomes `sending`. */
   private pendingSending: string[] = [];
   /** Marks taken out of `pendingSending` by D1 writes still under way (they count toward the cap). */
@@ -207,9 +261,25 @@ export class OriginHub extends DurableObject<Bindings> {
         delivered INTEGER NOT NULL DEFAULT 0,
         bounced INTEGER NOT NULL DEFAULT 0,
         failed INTEGER NOT NULL DEFAULT 0,
-        acked INTEGER NOT NULL DEFAULT 0
+        acked INTEGER NOT NULL DEFAULT 0,
+        catalogued INTEGER NOT NULL DEFAULT 1
       )`);
       this.upgradeOutbox();
+      // Catalog rows of accepted messages not yet in D1 (JSON of CatalogRows, bodies left out).
+      this.sql.exec(`CREATE TABLE IF NOT EXISTS catalog (
+        message_id TEXT PRIMARY KEY,
+        rows TEXT NOT NULL
+      )`);
+      this.sql.exec(`CREATE TABLE IF NOT EXISTS idempotency (
+        tenant_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        body_hash TEXT NOT NULL,
+        message_ids TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, key)
+      )`);
+      this.sql.exec("CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency(created_at)");
+      this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_catalogued ON outbox(catalogued, enqueued_at)");
       // Boot ids a node has replaced: a process that comes back with one of them lost its jobs already.
       this.sql.exec(`CREATE TABLE IF NOT EXISTS retired_boots (
         node_id TEXT NOT NULL,
@@ -229,6 +299,8 @@ export class OriginHub extends DurableObject<Bindings> {
         "UPDATE outbox SET state = 'leased' WHERE state = 'recording' AND lease_until IS NOT NULL",
       );
       this.sql.exec("UPDATE outbox SET state = 'ready' WHERE state = 'recording'");
+      // Catalog rows a previous incarnation had not written yet: write them now.
+      if (this.uncatalogued() > 0) this.scheduleFlush(0);
     });
   }
 
@@ -250,9 +322,118 @@ export class OriginHub extends DurableObject<Bindings> {
       this.sql.exec("ALTER TABLE outbox ADD COLUMN lease_node TEXT");
       this.sql.exec("ALTER TABLE outbox ADD COLUMN lease_boot TEXT");
     }
+    // Rows from before the hub accepted messages were enqueued after their D1 write: catalogued.
+    if (!columns.has("catalogued")) {
+      this.sql.exec("ALTER TABLE outbox ADD COLUMN catalogued INTEGER NOT NULL DEFAULT 1");
+    }
   }
 
   // ---------------------------------------------------------------- RPC from the Worker
+
+  /**
+   * The point of acceptance: every message of one request, with its catalog rows (and the request's
+   * Idempotency-Key), in one transaction. When this returns, the messages are durable here and will
+   * reach D1 and an origin; the Worker answers 202.
+   */
+  async accept(req: AcceptRequest): Promise<AcceptResult> {
+    const now = Date.now();
+    const result = this.ctx.storage.transactionSync((): AcceptResult => {
+      if (req.idempotency) {
+        this.sql.exec("DELETE FROM idempotency WHERE created_at <= ?", now - IDEMPOTENCY_TTL_MS);
+        const prior = this.sql
+          .exec<{ body_hash: string; message_ids: string }>(
+            "SELECT body_hash, message_ids FROM idempotency WHERE tenant_id = ? AND key = ?",
+            req.tenantId,
+            req.idempotency.key,
+          )
+          .toArray()[0];
+        if (prior) {
+          return prior.body_hash === req.idempotency.bodyHash
+            ? { ok: true, messageIds: JSON.parse(prior.message_ids) as string[], replayed: true }
+            : { ok: false, reason: "idempotency_conflict" };
+        }
+      }
+      for (const { entry, catalog } of req.messages) {
+        // The tenant of every row is the request's: one credential, one tenant.
+        if (entry.tenantId !== req.tenantId || catalog.message.tenantId !== req.tenantId) {
+          throw new Error("accept: a message of another tenant in the request");
+        }
+        this.sql.exec(
+          `INSERT INTO outbox (message_id, tenant_id, entry, recipients, state, due_at, enqueued_at, catalogued)
+           VALUES (?, ?, ?, ?, 'ready', ?, ?, 0) ON CONFLICT(message_id) DO NOTHING`,
+          entry.messageId,
+          entry.tenantId,
+          JSON.stringify(entry),
+          JSON.stringify(entry.recipients),
+          Math.max(now, entry.notBefore),
+          now,
+        );
+        this.sql.exec(
+          "INSERT INTO catalog (message_id, rows) VALUES (?, ?) ON CONFLICT(message_id) DO NOTHING",
+          entry.messageId,
+          JSON.stringify(catalog),
+        );
+      }
+      const messageIds = req.messages.map((m) => m.entry.messageId);
+      if (req.idempotency) {
+        this.sql.exec(
+          "INSERT INTO idempotency (tenant_id, key, body_hash, message_ids, created_at) VALUES (?, ?, ?, ?, ?)",
+          req.tenantId,
+          req.idempotency.key,
+          req.idempotency.bodyHash,
+          JSON.stringify(messageIds),
+          now,
+        );
+      }
+      return { ok: true, messageIds, replayed: false };
+    });
+    if (result.ok && !result.replayed && req.messages.length > 0) {
+      // The alarm is the durable backstop for the catalog flush (a timer dies with the object);
+      // it is armed before the answer, so the 202 never goes out without it.
+      await this.armAlarmBy(now + FLUSH_RETRY_MS);
+      this.scheduleFlush(this.config.CATALOG_FLUSH_MS);
+      // Dispatch after the answer: the 202 does not wait for DKIM keys to open or frames to go out.
+      void this.dispatch();
+    }
+    return result;
+  }
+
+  /**
+   * Read-your-writes: the message as this shard holds it while its catalog rows are not in D1 yet
+   * (null once they are: D1 answers then). Tenant-checked here as in every D1 query.
+   */
+  async message(tenantId: string, messageId: string): Promise<HubMessageView | null> {
+    const row = this.sql
+      .exec<{ entry: string; state: string; dispatches: number; deferrals: number; rows: string }>(
+        `SELECT o.entry, o.state, o.dispatches, o.deferrals, c.rows FROM outbox o
+         JOIN catalog c ON c.message_id = o.message_id WHERE o.message_id = ? AND o.tenant_id = ?`,
+        messageId,
+        tenantId,
+      )
+      .toArray()[0];
+    if (!row) return null;
+    const catalog = JSON.parse(row.rows) as CatalogRows;
+    const m = catalogMessageRow(catalog, JSON.parse(row.entry) as OutboxEntry);
+    return {
+      message: {
+        ...(m as Required<NewMessage>),
+        status: row.state === "ready" ? "queued" : "sending",
+        dispatches: row.dispatches,
+        deferrals: row.deferrals,
+        nextAttemptAt: null,
+        errorMessage: null,
+        deliveredAt: null,
+      } as MessageRow,
+      events: catalog.events.map((e) => ({ ...e, attempt: e.attempt ?? 0 }) as EventRow),
+    };
+  }
+
+  /** Writes what waits for D1 now; the cron calls it on every shard, so a hub that lost its timers catches up. */
+  async flush(): Promise<{ uncatalogued: number }> {
+    await this.flushResults();
+    await this.scheduleAlarm();
+    return { uncatalogued: this.uncatalogued() };
+  }
 
   /** Adds messages to the outbox. Idempotent per message id, so the sweeper may call it again. */
   async enqueue(entries: OutboxEntry[]): Promise<{ added: number }> {
@@ -360,12 +541,14 @@ export class OriginHub extends DurableObject<Bindings> {
           bootId: frame.bootId,
           credits: frame.capacity,
         } satisfies LinkState);
+        const hubs = allShards(layoutOf(this.config)).map(hubName);
         this.send(ws, {
           type: "welcome",
           protocol: LINK_PROTOCOL_VERSION,
-          shard: this.shardNumber(),
-          shards: this.config.HUB_SHARDS,
+          shard: this.linkIndex(hubs),
+          shards: hubs.length,
           leaseMs: this.config.LINK_LEASE_MS,
+          hubs,
         });
         await this.dispatch();
         return;
@@ -454,7 +637,9 @@ export class OriginHub extends DurableObject<Bindings> {
        WHERE state = 'leased' AND lease_until <= ?`,
       now,
     );
-    if (this.pendingSending.length > 0 || this.pendingResults.length > 0) await this.flushResults();
+    if (this.pendingSending.length > 0 || this.pendingResults.length > 0 || this.uncatalogued() > 0) {
+      await this.flushResults();
+    }
     await this.expireOldMessages(now);
     await this.dispatch();
   }
@@ -468,9 +653,13 @@ export class OriginHub extends DurableObject<Bindings> {
       .filter((l): l is { ws: WebSocket; state: LinkState } => l.state !== null && l.state.nodeId !== null);
   }
 
-  private shardNumber(): number {
+  /** This shard's place in the link order; a shard the layout does not list (a config change) by its own name. */
+  private linkIndex(hubs: string[]): number {
     const name = this.ctx.id.name ?? "hub-0";
-    return Number(name.replace(/^hub-/, "")) || 0;
+    const at = hubs.indexOf(name);
+    if (at >= 0) return at;
+    const own = parseHubName(name);
+    return own && own.region === null ? own.index : 0;
   }
 
   private send(ws: WebSocket, frame: EdgeFrame): boolean {
@@ -829,28 +1018,95 @@ export class OriginHub extends DurableObject<Bindings> {
     return this.pendingSending.length + this.sendingInFlight;
   }
 
-  private scheduleFlush(): void {
-    if (this.pendingResults.length + this.pendingSending.length >= RESULT_BATCH_MAX) void this.flushResults();
-    else this.flushTimer ??= setTimeout(() => void this.flushResults(), RESULT_FLUSH_MS);
+  /** Accepted messages whose catalog rows are not in D1 yet. */
+  private uncatalogued(): number {
+    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox WHERE catalogued = 0").one().n;
+  }
+
+  private isCatalogued(messageId: string): boolean {
+    const row = this.sql
+      .exec<{ c: number }>("SELECT catalogued AS c FROM outbox WHERE message_id = ?", messageId)
+      .toArray()[0];
+    // A row that left the outbox had its final outcome written, so its catalog rows before it.
+    return !row || row.c === 1;
+  }
+
+  /** Sets the alarm to `at` unless it fires sooner already. */
+  private async armAlarmBy(at: number): Promise<void> {
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+  }
+
+  /** `delayMs`: how long this kind of write may wait to share a batch (results 5 ms, catalog CATALOG_FLUSH_MS). */
+  private scheduleFlush(delayMs: number = RESULT_FLUSH_MS, retry = false): void {
+    // A retry after a failed write always waits: a full batch must not make a failing D1 spin.
+    if (!retry && this.pendingResults.length + this.pendingSending.length >= RESULT_BATCH_MAX) {
+      void this.flushResults();
+      return;
+    }
+    const at = Date.now() + delayMs;
+    if (this.flushTimer && this.flushAt <= at) return;
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushAt = at;
+    this.flushTimer = setTimeout(() => void this.flushResults(), delayMs);
+  }
+
+  /** Catalog rows for the next batch, oldest first, within CATALOG_BATCH_MAX and about CATALOG_BATCH_BYTES. */
+  private catalogBatch(): { messageId: string; catalog: CatalogRows; entry: OutboxEntry }[] {
+    const out: { messageId: string; catalog: CatalogRows; entry: OutboxEntry }[] = [];
+    let bytes = 0;
+    const rows = this.sql.exec<{ message_id: string; rows: string; entry: string }>(
+      `SELECT o.message_id, c.rows, o.entry FROM outbox o JOIN catalog c ON c.message_id = o.message_id
+       WHERE o.catalogued = 0 ORDER BY o.enqueued_at LIMIT ?`,
+      CATALOG_BATCH_MAX,
+    );
+    for (const r of rows) {
+      const size = r.rows.length + r.entry.length;
+      if (out.length > 0 && bytes + size > CATALOG_BATCH_BYTES) break;
+      bytes += size;
+      out.push({
+        messageId: r.message_id,
+        catalog: JSON.parse(r.rows) as CatalogRows,
+        entry: JSON.parse(r.entry) as OutboxEntry,
+      });
+    }
+    return out;
   }
 
   /**
-   * One D1 batch for everything that happened since the last flush: messages handed to origins
-   * (status sending, dispatches + 1) first, then outcomes, so a fast result is never overwritten.
+   * One D1 batch for everything that happened since the last flush: catalog rows of accepted messages
+   * first, then messages handed to origins (status sending, dispatches + 1), then outcomes, so a fast
+   * result is never overwritten and nothing updates a row before it exists. A mark or an outcome for a
+   * message that is neither catalogued nor in this batch's catalog rows waits for a later batch.
    * Building the statements is inside the same `try` as the write: whatever fails, every row of the
    * batch leaves `recording`.
    */
   private async flushResults(): Promise<void> {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = null;
-    const batch = this.pendingResults.splice(0);
-    const sending = this.pendingSending.splice(0);
-    if (batch.length === 0 && sending.length === 0) return;
+    const catalog = this.catalogBatch();
+    const inBatch = new Set(catalog.map((c) => c.messageId));
+    const ready = (id: string) => inBatch.has(id) || this.isCatalogued(id);
+    const waitingResults = this.pendingResults.filter((p) => !ready(p.row.message_id));
+    const waitingSending = this.pendingSending.filter((id) => !ready(id));
+    const batch = this.pendingResults.filter((p) => ready(p.row.message_id));
+    const sending = this.pendingSending.filter((id) => ready(id));
+    this.pendingResults = waitingResults;
+    this.pendingSending = waitingSending;
+    if (batch.length === 0 && sending.length === 0 && catalog.length === 0) return;
     const now = Date.now();
     // A failing D1 may take long to answer; marks under write are still waiting for it.
     this.sendingInFlight += sending.length;
     try {
       const statements = [
+        ...(catalog.length > 0
+          ? catalogStatements(
+              this.db,
+              catalog.map((c) => catalogMessageRow(c.catalog, c.entry)),
+              catalog.flatMap((c) => c.catalog.recipients),
+              catalog.flatMap((c) => c.catalog.events),
+            )
+          : []),
         ...(sending.length > 0 ? markSendingStatements(this.db, sending, now) : []),
         ...batch.flatMap(({ row, plan }) =>
           recordResultStatements(this.db, {
@@ -871,11 +1127,19 @@ export class OriginHub extends DurableObject<Bindings> {
     } catch (err) {
       this.sendingInFlight -= sending.length;
       for (const p of batch) this.recording.delete(p.row.message_id);
-      this.flushFailed(batch, sending, err);
+      this.flushFailed(batch, sending, catalog.length, err);
       return;
     }
     this.sendingInFlight -= sending.length;
     for (const p of batch) this.recording.delete(p.row.message_id);
+    // D1 has them: noted in one synchronous block (one implicit transaction), so a restart either
+    // replays the whole (idempotent) batch or none of it.
+    for (const c of catalog) {
+      this.sql.exec("UPDATE outbox SET catalogued = 1 WHERE message_id = ?", c.messageId);
+      this.sql.exec("DELETE FROM catalog WHERE message_id = ?", c.messageId);
+    }
+    if (catalog.length > 0 && this.uncatalogued() > 0) this.scheduleFlush(0);
+    else if (this.pendingResults.length + this.pendingSending.length > 0) this.scheduleFlush();
 
     const acks = new Map<WebSocket, string[]>();
     for (const { ws, jobId, row, plan, duplicates } of batch) {
@@ -903,7 +1167,7 @@ export class OriginHub extends DurableObject<Bindings> {
     await this.scheduleAlarm();
   }
 
-  private flushFailed(batch: PendingResult[], sending: string[], err: unknown): void {
+  private flushFailed(batch: PendingResult[], sending: string[], catalogRows: number, err: unknown): void {
     // The `sending` marks go into the next flush (bounded: dispatch pauses past MAX_PENDING_SENDING).
     this.pendingSending.unshift(...sending);
     for (const { ws, row } of batch) {
@@ -927,19 +1191,20 @@ export class OriginHub extends DurableObject<Bindings> {
         msg: "recording results failed",
         count: batch.length,
         sending: this.pendingSending.length,
+        catalog: catalogRows,
         error: errorText(err),
       }),
     );
-    if (this.pendingSending.length > 0) {
-      this.flushTimer ??= setTimeout(() => void this.flushResults(), FLUSH_RETRY_MS);
-    }
+    // Catalog rows wait in storage; they are retried until D1 takes them (the alarm too, if this timer is lost).
+    if (this.pendingSending.length > 0 || catalogRows > 0) this.scheduleFlush(FLUSH_RETRY_MS, true);
   }
 
   /** Messages nobody could deliver within the maximum queue age end as failed, never silently. */
   private async expireOldMessages(now: number): Promise<void> {
     const rows = this.sql
       .exec<OutboxRow>(
-        "SELECT * FROM outbox WHERE state = 'ready' AND enqueued_at <= ? LIMIT 100",
+        // Not before its catalog rows are in D1: the failure updates them.
+        "SELECT * FROM outbox WHERE state = 'ready' AND catalogued = 1 AND enqueued_at <= ? LIMIT 100",
         now - this.config.MAX_QUEUE_AGE_MS,
       )
       .toArray();
@@ -975,8 +1240,12 @@ export class OriginHub extends DurableObject<Bindings> {
         `SELECT min(t) AS t FROM (
            SELECT min(due_at) AS t FROM outbox WHERE state = 'ready'
            UNION ALL SELECT min(lease_until) FROM outbox WHERE state = 'leased'
-           UNION ALL SELECT min(enqueued_at) + ? FROM outbox WHERE state = 'ready')`,
+           UNION ALL SELECT min(enqueued_at) + ? FROM outbox WHERE state = 'ready'
+           UNION ALL SELECT max(min(enqueued_at) + ?, ?) FROM outbox WHERE catalogued = 0)`,
         this.config.MAX_QUEUE_AGE_MS,
+        FLUSH_RETRY_MS,
+        // Catalog rows still waiting: D1 is failing or a timer was lost; try again in FLUSH_RETRY_MS.
+        Date.now() + FLUSH_RETRY_MS,
       )
       .one().t;
     if (next === null) return;
@@ -998,9 +1267,12 @@ export class OriginHub extends DurableObject<Bindings> {
         `SELECT min(t) AS t FROM (
            SELECT min(due_at) AS t FROM outbox WHERE state = 'ready' AND due_at > ?
            UNION ALL SELECT min(lease_until) FROM outbox WHERE state = 'leased'
-           UNION ALL SELECT min(enqueued_at) + ? FROM outbox WHERE state = 'ready')`,
+           UNION ALL SELECT min(enqueued_at) + ? FROM outbox WHERE state = 'ready'
+           UNION ALL SELECT max(min(enqueued_at) + ?, ?) FROM outbox WHERE catalogued = 0)`,
         now,
         this.config.MAX_QUEUE_AGE_MS,
+        FLUSH_RETRY_MS,
+        now + FLUSH_RETRY_MS,
       )
       .one().t;
     return t === null ? null : Math.max(t, now + MIN_ALARM_GAP_MS);

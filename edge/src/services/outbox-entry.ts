@@ -1,10 +1,37 @@
 import type { DomainRow } from "../db/domains.ts";
-import type { MessageRow } from "../db/messages.ts";
+import type { MessageRow, NewEvent, NewMessage, NewRecipient } from "../db/messages.ts";
 import type { OutboxEntry } from "../objects/origin-hub.ts";
 
 /**
- * Builds the hub's outbox entry from the D1 rows alone, so the send path and the sweeper
- * (which re-enqueues messages whose enqueue was lost) produce exactly the same job.
+ * A live message's D1 catalog rows as its hub shard keeps them until the batched catalog flush
+ * (docs/architecture.md, "The accept path"). The bodies are left out: the outbox entry carries
+ * them already (`message.text` / `message.html`), and one copy keeps the hub's rows small.
+ */
+export interface CatalogRows {
+  message: Omit<NewMessage, "textBody" | "htmlBody">;
+  recipients: NewRecipient[];
+  events: NewEvent[];
+}
+
+/** One live message as the send path hands it to its hub shard: the job and the catalog rows. */
+export interface AcceptedMessage {
+  entry: OutboxEntry;
+  catalog: CatalogRows;
+}
+
+export function catalogRowsOf(row: NewMessage, recipients: NewRecipient[], events: NewEvent[]): CatalogRows {
+  const { textBody: _text, htmlBody: _html, ...message } = row;
+  return { message, recipients, events };
+}
+
+/** The full `messages` row again: the catalog's columns plus the bodies from the outbox entry. */
+export function catalogMessageRow(catalog: CatalogRows, entry: OutboxEntry): NewMessage {
+  return { ...catalog.message, textBody: entry.message.text ?? null, htmlBody: entry.message.html ?? null };
+}
+
+/**
+ * Builds the hub's outbox entry from the message row, so the send path and the sweeper's legacy
+ * guard (which re-enqueues messages accepted before the hub took them) produce exactly the same job.
  */
 export function buildOutboxEntry(
   m: MessageRow,

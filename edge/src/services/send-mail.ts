@@ -1,13 +1,16 @@
 /**
- * The send use case (docs/architecture.md, "The path of one message"), as named steps:
+ * The send use case (docs/architecture.md, "The accept path"), as named steps:
  *   decide mode → refuse what this deployment does not honour yet (`notSupportedErrors`) → expand
  *   personalizations one at a time, each checked against the size limits (`draftsWithinLimits`) →
  *   check the sender domains (live only) → build the rows, each checked to fit one link frame →
- *   persist messages, recipients and `processed` events in one D1 batch → hand live messages to the
- *   OriginHub. Nothing is written until every check passed.
+ *   live: ONE call to the request's hub shard, which accepts every message (outbox entry, catalog
+ *   rows, `processed` events, the Idempotency-Key) in one transaction and later writes the catalog
+ *   rows to D1 → 202. Nothing is written until every check passed, and a request's messages are
+ *   accepted all together or not at all.
  * Validation has already happened (the route ran validateMailSend). Sandbox goes through the same
- * checks and stops after persisting: status `sandbox`, no events, nothing queued
- * (docs/api/sendgrid.md#sandbox-and-live).
+ * checks and stops before the hub: one D1 batch (status `sandbox`, no events, nothing queued), so it
+ * is one round trip too and its rows are listed at once (docs/api/sendgrid.md#sandbox-and-live).
+ * Live ids name the shard that accepted them (edge/src/lib/shards.ts); sandbox ids name none.
  */
 import { AppError } from "../../../shared/errors.ts";
 import { newId } from "../../../shared/ids.ts";
@@ -39,8 +42,15 @@ import {
   type NewMessage,
   type NewRecipient,
 } from "../db/messages.ts";
-import { buildOutboxEntry, domainOf, envelopeRecipients } from "./outbox-entry.ts";
-import type { OutboxEntry } from "../objects/origin-hub.ts";
+import { newMessageId, type ShardRef } from "../lib/shards.ts";
+import type { AcceptRequest, AcceptResult } from "../objects/origin-hub.ts";
+import {
+  buildOutboxEntry,
+  catalogRowsOf,
+  domainOf,
+  envelopeRecipients,
+  type AcceptedMessage,
+} from "./outbox-entry.ts";
 
 export { MAX_INLINE_BODY_BYTES };
 
@@ -66,14 +76,22 @@ export const MAX_JOB_BYTES = FRAME_BUDGET_BYTES - 16 * 1024;
 
 export interface SendDeps {
   db: Db;
-  enqueue: (entries: OutboxEntry[]) => Promise<void>;
+  /** The hub shard this request's live messages go to (chosen per request) and its accept call. */
+  hub: { shard: ShardRef; accept: (req: AcceptRequest) => Promise<AcceptResult> };
   now: () => number;
   log: (msg: string, extra?: Record<string, unknown>) => void;
+}
+
+export interface SendOptions {
+  /** The request's Idempotency-Key and a SHA-256 (hex) of its body (live sends only). */
+  idempotency?: { key: string; bodyHash: string };
 }
 
 export interface SendResult {
   messageIds: string[];
   mode: "live" | "sandbox";
+  /** True when an Idempotency-Key retry got the ids of the request that first used the key. */
+  replayed: boolean;
 }
 
 type KeyPrincipal = Extract<Principal, { kind: "api_key" }>;
@@ -84,7 +102,12 @@ export function sendMode(principal: KeyPrincipal, mail: MailSend): "live" | "san
   return mail.mail_settings?.sandbox_mode?.enable === true ? "sandbox" : "live";
 }
 
-export async function sendMail(deps: SendDeps, principal: KeyPrincipal, mail: MailSend): Promise<SendResult> {
+export async function sendMail(
+  deps: SendDeps,
+  principal: KeyPrincipal,
+  mail: MailSend,
+  opts: SendOptions = {},
+): Promise<SendResult> {
   const mode = sendMode(principal, mail);
   const unsupported = notSupportedErrors(mail, deps.now());
   if (unsupported.length > 0) {
@@ -97,20 +120,23 @@ export async function sendMail(deps: SendDeps, principal: KeyPrincipal, mail: Ma
   const now = deps.now();
   const rows: NewMessage[] = [];
   const recipients: NewRecipient[] = [];
-  const firstEvents: NewEvent[] = [];
+  const accepted: AcceptedMessage[] = [];
   for (const draft of drafts) {
-    const id = newId("msg", now);
+    const id = mode === "live" ? newMessageId(deps.hub.shard, now) : newId("msg", now);
     const row = messageRow(id, principal, mode, draft, now);
     checkJobSize(row as Parameters<typeof buildOutboxEntry>[0], draft.personalizationIndex);
     rows.push(row);
+    const own: NewRecipient[] = [];
     for (const kind of ["to", "cc", "bcc"] as const) {
       for (const a of draft[kind]) {
-        recipients.push({ messageId: id, tenantId: principal.tenantId, email: a.email.toLowerCase(), kind });
+        own.push({ messageId: id, tenantId: principal.tenantId, email: a.email.toLowerCase(), kind });
       }
     }
+    recipients.push(...own);
     if (mode === "live") {
+      const events: NewEvent[] = [];
       for (const email of envelopeRecipients(row)) {
-        firstEvents.push({
+        events.push({
           id: newId("evt", now),
           tenantId: principal.tenantId,
           messageId: id,
@@ -121,23 +147,41 @@ export async function sendMail(deps: SendDeps, principal: KeyPrincipal, mail: Ma
           metadata: {},
         });
       }
+      accepted.push({
+        entry: buildOutboxEntry(
+          row as Parameters<typeof buildOutboxEntry>[0],
+          domains.get(domainOf(row.fromEmail)),
+        ),
+        catalog: catalogRowsOf(row, own, events),
+      });
     }
   }
 
-  await deps.db.batch(insertMessagesStatements(deps.db, rows, recipients, firstEvents) as [never]);
-
-  if (mode === "live") {
-    const entries = rows.map((row) =>
-      buildOutboxEntry(row as Parameters<typeof buildOutboxEntry>[0], domains.get(domainOf(row.fromEmail))),
-    );
-    try {
-      await deps.enqueue(entries);
-    } catch (err) {
-      // The messages are safely in D1 as `queued`; the cron sweeper hands them to the hub again.
-      deps.log("enqueue failed; the sweeper will retry", { error: String(err), count: entries.length });
-    }
+  if (mode === "sandbox") {
+    await deps.db.batch(insertMessagesStatements(deps.db, rows, recipients, []) as [never]);
+    return { messageIds: rows.map((r) => r.id), mode, replayed: false };
   }
-  return { messageIds: rows.map((r) => r.id), mode };
+
+  // The one round trip of a live send. If it fails, nothing was accepted (one transaction) and the
+  // error answers the request: the client may retry, with its Idempotency-Key to be safe.
+  const result = await deps.hub.accept({
+    tenantId: principal.tenantId,
+    messages: accepted,
+    ...(opts.idempotency ? { idempotency: opts.idempotency } : {}),
+  });
+  if (!result.ok) {
+    throw new AppError("unprocessable", "Idempotency-Key reused", {
+      fields: [
+        {
+          message:
+            "This Idempotency-Key was already used in the last 24 hours with a different request body; send the same body to get the original response, or use a new key for a new request.",
+          field: "Idempotency-Key",
+          help: null,
+        },
+      ],
+    });
+  }
+  return { messageIds: result.messageIds, mode, replayed: result.replayed };
 }
 
 function messageRow(

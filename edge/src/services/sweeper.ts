@@ -1,7 +1,15 @@
 /**
- * The cron sweeper: a live message that is still not terminal and has not changed for a while
- * may have missed the hub (the enqueue after the D1 write failed). Handing it to the hub again is
- * safe because enqueue is idempotent per message id; a message the hub already holds is untouched.
+ * The cron sweeper. Since the hub shard is the point of acceptance (docs/architecture.md, "The
+ * accept path"), a live message cannot "miss the hub" any more: it exists only once its shard
+ * committed it, and the shard alone moves it on. So the sweeper no longer re-enqueues such
+ * messages (doing so could only race the shard and send one twice). What it does now:
+ *  1. Wakes every configured shard and asks it to write what waits for D1 (`flush`): a shard that
+ *     restarted and lost its timers writes its catalog rows and re-arms its alarm. Its alarm does the
+ *     same on its own; this is the backstop that needs nothing from the shard's memory.
+ *  2. Legacy guard: live messages accepted before that change (ids that name no shard) that are still
+ *     not terminal and untouched for STALE_AFTER_MS may have lost their enqueue after the D1 write, as
+ *     the old send path could; they are handed to the unplaced shard they were enqueued on then.
+ *     Enqueue is idempotent per message id, so a message the hub already holds is untouched.
  */
 import type { Db } from "../db/client.ts";
 import { findDomainsByNames } from "../db/domains.ts";
@@ -12,7 +20,28 @@ import { buildOutboxEntry, domainOf } from "./outbox-entry.ts";
 export const STALE_AFTER_MS = 10 * 60_000;
 const BATCH = 200;
 
-export async function sweepStaleMessages(
+export interface SweepDeps {
+  db: Db;
+  /** Hands legacy messages to the shard they were enqueued on (hub-client.ts enqueueLegacy). */
+  enqueueLegacy: (entries: OutboxEntry[]) => Promise<void>;
+  /** Asks every shard to flush; returns how many messages are still not in the catalog. */
+  flushShards: () => Promise<number>;
+}
+
+export interface SweepResult {
+  /** Legacy messages handed back to their hub. */
+  requeued: number;
+  /** Accepted messages whose catalog rows are still not in D1 after the flush (D1 failing). */
+  uncatalogued: number;
+}
+
+export async function sweep(deps: SweepDeps, now: number): Promise<SweepResult> {
+  const uncatalogued = await deps.flushShards();
+  const requeued = await sweepLegacyMessages(deps.db, deps.enqueueLegacy, now);
+  return { requeued, uncatalogued };
+}
+
+export async function sweepLegacyMessages(
   db: Db,
   enqueue: (entries: OutboxEntry[]) => Promise<void>,
   now: number,

@@ -4,6 +4,8 @@
  * as well as SendGrid's `X-Message-Id` header (docs/api/sendgrid.md#differences-from-sendgrid).
  * Quirk: @sendgrid/mail copies custom email headers into HTTP request headers too; unknown HTTP
  * headers are ignored here.
+ * Not SendGrid: `Idempotency-Key` (docs/api/sendgrid.md#idempotency-key). A live send that carries
+ * one is routed to the shard hash(tenant, key) of its region, which remembers the key for 24 h.
  */
 import { Hono } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
@@ -17,9 +19,34 @@ import {
 import type { AppEnv } from "../../context.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
-import { enqueueOnHubs } from "../../services/hub-client.ts";
+import { chooseShard, idempotencyKeyHash, layoutOf, type RequestPlace } from "../../lib/shards.ts";
+import { hubStub } from "../../services/hub-client.ts";
 import { sendMail } from "../../services/send-mail.ts";
 import { renderSendGrid } from "../errors.ts";
+
+/** Printable ASCII without spaces (so never a CR or LF); 255 characters hold any UUID or hash a client uses. */
+const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
+
+function idempotencyKey(value: string | undefined): string | null {
+  if (value === undefined) return null;
+  if (!IDEMPOTENCY_KEY.test(value)) {
+    throw new AppError("invalid_request", "Bad Request", {
+      fields: [
+        {
+          message: "Idempotency-Key must be 1 to 255 printable ASCII characters without spaces.",
+          field: "Idempotency-Key",
+          help: null,
+        },
+      ],
+    });
+  }
+  return value;
+}
+
+async function sha256Hex(bytes: ArrayBuffer): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 /**
  * The raw body → a validated MailSend, or an AppError in SendGrid's shape: 413 over 20 MB, 415 for
@@ -53,21 +80,31 @@ export const mailSend = new Hono<AppEnv>()
     const principal = c.get("principal");
     if (principal.kind !== "api_key") throw new AppError("forbidden", "Sending needs an API key");
 
-    const mail = readMailSend(await c.req.arrayBuffer());
+    const key = idempotencyKey(c.req.header("idempotency-key"));
+    const raw = await c.req.arrayBuffer();
+    const mail = readMailSend(raw);
 
     const config = c.get("config");
+    // One shard per request, near where it entered Cloudflare; with a key, the one that remembers it.
+    const shard = chooseShard(
+      layoutOf(config),
+      c.req.raw.cf as RequestPlace | undefined,
+      key === null ? null : idempotencyKeyHash(principal.tenantId, key),
+    );
     const result = await sendMail(
       {
         db: c.get("db"),
-        enqueue: (entries) => enqueueOnHubs(c.env, config.HUB_SHARDS, entries),
+        hub: { shard, accept: (req) => hubStub(c.env, shard).accept(req) },
         now: Date.now,
         log: (msg, extra) =>
           console.error(JSON.stringify({ level: "warn", msg, requestId: c.get("requestId"), ...extra })),
       },
       principal,
       mail,
+      key === null ? {} : { idempotency: { key, bodyHash: await sha256Hex(raw) } },
     );
     c.header("X-Message-Id", result.messageIds[0]!);
+    if (result.replayed) c.header("Idempotent-Replayed", "true");
     return c.json(
       result.messageIds.length === 1
         ? { message_id: result.messageIds[0] }

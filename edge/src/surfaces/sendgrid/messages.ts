@@ -1,6 +1,10 @@
 /**
  * GET /v3/messages and GET /v3/messages/{id} (docs/api/sendgrid.md#get-v3messages): FastAPI-style errors, any
  * authenticated caller of the tenant may read; another tenant's message is a plain 404.
+ * Both read the D1 catalog, which the hub shards write in batched flushes: a list may lag an accepted
+ * send by one flush (CATALOG_FLUSH_MS). By id there is no lag: when D1 has no row yet, the shard
+ * the id names answers (tenant-checked there too), and D1 is asked once more in case the flush
+ * landed in between (docs/api/sendgrid.md#catalog-lag).
  */
 import { Hono } from "hono";
 import { z } from "zod";
@@ -14,6 +18,8 @@ import {
   type MessageRow,
 } from "../../db/messages.ts";
 import { MESSAGE_STATUSES } from "../../db/schema.ts";
+import type { HubMessageView } from "../../objects/origin-hub.ts";
+import { hubStub, ownerOf } from "../../services/hub-client.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
@@ -110,9 +116,20 @@ export const messagesApi = new Hono<AppEnv>()
     const principal = c.get("principal");
     if (principal.kind !== "api_key") throw new AppError("forbidden", "Reading messages needs an API key");
     const id = c.req.param("id");
-    const m = await getMessage(c.get("db"), principal.tenantId, id);
-    if (!m) throw new AppError("not_found", `Message not found: ${id}`);
-    const events = await getMessageEvents(c.get("db"), principal.tenantId, id);
+    const db = c.get("db");
+    let found: HubMessageView | null = null;
+    const m0 = await getMessage(db, principal.tenantId, id);
+    if (m0) found = { message: m0, events: await getMessageEvents(db, principal.tenantId, id) };
+    const owner = m0 ? null : ownerOf(c.get("config"), id);
+    if (owner) {
+      found = (await hubStub(c.env, owner).message(principal.tenantId, id)) as HubMessageView | null;
+      if (!found) {
+        const m1 = await getMessage(db, principal.tenantId, id);
+        if (m1) found = { message: m1, events: await getMessageEvents(db, principal.tenantId, id) };
+      }
+    }
+    if (!found) throw new AppError("not_found", `Message not found: ${id}`);
+    const { message: m, events } = found;
     return c.json({
       ...summary(m),
       mode: m.mode,
