@@ -4,7 +4,7 @@
  * is written to D1 directly, because tests run with DEV_MODE "false" and have no DNS to publish to.
  * Every test makes its own tenant, so tests never depend on each other's rows.
  */
-import { SELF } from "cloudflare:test";
+import { runInDurableObject, SELF } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { expect } from "vitest";
 import {
@@ -15,6 +15,8 @@ import {
   type OriginFrame,
 } from "../../shared/link/protocol.ts";
 import type { Permission } from "../../shared/permissions.ts";
+import { loadConfig, type Bindings } from "../../edge/src/env.ts";
+import { allShards, hubName, layoutOf } from "../../edge/src/lib/shards.ts";
 
 export const BASE = "https://edge.test";
 
@@ -350,4 +352,32 @@ export async function openLink(token: string = env.ORIGIN_TOKEN): Promise<LinkCl
   if (!ws) throw new Error("no WebSocket in the 101 response");
   ws.accept();
   return new LinkClient(ws);
+}
+
+/**
+ * A tenant's messages wherever a 202 can have put them: the D1 catalog, and the outbox of every hub
+ * shard the test configuration has (a live message sits only in its shard until the catalog flush).
+ * Refused sends must leave this unchanged.
+ */
+export async function storedMessageCount(tenantId: string): Promise<number> {
+  const d1 = await env.DB.prepare("SELECT count(*) AS n FROM messages WHERE tenant_id = ?")
+    .bind(tenantId)
+    .first<{ n: number }>();
+  const loaded = loadConfig(env as unknown as Bindings);
+  if (!loaded.ok) throw new Error(`test configuration is invalid: ${loaded.problems.join("; ")}`);
+  let inHubs = 0;
+  for (const shard of allShards(layoutOf(loaded.config))) {
+    inHubs += await runInDurableObject(
+      env.ORIGIN_HUB.getByName(hubName(shard)),
+      (_instance, state) =>
+        state.storage.sql
+          .exec<{ n: number }>(
+            // Only rows not yet in D1 (catalogued = 0), so no message is counted twice.
+            "SELECT count(*) AS n FROM outbox WHERE tenant_id = ? AND catalogued = 0",
+            tenantId,
+          )
+          .one().n,
+    );
+  }
+  return d1!.n + inHubs;
 }

@@ -2,9 +2,16 @@
  * POST /v3/mail/send failures through the real route: status codes and exact SendGrid-style bodies
  * (`{"errors":[{message, field, help}]}`, docs/api/sendgrid.md#errors).
  */
-import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
-import { bearer, call, mailBody, sendMail, setupTenant, type TenantFixture } from "./helpers.ts";
+import {
+  bearer,
+  call,
+  mailBody,
+  sendMail,
+  setupTenant,
+  storedMessageCount,
+  type TenantFixture,
+} from "./helpers.ts";
 
 const HELP = "https://scaisend.scailabs.ai/docs/06-reference/02-mail-send";
 
@@ -13,12 +20,8 @@ beforeAll(async () => {
   t = await setupTenant();
 });
 
-async function messageCount(tenantId: string): Promise<number> {
-  const row = await env.DB.prepare("SELECT count(*) AS n FROM messages WHERE tenant_id = ?")
-    .bind(tenantId)
-    .first<{ n: number }>();
-  return row!.n;
-}
+// In D1 and in every hub shard: a live message is only in its shard until the catalog flush.
+const messageCount = storedMessageCount;
 
 async function expectErrors(res: Response, status: number, errors: unknown[]): Promise<void> {
   expect(res.status).toBe(status);
@@ -114,6 +117,12 @@ describe("post /v3/mail/send validation", () => {
     await expectErrors(await sendMail(t.liveKey, "[1,2]"), 400, [
       { message: "Invalid type. Expected: object, given: array.", field: null, help: null },
     ]);
+  });
+
+  it("control: the stored-message count sees an accepted live send at once, before its catalog flush", async () => {
+    const before = await messageCount(t.tenantId);
+    expect((await sendMail(t.liveKey, mailBody(t.from))).status).toBe(202);
+    expect(await messageCount(t.tenantId)).toBe(before + 1);
   });
 
   it("stores nothing when the request is rejected", async () => {

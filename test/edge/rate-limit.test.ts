@@ -4,7 +4,7 @@
  */
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { bearer, call, mailBody, sendMail, setupTenant, uid } from "./helpers.ts";
+import { bearer, call, mailBody, sendMail, setupTenant, storedMessageCount, uid } from "./helpers.ts";
 
 const LIMIT = Number(env.MAIL_SEND_RATE_LIMIT);
 
@@ -71,10 +71,7 @@ describe("post /v3/mail/send when the bucket is empty", () => {
     expect(res.headers.get("x-ratelimit-reset")).toMatch(/^\d+$/);
     expect(res.headers.get("x-message-id")).toBeNull();
 
-    const stored = await env.DB.prepare("SELECT count(*) AS n FROM messages WHERE tenant_id = ?")
-      .bind(t.tenantId)
-      .first<{ n: number }>();
-    expect(stored!.n).toBe(0);
+    expect(await storedMessageCount(t.tenantId)).toBe(0);
   });
 
   it("→ 429 before the body is even looked at (a bad body does not get a 400)", async () => {
