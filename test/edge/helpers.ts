@@ -381,3 +381,24 @@ export async function storedMessageCount(tenantId: string): Promise<number> {
   }
   return d1!.n + inHubs;
 }
+
+/**
+ * Empties hub-0 for the next test (Durable Object storage is per test file, shared by its tests):
+ * links closed — their attachment cleared first, so the hub never counts a socket it is closing as
+ * a link that could take jobs —, outbox and catalog rows deleted, alarm cleared.
+ */
+export async function resetHub(name = "hub-0"): Promise<void> {
+  await runInDurableObject(env.ORIGIN_HUB.getByName(name), async (_instance, state) => {
+    for (const ws of state.getWebSockets()) {
+      ws.serializeAttachment(null);
+      try {
+        ws.close(1000, "test reset");
+      } catch {
+        // already closed
+      }
+    }
+    state.storage.sql.exec("DELETE FROM outbox");
+    state.storage.sql.exec("DELETE FROM catalog");
+    await state.storage.deleteAlarm();
+  });
+}

@@ -26,6 +26,7 @@ import {
   sendMail,
   setupTenant,
   type TenantFixture,
+  resetHub,
 } from "./helpers.ts";
 
 const hub = () => env.ORIGIN_HUB.getByName("hub-0");
@@ -134,19 +135,7 @@ const opened: LinkClient[] = [];
 let t: TenantFixture;
 beforeEach(async () => {
   t = await setupTenant();
-  await runInDurableObject(hub(), async (_instance, state) => {
-    for (const ws of state.getWebSockets()) {
-      ws.serializeAttachment(null);
-      try {
-        ws.close(1000, "test reset");
-      } catch {
-        // already closed
-      }
-    }
-    state.storage.sql.exec("DELETE FROM outbox");
-    state.storage.sql.exec("DELETE FROM catalog");
-    await state.storage.deleteAlarm();
-  });
+  await resetHub();
 });
 afterEach(async () => {
   await restoreD1();

@@ -17,25 +17,14 @@ import {
   openLink,
   sendOne,
   setupTenant,
+  resetHub,
 } from "./helpers.ts";
 
 const hub = () => env.ORIGIN_HUB.getByName("hub-0");
 
 const opened: LinkClient[] = [];
 beforeEach(async () => {
-  // A hub with no links and an empty outbox (storage is per test file; the object may outlive a test).
-  await runInDurableObject(hub(), async (_instance, state) => {
-    for (const ws of state.getWebSockets()) {
-      ws.serializeAttachment(null);
-      try {
-        ws.close(1000, "test reset");
-      } catch {
-        // already closed
-      }
-    }
-    state.storage.sql.exec("DELETE FROM outbox");
-    await state.storage.deleteAlarm();
-  });
+  await resetHub();
 });
 afterEach(() => {
   for (const l of opened.splice(0)) l.close();

@@ -26,6 +26,7 @@ import {
   openLink,
   sendOne,
   setupTenant,
+  resetHub,
 } from "./helpers.ts";
 
 const hub = () => env.ORIGIN_HUB.getByName("hub-0");
@@ -73,19 +74,7 @@ function pendingMarks(): Promise<number> {
 
 const opened: LinkClient[] = [];
 beforeEach(async () => {
-  // A hub with no links and an empty outbox (storage is per test file, shared by its tests).
-  await runInDurableObject(hub(), async (_instance, state) => {
-    for (const ws of state.getWebSockets()) {
-      ws.serializeAttachment(null);
-      try {
-        ws.close(1000, "test reset");
-      } catch {
-        // already closed
-      }
-    }
-    state.storage.sql.exec("DELETE FROM outbox");
-    await state.storage.deleteAlarm();
-  });
+  await resetHub();
 });
 afterEach(async () => {
   await restoreD1();

@@ -16,6 +16,7 @@ import {
   sendOne,
   setupTenant,
   type TenantFixture,
+  resetHub,
 } from "./helpers.ts";
 
 const hub = () => env.ORIGIN_HUB.getByName("hub-0");
@@ -57,19 +58,7 @@ async function link(capacity: number): Promise<LinkClient> {
 }
 
 beforeEach(async () => {
-  // Every test shares hub-0 (storage is per file): start from an empty outbox with no links.
-  await runInDurableObject(hub(), async (_instance, state) => {
-    for (const ws of state.getWebSockets()) {
-      ws.serializeAttachment(null);
-      try {
-        ws.close(1000, "test reset");
-      } catch {
-        // already closed
-      }
-    }
-    state.storage.sql.exec("DELETE FROM outbox");
-    await state.storage.deleteAlarm();
-  });
+  await resetHub();
 });
 
 afterEach(() => {

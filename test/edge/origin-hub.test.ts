@@ -24,6 +24,7 @@ import {
   setupTenant,
   type DomainView,
   type TenantFixture,
+  resetHub,
 } from "./helpers.ts";
 
 const hub = () => env.ORIGIN_HUB.getByName("hub-0");
@@ -87,20 +88,7 @@ async function link(capacity: number, nodeId?: string, bootId?: string): Promise
 }
 
 beforeEach(async () => {
-  // Forget links and rows left by the previous test; the attachment is cleared first so the hub
-  // never counts a socket it is closing as a link that could take jobs.
-  await runInDurableObject(hub(), async (_instance, state) => {
-    for (const ws of state.getWebSockets()) {
-      ws.serializeAttachment(null);
-      try {
-        ws.close(1000, "test reset");
-      } catch {
-        // already closed
-      }
-    }
-    state.storage.sql.exec("DELETE FROM outbox");
-    await state.storage.deleteAlarm();
-  });
+  await resetHub();
 });
 
 afterEach(() => {
