@@ -402,3 +402,23 @@ export async function resetHub(name = "hub-0"): Promise<void> {
     await state.storage.deleteAlarm();
   });
 }
+
+/** Where `breakD1` puts the events table (D1 storage is per test file, so one name serves all). */
+export const EVENTS_HELD = "events_held_by_test";
+let eventsHeld = false;
+
+/**
+ * A real D1 failure for the hub's catalog and result writes: the events table is renamed away, so
+ * every batch that inserts an event fails as it would in an outage. `restoreD1` undoes it (safe to
+ * call when nothing is broken, e.g. in afterEach).
+ */
+export async function breakD1(): Promise<void> {
+  await env.DB.prepare(`ALTER TABLE events RENAME TO ${EVENTS_HELD}`).run();
+  eventsHeld = true;
+}
+
+export async function restoreD1(): Promise<void> {
+  if (!eventsHeld) return;
+  await env.DB.prepare(`ALTER TABLE ${EVENTS_HELD} RENAME TO events`).run();
+  eventsHeld = false;
+}

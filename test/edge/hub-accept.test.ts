@@ -27,6 +27,9 @@ import {
   setupTenant,
   type TenantFixture,
   resetHub,
+  breakD1,
+  restoreD1,
+  EVENTS_HELD,
 } from "./helpers.ts";
 
 const hub = () => env.ORIGIN_HUB.getByName("hub-0");
@@ -119,18 +122,6 @@ async function flushed(): Promise<void> {
   throw new Error("the hub never finished its catalog flush");
 }
 
-const HELD = "events_held_by_accept_test";
-let broken = false;
-async function breakD1(): Promise<void> {
-  await env.DB.prepare(`ALTER TABLE events RENAME TO ${HELD}`).run();
-  broken = true;
-}
-async function restoreD1(): Promise<void> {
-  if (!broken) return;
-  await env.DB.prepare(`ALTER TABLE ${HELD} RENAME TO events`).run();
-  broken = false;
-}
-
 const opened: LinkClient[] = [];
 let t: TenantFixture;
 beforeEach(async () => {
@@ -218,7 +209,7 @@ describe("a hub restart between accept and flush", () => {
     const none = await env.DB.prepare(
       `SELECT (SELECT count(*) FROM messages WHERE id IN (?1, ?2))
             + (SELECT count(*) FROM message_recipients WHERE message_id IN (?1, ?2))
-            + (SELECT count(*) FROM ${HELD} WHERE message_id IN (?1, ?2)) AS n`,
+            + (SELECT count(*) FROM ${EVENTS_HELD} WHERE message_id IN (?1, ?2)) AS n`,
     )
       .bind(a.entry.messageId, b.entry.messageId)
       .first<{ n: number }>();

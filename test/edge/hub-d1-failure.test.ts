@@ -8,10 +8,19 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it } from "vitest";
 import type { OriginFrame } from "../../shared/link/protocol.ts";
-import { eventually, getMessage, LinkClient, mailBody, openLink, sendOne, setupTenant } from "./helpers.ts";
+import {
+  eventually,
+  getMessage,
+  LinkClient,
+  mailBody,
+  openLink,
+  sendOne,
+  setupTenant,
+  breakD1,
+  restoreD1,
+} from "./helpers.ts";
 
 const hub = () => env.ORIGIN_HUB.getByName("hub-0");
-const HELD = "events_held_by_test";
 
 /** The events table's shape: columns and indexes, to check that the restore is exact. */
 async function eventsSchema(): Promise<unknown> {
@@ -22,17 +31,6 @@ async function eventsSchema(): Promise<unknown> {
     "SELECT name, \"unique\", partial FROM pragma_index_list('events') ORDER BY name",
   ).all();
   return { columns: columns.results, indexes: indexes.results };
-}
-
-let broken = false;
-async function breakD1(): Promise<void> {
-  await env.DB.prepare(`ALTER TABLE events RENAME TO ${HELD}`).run();
-  broken = true;
-}
-async function restoreD1(): Promise<void> {
-  if (!broken) return;
-  await env.DB.prepare(`ALTER TABLE ${HELD} RENAME TO events`).run();
-  broken = false;
 }
 
 function outboxRow(messageId: string): Promise<{ state: string } | undefined> {

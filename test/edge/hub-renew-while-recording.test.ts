@@ -24,21 +24,11 @@ import {
   openLink,
   sendOne,
   setupTenant,
+  breakD1,
+  restoreD1,
 } from "./helpers.ts";
 
 const hub = () => env.ORIGIN_HUB.getByName("hub-0");
-const HELD = "events_held_by_test";
-
-let broken = false;
-async function breakD1(): Promise<void> {
-  await env.DB.prepare(`ALTER TABLE events RENAME TO ${HELD}`).run();
-  broken = true;
-}
-async function restoreD1(): Promise<void> {
-  if (!broken) return;
-  await env.DB.prepare(`ALTER TABLE ${HELD} RENAME TO events`).run();
-  broken = false;
-}
 
 // A type alias, not an interface: SqlStorage rows must be assignable to Record<string, SqlStorageValue>.
 type LeaseView = {

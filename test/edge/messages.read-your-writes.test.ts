@@ -7,19 +7,8 @@
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it } from "vitest";
 import { newMessageId } from "../../edge/src/lib/shards.ts";
-import { bearer, call, mailBody, sendOne, setupTenant } from "./helpers.ts";
+import { bearer, call, mailBody, sendOne, setupTenant, breakD1, restoreD1 } from "./helpers.ts";
 
-const HELD = "events_held_by_ryw_test";
-let broken = false;
-async function breakD1(): Promise<void> {
-  await env.DB.prepare(`ALTER TABLE events RENAME TO ${HELD}`).run();
-  broken = true;
-}
-async function restoreD1(): Promise<void> {
-  if (!broken) return;
-  await env.DB.prepare(`ALTER TABLE ${HELD} RENAME TO events`).run();
-  broken = false;
-}
 afterEach(restoreD1);
 
 async function catalogued(): Promise<void> {
