@@ -43,7 +43,7 @@ import {
   type NewRecipient,
 } from "../db/messages.ts";
 import { newMessageId, type ShardRef } from "../lib/shards.ts";
-import type { AcceptRequest, AcceptResult } from "../objects/origin-hub.ts";
+import type { AcceptRequest, AcceptResult, OutboxEntry } from "../objects/origin-hub.ts";
 import {
   buildOutboxEntry,
   catalogRowsOf,
@@ -124,7 +124,12 @@ export async function sendMail(
   for (const draft of drafts) {
     const id = mode === "live" ? newMessageId(deps.hub.shard, now) : newId("msg", now);
     const row = messageRow(id, principal, mode, draft, now);
-    checkJobSize(row as Parameters<typeof buildOutboxEntry>[0], draft.personalizationIndex);
+    // Built once: measured here against the link's frame budget, and handed to the hub as it is.
+    const entry = buildOutboxEntry(
+      row as Parameters<typeof buildOutboxEntry>[0],
+      mode === "live" ? domains.get(domainOf(row.fromEmail)) : undefined,
+    );
+    checkJobSize(entry, draft.personalizationIndex);
     rows.push(row);
     const own: NewRecipient[] = [];
     for (const kind of ["to", "cc", "bcc"] as const) {
@@ -147,13 +152,7 @@ export async function sendMail(
           metadata: {},
         });
       }
-      accepted.push({
-        entry: buildOutboxEntry(
-          row as Parameters<typeof buildOutboxEntry>[0],
-          domains.get(domainOf(row.fromEmail)),
-        ),
-        catalog: catalogRowsOf(row, own, events),
-      });
+      accepted.push({ entry, catalog: catalogRowsOf(row, own, events) });
     }
   }
 
@@ -362,9 +361,9 @@ function checkDraft(d: MessageDraft): void {
   if (bytes > MAX_INLINE_BODY_BYTES) throw bodyTooLarge(i, bytes);
 }
 
-/** The message as the hub will hand it to an origin (same builder), measured in UTF-8 like a frame. */
-function checkJobSize(row: Parameters<typeof buildOutboxEntry>[0], i: number): void {
-  const bytes = utf8ByteLength(JSON.stringify(buildOutboxEntry(row, undefined)));
+/** The message as the hub will hand it to an origin (its outbox entry), measured in UTF-8 like a frame. */
+function checkJobSize(entry: OutboxEntry, i: number): void {
+  const bytes = utf8ByteLength(JSON.stringify(entry));
   if (bytes > MAX_JOB_BYTES) {
     throw tooLarge(
       "payload_too_large",
