@@ -179,6 +179,8 @@ const deadlineReached = (before: string): Classification => ({
 });
 
 const DEADLINE = Symbol("deadline");
+/** How much later than the job deadline a library timeout is set (see `capped`). */
+const DEADLINE_TIMER_MARGIN_MS = 250;
 /**
  * `work`, or DEADLINE if `deadlineAt` comes first; then `onDeadline` tears the work down. The work's
  * own later rejection is absorbed (nodemailer may or may not call back after close()).
@@ -281,8 +283,14 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
   /** Remaining ms before the deadline (Infinity without one). */
   const timeLeft = (deadlineAt: number | undefined) =>
     deadlineAt === undefined ? Infinity : deadlineAt - Date.now();
+  /**
+   * A library timeout no longer than the job has left, plus a margin: the deadline's own timer
+   * (`raceDeadline`) closes the session at `deadlineAt`, and a nodemailer timer due at the same
+   * millisecond would otherwise race it and report "Greeting never received" instead of the
+   * deadline. The margin only matters when the deadline is the nearer of the two.
+   */
   const capped = (ms: number, deadlineAt: number | undefined) =>
-    Math.max(1, Math.min(ms, timeLeft(deadlineAt)));
+    Math.max(1, Math.min(ms, timeLeft(deadlineAt) + DEADLINE_TIMER_MARGIN_MS));
 
   /** A new session object; `ready` settles once it has greeted, said EHLO and maybe STARTTLS. */
   function openSession(
