@@ -3,6 +3,7 @@
  * one makes sense, and a description (printed by `--help`; docs/configuration.md lists them all).
  */
 import os from "node:os";
+import path from "node:path";
 import { z } from "zod";
 import { isLoopbackHost } from "./smtp/address-policy.ts";
 
@@ -155,6 +156,22 @@ export const OriginConfigSchema = z.object({
     .describe(
       "Results per shard link waiting for the edge's acknowledgement (e.g. while D1 is down) at which the node stops taking jobs on that link until acknowledgements catch up",
     ),
+  JOURNAL_DIR: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "Directory of the outcome journal (results written before they are sent, reported again after a crash; one subdirectory per NODE_ID); default /var/lib/scaisend/journal with NODE_ENV=production, else .dev/journal; keep it on local disk, back it up with the node, never delete it while the node has work",
+    ),
+  JOURNAL_FSYNC_MS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(1_000)
+    .default(20)
+    .describe(
+      "How often the outcome journal is fsynced while written: a crash of the process loses nothing, a power loss at most this interval; 0 = after every result",
+    ),
   JOB_RESULT_TTL_S: z.coerce
     .number()
     .int()
@@ -251,11 +268,19 @@ export const OriginConfigSchema = z.object({
   INBOUND_TLS_CERT_FILE: z.string().optional().describe("PEM certificate file for INBOUND_TLS_KEY_FILE"),
 });
 
-export type OriginConfig = z.infer<typeof OriginConfigSchema>;
+export type OriginConfig = Omit<z.infer<typeof OriginConfigSchema>, "JOURNAL_DIR"> & { JOURNAL_DIR: string };
+
+/** JOURNAL_DIR's default: the system's state directory in production, the repository's .dev/ otherwise. */
+export function defaultJournalDir(env: NodeJS.ProcessEnv): string {
+  return env.NODE_ENV === "production"
+    ? "/var/lib/scaisend/journal"
+    : path.resolve(process.cwd(), ".dev", "journal");
+}
 
 export function loadOriginConfig(env: NodeJS.ProcessEnv = process.env): OriginConfig {
   const parsed = OriginConfigSchema.safeParse(env);
-  if (parsed.success) return parsed.data;
+  if (parsed.success)
+    return { ...parsed.data, JOURNAL_DIR: parsed.data.JOURNAL_DIR ?? defaultJournalDir(env) };
   const lines = parsed.error.issues.map((i) => `  ${i.path.join(".")}: ${i.message}`);
   throw new Error(`invalid origin configuration:\n${lines.join("\n")}`);
 }

@@ -7,6 +7,10 @@
  * re-dispatches at once whatever a previous process with the same NODE_ID held (docs/link-protocol.md).
  * NODE_ID must therefore be unique per running process and stable across its restarts (the default,
  * the host name, is both for one process per host).
+ *
+ * The outcome journal (JOURNAL_DIR/<NODE_ID>, origin/src/journal/outcome-journal.ts) is opened before
+ * any link: the results an earlier process of this node wrote and never saw acknowledged go out on
+ * each shard's link before its hello, and the runner answers a re-dispatched job from it.
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -17,6 +21,7 @@ import { createDeliveryEngine } from "./delivery/engine.ts";
 import { startDevInbox, type DevInbox } from "./dev-inbox/index.ts";
 import { InboundForwarder } from "./inbound/forwarder.ts";
 import { startInboundServer, type InboundServer } from "./inbound/server.ts";
+import { OutcomeJournal } from "./journal/outcome-journal.ts";
 import { EdgeLink } from "./link/edge-link.ts";
 import { createLogger, type Logger } from "./ops/log.ts";
 import { createMetrics } from "./ops/metrics.ts";
@@ -31,6 +36,8 @@ export interface OriginNode {
   runner: JobRunner;
   /** Per-host limits and job de-duplication: Redis when REDIS_URL is set, else in memory. */
   coordinator: Coordinator;
+  /** Results written before they are sent, reported again after a crash (JOURNAL_DIR). */
+  journal: OutcomeJournal;
   /** The inbound SMTP server for bounces and FBL reports (docs/bounces.md), when INBOUND_SMTP_PORT is set. */
   inbound: InboundServer | null;
   /** Stops taking work, lets jobs in flight finish and report (up to DRAIN_TIMEOUT_MS), then closes. */
@@ -42,6 +49,21 @@ export async function startOriginNode(
   log: Logger = createLogger(),
 ): Promise<OriginNode> {
   const metrics = createMetrics();
+  // First, so a second live process under this NODE_ID fails here (the journal's lock) before it links.
+  const journal = OutcomeJournal.open({
+    dir: config.JOURNAL_DIR,
+    nodeId: config.NODE_ID,
+    fsyncIntervalMs: config.JOURNAL_FSYNC_MS,
+    retainMs: config.JOB_RESULT_TTL_S * 1000,
+    log: (level, msg, extra) => log[level](msg, extra),
+  });
+  if (journal.recovery.inherited > 0) {
+    log.info("outcome journal: reporting results of an earlier process before taking work", {
+      results: journal.recovery.inherited,
+      shards: journal.inheritedShards(),
+      dir: journal.nodeDir,
+    });
+  }
   let inbox: DevInbox | null = null;
   let smarthost = config.SMARTHOST;
   if (config.DEV_INBOX) {
@@ -95,6 +117,7 @@ export async function startOriginNode(
     deliver: (job, opts) => engine.deliver(job, opts),
     metrics,
     log: (level, msg, extra) => log[level](msg, extra),
+    journal,
     coordination: {
       coordinator,
       nodeId: config.NODE_ID,
@@ -130,10 +153,15 @@ export async function startOriginNode(
       },
       onInboundAck: (keys) => forwarder.acknowledge(keys),
       onStateChange: (up) => metrics.linkUp.set(up ? 1 : 0, { shard: String(shard) }),
-      onResultAck: () => runner.refill(),
+      onResultAck: (jobIds) => {
+        journal.acknowledged(jobIds);
+        runner.refill();
+      },
       log: (level, msg, extra) => log[level](msg, extra),
       maxUnackedResults: config.LINK_MAX_UNACKED_RESULTS,
     });
+    // What an earlier process of this node journaled for this shard goes out before this link's hello.
+    link.preloadResults(journal.inheritedFor(shard));
     links.push(link);
     runner.register(link);
     link.start();
@@ -204,6 +232,7 @@ export async function startOriginNode(
       await Promise.all(links.map((l) => l.waitForAcks(5_000)));
       forwarder.close();
       for (const l of links) l.close();
+      await journal.close();
       await engine.close();
       await coordinator.close();
       await new Promise<void>((r) => server.close(() => r()));
@@ -213,7 +242,7 @@ export async function startOriginNode(
     return drained;
   };
 
-  return { httpPort, inbox, links, runner, coordinator, inbound: inboundServer, drain };
+  return { httpPort, inbox, links, runner, coordinator, journal, inbound: inboundServer, drain };
 }
 
 function json(res: http.ServerResponse, status: number, body: unknown): void {

@@ -4,7 +4,11 @@
  *
  * Invariants:
  *  - A result stays in `unacked` until the edge confirms it with resultAck; it is re-sent on every
- *    reconnect and periodically, so a result is never lost to a dropped link (the edge de-duplicates).
+ *    connection, BEFORE the hello, and periodically, so a result is never lost to a dropped link (the
+ *    edge de-duplicates). Before the hello matters after a restart: `preloadResults` hands the link the
+ *    results an earlier process journaled but never saw acknowledged, and the hub applies a result to
+ *    the dispatch it names only while that row is still leased, which the hello of a new boot id ends
+ *    (docs/link-protocol.md#restarts-and-boot-ids).
  *    While `maxUnackedResults` or more wait (D1 down, say), `backPressured` is true and the job runner
  *    grants this link no credit: memory stays bounded and no result is dropped.
  *  - The link knows what the hub holds for it: `creditsOutstanding` = credits granted (hello.capacity,
@@ -48,8 +52,8 @@ export interface EdgeLinkOptions {
   onJobs: (jobs: DeliveryJob[], link: EdgeLink) => void;
   onWelcome?: (welcome: Extract<EdgeFrame, { type: "welcome" }>) => void;
   onStateChange?: (connected: boolean) => void;
-  /** Results were acknowledged: room the back-pressure held back may be free again. */
-  onResultAck?: () => void;
+  /** Results were acknowledged (the outcome journal marks them done); back-pressured room may be free again. */
+  onResultAck?: (jobIds: string[]) => void;
   /** The edge recorded these inbound events (origin/src/inbound/forwarder.ts keeps them until then). */
   onInboundAck?: (eventKeys: string[]) => void;
   log: (level: "info" | "warn" | "error", msg: string, extra?: Record<string, unknown>) => void;
@@ -165,6 +169,14 @@ export class EdgeLink {
     return this.held.get(jobId) ?? 0;
   }
 
+  /**
+   * Results an earlier process of this node journaled and never saw acknowledged: kept like this
+   * process's own and written on the next connection before its hello. Call before `start()`.
+   */
+  preloadResults(frames: ResultFrame[]): void {
+    for (const frame of frames) this.unacked.set(frame.jobId, { frame, sentAt: 0 });
+  }
+
   /** Hands a finished job's result to the edge (kept until acknowledged). */
   sendResult(frame: ResultFrame): void {
     this.held.delete(frame.jobId);
@@ -251,6 +263,12 @@ export class EdgeLink {
       const capacity =
         this.draining || this.backPressured ? 0 : Math.max(0, Math.min(10_000, this.opts.freeCapacity()));
       this.hubCredits = capacity;
+      // Results first (see the header): applied by the dispatch they name, they need no hello, and after
+      // a restart they must reach the hub before the hello retires the previous process's leases.
+      for (const entry of this.unacked.values()) {
+        entry.sentAt = Date.now();
+        this.write(entry.frame);
+      }
       this.write({
         type: "hello",
         protocol: LINK_PROTOCOL_VERSION,
@@ -306,13 +324,9 @@ export class EdgeLink {
         }
         this.setReady(true);
         this.opts.onWelcome?.(frame);
-        // Jobs held from before a reconnect: claim them on this connection before anything else.
+        // Jobs held from before a reconnect: claim them on this connection (results not yet confirmed
+        // went before the hello).
         this.renew();
-        // Results the edge has not confirmed yet (from before a reconnect) go again.
-        for (const entry of this.unacked.values()) {
-          entry.sentAt = Date.now();
-          this.write(entry.frame);
-        }
         this.flushCredits();
         return;
       case "jobs":
@@ -321,7 +335,7 @@ export class EdgeLink {
         return;
       case "resultAck":
         for (const id of frame.jobIds) this.unacked.delete(id);
-        this.opts.onResultAck?.();
+        this.opts.onResultAck?.(frame.jobIds);
         return;
       case "inboundAck":
         this.opts.onInboundAck?.(frame.eventKeys);

@@ -41,6 +41,13 @@
  *    died stops blocking when its claim expires.
  *  - If the coordinator cannot be reached the job is reported deferred (the edge retries later) rather
  *    than delivered unguarded.
+ *
+ * Across restarts of this node (`journal`, origin/src/journal/outcome-journal.ts): every result is
+ * written to the local outcome journal before it goes to the link (and, coordinated, before the
+ * coordinator stores it), so what this process knew survives a kill -9. A job whose recipients all have
+ * a final outcome in the journal is answered from it at once, not delivered again: after a restart the
+ * hub may re-dispatch a message whose outcome the killed process knew but never reported. Final
+ * outcomes in the journal count like stored ones above for a job that is only partly settled.
  */
 import { claimOwner } from "../coord/coordinator.ts";
 import type { Coordinator } from "../coord/index.ts";
@@ -51,8 +58,17 @@ import {
   type DeliveryJob,
   type RecipientOutcome,
 } from "../../../shared/link/protocol.ts";
+import type { ResultFrame } from "../journal/outcome-journal.ts";
 import type { EdgeLink } from "../link/edge-link.ts";
 import type { Metrics } from "../ops/metrics.ts";
+
+/** The runner's port to the outcome journal (origin/src/journal/outcome-journal.ts). */
+export interface OutcomeLog {
+  /** Writes a result before it is sent; throws if the disk refuses it. */
+  append(frame: ResultFrame, shard: number): void;
+  /** Final outcomes journaled for a message, by recipient. */
+  finalOutcomes(messageId: string): Map<string, RecipientOutcome>;
+}
 
 export interface JobRunnerOptions {
   capacity: number;
@@ -62,6 +78,8 @@ export interface JobRunnerOptions {
   log: (level: "info" | "warn" | "error", msg: string, extra?: Record<string, unknown>) => void;
   /** How many finished job ids to remember for de-duplication. */
   rememberFinished?: number;
+  /** The local outcome journal (see the header); without it a restart forgets what this process knew. */
+  journal?: OutcomeLog;
   /** Message claims and final outcomes shared with other nodes; without it only the memory above is used. */
   coordination?: {
     coordinator: Coordinator;
@@ -142,6 +160,21 @@ export class JobRunner {
         continue;
       }
       if (this.running.has(job.jobId) || this.queue.some((q) => q.job.jobId === job.jobId)) continue;
+      // Every recipient already final in the journal (a re-dispatch after a restart): answer, do not deliver.
+      const journaled = this.opts.journal?.finalOutcomes(job.messageId);
+      if (journaled && journaled.size > 0 && job.recipients.every((r) => journaled.has(r))) {
+        this.opts.log("info", "job already completed by this node; reporting the journaled outcomes", {
+          jobId: job.jobId,
+        });
+        const frame = this.journaled(
+          job,
+          link,
+          job.recipients.map((r) => journaled.get(r)!),
+        );
+        this.remember(job.jobId, frame.recipients);
+        link.sendResult(frame);
+        continue;
+      }
       // A draining node starts nothing new: credit it granted before SIGTERM may still bring jobs,
       // and those go straight back to the outbox for another node.
       if (link.isDraining) {
@@ -212,24 +245,50 @@ export class JobRunner {
   private async run({ job, link, receivedAt }: Queued, deadlineAt: number): Promise<void> {
     const started = Date.now();
     const coordination = this.opts.coordination;
-    const outcomes = coordination
+    const frame = coordination
       ? await this.runCoordinated(job, coordination, link, deadlineAt)
-      : await this.deliver(job, deadlineAt);
+      : await this.runLocal(job, link, deadlineAt);
     this.running.delete(job.jobId);
     this.unhold(link);
     this.opts.metrics.inFlight.set(this.running.size);
-    if (outcomes === null) {
+    if (frame === null) {
       // Claimed elsewhere: report nothing (see the header); the slot is free again.
       link.forget(job.jobId);
     } else {
-      this.remember(job.jobId, outcomes);
-      for (const o of outcomes) this.opts.metrics.outcomes.inc({ status: o.status });
+      this.remember(job.jobId, frame.recipients);
+      for (const o of frame.recipients) this.opts.metrics.outcomes.inc({ status: o.status });
       this.opts.metrics.jobSeconds.observe((Date.now() - started) / 1000);
       this.opts.metrics.queueWaitSeconds.observe((started - receivedAt) / 1000);
-      link.sendResult(resultFrame(job, outcomes));
+      link.sendResult(frame);
     }
     this.pump();
     this.refill();
+  }
+
+  /** Without a coordinator: the journal's final outcomes stand, the rest is delivered. */
+  private async runLocal(job: DeliveryJob, link: EdgeLink, deadlineAt: number): Promise<ResultFrame> {
+    const known = this.opts.journal?.finalOutcomes(job.messageId) ?? new Map<string, RecipientOutcome>();
+    const pending = [...new Set(job.recipients)].filter((r) => !known.has(r));
+    const fresh = pending.length > 0 ? await this.deliver({ ...job, recipients: pending }, deadlineAt) : [];
+    for (const o of fresh) known.set(o.recipient, o);
+    return this.journaled(job, link, inOrder(job, known));
+  }
+
+  /**
+   * The result frame, written to the journal first (see the header). A journal the disk refuses is
+   * logged and the result sent anyway: the outcome is known, and the edge must hear it.
+   */
+  private journaled(job: DeliveryJob, link: EdgeLink, outcomes: RecipientOutcome[]): ResultFrame {
+    const frame = resultFrame(job, outcomes);
+    try {
+      this.opts.journal?.append(frame, link.shard);
+    } catch (err) {
+      this.opts.log("error", "could not write the outcome journal; reporting without it", {
+        jobId: job.jobId,
+        error: String(err),
+      });
+    }
+    return frame;
   }
 
   private async deliver(job: DeliveryJob, deadlineAt: number): Promise<RecipientOutcome[]> {
@@ -256,25 +315,25 @@ export class JobRunner {
     return floor;
   }
 
-  /** Outcomes to report, or null when another holder owns the message (report nothing). */
+  /** The result to report (journaled), or null when another holder owns the message (report nothing). */
   private async runCoordinated(
     job: DeliveryJob,
     c: NonNullable<JobRunnerOptions["coordination"]>,
     link: EdgeLink,
     deadlineAt: number,
-  ): Promise<RecipientOutcome[] | null> {
+  ): Promise<ResultFrame | null> {
     const key = job.messageId;
-    const inOrder = (known: Map<string, RecipientOutcome>) =>
-      job.recipients.map(
-        (r) => known.get(r) ?? { recipient: r, status: "deferred" as const, response: "no outcome recorded" },
-      );
+    const withJournal = (stored: Map<string, RecipientOutcome>) => {
+      for (const [r, o] of this.opts.journal?.finalOutcomes(key) ?? []) stored.set(r, o);
+      return stored;
+    };
     let settled: Map<string, RecipientOutcome>;
     try {
       // Fast path: every recipient already has a final outcome (a re-dispatch after a lost result).
-      settled = this.parseFinal(await c.coordinator.getCompletedJob(key), job);
+      settled = withJournal(this.parseFinal(await c.coordinator.getCompletedJob(key), job));
       if (job.recipients.every((r) => settled.has(r))) {
         this.opts.log("info", "job already completed; reporting the stored outcomes", { jobId: job.jobId });
-        return inOrder(settled);
+        return this.journaled(job, link, inOrder(job, settled));
       }
       if (
         !(await c.coordinator.claimJob(
@@ -289,27 +348,29 @@ export class JobRunner {
         return null;
       }
       // Read again under the claim: the previous holder may have completed between the two calls.
-      settled = this.parseFinal(await c.coordinator.getCompletedJob(key), job);
+      settled = withJournal(this.parseFinal(await c.coordinator.getCompletedJob(key), job));
     } catch (err) {
       this.opts.log("warn", "coordinator unavailable; deferring job", {
         jobId: job.jobId,
         error: String(err),
       });
-      return deferAll(job, `origin coordination unavailable: ${String(err)}`);
+      return this.journaled(job, link, deferAll(job, `origin coordination unavailable: ${String(err)}`));
     }
 
     const pending = [...new Set(job.recipients)].filter((r) => !settled.has(r));
     const fresh = pending.length > 0 ? await this.deliver({ ...job, recipients: pending }, deadlineAt) : [];
     for (const o of fresh) if (FINAL.has(o.status)) settled.set(o.recipient, o);
+    const known = new Map(settled);
+    for (const o of fresh) if (!known.has(o.recipient)) known.set(o.recipient, o);
+    // Journaled before the coordinator's round trip: a kill -9 in between loses nothing.
+    const frame = this.journaled(job, link, inOrder(job, known));
     try {
       await c.coordinator.completeJob(key, JSON.stringify([...settled.values()]), c.resultTtlMs);
     } catch (err) {
       // The delivery happened; report it. The claim expires by its TTL.
       this.opts.log("error", "could not store job outcomes", { jobId: job.jobId, error: String(err) });
     }
-    const known = new Map(settled);
-    for (const o of fresh) if (!known.has(o.recipient)) known.set(o.recipient, o);
-    return inOrder(known);
+    return frame;
   }
 
   private parseFinal(json: string | null, job: DeliveryJob): Map<string, RecipientOutcome> {
@@ -339,6 +400,13 @@ export class JobRunner {
   }
 }
 
+/** One outcome per job recipient, in the job's order; a recipient without one is deferred. */
+function inOrder(job: DeliveryJob, known: Map<string, RecipientOutcome>): RecipientOutcome[] {
+  return job.recipients.map(
+    (r) => known.get(r) ?? { recipient: r, status: "deferred" as const, response: "no outcome recorded" },
+  );
+}
+
 function deferAll(job: DeliveryJob, response: string): RecipientOutcome[] {
   return job.recipients.map((recipient) => ({ recipient, status: "deferred", response }));
 }
@@ -347,7 +415,7 @@ function deferAll(job: DeliveryJob, response: string): RecipientOutcome[] {
  * The result frame; servers' replies are shortened if the whole would not fit one link frame (the hub
  * reads at most the platform's 1 MiB per message, shared/link/protocol.ts).
  */
-function resultFrame(job: DeliveryJob, recipients: RecipientOutcome[]) {
+function resultFrame(job: DeliveryJob, recipients: RecipientOutcome[]): ResultFrame {
   const frame = (rs: RecipientOutcome[]) => ({
     type: "result" as const,
     jobId: job.jobId,
