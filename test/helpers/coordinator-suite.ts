@@ -1,7 +1,9 @@
 /**
  * One behavioural suite for every Coordinator adapter. `nodes()` returns the coordinators of two
  * "nodes": for Redis, two instances (two connections) on one server; for memory, the one instance a
- * single process shares between its workers.
+ * single process shares between its workers. The destination counters (rate tokens, back-off,
+ * warm-up) are proven the same way: the memory adapter's TypeScript and the Redis adapter's Lua must
+ * agree on every step (docs/operations.md, "Throttling and warm-up").
  */
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
@@ -167,6 +169,115 @@ export function describeCoordinator(name: string, nodes: () => { a: Coordinator;
       expect(await b.getCompletedJob(jobId)).toBe("[]");
       await sleep(350);
       expect(await b.getCompletedJob(jobId)).toBeNull();
+    });
+  });
+
+  describe(`${name} coordinator: destination counters`, () => {
+    const policy = { baseMs: 200, maxMs: 10_000, decayMs: 60_000 };
+
+    it("rate tokens: a burst, then a refusal that says when, shared by both nodes; keys are separate", async () => {
+      const { a, b } = nodes();
+      const key = unique("gmail.test");
+      const slow = { cost: 1, emissionMs: 60_000, burst: 2, maxWaitMs: 0 };
+      expect(await a.takeRateTokens(key, slow)).toEqual({ granted: true, waitMs: 0 });
+      expect(await b.takeRateTokens(key, slow)).toEqual({ granted: true, waitMs: 0 });
+      const refused = await b.takeRateTokens(key, slow);
+      expect(refused.granted).toBe(false);
+      const after = (refused as { retryAfterMs: number }).retryAfterMs;
+      expect(after).toBeGreaterThan(50_000);
+      expect(after).toBeLessThanOrEqual(60_000);
+      // A refusal reserves nothing: the same answer again.
+      const again = await a.takeRateTokens(key, slow);
+      expect(again.granted).toBe(false);
+      expect(await a.takeRateTokens(unique("other.test"), slow)).toEqual({ granted: true, waitMs: 0 });
+    });
+
+    it("rate tokens due within maxWaitMs are reserved in turn: each later caller waits one interval more", async () => {
+      const { a, b } = nodes();
+      const key = unique("paced.test");
+      const paced = { cost: 1, emissionMs: 10_000, burst: 1, maxWaitMs: 25_000 };
+      const waits: number[] = [];
+      for (const c of [a, b, a]) {
+        const d = await c.takeRateTokens(key, paced);
+        expect(d.granted).toBe(true);
+        waits.push((d as { waitMs: number }).waitMs);
+      }
+      expect(waits[0]).toBe(0);
+      expect(waits[1]).toBeGreaterThan(9_000);
+      expect(waits[1]).toBeLessThanOrEqual(10_000);
+      expect(waits[2]).toBeGreaterThan(19_000);
+      expect(waits[2]).toBeLessThanOrEqual(20_000);
+      // The fourth would wait ~30 s, past maxWaitMs: refused.
+      const fourth = await b.takeRateTokens(key, paced);
+      expect(fourth.granted).toBe(false);
+      expect((fourth as { retryAfterMs: number }).retryAfterMs).toBeGreaterThan(25_000);
+      // A cost of several tokens counts as several.
+      const big = unique("cost.test");
+      expect(
+        (await a.takeRateTokens(big, { cost: 3, emissionMs: 60_000, burst: 3, maxWaitMs: 0 })).granted,
+      ).toBe(true);
+      expect(
+        (await b.takeRateTokens(big, { cost: 1, emissionMs: 60_000, burst: 3, maxWaitMs: 0 })).granted,
+      ).toBe(false);
+    });
+
+    it("rate tokens under contention from two nodes: exactly the burst is granted", async () => {
+      const { a, b } = nodes();
+      const key = unique("contended.test");
+      const r = { cost: 1, emissionMs: 3_600_000, burst: 3, maxWaitMs: 0 };
+      const decisions = await Promise.all(
+        Array.from({ length: 12 }, (_, i) => (i % 2 ? a : b).takeRateTokens(key, r)),
+      );
+      expect(decisions.filter((d) => d.granted)).toHaveLength(3);
+    });
+
+    it("back-off: a pushback pauses the destination for both nodes, repeats while paused do not raise it, a later one doubles it", async () => {
+      const { a, b } = nodes();
+      const key = unique("pushy.test");
+      expect(await b.backoffState(key, policy)).toEqual({ level: 0, pausedForMs: 0 });
+      const first = await a.reportPushback(key, policy);
+      expect(first.level).toBe(1);
+      expect(first.pausedForMs).toBeGreaterThan(0);
+      expect(first.pausedForMs).toBeLessThanOrEqual(200);
+      const seen = await b.backoffState(key, policy);
+      expect(seen.level).toBe(1);
+      expect(seen.pausedForMs).toBeGreaterThan(0);
+      // Several sessions seeing the same episode: still level 1.
+      expect((await b.reportPushback(key, policy)).level).toBe(1);
+      await sleep(300);
+      expect(await a.backoffState(key, policy)).toEqual({ level: 1, pausedForMs: 0 });
+      const second = await b.reportPushback(key, policy);
+      expect(second.level).toBe(2);
+      expect(second.pausedForMs).toBeGreaterThan(200);
+      expect(second.pausedForMs).toBeLessThanOrEqual(400);
+    });
+
+    it("back-off decays one level per decayMs after the pause", async () => {
+      const { a, b } = nodes();
+      const key = unique("decay.test");
+      const quick = { baseMs: 100, maxMs: 1_000, decayMs: 150 };
+      await a.reportPushback(key, quick);
+      await sleep(150);
+      expect((await a.reportPushback(key, quick)).level).toBe(2);
+      // Pause of 200 ms, then two decay periods of 150 ms: back to 0.
+      await sleep(200 + 2 * 150 + 50);
+      expect(await b.backoffState(key, quick)).toEqual({ level: 0, pausedForMs: 0 });
+    });
+
+    it("warm-up counts are shared per key and day, granted up to the allowance, atomically", async () => {
+      const { a, b } = nodes();
+      const key = unique("sender.test");
+      expect(await a.takeWarmup(key, "2026-12-02", 3, 5)).toEqual({ granted: 3, used: 3 });
+      expect(await b.takeWarmup(key, "2026-12-02", 3, 5)).toEqual({ granted: 2, used: 5 });
+      expect(await a.takeWarmup(key, "2026-12-02", 1, 5)).toEqual({ granted: 0, used: 5 });
+      // A new day, a new count; another key, its own.
+      expect(await b.takeWarmup(key, "2026-12-03", 3, 5)).toEqual({ granted: 3, used: 3 });
+      expect(await b.takeWarmup(unique("other.test"), "2026-12-02", 1, 5)).toEqual({ granted: 1, used: 1 });
+      const contended = unique("contended.test");
+      const grants = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).takeWarmup(contended, "2026-12-02", 1, 4)),
+      );
+      expect(grants.reduce((n, g) => n + g.granted, 0)).toBe(4);
     });
   });
 }

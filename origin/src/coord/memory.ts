@@ -5,10 +5,17 @@
  * straight to the next waiter, so the count never dips and nobody jumps the queue. Slot TTLs are not
  * needed here: a holder cannot die without this memory dying with it, and `release` runs in a `finally`.
  * Claims and results expire lazily by TTL; results are also capped in number, oldest dropped first.
+ * Destination counters (rate buckets, back-off, warm-up) use the pure functions of coordinator.ts,
+ * the same arithmetic the Redis adapter runs in Lua; a bucket or back-off that has gone back to its
+ * resting state is dropped, and warm-up keeps only the current day per key.
  */
 import {
+  effectiveBackoff,
+  gcra,
   HostSlotTimeoutError,
   isEarlierBootOfSameNode,
+  pushback,
+  type StoredBackoff,
   type AcquireHostSlotOptions,
   type Coordinator,
   type ReleaseSlot,
@@ -32,6 +39,14 @@ export function createMemoryCoordinator(options: MemoryCoordinatorOptions = {}):
   const claims = new Map<string, { nodeId: string; expiresAt: number }>();
   const results = new Map<string, { json: string; expiresAt: number }>();
   const timers = new Set<NodeJS.Timeout>();
+  const buckets = new Map<string, number>();
+  const backoffs = new Map<string, StoredBackoff>();
+  const warmups = new Map<string, { day: string; used: number }>();
+  /** Bounds the maps when a node sees very many destinations: resting entries go first. */
+  const sweep = () => {
+    const t = now();
+    if (buckets.size > 10_000) for (const [k, tat] of buckets) if (tat <= t) buckets.delete(k);
+  };
 
   function releaser(host: string): ReleaseSlot {
     let released = false;
@@ -113,6 +128,30 @@ export function createMemoryCoordinator(options: MemoryCoordinatorOptions = {}):
         return null;
       }
       return stored.json;
+    },
+    async takeRateTokens(key, request) {
+      const result = gcra(buckets.get(key) ?? 0, now(), request);
+      buckets.set(key, result.tat);
+      sweep();
+      return result.decision;
+    },
+    async backoffState(key, policy) {
+      const state = effectiveBackoff(backoffs.get(key), now(), policy);
+      if (state.level === 0 && state.pausedForMs === 0) backoffs.delete(key);
+      return state;
+    },
+    async reportPushback(key, policy) {
+      const t = now();
+      const next = pushback(backoffs.get(key), t, policy);
+      backoffs.set(key, next);
+      return effectiveBackoff(next, t, policy);
+    },
+    async takeWarmup(key, day, requested, allowance) {
+      const held = warmups.get(key);
+      const used = held && held.day === day ? held.used : 0;
+      const granted = Math.max(0, Math.min(requested, allowance - used));
+      warmups.set(key, { day, used: used + granted });
+      return { granted, used: used + granted };
     },
     async close() {
       for (const t of timers) clearTimeout(t);

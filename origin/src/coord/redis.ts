@@ -8,6 +8,11 @@
  *                        ttl/3. The acquire script counts and adds in one step (Lua runs atomically).
  *  - `job:claim:<id>`    SET NX PX: the node now working on `<id>`; dropped by completeJob, else expires.
  *  - `job:done:<id>`     the result stored by completeJob, for `ttlMs`.
+ *  - `rate:<dest>`       the GCRA theoretical arrival time of a destination's token bucket (ms, as a
+ *                        decimal string); expires once the bucket is full again.
+ *  - `backoff:<dest>`    hash {level, until}; expires once the level has decayed to 0.
+ *  - `warmup:<key>:<day>` recipients counted for a warm-up key on a UTC day; kept two days.
+ *  The per-domain connection limit is `slots:domain:<domain>` (coordinator.ts, domainSlotKey).
  *
  * Time comes from the Redis server (TIME inside the scripts), never from the nodes, so clock skew
  * between hosts cannot stretch or shrink a slot. When the host is full the caller polls with capped,
@@ -18,6 +23,7 @@ import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
 import {
   HostSlotTimeoutError,
+  MAX_BACKOFF_LEVEL,
   ownerNode,
   type AcquireHostSlotOptions,
   type Coordinator,
@@ -91,6 +97,71 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
 `;
 
+// Server time in ms, as the scripts above.
+const NOW = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`;
+
+// KEYS[1] rate key. ARGV: cost, emissionMs, burst, maxWaitMs. The GCRA step of coordinator.ts `gcra`.
+// Returns {1, waitMs} when the tokens were reserved, {0, retryAfterMs} when they were not.
+const RATE = `${NOW}
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local cost, T, burst, maxWait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local nxt = math.max(tat, now) + cost * T
+local at = math.max(now, nxt - burst * T)
+if at - now > maxWait then return {0, math.ceil(at - now)} end
+redis.call('SET', KEYS[1], string.format('%.3f', nxt), 'PX', math.max(1, math.ceil(nxt - now)))
+return {1, math.ceil(at - now)}
+`;
+
+// KEYS[1] backoff hash. The effective level at `now` (coordinator.ts effectiveBackoff); sets
+// level, pausedMs. ARGV[1] decayMs.
+const BACKOFF_NOW = `${NOW}
+local held = redis.call('HMGET', KEYS[1], 'level', 'until')
+local level, untl, paused = 0, 0, 0
+if held[1] then
+  level, untl = tonumber(held[1]), tonumber(held[2])
+  if now < untl then
+    paused = untl - now
+  else
+    level = math.max(0, level - math.floor((now - untl) / math.max(1, tonumber(ARGV[1]))))
+  end
+end
+`;
+
+const BACKOFF_STATE = `${BACKOFF_NOW}
+return {level, paused}
+`;
+
+// ARGV: decayMs, baseMs, maxMs, maxLevel. coordinator.ts `pushback`: no change while paused.
+const PUSHBACK = `${BACKOFF_NOW}
+if paused > 0 then return {level, paused} end
+level = math.min(tonumber(ARGV[4]), level + 1)
+local pause = math.min(tonumber(ARGV[3]), tonumber(ARGV[2]) * 2 ^ (level - 1))
+redis.call('HSET', KEYS[1], 'level', level, 'until', now + pause)
+redis.call('PEXPIRE', KEYS[1], math.ceil(pause + tonumber(ARGV[1]) * level))
+return {level, math.ceil(pause)}
+`;
+
+// KEYS[1] warm-up day counter. ARGV: requested, allowance, ttlMs. Returns {granted, used}.
+const WARMUP = `
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local granted = math.max(0, math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - used))
+if granted > 0 then
+  used = redis.call('INCRBY', KEYS[1], granted)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return {granted, used}
+`;
+/** A warm-up day counter outlives its day, for a node whose clock is a little behind. */
+const WARMUP_TTL_MS = 2 * 86_400_000;
+
+const pair = (reply: unknown): [number, number] => {
+  const [a, b] = reply as [number, number];
+  return [Number(a), Number(b)];
+};
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export function createRedisCoordinator(redisUrl: string, options: RedisCoordinatorOptions = {}): Coordinator {
@@ -119,6 +190,9 @@ export function createRedisCoordinator(redisUrl: string, options: RedisCoordinat
   const slotKey = (host: string) => `${prefix}slots:${host.toLowerCase()}`;
   const claimKey = (jobId: string) => `${prefix}job:claim:${jobId}`;
   const doneKey = (jobId: string) => `${prefix}job:done:${jobId}`;
+  const rateKey = (dest: string) => `${prefix}rate:${dest}`;
+  const backoffKey = (dest: string) => `${prefix}backoff:${dest}`;
+  const warmupKey = (key: string, day: string) => `${prefix}warmup:${key}:${day}`;
 
   async function acquireHostSlot(
     host: string,
@@ -187,6 +261,28 @@ export function createRedisCoordinator(redisUrl: string, options: RedisCoordinat
     },
     async getCompletedJob(jobId) {
       return redis.get(doneKey(jobId));
+    },
+    async takeRateTokens(dest, r) {
+      const [ok, ms] = pair(
+        await redis.eval(RATE, 1, rateKey(dest), r.cost, r.emissionMs, r.burst, Math.max(0, r.maxWaitMs)),
+      );
+      return ok === 1 ? { granted: true, waitMs: ms } : { granted: false, retryAfterMs: ms };
+    },
+    async backoffState(dest, p) {
+      const [level, pausedForMs] = pair(await redis.eval(BACKOFF_STATE, 1, backoffKey(dest), p.decayMs));
+      return { level, pausedForMs };
+    },
+    async reportPushback(dest, p) {
+      const [level, pausedForMs] = pair(
+        await redis.eval(PUSHBACK, 1, backoffKey(dest), p.decayMs, p.baseMs, p.maxMs, MAX_BACKOFF_LEVEL),
+      );
+      return { level, pausedForMs };
+    },
+    async takeWarmup(key, day, requested, allowance) {
+      const [granted, used] = pair(
+        await redis.eval(WARMUP, 1, warmupKey(key, day), requested, Math.max(0, allowance), WARMUP_TTL_MS),
+      );
+      return { granted, used };
     },
     async close() {
       if (closed) return;
