@@ -47,6 +47,15 @@ export { utf8ByteLength } from "../utf8.ts";
 const Address = z.object({ email: z.string(), name: z.string().optional() });
 export type LinkAddress = z.infer<typeof Address>;
 
+/** A DKIM private key and where it is published (`<selector>._domainkey.<domain>`). */
+const DkimKeySchema = z.object({
+  domain: z.string(),
+  selector: z.string(),
+  privateKeyPem: z.string(),
+});
+/** Signatures one job may carry (today at most two: rsa-sha256 and ed25519-sha256). */
+export const MAX_DKIM_KEYS = 4;
+
 /** Everything the origin needs to build, sign and deliver one message (one SendGrid personalization). */
 export const DeliveryJobSchema = z.object({
   jobId: z.string(),
@@ -69,15 +78,26 @@ export const DeliveryJobSchema = z.object({
     /** Message-ID header value without angle brackets, fixed at the edge so retries keep it. */
     messageIdHeader: z.string(),
   }),
-  dkim: z
-    .object({
-      domain: z.string(),
-      selector: z.string(),
-      privateKeyPem: z.string(),
-    })
-    .nullable(),
+  /** The first (or only) key to sign with; the RSA key of a dual-signing domain. */
+  dkim: DkimKeySchema.nullable(),
+  /**
+   * Keys to sign with after `dkim`, each a DKIM-Signature of its own over the same headers (dual
+   * signing: an ed25519-sha256 signature beside the rsa-sha256 one, RFC 8463). Absent: none. Added
+   * without a protocol version: an older origin drops the field (zod strips unknown keys) and signs
+   * with `dkim` alone, which verifies on its own, so edges and origins upgrade in either order.
+   */
+  dkimAdditional: z
+    .array(DkimKeySchema)
+    .max(MAX_DKIM_KEYS - 1)
+    .optional(),
 });
 export type DeliveryJob = z.infer<typeof DeliveryJobSchema>;
+export type DkimKey = z.infer<typeof DkimKeySchema>;
+
+/** Every key a job is signed with, in signing order (docs/link-protocol.md#frames). */
+export function jobDkimKeys(job: Pick<DeliveryJob, "dkim" | "dkimAdditional">): DkimKey[] {
+  return job.dkim ? [job.dkim, ...(job.dkimAdditional ?? [])] : [...(job.dkimAdditional ?? [])];
+}
 
 export const RecipientStatus = z.enum(["delivered", "deferred", "bounced", "failed"]);
 export type RecipientStatus = z.infer<typeof RecipientStatus>;

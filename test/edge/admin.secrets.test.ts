@@ -35,7 +35,7 @@ interface ResealPage {
   examined: number;
   resealed: number;
   already_current: number;
-  failed: { domain_id: string; tenant_id: string; domain: string; error: string }[];
+  failed: { domain_id: string; tenant_id: string; domain: string; key: string; error: string }[];
   next_cursor: string | null;
 }
 
@@ -128,6 +128,7 @@ describe("post /api/admin/secrets/reseal", () => {
         domain_id: d3!.id,
         tenant_id: tenantId,
         domain: d3!.domain,
+        key: "rsa",
         error: expect.stringMatching(
           new RegExp(
             `^DKIM key of ${d3!.domain.replace(/\./g, "\\.")} \\(${d3!.id}\\) cannot be opened: .*another owner`,

@@ -52,20 +52,23 @@ export async function updateDomain(
 }
 
 /**
- * Operator-only, across tenants (SECRETS_KEY rotation): the sealed DKIM keys of up to `limit`
+ * Operator-only, across tenants (SECRETS_KEY rotation): the sealed DKIM keys (both columns) of up to `limit`
  * domains with ids after `afterId`, in id order, so a rotation can walk every row page by page.
  */
 export async function listDomainKeysAfter(
   db: Db,
   afterId: string | null,
   limit: number,
-): Promise<Pick<DomainRow, "id" | "tenantId" | "domain" | "dkimPrivateKeyEnc">[]> {
+): Promise<
+  Pick<DomainRow, "id" | "tenantId" | "domain" | "dkimPrivateKeyEnc" | "dkimEd25519PrivateKeyEnc">[]
+> {
   return db
     .select({
       id: senderDomains.id,
       tenantId: senderDomains.tenantId,
       domain: senderDomains.domain,
       dkimPrivateKeyEnc: senderDomains.dkimPrivateKeyEnc,
+      dkimEd25519PrivateKeyEnc: senderDomains.dkimEd25519PrivateKeyEnc,
     })
     .from(senderDomains)
     .where(afterId === null ? undefined : gt(senderDomains.id, afterId))
@@ -75,6 +78,8 @@ export async function listDomainKeysAfter(
 
 export interface SealedKeyReplacement {
   id: string;
+  /** Which column: the RSA key or the Ed25519 one. */
+  key: "rsa" | "ed25519";
   /** The value read before re-sealing; the row is left alone if it no longer holds it. */
   expected: string;
   next: string;
@@ -83,13 +88,14 @@ export interface SealedKeyReplacement {
 /** Writes re-sealed keys in one D1 batch (compare-and-set per row); returns how many rows changed. */
 export async function replaceSealedKeys(db: Db, replacements: SealedKeyReplacement[]): Promise<number> {
   if (replacements.length === 0) return 0;
-  const statements = replacements.map((r) =>
-    db
+  const statements = replacements.map((r) => {
+    const column = r.key === "rsa" ? senderDomains.dkimPrivateKeyEnc : senderDomains.dkimEd25519PrivateKeyEnc;
+    return db
       .update(senderDomains)
-      .set({ dkimPrivateKeyEnc: r.next })
-      .where(and(eq(senderDomains.id, r.id), eq(senderDomains.dkimPrivateKeyEnc, r.expected)))
-      .returning({ id: senderDomains.id }),
-  );
+      .set(r.key === "rsa" ? { dkimPrivateKeyEnc: r.next } : { dkimEd25519PrivateKeyEnc: r.next })
+      .where(and(eq(senderDomains.id, r.id), eq(column, r.expected)))
+      .returning({ id: senderDomains.id });
+  });
   const results = await db.batch(statements as [(typeof statements)[number], ...typeof statements]);
   return results.reduce((n, rows) => n + rows.length, 0);
 }

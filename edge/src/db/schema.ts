@@ -53,6 +53,21 @@ export const senderDomains = sqliteTable(
     dkimPublicKey: text("dkim_public_key").notNull(),
     /** AES-256-GCM ciphertext of the PKCS#8 PEM private key (see edge/src/lib/secret-box.ts). */
     dkimPrivateKeyEnc: text("dkim_private_key_enc").notNull(),
+    /**
+     * The optional second key, for dual signing (RFC 8463: ed25519-sha256 beside rsa-sha256); all
+     * four are null for an rsa-only domain. Its selector changes with every rotation, so the old
+     * record can stay published while mail signed with it is in flight.
+     */
+    dkimEd25519Selector: text("dkim_ed25519_selector"),
+    /** base64 of the raw 32-byte public key, as published in `p=` (RFC 8463 §4.2), not an SPKI. */
+    dkimEd25519PublicKey: text("dkim_ed25519_public_key"),
+    /** Sealed like dkim_private_key_enc, under its own AAD (`dkim-ed25519:<domain id>`). */
+    dkimEd25519PrivateKeyEnc: text("dkim_ed25519_private_key_enc"),
+    /**
+     * When verification last found this key's record in DNS; null until then (and again after a
+     * rotation or a check that no longer finds it). Mail is signed with the key only while it is set.
+     */
+    dkimEd25519VerifiedAt: integer("dkim_ed25519_verified_at"),
     dmarcPolicy: text("dmarc_policy", { enum: ["none", "quarantine", "reject"] })
       .notNull()
       .default("none"),

@@ -1,7 +1,8 @@
 /**
- * The one place that seals and opens a sender domain's DKIM private key. Keys are sealed with
- * secret-box under the current SECRETS_KEY, bound to their domain by the AAD `dkim:<domain id>`, so
- * a sealed key copied onto another domain's row does not open. The OriginHub calls
+ * The one place that seals and opens a sender domain's DKIM private keys. Keys are sealed with
+ * secret-box under the current SECRETS_KEY, bound to their domain and kind by the AAD: `dkim:<domain
+ * id>` for the RSA key, `dkim-ed25519:<domain id>` for the Ed25519 one (dual signing), so a sealed
+ * key copied onto another domain's row, or from one column to the other, does not open. The OriginHub calls
  * `openDkimPrivateKey` per outbox row; a key that cannot be opened throws a DkimKeyError naming the
  * domain and the reason, and the hub fails that one message with the error's text instead of
  * stalling its batch.
@@ -16,7 +17,6 @@
  * failed by the hub). docs/operations.md, "Rotating SECRETS_KEY", gives the procedure.
  */
 import type { Config } from "../env.ts";
-import type { OutboxEntry } from "../objects/origin-hub.ts";
 import { isSealedWithCurrent, open, seal, SealedSecretError, type Keyring } from "./secret-box.ts";
 
 /** SECRETS_KEY seals and opens; SECRETS_KEY_PREVIOUS only opens. */
@@ -24,11 +24,23 @@ export function secretsKeyring(config: Pick<Config, "SECRETS_KEY" | "SECRETS_KEY
   return { current: config.SECRETS_KEY, previous: config.SECRETS_KEY_PREVIOUS };
 }
 
-/** The owner a domain's sealed key is bound to (AES-GCM additional data). */
-export const dkimKeyAad = (domainId: string): string => `dkim:${domainId}`;
+/** Which of a domain's keys: the RSA one every domain has, or the optional Ed25519 one. */
+export type DkimKeyKind = "rsa" | "ed25519";
 
-export function sealDkimPrivateKey(keys: Keyring, domainId: string, privateKeyPem: string): Promise<string> {
-  return seal(keys, privateKeyPem, dkimKeyAad(domainId));
+/**
+ * The owner a domain's sealed key is bound to (AES-GCM additional data). The RSA key keeps the
+ * label it always had; the Ed25519 key has its own, so the two columns cannot be swapped.
+ */
+export const dkimKeyAad = (domainId: string, kind: DkimKeyKind = "rsa"): string =>
+  kind === "rsa" ? `dkim:${domainId}` : `dkim-ed25519:${domainId}`;
+
+export function sealDkimPrivateKey(
+  keys: Keyring,
+  domainId: string,
+  privateKeyPem: string,
+  kind: DkimKeyKind = "rsa",
+): Promise<string> {
+  return seal(keys, privateKeyPem, dkimKeyAad(domainId, kind));
 }
 
 /** A DKIM key that cannot be opened; the message names the domain and why. */
@@ -51,22 +63,24 @@ export interface SealedDkimKey {
   privateKeySealed: string;
 }
 
-async function openFor(keys: Keyring, dkim: SealedDkimKey): Promise<string> {
+async function openFor(keys: Keyring, dkim: SealedDkimKey, kind: DkimKeyKind): Promise<string> {
   try {
     // Without a domain id (an old entry) only a v1 value can open; a v2 one fails as "tampered".
-    return await open(keys, dkim.privateKeySealed, dkimKeyAad(dkim.domainId ?? ""));
+    return await open(keys, dkim.privateKeySealed, dkimKeyAad(dkim.domainId ?? "", kind));
   } catch (err) {
     if (!(err instanceof SealedSecretError)) throw err;
     const who = dkim.domainId ? `${dkim.domain} (${dkim.domainId})` : dkim.domain;
-    throw new DkimKeyError(dkim.domain, err.reason, `DKIM key of ${who} cannot be opened: ${err.message}`);
+    const what = kind === "rsa" ? "DKIM key" : "Ed25519 DKIM key";
+    throw new DkimKeyError(dkim.domain, err.reason, `${what} of ${who} cannot be opened: ${err.message}`);
   }
 }
 
 export async function openDkimPrivateKey(
   config: Config,
-  dkim: NonNullable<OutboxEntry["dkim"]>,
+  dkim: SealedDkimKey & { selector?: string },
+  kind: DkimKeyKind = "rsa",
 ): Promise<string> {
-  return openFor(secretsKeyring(config), dkim);
+  return openFor(secretsKeyring(config), dkim, kind);
 }
 
 export type ResealOutcome =
@@ -79,15 +93,16 @@ export type ResealOutcome =
 export async function resealDkimPrivateKey(
   keys: Keyring,
   dkim: Required<Pick<SealedDkimKey, "domainId">> & SealedDkimKey,
+  kind: DkimKeyKind = "rsa",
 ): Promise<ResealOutcome> {
   // Opened even when already current: a current-key value bound to another domain is reported.
   let pem: string;
   try {
-    pem = await openFor(keys, dkim);
+    pem = await openFor(keys, dkim, kind);
   } catch (err) {
     if (err instanceof DkimKeyError) return { kind: "failed", error: err.message };
     throw err;
   }
   if (await isSealedWithCurrent(keys, dkim.privateKeySealed)) return { kind: "current" };
-  return { kind: "resealed", sealed: await sealDkimPrivateKey(keys, dkim.domainId, pem) };
+  return { kind: "resealed", sealed: await sealDkimPrivateKey(keys, dkim.domainId, pem, kind) };
 }

@@ -33,8 +33,8 @@
  *    result for an older dispatch is recognised and ignored and a re-sent one is applied once;
  *    `deferrals` counts results with deferred recipients and alone indexes the retry schedule, so link
  *    drops and expired leases never use up retry steps.
- *  - Each row becomes a job (DKIM key opened, UTF-8 size measured) BEFORE it is leased or costs a credit.
- *    A row that cannot become a job (its key does not open; alone it exceeds FRAME_BUDGET_BYTES) fails
+ *  - Each row becomes a job (DKIM keys opened, UTF-8 size measured) BEFORE it is leased or costs a credit.
+ *    A row that cannot become a job (one of its keys does not open; alone it exceeds FRAME_BUDGET_BYTES) fails
  *    that one message through the D1 result path, with an error_message and a `dropped` event per
  *    recipient; every other row of the batch goes out.
  *  - A jobs frame is at most FRAME_BUDGET_BYTES of UTF-8 (under Cloudflare's 1 MiB WebSocket message
@@ -83,7 +83,7 @@ import {
 import { eventRow, planResult, type ResultPlan } from "../services/result-plan.ts";
 import { catalogMessageRow, type AcceptedMessage, type CatalogRows } from "../services/outbox-entry.ts";
 import { loadConfig, type Bindings, type Config } from "../env.ts";
-import { openDkimPrivateKey } from "../lib/dkim-key-box.ts";
+import { openDkimPrivateKey, type DkimKeyKind } from "../lib/dkim-key-box.ts";
 import { inboundStatements, loadInboundTargets } from "../db/inbound-events.ts";
 import { planInboundEvents } from "../services/inbound-event.ts";
 import { allShards, hubName, layoutOf, parseHubName } from "../lib/shards.ts";
@@ -94,7 +94,14 @@ export interface OutboxEntry {
   tenantId: string;
   recipients: string[];
   message: DeliveryJob["message"];
-  dkim: { domainId?: string; domain: string; selector: string; privateKeySealed: string } | null;
+  dkim: {
+    domainId?: string;
+    domain: string;
+    selector: string;
+    privateKeySealed: string;
+    /** The domain's Ed25519 key for dual signing, when it has one that checked out in DNS. */
+    ed25519?: { selector: string; privateKeySealed: string };
+  } | null;
   /** Unix ms before which the message must not be sent (scheduled sends); 0 = now. */
   notBefore: number;
 }
@@ -943,24 +950,19 @@ export class OriginHub extends DurableObject<Bindings> {
   private async toJob(row: OutboxRow, dispatch: number): Promise<DeliveryJob> {
     const entry = JSON.parse(row.entry) as OutboxEntry;
     let dkim: DeliveryJob["dkim"] = null;
+    let dkimAdditional: DeliveryJob["dkimAdditional"];
     if (entry.dkim) {
-      // The owner is part of the cache key: a sealed value copied onto another domain must still
-      // fail the owner check in openDkimPrivateKey, not be served from the cache.
-      const cacheKey = `${entry.dkim.domainId ?? ""}\u0000${entry.dkim.privateKeySealed}`;
-      let pem = this.keyCache.get(cacheKey);
-      if (!pem) {
-        try {
-          pem = await openDkimPrivateKey(this.config, entry.dkim);
-        } catch (err) {
-          throw new Error(
-            `the DKIM private key of ${entry.dkim.domain} could not be opened (${errorText(err)}); ` +
-              "if SECRETS_KEY was changed, see the key rotation steps in docs/operations.md",
-          );
-        }
-        if (this.keyCache.size > 500) this.keyCache.clear();
-        this.keyCache.set(cacheKey, pem);
+      const d = entry.dkim;
+      dkim = { domain: d.domain, selector: d.selector, privateKeyPem: await this.openKey(d, "rsa") };
+      // Dual signing: a second key that does not open fails this message like the first would
+      // (the caller turns the throw into a failed message), never the batch.
+      if (d.ed25519) {
+        const privateKeyPem = await this.openKey(
+          { ...d, privateKeySealed: d.ed25519.privateKeySealed },
+          "ed25519",
+        );
+        dkimAdditional = [{ domain: d.domain, selector: d.ed25519.selector, privateKeyPem }];
       }
-      dkim = { domain: entry.dkim.domain, selector: entry.dkim.selector, privateKeyPem: pem };
     }
     return {
       jobId: jobIdFor(row.message_id, dispatch),
@@ -970,7 +972,30 @@ export class OriginHub extends DurableObject<Bindings> {
       recipients: JSON.parse(row.recipients) as string[],
       message: entry.message,
       dkim,
+      ...(dkimAdditional ? { dkimAdditional } : {}),
     };
+  }
+
+  /** Opens one sealed key of an outbox entry, through the isolate's cache of opened keys. */
+  private async openKey(dkim: NonNullable<OutboxEntry["dkim"]>, kind: DkimKeyKind): Promise<string> {
+    // The owner and the kind are part of the cache key: a sealed value copied onto another domain
+    // (or into the other key's column) must still fail the owner check, not be served from the cache.
+    const cacheKey = `${kind}\u0000${dkim.domainId ?? ""}\u0000${dkim.privateKeySealed}`;
+    let pem = this.keyCache.get(cacheKey);
+    if (!pem) {
+      try {
+        pem = await openDkimPrivateKey(this.config, dkim, kind);
+      } catch (err) {
+        const which = kind === "rsa" ? "DKIM private key" : "Ed25519 DKIM private key";
+        throw new Error(
+          `the ${which} of ${dkim.domain} could not be opened (${errorText(err)}); ` +
+            "if SECRETS_KEY was changed, see the key rotation steps in docs/operations.md",
+        );
+      }
+      if (this.keyCache.size > 500) this.keyCache.clear();
+      this.keyCache.set(cacheKey, pem);
+    }
+    return pem;
   }
 
   /**

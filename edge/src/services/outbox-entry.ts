@@ -62,9 +62,27 @@ export function buildOutboxEntry(
           domain: domain.domain,
           selector: domain.dkimSelector,
           privateKeySealed: domain.dkimPrivateKeyEnc,
+          ...(ed25519KeyOf(domain) ?? {}),
         }
       : null,
     notBefore: 0,
+  };
+}
+
+/**
+ * A dual-signing domain's Ed25519 key, once verification has seen its record in DNS: signing with
+ * a key whose record is not published yet (a new domain, or just after a rotation) would add a
+ * signature every receiver fails (docs/api/admin.md#dual-signing-ed25519).
+ */
+function ed25519KeyOf(domain: DomainRow): Pick<NonNullable<OutboxEntry["dkim"]>, "ed25519"> | null {
+  if (
+    !domain.dkimEd25519Selector ||
+    !domain.dkimEd25519PrivateKeyEnc ||
+    domain.dkimEd25519VerifiedAt === null
+  )
+    return null;
+  return {
+    ed25519: { selector: domain.dkimEd25519Selector, privateKeySealed: domain.dkimEd25519PrivateKeyEnc },
   };
 }
 

@@ -3,7 +3,8 @@
  * Tenants and their first keys are created with the operator token (ADMIN_TOKEN), which is how a
  * fresh deployment is bootstrapped (the `scaisend` CLI wraps these calls). Domain routes also take
  * an API key with `domains.read` / `domains.write`; the operator names the tenant with `tenant_id`.
- * POST /secrets/reseal (operator only) re-seals every domain's DKIM key under the current
+ * POST/DELETE /domains/:id/dkim/ed25519 add (or rotate) and remove a domain's Ed25519 key (dual
+ * signing, RFC 8463). POST /secrets/reseal (operator only) re-seals every domain's DKIM key under the current
  * SECRETS_KEY, one page per request (docs/operations.md, "Rotating SECRETS_KEY").
  */
 import { Hono, type Context } from "hono";
@@ -19,9 +20,13 @@ import { catalogCache } from "../../services/catalog-cache.ts";
 import { dohTxtLookup } from "../../services/dns-check.ts";
 import {
   createDomain,
+  DKIM_ALGORITHMS,
+  dkimAlgorithmOf,
   dnsRecordsFor,
+  removeEd25519Key,
   requireDomain,
   resealDomainKeys,
+  rotateEd25519Key,
   verifyDomain,
   type DomainDeps,
 } from "../../services/domains.ts";
@@ -44,6 +49,7 @@ const DomainBody = z.object({
   domain: z.string().trim().regex(DOMAIN_NAME, "must be a domain name such as mail.example.com"),
   dmarc_policy: z.enum(DMARC_POLICIES).default("none"),
   dmarc_rua_email: z.email().optional(),
+  dkim_algorithm: z.enum(DKIM_ALGORITHMS).default("rsa"),
   tenant_id: z.string().optional(),
 });
 // A page re-seals at most this many keys: AES work is cheap, and 100 keeps the D1 batch and the
@@ -62,6 +68,10 @@ function domainView(d: DomainRow) {
     verified: d.verified,
     is_active: d.isActive,
     dkim_selector: d.dkimSelector,
+    dkim_algorithm: dkimAlgorithmOf(d),
+    dkim_ed25519_selector: d.dkimEd25519Selector,
+    // Set once verification has seen the Ed25519 record: from then on mail carries both signatures.
+    dkim_ed25519_verified_at: iso(d.dkimEd25519VerifiedAt),
     dmarc_policy: d.dmarcPolicy,
     dmarc_rua_email: d.dmarcRuaEmail,
     dns_records: dnsRecordsFor(d),
@@ -138,6 +148,15 @@ export const adminApi = new Hono<AppEnv>()
         `Invalid dmarc_policy ${JSON.stringify(policy)}: use none, quarantine or reject`,
       );
     }
+    if ((raw as { dkim_algorithm?: unknown } | null)?.dkim_algorithm === "ed25519") {
+      // Refused rather than built: a receiver that does not implement RFC 8463 sees an
+      // ed25519-only message as unsigned, and DMARC then fails there.
+      throw new AppError(
+        "invalid_request",
+        'dkim_algorithm "ed25519" alone is not offered: use "dual" (rsa-sha256 and ed25519-sha256), ' +
+          "so receivers without RFC 8463 support still see a valid signature",
+      );
+    }
     const body = parseInput(DomainBody, raw, "body");
     const tenantId = actingTenant(c, body.tenant_id);
     await requireTenant(c.get("db"), tenantId);
@@ -145,12 +164,31 @@ export const adminApi = new Hono<AppEnv>()
       domain: body.domain,
       dmarcPolicy: body.dmarc_policy,
       dmarcRuaEmail: body.dmarc_rua_email,
+      dkimAlgorithm: body.dkim_algorithm,
     });
     catalogCache.forgetDomain(tenantId, d.domain);
     return c.json({ data: domainView(d) }, 201);
   })
   .get("/domains/:id", requireScope("domains.read"), async (c) => {
     const d = await requireDomain(c.get("db"), actingTenant(c, c.req.query("tenant_id")), c.req.param("id"));
+    return c.json({ data: domainView(d) });
+  })
+  .post("/domains/:id/dkim/ed25519", requireScope("domains.write"), async (c) => {
+    const d = await rotateEd25519Key(
+      domainDeps(c),
+      actingTenant(c, c.req.query("tenant_id")),
+      c.req.param("id"),
+    );
+    catalogCache.forgetDomain(d.tenantId, d.domain);
+    return c.json({ data: domainView(d) });
+  })
+  .delete("/domains/:id/dkim/ed25519", requireScope("domains.write"), async (c) => {
+    const d = await removeEd25519Key(
+      domainDeps(c),
+      actingTenant(c, c.req.query("tenant_id")),
+      c.req.param("id"),
+    );
+    catalogCache.forgetDomain(d.tenantId, d.domain);
     return c.json({ data: domainView(d) });
   })
   .post("/domains/:id/verify", requireScope("domains.write"), async (c) => {
@@ -194,6 +232,7 @@ export const adminApi = new Hono<AppEnv>()
           domain_id: f.domainId,
           tenant_id: f.tenantId,
           domain: f.domain,
+          key: f.key,
           error: f.error,
         })),
         next_cursor: page.nextCursor,
