@@ -97,6 +97,18 @@ export const OriginConfigSchema = z.object({
     )
     .optional()
     .describe("Comma-separated DNS servers (ip or ip:port) for MX look-ups; the system resolver when unset"),
+  MTA_STS: bool
+    .default(true)
+    .describe(
+      "Look up recipient domains' MTA-STS policies (RFC 8461) and apply them: enforce → only listed MX hosts, STARTTLS with a valid certificate, else deferred; testing → delivered, shortfall reported; false = opportunistic TLS only",
+    ),
+  MTA_STS_CA_FILE: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "PEM file of extra CA certificates trusted beside Node's bundled roots for MTA-STS policy hosts and the MX certificates a policy requires (a private CA; tests)",
+    ),
   RETURN_PATH_DOMAIN: z
     .string()
     .optional()
