@@ -12,6 +12,7 @@
  * any link: the results an earlier process of this node wrote and never saw acknowledged go out on
  * each shard's link before its hello, and the runner answers a re-dispatched job from it.
  */
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { OriginConfig } from "./config.ts";
@@ -107,6 +108,8 @@ export async function startOriginNode(
     hostSlotWaitMs: config.HOST_SLOT_WAIT_MS,
     mxCacheTtlMs: config.MX_CACHE_TTL_S * 1000,
     allowPrivateMx: config.ALLOW_PRIVATE_MX,
+    mtaSts: config.MTA_STS,
+    ...(config.MTA_STS_CA_FILE ? { tlsCa: readFileSync(config.MTA_STS_CA_FILE, "utf8") } : {}),
     composeThreads: config.COMPOSE_THREADS,
     dkimFastPath: config.DKIM_FAST_PATH,
     log: (level, msg, extra) => log[level](msg, extra),

@@ -113,7 +113,18 @@ export const RecipientOutcomeSchema = z.object({
   /** For bounces: hard (address is bad), soft (temporary that ran out), block (policy / reputation). */
   bounceType: z.enum(["hard", "soft", "block"]).optional(),
   mxHost: z.string().optional(),
+  /** Whether the session with `mxHost` was encrypted (STARTTLS). */
   tls: z.boolean().optional(),
+  /** Its TLS protocol version when `tls` is true, e.g. "TLSv1.3". */
+  tlsVersion: z.string().max(32).optional(),
+  /**
+   * Present when the recipient domain has an MTA-STS policy in mode enforce or testing (RFC 8461);
+   * `failure` says how the delivery fell short of it (enforce: why it was deferred; testing: what
+   * an enforced policy would have refused). docs/operations.md, "TLS and MTA-STS".
+   */
+  mtaSts: z
+    .object({ mode: z.enum(["enforce", "testing"]), failure: z.string().max(1_000).optional() })
+    .optional(),
   latencyMs: z.number().optional(),
 });
 export type RecipientOutcome = z.infer<typeof RecipientOutcomeSchema>;

@@ -6,7 +6,9 @@
  *   1. build the MIME message and DKIM-sign it, once per job (every domain gets the same bytes), in
  *      the compose pool's worker threads (compose/pool.ts), so this thread never waits on it;
  *   2. group recipients by domain: one SMTP transaction per domain, all in parallel;
- *   3. per domain: resolve MX (or use the smarthost), hand the message to the transport.
+ *   3. per domain: resolve MX (or use the smarthost) and, beside it, the domain's MTA-STS policy
+ *      (smtp/mta-sts.ts; not for the smarthost, the operator's own relay), hand the message and
+ *      the policy to the transport, which applies it (smtp/transport.ts).
  *
  * Job deadline (`deliver(job, { deadlineAt })`, absolute Unix ms): the caller sets it shorter than
  * the hub's lease on the job (docs/architecture.md: deadline < lease < claim), so a slow job is never
@@ -16,10 +18,12 @@
  */
 import type { DeliveryJob, RecipientOutcome } from "../../../shared/link/protocol.ts";
 import { createComposePool } from "../compose/pool.ts";
+import { createMtaStsResolver } from "../smtp/mta-sts.ts";
 import { createMxResolver, type MxHost } from "../smtp/mx.ts";
 import {
   createSmtpTransport,
   type SmtpTransportOptions,
+  type TlsPolicy,
   type TransportLog,
   type TransportStats,
 } from "../smtp/transport.ts";
@@ -52,6 +56,17 @@ export interface DeliveryEngineOptions extends SmtpTransportOptions {
   composeThreads?: number;
   /** DKIM_FAST_PATH (default true); false signs with mailauth's dkimSign only (compose/dkim.ts). */
   dkimFastPath?: boolean;
+  /**
+   * Look up and apply recipient domains' MTA-STS policies (MTA_STS, default true). The policy host
+   * is screened like MX addresses (allowPrivateMx); `tlsCa` is trusted for its certificate too.
+   */
+  mtaSts?: boolean;
+  /** Port of MTA-STS policy hosts: 443; tests use their own HTTPS server's. */
+  mtaStsPort?: number;
+  /** How long a domain's MTA-STS TXT answer is reused before DNS is asked again; default mxCacheTtlMs. */
+  mtaStsRecheckMs?: number;
+  /** Time limit of one policy fetch (default 20 s). */
+  mtaStsFetchTimeoutMs?: number;
 }
 
 export interface DeliverOptions {
@@ -79,6 +94,20 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
   });
   const transport = createSmtpTransport(options);
   const log: TransportLog = options.log ?? (() => {});
+  const mtaSts =
+    options.mtaSts === false || options.smarthost
+      ? null
+      : createMtaStsResolver({
+          ...(options.dnsServers ? { servers: options.dnsServers } : {}),
+          allowPrivate: options.allowPrivateMx ?? false,
+          ...(options.tlsCa ? { ca: options.tlsCa } : {}),
+          ...(options.mtaStsPort !== undefined ? { port: options.mtaStsPort } : {}),
+          ...(options.mtaStsFetchTimeoutMs !== undefined
+            ? { fetchTimeoutMs: options.mtaStsFetchTimeoutMs }
+            : {}),
+          recheckMs: options.mtaStsRecheckMs ?? options.mxCacheTtlMs ?? 300_000,
+          log,
+        });
   const composer = createComposePool({
     threads: options.composeThreads ?? 0,
     prestart: true,
@@ -109,27 +138,46 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
     };
   }
 
-  /** The hosts to try, or null when the deadline came before the MX answer. */
+  /**
+   * The hosts to try and the domain's MTA-STS policy (enforce/testing only), or which look-up was
+   * still running when the deadline came. An MX failure throws (classified by the caller) whatever the
+   * policy says; a policy look-up never fails (no live policy = none, smtp/mta-sts.ts).
+   */
   async function hostsFor(
     domain: string,
     deadlineAt: number | undefined,
-  ): Promise<{ hosts: MxHost[]; port: number } | null> {
+  ): Promise<{ hosts: MxHost[]; port: number; tlsPolicy?: TlsPolicy } | { waitingFor: string }> {
     if (options.smarthost) {
       const { host, port } = options.smarthost;
       return { hosts: [{ exchange: host, preference: 0, addresses: [host] }], port };
     }
-    const lookup = mx.resolve(domain);
-    if (deadlineAt === undefined) return { hosts: await lookup, port: options.smtpPort };
-    // The look-up has no side effects: at the deadline we stop waiting, and it ends by its own
-    // resolver timeout (or at close()).
+    let mxDone = false;
+    const mxLookup = mx.resolve(domain).then((hosts) => {
+      mxDone = true;
+      return hosts;
+    });
+    const lookup = Promise.all([mxLookup, mtaSts ? mtaSts.policyFor(domain) : null]).then(
+      ([hosts, policy]) => ({
+        hosts,
+        port: options.smtpPort,
+        ...(policy && policy.mode !== "none"
+          ? { tlsPolicy: { domain: policy.domain, mode: policy.mode, mx: policy.mx } }
+          : {}),
+      }),
+    );
+    if (deadlineAt === undefined) return await lookup;
+    // The look-ups have no side effects: at the deadline we stop waiting, and they end by their own
+    // timeouts (or at close()); a policy fetched late is cached for the next attempt.
     lookup.catch(() => {});
     let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<null>((resolve) => {
-      timer = setTimeout(() => resolve(null), Math.max(0, deadlineAt - Date.now()));
+    const expired = new Promise<{ waitingFor: string }>((resolve) => {
+      timer = setTimeout(
+        () => resolve({ waitingFor: mxDone ? "MTA-STS policy look-up" : "MX look-up" }),
+        Math.max(0, deadlineAt - Date.now()),
+      );
     });
     try {
-      const hosts = await Promise.race([lookup, expired]);
-      return hosts === null ? null : { hosts, port: options.smtpPort };
+      return await Promise.race([lookup, expired]);
     } finally {
       clearTimeout(timer);
     }
@@ -145,11 +193,11 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
     const started = Date.now();
     try {
       const route = await hostsFor(domain, deadlineAt);
-      if (route === null) {
+      if ("waitingFor" in route) {
         return recipients.map((recipient): RecipientOutcome => ({
           recipient,
           status: "deferred",
-          response: `job deadline reached before the MX look-up for ${domain} finished`,
+          response: `job deadline reached before the ${route.waitingFor} for ${domain} finished`,
           latencyMs: Date.now() - started,
         }));
       }
@@ -157,6 +205,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
       return await transport.deliver({
         hosts,
         port,
+        ...(route.tlsPolicy ? { tlsPolicy: route.tlsPolicy } : {}),
         envelopeFrom,
         recipients,
         raw,
@@ -223,6 +272,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
       await composer.close();
       await transport.close();
       mx.close();
+      mtaSts?.close();
     },
   };
 }

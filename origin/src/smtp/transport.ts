@@ -9,8 +9,18 @@
  * retries later, which also covers greylisting).
  *
  * TLS is opportunistic (RFC 3207 + RFC 7435): STARTTLS whenever offered, certificates not
- * verified (MX certificates rarely match and MTA-STS/DANE are out of scope); if the handshake
- * itself fails the same address is retried once in plaintext, as Postfix does.
+ * required to verify (MX certificates rarely match); if the handshake itself fails the same address
+ * is retried once in plaintext, as Postfix does. A recipient domain's MTA-STS policy
+ * (`DeliverParams.tlsPolicy`, RFC 8461 §5, found by smtp/mta-sts.ts) changes that:
+ *  - `enforce`: only MX hosts matching the policy's `mx` patterns are tried; STARTTLS is required
+ *    and the certificate must validate for the MX name (Node's roots plus `tlsCa`); no plaintext
+ *    fallback. A host that fails this is skipped like an unreachable one, and when none is left the
+ *    recipients are deferred (4.7.5, "MTA-STS policy for <domain> requires TLS …"), never bounced
+ *    for it: the policy or certificate may be fixed, and a bounce would lose the mail.
+ *  - `testing`: delivered as without a policy; the first way the delivery fell short of the policy
+ *    is logged and reported in the outcome's `mtaSts.failure`.
+ * Each outcome says whether TLS carried it (`tls`) and its version (`tlsVersion`, e.g. "TLSv1.3").
+ * DANE (RFC 7672) is not implemented.
  *
  * Job deadline (`DeliverParams.deadlineAt`, see docs/architecture.md for how it relates to the
  * hub's lease and the node's claim: deadline < lease < claim). Nothing here runs past it:
@@ -35,10 +45,13 @@
  *    while its list is non-empty: expiry, eviction, the server closing it, and `close()` all go
  *    through `dropIdle`, so `stats()` reads zero once every session has gone.
  */
+import type { TLSSocket } from "node:tls";
+import { rootCertificates } from "node:tls";
 import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
 import type { RecipientOutcome } from "../../../shared/link/protocol.ts";
 import { classifyError, classifyReply, type Classification } from "../delivery/classify.ts";
 import { createMemoryCoordinator, type Coordinator } from "../coord/index.ts";
+import { mxMatches } from "./mta-sts.ts";
 import type { MxHost } from "./mx.ts";
 
 export interface SmtpTransportOptions {
@@ -63,7 +76,21 @@ export interface SmtpTransportOptions {
   maxIdleSessions?: number;
   /** How long an idle session is kept for the next message to the same address (default IDLE_MS). */
   idleTimeoutMs?: number;
+  /**
+   * Extra CA certificates (PEM), trusted beside Node's bundled roots when a certificate is checked
+   * (MTA_STS_CA_FILE; tests use their own CA).
+   */
+  tlsCa?: string;
   log?: TransportLog;
+}
+
+/** What a recipient domain's MTA-STS policy asks of this delivery (see the module header). */
+export interface TlsPolicy {
+  /** The recipient domain that published it, for responses and logs. */
+  domain: string;
+  mode: "enforce" | "testing";
+  /** MX host patterns (smtp/mta-sts.ts `mxMatches`). */
+  mx: readonly string[];
 }
 
 export type TransportLog = (
@@ -82,6 +109,8 @@ export interface DeliverParams {
   raw: Buffer;
   /** Absolute Unix-ms deadline of the job; nothing runs past it (see the module header). */
   deadlineAt?: number;
+  /** The recipient domain's MTA-STS policy in mode enforce or testing; absent = opportunistic TLS. */
+  tlsPolicy?: TlsPolicy;
 }
 
 export interface TransportStats {
@@ -101,13 +130,42 @@ export interface SmtpTransport {
   close(): Promise<void>;
 }
 
+/** The TLS state of a session, read off its socket. */
+interface TlsState {
+  secure: boolean;
+  /** "TLSv1.3", "TLSv1.2" once upgraded. */
+  version?: string;
+  /** Whether the certificate chained to a trusted root and matched the MX name. */
+  authorized: boolean;
+  authorizationError?: string;
+}
+const NO_TLS: TlsState = { secure: false, authorized: false };
+
+/**
+ * plain: no STARTTLS (the fallback after a failed handshake); tls: opportunistic, certificate not
+ * required to verify; verified: STARTTLS required and the certificate must verify (MTA-STS enforce).
+ */
+type SessionMode = "plain" | "tls" | "verified";
+
 /** What one attempt against one address produced. */
 type AttemptResult =
-  | { kind: "done"; outcomes: Map<string, Classification>; tls: boolean }
+  | { kind: "done"; outcomes: Map<string, Classification>; tls: TlsState }
   /** Nothing was decided about the recipients; try the next address or host. */
   | { kind: "next"; failure: Classification; tlsFailed: boolean }
   /** The job's deadline passed: `outcomes` holds what the server decided, the rest get `fallback`. */
-  | { kind: "deadline"; outcomes: Map<string, Classification>; fallback: Classification; tls?: boolean };
+  | { kind: "deadline"; outcomes: Map<string, Classification>; fallback: Classification; tls?: TlsState };
+
+/** The session's TLS socket state; nodemailer keeps the upgraded socket in its internal `_socket`. */
+function tlsStateOf(connection: SMTPConnection): TlsState {
+  if (!connection.secure) return NO_TLS;
+  const socket = (connection as unknown as { _socket?: Partial<TLSSocket> })._socket;
+  const state: TlsState = { secure: true, authorized: socket?.authorized === true };
+  const version = typeof socket?.getProtocol === "function" ? socket.getProtocol() : null;
+  if (version) state.version = version;
+  const error = socket?.authorizationError as unknown;
+  if (error) state.authorizationError = error instanceof Error ? error.message : String(error);
+  return state;
+}
 
 interface SmtpErrorLike {
   code?: string;
@@ -227,6 +285,8 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
   const idleEntries = new Map<SMTPConnection, { key: string; timer: NodeJS.Timeout }>();
   const messagesSent = new WeakMap<SMTPConnection, number>();
   const log: TransportLog = options.log ?? (() => {});
+  // `ca` replaces Node's bundled roots, so an extra CA is added to them rather than set alone.
+  const ca = options.tlsCa ? [...rootCertificates, options.tlsCa] : undefined;
   let closed = false;
 
   /** Forgets an idle session everywhere; deletes its address key when that list empties. */
@@ -297,18 +357,22 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     address: string,
     port: number,
     servername: string,
-    plaintext: boolean,
+    mode: SessionMode,
     deadlineAt: number | undefined,
   ): { connection: SMTPConnection; ready: Promise<void> } {
     const connectTimeout = capped(options.connectTimeoutMs, deadlineAt);
+    // The certificate is always checked against the MX name (Node does it with `servername`), so
+    // `authorized` is meaningful; only a verified session refuses to go on when it fails.
+    const tls = { rejectUnauthorized: mode === "verified", servername, ...(ca ? { ca } : {}) };
     const connection = new SMTPConnection({
       host: address,
       port,
       name: options.heloName,
       secure: false,
-      ignoreTLS: plaintext,
-      opportunisticTLS: true,
-      tls: { rejectUnauthorized: false, servername },
+      ...(mode === "verified"
+        ? { requireTLS: true }
+        : { ignoreTLS: mode === "plain", opportunisticTLS: true }),
+      tls,
       connectionTimeout: connectTimeout,
       greetingTimeout: capped(options.greetingTimeoutMs ?? options.connectTimeoutMs, deadlineAt),
       socketTimeout: options.socketTimeoutMs ?? 120_000,
@@ -356,15 +420,16 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     host: MxHost,
     address: string,
     params: DeliverParams,
-    plaintext: boolean,
+    mode: SessionMode,
     allowReuse = true,
   ): Promise<AttemptResult> {
     const { deadlineAt } = params;
-    const key = `${address}|${params.port}|${plaintext ? "plain" : "tls"}|${host.exchange}`;
+    // The mode is in the key: a verified session is only reused where verification was asked for.
+    const key = `${address}|${params.port}|${mode}|${host.exchange}`;
     let connection = allowReuse ? takeIdle(key) : undefined;
     const reused = connection !== undefined;
     if (!connection) {
-      const session = openSession(address, params.port, host.exchange, plaintext, deadlineAt);
+      const session = openSession(address, params.port, host.exchange, mode, deadlineAt);
       try {
         const ready = await raceDeadline(session.ready, deadlineAt, () => discard(session.connection));
         if (ready === DEADLINE) {
@@ -381,7 +446,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
       }
       connection = session.connection;
     }
-    const tls = connection.secure;
+    const tls = tlsStateOf(connection);
     const outcomes = new Map<string, Classification>();
     const live = connection;
     try {
@@ -422,7 +487,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
       if (outcomes.size === 0 && isSessionSetupFailure(e)) {
         discard(live);
         // The server may have dropped an idle session between messages: try once on a fresh one.
-        if (reused && timeLeft(deadlineAt) > 0) return attempt(host, address, params, plaintext, false);
+        if (reused && timeLeft(deadlineAt) > 0) return attempt(host, address, params, mode, false);
         return { kind: "next", failure: classifyError(err), tlsFailed: false };
       }
       // Recipients refused at RCPT keep their own reply; everyone else shares the error that ended
@@ -442,27 +507,60 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
   async function deliver(params: DeliverParams): Promise<RecipientOutcome[]> {
     const started = Date.now();
     const { deadlineAt } = params;
-    const failures: { host: string; failure: Classification }[] = [];
+    const policy = params.tlsPolicy;
+    const enforce = policy?.mode === "enforce";
+    const failures: { host: string; failure: Classification; policyFailure?: string }[] = [];
     const finish = (
       results: Map<string, Classification> | Classification,
-      mxHost?: string,
-      tls?: boolean,
-      fallback: Classification = NO_REPLY,
+      extras: { mxHost?: string; tls?: TlsState; fallback?: Classification; policyFailure?: string } = {},
     ) =>
       params.recipients.map((recipient): RecipientOutcome => {
-        const c = results instanceof Map ? (results.get(recipient) ?? fallback) : results;
+        const c = results instanceof Map ? (results.get(recipient) ?? extras.fallback ?? NO_REPLY) : results;
         const outcome: RecipientOutcome = { recipient, ...c, latencyMs: Date.now() - started };
-        if (mxHost !== undefined) outcome.mxHost = mxHost;
-        if (tls !== undefined) outcome.tls = tls;
+        if (extras.mxHost !== undefined) outcome.mxHost = extras.mxHost;
+        if (extras.tls !== undefined) {
+          outcome.tls = extras.tls.secure;
+          if (extras.tls.version) outcome.tlsVersion = extras.tls.version;
+        }
+        if (policy) {
+          outcome.mtaSts = {
+            mode: policy.mode,
+            // Bounded like the protocol field: a server's reply is quoted in it.
+            ...(extras.policyFailure ? { failure: extras.policyFailure.slice(0, 1_000) } : {}),
+          };
+        }
         return outcome;
       });
+    /** An enforce policy not met by any host: retried later, never bounced (module header). */
+    const policyDeferral = (reason: string): Classification => ({
+      status: "deferred",
+      enhancedCode: "4.7.5",
+      response: `MTA-STS policy for ${policy?.domain} requires TLS with a valid certificate from a listed MX host: ${reason}`,
+    });
 
     for (const host of params.hosts) {
+      const unlisted =
+        policy && !mxMatches(host.exchange, policy.mx)
+          ? `MX host ${host.exchange} is not listed in the policy (mx: ${policy.mx.join(", ")})`
+          : undefined;
+      if (unlisted && enforce) {
+        log("info", "MTA-STS: MX host not listed in the enforced policy, not tried", {
+          domain: policy?.domain,
+          host: host.exchange,
+        });
+        failures.push({ host: host.exchange, failure: policyDeferral(unlisted), policyFailure: unlisted });
+        continue;
+      }
       for (const address of host.addresses) {
         if (closed)
-          return finish({ status: "deferred", response: "delivery engine is shutting down" }, host.exchange);
+          return finish(
+            { status: "deferred", response: "delivery engine is shutting down" },
+            { mxHost: host.exchange },
+          );
         if (timeLeft(deadlineAt) <= 0)
-          return finish(deadlineReached(`a connection to ${host.exchange} was tried`), host.exchange);
+          return finish(deadlineReached(`a connection to ${host.exchange} was tried`), {
+            mxHost: host.exchange,
+          });
         // The wait for a slot is capped by the time left; undefined means "as long as it takes".
         const waitMs = Math.min(options.hostSlotWaitMs ?? Infinity, Math.max(0, timeLeft(deadlineAt)));
         let release: () => Promise<void>;
@@ -485,10 +583,9 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
           release = acquired;
         } catch (err) {
           if (timeLeft(deadlineAt) <= 0) {
-            return finish(
-              deadlineReached(`a connection slot for ${host.exchange} became free`),
-              host.exchange,
-            );
+            return finish(deadlineReached(`a connection slot for ${host.exchange} became free`), {
+              mxHost: host.exchange,
+            });
           }
           // The host stayed full for the whole wait (HostSlotTimeoutError), or the coordinator is
           // unreachable: nothing was said about the recipients, so this host counts as a temporary
@@ -499,15 +596,55 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
           break;
         }
         try {
-          let result = await attempt(host, address, params, false);
-          if (result.kind === "next" && result.tlsFailed && timeLeft(deadlineAt) > 0) {
-            log("info", "STARTTLS handshake failed, retrying in plaintext", { host: host.exchange, address });
-            result = await attempt(host, address, params, true);
+          let result = await attempt(host, address, params, enforce ? "verified" : "tls");
+          /** Testing mode: why this delivery would not have met the policy, if it would not have. */
+          let shortfall = unlisted;
+          if (result.kind === "next" && result.tlsFailed) {
+            if (enforce) {
+              const reason = `no valid TLS with ${host.exchange} (${address}): ${result.failure.response}`;
+              log("info", "MTA-STS: TLS with MX host failed under the enforced policy, trying next", {
+                domain: policy?.domain,
+                host: host.exchange,
+                address,
+                response: result.failure.response,
+              });
+              failures.push({ host: host.exchange, failure: policyDeferral(reason), policyFailure: reason });
+              continue;
+            }
+            if (timeLeft(deadlineAt) > 0) {
+              log("info", "STARTTLS handshake failed, retrying in plaintext", {
+                host: host.exchange,
+                address,
+              });
+              shortfall ??= `the STARTTLS handshake with ${host.exchange} failed: ${result.failure.response}`;
+              result = await attempt(host, address, params, "plain");
+            }
           }
-          if (result.kind === "done") return finish(result.outcomes, host.exchange, result.tls);
+          if (result.kind === "done") {
+            if (policy && !enforce) {
+              if (!result.tls.secure) shortfall ??= `${host.exchange} did not offer STARTTLS`;
+              else if (!result.tls.authorized)
+                shortfall ??= `the certificate of ${host.exchange} is not valid for it: ${result.tls.authorizationError ?? "not verified"}`;
+              if (shortfall)
+                log("warn", "MTA-STS testing-mode policy not met; delivered anyway", {
+                  domain: policy.domain,
+                  host: host.exchange,
+                  failure: shortfall,
+                });
+            }
+            return finish(result.outcomes, {
+              mxHost: host.exchange,
+              tls: result.tls,
+              ...(shortfall && !enforce ? { policyFailure: shortfall } : {}),
+            });
+          }
           if (result.kind === "deadline") {
             log("info", "job deadline reached during SMTP delivery", { host: host.exchange, address });
-            return finish(result.outcomes, host.exchange, result.tls, result.fallback);
+            return finish(result.outcomes, {
+              mxHost: host.exchange,
+              ...(result.tls ? { tls: result.tls } : {}),
+              fallback: result.fallback,
+            });
           }
           log("info", "MX attempt failed, trying next", {
             host: host.exchange,
@@ -528,7 +665,11 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     const allPermanent = failures.every((f) => f.failure.status === "bounced");
     const temporary = [...failures].reverse().find((f) => f.failure.status !== "bounced") ?? last;
     const chosen = allPermanent ? last : temporary;
-    return finish(chosen.failure, chosen.host, false);
+    return finish(chosen.failure, {
+      mxHost: chosen.host,
+      tls: NO_TLS,
+      ...(chosen.policyFailure ? { policyFailure: chosen.policyFailure } : {}),
+    });
   }
 
   return {
