@@ -46,6 +46,10 @@ export const RESERVED_HEADER_NAMES: readonly string[] = [
   "arc-message-signature",
   "arc-authentication-results",
   "domainkey-signature",
+  // Written by the MIME builder (tenant, From domain, mail type, sender id) for the mailbox
+  // providers' complaint feedback loops (Gmail's bulk sender guidelines): a caller-set value could
+  // file its complaints under another tenant's identifiers.
+  "feedback-id",
 ];
 
 const RESERVED = new Set(RESERVED_HEADER_NAMES);

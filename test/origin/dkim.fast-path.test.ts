@@ -1,10 +1,12 @@
 /**
- * The DKIM fast path (origin/src/compose/dkim.ts) against mailauth's dkimSign, the reference: over a
+ * The DKIM fast path (origin/src/compose/dkim.ts) against mailauth's dkimSign, the reference: for
+ * each key type alone and for dual signing (rsa-sha256 then ed25519-sha256, RFC 8463), over a
  * corpus of messages (built by buildMime and written by hand: folded and oddly spaced headers,
  * duplicate fields, 8-bit bytes, long lines, empty and whitespace-only bodies, bare LFs, missing
  * final CRLF), with the timestamp pinned, the fast path must be taken and give byte-identical
- * output, and every signed message must verify with mailauth (strict, offline resolver) and with a
- * second, independent verifier: Debian's python3-dkim (dkimpy), run on files in a temporary folder.
+ * output, and every signature of every signed message must verify with mailauth (strict, offline
+ * resolver) and with a second, independent verifier: Debian's python3-dkim (dkimpy, ed25519 through
+ * python3-nacl), run on files in a temporary folder.
  */
 import { execFileSync } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
@@ -39,6 +41,12 @@ const dkimKey = (k: (typeof keys)[number]): DkimKey => ({
   selector: k.selector,
   privateKeyPem: k.pem,
 });
+/** What a message is signed with: each key alone, and both (dual signing, rsa first). */
+const signings: Array<{ name: string; keys: DkimKey[] }> = [
+  { name: "s-rsa", keys: [dkimKey(keys[0]!)] },
+  { name: "s-ed25519", keys: [dkimKey(keys[1]!)] },
+  { name: "dual", keys: [dkimKey(keys[0]!), dkimKey(keys[1]!)] },
+];
 
 function job(message: Partial<DeliveryJob["message"]>): DeliveryJob {
   return {
@@ -127,7 +135,10 @@ const onTheWire = (raw: Buffer) => {
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "scaisend-dkim-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-/** dkimpy's verify over files; the TXT look-up answered from a JSON file, never the network. */
+/**
+ * dkimpy's verify over files, every signature of each (dkim.verify alone checks only the first);
+ * the TXT look-up answered from a JSON file, never the network. Prints file → [ok per signature].
+ */
 const PY_VERIFY = `
 import json, sys, dkim
 records = json.load(open(sys.argv[1]))
@@ -135,7 +146,12 @@ def dnsfunc(name, timeout=5):
     name = name.decode() if isinstance(name, bytes) else name
     value = records.get(name.rstrip(".").lower())
     return value.encode() if value else b""
-print(json.dumps({f: bool(dkim.verify(open(f, "rb").read(), dnsfunc=dnsfunc)) for f in sys.argv[2:]}))
+out = {}
+for f in sys.argv[2:]:
+    d = dkim.DKIM(open(f, "rb").read())
+    n = sum(1 for (k, v) in d.headers if k.lower() == b"dkim-signature")
+    out[f] = [bool(d.verify(idx=i, dnsfunc=dnsfunc)) for i in range(n)]
+print(json.dumps(out))
 `;
 
 function pythonForDkimpy(): string {
@@ -155,18 +171,55 @@ function pythonForDkimpy(): string {
 describe("DKIM fast path ≡ mailauth dkimSign", async () => {
   const messages = await corpus();
 
-  for (const k of keys) {
-    it(`${k.selector}: byte-identical to dkimSign on every message of the corpus, and the fast path was taken`, async () => {
+  for (const signing of signings) {
+    it(`${signing.name}: byte-identical to dkimSign on every message of the corpus, and the fast path was taken`, async () => {
       for (const [name, raw] of messages) {
-        const fastHeader = dkimSignatureFast(raw, dkimKey(k), { signTime: SIGN_TIME });
+        const fastHeader = dkimSignatureFast(raw, signing.keys, { signTime: SIGN_TIME });
         expect(fastHeader, name).not.toBeNull();
-        const fast = await signDkim(raw, dkimKey(k), { signTime: SIGN_TIME });
-        const reference = await signDkim(raw, dkimKey(k), { signTime: SIGN_TIME, fastPath: false });
+        const fast = await signDkim(raw, signing.keys, { signTime: SIGN_TIME });
+        const reference = await signDkim(raw, signing.keys, { signTime: SIGN_TIME, fastPath: false });
         expect(fast.toString("latin1"), name).toBe(reference.toString("latin1"));
         expect(fast.subarray(0, fastHeader!.length).toString("latin1"), name).toBe(fastHeader);
+        // One DKIM-Signature per key, in key order, each naming its own algorithm and selector.
+        const sigs = [...fastHeader!.matchAll(/^DKIM-Signature: v=1; a=([a-z0-9-]+);[^]*?s=([a-z0-9-]+);/gm)];
+        expect(
+          sigs.map((m) => [m[1], m[2]]),
+          name,
+        ).toEqual(
+          signing.keys.map((k) => [k.selector === "s-rsa" ? "rsa-sha256" : "ed25519-sha256", k.selector]),
+        );
       }
     });
   }
+
+  it("dual: both signatures cover the same header fields, Feedback-ID among them for built messages", async () => {
+    const dual = signings[2]!.keys;
+    for (const [name, raw] of messages) {
+      const header = dkimSignatureFast(raw, dual, { signTime: SIGN_TIME })!;
+      const h = [...header.replace(/\r\n[ \t]+/g, " ").matchAll(/; h=([^;]+);/g)].map((m) =>
+        m[1]!.replace(/\s+/g, ""),
+      );
+      expect(h, name).toHaveLength(2);
+      expect(h[0], name).toBe(h[1]);
+      if (name.startsWith("buildMime:"))
+        expect(h[0]!.toLowerCase().split(":"), name).toContain("feedback-id");
+    }
+  });
+
+  it("a second key that cannot be used fails the whole message, on both paths", async () => {
+    const raw = messages[0]![1];
+    const rsa = dkimKey(keys[0]!);
+    for (const fastPath of [true, false]) {
+      await expect(
+        signDkim(raw, [rsa, { domain: DOMAIN, selector: "s2", privateKeyPem: "garbage" }], { fastPath }),
+      ).rejects.toThrow(/cannot be read/);
+    }
+    // A selector mailauth refuses: the fast path hands the message over, mailauth names the selector.
+    await expect(
+      signDkim(raw, [rsa, { ...dkimKey(keys[1]!), selector: "bad;s=evil" }], { signTime: SIGN_TIME }),
+    ).rejects.toThrow(/DKIM signing failed \(s=bad;s=evil\)/);
+    await expect(signDkim(raw, [])).rejects.toThrow(/at least one key/);
+  });
 
   it("leaves to mailauth what it does not handle, with the same result", async () => {
     const k = dkimKey(keys[0]!);
@@ -185,24 +238,24 @@ describe("DKIM fast path ≡ mailauth dkimSign", async () => {
   });
 
   it("every signed message verifies with mailauth (strict) and with python3-dkim", async () => {
-    const files: Array<{ name: string; file: string }> = [];
+    const files: Array<{ name: string; file: string; signatures: number }> = [];
     const resolver = async (name: string) => {
       const value = records[name.toLowerCase()];
       if (value === undefined) throw Object.assign(new Error(`no record for ${name}`), { code: "ENOTFOUND" });
       return [[value]];
     };
     let i = 0;
-    for (const k of keys) {
+    for (const signing of signings) {
       for (const [name, raw] of messages) {
-        const wire = onTheWire(await signDkim(raw, dkimKey(k), { signTime: SIGN_TIME }));
+        const wire = onTheWire(await signDkim(raw, signing.keys, { signTime: SIGN_TIME }));
         const { results } = await dkimVerify(wire, { strict: true, resolver, curTime: SIGN_TIME });
         expect(
-          results.map((r) => r.status.result),
-          `${k.selector} ${name}`,
-        ).toEqual(["pass"]);
+          results.map((r) => [r.status.result, r.selector]),
+          `${signing.name} ${name}`,
+        ).toEqual(signing.keys.map((k) => ["pass", k.selector]));
         const file = path.join(tmp, `${String(i++).padStart(3, "0")}.eml`);
         fs.writeFileSync(file, wire);
-        files.push({ name: `${k.selector} ${name}`, file });
+        files.push({ name: `${signing.name} ${name}`, file, signatures: signing.keys.length });
       }
     }
     const recordsFile = path.join(tmp, "records.json");
@@ -210,8 +263,10 @@ describe("DKIM fast path ≡ mailauth dkimSign", async () => {
     const out = execFileSync(pythonForDkimpy(), ["-c", PY_VERIFY, recordsFile, ...files.map((f) => f.file)], {
       encoding: "utf8",
     });
-    const verdicts = JSON.parse(out) as Record<string, boolean>;
-    const failed = files.filter((f) => verdicts[f.file] !== true).map((f) => f.name);
+    const verdicts = JSON.parse(out) as Record<string, boolean[]>;
+    const failed = files
+      .filter((f) => JSON.stringify(verdicts[f.file]) !== JSON.stringify(Array(f.signatures).fill(true)))
+      .map((f) => `${f.name}: ${JSON.stringify(verdicts[f.file])}`);
     expect(failed).toEqual([]);
     expect(Object.keys(verdicts)).toHaveLength(files.length);
   });

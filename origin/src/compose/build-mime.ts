@@ -1,6 +1,8 @@
 /**
  * DeliveryJob → raw RFC 5322 message, built by nodemailer's MailComposer.
  *
+ * Besides the job's own fields it writes a Feedback-ID (see `feedbackId`), which dkim.ts signs.
+ *
  * The edge validated everything already (no CR/LF, no reserved header names); this module checks
  * again and throws rather than repairing: a CR/LF that reached a header here would let API input
  * inject headers or a second message, and quietly stripping it would hide the edge bug. The
@@ -81,6 +83,33 @@ export interface BuildMimeOptions {
   date?: Date;
 }
 
+/** The last Feedback-ID field: the same for all mail of this software, as Gmail asks of a SenderId. */
+export const FEEDBACK_ID_SENDER = "scaisend";
+/** The third field: the kind of mail. Everything sent through the Mail Send API is transactional here. */
+export const FEEDBACK_ID_MAIL_TYPE = "transactional";
+
+/** A field as Feedback-ID carries it: no colon (the separator), no space, nothing outside printable ASCII. */
+const feedbackField = (value: string) => value.replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 64) || "-";
+
+/**
+ * `Feedback-ID: <tenant id>:<From domain>:transactional:scaisend`, in Gmail's `a:b:c:SenderId` form
+ * (Gmail's Feedback Loop reports complaint rates per value of each field; docs/architecture.md,
+ * "Composing and signing"). The fields are what every job knows: the tenant (the customer an
+ * operator acts on), its From domain (one tenant may send for several brands), the mail type, and
+ * the sender id. None names a recipient or a single message, which would defeat the aggregation.
+ * Built from job data the edge produced, never from API input, and reduced to [A-Za-z0-9._-] per
+ * field, so it cannot carry a line break or a colon of its own.
+ */
+export function feedbackId(job: Pick<DeliveryJob, "tenantId" | "message">): string {
+  const from = job.message.from.email;
+  return [
+    feedbackField(job.tenantId),
+    feedbackField(from.slice(from.lastIndexOf("@") + 1).toLowerCase()),
+    FEEDBACK_ID_MAIL_TYPE,
+    FEEDBACK_ID_SENDER,
+  ].join(":");
+}
+
 /** Builds the message once per job; every recipient domain gets the same bytes (and signature). */
 export async function buildMime(job: DeliveryJob, options: BuildMimeOptions = {}): Promise<Buffer> {
   const { message } = job;
@@ -102,7 +131,7 @@ export async function buildMime(job: DeliveryJob, options: BuildMimeOptions = {}
     // With both parts present MailComposer builds multipart/alternative, text first (RFC 2046 §5.1.4).
     ...(message.text !== undefined ? { text: message.text } : {}),
     ...(message.html !== undefined ? { html: message.html } : {}),
-    headers: customHeaders(message.headers),
+    headers: { ...customHeaders(message.headers), "Feedback-ID": feedbackId(job) },
     // API input must never make the origin read local files or fetch URLs (nodemailer's own advice).
     disableFileAccess: true,
     disableUrlAccess: true,

@@ -1,10 +1,11 @@
 /**
- * One job's message, built and signed: buildMime, then DKIM when the job carries a key. This is the
+ * One job's message, built and signed: buildMime, then DKIM with every key the job carries (one,
+ * or two for a dual-signing domain: docs/link-protocol.md#frames). This is the
  * work the compose pool (pool.ts) runs in worker threads; `serveCompose` is the worker side of that
  * pool's protocol, kept here so a test can wrap it (a worker that crashes on demand).
  */
 import type { MessagePort } from "node:worker_threads";
-import type { DeliveryJob } from "../../../shared/link/protocol.ts";
+import { jobDkimKeys, type DeliveryJob } from "../../../shared/link/protocol.ts";
 import { buildMime } from "./build-mime.ts";
 import { signDkim } from "./dkim.ts";
 
@@ -15,8 +16,9 @@ export interface ComposeOptions {
 
 export async function composeMessage(job: DeliveryJob, options: ComposeOptions = {}): Promise<Buffer> {
   const mime = await buildMime(job);
-  return job.dkim
-    ? signDkim(mime, job.dkim, options.dkimFastPath === false ? { fastPath: false } : {})
+  const keys = jobDkimKeys(job);
+  return keys.length > 0
+    ? signDkim(mime, keys, options.dkimFastPath === false ? { fastPath: false } : {})
     : mime;
 }
 

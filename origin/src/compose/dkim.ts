@@ -1,6 +1,10 @@
 /**
  * DKIM signing (RFC 6376). relaxed/relaxed survives the whitespace and line-folding changes relays
- * make; the algorithm follows the key: rsa-sha256, or ed25519-sha256 (RFC 8463).
+ * make; the algorithm follows the key: rsa-sha256, or ed25519-sha256 (RFC 8463). A message may be
+ * signed with several keys (dual signing: rsa-sha256 first, then ed25519-sha256); each signature is
+ * its own DKIM-Signature over the same header fields and body, none covers another (DKIM-Signature
+ * is never in h=), and they are written in key order at the top, as mailauth writes them for its
+ * `signatureData` list.
  *
  * Two ways to the same bytes:
  *  - mailauth's `dkimSign`, the reference: a streaming parser that handles any input;
@@ -36,8 +40,20 @@ export interface SignDkimOptions {
   fastPath?: boolean;
 }
 
-/** Headers build-mime always writes; the signature must cover them (RFC 6376 §5.4.1 lists From as required). */
-const BASE_HEADERS = ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type"];
+/**
+ * Headers build-mime always writes; the signature must cover them (RFC 6376 §5.4.1 lists From as
+ * required; Gmail's bulk sender guidelines want Feedback-ID signed too).
+ */
+const BASE_HEADERS = [
+  "From",
+  "To",
+  "Subject",
+  "Date",
+  "Message-ID",
+  "MIME-Version",
+  "Content-Type",
+  "Feedback-ID",
+];
 /** Present only for some messages; listed only then, mailauth signs just the headers it finds anyway. */
 const OPTIONAL_HEADERS = ["Reply-To", "Cc"];
 
@@ -83,45 +99,70 @@ function headerNames(raw: Buffer): Set<string> {
   return names;
 }
 
-/** Returns the message with a DKIM-Signature header in front. Throws DkimSignError when it could not sign. */
-export async function signDkim(raw: Buffer, key: DkimKey, options: SignDkimOptions = {}): Promise<Buffer> {
-  const { key: keyObject, algorithm } = cachedKey(key.privateKeyPem);
+const asList = (keys: DkimKey | readonly DkimKey[]): readonly DkimKey[] =>
+  Array.isArray(keys) ? keys : [keys as DkimKey];
+
+/**
+ * Returns the message with one DKIM-Signature header per key in front, in key order. Throws
+ * DkimSignError when it could not sign with every key: a message missing one of its signatures is
+ * never sent.
+ */
+export async function signDkim(
+  raw: Buffer,
+  keys: DkimKey | readonly DkimKey[],
+  options: SignDkimOptions = {},
+): Promise<Buffer> {
+  const list = asList(keys);
+  if (list.length === 0) throw new DkimSignError("DKIM signing needs at least one key");
+  const signing = list.map((dkim): Signer => {
+    const { key: keyObject, algorithm } = cachedKey(dkim.privateKeyPem);
+    return { dkim, keyObject, algorithm };
+  });
   const present = headerNames(raw);
   const headerList = [...BASE_HEADERS, ...OPTIONAL_HEADERS.filter((h) => present.has(h.toLowerCase()))];
+  // One t= for all signatures, as mailauth takes one signing time for its whole list.
+  const signTime = options.signTime ?? new Date();
   if (options.fastPath !== false) {
-    const header = fastSignatureHeader(raw, key, keyObject, algorithm, headerList, options.signTime);
+    const header = fastSignatureHeaders(raw, signing, headerList, signTime);
     if (header !== null) return Buffer.concat([Buffer.from(header, "latin1"), raw]);
   }
-  return signWithMailauth(raw, key, algorithm, headerList, options.signTime);
+  return signWithMailauth(raw, signing, headerList, signTime);
+}
+
+/** One key, read: the DKIM key as the job carries it and its parsed KeyObject. */
+interface Signer {
+  dkim: DkimKey;
+  keyObject: KeyObject;
+  algorithm: Algorithm;
 }
 
 async function signWithMailauth(
   raw: Buffer,
-  key: DkimKey,
-  algorithm: Algorithm,
+  signing: readonly Signer[],
   headerList: string[],
-  signTime: Date | undefined,
+  signTime: Date,
 ): Promise<Buffer> {
-  const signature = {
-    signingDomain: key.domain,
-    selector: key.selector,
-    privateKey: key.privateKeyPem,
+  const signatureData = signing.map(({ dkim, algorithm }) => ({
+    signingDomain: dkim.domain,
+    selector: dkim.selector,
+    privateKey: dkim.privateKeyPem,
     algorithm,
     canonicalization: "relaxed/relaxed",
     headerList,
-  };
-  // mailauth creates one signature per `signatureData` entry; the top-level fields are only the
-  // defaults its types insist on, so both carry the same values.
+  }));
+  // mailauth creates one signature per `signatureData` entry, in order; the top-level fields are
+  // only the defaults its types insist on, so they carry the first entry's values.
   const result = await dkimSign(raw, {
-    ...signature,
-    ...(signTime ? { signTime } : {}),
-    signatureData: [signature],
+    ...signatureData[0]!,
+    signTime,
+    signatureData,
   });
   // mailauth reports per-signature failures in `errors` instead of throwing: an unsigned message
   // would sail out and fail DMARC at the receiver, so treat any error as fatal.
   if (result.errors.length > 0) {
     const first = result.errors[0];
-    throw new DkimSignError(`DKIM signing failed: ${first?.err.message ?? "unknown error"}`, {
+    const which = first?.selector ? ` (s=${String(first.selector)})` : "";
+    throw new DkimSignError(`DKIM signing failed${which}: ${first?.err.message ?? "unknown error"}`, {
       cause: first?.err,
     });
   }
@@ -218,29 +259,36 @@ function relaxedBodyHash(body: Buffer): string {
 }
 
 /**
- * The fast path alone, for tests that must know it was taken: the DKIM-Signature header line (with
- * its CRLF) signDkim would prepend, or null when the message is left to mailauth.
+ * The fast path alone, for tests that must know it was taken: the DKIM-Signature header lines (each
+ * with its CRLF, in key order) signDkim would prepend, or null when the message is left to mailauth.
  */
 export function dkimSignatureFast(
   raw: Buffer,
-  key: DkimKey,
+  keys: DkimKey | readonly DkimKey[],
   options: { signTime?: Date } = {},
 ): string | null {
-  const { key: keyObject, algorithm } = cachedKey(key.privateKeyPem);
+  const signing = asList(keys).map((dkim): Signer => {
+    const { key: keyObject, algorithm } = cachedKey(dkim.privateKeyPem);
+    return { dkim, keyObject, algorithm };
+  });
   const present = headerNames(raw);
   const headerList = [...BASE_HEADERS, ...OPTIONAL_HEADERS.filter((h) => present.has(h.toLowerCase()))];
-  return fastSignatureHeader(raw, key, keyObject, algorithm, headerList, options.signTime);
+  return fastSignatureHeaders(raw, signing, headerList, options.signTime ?? new Date());
 }
 
-function fastSignatureHeader(
+/**
+ * The message is split, its headers parsed and its body hashed once; each key then canonicalizes
+ * the selected headers with its own DKIM-Signature (a=, s= differ) and signs.
+ */
+function fastSignatureHeaders(
   raw: Buffer,
-  key: DkimKey,
-  keyObject: KeyObject,
-  algorithm: Algorithm,
+  signing: readonly Signer[],
   headerList: string[],
-  signTime: Date | undefined,
+  signTime: Date,
 ): string | null {
-  if (!PLAIN_DOMAIN.test(key.domain) || !PLAIN_SELECTOR.test(key.selector)) return null;
+  if (signing.length === 0) return null;
+  if (signing.some(({ dkim }) => !PLAIN_DOMAIN.test(dkim.domain) || !PLAIN_SELECTOR.test(dkim.selector)))
+    return null;
   const message = withCrlf(raw);
   if (message === null) return null;
   const headerEnd = message.indexOf("\r\n\r\n");
@@ -250,21 +298,27 @@ function fastSignatureHeader(
   const lines = tools.getSigningHeaderLines(headers.parsed, headerList.join(":"));
   // mailauth refuses to sign without From (RFC 6376 §5.4): let it report that.
   if (!lines.headers.some((h) => h.key === "from")) return null;
-  const { canonicalizedHeader, dkimHeaderOpts } = relaxedHeaders("DKIM", lines, {
-    signingDomain: key.domain,
-    selector: key.selector,
-    algorithm,
-    canonicalization: "relaxed/relaxed",
-    identity: false,
-    timestamp: Math.floor((signTime ?? new Date()).getTime() / 1000),
-    expiration: false,
-    bodyHash: relaxedBodyHash(message.subarray(headerEnd + 4)),
-  });
-  // ed25519-sha256 signs the SHA-256 of the canonicalized header (RFC 8463 §3).
-  const signature =
-    algorithm === "rsa-sha256"
-      ? sign("sha256", canonicalizedHeader, keyObject)
-      : sign(null, createHash("sha256").update(canonicalizedHeader).digest(), keyObject);
-  dkimHeaderOpts.b = signature.toString("base64");
-  return `${tools.formatSignatureHeaderLine("DKIM", dkimHeaderOpts, true)}\r\n`;
+  const bodyHash = relaxedBodyHash(message.subarray(headerEnd + 4));
+  const timestamp = Math.floor(signTime.getTime() / 1000);
+  let out = "";
+  for (const { dkim, keyObject, algorithm } of signing) {
+    const { canonicalizedHeader, dkimHeaderOpts } = relaxedHeaders("DKIM", lines, {
+      signingDomain: dkim.domain,
+      selector: dkim.selector,
+      algorithm,
+      canonicalization: "relaxed/relaxed",
+      identity: false,
+      timestamp,
+      expiration: false,
+      bodyHash,
+    });
+    // ed25519-sha256 signs the SHA-256 of the canonicalized header (RFC 8463 §3).
+    const signature =
+      algorithm === "rsa-sha256"
+        ? sign("sha256", canonicalizedHeader, keyObject)
+        : sign(null, createHash("sha256").update(canonicalizedHeader).digest(), keyObject);
+    dkimHeaderOpts.b = signature.toString("base64");
+    out += `${tools.formatSignatureHeaderLine("DKIM", dkimHeaderOpts, true)}\r\n`;
+  }
+  return out;
 }
