@@ -14,9 +14,13 @@
  * same port. The run ends when every accepted message is terminal in D1, bounded by `timeoutMs`.
  *
  * Measured and returned (the callers assert; see `chaosProblems`): accepted / delivered / lost (a
- * delivered message the sink never saw), duplicates (messages the sink accepted more than once; the
- * SMTP sessions whose 250 the killed process read but could not report, RFC 1047), and the drain
- * time from the restart to the last terminal message. Used by test/e2e/chaos.e2e.test.ts (`npm test`,
+ * delivered message the sink never saw), duplicates (messages the sink accepted more than once), and
+ * the drain time from the restart to the last terminal message. The origin keeps an outcome journal
+ * (JOURNAL_DIR, origin/src/journal/outcome-journal.ts); right after the kill, before the restart,
+ * the run reads what the killed process had journaled and not seen acknowledged, which is exactly
+ * what it knew: a duplicate among THOSE messages is a failure. What remains possible is a 250 the
+ * sink sent that the killed process never read or journaled (RFC 1047's window), so every duplicate
+ * is also classed by the sink's timestamp of its first 250 against the kill. Used by test/e2e/chaos.e2e.test.ts (`npm test`,
  * small N) and by `npm run bench` (`--only=chaos`, N = 1,000).
  *
  * Every process started here is stopped by its pid, also on failure; `onCleanup` lets the benchmark
@@ -26,6 +30,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { readJournal } from "../../origin/src/journal/outcome-journal.ts";
 import { AdminClient } from "../../scripts/lib/admin-client.ts";
 import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
 import { freePort, REPO_ROOT, stopGroup } from "../../scripts/lib/wrangler-dev.ts";
@@ -125,14 +130,21 @@ interface OriginProc {
 
 async function startOrigin(
   stack: ChaosStack,
-  o: { nodeId: string; smtpPort: number; logFile: string; redisUrl?: string; hostSlotTtlMs?: number },
+  o: {
+    nodeId: string;
+    smtpPort: number;
+    logFile: string;
+    journalDir: string;
+    redisUrl?: string;
+    hostSlotTtlMs?: number;
+  },
 ): Promise<OriginProc> {
   const httpPort = await freePort();
   const env: NodeJS.ProcessEnv = { ...process.env };
   // Nothing from the caller's environment may change the origin under test: defaults, except below.
   for (const k of Object.keys(env)) {
     if (
-      /^(REDIS_URL|SMARTHOST|DEV_INBOX|CAPACITY|MAX_CONNECTIONS_PER_HOST|LOG_LEVEL|JOB_|HOST_SLOT_)/.test(
+      /^(REDIS_URL|SMARTHOST|DEV_INBOX|CAPACITY|MAX_CONNECTIONS_PER_HOST|LOG_LEVEL|JOB_|HOST_SLOT_|JOURNAL_)/.test(
         k,
       ) ||
       k === "NODE_OPTIONS"
@@ -153,6 +165,8 @@ async function startOrigin(
     HTTP_HOST: "127.0.0.1",
     HTTP_PORT: String(httpPort),
     DRAIN_TIMEOUT_MS: "10000",
+    // The restarted process reads the killed one's journal here (same NODE_ID, same directory).
+    JOURNAL_DIR: o.journalDir,
     LOG_LEVEL: "info",
     ...(o.redisUrl ? { REDIS_URL: o.redisUrl } : {}),
     ...(o.hostSlotTtlMs ? { HOST_SLOT_TTL_MS: String(o.hostSlotTtlMs) } : {}),
@@ -211,10 +225,15 @@ async function inFlight(proc: OriginProc): Promise<number> {
   return m ? Number(m[1]) : NaN;
 }
 
-/** SIGKILL by pid (no chance to drain, report or release anything) and wait until it is gone. */
-async function kill9(proc: OriginProc): Promise<void> {
+/**
+ * SIGKILL by pid (no chance to drain, report or release anything) and wait until it is gone. Returns
+ * when the signal was sent: a 250 the sink sends after that cannot have been read by the process.
+ */
+async function kill9(proc: OriginProc): Promise<number> {
+  const at = Date.now();
   process.kill(proc.pid, "SIGKILL");
   await proc.exited;
+  return at;
 }
 
 export interface ChaosOptions {
@@ -262,8 +281,17 @@ export interface ChaosResult {
   /** Messages the sink accepted more than once, and the extra copies. */
   duplicates: number;
   duplicateCopies: number;
-  /** Of those, the ones whose first 250 was sent before the origin was killed (the issue's target is 0 for these). */
+  /** Of those, the ones whose first 250 the sink sent before the origin was killed. */
   duplicatesAnsweredBeforeKill: number;
+  /**
+   * Of those, the ones the killed process had journaled as delivered (it knew the 250): must be 0.
+   * The others' 250 was in flight or unread when the process died.
+   */
+  duplicatesJournaled: number;
+  /** Results the killed process had journaled and not seen acknowledged (reported by its successor before its hello). */
+  journaledAtKill: number;
+  /** Of those, messages with a delivered recipient. */
+  journaledDeliveredAtKill: number;
   /** Per duplicated message (at most 20): when the sink sent each 250, in ms from the kill (negative = before). */
   duplicateTimesFromKillMs: number[][];
   /** The origin's scaisend_origin_jobs_in_flight just before the kill. */
@@ -303,6 +331,7 @@ export async function runChaos(stack: ChaosStack, o: ChaosOptions): Promise<Chao
   const tag = `${o.redis ? "redis" : "solo"}-${randomBytes(2).toString("hex")}`;
   const nodeId = `chaos-${tag}`;
   const logFile = path.join(stack.workDir, `origin-${tag}.log`);
+  const journalDir = path.join(stack.workDir, `journal-${tag}`);
 
   const tenant = await stack.admin.createTenant(`Chaos ${tag}`);
   const key = (
@@ -325,6 +354,7 @@ export async function runChaos(stack: ChaosStack, o: ChaosOptions): Promise<Chao
         nodeId: id,
         smtpPort: sink.port,
         logFile,
+        journalDir,
         ...(redis ? { redisUrl: redis.url } : {}),
         ...(o.hostSlotTtlMs ? { hostSlotTtlMs: o.hostSlotTtlMs } : {}),
       });
@@ -373,10 +403,16 @@ export async function runChaos(stack: ChaosStack, o: ChaosOptions): Promise<Chao
     const inFlightAtKill = await inFlight(first);
     const sessionsAtDataAtKill = sink.delaying;
     const sinkAcceptedAtKill = sink.messages.length;
-    await kill9(first);
-    const killedAt = Date.now();
+    const killedAt = await kill9(first);
+    // What the killed process knew and had not seen acknowledged, read before its successor takes it.
+    const journaled = readJournal(journalDir, nodeId).entries;
+    const knownDelivered = new Set(
+      journaled
+        .filter((e) => e.frame.recipients.some((r) => r.status === "delivered"))
+        .map((e) => e.frame.messageId),
+    );
     log(
-      `${scenario}: origin pid ${first.pid} killed with ${inFlightAtKill} jobs in flight, ${sessionsAtDataAtKill} at DATA, ${sinkAcceptedAtKill} at the sink`,
+      `${scenario}: origin pid ${first.pid} killed with ${inFlightAtKill} jobs in flight, ${sessionsAtDataAtKill} at DATA, ${sinkAcceptedAtKill} at the sink, ${journaled.length} results journaled and not acknowledged`,
     );
 
     // The same node id again, at once.
@@ -469,6 +505,9 @@ export async function runChaos(stack: ChaosStack, o: ChaosOptions): Promise<Chao
       duplicates: dup.length,
       duplicateCopies: dup.reduce((sum, [, at]) => sum + at.length - 1, 0),
       duplicatesAnsweredBeforeKill: dup.filter(([, at]) => Math.min(...at) <= killedAt).length,
+      duplicatesJournaled: dup.filter(([id]) => knownDelivered.has(id)).length,
+      journaledAtKill: journaled.length,
+      journaledDeliveredAtKill: knownDelivered.size,
       duplicateTimesFromKillMs: dup.slice(0, 20).map(([, at]) => at.map((t) => t - killedAt)),
       inFlightAtKill,
       sessionsAtDataAtKill,
@@ -503,8 +542,12 @@ const round1 = (x: number) => Math.round(x * 10) / 10;
 /** `chaos: N accepted, N delivered, D duplicates, drain X s after restart` (+ details). */
 export function summaryLine(r: ChaosResult): string {
   return (
-    `chaos${r.redis ? " (Redis)" : ""}: ${r.accepted} accepted, ${r.delivered} delivered, ${r.duplicates} duplicates, ` +
-    `drain ${r.drainS} s after restart` +
+    `chaos${r.redis ? " (Redis)" : ""}: ${r.accepted} accepted, ${r.delivered} delivered, ${r.duplicates} duplicates ` +
+    `(${r.duplicatesJournaled} of the ${r.journaledDeliveredAtKill} the killed process had journaled as delivered, ` +
+    `${r.duplicatesAnsweredBeforeKill} with a 250 sent before the kill), drain ${r.drainS} s after restart` +
+    (r.duplicates > 0
+      ? ` [duplicates' first 250 at ${r.duplicateTimesFromKillMs.map((t) => t[0]).join(", ")} ms from the kill signal]`
+      : "") +
     ` [killed ${r.killAtS} s into the run; ${r.lost.length} lost, ${r.notTerminal.length} not terminal; killed with ${r.inFlightAtKill} jobs in flight, ` +
     `${r.sessionsAtDataAtKill} at DATA, ${r.sinkAcceptedAtKill} at the sink; ${r.redispatched} re-dispatched; ` +
     `ready ${r.restartToReadyS} s and delivering ${r.resumedS} s after restart` +
@@ -514,11 +557,11 @@ export function summaryLine(r: ChaosResult): string {
 }
 
 /**
- * What must hold after a run, as sentences (empty = fine). 0 duplicates is the issue's target for
- * messages whose 250 arrived before the kill, which needs an outcome journal the origin does not have
- * yet; until then a duplicate can only be a job the killed process held, so their number is bounded
- * by the jobs in flight at the kill. The drain bound proves the boot-id re-dispatch: without it the
- * killed process's jobs wait out the whole lease.
+ * What must hold after a run, as sentences (empty = fine). No message the killed process had journaled
+ * as delivered is delivered again (its successor reports the journal before its hello and answers a
+ * re-dispatch from it). A duplicate can then only be an SMTP session whose 250 the killed process never
+ * read or journaled, one per session at most, and always a job it held. The drain bound
+ * proves the boot-id re-dispatch: without it the killed process's jobs wait out the whole lease.
  */
 export function chaosProblems(r: ChaosResult): string[] {
   const p: string[] = [];
@@ -532,6 +575,10 @@ export function chaosProblems(r: ChaosResult): string[] {
   if (r.lost.length)
     p.push(`${r.lost.length} delivered messages never reached the sink: ${r.lost.slice(0, 10).join(", ")}`);
   if (r.unknownAtSink) p.push(`${r.unknownAtSink} messages at the sink were not accepted in this run`);
+  if (r.duplicatesJournaled > 0)
+    p.push(
+      `${r.duplicatesJournaled} messages the killed process had journaled as delivered were delivered again`,
+    );
   if (!(r.duplicates <= r.inFlightAtKill))
     p.push(`${r.duplicates} duplicates, more than the ${r.inFlightAtKill} jobs in flight at the kill`);
   if (!(r.drainS * 1000 < r.leaseMs / 2))

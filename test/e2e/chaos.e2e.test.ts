@@ -5,9 +5,11 @@
  * the same with the origin on Redis and Redis killed mid-run too (test/bench/chaos.ts runs both).
  *
  * Asserted: every accepted message ends delivered, the sink accepted each one, nothing unknown
- * arrived; duplicates (counted and printed) stay within the jobs the killed process held, since an
- * outcome journal that would make them 0 does not exist yet; and the drain after the restart is well
- * under the lease, which only the edge's boot-id re-dispatch makes possible (docs/link-protocol.md).
+ * arrived; no message the killed process had journaled as delivered (its outcome journal, read right
+ * after the kill: what it knew) reaches the sink twice; the other duplicates (a 250 the process never
+ * read, counted and printed with the sink's timestamps) stay within the jobs it held; and the drain
+ * after the restart is well under the lease, which only the edge's boot-id re-dispatch makes possible
+ * (docs/link-protocol.md).
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -44,6 +46,7 @@ afterAll(async () => {
 function check(r: ChaosResult): void {
   console.log(summaryLine(r));
   expect(chaosProblems(r)).toEqual([]);
+  expect(r.duplicatesJournaled).toBe(0);
   // The parts of the scenario that must have happened for the run to mean anything.
   expect(r.inFlightAtKill).toBeGreaterThan(0);
   expect(r.sinkAcceptedAtKill).toBeLessThan(r.accepted);

@@ -267,21 +267,9 @@ export class OutcomeJournal {
   /** Reads every segment in order: results add entries, marks remove them; old inherited ones expire. */
   private load(): JournalRecovery {
     const names = this.segmentNames();
-    let skippedLines = 0;
-    for (const name of names) {
-      this.seq = Math.max(this.seq, Number(SEGMENT.exec(name)![1]));
-      const text = fs.readFileSync(path.join(this.nodeDir, name), "utf8");
-      for (const line of text.split("\n")) {
-        if (line === "") continue;
-        const rec = parseLine(line);
-        if (rec === null) {
-          skippedLines++;
-          continue;
-        }
-        if ("a" in rec) for (const id of rec.a) this.remove(id);
-        else this.add({ frame: rec.r, shard: rec.s, at: rec.at, inherited: true });
-      }
-    }
+    for (const name of names) this.seq = Math.max(this.seq, Number(SEGMENT.exec(name)![1]));
+    const { entries, skippedLines } = readJournal(this.opts.dir, this.opts.nodeId);
+    for (const e of entries) this.add({ ...e, inherited: true });
     if (skippedLines > 0) {
       this.opts.log?.(
         "warn",
@@ -325,6 +313,39 @@ export class OutcomeJournal {
     }
     for (const n of old) fs.rmSync(path.join(this.nodeDir, n), { force: true });
   }
+}
+
+/**
+ * Reads a node's journal without taking it over (no lock, no compaction): the entries not done, in
+ * append order, as a process opening it now would inherit them. For operators and tests (what did a
+ * killed process know?).
+ */
+export function readJournal(
+  dir: string,
+  nodeId: string,
+): { entries: { frame: ResultFrame; shard: number; at: number }[]; skippedLines: number } {
+  const nodeDir = path.join(dir, nodeDirName(nodeId));
+  const entries = new Map<string, { frame: ResultFrame; shard: number; at: number }>();
+  let skippedLines = 0;
+  const names = fs.existsSync(nodeDir)
+    ? fs
+        .readdirSync(nodeDir)
+        .filter((n) => SEGMENT.test(n))
+        .sort()
+    : [];
+  for (const name of names) {
+    for (const line of fs.readFileSync(path.join(nodeDir, name), "utf8").split("\n")) {
+      if (line === "") continue;
+      const rec = parseLine(line);
+      if (rec === null) skippedLines++;
+      else if ("a" in rec) for (const id of rec.a) entries.delete(id);
+      else {
+        entries.delete(rec.r.jobId);
+        entries.set(rec.r.jobId, { frame: rec.r, shard: rec.s, at: rec.at });
+      }
+    }
+  }
+  return { entries: [...entries.values()], skippedLines };
 }
 
 /** Another live process holds this node's journal: two processes share one NODE_ID. */
