@@ -1,0 +1,213 @@
+/**
+ * Dual signing end to end, with the real Worker in workerd (Miniflare, scripts/lib/miniflare-edge.ts)
+ * and the origin's real EdgeLink, JobRunner and composeMessage: a domain created with
+ * `dkim_algorithm: "dual"` gets its keys at the edge; the records the API lists are published in a
+ * DNS server on loopback, which the edge verifies them against over DNS-over-HTTPS and the
+ * receiver side (mailauth through real UDP/TCP DNS, and python3-dkim) checks the signatures with.
+ * Only the SMTP hop is left out: `deliver` composes the message the engine would send and keeps it.
+ */
+import { execFileSync } from "node:child_process";
+import { randomBytes, randomUUID } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { dkimVerify } from "mailauth/lib/dkim/verify.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
+import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
+import type { DeliveryJob, RecipientOutcome } from "../../shared/link/protocol.ts";
+import { composeMessage } from "../../origin/src/compose/compose.ts";
+import { EdgeLink } from "../../origin/src/link/edge-link.ts";
+import { createMetrics } from "../../origin/src/ops/metrics.ts";
+import { JobRunner } from "../../origin/src/worker/job-runner.ts";
+import { mailauthResolver, startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
+
+const SENDER = "dual.link.test";
+
+let edge: MiniflareEdge;
+let dns: TestDnsServer;
+let workDir: string;
+const secrets = {
+  ORIGIN_TOKEN: randomBytes(24).toString("hex"),
+  ADMIN_TOKEN: randomBytes(24).toString("hex"),
+  SECRETS_KEY: randomBytes(32).toString("base64"),
+  TRACKING_SECRET: randomBytes(24).toString("hex"),
+};
+
+interface DomainView {
+  id: string;
+  verified: boolean;
+  dkim_algorithm: string;
+  dkim_ed25519_selector: string | null;
+  dkim_ed25519_verified_at: string | null;
+  dns_records: { purpose: string; host: string; value: string }[];
+}
+
+async function call(token: string, method: string, pathname: string, body?: unknown): Promise<any> {
+  const res = await fetch(new URL(pathname, edge.url), {
+    method,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${pathname}: HTTP ${res.status} ${text}`);
+  return JSON.parse(text);
+}
+
+beforeAll(async () => {
+  const root = path.join(REPO_ROOT, ".tmp");
+  fs.mkdirSync(root, { recursive: true });
+  workDir = fs.mkdtempSync(path.join(root, "dual-miniflare-"));
+  dns = await startDnsServer({});
+  // DEV_MODE off: the domain and its Ed25519 key count only once DNS shows their records.
+  edge = await startMiniflareEdge({
+    persistDir: path.join(workDir, "edge"),
+    vars: { ...secrets, DEV_MODE: "false", DNS_RESOLVER_URL: dns.dohUrl },
+  });
+}, 180_000);
+
+afterAll(async () => {
+  await edge?.stop();
+  await dns?.close();
+  if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
+});
+
+function startOrigin(composed: Map<string, Buffer>): { link: EdgeLink; stop(): void } {
+  const runner = new JobRunner({
+    capacity: 4,
+    metrics: createMetrics(),
+    log: () => {},
+    deliver: async (job: DeliveryJob): Promise<RecipientOutcome[]> => {
+      composed.set(job.messageId, await composeMessage(job));
+      return job.recipients.map((recipient) => ({
+        recipient,
+        status: "delivered",
+        smtpCode: 250,
+        response: "250 OK",
+      }));
+    },
+  });
+  const link: EdgeLink = new EdgeLink({
+    edgeUrl: edge.url,
+    token: secrets.ORIGIN_TOKEN,
+    shard: 0,
+    nodeId: `node-${randomUUID().slice(0, 8)}`,
+    bootId: randomUUID(),
+    version: "test",
+    freeCapacity: () => runner.roomFor(link),
+    onJobs: (jobs, l) => runner.accept(jobs, l),
+    onResultAck: () => runner.refill(),
+    log: () => {},
+    pingIntervalMs: 1_000,
+    resendIntervalMs: 500,
+  });
+  runner.register(link);
+  link.start();
+  return { link, stop: () => link.close() };
+}
+
+function dkimpyVerdicts(file: string, records: Record<string, string>): boolean[] {
+  const script = execFileSync("sh", ["-c", "command -v dkimverify"], { encoding: "utf8" }).trim();
+  const python = (fs.readFileSync(script, "utf8").split("\n")[0] ?? "")
+    .replace(/^#!\s*/, "")
+    .split(/\s+/)[0]!;
+  const recordsFile = path.join(workDir, "records.json");
+  fs.writeFileSync(recordsFile, JSON.stringify(records));
+  const out = execFileSync(
+    python,
+    [
+      "-c",
+      `
+import json, sys, dkim
+records = json.load(open(sys.argv[1]))
+def dnsfunc(name, timeout=5):
+    name = name.decode() if isinstance(name, bytes) else name
+    value = records.get(name.rstrip(".").lower())
+    return value.encode() if value else b""
+d = dkim.DKIM(open(sys.argv[2], "rb").read())
+n = sum(1 for (k, v) in d.headers if k.lower() == b"dkim-signature")
+print(json.dumps([bool(d.verify(idx=i, dnsfunc=dnsfunc)) for i in range(n)]))
+`,
+      recordsFile,
+      file,
+    ],
+    { encoding: "utf8" },
+  );
+  return JSON.parse(out) as boolean[];
+}
+
+describe("dual signing through the edge (Miniflare)", () => {
+  it("keys made at the edge, records verified over DoH, both signatures on the delivered message verify", async () => {
+    const tenant = (await call(secrets.ADMIN_TOKEN, "POST", "/api/admin/tenants", { name: "Dual" })).data;
+    const key = (
+      await call(secrets.ADMIN_TOKEN, "POST", `/api/admin/tenants/${tenant.id}/api_keys`, {
+        name: "dual",
+        environment: "live",
+        scopes: ["mail.send", "domains.read", "domains.write"],
+      })
+    ).data.api_key as string;
+    const d = (await call(key, "POST", "/api/admin/domains", { domain: SENDER, dkim_algorithm: "dual" }))
+      .data as DomainView;
+    expect(d).toMatchObject({
+      verified: false,
+      dkim_algorithm: "dual",
+      dkim_ed25519_selector: "scaisend-ed1",
+    });
+
+    // Publish exactly what the API says to publish.
+    const zone: Record<string, { TXT: string[] }> = {};
+    for (const r of d.dns_records) (zone[r.host] ??= { TXT: [] }).TXT.push(r.value);
+    dns.setRecords(zone);
+    const verify = (await call(key, "POST", `/api/admin/domains/${d.id}/verify`)).data;
+    expect(verify.verified, JSON.stringify(verify)).toBe(true);
+    expect(verify.checks.map((c: { host: string; ok: boolean }) => [c.host, c.ok])).toEqual([
+      [`scaisend._domainkey.${SENDER}`, true],
+      [`scaisend-ed1._domainkey.${SENDER}`, true],
+      [SENDER, true],
+      [`_dmarc.${SENDER}`, true],
+    ]);
+
+    const composed = new Map<string, Buffer>();
+    const origin = startOrigin(composed);
+    try {
+      const sent = await call(key, "POST", "/v3/mail/send", {
+        personalizations: [{ to: [{ email: "rcpt@example.net" }] }],
+        from: { email: `app@${SENDER}` },
+        subject: "Dual",
+        content: [{ type: "text/plain", value: "Signed twice." }],
+      });
+      const id = sent.message_id as string;
+      const deadline = Date.now() + 30_000;
+      let status = "";
+      while (Date.now() < deadline) {
+        status = (await call(key, "GET", `/v3/messages/${id}`)).status;
+        if (status === "delivered") break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(status).toBe("delivered");
+      const raw = composed.get(id)!;
+      // Unfolded: MailComposer folds a header line past 76 characters (RFC 5322 §2.2.3).
+      const head = raw
+        .subarray(0, raw.indexOf("\r\n\r\n"))
+        .toString("latin1")
+        .replace(/\r\n[ \t]+/g, " ");
+      expect(head).toMatch(
+        new RegExp(
+          `^Feedback-ID: +${tenant.id}:${SENDER.replace(/\./g, "\\.")}:transactional:scaisend$`,
+          "m",
+        ),
+      );
+
+      const { results } = await dkimVerify(raw, { strict: true, resolver: mailauthResolver(dns.server) });
+      expect(results.map((r) => [r.status.result, r.selector, r.status.aligned])).toEqual([
+        ["pass", "scaisend", SENDER],
+        ["pass", "scaisend-ed1", SENDER],
+      ]);
+      const file = path.join(workDir, "dual.eml");
+      fs.writeFileSync(file, raw);
+      const records = Object.fromEntries(d.dns_records.map((r) => [r.host, r.value]));
+      expect(dkimpyVerdicts(file, records)).toEqual([true, true]);
+    } finally {
+      origin.stop();
+    }
+  }, 60_000);
+});
