@@ -235,8 +235,9 @@ export async function startOriginNode(
       await Promise.all(links.map((l) => l.waitForAcks(5_000)));
       forwarder.close();
       for (const l of links) l.close();
-      await journal.close();
       await engine.close();
+      // After the engine: a delivery that ends while it closes is journaled for the next start.
+      await journal.close();
       await coordinator.close();
       await new Promise<void>((r) => server.close(() => r()));
       await inbox?.close();
