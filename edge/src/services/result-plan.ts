@@ -81,6 +81,11 @@ export function planResult(
       ...(o.enhancedCode !== undefined ? { status: o.enhancedCode } : {}),
       ...(o.mxHost !== undefined ? { mx_host: o.mxHost } : {}),
       ...(o.tls !== undefined ? { tls: o.tls } : {}),
+      ...(o.tlsVersion !== undefined ? { tls_version: o.tlsVersion } : {}),
+      // The recipient domain's MTA-STS policy mode, and how delivery fell short of it (RFC 8461).
+      ...(o.mtaSts !== undefined
+        ? { mta_sts: o.mtaSts.mode, ...(o.mtaSts.failure ? { mta_sts_failure: o.mtaSts.failure } : {}) }
+        : {}),
       attempt: row.dispatches,
     };
     const email = o.recipient.toLowerCase();
