@@ -6,6 +6,8 @@ import os from "node:os";
 import path from "node:path";
 import { z } from "zod";
 import { isLoopbackHost } from "./smtp/address-policy.ts";
+import { createThrottlePolicy } from "./delivery/throttle.ts";
+import { parseWarmupSchedule, parseWarmupStart } from "./delivery/warmup.ts";
 
 const bool = z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1");
 const port = z.coerce.number().int().min(0).max(65535);
@@ -16,6 +18,18 @@ const hostPort = z
     const i = v.lastIndexOf(":");
     return { host: v.slice(0, i), port: Number(v.slice(i + 1)) };
   });
+
+/** Runs a parser of a throttle or warm-up spec and reports its error message as the issue. */
+const checked =
+  (parse: (v: string) => unknown) =>
+  (v: string | undefined, ctx: z.RefinementCtx): void => {
+    if (v === undefined) return;
+    try {
+      parse(v);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: err instanceof Error ? err.message : String(err) });
+    }
+  };
 
 const list = z.string().transform((v) =>
   v
@@ -152,6 +166,65 @@ export const OriginConfigSchema = z.object({
     .min(0)
     .default(120_000)
     .describe("How long a delivery waits for a free per-host slot before it is deferred"),
+  // Per-destination limits and warm-up (delivery/throttle.ts, delivery/warmup.ts; docs/operations.md).
+  THROTTLE_RATES: z
+    .string()
+    .optional()
+    .superRefine(checked((v) => createThrottlePolicy({ rates: v })))
+    .describe(
+      'Recipients per interval per destination domain, e.g. "gmail.com=20/1s,example.org=600/1m,*=none", over the built-in gmail.com 20/1s, outlook.com 10/1s, yahoo.com 10/1s, icloud.com 5/1s (a provider\'s domains share one: googlemail.com counts as gmail.com); `*` = every other domain (default none)',
+    ),
+  THROTTLE_CONCURRENCY: z
+    .string()
+    .optional()
+    .superRefine(checked((v) => createThrottlePolicy({ concurrency: v })))
+    .describe(
+      'SMTP transactions at once per destination domain across nodes, e.g. "gmail.com=20,*=20", over the built-in gmail.com 20, outlook.com 10, yahoo.com 10, icloud.com 5, * 20',
+    ),
+  THROTTLE_MAX_WAIT_MS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(30_000)
+    .describe(
+      "Longest wait for a destination's rate token or connection slot (never past half the time left before the job deadline); beyond it the recipients are deferred with a retry time",
+    ),
+  THROTTLE_BACKOFF_MS: z.coerce
+    .number()
+    .int()
+    .min(1_000)
+    .default(60_000)
+    .describe(
+      "Pause of a destination after it pushed back (421, or 4xx for a whole transaction); doubled for each repeat while its back-off level has not decayed",
+    ),
+  THROTTLE_BACKOFF_MAX_MS: z.coerce
+    .number()
+    .int()
+    .min(1_000)
+    .default(3_600_000)
+    .describe("Longest back-off pause of a destination"),
+  THROTTLE_BACKOFF_DECAY_MS: z.coerce
+    .number()
+    .int()
+    .min(1_000)
+    .default(600_000)
+    .describe(
+      "After its pause a destination drops one back-off level (each level halves its connections and rate) per this long without pushback",
+    ),
+  WARMUP_SCHEDULE: z
+    .string()
+    .optional()
+    .superRefine(checked(parseWarmupSchedule))
+    .describe(
+      'Warm-up: recipients allowed per UTC day from the start date, e.g. "50,100,250,500,1000*2,2500,5000,10000"; past its end no limit; unset = off',
+    ),
+  WARMUP_START: z
+    .string()
+    .optional()
+    .superRefine(checked(parseWarmupStart))
+    .describe(
+      'Warm-up start dates: "example.com=2026-12-01" per sending domain, "*=2026-12-01" for everything this node (its IP) sends; over the day\'s allowance mail is deferred to the next day, never bounced',
+    ),
   JOB_CLAIM_TTL_MS: z.coerce
     .number()
     .int()

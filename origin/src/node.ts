@@ -19,6 +19,8 @@ import type { OriginConfig } from "./config.ts";
 import { claimOwner, newBootId } from "./coord/coordinator.ts";
 import { createCoordinator, type Coordinator } from "./coord/index.ts";
 import { createDeliveryEngine } from "./delivery/engine.ts";
+import { createDeliveryLimits, createThrottle, createThrottlePolicy } from "./delivery/throttle.ts";
+import { createWarmup, parseWarmupSchedule, parseWarmupStart } from "./delivery/warmup.ts";
 import { startDevInbox, type DevInbox } from "./dev-inbox/index.ts";
 import { InboundForwarder } from "./inbound/forwarder.ts";
 import { startInboundServer, type InboundServer } from "./inbound/server.ts";
@@ -94,6 +96,32 @@ export async function startOriginNode(
     (level, msg, extra) => log[level](`coordinator: ${msg}`, extra),
     claimOwner(config.NODE_ID, bootId),
   );
+  // Per-destination rate, connections and back-off, and warm-up, shared through the coordinator.
+  const limits = createDeliveryLimits({
+    throttle: createThrottle({
+      coordinator,
+      policy: createThrottlePolicy({
+        ...(config.THROTTLE_RATES ? { rates: config.THROTTLE_RATES } : {}),
+        ...(config.THROTTLE_CONCURRENCY ? { concurrency: config.THROTTLE_CONCURRENCY } : {}),
+        maxWaitMs: config.THROTTLE_MAX_WAIT_MS,
+        backoff: {
+          baseMs: config.THROTTLE_BACKOFF_MS,
+          maxMs: config.THROTTLE_BACKOFF_MAX_MS,
+          decayMs: config.THROTTLE_BACKOFF_DECAY_MS,
+        },
+      }),
+      slotTtlMs: config.HOST_SLOT_TTL_MS,
+      metrics,
+      log: (level, msg, extra) => log[level](msg, extra),
+    }),
+    warmup: createWarmup({
+      coordinator,
+      schedule: parseWarmupSchedule(config.WARMUP_SCHEDULE),
+      starts: parseWarmupStart(config.WARMUP_START),
+      nodeId: config.NODE_ID,
+      metrics,
+    }),
+  });
   const engine = createDeliveryEngine({
     heloName: config.HELO_NAME,
     smtpPort: config.SMTP_PORT,
@@ -112,6 +140,7 @@ export async function startOriginNode(
     ...(config.MTA_STS_CA_FILE ? { tlsCa: readFileSync(config.MTA_STS_CA_FILE, "utf8") } : {}),
     composeThreads: config.COMPOSE_THREADS,
     dkimFastPath: config.DKIM_FAST_PATH,
+    limits,
     log: (level, msg, extra) => log[level](msg, extra),
   });
 
@@ -182,6 +211,7 @@ export async function startOriginNode(
       });
     }
     if (path === "/metrics") {
+      metrics.coordinatorDegraded.set("degraded" in coordinator && coordinator.degraded ? 1 : 0);
       res.writeHead(200, { "content-type": "text/plain; version=0.0.4" });
       return res.end(metrics.render());
     }

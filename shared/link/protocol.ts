@@ -126,6 +126,16 @@ export const RecipientOutcomeSchema = z.object({
     .object({ mode: z.enum(["enforce", "testing"]), failure: z.string().max(1_000).optional() })
     .optional(),
   latencyMs: z.number().optional(),
+  /**
+   * For a deferral the origin can time (its own rate limit, back-off or warm-up allowance): retry no
+   * sooner than this many ms after the result is recorded. Optional; older hubs ignore it.
+   */
+  retryAfterMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(31 * 86_400_000)
+    .optional(),
 });
 export type RecipientOutcome = z.infer<typeof RecipientOutcomeSchema>;
 

@@ -28,6 +28,7 @@ import {
   type TransportStats,
 } from "../smtp/transport.ts";
 import { classifyError } from "./classify.ts";
+import type { DeliveryLimits, Turn } from "./throttle.ts";
 import { encodeVerp } from "./verp.ts";
 
 /** The transport's options (EHLO name, timeouts, per-host limits, coordinator, log) plus routing and VERP. */
@@ -56,6 +57,11 @@ export interface DeliveryEngineOptions extends SmtpTransportOptions {
   composeThreads?: number;
   /** DKIM_FAST_PATH (default true); false signs with mailauth's dkimSign only (compose/dkim.ts). */
   dkimFastPath?: boolean;
+  /**
+   * Per-destination rate, connection limit and back-off, and the senders' warm-up allowance
+   * (delivery/throttle.ts, delivery/warmup.ts); none when absent. Checked after the MX look-up.
+   */
+  limits?: DeliveryLimits;
   /**
    * Look up and apply recipient domains' MTA-STS policies (MTA_STS, default true). The policy host
    * is screened like MX addresses (allowPrivateMx); `tlsCa` is trusted for its certificate too.
@@ -189,8 +195,10 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
     raw: Buffer,
     envelopeFrom: string,
     deadlineAt: number | undefined,
+    senderDomain: string | null = null,
   ) {
     const started = Date.now();
+    let turn: Turn | undefined;
     try {
       const route = await hostsFor(domain, deadlineAt);
       if ("waitingFor" in route) {
@@ -202,7 +210,12 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
         }));
       }
       const { hosts, port } = route;
-      return await transport.deliver({
+      if (options.limits) {
+        turn = await options.limits.enter(domain, recipients, senderDomain, deadlineAt);
+        if (turn.go.length === 0) return turn.deferred;
+        recipients = turn.go;
+      }
+      const outcomes = await transport.deliver({
         hosts,
         port,
         ...(route.tlsPolicy ? { tlsPolicy: route.tlsPolicy } : {}),
@@ -211,14 +224,18 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
         raw,
         ...(deadlineAt !== undefined ? { deadlineAt } : {}),
       });
+      return turn ? await turn.done(outcomes) : outcomes;
     } catch (err) {
       // MX failures (null MX, NXDOMAIN, SERVFAIL) land here; the transport itself does not throw.
       const verdict = classifyError(err);
-      return recipients.map((recipient): RecipientOutcome => ({
+      const failed = recipients.map((recipient): RecipientOutcome => ({
         recipient,
         ...verdict,
         latencyMs: Date.now() - started,
       }));
+      return [...failed, ...(turn?.deferred ?? [])];
+    } finally {
+      await turn?.release();
     }
   }
 
@@ -255,7 +272,14 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
 
       const perDomain = await Promise.all(
         [...byDomain].map(([domain, recipients]) =>
-          deliverToDomain(domain, recipients, prepared.raw, prepared.envelopeFrom, opts.deadlineAt),
+          deliverToDomain(
+            domain,
+            recipients,
+            prepared.raw,
+            prepared.envelopeFrom,
+            opts.deadlineAt,
+            domainOf(job.message.from.email),
+          ),
         ),
       );
       const byRecipient = new Map<string, RecipientOutcome>();

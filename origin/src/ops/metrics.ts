@@ -1,6 +1,6 @@
 /**
  * A few Prometheus metrics in the text exposition format (version 0.0.4). Hand-written because the
- * origin needs four instruments, not a metrics library.
+ * origin needs a handful of instruments, not a metrics library.
  */
 
 type Labels = Record<string, string>;
@@ -38,6 +38,13 @@ class Gauge {
   ) {}
   set(value: number, labels: Labels = {}): void {
     this.values.set(labelKey(labels), value);
+  }
+  /** Drops a label set (a destination with no connection left), so the exposition stays small. */
+  delete(labels: Labels = {}): void {
+    this.values.delete(labelKey(labels));
+  }
+  get(labels: Labels = {}): number | undefined {
+    return this.values.get(labelKey(labels));
   }
   render(): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
@@ -89,9 +96,41 @@ export function createMetrics() {
       "Time a job waited for a free slot",
       SECONDS,
     ),
+    // Destination limits and warm-up (delivery/throttle.ts, delivery/warmup.ts; docs/operations.md).
+    destinationConnections: new Gauge(
+      "scaisend_origin_destination_connections",
+      "SMTP transactions this node has in progress per destination domain (provider domains share one)",
+    ),
+    warmupAllowance: new Gauge(
+      "scaisend_origin_warmup_allowance",
+      "Today's warm-up allowance in recipients per sender (a domain, or * for this node)",
+    ),
+    warmupRemaining: new Gauge(
+      "scaisend_origin_warmup_remaining",
+      "Recipients left of today's warm-up allowance per sender, as of this node's last count",
+    ),
+    throttled: new Counter(
+      "scaisend_origin_throttled_recipients_total",
+      "Recipients deferred by the origin's own limits, by reason (rate, backoff, concurrency, warmup)",
+    ),
+    coordinatorDegraded: new Gauge(
+      "scaisend_origin_coordinator_degraded",
+      "1 while Redis does not answer and the per-destination limits are kept per node",
+    ),
     render(): string {
       return (
-        [this.inFlight, this.linkUp, this.outcomes, this.jobSeconds, this.queueWaitSeconds]
+        [
+          this.inFlight,
+          this.linkUp,
+          this.outcomes,
+          this.jobSeconds,
+          this.queueWaitSeconds,
+          this.destinationConnections,
+          this.warmupAllowance,
+          this.warmupRemaining,
+          this.throttled,
+          this.coordinatorDegraded,
+        ]
           .map((m) => m.render())
           .join("\n") + "\n"
       );
