@@ -253,6 +253,6 @@ describe("outcome journal ⇄ OriginHub (Miniflare)", () => {
     expect(await second.link.waitForAcks(15_000)).toBe(true);
     expect(second.journal.size).toBe(0);
     await second.journal.close();
-    expect(fs.readdirSync(second.journal.nodeDir)).toEqual([]);
+    expect(fs.existsSync(second.journal.nodeDir)).toBe(false);
   }, 60_000);
 });

@@ -195,8 +195,8 @@ export class OutcomeJournal {
   }
 
   /**
-   * Syncs and closes. With nothing left to report the segment and the lock are removed, so a node that
-   * drained cleanly leaves an empty directory.
+   * Syncs and closes. With nothing left to report the segment, the lock and the node's directory are
+   * removed, so a node that drained cleanly leaves nothing behind.
    */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -208,10 +208,16 @@ export class OutcomeJournal {
       fs.closeSync(this.fd);
       this.fd = -1;
     }
-    if (this.entries.size === 0) {
-      for (const name of this.segmentNames()) fs.rmSync(path.join(this.nodeDir, name), { force: true });
+    try {
+      if (this.entries.size === 0) {
+        for (const name of this.segmentNames()) fs.rmSync(path.join(this.nodeDir, name), { force: true });
+      }
+      fs.rmSync(path.join(this.nodeDir, "lock"), { force: true });
+      // Only if empty: anything else there is not ours to remove.
+      if (this.entries.size === 0) fs.rmdirSync(this.nodeDir);
+    } catch {
+      // Not empty, or already gone: nothing of ours is lost either way.
     }
-    fs.rmSync(path.join(this.nodeDir, "lock"), { force: true });
   }
 
   // ------------------------------------------------------------------------------------------
