@@ -32,6 +32,7 @@ const POLICY_DOMAINS = {
   "testing-selfsigned": "testing",
   "testing-notls": "testing",
   "none-mode": "none",
+  "slow-policy": "enforce",
 } as const;
 const PLAIN_DOMAINS = ["offered", "notoffered", "broken"];
 
@@ -67,6 +68,7 @@ beforeAll(async () => {
     const mx = name === "enforce-unlisted" ? ["mail.elsewhere.test"] : [`*.${name}.test`];
     policies.set(`mta-sts.${name}.test`, { body: policyBody(mode, mode === "none" ? [] : mx) });
   }
+  policies.set("mta-sts.slow-policy.test", { hang: true });
   dns = await startDnsServer({ records: zone });
 });
 afterAll(async () => {
@@ -232,6 +234,20 @@ describe("MTA-STS enforce: TLS required, certificate valid for a listed MX", () 
     expect(outcome).toMatchObject({ status: "delivered", tls: true });
     expect(outcome.mtaSts).toBeUndefined();
     expect(policies.requests.some((r) => r.host === "mta-sts.enforce-off.test")).toBe(false);
+  });
+});
+
+describe("the job deadline", () => {
+  it("a policy fetch still running at the deadline → deferred, saying so, and nothing sent", async () => {
+    const server = await mx({ tls: ca.issue(["mx.slow-policy.test"]) });
+    const engine = engineFor(server.port);
+    const [outcome] = await engine.deliver(job("rcpt@slow-policy.test"), { deadlineAt: Date.now() + 600 });
+    expect(outcome).toMatchObject({
+      status: "deferred",
+      response: "job deadline reached before the MTA-STS policy look-up for slow-policy.test finished",
+    });
+    expect(policies.requests.some((r) => r.host === "mta-sts.slow-policy.test")).toBe(true);
+    expect(server.connections).toBe(0);
   });
 });
 

@@ -341,6 +341,18 @@ describe("policy discovery against DNS and HTTPS on loopback", () => {
     expect(fetchesOf(https, "hangs.test")).toBe(1);
   });
 
+  it("close() ends a fetch in progress at once (a drain does not wait out the fetch timeout)", async () => {
+    https.set("mta-sts.hangs.test", { hang: true });
+    const resolver = resolverFor({ fetchTimeoutMs: 60_000 });
+    const before = fetchesOf(https, "hangs.test");
+    const pending = resolver.policyFor("hangs.test");
+    // A deterministic signal that the request is at the server, not a sleep.
+    await expect.poll(() => fetchesOf(https, "hangs.test"), { timeout: 5_000 }).toBe(before + 1);
+    resolver.close();
+    // Without close() ending it, this would wait for the 60 s fetch timeout, past the test's own.
+    expect(await pending).toBeNull();
+  });
+
   it("two v=STSv1 records, or none among other TXT records, mean no policy and no fetch", async () => {
     const resolver = resolverFor();
     expect(await resolver.policyFor("twice.test")).toBeNull();

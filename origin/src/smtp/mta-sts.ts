@@ -252,6 +252,8 @@ export function createMtaStsResolver(options: MtaStsResolverOptions = {}): MtaSt
   const log = options.log ?? (() => {});
   const cache = new Map<string, CacheEntry>();
   const inFlight = new Map<string, Promise<DomainPolicy | null>>();
+  /** Policy requests under way, ended by close() so a drain does not wait out their timeouts. */
+  const requests = new Set<ClientRequest>();
   let closed = false;
 
   function store(domain: string, entry: CacheEntry): void {
@@ -292,6 +294,7 @@ export function createMtaStsResolver(options: MtaStsResolverOptions = {}): MtaSt
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        if (req) requests.delete(req);
         if (!result.ok) req?.destroy();
         resolve(result);
       };
@@ -342,7 +345,9 @@ export function createMtaStsResolver(options: MtaStsResolverOptions = {}): MtaSt
       } catch (err) {
         return done({ ok: false, error: err instanceof Error ? err.message : String(err) });
       }
+      requests.add(req);
       req.on("error", (err) => done({ ok: false, error: err.message }));
+      req.on("close", () => done({ ok: false, error: "connection closed before a response" }));
       timer = setTimeout(
         () => done({ ok: false, error: `no policy within ${fetchTimeoutMs} ms` }),
         Math.max(0, deadline - Date.now()),
@@ -435,6 +440,8 @@ export function createMtaStsResolver(options: MtaStsResolverOptions = {}): MtaSt
     close() {
       closed = true;
       resolver.cancel();
+      for (const req of requests) req.destroy(new Error("MTA-STS resolver closed"));
+      requests.clear();
       cache.clear();
     },
   };
