@@ -206,6 +206,14 @@ describe("outcome journal", () => {
     expect(openJournal().recovery.inherited).toBe(0);
   });
 
+  it("names JOURNAL_DIR when it cannot write there", () => {
+    const file = path.join(root, "not-a-dir");
+    fs.writeFileSync(file, "");
+    expect(() =>
+      OutcomeJournal.open({ dir: file, nodeId: "n", fsyncIntervalMs: 20, retainMs: 60_000 }),
+    ).toThrow(/cannot write .*set JOURNAL_DIR/);
+  });
+
   it("with JOURNAL_FSYNC_MS=0 syncs every append (and still reads back)", () => {
     const j = OutcomeJournal.open({ dir: root, nodeId: "sync", fsyncIntervalMs: 0, retainMs: 60_000 });
     open.push(j);

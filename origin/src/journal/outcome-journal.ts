@@ -100,7 +100,14 @@ export class OutcomeJournal {
     this.nodeDir = path.join(opts.dir, nodeDirName(opts.nodeId));
     this.segmentBytes = opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES;
     this.now = opts.now ?? Date.now;
-    fs.mkdirSync(this.nodeDir, { recursive: true });
+    try {
+      fs.mkdirSync(this.nodeDir, { recursive: true });
+      fs.accessSync(this.nodeDir, fs.constants.W_OK);
+    } catch (err) {
+      throw new Error(
+        `outcome journal: cannot write ${this.nodeDir} (${(err as Error).message}); set JOURNAL_DIR to a directory on local disk the node's user owns (docs/operations.md#the-outcome-journal)`,
+      );
+    }
     this.lock();
     this.recovery = this.load();
     this.rotate();
