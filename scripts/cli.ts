@@ -3,6 +3,7 @@
  *   scaisend bootstrap --tenant "Acme" --domain mail.acme.com     tenant + live/test keys + sender domain
  *   scaisend domain show   --tenant tnt_… --id dom_…              DNS records to publish
  *   scaisend domain verify --tenant tnt_… --id dom_…              check them
+ *   scaisend domain ed25519 add|remove --tenant tnt_… --id dom_…  dual signing on (or rotate) / off
  *   scaisend key create    --tenant tnt_… --name ci --environment test --scopes mail.send
  *   scaisend secrets reseal                                        re-seal every DKIM key under SECRETS_KEY
  *   scaisend bounce classify < message.eml                         local: classify a bounce or complaint
@@ -13,9 +14,10 @@ import { PERMISSIONS } from "../shared/permissions.ts";
 import { AdminClient, type DomainView, type ResealPageView } from "./lib/admin-client.ts";
 
 const USAGE = `usage:
-  scaisend bootstrap --tenant NAME --domain DOMAIN [--dmarc-policy none|quarantine|reject]
+  scaisend bootstrap --tenant NAME --domain DOMAIN [--dmarc-policy none|quarantine|reject] [--dkim rsa|dual]
   scaisend domain show --tenant TENANT_ID --id DOMAIN_ID
   scaisend domain verify --tenant TENANT_ID --id DOMAIN_ID
+  scaisend domain ed25519 add|remove --tenant TENANT_ID --id DOMAIN_ID   (dual signing; add again rotates)
   scaisend key create --tenant TENANT_ID --name NAME [--environment live|test] [--scopes a,b]
   scaisend secrets reseal [--limit N]   (after a SECRETS_KEY rotation; see docs/operations.md)
   scaisend bounce classify < message.eml   (local; VERP_SECRET verifies VERP tokens; see docs/bounces.md)
@@ -40,6 +42,7 @@ export async function runCli(argv: string[]): Promise<number> {
       environment: { type: "string" },
       scopes: { type: "string" },
       "dmarc-policy": { type: "string" },
+      dkim: { type: "string" },
       limit: { type: "string" },
       help: { type: "boolean" },
     },
@@ -78,7 +81,12 @@ export async function runCli(argv: string[]): Promise<number> {
       const scopes = [...PERMISSIONS];
       const live = await admin.createApiKey(tenant.id, { name: "live", environment: "live", scopes });
       const test = await admin.createApiKey(tenant.id, { name: "test", environment: "test", scopes });
-      const domain = await admin.createDomain(tenant.id, need("domain"), values["dmarc-policy"] ?? "none");
+      const domain = await admin.createDomain(
+        tenant.id,
+        need("domain"),
+        values["dmarc-policy"] ?? "none",
+        values.dkim ?? "rsa",
+      );
       console.log(
         `tenant   ${tenant.id}\ndomain   ${domain.id} (${domain.domain}, verified: ${domain.verified})`,
       );
@@ -90,6 +98,12 @@ export async function runCli(argv: string[]): Promise<number> {
     }
     case "domain show":
       printRecords(await admin.getDomain(need("tenant"), need("id")));
+      return 0;
+    case "domain ed25519 add":
+      printRecords(await admin.addEd25519Key(need("tenant"), need("id")));
+      return 0;
+    case "domain ed25519 remove":
+      printRecords(await admin.removeEd25519Key(need("tenant"), need("id")));
       return 0;
     case "domain verify": {
       const r = await admin.verifyDomain(need("tenant"), need("id"));
@@ -127,11 +141,13 @@ export async function runCli(argv: string[]): Promise<number> {
         cursor = page.next_cursor;
       } while (cursor !== null);
       console.log(
-        `key id ${keyId}: ${totals.examined} domains, ${totals.resealed} re-sealed, ` +
+        `key id ${keyId}: ${totals.examined} domains; keys: ${totals.resealed} re-sealed, ` +
           `${totals.current} already current, ${failed.length} failed`,
       );
       for (const f of failed)
-        console.log(`  ${f.domain} (${f.domain_id}, tenant ${f.tenant_id}): ${f.error}`);
+        console.log(
+          `  ${f.domain} (${f.domain_id}, tenant ${f.tenant_id})${f.key ? ` ${f.key} key` : ""}: ${f.error}`,
+        );
       return failed.length === 0 ? 0 : 1;
     }
     default:

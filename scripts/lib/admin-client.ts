@@ -40,7 +40,8 @@ export interface ResealPageView {
   examined: number;
   resealed: number;
   already_current: number;
-  failed: { domain_id: string; tenant_id: string; domain: string; error: string }[];
+  /** One entry per key that did not re-seal; `key` says which of the domain's keys. */
+  failed: { domain_id: string; tenant_id: string; domain: string; key?: string; error: string }[];
   next_cursor: string | null;
 }
 
@@ -70,12 +71,33 @@ export class AdminClient {
     return this.call<ApiKeyView>("POST", `/api/admin/tenants/${tenantId}/api_keys`, input, "create API key");
   }
 
-  createDomain(tenantId: string, domain: string, dmarcPolicy = "none") {
+  /** `dkimAlgorithm` "dual" adds an Ed25519 key beside the RSA one (docs/api/admin.md). */
+  createDomain(tenantId: string, domain: string, dmarcPolicy = "none", dkimAlgorithm = "rsa") {
     return this.call<DomainView>(
       "POST",
       "/api/admin/domains",
-      { domain, dmarc_policy: dmarcPolicy, tenant_id: tenantId },
+      { domain, dmarc_policy: dmarcPolicy, dkim_algorithm: dkimAlgorithm, tenant_id: tenantId },
       "create domain",
+    );
+  }
+
+  /** Adds the domain's Ed25519 key, or rotates it to the next selector when it has one. */
+  addEd25519Key(tenantId: string, id: string) {
+    return this.call<DomainView>(
+      "POST",
+      `/api/admin/domains/${id}/dkim/ed25519?tenant_id=${tenantId}`,
+      undefined,
+      "add Ed25519 DKIM key",
+    );
+  }
+
+  /** Back to RSA-only signing. */
+  removeEd25519Key(tenantId: string, id: string) {
+    return this.call<DomainView>(
+      "DELETE",
+      `/api/admin/domains/${id}/dkim/ed25519?tenant_id=${tenantId}`,
+      undefined,
+      "remove Ed25519 DKIM key",
     );
   }
 

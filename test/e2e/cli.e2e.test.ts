@@ -245,6 +245,34 @@ describe("scaisend against a running edge", () => {
     expect(liveMessage.body).toMatchObject({ mode: "live", status: "queued" });
   });
 
+  it("domain ed25519 add prints the Ed25519 record beside the RSA one, add again rotates its selector, remove ends dual signing", async () => {
+    const ed = (verb: string) =>
+      scaisend(["domain", "ed25519", verb, ...flags, "--tenant", boot.tenantId, "--id", boot.domainId]);
+    const added = await ed("add");
+    expect(added.stderr).toBe("");
+    expect(added.code).toBe(0);
+    const edRecord = parseRecords(added.stdout).find((r) => r.value.includes("k=ed25519"));
+    expect(edRecord?.host).toBe(`scaisend-ed1._domainkey.${DOMAIN}`);
+    // RFC 8463 §4.2: the raw 32-byte public key, base64 (44 characters with padding).
+    expect(edRecord?.value).toMatch(/^v=DKIM1; k=ed25519; p=[A-Za-z0-9+/]{43}=$/);
+    const view = await edge.get(boot.liveKey, `/api/admin/domains/${boot.domainId}`);
+    expect(view.body.data).toMatchObject({ dkim_algorithm: "dual", dkim_ed25519_selector: "scaisend-ed1" });
+
+    const rotated = await ed("add");
+    expect(rotated.code).toBe(0);
+    const next = parseRecords(rotated.stdout).find((r) => r.value.includes("k=ed25519"));
+    expect(next?.host).toBe(`scaisend-ed2._domainkey.${DOMAIN}`);
+    expect(next?.value).not.toBe(edRecord?.value);
+
+    const removed = await ed("remove");
+    expect(removed.code).toBe(0);
+    expect(parseRecords(removed.stdout).some((r) => r.value.includes("k=ed25519"))).toBe(false);
+    const after = await edge.get(boot.liveKey, `/api/admin/domains/${boot.domainId}`);
+    expect(after.body.data.dkim_algorithm).toBe("rsa");
+    // The RSA record the domain was verified with is untouched.
+    expect(parseRecords(removed.stdout)[0]).toEqual(boot.records[0]);
+  });
+
   it("key create prints a new key with the scopes asked for, and only those (edge and token from the environment)", async () => {
     const r = await scaisend(
       [
