@@ -260,6 +260,11 @@ export interface ChaosOptions {
    * checks then fail, which shows they can).
    */
   sameNodeIdOnRestart?: boolean;
+  /**
+   * false: the restarted process gets an empty JOURNAL_DIR, as if the killed one's outcome journal
+   * had been lost, so what it knew is delivered again (the journal check then fails, which shows it can).
+   */
+  keepJournalOnRestart?: boolean;
   log?: (msg: string) => void;
 }
 
@@ -349,12 +354,12 @@ export async function runChaos(stack: ChaosStack, o: ChaosOptions): Promise<Chao
   const origins: OriginProc[] = [];
   try {
     if (o.redis) redis = await startRedisServer();
-    const start = async (id = nodeId) => {
+    const start = async (id = nodeId, journal = journalDir) => {
       const p = await startOrigin(stack, {
         nodeId: id,
         smtpPort: sink.port,
         logFile,
-        journalDir,
+        journalDir: journal,
         ...(redis ? { redisUrl: redis.url } : {}),
         ...(o.hostSlotTtlMs ? { hostSlotTtlMs: o.hostSlotTtlMs } : {}),
       });
@@ -417,7 +422,10 @@ export async function runChaos(stack: ChaosStack, o: ChaosOptions): Promise<Chao
 
     // The same node id again, at once.
     const restartedAt = Date.now();
-    const second = await start(o.sameNodeIdOnRestart === false ? `${nodeId}-other` : nodeId);
+    const second = await start(
+      o.sameNodeIdOnRestart === false ? `${nodeId}-other` : nodeId,
+      o.keepJournalOnRestart === false ? `${journalDir}-lost` : journalDir,
+    );
     await waitReady(second, logFile);
     const restartToReadyS = (Date.now() - restartedAt) / 1000;
 
