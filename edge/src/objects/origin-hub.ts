@@ -161,7 +161,15 @@ interface OutboxRow {
 /** The columns a result needs. */
 type AttemptRow = Pick<
   OutboxRow,
-  "message_id" | "tenant_id" | "dispatches" | "deferrals" | "state" | "delivered" | "bounced" | "failed"
+  | "message_id"
+  | "tenant_id"
+  | "dispatches"
+  | "deferrals"
+  | "state"
+  | "delivered"
+  | "bounced"
+  | "failed"
+  | "enqueued_at"
 > & {
   [key: string]: SqlStorageValue;
 };
@@ -1006,7 +1014,7 @@ export class OriginHub extends DurableObject<Bindings> {
     const row = this.sql
       // Not the entry itself: a result needs only the attempt bookkeeping, and entries are kilobytes.
       .exec<AttemptRow>(
-        `SELECT message_id, tenant_id, dispatches, deferrals, state, delivered, bounced, failed
+        `SELECT message_id, tenant_id, dispatches, deferrals, state, delivered, bounced, failed, enqueued_at
          FROM outbox WHERE message_id = ?`,
         frame.messageId,
       )
@@ -1025,7 +1033,10 @@ export class OriginHub extends DurableObject<Bindings> {
       ws,
       jobId: frame.jobId,
       row,
-      plan: planResult(row, frame.recipients, this.retry, Date.now()),
+      // An origin's retryAfterMs is honoured, up to the maximum queue age (services/result-plan.ts).
+      plan: planResult(row, frame.recipients, this.retry, Date.now(), {
+        notAfter: row.enqueued_at + this.config.MAX_QUEUE_AGE_MS,
+      }),
       duplicates: [],
     });
     this.scheduleFlush();

@@ -8,6 +8,13 @@
  *  - `deferrals`: results in which recipients were deferred. Only this indexes the retry schedule, so
  *    a link drop or a restarted origin never uses up a retry step. After the Nth deferral the next try
  *    waits intervals[N-1]; when the schedule has no Nth entry the deferred recipients bounce (soft).
+ *
+ * Deferrals the origin timed (`retryAfterMs`: its own rate limit, back-off pause or warm-up
+ * allowance, docs/link-protocol.md) are retried no sooner than that. A result whose deferred recipients
+ * all carry it was the origin pacing itself, not a destination refusing: it uses no retry step and
+ * the retry comes at the latest `retryAfterMs`. Otherwise the schedule's delay applies, raised to the
+ * latest `retryAfterMs`. Either way `notAfter` (the message's maximum queue age) caps the retry time,
+ * where the hub's expiry ends the message.
  */
 import type { RecipientOutcome } from "../../../shared/link/protocol.ts";
 import type { RetrySchedule } from "../../../shared/delivery/retry-schedule.ts";
@@ -59,15 +66,25 @@ export interface ResultPlan {
   events(tenantId: string): NewEvent[];
 }
 
+export interface PlanLimits {
+  /** Latest retry time: when the message reaches the maximum queue age (enqueued_at + MAX_QUEUE_AGE_MS). */
+  notAfter?: number;
+}
+
 export function planResult(
   row: AttemptState,
   outcomes: RecipientOutcome[],
   retry: RetrySchedule,
   now: number,
+  limits: PlanLimits = {},
 ): ResultPlan {
-  // This result's deferral, if it has one, is number deferrals + 1.
-  const delay = retry.nextRetryDelay(row.deferrals + 1);
-  const retryAt = delay === null ? 0 : now + delay;
+  const deferredOutcomes = outcomes.filter((o) => o.status === "deferred");
+  const paced = deferredOutcomes.length > 0 && deferredOutcomes.every((o) => o.retryAfterMs !== undefined);
+  const notBefore = now + Math.max(0, ...deferredOutcomes.map((o) => o.retryAfterMs ?? 0));
+  // This result's deferral, if it has one, is number deferrals + 1; a paced one uses no step.
+  const delay = paced ? 0 : retry.nextRetryDelay(row.deferrals + 1);
+  const retryAt =
+    delay === null ? 0 : Math.min(Math.max(now + delay, notBefore), limits.notAfter ?? Infinity);
   const totals = { delivered: row.delivered, bounced: row.bounced, failed: row.failed };
   const retryRecipients: string[] = [];
   const recipientStatuses: { email: string; status: string }[] = [];
@@ -150,7 +167,7 @@ export function planResult(
 
   return {
     status,
-    deferrals: retryRecipients.length > 0 ? row.deferrals + 1 : row.deferrals,
+    deferrals: retryRecipients.length > 0 && !paced ? row.deferrals + 1 : row.deferrals,
     retryRecipients,
     retryAt,
     totals,
