@@ -11,7 +11,7 @@
  *                                                                    Sent when jobs are taken, then again every
  *                                                                    leaseMs / 5 for every job still held (renewal).
  *   origin → edge   release {jobIds[]}                               "I will not run these": back to the outbox at once
- *   origin → edge   result  {jobId, messageId, attempt, recipients[]} one per finished job
+ *   origin → edge   result  {jobId, messageId, attempt, recipients[]} one per finished job; valid before hello too
  *   edge → origin   resultAck {jobIds[]}                             the edge has recorded these results
  *   origin → edge   credit  {credits}                                more room: hub may push that many more jobs
  *   origin → edge   inbound {events[]}                               bounces and complaints that came back by mail
@@ -25,7 +25,9 @@
  * recorded or superseded.
  *
  * `bootId` names one origin process: a hub that sees a node's hello with a new boot id knows the jobs
- * the previous incarnation held died with it and re-dispatches them at once.
+ * the previous incarnation held died with it and re-dispatches them at once. So a restarted origin sends
+ * the results its predecessor journaled and never saw acknowledged BEFORE its hello: they are applied
+ * by the dispatch they name while the hub still leases it (docs/link-protocol.md#restarts-and-boot-ids).
  *
  * Frames are validated with zod on both ends; a frame that fails validation is logged and dropped,
  * never half-applied. Sizes are UTF-8 bytes: Cloudflare caps a Durable Object WebSocket message at
