@@ -31,7 +31,7 @@ import { Resolver } from "node:dns/promises";
 import type { ClientRequest } from "node:http";
 import { request } from "node:https";
 import { isIP } from "node:net";
-import { rootCertificates } from "node:tls";
+import { createSecureContext, rootCertificates } from "node:tls";
 import { domainToASCII } from "node:url";
 import { nonPublicReason } from "./address-policy.ts";
 
@@ -248,7 +248,10 @@ export function createMtaStsResolver(options: MtaStsResolverOptions = {}): MtaSt
   const maxEntries = Math.max(1, options.maxEntries ?? DEFAULT_MAX_ENTRIES);
   const fetchTimeoutMs = options.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
   const port = options.port ?? 443;
-  const ca = options.ca ? [...rootCertificates, options.ca] : undefined;
+  // Built once: `ca` replaces Node's bundled roots, so the extra CA is added to them.
+  const secureContext = options.ca
+    ? createSecureContext({ ca: [...rootCertificates, options.ca] })
+    : undefined;
   const log = options.log ?? (() => {});
   const cache = new Map<string, CacheEntry>();
   const inFlight = new Map<string, Promise<DomainPolicy | null>>();
@@ -310,7 +313,7 @@ export function createMtaStsResolver(options: MtaStsResolverOptions = {}): MtaSt
             servername: host,
             headers: { host: port === 443 ? host : `${host}:${port}`, accept: "text/plain" },
             rejectUnauthorized: true,
-            ...(ca ? { ca } : {}),
+            ...(secureContext ? { secureContext } : {}),
             // A fresh connection each time: no session verified under other options is reused.
             agent: false,
           },
