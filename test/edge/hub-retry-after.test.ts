@@ -32,13 +32,13 @@ function maxQueueAgeMs(): number {
   return loaded.config.MAX_QUEUE_AGE_MS;
 }
 
-interface Row {
+type Row = {
   state: string;
   due_at: number;
   deferrals: number;
   enqueued_at: number;
   recipients: string;
-}
+};
 function outboxRow(messageId: string): Promise<Row | undefined> {
   return runInDurableObject(
     hub(),
