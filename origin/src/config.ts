@@ -179,7 +179,7 @@ export const OriginConfigSchema = z.object({
     .optional()
     .superRefine(checked((v) => createThrottlePolicy({ concurrency: v })))
     .describe(
-      'SMTP transactions at once per destination domain across nodes, e.g. "gmail.com=20,*=20", over the built-in gmail.com 20, outlook.com 10, yahoo.com 10, icloud.com 5, * 20',
+      'SMTP transactions at once per destination domain across nodes, e.g. "gmail.com=20,*=20", over the built-in gmail.com 20, outlook.com 10, yahoo.com 10, icloud.com 5, * 20; a transaction waits up to HOST_SLOT_WAIT_MS for its turn',
     ),
   THROTTLE_MAX_WAIT_MS: z.coerce
     .number()
@@ -187,7 +187,7 @@ export const OriginConfigSchema = z.object({
     .min(0)
     .default(30_000)
     .describe(
-      "Longest wait for a destination's rate token or connection slot (never past half the time left before the job deadline); beyond it the recipients are deferred with a retry time",
+      "Longest wait for a destination's rate token (never past half the time left before the job deadline); beyond it the recipients are deferred with a retry time",
     ),
   THROTTLE_BACKOFF_MS: z.coerce
     .number()

@@ -111,6 +111,7 @@ export async function startOriginNode(
         },
       }),
       slotTtlMs: config.HOST_SLOT_TTL_MS,
+      slotWaitMs: config.HOST_SLOT_WAIT_MS,
       metrics,
       log: (level, msg, extra) => log[level](msg, extra),
     }),

@@ -7,6 +7,7 @@ import type { DeliveryJob, RecipientOutcome } from "../../shared/link/protocol.t
 import {
   createMemoryCoordinator,
   createRedisCoordinator,
+  withMemoryFallback,
   type Coordinator,
 } from "../../origin/src/coord/index.ts";
 import { createDeliveryEngine, type DeliveryEngine } from "../../origin/src/delivery/engine.ts";
@@ -30,6 +31,8 @@ const DOMAINS = [
   "warm.test",
   "shared.test",
   "slow.test",
+  "stall.test",
+  "outage.test",
   "gmail.com",
   "googlemail.com",
 ];
@@ -181,6 +184,27 @@ describe("rate per destination domain", () => {
     // (a lower bound the limiter guarantees; 200 ms of slack for the first session's setup).
     const at = sink.messages.map((m) => m.acceptedAt).sort((a, b) => a - b);
     expect(at[3]! - at[0]!).toBeGreaterThanOrEqual(700);
+  });
+});
+
+describe("connections per destination domain", () => {
+  it("past the domain's concurrency a transaction waits for its turn, then is deferred; the server sees one connection", async () => {
+    const stall = await server(startSmtpServer({ stallData: true }));
+    const { engine: e, metrics } = engine({ port: stall.port, throttle: { concurrency: "stall.test=1" } });
+    const first = e.deliver(job(["a@stall.test"]), { deadlineAt: Date.now() + 4_000 });
+    // The first message sits in DATA at the server: the domain's one slot is taken.
+    for (let i = 0; i < 300 && stall.stalled === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(stall.stalled).toBe(1);
+    const [second] = await e.deliver(job(["b@stall.test"]), { deadlineAt: Date.now() + 1_000 });
+    expect(second!.status).toBe("deferred");
+    expect(second!.response).toMatch(
+      /^connection limit for stall\.test: 1 transactions in progress, none ended within \d+ s$/,
+    );
+    // maxConnectionsPerHost is 4: only the domain limit kept the second session from opening.
+    expect(stall.connections).toBe(1);
+    expect(metrics.throttled.get({ reason: "concurrency", destination: "stall.test" })).toBe(1);
+    const [a] = await first;
+    expect(a!.status).toBe("deferred"); // its deadline came while the server stalled
   });
 });
 
@@ -357,5 +381,33 @@ describe("/metrics", () => {
     const [outcome] = await delivering;
     expect(outcome!.status).toBe("delivered");
     expect(metrics.render()).not.toMatch(/destination_connections\{destination="slow\.test"\}/);
+  });
+});
+
+describe("a Redis outage", () => {
+  it("delivery goes on under per-node limits: nothing is lost or bounced, the rate still holds per node", async () => {
+    const own = await startRedisServer();
+    let stopped = false;
+    closers.push(async () => {
+      if (!stopped) await own.stop();
+    });
+    const sink = await server(startSinkServer());
+    const coordinator = withMemoryFallback(createRedisCoordinator(own.url, { commandTimeoutMs: 500 }), {
+      retryMs: 60_000,
+    });
+    closers.push(() => coordinator.close());
+    const { engine: e } = engine({ port: sink.port, coordinator, throttle: { rates: "outage.test=2/1h" } });
+    const [before] = await e.deliver(job(["o0@outage.test"]), soon());
+    expect(before!.status).toBe("delivered");
+    await own.stop();
+    stopped = true;
+    const during: RecipientOutcome[] = [];
+    for (let i = 1; i <= 3; i++) during.push(...(await e.deliver(job([`o${i}@outage.test`]), soon())));
+    expect(coordinator.degraded).toBe(true);
+    // The node's own bucket starts full (2), so two go and the third waits: deferred, with a time.
+    expect(during.map((o) => o.status)).toEqual(["delivered", "delivered", "deferred"]);
+    expect(during[2]!.response).toMatch(/^rate limit for outage\.test/);
+    expect(during[2]!.retryAfterMs).toBeGreaterThan(0);
+    expect(sink.messages).toHaveLength(3);
   });
 });

@@ -8,6 +8,7 @@
  *      a "dead" destination and lowers its concurrency on negative feedback;
  *   2. connections: at most `concurrency` transactions to the domain at once across every node (a
  *      host-slot semaphore under `domainSlotKey`, beside the per-MX-host limit of the transport);
+ *      a transaction waits for its slot as it would for a host slot (`slotWaitMs`);
  *   3. rate: a token bucket per domain (`rate` recipients per `intervalMs`, bursts up to `rate`),
  *      one token per recipient. A token due soon is waited for (up to `maxWaitMs`, and never past half
  *      of what is left before the job deadline); a later one defers the recipients with `retryAfterMs`,
@@ -173,6 +174,12 @@ export interface ThrottleOptions {
   policy?: ThrottlePolicy;
   /** Lease of one per-domain slot (as HOST_SLOT_TTL_MS). */
   slotTtlMs?: number;
+  /**
+   * Longest wait for a per-domain slot (as HOST_SLOT_WAIT_MS, default 120 s), never past half of what
+   * is left before the job deadline: waiting for a slot is queueing for a busy destination, like the
+   * wait for a host slot, so it is not cut at `maxWaitMs`.
+   */
+  slotWaitMs?: number;
   metrics?: Pick<Metrics, "destinationConnections" | "throttled">;
   log?: (level: "debug" | "info" | "warn", msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -205,6 +212,7 @@ export function createThrottle(options: ThrottleOptions): Throttle {
   const { coordinator } = options;
   const policy = options.policy ?? createThrottlePolicy();
   const slotTtlMs = options.slotTtlMs ?? 60_000;
+  const slotWaitMs = options.slotWaitMs ?? 120_000;
   const log = options.log ?? (() => {});
   const active = new Map<string, number>();
   /** The last pushback reply per key, for the deferral text (a convenience: not shared across nodes). */
@@ -246,11 +254,8 @@ export function createThrottle(options: ThrottleOptions): Throttle {
       const started = Date.now();
       const key = destinationKey(domain);
       const limits = policy.limitsFor(key);
-      const budget = () =>
-        Math.max(
-          0,
-          Math.min(policy.maxWaitMs, deadlineAt === undefined ? Infinity : (deadlineAt - Date.now()) / 2),
-        );
+      const budget = (cap = policy.maxWaitMs) =>
+        Math.max(0, Math.min(cap, deadlineAt === undefined ? Infinity : (deadlineAt - Date.now()) / 2));
 
       const backoff = await coordinator.backoffState(key, policy.backoff);
       if (backoff.pausedForMs > 0) {
@@ -270,7 +275,7 @@ export function createThrottle(options: ThrottleOptions): Throttle {
       let release: () => Promise<void>;
       try {
         release = await coordinator.acquireHostSlot(domainSlotKey(key), concurrency, slotTtlMs, {
-          waitMs: budget(),
+          waitMs: budget(slotWaitMs),
         });
       } catch (err) {
         const response =
