@@ -211,6 +211,14 @@ export function describeCoordinator(name: string, nodes: () => { a: Coordinator;
       const fourth = await b.takeRateTokens(key, paced);
       expect(fourth.granted).toBe(false);
       expect((fourth as { retryAfterMs: number }).retryAfterMs).toBeGreaterThan(25_000);
+      // More than the burst at once goes when the bucket is full, and leaves it in debt.
+      const huge = unique("huge.test");
+      const hugeReq = { cost: 5, emissionMs: 60_000, burst: 2, maxWaitMs: 0 };
+      expect(await a.takeRateTokens(huge, hugeReq)).toEqual({ granted: true, waitMs: 0 });
+      const inDebt = await b.takeRateTokens(huge, { ...hugeReq, cost: 1 });
+      expect(inDebt.granted).toBe(false);
+      // Five tokens charged against a burst of two: the next one is due after four emissions.
+      expect((inDebt as { retryAfterMs: number }).retryAfterMs).toBeGreaterThan(3.5 * 60_000);
       // A cost of several tokens counts as several.
       const big = unique("cost.test");
       expect(

@@ -115,12 +115,14 @@ export const domainSlotKey = (domain: string): string => `domain:${domain.toLowe
 /**
  * One GCRA step (https://en.wikipedia.org/wiki/Generic_cell_rate_algorithm), the same arithmetic as
  * the Redis adapter's Lua: `tat` is the theoretical arrival time of the bucket (0 when unknown). The
- * tokens are usable at `max(now, max(tat, now) + cost × T − burst × T)`.
+ * tokens are usable at `max(now, max(tat, now) + (min(cost, burst) − burst) × T)`, and the bucket is
+ * charged the whole cost: a transaction with more recipients than the burst goes once the bucket is
+ * full and leaves it in debt, rather than never fitting.
  */
 export function gcra(tat: number, now: number, r: RateTokenRequest): { decision: RateDecision; tat: number } {
   const base = Math.max(tat, now);
   const next = base + r.cost * r.emissionMs;
-  const at = Math.max(now, next - r.burst * r.emissionMs);
+  const at = Math.max(now, base + (Math.min(r.cost, r.burst) - r.burst) * r.emissionMs);
   if (at - now > r.maxWaitMs) return { decision: { granted: false, retryAfterMs: at - now }, tat };
   return { decision: { granted: true, waitMs: at - now }, tat: next };
 }

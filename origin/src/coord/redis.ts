@@ -108,8 +108,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 const RATE = `${NOW}
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local cost, T, burst, maxWait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local nxt = math.max(tat, now) + cost * T
-local at = math.max(now, nxt - burst * T)
+local base = math.max(tat, now)
+local nxt = base + cost * T
+local at = math.max(now, base + (math.min(cost, burst) - burst) * T)
 if at - now > maxWait then return {0, math.ceil(at - now)} end
 redis.call('SET', KEYS[1], string.format('%.3f', nxt), 'PX', math.max(1, math.ceil(nxt - now)))
 return {1, math.ceil(at - now)}
