@@ -314,6 +314,11 @@ export class EdgeLink {
       return;
     }
     const frame = parsed.frame;
+    // After close(), frames still arrive until the close handshake ends (ws delivers them in CLOSING).
+    // Acting on a welcome would mark the link up and make node.ts open the other shards' links for a
+    // node that is draining; jobs would run on its closed engine and fail for good. Only
+    // acknowledgements of what this process sent still count.
+    if (this.closed && frame.type !== "resultAck" && frame.type !== "inboundAck") return;
     switch (frame.type) {
       case "welcome":
         this.attempts = 0;
