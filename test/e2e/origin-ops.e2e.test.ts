@@ -397,7 +397,20 @@ describe("an origin process", () => {
       scaisend_origin_recipient_outcomes_total: "counter",
       scaisend_origin_delivery_seconds: "histogram",
       scaisend_origin_queue_wait_seconds: "histogram",
+      scaisend_origin_destination_connections: "gauge",
+      scaisend_origin_warmup_allowance: "gauge",
+      scaisend_origin_warmup_remaining: "gauge",
+      scaisend_origin_throttled_recipients_total: "counter",
+      scaisend_origin_coordinator_degraded: "gauge",
     });
+    // No Redis: never degraded; nothing throttled, no connection left open, warm-up off.
+    expect(values.get("scaisend_origin_coordinator_degraded")).toBe(0);
+    expect([...values.keys()].some((k) => k.startsWith("scaisend_origin_throttled_recipients_total"))).toBe(
+      false,
+    );
+    expect([...values.keys()].some((k) => k.startsWith("scaisend_origin_destination_connections"))).toBe(
+      false,
+    );
     expect(values.get('scaisend_origin_link_connected{shard="0"}')).toBe(1);
     expect(values.get('scaisend_origin_link_connected{shard="1"}')).toBe(1);
     expect(values.get("scaisend_origin_jobs_in_flight")).toBe(0);
