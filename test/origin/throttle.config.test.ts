@@ -1,9 +1,13 @@
 // The throttle and warm-up settings (docs/configuration.md): their defaults, the spec formats, and bad
 // values refused at start-up with the reason, as loadOriginConfig reports every other setting.
 import { describe, expect, it } from "vitest";
+import { RecipientOutcomeSchema } from "../../shared/link/protocol.ts";
 import { describeConfig, loadOriginConfig } from "../../origin/src/config.ts";
+import { createMemoryCoordinator } from "../../origin/src/coord/index.ts";
 import {
+  createThrottle,
   createThrottlePolicy,
+  MAX_RETRY_AFTER_MS,
   destinationKey,
   isPushback,
   parseRate,
@@ -91,5 +95,24 @@ describe("throttle and warm-up settings", () => {
     expect(isPushback([d(451), d(450)])).toBe(true);
     expect(isPushback([d(451), ok])).toBe(false);
     expect(isPushback([d()])).toBe(false);
+  });
+});
+
+describe("retryAfterMs stays inside the link schema", () => {
+  it("a very slow rate defers with at most MAX_RETRY_AFTER_MS, which RecipientOutcomeSchema accepts", async () => {
+    const coordinator = createMemoryCoordinator();
+    const throttle = createThrottle({
+      coordinator,
+      policy: createThrottlePolicy({ rates: "slow.test=1/30d" }),
+    });
+    const first = await throttle.enter("slow.test", ["a@slow.test"]);
+    expect(first.ok).toBe(true);
+    if (first.ok) await first.release();
+    const second = await throttle.enter("slow.test", ["b@slow.test"]);
+    expect(second.ok).toBe(false);
+    if (second.ok) return;
+    expect(second.outcomes[0]!.retryAfterMs).toBe(MAX_RETRY_AFTER_MS);
+    expect(RecipientOutcomeSchema.safeParse(second.outcomes[0]).success).toBe(true);
+    await coordinator.close();
   });
 });

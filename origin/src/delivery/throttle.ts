@@ -196,6 +196,11 @@ const intervalText = (ms: number) =>
 
 /** A deferral's retry time is spread by up to this fraction, so throttled mail does not come back at once. */
 const RETRY_SPREAD = 0.2;
+/**
+ * Upper bound of a `retryAfterMs` we send, well under the link schema's 31 days (a result frame
+ * outside the schema would be dropped by the hub): a rate as slow as "1/30d" still gets retried.
+ */
+export const MAX_RETRY_AFTER_MS = 7 * 86_400_000;
 
 /** Whether a transaction's outcomes say the destination is pushing back. */
 export function isPushback(outcomes: RecipientOutcome[]): boolean {
@@ -243,7 +248,9 @@ export function createThrottle(options: ThrottleOptions): Throttle {
         recipient,
         status: "deferred",
         response,
-        ...(retryAfterMs !== undefined ? { retryAfterMs: Math.ceil(retryAfterMs) } : {}),
+        ...(retryAfterMs !== undefined
+          ? { retryAfterMs: Math.min(MAX_RETRY_AFTER_MS, Math.ceil(retryAfterMs)) }
+          : {}),
         latencyMs: Date.now() - started,
       })),
     };
