@@ -102,6 +102,74 @@ describe("RFC 8461 §3.2 policy", () => {
   });
 });
 
+describe("parsers on hostile input (seeded fuzz)", () => {
+  // Bodies and records come from the recipient domain: whatever they hold, parsing returns a
+  // verdict and never throws, and whatever it accepts satisfies the grammar's guarantees.
+  let seed = 0x5eed;
+  const random = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)] as T;
+  const names = ["version", "mode", "mx", "max_age", "foo_bar", "Mode", "", "x y"];
+  const delims = [": ", ":", ":\t", " : ", ""];
+  const values = [
+    "STSv1",
+    "enforce",
+    "testing",
+    "none",
+    "mx.example.test",
+    "*.example.test",
+    "*.*.x",
+    "a..b",
+    "86400",
+    "99999999999",
+    "-1",
+    "é",
+    "",
+    "x y",
+    "\u0000",
+    "v=STSv1;",
+  ];
+  const policyText = () =>
+    Array.from(
+      { length: 1 + Math.floor(random() * 8) },
+      () => `${pick(names)}${pick(delims)}${pick(values)}`,
+    ).join(pick(["\n", "\r\n"]));
+  const recordText = () =>
+    [
+      "v=STSv1",
+      ...(random() < 0.5 ? ["id=X1"] : []),
+      ...Array.from(
+        { length: Math.floor(random() * 4) },
+        () => `${pick(["id", "ext", "", "i d"])}=${pick(["abc", "", "a_b", "X1", "é", "=;"])}`,
+      ),
+    ].join(pick(["; ", ";", " ; "]));
+  it("10,000 random policies and TXT records: no throw; accepted ones are well formed", () => {
+    let accepted = 0;
+    let acceptedRecords = 0;
+    for (let i = 0; i < 10_000; i++) {
+      const text =
+        i % 2 === 0
+          ? `version: STSv1\nmode: enforce\nmx: mx.example.test\nmax_age: 1\n${policyText()}`
+          : policyText();
+      const policy = parsePolicy(text);
+      if (policy.ok) {
+        accepted++;
+        expect(["enforce", "testing", "none"]).toContain(policy.value.mode);
+        expect(policy.value.maxAgeS).toBeLessThanOrEqual(31_557_600);
+        if (policy.value.mode !== "none") expect(policy.value.mx.length).toBeGreaterThan(0);
+        for (const mx of policy.value.mx) expect(mx).toMatch(/^(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)*$/);
+      }
+      const record = parseStsRecord(recordText());
+      if (record.ok) {
+        acceptedRecords++;
+        expect(record.value).toMatch(/^[A-Za-z0-9]{1,32}$/);
+      }
+    }
+    // The checks above ran on real acceptances, not only on refusals.
+    expect(accepted).toBeGreaterThan(50);
+    expect(acceptedRecords).toBeGreaterThan(50);
+  });
+});
+
 describe("RFC 8461 §4.1 MX patterns", () => {
   const patterns = ["mail.example.com", "*.example.net"];
   it.each([
