@@ -1,7 +1,7 @@
 // A Redis outage degrades the shared per-destination limits to per-node ones, with a warning, and
 // never stops delivery (docs/operations.md, "Throttling and warm-up"). A real redis-server is killed
 // by its pid and started again on the same port; nothing is mocked.
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   createCoordinator,
   createRedisCoordinator,
@@ -9,6 +9,7 @@ import {
   withMemoryFallback,
   type FailoverCoordinator,
 } from "../../origin/src/coord/index.ts";
+import { describeCoordinator } from "../helpers/coordinator-suite.ts";
 import { startRedisServer, type TestRedisServer } from "../helpers/redis-server.ts";
 
 const servers: TestRedisServer[] = [];
@@ -17,6 +18,19 @@ afterAll(async () => {
   await Promise.all(coordinators.map((c) => c.close()));
   for (const s of servers) await s.stop();
 });
+
+// While Redis answers, the wrapper is the Redis adapter: the same behavioural suite.
+let shared: { a: FailoverCoordinator; b: FailoverCoordinator };
+beforeAll(async () => {
+  const server = await startRedisServer();
+  servers.push(server);
+  shared = {
+    a: withMemoryFallback(createRedisCoordinator(server.url)),
+    b: withMemoryFallback(createRedisCoordinator(server.url)),
+  };
+  coordinators.push(shared.a, shared.b);
+});
+describeCoordinator("redis behind the failover", () => shared);
 
 const SLOW = { cost: 1, emissionMs: 3_600_000, burst: 1, maxWaitMs: 0 };
 
