@@ -33,6 +33,7 @@ const POLICY_DOMAINS = {
   "testing-notls": "testing",
   "none-mode": "none",
   "slow-policy": "enforce",
+  "shared-enforce": "enforce",
 } as const;
 const PLAIN_DOMAINS = ["offered", "notoffered", "broken"];
 
@@ -60,12 +61,21 @@ beforeAll(async () => {
     ],
   };
   zone["rogue.enforce-second.net"] = { A: ["127.0.0.1"] };
+  // Two domains on one MX host: one without a policy, one enforcing (shared-enforce, below).
+  zone["shared-plain.test"] = { MX: [{ preference: 10, exchange: "mx.shared.test" }] };
+  zone["shared-enforce.test"] = { MX: [{ preference: 10, exchange: "mx.shared.test" }] };
+  zone["mx.shared.test"] = { A: ["127.0.0.1"] };
   policies = await startPolicyServer(ca.issue(Object.keys(POLICY_DOMAINS).map((d) => `mta-sts.${d}.test`)));
   for (const [name, mode] of Object.entries(POLICY_DOMAINS)) {
     zone[`_mta-sts.${name}.test`] = { TXT: [`v=STSv1; id=${name.replace(/-/g, "")}1`] };
     zone[`mta-sts.${name}.test`] = { A: ["127.0.0.1"] };
     // "*.name.test" covers mx.name.test; enforce-unlisted lists a host its MX is not.
-    const mx = name === "enforce-unlisted" ? ["mail.elsewhere.test"] : [`*.${name}.test`];
+    const mx =
+      name === "enforce-unlisted"
+        ? ["mail.elsewhere.test"]
+        : name === "shared-enforce"
+          ? ["mx.shared.test"]
+          : [`*.${name}.test`];
     policies.set(`mta-sts.${name}.test`, { body: policyBody(mode, mode === "none" ? [] : mx) });
   }
   policies.set("mta-sts.slow-policy.test", { hang: true });
@@ -226,6 +236,17 @@ describe("MTA-STS enforce: TLS required, certificate valid for a listed MX", () 
     const outcome = await deliverTo("enforce-second.test", server);
     expect(outcome).toMatchObject({ status: "delivered", mxHost: "mx.enforce-second.test", tls: true });
     expect(server.connections).toBe(1);
+  });
+
+  it("an unverified session kept idle for another domain on the same MX is not reused for an enforced one", async () => {
+    const server = await mx({ tls: createSelfSignedCert("mx.shared.test") });
+    const engine = engineFor(server.port);
+    const [plain] = await engine.deliver(job("rcpt@shared-plain.test"));
+    expect(plain).toMatchObject({ status: "delivered", tls: true }); // opportunistic, left idle
+    expect(engine.stats().idle).toBe(1);
+    const [enforced] = await engine.deliver(job("rcpt@shared-enforce.test"));
+    expect(enforced).toMatchObject({ status: "deferred", enhancedCode: "4.7.5" });
+    expect(server.messages.map((m) => m.rcptTo)).toEqual([["rcpt@shared-plain.test"]]);
   });
 
   it("MTA_STS=false (mtaSts: false) ignores the policy: a self-signed MX gets the mail opportunistically", async () => {
