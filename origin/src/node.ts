@@ -97,6 +97,13 @@ export async function startOriginNode(
     claimOwner(config.NODE_ID, bootId),
   );
   // Per-destination rate, connections and back-off, and warm-up, shared through the coordinator.
+  const warmup = createWarmup({
+    coordinator,
+    schedule: parseWarmupSchedule(config.WARMUP_SCHEDULE),
+    starts: parseWarmupStart(config.WARMUP_START),
+    nodeId: config.NODE_ID,
+    metrics,
+  });
   const limits = createDeliveryLimits({
     throttle: createThrottle({
       coordinator,
@@ -115,13 +122,7 @@ export async function startOriginNode(
       metrics,
       log: (level, msg, extra) => log[level](msg, extra),
     }),
-    warmup: createWarmup({
-      coordinator,
-      schedule: parseWarmupSchedule(config.WARMUP_SCHEDULE),
-      starts: parseWarmupStart(config.WARMUP_START),
-      nodeId: config.NODE_ID,
-      metrics,
-    }),
+    warmup,
   });
   const engine = createDeliveryEngine({
     heloName: config.HELO_NAME,
@@ -213,8 +214,15 @@ export async function startOriginNode(
     }
     if (path === "/metrics") {
       metrics.coordinatorDegraded.set("degraded" in coordinator && coordinator.degraded ? 1 : 0);
-      res.writeHead(200, { "content-type": "text/plain; version=0.0.4" });
-      return res.end(metrics.render());
+      // Today's warm-up counts of every node on the same Redis, read (nothing counted) for this
+      // scrape; a read slower than a second, or failing, leaves the last values.
+      const refreshed = warmup.refreshMetrics().catch(() => {});
+      const late = new Promise<void>((r) => setTimeout(r, 1_000).unref());
+      void Promise.race([refreshed, late]).then(() => {
+        res.writeHead(200, { "content-type": "text/plain; version=0.0.4" });
+        res.end(metrics.render());
+      });
+      return;
     }
     json(res, 404, { detail: "Not Found" });
   });

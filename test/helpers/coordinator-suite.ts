@@ -281,6 +281,11 @@ export function describeCoordinator(name: string, nodes: () => { a: Coordinator;
       // A new day, a new count; another key, its own.
       expect(await b.takeWarmup(key, "2026-12-03", 3, 5)).toEqual({ granted: 3, used: 3 });
       expect(await b.takeWarmup(unique("other.test"), "2026-12-02", 1, 5)).toEqual({ granted: 1, used: 1 });
+      // Asking for 0 reads the day's count and counts nothing (the /metrics refresh).
+      const read = unique("read.test");
+      expect(await a.takeWarmup(read, "2026-12-02", 0, 5)).toEqual({ granted: 0, used: 0 });
+      expect(await b.takeWarmup(read, "2026-12-02", 2, 5)).toEqual({ granted: 2, used: 2 });
+      expect(await a.takeWarmup(read, "2026-12-02", 0, 5)).toEqual({ granted: 0, used: 2 });
       const contended = unique("contended.test");
       const grants = await Promise.all(
         Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).takeWarmup(contended, "2026-12-02", 1, 4)),

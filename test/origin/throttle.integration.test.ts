@@ -17,7 +17,12 @@ import {
   createThrottlePolicy,
   type ThrottlePolicyOptions,
 } from "../../origin/src/delivery/throttle.ts";
-import { createWarmup, parseWarmupSchedule, parseWarmupStart } from "../../origin/src/delivery/warmup.ts";
+import {
+  createWarmup,
+  parseWarmupSchedule,
+  parseWarmupStart,
+  type Warmup,
+} from "../../origin/src/delivery/warmup.ts";
 import { createMetrics, type Metrics } from "../../origin/src/ops/metrics.ts";
 import { startDnsServer, type DnsZone, type TestDnsServer } from "../helpers/dns-server.ts";
 import { startRedisServer, type TestRedisServer } from "../helpers/redis-server.ts";
@@ -72,23 +77,22 @@ interface Setup {
   nodeId?: string;
 }
 
-function engine(setup: Setup): { engine: DeliveryEngine; metrics: Metrics } {
+function engine(setup: Setup): { engine: DeliveryEngine; metrics: Metrics; warmup?: Warmup } {
   const metrics = createMetrics();
   const coordinator = setup.coordinator ?? createMemoryCoordinator();
   if (!setup.coordinator) closers.push(() => coordinator.close());
+  const warmup = setup.warmup
+    ? createWarmup({
+        coordinator,
+        schedule: parseWarmupSchedule(setup.warmup.schedule),
+        starts: parseWarmupStart(setup.warmup.start),
+        nodeId: setup.nodeId ?? "node-1",
+        metrics,
+      })
+    : undefined;
   const limits = createDeliveryLimits({
     throttle: createThrottle({ coordinator, policy: createThrottlePolicy(setup.throttle), metrics }),
-    ...(setup.warmup
-      ? {
-          warmup: createWarmup({
-            coordinator,
-            schedule: parseWarmupSchedule(setup.warmup.schedule),
-            starts: parseWarmupStart(setup.warmup.start),
-            nodeId: setup.nodeId ?? "node-1",
-            metrics,
-          }),
-        }
-      : {}),
+    ...(warmup ? { warmup } : {}),
   });
   const e = createDeliveryEngine({
     heloName: "origin.sender.test",
@@ -102,7 +106,7 @@ function engine(setup: Setup): { engine: DeliveryEngine; metrics: Metrics } {
     limits,
   });
   closers.push(() => e.close());
-  return { engine: e, metrics };
+  return { engine: e, metrics, ...(warmup ? { warmup } : {}) };
 }
 
 let seq = 0;
@@ -331,7 +335,7 @@ describe("warm-up", () => {
 describe("two nodes on one Redis", () => {
   it("share the rate and the warm-up allowance: the server sees the limit once, not once per node", async () => {
     const sink = await server(startSinkServer());
-    const nodes = [1, 2].map((n) => {
+    const started = [1, 2, 3].map((n) => {
       const coordinator = createRedisCoordinator(redis.url);
       closers.push(() => coordinator.close());
       return engine({
@@ -340,8 +344,9 @@ describe("two nodes on one Redis", () => {
         nodeId: `node-${n}`,
         throttle: { rates: "shared.test=3/1h" },
         warmup: { schedule: "4", start: `sender.test=${today()}` },
-      }).engine;
+      });
     });
+    const nodes = started.map((n) => n.engine);
     const outcomes = (
       await Promise.all(
         [0, 1, 2, 3, 4, 5].map((i) => nodes[i % 2]!.deliver(job([`s${i}@shared.test`]), soon())),
@@ -363,6 +368,12 @@ describe("two nodes on one Redis", () => {
     expect(
       more.filter((o) => /^warm-up allowance for sender\.test reached: 4 of 4/.test(o.response)),
     ).toHaveLength(1);
+    // A third node that sent nothing reads the shared count for /metrics (counting nothing).
+    const third = started[2]!;
+    expect(third.metrics.render()).not.toMatch(/scaisend_origin_warmup_remaining\{/);
+    await third.warmup!.refreshMetrics();
+    expect(third.metrics.render()).toMatch(/^scaisend_origin_warmup_allowance\{sender="sender\.test"\} 4$/m);
+    expect(third.metrics.render()).toMatch(/^scaisend_origin_warmup_remaining\{sender="sender\.test"\} 0$/m);
   });
 });
 

@@ -78,6 +78,11 @@ export interface Warmup {
   readonly enabled: boolean;
   /** Counts `recipients` of a message from `senderDomain` against today's allowance. */
   take(senderDomain: string, recipients: string[]): Promise<WarmupTake>;
+  /**
+   * Reads today's count of every configured sender (counting nothing) into the allowance gauges, so
+   * /metrics shows what every node on the same Redis has sent, not only this node's last count.
+   */
+  refreshMetrics(): Promise<void>;
 }
 
 export function createWarmup(options: WarmupOptions): Warmup {
@@ -85,28 +90,57 @@ export function createWarmup(options: WarmupOptions): Warmup {
   const spreadMs = options.spreadMs ?? 600_000;
   const enabled = options.schedule.length > 0 && options.starts.size > 0;
 
+  /** The counter of a WARMUP_START entry: a sending domain's (shared), or `*`, this node's own. */
+  const counterOf = (name: string, start: number) =>
+    name === "*"
+      ? { key: `node:${options.nodeId}`, label: "*", start }
+      : { key: `domain:${name}`, label: name, start };
+
   function counterFor(senderDomain: string): { key: string; label: string; start: number } | null {
     const domain = senderDomain.toLowerCase();
-    const own = options.starts.get(domain);
-    if (own !== undefined) return { key: `domain:${domain}`, label: domain, start: own };
+    const own = domain === "*" ? undefined : options.starts.get(domain);
+    if (own !== undefined) return counterOf(domain, own);
     const node = options.starts.get("*");
-    if (node !== undefined) return { key: `node:${options.nodeId}`, label: "*", start: node };
-    return null;
+    return node === undefined ? null : counterOf("*", node);
+  }
+
+  /** Today's allowance of a counter (undefined once its schedule is over) and the day's name. */
+  function today(start: number, t: number): { allowance: number | undefined; day: string; dayIndex: number } {
+    const midnight = Math.floor(t / DAY_MS) * DAY_MS;
+    const dayIndex = Math.max(0, Math.floor((midnight - start) / DAY_MS));
+    return {
+      allowance: options.schedule[dayIndex],
+      day: new Date(midnight).toISOString().slice(0, 10),
+      dayIndex,
+    };
   }
 
   return {
     enabled,
+    async refreshMetrics() {
+      if (!enabled || !options.metrics) return;
+      const t = now();
+      for (const [name, start] of options.starts) {
+        const counter = counterOf(name, start);
+        const { allowance, day } = today(start, t);
+        if (allowance === undefined) {
+          options.metrics.warmupAllowance.delete({ sender: name });
+          options.metrics.warmupRemaining.delete({ sender: name });
+          continue;
+        }
+        const { used } = await options.coordinator.takeWarmup(counter.key, day, 0, allowance);
+        options.metrics.warmupAllowance.set(allowance, { sender: name });
+        options.metrics.warmupRemaining.set(Math.max(0, allowance - used), { sender: name });
+      }
+    },
     async take(senderDomain, recipients) {
       const all = { go: recipients, deferred: [] };
       if (!enabled) return all;
       const counter = counterFor(senderDomain);
       if (!counter) return all;
       const t = now();
-      const today = Math.floor(t / DAY_MS) * DAY_MS;
-      const dayIndex = Math.max(0, Math.floor((today - counter.start) / DAY_MS));
-      const allowance = options.schedule[dayIndex];
+      const { allowance, day, dayIndex } = today(counter.start, t);
       if (allowance === undefined) return all; // the schedule is over: warmed up
-      const day = new Date(today).toISOString().slice(0, 10);
       const { granted, used } = await options.coordinator.takeWarmup(
         counter.key,
         day,
@@ -116,7 +150,7 @@ export function createWarmup(options: WarmupOptions): Warmup {
       options.metrics?.warmupAllowance.set(allowance, { sender: counter.label });
       options.metrics?.warmupRemaining.set(Math.max(0, allowance - used), { sender: counter.label });
       if (granted >= recipients.length) return all;
-      const tomorrow = today + DAY_MS;
+      const tomorrow = Math.floor(t / DAY_MS) * DAY_MS + DAY_MS;
       const retryAfterMs = tomorrow - t + Math.floor(Math.random() * spreadMs);
       const waiting = recipients.slice(granted);
       options.metrics?.throttled.inc({ reason: "warmup", destination: "*" }, waiting.length);
