@@ -3,21 +3,28 @@
  * look-ups, DoH JSON for the edge's domain verification), an SMTP server standing in for recipients'
  * MX hosts, the edge under `wrangler dev --local`, and an origin node. Everything is real; nothing
  * leaves 127.0.0.1. `stop()` ends every process it started, by pid.
+ *
+ * `stopEdge` / `restartEdge` end the edge (SIGTERM, or SIGKILL to its whole process group) and start
+ * it again on the same port over the same persisted D1 / Durable Object state, as a crashed or
+ * redeployed edge comes back; `messageIdCounts` counts what the sink accepted per Message-ID.
  */
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { loadOriginConfig } from "../../origin/src/config.ts";
 import { startOriginNode, type OriginNode } from "../../origin/src/node.ts";
 import { createLogger } from "../../origin/src/ops/log.ts";
 import { AdminClient, type ApiKeyView, type DomainView } from "../../scripts/lib/admin-client.ts";
-import { startEdge, type EdgeProcess } from "../../scripts/lib/wrangler-dev.ts";
+import { startEdge, type EdgeProcess, type StartEdgeOptions } from "../../scripts/lib/wrangler-dev.ts";
 import { startDnsServer, type DnsZone, type TestDnsServer } from "../helpers/dns-server.ts";
 import { startSmtpServer, type SmtpBehaviour, type TestSmtpServer } from "../helpers/smtp-servers.ts";
 
 export interface Stack {
   edge: EdgeProcess;
+  /** Where API clients go: wrangler's dev server, or the relay with `viaRelay`. */
+  readonly apiUrl: string;
   dns: TestDnsServer;
   smtp: TestSmtpServer;
   admin: AdminClient;
@@ -30,6 +37,12 @@ export interface Stack {
   zone: DnsZone;
   startOrigin(): Promise<OriginNode>;
   stopOrigin(): Promise<void>;
+  /** Ends the edge: SIGTERM lets wrangler shut down; SIGKILL kills its process group at once. */
+  stopEdge(signal: "SIGTERM" | "SIGKILL"): Promise<void>;
+  /** Starts the edge again (stopping it first if it runs) on the same port and persisted state. */
+  restartEdge(): Promise<EdgeProcess>;
+  /** How often the sink accepted each Message-ID (with its angle brackets, as GET /v3/messages/{id} shows it). */
+  messageIdCounts(): Map<string, number>;
   publish(records: DnsZone): void;
   api(
     method: string,
@@ -48,6 +61,14 @@ export interface StackOptions {
   smtp?: SmtpBehaviour;
   edgeVars?: Record<string, string>;
   startOrigin?: boolean;
+  /**
+   * Reach the Worker through a plain TCP relay on a port of its own that forwards to the Worker's own
+   * socket of whichever edge runs now: the origin's link and `apiUrl` (so `api()`) use it, so the same
+   * origin process and clients carry on across `restartEdge`, as they would with one stable hostname
+   * in production. The Worker's socket gets a new port each start, and each reload when a file under
+   * edge/ changes; wrangler's proxy keeps its port but drops the link (scripts/lib/wrangler-dev.ts).
+   */
+  viaRelay?: boolean;
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
@@ -68,7 +89,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   };
   const dns = await startDnsServer({ records: zone });
   const smtp = await startSmtpServer(options.smtp ?? {});
-  const edge = await startEdge({
+  const edgeOptions: StartEdgeOptions = {
     persistDir: path.join(workDir, "edge"),
     testScheduled: true,
     vars: {
@@ -81,7 +102,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       LINK_LEASE_MS: "15000",
       ...options.edgeVars,
     },
-  });
+  };
+  const edge = await startEdge(edgeOptions);
+  let edgeStarts = 1;
+  const relay = options.viaRelay ? await startRelay(() => currentWorkerUrl(stack.edge)) : null;
 
   const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
   const tenant = await admin.createTenant("E2E");
@@ -103,9 +127,12 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     domain,
     origin: null,
     zone,
+    get apiUrl() {
+      return relay ? relay.url : stack.edge.url;
+    },
     async startOrigin() {
       const config = loadOriginConfig({
-        EDGE_URL: edge.workerUrl,
+        EDGE_URL: relay ? relay.url : stack.edge.workerUrl,
         ORIGIN_TOKEN: secrets.ORIGIN_TOKEN,
         VERP_SECRET: secrets.VERP_SECRET,
         NODE_ID: `e2e-${randomBytes(3).toString("hex")}`,
@@ -126,12 +153,53 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       await stack.origin?.drain();
       stack.origin = null;
     },
+    async stopEdge(signal) {
+      if (signal === "SIGTERM") return stack.edge.stop();
+      const pid = stack.edge.pid;
+      // A killed host's connections die with it: the relay's too.
+      relay?.dropAll();
+      try {
+        process.kill(-pid, "SIGKILL");
+      } catch {
+        return; // already gone
+      }
+      // Gone once no process of its group is left (wrangler and its workerd child).
+      const until = Date.now() + 10_000;
+      while (Date.now() < until) {
+        try {
+          process.kill(-pid, 0);
+        } catch {
+          return;
+        }
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      throw new Error(`edge process group ${pid} still alive 10 s after SIGKILL`);
+    },
+    async restartEdge() {
+      await stack.edge.stop();
+      edgeStarts++;
+      stack.edge = await startEdge({
+        ...edgeOptions,
+        port: stack.edge.port,
+        logFile: path.join(workDir, `wrangler-${edgeStarts}.log`),
+      });
+      return stack.edge;
+    },
+    messageIdCounts() {
+      const counts = new Map<string, number>();
+      for (const m of smtp.messages) {
+        const head = m.raw.toString("utf8").split("\r\n\r\n", 1)[0]!;
+        const id = /^Message-ID:\s*(<[^>\r\n]+>)/im.exec(head)?.[1];
+        if (id) counts.set(id, (counts.get(id) ?? 0) + 1);
+      }
+      return counts;
+    },
     publish(records) {
       Object.assign(zone, records);
       dns.setRecords(zone);
     },
     async api(method, pathname, key, body) {
-      const res = await fetch(new URL(pathname, edge.url), {
+      const res = await fetch(new URL(pathname, stack.apiUrl), {
         method,
         headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
@@ -154,14 +222,70 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
     async stop() {
       await stack.stopOrigin().catch(() => undefined);
-      await edge.stop();
+      await relay?.close();
+      await stack.edge.stop();
       await smtp.close();
       await dns.close();
-      fs.rmSync(workDir, { recursive: true, force: true });
+      // E2E_KEEP=1 keeps the edge's state and wrangler logs for a post-mortem.
+      if (process.env.E2E_KEEP === "1") console.log(`e2e state kept in ${workDir}`);
+      else fs.rmSync(workDir, { recursive: true, force: true });
     },
   };
   if (options.startOrigin !== false) await stack.startOrigin();
   return stack;
+}
+
+/** The Worker's own socket as wrangler last logged it (it logs a new one on every reload). */
+const workerUrlSeen = new Map<string, { size: number; url: URL }>();
+function currentWorkerUrl(edge: EdgeProcess): URL {
+  const size = fs.statSync(edge.logFile).size;
+  const seen = workerUrlSeen.get(edge.logFile);
+  if (seen && seen.size === size) return seen.url;
+  const text = fs.readFileSync(edge.logFile, "utf8");
+  const found = [
+    ...text.matchAll(/"userWorkerUrl":\{"protocol":"http:","hostname":"([\d.]+)","port":"(\d+)"/g),
+  ].at(-1);
+  const url = new URL(found ? `http://${found[1]}:${found[2]}` : edge.workerUrl);
+  workerUrlSeen.set(edge.logFile, { size, url });
+  return url;
+}
+
+/**
+ * A TCP relay on 127.0.0.1: each connection is piped to `target()` as it is at connect time, and is
+ * closed when either side closes. A connection refused upstream (the edge is down) closes the client's.
+ */
+async function startRelay(
+  target: () => URL,
+): Promise<{ url: string; dropAll(): void; close(): Promise<void> }> {
+  const open = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const to = target();
+    const upstream = net.connect(Number(to.port), to.hostname);
+    for (const s of [client, upstream]) {
+      open.add(s);
+      s.on("error", () => undefined);
+      s.on("close", () => {
+        open.delete(s);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  const port = (server.address() as net.AddressInfo).port;
+  const dropAll = () => {
+    for (const s of open) s.destroy();
+  };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    dropAll,
+    close: () =>
+      new Promise<void>((resolve) => {
+        dropAll();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 /** The records the edge asked the tenant to publish, as a zone for the test DNS server. */
