@@ -230,9 +230,21 @@ describe("outbox", () => {
       content: [{ type: "text/plain", value: "x" }],
     });
     expect(r.status).toBe(202);
-    await new Promise((res) => setTimeout(res, 1_000));
+    // The signal that the hub has handled it: the list reads only the D1 catalog, which the shard
+    // writes after it looked for a link to dispatch to at accept and found none. Listed and still
+    // queued, never dispatched: it waits in the outbox (docs/architecture.md, the path of one message).
+    const q = `/v3/messages?subject=${encodeURIComponent("Waited in the outbox")}`;
+    const until = Date.now() + 10_000;
+    let listed = (await stack.api("GET", q, stack.liveKey.api_key)).body;
+    while (listed.total === 0 && Date.now() < until) {
+      await new Promise((res) => setTimeout(res, 50));
+      listed = (await stack.api("GET", q, stack.liveKey.api_key)).body;
+    }
+    expect(listed.messages.map((m: { id: string; status: string }) => [m.id, m.status])).toEqual([
+      [r.body.message_id, "queued"],
+    ]);
     const waiting = (await stack.api("GET", `/v3/messages/${r.body.message_id}`, stack.liveKey.api_key)).body;
-    expect(waiting.status).toBe("queued");
+    expect(waiting).toMatchObject({ status: "queued", dispatches: 0 });
 
     await stack.startOrigin();
     const message = await stack.waitForStatus(r.body.message_id, ["delivered"]);
