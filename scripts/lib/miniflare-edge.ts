@@ -30,7 +30,8 @@ export interface StartMiniflareEdgeOptions {
   inspectorPort?: number;
 }
 
-function bundle(outDir: string): string {
+/** Bundles the Worker as `wrangler deploy` would, into `outDir`; returns the entry module's path. */
+export function bundleWorker(outDir: string): string {
   const r = spawnSync(
     path.join(REPO_ROOT, "node_modules", ".bin", "wrangler"),
     ["deploy", "--dry-run", "--outdir", outDir],
@@ -59,7 +60,7 @@ function childWorkerds(): number[] {
 
 export async function startMiniflareEdge(opts: StartMiniflareEdgeOptions): Promise<MiniflareEdge> {
   fs.mkdirSync(opts.persistDir, { recursive: true });
-  const scriptPath = bundle(path.join(opts.persistDir, "bundle"));
+  const scriptPath = bundleWorker(path.join(opts.persistDir, "bundle"));
   const before = new Set(childWorkerds());
   const mf = new Miniflare({
     scriptPath,
