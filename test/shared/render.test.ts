@@ -93,8 +93,9 @@ describe("paths", () => {
     const r = run("[{{a}}]", { a: null });
     expect(r).toEqual({ ok: true, output: "[]", missing: [] });
   });
-  it("a literal as the mustache path looks up that key", () => {
+  it("a literal as the mustache or block path looks up that key", () => {
     expect(out('{{"a b"}}', { "a b": "x" })).toBe("x");
+    expect(out('{{#"a b"}}[{{this}}]{{/"a b"}}', { "a b": ["x", "y"] })).toBe("[x][y]");
   });
 });
 
