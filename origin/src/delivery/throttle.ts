@@ -18,7 +18,13 @@
  * mailbox provider share one bucket (googlemail.com counts as gmail.com): `destinationKey`.
  */
 import type { RecipientOutcome } from "../../../shared/link/protocol.ts";
-import { domainSlotKey, HostSlotTimeoutError, type BackoffPolicy, type Coordinator } from "../coord/index.ts";
+import {
+  domainSlotKey,
+  HostSlotTimeoutError,
+  type BackoffPolicy,
+  type BackoffState,
+  type Coordinator,
+} from "../coord/index.ts";
 import type { Metrics } from "../ops/metrics.ts";
 
 export interface DestinationLimits {
@@ -194,6 +200,9 @@ const intervalText = (ms: number) =>
         ? `${ms / 1_000}s`
         : `${ms}ms`;
 
+/** How long a destination's back-off state is reused before the coordinator is asked again. */
+const BACKOFF_CACHE_MS = 1_000;
+
 /** A deferral's retry time is spread by up to this fraction, so throttled mail does not come back at once. */
 const RETRY_SPREAD = 0.2;
 /**
@@ -222,6 +231,23 @@ export function createThrottle(options: ThrottleOptions): Throttle {
   const active = new Map<string, number>();
   /** The last pushback reply per key, for the deferral text (a convenience: not shared across nodes). */
   const lastPushback = new Map<string, string>();
+  /**
+   * Back-off states read in the last BACKOFF_CACHE_MS, so a busy destination costs one coordinator
+   * round trip per second for it, not one per transaction (a pushback another node saw shows here
+   * up to that much later; one this node sees, at once).
+   */
+  const backoffCache = new Map<string, { state: BackoffState; at: number }>();
+  async function backoffOf(key: string): Promise<BackoffState> {
+    const t = Date.now();
+    const hit = backoffCache.get(key);
+    if (hit && t - hit.at < BACKOFF_CACHE_MS) {
+      return { level: hit.state.level, pausedForMs: Math.max(0, hit.state.pausedForMs - (t - hit.at)) };
+    }
+    const state = await coordinator.backoffState(key, policy.backoff);
+    if (backoffCache.size >= 10_000) backoffCache.clear();
+    backoffCache.set(key, { state, at: t });
+    return state;
+  }
 
   const label = (key: string) => (policy.isNamed(key) ? key : "*");
   const setActive = (key: string, delta: number) => {
@@ -264,7 +290,7 @@ export function createThrottle(options: ThrottleOptions): Throttle {
       const budget = (cap = policy.maxWaitMs) =>
         Math.max(0, Math.min(cap, deadlineAt === undefined ? Infinity : (deadlineAt - Date.now()) / 2));
 
-      const backoff = await coordinator.backoffState(key, policy.backoff);
+      const backoff = await backoffOf(key);
       if (backoff.pausedForMs > 0) {
         const why = lastPushback.get(key);
         return defer(
@@ -346,6 +372,7 @@ export function createThrottle(options: ThrottleOptions): Throttle {
       lastPushback.set(key, reply.response.slice(0, 200));
       try {
         const state = await coordinator.reportPushback(key, policy.backoff);
+        backoffCache.set(key, { state, at: Date.now() });
         log("warn", "destination pushed back; backing off", {
           destination: key,
           level: state.level,
