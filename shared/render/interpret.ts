@@ -158,10 +158,12 @@ class Renderer {
       default: {
         // A block named after a value, as in Mustache: a list repeats, a truthy value becomes the
         // context, a falsy value or an empty list renders the {{else}} part (Handlebars' blockHelperMissing).
+        // The parser's types say a block path is a PathExpression; {{#"a b"}} gives a literal.
+        const path = b.path as AST.PathExpression | AST.StringLiteral;
         const v =
-          b.path.type === "PathExpression"
-            ? this.path(b.path)
-            : ownProp(this.context(), String((b.path as AST.StringLiteral).value));
+          path.type === "PathExpression"
+            ? this.path(path as AST.PathExpression)
+            : ownProp(this.context(), String((path as AST.StringLiteral).value));
         if (Array.isArray(v)) this.each(v, b);
         else if (v === true) this.program(b.program);
         else if (truthy(v)) this.withContext(v, b.program, [v]);
