@@ -205,7 +205,7 @@ class Renderer {
           ["first", i === 0],
           ["last", i === count - 1],
         ]);
-        if (keys) vars.set("key", key);
+        vars.set("key", key); // for a list, the index (as handlebars.js sets @key)
         this.data = { vars, parent: outer };
         this.withContext(value, b.program, [value, key]);
       }

@@ -144,8 +144,14 @@ describe("each", () => {
       }),
     ).toBe("0a< 1b 2c> ");
   });
-  it("@key over an object, in the data's order", () => {
+  it("@key over an object, in the data's order; over a list it is the index", () => {
     expect(out("{{#each o}}{{@key}}={{this}};{{/each}}", { o: { b: 2, a: 1 } })).toBe("b=2;a=1;");
+    expect(out("{{#each xs}}{{@key}}{{/each}}", { xs: ["a", "b"] })).toBe("01");
+  });
+  it("../ inside an if inside each skips the if (it does not change the context)", () => {
+    expect(out("{{#each xs}}{{#if this}}{{../title}}{{/if}}{{/each}}", { title: "T", xs: [1, 0, 2] })).toBe(
+      "TT",
+    );
   });
   it("{{else}} renders for an empty list, an empty object, or a missing value", () => {
     const t = "{{#each xs}}x{{else}}empty{{/each}}";
