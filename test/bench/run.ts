@@ -5,7 +5,7 @@
  * <date>-quick.json; --only runs: <date>-partial-<steps>.json) and prints a Markdown summary to
  * stdout; progress goes to stderr.
  *
- * `--only=dkim,accept,delivery,tti,chaos` runs a subset (for development).
+ * `--only=dkim,accept,delivery,tti,devstack,chaos` runs a subset (for development).
  */
 import { execSync } from "node:child_process";
 import fs from "node:fs";
@@ -14,6 +14,7 @@ import path from "node:path";
 import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
 import { startDnsServer } from "../helpers/dns-server.ts";
 import { benchChaos } from "./chaos.ts";
+import { benchDevStack, type DevStackResult } from "./dev-stack.ts";
 import { benchDkim } from "./dkim.ts";
 import {
   benchCeiling,
@@ -36,8 +37,10 @@ const onlyArg = process.argv.find((a) => a.startsWith("--only="));
 const only = onlyArg ? new Set(onlyArg.slice("--only=".length).split(",")) : null;
 const want = (step: string) => !only || only.has(step);
 
-// The chaos step (test/bench/chaos.ts) gets its own allowance on top.
-const HARD_LIMIT_MS = ((quick ? 4 : 14) + (want("chaos") ? (quick ? 3 : 6) : 0)) * 60_000;
+// The chaos and devstack steps (test/bench/chaos.ts, dev-stack.ts) get their own allowance on top.
+const HARD_LIMIT_MS =
+  ((quick ? 4 : 14) + (want("chaos") ? (quick ? 3 : 6) : 0) + (want("devstack") ? (quick ? 3 : 7) : 0)) *
+  60_000;
 
 function git(cmd: string): string {
   try {
@@ -240,6 +243,22 @@ async function main(): Promise<number> {
         await burstEdge.stop();
       }
     }
+  }
+
+  if (want("devstack")) {
+    // npm start's edge runtime (scripts/lib/miniflare-dev.ts): 10,000 messages back to back, link drops counted.
+    (results as BenchResults & { devStack?: DevStackResult }).devStack = await step(
+      `npm start's stack, ${quick ? 2 : 10} × 1,000 personalizations back to back`,
+      () =>
+        benchDevStack({
+          quick,
+          workDir,
+          smtpSinkBin: tools.smtpSink,
+          dnsServer: dns.server,
+          dohUrl: dns.dohUrl,
+          html,
+        }),
+    );
   }
 
   if (want("chaos")) {
