@@ -133,6 +133,50 @@ export const OriginConfigSchema = z.object({
     .min(100)
     .default(30_000)
     .describe("TCP connect timeout per MX host"),
+  // RFC 5321 §4.5.3.2: one timer per reply the client waits for (smtp/step-timeouts.ts), each capped
+  // by the job deadline.
+  SMTP_TIMEOUT_GREETING_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .default(300_000)
+    .describe("Wait for an MX server's 220 greeting once connected (RFC 5321: 5 min)"),
+  SMTP_TIMEOUT_HELO_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .default(300_000)
+    .describe("Wait for the reply to EHLO/HELO, STARTTLS (and its handshake), RSET and QUIT"),
+  SMTP_TIMEOUT_MAIL_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .default(300_000)
+    .describe("Wait for the reply to MAIL FROM (RFC 5321: 5 min)"),
+  SMTP_TIMEOUT_RCPT_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .default(300_000)
+    .describe("Wait for the reply to each RCPT TO (RFC 5321: 5 min)"),
+  SMTP_TIMEOUT_DATA_INIT_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .default(120_000)
+    .describe("Wait for the 354 reply to DATA (RFC 5321: 2 min)"),
+  SMTP_TIMEOUT_DATA_BLOCK_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .default(180_000)
+    .describe("Longest time a send of message data may take to complete (RFC 5321: 3 min)"),
+  SMTP_TIMEOUT_DATA_DONE_MS: z.coerce
+    .number()
+    .int()
+    .min(100)
+    .default(600_000)
+    .describe('Wait for the reply after the message\'s final "." (RFC 5321: 10 min)'),
   MAX_CONNECTIONS_PER_HOST: z.coerce
     .number()
     .int()

@@ -11,10 +11,15 @@
  * slow one that answers each DATA that much later, and keeps the message only if the client is still
  * there to read the 250 (a receiver takes responsibility for a message by its reply, RFC 5321 §6.1;
  * a connection lost before it is what may make the sender deliver twice, RFC 1047).
+ *
+ * startScriptedServer is a plain TCP server speaking just enough SMTP by hand, for what smtp-server
+ * cannot be made to do: stall at any step (the greeting, EHLO, MAIL, RCPT, the 354 to DATA, reading
+ * the message data, the reply after "."), advertise PIPELINING or not, and log each command with the
+ * number of replies still owed when it arrived (more than 0 = the client pipelined it, RFC 2920).
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import type { AddressInfo } from "node:net";
+import { createServer, type AddressInfo, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import type { SecureVersion } from "node:tls";
 import { join } from "node:path";
@@ -229,4 +234,170 @@ export function startRejectingServer(options: {
     ...(options.tls ? { tls: options.tls } : {}),
     onRcpt: (address) => ((options.reject ?? (() => true))(address) ? options.reply : null),
   });
+}
+
+/** Where startScriptedServer stops answering (or, for "dataBlock", stops reading). */
+export type ScriptedStall = "greeting" | "ehlo" | "mail" | "rcpt" | "data" | "dataBlock" | "dataEnd";
+
+export interface ScriptedCommand {
+  /** The command line as received (without CRLF). */
+  line: string;
+  /** Replies owed by the server when the command was read: above 0 only for a pipelining client. */
+  owed: number;
+  connection: number;
+}
+
+export interface ScriptedServer {
+  port: number;
+  commands: ScriptedCommand[];
+  /** Messages taken whole (after the "." line), with their envelopes. */
+  messages: { mailFrom: string; rcptTo: string[]; size: number }[];
+  readonly connections: number;
+  /** Resolves once a session has reached the stall (the step is waiting on the server). */
+  stalled: Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startScriptedServer(
+  options: {
+    /** Stop at this step in every session. */
+    stallAt?: ScriptedStall;
+    /** Advertise PIPELINING in the EHLO reply (default true). */
+    pipelining?: boolean;
+    /** Wait this long before the greeting. */
+    greetingDelayMs?: number;
+  } = {},
+): Promise<ScriptedServer> {
+  const commands: ScriptedCommand[] = [];
+  const messages: ScriptedServer["messages"] = [];
+  const sockets = new Set<Socket>();
+  let connections = 0;
+  let markStalled: () => void = () => {};
+  const stalled = new Promise<void>((resolve) => (markStalled = resolve));
+  const stallAt = options.stallAt;
+  const server = createServer((socket) => {
+    const index = connections++;
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => {});
+    let buffer = "";
+    let inData = false;
+    let dataBytes = 0;
+    let owed = 0;
+    let stopped = false;
+    let envelope = { mailFrom: "", rcptTo: [] as string[] };
+    // Replies of one chunk go out after the whole chunk was read, so commands pipelined in it are
+    // seen before any of their replies (how `owed` tells pipelining apart).
+    const outbox: string[] = [];
+    const reply = (text: string) => {
+      owed++;
+      outbox.push(text);
+    };
+    const stall = () => {
+      stopped = true;
+      markStalled();
+    };
+    const flush = () =>
+      setImmediate(() => {
+        if (outbox.length === 0 || socket.destroyed) return;
+        socket.write(outbox.map((r) => `${r}\r\n`).join(""));
+        owed -= outbox.length;
+        outbox.length = 0;
+      });
+    const command = (line: string) => {
+      commands.push({ line, owed, connection: index });
+      const verb = line.split(" ")[0]!.toUpperCase();
+      if (verb === "EHLO" || verb === "HELO") {
+        if (stallAt === "ehlo") return stall();
+        const ext = options.pipelining === false ? [] : ["PIPELINING"];
+        const lines = ["mx.scripted.test", ...ext, "8BITMIME"];
+        return reply(lines.map((l, i) => `250${i === lines.length - 1 ? " " : "-"}${l}`).join("\r\n"));
+      }
+      if (verb === "MAIL") {
+        if (stallAt === "mail") return stall();
+        envelope = { mailFrom: /<([^>]*)>/.exec(line)?.[1] ?? "", rcptTo: [] };
+        return reply("250 2.1.0 Ok");
+      }
+      if (verb === "RCPT") {
+        if (stallAt === "rcpt") return stall();
+        envelope.rcptTo.push(/<([^>]*)>/.exec(line)?.[1] ?? "");
+        return reply("250 2.1.5 Ok");
+      }
+      if (verb === "DATA") {
+        if (stallAt === "data") return stall();
+        inData = true;
+        dataBytes = 0;
+        reply("354 End data with <CR><LF>.<CR><LF>");
+        if (stallAt === "dataBlock") {
+          // Take nothing more: the client's sends stop completing once the buffers are full.
+          flush();
+          socket.pause();
+          stall();
+        }
+        return;
+      }
+      if (verb === "RSET") return reply("250 2.0.0 Ok");
+      if (verb === "QUIT") {
+        reply("221 2.0.0 Bye");
+        flush();
+        setImmediate(() => socket.end());
+        return;
+      }
+      reply("502 5.5.2 Command not recognized");
+    };
+    socket.on("data", (chunk: Buffer) => {
+      if (stopped) return;
+      buffer += chunk.toString("latin1");
+      for (;;) {
+        if (stopped) break; // the replies owed before the stall still go out
+        if (inData) {
+          const end = buffer.indexOf("\r\n.\r\n");
+          if (end < 0) {
+            // Keep the tail that may hold the start of the terminator.
+            dataBytes += Math.max(0, buffer.length - 4);
+            buffer = buffer.slice(Math.max(0, buffer.length - 4));
+            break;
+          }
+          dataBytes += end + 2;
+          buffer = buffer.slice(end + 5);
+          inData = false;
+          if (stallAt === "dataEnd") {
+            stall();
+            break;
+          }
+          messages.push({ ...envelope, size: dataBytes });
+          reply("250 2.0.0 Ok: queued");
+          continue;
+        }
+        const eol = buffer.indexOf("\r\n");
+        if (eol < 0) break;
+        const line = buffer.slice(0, eol);
+        buffer = buffer.slice(eol + 2);
+        command(line);
+      }
+      flush();
+    });
+    const greet = () => {
+      if (socket.destroyed) return;
+      if (stallAt === "greeting") return stall();
+      socket.write("220 mx.scripted.test ESMTP\r\n");
+    };
+    if (options.greetingDelayMs) setTimeout(greet, options.greetingDelayMs);
+    else greet();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    commands,
+    messages,
+    get connections() {
+      return connections;
+    },
+    stalled,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
 }

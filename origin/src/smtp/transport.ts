@@ -25,9 +25,11 @@
  * Job deadline (`DeliverParams.deadlineAt`, see docs/architecture.md for how it relates to the
  * hub's lease and the node's claim: deadline < lease < claim). Nothing here runs past it:
  *  - waiting for a host slot is capped by the time left;
- *  - connect and greeting timeouts are capped by the time left;
- *  - a timer closes the session at the deadline whatever the server is doing (socketTimeout only
- *    bounds inactivity: a server trickling one byte a minute would otherwise hold us for ever).
+ *  - the connect timeout and the RFC 5321 §4.5.3.2 timer of every step (greeting, EHLO, MAIL, RCPT,
+ *    DATA, data blocks, the reply after "."; smtp/step-timeouts.ts, SMTP_TIMEOUT_*_MS) are capped by
+ *    the time left; a step that times out fails like any failure at that step;
+ *  - a timer closes the session at the deadline whatever the server is doing (the step timers and
+ *    socketTimeout restart on each reply: a server trickling replies would otherwise hold us long).
  * At the deadline a recipient the server already decided (accepted after DATA, refused or deferred
  * at RCPT) keeps that outcome; every other one is `deferred` with "job deadline reached before …".
  * The slot is released and the session closed (never put back idle) on the way out.
@@ -46,19 +48,31 @@
  *    through `dropIdle`, so `stats()` reads zero once every session has gone.
  */
 import { createSecureContext, rootCertificates, type TLSSocket } from "node:tls";
-import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
+import type SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
 import type { RecipientOutcome } from "../../../shared/link/protocol.ts";
 import { classifyError, classifyReply, type Classification } from "../delivery/classify.ts";
 import { createMemoryCoordinator, type Coordinator } from "../coord/index.ts";
 import { mxMatches } from "./mta-sts.ts";
 import type { MxHost } from "./mx.ts";
+import {
+  DEADLINE_TIMER_MARGIN_MS,
+  RFC5321_TIMEOUTS,
+  StepTimedConnection,
+  type SmtpStepTimeouts,
+} from "./step-timeouts.ts";
 
 export interface SmtpTransportOptions {
   /** EHLO name; must resolve back to the sending IP at real receivers. */
   heloName: string;
   connectTimeoutMs: number;
+  /** The initial 220; same as `stepTimeouts.greetingMs` (which wins), kept for existing callers. */
   greetingTimeoutMs?: number;
-  /** Inactivity limit once connected. RFC 5321 §4.5.3.2 allows minutes; we are less patient. */
+  /**
+   * A timer per reply awaited (RFC 5321 §4.5.3.2; smtp/step-timeouts.ts), each capped by the job
+   * deadline; unset ones take the RFC's values (SMTP_TIMEOUT_*_MS).
+   */
+  stepTimeouts?: Partial<SmtpStepTimeouts>;
+  /** Inactivity backstop once connected; default the longest step timeout (the step timers decide first). */
   socketTimeoutMs?: number;
   /** Simultaneous connections to one MX host (by name); more wait their turn. */
   maxConnectionsPerHost: number;
@@ -236,8 +250,8 @@ const deadlineReached = (before: string): Classification => ({
 });
 
 const DEADLINE = Symbol("deadline");
-/** How much later than the job deadline a library timeout is set (see `capped`). */
-const DEADLINE_TIMER_MARGIN_MS = 250;
+// DEADLINE_TIMER_MARGIN_MS (smtp/step-timeouts.ts): how much later than the job deadline a library
+// or step timeout is set (see `capped`).
 /**
  * `work`, or DEADLINE if `deadlineAt` comes first; then `onDeadline` tears the work down. The work's
  * own later rejection is absorbed (nodemailer may or may not call back after close()).
@@ -277,13 +291,19 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
   const slotTtlMs = options.hostSlotTtlMs ?? 60_000;
   const maxIdle = Math.max(0, options.maxIdleSessions ?? MAX_IDLE_SESSIONS);
   const idleMs = options.idleTimeoutMs ?? IDLE_MS;
-  const open = new Set<SMTPConnection>();
+  const open = new Set<StepTimedConnection>();
   /** Idle sessions per address key, most recently used last. */
-  const idle = new Map<string, SMTPConnection[]>();
+  const idle = new Map<string, StepTimedConnection[]>();
   /** Each idle session's key and expiry timer; its insertion order is the eviction order. */
-  const idleEntries = new Map<SMTPConnection, { key: string; timer: NodeJS.Timeout }>();
-  const messagesSent = new WeakMap<SMTPConnection, number>();
+  const idleEntries = new Map<StepTimedConnection, { key: string; timer: NodeJS.Timeout }>();
+  const messagesSent = new WeakMap<StepTimedConnection, number>();
   const log: TransportLog = options.log ?? (() => {});
+  const stepTimeouts: SmtpStepTimeouts = {
+    ...RFC5321_TIMEOUTS,
+    ...(options.greetingTimeoutMs !== undefined ? { greetingMs: options.greetingTimeoutMs } : {}),
+    ...options.stepTimeouts,
+  };
+  const socketTimeoutMs = options.socketTimeoutMs ?? Math.max(...Object.values(stepTimeouts));
   // One TLS context for every session, built once: per connection it costs CPU (about 2 ms with
   // Node's roots, 12 ms with an extra CA, measured on the dev box). `ca` replaces Node's bundled
   // roots, so an extra CA is added to them rather than set alone.
@@ -293,7 +313,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
   let closed = false;
 
   /** Forgets an idle session everywhere; deletes its address key when that list empties. */
-  function dropIdle(connection: SMTPConnection): boolean {
+  function dropIdle(connection: StepTimedConnection): boolean {
     const entry = idleEntries.get(connection);
     if (!entry) return false;
     clearTimeout(entry.timer);
@@ -308,7 +328,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
   }
 
   /** An idle session to this address that is still open, if any. */
-  function takeIdle(key: string): SMTPConnection | undefined {
+  function takeIdle(key: string): StepTimedConnection | undefined {
     let list = idle.get(key);
     while (list && list.length > 0) {
       const connection = list.at(-1)!;
@@ -319,7 +339,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     return undefined;
   }
 
-  function putIdle(key: string, connection: SMTPConnection): void {
+  function putIdle(key: string, connection: StepTimedConnection): void {
     const sent = (messagesSent.get(connection) ?? 0) + 1;
     messagesSent.set(connection, sent);
     const list = idle.get(key) ?? [];
@@ -329,7 +349,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     }
     if (maxIdle === 0) return void connection.quit();
     while (idleEntries.size >= maxIdle) {
-      const oldest = idleEntries.keys().next().value as SMTPConnection;
+      const oldest = idleEntries.keys().next().value as StepTimedConnection;
       dropIdle(oldest);
       oldest.quit();
     }
@@ -362,12 +382,12 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     servername: string,
     mode: SessionMode,
     deadlineAt: number | undefined,
-  ): { connection: SMTPConnection; ready: Promise<void> } {
+  ): { connection: StepTimedConnection; ready: Promise<void> } {
     const connectTimeout = capped(options.connectTimeoutMs, deadlineAt);
     // The certificate is always checked against the MX name (Node does it with `servername`), so
     // `authorized` is meaningful; only a verified session refuses to go on when it fails.
     const tls = { rejectUnauthorized: mode === "verified", servername, secureContext };
-    const connection = new SMTPConnection({
+    const connection = new StepTimedConnection({
       host: address,
       port,
       name: options.heloName,
@@ -377,8 +397,11 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
         : { ignoreTLS: mode === "plain", opportunisticTLS: true }),
       tls,
       connectionTimeout: connectTimeout,
-      greetingTimeout: capped(options.greetingTimeoutMs ?? options.connectTimeoutMs, deadlineAt),
-      socketTimeout: options.socketTimeoutMs ?? 120_000,
+      // The greeting and each reply after it have their own timers (smtp/step-timeouts.ts).
+      greetingTimeout: capped(stepTimeouts.greetingMs, deadlineAt),
+      socketTimeout: socketTimeoutMs,
+      stepTimeouts,
+      ...(deadlineAt !== undefined ? { deadlineAt } : {}),
       logger: false,
     });
     open.add(connection);
@@ -407,13 +430,13 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
   }
 
   /** Closes a session and forgets it at once (its 'end' event may come later, or not at all). */
-  function discard(connection: SMTPConnection): void {
+  function discard(connection: StepTimedConnection): void {
     dropIdle(connection);
     connection.close();
     open.delete(connection);
   }
 
-  function send(connection: SMTPConnection, envelope: { from: string; to: string[] }, raw: Buffer) {
+  function send(connection: StepTimedConnection, envelope: { from: string; to: string[] }, raw: Buffer) {
     return new Promise<SMTPConnection.SentMessageInfo>((resolve, reject) => {
       connection.send(envelope, raw, (err, info) => (err ? reject(err) : resolve(info)));
     });
@@ -431,6 +454,8 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     const key = `${address}|${params.port}|${mode}|${host.exchange}`;
     let connection = allowReuse ? takeIdle(key) : undefined;
     const reused = connection !== undefined;
+    // A reused session's step timers are capped by this job's deadline, not its first job's.
+    if (connection) connection.deadlineAt = deadlineAt;
     if (!connection) {
       const session = openSession(address, params.port, host.exchange, mode, deadlineAt);
       try {

@@ -1,0 +1,232 @@
+/**
+ * RFC 5321 §4.5.3.2 timeouts on every step of an SMTP client session, over nodemailer's
+ * SMTPConnection.
+ *
+ * nodemailer bounds the TCP connect (`connectionTimeout`), the greeting and the STARTTLS handshake
+ * (`greetingTimeout`, cut short by what is left of `connectionTimeout`), and otherwise only
+ * inactivity on the socket (`socketTimeout`, one value for every step). RFC 5321 asks for a timer per
+ * reply the client waits for, with different lengths: the 10 minutes a server may take to accept a
+ * message after "." would be far too long for a MAIL FROM, and one inactivity value cannot be both.
+ * `StepTimedConnection` is a narrow subclass that adds them, watching only what the library already
+ * funnels through one place:
+ *  - every command goes out through `_sendCommand`: its verb names the reply awaited next (with
+ *    PIPELINING, MAIL, RCPT… and DATA go out together and are awaited in order, RFC 2920 §3.1);
+ *  - every complete reply is stored in `lastServerResponse` before its handler runs: the oldest
+ *    awaited step is answered, and the timer moves on to the next one;
+ *  - the message body goes out through `_createSendStream`: while the socket has not taken it all
+ *    the data-block timer runs (restarted on each 'drain'), then the timer for the reply to ".";
+ *  - the greeting and the STARTTLS handshake keep nodemailer's own phase timer, whose length comes
+ *    from `_remainingSetupTime`: here the greeting (or EHLO) timeout instead of what is left of the
+ *    TCP connect timeout, so a slow greeting gets its 5 minutes and a dead address still fails fast.
+ * A timer that fires fails the session through the library's own error path (`_onError`), with
+ * code ETIMEDOUT, the step's command (`MAIL FROM`, `RCPT TO`, `DATA`, `end of DATA`, …) as the
+ * error's `command`, and a message naming the step, so smtp/transport.ts classifies it like any
+ * other failure at that step (a setup step moves on to the next MX address, a later one defers).
+ *
+ * Every timer is capped by the job's deadline (`deadlineAt`, set by the transport for each job that
+ * uses the session) plus `DEADLINE_TIMER_MARGIN_MS`: the transport's own deadline timer closes the
+ * session at the deadline and must win that race (smtp/transport.ts, `capped`).
+ *
+ * Internals read here (`_sendCommand`, `_createSendStream`, `_remainingSetupTime`, `_onError`,
+ * `_socket`, `upgrading`) are nodemailer 10's; test/origin/smtp-timeouts-rfc5321.test.ts stalls a
+ * real server at each step, so a library change that breaks one of them fails there.
+ */
+import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
+import type { Socket } from "node:net";
+
+/** The timers of RFC 5321 §4.5.3.2, in ms. */
+export interface SmtpStepTimeouts {
+  /** Initial 220 (§4.5.3.2.1). */
+  greetingMs: number;
+  /** Replies to EHLO/HELO, STARTTLS (and its handshake), RSET and QUIT: not named by the RFC; Postfix's smtp_helo_timeout. */
+  heloMs: number;
+  /** MAIL FROM (§4.5.3.2.2). */
+  mailMs: number;
+  /** Each RCPT TO (§4.5.3.2.3). */
+  rcptMs: number;
+  /** The 354 to DATA (§4.5.3.2.4). */
+  dataInitMs: number;
+  /** A send of message data not completing (§4.5.3.2.5). */
+  dataBlockMs: number;
+  /** The reply after "." (§4.5.3.2.6). */
+  dataDoneMs: number;
+}
+
+/** The RFC's values. */
+export const RFC5321_TIMEOUTS: Readonly<SmtpStepTimeouts> = Object.freeze({
+  greetingMs: 5 * 60_000,
+  heloMs: 5 * 60_000,
+  mailMs: 5 * 60_000,
+  rcptMs: 5 * 60_000,
+  dataInitMs: 2 * 60_000,
+  dataBlockMs: 3 * 60_000,
+  dataDoneMs: 10 * 60_000,
+});
+
+/** How much later than the job deadline a step timer may fire (the deadline's own timer wins). */
+export const DEADLINE_TIMER_MARGIN_MS = 250;
+
+type Step = { key: keyof SmtpStepTimeouts; command: string; what: string };
+
+const STEPS = {
+  helo: { key: "heloMs", command: "EHLO", what: "the reply to EHLO" },
+  starttls: { key: "heloMs", command: "STARTTLS", what: "the reply to STARTTLS" },
+  mail: { key: "mailMs", command: "MAIL FROM", what: "the reply to MAIL FROM" },
+  rcpt: { key: "rcptMs", command: "RCPT TO", what: "the reply to RCPT TO" },
+  data: { key: "dataInitMs", command: "DATA", what: "the 354 reply to DATA" },
+  block: { key: "dataBlockMs", command: "DATA", what: "the server to take the message data" },
+  done: { key: "dataDoneMs", command: "end of DATA", what: 'the reply after the final "."' },
+  other: { key: "heloMs", command: "", what: "the reply to" },
+} satisfies Record<string, Step>;
+
+function stepOf(line: string): Step {
+  const verb = line.slice(0, line.indexOf(" ") >>> 0).toUpperCase();
+  switch (verb) {
+    case "EHLO":
+    case "HELO":
+    case "LHLO":
+      return { ...STEPS.helo, command: verb };
+    case "STARTTLS":
+      return STEPS.starttls;
+    case "MAIL":
+      return STEPS.mail;
+    case "RCPT":
+      return STEPS.rcpt;
+    case "DATA":
+      return STEPS.data;
+    case ".":
+      return STEPS.done;
+    default:
+      return { ...STEPS.other, command: verb, what: `the reply to ${verb}` };
+  }
+}
+
+/** The nodemailer internals this subclass builds on (see the header). */
+interface Internals {
+  _sendCommand(str: string | Buffer, logStr?: string): void;
+  _createSendStream(callback: unknown): NodeJS.ReadableStream;
+  _remainingSetupTime(): number;
+  _onError(err: Error, type: string, data: unknown, command: string): void;
+  _socket: Socket | false;
+  upgrading?: boolean;
+}
+const base = SMTPConnection.prototype as unknown as Internals;
+
+export type StepTimedOptions = SMTPConnection.Options & {
+  stepTimeouts: SmtpStepTimeouts;
+  deadlineAt?: number;
+};
+
+export class StepTimedConnection extends SMTPConnection {
+  /** The job deadline the session works for now (Unix ms); the transport sets it per job. */
+  deadlineAt: number | undefined;
+  private readonly stepTimeouts: SmtpStepTimeouts;
+  /** Replies awaited, oldest first. */
+  private awaiting: Step[] = [];
+  /** The message body is still being handed to the socket (the data-block timer runs). */
+  private writingData = false;
+  private stepTimer: NodeJS.Timeout | undefined;
+  private reply: unknown = false;
+
+  constructor(options: StepTimedOptions) {
+    const { stepTimeouts, deadlineAt, ...rest } = options;
+    super(rest);
+    this.stepTimeouts = stepTimeouts;
+    this.deadlineAt = deadlineAt;
+    this.once("end", () => this.stopTimer());
+  }
+
+  /** A step's timeout, capped by the job deadline (see the header). */
+  timeoutFor(key: keyof SmtpStepTimeouts): number {
+    const ms = this.stepTimeouts[key];
+    if (this.deadlineAt === undefined) return Math.max(1, ms);
+    return Math.max(1, Math.min(ms, this.deadlineAt - Date.now() + DEADLINE_TIMER_MARGIN_MS));
+  }
+
+  /** @internal Called for every complete reply (the `lastServerResponse` accessor below). */
+  noteReply(value: unknown): void {
+    this.reply = value;
+    if (value === false || this.awaiting.length === 0) return;
+    this.awaiting.shift();
+    this.writingData = false;
+    this.armTimer();
+  }
+
+  /** @internal */
+  readReply(): unknown {
+    return this.reply;
+  }
+
+  override close(): void {
+    this.stopTimer();
+    this.awaiting = [];
+    super.close();
+  }
+
+  /** @internal nodemailer: every command goes out here. */
+  _sendCommand(str: string | Buffer, logStr?: string): void {
+    this.awaiting.push(stepOf(String(str)));
+    if (this.awaiting.length === 1) this.armTimer();
+    base._sendCommand.call(this, str, logStr);
+  }
+
+  /** @internal nodemailer: the message body after the 354. */
+  _createSendStream(callback: unknown): NodeJS.ReadableStream {
+    const stream = base._createSendStream.call(this, callback);
+    this.awaiting.push(STEPS.done);
+    this.writingData = true;
+    this.armTimer();
+    const socket = (this as unknown as Internals)._socket;
+    const drained = () => {
+      if (!this.writingData) return;
+      if (socket && socket.writableLength > 0) return void this.armTimer(); // progress: restart
+      this.writingData = false;
+      this.armTimer();
+    };
+    if (socket) {
+      socket.on("drain", drained);
+      this.once("end", () => socket.removeListener("drain", drained));
+    }
+    stream.once("end", () => setImmediate(drained));
+    return stream;
+  }
+
+  /** @internal nodemailer: the length of the greeting and STARTTLS-handshake phases. */
+  _remainingSetupTime(): number {
+    return this.timeoutFor((this as unknown as Internals).upgrading ? "heloMs" : "greetingMs");
+  }
+
+  private stopTimer(): void {
+    clearTimeout(this.stepTimer);
+    this.stepTimer = undefined;
+  }
+
+  private armTimer(): void {
+    this.stopTimer();
+    const step = this.writingData ? STEPS.block : this.awaiting[0];
+    if (!step) return;
+    const ms = this.timeoutFor(step.key);
+    this.stepTimer = setTimeout(() => {
+      this.stepTimer = undefined;
+      const err = new Error(`timed out after ${formatMs(ms)} waiting for ${step.what} (RFC 5321 §4.5.3.2)`);
+      (this as unknown as Internals)._onError(err, "ETIMEDOUT", false, step.command);
+    }, ms);
+    // The socket keeps the process alive while a session is in use; the timer need not.
+    this.stepTimer.unref();
+  }
+}
+
+// nodemailer stores each complete reply in `lastServerResponse` before its handler runs (see the
+// header). An accessor on the prototype, as the library's type declares it a plain property.
+Object.defineProperty(StepTimedConnection.prototype, "lastServerResponse", {
+  get(this: StepTimedConnection) {
+    return this.readReply();
+  },
+  set(this: StepTimedConnection, value: unknown) {
+    this.noteReply(value);
+  },
+});
+
+function formatMs(ms: number): string {
+  return ms >= 1000 && ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;
+}
