@@ -218,18 +218,37 @@ function sinkMessagesOf(run: string): number {
  * reached the sink. Returns the duplicates seen (0 when the assertions pass).
  */
 async function expectDeliveredOnce(run: string, ids: string[]): Promise<number> {
+  type View = {
+    id: string;
+    status: string;
+    message_id_header: string;
+    dispatches: number;
+    deferrals: number;
+    events: { event_type: string; metadata: { attempt?: number; smtp_response?: string } }[];
+  };
   const views = await mapLimit(ids, 8, async (id) => {
     const r = await stack.api("GET", `/v3/messages/${id}`, stack.liveKey.api_key);
     expect(r.status).toBe(200);
-    return r.body as { status: string; message_id_header: string };
+    return r.body as View;
   });
-  expect(views.filter((v) => v.status !== "delivered")).toEqual([]);
+  expect(views.filter((v) => v.status !== "delivered").map((v) => [v.id, v.status])).toEqual([]);
   const counts = stack.messageIdCounts();
   const headers = new Set(views.map((v) => v.message_id_header));
+  // A message the sink took other than once, with its timeline, to tell an SMTP ambiguity (a 250 the
+  // origin never read: deferred, then delivered again) from a second dispatch.
   const notOnce = views
-    .map((v) => ({ id: v.message_id_header, n: counts.get(v.message_id_header) ?? 0 }))
-    .filter((c) => c.n !== 1);
-  const duplicates = notOnce.reduce((sum, c) => sum + Math.max(0, c.n - 1), 0);
+    .map((v) => ({ v, n: counts.get(v.message_id_header) ?? 0 }))
+    .filter((c) => c.n !== 1)
+    .map(({ v, n }) => ({
+      id: v.id,
+      atSink: n,
+      dispatches: v.dispatches,
+      deferrals: v.deferrals,
+      events: v.events.map((e) =>
+        `${e.event_type}@${e.metadata.attempt ?? 0} ${e.metadata.smtp_response ?? ""}`.trim(),
+      ),
+    }));
+  const duplicates = notOnce.reduce((sum, c) => sum + Math.max(0, c.atSink - 1), 0);
   expect(notOnce).toEqual([]);
   // Nothing of this run arrived that no client holds an id for (an orphan of a half-accepted request).
   const unknown = stack.smtp.messages

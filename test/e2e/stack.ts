@@ -235,17 +235,29 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   return stack;
 }
 
-/** The Worker's own socket as wrangler last logged it (it logs a new one on every reload). */
+/**
+ * The Worker's own socket as wrangler last logged it (it logs a new one on every reload). Reads only
+ * what the log gained since the last look (with some overlap, for a line caught half-written).
+ */
 const workerUrlSeen = new Map<string, { size: number; url: URL }>();
 function currentWorkerUrl(edge: EdgeProcess): URL {
   const size = fs.statSync(edge.logFile).size;
   const seen = workerUrlSeen.get(edge.logFile);
   if (seen && seen.size === size) return seen.url;
-  const text = fs.readFileSync(edge.logFile, "utf8");
+  const from = Math.max(0, (seen?.size ?? 0) - 4096);
+  const buf = Buffer.alloc(size - from);
+  const fd = fs.openSync(edge.logFile, "r");
+  try {
+    fs.readSync(fd, buf, 0, buf.length, from);
+  } finally {
+    fs.closeSync(fd);
+  }
   const found = [
-    ...text.matchAll(/"userWorkerUrl":\{"protocol":"http:","hostname":"([\d.]+)","port":"(\d+)"/g),
+    ...buf
+      .toString("utf8")
+      .matchAll(/"userWorkerUrl":\{"protocol":"http:","hostname":"([\d.]+)","port":"(\d+)"/g),
   ].at(-1);
-  const url = new URL(found ? `http://${found[1]}:${found[2]}` : edge.workerUrl);
+  const url = found ? new URL(`http://${found[1]}:${found[2]}`) : (seen?.url ?? new URL(edge.workerUrl));
   workerUrlSeen.set(edge.logFile, { size, url });
   return url;
 }
