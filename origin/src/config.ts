@@ -183,6 +183,14 @@ export const OriginConfigSchema = z.object({
     .min(1)
     .default(5)
     .describe("Concurrent SMTP connections per MX host"),
+  MAX_MESSAGES_PER_CONNECTION: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(100)
+    .describe(
+      "Messages one SMTP session to an MX carries before it is closed with QUIT and a new one opened",
+    ),
   MX_CACHE_TTL_S: z.coerce
     .number()
     .int()

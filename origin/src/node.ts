@@ -142,6 +142,7 @@ export async function startOriginNode(
       dataDoneMs: config.SMTP_TIMEOUT_DATA_DONE_MS,
     },
     maxConnectionsPerHost: config.MAX_CONNECTIONS_PER_HOST,
+    maxMessagesPerConnection: config.MAX_MESSAGES_PER_CONNECTION,
     coordinator,
     hostSlotTtlMs: config.HOST_SLOT_TTL_MS,
     hostSlotWaitMs: config.HOST_SLOT_WAIT_MS,

@@ -36,7 +36,7 @@
  *
  * Sessions are reused: after a successful transaction the connection goes back to an idle list per
  * address (at most `maxConnectionsPerHost` idle per address, MAX_IDLE_SESSIONS in all, each closed
- * after IDLE_MS or MAX_MESSAGES_PER_SESSION messages), so a busy destination costs one TCP + EHLO +
+ * after IDLE_MS, and closed with QUIT after `maxMessagesPerConnection` messages), so a busy destination costs one TCP + EHLO +
  * STARTTLS per many messages, as in nodemailer's pool and Postfix's connection cache. A reused
  * session that turns out to be dead before the server said anything about the envelope is replaced
  * by a fresh one, once.
@@ -89,6 +89,11 @@ export interface SmtpTransportOptions {
   maxIdleSessions?: number;
   /** How long an idle session is kept for the next message to the same address (default IDLE_MS). */
   idleTimeoutMs?: number;
+  /**
+   * Messages one session carries before it is closed with QUIT (MAX_MESSAGES_PER_CONNECTION,
+   * default MAX_MESSAGES_PER_SESSION), as Postfix's smtp_connection_reuse_count_limit.
+   */
+  maxMessagesPerConnection?: number;
   /**
    * Extra CA certificates (PEM), trusted beside Node's bundled roots when a certificate is checked
    * (MTA_STS_CA_FILE; tests use their own CA).
@@ -237,7 +242,10 @@ function isSessionSetupFailure(err: SmtpErrorLike): boolean {
 
 /** How long an idle session is kept for the next message to the same address. */
 const IDLE_MS = 5_000;
-/** Sessions are recycled after this many messages, as MTAs do, to bound per-connection state. */
+/**
+ * Sessions are recycled after this many messages, as MTAs do: it bounds per-connection state on
+ * both sides, and spreads a long run over the MX addresses as DNS and the shuffle change.
+ */
 const MAX_MESSAGES_PER_SESSION = 100;
 /** Idle sessions kept in all; past it the longest-idle one is closed to make room. */
 const MAX_IDLE_SESSIONS = 1_000;
@@ -291,6 +299,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
   const slotTtlMs = options.hostSlotTtlMs ?? 60_000;
   const maxIdle = Math.max(0, options.maxIdleSessions ?? MAX_IDLE_SESSIONS);
   const idleMs = options.idleTimeoutMs ?? IDLE_MS;
+  const maxMessages = Math.max(1, options.maxMessagesPerConnection ?? MAX_MESSAGES_PER_SESSION);
   const open = new Set<StepTimedConnection>();
   /** Idle sessions per address key, most recently used last. */
   const idle = new Map<string, StepTimedConnection[]>();
@@ -343,7 +352,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     const sent = (messagesSent.get(connection) ?? 0) + 1;
     messagesSent.set(connection, sent);
     const list = idle.get(key) ?? [];
-    if (closed || !open.has(connection) || sent >= MAX_MESSAGES_PER_SESSION || list.length >= slotLimit) {
+    if (closed || !open.has(connection) || sent >= maxMessages || list.length >= slotLimit) {
       connection.quit();
       return;
     }
