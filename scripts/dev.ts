@@ -1,6 +1,10 @@
 /**
  * `npm start`: the whole ScaiSend stack on this machine.
- *   edge    wrangler dev --local (workerd, local D1/R2/Durable Objects), state in .dev/edge
+ *   edge    the Worker in workerd through Miniflare (local D1/R2/Durable Objects), reloaded when edge/,
+ *           shared/ or wrangler.toml change; state in .dev/edge in wrangler's --persist-to layout
+ *           (scripts/lib/miniflare-dev.ts). SCAISEND_EDGE=wrangler runs it under `wrangler dev --local`
+ *           instead, whose session does not survive sustained delivery (docs/operations.md,
+ *           "Running the stack locally").
  *   origin  the delivery node in dev mode: every message goes to the built-in dev inbox
  * First run bootstraps a tenant, a live and a test API key and the sender domain example.com
  * (in dev mode a new domain counts as verified). Then it sends a first email, waits for it to be
@@ -12,7 +16,8 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { AdminClient, type ApiKeyView, type DomainView } from "./lib/admin-client.ts";
-import { freePort, REPO_ROOT, startEdge, stopGroup, type EdgeProcess } from "./lib/wrangler-dev.ts";
+import { startDevEdge } from "./lib/miniflare-dev.ts";
+import { freePort, REPO_ROOT, startEdge, stopGroup } from "./lib/wrangler-dev.ts";
 
 const DEV_DIR = path.join(REPO_ROOT, ".dev");
 const SENDER_DOMAIN = "example.com";
@@ -137,8 +142,8 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => void stopAll(0));
 
   try {
-    console.log("Starting the edge (wrangler dev --local) …");
-    const edge: EdgeProcess = await startEdge({
+    const useWrangler = process.env.SCAISEND_EDGE === "wrangler";
+    const edgeOptions = {
       persistDir: path.join(DEV_DIR, "edge"),
       port: await portOr(Number(process.env.SCAISEND_EDGE_PORT ?? 8787)),
       vars: {
@@ -148,7 +153,13 @@ async function main(): Promise<void> {
         TRACKING_SECRET: secrets.TRACKING_SECRET,
         DEV_MODE: "true",
       },
-    });
+    };
+    console.log(
+      `Starting the edge (${useWrangler ? "wrangler dev --local" : "workerd via Miniflare, reloads on edits"}) …`,
+    );
+    const edge: { url: string; stop(): Promise<void> } = useWrangler
+      ? await startEdge(edgeOptions)
+      : await startDevEdge({ ...edgeOptions, log: (line) => console.error(line) });
     children.push(edge);
 
     const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
@@ -165,7 +176,9 @@ async function main(): Promise<void> {
         cwd: REPO_ROOT,
         env: {
           ...process.env,
-          // Through wrangler's proxy, which survives reloads when you edit the Worker (its own port changes).
+          // Miniflare: the Worker's own socket, on the same port across reloads (the link reconnects by
+          // itself after one). SCAISEND_EDGE=wrangler: wrangler's proxy, which survives reloads but not
+          // sustained delivery (docs/operations.md, "Running the stack locally").
           EDGE_URL: edge.url,
           ORIGIN_TOKEN: secrets.ORIGIN_TOKEN,
           VERP_SECRET: secrets.VERP_SECRET,

@@ -1,6 +1,7 @@
 /**
  * Runs the edge Worker locally with `wrangler dev --local` (workerd with local D1, R2 and Durable
- * Objects), for `npm start`, the end-to-end tests and the benchmarks. Applies D1 migrations first,
+ * Objects), for the end-to-end tests, the benchmarks and `SCAISEND_EDGE=wrangler npm start` (plain
+ * `npm start` uses scripts/lib/miniflare-dev.ts). Applies D1 migrations first,
  * waits for /healthz, and stops the whole process group by pid.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
@@ -15,9 +16,10 @@ export interface EdgeProcess {
   url: string;
   /**
    * The Worker's own socket behind wrangler's dev proxy, for the origin's WebSocket link. Wrangler's
-   * ProxyWorker drops long-lived WebSockets under sustained traffic ("Network connection lost" after
-   * some thousands of frames, taking the dev session down); production has no such proxy. Falls back
-   * to `url` when wrangler does not report the address.
+   * ProxyWorker drops long-lived WebSockets under sustained traffic, and treats any request the Worker
+   * fails to answer as fatal: "Network connection lost" ends the whole dev session (docs/operations.md,
+   * "Under wrangler dev"; scripts/repro/wrangler-dev-sustained.ts). Production has no such proxy. The
+   * port changes on every reload. Falls back to `url` when wrangler does not report the address.
    */
   workerUrl: string;
   port: number;

@@ -10,11 +10,13 @@
  * and reports each POST, the link drops (the origin's "link closed; reconnecting") and whether the
  * edge process is still alive. Every process it starts is stopped by pid; at most ~4 minutes.
  *
- * Seen on 2026-12-02 (wrangler 4.124.0): the third POST, sent while the hub delivered the first two,
- * got no answer on the reused connection and was reset after 18 s; wrangler's ProxyWorker reported it
- * as "Error inside ProxyWorker … Network connection lost" (workerd: "kj/async-io-unix.c++: disconnected:
- * ::read(fd, buffer, maxBytes): Connection reset by peer") and the dev session exited, with 2,000
- * messages delivered. Under Miniflare the same reset fails that one request and the session lives on.
+ * Seen on 2026-12-02 (wrangler 4.124.0, loaded 2-core machine), twice: the third POST, sent while the
+ * hub delivered the first two, got no answer (reset after 18 s in one run; no answer within the 90 s
+ * client timeout in the other); wrangler's ProxyWorker reported "Error inside ProxyWorker … Network
+ * connection lost" (workerd: "kj/async-io-unix.c++: disconnected: ::read(fd, buffer, maxBytes):
+ * Connection reset by peer") and the dev session exited: the next POST got "other side closed", the
+ * link dropped (7 reconnect attempts), /healthz no longer answered. Under Miniflare the same kind of
+ * request waits until the hub's backlog is out, and the session lives on.
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
