@@ -247,7 +247,16 @@ export const OriginConfigSchema = z.object({
     .min(1_000)
     .default(60_000)
     .describe(
-      "Pause of a destination after it pushed back (421, or 4xx for a whole transaction); doubled for each repeat while its back-off level has not decayed",
+      "Pause of a destination after it pushed back (421, or THROTTLE_PUSHBACK_AFTER all-4xx transactions in a row); doubled for each repeat while its back-off level has not decayed",
+    ),
+  THROTTLE_PUSHBACK_AFTER: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(100)
+    .default(3)
+    .describe(
+      "Transactions in a row with a 4xx for every recipient before a destination counts as pushing back (a 421 always does); one alone is usually greylisting",
     ),
   THROTTLE_BACKOFF_MAX_MS: z.coerce
     .number()

@@ -111,6 +111,7 @@ export async function startOriginNode(
         ...(config.THROTTLE_RATES ? { rates: config.THROTTLE_RATES } : {}),
         ...(config.THROTTLE_CONCURRENCY ? { concurrency: config.THROTTLE_CONCURRENCY } : {}),
         maxWaitMs: config.THROTTLE_MAX_WAIT_MS,
+        pushbackAfter: config.THROTTLE_PUSHBACK_AFTER,
         backoff: {
           baseMs: config.THROTTLE_BACKOFF_MS,
           maxMs: config.THROTTLE_BACKOFF_MAX_MS,

@@ -10,6 +10,7 @@ import {
   MAX_RETRY_AFTER_MS,
   destinationKey,
   isPushback,
+  pushbackKind,
   parseRate,
 } from "../../origin/src/delivery/throttle.ts";
 import { parseWarmupSchedule, parseWarmupStart } from "../../origin/src/delivery/warmup.ts";
@@ -28,6 +29,7 @@ describe("throttle and warm-up settings", () => {
       THROTTLE_BACKOFF_MS: 60_000,
       THROTTLE_BACKOFF_MAX_MS: 3_600_000,
       THROTTLE_BACKOFF_DECAY_MS: 600_000,
+      THROTTLE_PUSHBACK_AFTER: 3,
     });
     expect(c.THROTTLE_RATES).toBeUndefined();
     expect(c.WARMUP_SCHEDULE).toBeUndefined();
@@ -95,6 +97,11 @@ describe("throttle and warm-up settings", () => {
     expect(isPushback([d(451), d(450)])).toBe(true);
     expect(isPushback([d(451), ok])).toBe(false);
     expect(isPushback([d()])).toBe(false);
+    // A 421 is pushback at once; an all-4xx transaction only once it repeats (pushbackAfter).
+    expect(pushbackKind([d(421), ok])).toBe("421");
+    expect(pushbackKind([d(451), d(450)])).toBe("tempfail");
+    expect(pushbackKind([d(451), ok])).toBeNull();
+    expect(createThrottlePolicy().pushbackAfter).toBe(3);
   });
 });
 

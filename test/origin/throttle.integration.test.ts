@@ -243,7 +243,7 @@ describe("back-off after 421 / 4xx", () => {
     expect(metrics.throttled.get({ reason: "backoff", destination: "*" })).toBe(2);
   });
 
-  it("after the pause delivery resumes; a 4xx for the whole transaction counts as pushback, a partial one does not", async () => {
+  it("after the pause delivery resumes; THROTTLE_PUSHBACK_AFTER whole-transaction 4xx in a row count as pushback, fewer or a partial one do not", async () => {
     let refuseAll = true;
     const recover = await server(
       startSmtpServer({
@@ -255,10 +255,13 @@ describe("back-off after 421 / 4xx", () => {
     );
     const { engine: e } = engine({
       port: recover.port,
-      throttle: { backoff: { baseMs: 300, maxMs: 10_000, decayMs: 600_000 } },
+      throttle: { backoff: { baseMs: 300, maxMs: 10_000, decayMs: 600_000 }, pushbackAfter: 2 },
     });
     const [refused] = await e.deliver(job(["a@recover.test"]), soon());
     expect(refused).toMatchObject({ status: "deferred", smtpCode: 451 });
+    // One all-4xx transaction is not yet pushback (greylisting looks like this): the next is tried.
+    const [again] = await e.deliver(job(["a2@recover.test"]), soon());
+    expect(again).toMatchObject({ status: "deferred", smtpCode: 451 });
     const [paused] = await e.deliver(job(["b@recover.test"]), soon());
     expect(paused!.response).toMatch(/^recover\.test is pushing back .*level 1/);
     const connectionsWhilePaused = recover.connections;
@@ -276,6 +279,32 @@ describe("back-off after 421 / 4xx", () => {
     // One recipient refused among others accepted (greylisting one address) is not pushback.
     const [next] = await e.deliver(job(["ok2@recover.test"]), soon());
     expect(next!.status).toBe("delivered");
+  });
+
+  it("greylisting (each new address refused once with 451) never pauses the destination under the default policy", async () => {
+    const seen = new Set<string>();
+    const grey = await server(
+      startSmtpServer({
+        onRcpt: (address) => {
+          if (seen.has(address)) return null;
+          seen.add(address);
+          return { code: 451, message: "4.7.1 Greylisted, please try again later" };
+        },
+      }),
+    );
+    const { engine: e, metrics } = engine({ port: grey.port });
+    // First attempts of two new addresses, then their retries, then a third new one: a delivered
+    // retry between them ends each run of all-4xx transactions before it reaches the threshold.
+    for (const address of ["a@dest.test", "b@dest.test"]) {
+      const [first] = await e.deliver(job([address]), soon());
+      expect(first).toMatchObject({ status: "deferred", smtpCode: 451 });
+      const [retry] = await e.deliver(job([address]), soon());
+      expect(retry).toMatchObject({ status: "delivered", smtpCode: 250 });
+    }
+    const [third] = await e.deliver(job(["c@dest.test"]), soon());
+    expect(third).toMatchObject({ status: "deferred", smtpCode: 451 });
+    expect(metrics.throttled.get({ reason: "backoff", destination: "*" })).toBe(0);
+    expect(grey.messages.map((m) => m.rcptTo)).toEqual([["a@dest.test"], ["b@dest.test"]]);
   });
 });
 

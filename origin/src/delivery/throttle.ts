@@ -114,6 +114,12 @@ export interface ThrottlePolicy {
   /** Whether `key` has limits of its own (built in or configured), for metric labels. */
   isNamed(key: string): boolean;
   backoff: BackoffPolicy;
+  /**
+   * Transactions in a row whose every recipient got a 4xx before that counts as pushback (a 421
+   * always does). One such transaction is usually greylisting (RFC 6647), which the hub's retry
+   * schedule already answers; several in a row mean the destination is refusing us for now.
+   */
+  pushbackAfter: number;
   /** Longest wait for a rate token or a connection slot before deferring. */
   maxWaitMs: number;
 }
@@ -124,6 +130,8 @@ export interface ThrottlePolicyOptions {
   /** THROTTLE_CONCURRENCY: "domain=N,…", `*` for every other domain. */
   concurrency?: string;
   backoff?: Partial<BackoffPolicy>;
+  /** THROTTLE_PUSHBACK_AFTER (default 3), see ThrottlePolicy.pushbackAfter. */
+  pushbackAfter?: number;
   maxWaitMs?: number;
 }
 
@@ -154,6 +162,7 @@ export function createThrottlePolicy(options: ThrottlePolicyOptions = {}): Throt
       maxMs: options.backoff?.maxMs ?? 3_600_000,
       decayMs: options.backoff?.decayMs ?? 600_000,
     },
+    pushbackAfter: options.pushbackAfter ?? 3,
     maxWaitMs: options.maxWaitMs ?? 30_000,
   };
 }
@@ -169,7 +178,7 @@ export interface Throttle {
    * to release after the transaction, or the recipients' deferred outcomes when the turn is too far.
    */
   enter(domain: string, recipients: string[], deadlineAt?: number): Promise<Gate>;
-  /** After the transaction: notes a pushback (421, or a 4xx for every recipient) for the back-off. */
+  /** After the transaction: notes a pushback (421, or `pushbackAfter` all-4xx transactions in a row). */
   observe(domain: string, outcomes: RecipientOutcome[]): Promise<void>;
   /** Transactions this node has in progress per destination key. */
   connections(): Map<string, number>;
@@ -211,16 +220,28 @@ const RETRY_SPREAD = 0.2;
  */
 export const MAX_RETRY_AFTER_MS = 7 * 86_400_000;
 
-/** Whether a transaction's outcomes say the destination is pushing back. */
-export function isPushback(outcomes: RecipientOutcome[]): boolean {
-  if (outcomes.some((o) => o.status === "deferred" && o.smtpCode === 421)) return true;
-  return (
+/**
+ * What a transaction's outcomes say about the destination: "421" (it closed on us: pushback at
+ * once), "tempfail" (a 4xx for every recipient: pushback once it repeats, see
+ * ThrottlePolicy.pushbackAfter), or null (it took or refused mail on its merits).
+ */
+export function pushbackKind(outcomes: RecipientOutcome[]): "421" | "tempfail" | null {
+  if (outcomes.some((o) => o.status === "deferred" && o.smtpCode === 421)) return "421";
+  const allTempfail =
     outcomes.length > 0 &&
     outcomes.every(
       (o) => o.status === "deferred" && o.smtpCode !== undefined && o.smtpCode >= 400 && o.smtpCode < 500,
-    )
-  );
+    );
+  return allTempfail ? "tempfail" : null;
 }
+
+/** Whether a transaction's outcomes are pushback-like at all (a 421, or a 4xx for every recipient). */
+export function isPushback(outcomes: RecipientOutcome[]): boolean {
+  return pushbackKind(outcomes) !== null;
+}
+
+/** Destinations whose run of all-4xx transactions is counted at once (per node; see `observe`). */
+const MAX_TEMPFAIL_RUNS = 10_000;
 
 export function createThrottle(options: ThrottleOptions): Throttle {
   const { coordinator } = options;
@@ -229,6 +250,8 @@ export function createThrottle(options: ThrottleOptions): Throttle {
   const slotWaitMs = options.slotWaitMs ?? 120_000;
   const log = options.log ?? (() => {});
   const active = new Map<string, number>();
+  /** All-4xx transactions in a row per destination key, until pushbackAfter (see `observe`). */
+  const tempfailRuns = new Map<string, number>();
   /** The last pushback reply per key, for the deferral text (a convenience: not shared across nodes). */
   const lastPushback = new Map<string, string>();
   /**
@@ -366,8 +389,23 @@ export function createThrottle(options: ThrottleOptions): Throttle {
     },
 
     async observe(domain, outcomes) {
-      if (!isPushback(outcomes)) return;
+      const kind = pushbackKind(outcomes);
       const key = destinationKey(domain);
+      if (kind === null) {
+        tempfailRuns.delete(key);
+        return;
+      }
+      if (kind === "tempfail") {
+        // Counted per node: a run is consecutive transactions this process saw, which is what the
+        // threshold is about (greylisting answers each new sender/recipient pair once).
+        const run = (tempfailRuns.get(key) ?? 0) + 1;
+        if (run < policy.pushbackAfter) {
+          if (tempfailRuns.size >= MAX_TEMPFAIL_RUNS && !tempfailRuns.has(key)) tempfailRuns.clear();
+          tempfailRuns.set(key, run);
+          return;
+        }
+      }
+      tempfailRuns.delete(key);
       const reply = outcomes.find((o) => o.smtpCode === 421) ?? outcomes[0]!;
       lastPushback.set(key, reply.response.slice(0, 200));
       try {
