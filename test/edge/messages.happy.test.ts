@@ -115,6 +115,12 @@ describe("get /v3/messages filters", () => {
       categories: ["onboarding"],
       created_at: "2026-01-10T08:00:00Z",
       delivered_at: null,
+      msg_id: s.welcome,
+      to_email: "Alice@Example.net",
+      opens_count: 0,
+      clicks_count: 0,
+      // Its processed events, recorded at the real accept time (created_at was moved back above).
+      last_event_time: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/),
     });
   });
 
@@ -297,6 +303,13 @@ describe("get /v3/messages/{id}", () => {
       created_at: created,
       updated_at: created,
       delivered_at: null,
+      msg_id: id,
+      to_email: "to@example.net",
+      opens_count: 0,
+      clicks_count: 0,
+      last_event_time: created,
+      api_key_id: t.liveKeyId,
+      unique_args: { source: "shop", order: "42" },
       events: [
         expect.objectContaining({ event_type: "processed", recipient_email: "to@example.net", metadata: {} }),
         expect.objectContaining({ event_type: "processed", recipient_email: "cc@example.net", metadata: {} }),

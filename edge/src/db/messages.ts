@@ -4,8 +4,14 @@
  */
 import { and, count, desc, eq, gte, inArray, isNull, lt, lte, or, sql, type SQL } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
+import {
+  ActivityQueryError,
+  type Expr,
+  type FieldRef,
+  type Value,
+} from "../../../shared/sendgrid/activity-query.ts";
 import { chunkRows, type Db } from "./client.ts";
-import { events, messageRecipients, messages, type MessageStatus } from "./schema.ts";
+import { events, messageRecipients, messages, MESSAGE_STATUSES, type MessageStatus } from "./schema.ts";
 
 export type MessageRow = typeof messages.$inferSelect;
 export type NewMessage = typeof messages.$inferInsert;
@@ -91,17 +97,47 @@ function filterConditions(tenantId: string, f: MessageFilters): SQL[] {
   return where;
 }
 
+/** A list row: the message plus what SendGrid's Email Activity list counts from its events. */
+export interface ActivityRow extends MessageRow {
+  opensCount: number;
+  clicksCount: number;
+  /** Unix ms of the newest event, or of the acceptance when there is none (e.g. sandbox). */
+  lastEventAt: number;
+}
+
+/**
+ * Correlated with the outer `messages` row and bound to its tenant by column, no parameters. The
+ * identifiers are written out qualified: in a select list drizzle renders columns without their
+ * table, and an unqualified `id` inside the subquery would be the event's own.
+ */
+const eventCount = (type: "open" | "click") =>
+  sql<number>`(select count(*) from "events" where "events"."message_id" = "messages"."id"
+    and "events"."tenant_id" = "messages"."tenant_id" and "events"."event_type" = ${sql.raw(`'${type}'`)})`;
+const lastEventMs = sql<number>`coalesce((select max("events"."timestamp") from "events"
+    where "events"."message_id" = "messages"."id" and "events"."tenant_id" = "messages"."tenant_id"),
+    "messages"."created_at")`;
+
 export async function listMessages(
   db: Db,
   tenantId: string,
   filters: MessageFilters,
   page: number,
   pageSize: number,
-): Promise<{ rows: MessageRow[]; total: number }> {
-  const where = and(...filterConditions(tenantId, filters));
+  query?: Expr,
+): Promise<{ rows: ActivityRow[]; total: number }> {
+  const conditions = filterConditions(tenantId, filters);
+  // The tenant predicate is first and ANDed with the compiled query, which is parenthesised:
+  // nothing in a query can widen it (docs/api/sendgrid.md#the-query-parameter).
+  if (query) conditions.push(activityCondition(query));
+  const where = and(...conditions);
   const [rows, totals] = await Promise.all([
     db
-      .select()
+      .select({
+        message: messages,
+        opensCount: eventCount("open"),
+        clicksCount: eventCount("click"),
+        lastEventAt: lastEventMs,
+      })
       .from(messages)
       .where(where)
       .orderBy(desc(messages.createdAt), desc(messages.id))
@@ -109,7 +145,151 @@ export async function listMessages(
       .offset((page - 1) * pageSize),
     db.select({ n: count() }).from(messages).where(where),
   ]);
-  return { rows, total: totals[0]?.n ?? 0 };
+  return {
+    rows: rows.map((r) => ({
+      ...r.message,
+      opensCount: Number(r.opensCount),
+      clicksCount: Number(r.clicksCount),
+      lastEventAt: Number(r.lastEventAt),
+    })),
+    total: totals[0]?.n ?? 0,
+  };
+}
+
+/**
+ * SendGrid's status words beside ScaiSend's: `processed` is any status before an outcome,
+ * `not_delivered` any failed outcome (docs/api/sendgrid.md#the-query-parameter).
+ */
+const STATUS_WORDS: Record<string, readonly MessageStatus[]> = {
+  processed: ["queued", "processing", "rendered", "sending", "sent"],
+  not_delivered: ["bounced", "failed", "cancelled"],
+  ...Object.fromEntries(MESSAGE_STATUSES.map((s) => [s, [s]])),
+};
+
+/** D1 binds at most 100 parameters per statement; the query gets this many, the filters the rest. */
+const MAX_QUERY_PARAMS = 80;
+
+/**
+ * Compiles a parsed Email Activity query to one SQL condition on `messages`. Every value is a bound
+ * parameter; only fixed operator words from the parser's closed set are written into the SQL.
+ * Each leaf is coalesced to false so NOT is the exact complement of what it negates.
+ */
+export function activityCondition(query: Expr): SQL {
+  let params = 0;
+  const bind = (v: unknown): SQL => {
+    if (++params > MAX_QUERY_PARAMS) throw new ActivityQueryError("Too many values in the query", 1);
+    return sql`${v}`;
+  };
+  const ops = { "=": "=", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">=" } as const;
+  const list = (vs: SQL[]) => sql.join(vs, sql`, `);
+
+  const statusList = (values: Value[]): SQL[] => {
+    const out = new Set<MessageStatus>();
+    for (const v of values) {
+      const set = STATUS_WORDS[String(v.value).toLowerCase()];
+      if (!set) throw new ActivityQueryError(`Unknown status "${String(v.value)}"`, v.pos);
+      for (const s of set) out.add(s);
+    }
+    return [...out].map(bind);
+  };
+
+  /** A predicate on a scalar expression `col`; `lower` folds string values (addresses are stored lowercase). */
+  const scalar = (col: SQL, e: Expr, lower = false): SQL => {
+    const val = (v: Value) => bind(lower && v.kind === "string" ? v.value.toLowerCase() : v.value);
+    switch (e.type) {
+      case "compare":
+        return sql`${col} ${sql.raw(ops[e.op])} ${val(e.value)}`;
+      case "like":
+        return sql`${col} ${sql.raw(e.negated ? "not like" : "like")} ${bind(e.pattern)}`;
+      case "in":
+        return sql`${col} ${sql.raw(e.negated ? "not in" : "in")} (${list(e.values.map(val))})`;
+      case "between":
+        return sql`${col} ${sql.raw(e.negated ? "not between" : "between")} ${val(e.low)} and ${val(e.high)}`;
+      case "null":
+        return sql`${col} ${sql.raw(e.negated ? "is not null" : "is null")}`;
+      default:
+        throw new ActivityQueryError("Unsupported condition", 1);
+    }
+  };
+
+  /** Fields with many values per message (To recipients, custom args): a negated form is "none matches". */
+  const existential = (inner: (positive: Expr) => SQL, e: Expr): SQL => {
+    let positive = e;
+    let negate = false;
+    if (e.type === "compare" && e.op === "!=") [positive, negate] = [{ ...e, op: "=" }, true];
+    else if ((e.type === "like" || e.type === "in") && e.negated)
+      [positive, negate] = [{ ...e, negated: false }, true];
+    const q = sql`exists (${inner(positive)})`;
+    return negate ? sql`not ${q}` : q;
+  };
+
+  const leaf = (f: FieldRef, e: Expr): SQL => {
+    switch (f.name) {
+      case "msg_id":
+        return scalar(sql`${messages.id}`, e);
+      case "from_email":
+        return scalar(sql`${messages.fromEmail}`, e, true);
+      case "subject":
+        return scalar(sql`${messages.subject}`, e);
+      case "template_id":
+        return scalar(sql`${messages.templateId}`, e);
+      case "api_key_id":
+        return scalar(sql`${messages.apiKeyId}`, e);
+      case "opens_count":
+        return scalar(eventCount("open"), e);
+      case "clicks_count":
+        return scalar(eventCount("click"), e);
+      case "last_event_time":
+        // Compared to the second, as the answers show it.
+        return scalar(sql`(${lastEventMs} / 1000)`, e);
+      case "status": {
+        if (e.type === "compare") {
+          return sql`${messages.status} ${sql.raw(e.op === "=" ? "in" : "not in")} (${list(statusList([e.value]))})`;
+        }
+        if (e.type === "in") {
+          return sql`${messages.status} ${sql.raw(e.negated ? "not in" : "in")} (${list(statusList(e.values))})`;
+        }
+        throw new ActivityQueryError("Only =, != and IN can be used with status", f.pos);
+      }
+      case "to_email":
+        return existential(
+          (p) =>
+            sql`select 1 from ${messageRecipients} where ${messageRecipients.messageId} = ${messages.id}
+              and ${messageRecipients.tenantId} = ${messages.tenantId} and ${messageRecipients.kind} = 'to'
+              and ${scalar(sql`${messageRecipients.email}`, p, true)}`,
+          e,
+        );
+      case "unique_args": {
+        const inArgs = (cond: SQL | null) =>
+          sql`select 1 from json_each(${messages.customArgs}) where json_each.key = ${bind(f.key)}${
+            cond ? sql` and ${cond}` : sql``
+          }`;
+        if (e.type === "null") {
+          const q = sql`exists (${inArgs(null)})`;
+          return e.negated ? q : sql`not ${q}`;
+        }
+        return existential((p) => inArgs(scalar(sql`json_each.value`, p)), e);
+      }
+      default:
+        throw new ActivityQueryError(`Field "${f.name}" cannot be queried`, f.pos);
+    }
+  };
+
+  const walk = (e: Expr): SQL => {
+    switch (e.type) {
+      case "and":
+        return sql`(${walk(e.left)} and ${walk(e.right)})`;
+      case "or":
+        return sql`(${walk(e.left)} or ${walk(e.right)})`;
+      case "not":
+        return sql`(not ${walk(e.expr)})`;
+      case "contains":
+        return sql`exists (select 1 from json_each(${messages.categories}) where json_each.value = ${bind(e.value)})`;
+      default:
+        return sql`coalesce((${leaf(e.field, e)}), 0)`;
+    }
+  };
+  return sql`(${walk(query)})`;
 }
 
 export async function getMessage(db: Db, tenantId: string, id: string): Promise<MessageRow | undefined> {

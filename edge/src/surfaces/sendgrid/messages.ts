@@ -5,15 +5,24 @@
  * send by one flush (CATALOG_FLUSH_MS). By id there is no lag: when D1 has no row yet, the shard
  * the id names answers (tenant-checked there too), and D1 is asked once more in case the flush
  * landed in between (docs/api/sendgrid.md#catalog-lag).
+ * Beside ScaiSend's fields, both answer SendGrid's Email Activity fields, and the list takes its
+ * `query` and `limit` (docs/api/sendgrid.md#sendgrid-email-activity-fields).
  */
 import { Hono } from "hono";
 import { z } from "zod";
 import { AppError } from "../../../../shared/errors.ts";
+import {
+  ActivityQueryError,
+  parseActivityQuery,
+  type Expr,
+} from "../../../../shared/sendgrid/activity-query.ts";
 import type { AppEnv } from "../../context.ts";
 import {
   getMessage,
   getMessageEvents,
+  activityCondition,
   listMessages,
+  type ActivityRow,
   type EventRow,
   type MessageRow,
 } from "../../db/messages.ts";
@@ -31,23 +40,68 @@ const dateParam = z
   .refine((v) => !Number.isNaN(Date.parse(v)), "must be an ISO-8601 date or YYYY-MM-DD")
   .optional();
 
-const ListQuery = z.object({
-  status: z.enum(MESSAGE_STATUSES).optional(),
-  to_email: z.string().optional(),
-  from_email: z.string().optional(),
-  subject: z.string().optional(),
-  batch_id: z.string().optional(),
-  template_id: z.string().optional(),
-  category: z.string().optional(),
-  start_date: dateParam,
-  end_date: dateParam,
-  page: z.coerce.number().int().min(1).default(1),
-  page_size: z.coerce.number().int().min(1).max(100).default(25),
-});
+const ListQuery = z
+  .object({
+    status: z.enum(MESSAGE_STATUSES).optional(),
+    to_email: z.string().optional(),
+    from_email: z.string().optional(),
+    subject: z.string().optional(),
+    batch_id: z.string().optional(),
+    template_id: z.string().optional(),
+    category: z.string().optional(),
+    start_date: dateParam,
+    end_date: dateParam,
+    page: z.coerce.number().int().min(1).default(1),
+    page_size: z.coerce.number().int().min(1).max(100).optional(),
+    // SendGrid's page size (1–1000). Without either, ScaiSend's default of 25 holds, not SendGrid's 10.
+    limit: z.coerce.number().int().min(1).max(1000).optional(),
+    query: z.string().optional(),
+  })
+  .refine((q) => q.limit === undefined || q.page_size === undefined, {
+    message: "Give page_size or limit, not both",
+    path: ["limit"],
+  });
+
+/** The SendGrid query, parsed and compiled once here so a bad one is a 400 naming the position. */
+function parseQuery(text: string | undefined): Expr | undefined {
+  if (text === undefined || text.trim() === "") return undefined;
+  try {
+    const expr = parseActivityQuery(text);
+    activityCondition(expr); // value checks that need the catalog's vocabulary (statuses)
+    return expr;
+  } catch (err) {
+    if (err instanceof ActivityQueryError)
+      throw new AppError("invalid_request", `Invalid query: ${err.message}`);
+    throw err;
+  }
+}
+
+/** SendGrid's Email Activity event names for ScaiSend's event types. */
+const EVENT_NAMES: Record<string, string> = {
+  bounce: "bounced",
+  blocked: "bounced",
+  open: "opened",
+  click: "clicked",
+};
 
 const isBareDate = (v: string) => /^\d{4}-\d{2}-\d{2}$/.test(v);
 
-function summary(m: MessageRow) {
+interface Activity {
+  opensCount: number;
+  clicksCount: number;
+  lastEventAt: number;
+}
+
+/** What SendGrid's list counts, from a timeline in hand (the detail answer has its events already). */
+function activityOf(m: MessageRow, evs: EventRow[]): Activity {
+  return {
+    opensCount: evs.filter((e) => e.eventType === "open").length,
+    clicksCount: evs.filter((e) => e.eventType === "click").length,
+    lastEventAt: evs.length ? Math.max(...evs.map((e) => e.timestamp)) : m.createdAt,
+  };
+}
+
+function summary(m: MessageRow, a: Activity) {
   return {
     id: m.id,
     status: m.status,
@@ -60,6 +114,12 @@ function summary(m: MessageRow) {
     categories: m.categories,
     created_at: iso(m.createdAt),
     delivered_at: iso(m.deliveredAt),
+    // SendGrid's Email Activity names beside ScaiSend's (its `status` words differ: ScaiSend's win).
+    msg_id: m.id,
+    to_email: m.toEmails[0] ?? null,
+    opens_count: a.opensCount,
+    clicks_count: a.clicksCount,
+    last_event_time: iso(a.lastEventAt),
   };
 }
 
@@ -70,7 +130,22 @@ function eventView(e: EventRow) {
     timestamp: Math.floor(e.timestamp / 1000),
     recipient_email: e.recipientEmail,
     metadata: e.metadata,
+    event_name: EVENT_NAMES[e.eventType] ?? e.eventType,
+    processed: iso(e.timestamp),
+    ...sendgridEventExtras(e),
   };
+}
+
+/** SendGrid's optional event fields, where the event's metadata has them. */
+function sendgridEventExtras(e: EventRow): Record<string, unknown> {
+  const md = e.metadata;
+  const out: Record<string, unknown> = {};
+  const reason = md.reason ?? md.smtp_response;
+  if (typeof reason === "string" && e.eventType !== "processed") out.reason = reason;
+  if (typeof md.attempt === "number") out.attempt_num = md.attempt;
+  if (typeof md.mx_host === "string") out.mx_server = md.mx_host;
+  if (e.eventType === "bounce" || e.eventType === "blocked") out.bounce_type = e.eventType;
+  return out;
 }
 
 export const messagesApi = new Hono<AppEnv>()
@@ -82,6 +157,8 @@ export const messagesApi = new Hono<AppEnv>()
       const principal = c.get("principal");
       if (principal.kind !== "api_key") throw new AppError("forbidden", "Reading messages needs an API key");
       const q = parseInput(ListQuery, c.req.query(), "query");
+      const pageSize = q.limit ?? q.page_size ?? 25;
+      const query = parseQuery(q.query);
       const endMs =
         q.end_date === undefined
           ? undefined
@@ -101,14 +178,15 @@ export const messagesApi = new Hono<AppEnv>()
           ...(endMs !== undefined ? { endMs } : {}),
         },
         q.page,
-        q.page_size,
+        pageSize,
+        query,
       );
       return c.json({
-        messages: rows.map(summary),
+        messages: rows.map((r: ActivityRow) => summary(r, r)),
         total,
         page: q.page,
-        page_size: q.page_size,
-        total_pages: Math.ceil(total / q.page_size),
+        page_size: pageSize,
+        total_pages: Math.ceil(total / pageSize),
       });
     },
   )
@@ -131,7 +209,9 @@ export const messagesApi = new Hono<AppEnv>()
     if (!found) throw new AppError("not_found", `Message not found: ${id}`);
     const { message: m, events } = found;
     return c.json({
-      ...summary(m),
+      ...summary(m, activityOf(m, events)),
+      api_key_id: m.apiKeyId,
+      unique_args: m.customArgs,
       mode: m.mode,
       cc_emails: m.recipients.cc.map((a) => a.email),
       bcc_emails: m.recipients.bcc.map((a) => a.email),
