@@ -338,6 +338,19 @@ describe("delivery engine against loopback DNS and SMTP", () => {
     expect(sink.connections).toBe(0);
   });
 
+  it("a job that reaches a closed engine (a draining node) is deferred, never failed, and nothing is sent", async () => {
+    const sink = await track(startSinkServer());
+    const engine = engineFor(sink.port, { composeThreads: 1 });
+    await engine.close();
+    const outcomes = await engine.deliver(job(["vic@dest.test", "wes@dest.test"]));
+    expect(outcomes.map((o) => [o.recipient, o.status])).toEqual([
+      ["vic@dest.test", "deferred"],
+      ["wes@dest.test", "deferred"],
+    ]);
+    expect(outcomes[0]?.response).toBe("the delivery node is shutting down");
+    expect(sink.connections).toBe(0);
+  });
+
   it("a smarthost bypasses MX resolution entirely", async () => {
     const sink = await track(startSinkServer());
     const engine = engineFor(1, {
