@@ -16,10 +16,7 @@
  * the transport caps slot waits and timeouts and closes the session at it; a recipient nothing
  * was decided for by then comes back `deferred` with "job deadline reached before …".
  */
-import type {
-  DeliveryJob,
-  RecipientOutcome,
-} from "../../../shared/link/protocol.ts";
+import type { DeliveryJob, RecipientOutcome } from "../../../shared/link/protocol.ts";
 import { createComposePool } from "../compose/pool.ts";
 import { createMtaStsResolver } from "../smtp/mta-sts.ts";
 import { createMxResolver, type MxHost } from "../smtp/mx.ts";
@@ -92,19 +89,13 @@ export interface DeliveryEngine {
 
 const domainOf = (address: string): string | null => {
   const at = address.lastIndexOf("@");
-  return at > 0 && at < address.length - 1
-    ? address.slice(at + 1).toLowerCase()
-    : null;
+  return at > 0 && at < address.length - 1 ? address.slice(at + 1).toLowerCase() : null;
 };
 
-export function createDeliveryEngine(
-  options: DeliveryEngineOptions,
-): DeliveryEngine {
+export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEngine {
   const mx = createMxResolver({
     ...(options.dnsServers ? { servers: options.dnsServers } : {}),
-    ...(options.mxCacheTtlMs !== undefined
-      ? { maxCacheTtlMs: options.mxCacheTtlMs }
-      : {}),
+    ...(options.mxCacheTtlMs !== undefined ? { maxCacheTtlMs: options.mxCacheTtlMs } : {}),
     allowPrivate: options.allowPrivateMx ?? false,
   });
   const transport = createSmtpTransport(options);
@@ -116,9 +107,7 @@ export function createDeliveryEngine(
           ...(options.dnsServers ? { servers: options.dnsServers } : {}),
           allowPrivate: options.allowPrivateMx ?? false,
           ...(options.tlsCa ? { ca: options.tlsCa } : {}),
-          ...(options.mtaStsPort !== undefined
-            ? { port: options.mtaStsPort }
-            : {}),
+          ...(options.mtaStsPort !== undefined ? { port: options.mtaStsPort } : {}),
           ...(options.mtaStsFetchTimeoutMs !== undefined
             ? { fetchTimeoutMs: options.mtaStsFetchTimeoutMs }
             : {}),
@@ -144,26 +133,15 @@ export function createDeliveryEngine(
       response: err instanceof Error ? err.message : String(err),
     }));
 
-  async function prepare(
-    job: DeliveryJob,
-  ): Promise<{ raw: Buffer; envelopeFrom: string }> {
+  async function prepare(job: DeliveryJob): Promise<{ raw: Buffer; envelopeFrom: string }> {
     const composed = await composer.compose(job);
     if (!composed.ok) throw new Error(composed.error);
     const { raw } = composed;
-    const returnPathDomain =
-      options.returnPathDomain ??
-      job.dkim?.domain ??
-      domainOf(job.message.from.email);
-    if (!returnPathDomain)
-      throw new Error(
-        `no return-path domain for sender ${job.message.from.email}`,
-      );
+    const returnPathDomain = options.returnPathDomain ?? job.dkim?.domain ?? domainOf(job.message.from.email);
+    if (!returnPathDomain) throw new Error(`no return-path domain for sender ${job.message.from.email}`);
     return {
       raw,
-      envelopeFrom: encodeVerp(job.messageId, {
-        secret: options.verpSecret,
-        domain: returnPathDomain,
-      }),
+      envelopeFrom: encodeVerp(job.messageId, { secret: options.verpSecret, domain: returnPathDomain }),
     };
   }
 
@@ -175,38 +153,25 @@ export function createDeliveryEngine(
   async function hostsFor(
     domain: string,
     deadlineAt: number | undefined,
-  ): Promise<
-    | { hosts: MxHost[]; port: number; tlsPolicy?: TlsPolicy }
-    | { waitingFor: string }
-  > {
+  ): Promise<{ hosts: MxHost[]; port: number; tlsPolicy?: TlsPolicy } | { waitingFor: string }> {
     if (options.smarthost) {
       const { host, port } = options.smarthost;
-      return {
-        hosts: [{ exchange: host, preference: 0, addresses: [host] }],
-        port,
-      };
+      return { hosts: [{ exchange: host, preference: 0, addresses: [host] }], port };
     }
     let mxDone = false;
     const mxLookup = mx.resolve(domain).then((hosts) => {
       mxDone = true;
       return hosts;
     });
-    const lookup = Promise.all([
-      mxLookup,
-      mtaSts ? mtaSts.policyFor(domain) : null,
-    ]).then(([hosts, policy]) => ({
-      hosts,
-      port: options.smtpPort,
-      ...(policy && policy.mode !== "none"
-        ? {
-            tlsPolicy: {
-              domain: policy.domain,
-              mode: policy.mode,
-              mx: policy.mx,
-            },
-          }
-        : {}),
-    }));
+    const lookup = Promise.all([mxLookup, mtaSts ? mtaSts.policyFor(domain) : null]).then(
+      ([hosts, policy]) => ({
+        hosts,
+        port: options.smtpPort,
+        ...(policy && policy.mode !== "none"
+          ? { tlsPolicy: { domain: policy.domain, mode: policy.mode, mx: policy.mx } }
+          : {}),
+      }),
+    );
     if (deadlineAt === undefined) return await lookup;
     // The look-ups have no side effects: at the deadline we stop waiting, and they end by their own
     // timeouts (or at close()); a policy fetched late is cached for the next attempt.
@@ -214,10 +179,7 @@ export function createDeliveryEngine(
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<{ waitingFor: string }>((resolve) => {
       timer = setTimeout(
-        () =>
-          resolve({
-            waitingFor: mxDone ? "MTA-STS policy look-up" : "MX look-up",
-          }),
+        () => resolve({ waitingFor: mxDone ? "MTA-STS policy look-up" : "MX look-up" }),
         Math.max(0, deadlineAt - Date.now()),
       );
     });
@@ -250,12 +212,7 @@ export function createDeliveryEngine(
       }
       const { hosts, port } = route;
       if (options.limits) {
-        turn = await options.limits.enter(
-          domain,
-          recipients,
-          senderDomain,
-          deadlineAt,
-        );
+        turn = await options.limits.enter(domain, recipients, senderDomain, deadlineAt);
         if (turn.go.length === 0) return turn.deferred;
         recipients = turn.go;
       }
@@ -288,11 +245,7 @@ export function createDeliveryEngine(
       // A job that reaches a closed engine (a node draining) is not the message's fault: it goes back
       // to the hub's schedule, never `failed` for "the compose pool is closed".
       if (closing)
-        return allFailed(
-          job.recipients,
-          new Error("the delivery node is shutting down"),
-          "deferred",
-        );
+        return allFailed(job.recipients, new Error("the delivery node is shutting down"), "deferred");
       let prepared: { raw: Buffer; envelopeFrom: string };
       try {
         prepared = await prepare(job);
@@ -335,16 +288,11 @@ export function createDeliveryEngine(
         ),
       );
       const byRecipient = new Map<string, RecipientOutcome>();
-      for (const outcome of [...invalid, ...perDomain.flat()])
-        byRecipient.set(outcome.recipient, outcome);
+      for (const outcome of [...invalid, ...perDomain.flat()]) byRecipient.set(outcome.recipient, outcome);
       // Same order and length as job.recipients; a duplicate address shares its one outcome.
       return job.recipients.map(
         (recipient) =>
-          byRecipient.get(recipient) ?? {
-            recipient,
-            status: "deferred",
-            response: "no outcome recorded",
-          },
+          byRecipient.get(recipient) ?? { recipient, status: "deferred", response: "no outcome recorded" },
       );
     },
     stats: () => transport.stats(),
