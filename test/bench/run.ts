@@ -14,7 +14,7 @@ import path from "node:path";
 import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
 import { startDnsServer } from "../helpers/dns-server.ts";
 import { benchChaos } from "./chaos.ts";
-import { benchDevStack, type DevStackResult } from "./dev-stack.ts";
+import { benchDevStack } from "./dev-stack.ts";
 import { benchDkim } from "./dkim.ts";
 import {
   benchCeiling,
@@ -247,7 +247,7 @@ async function main(): Promise<number> {
 
   if (want("devstack")) {
     // npm start's edge runtime (scripts/lib/miniflare-dev.ts): 10,000 messages back to back, link drops counted.
-    (results as BenchResults & { devStack?: DevStackResult }).devStack = await step(
+    results.devStack = await step(
       `npm start's stack, ${quick ? 2 : 10} × 1,000 personalizations back to back`,
       () =>
         benchDevStack({

@@ -1,5 +1,6 @@
 /** The Markdown summary printed to stdout (and pasted into the README's Performance section). */
 import type { ChaosBench } from "../chaos.ts";
+import type { DevStackResult } from "../dev-stack.ts";
 import type { DkimResult } from "../dkim.ts";
 import type { EdgeAcceptResult } from "../edge-accept.ts";
 import type { Throughput } from "../delivery.ts";
@@ -40,6 +41,7 @@ export interface BenchResults {
   };
   timeToInbox?: TtiResult;
   chaos?: ChaosBench;
+  devStack?: DevStackResult;
   errors: { step: string; error: string }[];
   /** Stress steps beyond the measurements the benchmark promises; their failure does not fail the run. */
   stressFailures: { step: string; error: string }[];
@@ -256,7 +258,7 @@ export function renderMarkdown(r: BenchResults): string {
           "accepted",
           "delivered",
           "lost",
-          "duplicates (250 before the kill)",
+          "duplicates (250 before the kill; of them journaled, must be 0)",
           "jobs in flight at the kill",
           "drain after restart s",
           "whole run s",
@@ -267,12 +269,42 @@ export function renderMarkdown(r: BenchResults): string {
           fmt(x.accepted),
           fmt(x.delivered),
           fmt(x.lost.length + x.notTerminal.length),
-          `${fmt(x.duplicates)} (${fmt(x.duplicatesAnsweredBeforeKill)})`,
+          `${fmt(x.duplicates)} (${fmt(x.duplicatesAnsweredBeforeKill)}; ${fmt(x.duplicatesJournaled)})`,
           fmt(x.inFlightAtKill),
           fmt(x.drainS, 1),
           fmt(x.runS, 1),
           x.problems.length ? `**failed**: ${x.problems.join("; ")}` : "pass",
         ]),
+      ),
+    );
+  }
+
+  const ds = r.devStack;
+  if (ds) {
+    const sorted = [...ds.msTo202].sort((a, b) => a - b);
+    out.push(
+      `\n**6. \`npm start\`'s stack under load** (${ds.runtime}; ${fmt(ds.requests)} × ${fmt(ds.perRequest)} personalizations back to back)\n`,
+    );
+    out.push(
+      table(
+        [
+          "delivered",
+          "msg/s",
+          "link reconnects",
+          "time to 202 ms (min / median / max)",
+          "edge healthy after",
+          "workerd peak RSS MiB",
+        ],
+        [
+          [
+            `${fmt(ds.delivered)} of ${fmt(ds.messages)}`,
+            fmt(ds.messagesPerSec),
+            fmt(ds.linkReconnects),
+            `${fmt(sorted[0])} / ${fmt(sorted[Math.floor(sorted.length / 2)])} / ${fmt(sorted[sorted.length - 1])}`,
+            ds.edgeHealthyAtEnd ? "yes" : "**no**",
+            fmt(ds.workerdPeakRssMiB),
+          ],
+        ],
       ),
     );
   }
