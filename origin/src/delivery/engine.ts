@@ -78,6 +78,12 @@ export interface DeliveryEngineOptions extends SmtpTransportOptions {
 export interface DeliverOptions {
   /** Absolute Unix-ms time by which every outcome is decided; undecided recipients are deferred. */
   deadlineAt?: number;
+  /**
+   * Called with each SMTP transaction's outcomes as soon as the server's last reply is parsed
+   * (smtp/transport.ts `onOutcome`), before the slot release, the throttle's bookkeeping and the
+   * other domains of the job: the job runner journals delivered recipients here.
+   */
+  onOutcome?: (outcomes: RecipientOutcome[]) => void;
 }
 
 export interface DeliveryEngine {
@@ -197,6 +203,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
     envelopeFrom: string,
     deadlineAt: number | undefined,
     senderDomain: string | null = null,
+    onOutcome?: (outcomes: RecipientOutcome[]) => void,
   ) {
     const started = Date.now();
     let turn: Turn | undefined;
@@ -224,6 +231,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
         recipients,
         raw,
         ...(deadlineAt !== undefined ? { deadlineAt } : {}),
+        ...(onOutcome ? { onOutcome } : {}),
       });
       return turn ? await turn.done(outcomes) : outcomes;
     } catch (err) {
@@ -284,6 +292,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
             prepared.envelopeFrom,
             opts.deadlineAt,
             domainOf(job.message.from.email),
+            opts.onOutcome,
           ),
         ),
       );

@@ -10,6 +10,12 @@
  *    write() returned, a crash of the process (kill -9) loses nothing: the bytes are in the kernel's
  *    page cache. fdatasync runs every `fsyncIntervalMs` when something was written, so a power loss
  *    loses at most that interval (0 = fdatasync after every append).
+ *  - `appendEarly(frame, shard)`: the final outcomes a job still running already has (an SMTP
+ *    server's 250 or 5xx, written the moment its reply is parsed, before the host-slot release and
+ *    the job's other domains). Same guarantee once write() returned; it answers `finalOutcomes` (so a
+ *    re-dispatch after a kill delivers only the rest) but is never reported as a result: a result
+ *    frame without every recipient of its dispatch would end the missing ones at the hub. The job's
+ *    result (`append`) replaces it; an inherited one goes like an inherited result (below).
  *  - `acknowledged(jobIds)` (the hub's resultAck): the entry is done. Done entries of this boot are
  *    dropped with a mark line; so are older entries of the same message (the hub sends a message again
  *    only with the recipients still to try, so a later dispatch supersedes them).
@@ -23,7 +29,7 @@
  *
  * On disk: `<dir>/<NODE_ID, URI-encoded>/` holds `seg-<n>.jsonl` segments and a `lock` naming the live
  * process (two live processes with one NODE_ID on one host are refused: docs/link-protocol.md). Lines:
- * `{"r":<result frame>,"s":<shard>,"at":<ms>}` and `{"a":[<job ids done>]}`. The last line of a
+ * `{"r":<result frame>,"s":<shard>,"at":<ms>}` (with `"p":1` for an early entry) and `{"a":[<job ids done>]}`. The last line of a
  * segment may be torn by a crash (write() cut short, or a power loss within the fsync interval): a
  * line that does not parse is skipped and counted, never fatal.
  *
@@ -58,12 +64,16 @@ interface Entry {
   at: number;
   /** Written by an earlier process of this node (see the header). */
   inherited: boolean;
+  /** An `appendEarly` entry: final outcomes of a job still running, never reported as a result. */
+  early?: boolean;
 }
 
 /** What opening found on disk. */
 export interface JournalRecovery {
-  /** Entries carried over from earlier processes (not done). */
+  /** Results carried over from earlier processes (not done), to report. */
   inherited: number;
+  /** Early entries carried over (outcomes of jobs a killed process had not finished). */
+  early: number;
   /** Lines that did not parse (a torn last line after a crash, typically one). */
   skippedLines: number;
   /** Segments read. */
@@ -130,14 +140,15 @@ export class OutcomeJournal {
   /** Result frames earlier processes wrote and never saw done, for one shard's link, in append order. */
   inheritedFor(shard: number): ResultFrame[] {
     const out: ResultFrame[] = [];
-    for (const e of this.entries.values()) if (e.inherited && e.shard === shard) out.push(e.frame);
+    for (const e of this.entries.values())
+      if (e.inherited && !e.early && e.shard === shard) out.push(e.frame);
     return out;
   }
 
   /** Shards that have inherited entries (a link to each must report them). */
   inheritedShards(): number[] {
     const s = new Set<number>();
-    for (const e of this.entries.values()) if (e.inherited) s.add(e.shard);
+    for (const e of this.entries.values()) if (e.inherited && !e.early) s.add(e.shard);
     return [...s].sort((a, b) => a - b);
   }
 
@@ -162,13 +173,26 @@ export class OutcomeJournal {
     if (this.activeBytes >= this.segmentBytes) this.rotate();
   }
 
+  /**
+   * Writes the final outcomes a running job already has (see the header), synchronously like
+   * `append`. `frame.recipients` holds only those; the job's `append` later replaces the entry.
+   */
+  appendEarly(frame: ResultFrame, shard: number): void {
+    if (this.closed) throw new Error("outcome journal is closed");
+    const entry: Entry = { frame, shard, at: this.now(), inherited: false, early: true };
+    this.write(`${JSON.stringify({ r: frame, s: shard, at: entry.at, p: 1 })}\n`);
+    this.add(entry);
+    if (this.opts.fsyncIntervalMs === 0) fs.fdatasyncSync(this.fd);
+    if (this.activeBytes >= this.segmentBytes) this.rotate();
+  }
+
   /** The hub acknowledged these results (see the header for what becomes done). */
   acknowledged(jobIds: string[]): void {
     if (this.closed) return;
     const done: string[] = [];
     for (const id of jobIds) {
       const e = this.entries.get(id);
-      if (!e || e.inherited) continue;
+      if (!e || e.inherited || e.early) continue;
       // This boot's result for this dispatch is recorded (or superseded): every entry of the message
       // up to this dispatch has served its purpose.
       for (const other of [...(this.byMessage.get(e.frame.messageId) ?? [])]) {
@@ -294,8 +318,9 @@ export class OutcomeJournal {
     }
     const oldest = this.now() - this.opts.retainMs;
     let inherited = 0;
-    for (const e of this.entries.values()) if (e.at >= oldest) inherited++;
-    return { inherited, skippedLines, segments: names.length };
+    let early = 0;
+    for (const e of this.entries.values()) if (e.at >= oldest) e.early ? early++ : inherited++;
+    return { inherited, early, skippedLines, segments: names.length };
   }
 
   /**
@@ -313,7 +338,7 @@ export class OutcomeJournal {
     this.fd = fs.openSync(path.join(this.nodeDir, name), "a");
     this.activeBytes = 0;
     for (const e of this.entries.values()) {
-      this.write(`${JSON.stringify({ r: e.frame, s: e.shard, at: e.at })}\n`);
+      this.write(`${JSON.stringify({ r: e.frame, s: e.shard, at: e.at, ...(e.early ? { p: 1 } : {}) })}\n`);
     }
     fs.fdatasyncSync(this.fd);
     this.dirty = false;
@@ -330,15 +355,12 @@ export class OutcomeJournal {
 
 /**
  * Reads a node's journal without taking it over (no lock, no compaction): the entries not done, in
- * append order, as a process opening it now would inherit them. For operators and tests (what did a
- * killed process know?).
+ * append order, as a process opening it now would inherit them (`early` for an `appendEarly` entry).
+ * For operators and tests (what did a killed process know?).
  */
-export function readJournal(
-  dir: string,
-  nodeId: string,
-): { entries: { frame: ResultFrame; shard: number; at: number }[]; skippedLines: number } {
+export function readJournal(dir: string, nodeId: string): { entries: JournalRecord[]; skippedLines: number } {
   const nodeDir = path.join(dir, nodeDirName(nodeId));
-  const entries = new Map<string, { frame: ResultFrame; shard: number; at: number }>();
+  const entries = new Map<string, JournalRecord>();
   let skippedLines = 0;
   const names = fs.existsSync(nodeDir)
     ? fs
@@ -354,7 +376,12 @@ export function readJournal(
       else if ("a" in rec) for (const id of rec.a) entries.delete(id);
       else {
         entries.delete(rec.r.jobId);
-        entries.set(rec.r.jobId, { frame: rec.r, shard: rec.s, at: rec.at });
+        entries.set(rec.r.jobId, {
+          frame: rec.r,
+          shard: rec.s,
+          at: rec.at,
+          ...(rec.p ? { early: true } : {}),
+        });
       }
     }
   }
@@ -371,7 +398,16 @@ export class JournalInUseError extends Error {
   }
 }
 
-type Line = { r: ResultFrame; s: number; at: number } | { a: string[] };
+/** One entry not done, as read from disk. */
+export interface JournalRecord {
+  frame: ResultFrame;
+  shard: number;
+  at: number;
+  /** Written by `appendEarly`. */
+  early?: boolean;
+}
+
+type Line = { r: ResultFrame; s: number; at: number; p?: true } | { a: string[] };
 
 function parseLine(line: string): Line | null {
   let v: unknown;
@@ -386,7 +422,7 @@ function parseLine(line: string): Line | null {
   const frame = OriginFrameSchema.safeParse(o.r);
   if (!frame.success || frame.data.type !== "result") return null;
   if (!Number.isInteger(o.s) || !Number.isFinite(o.at)) return null;
-  return { r: frame.data, s: o.s as number, at: o.at as number };
+  return { r: frame.data, s: o.s as number, at: o.at as number, ...(o.p === 1 ? { p: true as const } : {}) };
 }
 
 function alive(pid: number): boolean {

@@ -129,6 +129,13 @@ export interface DeliverParams {
   deadlineAt?: number;
   /** The recipient domain's MTA-STS policy in mode enforce or testing; absent = opportunistic TLS. */
   tlsPolicy?: TlsPolicy;
+  /**
+   * Called with the transaction's outcomes as soon as the server's last reply is parsed, before the
+   * host slot is released and the session put back (both may wait on Redis): the job runner
+   * journals a 250 here, so a process killed in between does not deliver it again. The same
+   * outcomes are returned by `deliver` afterwards. A callback that throws is ignored.
+   */
+  onOutcome?: (outcomes: RecipientOutcome[]) => void;
 }
 
 export interface TransportStats {
@@ -658,6 +665,15 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
             }
           }
           if (result.kind === "done") {
+            // `done` is the server's verdict: report it before the slot release in `finally`.
+            const report = (outcomes: RecipientOutcome[]) => {
+              try {
+                params.onOutcome?.(outcomes);
+              } catch (err) {
+                log("warn", "outcome callback threw", { error: String(err) });
+              }
+              return outcomes;
+            };
             if (policy && !enforce) {
               if (!result.tls.secure) shortfall ??= `${host.exchange} did not offer STARTTLS`;
               else if (!result.tls.authorized)
@@ -669,11 +685,13 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
                   failure: shortfall,
                 });
             }
-            return finish(result.outcomes, {
-              mxHost: host.exchange,
-              tls: result.tls,
-              ...(shortfall && !enforce ? { policyFailure: shortfall } : {}),
-            });
+            return report(
+              finish(result.outcomes, {
+                mxHost: host.exchange,
+                tls: result.tls,
+                ...(shortfall && !enforce ? { policyFailure: shortfall } : {}),
+              }),
+            );
           }
           if (result.kind === "deadline") {
             log("info", "job deadline reached during SMTP delivery", { host: host.exchange, address });

@@ -48,6 +48,11 @@
  * a final outcome in the journal is answered from it at once, not delivered again: after a restart the
  * hub may re-dispatch a message whose outcome the killed process knew but never reported. Final
  * outcomes in the journal count like stored ones above for a job that is only partly settled.
+ * The journal does not wait for the job's end: the engine reports each SMTP transaction's outcomes
+ * the moment the server's last reply is parsed (`onOutcome`), and the final ones among them are
+ * journaled then (`appendEarly`), before the host-slot release, the throttle's bookkeeping and the
+ * job's other domains, each of which may wait on Redis or a slow server. So a 250 the process read
+ * is on disk before anything else happens, and a re-dispatch after a kill delivers only the rest.
  */
 import { claimOwner } from "../coord/coordinator.ts";
 import type { Coordinator } from "../coord/index.ts";
@@ -68,12 +73,20 @@ export interface OutcomeLog {
   append(frame: ResultFrame, shard: number): void;
   /** Final outcomes journaled for a message, by recipient. */
   finalOutcomes(messageId: string): Map<string, RecipientOutcome>;
+  /** Writes the final outcomes of a job still running (see the header); throws if the disk refuses it. */
+  appendEarly?(frame: ResultFrame, shard: number): void;
 }
 
 export interface JobRunnerOptions {
   capacity: number;
-  /** The delivery engine; `deadlineAt` (Unix ms) is when undecided recipients come back deferred. */
-  deliver: (job: DeliveryJob, opts: { deadlineAt: number }) => Promise<RecipientOutcome[]>;
+  /**
+   * The delivery engine; `deadlineAt` (Unix ms) is when undecided recipients come back deferred, and
+   * `onOutcome` is called with each SMTP transaction's outcomes as soon as they are known.
+   */
+  deliver: (
+    job: DeliveryJob,
+    opts: { deadlineAt: number; onOutcome?: (outcomes: RecipientOutcome[]) => void },
+  ) => Promise<RecipientOutcome[]>;
   metrics: Metrics;
   log: (level: "info" | "warn" | "error", msg: string, extra?: Record<string, unknown>) => void;
   /** How many finished job ids to remember for de-duplication. */
@@ -269,7 +282,10 @@ export class JobRunner {
   private async runLocal(job: DeliveryJob, link: EdgeLink, deadlineAt: number): Promise<ResultFrame> {
     const known = this.opts.journal?.finalOutcomes(job.messageId) ?? new Map<string, RecipientOutcome>();
     const pending = [...new Set(job.recipients)].filter((r) => !known.has(r));
-    const fresh = pending.length > 0 ? await this.deliver({ ...job, recipients: pending }, deadlineAt) : [];
+    const fresh =
+      pending.length > 0
+        ? await this.deliver({ ...job, recipients: pending }, deadlineAt, this.earlyJournal(job, link))
+        : [];
     for (const o of fresh) known.set(o.recipient, o);
     return this.journaled(job, link, inOrder(job, known));
   }
@@ -291,9 +307,44 @@ export class JobRunner {
     return frame;
   }
 
-  private async deliver(job: DeliveryJob, deadlineAt: number): Promise<RecipientOutcome[]> {
+  /**
+   * The engine's `onOutcome` for a job: journals the final outcomes known so far at once (see the
+   * header). Each call rewrites the job's early entry with all of them; deferrals are left to the
+   * job's result. A journal the disk refuses is logged; the result is still journaled at the end.
+   */
+  private earlyJournal(
+    job: DeliveryJob,
+    link: EdgeLink,
+  ): ((outcomes: RecipientOutcome[]) => void) | undefined {
+    const journal = this.opts.journal;
+    if (!journal?.appendEarly) return undefined;
+    const finals = new Map<string, RecipientOutcome>();
+    return (outcomes) => {
+      let added = false;
+      for (const o of outcomes)
+        if (FINAL.has(o.status)) {
+          finals.set(o.recipient, o);
+          added = true;
+        }
+      if (!added) return;
+      try {
+        journal.appendEarly!(resultFrame(job, [...finals.values()]), link.shard);
+      } catch (err) {
+        this.opts.log("error", "could not write the outcome journal early; it is written with the result", {
+          jobId: job.jobId,
+          error: String(err),
+        });
+      }
+    };
+  }
+
+  private async deliver(
+    job: DeliveryJob,
+    deadlineAt: number,
+    onOutcome?: (outcomes: RecipientOutcome[]) => void,
+  ): Promise<RecipientOutcome[]> {
     try {
-      return await this.opts.deliver(job, { deadlineAt });
+      return await this.opts.deliver(job, { deadlineAt, ...(onOutcome ? { onOutcome } : {}) });
     } catch (err) {
       // The engine is built never to throw; if it does anyway, the edge retries the job later.
       this.opts.log("error", "delivery threw", { jobId: job.jobId, error: String(err) });
@@ -358,7 +409,10 @@ export class JobRunner {
     }
 
     const pending = [...new Set(job.recipients)].filter((r) => !settled.has(r));
-    const fresh = pending.length > 0 ? await this.deliver({ ...job, recipients: pending }, deadlineAt) : [];
+    const fresh =
+      pending.length > 0
+        ? await this.deliver({ ...job, recipients: pending }, deadlineAt, this.earlyJournal(job, link))
+        : [];
     for (const o of fresh) if (FINAL.has(o.status)) settled.set(o.recipient, o);
     const known = new Map(settled);
     for (const o of fresh) if (!known.has(o.recipient)) known.set(o.recipient, o);

@@ -1,0 +1,224 @@
+/**
+ * A 250 is journaled the moment the SMTP server's reply is parsed, not when the job ends
+ * (origin/src/worker/job-runner.ts header, `appendEarly` in origin/src/journal/outcome-journal.ts).
+ * The origin's real EdgeLink, JobRunner, outcome journal and delivery engine run against the real
+ * Worker bundle in workerd (Miniflare) and a real SMTP server on loopback. The coordinator is the
+ * in-memory one, except that releasing a host slot waits on a promise the test holds: that is the
+ * Redis round trip after the 250 in production, and while it is held the job cannot finish.
+ *  - While the release is held, the delivered outcome is already in the journal on disk.
+ *  - Killed then (kill -9 as the edge and the disk see it), the process's successor answers the
+ *    hub's re-dispatch from the journal: the SMTP server sees the message once.
+ */
+import { randomBytes, randomUUID } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AdminClient } from "../../scripts/lib/admin-client.ts";
+import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
+import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
+import { createMemoryCoordinator, type Coordinator } from "../../origin/src/coord/index.ts";
+import { createDeliveryEngine, type DeliveryEngine } from "../../origin/src/delivery/engine.ts";
+import { OutcomeJournal, readJournal } from "../../origin/src/journal/outcome-journal.ts";
+import { EdgeLink } from "../../origin/src/link/edge-link.ts";
+import { createMetrics } from "../../origin/src/ops/metrics.ts";
+import { JobRunner } from "../../origin/src/worker/job-runner.ts";
+import { startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
+import { startSinkServer, type TestSmtpServer } from "../helpers/smtp-servers.ts";
+
+const LEASE_MS = 10_000;
+const SENDER = "sender.early.test";
+
+let edge: MiniflareEdge;
+let dns: TestDnsServer;
+let sink: TestSmtpServer;
+let workDir: string;
+let apiKey: string;
+const secrets = {
+  ORIGIN_TOKEN: randomBytes(24).toString("hex"),
+  ADMIN_TOKEN: randomBytes(24).toString("hex"),
+  SECRETS_KEY: randomBytes(32).toString("base64"),
+  TRACKING_SECRET: randomBytes(24).toString("hex"),
+};
+const cleanup: (() => Promise<void> | void)[] = [];
+
+beforeAll(async () => {
+  const root = path.join(REPO_ROOT, ".tmp");
+  fs.mkdirSync(root, { recursive: true });
+  workDir = fs.mkdtempSync(path.join(root, "journal-early-"));
+  dns = await startDnsServer({});
+  sink = await startSinkServer();
+  edge = await startMiniflareEdge({
+    persistDir: path.join(workDir, "edge"),
+    vars: {
+      ...secrets,
+      DEV_MODE: "true",
+      DNS_RESOLVER_URL: dns.dohUrl,
+      LINK_LEASE_MS: String(LEASE_MS),
+      RETRY_SCHEDULE: "1s,1s,1s",
+    },
+  });
+  const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
+  const tenant = await admin.createTenant("Early");
+  apiKey = (await admin.createApiKey(tenant.id, { name: "e", environment: "live", scopes: ["mail.send"] }))
+    .api_key;
+  expect((await admin.createDomain(tenant.id, SENDER)).verified).toBe(true);
+}, 180_000);
+
+afterAll(async () => {
+  for (const c of cleanup.reverse()) await c();
+  await edge?.stop();
+  await sink?.close();
+  await dns?.close();
+  if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
+});
+
+/** The in-memory coordinator, with each host-slot release held until `open()`. */
+function heldCoordinator() {
+  const inner = createMemoryCoordinator();
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  let releasesStarted = 0;
+  const coordinator: Coordinator = {
+    ...inner,
+    async acquireHostSlot(host, max, ttlMs, opts) {
+      const release = await inner.acquireHostSlot(host, max, ttlMs, opts);
+      return async () => {
+        releasesStarted++;
+        await gate;
+        await release();
+      };
+    },
+  };
+  return { coordinator, open, releasesStarted: () => releasesStarted };
+}
+
+function startProcess(nodeId: string, journalDir: string, coordinator: Coordinator) {
+  const bootId = randomUUID();
+  const journal = OutcomeJournal.open({ dir: journalDir, nodeId, fsyncIntervalMs: 20, retainMs: 86_400_000 });
+  const engine: DeliveryEngine = createDeliveryEngine({
+    heloName: "origin.early.test",
+    smtpPort: sink.port,
+    smarthost: { host: "127.0.0.1", port: sink.port },
+    verpSecret: "verp-secret-for-the-early-journal-test",
+    connectTimeoutMs: 5_000,
+    maxConnectionsPerHost: 2,
+    coordinator,
+  });
+  let deliveries = 0;
+  const runner = new JobRunner({
+    capacity: 10,
+    metrics: createMetrics(),
+    log: () => {},
+    journal,
+    coordination: { coordinator, nodeId, bootId, claimTtlMs: 60_000, resultTtlMs: 86_400_000 },
+    deliver: (job, opts) => {
+      deliveries++;
+      return engine.deliver(job, opts);
+    },
+  });
+  const link: EdgeLink = new EdgeLink({
+    edgeUrl: edge.url,
+    token: secrets.ORIGIN_TOKEN,
+    shard: 0,
+    nodeId,
+    bootId,
+    version: "test",
+    freeCapacity: () => runner.roomFor(link),
+    onJobs: (jobs, l) => runner.accept(jobs, l),
+    onResultAck: (ids) => {
+      journal.acknowledged(ids);
+      runner.refill();
+    },
+    log: () => {},
+    pingIntervalMs: 1_000,
+    resendIntervalMs: 500,
+  });
+  link.preloadResults(journal.inheritedFor(0));
+  runner.register(link);
+  link.start();
+  return { link, journal, engine, runner, deliveries: () => deliveries };
+}
+
+async function until(check: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function api(method: string, pathname: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(new URL(pathname, edge.url), {
+    method,
+    headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+async function waitForStatus(id: string, status: string, timeoutMs = 30_000): Promise<any> {
+  const deadline = Date.now() + timeoutMs;
+  let last: any;
+  while (Date.now() < deadline) {
+    const r = await api("GET", `/v3/messages/${id}`);
+    last = r.body;
+    if (r.status === 200 && r.body.status === status) return r.body;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`message ${id} never reached ${status}: ${JSON.stringify(last)}`);
+}
+
+describe("the delivered outcome is journaled before the host-slot release completes", () => {
+  it("journaled while the release is held; after a kill the re-dispatch is answered from the journal", async () => {
+    const nodeId = `early-${randomUUID().slice(0, 8)}`;
+    const dir = path.join(workDir, "journal");
+    const held = heldCoordinator();
+    const first = startProcess(nodeId, dir, held.coordinator);
+    cleanup.push(async () => {
+      held.open();
+      first.link.close();
+      await first.engine.close();
+      await first.journal.close();
+    });
+
+    const recipient = "someone@inbox.early.test";
+    const res = await api("POST", "/v3/mail/send", {
+      personalizations: [{ to: [{ email: recipient }] }],
+      from: { email: `app@${SENDER}` },
+      subject: "Early journal",
+      content: [{ type: "text/plain", value: "hello" }],
+    });
+    expect(res.status, JSON.stringify(res.body)).toBe(202);
+    const id: string = res.body.message_id;
+
+    // The server said 250 and the transport began releasing the slot, which is held.
+    await until(() => sink.messages.length === 1 && held.releasesStarted() === 1);
+    const onDisk = readJournal(dir, nodeId).entries.filter((e) => e.frame.messageId === id);
+    expect(onDisk).toHaveLength(1);
+    expect(onDisk[0]!.early).toBe(true);
+    expect(onDisk[0]!.frame.recipients).toEqual([
+      expect.objectContaining({ recipient, status: "delivered", smtpCode: 250 }),
+    ]);
+    // The job has not finished: no result went to the link.
+    expect(first.link.unackedResults).toBe(0);
+    expect(first.runner.inFlight).toBe(1);
+
+    // kill -9: the link goes, the journal stays as written, the release never completes.
+    first.link.close();
+
+    const second = startProcess(nodeId, dir, createMemoryCoordinator());
+    cleanup.push(async () => {
+      second.link.close();
+      await second.engine.close();
+      await second.journal.close();
+    });
+    // The early entry is not a result to replay (it lacks the job's other recipients, if any)...
+    expect(second.journal.recovery).toMatchObject({ inherited: 0, early: 1 });
+    // ...but it answers the hub's re-dispatch, without a second delivery.
+    const m = await waitForStatus(id, "delivered");
+    expect(m.dispatches).toBe(2);
+    expect(second.deliveries()).toBe(0);
+    expect(sink.messages).toHaveLength(1);
+  }, 90_000);
+});
