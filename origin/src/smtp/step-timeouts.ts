@@ -172,11 +172,15 @@ export class StepTimedConnection extends SMTPConnection {
 
   /** @internal nodemailer: the message body after the 354. */
   _createSendStream(callback: unknown): NodeJS.ReadableStream {
+    const socket = (this as unknown as Internals)._socket;
+    // The body and the final "." leave in one write, not two: the library pipes them as separate
+    // chunks, and each socket write is a system call (the origin's CPU profile had the second one at
+    // about 4 % of its busy time). The bytes and their order are the same.
+    if (socket) socket.cork();
     const stream = base._createSendStream.call(this, callback);
     this.awaiting.push(STEPS.done);
     this.writingData = true;
     this.armTimer();
-    const socket = (this as unknown as Internals)._socket;
     const drained = () => {
       if (!this.writingData) return;
       if (socket && socket.writableLength > 0) return void this.armTimer(); // progress: restart
@@ -187,7 +191,10 @@ export class StepTimedConnection extends SMTPConnection {
       socket.on("drain", drained);
       this.once("end", () => socket.removeListener("drain", drained));
     }
-    stream.once("end", () => setImmediate(drained));
+    stream.once("end", () => {
+      if (socket && socket.writableCorked > 0) socket.uncork();
+      setImmediate(drained);
+    });
     return stream;
   }
 
