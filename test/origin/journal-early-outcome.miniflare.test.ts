@@ -5,14 +5,17 @@
  * Worker bundle in workerd (Miniflare) and a real SMTP server on loopback. The coordinator is the
  * in-memory one, except that releasing a host slot waits on a promise the test holds: that is the
  * Redis round trip after the 250 in production, and while it is held the job cannot finish.
- *  - While the release is held, the delivered outcome is already in the journal on disk.
- *  - Killed then (kill -9 as the edge and the disk see it), the process's successor answers the
- *    hub's re-dispatch from the journal: the SMTP server sees the message once.
+ *  - One domain: while the release is held, the job's result is already in the journal on disk;
+ *    killed then (kill -9 as the edge and the disk see it), the successor reports it before its
+ *    hello, and the hub never hands the message out again.
+ *  - Two domains, the second server stalling after DATA: the first domain's 250 is journaled as an
+ *    early entry (not a result: it lacks the other recipient); the successor answers the hub's
+ *    re-dispatch from it and delivers only the other recipient. The SMTP server sees each once.
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { AdminClient } from "../../scripts/lib/admin-client.ts";
 import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
 import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
@@ -23,7 +26,7 @@ import { EdgeLink } from "../../origin/src/link/edge-link.ts";
 import { createMetrics } from "../../origin/src/ops/metrics.ts";
 import { JobRunner } from "../../origin/src/worker/job-runner.ts";
 import { startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
-import { startSinkServer, type TestSmtpServer } from "../helpers/smtp-servers.ts";
+import { startSmtpServer, type TestSmtpServer } from "../helpers/smtp-servers.ts";
 
 const LEASE_MS = 10_000;
 const SENDER = "sender.early.test";
@@ -46,7 +49,15 @@ beforeAll(async () => {
   fs.mkdirSync(root, { recursive: true });
   workDir = fs.mkdtempSync(path.join(root, "journal-early-"));
   dns = await startDnsServer({});
-  sink = await startSinkServer();
+  // The first message to a stall.early.test recipient is taken after DATA and never answered.
+  let stalledOnce = false;
+  sink = await startSmtpServer({
+    stallData: (rcptTo) => {
+      if (stalledOnce || !rcptTo.some((r) => r.endsWith("@stall.early.test"))) return false;
+      stalledOnce = true;
+      return true;
+    },
+  });
   edge = await startMiniflareEdge({
     persistDir: path.join(workDir, "edge"),
     vars: {
@@ -64,8 +75,12 @@ beforeAll(async () => {
   expect((await admin.createDomain(tenant.id, SENDER)).verified).toBe(true);
 }, 180_000);
 
+// Each test's processes go with it: a successor left connected would take the next test's jobs.
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c();
+});
+
 afterAll(async () => {
-  for (const c of cleanup.reverse()) await c();
   await edge?.stop();
   await sink?.close();
   await dns?.close();
@@ -169,34 +184,55 @@ async function waitForStatus(id: string, status: string, timeoutMs = 30_000): Pr
   throw new Error(`message ${id} never reached ${status}: ${JSON.stringify(last)}`);
 }
 
-describe("the delivered outcome is journaled before the host-slot release completes", () => {
-  it("journaled while the release is held; after a kill the re-dispatch is answered from the journal", async () => {
-    const nodeId = `early-${randomUUID().slice(0, 8)}`;
-    const dir = path.join(workDir, "journal");
-    const held = heldCoordinator();
-    const first = startProcess(nodeId, dir, held.coordinator);
-    cleanup.push(async () => {
-      held.open();
-      first.link.close();
-      await first.engine.close();
-      await first.journal.close();
-    });
+async function send(to: string[]): Promise<string> {
+  const res = await api("POST", "/v3/mail/send", {
+    personalizations: [{ to: to.map((email) => ({ email })) }],
+    from: { email: `app@${SENDER}` },
+    subject: "Early journal",
+    content: [{ type: "text/plain", value: "hello" }],
+  });
+  expect(res.status, JSON.stringify(res.body)).toBe(202);
+  return res.body.message_id;
+}
 
+const delivered = (recipient: string) => sink.messages.filter((m) => m.rcptTo.includes(recipient)).length;
+
+/** A process whose slot releases are held, and its kill -9 (the link goes, the journal stays). */
+function firstProcess(nodeId: string, dir: string) {
+  const held = heldCoordinator();
+  const p = startProcess(nodeId, dir, held.coordinator);
+  cleanup.push(async () => {
+    held.open();
+    p.link.close();
+    await p.engine.close();
+    await p.journal.close();
+  });
+  return { ...p, held, kill: () => p.link.close() };
+}
+
+function successor(nodeId: string, dir: string) {
+  const p = startProcess(nodeId, dir, createMemoryCoordinator());
+  cleanup.push(async () => {
+    p.link.close();
+    await p.engine.close();
+    await p.journal.close();
+  });
+  return p;
+}
+
+describe("a delivered outcome is journaled before the host-slot release completes", () => {
+  it("one domain: the job's result is on disk while the release is held, and reported after a kill", async () => {
+    const nodeId = `early-${randomUUID().slice(0, 8)}`;
+    const dir = path.join(workDir, "journal-one");
+    const first = firstProcess(nodeId, dir);
     const recipient = "someone@inbox.early.test";
-    const res = await api("POST", "/v3/mail/send", {
-      personalizations: [{ to: [{ email: recipient }] }],
-      from: { email: `app@${SENDER}` },
-      subject: "Early journal",
-      content: [{ type: "text/plain", value: "hello" }],
-    });
-    expect(res.status, JSON.stringify(res.body)).toBe(202);
-    const id: string = res.body.message_id;
+    const id = await send([recipient]);
 
     // The server said 250 and the transport began releasing the slot, which is held.
-    await until(() => sink.messages.length === 1 && held.releasesStarted() === 1);
+    await until(() => delivered(recipient) === 1 && first.held.releasesStarted() === 1);
     const onDisk = readJournal(dir, nodeId).entries.filter((e) => e.frame.messageId === id);
     expect(onDisk).toHaveLength(1);
-    expect(onDisk[0]!.early).toBe(true);
+    expect(onDisk[0]!.early).toBeUndefined(); // every recipient has its outcome: the result itself
     expect(onDisk[0]!.frame.recipients).toEqual([
       expect.objectContaining({ recipient, status: "delivered", smtpCode: 250 }),
     ]);
@@ -204,21 +240,41 @@ describe("the delivered outcome is journaled before the host-slot release comple
     expect(first.link.unackedResults).toBe(0);
     expect(first.runner.inFlight).toBe(1);
 
-    // kill -9: the link goes, the journal stays as written, the release never completes.
-    first.link.close();
+    first.kill();
+    const second = successor(nodeId, dir);
+    expect(second.journal.recovery).toMatchObject({ inherited: 1, early: 0 });
+    const m = await waitForStatus(id, "delivered");
+    expect(m.dispatches).toBe(1); // reported before the hello: never handed out again
+    expect(second.deliveries()).toBe(0);
+    expect(delivered(recipient)).toBe(1);
+  }, 90_000);
 
-    const second = startProcess(nodeId, dir, createMemoryCoordinator());
-    cleanup.push(async () => {
-      second.link.close();
-      await second.engine.close();
-      await second.journal.close();
-    });
-    // The early entry is not a result to replay (it lacks the job's other recipients, if any)...
+  it("two domains, one stalling: the other's 250 is an early entry that answers the re-dispatch", async () => {
+    const nodeId = `early-${randomUUID().slice(0, 8)}`;
+    const dir = path.join(workDir, "journal-two");
+    const first = firstProcess(nodeId, dir);
+    const done = "one@inbox.early.test";
+    const stalls = "two@stall.early.test";
+    const id = await send([done, stalls]);
+
+    await until(() => delivered(done) === 1 && first.held.releasesStarted() === 1 && sink.stalled === 1);
+    const onDisk = readJournal(dir, nodeId).entries.filter((e) => e.frame.messageId === id);
+    expect(onDisk).toHaveLength(1);
+    expect(onDisk[0]!.early).toBe(true);
+    expect(onDisk[0]!.frame.recipients).toEqual([
+      expect.objectContaining({ recipient: done, status: "delivered", smtpCode: 250 }),
+    ]);
+    expect(first.link.unackedResults).toBe(0);
+
+    first.kill();
+    const second = successor(nodeId, dir);
+    // Not a result to replay (it lacks the other recipient)...
     expect(second.journal.recovery).toMatchObject({ inherited: 0, early: 1 });
-    // ...but it answers the hub's re-dispatch, without a second delivery.
+    // ...but it answers the hub's re-dispatch: only the other recipient is delivered again.
     const m = await waitForStatus(id, "delivered");
     expect(m.dispatches).toBe(2);
-    expect(second.deliveries()).toBe(0);
-    expect(sink.messages).toHaveLength(1);
+    expect(second.deliveries()).toBe(1);
+    expect(delivered(done)).toBe(1);
+    expect(delivered(stalls)).toBe(1);
   }, 90_000);
 });

@@ -50,9 +50,10 @@
  * outcomes in the journal count like stored ones above for a job that is only partly settled.
  * The journal does not wait for the job's end: the engine reports each SMTP transaction's outcomes
  * the moment the server's last reply is parsed (`onOutcome`), and the final ones among them are
- * journaled then (`appendEarly`), before the host-slot release, the throttle's bookkeeping and the
- * job's other domains, each of which may wait on Redis or a slow server. So a 250 the process read
- * is on disk before anything else happens, and a re-dispatch after a kill delivers only the rest.
+ * journaled then, before the host-slot release, the throttle's bookkeeping and the job's other
+ * domains, each of which may wait on Redis or a slow server: as the job's result once every
+ * recipient has an outcome (a one-domain job: one write, as before), else as an early entry
+ * (`appendEarly`) that answers a re-dispatch after a kill, which then delivers only the rest.
  */
 import { claimOwner } from "../coord/coordinator.ts";
 import type { Coordinator } from "../coord/index.ts";
@@ -107,6 +108,12 @@ export interface JobRunnerOptions {
 }
 
 const FINAL = new Set<RecipientOutcome["status"]>(["delivered", "bounced", "failed"]);
+
+/** A job's `onOutcome` and what it journaled as the job's result, if it did (`earlyJournal`). */
+interface EarlyJournal {
+  onOutcome: (outcomes: RecipientOutcome[]) => void;
+  written: { list: RecipientOutcome[]; frame: ResultFrame } | null;
+}
 
 interface Queued {
   job: DeliveryJob;
@@ -282,19 +289,29 @@ export class JobRunner {
   private async runLocal(job: DeliveryJob, link: EdgeLink, deadlineAt: number): Promise<ResultFrame> {
     const known = this.opts.journal?.finalOutcomes(job.messageId) ?? new Map<string, RecipientOutcome>();
     const pending = [...new Set(job.recipients)].filter((r) => !known.has(r));
+    const early = pending.length > 0 ? this.earlyJournal(job, link, known) : undefined;
     const fresh =
       pending.length > 0
-        ? await this.deliver({ ...job, recipients: pending }, deadlineAt, this.earlyJournal(job, link))
+        ? await this.deliver({ ...job, recipients: pending }, deadlineAt, early?.onOutcome)
         : [];
     for (const o of fresh) known.set(o.recipient, o);
-    return this.journaled(job, link, inOrder(job, known));
+    return this.journaled(job, link, inOrder(job, known), early);
   }
 
   /**
    * The result frame, written to the journal first (see the header). A journal the disk refuses is
    * logged and the result sent anyway: the outcome is known, and the edge must hear it.
    */
-  private journaled(job: DeliveryJob, link: EdgeLink, outcomes: RecipientOutcome[]): ResultFrame {
+  private journaled(
+    job: DeliveryJob,
+    link: EdgeLink,
+    outcomes: RecipientOutcome[],
+    early?: EarlyJournal,
+  ): ResultFrame {
+    // Journaled already by `onOutcome`, outcome for outcome the same: not written twice.
+    const written = early?.written;
+    if (written && written.list.length === outcomes.length && written.list.every((o, i) => o === outcomes[i]))
+      return written.frame;
     const frame = resultFrame(job, outcomes);
     try {
       this.opts.journal?.append(frame, link.shard);
@@ -308,34 +325,51 @@ export class JobRunner {
   }
 
   /**
-   * The engine's `onOutcome` for a job: journals the final outcomes known so far at once (see the
-   * header). Each call rewrites the job's early entry with all of them; deferrals are left to the
-   * job's result. A journal the disk refuses is logged; the result is still journaled at the end.
+   * The engine's `onOutcome` for a job (see the header): journals the final outcomes known so far at
+   * once. While some recipient is still undecided that is an early entry, rewritten with all of them
+   * at each call; deferrals wait for the result. Once every recipient has an outcome (one domain:
+   * the first call) the job's result itself is journaled then, and `journaled` does not write it a
+   * second time. A journal the disk refuses is logged; the result is journaled again at the end.
    */
   private earlyJournal(
     job: DeliveryJob,
     link: EdgeLink,
-  ): ((outcomes: RecipientOutcome[]) => void) | undefined {
+    prior: ReadonlyMap<string, RecipientOutcome>,
+  ): EarlyJournal | undefined {
     const journal = this.opts.journal;
     if (!journal?.appendEarly) return undefined;
+    const seen = new Map(prior);
     const finals = new Map<string, RecipientOutcome>();
-    return (outcomes) => {
-      let added = false;
-      for (const o of outcomes)
-        if (FINAL.has(o.status)) {
-          finals.set(o.recipient, o);
-          added = true;
+    const early: EarlyJournal = {
+      written: null,
+      onOutcome: (outcomes) => {
+        let added = false;
+        for (const o of outcomes) {
+          seen.set(o.recipient, o);
+          if (FINAL.has(o.status)) {
+            finals.set(o.recipient, o);
+            added = true;
+          }
         }
-      if (!added) return;
-      try {
-        journal.appendEarly!(resultFrame(job, [...finals.values()]), link.shard);
-      } catch (err) {
-        this.opts.log("error", "could not write the outcome journal early; it is written with the result", {
-          jobId: job.jobId,
-          error: String(err),
-        });
-      }
+        if (!added) return;
+        try {
+          if (job.recipients.every((r) => seen.has(r))) {
+            const list = inOrder(job, seen);
+            const frame = resultFrame(job, list);
+            journal.append(frame, link.shard);
+            early.written = { list, frame };
+          } else {
+            journal.appendEarly!(resultFrame(job, [...finals.values()]), link.shard);
+          }
+        } catch (err) {
+          this.opts.log("error", "could not write the outcome journal early; it is written with the result", {
+            jobId: job.jobId,
+            error: String(err),
+          });
+        }
+      },
     };
+    return early;
   }
 
   private async deliver(
@@ -409,15 +443,16 @@ export class JobRunner {
     }
 
     const pending = [...new Set(job.recipients)].filter((r) => !settled.has(r));
+    const early = pending.length > 0 ? this.earlyJournal(job, link, settled) : undefined;
     const fresh =
       pending.length > 0
-        ? await this.deliver({ ...job, recipients: pending }, deadlineAt, this.earlyJournal(job, link))
+        ? await this.deliver({ ...job, recipients: pending }, deadlineAt, early?.onOutcome)
         : [];
     for (const o of fresh) if (FINAL.has(o.status)) settled.set(o.recipient, o);
     const known = new Map(settled);
     for (const o of fresh) if (!known.has(o.recipient)) known.set(o.recipient, o);
     // Journaled before the coordinator's round trip: a kill -9 in between loses nothing.
-    const frame = this.journaled(job, link, inOrder(job, known));
+    const frame = this.journaled(job, link, inOrder(job, known), early);
     try {
       await c.coordinator.completeJob(key, JSON.stringify([...settled.values()]), c.resultTtlMs);
     } catch (err) {
