@@ -249,6 +249,23 @@ describe("a delivered outcome is journaled before the host-slot release complete
     expect(delivered(recipient)).toBe(1);
   }, 90_000);
 
+  it("one domain, nothing held: the result is written to the journal once", async () => {
+    const nodeId = `early-${randomUUID().slice(0, 8)}`;
+    const dir = path.join(workDir, "journal-once");
+    const p = successor(nodeId, dir); // an unheld coordinator
+    const id = await send(["once@inbox.early.test"]);
+    await waitForStatus(id, "delivered");
+    expect(await p.link.waitForAcks(15_000)).toBe(true);
+    const nodeDir = p.journal.nodeDir;
+    const lines = fs
+      .readdirSync(nodeDir)
+      .filter((n) => n.endsWith(".jsonl"))
+      .flatMap((n) => fs.readFileSync(path.join(nodeDir, n), "utf8").split("\n"))
+      .filter((l) => l.includes(`"messageId":"${id}"`));
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).not.toHaveProperty("p");
+  }, 90_000);
+
   it("two domains, one stalling: the other's 250 is an early entry that answers the re-dispatch", async () => {
     const nodeId = `early-${randomUUID().slice(0, 8)}`;
     const dir = path.join(workDir, "journal-two");
