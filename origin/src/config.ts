@@ -410,6 +410,14 @@ export const OriginConfigSchema = z.object({
     .describe(
       "How long DATA waits for the edge to record a report before answering 451 (the sender retries)",
     ),
+  INBOUND_IDLE_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(1_000)
+    .default(300_000)
+    .describe(
+      "How long the inbound server waits for a silent client before 421 and close (RFC 5321 §4.5.3.2.7: at least 5 minutes)",
+    ),
   INBOUND_TLS_KEY_FILE: z.string().optional().describe("PEM key file: offer STARTTLS on the inbound server"),
   INBOUND_TLS_CERT_FILE: z.string().optional().describe("PEM certificate file for INBOUND_TLS_KEY_FILE"),
 });

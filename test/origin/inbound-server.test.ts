@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import nodemailer from "nodemailer";
 import { afterAll, describe, expect, it } from "vitest";
+import { loadOriginConfig } from "../../origin/src/config.ts";
 import { InboundForwarder } from "../../origin/src/inbound/forwarder.ts";
 import { startInboundServer, type InboundServer } from "../../origin/src/inbound/server.ts";
 import { createSelfSignedCert } from "../helpers/smtp-servers.ts";
@@ -30,7 +31,16 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-async function start(tls?: { keyFile: string; certFile: string }): Promise<InboundServer> {
+const MINIMAL_ENV = {
+  EDGE_URL: "https://edge.example.com",
+  ORIGIN_TOKEN: "t".repeat(32),
+  VERP_SECRET: "v".repeat(32),
+};
+
+async function start(
+  tls?: { keyFile: string; certFile: string },
+  extra: { idleTimeoutMs?: number } = {},
+): Promise<InboundServer> {
   const s = await startInboundServer({
     host: "127.0.0.1",
     port: 0,
@@ -44,6 +54,7 @@ async function start(tls?: { keyFile: string; certFile: string }): Promise<Inbou
     connectionsPerMinute: 1_000,
     maxMessagesPerConnection: 10,
     ackTimeoutMs: 200,
+    ...extra,
     ...(tls ? { tls } : {}),
     log: () => {},
   });
@@ -101,6 +112,32 @@ describe("inbound SMTP server", () => {
     } finally {
       socket.destroy();
     }
+  });
+
+  it("closes a silent client with 421 after the idle timeout, and not before it answers a live one", async () => {
+    const s = await start(undefined, { idleTimeoutMs: 1_000 });
+    const socket = net.connect(s.port, "127.0.0.1");
+    let buffer = "";
+    socket.on("data", (d) => (buffer += d.toString("latin1")));
+    const closed = new Promise<number>((resolve) => socket.on("close", () => resolve(Date.now())));
+    const waitFor = async (pattern: RegExp) => {
+      const deadline = Date.now() + 5_000;
+      while (!pattern.test(buffer)) {
+        if (Date.now() > deadline) throw new Error(`no reply matching ${pattern}: ${buffer}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    await waitFor(/^220 /m);
+    socket.write("EHLO client.test\r\n");
+    await waitFor(/^250 /m);
+    const silentFrom = Date.now();
+    const closedAt = await closed;
+    expect(buffer).toMatch(/^421 /m);
+    expect(closedAt - silentFrom).toBeGreaterThanOrEqual(900);
+  });
+
+  it("waits the RFC 5321 five minutes for a silent client by default", () => {
+    expect(loadOriginConfig({ ...MINIMAL_ENV }).INBOUND_IDLE_TIMEOUT_MS).toBe(300_000);
   });
 
   it("takes the bounce address, postmaster and the FBL address; refuses other mailboxes and domains", async () => {

@@ -44,6 +44,11 @@ export interface InboundServerOptions {
   connectionsPerMinute: number;
   maxMessagesPerConnection: number;
   ackTimeoutMs: number;
+  /**
+   * How long a client may stay silent before the server answers 421 and closes: RFC 5321
+   * §4.5.3.2.7 asks a server to wait at least 5 minutes (INBOUND_IDLE_TIMEOUT_MS, default 300,000).
+   */
+  idleTimeoutMs?: number;
   tls?: { keyFile: string; certFile: string };
   log: (level: "info" | "warn" | "error", msg: string, extra?: Record<string, unknown>) => void;
 }
@@ -82,7 +87,7 @@ export async function startInboundServer(opts: InboundServerOptions): Promise<In
       ? { key: readFileSync(opts.tls.keyFile), cert: readFileSync(opts.tls.certFile) }
       : { hideSTARTTLS: true }),
     logger: false,
-    socketTimeout: 60_000,
+    socketTimeout: opts.idleTimeoutMs ?? 300_000,
     closeTimeout: 10_000,
 
     onConnect(session, callback) {
