@@ -262,6 +262,7 @@ export async function startOriginNode(
       maxMessagesPerConnection: config.INBOUND_MAX_MESSAGES_PER_CONNECTION,
       ackTimeoutMs: config.INBOUND_ACK_TIMEOUT_MS,
       idleTimeoutMs: config.INBOUND_IDLE_TIMEOUT_MS,
+      onMessage: (kind, outcome) => metrics.inboundMessages.inc({ kind, outcome }),
       ...(config.INBOUND_TLS_KEY_FILE && config.INBOUND_TLS_CERT_FILE
         ? { tls: { keyFile: config.INBOUND_TLS_KEY_FILE, certFile: config.INBOUND_TLS_CERT_FILE } }
         : {}),

@@ -402,6 +402,7 @@ describe("an origin process", () => {
       scaisend_origin_warmup_remaining: "gauge",
       scaisend_origin_throttled_recipients_total: "counter",
       scaisend_origin_coordinator_degraded: "gauge",
+      scaisend_origin_inbound_messages_total: "counter",
     });
     // No Redis: never degraded; nothing throttled, no connection left open, warm-up off.
     expect(values.get("scaisend_origin_coordinator_degraded")).toBe(0);

@@ -39,7 +39,7 @@ const MINIMAL_ENV = {
 
 async function start(
   tls?: { keyFile: string; certFile: string },
-  extra: { idleTimeoutMs?: number } = {},
+  extra: Pick<Parameters<typeof startInboundServer>[0], "idleTimeoutMs" | "onMessage"> = {},
 ): Promise<InboundServer> {
   const s = await startInboundServer({
     host: "127.0.0.1",
@@ -85,6 +85,22 @@ describe("inbound SMTP server", () => {
     });
     expect(info.response).toMatch(/^250 .*nothing to record \(auto_reply\)/);
     expect(tls.accepted.auto_reply).toBe(1);
+  });
+
+  it("reports each message to onMessage (the /metrics counter) with its kind and what was done", async () => {
+    const seen: string[] = [];
+    // An auto-reply is taken and ignored; a message that does not parse is refused (550).
+    const s = await start(undefined, { onMessage: (kind, outcome) => seen.push(`${kind}:${outcome}`) });
+    await send(s.port, [`bounces@${DOMAIN}`]);
+    const t = nodemailer.createTransport({ host: "127.0.0.1", port: s.port, secure: false });
+    try {
+      await expect(
+        t.sendMail({ envelope: { from: "", to: [`bounces@${DOMAIN}`] }, raw: "not a message at all" }),
+      ).rejects.toThrow();
+    } finally {
+      t.close();
+    }
+    expect(seen).toEqual(["auto_reply:ignored", "unparseable:refused"]);
   });
 
   it("offers no AUTH, and refuses the command", async () => {

@@ -49,6 +49,8 @@ export interface InboundServerOptions {
    * §4.5.3.2.7 asks a server to wait at least 5 minutes (INBOUND_IDLE_TIMEOUT_MS, default 300,000).
    */
   idleTimeoutMs?: number;
+  /** Called once per message taken or turned away at DATA, for /metrics (kind as classified). */
+  onMessage?: (kind: string, outcome: "recorded" | "ignored" | "deferred" | "refused") => void;
   tls?: { keyFile: string; certFile: string };
   log: (level: "info" | "warn" | "error", msg: string, extra?: Record<string, unknown>) => void;
 }
@@ -208,7 +210,10 @@ export async function startInboundServer(opts: InboundServerOptions): Promise<In
     try {
       parsed = await parseInbound(raw);
     } catch (err) {
-      if (err instanceof InboundParseError) return { ok: false, code: 550, message: `5.6.0 ${err.message}` };
+      if (err instanceof InboundParseError) {
+        opts.onMessage?.("unparseable", "refused");
+        return { ok: false, code: 550, message: `5.6.0 ${err.message}` };
+      }
       throw err;
     }
     const receivedAt = Date.now();
@@ -224,15 +229,18 @@ export async function startInboundServer(opts: InboundServerOptions): Promise<In
         results: classification.results.length,
       });
       count(classification.kind);
+      opts.onMessage?.(classification.kind, "ignored");
       return { ok: true, message: `Accepted, nothing to record (${classification.kind})` };
     }
     const acked = opts.forwarder.submit(events);
-    if (!acked)
+    if (!acked) {
+      opts.onMessage?.(classification.kind, "deferred");
       return {
         ok: false,
         code: 452,
         message: "4.3.1 Too many reports waiting to be recorded, try again later",
       };
+    }
     let timer: NodeJS.Timeout | undefined;
     const done = await Promise.race([
       acked.then(() => true),
@@ -243,6 +251,7 @@ export async function startInboundServer(opts: InboundServerOptions): Promise<In
       opts.log("warn", "inbound events not acknowledged in time; asking the sender to retry", {
         events: events.length,
       });
+      opts.onMessage?.(classification.kind, "deferred");
       return { ok: false, code: 451, message: "4.3.0 Could not record the report yet, try again later" };
     }
     opts.log("info", "inbound events recorded", {
@@ -250,6 +259,7 @@ export async function startInboundServer(opts: InboundServerOptions): Promise<In
       events: events.map((e) => ({ messageId: e.messageId, type: e.type, reason: e.reason })),
     });
     count(classification.kind);
+    opts.onMessage?.(classification.kind, "recorded");
     return { ok: true, message: `Recorded ${events.length} event(s)` };
   }
 

@@ -117,6 +117,10 @@ export function createMetrics() {
       "scaisend_origin_coordinator_degraded",
       "1 while Redis does not answer and the per-destination limits are kept per node",
     ),
+    inboundMessages: new Counter(
+      "scaisend_origin_inbound_messages_total",
+      "Inbound bounce and complaint messages by kind (dsn, arf, auto_reply, …) and outcome (recorded, ignored, deferred, refused)",
+    ),
     render(): string {
       return (
         [
@@ -130,6 +134,7 @@ export function createMetrics() {
           this.warmupRemaining,
           this.throttled,
           this.coordinatorDegraded,
+          this.inboundMessages,
         ]
           .map((m) => m.render())
           .join("\n") + "\n"
