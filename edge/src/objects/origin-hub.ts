@@ -49,6 +49,9 @@
  *    hello with a retired boot id is refused, so two processes under one NODE_ID cannot take turns).
  *  - Credits bound what a link holds: `hello.capacity` to start, `credit` frames for more. A `release`
  *    returns the named jobs and zeroes the link's credits (the origin is full; it grants again when not).
+ *  - Frames are handled in arrival order. After BUSY_SLICE_MS of frames back to back the hub pauses
+ *    BREATH_MS (frames arriving meanwhile wait on the same pause, in order), so the runtime's event loop
+ *    goes idle and serves new connections (`takeBreath`).
  *  - Memory is bounded with back-pressure: past MAX_PENDING_SENDING `sending` marks waiting for D1 the
  *    hub stops dispatching (rows stay `ready`) until a D1 write succeeds; results waiting for D1 are
  *    dropped from memory when a write fails, since their origins re-send them. Catalog rows wait in
@@ -222,6 +225,9 @@ const MAX_PENDING_SENDING = 10_000;
 const FLUSH_RETRY_MS = 1_000;
 /** A message the hub failed itself whose D1 write failed is tried again after this. */
 const UNSENDABLE_RETRY_MS = 30_000;
+/** Frame pacing (OriginHub#takeBreath): after this long busy with frames, a pause of BREATH_MS. */
+export const BUSY_SLICE_MS = 50;
+export const BREATH_MS = 5;
 /** At most this many messages' catalog rows (and about this many bytes of them) per D1 batch. */
 const CATALOG_BATCH_MAX = 100;
 const CATALOG_BATCH_BYTES = 8 * 1024 * 1024;
@@ -247,6 +253,12 @@ export class OriginHub extends DurableObject<Bindings> {
   /** The running dispatch loop; dispatches never overlap, a request during one makes it run again. */
   private dispatching: Promise<void> | null = null;
   private dispatchAgain = false;
+  /** Frame pacing (takeBreath): when the current busy stretch began, and the pause frames wait on. */
+  private busySince = 0;
+  private lastFrameAt = 0;
+  private pause: Promise<void> | null = null;
+  /** Pauses taken since the object started (tests read it). */
+  private breaths = 0;
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
@@ -511,6 +523,7 @@ export class OriginHub extends DurableObject<Bindings> {
   }
 
   override async webSocketMessage(ws: WebSocket, raw: string | ArrayBuffer): Promise<void> {
+    await this.takeBreath();
     try {
       await this.handleFrame(ws, raw);
     } finally {
@@ -660,6 +673,30 @@ export class OriginHub extends DurableObject<Bindings> {
   }
 
   // ---------------------------------------------------------------- internals
+
+  /**
+   * After BUSY_SLICE_MS of frames back to back, frames wait BREATH_MS (on one shared promise, so they
+   * are handled in arrival order). workerd polls its sockets only when its event loop runs out of
+   * work; a hub that always has a frame to handle kept every new connection to the process (the
+   * Worker's requests, /healthz) waiting until its backlog was out (docs/operations.md, "Running the
+   * stack locally"). The pause lets the loop go idle once the frames already read are parked.
+   */
+  private async takeBreath(): Promise<void> {
+    const now = Date.now();
+    if (this.pause) return this.pause;
+    if (now - this.lastFrameAt > BREATH_MS) this.busySince = now;
+    this.lastFrameAt = now;
+    if (now - this.busySince < BUSY_SLICE_MS) return;
+    this.breaths++;
+    this.pause = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        this.pause = null;
+        this.busySince = this.lastFrameAt = Date.now();
+        resolve();
+      }, BREATH_MS),
+    );
+    return this.pause;
+  }
 
   private links(): { ws: WebSocket; state: LinkState }[] {
     return this.ctx
