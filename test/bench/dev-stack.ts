@@ -4,10 +4,11 @@
  * with the origin's link counted: every "link closed; reconnecting" in the origin's log is one drop.
  * Targets: all 10,000 at the sink, 0 reconnects, the edge still answering /healthz at the end.
  *
- * Each POST goes over a new connection, and `msTo202` is reported as measured: a POST that arrives while
- * the hub is delivering can wait until the hub's backlog is out (seen: up to 89 s on a loaded 2-core
- * machine). On one reused keep-alive connection (Node's fetch) such a request was reset instead of
- * answered (docs/operations.md, "Running the stack locally").
+ * Each POST goes over a new connection, and `msTo202` is reported as measured. Before the hub paused
+ * between busy slices (OriginHub#takeBreath), a POST that arrived while the hub was delivering waited
+ * until the hub's backlog was out (up to 89 s on a loaded 2-core machine): workerd polls for new
+ * connections only when its one thread runs out of work (docs/operations.md, "Running the stack
+ * locally"). test/bench/devstack-repro.ts is the bounded reproduction.
  */
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
