@@ -607,7 +607,8 @@ export class OriginHub extends DurableObject<Bindings> {
             state.bootId,
           );
         }
-        await this.scheduleAlarm();
+        // No alarm to re-arm: an ack only moves leases later, and the alarm set when they were leased
+        // fires no later than they end (it re-arms itself when it finds nothing to expire).
         return;
       }
       case "release": {
