@@ -7,13 +7,13 @@
  * Only the SMTP hop is left out: `deliver` composes the message the engine would send and keeps it.
  */
 import { execFileSync } from "node:child_process";
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { dkimVerify } from "mailauth/lib/dkim/verify.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freshSecrets, testWorkDir } from "../helpers/miniflare-fixture.ts";
 import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
 import type { DeliveryJob, RecipientOutcome } from "../../shared/link/protocol.ts";
 import { composeMessage } from "../../origin/src/compose/compose.ts";
 import { EdgeLink } from "../../origin/src/link/edge-link.ts";
@@ -26,12 +26,7 @@ const SENDER = "dual.link.test";
 let edge: MiniflareEdge;
 let dns: TestDnsServer;
 let workDir: string;
-const secrets = {
-  ORIGIN_TOKEN: randomBytes(24).toString("hex"),
-  ADMIN_TOKEN: randomBytes(24).toString("hex"),
-  SECRETS_KEY: randomBytes(32).toString("base64"),
-  TRACKING_SECRET: randomBytes(24).toString("hex"),
-};
+const secrets = freshSecrets();
 
 interface DomainView {
   id: string;
@@ -54,9 +49,7 @@ async function call(token: string, method: string, pathname: string, body?: unkn
 }
 
 beforeAll(async () => {
-  const root = path.join(REPO_ROOT, ".tmp");
-  fs.mkdirSync(root, { recursive: true });
-  workDir = fs.mkdtempSync(path.join(root, "dual-miniflare-"));
+  workDir = testWorkDir("dual-miniflare");
   dns = await startDnsServer({});
   // DEV_MODE off: the domain and its Ed25519 key count only once DNS shows their records.
   edge = await startMiniflareEdge({

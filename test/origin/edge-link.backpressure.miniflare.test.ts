@@ -11,17 +11,16 @@
  * `events` table is renamed away, so every batch that records a result fails (the hub's `sending`
  * marks touch only `messages` and still land), then renamed back.
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import { AdminClient } from "../../scripts/lib/admin-client.ts";
-import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
 import type { DeliveryJob, RecipientOutcome } from "../../shared/link/protocol.ts";
 import { EdgeLink } from "../../origin/src/link/edge-link.ts";
 import { createMetrics } from "../../origin/src/ops/metrics.ts";
 import { JobRunner } from "../../origin/src/worker/job-runner.ts";
+import { freshSecrets, liveSender, testWorkDir } from "../helpers/miniflare-fixture.ts";
 import { startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
 
 const SENDER = "sender.backpressure.test";
@@ -41,33 +40,16 @@ let workDir: string;
 let apiKey: string;
 const links: EdgeLink[] = [];
 let broken = false;
-const secrets = {
-  ORIGIN_TOKEN: randomBytes(24).toString("hex"),
-  ADMIN_TOKEN: randomBytes(24).toString("hex"),
-  SECRETS_KEY: randomBytes(32).toString("base64"),
-  TRACKING_SECRET: randomBytes(24).toString("hex"),
-};
+const secrets = freshSecrets();
 
 beforeAll(async () => {
-  // Under the repository, as the benchmarks do: workerd resolves the bundle's modules from the cwd.
-  const root = path.join(REPO_ROOT, ".tmp");
-  fs.mkdirSync(root, { recursive: true });
-  workDir = fs.mkdtempSync(path.join(root, "link-backpressure-"));
+  workDir = testWorkDir("link-backpressure");
   dns = await startDnsServer({});
   edge = await startMiniflareEdge({
     persistDir: path.join(workDir, "edge"),
     vars: { ...secrets, DEV_MODE: "true", DNS_RESOLVER_URL: dns.dohUrl, LINK_LEASE_MS: String(LEASE_MS) },
   });
-  const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
-  const tenant = await admin.createTenant("Backpressure");
-  const key = await admin.createApiKey(tenant.id, {
-    name: "backpressure",
-    environment: "live",
-    scopes: ["mail.send"],
-  });
-  apiKey = key.api_key;
-  const domain = await admin.createDomain(tenant.id, SENDER);
-  expect(domain.verified).toBe(true);
+  apiKey = (await liveSender(edge.url, secrets, "Backpressure", SENDER)).apiKey;
 }, 180_000);
 
 afterEach(async () => {

@@ -6,40 +6,28 @@
  * took jobs that its closed engine failed for good ("the compose pool is closed"). Real parts: the
  * origin's EdgeLink and the Worker in workerd (Miniflare, as edge-link.miniflare.test.ts runs it).
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AdminClient } from "../../scripts/lib/admin-client.ts";
+import { freshSecrets, liveSender, testWorkDir } from "../helpers/miniflare-fixture.ts";
 import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
 import { EdgeLink } from "../../origin/src/link/edge-link.ts";
 
 const SENDER = "sender.closed-link.test";
-const secrets = {
-  ORIGIN_TOKEN: randomBytes(24).toString("hex"),
-  ADMIN_TOKEN: randomBytes(24).toString("hex"),
-  SECRETS_KEY: randomBytes(32).toString("base64"),
-  TRACKING_SECRET: randomBytes(24).toString("hex"),
-};
+const secrets = freshSecrets();
 
 let edge: MiniflareEdge;
 let workDir: string;
 let apiKey: string;
 
 beforeAll(async () => {
-  const root = path.join(REPO_ROOT, ".tmp");
-  fs.mkdirSync(root, { recursive: true });
-  workDir = fs.mkdtempSync(path.join(root, "closed-link-miniflare-"));
+  workDir = testWorkDir("closed-link-miniflare");
   edge = await startMiniflareEdge({
     persistDir: path.join(workDir, "edge"),
     vars: { ...secrets, DEV_MODE: "true", HUB_SHARDS: "2" },
   });
-  const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
-  const tenant = await admin.createTenant("Closed link");
-  apiKey = (await admin.createApiKey(tenant.id, { name: "c", environment: "live", scopes: ["mail.send"] }))
-    .api_key;
-  expect((await admin.createDomain(tenant.id, SENDER)).verified).toBe(true);
+  apiKey = (await liveSender(edge.url, secrets, "Closed link", SENDER)).apiKey;
 }, 180_000);
 
 afterAll(async () => {

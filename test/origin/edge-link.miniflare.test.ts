@@ -8,17 +8,16 @@
  * The edge runs with LINK_LEASE_MS = 3000, so the origin renews every 600 ms and gives each job a
  * 1200 ms deadline. Issue 6: items 1, 7, 9, 13 and "Tests that test the real thing".
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import { AdminClient } from "../../scripts/lib/admin-client.ts";
-import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
 import type { DeliveryJob, RecipientOutcome } from "../../shared/link/protocol.ts";
 import { EdgeLink } from "../../origin/src/link/edge-link.ts";
 import { createMetrics } from "../../origin/src/ops/metrics.ts";
 import { JobRunner } from "../../origin/src/worker/job-runner.ts";
+import { freshSecrets, liveSender, testWorkDir } from "../helpers/miniflare-fixture.ts";
 import { startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
 
 const LEASE_MS = 3_000;
@@ -28,18 +27,10 @@ let edge: MiniflareEdge;
 let dns: TestDnsServer;
 let workDir: string;
 let apiKey: string;
-const secrets = {
-  ORIGIN_TOKEN: randomBytes(24).toString("hex"),
-  ADMIN_TOKEN: randomBytes(24).toString("hex"),
-  SECRETS_KEY: randomBytes(32).toString("base64"),
-  TRACKING_SECRET: randomBytes(24).toString("hex"),
-};
+const secrets = freshSecrets();
 
 beforeAll(async () => {
-  // Under the repository, as the benchmarks do: workerd resolves the bundle's modules from the cwd.
-  const root = path.join(REPO_ROOT, ".tmp");
-  fs.mkdirSync(root, { recursive: true });
-  workDir = fs.mkdtempSync(path.join(root, "link-miniflare-"));
+  workDir = testWorkDir("link-miniflare");
   dns = await startDnsServer({});
   edge = await startMiniflareEdge({
     persistDir: path.join(workDir, "edge"),
@@ -51,16 +42,7 @@ beforeAll(async () => {
       RETRY_SCHEDULE: "1s,1s,1s",
     },
   });
-  const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
-  const tenant = await admin.createTenant("Link");
-  const key = await admin.createApiKey(tenant.id, {
-    name: "link",
-    environment: "live",
-    scopes: ["mail.send"],
-  });
-  apiKey = key.api_key;
-  const domain = await admin.createDomain(tenant.id, SENDER);
-  expect(domain.verified).toBe(true);
+  apiKey = (await liveSender(edge.url, secrets, "Link", SENDER)).apiKey;
 }, 180_000);
 
 afterAll(async () => {

@@ -13,15 +13,14 @@ import fs from "node:fs";
 import path from "node:path";
 import nodemailer from "nodemailer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AdminClient } from "../../scripts/lib/admin-client.ts";
 import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
 import { loadOriginConfig } from "../../origin/src/config.ts";
 import { InboundForwarder } from "../../origin/src/inbound/forwarder.ts";
 import { startInboundServer } from "../../origin/src/inbound/server.ts";
 import { EdgeLink } from "../../origin/src/link/edge-link.ts";
 import { startOriginNode, type OriginNode } from "../../origin/src/node.ts";
 import { createLogger } from "../../origin/src/ops/log.ts";
+import { freshSecrets, liveSender, testWorkDir } from "../helpers/miniflare-fixture.ts";
 import { startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
 import { startSinkServer, type TestSmtpServer } from "../helpers/smtp-servers.ts";
 
@@ -29,12 +28,7 @@ const SENDER = "sender.inbound.test";
 const BOUNCE_DOMAIN = "bounce.inbound.test";
 const FBL = `fbl@${BOUNCE_DOMAIN}`;
 const VERP_SECRET = randomBytes(24).toString("hex");
-const secrets = {
-  ORIGIN_TOKEN: randomBytes(24).toString("hex"),
-  ADMIN_TOKEN: randomBytes(24).toString("hex"),
-  SECRETS_KEY: randomBytes(32).toString("base64"),
-  TRACKING_SECRET: randomBytes(24).toString("hex"),
-};
+const secrets = freshSecrets();
 
 let edge: MiniflareEdge;
 let dns: TestDnsServer;
@@ -45,19 +39,13 @@ let apiKey: string;
 const quiet = createLogger("error");
 
 beforeAll(async () => {
-  const root = path.join(REPO_ROOT, ".tmp");
-  fs.mkdirSync(root, { recursive: true });
-  workDir = fs.mkdtempSync(path.join(root, "inbound-miniflare-"));
+  workDir = testWorkDir("inbound-miniflare");
   dns = await startDnsServer({});
   edge = await startMiniflareEdge({
     persistDir: path.join(workDir, "edge"),
     vars: { ...secrets, DEV_MODE: "true", DNS_RESOLVER_URL: dns.dohUrl },
   });
-  const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
-  const tenant = await admin.createTenant("Inbound");
-  apiKey = (await admin.createApiKey(tenant.id, { name: "in", environment: "live", scopes: ["mail.send"] }))
-    .api_key;
-  expect((await admin.createDomain(tenant.id, SENDER)).verified).toBe(true);
+  apiKey = (await liveSender(edge.url, secrets, "Inbound", SENDER)).apiKey;
   sink = await startSinkServer();
   node = await startOriginNode(
     loadOriginConfig({

@@ -12,19 +12,18 @@
  *    early entry (not a result: it lacks the other recipient); the successor answers the hub's
  *    re-dispatch from it and delivers only the other recipient. The SMTP server sees each once.
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { AdminClient } from "../../scripts/lib/admin-client.ts";
 import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
 import { createMemoryCoordinator, type Coordinator } from "../../origin/src/coord/index.ts";
 import { createDeliveryEngine, type DeliveryEngine } from "../../origin/src/delivery/engine.ts";
 import { OutcomeJournal, readJournal } from "../../origin/src/journal/outcome-journal.ts";
 import { EdgeLink } from "../../origin/src/link/edge-link.ts";
 import { createMetrics } from "../../origin/src/ops/metrics.ts";
 import { JobRunner } from "../../origin/src/worker/job-runner.ts";
+import { freshSecrets, liveSender, testWorkDir } from "../helpers/miniflare-fixture.ts";
 import { startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
 import { startSmtpServer, type TestSmtpServer } from "../helpers/smtp-servers.ts";
 
@@ -36,18 +35,11 @@ let dns: TestDnsServer;
 let sink: TestSmtpServer;
 let workDir: string;
 let apiKey: string;
-const secrets = {
-  ORIGIN_TOKEN: randomBytes(24).toString("hex"),
-  ADMIN_TOKEN: randomBytes(24).toString("hex"),
-  SECRETS_KEY: randomBytes(32).toString("base64"),
-  TRACKING_SECRET: randomBytes(24).toString("hex"),
-};
+const secrets = freshSecrets();
 const cleanup: (() => Promise<void> | void)[] = [];
 
 beforeAll(async () => {
-  const root = path.join(REPO_ROOT, ".tmp");
-  fs.mkdirSync(root, { recursive: true });
-  workDir = fs.mkdtempSync(path.join(root, "journal-early-"));
+  workDir = testWorkDir("journal-early");
   dns = await startDnsServer({});
   // The first message to a stall.early.test recipient is taken after DATA and never answered.
   let stalledOnce = false;
@@ -68,11 +60,7 @@ beforeAll(async () => {
       RETRY_SCHEDULE: "1s,1s,1s",
     },
   });
-  const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
-  const tenant = await admin.createTenant("Early");
-  apiKey = (await admin.createApiKey(tenant.id, { name: "e", environment: "live", scopes: ["mail.send"] }))
-    .api_key;
-  expect((await admin.createDomain(tenant.id, SENDER)).verified).toBe(true);
+  apiKey = (await liveSender(edge.url, secrets, "Early", SENDER)).apiKey;
 }, 180_000);
 
 // Each test's processes go with it: a successor left connected would take the next test's jobs.

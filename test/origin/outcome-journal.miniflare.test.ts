@@ -12,19 +12,18 @@
  *    dispatch from the journal instead of delivering again, and the journal empties once that answer
  *    is acknowledged.
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { AdminClient } from "../../scripts/lib/admin-client.ts";
 import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
 import type { DeliveryJob, RecipientOutcome } from "../../shared/link/protocol.ts";
 import { createMemoryCoordinator } from "../../origin/src/coord/index.ts";
 import { OutcomeJournal } from "../../origin/src/journal/outcome-journal.ts";
 import { EdgeLink } from "../../origin/src/link/edge-link.ts";
 import { createMetrics } from "../../origin/src/ops/metrics.ts";
 import { JobRunner } from "../../origin/src/worker/job-runner.ts";
+import { freshSecrets, liveSender, testWorkDir } from "../helpers/miniflare-fixture.ts";
 import { startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
 
 // Long enough that the dead process's lease cannot run out while its successor connects.
@@ -35,18 +34,10 @@ let edge: MiniflareEdge;
 let dns: TestDnsServer;
 let workDir: string;
 let apiKey: string;
-const secrets = {
-  ORIGIN_TOKEN: randomBytes(24).toString("hex"),
-  ADMIN_TOKEN: randomBytes(24).toString("hex"),
-  SECRETS_KEY: randomBytes(32).toString("base64"),
-  TRACKING_SECRET: randomBytes(24).toString("hex"),
-};
+const secrets = freshSecrets();
 
 beforeAll(async () => {
-  // Under the repository: workerd resolves the bundle's modules from the cwd.
-  const root = path.join(REPO_ROOT, ".tmp");
-  fs.mkdirSync(root, { recursive: true });
-  workDir = fs.mkdtempSync(path.join(root, "journal-miniflare-"));
+  workDir = testWorkDir("journal-miniflare");
   dns = await startDnsServer({});
   edge = await startMiniflareEdge({
     persistDir: path.join(workDir, "edge"),
@@ -58,11 +49,7 @@ beforeAll(async () => {
       RETRY_SCHEDULE: "1s,1s,1s",
     },
   });
-  const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
-  const tenant = await admin.createTenant("Journal");
-  apiKey = (await admin.createApiKey(tenant.id, { name: "j", environment: "live", scopes: ["mail.send"] }))
-    .api_key;
-  expect((await admin.createDomain(tenant.id, SENDER)).verified).toBe(true);
+  apiKey = (await liveSender(edge.url, secrets, "Journal", SENDER)).apiKey;
 }, 180_000);
 
 afterAll(async () => {
