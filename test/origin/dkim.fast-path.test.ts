@@ -8,13 +8,13 @@
  * resolver) and with a second, independent verifier: Debian's python3-dkim (dkimpy, ed25519 through
  * python3-nacl), run on files in a temporary folder.
  */
-import { execFileSync } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { dkimVerify } from "mailauth/lib/dkim/verify.js";
 import { afterAll, describe, expect, it } from "vitest";
+import { dkimpyVerdicts } from "../helpers/python-dkim.ts";
 import type { DeliveryJob } from "../../shared/link/protocol.ts";
 import { buildMime } from "../../origin/src/compose/build-mime.ts";
 import { dkimSignatureFast, signDkim, type DkimKey } from "../../origin/src/compose/dkim.ts";
@@ -135,39 +135,6 @@ const onTheWire = (raw: Buffer) => {
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "scaisend-dkim-"));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-/**
- * dkimpy's verify over files, every signature of each (dkim.verify alone checks only the first);
- * the TXT look-up answered from a JSON file, never the network. Prints file → [ok per signature].
- */
-const PY_VERIFY = `
-import json, sys, dkim
-records = json.load(open(sys.argv[1]))
-def dnsfunc(name, timeout=5):
-    name = name.decode() if isinstance(name, bytes) else name
-    value = records.get(name.rstrip(".").lower())
-    return value.encode() if value else b""
-out = {}
-for f in sys.argv[2:]:
-    d = dkim.DKIM(open(f, "rb").read())
-    n = sum(1 for (k, v) in d.headers if k.lower() == b"dkim-signature")
-    out[f] = [bool(d.verify(idx=i, dnsfunc=dnsfunc)) for i in range(n)]
-print(json.dumps(out))
-`;
-
-function pythonForDkimpy(): string {
-  // The interpreter python3-dkim is installed for (its dkimverify's #!), not whatever python3 is first in PATH.
-  let script: string;
-  try {
-    script = execFileSync("sh", ["-c", "command -v dkimverify"], { encoding: "utf8" }).trim();
-  } catch {
-    throw new Error(
-      "dkimverify not found: install python3-dkim (bash scripts/ensure.sh dkimverify:python3-dkim)",
-    );
-  }
-  const shebang = fs.readFileSync(script, "utf8").split("\n")[0] ?? "";
-  return shebang.replace(/^#!\s*/, "").split(/\s+/)[0] || "python3";
-}
-
 describe("DKIM fast path ≡ mailauth dkimSign", async () => {
   const messages = await corpus();
 
@@ -258,12 +225,10 @@ describe("DKIM fast path ≡ mailauth dkimSign", async () => {
         files.push({ name: `${signing.name} ${name}`, file, signatures: signing.keys.length });
       }
     }
-    const recordsFile = path.join(tmp, "records.json");
-    fs.writeFileSync(recordsFile, JSON.stringify(records));
-    const out = execFileSync(pythonForDkimpy(), ["-c", PY_VERIFY, recordsFile, ...files.map((f) => f.file)], {
-      encoding: "utf8",
-    });
-    const verdicts = JSON.parse(out) as Record<string, boolean[]>;
+    const verdicts = dkimpyVerdicts(
+      files.map((f) => f.file),
+      records,
+    );
     const failed = files
       .filter((f) => JSON.stringify(verdicts[f.file]) !== JSON.stringify(Array(f.signatures).fill(true)))
       .map((f) => `${f.name}: ${JSON.stringify(verdicts[f.file])}`);
