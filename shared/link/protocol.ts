@@ -4,7 +4,8 @@
  *
  * The origin dials out to `GET /link?shard=N` with `Authorization: Bearer <ORIGIN_TOKEN>`.
  *
- *   origin → edge   hello   {protocol, nodeId, bootId, version, capacity}  first frame, once per connection
+ *   origin → edge   hello   {protocol, nodeId, bootId, version, capacity, pools?}  first frame, once per connection;
+ *                                                                    pools: the IP pool names the node delivers from
  *   edge → origin   welcome {protocol, shard, shards, leaseMs, hubs?} reply to hello; hubs names shard 0..shards-1
  *   edge → origin   jobs    {jobs[]}                                 one or more frames per batch, each job costs one credit
  *   origin → edge   ack     {jobIds[]}                               "I hold these": (re)sets each lease to now + leaseMs.
@@ -58,6 +59,11 @@ const DkimKeySchema = z.object({
 /** Signatures one job may carry (today at most two: rsa-sha256 and ed25519-sha256). */
 export const MAX_DKIM_KEYS = 4;
 
+/** An IP pool's name, as SendGrid bounds `ip_pool_name` (2 to 64 characters). */
+export const IpPoolNameSchema = z.string().min(2).max(64);
+/** Pools one origin may announce in its hello. */
+export const MAX_IP_POOLS = 100;
+
 /** Everything the origin needs to build, sign and deliver one message (one SendGrid personalization). */
 export const DeliveryJobSchema = z.object({
   jobId: z.string(),
@@ -92,6 +98,13 @@ export const DeliveryJobSchema = z.object({
     .array(DkimKeySchema)
     .max(MAX_DKIM_KEYS - 1)
     .optional(),
+  /**
+   * The IP pool (`ip_pool_name`) to deliver from: only an origin that announced it in its hello may
+   * send the job, from one of the pool's source addresses; another defers it (docs/link-protocol.md).
+   * Absent: the origin's default pool, or the address its system picks. An origin older than the
+   * field drops it and delivers from its default address: upgrade every origin before using pools.
+   */
+  ipPool: IpPoolNameSchema.optional(),
 });
 export type DeliveryJob = z.infer<typeof DeliveryJobSchema>;
 export type DkimKey = z.infer<typeof DkimKeySchema>;
@@ -115,6 +128,8 @@ export const RecipientOutcomeSchema = z.object({
   /** For bounces: hard (address is bad), soft (temporary that ran out), block (policy / reputation). */
   bounceType: z.enum(["hard", "soft", "block"]).optional(),
   mxHost: z.string().optional(),
+  /** The local (source) IP address the SMTP session with `mxHost` was bound to, when the origin chose one. */
+  sourceAddress: z.string().max(64).optional(),
   /** Whether the session with `mxHost` was encrypted (STARTTLS). */
   tls: z.boolean().optional(),
   /** Its TLS protocol version when `tls` is true, e.g. "TLSv1.3". */
@@ -181,6 +196,11 @@ export const OriginFrameSchema = z.discriminatedUnion("type", [
     version: z.string().max(64),
     /** Jobs the node can take right now (after a reconnect, its free room, which may be 0). */
     capacity: z.number().int().min(0).max(10_000),
+    /**
+     * The IP pools this node delivers from (IP_POOLS). The hub keeps each node's latest list in its
+     * storage and refuses a send naming a pool no node announced. Absent (an older origin): none.
+     */
+    pools: z.array(IpPoolNameSchema).max(MAX_IP_POOLS).optional(),
   }),
   z.object({ type: z.literal("ack"), jobIds: z.array(z.string()).max(10_000) }),
   z.object({ type: z.literal("release"), jobIds: z.array(z.string()).max(10_000) }),
