@@ -232,6 +232,8 @@ export const MESSAGES = {
   ipPoolType: "The name of your IP pool must be a string.",
   ipPoolLength: (given: string) =>
     `The IP Pool name must be between 2 and 64 characters. You provided [${given}].`, // ours (limit: SendGrid's reference)
+  ipPoolNotFound: (given: string) =>
+    `The IP Pool name must be a valid pool name for your account. You provided [${given}].`, // SendGrid's
 
   asmGroupId: "The ASM group ID must be an integer.",
   asmGroupsToDisplay: "The ASM Group IDs to display must be an array of integers.",
@@ -936,6 +938,14 @@ export function fieldError(path: Path, message: string): SendGridFieldError {
   return { message, field: path.join("."), help: helpUrl(path) };
 }
 
+/**
+ * `ip_pool_name` names a pool no origin of this deployment announced (the hub decides it at accept:
+ * edge/src/services/ip-pools.ts): SendGrid's 400 for a pool the account does not have.
+ */
+export function unknownIpPoolError(name: string): SendGridFieldError {
+  return fieldError(["ip_pool_name"], MESSAGES.ipPoolNotFound(echo(name)));
+}
+
 /** Message for any issue whose schema gave none (should not happen; keeps the body well-formed). */
 function fallbackMessage(iss: z.core.$ZodRawIssue): string {
   if (iss.code === "invalid_type") return MESSAGES.invalidType(String(iss.expected), jsonType(iss.input));
@@ -1007,11 +1017,12 @@ const UNBUILT_TRACKING = [
  *
  * Refused only when the request asks for something that would not happen: `send_at` in the future
  * (a past one means "now", SendGrid's documented behaviour), a non-empty `attachments` or
- * `dynamic_template_data`, any `template_id`, `batch_id`, `asm` or `ip_pool_name`, content types other
+ * `dynamic_template_data`, any `template_id`, `batch_id` or `asm`, content types other
  * than text/plain and text/html, and settings with `enable: true` (`enable: false` asks for what
  * happens anyway). Honoured, so accepted: addresses (per-personalization `from` too), subject,
  * content, headers, substitutions and sections, `custom_args` and `categories` (kept with the
- * message, returned and filterable by /v3/messages), `mail_settings.sandbox_mode`, and the
+ * message, returned and filterable by /v3/messages), `ip_pool_name` (checked against the pools the
+ * origins announced when the hub accepts the send), `mail_settings.sandbox_mode`, and the
  * `bypass_*` settings: there are no suppression lists yet, so every recipient already gets the mail.
  *
  * `now` is epoch milliseconds.
@@ -1045,8 +1056,6 @@ export function notSupportedErrors(mail: MailSend, now: number = Date.now()): Se
   if (scheduled(mail.send_at)) refuse(["send_at"], ...sendAt);
   if (mail.batch_id !== undefined) refuse(["batch_id"], "Batches (batch_id) are", "remove batch_id");
   if (mail.asm !== undefined) refuse(["asm"], "Unsubscribe groups (asm) are", "remove asm");
-  if (mail.ip_pool_name !== undefined)
-    refuse(["ip_pool_name"], "IP pools (ip_pool_name) are", "remove ip_pool_name");
   for (const [key, what] of UNBUILT_MAIL_SETTINGS) {
     if (mail.mail_settings?.[key]?.enable === true)
       refuse(["mail_settings", key], what, `remove mail_settings.${key} or set its enable to false`);

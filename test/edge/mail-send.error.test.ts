@@ -312,14 +312,13 @@ describe("post /v3/mail/send refuses fields it would not honour", () => {
     await expectErrors(res, 400, [notSupported("attachments", "Attachments are", "remove attachments")]);
   });
 
-  it("batch_id, asm, ip_pool_name, dynamic_template_data and every enabled setting that is not built", async () => {
+  it("batch_id, asm, dynamic_template_data and every enabled setting that is not built", async () => {
     const res = await sendMail(
       t.liveKey,
       mailBody(t.from, {
         personalizations: [{ to: [{ email: "rcpt@example.net" }], dynamic_template_data: { name: "Ann" } }],
         batch_id: "HkJ5yLYULb7Rj8GKSx7u025ouWVlMgAi",
         asm: { group_id: 1 },
-        ip_pool_name: "transactional",
         mail_settings: {
           footer: { enable: true, text: "f" },
           bcc: { enable: true, email: "archive@example.org" },
@@ -345,7 +344,6 @@ describe("post /v3/mail/send refuses fields it would not honour", () => {
       ),
       notSupported("batch_id", "Batches (batch_id) are", "remove batch_id"),
       notSupported("asm", "Unsubscribe groups (asm) are", "remove asm"),
-      notSupported("ip_pool_name", "IP pools (ip_pool_name) are", "remove ip_pool_name"),
       notSupported("mail_settings.footer", "The footer mail setting is", settingFix("mail_settings.footer")),
       notSupported("mail_settings.bcc", "The bcc mail setting is", settingFix("mail_settings.bcc")),
       notSupported(

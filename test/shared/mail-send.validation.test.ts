@@ -1666,7 +1666,6 @@ describe("notSupportedErrors: fields this deployment does not honour yet", () =>
       "send_at",
       "batch_id",
       "asm",
-      "ip_pool_name",
       "mail_settings.footer",
       "mail_settings.spam_check",
       "tracking_settings.click_tracking",

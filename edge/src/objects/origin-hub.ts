@@ -90,6 +90,7 @@ import { openDkimPrivateKey, type DkimKeyKind } from "../lib/dkim-key-box.ts";
 import { inboundStatements, loadInboundTargets } from "../db/inbound-events.ts";
 import { planInboundEvents } from "../services/inbound-event.ts";
 import { allShards, hubName, layoutOf, parseHubName } from "../lib/shards.ts";
+import { recordAnnouncedPools, unknownPool } from "../services/ip-pools.ts";
 
 /** What the send path hands the hub: everything to build the job, with the DKIM key still sealed. */
 export interface OutboxEntry {
@@ -107,6 +108,8 @@ export interface OutboxEntry {
   } | null;
   /** Unix ms before which the message must not be sent (scheduled sends); 0 = now. */
   notBefore: number;
+  /** The request's `ip_pool_name`: becomes the job's `ipPool` (docs/link-protocol.md#ip-pools). */
+  ipPool?: string;
 }
 
 /** One API request's live messages, accepted together or not at all. */
@@ -118,7 +121,10 @@ export interface AcceptRequest {
 }
 
 export type AcceptResult =
-  { ok: true; messageIds: string[]; replayed: boolean } | { ok: false; reason: "idempotency_conflict" };
+  | { ok: true; messageIds: string[]; replayed: boolean }
+  | { ok: false; reason: "idempotency_conflict" }
+  /** A message names an IP pool no origin announced (services/ip-pools.ts): nothing was accepted. */
+  | { ok: false; reason: "unknown_ip_pool"; ipPool: string };
 
 /** A message as its shard knows it before the catalog flush (GET /v3/messages/{id}, read-your-writes). */
 export interface HubMessageView {
@@ -380,6 +386,13 @@ export class OriginHub extends DurableObject<Bindings> {
             : { ok: false, reason: "idempotency_conflict" };
         }
       }
+      // After the replay check (a retry gets its ids even if the pool has gone since), before any write.
+      const pool = unknownPool(
+        this.sql,
+        req.messages.map((m) => m.entry.ipPool),
+        now,
+      );
+      if (pool !== null) return { ok: false, reason: "unknown_ip_pool", ipPool: pool };
       for (const { entry, catalog } of req.messages) {
         // The tenant of every row is the request's: one credential, one tenant.
         if (entry.tenantId !== req.tenantId || catalog.message.tenantId !== req.tenantId) {
@@ -563,6 +576,8 @@ export class OriginHub extends DurableObject<Bindings> {
           return;
         }
         this.forgetPreviousIncarnation(ws, frame.nodeId, frame.bootId);
+        // Kept in storage: a send naming one of these is accepted even before any origin reconnects.
+        recordAnnouncedPools(this.sql, frame.nodeId, frame.pools, Date.now());
         ws.serializeAttachment({
           ...state,
           nodeId: frame.nodeId,
@@ -1019,6 +1034,7 @@ export class OriginHub extends DurableObject<Bindings> {
       message: entry.message,
       dkim,
       ...(dkimAdditional ? { dkimAdditional } : {}),
+      ...(entry.ipPool !== undefined ? { ipPool: entry.ipPool } : {}),
     };
   }
 

@@ -97,6 +97,8 @@ export function planResult(
       ...(o.smtpCode !== undefined ? { smtp_code: o.smtpCode } : {}),
       ...(o.enhancedCode !== undefined ? { status: o.enhancedCode } : {}),
       ...(o.mxHost !== undefined ? { mx_host: o.mxHost } : {}),
+      // The origin's source address for the session (its IP pool's, docs/api/sendgrid.md#ip-pools).
+      ...(o.sourceAddress !== undefined ? { source_ip: o.sourceAddress } : {}),
       ...(o.tls !== undefined ? { tls: o.tls } : {}),
       ...(o.tlsVersion !== undefined ? { tls_version: o.tlsVersion } : {}),
       // The recipient domain's MTA-STS policy mode, and how delivery fell short of it (RFC 8461).

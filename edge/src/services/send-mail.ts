@@ -23,6 +23,7 @@ import {
   MAX_SUBJECT_BYTES,
   fieldError,
   notSupportedErrors,
+  unknownIpPoolError,
   type MailSend,
   type SendGridFieldError,
 } from "../../../shared/sendgrid/mail-send.ts";
@@ -129,6 +130,8 @@ export async function sendMail(
       row as Parameters<typeof buildOutboxEntry>[0],
       mode === "live" ? domains.get(domainOf(row.fromEmail)) : undefined,
     );
+    // The hub refuses a pool no origin announced (services/ip-pools.ts); a sandbox send names it to no one.
+    if (mail.ip_pool_name !== undefined) entry.ipPool = mail.ip_pool_name;
     checkJobSize(entry, draft.personalizationIndex);
     rows.push(row);
     const own: NewRecipient[] = [];
@@ -168,6 +171,9 @@ export async function sendMail(
     messages: accepted,
     ...(opts.idempotency ? { idempotency: opts.idempotency } : {}),
   });
+  if (!result.ok && result.reason === "unknown_ip_pool") {
+    throw new AppError("invalid_request", "Unknown IP pool", { fields: [unknownIpPoolError(result.ipPool)] });
+  }
   if (!result.ok) {
     throw new AppError("unprocessable", "Idempotency-Key reused", {
       fields: [
