@@ -205,3 +205,65 @@ export const events = sqliteTable(
       .where(sql`attempt > 0`),
   ],
 );
+
+/**
+ * Transactional templates (docs/api/sendgrid.md#templates): SendGrid's two generations, ids as
+ * SendGrid makes them (`d-` + 32 hex for dynamic, a UUID for legacy). Names are unique per tenant.
+ */
+export const TEMPLATE_GENERATIONS = ["legacy", "dynamic"] as const;
+export type TemplateGeneration = (typeof TEMPLATE_GENERATIONS)[number];
+
+export const templates = sqliteTable(
+  "templates",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    name: text("name").notNull(),
+    generation: text("generation", { enum: TEMPLATE_GENERATIONS }).notNull(),
+    createdAt: integer("created_at").notNull(),
+    /** Moves when the template or any of its versions changes (SendGrid's `updated_at`). */
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("templates_tenant_name").on(t.tenantId, t.name),
+    // The list's keyset order (newest first) within one generation filter.
+    index("templates_tenant_created").on(t.tenantId, t.createdAt, t.id),
+  ],
+);
+
+/**
+ * A template's versions. At most one is active per template: the partial unique index makes a
+ * second active row impossible, so activation (deactivate the others, then activate one, in one
+ * D1 batch) can never leave two.
+ */
+export const templateVersions = sqliteTable(
+  "template_versions",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id").notNull(),
+    templateId: text("template_id")
+      .notNull()
+      .references(() => templates.id, { onDelete: "cascade" }),
+    name: text("name").notNull(),
+    subject: text("subject").notNull(),
+    htmlContent: text("html_content").notNull(),
+    plainContent: text("plain_content").notNull(),
+    /** When true, plain_content was generated from html_content, and is again on every change of it. */
+    generatePlainContent: integer("generate_plain_content", { mode: "boolean" }).notNull(),
+    preheader: text("preheader"),
+    editor: text("editor", { enum: ["code", "design"] }).notNull(),
+    testData: text("test_data"),
+    active: integer("active").notNull(),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    index("template_versions_template").on(t.templateId, t.createdAt),
+    uniqueIndex("template_versions_template_name").on(t.templateId, t.name),
+    uniqueIndex("template_versions_one_active")
+      .on(t.templateId)
+      .where(sql`active = 1`),
+  ],
+);
