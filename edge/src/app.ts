@@ -2,6 +2,7 @@
  * createApp(): middleware order and one sub-app per API surface; each owns its error dialect.
  *   /v3/mail/send         SendGrid v3 (errors[]), authenticated, rate-limited per tenant
  *   /v3/messages          ScaiSend reads (detail)
+ *   /v3/templates         SendGrid's templates and versions (errors[])
  *   /api/admin/*          native admin API (detail, {data})
  *   /link                 origin WebSocket, authenticated with ORIGIN_TOKEN
  *   /healthz              liveness
@@ -20,6 +21,7 @@ import { adminApi } from "./surfaces/admin/index.ts";
 import { renderFastApi } from "./surfaces/errors.ts";
 import { mailSend } from "./surfaces/sendgrid/mail-send.ts";
 import { messagesApi } from "./surfaces/sendgrid/messages.ts";
+import { templatesApi } from "./surfaces/sendgrid/templates.ts";
 
 export function createApp() {
   const app = new Hono<AppEnv>();
@@ -60,6 +62,7 @@ export function createApp() {
 
   app.route("/v3/mail/send", mailSend);
   app.route("/v3/messages", messagesApi);
+  app.route("/v3/templates", templatesApi);
   app.route("/api/admin", adminApi);
 
   app.notFound((c) => c.json({ detail: "Not Found" }, 404));
