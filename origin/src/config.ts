@@ -8,6 +8,7 @@ import { z } from "zod";
 import { isLoopbackHost } from "./smtp/address-policy.ts";
 import { createThrottlePolicy } from "./delivery/throttle.ts";
 import { parseWarmupSchedule, parseWarmupStart } from "./delivery/warmup.ts";
+import { loadIpPoolConfig, parseHeloNames, parseIpPools } from "./smtp/source-address.ts";
 
 const bool = z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1");
 const port = z.coerce.number().int().min(0).max(65535);
@@ -91,6 +92,27 @@ export const OriginConfigSchema = z.object({
     .default(os.hostname())
     .describe("Name sent in EHLO; should match the node's reverse DNS"),
   SMTP_PORT: port.default(25).describe("Port of recipients' MX servers (25; tests use others)"),
+  // IP pools (smtp/source-address.ts, docs/configuration.md#ip-pools); each address is bound once at start.
+  IP_POOLS: z
+    .string()
+    .optional()
+    .superRefine(checked(parseIpPools))
+    .describe(
+      'Named pools of source addresses outbound SMTP binds to, e.g. "transactional=192.0.2.10,192.0.2.11;marketing=192.0.2.20,2001:db8::20"; a send picks one with ip_pool_name; unset = no pools (the system picks the address)',
+    ),
+  IP_POOL_DEFAULT: z
+    .string()
+    .optional()
+    .describe(
+      "Pool of IP_POOLS for sends that name none; unset = those go out from the address the system picks",
+    ),
+  IP_POOL_HELO_NAMES: z
+    .string()
+    .optional()
+    .superRefine(checked(parseHeloNames))
+    .describe(
+      'EHLO name per pool address, e.g. "192.0.2.10=mta1.example.com,2001:db8::20=mta6.example.com" (each should be its address\'s reverse DNS); others say HELO_NAME',
+    ),
   SMARTHOST: hostPort
     .optional()
     .describe(
@@ -433,8 +455,21 @@ export function defaultJournalDir(env: NodeJS.ProcessEnv): string {
 
 export function loadOriginConfig(env: NodeJS.ProcessEnv = process.env): OriginConfig {
   const parsed = OriginConfigSchema.safeParse(env);
-  if (parsed.success)
-    return { ...parsed.data, JOURNAL_DIR: parsed.data.JOURNAL_DIR ?? defaultJournalDir(env) };
+  // Settings that name each other (the default pool, the addresses of EHLO names) are checked together.
+  const crossChecked = (data: z.infer<typeof OriginConfigSchema>): string[] => {
+    try {
+      loadIpPoolConfig(data);
+      return [];
+    } catch (err) {
+      return [`  ${err instanceof Error ? err.message : String(err)}`];
+    }
+  };
+  if (parsed.success) {
+    const problems = crossChecked(parsed.data);
+    if (problems.length === 0)
+      return { ...parsed.data, JOURNAL_DIR: parsed.data.JOURNAL_DIR ?? defaultJournalDir(env) };
+    throw new Error(`invalid origin configuration:\n${problems.join("\n")}`);
+  }
   const lines = parsed.error.issues.map((i) => `  ${i.path.join(".")}: ${i.message}`);
   throw new Error(`invalid origin configuration:\n${lines.join("\n")}`);
 }

@@ -27,6 +27,7 @@ import { startInboundServer, type InboundServer } from "./inbound/server.ts";
 import { OutcomeJournal } from "./journal/outcome-journal.ts";
 import { EdgeLink } from "./link/edge-link.ts";
 import { createLogger, type Logger } from "./ops/log.ts";
+import { assertBindable, createSourceAddresses, loadIpPoolConfig } from "./smtp/source-address.ts";
 import { createMetrics } from "./ops/metrics.ts";
 import { JobRunner } from "./worker/job-runner.ts";
 
@@ -52,6 +53,10 @@ export async function startOriginNode(
   log: Logger = createLogger(),
 ): Promise<OriginNode> {
   const metrics = createMetrics();
+  // IP pools: an address this host cannot bind stops the node here, before it takes any work.
+  const ipPools = loadIpPoolConfig(config);
+  await assertBindable(ipPools);
+  const sourceAddresses = ipPools.pools.size > 0 ? createSourceAddresses(ipPools) : undefined;
   // First, so a second live process under this NODE_ID fails here (the journal's lock) before it links.
   const journal = OutcomeJournal.open({
     dir: config.JOURNAL_DIR,
@@ -102,6 +107,7 @@ export async function startOriginNode(
     schedule: parseWarmupSchedule(config.WARMUP_SCHEDULE),
     starts: parseWarmupStart(config.WARMUP_START),
     nodeId: config.NODE_ID,
+    ...(sourceAddresses ? { sourceAddresses: sourceAddresses.addresses } : {}),
     metrics,
   });
   const limits = createDeliveryLimits({
@@ -154,6 +160,8 @@ export async function startOriginNode(
     composeThreads: config.COMPOSE_THREADS,
     dkimFastPath: config.DKIM_FAST_PATH,
     limits,
+    ...(sourceAddresses ? { sourceAddresses } : {}),
+    onPoolMissing: (pool) => metrics.ipPoolMissing.inc({ pool }),
     log: (level, msg, extra) => log[level](msg, extra),
   });
 
@@ -187,6 +195,7 @@ export async function startOriginNode(
       nodeId: config.NODE_ID,
       bootId,
       version: ORIGIN_VERSION,
+      pools: sourceAddresses?.names ?? [],
       // Each link asks for its share of the node's capacity, not for the whole free room.
       freeCapacity: () => runner.roomFor(link),
       onJobs: (jobs, l) => runner.accept(jobs, l),

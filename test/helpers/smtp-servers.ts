@@ -38,6 +38,10 @@ export interface ReceivedMessage {
   secure: boolean;
   /** When the server answered the message's DATA with 250 (Date.now()). */
   acceptedAt: number;
+  /** The client's address as this server saw it (the origin's source address). */
+  remoteAddress: string;
+  /** The name the client gave in EHLO/HELO. */
+  clientHostname: string;
 }
 
 export interface SmtpReply {
@@ -161,6 +165,8 @@ export async function startSmtpServer(behaviour: SmtpBehaviour = {}): Promise<Te
             raw: Buffer.concat(chunks),
             secure: session.secure,
             acceptedAt: Date.now(),
+            remoteAddress: session.remoteAddress,
+            clientHostname: session.hostNameAppearsAs,
           });
           callback(null);
         };

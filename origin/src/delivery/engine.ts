@@ -10,6 +10,13 @@
  *      (smtp/mta-sts.ts; not for the smarthost, the operator's own relay), hand the message and
  *      the policy to the transport, which applies it (smtp/transport.ts).
  *
+ * IP pools (smtp/source-address.ts): a job's `ipPool` (else the node's default pool) picks the source
+ * address of each domain's transaction, after the MX look-up (the first MX address's family decides)
+ * and before the limits, so warm-up counts against the address the mail really leaves from. A job
+ * naming a pool this node lacks is deferred whole, before anything is built (`retryAfterMs`
+ * POOL_MISSING_RETRY_MS, which costs no retry step at the hub), so a node that has the pool takes it:
+ * it is never sent from another address.
+ *
  * Job deadline (`deliver(job, { deadlineAt })`, absolute Unix ms): the caller sets it shorter than
  * the hub's lease on the job (docs/architecture.md: deadline < lease < claim), so a slow job is never
  * dispatched again while this run still works on it. The MX look-up is cut short at the deadline,
@@ -20,6 +27,7 @@ import type { DeliveryJob, RecipientOutcome } from "../../../shared/link/protoco
 import { createComposePool } from "../compose/pool.ts";
 import { createMtaStsResolver } from "../smtp/mta-sts.ts";
 import { createMxResolver, type MxHost } from "../smtp/mx.ts";
+import { familyOf, type SourceAddresses, type SourceChoice } from "../smtp/source-address.ts";
 import {
   createSmtpTransport,
   type SmtpTransportOptions,
@@ -73,7 +81,17 @@ export interface DeliveryEngineOptions extends SmtpTransportOptions {
   mtaStsRecheckMs?: number;
   /** Time limit of one policy fetch (default 20 s). */
   mtaStsFetchTimeoutMs?: number;
+  /** The node's IP pools (IP_POOLS); absent = no pools, the system picks every source address. */
+  sourceAddresses?: SourceAddresses;
+  /** Counts jobs deferred for naming a pool this node lacks (/metrics). */
+  onPoolMissing?: (pool: string) => void;
 }
+
+/**
+ * When a job for a pool this node lacks is due again: soon, for a node that has the pool, but not at
+ * once, so the hub does not hand it straight back (docs/link-protocol.md#ip-pools).
+ */
+export const POOL_MISSING_RETRY_MS = 30_000;
 
 export interface DeliverOptions {
   /** Absolute Unix-ms time by which every outcome is decided; undecided recipients are deferred. */
@@ -204,9 +222,11 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
     deadlineAt: number | undefined,
     senderDomain: string | null = null,
     onOutcome?: (outcomes: RecipientOutcome[]) => void,
+    pool: string | null = null,
   ) {
     const started = Date.now();
     let turn: Turn | undefined;
+    let source: SourceChoice | null = null;
     try {
       const route = await hostsFor(domain, deadlineAt);
       if ("waitingFor" in route) {
@@ -218,8 +238,19 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
         }));
       }
       const { hosts, port } = route;
+      if (pool !== null && options.sourceAddresses) {
+        // The family of the first MX address to be tried decides which of the pool's addresses counts.
+        const first = hosts[0]?.addresses[0];
+        source = options.sourceAddresses.acquire(pool, first === undefined ? 0 : familyOf(first));
+      }
       if (options.limits) {
-        turn = await options.limits.enter(domain, recipients, senderDomain, deadlineAt);
+        turn = await options.limits.enter(
+          domain,
+          recipients,
+          senderDomain,
+          deadlineAt,
+          ...(source ? [source.primary.address] : []),
+        );
         if (turn.go.length === 0) return turn.deferred;
         recipients = turn.go;
       }
@@ -232,6 +263,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
         raw,
         ...(deadlineAt !== undefined ? { deadlineAt } : {}),
         ...(onOutcome ? { onOutcome } : {}),
+        ...(source ? { source: source.byFamily } : {}),
       });
       return turn ? await turn.done(outcomes) : outcomes;
     } catch (err) {
@@ -244,6 +276,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
       }));
       return [...failed, ...(turn?.deferred ?? [])];
     } finally {
+      source?.release();
       await turn?.release();
     }
   }
@@ -254,6 +287,22 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
       // to the hub's schedule, never `failed` for "the compose pool is closed".
       if (closing)
         return allFailed(job.recipients, new Error("the delivery node is shutting down"), "deferred");
+      const pool = options.sourceAddresses?.lookup(job.ipPool) ?? { kind: "none" as const };
+      if (job.ipPool !== undefined && pool.kind !== "pool") {
+        // Never from another address than the pool's: back to the hub for a node that has it.
+        log("warn", "job names an IP pool this node does not have; deferred for another node", {
+          jobId: job.jobId,
+          ipPool: job.ipPool,
+          pools: options.sourceAddresses?.names ?? [],
+        });
+        options.onPoolMissing?.(job.ipPool);
+        return job.recipients.map((recipient) => ({
+          recipient,
+          status: "deferred",
+          response: `IP pool "${job.ipPool}" is not configured on this delivery node`,
+          retryAfterMs: POOL_MISSING_RETRY_MS,
+        }));
+      }
       let prepared: { raw: Buffer; envelopeFrom: string };
       try {
         prepared = await prepare(job);
@@ -293,6 +342,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
             opts.deadlineAt,
             domainOf(job.message.from.email),
             opts.onOutcome,
+            pool.kind === "pool" ? pool.pool : null,
           ),
         ),
       );

@@ -439,11 +439,13 @@ export interface Turn {
 }
 
 export interface DeliveryLimits {
+  /** `sourceAddress`: the IP pool address the transaction goes out from, which warm-up counts against. */
   enter(
     domain: string,
     recipients: string[],
     senderDomain: string | null,
     deadlineAt?: number,
+    sourceAddress?: string,
   ): Promise<Turn>;
 }
 
@@ -454,11 +456,15 @@ export interface DeliveryLimits {
 export function createDeliveryLimits(parts: {
   throttle?: Throttle;
   warmup?: {
-    take(senderDomain: string, recipients: string[]): Promise<{ go: string[]; deferred: RecipientOutcome[] }>;
+    take(
+      senderDomain: string,
+      recipients: string[],
+      sourceAddress?: string,
+    ): Promise<{ go: string[]; deferred: RecipientOutcome[] }>;
   };
 }): DeliveryLimits {
   return {
-    async enter(domain, recipients, senderDomain, deadlineAt) {
+    async enter(domain, recipients, senderDomain, deadlineAt, sourceAddress) {
       const gate = parts.throttle ? await parts.throttle.enter(domain, recipients, deadlineAt) : null;
       if (gate && !gate.ok) return idleTurn([], gate.outcomes);
       const release = gate?.ok ? gate.release : async () => {};
@@ -466,7 +472,7 @@ export function createDeliveryLimits(parts: {
       let deferred: RecipientOutcome[] = [];
       if (parts.warmup && senderDomain) {
         try {
-          ({ go, deferred } = await parts.warmup.take(senderDomain, recipients));
+          ({ go, deferred } = await parts.warmup.take(senderDomain, recipients, sourceAddress));
         } catch (err) {
           await release();
           throw err;

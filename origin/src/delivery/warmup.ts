@@ -7,13 +7,17 @@
  *
  *  - WARMUP_SCHEDULE: recipients allowed on day 1, day 2, … ("50,100,250,500*2,1000"); past its end
  *    the warm-up is over and nothing is counted. Empty = off.
- *  - WARMUP_START: "<sending domain>=YYYY-MM-DD" per domain being warmed up, and `*=YYYY-MM-DD` for
- *    everything this node sends, i.e. its source address (counted per NODE_ID). A message counts against
- *    its sender's own entry when it has one, else against `*`; senders with neither are not limited.
+ *  - WARMUP_START: "<sending domain>=YYYY-MM-DD" per domain being warmed up, "<source address>=YYYY-MM-DD"
+ *    per address of an IP pool (smtp/source-address.ts), and `*=YYYY-MM-DD` for every other source
+ *    address: each address of a pool on its own counter, shared by every node on the same Redis (the
+ *    address is what the mailbox provider sees), and a node without pools, whose address the system
+ *    picks, on one counter per NODE_ID. A message counts against its sender domain's entry when it
+ *    has one, else against its source address's own, else against `*`; with none it is not limited.
  *
  * Counts are recipients handed to a destination (an attempt, as the providers see it), kept per key
  * and UTC day in the Coordinator, so every node on one Redis shares a domain's allowance.
  */
+import { isIP } from "node:net";
 import type { RecipientOutcome } from "../../../shared/link/protocol.ts";
 import type { Coordinator } from "../coord/index.ts";
 import type { Metrics } from "../ops/metrics.ts";
@@ -50,7 +54,9 @@ export function parseWarmupStart(spec: string | undefined): Map<string, number> 
     const at = m ? Date.parse(`${m[2]}T00:00:00Z`) : NaN;
     if (!m || Number.isNaN(at))
       throw new WarmupConfigError(`invalid warm-up start "${entry}": use domain=YYYY-MM-DD or *=YYYY-MM-DD`);
-    out.set(m[1]!.toLowerCase(), at);
+    const key = m[1]!.toLowerCase();
+    // An IPv6 address in its canonical form, the one source addresses are compared in.
+    out.set(isIP(key) === 6 ? new URL(`http://[${key}]`).hostname.slice(1, -1) : key, at);
   }
   return out;
 }
@@ -59,8 +65,10 @@ export interface WarmupOptions {
   coordinator: Coordinator;
   schedule: number[];
   starts: Map<string, number>;
-  /** Names the `*` counter: the node's own source address. */
+  /** Names the `*` counter of mail sent without a pool address: the node's own source address. */
   nodeId: string;
+  /** The addresses of the node's IP pools, for the allowance gauges of `*` (one per address). */
+  sourceAddresses?: readonly string[];
   /** Deferred mail comes back spread over this long after midnight (UTC), not all at once. */
   spreadMs?: number;
   metrics?: Pick<Metrics, "warmupAllowance" | "warmupRemaining" | "throttled">;
@@ -76,8 +84,11 @@ export interface WarmupTake {
 
 export interface Warmup {
   readonly enabled: boolean;
-  /** Counts `recipients` of a message from `senderDomain` against today's allowance. */
-  take(senderDomain: string, recipients: string[]): Promise<WarmupTake>;
+  /**
+   * Counts `recipients` of a message from `senderDomain` against today's allowance; `sourceAddress`
+   * is the pool address the transaction will be sent from, when it has one.
+   */
+  take(senderDomain: string, recipients: string[], sourceAddress?: string): Promise<WarmupTake>;
   /**
    * Reads today's count of every configured sender (counting nothing) into the allowance gauges, so
    * /metrics shows what every node on the same Redis has sent, not only this node's last count.
@@ -90,18 +101,28 @@ export function createWarmup(options: WarmupOptions): Warmup {
   const spreadMs = options.spreadMs ?? 600_000;
   const enabled = options.schedule.length > 0 && options.starts.size > 0;
 
-  /** The counter of a WARMUP_START entry: a sending domain's (shared), or `*`, this node's own. */
-  const counterOf = (name: string, start: number) =>
-    name === "*"
-      ? { key: `node:${options.nodeId}`, label: "*", start }
-      : { key: `domain:${name}`, label: name, start };
+  /**
+   * The counter of a WARMUP_START entry: a sending domain's or a source address's (both shared), or
+   * `*`: the source address's when there is one, else this node's own.
+   */
+  const counterOf = (name: string, start: number, sourceAddress?: string) => {
+    if (name !== "*") return { key: `${isIP(name) ? "ip" : "domain"}:${name}`, label: name, start };
+    return sourceAddress !== undefined
+      ? { key: `ip:${sourceAddress}`, label: sourceAddress, start }
+      : { key: `node:${options.nodeId}`, label: "*", start };
+  };
 
-  function counterFor(senderDomain: string): { key: string; label: string; start: number } | null {
+  function counterFor(
+    senderDomain: string,
+    sourceAddress: string | undefined,
+  ): { key: string; label: string; start: number } | null {
     const domain = senderDomain.toLowerCase();
     const own = domain === "*" ? undefined : options.starts.get(domain);
     if (own !== undefined) return counterOf(domain, own);
+    const address = sourceAddress === undefined ? undefined : options.starts.get(sourceAddress);
+    if (address !== undefined) return counterOf(sourceAddress!, address);
     const node = options.starts.get("*");
-    return node === undefined ? null : counterOf("*", node);
+    return node === undefined ? null : counterOf("*", node, sourceAddress);
   }
 
   /** Today's allowance of a counter (undefined once its schedule is over) and the day's name. */
@@ -120,23 +141,28 @@ export function createWarmup(options: WarmupOptions): Warmup {
     async refreshMetrics() {
       if (!enabled || !options.metrics) return;
       const t = now();
-      for (const [name, start] of options.starts) {
-        const counter = counterOf(name, start);
-        const { allowance, day } = today(start, t);
+      const counters = [...options.starts].map(([name, start]) => counterOf(name, start));
+      // `*` of a node with pools: one counter per pool address without an entry of its own.
+      const all = options.starts.get("*");
+      if (all !== undefined)
+        for (const address of options.sourceAddresses ?? [])
+          if (!options.starts.has(address)) counters.push(counterOf("*", all, address));
+      for (const counter of counters) {
+        const { allowance, day } = today(counter.start, t);
         if (allowance === undefined) {
-          options.metrics.warmupAllowance.delete({ sender: name });
-          options.metrics.warmupRemaining.delete({ sender: name });
+          options.metrics.warmupAllowance.delete({ sender: counter.label });
+          options.metrics.warmupRemaining.delete({ sender: counter.label });
           continue;
         }
         const { used } = await options.coordinator.takeWarmup(counter.key, day, 0, allowance);
-        options.metrics.warmupAllowance.set(allowance, { sender: name });
-        options.metrics.warmupRemaining.set(Math.max(0, allowance - used), { sender: name });
+        options.metrics.warmupAllowance.set(allowance, { sender: counter.label });
+        options.metrics.warmupRemaining.set(Math.max(0, allowance - used), { sender: counter.label });
       }
     },
-    async take(senderDomain, recipients) {
+    async take(senderDomain, recipients, sourceAddress) {
       const all = { go: recipients, deferred: [] };
       if (!enabled) return all;
-      const counter = counterFor(senderDomain);
+      const counter = counterFor(senderDomain, sourceAddress);
       if (!counter) return all;
       const t = now();
       const { allowance, day, dayIndex } = today(counter.start, t);

@@ -47,6 +47,8 @@ export interface EdgeLinkOptions {
   /** Random per process (node.ts makes one); tells the hub a restart from a reconnect. */
   bootId: string;
   version: string;
+  /** The node's IP pool names (IP_POOLS), announced in hello; none when absent or empty. */
+  pools?: readonly string[];
   /** Jobs this link can take right now (its share of the node's room); sent in hello. */
   freeCapacity: () => number;
   onJobs: (jobs: DeliveryJob[], link: EdgeLink) => void;
@@ -276,6 +278,7 @@ export class EdgeLink {
         bootId: this.opts.bootId,
         version: this.opts.version,
         capacity,
+        ...(this.opts.pools && this.opts.pools.length > 0 ? { pools: [...this.opts.pools] } : {}),
       });
     });
     ws.on("message", (data, isBinary) => {

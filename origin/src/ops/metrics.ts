@@ -117,6 +117,10 @@ export function createMetrics() {
       "scaisend_origin_coordinator_degraded",
       "1 while Redis does not answer and the per-destination limits are kept per node",
     ),
+    ipPoolMissing: new Counter(
+      "scaisend_origin_ip_pool_missing_jobs_total",
+      "Jobs deferred because they name an IP pool this node does not have (another node takes them), by pool",
+    ),
     inboundMessages: new Counter(
       "scaisend_origin_inbound_messages_total",
       "Inbound bounce and complaint messages by kind (dsn, arf, auto_reply, …) and outcome (recorded, ignored, deferred, refused)",
@@ -135,6 +139,7 @@ export function createMetrics() {
           this.throttled,
           this.coordinatorDegraded,
           this.inboundMessages,
+          this.ipPoolMissing,
         ]
           .map((m) => m.render())
           .join("\n") + "\n"

@@ -41,6 +41,12 @@
  * session that turns out to be dead before the server said anything about the envelope is replaced
  * by a fresh one, once.
  *
+ * Source addresses (IP pools, smtp/source-address.ts): with `DeliverParams.source`, every connection
+ * binds `localAddress` to the source of the MX address's family and says EHLO with that address's
+ * name; an MX address of a family the source lacks is skipped like an unreachable one. The source
+ * address is part of the idle-session key, so a session is only reused from the address it is bound
+ * to, never for a job of another pool; each outcome names it (`sourceAddress`).
+ *
  * Invariants:
  *  - `deliver` never throws; every recipient comes back with an outcome;
  *  - an idle session is in exactly one list of `idle`, has one timer, and an address key exists only
@@ -54,6 +60,7 @@ import { classifyError, classifyReply, type Classification } from "../delivery/c
 import { createMemoryCoordinator, type Coordinator } from "../coord/index.ts";
 import { mxMatches } from "./mta-sts.ts";
 import type { MxHost } from "./mx.ts";
+import { familyOf, type SourceBinding } from "./source-address.ts";
 import {
   DEADLINE_TIMER_MARGIN_MS,
   RFC5321_TIMEOUTS,
@@ -136,6 +143,11 @@ export interface DeliverParams {
    * outcomes are returned by `deliver` afterwards. A callback that throws is ignored.
    */
   onOutcome?: (outcomes: RecipientOutcome[]) => void;
+  /**
+   * The source address per address family (the job's IP pool, smtp/source-address.ts); absent = the
+   * system picks it and EHLO says `heloName`.
+   */
+  source?: { 4?: SourceBinding; 6?: SourceBinding };
 }
 
 export interface TransportStats {
@@ -398,6 +410,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     servername: string,
     mode: SessionMode,
     deadlineAt: number | undefined,
+    source: SourceBinding | undefined,
   ): { connection: StepTimedConnection; ready: Promise<void> } {
     const connectTimeout = capped(options.connectTimeoutMs, deadlineAt);
     // The certificate is always checked against the MX name (Node does it with `servername`), so
@@ -406,7 +419,8 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     const connection = new StepTimedConnection({
       host: address,
       port,
-      name: options.heloName,
+      name: source?.heloName ?? options.heloName,
+      ...(source ? { localAddress: source.address } : {}),
       secure: false,
       ...(mode === "verified"
         ? { requireTLS: true }
@@ -463,17 +477,19 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     address: string,
     params: DeliverParams,
     mode: SessionMode,
+    source: SourceBinding | undefined,
     allowReuse = true,
   ): Promise<AttemptResult> {
     const { deadlineAt } = params;
-    // The mode is in the key: a verified session is only reused where verification was asked for.
-    const key = `${address}|${params.port}|${mode}|${host.exchange}`;
+    // The mode is in the key: a verified session is only reused where verification was asked for;
+    // so is the source address: a session is only reused from the address (the pool) it is bound to.
+    const key = `${address}|${params.port}|${mode}|${host.exchange}|${source?.address ?? ""}`;
     let connection = allowReuse ? takeIdle(key) : undefined;
     const reused = connection !== undefined;
     // A reused session's step timers are capped by this job's deadline, not its first job's.
     if (connection) connection.deadlineAt = deadlineAt;
     if (!connection) {
-      const session = openSession(address, params.port, host.exchange, mode, deadlineAt);
+      const session = openSession(address, params.port, host.exchange, mode, deadlineAt, source);
       try {
         const ready = await raceDeadline(session.ready, deadlineAt, () => discard(session.connection));
         if (ready === DEADLINE) {
@@ -531,7 +547,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
       if (outcomes.size === 0 && isSessionSetupFailure(e)) {
         discard(live);
         // The server may have dropped an idle session between messages: try once on a fresh one.
-        if (reused && timeLeft(deadlineAt) > 0) return attempt(host, address, params, mode, false);
+        if (reused && timeLeft(deadlineAt) > 0) return attempt(host, address, params, mode, source, false);
         return { kind: "next", failure: classifyError(err), tlsFailed: false };
       }
       // Recipients refused at RCPT keep their own reply; everyone else shares the error that ended
@@ -556,12 +572,19 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
     const failures: { host: string; failure: Classification; policyFailure?: string }[] = [];
     const finish = (
       results: Map<string, Classification> | Classification,
-      extras: { mxHost?: string; tls?: TlsState; fallback?: Classification; policyFailure?: string } = {},
+      extras: {
+        mxHost?: string;
+        tls?: TlsState;
+        fallback?: Classification;
+        policyFailure?: string;
+        sourceAddress?: string;
+      } = {},
     ) =>
       params.recipients.map((recipient): RecipientOutcome => {
         const c = results instanceof Map ? (results.get(recipient) ?? extras.fallback ?? NO_REPLY) : results;
         const outcome: RecipientOutcome = { recipient, ...c, latencyMs: Date.now() - started };
         if (extras.mxHost !== undefined) outcome.mxHost = extras.mxHost;
+        if (extras.sourceAddress !== undefined) outcome.sourceAddress = extras.sourceAddress;
         if (extras.tls !== undefined) {
           outcome.tls = extras.tls.secure;
           if (extras.tls.version) outcome.tlsVersion = extras.tls.version;
@@ -596,6 +619,24 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
         continue;
       }
       for (const address of host.addresses) {
+        // A host name (the smarthost) may resolve to either family: IPv4 first, as the resolver does.
+        const family = familyOf(address);
+        const source = !params.source
+          ? undefined
+          : family === 0
+            ? (params.source[4] ?? params.source[6])
+            : params.source[family];
+        if (params.source && !source) {
+          // Not from another address than the pool's: this MX address is out of reach for this job.
+          failures.push({
+            host: host.exchange,
+            failure: {
+              status: "deferred",
+              response: `no source address of the job's IP pool can reach ${address} (IPv${family})`,
+            },
+          });
+          continue;
+        }
         if (closed)
           return finish(
             { status: "deferred", response: "delivery engine is shutting down" },
@@ -640,7 +681,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
           break;
         }
         try {
-          let result = await attempt(host, address, params, enforce ? "verified" : "tls");
+          let result = await attempt(host, address, params, enforce ? "verified" : "tls", source);
           /** Testing mode: why this delivery would not have met the policy, if it would not have. */
           let shortfall = unlisted;
           if (result.kind === "next" && result.tlsFailed) {
@@ -661,7 +702,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
                 address,
               });
               shortfall ??= `the STARTTLS handshake with ${host.exchange} failed: ${result.failure.response}`;
-              result = await attempt(host, address, params, "plain");
+              result = await attempt(host, address, params, "plain", source);
             }
           }
           if (result.kind === "done") {
@@ -690,6 +731,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
                 mxHost: host.exchange,
                 tls: result.tls,
                 ...(shortfall && !enforce ? { policyFailure: shortfall } : {}),
+                ...(source ? { sourceAddress: source.address } : {}),
               }),
             );
           }
@@ -699,6 +741,7 @@ export function createSmtpTransport(options: SmtpTransportOptions): SmtpTranspor
               mxHost: host.exchange,
               ...(result.tls ? { tls: result.tls } : {}),
               fallback: result.fallback,
+              ...(source ? { sourceAddress: source.address } : {}),
             });
           }
           log("info", "MX attempt failed, trying next", {
