@@ -360,6 +360,22 @@ export const OriginConfigSchema = z.object({
     .describe(
       "Sign buildMime's messages with the origin's DKIM fast path (byte-identical to mailauth's dkimSign, about half the CPU); false = mailauth for every message",
     ),
+  BLOB_CACHE_BYTES: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(256 * 1024 * 1024)
+    .describe(
+      "Memory for attachments and large bodies fetched from the edge, kept so the messages of one request fetch each once (least recently used dropped first); 0 = no cache",
+    ),
+  BLOB_FETCH_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(1_000)
+    .default(60_000)
+    .describe(
+      "Time limit of one attachment or body fetch from the edge (at most half of the job's remaining time); a failed fetch defers the message",
+    ),
   HTTP_HOST: z.string().default("127.0.0.1").describe("Address for /healthz, /readyz and /metrics"),
   HTTP_PORT: port.default(9464).describe("Port for /healthz, /readyz and /metrics (0 = pick one)"),
   DRAIN_TIMEOUT_MS: z.coerce

@@ -30,6 +30,8 @@ import { createLogger, type Logger } from "./ops/log.ts";
 import { assertBindable, createSourceAddresses, loadIpPoolConfig } from "./smtp/source-address.ts";
 import { createMetrics } from "./ops/metrics.ts";
 import { JobRunner } from "./worker/job-runner.ts";
+import { createBlobFetcher } from "./blobs/blob-fetcher.ts";
+import { withBlobs } from "./blobs/resolve-job.ts";
 
 export const ORIGIN_VERSION = "0.1.0";
 
@@ -167,7 +169,16 @@ export async function startOriginNode(
 
   const runner = new JobRunner({
     capacity: config.CAPACITY,
-    deliver: (job, opts) => engine.deliver(job, opts),
+    // Attachments and large bodies travel by reference; they are fetched before the build (blobs/).
+    deliver: withBlobs(
+      createBlobFetcher({
+        edgeUrl: config.EDGE_URL,
+        token: config.ORIGIN_TOKEN,
+        maxCacheBytes: config.BLOB_CACHE_BYTES,
+        timeoutMs: config.BLOB_FETCH_TIMEOUT_MS,
+      }),
+      (job, opts) => engine.deliver(job, opts),
+    ),
     metrics,
     log: (level, msg, extra) => log[level](msg, extra),
     journal,

@@ -38,8 +38,13 @@
  */
 import { z } from "zod";
 
-/** 2: hello carries `bootId`; `release` frame; `ack` doubles as the periodic lease renewal. */
-export const LINK_PROTOCOL_VERSION = 2;
+/**
+ * 2: hello carries `bootId`; `release` frame; `ack` doubles as the periodic lease renewal.
+ * 3: jobs may carry attachments and bodies by reference (`message.attachments`, `textRef`, `htmlRef`).
+ *    A version, not an optional field: an older origin would drop them (zod strips unknown keys) and
+ *    send the mail without its attachments, so it must be refused instead (docs/link-protocol.md#frames).
+ */
+export const LINK_PROTOCOL_VERSION = 3;
 /** The platform's cap on one Durable Object WebSocket message, in bytes. */
 export const MAX_FRAME_BYTES = 1024 * 1024;
 /** What the hub packs into one frame at most, in UTF-8 bytes: under the cap with room to spare. */
@@ -64,6 +69,28 @@ export const IpPoolNameSchema = z.string().min(2).max(64);
 /** Pools one origin may announce in its hello. */
 export const MAX_IP_POOLS = 100;
 
+/**
+ * A blob the edge stored in R2 (edge/src/services/blobs.ts); the origin fetches it by `key` from
+ * `GET /origin/blobs/<key>` and checks `size` and `sha256` before using it (docs/link-protocol.md#blobs).
+ */
+export const BlobRefSchema = z.object({
+  key: z.string().regex(/^blobs\/\d{8}\/[A-Za-z0-9_-]{1,64}\/[0-9a-f]{64}$/),
+  size: z.number().int().min(0),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type BlobRef = z.infer<typeof BlobRefSchema>;
+
+/** One attachment of a message, by reference (the request's `attachments[i]` without its content). */
+export const AttachmentRefSchema = BlobRefSchema.extend({
+  filename: z.string(),
+  type: z.string(),
+  disposition: z.enum(["attachment", "inline"]),
+  contentId: z.string().optional(),
+});
+export type AttachmentRef = z.infer<typeof AttachmentRefSchema>;
+/** The most attachments one job may carry (the Mail Send limit). */
+export const MAX_JOB_ATTACHMENTS = 10;
+
 /** Everything the origin needs to build, sign and deliver one message (one SendGrid personalization). */
 export const DeliveryJobSchema = z.object({
   jobId: z.string(),
@@ -81,6 +108,12 @@ export const DeliveryJobSchema = z.object({
     subject: z.string(),
     text: z.string().optional(),
     html: z.string().optional(),
+    /** The text body stored in R2 instead of `text` (UTF-8), when it would not fit a frame. */
+    textRef: BlobRefSchema.optional(),
+    /** The HTML body stored in R2 instead of `html` (UTF-8). */
+    htmlRef: BlobRefSchema.optional(),
+    /** Attachments in request order; inline ones are referenced from the HTML as cid:<contentId>. */
+    attachments: z.array(AttachmentRefSchema).max(MAX_JOB_ATTACHMENTS).optional(),
     /** Custom headers, already validated at the edge (no CR/LF, no reserved names). */
     headers: z.record(z.string(), z.string()),
     /** Message-ID header value without angle brackets, fixed at the edge so retries keep it. */

@@ -15,6 +15,17 @@
  * without whitespace (a subject or custom header value with no spaces), which cannot be folded: such
  * a value is encoded here as encoded-words, which may be split anywhere. Whatever still comes out
  * with a longer line is refused (MimeBuildError), never sent as it is.
+ *
+ * Attachments (docs/api/sendgrid.md#attachments) arrive as references; the job runner's blob step
+ * (origin/src/blobs/resolve-job.ts) fetches them and hands their bytes in `attachmentBytes`, in the
+ * order of `message.attachments`, and puts bodies that travelled by reference back into
+ * `text` / `html`. The tree is MailComposer's, the one clients expect:
+ *   multipart/mixed ⊃ [ multipart/alternative ⊃ [ text, multipart/related ⊃ [ html, inline parts ] ],
+ *                       attachments… ]
+ * (each level only when needed). Inline parts are the attachments with `disposition: inline`; each
+ * gets its Content-ID, which the HTML names as `cid:<content_id>`. Without HTML they are attached
+ * like the rest. Filenames outside ASCII are encoded by MailComposer: RFC 2231 parameters in
+ * Content-Disposition and an RFC 2047 `name` in Content-Type.
  */
 import MailComposer from "nodemailer/lib/mail-composer/index.js";
 import { encodeWord } from "nodemailer/lib/mime-funcs/index.js";
@@ -78,6 +89,31 @@ function assertLineLengths(raw: Buffer): void {
   }
 }
 
+/** A job whose attachments were fetched: `attachmentBytes[i]` is `message.attachments[i]`'s content. */
+export type ComposableJob = DeliveryJob & { attachmentBytes?: Uint8Array[] };
+
+function composerAttachments(job: ComposableJob) {
+  const refs = job.message.attachments ?? [];
+  if (refs.length === 0) return [];
+  const bytes = job.attachmentBytes;
+  if (!bytes || bytes.length !== refs.length)
+    throw new MimeBuildError("the job's attachments were not fetched");
+  return refs.map((a, i) => {
+    assertNoLineBreak(a.filename, "attachment filename");
+    assertNoLineBreak(a.type, "attachment type");
+    if (a.contentId !== undefined) assertNoLineBreak(a.contentId, "attachment content_id");
+    const content = bytes[i]!;
+    return {
+      filename: a.filename,
+      content: Buffer.from(content.buffer, content.byteOffset, content.byteLength),
+      contentType: a.type,
+      contentDisposition: a.disposition,
+      // A Content-ID only for inline parts: MailComposer puts every part with one into multipart/related.
+      ...(a.disposition === "inline" && a.contentId !== undefined ? { cid: a.contentId } : {}),
+    };
+  });
+}
+
 export interface BuildMimeOptions {
   /** Date header value; tests pin it, production uses the time of the attempt. */
   date?: Date;
@@ -111,8 +147,11 @@ export function feedbackId(job: Pick<DeliveryJob, "tenantId" | "message">): stri
 }
 
 /** Builds the message once per job; every recipient domain gets the same bytes (and signature). */
-export async function buildMime(job: DeliveryJob, options: BuildMimeOptions = {}): Promise<Buffer> {
+export async function buildMime(job: ComposableJob, options: BuildMimeOptions = {}): Promise<Buffer> {
   const { message } = job;
+  if (message.textRef || message.htmlRef)
+    throw new MimeBuildError("the job's bodies by reference were not fetched");
+  const attachments = composerAttachments(job);
   assertNoLineBreak(message.subject, "subject");
   assertNoLineBreak(message.messageIdHeader, "Message-ID");
   if (!/^[^<>\s@]+@[^<>\s@]+$/.test(message.messageIdHeader)) {
@@ -132,6 +171,7 @@ export async function buildMime(job: DeliveryJob, options: BuildMimeOptions = {}
     ...(message.text !== undefined ? { text: message.text } : {}),
     ...(message.html !== undefined ? { html: message.html } : {}),
     headers: { ...customHeaders(message.headers), "Feedback-ID": feedbackId(job) },
+    ...(attachments.length > 0 ? { attachments } : {}),
     // API input must never make the origin read local files or fetch URLs (nodemailer's own advice).
     disableFileAccess: true,
     disableUrlAccess: true,

@@ -5,8 +5,8 @@
  * pool's protocol, kept here so a test can wrap it (a worker that crashes on demand).
  */
 import type { MessagePort } from "node:worker_threads";
-import { jobDkimKeys, type DeliveryJob } from "../../../shared/link/protocol.ts";
-import { buildMime } from "./build-mime.ts";
+import { jobDkimKeys } from "../../../shared/link/protocol.ts";
+import { buildMime, type ComposableJob } from "./build-mime.ts";
 import { signDkim } from "./dkim.ts";
 
 export interface ComposeOptions {
@@ -14,7 +14,7 @@ export interface ComposeOptions {
   dkimFastPath?: boolean;
 }
 
-export async function composeMessage(job: DeliveryJob, options: ComposeOptions = {}): Promise<Buffer> {
+export async function composeMessage(job: ComposableJob, options: ComposeOptions = {}): Promise<Buffer> {
   const mime = await buildMime(job);
   const keys = jobDkimKeys(job);
   return keys.length > 0
@@ -25,7 +25,8 @@ export async function composeMessage(job: DeliveryJob, options: ComposeOptions =
 /** Pool → worker. */
 export interface ComposeRequest {
   id: number;
-  job: DeliveryJob;
+  /** With its fetched attachments, copied to the worker with the request (structured clone). */
+  job: ComposableJob;
 }
 /**
  * Worker → pool: `ready` once its modules are loaded (request timeouts start from there), then per

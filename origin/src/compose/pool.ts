@@ -21,7 +21,7 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
-import type { DeliveryJob } from "../../../shared/link/protocol.ts";
+import type { ComposableJob } from "./build-mime.ts";
 import {
   composeMessage,
   type ComposeOptions,
@@ -44,7 +44,7 @@ export interface ComposePoolStats {
 }
 
 export interface ComposePool {
-  compose(job: DeliveryJob): Promise<ComposeResult>;
+  compose(job: ComposableJob): Promise<ComposeResult>;
   stats(): ComposePoolStats;
   /** Lets every queued and running request finish, then ends the threads. */
   close(): Promise<void>;
@@ -99,7 +99,7 @@ function workerExecArgv(): string[] | undefined {
 
 interface Task {
   id: number;
-  job: DeliveryJob;
+  job: ComposableJob;
   crashes: number;
   timer?: NodeJS.Timeout;
   resolve(result: ComposeResult): void;
