@@ -5,6 +5,7 @@
  *   /v3/templates         SendGrid's templates and versions (errors[])
  *   /api/admin/*          native admin API (detail, {data})
  *   /link                 origin WebSocket, authenticated with ORIGIN_TOKEN
+ *   /origin/blobs/*       attachments and large bodies for the origin (ORIGIN_TOKEN)
  *   /healthz              liveness
  */
 import { Hono } from "hono";
@@ -22,6 +23,7 @@ import { renderFastApi } from "./surfaces/errors.ts";
 import { mailSend } from "./surfaces/sendgrid/mail-send.ts";
 import { messagesApi } from "./surfaces/sendgrid/messages.ts";
 import { templatesApi } from "./surfaces/sendgrid/templates.ts";
+import { originBlobs } from "./surfaces/origin/blobs.ts";
 
 export function createApp() {
   const app = new Hono<AppEnv>();
@@ -60,6 +62,7 @@ export function createApp() {
     return hubStub(c.env, hubs[shard]!).fetch(c.req.raw);
   });
 
+  app.route("/origin/blobs", originBlobs);
   app.route("/v3/mail/send", mailSend);
   app.route("/v3/messages", messagesApi);
   app.route("/v3/templates", templatesApi);

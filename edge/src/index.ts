@@ -4,6 +4,7 @@ import { createDb } from "./db/client.ts";
 import { loadConfig, type Bindings } from "./env.ts";
 import { enqueueLegacy, flushAllShards } from "./services/hub-client.ts";
 import { sweep } from "./services/sweeper.ts";
+import { blobRetentionMs, sweepBlobDays } from "./services/blobs.ts";
 
 export { OriginHub } from "./objects/origin-hub.ts";
 export { RateLimiter } from "./objects/rate-limiter.ts";
@@ -21,6 +22,23 @@ export default {
       return;
     }
     const config = loaded.config;
+    // Attachments and large bodies of days no message can still need (services/blobs.ts, retention).
+    ctx.waitUntil(
+      sweepBlobDays(env.BLOBS, Date.now(), blobRetentionMs(config.MAX_QUEUE_AGE_MS)).then(
+        (deleted) => {
+          if (deleted > 0)
+            console.log(JSON.stringify({ level: "info", msg: "blobs past retention deleted", deleted }));
+        },
+        (err: unknown) =>
+          console.error(
+            JSON.stringify({
+              level: "error",
+              msg: "blob sweep failed",
+              error: err instanceof Error ? err.message : String(err),
+            }),
+          ),
+      ),
+    );
     ctx.waitUntil(
       sweep(
         {

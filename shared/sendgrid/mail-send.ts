@@ -76,13 +76,12 @@ export const MAX_HEADERS_BYTES = 65_536;
 /** Content (and attachment) type: RFC 6838 §4.2 allows 127 characters each for type and subtype. */
 export const MAX_CONTENT_TYPE_LENGTH = 255;
 /**
- * Text + HTML of one message. Bodies travel inline in link frames, which Cloudflare caps at 1 MiB
- * per WebSocket message, until large bodies travel by reference; the service enforces it (413)
- * after substitutions.
+ * Text + HTML of one message, after substitutions (the service enforces it, 413). Bodies too large
+ * for a link frame travel to the origin by reference (R2), so only the request's own cap bounds them.
  */
-export const MAX_INLINE_BODY_BYTES = 700 * 1024;
-/** `sections` (as JSON): section text only ever ends up in a body, which is capped as above. */
-export const MAX_SECTIONS_BYTES = MAX_INLINE_BODY_BYTES;
+export const MAX_BODY_BYTES = MAX_MAIL_SEND_BYTES;
+/** `sections` (as JSON): section text only ever ends up in a body; 700 KiB is far above real use. */
+export const MAX_SECTIONS_BYTES = 700 * 1024;
 /** SendGrid's documented cap on custom_args, global merged with each personalization's (as JSON). */
 export const MAX_CUSTOM_ARGS_BYTES = 10_000;
 
@@ -1016,11 +1015,12 @@ const UNBUILT_TRACKING = [
  * body that passed `validateMailSend`, so a malformed value still gets SendGrid's own message first.
  *
  * Refused only when the request asks for something that would not happen: `send_at` in the future
- * (a past one means "now", SendGrid's documented behaviour), a non-empty `attachments` or
+ * (a past one means "now", SendGrid's documented behaviour), a non-empty
  * `dynamic_template_data`, any `template_id`, `batch_id` or `asm`, content types other
  * than text/plain and text/html, and settings with `enable: true` (`enable: false` asks for what
  * happens anyway). Honoured, so accepted: addresses (per-personalization `from` too), subject,
- * content, headers, substitutions and sections, `custom_args` and `categories` (kept with the
+ * content, attachments (stored in R2 once per request, docs/api/sendgrid.md#attachments),
+ * headers, substitutions and sections, `custom_args` and `categories` (kept with the
  * message, returned and filterable by /v3/messages), `ip_pool_name` (checked against the pools the
  * origins announced when the hub accepts the send), `mail_settings.sandbox_mode`, and the
  * `bypass_*` settings: there are no suppression lists yet, so every recipient already gets the mail.
@@ -1048,8 +1048,6 @@ export function notSupportedErrors(mail: MailSend, now: number = Date.now()): Se
     if (!BODY_TYPES.has(c.type.toLowerCase()))
       refuse(["content", i, "type"], `Content of type ${echo(c.type)} is`, "send text/plain and text/html");
   });
-  if (mail.attachments !== undefined && mail.attachments.length > 0)
-    refuse(["attachments"], "Attachments are", "remove attachments");
   if (mail.template_id !== undefined)
     // No templates exist yet, so no id can be valid for this account: SendGrid's own answer.
     errors.push(fieldError(["template_id"], MESSAGES.templateNotFound(echo(mail.template_id))));

@@ -337,6 +337,7 @@ async function throughService(payload: Uint8Array, environment: "live" | "test")
     db: createDb(env.DB),
     hub: { shard: FUZZ_SHARD, accept: (req: AcceptRequest) => hubStub(env, FUZZ_SHARD).accept(req) },
     now: Date.now,
+    blobs: env.BLOBS,
     log: () => {},
   };
   try {

@@ -231,10 +231,11 @@ describe("DKIM over a message with attachments", () => {
   for (const dkimFastPath of [true, false]) {
     it(`rsa and rsa + ed25519 verify with mailauth and python3-dkim (fast path ${dkimFastPath})`, async () => {
       const files: string[] = [];
-      for (const [name, over] of [
+      const cases: [string, Partial<DeliveryJob>][] = [
         ["rsa", { dkim: rsa.dkim }],
         ["dual", { dkim: rsa.dkim, dkimAdditional: [ed.dkim] }],
-      ] as const) {
+      ];
+      for (const [name, over] of cases) {
         const signed = await composeMessage(resolved(job({}, over)), { dkimFastPath });
         const { results } = await dkimVerify(signed, { strict: true, resolver });
         expect(results.map((r) => r.status.result)).toEqual(name === "rsa" ? ["pass"] : ["pass", "pass"]);

@@ -16,9 +16,9 @@ import { AppError } from "../../../shared/errors.ts";
 import { newId } from "../../../shared/ids.ts";
 import { FRAME_BUDGET_BYTES } from "../../../shared/link/protocol.ts";
 import {
+  MAX_BODY_BYTES,
   MAX_HEADER_VALUE_BYTES,
   MAX_HEADERS_BYTES,
-  MAX_INLINE_BODY_BYTES,
   MAX_MAIL_SEND_BYTES,
   MAX_SUBJECT_BYTES,
   fieldError,
@@ -44,6 +44,7 @@ import {
   type NewRecipient,
 } from "../db/messages.ts";
 import { newMessageId, type ShardRef } from "../lib/shards.ts";
+import { bodyPlacement, messageBlobs, offloadedBytes, withBlobRefs } from "./message-blobs.ts";
 import type { AcceptRequest, AcceptResult, OutboxEntry } from "../objects/origin-hub.ts";
 import {
   buildOutboxEntry,
@@ -53,7 +54,7 @@ import {
   type AcceptedMessage,
 } from "./outbox-entry.ts";
 
-export { MAX_INLINE_BODY_BYTES };
+export { MAX_BODY_BYTES };
 
 /**
  * D1 refuses a row over 2,000,000 bytes (SQLITE_TOOBIG, developers.cloudflare.com/d1/platform/limits).
@@ -81,6 +82,8 @@ export interface SendDeps {
   hub: { shard: ShardRef; accept: (req: AcceptRequest) => Promise<AcceptResult> };
   now: () => number;
   log: (msg: string, extra?: Record<string, unknown>) => void;
+  /** R2 (BLOBS): live attachments and bodies too large for a link frame (services/blobs.ts). */
+  blobs: Pick<R2Bucket, "put">;
 }
 
 export interface SendOptions {
@@ -119,17 +122,21 @@ export async function sendMail(
     mode === "live" ? await requireVerifiedDomains(deps.db, principal.tenantId, drafts) : new Map();
 
   const now = deps.now();
+  // Hashed and checked in both modes, so sandbox answers as live would; only live stores them.
+  const blobs = await messageBlobs(principal.tenantId, mail, now);
   const rows: NewMessage[] = [];
   const recipients: NewRecipient[] = [];
   const accepted: AcceptedMessage[] = [];
   for (const draft of drafts) {
     const id = mode === "live" ? newMessageId(deps.hub.shard, now) : newId("msg", now);
-    const row = messageRow(id, principal, mode, draft, now);
+    const placement = bodyPlacement(draft);
+    const row = messageRow(id, principal, mode, draft, now, placement);
     // Built once: measured here against the link's frame budget, and handed to the hub as it is.
     const entry = buildOutboxEntry(
       row as Parameters<typeof buildOutboxEntry>[0],
       mode === "live" ? domains.get(domainOf(row.fromEmail)) : undefined,
     );
+    await withBlobRefs(entry, blobs, draft, placement);
     // The hub refuses a pool no origin announced (services/ip-pools.ts); a sandbox send names it to no one.
     if (mail.ip_pool_name !== undefined) entry.ipPool = mail.ip_pool_name;
     checkJobSize(entry, draft.personalizationIndex);
@@ -160,10 +167,13 @@ export async function sendMail(
   }
 
   if (mode === "sandbox") {
+    // Sandbox stores nothing in R2: the blobs were only measured.
     await deps.db.batch(insertMessagesStatements(deps.db, rows, recipients, []) as [never]);
     return { messageIds: rows.map((r) => r.id), mode, replayed: false };
   }
 
+  // Every check passed: the request's blobs go to R2 (one put per distinct blob), then the hub.
+  await blobs.store.storeAll(deps.blobs);
   // The one round trip of a live send. If it fails, nothing was accepted (one transaction) and the
   // error answers the request: the client may retry, with its Idempotency-Key to be safe.
   const result = await deps.hub.accept({
@@ -195,6 +205,7 @@ function messageRow(
   mode: "live" | "sandbox",
   d: MessageDraft,
   now: number,
+  placement: { text: boolean; html: boolean } = { text: true, html: true },
 ): NewMessage & { recipients: NonNullable<NewMessage["recipients"]> } {
   return {
     id,
@@ -210,8 +221,9 @@ function messageRow(
     headers: d.headers,
     categories: d.categories,
     customArgs: d.customArgs,
-    textBody: d.text ?? null,
-    htmlBody: d.html ?? null,
+    // A body that travels by reference (R2) is not kept in the catalog row (docs/api/sendgrid.md#attachments).
+    textBody: placement.text ? (d.text ?? null) : null,
+    htmlBody: placement.html ? (d.html ?? null) : null,
     templateId: null,
     batchId: null,
     // The Message-ID's right-hand side is the sender's domain, as receivers expect it to align.
@@ -227,6 +239,7 @@ const jsonBytes = (v: unknown): number => utf8ByteLength(JSON.stringify(v));
 
 /** Bytes of the `messages` columns that grow with the request, as D1 stores them (JSON columns as JSON). */
 function storedBytes(d: MessageDraft): number {
+  const inline = bodyPlacement(d);
   const fixed = 1024; // ids, tenant, status, mode, timestamps, Message-ID, SQLite record header
   return (
     fixed +
@@ -238,8 +251,8 @@ function storedBytes(d: MessageDraft): number {
     jsonBytes(d.headers) +
     jsonBytes(d.categories) +
     jsonBytes(d.customArgs) +
-    utf8ByteLength(d.text ?? "") +
-    utf8ByteLength(d.html ?? "")
+    (inline.text ? utf8ByteLength(d.text ?? "") : 0) +
+    (inline.html ? utf8ByteLength(d.html ?? "") : 0)
   );
 }
 
@@ -249,16 +262,17 @@ function tooLarge(status: "invalid_request" | "payload_too_large", error: SendGr
 
 /**
  * Expands one personalization at a time and checks each draft before the next is built: the
- * field limits again (substitutions can lengthen a field that passed validation), the inline body
- * limit, the D1 row limit, and what the whole request stores. Substitution stops as soon as a
- * field outgrows its limit, so no oversized string is ever built.
+ * field limits again (substitutions can lengthen a field that passed validation), the body
+ * limit, the D1 row limit, and what the whole request stores (rows, and bodies moved to R2).
+ * Substitution stops as soon as a field outgrows its limit, so no oversized string is ever built.
  */
 function draftsWithinLimits(mail: MailSend): MessageDraft[] {
   const limits = {
     subject: MAX_SUBJECT_BYTES,
     headerValue: MAX_HEADER_VALUE_BYTES,
-    content: MAX_INLINE_BODY_BYTES,
+    content: MAX_BODY_BYTES,
   };
+  const shared = { offloaded: false };
   const drafts: MessageDraft[] = [];
   let requestBytes = 0;
   for (let i = 0; i < mail.personalizations.length; i++) {
@@ -271,6 +285,7 @@ function draftsWithinLimits(mail: MailSend): MessageDraft[] {
     }
     checkDraft(d);
     const bytes = storedBytes(d);
+    requestBytes += offloadedBytes(d, shared);
     if (bytes > MAX_MESSAGE_ROW_BYTES) {
       throw tooLarge(
         "payload_too_large",
@@ -286,7 +301,7 @@ function draftsWithinLimits(mail: MailSend): MessageDraft[] {
         "payload_too_large",
         fieldError(
           ["personalizations"],
-          `The messages of this request would take more than ${MAX_REQUEST_STORED_BYTES} bytes to store (each personalization stores its own copy of the content); send fewer personalizations per request.`,
+          `The messages of this request would take more than ${MAX_REQUEST_STORED_BYTES} bytes to store (each personalization whose substitutions change its content stores its own copy); send fewer personalizations per request.`,
         ),
       );
     }
@@ -332,11 +347,11 @@ function headerTooLong(i: number, name: string): AppError {
 
 /** `bytes` null: substitution was stopped before the body was complete, so only "over" is known. */
 function bodyTooLarge(i: number, bytes: number | null): AppError {
-  const size = bytes === null ? `over ${MAX_INLINE_BODY_BYTES}` : `${bytes}`;
+  const size = bytes === null ? `over ${MAX_BODY_BYTES}` : `${bytes}`;
   return new AppError("payload_too_large", "Message body too large", {
     fields: [
       {
-        message: `The message content of personalization ${i} is ${size} bytes; this deployment accepts at most ${MAX_INLINE_BODY_BYTES} bytes of text and HTML per message.`,
+        message: `The message content of personalization ${i} is ${size} bytes; this deployment accepts at most ${MAX_BODY_BYTES} bytes of text and HTML per message.`,
         field: "content",
         help: null,
       },
@@ -364,7 +379,7 @@ function checkDraft(d: MessageDraft): void {
     );
   }
   const bytes = utf8ByteLength(d.text ?? "") + utf8ByteLength(d.html ?? "");
-  if (bytes > MAX_INLINE_BODY_BYTES) throw bodyTooLarge(i, bytes);
+  if (bytes > MAX_BODY_BYTES) throw bodyTooLarge(i, bytes);
 }
 
 /** The message as the hub will hand it to an origin (its outbox entry), measured in UTF-8 like a frame. */

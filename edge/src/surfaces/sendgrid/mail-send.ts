@@ -96,6 +96,7 @@ export const mailSend = new Hono<AppEnv>()
         db: c.get("db"),
         hub: { shard, accept: (req) => hubStub(c.env, shard).accept(req) },
         now: Date.now,
+        blobs: c.env.BLOBS,
         log: (msg, extra) =>
           console.error(JSON.stringify({ level: "warn", msg, requestId: c.get("requestId"), ...extra })),
       },
