@@ -13,6 +13,7 @@
  *                                                                    leaseMs / 5 for every job still held (renewal).
  *   origin → edge   release {jobIds[]}                               "I will not run these": back to the outbox at once
  *   origin → edge   result  {jobId, messageId, attempt, recipients[]} one per finished job; valid before hello too
+ *   origin → edge   results {results[]}                              several results in one frame (after welcome)
  *   edge → origin   resultAck {jobIds[]}                             the edge has recorded these results
  *   origin → edge   credit  {credits}                                more room: hub may push that many more jobs
  *   origin → edge   inbound {events[]}                               bounces and complaints that came back by mail
@@ -43,6 +44,7 @@ import { z } from "zod";
  * 3: jobs may carry attachments and bodies by reference (`message.attachments`, `textRef`, `htmlRef`).
  *    A version, not an optional field: an older origin would drop them (zod strips unknown keys) and
  *    send the mail without its attachments, so it must be refused instead (docs/link-protocol.md#frames).
+ *    And the `results` frame: an origin coalesces the results it finishes within one tick.
  */
 export const LINK_PROTOCOL_VERSION = 3;
 /** The platform's cap on one Durable Object WebSocket message, in bytes. */
@@ -216,6 +218,20 @@ export const InboundEventSchema = z.object({
   receivedAt: z.number().int().min(0),
 });
 export type InboundEvent = z.infer<typeof InboundEventSchema>;
+
+/** One finished job's outcome, one entry per recipient (a `result` frame, or one of a `results` frame). */
+export const LinkResultSchema = z.object({
+  jobId: z.string(),
+  messageId: z.string(),
+  attempt: z.number().int().min(1),
+  recipients: z.array(RecipientOutcomeSchema).min(1),
+});
+export type LinkResult = z.infer<typeof LinkResultSchema>;
+/**
+ * Results per `results` frame. The origin also keeps a frame under FRAME_BUDGET_BYTES; a frame is
+ * handled in one go by the hub, so this also bounds one frame's work there.
+ */
+export const MAX_RESULTS_PER_FRAME = 500;
 /** Events per `inbound` frame: far under FRAME_BUDGET_BYTES at the field limits above. */
 export const MAX_INBOUND_EVENTS_PER_FRAME = 100;
 
@@ -237,12 +253,15 @@ export const OriginFrameSchema = z.discriminatedUnion("type", [
   }),
   z.object({ type: z.literal("ack"), jobIds: z.array(z.string()).max(10_000) }),
   z.object({ type: z.literal("release"), jobIds: z.array(z.string()).max(10_000) }),
+  LinkResultSchema.extend({ type: z.literal("result") }),
+  /**
+   * The results a node finished within one tick, coalesced (docs/link-protocol.md#results-and-resultack);
+   * each is handled exactly as a `result` frame of its own. Sent only after `welcome`: before it the
+   * origin does not know the hub's protocol, and sends `result` frames.
+   */
   z.object({
-    type: z.literal("result"),
-    jobId: z.string(),
-    messageId: z.string(),
-    attempt: z.number().int().min(1),
-    recipients: z.array(RecipientOutcomeSchema).min(1),
+    type: z.literal("results"),
+    results: z.array(LinkResultSchema).min(1).max(MAX_RESULTS_PER_FRAME),
   }),
   z.object({ type: z.literal("credit"), credits: z.number().int().min(1).max(10_000) }),
   z.object({

@@ -372,8 +372,9 @@ export async function storedMessageCount(tenantId: string): Promise<number> {
       (_instance, state) =>
         state.storage.sql
           .exec<{ n: number }>(
-            // Only rows not yet in D1 (catalogued = 0), so no message is counted twice.
-            "SELECT count(*) AS n FROM outbox WHERE tenant_id = ? AND catalogued = 0",
+            // Only messages not yet in D1 (their catalog copy still waits), so none is counted twice.
+            `SELECT count(*) AS n FROM outbox o JOIN catalog c ON c.message_id = o.message_id
+             WHERE o.tenant_id = ?`,
             tenantId,
           )
           .one().n,
@@ -399,6 +400,7 @@ export async function resetHub(name = "hub-0"): Promise<void> {
     }
     state.storage.sql.exec("DELETE FROM outbox");
     state.storage.sql.exec("DELETE FROM catalog");
+    state.storage.sql.exec("DELETE FROM outbox_entry");
     await state.storage.deleteAlarm();
   });
 }

@@ -63,7 +63,7 @@ describe("the hub's DKIM key cache", () => {
     const entryY = await runInDurableObject(hub(), (_instance, state) =>
       JSON.parse(
         state.storage.sql
-          .exec<{ entry: string }>("SELECT entry FROM outbox WHERE message_id = ?", idY)
+          .exec<{ entry: string }>("SELECT entry FROM outbox_entry WHERE message_id = ?", idY)
           .toArray()[0]?.entry ?? "null",
       ),
     );

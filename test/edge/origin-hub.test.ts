@@ -8,7 +8,11 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseRetrySchedule } from "../../shared/delivery/retry-schedule.ts";
-import { FRAME_BUDGET_BYTES, type RecipientOutcome } from "../../shared/link/protocol.ts";
+import {
+  FRAME_BUDGET_BYTES,
+  LINK_PROTOCOL_VERSION,
+  type RecipientOutcome,
+} from "../../shared/link/protocol.ts";
 import { base64ToBytes } from "../../edge/src/lib/base64.ts";
 import {
   call,
@@ -78,7 +82,7 @@ async function link(capacity: number, nodeId?: string, bootId?: string): Promise
   const welcome = await l.hello(capacity, nodeId, bootId);
   expect(welcome).toEqual({
     type: "welcome",
-    protocol: 2,
+    protocol: LINK_PROTOCOL_VERSION,
     shard: 0,
     shards: 1,
     leaseMs: 300_000,
@@ -546,7 +550,7 @@ describe("handshake", () => {
     opened.push(origin);
     origin.send({
       type: "hello",
-      protocol: 3,
+      protocol: LINK_PROTOCOL_VERSION + 1,
       nodeId: "future-node",
       bootId: "b",
       version: "9.9.9",
@@ -555,7 +559,7 @@ describe("handshake", () => {
     expect(await origin.next("error")).toEqual({
       type: "error",
       code: "protocol_mismatch",
-      message: "edge speaks link protocol 2, origin sent 3",
+      message: `edge speaks link protocol ${LINK_PROTOCOL_VERSION}, origin sent ${LINK_PROTOCOL_VERSION + 1}`,
     });
     expect(await origin.closed).toEqual({ code: 1002, reason: "protocol mismatch" });
     expect((await hub().stats()).links).toEqual([]);
@@ -603,7 +607,7 @@ describe("frames", () => {
     // the 1 MiB cap by UTF-16 length, over it in bytes.
     const big = await sendOne(t.liveKey, mailBody(t.from));
     await hubSql(
-      "UPDATE outbox SET entry = json_set(entry, '$.message.text', ?) WHERE message_id = ?",
+      "UPDATE outbox_entry SET entry = json_set(entry, '$.message.text', ?) WHERE message_id = ?",
       japanese(400_000),
       big,
     );
@@ -639,13 +643,17 @@ describe("a row that cannot become a job", () => {
     // B's sealed key no longer opens (what a changed SECRETS_KEY does): its ciphertext is altered.
     await runInDurableObject(hub(), (_instance, state) => {
       const row = state.storage.sql
-        .exec<{ entry: string }>("SELECT entry FROM outbox WHERE message_id = ?", idB)
+        .exec<{ entry: string }>("SELECT entry FROM outbox_entry WHERE message_id = ?", idB)
         .one();
       const entry = JSON.parse(row.entry) as { dkim: { privateKeySealed: string } };
       const sealed = entry.dkim.privateKeySealed;
       const tail = sealed.endsWith("AAAA") ? "BBBB" : "AAAA";
       entry.dkim.privateKeySealed = sealed.slice(0, -4) + tail;
-      state.storage.sql.exec("UPDATE outbox SET entry = ? WHERE message_id = ?", JSON.stringify(entry), idB);
+      state.storage.sql.exec(
+        "UPDATE outbox_entry SET entry = ? WHERE message_id = ?",
+        JSON.stringify(entry),
+        idB,
+      );
     });
 
     const origin = await link(3);
@@ -765,7 +773,7 @@ describe("origin restarts", () => {
     opened.push(ghost);
     ghost.send({
       type: "hello",
-      protocol: 2,
+      protocol: LINK_PROTOCOL_VERSION,
       nodeId: "node-restart",
       bootId: "boot-old",
       version: "test",
@@ -850,7 +858,7 @@ describe("failures inside the hub", () => {
     const id = await sendOne(t.liveKey, mailBody(t.from));
     // No DKIM key to open: dispatch runs without leaving the event loop turn, so nothing interleaves.
     await hubSql(
-      "UPDATE outbox SET entry = json_set(entry, '$.dkim', json('null')) WHERE message_id = ?",
+      "UPDATE outbox_entry SET entry = json_set(entry, '$.dkim', json('null')) WHERE message_id = ?",
       id,
     );
     const origin = await link(0);

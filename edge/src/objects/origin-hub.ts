@@ -10,9 +10,9 @@
  *    transaction (`ctx.storage.transactionSync`), and returns only after it committed; the Worker
  *    answers 202 then. A request's messages are all accepted or none are. Nothing is held only in memory.
  *  - The catalog. D1 is the catalog the read APIs query, written only by the hub's batched flushes.
- *    An outbox row remembers whether its catalog rows are in D1 (`catalogued`); until then they wait
- *    in the `catalog` table. A flush writes them with INSERT … ON CONFLICT DO NOTHING keyed by their
- *    ids, and only after D1 took the batch marks them catalogued (and drops the copy), in one
+ *    An accepted message's catalog rows wait in the `catalog` table until they are in D1: a message
+ *    is catalogued exactly when it has no `catalog` row. A flush writes them with INSERT … ON CONFLICT
+ *    DO NOTHING keyed by their ids, and only after D1 took the batch drops the copies, in one
  *    synchronous block: a replayed flush or a restarted hub never duplicates or loses a row. A failed
  *    flush is retried (timer, and the alarm as backstop) until D1 takes it.
  *  - Catalog before results. A D1 batch writes catalog rows first, then `sending` marks, then results;
@@ -52,6 +52,17 @@
  *  - Frames are handled in arrival order. After BUSY_SLICE_MS of frames back to back the hub pauses
  *    BREATH_MS (frames arriving meanwhile wait on the same pause, in order), so the runtime's event loop
  *    goes idle and serves new connections (`takeBreath`).
+ *  - Storage. A message is one `outbox` row (its delivery state: small, rewritten on every change) and
+ *    one `outbox_entry` row (its job payload, kilobytes: written once with the outbox row in the same
+ *    transaction, read at each dispatch, deleted with it), plus its `catalog` row until D1 has it. The
+ *    outbox has four indexes, each one a query needs (OUTBOX_SQL; their plans are checked in
+ *    test/edge/hub-storage.test.ts): `outbox_ready` (state, due_at) for dispatch, and the partial
+ *    `outbox_lease_end` and `outbox_holder` for lease expiry and a node's leases (only leased rows are
+ *    in them), and `outbox_enqueued` for queue age. What one D1 batch settles is noted in one statement
+ *    per kind (catalog copies dropped, finished messages deleted), and the rows of one results frame
+ *    are read in one query and marked `recording` in one statement. An object written by an older
+ *    layout (payload inside the row, a `catalogued` flag, other indexes) is migrated in place, in one
+ *    transaction, when it starts (`upgradeOutbox`).
  *  - Memory is bounded with back-pressure: past MAX_PENDING_SENDING `sending` marks waiting for D1 the
  *    hub stops dispatching (rows stay `ready`) until a D1 write succeeds; results waiting for D1 are
  *    dropped from memory when a write fails, since their origins re-send them. Catalog rows wait in
@@ -70,6 +81,7 @@ import {
   utf8ByteLength,
   type DeliveryJob,
   type EdgeFrame,
+  type LinkResult,
   type OriginFrame,
   type RecipientOutcome,
 } from "../../../shared/link/protocol.ts";
@@ -147,7 +159,6 @@ interface LinkState {
 interface OutboxRow {
   message_id: string;
   tenant_id: string;
-  entry: string;
   recipients: string;
   dispatches: number;
   deferrals: number;
@@ -162,10 +173,11 @@ interface OutboxRow {
   bounced: number;
   failed: number;
   acked: number;
-  /** 1 once the message's catalog rows are in D1 (always 1 for messages enqueued, not accepted, here). */
-  catalogued: number;
   [key: string]: SqlStorageValue;
 }
+
+/** A row as dispatch reads it: with its job payload (outbox_entry.entry; null only if it went missing). */
+type DispatchRow = OutboxRow & { entry: string | null };
 
 /** The columns a result needs. */
 type AttemptRow = Pick<
@@ -209,7 +221,7 @@ interface PendingResult {
 
 /** A row turned into a job, serialized once, ready for a frame. */
 interface BuiltJob {
-  row: OutboxRow;
+  row: DispatchRow;
   dispatch: number;
   json: string;
   bytes: number;
@@ -239,6 +251,35 @@ const CATALOG_BATCH_MAX = 100;
 const CATALOG_BATCH_BYTES = 8 * 1024 * 1024;
 /** An Idempotency-Key is remembered this long after its request was accepted (docs/api/sendgrid.md). */
 export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
+
+/**
+ * The outbox queries whose plan matters on a large outbox (test/edge/hub-storage.test.ts checks
+ * that each one searches an index, never scans the table). A `+state` term is kept out of index
+ * choice on purpose, so the planner takes the index named in the comment.
+ */
+export const OUTBOX_SQL = {
+  /** Rows due for dispatch, oldest due first (outbox_ready), with their payload (primary key). */
+  due: `SELECT o.*, e.entry FROM outbox o LEFT JOIN outbox_entry e ON e.message_id = o.message_id
+        WHERE o.state = 'ready' AND o.due_at <= ? ORDER BY o.due_at LIMIT ?`,
+  /**
+   * When the alarm must fire (each term O(log n)): the next ready row due at or after ?1 (outbox_ready),
+   * the next lease end (outbox_lease_end), the oldest ready row's queue age ?2 (outbox_enqueued), and
+   * ?3 while catalog rows wait.
+   */
+  nextWake: `SELECT min(t) AS t FROM (
+      SELECT min(due_at) AS t FROM outbox WHERE state = 'ready' AND due_at >= ?1
+      UNION ALL SELECT * FROM (SELECT lease_until FROM outbox WHERE lease_until IS NOT NULL AND +state = 'leased'
+        ORDER BY lease_until LIMIT 1)
+      UNION ALL SELECT * FROM (SELECT enqueued_at + ?2 FROM outbox WHERE +state = 'ready' ORDER BY enqueued_at LIMIT 1)
+      UNION ALL SELECT * FROM (SELECT ?3 FROM catalog LIMIT 1))`,
+  /** Ready rows past the maximum queue age whose catalog rows are in D1 (outbox_enqueued). */
+  expired: `SELECT * FROM outbox o WHERE enqueued_at <= ? AND +state = 'ready'
+      AND NOT EXISTS (SELECT 1 FROM catalog c WHERE c.message_id = o.message_id) LIMIT 100`,
+  /** Leases that ran out (outbox_lease_end). */
+  expireLeases: `UPDATE outbox SET state = 'ready', lease_link = NULL, lease_node = NULL, lease_boot = NULL,
+      lease_until = NULL, acked = 0
+    WHERE lease_until <= ? AND +state = 'leased'`,
+} as const;
 
 export class OriginHub extends DurableObject<Bindings> {
   private readonly sql: SqlStorage;
@@ -277,55 +318,7 @@ export class OriginHub extends DurableObject<Bindings> {
     // Pings are answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('{"type":"ping"}', '{"type":"pong"}'));
     void ctx.blockConcurrencyWhile(async () => {
-      this.sql.exec(`CREATE TABLE IF NOT EXISTS outbox (
-        message_id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL,
-        entry TEXT NOT NULL,
-        recipients TEXT NOT NULL,
-        dispatches INTEGER NOT NULL DEFAULT 0,
-        deferrals INTEGER NOT NULL DEFAULT 0,
-        state TEXT NOT NULL,
-        due_at INTEGER NOT NULL,
-        lease_link TEXT,
-        lease_node TEXT,
-        lease_boot TEXT,
-        lease_until INTEGER,
-        enqueued_at INTEGER NOT NULL,
-        delivered INTEGER NOT NULL DEFAULT 0,
-        bounced INTEGER NOT NULL DEFAULT 0,
-        failed INTEGER NOT NULL DEFAULT 0,
-        acked INTEGER NOT NULL DEFAULT 0,
-        catalogued INTEGER NOT NULL DEFAULT 1
-      )`);
-      this.upgradeOutbox();
-      // Catalog rows of accepted messages not yet in D1 (JSON of CatalogRows, bodies left out).
-      this.sql.exec(`CREATE TABLE IF NOT EXISTS catalog (
-        message_id TEXT PRIMARY KEY,
-        rows TEXT NOT NULL
-      )`);
-      this.sql.exec(`CREATE TABLE IF NOT EXISTS idempotency (
-        tenant_id TEXT NOT NULL,
-        key TEXT NOT NULL,
-        body_hash TEXT NOT NULL,
-        message_ids TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        PRIMARY KEY (tenant_id, key)
-      )`);
-      this.sql.exec("CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency(created_at)");
-      this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_catalogued ON outbox(catalogued, enqueued_at)");
-      // Boot ids a node has replaced: a process that comes back with one of them lost its jobs already.
-      this.sql.exec(`CREATE TABLE IF NOT EXISTS retired_boots (
-        node_id TEXT NOT NULL,
-        boot_id TEXT NOT NULL,
-        retired_at INTEGER NOT NULL,
-        PRIMARY KEY (node_id, boot_id)
-      )`);
-      this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_ready ON outbox(state, due_at)");
-      this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_lease ON outbox(lease_link)");
-      this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_node ON outbox(lease_node, lease_boot)");
-      // The alarm's look-ups (earliest lease end, oldest message) stay O(log n) on a large outbox.
-      this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_lease_until ON outbox(state, lease_until)");
-      this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_age ON outbox(state, enqueued_at)");
+      ctx.storage.transactionSync(() => this.createSchema());
       // Outcomes being written when the object last stopped were not acknowledged: origin results go
       // back to their lease (the origin re-sends them), outcomes the hub decided are decided again.
       this.sql.exec(
@@ -333,11 +326,81 @@ export class OriginHub extends DurableObject<Bindings> {
       );
       this.sql.exec("UPDATE outbox SET state = 'ready' WHERE state = 'recording'");
       // Catalog rows a previous incarnation had not written yet: write them now.
-      if (this.uncatalogued() > 0) this.scheduleFlush(0);
+      if (this.hasUncatalogued()) this.scheduleFlush(0);
     });
   }
 
-  /** Outboxes written by link protocol 1 counted dispatches as `attempt` and had no deferral count. */
+  /**
+   * The storage layout (header, "Storage"), created by the object itself; an object written by an
+   * older version is brought to it in place, in the same transaction (`upgradeOutbox`).
+   */
+  private createSchema(): void {
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS outbox (
+      message_id TEXT PRIMARY KEY,
+      tenant_id TEXT NOT NULL,
+      recipients TEXT NOT NULL,
+      dispatches INTEGER NOT NULL DEFAULT 0,
+      deferrals INTEGER NOT NULL DEFAULT 0,
+      state TEXT NOT NULL,
+      due_at INTEGER NOT NULL,
+      lease_link TEXT,
+      lease_node TEXT,
+      lease_boot TEXT,
+      lease_until INTEGER,
+      enqueued_at INTEGER NOT NULL,
+      delivered INTEGER NOT NULL DEFAULT 0,
+      bounced INTEGER NOT NULL DEFAULT 0,
+      failed INTEGER NOT NULL DEFAULT 0,
+      acked INTEGER NOT NULL DEFAULT 0
+    )`);
+    // The job payload, written once at accept, read at each dispatch, deleted with its outbox row.
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS outbox_entry (
+      message_id TEXT PRIMARY KEY,
+      entry TEXT NOT NULL
+    )`);
+    // Catalog rows of accepted messages not yet in D1 (JSON of CatalogRows, bodies left out).
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS catalog (
+      message_id TEXT PRIMARY KEY,
+      rows TEXT NOT NULL
+    )`);
+    this.upgradeOutbox();
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS idempotency (
+      tenant_id TEXT NOT NULL,
+      key TEXT NOT NULL,
+      body_hash TEXT NOT NULL,
+      message_ids TEXT NOT NULL,
+      created_at INTEGER NOT NULL,
+      PRIMARY KEY (tenant_id, key)
+    )`);
+    this.sql.exec("CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency(created_at)");
+    // Boot ids a node has replaced: a process that comes back with one of them lost its jobs already.
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS retired_boots (
+      node_id TEXT NOT NULL,
+      boot_id TEXT NOT NULL,
+      retired_at INTEGER NOT NULL,
+      PRIMARY KEY (node_id, boot_id)
+    )`);
+    // The outbox's indexes (header, "Storage"); test/edge/hub-storage.test.ts checks that the
+    // queries of OUTBOX_SQL use them. The partial ones hold leased rows only, so a row waiting to be
+    // dispatched costs them nothing.
+    this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_ready ON outbox(state, due_at)");
+    this.sql.exec(
+      "CREATE INDEX IF NOT EXISTS outbox_lease_end ON outbox(lease_until) WHERE lease_until IS NOT NULL",
+    );
+    this.sql.exec(
+      "CREATE INDEX IF NOT EXISTS outbox_holder ON outbox(lease_node, lease_boot) WHERE lease_node IS NOT NULL",
+    );
+    this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_enqueued ON outbox(enqueued_at)");
+  }
+
+  /**
+   * Brings an outbox written by an older version to the current layout, in place:
+   *  - link protocol 1 counted dispatches as `attempt` and had no deferral count;
+   *  - outboxes from before the hub accepted messages had no `catalogued` flag;
+   *  - outboxes from before the job payload moved out kept it in the row (`entry`), had a
+   *    `catalogued` flag (now: whether the message still has a `catalog` row), and had indexes every
+   *    state change had to update.
+   */
   private upgradeOutbox(): void {
     const columns = new Set(
       this.sql
@@ -355,10 +418,30 @@ export class OriginHub extends DurableObject<Bindings> {
       this.sql.exec("ALTER TABLE outbox ADD COLUMN lease_node TEXT");
       this.sql.exec("ALTER TABLE outbox ADD COLUMN lease_boot TEXT");
     }
-    // Rows from before the hub accepted messages were enqueued after their D1 write: catalogued.
-    if (!columns.has("catalogued")) {
-      this.sql.exec("ALTER TABLE outbox ADD COLUMN catalogued INTEGER NOT NULL DEFAULT 1");
+    if (columns.has("entry")) {
+      this.sql.exec(
+        `INSERT INTO outbox_entry (message_id, entry) SELECT message_id, entry FROM outbox WHERE true
+         ON CONFLICT(message_id) DO NOTHING`,
+      );
     }
+    if (columns.has("catalogued")) {
+      // A flush dropped a message's catalog copy in the same block that set catalogued = 1, so the
+      // two agree; a copy left beside catalogued = 1 is in D1 already.
+      this.sql.exec(
+        "DELETE FROM catalog WHERE message_id IN (SELECT message_id FROM outbox WHERE catalogued = 1)",
+      );
+    }
+    for (const index of [
+      "outbox_catalogued",
+      "outbox_lease",
+      "outbox_node",
+      "outbox_lease_until",
+      "outbox_age",
+    ]) {
+      this.sql.exec(`DROP INDEX IF EXISTS ${index}`);
+    }
+    if (columns.has("entry")) this.sql.exec("ALTER TABLE outbox DROP COLUMN entry");
+    if (columns.has("catalogued")) this.sql.exec("ALTER TABLE outbox DROP COLUMN catalogued");
   }
 
   // ---------------------------------------------------------------- RPC from the Worker
@@ -398,16 +481,7 @@ export class OriginHub extends DurableObject<Bindings> {
         if (entry.tenantId !== req.tenantId || catalog.message.tenantId !== req.tenantId) {
           throw new Error("accept: a message of another tenant in the request");
         }
-        this.sql.exec(
-          `INSERT INTO outbox (message_id, tenant_id, entry, recipients, state, due_at, enqueued_at, catalogued)
-           VALUES (?, ?, ?, ?, 'ready', ?, ?, 0) ON CONFLICT(message_id) DO NOTHING`,
-          entry.messageId,
-          entry.tenantId,
-          JSON.stringify(entry),
-          JSON.stringify(entry.recipients),
-          Math.max(now, entry.notBefore),
-          now,
-        );
+        this.insertOutbox(entry, now);
         this.sql.exec(
           "INSERT INTO catalog (message_id, rows) VALUES (?, ?) ON CONFLICT(message_id) DO NOTHING",
           entry.messageId,
@@ -439,14 +513,41 @@ export class OriginHub extends DurableObject<Bindings> {
   }
 
   /**
+   * A message's outbox row and its job payload (header, "Storage"); false when the id is in the
+   * outbox already. Its catalog rows, when it has them, are the caller's.
+   */
+  private insertOutbox(entry: OutboxEntry, now: number): boolean {
+    const added = this.sql
+      .exec(
+        `INSERT INTO outbox (message_id, tenant_id, recipients, state, due_at, enqueued_at)
+         VALUES (?, ?, ?, 'ready', ?, ?) ON CONFLICT(message_id) DO NOTHING RETURNING message_id`,
+        entry.messageId,
+        entry.tenantId,
+        JSON.stringify(entry.recipients),
+        Math.max(now, entry.notBefore),
+        now,
+      )
+      // Not rowsWritten: it counts index entries too.
+      .toArray().length;
+    if (added === 0) return false;
+    this.sql.exec(
+      "INSERT OR REPLACE INTO outbox_entry (message_id, entry) VALUES (?, ?)",
+      entry.messageId,
+      JSON.stringify(entry),
+    );
+    return true;
+  }
+
+  /**
    * Read-your-writes: the message as this shard holds it while its catalog rows are not in D1 yet
    * (null once they are: D1 answers then). Tenant-checked here as in every D1 query.
    */
   async message(tenantId: string, messageId: string): Promise<HubMessageView | null> {
     const row = this.sql
       .exec<{ entry: string; state: string; dispatches: number; deferrals: number; rows: string }>(
-        `SELECT o.entry, o.state, o.dispatches, o.deferrals, c.rows FROM outbox o
-         JOIN catalog c ON c.message_id = o.message_id WHERE o.message_id = ? AND o.tenant_id = ?`,
+        `SELECT e.entry, o.state, o.dispatches, o.deferrals, c.rows FROM outbox o
+         JOIN catalog c ON c.message_id = o.message_id JOIN outbox_entry e ON e.message_id = o.message_id
+         WHERE o.message_id = ? AND o.tenant_id = ?`,
         messageId,
         tenantId,
       )
@@ -480,18 +581,8 @@ export class OriginHub extends DurableObject<Bindings> {
     const now = Date.now();
     let added = 0;
     for (const e of entries) {
-      const cursor = this.sql.exec(
-        `INSERT INTO outbox (message_id, tenant_id, entry, recipients, state, due_at, enqueued_at)
-         VALUES (?, ?, ?, ?, 'ready', ?, ?) ON CONFLICT(message_id) DO NOTHING RETURNING message_id`,
-        e.messageId,
-        e.tenantId,
-        JSON.stringify(e),
-        JSON.stringify(e.recipients),
-        Math.max(now, e.notBefore),
-        now,
-      );
-      // Not rowsWritten: it counts index entries too.
-      added += cursor.toArray().length;
+      // One transaction per message: its row and its payload exist together or not at all.
+      if (this.ctx.storage.transactionSync(() => this.insertOutbox(e, now))) added++;
     }
     await this.dispatch();
     return { added };
@@ -645,8 +736,13 @@ export class OriginHub extends DurableObject<Bindings> {
         await this.dispatch();
         return;
       }
-      case "result":
-        this.applyResult(ws, frame);
+      case "result": {
+        const { type: _type, ...result } = frame;
+        this.applyResults(ws, [result]);
+        return;
+      }
+      case "results":
+        this.applyResults(ws, frame.results);
         return;
       case "inbound":
         if (state.nodeId !== null) await this.recordInbound(ws, frame);
@@ -675,13 +771,8 @@ export class OriginHub extends DurableObject<Bindings> {
 
   override async alarm(): Promise<void> {
     const now = Date.now();
-    this.sql.exec(
-      `UPDATE outbox SET state = 'ready', lease_link = NULL, lease_node = NULL, lease_boot = NULL,
-         lease_until = NULL, acked = 0
-       WHERE state = 'leased' AND lease_until <= ?`,
-      now,
-    );
-    if (this.pendingSending.length > 0 || this.pendingResults.length > 0 || this.uncatalogued() > 0) {
+    this.sql.exec(OUTBOX_SQL.expireLeases, now);
+    if (this.pendingSending.length > 0 || this.pendingResults.length > 0 || this.hasUncatalogued()) {
       await this.flushResults();
     }
     await this.expireOldMessages(now);
@@ -784,7 +875,7 @@ export class OriginHub extends DurableObject<Bindings> {
       .exec(
         `UPDATE outbox SET state = 'ready', lease_link = NULL, lease_node = NULL, lease_boot = NULL,
          lease_until = NULL, acked = 0
-       WHERE state = 'leased' AND lease_node = ? AND lease_boot IS NOT ? RETURNING message_id`,
+       WHERE lease_node = ? AND lease_boot IS NOT ? AND +state = 'leased' RETURNING message_id`,
         nodeId,
         bootId,
       )
@@ -814,12 +905,18 @@ export class OriginHub extends DurableObject<Bindings> {
     ws.serializeAttachment({ ...state, nodeId: null, credits: 0 } satisfies LinkState);
     // Jobs the origin never acknowledged go straight back to the outbox. Acknowledged ones stay leased:
     // the node holds them and renews them over its next link; the lease timer covers a node that died.
-    this.sql.exec(
-      `UPDATE outbox SET state = 'ready', lease_link = NULL, lease_node = NULL, lease_boot = NULL,
-         lease_until = NULL
-       WHERE state = 'leased' AND lease_link = ? AND acked = 0`,
-      state.linkId,
-    );
+    // (A link without a node id holds nothing: it never said hello, or its process was superseded
+    // and `forgetPreviousIncarnation` took its rows back already.)
+    if (state.nodeId !== null) {
+      this.sql.exec(
+        `UPDATE outbox SET state = 'ready', lease_link = NULL, lease_node = NULL, lease_boot = NULL,
+           lease_until = NULL
+         WHERE lease_node = ? AND lease_boot = ? AND +state = 'leased' AND lease_link = ? AND acked = 0`,
+        state.nodeId,
+        state.bootId,
+        state.linkId,
+      );
+    }
     await this.dispatch();
   }
 
@@ -852,8 +949,9 @@ export class OriginHub extends DurableObject<Bindings> {
         const state = ws.deserializeAttachment() as LinkState | null;
         if (!state || state.nodeId === null || state.credits <= 0) continue;
         const rows = this.sql
-          .exec<OutboxRow>(
-            "SELECT * FROM outbox WHERE state = 'ready' AND due_at <= ? ORDER BY due_at LIMIT ?",
+          .exec<DispatchRow>(
+            // LEFT JOIN: a row whose payload is missing fails visibly (toJob), rather than waiting forever.
+            OUTBOX_SQL.due,
             Date.now(),
             state.credits,
           )
@@ -866,7 +964,7 @@ export class OriginHub extends DurableObject<Bindings> {
   }
 
   /** Builds every row into a job first, then leases and sends the ones that could be built. */
-  private async dispatchTo(ws: WebSocket, rows: OutboxRow[]): Promise<void> {
+  private async dispatchTo(ws: WebSocket, rows: DispatchRow[]): Promise<void> {
     const built: BuiltJob[] = [];
     // A row that fails to build leaves this link's credit unspent: look for more work in the next pass.
     let failed = 0;
@@ -1008,7 +1106,8 @@ export class OriginHub extends DurableObject<Bindings> {
     this.scheduleFlush();
   }
 
-  private async toJob(row: OutboxRow, dispatch: number): Promise<DeliveryJob> {
+  private async toJob(row: DispatchRow, dispatch: number): Promise<DeliveryJob> {
+    if (row.entry === null) throw new Error("its job payload is missing from the hub's storage");
     const entry = JSON.parse(row.entry) as OutboxEntry;
     let dkim: DeliveryJob["dkim"] = null;
     let dkimAdditional: DeliveryJob["dkimAdditional"];
@@ -1061,46 +1160,73 @@ export class OriginHub extends DurableObject<Bindings> {
   }
 
   /**
-   * Validates a result and queues it for the next D1 write. Results arriving within RESULT_FLUSH_MS
-   * are recorded in one D1 batch, so a busy hub costs one round trip per batch, not per message.
+   * Validates results (one `result` frame, or the many of a `results` frame) and queues them for the
+   * next D1 write. Results arriving within RESULT_FLUSH_MS are recorded in one D1 batch, so a busy hub
+   * costs one round trip per batch, not per message; the rows of one frame are read in one query and
+   * marked `recording` in one statement.
    */
-  private applyResult(ws: WebSocket, frame: Extract<OriginFrame, { type: "result" }>): void {
-    const row = this.sql
-      // Not the entry itself: a result needs only the attempt bookkeeping, and entries are kilobytes.
-      .exec<AttemptRow>(
-        `SELECT message_id, tenant_id, dispatches, deferrals, state, delivered, bounced, failed, enqueued_at
-         FROM outbox WHERE message_id = ?`,
-        frame.messageId,
-      )
-      .toArray()[0];
-    if (row && row.dispatches === frame.attempt && row.state === "recording") {
-      // A re-sent copy of a result whose write is queued or under way: acknowledge it once that write succeeds.
-      this.recording.get(row.message_id)?.duplicates.push({ ws, jobId: frame.jobId });
-      return;
+  private applyResults(ws: WebSocket, frames: LinkResult[]): void {
+    const rows = new Map(
+      this.sql
+        // Not the entries: a result needs only the attempt bookkeeping, and entries are kilobytes.
+        .exec<AttemptRow>(
+          `SELECT message_id, tenant_id, dispatches, deferrals, state, delivered, bounced, failed, enqueued_at
+           FROM outbox WHERE message_id IN (SELECT value FROM json_each(?))`,
+          JSON.stringify([...new Set(frames.map((f) => f.messageId))]),
+        )
+        .toArray()
+        .map((r) => [r.message_id, r]),
+    );
+    const nothingToApply: string[] = [];
+    const queued: PendingResult[] = [];
+    for (const frame of frames) {
+      const row = rows.get(frame.messageId);
+      const pending = this.recording.get(frame.messageId);
+      if (pending && pending.row.dispatches === frame.attempt) {
+        // A re-sent copy of a result whose write is queued or under way: acknowledge it once that write succeeds.
+        pending.duplicates.push({ ws, jobId: frame.jobId });
+        continue;
+      }
+      if (!row || row.dispatches !== frame.attempt || row.state !== "leased") {
+        // Already recorded, superseded by a later dispatch, or unknown: nothing to apply, stop the resends.
+        nothingToApply.push(frame.jobId);
+        continue;
+      }
+      const p: PendingResult = {
+        ws,
+        jobId: frame.jobId,
+        row,
+        // An origin's retryAfterMs is honoured, up to the maximum queue age (services/result-plan.ts).
+        plan: planResult(row, frame.recipients, this.retry, Date.now(), {
+          notAfter: row.enqueued_at + this.config.MAX_QUEUE_AGE_MS,
+        }),
+        duplicates: [],
+      };
+      // Before the next frame of the list: a second copy of it in the same frame is a duplicate.
+      this.recording.set(row.message_id, p);
+      queued.push(p);
     }
-    if (!row || row.dispatches !== frame.attempt || row.state !== "leased") {
-      // Already recorded, superseded by a later dispatch, or unknown: nothing to apply, stop the resends.
-      this.send(ws, { type: "resultAck", jobIds: [frame.jobId] });
-      return;
+    if (nothingToApply.length > 0) this.send(ws, { type: "resultAck", jobIds: nothingToApply });
+    if (queued.length > 0) {
+      this.queueOutcomes(queued);
+      this.scheduleFlush();
     }
-    this.queueOutcome({
-      ws,
-      jobId: frame.jobId,
-      row,
-      // An origin's retryAfterMs is honoured, up to the maximum queue age (services/result-plan.ts).
-      plan: planResult(row, frame.recipients, this.retry, Date.now(), {
-        notAfter: row.enqueued_at + this.config.MAX_QUEUE_AGE_MS,
-      }),
-      duplicates: [],
-    });
-    this.scheduleFlush();
   }
 
   /** `recording` keeps a re-sent copy of a result from being queued twice while its write is pending. */
   private queueOutcome(p: PendingResult): void {
-    this.sql.exec("UPDATE outbox SET state = 'recording' WHERE message_id = ?", p.row.message_id);
-    this.pendingResults.push(p);
-    this.recording.set(p.row.message_id, p);
+    this.queueOutcomes([p]);
+  }
+
+  private queueOutcomes(list: PendingResult[]): void {
+    this.sql.exec(
+      "UPDATE outbox SET state = 'recording' WHERE message_id IN (SELECT value FROM json_each(?))",
+      JSON.stringify(list.map((p) => p.row.message_id)),
+    );
+    for (const p of list) {
+      this.pendingResults.push(p);
+      this.recording.set(p.row.message_id, p);
+    }
   }
 
   /** `sending` marks not yet in D1: waiting for the next flush, or in a write under way. */
@@ -1109,16 +1235,18 @@ export class OriginHub extends DurableObject<Bindings> {
   }
 
   /** Accepted messages whose catalog rows are not in D1 yet. */
+  private hasUncatalogued(): boolean {
+    return this.sql.exec("SELECT 1 FROM catalog LIMIT 1").toArray().length > 0;
+  }
+
   private uncatalogued(): number {
-    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox WHERE catalogued = 0").one().n;
+    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM catalog").one().n;
   }
 
   private isCatalogued(messageId: string): boolean {
-    const row = this.sql
-      .exec<{ c: number }>("SELECT catalogued AS c FROM outbox WHERE message_id = ?", messageId)
-      .toArray()[0];
-    // A row that left the outbox had its final outcome written, so its catalog rows before it.
-    return !row || row.c === 1;
+    // A message has a catalog row until D1 took its catalog rows; one that left the outbox had its
+    // final outcome written, so its catalog rows before it.
+    return this.sql.exec("SELECT 1 FROM catalog WHERE message_id = ?", messageId).toArray().length === 0;
   }
 
   /** Sets the alarm to `at` unless it fires sooner already. */
@@ -1146,8 +1274,9 @@ export class OriginHub extends DurableObject<Bindings> {
     const out: { messageId: string; catalog: CatalogRows; entry: OutboxEntry }[] = [];
     let bytes = 0;
     const rows = this.sql.exec<{ message_id: string; rows: string; entry: string }>(
-      `SELECT o.message_id, c.rows, o.entry FROM outbox o JOIN catalog c ON c.message_id = o.message_id
-       WHERE o.catalogued = 0 ORDER BY o.enqueued_at LIMIT ?`,
+      // Catalog rows are inserted in accept order, so rowid order is oldest first.
+      `SELECT c.message_id, c.rows, e.entry FROM catalog c JOIN outbox_entry e ON e.message_id = c.message_id
+       ORDER BY c.rowid LIMIT ?`,
       CATALOG_BATCH_MAX,
     );
     for (const r of rows) {
@@ -1223,15 +1352,18 @@ export class OriginHub extends DurableObject<Bindings> {
     this.sendingInFlight -= sending.length;
     for (const p of batch) this.recording.delete(p.row.message_id);
     // D1 has them: noted in one synchronous block (one implicit transaction), so a restart either
-    // replays the whole (idempotent) batch or none of it.
-    for (const c of catalog) {
-      this.sql.exec("UPDATE outbox SET catalogued = 1 WHERE message_id = ?", c.messageId);
-      this.sql.exec("DELETE FROM catalog WHERE message_id = ?", c.messageId);
+    // replays the whole (idempotent) batch or none of it. One statement per kind of change, not per row.
+    if (catalog.length > 0) {
+      this.sql.exec(
+        "DELETE FROM catalog WHERE message_id IN (SELECT value FROM json_each(?))",
+        JSON.stringify(catalog.map((c) => c.messageId)),
+      );
     }
-    if (catalog.length > 0 && this.uncatalogued() > 0) this.scheduleFlush(0);
+    if (catalog.length > 0 && this.hasUncatalogued()) this.scheduleFlush(0);
     else if (this.pendingResults.length + this.pendingSending.length > 0) this.scheduleFlush();
 
     const acks = new Map<WebSocket, string[]>();
+    const done: string[] = [];
     for (const { ws, jobId, row, plan, duplicates } of batch) {
       if (plan.retryRecipients.length > 0) {
         this.sql.exec(
@@ -1247,14 +1379,26 @@ export class OriginHub extends DurableObject<Bindings> {
           row.message_id,
         );
       } else {
-        this.sql.exec("DELETE FROM outbox WHERE message_id = ?", row.message_id);
+        done.push(row.message_id);
       }
       const to = ws && jobId !== null ? [{ ws, jobId }, ...duplicates] : duplicates;
-      for (const t of to) acks.set(t.ws, [...(acks.get(t.ws) ?? []), t.jobId]);
+      for (const t of to) {
+        const list = acks.get(t.ws);
+        if (list) list.push(t.jobId);
+        else acks.set(t.ws, [t.jobId]);
+      }
     }
+    if (done.length > 0) this.deleteMessages(done);
     // A lost resultAck costs a re-send from the origin, which is acknowledged then: no need to act here.
     for (const [ws, jobIds] of acks) this.send(ws, { type: "resultAck", jobIds });
     await this.scheduleAlarm();
+  }
+
+  /** Messages whose final outcome is in D1 leave the outbox, payload and all (one statement each). */
+  private deleteMessages(messageIds: string[]): void {
+    const ids = JSON.stringify(messageIds);
+    this.sql.exec("DELETE FROM outbox WHERE message_id IN (SELECT value FROM json_each(?))", ids);
+    this.sql.exec("DELETE FROM outbox_entry WHERE message_id IN (SELECT value FROM json_each(?))", ids);
   }
 
   private flushFailed(batch: PendingResult[], sending: string[], catalogRows: number, err: unknown): void {
@@ -1294,7 +1438,7 @@ export class OriginHub extends DurableObject<Bindings> {
     const rows = this.sql
       .exec<OutboxRow>(
         // Not before its catalog rows are in D1: the failure updates them.
-        "SELECT * FROM outbox WHERE state = 'ready' AND catalogued = 1 AND enqueued_at <= ? LIMIT 100",
+        OUTBOX_SQL.expired,
         now - this.config.MAX_QUEUE_AGE_MS,
       )
       .toArray();
@@ -1315,7 +1459,7 @@ export class OriginHub extends DurableObject<Bindings> {
           nextAttemptAt: null,
         });
         await this.db.batch(statements as [never]);
-        this.sql.exec("DELETE FROM outbox WHERE message_id = ?", row.message_id);
+        this.deleteMessages([row.message_id]);
       } catch (err) {
         console.error(
           JSON.stringify({ level: "error", msg: "expiring message failed", error: errorText(err) }),
@@ -1327,13 +1471,10 @@ export class OriginHub extends DurableObject<Bindings> {
   private async scheduleAlarm(): Promise<void> {
     const next = this.sql
       .exec<{ t: number | null }>(
-        `SELECT min(t) AS t FROM (
-           SELECT min(due_at) AS t FROM outbox WHERE state = 'ready'
-           UNION ALL SELECT min(lease_until) FROM outbox WHERE state = 'leased'
-           UNION ALL SELECT min(enqueued_at) + ? FROM outbox WHERE state = 'ready'
-           UNION ALL SELECT max(min(enqueued_at) + ?, ?) FROM outbox WHERE catalogued = 0)`,
+        OUTBOX_SQL.nextWake,
+        // Any due time counts: due rows wait for credit (below).
+        0,
         this.config.MAX_QUEUE_AGE_MS,
-        FLUSH_RETRY_MS,
         // Catalog rows still waiting: D1 is failing or a timer was lost; try again in FLUSH_RETRY_MS.
         Date.now() + FLUSH_RETRY_MS,
       )
@@ -1354,14 +1495,9 @@ export class OriginHub extends DurableObject<Bindings> {
   private nextNonDueWake(now: number): number | null {
     const t = this.sql
       .exec<{ t: number | null }>(
-        `SELECT min(t) AS t FROM (
-           SELECT min(due_at) AS t FROM outbox WHERE state = 'ready' AND due_at > ?
-           UNION ALL SELECT min(lease_until) FROM outbox WHERE state = 'leased'
-           UNION ALL SELECT min(enqueued_at) + ? FROM outbox WHERE state = 'ready'
-           UNION ALL SELECT max(min(enqueued_at) + ?, ?) FROM outbox WHERE catalogued = 0)`,
-        now,
+        OUTBOX_SQL.nextWake,
+        now + 1,
         this.config.MAX_QUEUE_AGE_MS,
-        FLUSH_RETRY_MS,
         now + FLUSH_RETRY_MS,
       )
       .one().t;
