@@ -11,6 +11,10 @@
  *    (docs/link-protocol.md#restarts-and-boot-ids).
  *    While `maxUnackedResults` or more wait (D1 down, say), `backPressured` is true and the job runner
  *    grants this link no credit: memory stays bounded and no result is dropped.
+ *  - Results finished within one tick of the event loop travel in one `results` frame (at most
+ *    MAX_RESULTS_PER_FRAME, under FRAME_BUDGET_BYTES), so a busy node makes one WebSocket write per
+ *    tick for them, not one per job. Only after `welcome`: before it this link does not know the hub's
+ *    protocol, and the results written ahead of the hello go one `result` frame each.
  *  - The link knows what the hub holds for it: `creditsOutstanding` = credits granted (hello.capacity,
  *    credit frames, pending ones) minus jobs received, zeroed by a `release`. The job runner grants only
  *    what keeps `creditsOutstanding` + jobs held ≤ this link's share of the node's capacity.
@@ -30,9 +34,12 @@
  */
 import { WebSocket } from "ws";
 import {
+  FRAME_BUDGET_BYTES,
   LINK_PROTOCOL_VERSION,
   MAX_FRAME_BYTES,
+  MAX_RESULTS_PER_FRAME,
   parseEdgeFrame,
+  utf8ByteLength,
   type DeliveryJob,
   type EdgeFrame,
   type InboundEvent,
@@ -90,6 +97,11 @@ export class EdgeLink {
   private renewTimer: NodeJS.Timeout | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private creditTimer: NodeJS.Timeout | null = null;
+  /** Results to write in the next `results` frame(s), at the end of this tick (see the header). */
+  private outgoing: ResultFrame[] = [];
+  private resultsTimer: NodeJS.Immediate | null = null;
+  /** Frames written to the socket since this link was made (tests and benchmarks read it). */
+  framesOut = 0;
 
   constructor(private readonly opts: EdgeLinkOptions) {}
 
@@ -183,7 +195,19 @@ export class EdgeLink {
   sendResult(frame: ResultFrame): void {
     this.held.delete(frame.jobId);
     this.unacked.set(frame.jobId, { frame, sentAt: Date.now() });
-    this.write(frame);
+    // Not welcomed on this connection yet: one `result` frame, valid before the hello (header).
+    if (!this.ready) {
+      this.write(frame);
+      return;
+    }
+    this.outgoing.push(frame);
+    this.resultsTimer ??= setImmediate(() => {
+      this.resultsTimer = null;
+      const list = this.outgoing;
+      this.outgoing = [];
+      // A link that dropped meanwhile sends them again on its next connection (they stay in `unacked`).
+      if (this.ready) this.writeResults(list);
+    });
   }
 
   /**
@@ -231,6 +255,9 @@ export class EdgeLink {
     if (this.renewTimer) clearInterval(this.renewTimer);
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.creditTimer) clearTimeout(this.creditTimer);
+    if (this.resultsTimer) clearImmediate(this.resultsTimer);
+    this.resultsTimer = null;
+    this.outgoing = [];
     this.ws?.close(1000, "origin shutting down");
     this.setReady(false);
   }
@@ -410,10 +437,41 @@ export class EdgeLink {
   }
 
   private write(frame: OriginFrame): boolean {
+    return this.writeText(JSON.stringify(frame));
+  }
+
+  private writeText(text: string): boolean {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-    ws.send(JSON.stringify(frame));
+    ws.send(text);
+    this.framesOut++;
     return true;
+  }
+
+  /**
+   * Writes results as `results` frames of at most MAX_RESULTS_PER_FRAME and FRAME_BUDGET_BYTES, each
+   * result serialized once (the job runner keeps one result under the budget on its own).
+   */
+  private writeResults(list: ResultFrame[]): void {
+    const prefix = '{"type":"results","results":[';
+    const suffix = "]}";
+    let parts: string[] = [];
+    let bytes = prefix.length + suffix.length;
+    const flush = () => {
+      if (parts.length > 0) this.writeText(`${prefix}${parts.join(",")}${suffix}`);
+      parts = [];
+      bytes = prefix.length + suffix.length;
+    };
+    for (const frame of list) {
+      const { type: _type, ...result } = frame;
+      const json = JSON.stringify(result);
+      const size = utf8ByteLength(json) + 1;
+      if (parts.length >= MAX_RESULTS_PER_FRAME || (parts.length > 0 && bytes + size > FRAME_BUDGET_BYTES))
+        flush();
+      parts.push(json);
+      bytes += size;
+    }
+    flush();
   }
 
   private heartbeat(intervalMs: number): void {
@@ -430,11 +488,13 @@ export class EdgeLink {
   private resendStale(intervalMs: number): void {
     if (!this.ready) return;
     const now = Date.now();
+    const stale: ResultFrame[] = [];
     for (const entry of this.unacked.values()) {
       if (now - entry.sentAt >= intervalMs) {
         entry.sentAt = now;
-        this.write(entry.frame);
+        stale.push(entry.frame);
       }
     }
+    this.writeResults(stale);
   }
 }
