@@ -5,7 +5,9 @@
  * <date>-quick.json; --only runs: <date>-partial-<steps>.json) and prints a Markdown summary to
  * stdout; progress goes to stderr.
  *
- * `--only=dkim,accept,delivery,tti,devstack,chaos` runs a subset (for development).
+ * `--only=dkim,accept,delivery,tti,devstack,chaos` runs a subset (for development); `--only=viaedge`
+ * is the part of `delivery` that compares the origin alone with the origin through the edge (the
+ * harness run and the paced through-edge run, plus the edge's CPU profile), without Postfix.
  */
 import { execSync } from "node:child_process";
 import fs from "node:fs";
@@ -160,12 +162,18 @@ async function main(): Promise<number> {
     messageBytes,
     sessions: 5,
   };
-  if (want("delivery")) {
+  const viaEdge = want("delivery") || want("viaedge");
+  if (viaEdge) {
     const d: NonNullable<BenchResults["delivery"]> = { messageBytes, sessions: dctx.sessions };
     results.delivery = d;
-    d.ceiling = await step(`ceiling: smtp-source → smtp-sink, ${n} messages`, () => benchCeiling(dctx, n));
-    d.postfix = await step(`Postfix relay, ${n} messages`, () => benchPostfix(dctx, n));
+    if (want("delivery")) {
+      d.ceiling = await step(`ceiling: smtp-source → smtp-sink, ${n} messages`, () => benchCeiling(dctx, n));
+      d.postfix = await step(`Postfix relay, ${n} messages`, () => benchPostfix(dctx, n));
+    }
     d.originHarness = await step(`origin via link harness, ${n} messages`, () => benchOriginHarness(dctx, n));
+  }
+  if (want("delivery")) {
+    const d = results.delivery!;
     const profiled = await step(`origin CPU profile (harness, ${quick ? 500 : 2000} messages)`, () =>
       benchOriginHarness(dctx, quick ? 500 : 2000, {
         profileTo: path.join(workDir, "origin-harness.cpuprofile"),
@@ -174,13 +182,13 @@ async function main(): Promise<number> {
     d.originProfile = profiled ?? { error: results.errors.at(-1)?.error ?? "failed" };
   }
 
-  if (want("delivery")) {
+  if (viaEdge) {
     const edge = await step("start the edge for the end-to-end runs", () =>
       startBenchEdge(workDir, "stack", dns.dohUrl, "miniflare"),
     );
     if (edge) {
       try {
-        if (want("delivery") && results.delivery) {
+        if (results.delivery) {
           const requests = quick ? 1 : 10;
           results.delivery.originViaEdge = await step(
             `origin through the edge, ${requests} × 1,000 personalizations, paced`,
