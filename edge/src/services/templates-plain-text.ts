@@ -120,30 +120,39 @@ function attr(attrs: string, name: "href" | "alt"): string | null {
 /** Element tags in one pass, left to right: line structure, links, images; other tags vanish. */
 function readTags(s: string): string {
   const out: string[] = [];
+  // Whether the text so far ends a line (spaces aside), kept as it grows so each check is O(1).
+  let lineStart = true;
+  const emit = (part: string) => {
+    if (part === "") return;
+    out.push(part);
+    const trimmed = part.replace(/ +$/, "");
+    if (trimmed !== "") lineStart = trimmed.endsWith("\n");
+  };
   let link: { href: string; at: number } | null = null;
   let last = 0;
   for (const m of s.matchAll(/<(\/?)([a-z][a-z0-9]*)\b([^<>]*)>/gi)) {
-    out.push(s.slice(last, m.index));
+    emit(s.slice(last, m.index));
     last = m.index + m[0].length;
     const closing = m[1] === "/";
     const name = m[2]!.toLowerCase();
     const attrs = m[3]!;
     if (name === "a") {
-      if (link) out.push(linkSuffix(link, out));
+      if (link) emit(linkSuffix(link, out));
       link = null;
       const href = closing ? null : attr(attrs, "href");
       if (href && !href.startsWith("#") && !/^javascript:/i.test(href)) link = { href, at: out.length };
     } else if (name === "img") {
       const alt = attr(attrs, "alt");
-      if (alt) out.push(` ${alt} `);
-    } else if (name === "br") out.push("\n");
-    else if (name === "li") out.push(closing ? "\n" : "\n- ");
-    else if (name === "td" || name === "th") out.push(" ");
-    else if (PARAGRAPH_TAGS.has(name)) out.push("\n\n");
-    else if (BLOCK_TAGS.has(name)) out.push("\n");
+      if (alt) emit(` ${alt} `);
+    } else if (name === "br") emit("\n");
+    // A list item starts a line of its own; closed items and lists end theirs without blank lines.
+    else if (name === "li") emit(lineStart ? (closing ? "" : "- ") : closing ? "\n" : "\n- ");
+    else if (name === "td" || name === "th") emit(" ");
+    else if (PARAGRAPH_TAGS.has(name)) emit("\n\n");
+    else if (BLOCK_TAGS.has(name) && !lineStart) emit("\n");
   }
-  out.push(s.slice(last));
-  if (link) out.push(linkSuffix(link, out));
+  emit(s.slice(last));
+  if (link) emit(linkSuffix(link, out));
   return out.join("");
 }
 
