@@ -11,6 +11,7 @@ import {
   parseOriginFrame,
   type DeliveryJob,
   type EdgeFrame,
+  type LinkResult,
   type RecipientOutcome,
 } from "../../../shared/link/protocol.ts";
 
@@ -60,6 +61,22 @@ export async function startLinkHarness(token: string): Promise<LinkHarness> {
     pendingAcks = [];
   };
 
+  const record = (list: LinkResult[]) => {
+    for (const f of list) {
+      const status = f.recipients.every((r) => r.status === "delivered")
+        ? "delivered"
+        : f.recipients[0]!.status;
+      results.set(f.jobId, status);
+      if (pendingAcks.length === 0) setImmediate(flushAcks);
+      pendingAcks.push(f.jobId);
+    }
+    if (expected > 0 && results.size >= expected) {
+      const now = Date.now();
+      for (const w of doneWaiters) w(now);
+      doneWaiters = [];
+    }
+  };
+
   wss.on("connection", (ws, req) => {
     if (req.headers.authorization !== `Bearer ${token}`) {
       ws.close(1008, "bad token");
@@ -81,20 +98,12 @@ export async function startLinkHarness(token: string): Promise<LinkHarness> {
           credits += f.credits;
           pump();
           return;
-        case "result": {
-          const status = f.recipients.every((r) => r.status === "delivered")
-            ? "delivered"
-            : f.recipients[0]!.status;
-          results.set(f.jobId, status);
-          if (pendingAcks.length === 0) setImmediate(flushAcks);
-          pendingAcks.push(f.jobId);
-          if (expected > 0 && results.size >= expected) {
-            const now = Date.now();
-            for (const w of doneWaiters) w(now);
-            doneWaiters = [];
-          }
+        case "result":
+          record([f]);
           return;
-        }
+        case "results":
+          record(f.results);
+          return;
         case "ping":
           send({ type: "pong" });
           return;
