@@ -430,6 +430,15 @@ describe("scopes", () => {
     expect((await api(writeOnly, "POST", "/v3/templates", { name: "by writer" })).status).toBe(201);
   });
 
+  it("is rate-limited per API key: X-RateLimit-* headers on every answer", async () => {
+    const t = await templatesTenant();
+    const r = await call("/v3/templates", { headers: { Authorization: `Bearer ${t.key}` } });
+    expect(r.status).toBe(200);
+    expect(r.headers.get("x-ratelimit-limit")).toBe("100");
+    expect(Number(r.headers.get("x-ratelimit-remaining"))).toBeLessThan(100);
+    expect(Number(r.headers.get("x-ratelimit-reset"))).toBeGreaterThan(Date.now() / 1000 - 5);
+  });
+
   it("no credentials → 401", async () => {
     const r = await call("/v3/templates");
     expect(r.status).toBe(401);

@@ -25,6 +25,7 @@ import {
 } from "../../db/templates.ts";
 import type { TemplateGeneration } from "../../db/schema.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { rateLimit } from "../../middleware/rate-limit.ts";
 import {
   activateVersion,
   createTemplate,
@@ -47,6 +48,8 @@ import { renderSendGrid } from "../errors.ts";
 /** Two 1 MiB contents, 1 MiB of test_data and the rest of a version body fit; more is a 413. */
 export const MAX_TEMPLATE_BODY_BYTES = 4 * 1_048_576;
 export const MAX_PAGE_SIZE = 200;
+/** Requests per second per API key on /v3/templates (docs/api/sendgrid.md#rate-limits). */
+export const TEMPLATES_RATE_LIMIT = 100;
 
 const fieldError = (field: string | null, message: string): FieldError => ({ field, message, help: null });
 const badRequest = (...errors: FieldError[]) =>
@@ -291,6 +294,8 @@ const remove = requireScope("templates.delete");
 
 export const templatesApi = new Hono<AppEnv>()
   .use(authenticate())
+  // Per API key, as GET /v3/messages: template calls are management traffic, never per message.
+  .use(rateLimit({ name: "templates", per: "credential", limit: () => TEMPLATES_RATE_LIMIT, windowMs: 1000 }))
   .post("/", write, async (c) => {
     const tenantId = tenantOf(c);
     const input = valid(parseTemplateCreate(await readBody(c)));
