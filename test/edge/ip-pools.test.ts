@@ -131,6 +131,36 @@ describe("ip_pool_name at accept", () => {
   });
 });
 
+describe("dispatch by pool", () => {
+  it("hands a pool's job only to a link whose node announced the pool", async () => {
+    // More credit than the other: without the pool check the hub would pick this link first.
+    const without = await origin([], 10);
+    const withPool = await origin(["routed"], 5);
+    const id = await sendOne(t.liveKey, mailBody(t.from, { ip_pool_name: "routed" }));
+    const [job] = await withPool.jobs(1);
+    expect(job).toMatchObject({ messageId: id, ipPool: "routed" });
+    await linkSettled(without);
+    expect(await without.nothing("jobs", 200)).toBe(true);
+  });
+
+  it("keeps a pool's jobs until a node with the pool connects, without holding back the jobs behind them", async () => {
+    (await origin(["later"])).close();
+    const without = await origin([], 1);
+    const waiting = [
+      await sendOne(t.liveKey, mailBody(t.from, { ip_pool_name: "later" })),
+      await sendOne(t.liveKey, mailBody(t.from, { ip_pool_name: "later" })),
+    ];
+    const plain = await sendOne(t.liveKey, mailBody(t.from));
+    const [first] = await without.jobs(1);
+    expect(first!.messageId).toBe(plain);
+    expect(first).not.toHaveProperty("ipPool");
+    const late = await origin(["later"], 5);
+    const jobs = await late.jobs(2);
+    expect(jobs.map((j) => j.messageId).sort()).toEqual([...waiting].sort());
+    expect(jobs.every((j) => j.ipPool === "later")).toBe(true);
+  });
+});
+
 describe("the source address of a delivery", () => {
   it("is kept in the delivered event's metadata as source_ip", async () => {
     const node = await origin(["transactional"], 1);

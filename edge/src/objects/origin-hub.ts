@@ -102,7 +102,7 @@ import { openDkimPrivateKey, type DkimKeyKind } from "../lib/dkim-key-box.ts";
 import { inboundStatements, loadInboundTargets } from "../db/inbound-events.ts";
 import { planInboundEvents } from "../services/inbound-event.ts";
 import { allShards, hubName, layoutOf, parseHubName } from "../lib/shards.ts";
-import { recordAnnouncedPools, unknownPool } from "../services/ip-pools.ts";
+import { dueForNode, recordAnnouncedPools, unknownPool } from "../services/ip-pools.ts";
 
 /** What the send path hands the hub: everything to build the job, with the DKIM key still sealed. */
 export interface OutboxEntry {
@@ -948,15 +948,18 @@ export class OriginHub extends DurableObject<Bindings> {
       for (const ws of sockets) {
         const state = ws.deserializeAttachment() as LinkState | null;
         if (!state || state.nodeId === null || state.credits <= 0) continue;
-        const rows = this.sql
-          .exec<DispatchRow>(
-            // LEFT JOIN: a row whose payload is missing fails visibly (toJob), rather than waiting forever.
-            OUTBOX_SQL.due,
-            Date.now(),
-            state.credits,
-          )
-          .toArray();
-        if (rows.length === 0) break;
+        // LEFT JOIN (OUTBOX_SQL.due): a row whose payload is missing fails visibly (toJob), rather
+        // than waiting forever. Rows of an IP pool this link's node did not announce are left for one
+        // that did (services/ip-pools.ts).
+        const { rows, due } = dueForNode<DispatchRow>(
+          this.sql,
+          OUTBOX_SQL.due,
+          Date.now(),
+          state.credits,
+          state.nodeId,
+        );
+        if (!due) break;
+        if (rows.length === 0) continue;
         await this.dispatchTo(ws, rows);
       }
     }
