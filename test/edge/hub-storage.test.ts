@@ -107,14 +107,24 @@ describe("an outbox of the previous layout", () => {
       await sendOne(t.liveKey, body("leased one")),
       await sendOne(t.liveKey, body("recording one")),
     ];
-    await catalogFlushed();
-    // d: accepted while D1 is down, so its catalog rows still wait in the hub.
+    // d: below, its catalog rows wait in the hub again (catalogued = 0 in the old layout), as if the
+    // object had stopped before its flush; replaying them into D1 is idempotent.
     await breakD1();
     const d = await sendOne(t.liveKey, body("uncatalogued one"));
+    const dRows = await runInDurableObject(
+      hub(),
+      (_instance, state) =>
+        state.storage.sql.exec<{ rows: string }>("SELECT rows FROM catalog WHERE message_id = ?", d).one()
+          .rows,
+    );
+    await restoreD1();
+    await catalogFlushed();
     const leaseUntil = Date.now() + 300_000;
 
     // Rewrite the storage into the previous layout, as an object written by the previous version holds it.
-    await runInDurableObject(hub(), (_instance, state) => {
+    const before = await runInDurableObject(hub(), async (_instance: OriginHub, state) => {
+      // Nothing of this instance may run on the rewritten tables before it stops.
+      await state.storage.deleteAlarm();
       const sql = state.storage.sql;
       sql.exec(OLD_OUTBOX.replace("CREATE TABLE outbox", "CREATE TABLE outbox_old"));
       sql.exec(
@@ -143,8 +153,18 @@ describe("an outbox of the previous layout", () => {
       sql.exec("DROP TABLE outbox_entry");
       sql.exec("ALTER TABLE outbox_old RENAME TO outbox");
       for (const ddl of OLD_INDEXES) sql.exec(ddl);
+      sql.exec("UPDATE outbox SET catalogued = 0 WHERE message_id = ?", d);
+      sql.exec("INSERT INTO catalog (message_id, rows) VALUES (?, ?)", d, dRows);
+      return sql
+        .exec<{ name: string }>("SELECT name FROM pragma_table_info('outbox')")
+        .toArray()
+        .map((r) => r.name);
     });
-    // Start the object again: the constructor migrates.
+    expect(before).toContain("entry");
+    expect(before).toContain("catalogued");
+    // D1 fails while the new instance starts, so d's catalog rows are still waiting when we look.
+    await breakD1();
+    // Start the object again: the constructor of the next instance migrates.
     await expect(
       runInDurableObject(hub(), (_instance: OriginHub, state) => {
         state.abort("test: restart into the new layout");
@@ -165,7 +185,7 @@ describe("an outbox of the previous layout", () => {
     }));
     expect(layout.columns).not.toContain("entry");
     expect(layout.columns).not.toContain("catalogued");
-    expect(layout.indexes).toEqual(["outbox_enqueued", "outbox_holder", "outbox_lease_end", "outbox_ready"]);
+    expect(layout.indexes).toEqual(["outbox_holder", "outbox_lease_end", "outbox_ready", "outbox_ready_age"]);
     expect(await rowsOf([a, b, c, d])).toEqual({
       [a]: { state: "ready", entry: 1, catalog: 0 },
       [b]: { state: "leased", entry: 1, catalog: 0 },
@@ -173,7 +193,8 @@ describe("an outbox of the previous layout", () => {
       [d]: { state: "ready", entry: 1, catalog: 1 },
     });
 
-    // D1 is back: d's catalog rows are written; the process that held b and c reconnects and gets a and d.
+    // d's catalog rows are written again (changing nothing); the process that held b and c reconnects
+    // and gets a and d.
     await restoreD1();
     await catalogFlushed();
     const origin = await openLink();
@@ -264,6 +285,11 @@ describe("outbox query plans", () => {
         nextWake: plan(OUTBOX_SQL.nextWake, 0, 1, 2),
         expired: plan(OUTBOX_SQL.expired, 0),
         expireLeases: plan(OUTBOX_SQL.expireLeases, 0),
+        renew: plan(OUTBOX_SQL.renew, 0, "l", "[]", "n", "b"),
+        lease: plan(OUTBOX_SQL.lease, "l", "n", "b", 0, "[]"),
+        attempts: plan(OUTBOX_SQL.attempts, "[]"),
+        recording: plan(OUTBOX_SQL.recording, "[]"),
+        finished: plan(OUTBOX_SQL.finished, "[]"),
       };
     });
     const scansOutbox = (details: string[]) =>
@@ -274,8 +300,14 @@ describe("outbox query plans", () => {
     expect(plans.due.join("\n")).toMatch(/outbox_ready/);
     expect(plans.nextWake.join("\n")).toMatch(/outbox_ready/);
     expect(plans.nextWake.join("\n")).toMatch(/outbox_lease_end/);
-    expect(plans.nextWake.join("\n")).toMatch(/outbox_enqueued/);
-    expect(plans.expired.join("\n")).toMatch(/outbox_enqueued/);
+    expect(plans.nextWake.join("\n")).toMatch(/outbox_ready_age/);
+    expect(plans.expired.join("\n")).toMatch(/outbox_ready_age/);
     expect(plans.expireLeases.join("\n")).toMatch(/outbox_lease_end/);
+    // The batched updates find each row of their list by its primary key.
+    for (const batched of [plans.renew, plans.lease, plans.attempts, plans.recording, plans.finished]) {
+      expect(batched.join("\n")).toMatch(
+        /SEARCH outbox USING (COVERING )?INDEX sqlite_autoindex_outbox_1 \(message_id=\?\)/,
+      );
+    }
   });
 });

@@ -58,7 +58,7 @@
  *    outbox has four indexes, each one a query needs (OUTBOX_SQL; their plans are checked in
  *    test/edge/hub-storage.test.ts): `outbox_ready` (state, due_at) for dispatch, and the partial
  *    `outbox_lease_end` and `outbox_holder` for lease expiry and a node's leases (only leased rows are
- *    in them), and `outbox_enqueued` for queue age. What one D1 batch settles is noted in one statement
+ *    in them), and the partial `outbox_ready_age` for queue age (only ready rows). What one D1 batch settles is noted in one statement
  *    per kind (catalog copies dropped, finished messages deleted), and the rows of one results frame
  *    are read in one query and marked `recording` in one statement. An object written by an older
  *    layout (payload inside the row, a `catalogued` flag, other indexes) is migrated in place, in one
@@ -263,18 +263,39 @@ export const OUTBOX_SQL = {
         WHERE o.state = 'ready' AND o.due_at <= ? ORDER BY o.due_at LIMIT ?`,
   /**
    * When the alarm must fire (each term O(log n)): the next ready row due at or after ?1 (outbox_ready),
-   * the next lease end (outbox_lease_end), the oldest ready row's queue age ?2 (outbox_enqueued), and
+   * the next lease end (outbox_lease_end), the oldest ready row's queue age ?2 (outbox_ready_age), and
    * ?3 while catalog rows wait.
    */
   nextWake: `SELECT min(t) AS t FROM (
       SELECT min(due_at) AS t FROM outbox WHERE state = 'ready' AND due_at >= ?1
       UNION ALL SELECT * FROM (SELECT lease_until FROM outbox WHERE lease_until IS NOT NULL AND +state = 'leased'
         ORDER BY lease_until LIMIT 1)
-      UNION ALL SELECT * FROM (SELECT enqueued_at + ?2 FROM outbox WHERE +state = 'ready' ORDER BY enqueued_at LIMIT 1)
+      UNION ALL SELECT * FROM (SELECT enqueued_at + ?2 FROM outbox INDEXED BY outbox_ready_age WHERE state = 'ready'
+        ORDER BY enqueued_at LIMIT 1)
       UNION ALL SELECT * FROM (SELECT ?3 FROM catalog LIMIT 1))`,
-  /** Ready rows past the maximum queue age whose catalog rows are in D1 (outbox_enqueued). */
-  expired: `SELECT * FROM outbox o WHERE enqueued_at <= ? AND +state = 'ready'
+  /** Ready rows past the maximum queue age whose catalog rows are in D1 (outbox_ready_age). */
+  expired: `SELECT * FROM outbox o INDEXED BY outbox_ready_age WHERE enqueued_at <= ? AND state = 'ready'
       AND NOT EXISTS (SELECT 1 FROM catalog c WHERE c.message_id = o.message_id) LIMIT 100`,
+  /**
+   * Renewal (`ack`): ?3 is a JSON list of [message id, dispatch]; each row is found by its primary key
+   * (the `+` terms keep the planner from walking an index of the outbox and the list for each row).
+   * Also while a result is being recorded (header: an ack lost then could let a D1 outage hand the job out twice).
+   */
+  renew: `UPDATE outbox SET lease_until = ?1, acked = 1, lease_link = ?2
+    FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS dispatch FROM json_each(?3)) AS j
+    WHERE outbox.message_id = j.id AND outbox.dispatches = j.dispatch AND +outbox.state IN ('leased', 'recording')
+      AND +outbox.lease_node = ?4 AND +outbox.lease_boot = ?5`,
+  /** Dispatch: ?5 is a JSON list of [message id, new dispatch]; a row is leased only if still ready at the one before. */
+  lease: `UPDATE outbox SET state = 'leased', dispatches = j.dispatch, lease_link = ?1, lease_node = ?2,
+      lease_boot = ?3, lease_until = ?4, acked = 0
+    FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS dispatch FROM json_each(?5)) AS j
+    WHERE outbox.message_id = j.id AND +outbox.state = 'ready' AND outbox.dispatches = j.dispatch - 1
+    RETURNING outbox.message_id`,
+  /** The rows a results frame names (?: JSON list of message ids), by primary key. */
+  attempts: `SELECT message_id, tenant_id, dispatches, deferrals, state, delivered, bounced, failed, enqueued_at
+    FROM outbox WHERE message_id IN (SELECT value FROM json_each(?))`,
+  recording: "UPDATE outbox SET state = 'recording' WHERE message_id IN (SELECT value FROM json_each(?))",
+  finished: "DELETE FROM outbox WHERE message_id IN (SELECT value FROM json_each(?))",
   /** Leases that ran out (outbox_lease_end). */
   expireLeases: `UPDATE outbox SET state = 'ready', lease_link = NULL, lease_node = NULL, lease_boot = NULL,
       lease_until = NULL, acked = 0
@@ -381,8 +402,8 @@ export class OriginHub extends DurableObject<Bindings> {
       PRIMARY KEY (node_id, boot_id)
     )`);
     // The outbox's indexes (header, "Storage"); test/edge/hub-storage.test.ts checks that the
-    // queries of OUTBOX_SQL use them. The partial ones hold leased rows only, so a row waiting to be
-    // dispatched costs them nothing.
+    // queries of OUTBOX_SQL use them. outbox_lease_end and outbox_holder hold leased rows only, so a row
+    // waiting to be dispatched costs them nothing; outbox_ready_age holds ready rows only.
     this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_ready ON outbox(state, due_at)");
     this.sql.exec(
       "CREATE INDEX IF NOT EXISTS outbox_lease_end ON outbox(lease_until) WHERE lease_until IS NOT NULL",
@@ -390,7 +411,10 @@ export class OriginHub extends DurableObject<Bindings> {
     this.sql.exec(
       "CREATE INDEX IF NOT EXISTS outbox_holder ON outbox(lease_node, lease_boot) WHERE lease_node IS NOT NULL",
     );
-    this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_enqueued ON outbox(enqueued_at)");
+    // (An outbox_enqueued over every row came first: the alarm's queue-age look-up then walked past
+    // every leased row.)
+    this.sql.exec("DROP INDEX IF EXISTS outbox_enqueued");
+    this.sql.exec("CREATE INDEX IF NOT EXISTS outbox_ready_age ON outbox(enqueued_at) WHERE state = 'ready'");
   }
 
   /**
@@ -698,21 +722,17 @@ export class OriginHub extends DurableObject<Bindings> {
         // while its result is being written (`recording`): if that write fails the row is leased again,
         // and a renewal lost here would let a D1 outage longer than L hand the job out a second time.
         if (state.nodeId === null) return;
-        const until = Date.now() + this.config.LINK_LEASE_MS;
-        for (const jobId of frame.jobIds) {
-          const { messageId, dispatch } = splitJobId(jobId);
-          this.sql.exec(
-            `UPDATE outbox SET lease_until = ?, acked = 1, lease_link = ?
-             WHERE message_id = ? AND dispatches = ? AND state IN ('leased', 'recording')
-               AND lease_node = ? AND lease_boot = ?`,
-            until,
-            state.linkId,
-            messageId,
-            dispatch,
-            state.nodeId,
-            state.bootId,
-          );
-        }
+        // One statement for the whole frame.
+        this.sql.exec(
+          OUTBOX_SQL.renew,
+          Date.now() + this.config.LINK_LEASE_MS,
+          state.linkId,
+          JSON.stringify(
+            frame.jobIds.map(splitJobId).map(({ messageId, dispatch }) => [messageId, dispatch]),
+          ),
+          state.nodeId,
+          state.bootId,
+        );
         // No alarm to re-arm: an ack only moves leases later, and the alarm set when they were leased
         // fires no later than they end (it re-arms itself when it finds nothing to expire).
         return;
@@ -997,22 +1017,23 @@ export class OriginHub extends DurableObject<Bindings> {
     const now = Date.now();
     const leaseUntil = now + this.config.LINK_LEASE_MS;
     const leased: BuiltJob[] = [];
-    for (const job of built.slice(0, Math.max(0, state.credits))) {
-      const cursor = this.sql.exec(
-        `UPDATE outbox SET state = 'leased', dispatches = ?, lease_link = ?, lease_node = ?, lease_boot = ?,
-           lease_until = ?, acked = 0
-         WHERE message_id = ? AND state = 'ready' AND dispatches = ? RETURNING message_id`,
-        job.dispatch,
-        state.linkId,
-        state.nodeId,
-        state.bootId,
-        leaseUntil,
-        job.row.message_id,
-        job.row.dispatches,
-      );
-      // Not rowsWritten: it counts index entries too.
-      if (cursor.toArray().length === 1) leased.push(job);
-    }
+    const candidates = built.slice(0, Math.max(0, state.credits));
+    // One statement for the whole batch; RETURNING names the rows that were still ready at that dispatch
+    // (not rowsWritten: it counts index entries too).
+    const took = new Set(
+      this.sql
+        .exec<{ message_id: string }>(
+          OUTBOX_SQL.lease,
+          state.linkId,
+          state.nodeId,
+          state.bootId,
+          leaseUntil,
+          JSON.stringify(candidates.map((j) => [j.row.message_id, j.dispatch])),
+        )
+        .toArray()
+        .map((r) => r.message_id),
+    );
+    for (const job of candidates) if (took.has(job.row.message_id)) leased.push(job);
     if (leased.length === 0) return;
     ws.serializeAttachment({
       ...state,
@@ -1172,11 +1193,7 @@ export class OriginHub extends DurableObject<Bindings> {
     const rows = new Map(
       this.sql
         // Not the entries: a result needs only the attempt bookkeeping, and entries are kilobytes.
-        .exec<AttemptRow>(
-          `SELECT message_id, tenant_id, dispatches, deferrals, state, delivered, bounced, failed, enqueued_at
-           FROM outbox WHERE message_id IN (SELECT value FROM json_each(?))`,
-          JSON.stringify([...new Set(frames.map((f) => f.messageId))]),
-        )
+        .exec<AttemptRow>(OUTBOX_SQL.attempts, JSON.stringify([...new Set(frames.map((f) => f.messageId))]))
         .toArray()
         .map((r) => [r.message_id, r]),
     );
@@ -1222,10 +1239,7 @@ export class OriginHub extends DurableObject<Bindings> {
   }
 
   private queueOutcomes(list: PendingResult[]): void {
-    this.sql.exec(
-      "UPDATE outbox SET state = 'recording' WHERE message_id IN (SELECT value FROM json_each(?))",
-      JSON.stringify(list.map((p) => p.row.message_id)),
-    );
+    this.sql.exec(OUTBOX_SQL.recording, JSON.stringify(list.map((p) => p.row.message_id)));
     for (const p of list) {
       this.pendingResults.push(p);
       this.recording.set(p.row.message_id, p);
@@ -1400,7 +1414,7 @@ export class OriginHub extends DurableObject<Bindings> {
   /** Messages whose final outcome is in D1 leave the outbox, payload and all (one statement each). */
   private deleteMessages(messageIds: string[]): void {
     const ids = JSON.stringify(messageIds);
-    this.sql.exec("DELETE FROM outbox WHERE message_id IN (SELECT value FROM json_each(?))", ids);
+    this.sql.exec(OUTBOX_SQL.finished, ids);
     this.sql.exec("DELETE FROM outbox_entry WHERE message_id IN (SELECT value FROM json_each(?))", ids);
   }
 
