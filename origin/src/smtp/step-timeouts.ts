@@ -191,6 +191,15 @@ export class StepTimedConnection extends SMTPConnection {
       socket.on("drain", drained);
       this.once("end", () => socket.removeListener("drain", drained));
     }
+    // A corked socket never drains: once the body fills its buffer, the pipe from nodemailer's data
+    // stream waits for a 'drain' that would never come, and the message stalls until the deadline.
+    // So the cork holds only while the whole body fits (one write for small messages, as above).
+    if (socket) {
+      stream.on("data", () => {
+        if (socket.writableCorked > 0 && socket.writableLength >= socket.writableHighWaterMark)
+          socket.uncork();
+      });
+    }
     stream.once("end", () => {
       if (socket && socket.writableCorked > 0) socket.uncork();
       setImmediate(drained);
