@@ -22,6 +22,7 @@ const secrets = freshSecrets();
 let edge: MiniflareEdge;
 let sink: TestSmtpServer;
 let node: OriginNode | undefined;
+let other: OriginNode | undefined;
 let workDir: string;
 let apiKey: string;
 
@@ -37,6 +38,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await node?.drain();
+  await other?.drain();
   await sink?.close();
   await edge?.stop();
   if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
@@ -127,5 +129,36 @@ describe("IP pools through the edge (Miniflare)", () => {
     const unknown = await send("unknown pool", "bulk");
     expect(unknown.status).toBe(400);
     expect(unknown.body.errors[0].field).toBe("ip_pool_name");
+  }, 90_000);
+
+  it("a second node without pools, with more room, is never given a pool's mail", async () => {
+    other = await startOriginNode(
+      loadOriginConfig({
+        EDGE_URL: edge.url,
+        ORIGIN_TOKEN: secrets.ORIGIN_TOKEN,
+        VERP_SECRET: randomBytes(24).toString("hex"),
+        NODE_ID: "plain-node",
+        SMARTHOST: `127.0.0.1:${sink.port}`,
+        // More credit than pools-node: without routing by pool the hub would pick this node first.
+        CAPACITY: "400",
+        HTTP_PORT: "0",
+        COMPOSE_THREADS: "0",
+        JOURNAL_DIR: path.join(workDir, "journal-plain"),
+      }),
+      createLogger("error"),
+    );
+    const up = Date.now() + 20_000;
+    while (!other.links.every((l) => l.connected) && Date.now() < up)
+      await new Promise((r) => setTimeout(r, 50));
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const res = await send(`marketing batch ${i}`, "marketing");
+      expect(res.status, JSON.stringify(res.body)).toBe(202);
+      ids.push(res.body.message_id);
+    }
+    for (const [i, id] of ids.entries())
+      expect((await delivered(id, `marketing batch ${i}`)).from).toBe("127.0.0.3");
+    const metrics = await (await fetch(`http://127.0.0.1:${other.httpPort}/metrics`)).text();
+    expect(metrics).not.toMatch(/^scaisend_origin_ip_pool_missing_jobs_total\{/m);
   }, 90_000);
 });
