@@ -64,6 +64,8 @@ export interface TestSmtpServer {
 }
 
 export interface SmtpBehaviour {
+  /** Address to listen on (default 127.0.0.1; "::1" for IPv6 tests). */
+  host?: string;
   tls?: TlsCredentials;
   /** Highest TLS version the server speaks after STARTTLS (below TLS 1.2 the handshake fails). */
   tlsMaxVersion?: SecureVersion;
@@ -191,7 +193,7 @@ export async function startSmtpServer(behaviour: SmtpBehaviour = {}): Promise<Te
       : {}),
   });
   server.on("error", () => {}); // client resets during tests are expected, not failures
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
+  await new Promise<void>((resolve) => server.listen(0, behaviour.host ?? "127.0.0.1", () => resolve()));
   return {
     port: (server.server.address() as AddressInfo).port,
     messages,

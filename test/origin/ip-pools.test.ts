@@ -18,7 +18,7 @@ import {
   type IpPoolSettings,
 } from "../../origin/src/smtp/source-address.ts";
 import { startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
-import { startSinkServer, type TestSmtpServer } from "../helpers/smtp-servers.ts";
+import { startSinkServer, startSmtpServer, type TestSmtpServer } from "../helpers/smtp-servers.ts";
 
 const BASE_ENV = {
   EDGE_URL: "http://127.0.0.1:8787",
@@ -127,6 +127,8 @@ beforeAll(async () => {
     records: {
       "dest.test": { MX: [{ preference: 10, exchange: "mx.dest.test" }] },
       "mx.dest.test": { A: ["127.0.0.1"] },
+      "v6.test": { MX: [{ preference: 10, exchange: "mx.v6.test" }] },
+      "mx.v6.test": { AAAA: ["::1"] },
     },
   });
   sink = await startSinkServer();
@@ -294,6 +296,26 @@ describe("delivery through IP pools", () => {
       response: "no source address of the job's IP pool can reach 127.0.0.1 (IPv4)",
     });
     expect(sink.messages.length).toBe(received);
+  });
+
+  it("binds an IPv6 address of a dual-stack pool for an IPv6 MX", async () => {
+    const v6 = await startSmtpServer({ host: "::1" });
+    closers.push(() => v6.close());
+    const config = loadIpPoolConfig({ IP_POOLS: "dual=127.0.0.11,::1" });
+    const engine = createDeliveryEngine({
+      heloName: "origin.sender.test",
+      smtpPort: v6.port,
+      dnsServers: [dns.server],
+      verpSecret: "verp-secret-for-ip-pool-tests",
+      connectTimeoutMs: 2_000,
+      maxConnectionsPerHost: 4,
+      allowPrivateMx: true,
+      sourceAddresses: createSourceAddresses(config),
+    });
+    closers.push(() => engine.close());
+    const [o] = await engine.deliver(job("dual", "six@v6.test"));
+    expect(o).toMatchObject({ status: "delivered", sourceAddress: "::1", mxHost: "mx.v6.test" });
+    expect(v6.messages.map((m) => m.remoteAddress)).toEqual(["::1"]);
   });
 
   it("counts warm-up per source address: each address of the pool gets its own allowance", async () => {
