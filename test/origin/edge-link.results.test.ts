@@ -1,5 +1,5 @@
 /**
- * EdgeLink's results on the wire (origin/src/link/edge-link.ts, header): results finished in one tick
+ * EdgeLink's results on the wire (origin/src/link/edge-link.ts, header): results finished together
  * travel in one `results` frame once the link is welcomed; before the welcome (and first on every new
  * connection, ahead of the hello) each goes as a `result` frame of its own; what the hub has not
  * acknowledged is sent again after a reconnect, and what it acknowledged is not. The hub here is a
@@ -97,14 +97,14 @@ function connect(p: Peer, acked: string[][]): EdgeLink {
 }
 
 describe("EdgeLink results", () => {
-  it("coalesces the results of one tick into one results frame, and replays only unacknowledged ones, one frame each before the hello", async () => {
+  it("coalesces the results finished together into one results frame, and replays only unacknowledged ones, one frame each before the hello", async () => {
     peer = await scriptedHub();
     const acked: string[][] = [];
     link = connect(peer, acked);
     await until("the welcome", () => link!.connected);
     const first = peer.connections[0]!;
 
-    // Five jobs finish in the same tick: one frame.
+    // Five jobs finish together (within RESULT_COALESCE_MS): one frame.
     const writesBefore = link.framesOut;
     for (let i = 0; i < 5; i++) link.sendResult(result(i));
     await until("the results frame", () => first.frames.some((f) => f.type === "results"));

@@ -11,9 +11,9 @@
  *    (docs/link-protocol.md#restarts-and-boot-ids).
  *    While `maxUnackedResults` or more wait (D1 down, say), `backPressured` is true and the job runner
  *    grants this link no credit: memory stays bounded and no result is dropped.
- *  - Results finished within one tick of the event loop travel in one `results` frame (at most
- *    MAX_RESULTS_PER_FRAME, under FRAME_BUDGET_BYTES), so a busy node makes one WebSocket write per
- *    tick for them, not one per job. Only after `welcome`: before it this link does not know the hub's
+ *  - Results finished within RESULT_COALESCE_MS of each other travel in one `results` frame (at most
+ *    MAX_RESULTS_PER_FRAME, under FRAME_BUDGET_BYTES), so a busy node makes one WebSocket write for
+ *    them, not one per job, and the hub handles (and commits) one frame for them. Only after `welcome`: before it this link does not know the hub's
  *    protocol, and the results written ahead of the hello go one `result` frame each.
  *  - The link knows what the hub holds for it: `creditsOutstanding` = credits granted (hello.capacity,
  *    credit frames, pending ones) minus jobs received, zeroed by a `release`. The job runner grants only
@@ -77,6 +77,11 @@ type ResultFrame = Extract<OriginFrame, { type: "result" }>;
 
 const MAX_BACKOFF_MS = 30_000;
 const CREDIT_COALESCE_MS = 2;
+/**
+ * How long a finished job's result may wait for others to share its frame. Short next to a delivery
+ * (the hub then waits up to 5 ms more to share a D1 batch), long next to one SMTP reply.
+ */
+export const RESULT_COALESCE_MS = 5;
 /** Before the first welcome nothing is held; this only sizes the timers until leaseMs is known. */
 const DEFAULT_LEASE_MS = 300_000;
 
@@ -99,7 +104,7 @@ export class EdgeLink {
   private creditTimer: NodeJS.Timeout | null = null;
   /** Results to write in the next `results` frame(s), at the end of this tick (see the header). */
   private outgoing: ResultFrame[] = [];
-  private resultsTimer: NodeJS.Immediate | null = null;
+  private resultsTimer: NodeJS.Timeout | null = null;
   /** Frames written to the socket since this link was made (tests and benchmarks read it). */
   framesOut = 0;
 
@@ -201,13 +206,13 @@ export class EdgeLink {
       return;
     }
     this.outgoing.push(frame);
-    this.resultsTimer ??= setImmediate(() => {
+    this.resultsTimer ??= setTimeout(() => {
       this.resultsTimer = null;
       const list = this.outgoing;
       this.outgoing = [];
       // A link that dropped meanwhile sends them again on its next connection (they stay in `unacked`).
       if (this.ready) this.writeResults(list);
-    });
+    }, RESULT_COALESCE_MS);
   }
 
   /**
@@ -255,7 +260,7 @@ export class EdgeLink {
     if (this.renewTimer) clearInterval(this.renewTimer);
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     if (this.creditTimer) clearTimeout(this.creditTimer);
-    if (this.resultsTimer) clearImmediate(this.resultsTimer);
+    if (this.resultsTimer) clearTimeout(this.resultsTimer);
     this.resultsTimer = null;
     this.outgoing = [];
     this.ws?.close(1000, "origin shutting down");
