@@ -45,8 +45,10 @@ import { z } from "zod";
  *    A version, not an optional field: an older origin would drop them (zod strips unknown keys) and
  *    send the mail without its attachments, so it must be refused instead (docs/link-protocol.md#frames).
  *    And the `results` frame: an origin coalesces the results it finishes within one tick.
+ * 4: jobs may name a stored template (`message.template`), which the origin renders. A version for
+ *    the same reason: an older origin would drop the field and send the mail unrendered.
  */
-export const LINK_PROTOCOL_VERSION = 3;
+export const LINK_PROTOCOL_VERSION = 4;
 /** The platform's cap on one Durable Object WebSocket message, in bytes. */
 export const MAX_FRAME_BYTES = 1024 * 1024;
 /** What the hub packs into one frame at most, in UTF-8 bytes: under the cap with room to spare. */
@@ -93,6 +95,35 @@ export type AttachmentRef = z.infer<typeof AttachmentRefSchema>;
 /** The most attachments one job may carry (the Mail Send limit). */
 export const MAX_JOB_ATTACHMENTS = 10;
 
+/**
+ * A template version's content as the edge stored it in R2 (edge/src/services/template-snapshots.ts):
+ * `templates/<tenant id>/<sha256 hex>`, content-addressed, fetched and checked like a BlobRef.
+ */
+export const TemplateSnapshotRefSchema = z.object({
+  key: z.string().regex(/^templates\/[A-Za-z0-9_-]{1,64}\/[0-9a-f]{64}$/),
+  size: z.number().int().min(0),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type TemplateSnapshotRef = z.infer<typeof TemplateSnapshotRefSchema>;
+
+/**
+ * The stored template a message is rendered from, by reference, with this personalization's data
+ * (docs/templates.md#where-rendering-happens). The origin renders subject, HTML and text from the
+ * snapshot: a dynamic one with `data` (dynamic_template_data); a legacy one around the message's
+ * own `subject` / `text` / `html` (its `<%subject%>` and `<%body%>` tags), with `substitutions`
+ * and `sections` applied to the template's own text.
+ */
+export const JobTemplateSchema = z.object({
+  templateId: z.string(),
+  versionId: z.string(),
+  generation: z.enum(["dynamic", "legacy"]),
+  snapshot: TemplateSnapshotRefSchema,
+  data: z.record(z.string(), z.unknown()).optional(),
+  substitutions: z.record(z.string(), z.string()).optional(),
+  sections: z.record(z.string(), z.string()).optional(),
+});
+export type JobTemplate = z.infer<typeof JobTemplateSchema>;
+
 /** Everything the origin needs to build, sign and deliver one message (one SendGrid personalization). */
 export const DeliveryJobSchema = z.object({
   jobId: z.string(),
@@ -116,6 +147,8 @@ export const DeliveryJobSchema = z.object({
     htmlRef: BlobRefSchema.optional(),
     /** Attachments in request order; inline ones are referenced from the HTML as cid:<contentId>. */
     attachments: z.array(AttachmentRefSchema).max(MAX_JOB_ATTACHMENTS).optional(),
+    /** The stored template to render the message from (protocol 4); absent: the message as it is. */
+    template: JobTemplateSchema.optional(),
     /** Custom headers, already validated at the edge (no CR/LF, no reserved names). */
     headers: z.record(z.string(), z.string()),
     /** Message-ID header value without angle brackets, fixed at the edge so retries keep it. */

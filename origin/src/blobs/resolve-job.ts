@@ -4,7 +4,8 @@
  *  - Each reference must lie under the job's own tenant (`blobs/<day>/<tenant id>/<sha256>`): the
  *    edge writes them so, and a job that names another tenant's blob fails rather than send it.
  *  - Bodies by reference become `text` / `html` again; attachments' bytes go in `attachmentBytes`
- *    (compose/build-mime.ts), in order.
+ *    (compose/build-mime.ts), in order; a stored template's snapshot (`templates/<tenant>/<sha256>`)
+ *    goes in `templateSnapshot`, for the compose step to render (compose/render-template.ts).
  *  - A blob that is gone (404) fails the job's recipients with the reason, which the edge records
  *    as the message's error_message: it can never be built. Any other fetch failure defers them, so
  *    the hub retries on its schedule; nothing accepted is dropped because the edge was unreachable.
@@ -21,14 +22,19 @@ export function blobRefsOf(job: DeliveryJob): BlobRef[] {
   return [...(m.textRef ? [m.textRef] : []), ...(m.htmlRef ? [m.htmlRef] : []), ...(m.attachments ?? [])];
 }
 
-const tenantOf = (key: string) => key.split("/")[2];
+/** `blobs/<day>/<tenant>/<sha256>`, or a template snapshot's `templates/<tenant>/<sha256>`. */
+const tenantOf = (key: string) => {
+  const parts = key.split("/");
+  return parts[0] === "templates" ? parts[1] : parts[2];
+};
 
 export function withBlobs<O extends { deadlineAt?: number }>(
   blobs: BlobFetcher,
   deliver: Deliver<O>,
 ): Deliver<O> {
   return async (job, opts) => {
-    const refs = blobRefsOf(job);
+    const snapshot = job.message.template?.snapshot;
+    const refs = [...blobRefsOf(job), ...(snapshot ? [snapshot] : [])];
     if (refs.length === 0) return deliver(job, opts);
     const outcome = (status: "failed" | "deferred", response: string): RecipientOutcome[] =>
       job.recipients.map((recipient) => ({ recipient, status, response }));
@@ -49,7 +55,7 @@ export function withBlobs<O extends { deadlineAt?: number }>(
       if (err instanceof BlobMissingError) {
         return outcome(
           "failed",
-          `Could not build the message: an attachment or body is no longer stored (${reason})`,
+          `Could not build the message: an attachment, body or template is no longer stored (${reason})`,
         );
       }
       return outcome(
@@ -64,7 +70,13 @@ export function withBlobs<O extends { deadlineAt?: number }>(
     const message: DeliveryJob["message"] = { ...rest };
     if (textRef) message.text = fetched[i++]!.toString("utf8");
     if (htmlRef) message.html = fetched[i++]!.toString("utf8");
-    const resolved: ComposableJob = { ...job, message, attachmentBytes: fetched.slice(i) };
+    const attachmentBytes = fetched.slice(i, i + (m.attachments?.length ?? 0));
+    const resolved: ComposableJob = {
+      ...job,
+      message,
+      attachmentBytes,
+      ...(snapshot ? { templateSnapshot: fetched[fetched.length - 1]! } : {}),
+    };
     return deliver(resolved, opts);
   };
 }

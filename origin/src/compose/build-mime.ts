@@ -89,8 +89,11 @@ function assertLineLengths(raw: Buffer): void {
   }
 }
 
-/** A job whose attachments were fetched: `attachmentBytes[i]` is `message.attachments[i]`'s content. */
-export type ComposableJob = DeliveryJob & { attachmentBytes?: Uint8Array[] };
+/**
+ * A job whose attachments were fetched: `attachmentBytes[i]` is `message.attachments[i]`'s content;
+ * `templateSnapshot` is the stored template `message.template` names (compose.ts renders it first).
+ */
+export type ComposableJob = DeliveryJob & { attachmentBytes?: Uint8Array[]; templateSnapshot?: Uint8Array };
 
 function composerAttachments(job: ComposableJob) {
   const refs = job.message.attachments ?? [];
@@ -151,6 +154,7 @@ export async function buildMime(job: ComposableJob, options: BuildMimeOptions = 
   const { message } = job;
   if (message.textRef || message.htmlRef)
     throw new MimeBuildError("the job's bodies by reference were not fetched");
+  if (message.template) throw new MimeBuildError("the job's template was not rendered");
   const attachments = composerAttachments(job);
   assertNoLineBreak(message.subject, "subject");
   assertNoLineBreak(message.messageIdHeader, "Message-ID");

@@ -8,13 +8,25 @@ import type { MessagePort } from "node:worker_threads";
 import { jobDkimKeys } from "../../../shared/link/protocol.ts";
 import { buildMime, type ComposableJob } from "./build-mime.ts";
 import { signDkim } from "./dkim.ts";
+import { renderJobTemplate } from "./render-template.ts";
 
 export interface ComposeOptions {
   /** DKIM_FAST_PATH: false signs every message with mailauth's dkimSign (dkim.ts). */
   dkimFastPath?: boolean;
 }
 
+/** A template that cannot be rendered with this message's data: the message fails with this text. */
+export class TemplateRenderError extends Error {
+  override name = "TemplateRenderError";
+}
+
 export async function composeMessage(job: ComposableJob, options: ComposeOptions = {}): Promise<Buffer> {
+  if (job.message.template) {
+    if (!job.templateSnapshot) throw new TemplateRenderError("the job's template was not fetched");
+    const r = renderJobTemplate(job.message, job.templateSnapshot);
+    if (!r.ok) throw new TemplateRenderError(r.error);
+    job = { ...job, message: r.message };
+  }
   const mime = await buildMime(job);
   const keys = jobDkimKeys(job);
   return keys.length > 0
