@@ -249,7 +249,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
           recipients,
           senderDomain,
           deadlineAt,
-          ...(source ? [source.primary.address] : []),
+          source?.primary.address,
         );
         if (turn.go.length === 0) return turn.deferred;
         recipients = turn.go;
