@@ -169,8 +169,8 @@ export const DeliveryJobSchema = z.object({
   /**
    * The IP pool (`ip_pool_name`) to deliver from: only an origin that announced it in its hello may
    * send the job, from one of the pool's source addresses; another defers it (docs/link-protocol.md).
-   * Absent: the origin's default pool, or the address its system picks. An origin older than the
-   * field drops it and delivers from its default address: upgrade every origin before using pools.
+   * Absent: the origin's default pool, or the address its system picks. Added without a protocol
+   * version: an origin older than the field announces no pools, so the hub never hands it such a job.
    */
   ipPool: IpPoolNameSchema.optional(),
 });
