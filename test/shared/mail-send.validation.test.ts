@@ -1661,7 +1661,7 @@ describe("notSupportedErrors: fields this deployment does not honour yet", () =>
     p0(body).dynamic_template_data = { a: 1 };
     expect(fields(body)).toEqual([
       "personalizations.0.dynamic_template_data",
-      "attachments",
+      // attachments are honoured (stored in R2 at accept), so not listed
       "template_id",
       "send_at",
       "batch_id",
@@ -1682,13 +1682,13 @@ describe("notSupportedErrors: fields this deployment does not honour yet", () =>
 
   it("says what is not supported and how to send anyway", () => {
     const [e] = notSupportedErrors(
-      parsed({ ...base(), attachments: [{ content: "dGVzdA==", filename: "a" }] }),
+      parsed({ ...base(), batch_id: "HkJ5yLYULb7Rj8GKSx7u025ouWVlMgAi" }),
       NOW_MS,
     );
     expect(e).toEqual({
-      message: "Attachments are not supported yet by this deployment; remove attachments.",
-      field: "attachments",
-      help: `${MAIL_SEND_DOCS_URL}#attachments`,
+      message: "Batches (batch_id) are not supported yet by this deployment; remove batch_id.",
+      field: "batch_id",
+      help: `${MAIL_SEND_DOCS_URL}#batch-id`,
     });
   });
 });
