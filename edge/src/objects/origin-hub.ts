@@ -1287,26 +1287,36 @@ export class OriginHub extends DurableObject<Bindings> {
   }
 
   /** Catalog rows for the next batch, oldest first, within CATALOG_BATCH_MAX and about CATALOG_BATCH_BYTES. */
-  private catalogBatch(): { messageId: string; catalog: CatalogRows; entry: OutboxEntry }[] {
-    const out: { messageId: string; catalog: CatalogRows; entry: OutboxEntry }[] = [];
+  /**
+   * `complete`: the batch holds every catalog row still waiting, so every other message is catalogued
+   * (and flushResults need not ask the table message by message).
+   */
+  private catalogBatch(): {
+    rows: { messageId: string; catalog: CatalogRows; entry: OutboxEntry | null }[];
+    complete: boolean;
+  } {
+    const out: { messageId: string; catalog: CatalogRows; entry: OutboxEntry | null }[] = [];
     let bytes = 0;
-    const rows = this.sql.exec<{ message_id: string; rows: string; entry: string }>(
-      // Catalog rows are inserted in accept order, so rowid order is oldest first.
-      `SELECT c.message_id, c.rows, e.entry FROM catalog c JOIN outbox_entry e ON e.message_id = c.message_id
-       ORDER BY c.rowid LIMIT ?`,
-      CATALOG_BATCH_MAX,
-    );
+    const rows = this.sql
+      .exec<{ message_id: string; rows: string; entry: string | null }>(
+        // Catalog rows are inserted in accept order, so rowid order is oldest first. LEFT JOIN: a
+        // message whose payload went missing still gets its catalog rows (without bodies).
+        `SELECT c.message_id, c.rows, e.entry FROM catalog c LEFT JOIN outbox_entry e ON e.message_id = c.message_id
+         ORDER BY c.rowid LIMIT ?`,
+        CATALOG_BATCH_MAX,
+      )
+      .toArray();
     for (const r of rows) {
-      const size = r.rows.length + r.entry.length;
+      const size = r.rows.length + (r.entry?.length ?? 0);
       if (out.length > 0 && bytes + size > CATALOG_BATCH_BYTES) break;
       bytes += size;
       out.push({
         messageId: r.message_id,
         catalog: JSON.parse(r.rows) as CatalogRows,
-        entry: JSON.parse(r.entry) as OutboxEntry,
+        entry: r.entry === null ? null : (JSON.parse(r.entry) as OutboxEntry),
       });
     }
-    return out;
+    return { rows: out, complete: rows.length < CATALOG_BATCH_MAX && out.length === rows.length };
   }
 
   /**
@@ -1320,9 +1330,9 @@ export class OriginHub extends DurableObject<Bindings> {
   private async flushResults(): Promise<void> {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = null;
-    const catalog = this.catalogBatch();
+    const { rows: catalog, complete } = this.catalogBatch();
     const inBatch = new Set(catalog.map((c) => c.messageId));
-    const ready = (id: string) => inBatch.has(id) || this.isCatalogued(id);
+    const ready = (id: string) => complete || inBatch.has(id) || this.isCatalogued(id);
     const waitingResults = this.pendingResults.filter((p) => !ready(p.row.message_id));
     const waitingSending = this.pendingSending.filter((id) => !ready(id));
     const batch = this.pendingResults.filter((p) => ready(p.row.message_id));
@@ -1338,7 +1348,11 @@ export class OriginHub extends DurableObject<Bindings> {
         ...(catalog.length > 0
           ? catalogStatements(
               this.db,
-              catalog.map((c) => catalogMessageRow(c.catalog, c.entry)),
+              catalog.map((c) =>
+                c.entry
+                  ? catalogMessageRow(c.catalog, c.entry)
+                  : { ...c.catalog.message, textBody: null, htmlBody: null },
+              ),
               catalog.flatMap((c) => c.catalog.recipients),
               catalog.flatMap((c) => c.catalog.events),
             )
