@@ -56,13 +56,14 @@
  *    one `outbox_entry` row (its job payload, kilobytes: written once with the outbox row in the same
  *    transaction, read at each dispatch, deleted with it), plus its `catalog` row until D1 has it. The
  *    outbox has four indexes, each one a query needs (OUTBOX_SQL; their plans are checked in
- *    test/edge/hub-storage.test.ts): `outbox_ready` (state, due_at) for dispatch, and the partial
- *    `outbox_lease_end` and `outbox_holder` for lease expiry and a node's leases (only leased rows are
- *    in them), and the partial `outbox_ready_age` for queue age (only ready rows). What one D1 batch settles is noted in one statement
- *    per kind (catalog copies dropped, finished messages deleted), and the rows of one results frame
- *    are read in one query and marked `recording` in one statement. An object written by an older
- *    layout (payload inside the row, a `catalogued` flag, other indexes) is migrated in place, in one
- *    transaction, when it starts (`upgradeOutbox`).
+ *    test/edge/hub-storage.test.ts): `outbox_ready` (state, due_at) for dispatch; the partial
+ *    `outbox_lease_end` and `outbox_holder` for lease expiry and a node's leases (only rows with a
+ *    lease are in them); the partial `outbox_ready_age` for queue age (only ready rows). One statement
+ *    per frame or batch, not per row: the leases of a dispatch, the renewals of an `ack`, the rows of a
+ *    results frame (read, then marked `recording`), and what one D1 batch settles (catalog copies
+ *    dropped, finished messages deleted). An object written by an older layout (payload inside the
+ *    row, a `catalogued` flag, other indexes) is migrated in place, in one transaction, when it starts
+ *    (`upgradeOutbox`).
  *  - Memory is bounded with back-pressure: past MAX_PENDING_SENDING `sending` marks waiting for D1 the
  *    hub stops dispatching (rows stay `ready`) until a D1 write succeeds; results waiting for D1 are
  *    dropped from memory when a write fails, since their origins re-send them. Catalog rows wait in
