@@ -51,6 +51,8 @@ export interface Stack {
     body?: unknown,
   ): Promise<{ status: number; body: any; headers: Headers }>;
   waitForStatus(messageId: string, statuses: string[], timeoutMs?: number): Promise<any>;
+  /** Polls GET /v3/messages/{id} until `done(body)` holds (a status alone can hold from the 202 on). */
+  waitForMessage(messageId: string, done: (body: any) => boolean, timeoutMs?: number): Promise<any>;
   stop(): Promise<void>;
 }
 
@@ -207,18 +209,23 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       const text = await res.text();
       return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
     },
-    async waitForStatus(messageId, statuses, timeoutMs = 20_000) {
+    waitForStatus(messageId, statuses, timeoutMs = 20_000) {
+      return stack
+        .waitForMessage(messageId, (body) => statuses.includes(body.status), timeoutMs)
+        .catch((error: Error) => {
+          throw new Error(error.message.replace("did not get there", `did not reach ${statuses.join("/")}`));
+        });
+    },
+    async waitForMessage(messageId, done, timeoutMs = 20_000) {
       const until = Date.now() + timeoutMs;
       let last: any;
       while (Date.now() < until) {
         const r = await stack.api("GET", `/v3/messages/${messageId}`, liveKey.api_key);
         last = r.body;
-        if (r.status === 200 && statuses.includes(r.body.status)) return r.body;
+        if (r.status === 200 && done(r.body)) return r.body;
         await new Promise((res) => setTimeout(res, 150));
       }
-      throw new Error(
-        `message ${messageId} did not reach ${statuses.join("/")}; last: ${JSON.stringify(last)}`,
-      );
+      throw new Error(`message ${messageId} did not get there; last: ${JSON.stringify(last)}`);
     },
     async stop() {
       await stack.stopOrigin().catch(() => undefined);

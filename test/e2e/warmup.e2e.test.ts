@@ -65,8 +65,14 @@ describe("warm-up through the whole stack", () => {
     const messageId = sent.headers.get("x-message-id")!;
     const resultAt = Date.now();
 
-    // One result: two delivered, one deferred; the message waits in the queue for tomorrow.
-    const m = await stack.waitForStatus(messageId, ["queued"]);
+    // One result: two delivered, one deferred; the message waits in the queue for tomorrow. (It reads
+    // `queued` from the 202 on, so wait for the result's events.)
+    const m = await stack.waitForMessage(
+      messageId,
+      (body) =>
+        body.status === "queued" &&
+        body.events.some((e: { event_type: string }) => e.event_type === "deferred"),
+    );
     const nextUtcDay = Math.floor(resultAt / 86_400_000) * 86_400_000 + 86_400_000;
     const byType = (type: string) => m.events.filter((e: { event_type: string }) => e.event_type === type);
     expect(
