@@ -6,6 +6,7 @@
  *   /api/admin/*          native admin API (detail, {data})
  *   /link                 origin WebSocket, authenticated with ORIGIN_TOKEN
  *   /origin/blobs/*       attachments and large bodies for the origin (ORIGIN_TOKEN)
+ *   /origin/templates/*   template snapshots for the origin (ORIGIN_TOKEN)
  *   /healthz              liveness
  */
 import { Hono } from "hono";
@@ -63,6 +64,7 @@ export function createApp() {
   });
 
   app.route("/origin/blobs", originBlobs);
+  app.route("/origin/templates", originBlobs);
   app.route("/v3/mail/send", mailSend);
   app.route("/v3/messages", messagesApi);
   app.route("/v3/templates", templatesApi);

@@ -5,6 +5,7 @@ import { loadConfig, type Bindings } from "./env.ts";
 import { enqueueLegacy, flushAllShards } from "./services/hub-client.ts";
 import { sweep } from "./services/sweeper.ts";
 import { blobRetentionMs, sweepBlobDays } from "./services/blobs.ts";
+import { sweepTemplateSnapshots } from "./services/template-snapshots.ts";
 
 export { OriginHub } from "./objects/origin-hub.ts";
 export { RateLimiter } from "./objects/rate-limiter.ts";
@@ -34,6 +35,28 @@ export default {
             JSON.stringify({
               level: "error",
               msg: "blob sweep failed",
+              error: err instanceof Error ? err.message : String(err),
+            }),
+          ),
+      ),
+    );
+    // Template snapshots no version names any more, once no accepted message can still need them.
+    ctx.waitUntil(
+      sweepTemplateSnapshots(
+        env.BLOBS,
+        createDb(env.DB),
+        Date.now(),
+        blobRetentionMs(config.MAX_QUEUE_AGE_MS),
+      ).then(
+        (r) => {
+          if (r.deleted > 0 || r.marked > 0)
+            console.log(JSON.stringify({ level: "info", msg: "template snapshots swept", ...r }));
+        },
+        (err: unknown) =>
+          console.error(
+            JSON.stringify({
+              level: "error",
+              msg: "template snapshot sweep failed",
               error: err instanceof Error ? err.message : String(err),
             }),
           ),

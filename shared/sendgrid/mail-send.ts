@@ -264,6 +264,10 @@ export const MESSAGES = {
   notSupported: (what: string, fix: string) => `${what} not supported yet by this deployment; ${fix}.`,
   templateNotFound: (id: string) =>
     `The Template ID must be a valid template id for your account. You provided ${id}.`, // SendGrid's
+  substitutionsWithDynamic: "Substitutions may not be used with dynamic templating", // SendGrid's
+  sectionsWithDynamic: "Sections may not be used with dynamic templating", // ours, after SendGrid's
+  dynamicDataWithoutDynamic:
+    "Dynamic template data is used only with a dynamic template (a template_id starting with d-); remove dynamic_template_data or send with a dynamic template.", // ours: SendGrid ignores it
 } as const;
 
 // ---------------------------------------------------------------------------------------------
@@ -692,10 +696,15 @@ const TrackingSettingsSchema = z.object(
   objectError,
 );
 
+/** A legacy template's id: a UUID, as SendGrid (and /v3/templates here) makes them. */
+const LEGACY_TEMPLATE_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const isDynamicTemplateId = (id: string) => id.startsWith("d-");
+
 const TemplateIdSchema = z
   .string({ error: (iss) => MESSAGES.templateIdType(echo(iss.input)) })
-  // ScaiSend only has dynamic templates (docs/api/sendgrid.md#fields); legacy UUID ids are rejected.
-  .refine((s) => s.startsWith("d-"), { error: MESSAGES.templateIdPrefix });
+  // Dynamic ids start with d-, legacy ones are UUIDs (docs/api/sendgrid.md#fields); anything else
+  // cannot name a template, and gets ScaiSend's published wording.
+  .refine((s) => isDynamicTemplateId(s) || LEGACY_TEMPLATE_ID.test(s), { error: MESSAGES.templateIdPrefix });
 
 const ReplyToListSchema = z
   .array(addressSchema(replyToListKind), {
@@ -784,6 +793,9 @@ const personalizations = (body: Raw): [Raw, number][] =>
   list(body.personalizations).flatMap((p, i): [Raw, number][] => (isRecord(p) ? [[p, i]] : []));
 
 const templateSet = (body: Raw): boolean => present(body.template_id);
+/** A legacy template takes the request's content as its <%body%>; a dynamic one supplies its own. */
+const dynamicTemplateSet = (body: Raw): boolean =>
+  typeof body.template_id === "string" ? isDynamicTemplateId(body.template_id) : templateSet(body);
 
 const subjectRequired: Rule = (body) => {
   if (templateSet(body) || present(body.subject)) return [];
@@ -795,9 +807,10 @@ const subjectRequired: Rule = (body) => {
 const contentPresence: Rule = (body) => {
   const content = body.content;
   const empty = Array.isArray(content) && content.length === 0;
-  if (templateSet(body)) {
+  if (dynamicTemplateSet(body)) {
     return present(content) && !empty ? [{ path: ["content"], message: MESSAGES.contentWithTemplate }] : [];
   }
+  if (templateSet(body)) return [];
   if (!present(content)) return [{ path: ["content"], message: MESSAGES.contentRequired }];
   return empty ? [{ path: ["content"], message: MESSAGES.contentEmpty }] : [];
 };
@@ -945,6 +958,14 @@ export function unknownIpPoolError(name: string): SendGridFieldError {
   return fieldError(["ip_pool_name"], MESSAGES.ipPoolNotFound(echo(name)));
 }
 
+/**
+ * `template_id` names no template of this tenant, or one without an active version (the send path
+ * decides it: edge/src/services/send-mail.ts): SendGrid's 400 for an id the account does not have.
+ */
+export function unknownTemplateError(id: string): SendGridFieldError {
+  return fieldError(["template_id"], MESSAGES.templateNotFound(echo(id)));
+}
+
 /** Message for any issue whose schema gave none (should not happen; keeps the body well-formed). */
 function fallbackMessage(iss: z.core.$ZodRawIssue): string {
   if (iss.code === "invalid_type") return MESSAGES.invalidType(String(iss.expected), jsonType(iss.input));
@@ -1016,10 +1037,12 @@ const UNBUILT_TRACKING = [
  *
  * Refused only when the request asks for something that would not happen: `send_at` in the future
  * (a past one means "now", SendGrid's documented behaviour), a non-empty
- * `dynamic_template_data`, any `template_id`, `batch_id` or `asm`, content types other
+ * `dynamic_template_data` without a dynamic template, substitutions or sections with one, any
+ * `batch_id` or `asm`, content types other
  * than text/plain and text/html, and settings with `enable: true` (`enable: false` asks for what
  * happens anyway). Honoured, so accepted: addresses (per-personalization `from` too), subject,
  * content, attachments (stored in R2 once per request, docs/api/sendgrid.md#attachments),
+ * `template_id` (the send path checks the template exists and is active: services/send-mail.ts),
  * headers, substitutions and sections, `custom_args` and `categories` (kept with the
  * message, returned and filterable by /v3/messages), `ip_pool_name` (checked against the pools the
  * origins announced when the hub accepts the send), `mail_settings.sandbox_mode`, and the
@@ -1035,22 +1058,24 @@ export function notSupportedErrors(mail: MailSend, now: number = Date.now()): Se
   const scheduled = (at: number | undefined) => at !== undefined && at > nowSeconds;
   const sendAt = ["Scheduled sending (send_at) is", "remove send_at to send at once"] as const;
 
+  const dynamic = mail.template_id !== undefined && isDynamicTemplateId(mail.template_id);
   mail.personalizations.forEach((p, i) => {
     if (scheduled(p.send_at)) refuse(["personalizations", i, "send_at"], ...sendAt);
-    if (p.dynamic_template_data !== undefined && Object.keys(p.dynamic_template_data).length > 0)
-      refuse(
-        ["personalizations", i, "dynamic_template_data"],
-        "Dynamic template data is",
-        "there are no templates yet; remove dynamic_template_data",
+    // Data a send would not use is refused, never dropped: dynamic data needs a dynamic template,
+    // and a dynamic template takes no substitutions (SendGrid refuses those too).
+    if (!dynamic && p.dynamic_template_data !== undefined && Object.keys(p.dynamic_template_data).length > 0)
+      errors.push(
+        fieldError(["personalizations", i, "dynamic_template_data"], MESSAGES.dynamicDataWithoutDynamic),
       );
+    if (dynamic && p.substitutions !== undefined && Object.keys(p.substitutions).length > 0)
+      errors.push(fieldError(["personalizations", i, "substitutions"], MESSAGES.substitutionsWithDynamic));
   });
+  if (dynamic && mail.sections !== undefined && Object.keys(mail.sections).length > 0)
+    errors.push(fieldError(["sections"], MESSAGES.sectionsWithDynamic));
   (mail.content ?? []).forEach((c, i) => {
     if (!BODY_TYPES.has(c.type.toLowerCase()))
       refuse(["content", i, "type"], `Content of type ${echo(c.type)} is`, "send text/plain and text/html");
   });
-  if (mail.template_id !== undefined)
-    // No templates exist yet, so no id can be valid for this account: SendGrid's own answer.
-    errors.push(fieldError(["template_id"], MESSAGES.templateNotFound(echo(mail.template_id))));
   if (scheduled(mail.send_at)) refuse(["send_at"], ...sendAt);
   if (mail.batch_id !== undefined) refuse(["batch_id"], "Batches (batch_id) are", "remove batch_id");
   if (mail.asm !== undefined) refuse(["asm"], "Unsubscribe groups (asm) are", "remove asm");

@@ -59,7 +59,7 @@ export type MessageDraft = {
   dynamicTemplateData?: Record<string, unknown>;
   /** Shared by every draft of the request (same array). */
   attachments: Attachment[];
-  /** True when legacy substitutions were applied to this draft (non-template mail with a non-empty map). */
+  /** True when legacy substitutions were applied to this draft (not dynamic-template mail, a non-empty map). */
   substitutionsApplied: boolean;
 };
 
@@ -113,16 +113,18 @@ function draftFor(mail: MailSend, p: Personalization, index: number, limits: Exp
       throw err;
     }
   };
-  const replace =
-    mail.template_id === undefined
-      ? bounded("substitutions", limits.content, () =>
-          substituter(p.substitutions ?? {}, mail.sections ?? {}, limits.content),
-        )
-      : null;
+  // A dynamic template (d-…) renders its own content from dynamic_template_data at the origin; a
+  // legacy one wraps the request's content (its <%body%>), which substitutions fill here as always.
+  const dynamic = mail.template_id !== undefined && mail.template_id.startsWith("d-");
+  const replace = !dynamic
+    ? bounded("substitutions", limits.content, () =>
+        substituter(p.substitutions ?? {}, mail.sections ?? {}, limits.content),
+      )
+    : null;
   const sub = (field: string, value: string, limit: number): string =>
     replace === null ? value : bounded(field, limit, () => replace(value, limit));
   const subject = p.subject ?? mail.subject;
-  const content = mail.template_id === undefined ? (mail.content ?? []) : [];
+  const content = !dynamic ? (mail.content ?? []) : [];
   const text = content.find((c) => c.type.toLowerCase() === "text/plain");
   const html = content.find((c) => c.type.toLowerCase() === "text/html");
   const headers = Object.entries(mergeHeaders(mail.headers ?? {}, p.headers ?? {}));

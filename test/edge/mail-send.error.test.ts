@@ -319,12 +319,12 @@ describe("post /v3/mail/send refuses fields it would not honour", () => {
     );
     const settingFix = (path: string) => `remove ${path} or set its enable to false`;
     await expectErrors(res, 400, [
-      notSupported(
-        "personalizations.0.dynamic_template_data",
-        "Dynamic template data is",
-        "there are no templates yet; remove dynamic_template_data",
-        "personalizations.dynamic_template_data",
-      ),
+      {
+        message:
+          "Dynamic template data is used only with a dynamic template (a template_id starting with d-); remove dynamic_template_data or send with a dynamic template.",
+        field: "personalizations.0.dynamic_template_data",
+        help: `${HELP}#personalizations.dynamic-template-data`,
+      },
       notSupported("batch_id", "Batches (batch_id) are", "remove batch_id"),
       notSupported("asm", "Unsubscribe groups (asm) are", "remove asm"),
       notSupported("mail_settings.footer", "The footer mail setting is", settingFix("mail_settings.footer")),

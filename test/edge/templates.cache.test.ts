@@ -100,6 +100,7 @@ describe("activeTemplateVersion", () => {
       plainContent: "One {{name}}",
       preheader: null,
       updatedAt: expect.any(Number),
+      snapshotSha256: expect.stringMatching(/^[0-9a-f]{64}$/),
     });
     expect(await active(other.tenantId, tpl.id)).toBeNull();
     expect(await active(t.tenantId, `d-${"a".repeat(32)}`)).toBeNull();

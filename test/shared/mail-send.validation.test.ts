@@ -687,8 +687,8 @@ describe("validateMailSend: subject, content, template_id", () => {
       "content",
     ],
     [
-      "legacy template id (ScaiSend's message)",
-      (b) => Object.assign(b, { template_id: "13b8f94f-bcae-4ec6-b752-70d6cb59f932", content: undefined }),
+      "template id neither d- nor a legacy UUID (ScaiSend's message)",
+      (b) => Object.assign(b, { template_id: "welcome-mail", content: undefined }),
       "template_id",
       "The template_id must start with 'd-'",
       "template-id",
@@ -701,6 +701,12 @@ describe("validateMailSend: subject, content, template_id", () => {
       "template-id",
     ],
   ]);
+
+  it("a legacy template id (a UUID) is valid, with or without content: its <%body%> takes the content", () => {
+    const id = "13b8f94f-bcae-4ec6-b752-70d6cb59f932";
+    expect(errorsOf({ ...base(), template_id: id })).toEqual([]);
+    expect(errorsOf({ ...base(), template_id: id, content: undefined })).toEqual([]);
+  });
 
   it("is case-insensitive about content types when checking order", () => {
     const body = {
@@ -1648,9 +1654,7 @@ describe("notSupportedErrors: fields this deployment does not honour yet", () =>
   it("lists every unbuilt field, in body order", () => {
     const body = {
       ...base(),
-      content: [],
       attachments: [{ content: "dGVzdA==", filename: "a.txt" }],
-      template_id: "d-0123",
       send_at: NOW + 60,
       batch_id: "b",
       asm: { group_id: 1 },
@@ -1662,7 +1666,6 @@ describe("notSupportedErrors: fields this deployment does not honour yet", () =>
     expect(fields(body)).toEqual([
       "personalizations.0.dynamic_template_data",
       // attachments are honoured (stored in R2 at accept), so not listed
-      "template_id",
       "send_at",
       "batch_id",
       "asm",

@@ -255,6 +255,12 @@ export const templateVersions = sqliteTable(
     preheader: text("preheader"),
     editor: text("editor", { enum: ["code", "design"] }).notNull(),
     testData: text("test_data"),
+    /**
+     * SHA-256 (hex) of the version's content snapshot in R2 (`templates/<tenant>/<sha256>`), which
+     * sends name by reference; null until written (versions saved before snapshots existed get it at
+     * their first send). The cron keeps a snapshot while any version names it (services/template-snapshots.ts).
+     */
+    snapshotSha256: text("snapshot_sha256"),
     active: integer("active").notNull(),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),

@@ -12,7 +12,10 @@ import { templates, templateVersions, type TemplateGeneration } from "./schema.t
 export type TemplateRow = typeof templates.$inferSelect;
 export type VersionRow = typeof templateVersions.$inferSelect;
 /** A version without its content (the list's lean versions). */
-export type VersionSummary = Omit<VersionRow, "htmlContent" | "plainContent" | "testData" | "preheader">;
+export type VersionSummary = Omit<
+  VersionRow,
+  "htmlContent" | "plainContent" | "testData" | "preheader" | "snapshotSha256"
+>;
 
 const summaryColumns = {
   id: templateVersions.id,

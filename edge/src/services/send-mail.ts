@@ -22,8 +22,10 @@ import {
   MAX_MAIL_SEND_BYTES,
   MAX_SUBJECT_BYTES,
   fieldError,
+  isDynamicTemplateId,
   notSupportedErrors,
   unknownIpPoolError,
+  unknownTemplateError,
   type MailSend,
   type SendGridFieldError,
 } from "../../../shared/sendgrid/mail-send.ts";
@@ -45,6 +47,9 @@ import {
 } from "../db/messages.ts";
 import { newMessageId, type ShardRef } from "../lib/shards.ts";
 import { bodyPlacement, messageBlobs, offloadedBytes, withBlobRefs } from "./message-blobs.ts";
+import { snapshotRefFor } from "./template-snapshots.ts";
+import { activeTemplateVersion, type ActiveTemplateVersion } from "./templates-cache.ts";
+import type { JobTemplate, TemplateSnapshotRef } from "../../../shared/link/protocol.ts";
 import type { AcceptRequest, AcceptResult, OutboxEntry } from "../objects/origin-hub.ts";
 import {
   buildOutboxEntry,
@@ -118,6 +123,8 @@ export async function sendMail(
     throw new AppError("invalid_request", "Not supported by this deployment", { fields: unsupported });
   }
   const drafts = draftsWithinLimits(mail);
+  const template =
+    mail.template_id !== undefined ? await requireTemplate(deps.db, principal, mail.template_id) : null;
   const domains =
     mode === "live" ? await requireVerifiedDomains(deps.db, principal.tenantId, drafts) : new Map();
 
@@ -131,12 +138,22 @@ export async function sendMail(
     const id = mode === "live" ? newMessageId(deps.hub.shard, now) : newId("msg", now);
     const placement = bodyPlacement(draft);
     const row = messageRow(id, principal, mode, draft, now, placement);
+    if (template) {
+      row.templateId = template.version.templateId;
+      // The catalog shows the template's subject until the origin renders the real one.
+      if (draft.subject === undefined) row.subject = template.version.subject;
+    }
     // Built once: measured here against the link's frame budget, and handed to the hub as it is.
     const entry = buildOutboxEntry(
       row as Parameters<typeof buildOutboxEntry>[0],
       mode === "live" ? domains.get(domainOf(row.fromEmail)) : undefined,
     );
     await withBlobRefs(entry, blobs, draft, placement);
+    if (template) {
+      // The job's own subject is only the fallback for a template whose subject renders empty.
+      entry.message.subject = draft.subject ?? "";
+      entry.message.template = jobTemplate(template, mail, draft);
+    }
     // The hub refuses a pool no origin announced (services/ip-pools.ts); a sandbox send names it to no one.
     if (mail.ip_pool_name !== undefined) entry.ipPool = mail.ip_pool_name;
     checkJobSize(entry, draft.personalizationIndex);
@@ -173,7 +190,7 @@ export async function sendMail(
   }
 
   // Every check passed: the request's blobs go to R2 (one put per distinct blob), then the hub.
-  await blobs.store.storeAll(deps.blobs);
+  await Promise.all([blobs.store.storeAll(deps.blobs), template?.store?.(deps.blobs)]);
   // The one round trip of a live send. If it fails, nothing was accepted (one transaction) and the
   // error answers the request: the client may retry, with its Idempotency-Key to be safe.
   const result = await deps.hub.accept({
@@ -197,6 +214,45 @@ export async function sendMail(
     });
   }
   return { messageIds: result.messageIds, mode, replayed: result.replayed };
+}
+
+interface SendTemplate {
+  version: ActiveTemplateVersion;
+  ref: TemplateSnapshotRef;
+  store?: ((bucket: Pick<R2Bucket, "put">) => Promise<void>) | undefined;
+}
+
+/**
+ * The tenant's template named by `template_id`, with an active version of the generation its id
+ * says (docs/templates.md#where-rendering-happens), else SendGrid's 400. A cached look-up: a warm
+ * isolate answers without a round trip, sandbox and live alike.
+ */
+async function requireTemplate(db: Db, principal: KeyPrincipal, templateId: string): Promise<SendTemplate> {
+  const version = await activeTemplateVersion(db, principal.tenantId, templateId);
+  if (!version || (version.generation === "dynamic") !== isDynamicTemplateId(templateId)) {
+    throw new AppError("invalid_request", "Unknown template", { fields: [unknownTemplateError(templateId)] });
+  }
+  const { ref, store } = await snapshotRefFor(db, principal.tenantId, version);
+  return { version, ref, store };
+}
+
+/** What one personalization's job needs to render: the snapshot by reference and its own data. */
+function jobTemplate(t: SendTemplate, mail: MailSend, d: MessageDraft): JobTemplate {
+  const v = t.version;
+  const out: JobTemplate = {
+    templateId: v.templateId,
+    versionId: v.versionId,
+    generation: v.generation,
+    snapshot: t.ref,
+  };
+  if (v.generation === "dynamic") {
+    if (d.dynamicTemplateData !== undefined) out.data = d.dynamicTemplateData;
+    return out;
+  }
+  const substitutions = mail.personalizations[d.personalizationIndex]?.substitutions;
+  if (substitutions && Object.keys(substitutions).length > 0) out.substitutions = substitutions;
+  if (mail.sections && Object.keys(mail.sections).length > 0) out.sections = mail.sections;
+  return out;
 }
 
 function messageRow(

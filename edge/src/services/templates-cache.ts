@@ -1,7 +1,7 @@
 /**
  * activeTemplateVersion(tenantId, templateId): the version a send with this template_id would use,
  * held in isolate memory like the catalog cache (services/catalog-cache.ts; docs/templates.md).
- * The send path does not call it yet: sends with template_id are still refused with a 400.
+ * The send path (services/send-mail.ts) calls it for every send with a template_id.
  *
  * Invariants:
  *  - Staleness: a change made through ANOTHER isolate (a version activated or edited, a template
@@ -41,6 +41,8 @@ export interface ActiveTemplateVersion {
   preheader: string | null;
   /** Unix ms of the version's last change: with versionId, names exactly what was rendered. */
   updatedAt: number;
+  /** The content snapshot's hash in R2, null until written (services/template-snapshots.ts). */
+  snapshotSha256: string | null;
 }
 
 type Content = Pick<ActiveTemplateVersion, "subject" | "htmlContent" | "plainContent" | "preheader">;
@@ -70,6 +72,7 @@ async function readActive(db: Db, tenantId: string, templateId: string): Promise
     versionId: v.id,
     versionName: v.name,
     updatedAt: v.updatedAt,
+    snapshotSha256: v.snapshotSha256,
     content: size <= MAX_CACHED_CONTENT_BYTES ? content : null,
   };
 }

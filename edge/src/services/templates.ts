@@ -43,6 +43,7 @@ import {
   type VersionRow,
 } from "../db/templates.ts";
 import type { TemplateGeneration } from "../db/schema.ts";
+import { storeSnapshot } from "./template-snapshots.ts";
 import { templateCache } from "./templates-cache.ts";
 import type { VersionInput } from "./templates-input.ts";
 import { htmlToPlainText } from "./templates-plain-text.ts";
@@ -287,6 +288,8 @@ export async function createVersion(
   templateId: string,
   input: VersionInput,
   now: number,
+  /** R2: the version's content snapshot is written here before the row (services/template-snapshots.ts). */
+  blobs?: Pick<R2Bucket, "put">,
 ): Promise<VersionRow> {
   const template = await requireTemplate(db, tenantId, templateId);
   const content = resolveContent(template.generation, undefined, input);
@@ -294,6 +297,7 @@ export async function createVersion(
   const size = checkRowSize({ ...content, testData });
   const existing = await checkTemplateBudget(db, tenantId, templateId, size);
   if (await versionNameTaken(db, tenantId, templateId, input.name!)) throw versionNameError();
+  const snapshotSha256 = blobs ? await storeSnapshot(blobs, tenantId, template.generation, content) : null;
   const row: VersionRow = {
     id: crypto.randomUUID(),
     tenantId,
@@ -302,6 +306,7 @@ export async function createVersion(
     ...content,
     editor: input.editor ?? "code",
     testData,
+    snapshotSha256,
     active: input.active ?? (existing === 0 ? 1 : 0),
     createdAt: now,
     updatedAt: now,
@@ -324,6 +329,7 @@ export async function updateVersion(
   versionId: string,
   input: VersionInput,
   now: number,
+  blobs?: Pick<R2Bucket, "put">,
 ): Promise<VersionRow> {
   const template = await requireTemplate(db, tenantId, templateId);
   const current = await getVersion(db, tenantId, templateId, versionId);
@@ -335,6 +341,8 @@ export async function updateVersion(
   if (input.name !== undefined && (await versionNameTaken(db, tenantId, templateId, input.name, versionId))) {
     throw versionNameError();
   }
+  // A new snapshot for the new content; the old one stays until the cron sees no version name it.
+  const snapshotSha256 = blobs ? await storeSnapshot(blobs, tenantId, template.generation, content) : null;
   try {
     const row = await updateVersionRow(
       db,
@@ -344,6 +352,7 @@ export async function updateVersion(
       {
         ...(input.name !== undefined ? { name: input.name } : {}),
         ...content,
+        snapshotSha256,
         ...(input.editor !== undefined ? { editor: input.editor } : {}),
         testData,
         ...(input.active !== undefined ? { active: input.active } : {}),

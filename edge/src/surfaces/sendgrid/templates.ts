@@ -342,7 +342,7 @@ export const templatesApi = new Hono<AppEnv>()
     const tenantId = tenantOf(c);
     const templateId = c.req.param("id");
     const input = valid(parseVersion(await readBody(c), "create", { templateId }));
-    const row = await createVersion(c.get("db"), tenantId, templateId, input, Date.now());
+    const row = await createVersion(c.get("db"), tenantId, templateId, input, Date.now(), c.env.BLOBS);
     return c.json(fullVersion(row), 201);
   })
   .get("/:id/versions/:vid", read, async (c) => {
@@ -355,7 +355,15 @@ export const templatesApi = new Hono<AppEnv>()
     const templateId = c.req.param("id");
     const versionId = c.req.param("vid");
     const input = valid(parseVersion(await readBody(c), "update", { templateId, versionId }));
-    const row = await updateVersion(c.get("db"), tenantId, templateId, versionId, input, Date.now());
+    const row = await updateVersion(
+      c.get("db"),
+      tenantId,
+      templateId,
+      versionId,
+      input,
+      Date.now(),
+      c.env.BLOBS,
+    );
     return c.json(fullVersion(row));
   })
   .delete("/:id/versions/:vid", remove, async (c) => {
