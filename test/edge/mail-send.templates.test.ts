@@ -6,13 +6,18 @@
  * live send of a version saved before snapshots existed; sandbox stores nothing; the origin route
  * serves snapshots; and the cron's retention rule for them.
  */
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { DeliveryJob } from "../../shared/link/protocol.ts";
 import { serializeSnapshot } from "../../shared/templates/snapshot.ts";
+import { createApp } from "../../edge/src/app.ts";
 import { createDb } from "../../edge/src/db/client.ts";
+import type { Bindings } from "../../edge/src/env.ts";
+import { countingD1, countingNamespace, newRoundTrips } from "../bench/lib/counting-bindings.ts";
 import { sweepTemplateSnapshots } from "../../edge/src/services/template-snapshots.ts";
 import {
+  BASE,
   bearer,
   call,
   createApiKey,
@@ -305,6 +310,51 @@ describe("post /v3/mail/send with template_id: what the jobs carry", () => {
       substitutions: { "-name-": "Cy", "-brand-": "Acme" },
       sections: { "%s%": "section" },
     });
+  });
+});
+
+describe("round trips of a template send", () => {
+  it("a warm isolate adds none: one hub call per send, no D1 read, no R2 write", async () => {
+    const tpl = await makeTemplate(templatesKey, `warm-${crypto.randomUUID()}`);
+    await makeVersion(templatesKey, tpl.id, { name: "v1" });
+    const trips = newRoundTrips();
+    let puts = 0;
+    const blobs = new Proxy(env.BLOBS, {
+      get(target, prop) {
+        if (prop === "put") return (...args: Parameters<R2Bucket["put"]>) => (puts++, target.put(...args));
+        const v = Reflect.get(target, prop);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    const bindings = {
+      ...(env as unknown as Bindings),
+      DB: countingD1(env.DB, trips),
+      BLOBS: blobs,
+      RATE_LIMITER: countingNamespace(env.RATE_LIMITER, "RATE_LIMITER", trips),
+      ORIGIN_HUB: countingNamespace(env.ORIGIN_HUB, "ORIGIN_HUB", trips),
+    } as Bindings;
+    const app = createApp();
+    const send = async () => {
+      const ctx = createExecutionContext();
+      const body = templateSend(tpl.id, {
+        personalizations: [{ to: [{ email: "warm@example.net" }], dynamic_template_data: { name: "W" } }],
+      });
+      const res = await app.request(
+        `${BASE}/v3/mail/send`,
+        { method: "POST", headers: bearer(t.liveKey), body: JSON.stringify(body) },
+        bindings,
+        ctx,
+      );
+      expect(res.status, await res.clone().text()).toBe(202);
+      await waitOnExecutionContext(ctx);
+    };
+    await send();
+    const before = { d1: trips.d1, hub: trips.durableObjects["ORIGIN_HUB"] ?? 0 };
+    const N = 10;
+    for (let i = 0; i < N; i++) await send();
+    expect((trips.durableObjects["ORIGIN_HUB"] ?? 0) - before.hub).toBe(N);
+    expect(trips.d1 - before.d1).toBe(0);
+    expect(puts).toBe(0);
   });
 });
 
