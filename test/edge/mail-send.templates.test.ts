@@ -314,9 +314,15 @@ describe("post /v3/mail/send with template_id: what the jobs carry", () => {
 });
 
 describe("round trips of a template send", () => {
-  it("a warm isolate adds none: one hub call per send, no D1 read, no R2 write", async () => {
+  it.each([
+    ["a small template", 100],
+    ["a template too large for the cache to keep its content (over 64 KiB)", 80_000],
+  ])("a warm isolate adds none for %s: one hub call per send, no D1 read, no R2 write", async (_, size) => {
     const tpl = await makeTemplate(templatesKey, `warm-${crypto.randomUUID()}`);
-    await makeVersion(templatesKey, tpl.id, { name: "v1" });
+    await makeVersion(templatesKey, tpl.id, {
+      name: "v1",
+      html_content: `<p>Hi {{name}}</p><p>${"x".repeat(size)}</p>`,
+    });
     const trips = newRoundTrips();
     let puts = 0;
     const blobs = new Proxy(env.BLOBS, {

@@ -47,8 +47,8 @@ import {
 } from "../db/messages.ts";
 import { newMessageId, type ShardRef } from "../lib/shards.ts";
 import { bodyPlacement, messageBlobs, offloadedBytes, withBlobRefs } from "./message-blobs.ts";
-import { snapshotRefFor } from "./template-snapshots.ts";
-import { activeTemplateVersion, type ActiveTemplateVersion } from "./templates-cache.ts";
+import { snapshotRefFor, type SnapshotVersion } from "./template-snapshots.ts";
+import { activeTemplateHead, activeTemplateVersion } from "./templates-cache.ts";
 import type { JobTemplate, TemplateSnapshotRef } from "../../../shared/link/protocol.ts";
 import type { AcceptRequest, AcceptResult, OutboxEntry } from "../objects/origin-hub.ts";
 import {
@@ -141,7 +141,7 @@ export async function sendMail(
     if (template) {
       row.templateId = template.version.templateId;
       // The catalog shows the template's subject until the origin renders the real one.
-      if (draft.subject === undefined) row.subject = template.version.subject;
+      if (draft.subject === undefined) row.subject = template.subject;
     }
     // Built once: measured here against the link's frame budget, and handed to the hub as it is.
     const entry = buildOutboxEntry(
@@ -217,7 +217,9 @@ export async function sendMail(
 }
 
 interface SendTemplate {
-  version: ActiveTemplateVersion;
+  version: Pick<SnapshotVersion, "templateId" | "versionId" | "generation">;
+  /** The version's subject as stored (unrendered): the catalog's subject when the send has none. */
+  subject: string;
   ref: TemplateSnapshotRef;
   store?: ((bucket: Pick<R2Bucket, "put">) => Promise<void>) | undefined;
 }
@@ -228,12 +230,17 @@ interface SendTemplate {
  * isolate answers without a round trip, sandbox and live alike.
  */
 async function requireTemplate(db: Db, principal: KeyPrincipal, templateId: string): Promise<SendTemplate> {
-  const version = await activeTemplateVersion(db, principal.tenantId, templateId);
-  if (!version || (version.generation === "dynamic") !== isDynamicTemplateId(templateId)) {
-    throw new AppError("invalid_request", "Unknown template", { fields: [unknownTemplateError(templateId)] });
-  }
-  const { ref, store } = await snapshotRefFor(db, principal.tenantId, version);
-  return { version, ref, store };
+  const unknown = () =>
+    new AppError("invalid_request", "Unknown template", { fields: [unknownTemplateError(templateId)] });
+  const head = await activeTemplateHead(db, principal.tenantId, templateId);
+  if (!head || (head.generation === "dynamic") !== isDynamicTemplateId(templateId)) throw unknown();
+  const found = await snapshotRefFor(db, principal.tenantId, head, () =>
+    head.content
+      ? Promise.resolve({ ...head, ...head.content })
+      : activeTemplateVersion(db, principal.tenantId, templateId),
+  );
+  if (!found) throw unknown();
+  return found;
 }
 
 /** What one personalization's job needs to render: the snapshot by reference and its own data. */

@@ -27,7 +27,7 @@ import type { Db } from "../db/client.ts";
 import { templateVersions, type TemplateGeneration } from "../db/schema.ts";
 import type { VersionRow } from "../db/templates.ts";
 import { sha256Hex } from "./blobs.ts";
-import type { ActiveTemplateVersion } from "./templates-cache.ts";
+import type { ActiveTemplateHead } from "./templates-cache.ts";
 
 export const SNAPSHOT_PREFIX = "templates/";
 export const SNAPSHOT_MARK_PREFIX = "template-gc/";
@@ -70,40 +70,62 @@ export async function storeSnapshot(
   return ref.sha256;
 }
 
-/** References already computed (and, live, known stored) in this isolate, per version revision. */
+/** References known stored in R2, per version revision, in this isolate. */
 const MAX_MEMO = 256;
-const memo = new Map<string, { ref: TemplateSnapshotRef; stored: boolean }>();
+const memo = new Map<string, { ref: TemplateSnapshotRef; subject: string }>();
+
+type Head = Pick<
+  ActiveTemplateHead,
+  "templateId" | "versionId" | "updatedAt" | "generation" | "snapshotSha256"
+>;
+export type SnapshotVersion = Head & Content;
 
 /**
- * The reference a send's jobs carry for this active version, and, when its snapshot may not be in
- * R2 yet (a version saved before snapshots existed), `store`: the one put and row update that
- * make it so, for the send path to run once every check of the request passed (live only; sandbox
- * stores nothing). Hashing is done once per version revision per isolate, and a snapshot this
- * isolate stored is not stored again.
+ * The reference a send's jobs carry for the active version, the version it names, its unrendered
+ * subject (for the catalog), and, when the snapshot may not be in R2 yet (a version saved before
+ * snapshots existed), `store`: the one put and row update that make it so, for the send path to run
+ * once every check of the request passed (live only; sandbox stores nothing).
+ *
+ * A revision known stored is answered from memory: neither its content nor D1 is needed, so a warm
+ * send of even a large template (whose content the template cache does not keep) makes no read.
+ * Otherwise `load` gives the active version with its content (null: gone since), which is hashed;
+ * ref, bytes and version then all come from that one answer, so what is stored is what is named.
  */
 export async function snapshotRefFor(
   db: Db,
   tenantId: string,
-  v: ActiveTemplateVersion,
-): Promise<{ ref: TemplateSnapshotRef; store?: (bucket: Pick<R2Bucket, "put">) => Promise<void> }> {
-  const memoKey = `${tenantId}\u0000${v.versionId}\u0000${v.updatedAt}`;
-  let known = memo.get(memoKey);
-  if (!known) {
-    const { ref } = await snapshotOf(tenantId, v.generation, v);
-    known = { ref, stored: v.snapshotSha256 === ref.sha256 };
-    memo.set(memoKey, known);
+  head: Head,
+  load: () => Promise<SnapshotVersion | null>,
+): Promise<{
+  version: Head;
+  ref: TemplateSnapshotRef;
+  subject: string;
+  store?: (bucket: Pick<R2Bucket, "put">) => Promise<void>;
+} | null> {
+  const keyOf = (v: Head) => `${tenantId}\u0000${v.versionId}\u0000${v.updatedAt}`;
+  const known = memo.get(keyOf(head));
+  if (known) return { version: head, ...known };
+  const v = await load();
+  if (!v) return null;
+  const { ref, bytes } = await snapshotOf(tenantId, v.generation, v);
+  const remember = () => {
+    memo.set(keyOf(v), { ref, subject: v.subject });
     if (memo.size > MAX_MEMO) memo.delete(memo.keys().next().value!);
+  };
+  if (v.snapshotSha256 === ref.sha256) {
+    remember();
+    return { version: v, ref, subject: v.subject };
   }
-  const entry = known;
-  if (entry.stored) return { ref: entry.ref };
   return {
-    ref: entry.ref,
+    version: v,
+    ref,
+    subject: v.subject,
     store: async (bucket) => {
-      const sha256 = await storeSnapshot(bucket, tenantId, v.generation, v);
+      await bucket.put(ref.key, bytes, { sha256: ref.sha256 });
       // Only the revision hashed: a version changed meanwhile keeps the hash its own save wrote.
       await db
         .update(templateVersions)
-        .set({ snapshotSha256: sha256 })
+        .set({ snapshotSha256: ref.sha256 })
         .where(
           and(
             eq(templateVersions.tenantId, tenantId),
@@ -111,7 +133,7 @@ export async function snapshotRefFor(
             eq(templateVersions.updatedAt, v.updatedAt),
           ),
         );
-      entry.stored = true;
+      remember();
     },
   };
 }

@@ -47,6 +47,8 @@ export interface ActiveTemplateVersion {
 
 type Content = Pick<ActiveTemplateVersion, "subject" | "htmlContent" | "plainContent" | "preheader">;
 type Entry = Omit<ActiveTemplateVersion, keyof Content> & { content: Content | null };
+/** The cached answer as it is: the version's metadata, and its content when small enough to keep. */
+export type ActiveTemplateHead = Entry;
 
 type Constraint = "first-unconstrained" | "first-primary";
 const sessionDb = (d1: D1Database, constraint: Constraint): Db =>
@@ -92,17 +94,8 @@ export class TemplateCache {
     templateId: string,
     ttlMs = catalogCache.ttlMs,
   ): Promise<ActiveTemplateVersion | null> {
-    const key = cacheKey(tenantId, templateId);
-    // A cached refusal is trusted for a second at most (peek drops it when older).
-    if (ttlMs > 0 && this.entries.peek(key, ttlMs) === MISSING) {
-      this.entries.peek(key, Math.min(ttlMs, REFUSAL_RECHECK_MS));
-    }
-    const entry = await this.entries.get(key, ttlMs, async () => {
-      const first = await readActive(sessionDb(d1, this.firstConstraint()), tenantId, templateId);
-      if (first !== MISSING) return first;
-      return readActive(sessionDb(d1, "first-primary"), tenantId, templateId);
-    });
-    if (entry === MISSING) return null;
+    const entry = await this.activeHead(d1, tenantId, templateId, ttlMs);
+    if (entry === null) return null;
     const { content, ...meta } = entry;
     if (content) return { ...meta, ...content };
     // Too large to keep: this call reads it (the version named by the cached answer).
@@ -120,6 +113,30 @@ export class TemplateCache {
       plainContent: v.plainContent,
       preheader: v.preheader,
     };
+  }
+
+  /**
+   * The cached answer without reading a large version's content: what the send path needs when it
+   * already knows the version's snapshot (services/template-snapshots.ts), so a warm send of a large
+   * template makes no D1 read either.
+   */
+  async activeHead(
+    d1: D1Database,
+    tenantId: string,
+    templateId: string,
+    ttlMs = catalogCache.ttlMs,
+  ): Promise<ActiveTemplateHead | null> {
+    const key = cacheKey(tenantId, templateId);
+    // A cached refusal is trusted for a second at most (peek drops it when older).
+    if (ttlMs > 0 && this.entries.peek(key, ttlMs) === MISSING) {
+      this.entries.peek(key, Math.min(ttlMs, REFUSAL_RECHECK_MS));
+    }
+    const entry = await this.entries.get(key, ttlMs, async () => {
+      const first = await readActive(sessionDb(d1, this.firstConstraint()), tenantId, templateId);
+      if (first !== MISSING) return first;
+      return readActive(sessionDb(d1, "first-primary"), tenantId, templateId);
+    });
+    return entry === MISSING ? null : entry;
   }
 
   /** The template, or its versions, changed through this isolate. */
@@ -155,4 +172,13 @@ export function activeTemplateVersion(
   templateId: string,
 ): Promise<ActiveTemplateVersion | null> {
   return templateCache.activeVersion(db.$client, tenantId, templateId);
+}
+
+/** The same answer's metadata, with its content only when cached (TemplateCache.activeHead). */
+export function activeTemplateHead(
+  db: Db,
+  tenantId: string,
+  templateId: string,
+): Promise<ActiveTemplateHead | null> {
+  return templateCache.activeHead(db.$client, tenantId, templateId);
 }
