@@ -2,6 +2,8 @@
  * The send use case (docs/architecture.md, "The accept path"), as named steps:
  *   decide mode → refuse what this deployment does not honour yet (`notSupportedErrors`) → expand
  *   personalizations one at a time, each checked against the size limits (`draftsWithinLimits`) →
+ *   a `template_id` must name an active template of the tenant (`requireTemplate`; its jobs name the
+ *   version's snapshot in R2, docs/templates.md#where-rendering-happens) →
  *   check the sender domains (live only) → build the rows, each checked to fit one link frame →
  *   live: ONE call to the request's hub shard, which accepts every message (outbox entry, catalog
  *   rows, `processed` events, the Idempotency-Key) in one transaction and later writes the catalog
