@@ -226,6 +226,24 @@ describe("post /v3/mail/send with template_id: what the jobs carry", () => {
     // The send wrote nothing: the snapshot was there already, untouched.
     expect((await env.BLOBS.head(key))!.uploaded.getTime()).toBe(uploaded);
 
+    // The same content again (a duplicated template, a second version) is the same object.
+    const keysBefore = await snapshotKeys(t.tenantId);
+    const dup = await api(templatesKey, "POST", `/v3/templates/${tpl.id}`, {
+      name: `dup-${crypto.randomUUID()}`,
+    });
+    expect(dup.status, dup.text).toBe(201);
+    expect(await rowSha(dup.body.versions[0].id)).toBe(sha);
+    const second = await makeVersion(templatesKey, tpl.id, {
+      name: "v2",
+      subject: "Welcome {{name}}",
+      html_content: "<p>Hi {{name}}</p>",
+      plain_content: "Hi {{name}}",
+      generate_plain_content: false,
+      active: 0,
+    });
+    expect(await rowSha(second.id)).toBe(sha);
+    expect(await snapshotKeys(t.tenantId)).toEqual(keysBefore);
+
     // Editing the content stores a new snapshot and names it on the row; the old one stays.
     const edited = await api(templatesKey, "PATCH", `/v3/templates/${tpl.id}/versions/${version.id}`, {
       html_content: "<p>Hello {{name}}</p>",
