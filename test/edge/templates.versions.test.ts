@@ -1,5 +1,5 @@
 /**
- * /v3/templates/{id}/versions (edge/src/services/templates.ts, docs/api/sendgrid.md#template-versions):
+ * /v3/templates/{id}/versions (edge/src/services/templates.ts, docs/api/sendgrid.md#versions):
  * SendGrid's version object, one active version per template (first created active, activation
  * exclusive, also under concurrent activations), generate_plain_content derived from the HTML,
  * Handlebars checked by the shared renderer at save with field, line and column, and the limits.
