@@ -403,9 +403,14 @@ describe("an origin process", () => {
       scaisend_origin_throttled_recipients_total: "counter",
       scaisend_origin_coordinator_degraded: "gauge",
       scaisend_origin_inbound_messages_total: "counter",
+      scaisend_origin_ip_pool_missing_jobs_total: "counter",
     });
     // No Redis: never degraded; nothing throttled, no connection left open, warm-up off.
     expect(values.get("scaisend_origin_coordinator_degraded")).toBe(0);
+    // No pools configured, so no job was deferred for a missing one.
+    expect([...values.keys()].some((k) => k.startsWith("scaisend_origin_ip_pool_missing_jobs_total"))).toBe(
+      false,
+    );
     expect([...values.keys()].some((k) => k.startsWith("scaisend_origin_throttled_recipients_total"))).toBe(
       false,
     );
