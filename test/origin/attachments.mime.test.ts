@@ -308,6 +308,29 @@ describe("the blob step (fetch from the edge, verify, cache)", () => {
     expect(mail.attachments.map((a) => a.filename)).toEqual(["logo.png", NON_ASCII_NAME, "data.csv"]);
   });
 
+  it("a deadline leaving an odd number of milliseconds still fetches (the timeout is whole milliseconds)", async () => {
+    mode = "ok";
+    // Half of an odd remainder is a fraction, which timers refuse (ERR_OUT_OF_RANGE); the fetcher's own
+    // limit is above the job's share here, so the job's share is the one used. Four consecutive
+    // deadlines give at least two odd remainders whatever the clock does between the calls.
+    const fetcher = createBlobFetcher({ edgeUrl: base, token: TOKEN, maxCacheBytes: 0, timeoutMs: 60_000 });
+    const deliver = withBlobs(fetcher, async (j: DeliveryJob) =>
+      j.recipients.map((recipient): RecipientOutcome => ({
+        recipient,
+        status: "delivered",
+        response: "250",
+      })),
+    );
+    for (const extra of [20_001, 20_002, 20_003, 20_004]) {
+      const out = await deliver(job(), { deadlineAt: Date.now() + extra });
+      expect(
+        out.map((o) => [o.status, o.response]),
+        String(extra),
+      ).toEqual([["delivered", "250"]]);
+    }
+    expect((await fetcher.get(attachments[0]!, { timeoutMs: 1_500.5 })).length).toBeGreaterThan(0);
+  });
+
   it("a blob that is gone (404) fails the recipients with the reason", async () => {
     mode = "ok";
     const { deliver, seen } = setup();

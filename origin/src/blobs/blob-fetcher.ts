@@ -120,7 +120,10 @@ export function createBlobFetcher(options: BlobFetcherOptions): BlobFetcher {
       }
       let pending = inFlight.get(ref.key);
       if (!pending) {
-        pending = fetchOnce(ref, Math.max(1, Math.min(options.timeoutMs, opts.timeoutMs ?? Infinity)));
+        pending = fetchOnce(
+          ref,
+          Math.max(1, Math.floor(Math.min(options.timeoutMs, opts.timeoutMs ?? Infinity))),
+        );
         inFlight.set(ref.key, pending);
         void pending.then(
           (bytes) => {

@@ -42,9 +42,11 @@ export function withBlobs<O extends { deadlineAt?: number }>(
     const foreign = refs.find((r) => tenantOf(r.key) !== job.tenantId);
     if (foreign) return outcome("failed", `the job names a blob outside its tenant: ${foreign.key}`);
 
-    // Leave at least half of the job's time to SMTP.
+    // Leave at least half of the job's time to SMTP. Whole milliseconds: timers refuse fractions.
     const timeoutMs =
-      opts.deadlineAt !== undefined ? Math.max(1_000, (opts.deadlineAt - Date.now()) / 2) : undefined;
+      opts.deadlineAt !== undefined
+        ? Math.max(1_000, Math.floor((opts.deadlineAt - Date.now()) / 2))
+        : undefined;
     let fetched: Buffer[];
     try {
       fetched = await Promise.all(
