@@ -12,6 +12,7 @@ import type { MailSend } from "../../../shared/sendgrid/mail-send.ts";
 import type { MessageDraft } from "../../../shared/sendgrid/personalize.ts";
 import { utf8ByteLength } from "../../../shared/utf8.ts";
 import type { OutboxEntry } from "../objects/origin-hub.ts";
+import { base64ToBytes } from "../lib/base64.ts";
 import { RequestBlobs } from "./blobs.ts";
 
 /**
@@ -101,11 +102,8 @@ const utf8 = (s: string) => new TextEncoder().encode(s) as Uint8Array<ArrayBuffe
 /**
  * Base64 as SendGrid takes it: line breaks and other whitespace ignored, padding optional
  * (shared/sendgrid/mail-send.ts `isBase64` has accepted exactly that). `atob` is the WHATWG
- * forgiving-base64 decode, which allows both.
+ * forgiving-base64 decode, which allows missing padding; the whitespace is dropped here.
  */
 export function decodeBase64(b64: string): Uint8Array<ArrayBuffer> {
-  const s = atob(b64.replace(/[\r\n\t ]/g, ""));
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
+  return base64ToBytes(b64.replace(/[\r\n\t ]/g, ""));
 }
