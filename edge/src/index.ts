@@ -12,57 +12,52 @@ export { RateLimiter } from "./objects/rate-limiter.ts";
 
 const app = createApp();
 
+const log = (level: "info" | "warn" | "error", msg: string, extra: Record<string, unknown> = {}) =>
+  (level === "info" ? console.log : console.error)(JSON.stringify({ level, msg, ...extra }));
+
+/**
+ * One cron task: runs past the handler's return (`waitUntil`), and a failure (D1, R2 or a hub
+ * unreachable) is logged with its cause rather than left as an unhandled rejection; the next cron
+ * tick retries it.
+ */
+function cronTask<T>(ctx: ExecutionContext, name: string, task: Promise<T>, done: (r: T) => void): void {
+  ctx.waitUntil(
+    task.then(done, (err: unknown) =>
+      log("error", `${name} failed`, {
+        error: err instanceof Error ? err.message : String(err),
+        // drizzle wraps D1's error; its cause is the part that says what went wrong.
+        ...(err instanceof Error && err.cause instanceof Error ? { cause: err.cause.message } : {}),
+      }),
+    ),
+  );
+}
+
 export default {
   fetch: app.fetch,
   async scheduled(_controller, env, ctx) {
     const loaded = loadConfig(env);
     if (!loaded.ok) {
-      console.error(
-        JSON.stringify({ level: "error", msg: "invalid configuration", problems: loaded.problems }),
-      );
+      log("error", "invalid configuration", { problems: loaded.problems });
       return;
     }
     const config = loaded.config;
+    const retentionMs = blobRetentionMs(config.MAX_QUEUE_AGE_MS);
     // Attachments and large bodies of days no message can still need (services/blobs.ts, retention).
-    ctx.waitUntil(
-      sweepBlobDays(env.BLOBS, Date.now(), blobRetentionMs(config.MAX_QUEUE_AGE_MS)).then(
-        (deleted) => {
-          if (deleted > 0)
-            console.log(JSON.stringify({ level: "info", msg: "blobs past retention deleted", deleted }));
-        },
-        (err: unknown) =>
-          console.error(
-            JSON.stringify({
-              level: "error",
-              msg: "blob sweep failed",
-              error: err instanceof Error ? err.message : String(err),
-            }),
-          ),
-      ),
-    );
+    cronTask(ctx, "blob sweep", sweepBlobDays(env.BLOBS, Date.now(), retentionMs), (deleted) => {
+      if (deleted > 0) log("info", "blobs past retention deleted", { deleted });
+    });
     // Template snapshots no version names any more, once no accepted message can still need them.
-    ctx.waitUntil(
-      sweepTemplateSnapshots(
-        env.BLOBS,
-        createDb(env.DB),
-        Date.now(),
-        blobRetentionMs(config.MAX_QUEUE_AGE_MS),
-      ).then(
-        (r) => {
-          if (r.deleted > 0 || r.marked > 0)
-            console.log(JSON.stringify({ level: "info", msg: "template snapshots swept", ...r }));
-        },
-        (err: unknown) =>
-          console.error(
-            JSON.stringify({
-              level: "error",
-              msg: "template snapshot sweep failed",
-              error: err instanceof Error ? err.message : String(err),
-            }),
-          ),
-      ),
+    cronTask(
+      ctx,
+      "template snapshot sweep",
+      sweepTemplateSnapshots(env.BLOBS, createDb(env.DB), Date.now(), retentionMs),
+      (r) => {
+        if (r.deleted > 0 || r.marked > 0) log("info", "template snapshots swept", { ...r });
+      },
     );
-    ctx.waitUntil(
+    cronTask(
+      ctx,
+      "sweeper",
       sweep(
         {
           db: createDb(env.DB),
@@ -70,37 +65,12 @@ export default {
           flushShards: () => flushAllShards(env, config),
         },
         Date.now(),
-      ).then(
-        ({ requeued, uncatalogued }) => {
-          if (requeued > 0) {
-            console.log(
-              JSON.stringify({ level: "info", msg: "sweeper re-enqueued legacy messages", count: requeued }),
-            );
-          }
-          if (uncatalogued > 0) {
-            console.error(
-              JSON.stringify({
-                level: "warn",
-                msg: "accepted messages still waiting for the D1 catalog",
-                count: uncatalogued,
-              }),
-            );
-          }
-        },
-        // A failed sweep (D1 or a hub unreachable) is retried by the next cron tick; log it rather
-        // than leave an unhandled rejection with no context in the logs.
-        (err: unknown) => {
-          console.error(
-            JSON.stringify({
-              level: "error",
-              msg: "sweeper failed",
-              error: err instanceof Error ? err.message : String(err),
-              // drizzle wraps D1's error; its cause is the part that says what went wrong.
-              ...(err instanceof Error && err.cause instanceof Error ? { cause: err.cause.message } : {}),
-            }),
-          );
-        },
       ),
+      ({ requeued, uncatalogued }) => {
+        if (requeued > 0) log("info", "sweeper re-enqueued legacy messages", { count: requeued });
+        if (uncatalogued > 0)
+          log("warn", "accepted messages still waiting for the D1 catalog", { count: uncatalogued });
+      },
     );
   },
 } satisfies ExportedHandler<Bindings>;
