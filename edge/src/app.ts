@@ -3,6 +3,7 @@
  *   /v3/mail/send         SendGrid v3 (errors[]), authenticated, rate-limited per tenant
  *   /v3/messages          ScaiSend reads (detail)
  *   /v3/templates         SendGrid's templates and versions (errors[])
+ *   /v3/user/webhooks     webhook endpoints (detail) and SendGrid's Event Webhook settings (errors[])
  *   /api/admin/*          native admin API (detail, {data})
  *   /link                 origin WebSocket, authenticated with ORIGIN_TOKEN
  *   /origin/blobs/*       attachments and large bodies for the origin (ORIGIN_TOKEN)
@@ -24,6 +25,7 @@ import { renderFastApi } from "./surfaces/errors.ts";
 import { mailSend } from "./surfaces/sendgrid/mail-send.ts";
 import { messagesApi } from "./surfaces/sendgrid/messages.ts";
 import { templatesApi } from "./surfaces/sendgrid/templates.ts";
+import { eventWebhookApi, webhooksApi } from "./surfaces/sendgrid/webhooks.ts";
 import { originBlobs } from "./surfaces/origin/blobs.ts";
 
 export function createApp() {
@@ -68,6 +70,9 @@ export function createApp() {
   app.route("/v3/mail/send", mailSend);
   app.route("/v3/messages", messagesApi);
   app.route("/v3/templates", templatesApi);
+  // SendGrid's /event/* paths before the endpoints' /:id, which would take "event" as an id.
+  app.route("/v3/user/webhooks/event", eventWebhookApi);
+  app.route("/v3/user/webhooks", webhooksApi);
   app.route("/api/admin", adminApi);
 
   app.notFound((c) => c.json({ detail: "Not Found" }, 404));

@@ -10,6 +10,7 @@
 /// <reference path="../worker-configuration.d.ts" />
 import { z } from "zod";
 import { DEFAULT_RETRY_SCHEDULE, parseRetrySchedule } from "../../shared/delivery/retry-schedule.ts";
+import { parseAllowlist } from "./services/webhook-ssrf.ts";
 import { isHubRegion, LOCATION_HINTS, MAX_SHARDS_PER_REGION, type HubRegion } from "./lib/shards.ts";
 
 /**
@@ -20,6 +21,8 @@ export interface Bindings extends Env {
   /** Rotation only: comma-separated previous SECRETS_KEYs that still open (docs/operations.md). */
   SECRETS_KEY_PREVIOUS?: string;
   MAX_QUEUE_AGE_MS?: string;
+  /** Webhook destinations that may be non-public (docs/configuration.md#webhooks). */
+  WEBHOOK_ALLOW_PRIVATE?: string;
 }
 
 const isBase64Key = (v: string): boolean => {
@@ -120,6 +123,15 @@ export const ConfigSchema = z.object({
   // endpoints lag by about this much; GET /v3/messages/{id} does not: it asks the hub).
   CATALOG_FLUSH_MS: intFromString("50"),
   MAX_QUEUE_AGE_MS: intFromString(String(72 * 3600 * 1000)),
+  // Host names, addresses and CIDR ranges webhooks may reach although they are not public (the SSRF
+  // guard, edge/src/services/webhook-ssrf.ts): an operator's own receiver, or a test's on loopback.
+  WEBHOOK_ALLOW_PRIVATE: z
+    .string()
+    .default("")
+    .refine(
+      (v) => typeof parseAllowlist(v) !== "string",
+      "WEBHOOK_ALLOW_PRIVATE must be comma-separated host names, IP addresses and CIDR ranges",
+    ),
   DEV_MODE: z
     .enum(["true", "false"])
     .default("false")

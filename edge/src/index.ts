@@ -9,6 +9,7 @@ import { sweepTemplateSnapshots } from "./services/template-snapshots.ts";
 
 export { OriginHub } from "./objects/origin-hub.ts";
 export { RateLimiter } from "./objects/rate-limiter.ts";
+export { WebhookQueue } from "./objects/webhook-queue.ts";
 
 const app = createApp();
 

@@ -92,6 +92,7 @@ export async function startDevEdge(opts: StartDevEdgeOptions): Promise<DevEdge> 
     durableObjects: {
       ORIGIN_HUB: { className: "OriginHub", useSQLite: true },
       RATE_LIMITER: { className: "RateLimiter", useSQLite: true },
+      WEBHOOK_QUEUE: { className: "WebhookQueue", useSQLite: true },
     },
     // Read again on every reload: an edited [vars] applies like an edited source file.
     bindings: {

@@ -72,6 +72,7 @@ export async function startMiniflareEdge(opts: StartMiniflareEdgeOptions): Promi
     durableObjects: {
       ORIGIN_HUB: { className: "OriginHub", useSQLite: true },
       RATE_LIMITER: { className: "RateLimiter", useSQLite: true },
+      WEBHOOK_QUEUE: { className: "WebhookQueue", useSQLite: true },
     },
     bindings: opts.vars,
     d1Persist: path.join(opts.persistDir, "d1"),

@@ -61,6 +61,7 @@ export async function startInstrumentedEdge(
     durableObjects: {
       ORIGIN_HUB: { className: "OriginHub", useSQLite: true },
       RATE_LIMITER: { className: "RateLimiter", useSQLite: true },
+      WEBHOOK_QUEUE: { className: "WebhookQueue", useSQLite: true },
     },
     bindings: { ...secrets, DEV_MODE: "true", DNS_RESOLVER_URL: dohUrl, ...vars },
     d1Persist: path.join(persistDir, "d1"),

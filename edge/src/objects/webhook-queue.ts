@@ -1,0 +1,818 @@
+/**
+ * WebhookQueue: one Durable Object per tenant (named by the tenant id), holding that tenant's
+ * webhook configuration and its durable delivery queue in the object's own SQLite
+ * (docs/api/webhooks.md). Tenant isolation is by construction: a tenant's requests only ever reach
+ * its own object, and the object refuses a call naming another tenant.
+ *
+ * Storage:
+ *  - `endpoint`: ScaiSend endpoints (`wh_…`, several) and the SendGrid Event Webhook settings (the
+ *    row `event_settings`): url, the events they want, enabled, the sealed `whsec_…` secret, and the
+ *    health counters (consecutive failures, disabled_at).
+ *  - `signing_key`: the tenant's ECDSA P-256 pair for SendGrid's Signed Event Webhook (private key
+ *    sealed under SECRETS_KEY).
+ *  - `seen`: the dedupe key of every event queued in the last SEEN_RETENTION_MS, so a replayed
+ *    flush or a result recorded twice never queues a second event (services/webhook-events.ts).
+ *  - `pending`: events waiting to be put in a delivery (batched within BATCH_WINDOW_MS).
+ *  - `delivery` + `attempt`: one POST's bytes, its state (pending → succeeded | failed), when it is
+ *    next due, and every attempt made (the delivery log the API reads).
+ *
+ * Delivery: the alarm turns pending events into deliveries (at most BATCH_MAX_EVENTS per POST, per
+ * endpoint), POSTs every due delivery through the SSRF guard, and records the outcome. A delivery
+ * is leased before its POST (next_at moved past the deadline), so an object that stops mid-POST
+ * tries it again: at-least-once, with the same event ids and the same body.
+ */
+import { DurableObject } from "cloudflare:workers";
+import { newId, ulid } from "../../../shared/ids.ts";
+import { loadConfig, type Bindings, type Config } from "../env.ts";
+import { open, seal, type Keyring } from "../lib/secret-box.ts";
+import {
+  AUTO_DISABLE_AFTER,
+  BATCH_MAX_EVENTS,
+  bodyFor,
+  DELIVERY_TIMEOUT_MS,
+  headersFor,
+  MAX_ATTEMPTS,
+  retryDelayMs,
+  wants,
+  type EndpointKind,
+} from "../services/webhook-delivery.ts";
+import {
+  dedupeKey,
+  SENDGRID_FLAG,
+  SENDGRID_FLAGS,
+  toWebhookEvent,
+  type FlushedEvent,
+  type MessageInfo,
+  type QueuedEvent,
+} from "../services/webhook-events.ts";
+import { generateSigningKey, newSigningSecret } from "../services/webhook-signing.ts";
+import {
+  checkUrl,
+  dohAddressResolver,
+  guardedPost,
+  parseAllowlist,
+  UnsafeUrlError,
+  type Allowlist,
+  type PostOutcome,
+  type Resolver,
+} from "../services/webhook-ssrf.ts";
+
+export const SETTINGS_ID = "event_settings";
+export const MAX_ENDPOINTS = 20;
+/** Events arriving within this window share a POST. */
+export const BATCH_WINDOW_MS = 200;
+/** POSTs made at once by one object. */
+const PARALLEL_POSTS = 8;
+const SEEN_RETENTION_MS = 4 * 24 * 3600_000;
+/** Finished deliveries stay in the log this long. */
+export const LOG_RETENTION_MS = 7 * 24 * 3600_000;
+
+export type Outcome<T> =
+  { ok: true; value: T } | { ok: false; code: "invalid_request" | "not_found"; message: string };
+
+const ok = <T>(value: T): Outcome<T> => ({ ok: true, value });
+const bad = (message: string): Outcome<never> => ({ ok: false, code: "invalid_request", message });
+const missing = (): Outcome<never> => ({ ok: false, code: "not_found", message: "Webhook not found" });
+
+interface EndpointRow extends Record<string, SqlStorageValue> {
+  id: string;
+  kind: EndpointKind;
+  url: string;
+  events: string;
+  enabled: number;
+  secret: string | null;
+  created_at: number;
+  updated_at: number;
+  last_success_at: number | null;
+  last_failure_at: number | null;
+  failure_count: number;
+  disabled_at: number | null;
+}
+
+interface DeliveryRow extends Record<string, SqlStorageValue> {
+  id: string;
+  endpoint_id: string;
+  event_ids: string;
+  body: string | null;
+  state: "pending" | "succeeded" | "failed";
+  attempts: number;
+  next_at: number | null;
+  created_at: number;
+  done_at: number | null;
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export interface EndpointView {
+  id: string;
+  url: string;
+  enabled_events: string[];
+  enabled: boolean;
+  created_at: string;
+  updated_at: string;
+  last_success_at: string | null;
+  last_failure_at: string | null;
+  failure_count: number;
+  disabled_at: string | null;
+}
+
+function endpointView(r: EndpointRow): EndpointView {
+  return {
+    id: r.id,
+    url: r.url,
+    enabled_events: JSON.parse(r.events) as string[],
+    enabled: r.enabled === 1,
+    created_at: iso(r.created_at)!,
+    updated_at: iso(r.updated_at)!,
+    last_success_at: iso(r.last_success_at),
+    last_failure_at: iso(r.last_failure_at),
+    failure_count: r.failure_count,
+    disabled_at: iso(r.disabled_at),
+  };
+}
+
+export type EventSettingsView = Record<string, boolean | string>;
+
+export interface DeliveryView {
+  id: string;
+  webhook_id: string;
+  status: DeliveryRow["state"];
+  event_count: number;
+  event_ids: string[];
+  created_at: string;
+  next_attempt_at: string | null;
+  finished_at: string | null;
+  attempts: {
+    attempt: number;
+    at: string;
+    status_code: number | null;
+    error: string | null;
+    duration_ms: number;
+  }[];
+}
+
+export class WebhookQueue extends DurableObject<Bindings> {
+  private readonly sql: SqlStorage;
+  private readonly config: Config;
+  private readonly allow: Allowlist;
+  /** The clock every decision reads; tests move it to run the retry schedule in compressed time. */
+  clock: () => number = () => Date.now();
+  /** Where POSTs go; tests hand in a receiver. */
+  fetcher: (req: Request) => Promise<Response> = (req) => fetch(req);
+  /** How host names are resolved for the SSRF guard (DoH by default). */
+  resolver: Resolver;
+
+  constructor(ctx: DurableObjectState, env: Bindings) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    const loaded = loadConfig(env);
+    if (!loaded.ok) throw new Error(`WebhookQueue misconfigured: ${loaded.problems.join("; ")}`);
+    this.config = loaded.config;
+    const allow = parseAllowlist(this.config.WEBHOOK_ALLOW_PRIVATE);
+    if (typeof allow === "string") throw new Error(`WebhookQueue misconfigured: ${allow}`);
+    this.allow = allow;
+    this.resolver = dohAddressResolver(this.config.DNS_RESOLVER_URL, this.config.DNS_TIMEOUT_MS);
+    ctx.storage.transactionSync(() => this.createSchema());
+  }
+
+  private createSchema(): void {
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS endpoint (
+      id TEXT PRIMARY KEY,
+      kind TEXT NOT NULL,
+      url TEXT NOT NULL,
+      events TEXT NOT NULL,
+      enabled INTEGER NOT NULL,
+      secret TEXT,
+      created_at INTEGER NOT NULL,
+      updated_at INTEGER NOT NULL,
+      last_success_at INTEGER,
+      last_failure_at INTEGER,
+      failure_count INTEGER NOT NULL DEFAULT 0,
+      disabled_at INTEGER
+    )`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS signing_key (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      public_key TEXT NOT NULL,
+      private_key TEXT NOT NULL
+    )`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY, at INTEGER NOT NULL)`);
+    this.sql.exec(`CREATE INDEX IF NOT EXISTS seen_at ON seen (at)`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS pending (
+      seq INTEGER PRIMARY KEY AUTOINCREMENT,
+      endpoint_id TEXT NOT NULL,
+      event TEXT NOT NULL
+    )`);
+    this.sql.exec(`CREATE INDEX IF NOT EXISTS pending_endpoint ON pending (endpoint_id, seq)`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS delivery (
+      id TEXT PRIMARY KEY,
+      endpoint_id TEXT NOT NULL,
+      event_ids TEXT NOT NULL,
+      body TEXT,
+      state TEXT NOT NULL,
+      attempts INTEGER NOT NULL DEFAULT 0,
+      next_at INTEGER,
+      created_at INTEGER NOT NULL,
+      done_at INTEGER
+    )`);
+    this.sql.exec(`CREATE INDEX IF NOT EXISTS delivery_due ON delivery (state, next_at)`);
+    this.sql.exec(`CREATE INDEX IF NOT EXISTS delivery_endpoint ON delivery (endpoint_id, created_at)`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS attempt (
+      delivery_id TEXT NOT NULL,
+      n INTEGER NOT NULL,
+      at INTEGER NOT NULL,
+      status_code INTEGER,
+      error TEXT,
+      duration_ms INTEGER NOT NULL,
+      PRIMARY KEY (delivery_id, n)
+    )`);
+  }
+
+  // ── Tenant binding ────────────────────────────────────────────────────────────────────────────
+
+  /** The first call names the object's tenant; a call for another tenant is a routing bug. */
+  private bind(tenantId: string): void {
+    const row = this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'tenant'").toArray()[0];
+    if (!row) this.sql.exec("INSERT INTO meta (key, value) VALUES ('tenant', ?)", tenantId);
+    else if (row.value !== tenantId) throw new Error(`WebhookQueue of ${row.value} called for ${tenantId}`);
+  }
+
+  private get keys(): Keyring {
+    return { current: this.config.SECRETS_KEY, previous: this.config.SECRETS_KEY_PREVIOUS };
+  }
+
+  private guard() {
+    return { resolve: this.resolver, allow: this.allow, allowHttpAnywhere: this.config.DEV_MODE };
+  }
+
+  /** The URL as the guard sees it now, or the reason it is refused. */
+  private async screen(url: string): Promise<string | null> {
+    try {
+      await checkUrl(url, this.guard());
+      return null;
+    } catch (err) {
+      if (err instanceof UnsafeUrlError) return `url ${err.message}`;
+      throw err;
+    }
+  }
+
+  private endpoint(id: string): EndpointRow | undefined {
+    return this.sql.exec<EndpointRow>("SELECT * FROM endpoint WHERE id = ?", id).toArray()[0];
+  }
+
+  // ── ScaiSend endpoints (/v3/user/webhooks) ───────────────────────────────────────────────────
+
+  async createEndpoint(
+    tenantId: string,
+    input: { url: string; enabledEvents: string[] },
+  ): Promise<Outcome<EndpointView & { signing_secret: string }>> {
+    this.bind(tenantId);
+    const count = this.sql
+      .exec<{ n: number }>("SELECT COUNT(*) AS n FROM endpoint WHERE kind = 'scaisend'")
+      .one().n;
+    if (count >= MAX_ENDPOINTS) return bad(`a tenant may have at most ${MAX_ENDPOINTS} webhook endpoints`);
+    const refused = await this.screen(input.url);
+    if (refused) return bad(refused);
+    const now = this.clock();
+    const id = `wh_${ulid(now)}`;
+    const secret = newSigningSecret();
+    const sealed = await seal(this.keys, secret, `webhook:${tenantId}:${id}`);
+    this.sql.exec(
+      `INSERT INTO endpoint (id, kind, url, events, enabled, secret, created_at, updated_at)
+       VALUES (?, 'scaisend', ?, ?, 1, ?, ?, ?)`,
+      id,
+      input.url,
+      JSON.stringify(input.enabledEvents),
+      sealed,
+      now,
+      now,
+    );
+    return ok({ ...endpointView(this.endpoint(id)!), signing_secret: secret });
+  }
+
+  async listEndpoints(
+    tenantId: string,
+    q: { page: number; pageSize: number; isActive: boolean | null },
+  ): Promise<Outcome<{ webhooks: EndpointView[]; total: number }>> {
+    this.bind(tenantId);
+    const active = "(enabled = 1 AND disabled_at IS NULL)";
+    const where = q.isActive === null ? "" : q.isActive ? `AND ${active}` : `AND NOT ${active}`;
+    const total = this.sql
+      .exec<{ n: number }>(`SELECT COUNT(*) AS n FROM endpoint WHERE kind = 'scaisend' ${where}`)
+      .one().n;
+    const rows = this.sql
+      .exec<EndpointRow>(
+        `SELECT * FROM endpoint WHERE kind = 'scaisend' ${where} ORDER BY id LIMIT ? OFFSET ?`,
+        q.pageSize,
+        (q.page - 1) * q.pageSize,
+      )
+      .toArray();
+    return ok({ webhooks: rows.map(endpointView), total });
+  }
+
+  async getEndpoint(tenantId: string, id: string): Promise<Outcome<EndpointView>> {
+    this.bind(tenantId);
+    const row = this.endpoint(id);
+    return row && row.kind === "scaisend" ? ok(endpointView(row)) : missing();
+  }
+
+  async updateEndpoint(
+    tenantId: string,
+    id: string,
+    patch: { url?: string; enabledEvents?: string[]; enabled?: boolean },
+  ): Promise<Outcome<EndpointView>> {
+    this.bind(tenantId);
+    const row = this.endpoint(id);
+    if (!row || row.kind !== "scaisend") return missing();
+    if (patch.url !== undefined) {
+      const refused = await this.screen(patch.url);
+      if (refused) return bad(refused);
+    }
+    this.applyPatch(id, patch);
+    return ok(endpointView(this.endpoint(id)!));
+  }
+
+  /** Changes and re-enabling: `enabled: true` also ends an auto-disable and restarts the count. */
+  private applyPatch(id: string, patch: { url?: string; enabledEvents?: string[]; enabled?: boolean }): void {
+    const now = this.clock();
+    const row = this.endpoint(id)!;
+    this.sql.exec(
+      `UPDATE endpoint SET url = ?, events = ?, enabled = ?, updated_at = ?,
+         disabled_at = CASE WHEN ? THEN NULL ELSE disabled_at END,
+         failure_count = CASE WHEN ? THEN 0 ELSE failure_count END
+       WHERE id = ?`,
+      patch.url ?? row.url,
+      patch.enabledEvents ? JSON.stringify(patch.enabledEvents) : row.events,
+      patch.enabled === undefined ? row.enabled : patch.enabled ? 1 : 0,
+      now,
+      patch.enabled === true ? 1 : 0,
+      patch.enabled === true ? 1 : 0,
+      id,
+    );
+    // Deliveries that waited while the endpoint was off are due again.
+    if (patch.enabled === true) void this.scheduleAlarm(now);
+  }
+
+  async deleteEndpoint(tenantId: string, id: string): Promise<Outcome<null>> {
+    this.bind(tenantId);
+    const row = this.endpoint(id);
+    if (!row || row.kind !== "scaisend") return missing();
+    this.forget(id);
+    return ok(null);
+  }
+
+  /** An endpoint and everything queued or logged for it. */
+  private forget(id: string): void {
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(
+        "DELETE FROM attempt WHERE delivery_id IN (SELECT id FROM delivery WHERE endpoint_id = ?)",
+        id,
+      );
+      this.sql.exec("DELETE FROM delivery WHERE endpoint_id = ?", id);
+      this.sql.exec("DELETE FROM pending WHERE endpoint_id = ?", id);
+      this.sql.exec("DELETE FROM endpoint WHERE id = ?", id);
+    });
+  }
+
+  /** A new secret; the old one signs nothing from now on (every attempt reads the current one). */
+  async rotateSecret(tenantId: string, id: string): Promise<Outcome<{ signing_secret: string }>> {
+    this.bind(tenantId);
+    const row = this.endpoint(id);
+    if (!row || row.kind !== "scaisend") return missing();
+    const secret = newSigningSecret();
+    const sealed = await seal(this.keys, secret, `webhook:${tenantId}:${id}`);
+    this.sql.exec("UPDATE endpoint SET secret = ?, updated_at = ? WHERE id = ?", sealed, this.clock(), id);
+    return ok({ signing_secret: secret });
+  }
+
+  async deliveries(
+    tenantId: string,
+    id: string,
+    limit: number,
+  ): Promise<Outcome<{ deliveries: DeliveryView[] }>> {
+    this.bind(tenantId);
+    if (!this.endpoint(id)) return missing();
+    const rows = this.sql
+      .exec<DeliveryRow>(
+        "SELECT * FROM delivery WHERE endpoint_id = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+        id,
+        limit,
+      )
+      .toArray();
+    const attempts = this.sql
+      .exec<{
+        delivery_id: string;
+        n: number;
+        at: number;
+        status_code: number | null;
+        error: string | null;
+        duration_ms: number;
+      }>(
+        "SELECT * FROM attempt WHERE delivery_id IN (SELECT value FROM json_each(?)) ORDER BY n",
+        JSON.stringify(rows.map((r) => r.id)),
+      )
+      .toArray();
+    return ok({
+      deliveries: rows.map((r) => ({
+        id: r.id,
+        webhook_id: r.endpoint_id,
+        status: r.state,
+        event_count: (JSON.parse(r.event_ids) as string[]).length,
+        event_ids: JSON.parse(r.event_ids) as string[],
+        created_at: iso(r.created_at)!,
+        next_attempt_at: r.state === "pending" ? iso(r.next_at) : null,
+        finished_at: iso(r.done_at),
+        attempts: attempts
+          .filter((a) => a.delivery_id === r.id)
+          .map((a) => ({
+            attempt: a.n,
+            at: iso(a.at)!,
+            status_code: a.status_code,
+            error: a.error,
+            duration_ms: a.duration_ms,
+          })),
+      })),
+    });
+  }
+
+  // ── SendGrid's Event Webhook settings ────────────────────────────────────────────────────────
+
+  async getEventSettings(tenantId: string): Promise<Outcome<EventSettingsView>> {
+    this.bind(tenantId);
+    return ok(this.settingsView());
+  }
+
+  private settingsView(): EventSettingsView {
+    const row = this.endpoint(SETTINGS_ID);
+    const flags = row ? (JSON.parse(row.events) as string[]) : [];
+    return {
+      enabled: row?.enabled === 1,
+      url: row?.url ?? "",
+      ...Object.fromEntries(SENDGRID_FLAGS.map((f) => [f, flags.includes(f)])),
+      oauth_client_id: "",
+      oauth_token_url: "",
+    };
+  }
+
+  async patchEventSettings(
+    tenantId: string,
+    patch: { enabled?: boolean; url?: string; flags: Record<string, boolean> },
+  ): Promise<Outcome<EventSettingsView>> {
+    this.bind(tenantId);
+    const now = this.clock();
+    const row = this.endpoint(SETTINGS_ID);
+    const url = patch.url ?? row?.url ?? "";
+    const enabled = patch.enabled ?? row?.enabled === 1;
+    if (enabled && url === "") return bad("url is required to enable the Event Webhook");
+    if (url !== "" && (patch.url !== undefined || patch.enabled === true)) {
+      const refused = await this.screen(url);
+      if (refused) return bad(refused);
+    }
+    const flags = new Set(row ? (JSON.parse(row.events) as string[]) : []);
+    for (const [f, on] of Object.entries(patch.flags)) {
+      if (on) flags.add(f);
+      else flags.delete(f);
+    }
+    if (!row) {
+      this.sql.exec(
+        `INSERT INTO endpoint (id, kind, url, events, enabled, created_at, updated_at)
+         VALUES (?, 'sendgrid', ?, ?, ?, ?, ?)`,
+        SETTINGS_ID,
+        url,
+        JSON.stringify([...flags]),
+        enabled ? 1 : 0,
+        now,
+        now,
+      );
+    } else {
+      this.applyPatch(SETTINGS_ID, { url, enabledEvents: [...flags], enabled });
+    }
+    return ok(this.settingsView());
+  }
+
+  async getSigned(tenantId: string): Promise<Outcome<{ public_key: string }>> {
+    this.bind(tenantId);
+    return ok({ public_key: this.signingKey()?.public_key ?? "" });
+  }
+
+  /** Enabling makes a key pair when there is none; disabling deletes it (as SendGrid does). */
+  async patchSigned(tenantId: string, enabled: boolean): Promise<Outcome<{ public_key: string }>> {
+    this.bind(tenantId);
+    if (!enabled) {
+      this.sql.exec("DELETE FROM signing_key");
+      return ok({ public_key: "" });
+    }
+    const existing = this.signingKey();
+    if (existing) return ok({ public_key: existing.public_key });
+    const pair = await generateSigningKey();
+    const sealed = await seal(this.keys, pair.privateKey, `webhook-signing-key:${tenantId}`);
+    this.sql.exec(
+      "INSERT OR REPLACE INTO signing_key (id, public_key, private_key) VALUES (1, ?, ?)",
+      pair.publicKey,
+      sealed,
+    );
+    return ok({ public_key: pair.publicKey });
+  }
+
+  private signingKey() {
+    return this.sql
+      .exec<{ public_key: string; private_key: string }>("SELECT public_key, private_key FROM signing_key")
+      .toArray()[0];
+  }
+
+  /** POSTs one sample event in SendGrid's form to `url` (signed when signing is on). */
+  async testEvent(tenantId: string, url: string): Promise<Outcome<PostOutcome>> {
+    this.bind(tenantId);
+    const refused = await this.screen(url);
+    if (refused) return bad(refused);
+    const now = this.clock();
+    const sample: QueuedEvent = {
+      event_id: newId("evt", now),
+      event_type: "processed",
+      timestamp: Math.floor(now / 1000),
+      message_id: newId("msg", now),
+      recipient_email: "example@test.com",
+      tenant_id: tenantId,
+      metadata: {},
+      smtp_id: "<test@scaisend.test>",
+    };
+    const body = bodyFor("sendgrid", [sample]);
+    const secret = await this.secretOf(tenantId, { id: SETTINGS_ID, kind: "sendgrid", secret: null });
+    const headers = await headersFor(
+      { kind: "sendgrid", endpointId: SETTINGS_ID, deliveryId: "test", secret },
+      body,
+      now,
+    );
+    const outcome = await this.post(url, headers, body);
+    return outcome.error === null ? ok(outcome) : bad(`the test POST to ${url} failed: ${outcome.error}`);
+  }
+
+  // ── Fan-out ──────────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Events of a catalog flush (their rows are in D1). Queued once per subscribed active endpoint;
+   * an event already seen is skipped. Returns how many (event, endpoint) pairs were queued.
+   */
+  async enqueue(tenantId: string, events: FlushedEvent[]): Promise<number> {
+    this.bind(tenantId);
+    const endpoints = this.activeEndpoints();
+    if (endpoints.length === 0 || events.length === 0) return 0;
+    const now = this.clock();
+    const keys = events.map(dedupeKey);
+    const seen = new Set(
+      this.sql
+        .exec<{ key: string }>(
+          "SELECT key FROM seen WHERE key IN (SELECT value FROM json_each(?))",
+          JSON.stringify(keys),
+        )
+        .toArray()
+        .map((r) => r.key),
+    );
+    const fresh = events.filter((_e, i) => !seen.has(keys[i]!) && keys.indexOf(keys[i]!) === i);
+    const wanted = fresh.filter((e) =>
+      endpoints.some((ep) =>
+        wants(ep.kind, JSON.parse(ep.events) as string[], e.eventType, (t) => SENDGRID_FLAG[t]),
+      ),
+    );
+    if (wanted.length === 0) return 0;
+    const info = await this.messageInfo(tenantId, [...new Set(wanted.map((e) => e.messageId))]);
+    let queued = 0;
+    this.ctx.storage.transactionSync(() => {
+      for (const e of wanted) {
+        this.sql.exec("INSERT OR IGNORE INTO seen (key, at) VALUES (?, ?)", dedupeKey(e), now);
+        const envelope = JSON.stringify(toWebhookEvent(e, info.get(e.messageId)));
+        for (const ep of endpoints) {
+          if (!wants(ep.kind, JSON.parse(ep.events) as string[], e.eventType, (t) => SENDGRID_FLAG[t]))
+            continue;
+          this.sql.exec("INSERT INTO pending (endpoint_id, event) VALUES (?, ?)", ep.id, envelope);
+          queued++;
+        }
+      }
+    });
+    await this.scheduleAlarm(now + BATCH_WINDOW_MS);
+    return queued;
+  }
+
+  private activeEndpoints(): EndpointRow[] {
+    return this.sql
+      .exec<EndpointRow>("SELECT * FROM endpoint WHERE enabled = 1 AND disabled_at IS NULL AND url != ''")
+      .toArray();
+  }
+
+  /** Categories, custom args and the Message-ID of the events' messages, from the D1 catalog. */
+  private async messageInfo(tenantId: string, ids: string[]): Promise<Map<string, MessageInfo>> {
+    const out = new Map<string, MessageInfo>();
+    const { results } = await this.env.DB.prepare(
+      `SELECT id, categories, custom_args, message_id_header FROM messages
+       WHERE tenant_id = ? AND id IN (SELECT value FROM json_each(?))`,
+    )
+      .bind(tenantId, JSON.stringify(ids))
+      .all<{ id: string; categories: string; custom_args: string; message_id_header: string }>();
+    for (const r of results) {
+      out.set(r.id, {
+        categories: JSON.parse(r.categories) as string[],
+        customArgs: JSON.parse(r.custom_args) as Record<string, string>,
+        messageIdHeader: r.message_id_header,
+      });
+    }
+    return out;
+  }
+
+  // ── Delivery ─────────────────────────────────────────────────────────────────────────────────
+
+  override async alarm(): Promise<void> {
+    const now = this.clock();
+    this.formDeliveries(now);
+    this.prune(now);
+    const due = this.sql
+      .exec<DeliveryRow & { secret: string | null; kind: EndpointKind; url: string; tenant: string }>(
+        `SELECT d.*, e.secret, e.kind, e.url FROM delivery d JOIN endpoint e ON e.id = d.endpoint_id
+         WHERE d.state = 'pending' AND d.next_at <= ? AND e.enabled = 1 AND e.disabled_at IS NULL
+         ORDER BY d.next_at LIMIT 64`,
+        now,
+      )
+      .toArray();
+    // Leased past the deadline first: an object that stops mid-POST tries again later, not never.
+    for (const d of due) {
+      this.sql.exec("UPDATE delivery SET next_at = ? WHERE id = ?", now + DELIVERY_TIMEOUT_MS + 30_000, d.id);
+    }
+    const tenant = this.sql
+      .exec<{ value: string }>("SELECT value FROM meta WHERE key = 'tenant'")
+      .toArray()[0]?.value;
+    let next = 0;
+    while (next < due.length) {
+      const slice = due.slice(next, next + PARALLEL_POSTS);
+      next += slice.length;
+      await Promise.all(slice.map((d) => this.attempt(tenant ?? "", d)));
+    }
+    await this.scheduleAlarm(this.clock() + (due.length === 64 ? 0 : Infinity));
+  }
+
+  /** Pending events → deliveries: per endpoint, in arrival order, BATCH_MAX_EVENTS at most per POST. */
+  private formDeliveries(now: number): void {
+    const endpoints = this.sql
+      .exec<{ endpoint_id: string }>("SELECT DISTINCT endpoint_id FROM pending")
+      .toArray()
+      .map((r) => r.endpoint_id);
+    for (const endpointId of endpoints) {
+      const ep = this.endpoint(endpointId);
+      for (;;) {
+        const rows = this.sql
+          .exec<{ seq: number; event: string }>(
+            "SELECT seq, event FROM pending WHERE endpoint_id = ? ORDER BY seq LIMIT ?",
+            endpointId,
+            BATCH_MAX_EVENTS,
+          )
+          .toArray();
+        if (rows.length === 0) break;
+        const events = rows.map((r) => JSON.parse(r.event) as QueuedEvent);
+        this.ctx.storage.transactionSync(() => {
+          if (ep) {
+            this.sql.exec(
+              `INSERT INTO delivery (id, endpoint_id, event_ids, body, state, attempts, next_at, created_at)
+               VALUES (?, ?, ?, ?, 'pending', 0, ?, ?)`,
+              `whd_${ulid(now)}`,
+              endpointId,
+              JSON.stringify(events.map((e) => e.event_id)),
+              bodyFor(ep.kind, events),
+              now,
+              now,
+            );
+          }
+          this.sql.exec(
+            "DELETE FROM pending WHERE endpoint_id = ? AND seq <= ?",
+            endpointId,
+            rows.at(-1)!.seq,
+          );
+        });
+      }
+    }
+  }
+
+  private prune(now: number): void {
+    this.sql.exec("DELETE FROM seen WHERE at < ?", now - SEEN_RETENTION_MS);
+    this.sql.exec(
+      `DELETE FROM attempt WHERE delivery_id IN (SELECT id FROM delivery WHERE state != 'pending' AND done_at < ?)`,
+      now - LOG_RETENTION_MS,
+    );
+    this.sql.exec("DELETE FROM delivery WHERE state != 'pending' AND done_at < ?", now - LOG_RETENTION_MS);
+  }
+
+  private async secretOf(
+    tenantId: string,
+    ep: { id: string; kind: EndpointKind; secret: string | null },
+  ): Promise<string | null> {
+    if (ep.kind === "scaisend") {
+      return ep.secret === null ? null : open(this.keys, ep.secret, `webhook:${tenantId}:${ep.id}`);
+    }
+    const key = this.signingKey();
+    return key ? open(this.keys, key.private_key, `webhook-signing-key:${tenantId}`) : null;
+  }
+
+  private post(url: string, headers: Record<string, string>, body: string): Promise<PostOutcome> {
+    return guardedPost(
+      url,
+      { headers, body, timeoutMs: DELIVERY_TIMEOUT_MS },
+      {
+        ...this.guard(),
+        fetch: this.fetcher,
+        now: () => Date.now(),
+      },
+    );
+  }
+
+  private async attempt(
+    tenantId: string,
+    d: DeliveryRow & { secret: string | null; kind: EndpointKind; url: string },
+  ): Promise<void> {
+    const startedAt = this.clock();
+    let outcome: PostOutcome;
+    try {
+      const secret = await this.secretOf(tenantId, { id: d.endpoint_id, kind: d.kind, secret: d.secret });
+      const headers = await headersFor(
+        { kind: d.kind, endpointId: d.endpoint_id, deliveryId: d.id, secret },
+        d.body ?? "",
+        startedAt,
+      );
+      outcome = await this.post(d.url, headers, d.body ?? "");
+    } catch (err) {
+      // A secret that no longer opens (SECRETS_KEY rotated without the previous key): a failure to report.
+      outcome = { status: null, error: err instanceof Error ? err.message : String(err), durationMs: 0 };
+    }
+    this.record(d, startedAt, outcome);
+  }
+
+  private record(d: DeliveryRow, at: number, outcome: PostOutcome): void {
+    const n = d.attempts + 1;
+    const now = this.clock();
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(
+        "INSERT OR REPLACE INTO attempt (delivery_id, n, at, status_code, error, duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        d.id,
+        n,
+        at,
+        outcome.status,
+        outcome.error,
+        Math.round(outcome.durationMs),
+      );
+      if (outcome.error === null) {
+        this.sql.exec(
+          "UPDATE delivery SET state = 'succeeded', attempts = ?, next_at = NULL, done_at = ?, body = NULL WHERE id = ?",
+          n,
+          now,
+          d.id,
+        );
+        this.sql.exec(
+          "UPDATE endpoint SET failure_count = 0, last_success_at = ? WHERE id = ?",
+          now,
+          d.endpoint_id,
+        );
+        return;
+      }
+      const delay = n >= MAX_ATTEMPTS ? null : retryDelayMs(n);
+      if (delay === null) {
+        this.sql.exec(
+          "UPDATE delivery SET state = 'failed', attempts = ?, next_at = NULL, done_at = ?, body = NULL WHERE id = ?",
+          n,
+          now,
+          d.id,
+        );
+      } else {
+        this.sql.exec("UPDATE delivery SET attempts = ?, next_at = ? WHERE id = ?", n, at + delay, d.id);
+      }
+      this.sql.exec(
+        `UPDATE endpoint SET failure_count = failure_count + 1, last_failure_at = ?,
+           disabled_at = CASE WHEN disabled_at IS NULL AND failure_count + 1 >= ? THEN ? ELSE disabled_at END
+         WHERE id = ?`,
+        now,
+        AUTO_DISABLE_AFTER,
+        now,
+        d.endpoint_id,
+      );
+    });
+  }
+
+  /**
+   * The alarm at `at` at the latest: sooner when a delivery is due sooner. Deliveries of inactive
+   * endpoints wait without an alarm until a PATCH enables them again.
+   */
+  private async scheduleAlarm(at: number): Promise<void> {
+    const nextDue = this.sql
+      .exec<{ t: number | null }>(
+        `SELECT MIN(d.next_at) AS t FROM delivery d JOIN endpoint e ON e.id = d.endpoint_id
+         WHERE d.state = 'pending' AND e.enabled = 1 AND e.disabled_at IS NULL`,
+      )
+      .one().t;
+    const hasPending = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM pending").one().n > 0;
+    let want = Math.min(at, nextDue ?? Infinity);
+    if (hasPending) want = Math.min(want, this.clock() + BATCH_WINDOW_MS);
+    if (!Number.isFinite(want)) return;
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > want) await this.ctx.storage.setAlarm(want);
+  }
+
+  /** For tests: the scheduled alarm time. */
+  async alarmAt(): Promise<number | null> {
+    return this.ctx.storage.getAlarm();
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * Hands the events of a successful catalog flush to each tenant's WebhookQueue
+ * (edge/src/objects/webhook-queue.ts). Called by the OriginHub after D1 took the batch, never on the
+ * accept path and never awaited by the flush: a slow or failing queue delays no mail.
+ *
+ * The hand-off is retried a few times with back-off while the hub lives; the queue de-duplicates
+ * by event (a retried hand-off or a replayed flush queues nothing twice). What this does not
+ * survive is the hub being evicted between the D1 write and a successful hand-off: those events are
+ * on the message timeline but are not posted (docs/api/webhooks.md#guarantees).
+ */
+import type { Bindings } from "../env.ts";
+import type { FlushedEvent } from "./webhook-events.ts";
+
+const RETRY_DELAYS_MS = [200, 1000, 5000, 15000];
+
+export function fanOutWebhookEvents(
+  env: Pick<Bindings, "WEBHOOK_QUEUE">,
+  events: FlushedEvent[],
+): Promise<void> {
+  const byTenant = new Map<string, FlushedEvent[]>();
+  for (const e of events) {
+    const list = byTenant.get(e.tenantId);
+    if (list) list.push(e);
+    else byTenant.set(e.tenantId, [e]);
+  }
+  return Promise.all(
+    [...byTenant].map(async ([tenantId, list]) => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await env.WEBHOOK_QUEUE.getByName(tenantId).enqueue(tenantId, list);
+          return;
+        } catch (err) {
+          const delay = RETRY_DELAYS_MS[attempt];
+          if (delay === undefined) {
+            console.error(
+              JSON.stringify({
+                level: "error",
+                msg: "webhook events not handed to the queue",
+                tenantId,
+                events: list.length,
+                error: err instanceof Error ? err.message : String(err),
+              }),
+            );
+            return;
+          }
+          await new Promise((r) => setTimeout(r, delay));
+        }
+      }
+    }),
+  ).then(() => undefined);
+}

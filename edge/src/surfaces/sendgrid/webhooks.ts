@@ -1,0 +1,250 @@
+/**
+ * Webhook configuration (docs/api/webhooks.md), two surfaces over one per-tenant WebhookQueue:
+ *  - `/v3/user/webhooks`: ScaiSend endpoints (several URLs, each with its event types and its own
+ *    `whsec_…` secret), FastAPI `{detail}` errors like every ScaiSend read/write surface;
+ *  - `/v3/user/webhooks/event/*`: SendGrid's Event Webhook settings (one URL, a boolean per event),
+ *    its Signed Event Webhook key and test POST, in SendGrid's `{"errors":[…]}` shape.
+ * Reads need `webhooks.read`, changes `webhooks.write` (shared/permissions.ts). The tenant is the
+ * credential's: its object is the only one a request can reach.
+ */
+import { Hono, type Context } from "hono";
+import { AppError } from "../../../../shared/errors.ts";
+import type { AppEnv } from "../../context.ts";
+import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { rateLimit } from "../../middleware/rate-limit.ts";
+import type { Outcome } from "../../objects/webhook-queue.ts";
+import { EVENT_TYPES, SENDGRID_FLAGS } from "../../services/webhook-events.ts";
+import { renderFastApi, renderSendGrid } from "../errors.ts";
+
+const MAX_BODY_BYTES = 64 * 1024;
+export const MAX_URL_LENGTH = 2048;
+
+type Dialect = "scaisend" | "sendgrid";
+
+function badRequest(dialect: Dialect, field: string | null, message: string): AppError {
+  return dialect === "sendgrid"
+    ? new AppError("invalid_request", message, { fields: [{ field, message, help: null }] })
+    : new AppError("invalid_request", field ? `${field}: ${message}` : message);
+}
+
+async function readJson(c: Context<AppEnv>, dialect: Dialect): Promise<Record<string, unknown>> {
+  const raw = await c.req.arrayBuffer();
+  if (raw.byteLength > MAX_BODY_BYTES)
+    throw badRequest(dialect, null, `the body may be at most ${MAX_BODY_BYTES} bytes`);
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(raw);
+  } catch {
+    throw badRequest(dialect, null, "the body is not valid UTF-8");
+  }
+  // @sendgrid/client sends an empty body with Content-Type: application/json on bodiless calls.
+  if (text.trim() === "") return {};
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw badRequest(dialect, null, "the body is not valid JSON");
+  }
+  if (!body || typeof body !== "object" || Array.isArray(body))
+    throw badRequest(dialect, null, "the body must be a JSON object");
+  return body as Record<string, unknown>;
+}
+
+function refuseUnknown(dialect: Dialect, body: Record<string, unknown>, known: readonly string[]): void {
+  for (const k of Object.keys(body))
+    if (!known.includes(k)) throw badRequest(dialect, k, "is not a known field");
+}
+
+/** OAuth2 client credentials are not built: a value is refused, never stored and ignored. */
+function refuseOAuth(dialect: Dialect, body: Record<string, unknown>): void {
+  for (const k of ["oauth_client_id", "oauth_client_secret", "oauth_token_url"]) {
+    const v = body[k];
+    if (v !== undefined && v !== null && v !== "") {
+      throw badRequest(dialect, k, "OAuth2 client credentials for webhooks are not supported yet");
+    }
+  }
+}
+
+function urlField(dialect: Dialect, v: unknown, field = "url"): string {
+  if (typeof v !== "string" || v.trim() === "")
+    throw badRequest(dialect, field, "must be a non-empty string");
+  if (v.length > MAX_URL_LENGTH)
+    throw badRequest(dialect, field, `may be at most ${MAX_URL_LENGTH} characters`);
+  return v.trim();
+}
+
+function enabledEvents(v: unknown): string[] {
+  if (!Array.isArray(v) || v.length === 0) {
+    throw badRequest("scaisend", "enabled_events", 'must be a non-empty list of event types, or ["*"]');
+  }
+  if (v.length === 1 && v[0] === "*") return ["*"];
+  const out: string[] = [];
+  for (const t of v) {
+    if (typeof t !== "string" || !(EVENT_TYPES as readonly string[]).includes(t)) {
+      throw badRequest(
+        "scaisend",
+        "enabled_events",
+        `${JSON.stringify(t)} is not an event type (${EVENT_TYPES.join(", ")}, or ["*"] alone)`,
+      );
+    }
+    if (!out.includes(t)) out.push(t);
+  }
+  return out;
+}
+
+function bool(dialect: Dialect, v: unknown, field: string): boolean {
+  if (typeof v !== "boolean") throw badRequest(dialect, field, "must be true or false");
+  return v;
+}
+
+function unwrap<T>(dialect: Dialect, outcome: Outcome<T>): T {
+  if (outcome.ok) return outcome.value;
+  if (outcome.code === "not_found") throw new AppError("not_found", outcome.message);
+  throw badRequest(
+    dialect,
+    outcome.message.startsWith("url ") ? "url" : null,
+    outcome.message.replace(/^url /, ""),
+  );
+}
+
+const tenantOf = (c: Context<AppEnv>): string => {
+  const p = c.get("principal");
+  if (p.kind !== "api_key") throw new AppError("forbidden", "Webhooks belong to a tenant: use its API key");
+  return p.tenantId;
+};
+
+const queueOf = (c: Context<AppEnv>) => c.env.WEBHOOK_QUEUE.getByName(tenantOf(c));
+
+function positiveInt(v: string | undefined, field: string, def: number, max: number): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < 1 || n > max)
+    throw badRequest("scaisend", `query.${field}`, `must be an integer from 1 to ${max}`);
+  return n;
+}
+
+// ── SendGrid's Event Webhook ────────────────────────────────────────────────────────────────────
+
+export const eventWebhookApi = new Hono<AppEnv>()
+  .use(authenticate())
+  .get("/settings", requireScope("webhooks.read"), async (c) => {
+    return c.json(unwrap("sendgrid", await queueOf(c).getEventSettings(tenantOf(c))));
+  })
+  .patch("/settings", requireScope("webhooks.write"), async (c) => {
+    const body = await readJson(c, "sendgrid");
+    refuseUnknown("sendgrid", body, [
+      "enabled",
+      "url",
+      ...SENDGRID_FLAGS,
+      "oauth_client_id",
+      "oauth_client_secret",
+      "oauth_token_url",
+    ]);
+    refuseOAuth("sendgrid", body);
+    const flags: Record<string, boolean> = {};
+    for (const f of SENDGRID_FLAGS) if (body[f] !== undefined) flags[f] = bool("sendgrid", body[f], f);
+    const patch = {
+      ...(body["enabled"] !== undefined ? { enabled: bool("sendgrid", body["enabled"], "enabled") } : {}),
+      // An empty url clears it (SendGrid's settings start with "").
+      ...(body["url"] !== undefined
+        ? { url: body["url"] === "" ? "" : urlField("sendgrid", body["url"]) }
+        : {}),
+      flags,
+    };
+    return c.json(unwrap("sendgrid", await queueOf(c).patchEventSettings(tenantOf(c), patch)));
+  })
+  .get("/settings/signed", requireScope("webhooks.read"), async (c) => {
+    return c.json(unwrap("sendgrid", await queueOf(c).getSigned(tenantOf(c))));
+  })
+  .patch("/settings/signed", requireScope("webhooks.write"), async (c) => {
+    const body = await readJson(c, "sendgrid");
+    refuseUnknown("sendgrid", body, ["enabled"]);
+    const enabled = bool("sendgrid", body["enabled"], "enabled");
+    return c.json(unwrap("sendgrid", await queueOf(c).patchSigned(tenantOf(c), enabled)));
+  })
+  .get("/settings/deliveries", requireScope("webhooks.read"), async (c) => {
+    const limit = positiveInt(c.req.query("limit"), "limit", 50, 500);
+    return c.json(unwrap("sendgrid", await queueOf(c).deliveries(tenantOf(c), "event_settings", limit)));
+  })
+  .post("/test", requireScope("webhooks.write"), async (c) => {
+    const body = await readJson(c, "sendgrid");
+    refuseUnknown("sendgrid", body, [
+      "url",
+      "id",
+      "oauth_client_id",
+      "oauth_client_secret",
+      "oauth_token_url",
+    ]);
+    refuseOAuth("sendgrid", body);
+    if (body["id"] !== undefined && body["id"] !== "") {
+      throw badRequest("sendgrid", "id", "multiple Event Webhooks are not supported; leave id out");
+    }
+    const url = urlField("sendgrid", body["url"]);
+    unwrap("sendgrid", await queueOf(c).testEvent(tenantOf(c), url));
+    return c.body(null, 204);
+  });
+eventWebhookApi.onError(renderSendGrid);
+
+// ── ScaiSend endpoints ─────────────────────────────────────────────────────────────────────────
+
+export const webhooksApi = new Hono<AppEnv>()
+  .use(authenticate())
+  .get("/", requireScope("webhooks.read"), async (c) => {
+    const page = positiveInt(c.req.query("page"), "page", 1, 1_000_000);
+    const pageSize = positiveInt(c.req.query("page_size"), "page_size", 20, 100);
+    const active = c.req.query("is_active");
+    if (active !== undefined && active !== "true" && active !== "false") {
+      throw badRequest("scaisend", "query.is_active", "must be true or false");
+    }
+    const isActive = active === undefined ? null : active === "true";
+    return c.json(
+      unwrap("scaisend", await queueOf(c).listEndpoints(tenantOf(c), { page, pageSize, isActive })),
+    );
+  })
+  .post(
+    "/",
+    requireScope("webhooks.write"),
+    rateLimit({ name: "webhooks.create", per: "tenant", limit: () => 10, windowMs: 60_000 }),
+    async (c) => {
+      const body = await readJson(c, "scaisend");
+      refuseUnknown("scaisend", body, ["url", "enabled_events", "oauth_client_id", "oauth_client_secret"]);
+      refuseOAuth("scaisend", body);
+      const input = {
+        url: urlField("scaisend", body["url"]),
+        enabledEvents: enabledEvents(body["enabled_events"]),
+      };
+      return c.json(unwrap("scaisend", await queueOf(c).createEndpoint(tenantOf(c), input)), 201);
+    },
+  )
+  .get("/:id", requireScope("webhooks.read"), async (c) => {
+    return c.json(unwrap("scaisend", await queueOf(c).getEndpoint(tenantOf(c), c.req.param("id"))));
+  })
+  .patch("/:id", requireScope("webhooks.write"), async (c) => {
+    const body = await readJson(c, "scaisend");
+    refuseUnknown("scaisend", body, ["url", "enabled_events", "enabled"]);
+    if (Object.keys(body).length === 0)
+      throw badRequest("scaisend", null, "nothing to change: give url, enabled_events or enabled");
+    const patch = {
+      ...(body["url"] !== undefined ? { url: urlField("scaisend", body["url"]) } : {}),
+      ...(body["enabled_events"] !== undefined
+        ? { enabledEvents: enabledEvents(body["enabled_events"]) }
+        : {}),
+      ...(body["enabled"] !== undefined ? { enabled: bool("scaisend", body["enabled"], "enabled") } : {}),
+    };
+    return c.json(unwrap("scaisend", await queueOf(c).updateEndpoint(tenantOf(c), c.req.param("id"), patch)));
+  })
+  .delete("/:id", requireScope("webhooks.write"), async (c) => {
+    unwrap("scaisend", await queueOf(c).deleteEndpoint(tenantOf(c), c.req.param("id")));
+    return c.body(null, 204);
+  })
+  .post("/:id/signing_secret", requireScope("webhooks.write"), async (c) => {
+    return c.json(unwrap("scaisend", await queueOf(c).rotateSecret(tenantOf(c), c.req.param("id"))));
+  })
+  .get("/:id/deliveries", requireScope("webhooks.read"), async (c) => {
+    const limit = positiveInt(c.req.query("limit"), "limit", 50, 500);
+    const id = c.req.param("id");
+    // The settings row is reached through /event/settings/deliveries, never by this path.
+    if (!id.startsWith("wh_")) throw new AppError("not_found", "Webhook not found");
+    return c.json(unwrap("scaisend", await queueOf(c).deliveries(tenantOf(c), id, limit)));
+  });
+webhooksApi.onError(renderFastApi);
