@@ -21,12 +21,33 @@
  *   - `help` points at ScaiSend's docs: `${MAIL_SEND_DOCS_URL}#<field without indices>`, underscores
  *     as hyphens (`template_id` → `#template-id`); record paths stop at the record.
  *
- * Deliberate leniencies (SendGrid's own clients never exercise these; hand-written ones do):
- *   - unknown keys are ignored and stripped from the parsed value, at every level;
- *   - an optional field sent as JSON `null` counts as absent;
- *   - `content: []` together with `template_id` counts as "no content";
- *   - attachment base64 may be line-wrapped (RFC 2045) and may omit `=` padding;
- *   - `mail_settings.spam_check` (legacy) is validated like the other settings.
+ * Strictness, rule by rule (SendGrid's live answers and its official clients decide, not its OAS):
+ *   - Unknown keys are refused at every level of the schema, one error per key at the key's own
+ *     path (`personalizations.0.dynamicTemplateData`), at most MAX_UNKNOWN_KEYS_REPORTED per object.
+ *     SendGrid's schema does not say, but its support page lists "Using parameters that are not
+ *     available for a specific endpoint" as a 400 validation error (support.sendgrid.com/hc/en-us/
+ *     articles/18322114821403); and an ignored key is a field not honoured, which ScaiSend refuses
+ *     rather than drops (a hand-written camelCase `dynamicTemplateData` would otherwise render the
+ *     template with no data). Keys *inside* headers, custom_args, substitutions, sections and
+ *     dynamic_template_data are the caller's data, never checked against a list.
+ *   - JSON `null` is a type error wherever a field has a type, with SendGrid's own words at the
+ *     field: `{"message":"Invalid type. Expected: array, given: null.","field":"attachments",…}`
+ *     (the bodies SendGrid returned in github.com/alexgaribay/sendgrid_elixir/issues/17 for
+ *     attachments, content, send_at and reply_to). `null` is data only inside
+ *     dynamic_template_data, which takes any JSON.
+ *   - What the official clients send is accepted: they never send an unknown key or a `null` of
+ *     their own (@sendgrid/helpers drops undefined and empty members; test/shared/
+ *     mail-send.validation.test.ts runs every helper input shape through the real @sendgrid/mail).
+ *     A `null` an application hands the helpers (an attachment's `type: null`) passes through them
+ *     and is refused here as SendGrid refuses it.
+ *   - Empty containers are accepted where SendGrid's schema has no minimum (`cc: []`,
+ *     `categories: []` — @sendgrid/helpers sends that after dropping `''` — `headers: {}`,
+ *     `mail_settings: {}`, …); `custom_args: {}` is SendGrid's "`custom_args` cannot be empty.".
+ *     `content: []` with a `template_id` counts as no content: it carries nothing, so nothing is lost.
+ *   - Attachment base64 may be line-wrapped (RFC 2045) and may omit `=` padding: it decodes to the
+ *     same bytes, so refusing it would only break senders that wrap (PHP's chunk_split).
+ *   - `mail_settings.bcc` and `spam_check` (older spec, still sent by the Python and Go clients) are
+ *     validated like the other settings.
  *
  * Imports only zod and shared/mail/headers.ts: this module runs in the Worker and in Node.
  */
@@ -224,8 +245,7 @@ export const MESSAGES = {
   attachmentContentIdType: (given: string) =>
     `The content ID of your attachment must be a string. You provided [${given}].`,
   attachmentContentIdCrlf: "The content ID of your attachment cannot contain CRLF characters.",
-  attachmentContentIdRequired:
-    'The content_id is required when the disposition of your attachment is "inline".', // ours
+  attachmentContentIdRequired: "The content_id parameter is required if disposition = 'inline'.", // live (sendgrid-nodejs#1080)
 
   batchIdType: "The batch_id must be a string.",
   ipPoolType: "The name of your IP pool must be a string.",
@@ -259,6 +279,11 @@ export const MESSAGES = {
   subscriptionTrackingTag: "The subscription tracking substitution tag must be a string value.",
   ganalyticsEnable: "The Google Analytics enable param must be a boolean value.",
   ganalyticsUtm: (key: string) => `The Google Analytics ${key} must be a string value.`,
+
+  // ours: a key that is no field of the body at its level (see the header for why it is refused)
+  unknownField: (key: string) =>
+    `Unknown field [${key}]: the mail/send body has no such parameter here. Remove it, or check its spelling (field names are snake_case, e.g. template_id).`,
+  unknownFieldsMore: (n: number) => `…and ${fmt(n)} more unknown fields in this object.`,
 
   // ours: fields SendGrid defines that this deployment does not honour yet (see notSupportedErrors)
   notSupported: (what: string, fix: string) => `${what} not supported yet by this deployment; ${fix}.`,
@@ -320,9 +345,40 @@ function echo(v: unknown): string {
 // ---------------------------------------------------------------------------------------------
 // Schema building blocks
 
-/** Optional field; JSON `null` counts as absent (see leniencies in the header). */
+/** The JSON type a schema expects, as SendGrid names it in "Invalid type. Expected: …". */
+function expectedJsonType(schema: z.ZodType): string {
+  const def = schema._zod.def as { type: string; format?: string; in?: z.ZodType };
+  switch (def.type) {
+    case "object":
+    case "record":
+      return "object";
+    case "array":
+      return "array";
+    case "string":
+    case "enum":
+      return "string";
+    case "boolean":
+      return "boolean";
+    case "number":
+      return def.format?.includes("int") ? "integer" : "number";
+    case "pipe":
+      if (def.in) return expectedJsonType(def.in);
+  }
+  // Thrown at module load, so a new kind of field fails every test instead of naming no type.
+  throw new Error(`mail-send: no JSON type for a ${def.type} schema`);
+}
+
+/**
+ * Optional field. Absent is fine; JSON `null` is SendGrid's type error ("Invalid type. Expected:
+ * array, given: null."), not "absent" (see the header).
+ */
 function opt<T extends z.ZodType>(schema: T) {
-  return z.preprocess((v) => (v === null ? undefined : v), schema.optional());
+  const nullMessage = MESSAGES.invalidType(expectedJsonType(schema), "null");
+  return z.preprocess((v, ctx) => {
+    if (v !== null) return v;
+    ctx.issues.push({ code: "custom", message: nullMessage, input: v });
+    return undefined;
+  }, schema.optional());
 }
 
 /** A string with one message for "missing" and one for "wrong type". */
@@ -355,7 +411,7 @@ function addressSchema(kind: AddressKind) {
   ).refine((s) => utf8ByteLength(s) <= MAX_NAME_BYTES, { error: MESSAGES.nameTooLong(kind.what) });
   const separators = kind.separators;
   if (separators !== undefined) name = name.refine((s) => !/[;,]/.test(s), { error: separators });
-  return z.object(
+  return z.strictObject(
     { email, name: opt(name) },
     { error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)) },
   );
@@ -390,10 +446,10 @@ const replyToListKind: AddressKind = {
 export const EmailAddressSchema = addressSchema(fromKind);
 
 /**
- * A missing `from` is reported at `from.email` (that is what SendGrid's live API returns),
- * so absent/null `from` is parsed as `{}` and fails on its email.
+ * A missing `from` is reported at `from.email` (that is what SendGrid's live API returns), so an
+ * absent `from` is parsed as `{}` and fails on its email; `null` is a type error like any other.
  */
-const FromSchema = z.preprocess((v) => (v === undefined || v === null ? {} : v), addressSchema(fromKind));
+const FromSchema = z.preprocess((v) => (v === undefined ? {} : v), addressSchema(fromKind));
 
 function recipientList(list: "to" | "cc" | "bcc") {
   return z.array(addressSchema(recipientKind(list)), {
@@ -481,7 +537,7 @@ const DynamicTemplateDataSchema = z.record(z.string(), z.unknown(), {
   error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)),
 });
 
-export const PersonalizationSchema = z.object(
+export const PersonalizationSchema = z.strictObject(
   {
     to: ToSchema,
     cc: opt(recipientList("cc")),
@@ -497,7 +553,7 @@ export const PersonalizationSchema = z.object(
   { error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)) },
 );
 
-export const ContentSchema = z.object(
+export const ContentSchema = z.strictObject(
   {
     type: headerSafe(
       str(MESSAGES.contentTypeRequired, MESSAGES.contentTypeInvalid).min(1, {
@@ -514,34 +570,52 @@ export const ContentSchema = z.object(
   { error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)) },
 );
 
-export const AttachmentSchema = z.object(
-  {
-    content: str(MESSAGES.attachmentContentInvalid)
-      .min(1, { error: MESSAGES.attachmentContentInvalid })
-      .refine(isBase64, { error: MESSAGES.attachmentContentBase64 }),
-    filename: headerSafe(
-      str(MESSAGES.attachmentFilenameRequired, MESSAGES.attachmentFilenameType),
-      MESSAGES.attachmentFilenameCrlf,
-    ).refine((s) => s.length >= 1 && s.length <= 255, { error: MESSAGES.attachmentFilenameLength }),
-    type: opt(
-      headerSafe(
-        z.string({ error: MESSAGES.attachmentTypeInvalid }).min(1, { error: MESSAGES.attachmentTypeInvalid }),
-        MESSAGES.attachmentTypeChars,
-      )
-        .refine((s) => !s.includes(";"), { error: MESSAGES.attachmentTypeChars })
-        .refine((s) => s.length <= MAX_CONTENT_TYPE_LENGTH, { error: MESSAGES.attachmentTypeTooLong }),
-    ),
-    disposition: opt(
-      z.enum(["inline", "attachment"], { error: (iss) => MESSAGES.attachmentDisposition(echo(iss.input)) }),
-    ),
-    content_id: opt(
-      headerSafe(
-        z.string({ error: (iss) => MESSAGES.attachmentContentIdType(echo(iss.input)) }),
-        MESSAGES.attachmentContentIdCrlf,
+/**
+ * @sendgrid/mail's own types name an attachment's content id `contentId` (AttachmentData), and the
+ * client sends a plain attachment object as given, camelCase and all. SendGrid ignores that key (its
+ * answer is then "content_id … required" for an inline one, or a part without Content-ID:
+ * github.com/sendgrid/sendgrid-nodejs/issues/1080 and pull/1364); ScaiSend reads it as `content_id`,
+ * so an official client's inline image works. Sent beside `content_id`, it is an unknown key.
+ */
+function contentIdAlias(v: unknown): unknown {
+  if (!isRecord(v) || !("contentId" in v) || "content_id" in v) return v;
+  const { contentId, ...rest } = v;
+  return { ...rest, content_id: contentId };
+}
+
+export const AttachmentSchema = z.preprocess(
+  contentIdAlias,
+  z.strictObject(
+    {
+      content: str(MESSAGES.attachmentContentInvalid)
+        .min(1, { error: MESSAGES.attachmentContentInvalid })
+        .refine(isBase64, { error: MESSAGES.attachmentContentBase64 }),
+      filename: headerSafe(
+        str(MESSAGES.attachmentFilenameRequired, MESSAGES.attachmentFilenameType),
+        MESSAGES.attachmentFilenameCrlf,
+      ).refine((s) => s.length >= 1 && s.length <= 255, { error: MESSAGES.attachmentFilenameLength }),
+      type: opt(
+        headerSafe(
+          z
+            .string({ error: MESSAGES.attachmentTypeInvalid })
+            .min(1, { error: MESSAGES.attachmentTypeInvalid }),
+          MESSAGES.attachmentTypeChars,
+        )
+          .refine((s) => !s.includes(";"), { error: MESSAGES.attachmentTypeChars })
+          .refine((s) => s.length <= MAX_CONTENT_TYPE_LENGTH, { error: MESSAGES.attachmentTypeTooLong }),
       ),
-    ),
-  },
-  { error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)) },
+      disposition: opt(
+        z.enum(["inline", "attachment"], { error: (iss) => MESSAGES.attachmentDisposition(echo(iss.input)) }),
+      ),
+      content_id: opt(
+        headerSafe(
+          z.string({ error: (iss) => MESSAGES.attachmentContentIdType(echo(iss.input)) }),
+          MESSAGES.attachmentContentIdCrlf,
+        ),
+      ),
+    },
+    { error: (iss) => MESSAGES.invalidType("object", jsonType(iss.input)) },
+  ),
 );
 
 const CategoriesSchema = z
@@ -565,7 +639,7 @@ const CategoriesSchema = z
     }
   });
 
-const AsmSchema = z.object(
+const AsmSchema = z.strictObject(
   {
     group_id: z.int({ error: MESSAGES.asmGroupId }),
     groups_to_display: opt(
@@ -584,16 +658,16 @@ const objectError = {
 /** `{enable}` objects; `label` is SendGrid's spelling in "The <label> enable param should be a boolean value." */
 const enableFlag = (label: string) => opt(z.boolean({ error: MESSAGES.enableBoolean(label) }));
 const optString = (message: string) => opt(z.string({ error: message }));
-const toggle = (label: string) => z.object({ enable: enableFlag(label) }, objectError);
+const toggle = (label: string) => z.strictObject({ enable: enableFlag(label) }, objectError);
 
-const MailSettingsSchema = z.object(
+const MailSettingsSchema = z.strictObject(
   {
     bypass_list_management: opt(toggle("bypass list management")),
     bypass_spam_management: opt(toggle("bypass spam management")),
     bypass_bounce_management: opt(toggle("bypass bounce management")),
     bypass_unsubscribe_management: opt(toggle("bypass unsubscribe management")),
     footer: opt(
-      z.object(
+      z.strictObject(
         {
           enable: enableFlag("footer"),
           text: optString(MESSAGES.footerText),
@@ -606,7 +680,7 @@ const MailSettingsSchema = z.object(
     // Only in SendGrid's older Swagger spec (github.com/sendgrid/sendgrid-oai); accepted for compatibility.
     bcc: opt(
       z
-        .object(
+        .strictObject(
           {
             enable: enableFlag("bcc"),
             email: opt(
@@ -629,7 +703,7 @@ const MailSettingsSchema = z.object(
         }),
     ),
     spam_check: opt(
-      z.object(
+      z.strictObject(
         {
           enable: enableFlag("spam check"),
           threshold: opt(
@@ -651,10 +725,10 @@ const MailSettingsSchema = z.object(
   objectError,
 );
 
-const TrackingSettingsSchema = z.object(
+const TrackingSettingsSchema = z.strictObject(
   {
     click_tracking: opt(
-      z.object(
+      z.strictObject(
         {
           enable: enableFlag("click tracking"),
           enable_text: opt(z.boolean({ error: MESSAGES.clickTrackingEnableText })),
@@ -663,13 +737,13 @@ const TrackingSettingsSchema = z.object(
       ),
     ),
     open_tracking: opt(
-      z.object(
+      z.strictObject(
         { enable: enableFlag("open tracking"), substitution_tag: optString(MESSAGES.openTrackingTag) },
         objectError,
       ),
     ),
     subscription_tracking: opt(
-      z.object(
+      z.strictObject(
         {
           enable: enableFlag("subscription tracking"),
           text: optString(MESSAGES.subscriptionTrackingText),
@@ -680,7 +754,7 @@ const TrackingSettingsSchema = z.object(
       ),
     ),
     ganalytics: opt(
-      z.object(
+      z.strictObject(
         {
           enable: opt(z.boolean({ error: MESSAGES.ganalyticsEnable })),
           utm_source: optString(MESSAGES.ganalyticsUtm("utm_source")),
@@ -722,7 +796,7 @@ const ReplyToListSchema = z
  * Field-by-field shape of the body. Cross-field rules live in `validateMailSend`; use that, not
  * this schema, to accept a request.
  */
-export const MailSendSchema = z.object(
+export const MailSendSchema = z.strictObject(
   {
     personalizations: z
       .array(PersonalizationSchema, {
@@ -903,12 +977,17 @@ const sendAtHorizon: Rule = (body, now) => {
 };
 
 /** An inline attachment is referenced from HTML as cid:<content_id> (RFC 2392), so it needs one. */
+/** An attachment's content id as the schema reads it (`contentId` standing in: contentIdAlias). */
+const contentIdOf = (a: Raw): unknown => ("content_id" in a ? a.content_id : a.contentId);
+
 const inlineNeedsContentId: Rule = (body) =>
-  list(body.attachments).flatMap((a, i) =>
-    isRecord(a) && a.disposition === "inline" && (!present(a.content_id) || a.content_id === "")
-      ? [{ path: ["attachments", i, "content_id"], message: MESSAGES.attachmentContentIdRequired }]
-      : [],
-  );
+  list(body.attachments).flatMap((a, i) => {
+    if (!isRecord(a) || a.disposition !== "inline") return [];
+    const id = contentIdOf(a);
+    return present(id) && id !== ""
+      ? []
+      : [{ path: ["attachments", i, "content_id"], message: MESSAGES.attachmentContentIdRequired }];
+  });
 
 const CROSS_FIELD_RULES: readonly Rule[] = [
   subjectRequired,
@@ -976,6 +1055,32 @@ function toPath(path: readonly PropertyKey[]): Path {
   return path.map((s) => (typeof s === "number" ? s : String(s)));
 }
 
+/** Unknown keys of one object reported one by one; past this, one error says how many more. */
+const MAX_UNKNOWN_KEYS_REPORTED = 10;
+
+/** `help` for a field of the object at `parent` (the body itself: the field list). */
+const objectHelp = (parent: Path): string =>
+  parent.length === 0 ? `${MAIL_SEND_DOCS_URL}#fields` : helpUrl(parent);
+
+/** Errors for one zod issue: unknown keys get one error each, at the key's own path. */
+function issueErrors(iss: z.core.$ZodIssue): SendGridFieldError[] {
+  const path = toPath(iss.path);
+  if (iss.code !== "unrecognized_keys") return [fieldError(path, iss.message)];
+  const shown = iss.keys.slice(0, MAX_UNKNOWN_KEYS_REPORTED);
+  const errors = shown.map((key): SendGridFieldError => ({
+    message: MESSAGES.unknownField(echo(key)),
+    field: [...path, key].join("."),
+    help: objectHelp(path),
+  }));
+  if (iss.keys.length > shown.length)
+    errors.push({
+      message: MESSAGES.unknownFieldsMore(iss.keys.length - shown.length),
+      field: path.length === 0 ? null : path.join("."),
+      help: objectHelp(path),
+    });
+  return errors;
+}
+
 /** Keep the first error per field, in order: SendGrid reports one error per field. */
 function onePerField(errors: SendGridFieldError[]): SendGridFieldError[] {
   const seen = new Set<string | null>();
@@ -999,9 +1104,7 @@ export function validateMailSend(body: unknown, now: Date | number = Date.now())
   const nowSeconds = Math.floor((typeof now === "number" ? now : now.getTime()) / 1000);
 
   const parsed = MailSendSchema.safeParse(body, { error: fallbackMessage });
-  const fieldErrors = parsed.success
-    ? []
-    : parsed.error.issues.map((i) => fieldError(toPath(i.path), i.message));
+  const fieldErrors = parsed.success ? [] : parsed.error.issues.flatMap(issueErrors);
   const crossErrors = CROSS_FIELD_RULES.flatMap((rule) => rule(body, nowSeconds)).map((e) =>
     fieldError(e.path, e.message),
   );

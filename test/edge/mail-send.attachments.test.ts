@@ -231,7 +231,7 @@ describe("post /v3/mail/send attachment validation (SendGrid's errors)", () => {
       },
       [
         {
-          message: 'The content_id is required when the disposition of your attachment is "inline".',
+          message: "The content_id parameter is required if disposition = 'inline'.",
           field: "attachments.0.content_id",
           help: `${HELP}#attachments.content-id`,
         },

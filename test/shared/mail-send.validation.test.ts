@@ -1,4 +1,5 @@
 import { MailService } from "@sendgrid/mail";
+import { classes as sendgridHelpers } from "@sendgrid/helpers";
 import { describe, expect, it } from "vitest";
 import { RESERVED_HEADER_NAMES } from "../../shared/mail/headers.ts";
 import {
@@ -55,6 +56,11 @@ const emails = (n: number, prefix = "r"): { email: string }[] =>
   Array.from({ length: n }, (_, i) => ({ email: `${prefix}${i}@example.com` }));
 /** 324 chars, syntactically valid otherwise: 64-char local part and four 63-char labels. */
 const LONG_EMAIL = `${"a".repeat(64)}@${`${"b".repeat(63)}.`.repeat(4)}com`;
+
+const { Attachment } = sendgridHelpers;
+
+/** SendGrid's answer for a JSON null where a field has a type. */
+const nullType = (expected: string) => `Invalid type. Expected: ${expected}, given: null.`;
 
 /** One mutation of a valid body → exactly one error. */
 type Case = [name: string, mutate: (b: Body) => void, field: string, message: string, anchor: string];
@@ -198,25 +204,35 @@ describe("validateMailSend accepts", () => {
     expect(errorsOf({ ...base(), content: three })).toEqual([]);
   });
 
-  it("unknown keys at any level, and strips them from the value", () => {
-    const body = {
+  it("null inside dynamic_template_data (any JSON) and unknown-looking keys inside every record", () => {
+    const body: Body = {
       ...base(),
-      ip_warmup: true,
-      personalizations: [{ to: [{ email: "a@example.com", extra: 1 }], extra: 2 }],
+      headers: { "X-templateId": "1" },
+      custom_args: { dynamicTemplateData: "x" },
+      sections: { ":foo": "bar" },
     };
-    const r = validateMailSend(body, NOW_MS);
-    expect(r.ok).toBe(true);
-    if (!r.ok) return;
-    expect(r.value).not.toHaveProperty("ip_warmup");
-    expect(r.value.personalizations[0]).toEqual({ to: [{ email: "a@example.com" }] });
+    delete body.content;
+    body.template_id = "d-0123456789abcdef0123456789abcdef";
+    p0(body).dynamic_template_data = { missing: null, list: [null], nested: { ip_warmup: null } };
+    p0(body).substitutions = { extra: "x" };
+    p0(body).headers = { "X-Extra": "y" };
+    p0(body).custom_args = { extra: "z" };
+    expect(errorsOf(body)).toEqual([]);
   });
 
-  it("JSON null for optional fields, as absent", () => {
-    const body = { ...base(), reply_to: null, categories: null, send_at: null, mail_settings: null };
-    p0(body).cc = null;
-    const r = validateMailSend(body, NOW_MS);
-    expect(r.ok).toBe(true);
-    expect(r.ok && r.value.reply_to).toBeUndefined();
+  it("empty containers where SendGrid's schema has no minimum", () => {
+    const body = {
+      ...base(),
+      categories: [],
+      headers: {},
+      attachments: [],
+      reply_to_list: [],
+      mail_settings: {},
+      tracking_settings: { click_tracking: {} },
+      sections: {},
+    };
+    Object.assign(p0(body), { cc: [], bcc: [], headers: {}, substitutions: {} });
+    expect(errorsOf(body)).toEqual([]);
   });
 
   it("send_at in the past and exactly 72 hours ahead, at both levels", () => {
@@ -501,7 +517,13 @@ describe("validateMailSend: from, reply_to, reply_to_list", () => {
       MESSAGES.fromRequired,
       "from.email",
     ],
-    ["from null", (b) => (b.from = null), "from.email", MESSAGES.fromRequired, "from.email"],
+    [
+      "from null (a type error, as for any field)",
+      (b) => (b.from = null),
+      "from",
+      nullType("object"),
+      "from",
+    ],
     [
       "from without email",
       (b) => (b.from = { name: "x" }),
@@ -1342,6 +1364,169 @@ describe("validateMailSend: mail_settings and tracking_settings", () => {
   });
 });
 
+// Strict where SendGrid is strict (the rules in the header of shared/sendgrid/mail-send.ts).
+
+/** A valid body with every optional object present, so any path below can be set. */
+function fullBody(): Body {
+  const body = base();
+  body.reply_to = { email: "reply@example.com" };
+  body.attachments = [{ content: "aGk=", filename: "a.txt" }];
+  body.asm = { group_id: 1 };
+  body.mail_settings = {};
+  body.tracking_settings = {};
+  return body;
+}
+
+/** Set `path` (dotted, numeric segments index arrays) to `value`, creating objects on the way. */
+function setPath(body: Body, path: string, value: unknown): void {
+  const segments = path.split(".");
+  let node: Body = body;
+  for (const segment of segments.slice(0, -1)) {
+    node[segment] ??= {};
+    node = node[segment];
+  }
+  node[segments.at(-1)!] = value;
+}
+
+describe("validateMailSend: null is SendGrid's type error wherever a field has a type", () => {
+  const cases: [path: string, expected: string][] = [
+    ["reply_to", "object"],
+    ["reply_to.name", "string"],
+    ["reply_to_list", "array"],
+    ["subject", "string"],
+    ["content", "array"],
+    ["attachments", "array"],
+    ["attachments.0.type", "string"],
+    ["attachments.0.disposition", "string"],
+    ["attachments.0.content_id", "string"],
+    ["template_id", "string"],
+    ["sections", "object"],
+    ["headers", "object"],
+    ["categories", "array"],
+    ["custom_args", "object"],
+    ["send_at", "integer"],
+    ["batch_id", "string"],
+    ["asm", "object"],
+    ["asm.groups_to_display", "array"],
+    ["ip_pool_name", "string"],
+    ["mail_settings", "object"],
+    ["mail_settings.bypass_list_management", "object"],
+    ["mail_settings.sandbox_mode", "object"],
+    ["mail_settings.sandbox_mode.enable", "boolean"],
+    ["mail_settings.footer.text", "string"],
+    ["mail_settings.bcc.email", "string"],
+    ["mail_settings.spam_check.threshold", "integer"],
+    ["tracking_settings", "object"],
+    ["tracking_settings.click_tracking.enable_text", "boolean"],
+    ["tracking_settings.open_tracking.substitution_tag", "string"],
+    ["tracking_settings.ganalytics.utm_source", "string"],
+    ["from.name", "string"],
+    ["personalizations.0.to.0.name", "string"],
+    ["personalizations.0.cc", "array"],
+    ["personalizations.0.bcc", "array"],
+    ["personalizations.0.from", "object"],
+    ["personalizations.0.subject", "string"],
+    ["personalizations.0.headers", "object"],
+    ["personalizations.0.substitutions", "object"],
+    ["personalizations.0.dynamic_template_data", "object"],
+    ["personalizations.0.custom_args", "object"],
+    ["personalizations.0.send_at", "integer"],
+  ];
+  it.each(cases)("%s: null → Expected: %s, given: null", (path, expected) => {
+    const body = fullBody();
+    setPath(body, path, null);
+    expect(errorsOf(body)).toEqual([
+      {
+        message: nullType(expected),
+        field: path,
+        help: helpUrl(path.split(".").map((x) => (/^\d+$/.test(x) ? Number(x) : x))),
+      },
+    ]);
+  });
+
+  it("the live bodies of github.com/alexgaribay/sendgrid_elixir/issues/17, all at once", () => {
+    const body = { ...base(), attachments: null, content: null, send_at: null, reply_to: null };
+    const live = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message.";
+    const ours = (e: SendGridFieldError) => ({ ...e, help: e.help!.replace(`${MAIL_SEND_DOCS_URL}#`, live) });
+    expect(errorsOf(body).map(ours)).toEqual([
+      { field: "reply_to", help: `${live}reply-to`, message: "Invalid type. Expected: object, given: null." },
+      { field: "content", help: `${live}content`, message: "Invalid type. Expected: array, given: null." },
+      {
+        field: "attachments",
+        help: `${live}attachments`,
+        message: "Invalid type. Expected: array, given: null.",
+      },
+      { field: "send_at", help: `${live}send-at`, message: "Invalid type. Expected: integer, given: null." },
+    ]);
+  });
+});
+
+describe("validateMailSend: unknown keys are refused, one error per key at its own path", () => {
+  const cases: [object: string, key: string, anchor: string][] = [
+    ["", "ip_warmup", "fields"],
+    ["", "templateId", "fields"],
+    ["personalizations.0", "dynamicTemplateData", "personalizations"],
+    ["personalizations.0.to.0", "extra", "personalizations.to"],
+    ["from", "address", "from"],
+    ["reply_to", "extra", "reply-to"],
+    ["content.0", "charset", "content"],
+    ["attachments.0", "name", "attachments"], // sendgrid-go's old Attachment.Name
+    ["asm", "groupId", "asm"],
+    ["mail_settings", "sandboxMode", "mail-settings"],
+    ["mail_settings.sandbox_mode", "forward_spam", "mail-settings.sandbox-mode"],
+    ["mail_settings.spam_check", "url", "mail-settings.spam-check"],
+    ["tracking_settings", "bcc", "tracking-settings"],
+    ["tracking_settings.ganalytics", "utm_id", "tracking-settings.ganalytics"],
+  ];
+  it.each(cases)("%s: %s", (object, key, anchor) => {
+    const body = fullBody();
+    setPath(body, object === "" ? key : `${object}.${key}`, "x");
+    const field = object === "" ? key : `${object}.${key}`;
+    expect(errorsOf(body)).toEqual([err(field, MESSAGES.unknownField(key), anchor)]);
+  });
+
+  it("in reply_to_list entries", () => {
+    const body = {
+      ...base(),
+      reply_to_list: [{ email: "a@example.com" }, { email: "b@example.com", id: 2 }],
+    };
+    expect(errorsOf(body)).toEqual([err("reply_to_list.1.id", MESSAGES.unknownField("id"), "reply-to-list")]);
+  });
+
+  it("reports ten keys of one object, then how many more", () => {
+    const body = base();
+    for (let i = 0; i < 13; i++) body[`k${i}`] = i;
+    const errors = errorsOf(body);
+    expect(errors).toHaveLength(11);
+    expect(errors.slice(0, 10).map((e) => e.field)).toEqual(Array.from({ length: 10 }, (_, i) => `k${i}`));
+    expect(errors[10]).toEqual({
+      message: "…and 3 more unknown fields in this object.",
+      field: null,
+      help: `${MAIL_SEND_DOCS_URL}#fields`,
+    });
+  });
+
+  it("echoes a long key at most 1,000 characters", () => {
+    const body = base();
+    body["k".repeat(5000)] = 1;
+    const [e] = errorsOf(body);
+    expect(e!.message).toBe(MESSAGES.unknownField(`${"k".repeat(1000)}…`));
+    expect(e!.field).toBe("k".repeat(5000));
+  });
+
+  it("comes with every other error of the request", () => {
+    const body = { ...base(), subject: null, extra: true };
+    p0(body).to[0].email = "bad";
+    p0(body).toName = "x";
+    expect(errorsOf(body)).toEqual([
+      err("personalizations.0.to.0.email", MESSAGES.recipientInvalid, "personalizations.to.email"),
+      err("personalizations.0.toName", MESSAGES.unknownField("toName"), "personalizations"),
+      err("subject", nullType("string"), "subject"),
+      err("extra", MESSAGES.unknownField("extra"), "fields"),
+    ]);
+  });
+});
+
 describe("validateMailSend: several errors in one response", () => {
   it("reports field and cross-field errors together, field errors first, in body order", () => {
     const body = {
@@ -1464,6 +1649,185 @@ describe("validateMailSend: bodies produced by @sendgrid/mail 8.1.6", () => {
     );
     expect(body.personalizations).toHaveLength(2);
     expect(errorsOf(body)).toEqual([]);
+  });
+
+  /** Every null anywhere in a JSON value, by dotted path. */
+  const nullsIn = (v: unknown, path = ""): string[] =>
+    v === null
+      ? [path]
+      : typeof v === "object"
+        ? Object.entries(v as object).flatMap(([k, x]) => nullsIn(x, path ? `${path}.${k}` : k))
+        : [];
+
+  // Every setter of @sendgrid/helpers' Mail, Personalization and Attachment with the values they take:
+  // what the helpers emit carries no unknown key and no null of their own, so strictness costs
+  // their users nothing.
+  const UUID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+  const helperInputs: [name: string, data: Record<string, unknown>, isMultiple?: boolean][] = [
+    [
+      "every top-level setter",
+      {
+        to: [{ email: "a@example.com", name: "A" }, "B <b@example.com>"],
+        cc: "c@example.com",
+        bcc: ["d@example.com"],
+        from: "Sender <from@example.com>",
+        replyTo: "r@example.com",
+        subject: "S",
+        text: "t",
+        html: "<p>h</p>",
+        attachments: [
+          new Attachment({
+            content: "aGk=",
+            filename: "a.txt",
+            type: "text/plain",
+            disposition: "attachment",
+          }),
+          {
+            content: "aGk=",
+            filename: "logo.png",
+            type: "image/png",
+            disposition: "inline",
+            contentId: "logo",
+          },
+        ],
+        categories: ["a", "b", ""],
+        headers: { "X-A": "1" },
+        customArgs: { k: "v" },
+        sections: { ":s": "x" },
+        substitutions: { name: "Ann" },
+        substitutionWrappers: ["-", "-"],
+        sendAt: NOW + 60,
+        batchId: "b1",
+        ipPoolName: "pool",
+        asm: { groupId: 1, groupsToDisplay: [1, 2] },
+        mailSettings: {
+          bcc: { enable: false, email: "x@example.com" },
+          bypassListManagement: { enable: false },
+          bypassSpamManagement: { enable: true },
+          bypassBounceManagement: { enable: true },
+          bypassUnsubscribeManagement: { enable: true },
+          footer: { enable: false, text: "t", html: "h" },
+          sandboxMode: { enable: true },
+          spamCheck: { enable: false, threshold: 5, postToUrl: "https://example.com/spam" },
+        },
+        trackingSettings: {
+          clickTracking: { enable: false, enableText: false },
+          openTracking: { enable: false, substitutionTag: "%open%" },
+          subscriptionTracking: { enable: false, text: "t", html: "h", substitutionTag: "%unsub%" },
+          ganalytics: {
+            enable: false,
+            utm_source: "s",
+            utm_medium: "m",
+            utm_term: "t",
+            utm_content: "c",
+            utm_campaign: "n",
+          },
+        },
+        hideWarnings: true,
+      },
+    ],
+    [
+      "explicit personalizations with every member, a legacy template and reply_to_list",
+      {
+        from: { email: "from@example.com" },
+        templateId: UUID,
+        content: [{ type: "text/plain", value: "<%body%>" }],
+        replyToList: [{ email: "r1@example.com", name: "R1" }, { email: "r2@example.com" }],
+        personalizations: [
+          {
+            to: "a@example.com",
+            cc: [{ email: "c@example.com" }],
+            bcc: "d@example.com",
+            from: "Other <other@example.com>",
+            subject: "P0",
+            headers: { "X-P": "0" },
+            customArgs: { p: "0" },
+            substitutions: { who: "A" },
+            sendAt: NOW + 120,
+          },
+          { to: [{ email: "b@example.com" }], subject: "P1" },
+        ],
+        substitutions: { global: "G" },
+      },
+    ],
+    [
+      "a dynamic template with global and per-personalization data",
+      {
+        from: "from@example.com",
+        templateId: "d-0123456789abcdef0123456789abcdef",
+        dynamicTemplateData: { shop: { name: "S" } },
+        personalizations: [
+          { to: "a@example.com", dynamicTemplateData: { first: "A", items: [{ n: 1 }] } },
+          { to: "b@example.com" },
+        ],
+      },
+    ],
+    [
+      "sendMultiple with cc and bcc",
+      {
+        to: ["a@example.com", "b@example.com"],
+        cc: "c@example.com",
+        from: "f@example.com",
+        subject: "S",
+        html: "h",
+      },
+      true,
+    ],
+  ];
+  it.each(helperInputs)("%s: accepted, with no null in it", async (_name, data, isMultiple) => {
+    const body = await officialClientBody(data, isMultiple ?? false);
+    expect(nullsIn(body)).toEqual([]);
+    expect(errorsOf(body)).toEqual([]);
+  });
+
+  it("a plain attachment with the client's own contentId (AttachmentData) is sent camelCase and read as content_id", async () => {
+    const body = await officialClientBody({
+      to: "a@example.com",
+      from: "f@example.com",
+      subject: "S",
+      html: '<img src="cid:logo">',
+      attachments: [
+        {
+          content: "aGk=",
+          filename: "logo.png",
+          type: "image/png",
+          disposition: "inline",
+          contentId: "logo",
+        },
+      ],
+    });
+    expect(body.attachments[0]).toHaveProperty("contentId", "logo"); // the client's quirk, pinned
+    const r = validateMailSend(body, NOW_MS);
+    expect(r.ok ? [] : r.errors).toEqual([]);
+    expect(r.ok && r.value.attachments![0]).toEqual({
+      content: "aGk=",
+      filename: "logo.png",
+      type: "image/png",
+      disposition: "inline",
+      content_id: "logo",
+    });
+  });
+
+  it("contentId beside content_id is an unknown key; an inline attachment with neither needs one", () => {
+    const att = { content: "aGk=", filename: "a.png", disposition: "inline" };
+    expect(errorsOf({ ...base(), attachments: [{ ...att, content_id: "a", contentId: "b" }] })).toEqual([
+      err("attachments.0.contentId", MESSAGES.unknownField("contentId"), "attachments"),
+    ]);
+    expect(errorsOf({ ...base(), attachments: [{ ...att, contentId: "" }] })).toEqual([
+      err("attachments.0.content_id", MESSAGES.attachmentContentIdRequired, "attachments.content-id"),
+    ]);
+  });
+
+  it("a null the application hands the helpers passes through them and is refused, as SendGrid refuses it", async () => {
+    const body = await officialClientBody({
+      to: "a@example.com",
+      from: "f@example.com",
+      subject: "S",
+      text: "t",
+      attachments: [{ content: "aGk=", filename: "a.txt", type: null }],
+    });
+    expect(body.attachments[0].type).toBeNull();
+    expect(errorsOf(body)).toEqual([err("attachments.0.type", nullType("string"), "attachments.type")]);
   });
 
   it("a bad address still gets our error, not a crash", async () => {
