@@ -24,22 +24,25 @@
  * Strictness, rule by rule (SendGrid's live answers and its official clients decide, not its OAS):
  *   - Unknown keys are refused at every level of the schema, one error per key at the key's own
  *     path (`personalizations.0.dynamicTemplateData`), at most MAX_UNKNOWN_KEYS_REPORTED per object.
- *     SendGrid's schema does not say, but its support page lists "Using parameters that are not
- *     available for a specific endpoint" as a 400 validation error (support.sendgrid.com/hc/en-us/
- *     articles/18322114821403); and an ignored key is a field not honoured, which ScaiSend refuses
- *     rather than drops (a hand-written camelCase `dynamicTemplateData` would otherwise render the
- *     template with no data). Keys *inside* headers, custom_args, substitutions, sections and
- *     dynamic_template_data are the caller's data, never checked against a list.
+ *     Here ScaiSend is stricter than SendGrid, which ignores them (an attachment's `contentId` was
+ *     skipped, then "content_id … required": github.com/sendgrid/sendgrid-nodejs/issues/1080): an
+ *     ignored key is a field not honoured, refused rather than dropped (pull/1364 of the same repo:
+ *     a Content-ID silently lost), as /v3/templates refuses unknown keys. The official clients' own
+ *     shapes still pass (below); `contentId` is read as `content_id` (contentIdAlias). Keys *inside*
+ *     headers, custom_args, substitutions, sections and dynamic_template_data are the caller's
+ *     data, never checked against a list.
  *   - JSON `null` is a type error wherever a field has a type, with SendGrid's own words at the
  *     field: `{"message":"Invalid type. Expected: array, given: null.","field":"attachments",…}`
  *     (the bodies SendGrid returned in github.com/alexgaribay/sendgrid_elixir/issues/17 for
  *     attachments, content, send_at and reply_to). `null` is data only inside
  *     dynamic_template_data, which takes any JSON.
- *   - What the official clients send is accepted: they never send an unknown key or a `null` of
- *     their own (@sendgrid/helpers drops undefined and empty members; test/shared/
+ *   - What the official clients send is accepted: @sendgrid/helpers sends no `null` of its own
+ *     (it drops undefined and empty members) and no unknown key but `contentId` (test/shared/
  *     mail-send.validation.test.ts runs every helper input shape through the real @sendgrid/mail).
  *     A `null` an application hands the helpers (an attachment's `type: null`) passes through them
- *     and is refused here as SendGrid refuses it.
+ *     and is refused here as SendGrid refuses it. Fields no SendGrid spec has that old sendgrid-go
+ *     structs can carry (`attachments[].name`, `personalizations[].categories`,
+ *     `tracking_settings.sandbox_mode`, …) are unknown keys.
  *   - Empty containers are accepted where SendGrid's schema has no minimum (`cc: []`,
  *     `categories: []` — @sendgrid/helpers sends that after dropping `''` — `headers: {}`,
  *     `mail_settings: {}`, …); `custom_args: {}` is SendGrid's "`custom_args` cannot be empty.".
