@@ -159,6 +159,8 @@ export class WebhookQueue extends DurableObject<Bindings> {
   clock: () => number = () => Date.now();
   /** Where POSTs go; tests hand in a receiver. */
   fetcher: (req: Request) => Promise<Response> = (req) => fetch(req);
+  /** How long a receiver has to answer (tests shorten it). */
+  timeoutMs = DELIVERY_TIMEOUT_MS;
   /** How host names are resolved for the SSRF guard (DoH by default). */
   resolver: Resolver;
 
@@ -634,7 +636,7 @@ export class WebhookQueue extends DurableObject<Bindings> {
       .toArray();
     // Leased past the deadline first: an object that stops mid-POST tries again later, not never.
     for (const d of due) {
-      this.sql.exec("UPDATE delivery SET next_at = ? WHERE id = ?", now + DELIVERY_TIMEOUT_MS + 30_000, d.id);
+      this.sql.exec("UPDATE delivery SET next_at = ? WHERE id = ?", now + this.timeoutMs + 30_000, d.id);
     }
     const tenant = this.sql
       .exec<{ value: string }>("SELECT value FROM meta WHERE key = 'tenant'")
@@ -712,7 +714,7 @@ export class WebhookQueue extends DurableObject<Bindings> {
   private post(url: string, headers: Record<string, string>, body: string): Promise<PostOutcome> {
     return guardedPost(
       url,
-      { headers, body, timeoutMs: DELIVERY_TIMEOUT_MS },
+      { headers, body, timeoutMs: this.timeoutMs },
       {
         ...this.guard(),
         fetch: this.fetcher,

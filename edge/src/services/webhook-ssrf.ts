@@ -243,14 +243,17 @@ export async function guardedPost(
   try {
     for (let hop = 0; ; hop++) {
       const checked = await checkUrl(target, opts);
-      const res = await opts.fetch(
-        new Request(checked.toString(), {
-          method: "POST",
-          headers: init.headers,
-          body: init.body,
-          redirect: "manual",
-          signal,
-        }),
+      const res = await untilAborted(
+        opts.fetch(
+          new Request(checked.toString(), {
+            method: "POST",
+            headers: init.headers,
+            body: init.body,
+            redirect: "manual",
+            signal,
+          }),
+        ),
+        signal,
       );
       const location = res.headers.get("location");
       if (res.status >= 300 && res.status < 400 && location) {
@@ -271,6 +274,25 @@ export async function guardedPost(
   function done(status: number | null, error: string | null): PostOutcome {
     return { status, error, durationMs: opts.now() - started };
   }
+}
+
+/** The deadline holds even if a fetch implementation does not watch its signal. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
 }
 
 /** A/AAAA through a DNS-over-HTTPS JSON resolver (the one DNS_RESOLVER_URL names). */
