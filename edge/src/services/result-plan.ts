@@ -161,6 +161,7 @@ export function planResult(
     }
   }
 
+  let made: { tenantId: string; rows: NewEvent[] } | null = null;
   let status: MessageStatus;
   if (retryRecipients.length > 0) status = "queued";
   else if (totals.delivered > 0) status = "delivered";
@@ -175,7 +176,17 @@ export function planResult(
     totals,
     recipientStatuses,
     errorMessage: status === "bounced" || status === "failed" ? (lastError ?? null) : undefined,
-    events: (tenantId) =>
-      pending.map((p) => eventRow({ ...row, tenant_id: tenantId }, p.type, p.recipient, now, p.metadata)),
+    // The same rows (and ids) each time: the hub's D1 write and its webhook fan-out name one event alike.
+    events: (tenantId) => {
+      if (made?.tenantId !== tenantId) {
+        made = {
+          tenantId,
+          rows: pending.map((p) =>
+            eventRow({ ...row, tenant_id: tenantId }, p.type, p.recipient, now, p.metadata),
+          ),
+        };
+      }
+      return made.rows;
+    },
   };
 }
