@@ -102,6 +102,7 @@ import { loadConfig, type Bindings, type Config } from "../env.ts";
 import { openDkimPrivateKey, type DkimKeyKind } from "../lib/dkim-key-box.ts";
 import { inboundStatements, loadInboundTargets } from "../db/inbound-events.ts";
 import { planInboundEvents } from "../services/inbound-event.ts";
+import { fanOutWebhookEvents } from "../services/webhook-fanout.ts";
 import { allShards, hubName, layoutOf, parseHubName } from "../lib/shards.ts";
 import { dueForNode, recordAnnouncedPools, unknownPool } from "../services/ip-pools.ts";
 
@@ -1383,6 +1384,12 @@ export class OriginHub extends DurableObject<Bindings> {
     }
     this.sendingInFlight -= sending.length;
     for (const p of batch) this.recording.delete(p.row.message_id);
+    // D1 has these events: webhooks hear of them (a plan gives the same rows, ids and all, each time).
+    // Not awaited: the queue's hand-off delays no flush and no accept (services/webhook-fanout.ts).
+    void fanOutWebhookEvents(this.env, [
+      ...catalog.flatMap((c) => c.catalog.events),
+      ...batch.flatMap(({ row, plan }) => plan.events(row.tenant_id)),
+    ]);
     // D1 has them: noted in one synchronous block (one implicit transaction), so a restart either
     // replays the whole (idempotent) batch or none of it. One statement per kind of change, not per row.
     if (catalog.length > 0) {
