@@ -273,3 +273,27 @@ export const templateVersions = sqliteTable(
       .where(sql`active = 1`),
   ],
 );
+
+/**
+ * Batches (docs/api/sendgrid.md#scheduling-and-batches): ids made by POST /v3/mail/batch, which a send
+ * names in `batch_id`, and the batch's scheduled-send state (`/v3/user/scheduled_sends`): null, or
+ * `pause` (its messages are held in the hub until the state is removed) or `cancel` (never sent).
+ * An id is only ever looked up with its tenant, so another tenant's batch is "invalid" like a made-up one.
+ */
+export const SCHEDULED_SEND_STATUSES = ["pause", "cancel"] as const;
+export type ScheduledSendStatus = (typeof SCHEDULED_SEND_STATUSES)[number];
+
+export const batches = sqliteTable(
+  "batches",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    scheduledStatus: text("scheduled_status", { enum: SCHEDULED_SEND_STATUSES }),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  // The list and the limit of /v3/user/scheduled_sends: the tenant's batches that have a state.
+  (t) => [index("batches_tenant_status").on(t.tenantId, t.scheduledStatus)],
+);
