@@ -64,6 +64,11 @@
  *    dropped, finished messages deleted). An object written by an older layout (payload inside the
  *    row, a `catalogued` flag, other indexes) is migrated in place, in one transaction, when it starts
  *    (`upgradeOutbox`).
+ *  - Scheduling, pauses, cancels (services/batch-holds.ts): a message is not due before its send_at
+ *    (`due_at`; its queue age counts from then too). A row of a paused batch is `held`; a cancelled one
+ *    is `cancelled` (a durable mark) until its outcome, status `cancelled`, is queued for D1. Neither is
+ *    ever due, and dispatch checks each row's batch again before leasing it, so a cancel and a dispatch,
+ *    both running inside this object, have exactly one winner.
  *  - Memory is bounded with back-pressure: past MAX_PENDING_SENDING `sending` marks waiting for D1 the
  *    hub stops dispatching (rows stay `ready`) until a D1 write succeeds; results waiting for D1 are
  *    dropped from memory when a write fails, since their origins re-send them. Catalog rows wait in
@@ -105,6 +110,22 @@ import { planInboundEvents } from "../services/inbound-event.ts";
 import { fanOutWebhookEvents } from "../services/webhook-fanout.ts";
 import { allShards, hubName, layoutOf, parseHubName } from "../lib/shards.ts";
 import { dueForNode, recordAnnouncedPools, unknownPool } from "../services/ip-pools.ts";
+import {
+  CANCELLED_BY_BATCH,
+  CANCELLED_BY_REQUEST,
+  cancelledRows,
+  ensureBatchTables,
+  cancelPlan,
+  forgetMessages,
+  heldAmong,
+  holdBatch,
+  idleRowsOfBatch,
+  markCancelled,
+  placeInBatch,
+  recordHold,
+  UNRECORDED_STATE_SQL,
+} from "../services/batch-holds.ts";
+import type { ScheduledSendStatus } from "../db/schema.ts";
 
 /** What the send path hands the hub: everything to build the job, with the DKIM key still sealed. */
 export interface OutboxEntry {
@@ -124,7 +145,18 @@ export interface OutboxEntry {
   notBefore: number;
   /** The request's `ip_pool_name`: becomes the job's `ipPool` (docs/link-protocol.md#ip-pools). */
   ipPool?: string;
+  /** The request's `batch_id`: a pause or cancel of that batch holds or cancels it (services/batch-holds.ts). */
+  batchId?: string;
 }
+
+/** What POST /v3/messages/{id}/cancel found in the shard (docs/api/sendgrid.md#cancelling-a-message). */
+export type CancelOutcome =
+  /** Cancelled now, or already. */
+  | { outcome: "cancelled" }
+  /** An origin has it, or has had it (some recipients have an outcome): too late. */
+  | { outcome: "dispatched" }
+  /** Not in this shard's outbox (finished, or never here): the catalog says what it is. */
+  | { outcome: "absent" };
 
 /** One API request's live messages, accepted together or not at all. */
 export interface AcceptRequest {
@@ -164,7 +196,8 @@ interface OutboxRow {
   recipients: string;
   dispatches: number;
   deferrals: number;
-  state: "ready" | "leased" | "recording";
+  /** `held`: its batch is paused; `cancelled`: its outcome waits to be queued (services/batch-holds.ts). */
+  state: "ready" | "leased" | "recording" | "held" | "cancelled";
   due_at: number;
   lease_link: string | null;
   lease_node: string | null;
@@ -347,7 +380,9 @@ export class OriginHub extends DurableObject<Bindings> {
       this.sql.exec(
         "UPDATE outbox SET state = 'leased' WHERE state = 'recording' AND lease_until IS NOT NULL",
       );
-      this.sql.exec("UPDATE outbox SET state = 'ready' WHERE state = 'recording'");
+      // A cancelled message goes back to `cancelled` (its durable mark), never to `ready`.
+      this.sql.exec(`UPDATE outbox SET state = ${UNRECORDED_STATE_SQL} WHERE state = 'recording'`);
+      this.queueCancelled();
       // Catalog rows a previous incarnation had not written yet: write them now.
       if (this.hasUncatalogued()) this.scheduleFlush(0);
     });
@@ -387,6 +422,8 @@ export class OriginHub extends DurableObject<Bindings> {
       rows TEXT NOT NULL
     )`);
     this.upgradeOutbox();
+    // Batches, their pauses and cancels, and cancel marks (services/batch-holds.ts).
+    ensureBatchTables(this.sql);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS idempotency (
       tenant_id TEXT NOT NULL,
       key TEXT NOT NULL,
@@ -479,6 +516,7 @@ export class OriginHub extends DurableObject<Bindings> {
    */
   async accept(req: AcceptRequest): Promise<AcceptResult> {
     const now = Date.now();
+    let batched = false;
     const result = this.ctx.storage.transactionSync((): AcceptResult => {
       if (req.idempotency) {
         this.sql.exec("DELETE FROM idempotency WHERE created_at <= ?", now - IDEMPOTENCY_TTL_MS);
@@ -502,6 +540,7 @@ export class OriginHub extends DurableObject<Bindings> {
         now,
       );
       if (pool !== null) return { ok: false, reason: "unknown_ip_pool", ipPool: pool };
+      batched = req.messages.some((m) => m.entry.batchId !== undefined);
       for (const { entry, catalog } of req.messages) {
         // The tenant of every row is the request's: one credential, one tenant.
         if (entry.tenantId !== req.tenantId || catalog.message.tenantId !== req.tenantId) {
@@ -532,6 +571,8 @@ export class OriginHub extends DurableObject<Bindings> {
       // it is armed before the answer, so the 202 never goes out without it.
       await this.armAlarmBy(now + FLUSH_RETRY_MS);
       this.scheduleFlush(this.config.CATALOG_FLUSH_MS);
+      // Messages accepted into a cancelled batch were cancelled in the transaction; their outcome is written now.
+      if (batched) this.queueCancelled();
       // Dispatch after the answer: the 202 does not wait for DKIM keys to open or frames to go out.
       void this.dispatch();
     }
@@ -551,7 +592,9 @@ export class OriginHub extends DurableObject<Bindings> {
         entry.tenantId,
         JSON.stringify(entry.recipients),
         Math.max(now, entry.notBefore),
-        now,
+        // Queue age (MAX_QUEUE_AGE_MS) counts from when the message is due, so a send_at 72 h ahead
+        // is not expired on arrival.
+        Math.max(now, entry.notBefore),
       )
       // Not rowsWritten: it counts index entries too.
       .toArray().length;
@@ -561,6 +604,7 @@ export class OriginHub extends DurableObject<Bindings> {
       entry.messageId,
       JSON.stringify(entry),
     );
+    if (entry.batchId !== undefined) placeInBatch(this.sql, entry.messageId, entry.tenantId, entry.batchId);
     return true;
   }
 
@@ -584,7 +628,12 @@ export class OriginHub extends DurableObject<Bindings> {
     return {
       message: {
         ...(m as Required<NewMessage>),
-        status: row.state === "ready" ? "queued" : "sending",
+        status:
+          row.state === "ready" || row.state === "held"
+            ? "queued"
+            : row.state === "cancelled"
+              ? "cancelled"
+              : "sending",
         dispatches: row.dispatches,
         deferrals: row.deferrals,
         nextAttemptAt: null,
@@ -612,6 +661,100 @@ export class OriginHub extends DurableObject<Bindings> {
     }
     await this.dispatch();
     return { added };
+  }
+
+  /**
+   * A batch's pause or cancel (`status`), or its removal (null), as /v3/user/scheduled_sends set it
+   * (services/batch-holds.ts): recorded for messages accepted later, and applied to the rows no
+   * origin holds now. A removed pause lets held rows go; cancelled ones stay cancelled.
+   */
+  async setBatchHold(
+    tenantId: string,
+    batchId: string,
+    status: ScheduledSendStatus | null,
+  ): Promise<{ held: number; cancelled: number; resumed: number }> {
+    const r = this.ctx.storage.transactionSync(() => {
+      recordHold(this.sql, tenantId, batchId, status);
+      if (status === "pause")
+        return { held: holdBatch(this.sql, tenantId, batchId, true), cancelled: 0, resumed: 0 };
+      if (status === "cancel") {
+        const idle = idleRowsOfBatch(this.sql, tenantId, batchId);
+        return { held: 0, cancelled: markCancelled(this.sql, idle, CANCELLED_BY_BATCH).length, resumed: 0 };
+      }
+      return { held: 0, cancelled: 0, resumed: holdBatch(this.sql, tenantId, batchId, false) };
+    });
+    if (r.cancelled > 0) this.queueCancelled();
+    if (r.resumed > 0) await this.dispatch();
+    return r;
+  }
+
+  /**
+   * POST /v3/messages/{id}/cancel. Runs in the object like dispatch does, so the two never
+   * interleave: a row no origin holds (ready or held) and that no recipient has an outcome for is
+   * cancelled, and can never be leased afterwards; a leased or already-delivering one is not.
+   */
+  async cancelMessage(tenantId: string, messageId: string): Promise<CancelOutcome> {
+    const row = this.sql
+      .exec<{ state: OutboxRow["state"]; outcomes: number; marked: number }>(
+        `SELECT state, delivered + bounced + failed AS outcomes,
+           EXISTS (SELECT 1 FROM outbox_cancel c WHERE c.message_id = o.message_id) AS marked
+         FROM outbox o WHERE message_id = ? AND tenant_id = ?`,
+        messageId,
+        tenantId,
+      )
+      .toArray()[0];
+    if (!row) return { outcome: "absent" };
+    if (row.state === "cancelled" || row.marked === 1) return { outcome: "cancelled" };
+    if ((row.state !== "ready" && row.state !== "held") || row.outcomes > 0) return { outcome: "dispatched" };
+    this.ctx.storage.transactionSync(() => markCancelled(this.sql, [messageId], CANCELLED_BY_REQUEST));
+    this.queueCancelled();
+    return { outcome: "cancelled" };
+  }
+
+  /** Rows of a paused or cancelled batch met at dispatch: held, or cancelled (their outcome queued). */
+  private applyHolds(held: Map<string, ScheduledSendStatus>): void {
+    const pause = [...held].filter(([, s]) => s === "pause").map(([id]) => id);
+    const cancel = [...held].filter(([, s]) => s === "cancel").map(([id]) => id);
+    this.ctx.storage.transactionSync(() => {
+      if (pause.length > 0) {
+        this.sql.exec(
+          "UPDATE outbox SET state = 'held' WHERE message_id IN (SELECT value FROM json_each(?)) AND state = 'ready'",
+          JSON.stringify(pause),
+        );
+      }
+      markCancelled(this.sql, cancel, CANCELLED_BY_BATCH);
+    });
+    if (cancel.length > 0) this.queueCancelled();
+  }
+
+  /**
+   * Rows in state `cancelled` → their outcome (status `cancelled`, services/batch-holds.ts) queued
+   * for the next D1 batch, like an outcome the hub decided itself. A few hundred at a time; the
+   * alarm takes the rest.
+   */
+  private queueCancelled(): void {
+    const limit = 500;
+    const marks = new Map(cancelledRows(this.sql, limit).map((r) => [r.message_id, r.reason]));
+    if (marks.size === 0) return;
+    const now = Date.now();
+    const rows = this.sql
+      .exec<AttemptRow & { recipients: string }>(
+        `SELECT message_id, tenant_id, dispatches, deferrals, state, delivered, bounced, failed, enqueued_at,
+           recipients FROM outbox WHERE message_id IN (SELECT value FROM json_each(?))`,
+        JSON.stringify([...marks.keys()]),
+      )
+      .toArray();
+    this.queueOutcomes(
+      rows.map(({ recipients, ...row }) => ({
+        ws: null,
+        jobId: null,
+        row,
+        plan: cancelPlan(row, JSON.parse(recipients) as string[], marks.get(row.message_id)!, now),
+        duplicates: [],
+      })),
+    );
+    this.scheduleFlush();
+    if (marks.size === limit) void this.armAlarmBy(now + FLUSH_RETRY_MS);
   }
 
   async stats(): Promise<HubStats> {
@@ -798,6 +941,7 @@ export class OriginHub extends DurableObject<Bindings> {
       await this.flushResults();
     }
     await this.expireOldMessages(now);
+    this.queueCancelled();
     await this.dispatch();
   }
 
@@ -981,8 +1125,15 @@ export class OriginHub extends DurableObject<Bindings> {
           state.nodeId,
         );
         if (!due) break;
-        if (rows.length === 0) continue;
-        await this.dispatchTo(ws, rows);
+        // A paused or cancelled batch is checked here too, whatever put its row back to `ready`.
+        const held = heldAmong(this.sql, rows);
+        if (held.size > 0) {
+          this.applyHolds(held);
+          this.dispatchAgain = true;
+        }
+        const free = held.size > 0 ? rows.filter((r) => !held.has(r.message_id)) : rows;
+        if (free.length === 0) continue;
+        await this.dispatchTo(ws, free);
       }
     }
     await this.scheduleAlarm();
@@ -1438,6 +1589,7 @@ export class OriginHub extends DurableObject<Bindings> {
     const ids = JSON.stringify(messageIds);
     this.sql.exec(OUTBOX_SQL.finished, ids);
     this.sql.exec("DELETE FROM outbox_entry WHERE message_id IN (SELECT value FROM json_each(?))", ids);
+    forgetMessages(this.sql, ids);
   }
 
   private flushFailed(batch: PendingResult[], sending: string[], catalogRows: number, err: unknown): void {
@@ -1451,11 +1603,13 @@ export class OriginHub extends DurableObject<Bindings> {
           row.message_id,
         );
       } else {
+        // A cancelled message stays cancelled (services/batch-holds.ts); the alarm queues it again.
         this.sql.exec(
-          "UPDATE outbox SET state = 'ready', due_at = ? WHERE message_id = ? AND state = 'recording'",
+          `UPDATE outbox SET state = ${UNRECORDED_STATE_SQL}, due_at = ? WHERE message_id = ? AND state = 'recording'`,
           Date.now() + UNSENDABLE_RETRY_MS,
           row.message_id,
         );
+        if (row.state === "cancelled") void this.armAlarmBy(Date.now() + UNSENDABLE_RETRY_MS);
       }
     }
     console.error(
