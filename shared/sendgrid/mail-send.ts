@@ -1141,32 +1141,28 @@ const UNBUILT_TRACKING = [
  * each is refused with a 400 in SendGrid's shape instead of being accepted and dropped. Run it on a
  * body that passed `validateMailSend`, so a malformed value still gets SendGrid's own message first.
  *
- * Refused only when the request asks for something that would not happen: `send_at` in the future
- * (a past one means "now", SendGrid's documented behaviour), a non-empty
+ * Refused only when the request asks for something that would not happen: a non-empty
  * `dynamic_template_data` without a dynamic template, substitutions or sections with one, any
- * `batch_id` or `asm`, content types other
+ * `asm`, content types other
  * than text/plain and text/html, and settings with `enable: true` (`enable: false` asks for what
  * happens anyway). Honoured, so accepted: addresses (per-personalization `from` too), subject,
  * content, attachments (stored in R2 once per request, docs/api/sendgrid.md#attachments),
  * `template_id` (the send path checks the template exists and is active: services/send-mail.ts),
+ * `send_at` (the hub holds the message until then; a past one means "now") and `batch_id` (a batch
+ * of the tenant's, paused or cancelled through /v3/user/scheduled_sends: edge/src/services/scheduling.ts),
  * headers, substitutions and sections, `custom_args` and `categories` (kept with the
  * message, returned and filterable by /v3/messages), `ip_pool_name` (checked against the pools the
  * origins announced when the hub accepts the send), `mail_settings.sandbox_mode`, and the
  * `bypass_*` settings: there are no suppression lists yet, so every recipient already gets the mail.
  *
- * `now` is epoch milliseconds.
+ * `_now` (epoch milliseconds) is unused since send_at is honoured; callers still pass it.
  */
-export function notSupportedErrors(mail: MailSend, now: number = Date.now()): SendGridFieldError[] {
+export function notSupportedErrors(mail: MailSend, _now: number = Date.now()): SendGridFieldError[] {
   const errors: SendGridFieldError[] = [];
   const refuse = (path: Path, what: string, fix: string) =>
     errors.push(fieldError(path, MESSAGES.notSupported(what, fix)));
-  const nowSeconds = Math.floor(now / 1000);
-  const scheduled = (at: number | undefined) => at !== undefined && at > nowSeconds;
-  const sendAt = ["Scheduled sending (send_at) is", "remove send_at to send at once"] as const;
-
   const dynamic = mail.template_id !== undefined && isDynamicTemplateId(mail.template_id);
   mail.personalizations.forEach((p, i) => {
-    if (scheduled(p.send_at)) refuse(["personalizations", i, "send_at"], ...sendAt);
     // Data a send would not use is refused, never dropped: dynamic data needs a dynamic template,
     // and a dynamic template takes no substitutions (SendGrid refuses those too).
     if (!dynamic && p.dynamic_template_data !== undefined && Object.keys(p.dynamic_template_data).length > 0)
@@ -1182,8 +1178,6 @@ export function notSupportedErrors(mail: MailSend, now: number = Date.now()): Se
     if (!BODY_TYPES.has(c.type.toLowerCase()))
       refuse(["content", i, "type"], `Content of type ${echo(c.type)} is`, "send text/plain and text/html");
   });
-  if (scheduled(mail.send_at)) refuse(["send_at"], ...sendAt);
-  if (mail.batch_id !== undefined) refuse(["batch_id"], "Batches (batch_id) are", "remove batch_id");
   if (mail.asm !== undefined) refuse(["asm"], "Unsubscribe groups (asm) are", "remove asm");
   for (const [key, what] of UNBUILT_MAIL_SETTINGS) {
     if (mail.mail_settings?.[key]?.enable === true)

@@ -2008,11 +2008,11 @@ describe("notSupportedErrors: fields this deployment does not honour yet", () =>
     expect(notSupportedErrors(parsed(body), NOW_MS)).toEqual([]);
   });
 
-  it("send_at up to now is 'send now' and passes; a second later is refused, at both levels", () => {
+  it("send_at (now or later, at both levels) and batch_id are honoured, so not refused", () => {
     expect(fields({ ...base(), send_at: NOW })).toEqual([]);
-    const body = { ...base(), send_at: NOW + 1 };
-    p0(body).send_at = NOW + 1;
-    expect(fields(body)).toEqual(["personalizations.0.send_at", "send_at"]);
+    const body = { ...base(), send_at: NOW + 1, batch_id: "HkJ5yLYULb7Rj8GKSx7u025ouWVlMgAi" };
+    p0(body).send_at = NOW + 3600;
+    expect(fields(body)).toEqual([]);
   });
 
   it("lists every unbuilt field, in body order", () => {
@@ -2029,9 +2029,7 @@ describe("notSupportedErrors: fields this deployment does not honour yet", () =>
     p0(body).dynamic_template_data = { a: 1 };
     expect(fields(body)).toEqual([
       "personalizations.0.dynamic_template_data",
-      // attachments are honoured (stored in R2 at accept), so not listed
-      "send_at",
-      "batch_id",
+      // attachments, send_at and batch_id are honoured, so not listed
       "asm",
       "mail_settings.footer",
       "mail_settings.spam_check",
@@ -2048,14 +2046,11 @@ describe("notSupportedErrors: fields this deployment does not honour yet", () =>
   });
 
   it("says what is not supported and how to send anyway", () => {
-    const [e] = notSupportedErrors(
-      parsed({ ...base(), batch_id: "HkJ5yLYULb7Rj8GKSx7u025ouWVlMgAi" }),
-      NOW_MS,
-    );
+    const [e] = notSupportedErrors(parsed({ ...base(), asm: { group_id: 1 } }), NOW_MS);
     expect(e).toEqual({
-      message: "Batches (batch_id) are not supported yet by this deployment; remove batch_id.",
-      field: "batch_id",
-      help: `${MAIL_SEND_DOCS_URL}#batch-id`,
+      message: "Unsubscribe groups (asm) are not supported yet by this deployment; remove asm.",
+      field: "asm",
+      help: `${MAIL_SEND_DOCS_URL}#asm`,
     });
   });
 });

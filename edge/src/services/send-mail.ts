@@ -51,6 +51,7 @@ import { newMessageId, type ShardRef } from "../lib/shards.ts";
 import { bodyPlacement, messageBlobs, offloadedBytes, withBlobRefs } from "./message-blobs.ts";
 import { snapshotRefFor, type SnapshotVersion } from "./template-snapshots.ts";
 import { activeTemplateHead, activeTemplateVersion } from "./templates-cache.ts";
+import { checkScheduling, notBeforeOf } from "./scheduling.ts";
 import type { JobTemplate, TemplateSnapshotRef } from "../../../shared/link/protocol.ts";
 import type { AcceptRequest, AcceptResult, OutboxEntry } from "../objects/origin-hub.ts";
 import {
@@ -124,6 +125,8 @@ export async function sendMail(
   if (unsupported.length > 0) {
     throw new AppError("invalid_request", "Not supported by this deployment", { fields: unsupported });
   }
+  // send_at and batch_id: mail.schedule, and a batch of this tenant (services/scheduling.ts).
+  await checkScheduling(deps.db, principal, mail, deps.now());
   const drafts = draftsWithinLimits(mail);
   const template =
     mail.template_id !== undefined ? await requireTemplate(deps.db, principal, mail.template_id) : null;
@@ -158,6 +161,9 @@ export async function sendMail(
     }
     // The hub refuses a pool no origin announced (services/ip-pools.ts); a sandbox send names it to no one.
     if (mail.ip_pool_name !== undefined) entry.ipPool = mail.ip_pool_name;
+    // The hub holds the message until its send_at, and pauses or cancels it with its batch.
+    entry.notBefore = notBeforeOf(draft.sendAt, now);
+    if (mail.batch_id !== undefined) entry.batchId = row.batchId = mail.batch_id;
     checkJobSize(entry, draft.personalizationIndex);
     rows.push(row);
     const own: NewRecipient[] = [];
