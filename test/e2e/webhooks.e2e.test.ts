@@ -1,0 +1,178 @@
+/**
+ * Webhooks end to end with real parts: a message sent through the edge (wrangler dev), delivered by
+ * the origin to the loopback SMTP server, and its events POSTed by the tenant's WebhookQueue to a
+ * real HTTP receiver on 127.0.0.1, in SendGrid's signed form and in ScaiSend's HMAC form. Names are
+ * resolved through the stack's DNS-over-HTTPS server, so the SSRF guard's look-up is the real one;
+ * the receiver is reachable only because the edge runs with WEBHOOK_ALLOW_PRIVATE=127.0.0.1.
+ *
+ * `@sendgrid/eventwebhook` is not installed in this repository; its check (ECDSA P-256, SHA-256 over
+ * timestamp + raw body, DER signature, base64 SPKI key) is done with node:crypto.
+ */
+import { createHmac, createPublicKey, verify } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { SENDER_DOMAIN, startStack, zoneFromDomain, type Stack } from "./stack.ts";
+
+interface Received {
+  path: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+let stack: Stack;
+let receiver: http.Server;
+let receiverUrl = "";
+const received: Received[] = [];
+let key = "";
+
+beforeAll(async () => {
+  receiver = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      received.push({
+        path: req.url ?? "",
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString("utf8"),
+      });
+      res.writeHead(200).end("ok");
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+  receiverUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+  stack = await startStack({ edgeVars: { WEBHOOK_ALLOW_PRIVATE: "127.0.0.1" } });
+  stack.publish(zoneFromDomain(stack.domain));
+  expect((await stack.admin.verifyDomain(stack.tenantId, stack.domain.id)).verified).toBe(true);
+  key = (
+    await stack.admin.createApiKey(stack.tenantId, {
+      name: "webhooks",
+      environment: "live",
+      scopes: ["webhooks.read", "webhooks.write"],
+    })
+  ).api_key;
+});
+
+afterAll(async () => {
+  await stack?.stop();
+  await new Promise<void>((resolve) => (receiver ? receiver.close(() => resolve()) : resolve()));
+});
+
+async function waitFor<T>(fn: () => T | undefined, timeoutMs = 20_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error("timed out waiting for the receiver");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("webhooks", () => {
+  it("refuses non-public destinations after a real DoH look-up, and allows what the operator listed", async () => {
+    stack.publish({
+      "internal.hooks.test": { A: ["10.0.0.5"] },
+      "metadata.hooks.test": { A: ["169.254.169.254"] },
+      "receiver.hooks.test": { A: ["127.0.0.1"] },
+    });
+    for (const url of [
+      "https://internal.hooks.test/in",
+      "https://metadata.hooks.test/latest",
+      "https://169.254.169.254/latest",
+      "https://10.1.1.1/in",
+      "https://[::1]/in",
+    ]) {
+      const r = await stack.api("POST", "/v3/user/webhooks", key, { url, enabled_events: ["*"] });
+      expect(r.status, url).toBe(400);
+      expect(r.body.detail, url).toMatch(/^url: .*non-public address/);
+    }
+    // 127.0.0.1 is on WEBHOOK_ALLOW_PRIVATE: a name resolving to it is allowed, plain http too.
+    const ok = await stack.api("POST", "/v3/user/webhooks", key, {
+      url: `http://receiver.hooks.test:${new URL(receiverUrl).port}/named`,
+      enabled_events: ["processed"],
+    });
+    expect(ok.status).toBe(201);
+    expect((await stack.api("DELETE", `/v3/user/webhooks/${ok.body.id}`, key)).status).toBe(204);
+  });
+
+  it("a delivered message's events reach the receiver, signed as SendGrid signs and with ScaiSend's HMAC", async () => {
+    const settings = await stack.api("PATCH", "/v3/user/webhooks/event/settings", key, {
+      enabled: true,
+      url: `${receiverUrl}/sendgrid`,
+      processed: true,
+      delivered: true,
+    });
+    expect(settings.status).toBe(200);
+    const publicKey = (
+      await stack.api("PATCH", "/v3/user/webhooks/event/settings/signed", key, { enabled: true })
+    ).body.public_key as string;
+    const own = await stack.api("POST", "/v3/user/webhooks", key, {
+      url: `${receiverUrl}/own`,
+      enabled_events: ["*"],
+    });
+    expect(own.status).toBe(201);
+    const secret = own.body.signing_secret as string;
+
+    const started = Date.now();
+    const sent = await stack.api("POST", "/v3/mail/send", stack.liveKey.api_key, {
+      personalizations: [{ to: [{ email: "hooked@inbox.test" }], custom_args: { order: "77" } }],
+      from: { email: `app@${SENDER_DOMAIN}` },
+      subject: "webhook e2e",
+      content: [{ type: "text/plain", value: "hello" }],
+      categories: ["e2e"],
+    });
+    expect(sent.status).toBe(202);
+    const messageId = sent.headers.get("x-message-id")!;
+    const message = await stack.waitForStatus(messageId, ["delivered", "bounced", "failed"]);
+    expect(message.status).toBe("delivered");
+
+    const sgEvents = await waitFor(() => {
+      const events = received
+        .filter((r) => r.path === "/sendgrid")
+        .flatMap((r) => (JSON.parse(r.body) as Record<string, unknown>[]).map((e) => ({ e, r })))
+        .filter(({ e }) => e["sg_message_id"] === messageId);
+      return events.some(({ e }) => e["event"] === "delivered") ? events : undefined;
+    });
+    const elapsed = Date.now() - started;
+    expect(sgEvents.map(({ e }) => e["event"]).sort()).toEqual(["delivered", "processed"]);
+    for (const { e, r } of sgEvents) {
+      expect(e).toMatchObject({
+        email: "hooked@inbox.test",
+        category: "e2e",
+        order: "77",
+        "smtp-id": message.message_id_header,
+      });
+      const ts = r.headers["x-twilio-email-event-webhook-timestamp"] as string;
+      const sig = r.headers["x-twilio-email-event-webhook-signature"] as string;
+      const pk = createPublicKey({ key: Buffer.from(publicKey, "base64"), format: "der", type: "spki" });
+      expect(verify("sha256", Buffer.from(ts + r.body), pk, Buffer.from(sig, "base64"))).toBe(true);
+      const flipped = Buffer.from(ts + r.body);
+      flipped[flipped.length - 5]! ^= 0x01;
+      expect(verify("sha256", flipped, pk, Buffer.from(sig, "base64"))).toBe(false);
+    }
+    // The webhook's ids are the timeline's.
+    const timelineIds = (message.events as { event_id: string }[]).map((e) => e.event_id);
+    for (const { e } of sgEvents) expect(timelineIds).toContain(e["sg_event_id"]);
+
+    const ownEvents = await waitFor(() => {
+      const events = received
+        .filter((r) => r.path === "/own")
+        .flatMap((r) => (JSON.parse(r.body) as Record<string, unknown>[]).map((e) => ({ e, r })))
+        .filter(({ e }) => e["message_id"] === messageId);
+      return events.length >= 2 ? events : undefined;
+    });
+    for (const { r } of ownEvents) {
+      const ts = r.headers["x-scaisend-timestamp"] as string;
+      const mac = createHmac("sha256", secret).update(`${ts}.${r.body}`).digest("hex");
+      expect(r.headers["x-scaisend-signature"]).toBe(`sha256=${mac}`);
+      expect(Math.abs(Number(ts) - Date.now() / 1000)).toBeLessThan(300);
+    }
+    expect(new Set(ownEvents.map(({ e }) => e["event_id"])).size).toBe(ownEvents.length);
+
+    const log = await stack.api("GET", `/v3/user/webhooks/${own.body.id}/deliveries`, key);
+    expect(log.status).toBe(200);
+    expect(log.body.deliveries.length).toBeGreaterThan(0);
+    expect(log.body.deliveries.every((d: { status: string }) => d.status === "succeeded")).toBe(true);
+    console.log(`send → delivered event at the receiver: ${elapsed} ms`);
+  });
+});
