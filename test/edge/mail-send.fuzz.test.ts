@@ -22,6 +22,13 @@
  * the live path (domain check, hub enqueue) is fuzzed too. Bodies stay small (≤ ~200 KB): the large
  * cases have their own tests in mail-send.error.test.ts.
  *
+ * Strict rules (shared/sendgrid/mail-send.ts, "Strictness"): one body in PROBE_EVERY is a probe, an
+ * unmutated seed with either an unknown key added to one of its schema objects or one of its
+ * object fields set to null. Each must be refused with a 400 that names exactly that field (and,
+ * for the unknown key, says so): a probe that is accepted, or refused for something else only,
+ * is a failure. Keys below headers, custom_args, substitutions, sections and
+ * dynamic_template_data are the caller's data, so probes never go there.
+ *
  * Reproduce a failure with the seed it prints: set SEED below to it and run this file alone.
  */
 import { env } from "cloudflare:workers";
@@ -35,6 +42,7 @@ import type { AcceptRequest } from "../../edge/src/objects/origin-hub.ts";
 const FUZZ_SHARD = { region: null, index: 0 };
 import { sendMail as sendMailService } from "../../edge/src/services/send-mail.ts";
 import { readMailSend } from "../../edge/src/surfaces/sendgrid/mail-send.ts";
+import { MESSAGES } from "../../shared/sendgrid/mail-send.ts";
 import { bearer, call, mailBody, setupTenant, type TenantFixture } from "./helpers.ts";
 
 const SEED: number | null = null; // set to a printed seed to replay a failing run
@@ -45,6 +53,7 @@ const TIME_BUDGET_MS = 60_000;
 const CONCURRENCY = 8;
 const LIVE_EVERY = 20;
 const HTTP_EVERY = 25;
+const PROBE_EVERY = 10;
 
 /** mulberry32: a tiny, well-distributed 32-bit PRNG (public domain, Tommy Ettinger). */
 function mulberry32(seed: number): () => number {
@@ -298,6 +307,58 @@ function seeds(from: string): Json[] {
   ];
 }
 
+/** Fields whose keys are the caller's data (shared/sendgrid/mail-send.ts, RECORD_FIELDS). */
+const RECORD_FIELDS = new Set([
+  "headers",
+  "custom_args",
+  "substitutions",
+  "sections",
+  "dynamic_template_data",
+]);
+/** No schema object has these keys (camelCase spellings, an old SendGrid v2 name, typos). */
+const UNKNOWN_KEYS = [
+  "templateId",
+  "dynamicTemplateData",
+  "sendAt",
+  "unique_args",
+  "ip_warmup",
+  "Name",
+  "extra",
+];
+
+/** A body that breaks one strict rule at one place, and the field its 400 must name. */
+type Probe = { body: Json; field: string; message: string | null };
+
+function strictProbe(f: Fuzzer, seed: Json): Probe {
+  const body = JSON.parse(JSON.stringify(seed)) as Json;
+  const objects: [{ [key: string]: Json }, string[]][] = [];
+  const walk = (v: Json, path: string[]) => {
+    if (v === null || typeof v !== "object") return;
+    if (!Array.isArray(v)) objects.push([v, path]);
+    for (const [k, child] of Object.entries(v)) if (!RECORD_FIELDS.has(k)) walk(child, [...path, k]);
+  };
+  walk(body, []);
+  const [target, path] = f.pick(objects);
+  const keys = Object.keys(target);
+  if (keys.length === 0 || f.chance(0.5)) {
+    const key = f.pick(UNKNOWN_KEYS);
+    target[key] = f.value();
+    return { body, field: [...path, key].join("."), message: MESSAGES.unknownField(key) };
+  }
+  const key = f.pick(keys);
+  target[key] = null;
+  return { body, field: [...path, key].join("."), message: null };
+}
+
+/** The probe's field is among the errors of a 400 (with the unknown-key message, for one). */
+function refusesProbe(o: Outcome, probe: Probe): boolean {
+  if (o.status !== 400) return false;
+  const { errors } = JSON.parse(o.body) as { errors: { field: string | null; message: string }[] };
+  return errors.some(
+    (e) => e.field === probe.field && (probe.message === null || e.message === probe.message),
+  );
+}
+
 type Failure = { n: number; path: "service" | "http"; status: number; body: string; request: string };
 const nullOrString = (v: unknown) => v === null || typeof v === "string";
 
@@ -365,7 +426,7 @@ async function throughHttp(payload: Uint8Array, key: string): Promise<Outcome> {
 }
 
 describe("post /v3/mail/send under fuzzing", () => {
-  it(`answers ≥ ${MIN_BODIES} mutated bodies with no 5xx, every 4xx in SendGrid's error shape`, async () => {
+  it(`answers ≥ ${MIN_BODIES} mutated bodies with no 5xx, every 4xx in SendGrid's error shape, every strict-rule probe refused at its field`, async () => {
     const seed = SEED ?? Math.floor(Math.random() * 2 ** 32);
     const f = new Fuzzer(mulberry32(seed));
     const bases = seeds(t.from);
@@ -376,8 +437,14 @@ describe("post /v3/mail/send under fuzzing", () => {
     let overHttp = 0;
 
     // Bodies are generated in order from the one PRNG, so a seed always yields the same sequence.
-    const next = (): { i: number; environment: "live" | "test"; payload: Uint8Array } => {
+    let probes = 0;
+    const next = (): { i: number; environment: "live" | "test"; payload: Uint8Array; probe?: Probe } => {
       const i = n++;
+      if (i % PROBE_EVERY === 5) {
+        const probe = strictProbe(f, f.pick(bases));
+        const payload = new TextEncoder().encode(JSON.stringify(probe.body));
+        return { i, environment: i % LIVE_EVERY === 0 ? "live" : "test", payload, probe };
+      }
       const body = JSON.parse(JSON.stringify(f.pick(bases))) as Json;
       const rounds = 1 + f.int(3);
       if (i % 50 !== 0) for (let r = 0; r < rounds; r++) f.mutate(body); // every 50th goes unmutated
@@ -395,10 +462,20 @@ describe("post /v3/mail/send under fuzzing", () => {
 
     const worker = async () => {
       while (n < TARGET_BODIES && Date.now() - started < TIME_BUDGET_MS && failures.length < 5) {
-        const { i, environment, payload } = next();
+        const { i, environment, payload, probe } = next();
         const viaService = await throughService(payload, environment);
         statuses.set(viaService.status, (statuses.get(viaService.status) ?? 0) + 1);
         record(i, "service", viaService, payload);
+        if (probe) {
+          probes++;
+          if (viaService.ok && !refusesProbe(viaService, probe))
+            record(
+              i,
+              "service",
+              { ...viaService, ok: false, body: `probe ${probe.field}: ${viaService.body}` },
+              payload,
+            );
+        }
         if (i % HTTP_EVERY === 0) {
           overHttp++;
           const viaHttp = await throughHttp(payload, environment === "live" ? t.liveKey : t.testKey);
@@ -421,10 +498,11 @@ describe("post /v3/mail/send under fuzzing", () => {
     await Promise.all(Array.from({ length: CONCURRENCY }, worker));
 
     const elapsed = Date.now() - started;
-    const summary = `seed ${seed}: ${n} bodies (${overHttp} also over HTTP) in ${elapsed} ms, statuses ${JSON.stringify(Object.fromEntries(statuses))}`;
+    const summary = `seed ${seed}: ${n} bodies (${overHttp} also over HTTP, ${probes} strict-rule probes) in ${elapsed} ms, statuses ${JSON.stringify(Object.fromEntries(statuses))}`;
     console.log(summary);
     expect(failures, `${summary}; replay with SEED = ${seed}`).toEqual([]);
     expect(n, summary).toBeGreaterThanOrEqual(MIN_BODIES);
     expect(statuses.get(202) ?? 0, `${summary}: some bodies must be accepted`).toBeGreaterThan(0);
+    expect(probes, summary).toBeGreaterThanOrEqual(MIN_BODIES / PROBE_EVERY);
   }, 90_000);
 });
