@@ -5,7 +5,7 @@
  * <date>-quick.json; --only runs: <date>-partial-<steps>.json) and prints a Markdown summary to
  * stdout; progress goes to stderr.
  *
- * `--only=dkim,accept,delivery,tti,devstack,chaos` runs a subset (for development); `--only=viaedge`
+ * `--only=dkim,accept,delivery,tti,template,devstack,chaos` runs a subset (for development); `--only=viaedge`
  * is the part of `delivery` that compares the origin alone with the origin through the edge (the
  * harness run and the paced through-edge run, plus the edge's CPU profile), without Postfix.
  */
@@ -32,6 +32,7 @@ import { onCleanup, runCleanups, say } from "./lib/procs.ts";
 import { renderMarkdown, type BenchResults } from "./lib/report.ts";
 import { round } from "./lib/stats.ts";
 import { ensureTools } from "./lib/tools.ts";
+import { benchTemplateSend } from "./template-send.ts";
 import { benchTimeToInbox } from "./time-to-inbox.ts";
 
 const quick = process.argv.includes("--quick");
@@ -224,6 +225,27 @@ async function main(): Promise<number> {
       try {
         results.timeToInbox = await step("time to inbox", () =>
           benchTimeToInbox(edge, { quick, html, dnsServer: dns.server, workDir }),
+        );
+      } finally {
+        await edge.stop();
+      }
+    }
+  }
+  if (want("template")) {
+    // Its own edge: a stored dynamic template, 1,000 personalizations per request, rendered at the origin.
+    const edge = await step("start an edge for the template send", () =>
+      startBenchEdge(workDir, "template", dns.dohUrl, "miniflare"),
+    );
+    if (edge) {
+      try {
+        results.templateSend = await step("1,000-personalization template send", () =>
+          benchTemplateSend(edge, {
+            quick,
+            html,
+            smtpSinkBin: tools.smtpSink,
+            dnsServer: dns.server,
+            workDir,
+          }),
         );
       } finally {
         await edge.stop();

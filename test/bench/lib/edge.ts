@@ -21,6 +21,8 @@ export interface BenchEdge {
   originToken: string;
   apiKey: string;
   tenantId: string;
+  /** The admin API of this edge (e.g. for a key with other scopes than the bench key's mail.send). */
+  admin: AdminClient;
   logFile: string;
   /** CPU seconds of wrangler + workerd (the whole process group). */
   runtime: EdgeRuntime;
@@ -99,6 +101,7 @@ export async function startBenchEdge(
     originToken: secrets.ORIGIN_TOKEN,
     apiKey: key.api_key,
     tenantId: tenant.id,
+    admin,
     logFile: edge.logFile,
     runtime,
     cpuSeconds: edge.cpuSeconds,

@@ -4,6 +4,7 @@ import type { DevStackResult } from "../dev-stack.ts";
 import type { DkimResult } from "../dkim.ts";
 import type { EdgeAcceptResult } from "../edge-accept.ts";
 import type { Throughput } from "../delivery.ts";
+import type { TemplateSendResult } from "../template-send.ts";
 import type { TtiResult } from "../time-to-inbox.ts";
 import type { ProfileSummary } from "./cpuprofile.ts";
 
@@ -40,6 +41,7 @@ export interface BenchResults {
     originViaEdgeBurst?: Throughput | { failed: string };
   };
   timeToInbox?: TtiResult;
+  templateSend?: TemplateSendResult;
   chaos?: ChaosBench;
   devStack?: DevStackResult;
   errors: { step: string; error: string }[];
@@ -305,6 +307,25 @@ export function renderMarkdown(r: BenchResults): string {
             fmt(ds.workerdPeakRssMiB),
           ],
         ],
+      ),
+    );
+  }
+
+  const ts = r.templateSend;
+  if (ts) {
+    out.push(
+      `\n**7. Template send** (one request of 1,000 personalizations with a stored dynamic template, ${fmt(ts.templateHtmlBytes)}-byte HTML with each/if; each message rendered at the origin; one request at a time)\n`,
+    );
+    out.push(
+      table(
+        ["run", "body KiB", "→ 202 ms", "→ all delivered ms", "msg/s"],
+        ts.runs.map((x, i) => [
+          i + 1,
+          fmt(x.bodyBytes / 1024),
+          fmt(x.msTo202),
+          fmt(x.msToAllDelivered),
+          fmt(x.messagesPerSec),
+        ]),
       ),
     );
   }
