@@ -1,5 +1,7 @@
 /**
- * DeliveryJob → raw RFC 5322 message, built by nodemailer's MailComposer.
+ * DeliveryJob → raw RFC 5322 message, built by nodemailer's MailComposer (the tree, its headers and
+ * encodings) and serialized by render-mime.ts (the same bytes as the library's stream build, without
+ * its stream machinery; anything that needs the streams still goes through `build()`).
  *
  * Besides the job's own fields it writes a Feedback-ID (see `feedbackId`), which dkim.ts signs.
  *
@@ -29,8 +31,10 @@
  */
 import MailComposer from "nodemailer/lib/mail-composer/index.js";
 import { encodeWord } from "nodemailer/lib/mime-funcs/index.js";
+import type MimeNode from "nodemailer/lib/mime-node/index.js";
 import type { DeliveryJob, LinkAddress } from "../../../shared/link/protocol.ts";
 import { isHeaderFieldName, isReservedHeader } from "../../../shared/mail/headers.ts";
+import { renderMimeTree } from "./render-mime.ts";
 
 export class MimeBuildError extends Error {
   override name = "MimeBuildError";
@@ -151,6 +155,18 @@ export function feedbackId(job: Pick<DeliveryJob, "tenantId" | "message">): stri
 
 /** Builds the message once per job; every recipient domain gets the same bytes (and signature). */
 export async function buildMime(job: ComposableJob, options: BuildMimeOptions = {}): Promise<Buffer> {
+  const root = composeMimeTree(job, options);
+  // The same bytes as the library's stream build, in one synchronous pass (render-mime.ts).
+  const raw = renderMimeTree(root) ?? (await root.build());
+  assertLineLengths(raw);
+  return raw;
+}
+
+/**
+ * The job's checked fields as MailComposer's compiled MIME tree (boundaries drawn, headers set);
+ * buildMime serializes it. Exported for the test that compares the two serializers on one tree.
+ */
+export function composeMimeTree(job: ComposableJob, options: BuildMimeOptions = {}): MimeNode {
   const { message } = job;
   if (message.textRef || message.htmlRef)
     throw new MimeBuildError("the job's bodies by reference were not fetched");
@@ -181,7 +197,5 @@ export async function buildMime(job: ComposableJob, options: BuildMimeOptions = 
     disableUrlAccess: true,
     xMailer: false,
   });
-  const raw = await composer.compile().build();
-  assertLineLengths(raw);
-  return raw;
+  return composer.compile();
 }
