@@ -185,6 +185,7 @@ export async function benchOriginHarness(
       const tResults = await harness.allResults(timeoutFor(n));
       const cpu = origin.cpuSeconds() - cpu0;
       const prof = profiler ? await profiler.stop() : null;
+      const frames = harness.framesIn();
       const failed = [...harness.outcomes().values()].filter((s) => s !== "delivered").length;
       const seconds = (tSink - t0) / 1000;
       const result = {
@@ -196,6 +197,9 @@ export async function benchOriginHarness(
         cpuSecondsPer1000: round((cpu / n) * 1000, 3),
         peakRssMiB: round(origin.peakRssMiB(), 0),
         failed,
+        // WebSocket frames the origin wrote per 1,000 messages (each is at least one socket write).
+        linkFramesPer1000: round((Object.values(frames).reduce((a, b) => a + b, 0) / n) * 1000, 0),
+        linkFrames: frames,
         ...composeSettings(),
       };
       if (failed > 0) say(`origin harness: ${failed} of ${n} jobs were not delivered`);

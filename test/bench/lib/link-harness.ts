@@ -25,6 +25,8 @@ export interface LinkHarness {
   /** Resolves with Date.now() when every job has a result. */
   allResults(timeoutMs: number): Promise<number>;
   outcomes(): Map<string, RecipientOutcome["status"]>;
+  /** Frames received from the origin so far, by type (the link's per-message overhead). */
+  framesIn(): Record<string, number>;
   close(): Promise<void>;
 }
 
@@ -44,6 +46,7 @@ export async function startLinkHarness(token: string): Promise<LinkHarness> {
   const connected = new Promise<void>((r) => (onHello = r));
   let doneWaiters: ((t: number) => void)[] = [];
   let pendingAcks: string[] = [];
+  const framesIn: Record<string, number> = {};
 
   const send = (frame: EdgeFrame) => socket?.send(JSON.stringify(frame));
   const pump = () => {
@@ -87,6 +90,7 @@ export async function startLinkHarness(token: string): Promise<LinkHarness> {
       const parsed = parseOriginFrame(String(data));
       if (!parsed.ok) throw new Error(`harness: invalid frame from origin: ${parsed.error}`);
       const f = parsed.frame;
+      framesIn[f.type] = (framesIn[f.type] ?? 0) + 1;
       switch (f.type) {
         case "hello":
           credits = f.capacity;
@@ -118,6 +122,8 @@ export async function startLinkHarness(token: string): Promise<LinkHarness> {
     token,
     connected,
     start(jobs) {
+      // Count from here: the hello and anything written before the run are not per-message work.
+      for (const k of Object.keys(framesIn)) delete framesIn[k];
       expected = jobs.length;
       queue = [...jobs];
       const t = Date.now();
@@ -138,6 +144,7 @@ export async function startLinkHarness(token: string): Promise<LinkHarness> {
       });
     },
     outcomes: () => results,
+    framesIn: () => ({ ...framesIn }),
     close: () =>
       new Promise<void>((resolve) => {
         for (const c of wss.clients) c.terminate();

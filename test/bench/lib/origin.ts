@@ -62,6 +62,9 @@ export async function startOrigin(o: StartOriginOptions): Promise<OriginProcess>
     HTTP_HOST: "127.0.0.1",
     HTTP_PORT: String(httpPort),
     DRAIN_TIMEOUT_MS: "10000",
+    // The outcome journal of this run only: a journal left in .dev/ by an earlier run (or in use by
+    // a run beside this one) would replay its results at start-up, or refuse to open.
+    JOURNAL_DIR: path.join(o.workDir, `journal-${o.name}`),
     ...(o.inspectPort ? { NODE_OPTIONS: `--inspect=127.0.0.1:${o.inspectPort}` } : {}),
     ...o.extraEnv,
   });
