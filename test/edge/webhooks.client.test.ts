@@ -5,19 +5,18 @@
  * the Worker (axios's fetch adapter with SELF.fetch). The test POST's receiver and name resolution
  * are handed to the tenant's queue.
  */
-import { runInDurableObject, SELF } from "cloudflare:test";
-import { env } from "cloudflare:workers";
+import { SELF } from "cloudflare:test";
 import client from "@sendgrid/client";
 import { describe, expect, it } from "vitest";
-import type { WebhookQueue } from "../../edge/src/objects/webhook-queue.ts";
 import { BASE, createApiKey, createTenant } from "./helpers.ts";
+import { inQueue } from "./webhooks.helpers.ts";
 
 describe("@sendgrid/client against /v3/user/webhooks/event", () => {
   it("reads and changes the settings, enables signing and sends a test event", async () => {
     const tenantId = await createTenant();
     const { key } = await createApiKey(tenantId, { scopes: ["webhooks.read", "webhooks.write"] });
     const posts: { url: string; body: string; signature: string | null }[] = [];
-    await runInDurableObject(env.WEBHOOK_QUEUE.getByName(tenantId), (q: WebhookQueue) => {
+    await inQueue(tenantId, (q) => {
       q.resolver = async () => ["93.184.216.34"];
       q.fetcher = async (req) => {
         posts.push({

@@ -33,7 +33,7 @@ async function readJson(c: Context<AppEnv>, dialect: Dialect): Promise<Record<st
     throw badRequest(dialect, null, `the body may be at most ${MAX_BODY_BYTES} bytes`);
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(raw);
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(raw);
   } catch {
     throw badRequest(dialect, null, "the body is not valid UTF-8");
   }
