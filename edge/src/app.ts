@@ -3,6 +3,8 @@
  *   /v3/mail/send         SendGrid v3 (errors[]), authenticated, rate-limited per tenant
  *   /v3/messages          ScaiSend reads (detail)
  *   /v3/templates         SendGrid's templates and versions (errors[])
+ *   /v3/mail/batch        batch ids; /v3/user/scheduled_sends pauses and cancels batches (errors[])
+ *   /v3/messages/{id}/cancel  cancels a message not yet handed to an origin (detail)
  *   /v3/user/webhooks     webhook endpoints (detail) and SendGrid's Event Webhook settings (errors[])
  *   /api/admin/*          native admin API (detail, {data})
  *   /link                 origin WebSocket, authenticated with ORIGIN_TOKEN
@@ -24,6 +26,9 @@ import { adminApi } from "./surfaces/admin/index.ts";
 import { renderFastApi } from "./surfaces/errors.ts";
 import { mailSend } from "./surfaces/sendgrid/mail-send.ts";
 import { messagesApi } from "./surfaces/sendgrid/messages.ts";
+import { batchesApi } from "./surfaces/sendgrid/batches.ts";
+import { messageActionsApi } from "./surfaces/sendgrid/message-actions.ts";
+import { scheduledSendsApi } from "./surfaces/sendgrid/scheduled-sends.ts";
 import { templatesApi } from "./surfaces/sendgrid/templates.ts";
 import { eventWebhookApi, webhooksApi } from "./surfaces/sendgrid/webhooks.ts";
 import { originBlobs } from "./surfaces/origin/blobs.ts";
@@ -68,6 +73,9 @@ export function createApp() {
   app.route("/origin/blobs", originBlobs);
   app.route("/origin/templates", originBlobs);
   app.route("/v3/mail/send", mailSend);
+  app.route("/v3/mail/batch", batchesApi);
+  app.route("/v3/user/scheduled_sends", scheduledSendsApi);
+  app.route("/v3/messages", messageActionsApi);
   app.route("/v3/messages", messagesApi);
   app.route("/v3/templates", templatesApi);
   // SendGrid's /event/* paths before the endpoints' /:id, which would take "event" as an id.

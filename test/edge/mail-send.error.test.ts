@@ -267,7 +267,7 @@ const notSupported = (field: string, what: string, fix: string, anchor = field) 
 });
 
 describe("post /v3/mail/send refuses fields it would not honour", () => {
-  it("a future send_at (both levels) → one 400 listing each, nothing stored", async () => {
+  it("a future send_at (both levels) is honoured now, so a key without mail.schedule gets 403, nothing stored", async () => {
     const before = await messageCount(t.tenantId);
     const res = await sendMail(
       t.liveKey,
@@ -276,31 +276,17 @@ describe("post /v3/mail/send refuses fields it would not honour", () => {
         send_at: inAnHour(),
       }),
     );
-    await expectErrors(res, 400, [
-      notSupported(
-        "personalizations.0.send_at",
-        "Scheduled sending (send_at) is",
-        "remove send_at to send at once",
-        "personalizations.send_at",
-      ),
-      notSupported("send_at", "Scheduled sending (send_at) is", "remove send_at to send at once"),
+    await expectErrors(res, 403, [
+      { message: "Missing required scope: mail.schedule", field: "send_at", help: null },
     ]);
     expect(await messageCount(t.tenantId)).toBe(before);
   });
 
-  it("refuses in sandbox mode too (same rules as live)", async () => {
-    const res = await sendMail(t.testKey, mailBody(t.from, { send_at: inAnHour() }));
-    await expectErrors(res, 400, [
-      notSupported("send_at", "Scheduled sending (send_at) is", "remove send_at to send at once"),
-    ]);
-  });
-
-  it("batch_id, asm, dynamic_template_data and every enabled setting that is not built", async () => {
+  it("asm, dynamic_template_data and every enabled setting that is not built", async () => {
     const res = await sendMail(
       t.liveKey,
       mailBody(t.from, {
         personalizations: [{ to: [{ email: "rcpt@example.net" }], dynamic_template_data: { name: "Ann" } }],
-        batch_id: "HkJ5yLYULb7Rj8GKSx7u025ouWVlMgAi",
         asm: { group_id: 1 },
         mail_settings: {
           footer: { enable: true, text: "f" },
@@ -325,7 +311,6 @@ describe("post /v3/mail/send refuses fields it would not honour", () => {
         field: "personalizations.0.dynamic_template_data",
         help: `${HELP}#personalizations.dynamic-template-data`,
       },
-      notSupported("batch_id", "Batches (batch_id) are", "remove batch_id"),
       notSupported("asm", "Unsubscribe groups (asm) are", "remove asm"),
       notSupported("mail_settings.footer", "The footer mail setting is", settingFix("mail_settings.footer")),
       notSupported("mail_settings.bcc", "The bcc mail setting is", settingFix("mail_settings.bcc")),

@@ -1,7 +1,8 @@
 /**
  * What a send's `send_at` and `batch_id` need before it is accepted (docs/api/sendgrid.md#scheduling-and-batches):
  *  - a `send_at` in the future (request or personalization) or any `batch_id` needs the key's
- *    `mail.schedule` permission: 403 otherwise, like every missing scope. A past or present
+ *    `mail.schedule` permission: 403 otherwise, in mail/send's `errors[]` shape naming the field
+ *    (SendGrid clients and the fuzz test read every mail/send 4xx that way). A past or present
  *    `send_at` means "now" and needs nothing more than mail.send.
  *  - a `batch_id` must be one POST /v3/mail/batch made for this tenant: SendGrid's 400 otherwise.
  *    Batches are never deleted, so an id once found is remembered in this isolate (no round trip
@@ -26,12 +27,16 @@ export const INVALID_BATCH_ID_MESSAGE =
 const known = new Set<string>();
 const KNOWN_MAX = 10_000;
 
-/** True when a `send_at` of the request or of a personalization is later than now (whole seconds). */
-export function schedulesLater(mail: MailSend, now: number): boolean {
+/** The first field asking for a send later than now (whole seconds), or null when none does. */
+export function scheduledField(mail: MailSend, now: number): string | null {
   const nowSeconds = Math.floor(now / 1000);
   const later = (at: number | undefined) => at !== undefined && at > nowSeconds;
-  return later(mail.send_at) || mail.personalizations.some((p) => later(p.send_at));
+  if (later(mail.send_at)) return "send_at";
+  const i = mail.personalizations.findIndex((p) => later(p.send_at));
+  return i >= 0 ? `personalizations.${i}.send_at` : null;
 }
+
+export const MISSING_SCHEDULE_SCOPE = "Missing required scope: mail.schedule";
 
 export async function checkScheduling(
   db: Db,
@@ -39,11 +44,12 @@ export async function checkScheduling(
   mail: MailSend,
   now: number,
 ): Promise<void> {
-  if (
-    (schedulesLater(mail, now) || mail.batch_id !== undefined) &&
-    !principal.scopes.includes("mail.schedule")
-  ) {
-    throw new AppError("forbidden", "Missing required scope: mail.schedule");
+  const needs = scheduledField(mail, now) ?? (mail.batch_id !== undefined ? "batch_id" : null);
+  if (needs !== null && !principal.scopes.includes("mail.schedule")) {
+    // In mail/send's own shape (errors[]), naming the field that needs the permission.
+    throw new AppError("forbidden", MISSING_SCHEDULE_SCOPE, {
+      fields: [{ message: MISSING_SCHEDULE_SCOPE, field: needs, help: null }],
+    });
   }
   if (mail.batch_id === undefined) return;
   const cacheKey = `${principal.tenantId}\u0000${mail.batch_id}`;

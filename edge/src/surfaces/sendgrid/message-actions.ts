@@ -1,0 +1,39 @@
+/**
+ * POST /v3/messages/{message_id}/cancel (docs/api/sendgrid.md#cancelling-a-message), in the
+ * messages API's `{detail}` dialect, permission `mail.cancel`.
+ * The message's hub shard decides: cancel and dispatch both run inside that Durable Object, one at a
+ * time, so exactly one wins. Cancelled (still waiting in the outbox, no recipient reached) → 200
+ * {"message_id","status":"cancelled"}, and it is never handed to an origin. Handed over already
+ * (or finished) → 409 naming the status it has. Another tenant's id → 404, as a made-up one.
+ */
+import { Hono } from "hono";
+import { AppError } from "../../../../shared/errors.ts";
+import type { AppEnv } from "../../context.ts";
+import { getMessage } from "../../db/messages.ts";
+import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { hubStub, ownerOf } from "../../services/hub-client.ts";
+
+export const messageActionsApi = new Hono<AppEnv>()
+  .use("/:id/cancel", authenticate())
+  .post("/:id/cancel", requireScope("mail.cancel"), async (c) => {
+    const principal = c.get("principal");
+    if (principal.kind !== "api_key") throw new AppError("forbidden", "Cancelling needs an API key");
+    const id = c.req.param("id");
+    const cancelled = () => c.json({ message_id: id, status: "cancelled" }, 200);
+    const tooLate = (status: string) =>
+      new AppError(
+        "conflict",
+        `Message ${id} cannot be cancelled: its status is ${status}. Only a message still queued (not yet handed to a delivery node) can be cancelled.`,
+      );
+    const owner = ownerOf(c.get("config"), id);
+    if (owner) {
+      const r = await hubStub(c.env, owner).cancelMessage(principal.tenantId, id);
+      if (r.outcome === "cancelled") return cancelled();
+      if (r.outcome === "dispatched") throw tooLate("sending");
+    }
+    // Not in its shard's outbox: finished (or never live); the catalog has its final status.
+    const m = await getMessage(c.get("db"), principal.tenantId, id);
+    if (!m) throw new AppError("not_found", `Message not found: ${id}`);
+    if (m.status === "cancelled") return cancelled();
+    throw tooLate(m.status);
+  });

@@ -1,0 +1,139 @@
+/**
+ * /v3/user/scheduled_sends: pause or cancel the sends of a batch, as SendGrid does
+ * (docs/api/sendgrid.md#scheduling-and-batches). POST {batch_id, status} → 201; GET (the batches
+ * with a state) and GET /{batch_id} → 200 arrays; PATCH /{batch_id} {status} → 204; DELETE → 204,
+ * which removes the state (a paused batch's messages go out; cancelled ones stay cancelled).
+ * At most MAX_SCHEDULED_STATES batches of a tenant have a state at once; a batch has one state.
+ * Every change is stored in D1 and told to every hub shard (services/batches.ts), which holds or
+ * cancels the batch's messages no origin has yet, and meets later sends into the batch with it.
+ * Permissions: `mail.cancel` to change, `mail.cancel` or `mail.schedule` to read.
+ */
+import { Hono, type MiddlewareHandler } from "hono";
+import { AppError } from "../../../../shared/errors.ts";
+import type { AppEnv } from "../../context.ts";
+import { changeScheduled, createScheduled, getBatch, listScheduled } from "../../db/batches.ts";
+import { SCHEDULED_SEND_STATUSES, type ScheduledSendStatus } from "../../db/schema.ts";
+import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { rateLimit } from "../../middleware/rate-limit.ts";
+import { tellShards } from "../../services/batches.ts";
+import { BATCH_ID_FORMAT } from "../../services/scheduling.ts";
+import { renderSendGrid } from "../errors.ts";
+import { BATCH_RATE_LIMIT, invalidBatchId, readJsonBody, tenantOf } from "./batches.ts";
+
+/** SendGrid's limit on batches paused or cancelled at once (docs/api/sendgrid.md#scheduling-and-batches). */
+export const MAX_SCHEDULED_STATES = 10;
+
+const badRequest = (message: string, field: string | null = null) =>
+  new AppError("invalid_request", "Bad Request", { fields: [{ message, field, help: null }] });
+
+const notFound = () =>
+  new AppError("not_found", "batch id not found", {
+    fields: [{ message: "batch id not found", field: null, help: null }],
+  });
+
+/** Reading needs either permission: a key that may schedule may see what is paused. */
+function readScope(): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    const p = c.get("principal");
+    if (p.kind === "api_key" && !p.scopes.includes("mail.cancel") && !p.scopes.includes("mail.schedule")) {
+      throw new AppError("forbidden", "Missing required scope: mail.cancel");
+    }
+    return next();
+  };
+}
+
+function parseBody(
+  body: unknown,
+  fields: readonly ("batch_id" | "status")[],
+): { batch_id?: string; status: ScheduledSendStatus } {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw badRequest("The request body must be a JSON object.");
+  }
+  const b = body as Record<string, unknown>;
+  for (const key of Object.keys(b)) {
+    if (!(fields as readonly string[]).includes(key)) throw badRequest(`Unknown field: ${key}.`, key);
+  }
+  const out: { batch_id?: string; status?: ScheduledSendStatus } = {};
+  if (fields.includes("batch_id")) {
+    if (b.batch_id === undefined) throw badRequest("batch_id is required.", "batch_id");
+    if (typeof b.batch_id !== "string") throw badRequest("batch_id must be a string.", "batch_id");
+    out.batch_id = b.batch_id;
+  }
+  if (b.status === undefined) throw badRequest("status is required.", "status");
+  if (typeof b.status !== "string" || !(SCHEDULED_SEND_STATUSES as readonly string[]).includes(b.status)) {
+    throw badRequest("status must be either pause or cancel.", "status");
+  }
+  out.status = b.status as ScheduledSendStatus;
+  return out as { batch_id?: string; status: ScheduledSendStatus };
+}
+
+export const scheduledSendsApi = new Hono<AppEnv>()
+  .use(authenticate())
+  .use(
+    rateLimit({ name: "scheduled_sends", per: "credential", limit: () => BATCH_RATE_LIMIT, windowMs: 1000 }),
+  )
+  .post("/", requireScope("mail.cancel"), async (c) => {
+    const tenantId = tenantOf(c);
+    const { batch_id: batchId, status } = parseBody(await readJsonBody(c), ["batch_id", "status"]);
+    const db = c.get("db");
+    const id = batchId!;
+    const now = Date.now();
+    if (!BATCH_ID_FORMAT.test(id)) throw invalidBatchId();
+    if (!(await createScheduled(db, tenantId, id, status, MAX_SCHEDULED_STATES, now))) {
+      const batch = await getBatch(db, tenantId, id);
+      if (!batch) throw invalidBatchId();
+      if (batch.scheduledStatus !== null) {
+        throw badRequest(
+          `This batch is ${batch.scheduledStatus === "pause" ? "paused" : "cancelled"} already: change it with PATCH or remove it with DELETE /v3/user/scheduled_sends/${id}.`,
+          "batch_id",
+        );
+      }
+      throw badRequest(
+        `At most ${MAX_SCHEDULED_STATES} batches can be paused or cancelled at once; remove one with DELETE /v3/user/scheduled_sends/{batch_id} first.`,
+      );
+    }
+    await tellShards(c.env, c.get("config"), tenantId, id, status);
+    return c.json({ batch_id: id, status }, 201);
+  })
+  .get("/", readScope(), async (c) => {
+    const rows = await listScheduled(c.get("db"), tenantOf(c));
+    return c.json(
+      rows.map((r) => ({ batch_id: r.id, status: r.scheduledStatus })),
+      200,
+    );
+  })
+  .get("/:batchId", readScope(), async (c) => {
+    const tenantId = tenantOf(c);
+    const id = c.req.param("batchId");
+    const batch = BATCH_ID_FORMAT.test(id) ? await getBatch(c.get("db"), tenantId, id) : undefined;
+    // SendGrid answers an array, empty when the batch has no state.
+    return c.json(batch?.scheduledStatus ? [{ batch_id: id, status: batch.scheduledStatus }] : [], 200);
+  })
+  .patch("/:batchId", requireScope("mail.cancel"), async (c) => {
+    const tenantId = tenantOf(c);
+    const id = c.req.param("batchId");
+    const { status } = parseBody(await readJsonBody(c), ["status"]);
+    if (
+      !BATCH_ID_FORMAT.test(id) ||
+      !(await changeScheduled(c.get("db"), tenantId, id, status, Date.now()))
+    ) {
+      throw notFound();
+    }
+    await tellShards(c.env, c.get("config"), tenantId, id, status);
+    return c.body(null, 204);
+  })
+  .delete("/:batchId", requireScope("mail.cancel"), async (c) => {
+    const tenantId = tenantOf(c);
+    const id = c.req.param("batchId");
+    if (!BATCH_ID_FORMAT.test(id)) throw notFound();
+    const db = c.get("db");
+    const removed = await changeScheduled(db, tenantId, id, null, Date.now());
+    // A batch of this tenant without a state: a DELETE whose shards were not all told before
+    // (services/batches.ts) is repeated here, then answered as SendGrid does.
+    if (removed || (await getBatch(db, tenantId, id)))
+      await tellShards(c.env, c.get("config"), tenantId, id, null);
+    if (!removed) throw notFound();
+    return c.body(null, 204);
+  });
+
+scheduledSendsApi.onError(renderSendGrid);
