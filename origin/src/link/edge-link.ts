@@ -14,7 +14,9 @@
  *  - Results finished within RESULT_COALESCE_MS of each other travel in one `results` frame (at most
  *    MAX_RESULTS_PER_FRAME, under FRAME_BUDGET_BYTES), so a busy node makes one WebSocket write for
  *    them, not one per job, and the hub handles (and commits) one frame for them. Only after `welcome`: before it this link does not know the hub's
- *    protocol, and the results written ahead of the hello go one `result` frame each.
+ *    protocol, and the results written ahead of the hello go one `result` frame each. Credits granted
+ *    while results wait go out right after them (the jobs that finished freed them); every frame of one
+ *    event-loop turn leaves in one socket write (`corkUntilIdle`).
  *  - The link knows what the hub holds for it: `creditsOutstanding` = credits granted (hello.capacity,
  *    credit frames, pending ones) minus jobs received, zeroed by a `release`. The job runner grants only
  *    what keeps `creditsOutstanding` + jobs held ≤ this link's share of the node's capacity.
@@ -107,6 +109,8 @@ export class EdgeLink {
   private resultsTimer: NodeJS.Timeout | null = null;
   /** Frames written to the socket since this link was made (tests and benchmarks read it). */
   framesOut = 0;
+  /** The socket is corked until the end of this event-loop turn (`corkUntilIdle`). */
+  private corked = false;
 
   constructor(private readonly opts: EdgeLinkOptions) {}
 
@@ -211,7 +215,14 @@ export class EdgeLink {
       const list = this.outgoing;
       this.outgoing = [];
       // A link that dropped meanwhile sends them again on its next connection (they stay in `unacked`).
-      if (this.ready) this.writeResults(list);
+      if (!this.ready) return;
+      this.writeResults(list);
+      // The credits freed by these jobs go with their results, in the same socket write (header).
+      if (this.creditTimer) {
+        clearTimeout(this.creditTimer);
+        this.creditTimer = null;
+      }
+      this.flushCredits();
     }, RESULT_COALESCE_MS);
   }
 
@@ -233,7 +244,8 @@ export class EdgeLink {
     this.pendingCredits += n;
     // Credits freed within a few milliseconds travel in one frame, so a busy node sends the edge one
     // "room for N more" instead of N frames, and gets its next jobs in larger batches.
-    if (this.ready && !this.creditTimer) {
+    // While results wait for their frame, the credits wait with them (the results timer sends both).
+    if (this.ready && !this.creditTimer && !this.resultsTimer) {
       this.creditTimer = setTimeout(() => {
         this.creditTimer = null;
         if (this.ready) this.flushCredits();
@@ -448,9 +460,30 @@ export class EdgeLink {
   private writeText(text: string): boolean {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    this.corkUntilIdle(ws);
     ws.send(text);
     this.framesOut++;
     return true;
+  }
+
+  /**
+   * Holds the socket's writes until the end of this turn of the event loop, so every frame written
+   * in it (an ack and a credit, a results frame and the credit that follows it) leaves in one system
+   * call instead of one each: in the origin's CPU profile the link's socket writes were about 8 % of
+   * the event loop's busy time, one write per frame. The bytes and their order are
+   * the same; a frame waits at most until setImmediate. `_socket` is ws's own field for the
+   * connection's net.Socket (ws corks it itself around each frame's header and payload).
+   */
+  private corkUntilIdle(ws: WebSocket): void {
+    if (this.corked) return;
+    const socket = (ws as unknown as { _socket?: { cork?(): void; uncork?(): void } })._socket;
+    if (!socket?.cork || !socket.uncork) return;
+    socket.cork();
+    this.corked = true;
+    setImmediate(() => {
+      this.corked = false;
+      socket.uncork!();
+    });
   }
 
   /**
