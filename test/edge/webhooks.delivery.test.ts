@@ -451,13 +451,17 @@ describe("delivery", () => {
     // The same flush again, and the same result planned again (a new row id, the same event).
     expect(await r.stub.enqueue(r.tenant, [processed, delivered])).toBe(0);
     expect(await r.stub.enqueue(r.tenant, [{ ...delivered, id: newId("evt") }])).toBe(0);
+    // Two hand-offs of the same new events at once (they interleave at the queue's D1 read).
+    const raced = [r.event({ attempt: 5, recipientEmail: "race@inbox.test" })];
+    const counts = await Promise.all([r.stub.enqueue(r.tenant, raced), r.stub.enqueue(r.tenant, raced)]);
+    expect(counts.sort()).toEqual([0, 1]);
     // A later attempt's event is another event.
     expect(await r.stub.enqueue(r.tenant, [r.event({ attempt: 3 })])).toBe(1);
     await r.advance();
     const ids = r.state.posts.flatMap((p) =>
       (JSON.parse(p.body) as { event_id: string }[]).map((e) => e.event_id),
     );
-    expect(ids).toHaveLength(3);
+    expect(ids).toHaveLength(4);
     expect(ids.slice(0, 2)).toEqual([processed.id, delivered.id]);
   });
 

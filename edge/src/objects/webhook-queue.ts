@@ -581,7 +581,9 @@ export class WebhookQueue extends DurableObject<Bindings> {
     let queued = 0;
     this.ctx.storage.transactionSync(() => {
       for (const e of wanted) {
-        this.sql.exec("INSERT OR IGNORE INTO seen (key, at) VALUES (?, ?)", dedupeKey(e), now);
+        // Checked again here: another hand-off of the same event may have run during the D1 read.
+        const first = this.sql.exec("INSERT OR IGNORE INTO seen (key, at) VALUES (?, ?)", dedupeKey(e), now);
+        if (first.rowsWritten === 0) continue;
         const envelope = JSON.stringify(toWebhookEvent(e, info.get(e.messageId)));
         for (const ep of endpoints) {
           if (!wants(ep.kind, JSON.parse(ep.events) as string[], e.eventType, (t) => SENDGRID_FLAG[t]))
