@@ -26,6 +26,7 @@ describe("npm start's edge configuration", () => {
     expect([...toml.matchAll(/^class_name\s*=\s*"([^"]+)"/gm)].map((m) => m[1]).sort()).toEqual([
       "OriginHub",
       "RateLimiter",
+      "WebhookQueue",
     ]);
     const source = fs.readFileSync(
       path.join(import.meta.dirname, "..", "..", "scripts", "lib", "miniflare-dev.ts"),
@@ -33,6 +34,7 @@ describe("npm start's edge configuration", () => {
     );
     expect(source).toContain('ORIGIN_HUB: { className: "OriginHub", useSQLite: true }');
     expect(source).toContain('RATE_LIMITER: { className: "RateLimiter", useSQLite: true }');
+    expect(source).toContain('WEBHOOK_QUEUE: { className: "WebhookQueue", useSQLite: true }');
   });
 
   it("reads every [vars] entry of wrangler.toml and nothing from other tables", () => {
