@@ -9,7 +9,7 @@
  *   POST /__bench/delay?ms=N[&only=ORIGIN_HUB,…] → wait N ms before every D1 and Durable Object call
  *                                (or only those of the named bindings) from now on
  */
-import worker, { OriginHub, RateLimiter } from "../../../edge/src/index.ts";
+import worker, { OriginHub, RateLimiter, WebhookQueue } from "../../../edge/src/index.ts";
 import type { Bindings } from "../../../edge/src/env.ts";
 import {
   countingD1,
@@ -19,7 +19,7 @@ import {
   type RoundTrips,
 } from "../../bench/lib/counting-bindings.ts";
 
-export { OriginHub, RateLimiter };
+export { OriginHub, RateLimiter, WebhookQueue };
 
 let trips: RoundTrips = newRoundTrips();
 let delayMs = 0;
