@@ -34,18 +34,24 @@ export async function composeMessage(job: ComposableJob, options: ComposeOptions
     : mime;
 }
 
-/** Pool → worker. */
+/** One request of a batch. */
 export interface ComposeRequest {
   id: number;
   /** With its fetched attachments, copied to the worker with the request (structured clone). */
   job: ComposableJob;
 }
+/** Pool → worker: requests in one message (pool.ts, BATCH). */
+export interface ComposeBatch {
+  requests: ComposeRequest[];
+}
+/** The answer to one request: the message, or why it cannot be built or signed (an error as a value). */
+export type ComposeRequestReply =
+  { id: number; ok: true; raw: Uint8Array } | { id: number; ok: false; error: string };
 /**
  * Worker → pool: `ready` once its modules are loaded (request timeouts start from there), then per
- * request the message, or why it cannot be built or signed (an error as a value).
+ * batch the replies to all of its requests, in one message.
  */
-export type ComposeReply =
-  { ready: true } | { id: number; ok: true; raw: Uint8Array } | { id: number; ok: false; error: string };
+export type ComposeReply = { ready: true } | { replies: ComposeRequestReply[] };
 
 /** What the pool hands every worker as `workerData`. */
 export interface ComposeWorkerData {
@@ -55,31 +61,37 @@ export interface ComposeWorkerData {
 const errorText = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 /**
- * Answers compose requests on `port` until the thread ends. Each reply's bytes are copied into an
- * ArrayBuffer of their own and transferred, so neither a pooled Buffer's neighbours nor a second
- * copy cross the thread boundary.
+ * Answers compose batches on `port` until the thread ends: the requests of a batch in order, then
+ * one message with every reply. Each message's bytes are copied into an ArrayBuffer of their own and
+ * transferred, so neither a pooled Buffer's neighbours nor a second copy cross the thread boundary.
+ * Batches are answered in the order they came (one at a time), so a request never waits behind a
+ * later batch.
  */
 export function serveCompose(
   port: MessagePort,
   data: ComposeWorkerData,
   before: (request: ComposeRequest) => void | Promise<void> = () => {},
 ): void {
-  port.on("message", (request: ComposeRequest) => {
-    void (async () => {
-      let reply: Exclude<ComposeReply, { ready: true }>;
-      try {
-        await before(request);
-        const raw = await composeMessage(request.job, data.options);
-        const own = new Uint8Array(raw.length);
-        own.set(raw);
-        reply = { id: request.id, ok: true, raw: own };
-        port.postMessage(reply, [own.buffer]);
-        return;
-      } catch (err) {
-        reply = { id: request.id, ok: false, error: errorText(err) };
+  let previous: Promise<void> = Promise.resolve();
+  port.on("message", (batch: ComposeBatch) => {
+    previous = previous.then(async () => {
+      const replies: ComposeRequestReply[] = [];
+      const transfer: ArrayBuffer[] = [];
+      for (const request of batch.requests) {
+        try {
+          await before(request);
+          const raw = await composeMessage(request.job, data.options);
+          const own = new Uint8Array(raw.length);
+          own.set(raw);
+          replies.push({ id: request.id, ok: true, raw: own });
+          transfer.push(own.buffer);
+        } catch (err) {
+          replies.push({ id: request.id, ok: false, error: errorText(err) });
+        }
       }
-      port.postMessage(reply);
-    })();
+      const reply: ComposeReply = { replies };
+      port.postMessage(reply, transfer);
+    });
   });
   const ready: ComposeReply = { ready: true };
   port.postMessage(ready);
