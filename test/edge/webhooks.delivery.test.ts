@@ -442,6 +442,31 @@ describe("delivery", () => {
     expect(after.last_success_at).not.toBeNull();
   });
 
+  it("the Event Webhook auto-disables too: it reads as not enabled, a flag change keeps it off, enabled: true resumes", async () => {
+    const r = await rig();
+    await r.api("PATCH", "/v3/user/webhooks/event/settings", {
+      enabled: true,
+      url: "https://hooks.example.com/sg",
+      delivered: true,
+    });
+    r.state.respond = () => new Response("no", { status: 500 });
+    for (const who of ["a", "b"]) {
+      await r.stub.enqueue(r.tenant, [r.event({ recipientEmail: `${who}@inbox.test` })]);
+      await r.advance();
+    }
+    while (r.state.posts.length < 10) expect(await r.advance()).not.toBeNull();
+    expect((await r.api("GET", "/v3/user/webhooks/event/settings")).body.enabled).toBe(false);
+    const flagged = await r.api("PATCH", "/v3/user/webhooks/event/settings", { open: true });
+    expect(flagged.body).toMatchObject({ enabled: false, open: true });
+    expect(await r.stub.alarmAt()).toBeNull();
+    r.state.respond = () => new Response("ok");
+    const resumed = await r.api("PATCH", "/v3/user/webhooks/event/settings", { enabled: true });
+    expect(resumed.body.enabled).toBe(true);
+    await r.advance();
+    const log = (await r.api("GET", "/v3/user/webhooks/event/settings/deliveries")).body.deliveries;
+    expect(log.map((d: { status: string }) => d.status)).toEqual(["succeeded", "succeeded"]);
+  });
+
   it("a replayed flush or a result recorded twice queues nothing twice: one event, one id", async () => {
     const r = await rig();
     await r.api("POST", "/v3/user/webhooks", { url: "https://hooks.example.com/x", enabled_events: ["*"] });

@@ -351,8 +351,16 @@ export class WebhookQueue extends DurableObject<Bindings> {
       patch.enabled === true ? 1 : 0,
       id,
     );
-    // Deliveries that waited while the endpoint was off are due again.
-    if (patch.enabled === true) void this.scheduleAlarm(now);
+    // Deliveries that waited while the endpoint was off go out now, not at their next retry step:
+    // whoever enabled it has fixed (or is watching) the receiver.
+    if (patch.enabled === true) {
+      this.sql.exec(
+        "UPDATE delivery SET next_at = MIN(next_at, ?) WHERE endpoint_id = ? AND state = 'pending'",
+        now,
+        id,
+      );
+      void this.scheduleAlarm(now);
+    }
   }
 
   async deleteEndpoint(tenantId: string, id: string): Promise<Outcome<null>> {
@@ -448,7 +456,8 @@ export class WebhookQueue extends DurableObject<Bindings> {
     const row = this.endpoint(SETTINGS_ID);
     const flags = row ? (JSON.parse(row.events) as string[]) : [];
     return {
-      enabled: row?.enabled === 1,
+      // SendGrid's shape has no disabled_at: an auto-disabled Event Webhook reads as not enabled.
+      enabled: row?.enabled === 1 && row.disabled_at === null,
       url: row?.url ?? "",
       ...Object.fromEntries(SENDGRID_FLAGS.map((f) => [f, flags.includes(f)])),
       oauth_client_id: "",
@@ -487,7 +496,12 @@ export class WebhookQueue extends DurableObject<Bindings> {
         now,
       );
     } else {
-      this.applyPatch(SETTINGS_ID, { url, enabledEvents: [...flags], enabled });
+      // Only an explicit `enabled` is passed on: a flag change must not end an auto-disable.
+      this.applyPatch(SETTINGS_ID, {
+        url,
+        enabledEvents: [...flags],
+        ...(patch.enabled !== undefined ? { enabled: patch.enabled } : {}),
+      });
     }
     return ok(this.settingsView());
   }
@@ -750,6 +764,8 @@ export class WebhookQueue extends DurableObject<Bindings> {
     const n = d.attempts + 1;
     const now = this.clock();
     this.ctx.storage.transactionSync(() => {
+      // Deleted with its endpoint while the POST was under way: nothing left to record.
+      if (this.sql.exec("SELECT 1 FROM delivery WHERE id = ?", d.id).toArray().length === 0) return;
       this.sql.exec(
         "INSERT OR REPLACE INTO attempt (delivery_id, n, at, status_code, error, duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
         d.id,
