@@ -118,7 +118,7 @@ describe("EdgeLink socket writes", () => {
     await new Promise((r) => setTimeout(r, 30));
     const sent = hub.frames.slice(before);
     expect(sent.map((f) => f.type)).toEqual(["results", "credit"]);
-    expect((sent[0] as { results: unknown[] }).results).toHaveLength(3);
+    expect((sent[0] as unknown as { results: unknown[] }).results).toHaveLength(3);
     expect(sent[1]).toMatchObject({ type: "credit", credits: 3 });
     expect(writes()).toBe(1);
 
