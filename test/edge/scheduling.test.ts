@@ -520,3 +520,54 @@ describe("POST /v3/messages/{id}/cancel", () => {
     },
   );
 });
+
+describe("POST /v3/messages/{id}/fail", () => {
+  it("ends a message waiting in the outbox failed (200), never dispatched; 409 once finished", async () => {
+    const m = await sendOne(key, mailBody(t.from, { send_at: Math.floor(Date.now() / 1000) + 600 }));
+    expect(await json(await req(key, "POST", `/v3/messages/${m}/fail`))).toEqual({
+      status: 200,
+      body: { message_id: m, status: "failed" },
+    });
+    const l = await link(10);
+    const d = await eventually(
+      () => getMessage(key, m),
+      (x) => x.status === "failed" && x.events.length === 2,
+      5000,
+    );
+    expect(d.status).toBe("failed");
+    expect(d.error_message).toBe("Marked failed before it was sent (POST /v3/messages/{id}/fail)");
+    expect(d.events.map((e) => e.event_type)).toEqual(["processed", "dropped"]);
+    await eventually(
+      () => outboxRow(m),
+      (r) => r === undefined,
+      5000,
+    );
+    expect(await json(await req(key, "POST", `/v3/messages/${m}/fail`))).toEqual({
+      status: 409,
+      body: {
+        detail: `Message ${m} cannot be marked failed: its status is failed. Only a message waiting in the queue (queued, scheduled, paused, or waiting for a retry) can be; one a delivery node holds gets its outcome from that node, or returns to the queue when its lease ends.`,
+      },
+    });
+    await linkSettled(l);
+    expect(l.queued("jobs")).toBe(0);
+  });
+
+  it("refuses one an origin holds (409, status sending); 404 for another tenant; needs mail.send", async () => {
+    const l = await link(10);
+    const m = await sendOne(key, mailBody(t.from));
+    await l.jobs(1);
+    const held = await json(await req(key, "POST", `/v3/messages/${m}/fail`));
+    expect(held.status).toBe(409);
+    expect((held.body as { detail: string }).detail).toMatch(/its status is sending\./);
+    expect((await outboxRow(m))?.state).toBe("leased");
+    const other = await setupTenant();
+    expect((await req(await keyWith(other.tenantId, ALL), "POST", `/v3/messages/${m}/fail`)).status).toBe(
+      404,
+    );
+    const canceller = await keyWith(t.tenantId, ["mail.cancel"]);
+    expect(await json(await req(canceller, "POST", `/v3/messages/${m}/fail`))).toEqual({
+      status: 403,
+      body: { detail: "Missing required scope: mail.send" },
+    });
+  });
+});

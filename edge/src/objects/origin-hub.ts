@@ -113,6 +113,7 @@ import { dueForNode, recordAnnouncedPools, unknownPool } from "../services/ip-po
 import {
   CANCELLED_BY_BATCH,
   CANCELLED_BY_REQUEST,
+  FAILED_BY_REQUEST,
   cancelledRows,
   ensureBatchTables,
   cancelPlan,
@@ -157,6 +158,9 @@ export type CancelOutcome =
   | { outcome: "dispatched" }
   /** Not in this shard's outbox (finished, or never here): the catalog says what it is. */
   | { outcome: "absent" };
+
+/** What POST /v3/messages/{id}/fail found: ended failed now, held by an origin, or not here. */
+export type FailOutcome = { outcome: "failed" } | Exclude<CancelOutcome, { outcome: "cancelled" }>;
 
 /** One API request's live messages, accepted together or not at all. */
 export interface AcceptRequest {
@@ -711,6 +715,26 @@ export class OriginHub extends DurableObject<Bindings> {
     return { outcome: "cancelled" };
   }
 
+  /**
+   * POST /v3/messages/{id}/fail: a message waiting in the outbox (queued, scheduled, held, or waiting
+   * for a retry) ends `failed` now, its remaining recipients with a `dropped` event. One an origin
+   * holds is not (its lease ends within LINK_LEASE_MS; the origin's result decides it).
+   */
+  async failMessage(tenantId: string, messageId: string): Promise<FailOutcome> {
+    const row = this.sql
+      .exec<{ state: OutboxRow["state"] }>(
+        "SELECT state FROM outbox WHERE message_id = ? AND tenant_id = ?",
+        messageId,
+        tenantId,
+      )
+      .toArray()[0];
+    if (!row) return { outcome: "absent" };
+    if (row.state !== "ready" && row.state !== "held") return { outcome: "dispatched" };
+    this.ctx.storage.transactionSync(() => markCancelled(this.sql, [messageId], FAILED_BY_REQUEST, "failed"));
+    this.queueCancelled();
+    return { outcome: "failed" };
+  }
+
   /** Rows of a paused or cancelled batch met at dispatch: held, or cancelled (their outcome queued). */
   private applyHolds(held: Map<string, ScheduledSendStatus>): void {
     const pause = [...held].filter(([, s]) => s === "pause").map(([id]) => id);
@@ -734,7 +758,7 @@ export class OriginHub extends DurableObject<Bindings> {
    */
   private queueCancelled(): void {
     const limit = 500;
-    const marks = new Map(cancelledRows(this.sql, limit).map((r) => [r.message_id, r.reason]));
+    const marks = new Map(cancelledRows(this.sql, limit).map((r) => [r.message_id, r]));
     if (marks.size === 0) return;
     const now = Date.now();
     const rows = this.sql
@@ -749,7 +773,13 @@ export class OriginHub extends DurableObject<Bindings> {
         ws: null,
         jobId: null,
         row,
-        plan: cancelPlan(row, JSON.parse(recipients) as string[], marks.get(row.message_id)!, now),
+        plan: cancelPlan(
+          row,
+          JSON.parse(recipients) as string[],
+          marks.get(row.message_id)!.reason,
+          now,
+          marks.get(row.message_id)!.status,
+        ),
         duplicates: [],
       })),
     );

@@ -8,7 +8,8 @@
  *  - `outbox_batch` (message id → tenant, batch): only messages sent with a `batch_id`;
  *  - `batch_holds` (tenant, batch → pause | cancel): what /v3/user/scheduled_sends set, as every
  *    shard was told, so a message accepted later into a held batch is held or cancelled at once;
- *  - `outbox_cancel` (message id → reason): a cancelled message, until its outcome is in D1. It is
+ *  - `outbox_cancel` (message id → reason, final status): a message the user ended, cancelled (a
+ *    cancel) or `failed` (POST /v3/messages/{id}/fail), until its outcome is in D1. It is
  *    the durable mark: a failed D1 write or a restart puts the row back to `cancelled`, never `ready`.
  * A held row is in outbox state `held`, a cancelled one in `cancelled` (then `recording` while its
  * outcome is written): neither is ever due, so the due query, queue-age expiry and leases skip them.
@@ -36,13 +37,23 @@ export function ensureBatchTables(sql: SqlStorage): void {
   )`);
   sql.exec(`CREATE TABLE IF NOT EXISTS outbox_cancel (
     message_id TEXT PRIMARY KEY,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'cancelled'
   )`);
+  // The table's first layout had no status (every mark was a cancel).
+  const columns = sql.exec<{ name: string }>("SELECT name FROM pragma_table_info('outbox_cancel')").toArray();
+  if (!columns.some((c) => c.name === "status")) {
+    sql.exec("ALTER TABLE outbox_cancel ADD COLUMN status TEXT NOT NULL DEFAULT 'cancelled'");
+  }
   ready.add(sql);
 }
 
 export const CANCELLED_BY_BATCH = "Cancelled: its batch was cancelled (/v3/user/scheduled_sends)";
 export const CANCELLED_BY_REQUEST = "Cancelled before it was sent (POST /v3/messages/{id}/cancel)";
+export const FAILED_BY_REQUEST = "Marked failed before it was sent (POST /v3/messages/{id}/fail)";
+
+/** How a message the user ended is recorded: cancelled, or failed (/fail). */
+export type EndedStatus = "cancelled" | "failed";
 
 export function holdOf(sql: SqlStorage, tenantId: string, batchId: string): ScheduledSendStatus | null {
   ensureBatchTables(sql);
@@ -101,7 +112,12 @@ export function placeInBatch(
 }
 
 /** Rows (ready or held, so with no origin) move to `cancelled`, with the durable mark. */
-export function markCancelled(sql: SqlStorage, messageIds: string[], reason: string): string[] {
+export function markCancelled(
+  sql: SqlStorage,
+  messageIds: string[],
+  reason: string,
+  status: EndedStatus = "cancelled",
+): string[] {
   ensureBatchTables(sql);
   if (messageIds.length === 0) return [];
   const ids = JSON.stringify(messageIds);
@@ -114,7 +130,12 @@ export function markCancelled(sql: SqlStorage, messageIds: string[], reason: str
     .toArray()
     .map((r) => r.message_id);
   for (const id of moved) {
-    sql.exec("INSERT OR REPLACE INTO outbox_cancel (message_id, reason) VALUES (?, ?)", id, reason);
+    sql.exec(
+      "INSERT OR REPLACE INTO outbox_cancel (message_id, reason, status) VALUES (?, ?, ?)",
+      id,
+      reason,
+      status,
+    );
   }
   return moved;
 }
@@ -174,17 +195,24 @@ export function heldAmong(
   return out;
 }
 
-/** Rows in state `cancelled` (their outcome not queued for D1 yet), with their reason. */
-export function cancelledRows(sql: SqlStorage, limit: number): { message_id: string; reason: string }[] {
+/** Rows in state `cancelled` (their outcome not queued for D1 yet), with their reason and final status. */
+export function cancelledRows(
+  sql: SqlStorage,
+  limit: number,
+): { message_id: string; reason: string; status: EndedStatus }[] {
   ensureBatchTables(sql);
   return sql
-    .exec<{ message_id: string; reason: string | null }>(
-      `SELECT o.message_id, c.reason FROM outbox o LEFT JOIN outbox_cancel c ON c.message_id = o.message_id
+    .exec<{ message_id: string; reason: string | null; status: EndedStatus | null }>(
+      `SELECT o.message_id, c.reason, c.status FROM outbox o LEFT JOIN outbox_cancel c ON c.message_id = o.message_id
        WHERE o.state = 'cancelled' LIMIT ?`,
       limit,
     )
     .toArray()
-    .map((r) => ({ message_id: r.message_id, reason: r.reason ?? CANCELLED_BY_REQUEST }));
+    .map((r) => ({
+      message_id: r.message_id,
+      reason: r.reason ?? CANCELLED_BY_REQUEST,
+      status: r.status ?? "cancelled",
+    }));
 }
 
 /** The state a `recording` row returns to when its write fails or the object restarts. */
@@ -199,9 +227,11 @@ export function forgetMessages(sql: SqlStorage, idsJson: string): void {
 }
 
 /**
- * A cancelled message's outcome: status `cancelled` (terminal), each remaining recipient
- * `cancelled` with a `dropped` event giving the reason. Event ids are derived from the message, so
- * a D1 batch replayed after a restart writes each event once (INSERT … ON CONFLICT DO NOTHING).
+ * The outcome of a message the user ended, each remaining recipient with a `dropped` event giving
+ * the reason: cancelled → status `cancelled` (terminal), recipients `cancelled`; failed (/fail) →
+ * recipients `failed`, and the message `failed` unless a recipient was delivered (or bounced)
+ * before, as queue-age expiry decides it. Event ids are derived from the message, so a D1 batch
+ * replayed after a restart writes each event once (INSERT … ON CONFLICT DO NOTHING).
  */
 export function cancelPlan(
   row: {
@@ -216,18 +246,24 @@ export function cancelPlan(
   recipients: string[],
   reason: string,
   now: number,
+  ended: EndedStatus = "cancelled",
 ): ResultPlan {
+  const failed = ended === "failed";
   return {
-    status: "cancelled",
+    status: !failed ? "cancelled" : row.delivered > 0 ? "delivered" : row.bounced > 0 ? "bounced" : "failed",
     deferrals: row.deferrals,
     retryRecipients: [],
     retryAt: 0,
-    totals: { delivered: row.delivered, bounced: row.bounced, failed: row.failed },
-    recipientStatuses: recipients.map((r) => ({ email: r.toLowerCase(), status: "cancelled" })),
+    totals: {
+      delivered: row.delivered,
+      bounced: row.bounced,
+      failed: row.failed + (failed ? recipients.length : 0),
+    },
+    recipientStatuses: recipients.map((r) => ({ email: r.toLowerCase(), status: ended })),
     errorMessage: reason,
     events: (tenantId: string): NewEvent[] =>
       recipients.map((r, i) => ({
-        id: `evt_${row.message_id.slice(4)}C${i.toString(36)}`,
+        id: `evt_${row.message_id.slice(4)}${failed ? "F" : "C"}${i.toString(36)}`,
         tenantId,
         messageId: row.message_id,
         eventType: "dropped",

@@ -1,20 +1,25 @@
 /**
  * POST /v3/messages/{message_id}/cancel (docs/api/sendgrid.md#cancelling-a-message), in the
- * messages API's `{detail}` dialect, permission `mail.cancel`.
+ * messages API's `{detail}` dialect, permission `mail.cancel`; and /fail beside it.
  * The message's hub shard decides: cancel and dispatch both run inside that Durable Object, one at a
  * time, so exactly one wins. Cancelled (still waiting in the outbox, no recipient reached) → 200
  * {"message_id","status":"cancelled"}, and it is never handed to an origin. Handed over already
  * (or finished) → 409 naming the status it has. Another tenant's id → 404, as a made-up one.
+ * POST /v3/messages/{message_id}/fail (permission `mail.send`) ends a message that waits in the
+ * outbox (a stuck retry, a scheduled or held send) `failed` the same way: 200
+ * {"message_id","status":"failed"}; 409 while an origin holds it or once it has finished.
  */
 import { Hono } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { getMessage } from "../../db/messages.ts";
+import type { Bindings, Config } from "../../env.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { hubStub, ownerOf } from "../../services/hub-client.ts";
 
 export const messageActionsApi = new Hono<AppEnv>()
   .use("/:id/cancel", authenticate())
+  .use("/:id/fail", authenticate())
   .post("/:id/cancel", requireScope("mail.cancel"), async (c) => {
     const principal = c.get("principal");
     if (principal.kind !== "api_key") throw new AppError("forbidden", "Cancelling needs an API key");
@@ -36,4 +41,29 @@ export const messageActionsApi = new Hono<AppEnv>()
     if (!m) throw new AppError("not_found", `Message not found: ${id}`);
     if (m.status === "cancelled") return cancelled();
     throw tooLate(m.status);
+  })
+  .post("/:id/fail", requireScope("mail.send"), async (c) => {
+    const principal = c.get("principal");
+    if (principal.kind !== "api_key") throw new AppError("forbidden", "Failing a message needs an API key");
+    const id = c.req.param("id");
+    const r = await endInShard(c.env, c.get("config"), id, (hub) => hub.failMessage(principal.tenantId, id));
+    if (r === "failed") return c.json({ message_id: id, status: "failed" }, 200);
+    const status =
+      r === "dispatched" ? "sending" : (await getMessage(c.get("db"), principal.tenantId, id))?.status;
+    if (status === undefined) throw new AppError("not_found", `Message not found: ${id}`);
+    throw new AppError(
+      "conflict",
+      `Message ${id} cannot be marked failed: its status is ${status}. Only a message waiting in the queue (queued, scheduled, paused, or waiting for a retry) can be; one a delivery node holds gets its outcome from that node, or returns to the queue when its lease ends.`,
+    );
   });
+
+/** Asks the message's own shard (when its id names a configured one); "absent" otherwise. */
+async function endInShard<T extends { outcome: string }>(
+  env: Bindings,
+  config: Config,
+  id: string,
+  call: (hub: ReturnType<typeof hubStub>) => Promise<T>,
+): Promise<T["outcome"] | "absent"> {
+  const owner = ownerOf(config, id);
+  return owner ? (await call(hubStub(env, owner))).outcome : "absent";
+}
