@@ -810,24 +810,27 @@ describe("failures inside the hub", () => {
     const [job] = await origin.jobs(1);
     // The message's catalog rows are in D1 first, so the refused insert below is the result's.
     expect(await hub().flush()).toEqual({ uncatalogued: 0 });
-    // The hub's D1 handle refuses to build an insert once (what a statement builder that throws does).
+    // The hub's D1 binding refuses to prepare a statement once (what a statement builder that throws
+    // does): the flush builds its statements with DB.prepare (edge/src/db/messages.ts).
     await runInDurableObject(hub(), (instance) => {
-      const hubWithDb = instance as unknown as { db: Record<string, unknown> };
-      const real = hubWithDb.db;
-      let refused = false;
-      hubWithDb.db = new Proxy(real, {
-        get(target, prop, receiver) {
-          if (prop === "insert" && !refused) {
-            refused = true;
-            hubWithDb.db = real;
-            return () => {
-              throw new Error("statement builder failed");
-            };
-          }
-          const v = Reflect.get(target, prop, receiver) as unknown;
-          return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-        },
-      });
+      const object = instance as unknown as { env: Record<string, unknown> };
+      const realEnv = object.env;
+      const real = realEnv.DB as D1Database;
+      object.env = {
+        ...realEnv,
+        DB: new Proxy(real, {
+          get(target, prop, receiver) {
+            if (prop === "prepare") {
+              object.env = realEnv;
+              return () => {
+                throw new Error("statement builder failed");
+              };
+            }
+            const v = Reflect.get(target, prop, receiver) as unknown;
+            return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+          },
+        }),
+      };
     });
     const result = {
       type: "result" as const,

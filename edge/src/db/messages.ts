@@ -2,8 +2,25 @@
  * Message, recipient and event queries. All reads and writes that take a tenant id filter by it;
  * the hub's writes are keyed by message id, which it only ever received from a tenant-scoped send.
  */
-import { and, count, desc, eq, gte, inArray, isNull, lt, lte, or, sql, type SQL } from "drizzle-orm";
+import {
+  and,
+  count,
+  desc,
+  eq,
+  getTableColumns,
+  getTableName,
+  gte,
+  inArray,
+  isNull,
+  lt,
+  lte,
+  or,
+  sql,
+  SQL,
+  type Column,
+} from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
+import type { SQLiteTable } from "drizzle-orm/sqlite-core";
 import {
   ActivityQueryError,
   type Expr,
@@ -21,40 +38,148 @@ export type EventRow = typeof events.$inferSelect;
 type Statement = BatchItem<"sqlite">;
 
 /**
+ * D1 binds a string of at most 2,000,000 bytes (developers.cloudflare.com/d1/platform/limits/). The
+ * hub's writes bind a whole list of rows as ONE JSON parameter, so a batch is a few statements
+ * instead of one per handful of rows (at most 100 bound parameters each). A JSON list is cut before
+ * it could pass this many UTF-16 code units: at most 3 UTF-8 bytes each, 1.8 MB with margin.
+ */
+export const MAX_JSON_PARAM_UNITS = 600_000;
+
+/**
+ * A multi-row INSERT of `table` that binds its rows as one JSON list of arrays (columns in table
+ * order, each value as drizzle's own insert would bind it: JSON columns serialized, a missing
+ * value taking the column's default, else NULL), read back with json_extract. The statement text
+ * is built once per table; a row costs one array and its share of one JSON.stringify, not a query
+ * builder pass. A row too large for one parameter goes alone with positional parameters (no table
+ * here has more than 100 columns).
+ */
+class JsonRowsInsert {
+  private readonly columns: [key: string, column: Column][];
+  private readonly listSql: string;
+  private readonly rowSql: string;
+
+  constructor(table: SQLiteTable, conflict: "fail" | "ignore") {
+    this.columns = Object.entries(getTableColumns(table));
+    for (const [key, c] of this.columns) {
+      // A default computed in SQL cannot travel in the JSON list; no catalog table has one.
+      if (c.default instanceof SQL) throw new Error(`JsonRowsInsert: ${key} has an SQL default`);
+    }
+    const into = `INSERT INTO "${getTableName(table)}" (${this.columns.map(([, c]) => `"${c.name}"`).join(", ")})`;
+    const tail = conflict === "ignore" ? " ON CONFLICT DO NOTHING" : "";
+    const picks = this.columns.map((_, i) => `json_extract(value, '$[${i}]')`).join(", ");
+    // `WHERE true`: SQLite needs it to tell an upsert's ON CONFLICT from a join in INSERT … SELECT.
+    this.listSql = `${into} SELECT ${picks} FROM json_each(?) WHERE true${tail}`;
+    this.rowSql = `${into} VALUES (${this.columns.map(() => "?").join(", ")})${tail}`;
+  }
+
+  statements(d1: D1Database, rows: readonly object[]): D1PreparedStatement[] {
+    const out: D1PreparedStatement[] = [];
+    let listed: unknown[][] = [];
+    for (const row of rows) {
+      const v = this.values(row as Record<string, unknown>);
+      if (fitsOneParam(v)) {
+        listed.push(v);
+        continue;
+      }
+      // In order: rowid order breaks ties between events of one timestamp.
+      out.push(...jsonListStatements(d1, this.listSql, [], listed), d1.prepare(this.rowSql).bind(...v));
+      listed = [];
+    }
+    out.push(...jsonListStatements(d1, this.listSql, [], listed));
+    return out;
+  }
+
+  private values(row: Record<string, unknown>): unknown[] {
+    const out = new Array<unknown>(this.columns.length);
+    for (let i = 0; i < this.columns.length; i++) {
+      const [key, c] = this.columns[i]!;
+      let v = row[key];
+      if (v === undefined) v = c.default !== undefined ? c.default : c.defaultFn ? c.defaultFn() : null;
+      out[i] = v === null || v === undefined ? null : c.mapToDriverValue(v);
+    }
+    return out;
+  }
+}
+
+/** Whether `item` fits a JSON list parameter on its own (a cheap bound first, exact length when close). */
+function fitsOneParam(item: unknown[]): boolean {
+  let units = 0;
+  // A number or null is at most 24 units; anything else is measured.
+  for (const v of item)
+    units += typeof v === "string" ? v.length : typeof v === "number" || v === null ? 24 : Infinity;
+  // JSON escapes at most 6 units per unit (\u0000); only a value near the limit is serialized to check.
+  return units * 6 + 2 <= MAX_JSON_PARAM_UNITS || JSON.stringify(item).length + 2 <= MAX_JSON_PARAM_UNITS;
+}
+
+/**
+ * `sql` with its last parameter a JSON list of `items` (after the parameters `before`), once per run
+ * of items that fits MAX_JSON_PARAM_UNITS. Callers keep each item far below that (JsonRowsInsert
+ * sends a larger row with positional parameters; ids, statuses and outcome fields are short).
+ */
+function jsonListStatements(
+  d1: D1Database,
+  sql: string,
+  before: unknown[],
+  items: readonly unknown[],
+): D1PreparedStatement[] {
+  const out: D1PreparedStatement[] = [];
+  let parts: string[] = [];
+  let units = 2;
+  const flush = () => {
+    if (parts.length > 0) out.push(d1.prepare(sql).bind(...before, `[${parts.join(",")}]`));
+    parts = [];
+    units = 2;
+  };
+  for (const item of items) {
+    const part = JSON.stringify(item);
+    if (units + part.length + 1 > MAX_JSON_PARAM_UNITS) flush();
+    parts.push(part);
+    units += part.length + 1;
+  }
+  flush();
+  return out;
+}
+
+const insertMessages = new JsonRowsInsert(messages, "fail");
+const insertRecipients = new JsonRowsInsert(messageRecipients, "fail");
+const insertEvents = new JsonRowsInsert(events, "fail");
+const catalogMessages = new JsonRowsInsert(messages, "ignore");
+const catalogRecipients = new JsonRowsInsert(messageRecipients, "ignore");
+const catalogEvents = new JsonRowsInsert(events, "ignore");
+
+/**
  * Hub → D1: the catalog rows of accepted messages, written so that running them again changes
  * nothing (ON CONFLICT DO NOTHING on every row's key: messages.id, message_recipients (message_id,
  * email), events.id). A replayed flush, or a hub that restarted before it noted the flush, never
  * duplicates a row, and never overwrites what a later result wrote. Messages come first: the other
- * two reference them.
+ * two reference them. One statement per table for a usual batch (JsonRowsInsert); run them with the
+ * D1 binding's batch().
  */
 export function catalogStatements(
-  db: Db,
+  d1: D1Database,
   rows: NewMessage[],
   recipients: NewRecipient[],
   firstEvents: NewEvent[],
-): Statement[] {
-  const out: Statement[] = [];
-  for (const chunk of chunkRows(rows, 25)) out.push(db.insert(messages).values(chunk).onConflictDoNothing());
-  for (const chunk of chunkRows(recipients, 5)) {
-    out.push(db.insert(messageRecipients).values(chunk).onConflictDoNothing());
-  }
-  for (const chunk of chunkRows(firstEvents, 8))
-    out.push(db.insert(events).values(chunk).onConflictDoNothing());
-  return out;
+): D1PreparedStatement[] {
+  return [
+    ...catalogMessages.statements(d1, rows),
+    ...catalogRecipients.statements(d1, recipients),
+    ...catalogEvents.statements(d1, firstEvents),
+  ];
 }
 
-/** Statements that persist sandbox messages and their recipients; run them in one batch. */
+/** Statements that persist sandbox messages and their recipients; run them in one D1 batch(). */
 export function insertMessagesStatements(
-  db: Db,
+  d1: D1Database,
   rows: NewMessage[],
   recipients: NewRecipient[],
   firstEvents: NewEvent[],
-): Statement[] {
-  const out: Statement[] = [];
-  for (const chunk of chunkRows(rows, 25)) out.push(db.insert(messages).values(chunk));
-  for (const chunk of chunkRows(recipients, 5)) out.push(db.insert(messageRecipients).values(chunk));
-  for (const chunk of chunkRows(firstEvents, 8)) out.push(db.insert(events).values(chunk));
-  return out;
+): D1PreparedStatement[] {
+  return [
+    ...insertMessages.statements(d1, rows),
+    ...insertRecipients.statements(d1, recipients),
+    ...insertEvents.statements(d1, firstEvents),
+  ];
 }
 
 export interface MessageFilters {
@@ -319,22 +444,26 @@ export async function getMessagesByIds(db: Db, ids: string[]): Promise<MessageRo
   return out;
 }
 
+const MARK_SENDING_SQL = `UPDATE messages SET status = CASE WHEN status = 'queued' THEN 'sending' ELSE status END,
+    updated_at = ?, dispatches = dispatches + ? WHERE id IN (SELECT value FROM json_each(?))
+    AND status IN ('queued', 'sending')`;
+
 /**
  * Hub → D1: these messages were handed to an origin. `dispatches` counts every hand-over (re-dispatches
- * after a dropped link or an expired lease too); `deferrals` is not touched here, it counts results.
- * The status only moves forward from queued, never back from a final one.
+ * after a dropped link or an expired lease too, also two of one message before a flush); `deferrals`
+ * is not touched here, it counts results. The status only moves forward from queued, never back from
+ * a final one. One statement per batch (ids as one JSON list; see MAX_JSON_PARAM_UNITS).
  */
-export function markSendingStatements(db: Db, ids: string[], now: number): Statement[] {
-  return chunkRows(ids, 3).map((chunk) =>
-    db
-      .update(messages)
-      .set({
-        status: sql`case when ${messages.status} = 'queued' then 'sending' else ${messages.status} end`,
-        updatedAt: now,
-        dispatches: sql`${messages.dispatches} + 1`,
-      })
-      .where(and(inArray(messages.id, chunk), inArray(messages.status, ["queued", "sending"]))),
-  );
+export function markSendingStatements(d1: D1Database, ids: string[], now: number): D1PreparedStatement[] {
+  const times = new Map<string, number>();
+  for (const id of ids) times.set(id, (times.get(id) ?? 0) + 1);
+  const byTimes = new Map<number, string[]>();
+  for (const [id, n] of times) {
+    const list = byTimes.get(n);
+    if (list) list.push(id);
+    else byTimes.set(n, [id]);
+  }
+  return [...byTimes].flatMap(([n, list]) => jsonListStatements(d1, MARK_SENDING_SQL, [now, n], list));
 }
 
 export interface ResultWrite {
@@ -353,7 +482,28 @@ export interface ResultWrite {
   deferrals?: number;
 }
 
-/** Hub → D1: one delivery attempt's outcome, written as one batch (events are de-duplicated by index). */
+const RECIPIENT_STATUS_SQL = `UPDATE message_recipients SET status = j.s FROM (SELECT json_extract(value, '$[0]') AS m,
+    json_extract(value, '$[1]') AS e, json_extract(value, '$[2]') AS s FROM json_each(?)) AS j
+  WHERE message_recipients.message_id = j.m AND message_recipients.email = j.e`;
+/**
+ * Per message: [id, status, updated_at, next_attempt_at, delivered_at or null, 1 if error_message is
+ * set (to the next value, null included), error_message, deferrals or null]. delivered_at keeps the
+ * first delivery (COALESCE); a null deferrals leaves the column as it is.
+ */
+const MESSAGE_RESULT_SQL = `UPDATE messages SET status = j.status, updated_at = j.now, next_attempt_at = j.next,
+    delivered_at = coalesce(messages.delivered_at, j.delivered),
+    error_message = CASE WHEN j.has_error = 1 THEN j.error ELSE messages.error_message END,
+    deferrals = coalesce(j.deferrals, messages.deferrals)
+  FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS status,
+    json_extract(value, '$[2]') AS now, json_extract(value, '$[3]') AS next,
+    json_extract(value, '$[4]') AS delivered, json_extract(value, '$[5]') AS has_error,
+    json_extract(value, '$[6]') AS error, json_extract(value, '$[7]') AS deferrals FROM json_each(?)) AS j
+  WHERE messages.id = j.id`;
+
+/**
+ * Hub → D1: one delivery attempt's outcome as drizzle statements, for a caller that writes one outcome
+ * alone (the queue-age expiry); a flush's outcomes go through resultStatements.
+ */
 export function recordResultStatements(db: Db, w: ResultWrite): Statement[] {
   const out: Statement[] = [];
   for (const chunk of chunkRows(w.events, 8)) out.push(db.insert(events).values(chunk).onConflictDoNothing());
@@ -380,6 +530,70 @@ export function recordResultStatements(db: Db, w: ResultWrite): Statement[] {
       })
       .where(eq(messages.id, w.messageId)),
   );
+  return out;
+}
+
+/** The hub's update statements, for the test that checks each one searches an index (test/edge/catalog-statements.test.ts). */
+export const HUB_UPDATE_SQL = {
+  markSending: MARK_SENDING_SQL,
+  recipientStatus: RECIPIENT_STATUS_SQL,
+  messageResult: MESSAGE_RESULT_SQL,
+} as const;
+
+/**
+ * Hub → D1: the outcomes of one flush, three statements for the lot (events, recipient statuses,
+ * message rows, in that order as for a single outcome), each binding its rows as one JSON list; run
+ * them with the D1 binding's batch(). Rows of one message are written in the order given: a message
+ * named twice starts a new round of three statements, so a later outcome still lands after an earlier one.
+ */
+export function resultStatements(d1: D1Database, writes: readonly ResultWrite[]): D1PreparedStatement[] {
+  const out: D1PreparedStatement[] = [];
+  let round: ResultWrite[] = [];
+  const inRound = new Set<string>();
+  const emit = () => {
+    if (round.length === 0) return;
+    out.push(
+      ...catalogEvents.statements(
+        d1,
+        round.flatMap((w) => w.events),
+      ),
+    );
+    // One message's list may name an address twice: the last status wins, as it would row by row.
+    const statuses = new Map<string, [string, string, string]>();
+    for (const w of round) {
+      for (const r of w.recipientStatuses) {
+        const key = `${w.messageId}\u0000${r.email}`;
+        statuses.delete(key);
+        statuses.set(key, [w.messageId, r.email, r.status]);
+      }
+    }
+    out.push(...jsonListStatements(d1, RECIPIENT_STATUS_SQL, [], [...statuses.values()]));
+    out.push(
+      ...jsonListStatements(
+        d1,
+        MESSAGE_RESULT_SQL,
+        [],
+        round.map((w) => [
+          w.messageId,
+          w.status,
+          w.now,
+          w.nextAttemptAt,
+          w.deliveredAt ?? null,
+          w.errorMessage !== undefined ? 1 : 0,
+          w.errorMessage ?? null,
+          w.deferrals ?? null,
+        ]),
+      ),
+    );
+    round = [];
+    inRound.clear();
+  };
+  for (const w of writes) {
+    if (inRound.has(w.messageId)) emit();
+    round.push(w);
+    inRound.add(w.messageId);
+  }
+  emit();
   return out;
 }
 

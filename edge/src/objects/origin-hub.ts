@@ -97,6 +97,7 @@ import {
   catalogStatements,
   markSendingStatements,
   recordResultStatements,
+  resultStatements,
   type EventRow,
   type MessageRow,
   type NewMessage,
@@ -1530,7 +1531,7 @@ export class OriginHub extends DurableObject<Bindings> {
       const statements = [
         ...(catalog.length > 0
           ? catalogStatements(
-              this.db,
+              this.env.DB,
               catalog.map((c) =>
                 c.entry
                   ? catalogMessageRow(c.catalog, c.entry)
@@ -1540,9 +1541,11 @@ export class OriginHub extends DurableObject<Bindings> {
               catalog.flatMap((c) => c.catalog.events),
             )
           : []),
-        ...(sending.length > 0 ? markSendingStatements(this.db, sending, now) : []),
-        ...batch.flatMap(({ row, plan }) =>
-          recordResultStatements(this.db, {
+        ...(sending.length > 0 ? markSendingStatements(this.env.DB, sending, now) : []),
+        // One statement per kind of row for all outcomes of the batch (resultStatements).
+        ...resultStatements(
+          this.env.DB,
+          batch.map(({ row, plan }) => ({
             messageId: row.message_id,
             now,
             events: plan.events(row.tenant_id),
@@ -1553,10 +1556,11 @@ export class OriginHub extends DurableObject<Bindings> {
             errorMessage: plan.errorMessage,
             nextAttemptAt: plan.retryRecipients.length > 0 ? plan.retryAt : null,
             deferrals: plan.deferrals,
-          }),
+          })),
         ),
       ];
-      await this.db.batch(statements as [never]);
+      // Raw D1 statements (db/messages.ts binds each kind of row as one JSON list), one batch().
+      if (statements.length > 0) await this.env.DB.batch(statements);
     } catch (err) {
       this.sendingInFlight -= sending.length;
       for (const p of batch) this.recording.delete(p.row.message_id);

@@ -193,7 +193,7 @@ export async function sendMail(
 
   if (mode === "sandbox") {
     // Sandbox stores nothing in R2: the blobs were only measured.
-    await deps.db.batch(insertMessagesStatements(deps.db, rows, recipients, []) as [never]);
+    await deps.db.$client.batch(insertMessagesStatements(deps.db.$client, rows, recipients, []));
     return { messageIds: rows.map((r) => r.id), mode, replayed: false };
   }
 
