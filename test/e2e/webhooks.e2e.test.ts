@@ -15,6 +15,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SENDER_DOMAIN, startStack, zoneFromDomain, type Stack } from "./stack.ts";
 
 interface Received {
+  /** Date.now() when the request's body had arrived. */
+  at: number;
   path: string;
   headers: http.IncomingHttpHeaders;
   body: string;
@@ -32,6 +34,7 @@ beforeAll(async () => {
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
       received.push({
+        at: Date.now(),
         path: req.url ?? "",
         headers: req.headers,
         body: Buffer.concat(chunks).toString("utf8"),
@@ -174,5 +177,61 @@ describe("webhooks", () => {
     expect(log.body.deliveries.length).toBeGreaterThan(0);
     expect(log.body.deliveries.every((d: { status: string }) => d.status === "succeeded")).toBe(true);
     console.log(`send → delivered event at the receiver: ${elapsed} ms`);
+  });
+
+  it("keeps up with delivery: every delivered event of a burst arrives once; delay from the MX's 250 to the POST", async () => {
+    const count = 100;
+    const since = received.length;
+    const sentAt = Date.now();
+    const rcpts = Array.from({ length: count }, (_, i) => `burst-${i}@inbox.test`);
+    // Ten sends at a time: wrangler dev drops connections under a hundred at once.
+    for (let i = 0; i < count; i += 10) {
+      await Promise.all(
+        rcpts.slice(i, i + 10).map(async (to) => {
+          const r = await stack.api("POST", "/v3/mail/send", stack.liveKey.api_key, {
+            personalizations: [{ to: [{ email: to }] }],
+            from: { email: `app@${SENDER_DOMAIN}` },
+            subject: "burst",
+            content: [{ type: "text/plain", value: "hello" }],
+          });
+          expect(r.status).toBe(202);
+        }),
+      );
+    }
+    const arrivals = new Map<string, number>();
+    const ids = new Map<string, number>();
+    await waitFor(() => {
+      for (const r of received.slice(since)) {
+        if (r.path !== "/own" || (r as Received & { seen?: true }).seen) continue;
+        (r as Received & { seen?: true }).seen = true;
+        for (const e of JSON.parse(r.body) as {
+          event_type: string;
+          recipient_email: string;
+          event_id: string;
+        }[]) {
+          if (e.event_type !== "delivered" || !e.recipient_email.startsWith("burst-")) continue;
+          ids.set(e.event_id, (ids.get(e.event_id) ?? 0) + 1);
+          if (!arrivals.has(e.recipient_email)) arrivals.set(e.recipient_email, r.at);
+        }
+      }
+      return arrivals.size === count ? true : undefined;
+    }, 90_000);
+    const accepted = new Map<string, number>();
+    for (const m of stack.smtp.messages)
+      for (const to of m.rcptTo)
+        if (to.startsWith("burst-") && !accepted.has(to)) accepted.set(to, m.acceptedAt);
+    const delays = rcpts.map((to) => arrivals.get(to)! - accepted.get(to)!).sort((a, b) => a - b);
+    const lastDelivered = Math.max(...accepted.values());
+    const lastPosted = Math.max(...arrivals.values());
+    expect(
+      delays.filter((d) => !(d >= 0)),
+      JSON.stringify({ delays, accepted: accepted.size }),
+    ).toEqual([]);
+    expect([...ids.values()].every((n) => n === 1)).toBe(true);
+    const pct = (q: number) => delays[Math.min(delays.length - 1, Math.floor(q * delays.length))]!;
+    console.log(
+      `burst of ${count}: delivered in ${lastDelivered - sentAt} ms, all delivered events posted by ` +
+        `${lastPosted - sentAt} ms; 250 → POST p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms, max ${delays.at(-1)} ms`,
+    );
   });
 });
