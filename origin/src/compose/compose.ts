@@ -92,6 +92,13 @@ export function serveCompose(
       const reply: ComposeReply = { replies };
       port.postMessage(reply, transfer);
     });
+    // A batch that could not be answered (postMessage threw) must not stop the ones after it: end
+    // the thread as an uncaught error would, and the pool retries its requests in a fresh worker.
+    previous = previous.catch((err: unknown) => {
+      setImmediate(() => {
+        throw err;
+      });
+    });
   });
   const ready: ComposeReply = { ready: true };
   port.postMessage(ready);
