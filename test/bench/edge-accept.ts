@@ -12,7 +12,7 @@ import { postMail, startBenchEdge } from "./lib/edge.ts";
 import { totalRoundTrips, type RoundTrips } from "./lib/counting-bindings.ts";
 import { startInstrumentedEdge } from "./lib/instrumented-edge.ts";
 import { mailSendBody, recipient } from "./lib/mail.ts";
-import { say } from "./lib/procs.ts";
+import { cpuSeconds, groupPids, say, sleep } from "./lib/procs.ts";
 import { percentile, round } from "./lib/stats.ts";
 import { runWrk, type WrkResult } from "./lib/wrk.ts";
 
@@ -21,6 +21,18 @@ export interface EdgeAcceptResult {
   post: Omit<WrkResult, "raw">;
   healthz: Omit<WrkResult, "raw">;
   ratio: { rps: number; p50: number; p99: number };
+  /**
+   * CPU per request, measured from /proc while each wrk run lasted (plus the work it left behind,
+   * e.g. the catalog flush of the accepted messages): what the routes cost, less sensitive than
+   * requests/s to other load on the machine. `workerdMs` is the runtime alone (the Worker and its
+   * Durable Objects and local D1); `totalMs` adds wrangler's dev proxy.
+   */
+  cpuPerRequest?: {
+    post: { workerdMs: number; totalMs: number };
+    healthz: { workerdMs: number; totalMs: number };
+    /** post ÷ healthz, workerd alone. */
+    ratio: number;
+  };
   bulk: { personalizations: number; bodyBytes: number; msTo202: number[] };
   profile: ProfileSummary | { error: string };
   profileFile: string | null;
@@ -83,8 +95,11 @@ export async function benchEdgeAccept(ctx: Ctx): Promise<EdgeAcceptResult> {
     const durationS = ctx.quick ? 3 : 10;
     const base = { threads: 2, connections: 16, durationS, workDir: ctx.workDir };
     say(`edge accept: wrk GET /healthz for ${durationS}s`);
+    const healthzCpu = cpuMeter(edge.pid);
     const healthz = await runWrk(ctx.wrkBin, { ...base, url: `${edge.url}/healthz` });
+    const healthzMs = await healthzCpu.perRequest(healthz.requests);
     say(`edge accept: wrk POST /v3/mail/send for ${durationS}s`);
+    const postCpu = cpuMeter(edge.pid);
     const post = await runWrk(ctx.wrkBin, {
       ...base,
       url: `${edge.url}/v3/mail/send`,
@@ -92,6 +107,15 @@ export async function benchEdgeAccept(ctx: Ctx): Promise<EdgeAcceptResult> {
       headers: { authorization: `Bearer ${edge.apiKey}`, "content-type": "application/json" },
       body: one,
     });
+    const postMs = await postCpu.perRequest(post.requests);
+    const cpuPerRequest = {
+      post: postMs,
+      healthz: healthzMs,
+      ratio: round(postMs.workerdMs / healthzMs.workerdMs, 2),
+    };
+    say(
+      `edge accept: CPU per request (workerd / with wrangler's proxy): POST ${postMs.workerdMs} / ${postMs.totalMs} ms, /healthz ${healthzMs.workerdMs} / ${healthzMs.totalMs} ms`,
+    );
     if (post.non2xx > 0) say(`edge accept: ${post.non2xx} POSTs were not 2xx`);
 
     const personalizations = 1000;
@@ -142,6 +166,7 @@ export async function benchEdgeAccept(ctx: Ctx): Promise<EdgeAcceptResult> {
 
     return {
       roundTrips,
+      cpuPerRequest,
       wrk: { threads: base.threads, connections: base.connections, durationS },
       post: strip(post),
       healthz: strip(healthz),
@@ -240,6 +265,47 @@ export async function benchAcceptRoundTrips(
   } finally {
     await edge.stop();
   }
+}
+
+/**
+ * CPU seconds of an edge's process group from now on: `perRequest` waits until the runtime is idle
+ * again (at most 5 s: a catalog flush the load left behind is part of what the requests cost), then
+ * divides by the request count.
+ */
+function cpuMeter(pgid: number) {
+  const read = () => {
+    let workerd = 0;
+    let total = 0;
+    for (const pid of groupPids(pgid)) {
+      try {
+        const s = cpuSeconds(pid);
+        total += s;
+        if (comm(pid) === "workerd") workerd += s;
+      } catch {
+        // exited meanwhile
+      }
+    }
+    return { workerd, total };
+  };
+  const start = read();
+  return {
+    async perRequest(requests: number): Promise<{ workerdMs: number; totalMs: number }> {
+      let last = read();
+      for (let waited = 0; waited < 5000; waited += 250) {
+        await sleep(250);
+        const now = read();
+        const idle = now.total - last.total < 0.02;
+        last = now;
+        if (idle) break;
+      }
+      const per = (s: number) => round((s * 1000) / Math.max(1, requests), 3);
+      return { workerdMs: per(last.workerd - start.workerd), totalMs: per(last.total - start.total) };
+    },
+  };
+}
+
+function comm(pid: number): string {
+  return fs.readFileSync(`/proc/${pid}/comm`, "utf8").trim();
 }
 
 /** CPU-profiles the Worker through wrangler's inspector proxy while `load` runs. */
