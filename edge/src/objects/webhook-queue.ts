@@ -643,7 +643,7 @@ export class WebhookQueue extends DurableObject<Bindings> {
     this.formDeliveries(now);
     this.prune(now);
     const due = this.sql
-      .exec<DeliveryRow & { secret: string | null; kind: EndpointKind; url: string; tenant: string }>(
+      .exec<DeliveryRow & { secret: string | null; kind: EndpointKind; url: string }>(
         `SELECT d.*, e.secret, e.kind, e.url FROM delivery d JOIN endpoint e ON e.id = d.endpoint_id
          WHERE d.state = 'pending' AND d.next_at <= ? AND e.enabled = 1 AND e.disabled_at IS NULL
          ORDER BY d.next_at LIMIT 64`,
