@@ -13,7 +13,6 @@ import { Hono } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { getMessage } from "../../db/messages.ts";
-import type { Bindings, Config } from "../../env.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { hubStub, ownerOf } from "../../services/hub-client.ts";
 
@@ -46,7 +45,8 @@ export const messageActionsApi = new Hono<AppEnv>()
     const principal = c.get("principal");
     if (principal.kind !== "api_key") throw new AppError("forbidden", "Failing a message needs an API key");
     const id = c.req.param("id");
-    const r = await endInShard(c.env, c.get("config"), id, (hub) => hub.failMessage(principal.tenantId, id));
+    const owner = ownerOf(c.get("config"), id);
+    const r = owner ? (await hubStub(c.env, owner).failMessage(principal.tenantId, id)).outcome : "absent";
     if (r === "failed") return c.json({ message_id: id, status: "failed" }, 200);
     const status =
       r === "dispatched" ? "sending" : (await getMessage(c.get("db"), principal.tenantId, id))?.status;
@@ -56,14 +56,3 @@ export const messageActionsApi = new Hono<AppEnv>()
       `Message ${id} cannot be marked failed: its status is ${status}. Only a message waiting in the queue (queued, scheduled, paused, or waiting for a retry) can be; one a delivery node holds gets its outcome from that node, or returns to the queue when its lease ends.`,
     );
   });
-
-/** Asks the message's own shard (when its id names a configured one); "absent" otherwise. */
-async function endInShard<T extends { outcome: string }>(
-  env: Bindings,
-  config: Config,
-  id: string,
-  call: (hub: ReturnType<typeof hubStub>) => Promise<T>,
-): Promise<T["outcome"] | "absent"> {
-  const owner = ownerOf(config, id);
-  return owner ? (await call(hubStub(env, owner))).outcome : "absent";
-}
