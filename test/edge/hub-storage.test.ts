@@ -185,6 +185,7 @@ describe("an outbox of the previous layout", () => {
     }));
     expect(layout.columns).not.toContain("entry");
     expect(layout.columns).not.toContain("catalogued");
+    expect(layout.columns).toContain("ip_pool");
     expect(layout.indexes).toEqual(["outbox_holder", "outbox_lease_end", "outbox_ready", "outbox_ready_age"]);
     expect(await rowsOf([a, b, c, d])).toEqual({
       [a]: { state: "ready", entry: 1, catalog: 0 },
@@ -218,6 +219,48 @@ describe("an outbox of the previous layout", () => {
         state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM outbox_entry").one().n,
     );
     expect(left).toBe(2);
+  });
+});
+
+describe("an outbox from before the ip_pool column", () => {
+  it("gets each row's pool from its payload when the object starts", async () => {
+    const [plain, pooled] = [
+      await sendOne(t.liveKey, mailBody(t.from)),
+      await sendOne(t.liveKey, mailBody(t.from)),
+    ];
+    await runInDurableObject(hub(), async (_instance: OriginHub, state) => {
+      await state.storage.deleteAlarm();
+      const sql = state.storage.sql;
+      // The pool was only in the payload then.
+      const entry = JSON.parse(
+        sql.exec<{ entry: string }>("SELECT entry FROM outbox_entry WHERE message_id = ?", pooled).one()
+          .entry,
+      ) as Record<string, unknown>;
+      sql.exec(
+        "UPDATE outbox_entry SET entry = ? WHERE message_id = ?",
+        JSON.stringify({ ...entry, ipPool: "bulk" }),
+        pooled,
+      );
+      sql.exec("ALTER TABLE outbox DROP COLUMN ip_pool");
+    });
+    await expect(
+      runInDurableObject(hub(), (_instance: OriginHub, state) => {
+        state.abort("test: restart into the new layout");
+      }),
+    ).rejects.toThrow();
+    const pools = await runInDurableObject(hub(), (_instance, state) =>
+      Object.fromEntries(
+        state.storage.sql
+          .exec<{ message_id: string; ip_pool: string | null }>(
+            "SELECT message_id, ip_pool FROM outbox WHERE message_id IN (?, ?)",
+            plain,
+            pooled,
+          )
+          .toArray()
+          .map((r) => [r.message_id, r.ip_pool]),
+      ),
+    );
+    expect(pools).toEqual({ [plain]: null, [pooled]: "bulk" });
   });
 });
 
@@ -281,7 +324,7 @@ describe("outbox query plans", () => {
           .toArray()
           .map((r) => r.detail);
       return {
-        due: plan(OUTBOX_SQL.due, 0, 10),
+        due: plan(OUTBOX_SQL.due, 0, 10, '["bulk"]'),
         nextWake: plan(OUTBOX_SQL.nextWake, 0, 1, 2),
         expired: plan(OUTBOX_SQL.expired, 0),
         expireLeases: plan(OUTBOX_SQL.expireLeases, 0),

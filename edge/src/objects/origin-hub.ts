@@ -110,7 +110,7 @@ import { inboundStatements, loadInboundTargets } from "../db/inbound-events.ts";
 import { planInboundEvents } from "../services/inbound-event.ts";
 import { fanOutWebhookEvents } from "../services/webhook-fanout.ts";
 import { allShards, hubName, layoutOf, parseHubName } from "../lib/shards.ts";
-import { dueForNode, recordAnnouncedPools, unknownPool } from "../services/ip-pools.ts";
+import { poolsOfNode, recordAnnouncedPools, unknownPool } from "../services/ip-pools.ts";
 import {
   CANCELLED_BY_BATCH,
   CANCELLED_BY_REQUEST,
@@ -298,9 +298,14 @@ export const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
  * choice on purpose, so the planner takes the index named in the comment.
  */
 export const OUTBOX_SQL = {
-  /** Rows due for dispatch, oldest due first (outbox_ready), with their payload (primary key). */
+  /**
+   * Rows due at ?1 for dispatch, oldest due first (outbox_ready), at most ?2, with their payload
+   * (primary key): rows of no IP pool, or of one of the pools in ?3 (a JSON list: the node's).
+   */
   due: `SELECT o.*, e.entry FROM outbox o LEFT JOIN outbox_entry e ON e.message_id = o.message_id
-        WHERE o.state = 'ready' AND o.due_at <= ? ORDER BY o.due_at LIMIT ?`,
+        WHERE o.state = 'ready' AND o.due_at <= ?1
+          AND (o.ip_pool IS NULL OR o.ip_pool IN (SELECT value FROM json_each(?3)))
+        ORDER BY o.due_at LIMIT ?2`,
   /**
    * When the alarm must fire (each term O(log n)): the next ready row due at or after ?1 (outbox_ready),
    * the next lease end (outbox_lease_end), the oldest ready row's queue age ?2 (outbox_ready_age), and
@@ -414,7 +419,8 @@ export class OriginHub extends DurableObject<Bindings> {
       delivered INTEGER NOT NULL DEFAULT 0,
       bounced INTEGER NOT NULL DEFAULT 0,
       failed INTEGER NOT NULL DEFAULT 0,
-      acked INTEGER NOT NULL DEFAULT 0
+      acked INTEGER NOT NULL DEFAULT 0,
+      ip_pool TEXT
     )`);
     // The job payload, written once at accept, read at each dispatch, deleted with its outbox row.
     this.sql.exec(`CREATE TABLE IF NOT EXISTS outbox_entry (
@@ -481,6 +487,14 @@ export class OriginHub extends DurableObject<Bindings> {
       this.sql.exec("ALTER TABLE outbox ADD COLUMN deferrals INTEGER NOT NULL DEFAULT 0");
       // The old count was used as the failure count; keep each message's place in the schedule.
       this.sql.exec("UPDATE outbox SET deferrals = dispatches");
+    }
+    if (!columns.has("ip_pool")) {
+      // The IP pool, filtered in the due query, was read from the payload (services/ip-pools.ts).
+      this.sql.exec("ALTER TABLE outbox ADD COLUMN ip_pool TEXT");
+      const from = columns.has("entry")
+        ? "outbox.entry"
+        : "(SELECT e.entry FROM outbox_entry e WHERE e.message_id = outbox.message_id)";
+      this.sql.exec(`UPDATE outbox SET ip_pool = json_extract(${from}, '$.ipPool') WHERE true`);
     }
     if (!columns.has("lease_node")) {
       this.sql.exec("ALTER TABLE outbox ADD COLUMN lease_node TEXT");
@@ -591,8 +605,8 @@ export class OriginHub extends DurableObject<Bindings> {
   private insertOutbox(entry: OutboxEntry, now: number): boolean {
     const added = this.sql
       .exec(
-        `INSERT INTO outbox (message_id, tenant_id, recipients, state, due_at, enqueued_at)
-         VALUES (?, ?, ?, 'ready', ?, ?) ON CONFLICT(message_id) DO NOTHING RETURNING message_id`,
+        `INSERT INTO outbox (message_id, tenant_id, recipients, state, due_at, enqueued_at, ip_pool)
+         VALUES (?, ?, ?, 'ready', ?, ?, ?) ON CONFLICT(message_id) DO NOTHING RETURNING message_id`,
         entry.messageId,
         entry.tenantId,
         JSON.stringify(entry.recipients),
@@ -600,6 +614,7 @@ export class OriginHub extends DurableObject<Bindings> {
         // Queue age (MAX_QUEUE_AGE_MS) counts from when the message is due, so a send_at 72 h ahead
         // is not expired on arrival.
         Math.max(now, entry.notBefore),
+        entry.ipPool ?? null,
       )
       // Not rowsWritten: it counts index entries too.
       .toArray().length;
@@ -1146,16 +1161,17 @@ export class OriginHub extends DurableObject<Bindings> {
         const state = ws.deserializeAttachment() as LinkState | null;
         if (!state || state.nodeId === null || state.credits <= 0) continue;
         // LEFT JOIN (OUTBOX_SQL.due): a row whose payload is missing fails visibly (toJob), rather
-        // than waiting forever. Rows of an IP pool this link's node did not announce are left for one
-        // that did (services/ip-pools.ts).
-        const { rows, due } = dueForNode<DispatchRow>(
-          this.sql,
-          OUTBOX_SQL.due,
-          Date.now(),
-          state.credits,
-          state.nodeId,
-        );
-        if (!due) break;
+        // than waiting forever. Rows of an IP pool this link's node did not announce are left, in
+        // the query, for one that did (services/ip-pools.ts).
+        const rows = this.sql
+          .exec<DispatchRow>(
+            OUTBOX_SQL.due,
+            Date.now(),
+            state.credits,
+            JSON.stringify([...poolsOfNode(this.sql, state.nodeId)]),
+          )
+          .toArray();
+        if (rows.length === 0) continue;
         // A paused or cancelled batch is checked here too, whatever put its row back to `ready`.
         const held = heldAmong(this.sql, rows);
         if (held.size > 0) {

@@ -7,9 +7,10 @@
  * known when a node announced it in a hello within POOL_MEMORY_MS; a node's next hello replaces its
  * list, so a pool removed from every node stops being accepted as soon as they have reconnected.
  *
- * Dispatch (`dueForNode`): a job naming a pool goes only to a link whose node announced it; until
- * one connects it waits in the outbox (its queue age still runs), and it never holds back the jobs
- * behind it. An origin that gets one anyway (its hello changed meanwhile) defers it.
+ * Dispatch: a job naming a pool goes only to a link whose node announced it (`poolsOfNode`); the
+ * hub's due query filters on the outbox row's `ip_pool` column, so such a row never holds back the
+ * rows behind it, and until a node with the pool connects it waits in the outbox (its queue age
+ * still runs). An origin that gets one anyway (its hello changed meanwhile) defers it.
  *
  * When no node has announced any pool, no `ip_pool_name` is valid: such a send is refused with
  * SendGrid's 400 rather than accepted and left for no origin to deliver. Pools belong to the
@@ -77,9 +78,6 @@ export function unknownPool(
 
 // ---------------------------------------------------------------- dispatch
 
-/** Rows looked at past the head of the queue for a node that lacks the pools of the first ones. */
-export const MAX_DISPATCH_SCAN = 1_000;
-
 /** The pools a node announced in its latest hello (none if it never announced any). */
 export function poolsOfNode(sql: SqlStorage, nodeId: string): ReadonlySet<string> {
   ensureTable(sql);
@@ -87,40 +85,4 @@ export function poolsOfNode(sql: SqlStorage, nodeId: string): ReadonlySet<string
     .exec<{ pools: string }>("SELECT pools FROM origin_pools WHERE node_id = ?", nodeId)
     .toArray()[0];
   return new Set(row ? (JSON.parse(row.pools) as string[]) : []);
-}
-
-/**
- * Whether a node may be handed an outbox entry (its JSON text): one naming no pool, or one of the
- * node's. A JSON string value never holds an unescaped `"ipPool"`, so an entry without the key is
- * known to name none without being parsed.
- */
-export function nodeServes(entry: string | null, pools: () => ReadonlySet<string>): boolean {
-  if (entry === null || !entry.includes('"ipPool"')) return true;
-  const pool = (JSON.parse(entry) as { ipPool?: unknown }).ipPool;
-  return typeof pool !== "string" || pools().has(pool);
-}
-
-/**
- * The rows of the hub's due query (`query`, parameters now and limit) a link of `nodeId` may take,
- * at most `credits`: rows of a pool the node did not announce are left for a node that did, and the
- * query looks further (up to MAX_DISPATCH_SCAN rows) so they do not hold back the rows it can take.
- * `due` says whether any row was due at all (none: no other link will find one either).
- */
-export function dueForNode<T extends { entry: string | null }>(
-  sql: SqlStorage,
-  query: string,
-  now: number,
-  credits: number,
-  nodeId: string,
-): { rows: T[]; due: boolean } {
-  let pools: ReadonlySet<string> | undefined;
-  const lazy = () => (pools ??= poolsOfNode(sql, nodeId));
-  let limit = credits;
-  for (;;) {
-    const rows = sql.exec<T>(query, now, limit).toArray();
-    const fit = rows.filter((r) => nodeServes(r.entry, lazy));
-    if (fit.length >= credits || rows.length < limit || limit >= credits + MAX_DISPATCH_SCAN)
-      return { rows: fit.slice(0, credits), due: rows.length > 0 };
-    limit = Math.min(credits + MAX_DISPATCH_SCAN, limit * 4);
-  }
 }
