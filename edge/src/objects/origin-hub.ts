@@ -473,7 +473,8 @@ export class OriginHub extends DurableObject<Bindings> {
    *  - outboxes from before the hub accepted messages had no `catalogued` flag;
    *  - outboxes from before the job payload moved out kept it in the row (`entry`), had a
    *    `catalogued` flag (now: whether the message still has a `catalog` row), and had indexes every
-   *    state change had to update.
+   *    state change had to update;
+   *  - outboxes from before the due query filtered IP pools kept the pool in the payload only.
    */
   private upgradeOutbox(): void {
     const columns = new Set(
