@@ -1,5 +1,6 @@
 /**
- * EdgeLink's socket writes (origin/src/link/edge-link.ts, `corkUntilIdle` and the header): the
+ * EdgeLink's socket writes (origin/src/link/edge-link.ts, `corkUntilIdle` and the header): no
+ * permessage-deflate is offered (docs/link-protocol.md#connecting); the
  * credits granted while results wait for their frame go out with them, and every frame written in
  * one turn of the event loop leaves in one socket write. The peer is a loopback WebSocket server
  * that records the frames; the writes are counted on the link's own net.Socket (`_write` /
@@ -88,6 +89,50 @@ afterEach(async () => {
   await hub?.close();
   link = null;
   hub = null;
+});
+
+describe("EdgeLink compression", () => {
+  it("does not offer permessage-deflate, so a hub that would accept it sends and takes plain frames", async () => {
+    const server = new WebSocketServer({ host: "127.0.0.1", port: 0, perMessageDeflate: true });
+    await new Promise<void>((resolve) => server.once("listening", () => resolve()));
+    const offered: (string | undefined)[] = [];
+    server.on("connection", (ws, req) => {
+      offered.push(req.headers["sec-websocket-extensions"]);
+      ws.on("message", (data) => {
+        if ((JSON.parse(String(data)) as Frame).type === "hello")
+          ws.send(
+            JSON.stringify({
+              type: "welcome",
+              protocol: LINK_PROTOCOL_VERSION,
+              shard: 0,
+              shards: 1,
+              leaseMs: 300_000,
+            }),
+          );
+      });
+    });
+    const l = new EdgeLink({
+      edgeUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      token: "t",
+      shard: 0,
+      nodeId: "node-plain",
+      bootId: randomUUID(),
+      version: "test",
+      freeCapacity: () => 0,
+      onJobs: () => {},
+      log: () => {},
+    });
+    try {
+      l.start();
+      await until("the welcome", () => l.connected);
+      expect(offered).toEqual([undefined]);
+      expect((l as unknown as { ws: { extensions: string } }).ws.extensions).toBe("");
+    } finally {
+      l.close();
+      for (const c of server.clients) c.terminate();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
 });
 
 describe("EdgeLink socket writes", () => {

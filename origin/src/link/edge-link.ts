@@ -300,6 +300,11 @@ export class EdgeLink {
       handshakeTimeout: 10_000,
       // The hub packs frames up to FRAME_BUDGET_BYTES, under the platform's cap: accept up to the cap.
       maxPayload: MAX_FRAME_BYTES,
+      // No permessage-deflate (RFC 7692; docs/link-protocol.md#connecting): ws offers it by default
+      // and workerd accepts, and then every frame is deflated by its sender and inflated by its
+      // receiver (here: every jobs frame, on the event loop that speaks SMTP), CPU on both ends for
+      // bytes that cross one link per node.
+      perMessageDeflate: false,
     });
     this.ws = ws;
     ws.on("open", () => {
