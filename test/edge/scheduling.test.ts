@@ -432,6 +432,8 @@ describe("POST /v3/messages/{id}/cancel", () => {
       status: 200,
       body: { message_id: m, status: "cancelled" },
     });
+    // Read-your-writes: cancelled at once, whether the shard or D1 answers.
+    expect((await getMessage(key, m)).status).toBe("cancelled");
     const l = await link(10);
     const detail = await eventually(
       () => getMessage(key, m),

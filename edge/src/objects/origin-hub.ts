@@ -635,9 +635,19 @@ export class OriginHub extends DurableObject<Bindings> {
    */
   async message(tenantId: string, messageId: string): Promise<HubMessageView | null> {
     const row = this.sql
-      .exec<{ entry: string; state: string; dispatches: number; deferrals: number; rows: string }>(
-        `SELECT e.entry, o.state, o.dispatches, o.deferrals, c.rows FROM outbox o
+      .exec<{
+        entry: string;
+        state: string;
+        dispatches: number;
+        deferrals: number;
+        rows: string;
+        ended: string | null;
+        reason: string | null;
+      }>(
+        // `ended`: the status a cancel or /fail gave it (services/batch-holds.ts), while it is written.
+        `SELECT e.entry, o.state, o.dispatches, o.deferrals, c.rows, x.status AS ended, x.reason FROM outbox o
          JOIN catalog c ON c.message_id = o.message_id JOIN outbox_entry e ON e.message_id = o.message_id
+         LEFT JOIN outbox_cancel x ON x.message_id = o.message_id
          WHERE o.message_id = ? AND o.tenant_id = ?`,
         messageId,
         tenantId,
@@ -649,16 +659,11 @@ export class OriginHub extends DurableObject<Bindings> {
     return {
       message: {
         ...(m as Required<NewMessage>),
-        status:
-          row.state === "ready" || row.state === "held"
-            ? "queued"
-            : row.state === "cancelled"
-              ? "cancelled"
-              : "sending",
+        status: row.ended ?? (row.state === "ready" || row.state === "held" ? "queued" : "sending"),
         dispatches: row.dispatches,
         deferrals: row.deferrals,
         nextAttemptAt: null,
-        errorMessage: null,
+        errorMessage: row.reason,
         deliveredAt: null,
       } as MessageRow,
       events: catalog.events.map((e) => ({ ...e, attempt: e.attempt ?? 0 }) as EventRow),
