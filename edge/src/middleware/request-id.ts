@@ -8,6 +8,12 @@ export function requestId(): MiddlewareHandler<AppEnv> {
     const id = incoming && /^[\w.-]{1,64}$/.test(incoming) ? incoming : crypto.randomUUID();
     c.set("requestId", id);
     await next();
-    c.header("X-Request-Id", id);
+    // On the response itself: c.header() after the handler answered copies the whole Response to add
+    // one header. A response with immutable headers (one passed through from fetch) takes that path.
+    try {
+      c.res.headers.set("X-Request-Id", id);
+    } catch {
+      c.header("X-Request-Id", id);
+    }
   };
 }

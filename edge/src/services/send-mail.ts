@@ -127,7 +127,8 @@ export async function sendMail(
   }
   // send_at and batch_id: mail.schedule, and a batch of this tenant (services/scheduling.ts).
   await checkScheduling(deps.db, principal, mail, deps.now());
-  const drafts = draftsWithinLimits(mail);
+  const sizes = new BodySizes();
+  const drafts = draftsWithinLimits(mail, sizes);
   const template =
     mail.template_id !== undefined ? await requireTemplate(deps.db, principal, mail.template_id) : null;
   const domains =
@@ -141,7 +142,7 @@ export async function sendMail(
   const accepted: AcceptedMessage[] = [];
   for (const draft of drafts) {
     const id = mode === "live" ? newMessageId(deps.hub.shard, now) : newId("msg", now);
-    const placement = bodyPlacement(draft);
+    const placement = sizes.placement(draft);
     const row = messageRow(id, principal, mode, draft, now, placement);
     if (template) {
       row.templateId = template.version.templateId;
@@ -308,9 +309,38 @@ function messageRow(
 
 const jsonBytes = (v: unknown): number => utf8ByteLength(JSON.stringify(v));
 
+/**
+ * One request's body measures. Its personalizations usually share their content (the very same
+ * strings), so a 1,000-personalization send measures the body once, not once per message and check.
+ * Made per request: nothing of a request's content outlives it in isolate memory.
+ */
+class BodySizes {
+  private last = { s: "", bytes: 0 };
+  private placed: {
+    text: string | undefined;
+    html: string | undefined;
+    at: { text: boolean; html: boolean };
+  } | null = null;
+
+  /** UTF-8 bytes of a body. */
+  bytes(s: string | undefined): number {
+    if (s === undefined || s === "") return 0;
+    if (s !== this.last.s) this.last = { s, bytes: utf8ByteLength(s) };
+    return this.last.bytes;
+  }
+
+  /** Where the draft's bodies go (message-blobs.ts bodyPlacement). */
+  placement(d: MessageDraft): { text: boolean; html: boolean } {
+    const p = this.placed;
+    if (p && p.text === d.text && p.html === d.html) return { ...p.at };
+    this.placed = { text: d.text, html: d.html, at: bodyPlacement(d) };
+    return { ...this.placed.at };
+  }
+}
+
 /** Bytes of the `messages` columns that grow with the request, as D1 stores them (JSON columns as JSON). */
-function storedBytes(d: MessageDraft): number {
-  const inline = bodyPlacement(d);
+function storedBytes(d: MessageDraft, sizes: BodySizes): number {
+  const inline = sizes.placement(d);
   const fixed = 1024; // ids, tenant, status, mode, timestamps, Message-ID, SQLite record header
   return (
     fixed +
@@ -322,8 +352,8 @@ function storedBytes(d: MessageDraft): number {
     jsonBytes(d.headers) +
     jsonBytes(d.categories) +
     jsonBytes(d.customArgs) +
-    (inline.text ? utf8ByteLength(d.text ?? "") : 0) +
-    (inline.html ? utf8ByteLength(d.html ?? "") : 0)
+    (inline.text ? sizes.bytes(d.text) : 0) +
+    (inline.html ? sizes.bytes(d.html) : 0)
   );
 }
 
@@ -337,7 +367,7 @@ function tooLarge(status: "invalid_request" | "payload_too_large", error: SendGr
  * limit, the D1 row limit, and what the whole request stores (rows, and bodies moved to R2).
  * Substitution stops as soon as a field outgrows its limit, so no oversized string is ever built.
  */
-function draftsWithinLimits(mail: MailSend): MessageDraft[] {
+function draftsWithinLimits(mail: MailSend, sizes: BodySizes): MessageDraft[] {
   const limits = {
     subject: MAX_SUBJECT_BYTES,
     headerValue: MAX_HEADER_VALUE_BYTES,
@@ -354,8 +384,8 @@ function draftsWithinLimits(mail: MailSend): MessageDraft[] {
       if (err instanceof ExpansionLimitError) throw expansionError(err);
       throw err;
     }
-    checkDraft(d);
-    const bytes = storedBytes(d);
+    checkDraft(d, sizes);
+    const bytes = storedBytes(d, sizes);
     requestBytes += offloadedBytes(d, shared);
     if (bytes > MAX_MESSAGE_ROW_BYTES) {
       throw tooLarge(
@@ -431,7 +461,7 @@ function bodyTooLarge(i: number, bytes: number | null): AppError {
 }
 
 /** The field limits of validation, on the expanded draft (top-level and personalization headers merged). */
-function checkDraft(d: MessageDraft): void {
+function checkDraft(d: MessageDraft, sizes: BodySizes): void {
   const i = d.personalizationIndex;
   if (d.subject !== undefined && utf8ByteLength(d.subject) > MAX_SUBJECT_BYTES) throw subjectTooLong(i);
   let headerBytes = 0;
@@ -449,13 +479,16 @@ function checkDraft(d: MessageDraft): void {
       ),
     );
   }
-  const bytes = utf8ByteLength(d.text ?? "") + utf8ByteLength(d.html ?? "");
+  const bytes = sizes.bytes(d.text) + sizes.bytes(d.html);
   if (bytes > MAX_BODY_BYTES) throw bodyTooLarge(i, bytes);
 }
 
 /** The message as the hub will hand it to an origin (its outbox entry), measured in UTF-8 like a frame. */
 function checkJobSize(entry: OutboxEntry, i: number): void {
-  const bytes = utf8ByteLength(JSON.stringify(entry));
+  const json = JSON.stringify(entry);
+  // At most 3 bytes per UTF-16 unit: a job this short fits without counting its bytes.
+  if (json.length * 3 <= MAX_JOB_BYTES) return;
+  const bytes = utf8ByteLength(json);
   if (bytes > MAX_JOB_BYTES) {
     throw tooLarge(
       "payload_too_large",
