@@ -408,6 +408,34 @@ describe("the hub honours pauses and cancels", () => {
     expect((await getMessage(key, later)).status).toBe("cancelled");
   });
 
+  it("a batch paused past the maximum queue age after its send_at expires: failed, never sent", async () => {
+    const id = await newBatch(key);
+    const m = await sendOne(key, mailBody(t.from, { batch_id: id }));
+    const fresh = await sendOne(key, mailBody(t.from, { batch_id: id }));
+    expect(
+      (await req(key, "POST", "/v3/user/scheduled_sends", { batch_id: id, status: "pause" })).status,
+    ).toBe(201);
+    await runInDurableObject(hub(), (_i, state) => {
+      // Due (and so counting queue age) 72 h and a minute ago.
+      state.storage.sql.exec(
+        "UPDATE outbox SET enqueued_at = ? WHERE message_id = ?",
+        Date.now() - 72 * 3600_000 - 60_000,
+        m,
+      );
+    });
+    await hub().flush();
+    const d = await eventually(
+      () => getMessage(key, m),
+      (x) => x.status === "failed" && x.events.length === 2,
+      5000,
+    );
+    expect(d.status).toBe("failed");
+    expect(d.error_message).toBe(
+      "Expired while its batch was paused: not resumed within the maximum queue age after its send_at",
+    );
+    expect((await outboxRow(fresh))?.state).toBe("held");
+  });
+
   it("a row returned to ready after the pause is still held at dispatch", async () => {
     const id = await newBatch(key);
     const m = await sendOne(key, mailBody(t.from, { batch_id: id }));

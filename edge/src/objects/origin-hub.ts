@@ -117,6 +117,7 @@ import {
   FAILED_BY_REQUEST,
   cancelledRows,
   ensureBatchTables,
+  expireHeld,
   cancelPlan,
   forgetMessages,
   heldAmong,
@@ -672,6 +673,8 @@ export class OriginHub extends DurableObject<Bindings> {
 
   /** Writes what waits for D1 now; the cron calls it on every shard, so a hub that lost its timers catches up. */
   async flush(): Promise<{ uncatalogued: number }> {
+    // Held rows are never due, so the alarm does not wake for them; the cron's flush expires them.
+    this.expirePaused(Date.now());
     await this.flushResults();
     await this.scheduleAlarm();
     return { uncatalogued: this.uncatalogued() };
@@ -755,6 +758,14 @@ export class OriginHub extends DurableObject<Bindings> {
     this.ctx.storage.transactionSync(() => markCancelled(this.sql, [messageId], FAILED_BY_REQUEST, "failed"));
     this.queueCancelled();
     return { outcome: "failed" };
+  }
+
+  /** A paused batch's rows past the maximum queue age end failed (services/batch-holds.ts). */
+  private expirePaused(now: number): void {
+    const n = this.ctx.storage.transactionSync(() =>
+      expireHeld(this.sql, now - this.config.MAX_QUEUE_AGE_MS),
+    );
+    if (n > 0) this.queueCancelled();
   }
 
   /** Rows of a paused or cancelled batch met at dispatch: held, or cancelled (their outcome queued). */
@@ -993,6 +1004,7 @@ export class OriginHub extends DurableObject<Bindings> {
       await this.flushResults();
     }
     await this.expireOldMessages(now);
+    this.expirePaused(now);
     this.queueCancelled();
     await this.dispatch();
   }

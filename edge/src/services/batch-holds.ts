@@ -52,6 +52,9 @@ export const CANCELLED_BY_BATCH = "Cancelled: its batch was cancelled (/v3/user/
 export const CANCELLED_BY_REQUEST = "Cancelled before it was sent (POST /v3/messages/{id}/cancel)";
 export const FAILED_BY_REQUEST = "Marked failed before it was sent (POST /v3/messages/{id}/fail)";
 
+export const EXPIRED_WHILE_PAUSED =
+  "Expired while its batch was paused: not resumed within the maximum queue age after its send_at";
+
 /** How a message the user ended is recorded: cancelled, or failed (/fail). */
 export type EndedStatus = "cancelled" | "failed";
 
@@ -193,6 +196,22 @@ export function heldAmong(
     .toArray();
   for (const r of found) out.set(r.message_id, r.status);
   return out;
+}
+
+/**
+ * Held rows (a paused batch) older than the maximum queue age, counted from their send_at as for
+ * every row: they end `failed`, as SendGrid discards a batch paused 72 h past its send_at as expired.
+ * Returns how many.
+ */
+export function expireHeld(sql: SqlStorage, enqueuedBefore: number): number {
+  const ids = sql
+    .exec<{ message_id: string }>(
+      "SELECT message_id FROM outbox WHERE state = 'held' AND enqueued_at <= ? LIMIT 500",
+      enqueuedBefore,
+    )
+    .toArray()
+    .map((r) => r.message_id);
+  return markCancelled(sql, ids, EXPIRED_WHILE_PAUSED, "failed").length;
 }
 
 /** Rows in state `cancelled` (their outcome not queued for D1 yet), with their reason and final status. */
