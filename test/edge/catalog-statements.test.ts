@@ -33,7 +33,7 @@ function message(id: string, tenantId: string, over: Partial<NewMessage> = {}): 
     apiKeyId: "key_1",
     fromEmail: "sender@example.com",
     fromName: 'Zoë "Q" \\ O\'Brien',
-    subject: "Grüße 🎉 \u2028 line\nbreak",
+    subject: "Grüße 🎉 \u2028 line\nbreak, a lone \ud83d surrogate",
     toEmails: ["a@example.net"],
     recipients: { to: [{ email: "a@example.net", name: "Ä" }], cc: [], bcc: [], replyTo: [] },
     headers: { "X-Quote": 'say "hi"', "X-Unicode": "日本語" },
