@@ -552,7 +552,7 @@ describe("POST /v3/messages/{id}/cancel", () => {
 });
 
 describe("POST /v3/messages/{id}/fail", () => {
-  it("ends a message waiting in the outbox failed (200), never dispatched; 409 once finished", async () => {
+  it("ends a message waiting in the outbox failed (200), never dispatched; 409 for one ended otherwise", async () => {
     const m = await sendOne(key, mailBody(t.from, { send_at: Math.floor(Date.now() / 1000) + 600 }));
     expect(await json(await req(key, "POST", `/v3/messages/${m}/fail`))).toEqual({
       status: 200,
@@ -572,10 +572,18 @@ describe("POST /v3/messages/{id}/fail", () => {
       (r) => r === undefined,
       5000,
     );
+    // Repeated once it is finished: the same answer.
     expect(await json(await req(key, "POST", `/v3/messages/${m}/fail`))).toEqual({
+      status: 200,
+      body: { message_id: m, status: "failed" },
+    });
+    // A message that ended otherwise (cancelled here) cannot be marked failed.
+    const c = await sendOne(key, mailBody(t.from, { send_at: Math.floor(Date.now() / 1000) + 600 }));
+    expect((await req(key, "POST", `/v3/messages/${c}/cancel`)).status).toBe(200);
+    expect(await json(await req(key, "POST", `/v3/messages/${c}/fail`))).toEqual({
       status: 409,
       body: {
-        detail: `Message ${m} cannot be marked failed: its status is failed. Only a message waiting in the queue (queued, scheduled, paused, or waiting for a retry) can be; one a delivery node holds gets its outcome from that node, or returns to the queue when its lease ends.`,
+        detail: `Message ${c} cannot be marked failed: its status is cancelled. Only a message waiting in the queue (queued, scheduled, paused, or waiting for a retry) can be; one a delivery node holds gets its outcome from that node, or returns to the queue when its lease ends.`,
       },
     });
     await linkSettled(l);

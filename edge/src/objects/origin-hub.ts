@@ -159,9 +159,11 @@ export type CancelOutcome =
   /** An origin has it, or has had it (some recipients have an outcome): too late. */
   | { outcome: "dispatched" }
   /** Not in this shard's outbox (finished, or never here): the catalog says what it is. */
-  | { outcome: "absent" };
+  | { outcome: "absent" }
+  /** Ended by the other request already (/fail, or a cancel), with that status, being written. */
+  | { outcome: "ended"; status: string };
 
-/** What POST /v3/messages/{id}/fail found: ended failed now, held by an origin, or not here. */
+/** What POST /v3/messages/{id}/fail found: ended failed now (or already), held by an origin, or not here. */
 export type FailOutcome = { outcome: "failed" } | Exclude<CancelOutcome, { outcome: "cancelled" }>;
 
 /** One API request's live messages, accepted together or not at all. */
@@ -724,16 +726,18 @@ export class OriginHub extends DurableObject<Bindings> {
    */
   async cancelMessage(tenantId: string, messageId: string): Promise<CancelOutcome> {
     const row = this.sql
-      .exec<{ state: OutboxRow["state"]; outcomes: number; marked: number }>(
+      .exec<{ state: OutboxRow["state"]; outcomes: number; ended: string | null }>(
         `SELECT state, delivered + bounced + failed AS outcomes,
-           EXISTS (SELECT 1 FROM outbox_cancel c WHERE c.message_id = o.message_id) AS marked
+           (SELECT c.status FROM outbox_cancel c WHERE c.message_id = o.message_id) AS ended
          FROM outbox o WHERE message_id = ? AND tenant_id = ?`,
         messageId,
         tenantId,
       )
       .toArray()[0];
     if (!row) return { outcome: "absent" };
-    if (row.state === "cancelled" || row.marked === 1) return { outcome: "cancelled" };
+    if (row.ended !== null) {
+      return row.ended === "cancelled" ? { outcome: "cancelled" } : { outcome: "ended", status: row.ended };
+    }
     if ((row.state !== "ready" && row.state !== "held") || row.outcomes > 0) return { outcome: "dispatched" };
     this.ctx.storage.transactionSync(() => markCancelled(this.sql, [messageId], CANCELLED_BY_REQUEST));
     this.queueCancelled();
@@ -747,13 +751,17 @@ export class OriginHub extends DurableObject<Bindings> {
    */
   async failMessage(tenantId: string, messageId: string): Promise<FailOutcome> {
     const row = this.sql
-      .exec<{ state: OutboxRow["state"] }>(
-        "SELECT state FROM outbox WHERE message_id = ? AND tenant_id = ?",
+      .exec<{ state: OutboxRow["state"]; ended: string | null }>(
+        `SELECT state, (SELECT c.status FROM outbox_cancel c WHERE c.message_id = o.message_id) AS ended
+         FROM outbox o WHERE message_id = ? AND tenant_id = ?`,
         messageId,
         tenantId,
       )
       .toArray()[0];
     if (!row) return { outcome: "absent" };
+    if (row.ended !== null) {
+      return row.ended === "failed" ? { outcome: "failed" } : { outcome: "ended", status: row.ended };
+    }
     if (row.state !== "ready" && row.state !== "held") return { outcome: "dispatched" };
     this.ctx.storage.transactionSync(() => markCancelled(this.sql, [messageId], FAILED_BY_REQUEST, "failed"));
     this.queueCancelled();

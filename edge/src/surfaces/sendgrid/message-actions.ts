@@ -14,6 +14,7 @@ import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { getMessage } from "../../db/messages.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { FAILED_BY_REQUEST } from "../../services/batch-holds.ts";
 import { hubStub, ownerOf } from "../../services/hub-client.ts";
 
 export const messageActionsApi = new Hono<AppEnv>()
@@ -34,6 +35,7 @@ export const messageActionsApi = new Hono<AppEnv>()
       const r = await hubStub(c.env, owner).cancelMessage(principal.tenantId, id);
       if (r.outcome === "cancelled") return cancelled();
       if (r.outcome === "dispatched") throw tooLate("sending");
+      if (r.outcome === "ended") throw tooLate(r.status);
     }
     // Not in its shard's outbox: finished (or never live); the catalog has its final status.
     const m = await getMessage(c.get("db"), principal.tenantId, id);
@@ -46,11 +48,19 @@ export const messageActionsApi = new Hono<AppEnv>()
     if (principal.kind !== "api_key") throw new AppError("forbidden", "Failing a message needs an API key");
     const id = c.req.param("id");
     const owner = ownerOf(c.get("config"), id);
-    const r = owner ? (await hubStub(c.env, owner).failMessage(principal.tenantId, id)).outcome : "absent";
-    if (r === "failed") return c.json({ message_id: id, status: "failed" }, 200);
-    const status =
-      r === "dispatched" ? "sending" : (await getMessage(c.get("db"), principal.tenantId, id))?.status;
-    if (status === undefined) throw new AppError("not_found", `Message not found: ${id}`);
+    const r = owner ? await hubStub(c.env, owner).failMessage(principal.tenantId, id) : null;
+    if (r?.outcome === "failed") return c.json({ message_id: id, status: "failed" }, 200);
+    let status: string | undefined = r?.outcome === "dispatched" ? "sending" : undefined;
+    if (r?.outcome === "ended") status = r.status;
+    if (status === undefined) {
+      const m = await getMessage(c.get("db"), principal.tenantId, id);
+      if (!m) throw new AppError("not_found", `Message not found: ${id}`);
+      // Failed by an earlier /fail: the same answer again, as a repeated cancel gets.
+      if (m.status === "failed" && m.errorMessage === FAILED_BY_REQUEST) {
+        return c.json({ message_id: id, status: "failed" }, 200);
+      }
+      status = m.status;
+    }
     throw new AppError(
       "conflict",
       `Message ${id} cannot be marked failed: its status is ${status}. Only a message waiting in the queue (queued, scheduled, paused, or waiting for a retry) can be; one a delivery node holds gets its outcome from that node, or returns to the queue when its lease ends.`,
