@@ -5,10 +5,11 @@
  * resolved through the stack's DNS-over-HTTPS server, so the SSRF guard's look-up is the real one;
  * the receiver is reachable only because the edge runs with WEBHOOK_ALLOW_PRIVATE=127.0.0.1.
  *
- * `@sendgrid/eventwebhook` is not installed in this repository; its check (ECDSA P-256, SHA-256 over
- * timestamp + raw body, DER signature, base64 SPKI key) is done with node:crypto.
+ * The SendGrid-format signature is checked with SendGrid's own verifier, `@sendgrid/eventwebhook`, fed
+ * the public key exactly as `GET /v3/user/webhooks/event/settings/signed` returns it.
  */
-import { createHmac, createPublicKey, verify } from "node:crypto";
+import { createHmac } from "node:crypto";
+import { EventWebhook } from "@sendgrid/eventwebhook";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -147,11 +148,13 @@ describe("webhooks", () => {
       });
       const ts = r.headers["x-twilio-email-event-webhook-timestamp"] as string;
       const sig = r.headers["x-twilio-email-event-webhook-signature"] as string;
-      const pk = createPublicKey({ key: Buffer.from(publicKey, "base64"), format: "der", type: "spki" });
-      expect(verify("sha256", Buffer.from(ts + r.body), pk, Buffer.from(sig, "base64"))).toBe(true);
-      const flipped = Buffer.from(ts + r.body);
+      const verifier = new EventWebhook();
+      const pk = verifier.convertPublicKeyToECDSA(publicKey);
+      expect(verifier.verifySignature(pk, r.body, sig, ts)).toBe(true);
+      const flipped = Buffer.from(r.body);
       flipped[flipped.length - 5]! ^= 0x01;
-      expect(verify("sha256", flipped, pk, Buffer.from(sig, "base64"))).toBe(false);
+      expect(verifier.verifySignature(pk, flipped, sig, ts)).toBe(false);
+      expect(verifier.verifySignature(pk, r.body, sig, String(Number(ts) + 1))).toBe(false);
     }
     // The webhook's ids are the timeline's.
     const timelineIds = (message.events as { event_id: string }[]).map((e) => e.event_id);
