@@ -125,6 +125,8 @@ export class StepTimedConnection extends SMTPConnection {
   private awaiting: Step[] = [];
   /** The message body is still being handed to the socket (the data-block timer runs). */
   private writingData = false;
+  /** Counts message bodies sent on this session, so a body's drain watcher knows when it is stale. */
+  private dataPhase = 0;
   private stepTimer: NodeJS.Timeout | undefined;
   private reply: unknown = false;
 
@@ -180,16 +182,24 @@ export class StepTimedConnection extends SMTPConnection {
     const stream = base._createSendStream.call(this, callback);
     this.awaiting.push(STEPS.done);
     this.writingData = true;
+    const phase = ++this.dataPhase;
     this.armTimer();
+    // The watcher belongs to this one message: a reused session sends many, and a watcher left on the
+    // socket after its body was written would pile up (one more closure run per 'drain' per message).
+    const stopWatching = () => {
+      socket?.removeListener("drain", drained);
+      this.removeListener("end", stopWatching);
+    };
     const drained = () => {
-      if (!this.writingData) return;
+      if (!this.writingData || this.dataPhase !== phase) return stopWatching();
       if (socket && socket.writableLength > 0) return void this.armTimer(); // progress: restart
       this.writingData = false;
+      stopWatching();
       this.armTimer();
     };
     if (socket) {
       socket.on("drain", drained);
-      this.once("end", () => socket.removeListener("drain", drained));
+      this.once("end", stopWatching);
     }
     // A corked socket never drains: once the body fills its buffer, the pipe from nodemailer's data
     // stream waits for a 'drain' that would never come, and the message stalls until the deadline.
