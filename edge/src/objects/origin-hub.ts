@@ -1518,28 +1518,37 @@ export class OriginHub extends DurableObject<Bindings> {
    * (and flushResults need not ask the table message by message).
    */
   private catalogBatch(): {
-    rows: { messageId: string; catalog: CatalogRows; entry: OutboxEntry | null }[];
+    rows: { messageId: string; catalog: CatalogRows; text: string | null; html: string | null }[];
     complete: boolean;
   } {
-    const out: { messageId: string; catalog: CatalogRows; entry: OutboxEntry | null }[] = [];
+    const out: { messageId: string; catalog: CatalogRows; text: string | null; html: string | null }[] = [];
     let bytes = 0;
     const rows = this.sql
-      .exec<{ message_id: string; rows: string; entry: string | null }>(
+      .exec<{
+        message_id: string;
+        rows: string;
+        text: string | null;
+        html: string | null;
+        size: number | null;
+      }>(
         // Catalog rows are inserted in accept order, so rowid order is oldest first. LEFT JOIN: a
-        // message whose payload went missing still gets its catalog rows (without bodies).
-        `SELECT c.message_id, c.rows, e.entry FROM catalog c LEFT JOIN outbox_entry e ON e.message_id = c.message_id
-         ORDER BY c.rowid LIMIT ?`,
+        // message whose payload went missing still gets its catalog rows (without bodies). Only the
+        // bodies are read out of the payload (catalogMessageRow's columns), not the whole job.
+        `SELECT c.message_id, c.rows, json_extract(e.entry, '$.message.text') AS text,
+           json_extract(e.entry, '$.message.html') AS html, length(e.entry) AS size
+         FROM catalog c LEFT JOIN outbox_entry e ON e.message_id = c.message_id ORDER BY c.rowid LIMIT ?`,
         CATALOG_BATCH_MAX,
       )
       .toArray();
     for (const r of rows) {
-      const size = r.rows.length + (r.entry?.length ?? 0);
+      const size = r.rows.length + (r.size ?? 0);
       if (out.length > 0 && bytes + size > CATALOG_BATCH_BYTES) break;
       bytes += size;
       out.push({
         messageId: r.message_id,
         catalog: JSON.parse(r.rows) as CatalogRows,
-        entry: r.entry === null ? null : (JSON.parse(r.entry) as OutboxEntry),
+        text: r.text,
+        html: r.html,
       });
     }
     return { rows: out, complete: rows.length < CATALOG_BATCH_MAX && out.length === rows.length };
@@ -1574,11 +1583,7 @@ export class OriginHub extends DurableObject<Bindings> {
         ...(catalog.length > 0
           ? catalogStatements(
               this.env.DB,
-              catalog.map((c) =>
-                c.entry
-                  ? catalogMessageRow(c.catalog, c.entry)
-                  : { ...c.catalog.message, textBody: null, htmlBody: null },
-              ),
+              catalog.map((c) => ({ ...c.catalog.message, textBody: c.text, htmlBody: c.html })),
               catalog.flatMap((c) => c.catalog.recipients),
               catalog.flatMap((c) => c.catalog.events),
             )
