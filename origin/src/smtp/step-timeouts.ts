@@ -187,7 +187,7 @@ export class StepTimedConnection extends SMTPConnection {
     // The watcher belongs to this one message: a reused session sends many, and a watcher left on the
     // socket after its body was written would pile up (one more closure run per 'drain' per message).
     const stopWatching = () => {
-      socket?.removeListener("drain", drained);
+      if (socket) socket.removeListener("drain", drained);
       this.removeListener("end", stopWatching);
     };
     const drained = () => {
