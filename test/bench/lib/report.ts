@@ -104,6 +104,15 @@ export function renderMarkdown(r: BenchResults): string {
         ],
       ),
     );
+    const cpu = e.cpuPerRequest;
+    if (cpu) {
+      // Steadier than requests/s on a busy machine: what each route costs the runtime itself.
+      out.push(
+        `\nCPU per request, workerd alone (with wrangler's proxy): POST ${fmt(cpu.post.workerdMs, 2)} ms ` +
+          `(${fmt(cpu.post.totalMs, 2)}), /healthz ${fmt(cpu.healthz.workerdMs, 2)} ms (${fmt(cpu.healthz.totalMs, 2)}); ` +
+          `healthz ÷ POST **${fmt(cpu.ratio > 0 ? 1 / cpu.ratio : 0, 2)}**.`,
+      );
+    }
     out.push(
       `\n1,000-personalization request (${fmt(e.bulk.bodyBytes / 1024)} KiB body): 202 after ${e.bulk.msTo202.map((x) => fmt(x)).join(" / ")} ms.`,
     );
