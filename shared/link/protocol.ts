@@ -173,6 +173,12 @@ export const DeliveryJobSchema = z.object({
    * version: an origin older than the field announces no pools, so the hub never hands it such a job.
    */
   ipPool: IpPoolNameSchema.optional(),
+  /**
+   * Set on the jobs of a message re-queued by POST /v3/messages/{id}/retry: the first dispatch of that
+   * retry. Final outcomes an origin stored for earlier dispatches of the message are not reused for it
+   * (docs/link-protocol.md#retried-messages). Absent: every stored outcome of the message counts.
+   */
+  freshFrom: z.number().int().min(1).optional(),
 });
 export type DeliveryJob = z.infer<typeof DeliveryJobSchema>;
 export type DkimKey = z.infer<typeof DkimKeySchema>;

@@ -129,6 +129,18 @@ import {
   UNRECORDED_STATE_SQL,
 } from "../services/batch-holds.ts";
 import type { ScheduledSendStatus } from "../db/schema.ts";
+import {
+  RETRIABLE_FINAL,
+  RETRY_CLAIM_MS,
+  claimKept,
+  dropKept,
+  ensureRetryTable,
+  keepForRetry,
+  keptMessage,
+  pruneKept,
+  retryCatalogStatements,
+  type KeptEnd,
+} from "../services/message-retry.ts";
 
 /** What the send path hands the hub: everything to build the job, with the DKIM key still sealed. */
 export interface OutboxEntry {
@@ -150,6 +162,8 @@ export interface OutboxEntry {
   ipPool?: string;
   /** The request's `batch_id`: a pause or cancel of that batch holds or cancels it (services/batch-holds.ts). */
   batchId?: string;
+  /** Set by POST /v3/messages/{id}/retry: the job's `freshFrom` (services/message-retry.ts). */
+  freshFrom?: number;
 }
 
 /** What POST /v3/messages/{id}/cancel found in the shard (docs/api/sendgrid.md#cancelling-a-message). */
@@ -162,6 +176,16 @@ export type CancelOutcome =
   | { outcome: "absent" }
   /** Ended by the other request already (/fail, or a cancel), with that status, being written. */
   | { outcome: "ended"; status: string };
+
+/** What POST /v3/messages/{id}/retry did (docs/api/sendgrid.md#retrying-a-message). */
+export type RetryOutcome =
+  /** Back in the queue, due now (or a retry of it is under way). */
+  | { outcome: "requeued" }
+  /** Waiting for its first delivery attempt (status queued): nothing to retry. */
+  | { outcome: "waiting" }
+  /** The catalog could not be updated: nothing changed, try again. */
+  | { outcome: "unavailable" }
+  | Exclude<CancelOutcome, { outcome: "cancelled" }>;
 
 /** What POST /v3/messages/{id}/fail found: ended failed now (or already), held by an origin, or not here. */
 export type FailOutcome = { outcome: "failed" } | Exclude<CancelOutcome, { outcome: "cancelled" }>;
@@ -438,6 +462,8 @@ export class OriginHub extends DurableObject<Bindings> {
     this.upgradeOutbox();
     // Batches, their pauses and cancels, and cancel marks (services/batch-holds.ts).
     ensureBatchTables(this.sql);
+    // Payloads of failed and bounced messages, for POST /v3/messages/{id}/retry (services/message-retry.ts).
+    ensureRetryTable(this.sql);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS idempotency (
       tenant_id TEXT NOT NULL,
       key TEXT NOT NULL,
@@ -677,6 +703,7 @@ export class OriginHub extends DurableObject<Bindings> {
   async flush(): Promise<{ uncatalogued: number }> {
     // Held rows are never due, so the alarm does not wake for them; the cron's flush expires them.
     this.expirePaused(Date.now());
+    pruneKept(this.sql, Date.now());
     await this.flushResults();
     await this.scheduleAlarm();
     return { uncatalogued: this.uncatalogued() };
@@ -766,6 +793,79 @@ export class OriginHub extends DurableObject<Bindings> {
     this.ctx.storage.transactionSync(() => markCancelled(this.sql, [messageId], FAILED_BY_REQUEST, "failed"));
     this.queueCancelled();
     return { outcome: "failed" };
+  }
+
+  /**
+   * POST /v3/messages/{id}/retry (services/message-retry.ts), serialized with dispatch and cancel in
+   * this object: a message waiting for its next retry attempt is made due now; one that ended failed
+   * or bounced (within its window) is put back in the outbox under its own id, with the recipients
+   * not delivered, after the catalog says `queued` again. One an origin holds is not touched.
+   */
+  async retryMessage(tenantId: string, messageId: string): Promise<RetryOutcome> {
+    const now = Date.now();
+    const row = this.sql
+      .exec<{
+        state: OutboxRow["state"];
+        deferrals: number;
+        dispatches: number;
+        ended: string | null;
+        retried: number | null;
+      }>(
+        `SELECT state, deferrals, dispatches, (SELECT c.status FROM outbox_cancel c WHERE c.message_id = o.message_id) AS ended,
+           (SELECT json_extract(e.entry, '$.freshFrom') FROM outbox_entry e WHERE e.message_id = o.message_id) AS retried
+         FROM outbox o WHERE message_id = ? AND tenant_id = ?`,
+        messageId,
+        tenantId,
+      )
+      .toArray()[0];
+    if (row) {
+      if (row.ended !== null) return { outcome: "ended", status: row.ended };
+      if (row.state === "ready" && row.deferrals > 0) {
+        this.sql.exec(
+          "UPDATE outbox SET due_at = ? WHERE message_id = ? AND state = 'ready'",
+          now,
+          messageId,
+        );
+        void this.dispatch();
+        return { outcome: "requeued" };
+      }
+      // Re-queued by a retry already and not handed out since: the same answer again.
+      if (row.state === "ready" && row.retried !== null && row.retried > row.dispatches) {
+        return { outcome: "requeued" };
+      }
+      if (row.state === "ready" || row.state === "held") return { outcome: "waiting" };
+      return { outcome: "dispatched" };
+    }
+    const kept = keptMessage(this.sql, tenantId, messageId, now);
+    if (!kept) return { outcome: "absent" };
+    // Another retry of it is between its catalog write and the outbox: that one re-queues it.
+    if (kept.claimedAt !== null && kept.claimedAt > now - RETRY_CLAIM_MS) return { outcome: "requeued" };
+    claimKept(this.sql, messageId, now);
+    try {
+      await this.env.DB.batch(retryCatalogStatements(this.env.DB, kept, now));
+    } catch (err) {
+      claimKept(this.sql, messageId, null);
+      console.error(
+        JSON.stringify({ level: "error", msg: "retry: catalog write failed", error: errorText(err) }),
+      );
+      return { outcome: "unavailable" };
+    }
+    this.ctx.storage.transactionSync(() => {
+      const entry: OutboxEntry = {
+        ...kept.entry,
+        recipients: kept.recipients,
+        notBefore: 0,
+        freshFrom: kept.dispatches + 1,
+      };
+      if (this.insertOutbox(entry, Date.now())) {
+        this.sql.exec("UPDATE outbox SET dispatches = ? WHERE message_id = ?", kept.dispatches, messageId);
+      }
+      dropKept(this.sql, messageId);
+    });
+    // A batch cancelled meanwhile cancels it again at once (insertOutbox → placeInBatch).
+    this.queueCancelled();
+    void this.dispatch();
+    return { outcome: "requeued" };
   }
 
   /** A paused batch's rows past the maximum queue age end failed (services/batch-holds.ts). */
@@ -1384,6 +1484,7 @@ export class OriginHub extends DurableObject<Bindings> {
       dkim,
       ...(dkimAdditional ? { dkimAdditional } : {}),
       ...(entry.ipPool !== undefined ? { ipPool: entry.ipPool } : {}),
+      ...(entry.freshFrom !== undefined ? { freshFrom: entry.freshFrom } : {}),
     };
   }
 
@@ -1635,6 +1736,7 @@ export class OriginHub extends DurableObject<Bindings> {
 
     const acks = new Map<WebSocket, string[]>();
     const done: string[] = [];
+    const kept: KeptEnd[] = [];
     for (const { ws, jobId, row, plan, duplicates } of batch) {
       if (plan.retryRecipients.length > 0) {
         this.sql.exec(
@@ -1651,6 +1753,12 @@ export class OriginHub extends DurableObject<Bindings> {
         );
       } else {
         done.push(row.message_id);
+        if (RETRIABLE_FINAL.has(plan.status)) {
+          const delivered = plan.recipientStatuses
+            .filter((r) => r.status === "delivered")
+            .map((r) => r.email);
+          kept.push([row.message_id, plan.status, delivered]);
+        }
       }
       const to = ws && jobId !== null ? [{ ws, jobId }, ...duplicates] : duplicates;
       for (const t of to) {
@@ -1659,6 +1767,8 @@ export class OriginHub extends DurableObject<Bindings> {
         else acks.set(t.ws, [t.jobId]);
       }
     }
+    // What a retry needs is copied out before the payload goes (services/message-retry.ts).
+    if (kept.length > 0) keepForRetry(this.sql, kept, now, this.config.MAX_QUEUE_AGE_MS);
     if (done.length > 0) this.deleteMessages(done);
     // A lost resultAck costs a re-send from the origin, which is acknowledged then: no need to act here.
     for (const [ws, jobIds] of acks) this.send(ws, { type: "resultAck", jobIds });

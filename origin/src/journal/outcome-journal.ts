@@ -152,12 +152,15 @@ export class OutcomeJournal {
     return [...s].sort((a, b) => a - b);
   }
 
-  /** The final (delivered / bounced / failed) outcomes journaled for a message, by recipient. */
-  finalOutcomes(messageId: string): Map<string, RecipientOutcome> {
+  /**
+   * The final (delivered / bounced / failed) outcomes journaled for a message, by recipient; with
+   * `fromAttempt`, only those of dispatches from it on (a retried message: docs/link-protocol.md#retried-messages).
+   */
+  finalOutcomes(messageId: string, fromAttempt = 0): Map<string, RecipientOutcome> {
     const known = new Map<string, RecipientOutcome>();
     for (const id of this.byMessage.get(messageId) ?? []) {
       const e = this.entries.get(id);
-      if (!e) continue;
+      if (!e || e.frame.attempt < fromAttempt) continue;
       for (const o of e.frame.recipients) if (FINAL.has(o.status)) known.set(o.recipient, o);
     }
     return known;

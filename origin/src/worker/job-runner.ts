@@ -72,8 +72,8 @@ import type { Metrics } from "../ops/metrics.ts";
 export interface OutcomeLog {
   /** Writes a result before it is sent; throws if the disk refuses it. */
   append(frame: ResultFrame, shard: number): void;
-  /** Final outcomes journaled for a message, by recipient. */
-  finalOutcomes(messageId: string): Map<string, RecipientOutcome>;
+  /** Final outcomes journaled for a message, by recipient (only of dispatches ≥ `fromAttempt`, when given). */
+  finalOutcomes(messageId: string, fromAttempt?: number): Map<string, RecipientOutcome>;
   /** Writes the final outcomes of a job still running (see the header); throws if the disk refuses it. */
   appendEarly?(frame: ResultFrame, shard: number): void;
 }
@@ -181,7 +181,7 @@ export class JobRunner {
       }
       if (this.running.has(job.jobId) || this.queue.some((q) => q.job.jobId === job.jobId)) continue;
       // Every recipient already final in the journal (a re-dispatch after a restart): answer, do not deliver.
-      const journaled = this.opts.journal?.finalOutcomes(job.messageId);
+      const journaled = this.opts.journal?.finalOutcomes(job.messageId, job.freshFrom);
       if (journaled && journaled.size > 0 && job.recipients.every((r) => journaled.has(r))) {
         this.opts.log("info", "job already completed by this node; reporting the journaled outcomes", {
           jobId: job.jobId,
@@ -287,7 +287,8 @@ export class JobRunner {
 
   /** Without a coordinator: the journal's final outcomes stand, the rest is delivered. */
   private async runLocal(job: DeliveryJob, link: EdgeLink, deadlineAt: number): Promise<ResultFrame> {
-    const known = this.opts.journal?.finalOutcomes(job.messageId) ?? new Map<string, RecipientOutcome>();
+    const known =
+      this.opts.journal?.finalOutcomes(job.messageId, job.freshFrom) ?? new Map<string, RecipientOutcome>();
     const pending = [...new Set(job.recipients)].filter((r) => !known.has(r));
     const early = pending.length > 0 ? this.earlyJournal(job, link, known) : undefined;
     const fresh =
@@ -407,9 +408,12 @@ export class JobRunner {
     link: EdgeLink,
     deadlineAt: number,
   ): Promise<ResultFrame | null> {
-    const key = job.messageId;
+    // A retried message (job.freshFrom, docs/link-protocol.md#retried-messages) claims and stores its
+    // outcomes under a key of its own: the outcomes stored before the retry are not its answer.
+    const key = job.freshFrom === undefined ? job.messageId : `${job.messageId}@${job.freshFrom}`;
     const withJournal = (stored: Map<string, RecipientOutcome>) => {
-      for (const [r, o] of this.opts.journal?.finalOutcomes(key) ?? []) stored.set(r, o);
+      for (const [r, o] of this.opts.journal?.finalOutcomes(job.messageId, job.freshFrom) ?? [])
+        stored.set(r, o);
       return stored;
     };
     let settled: Map<string, RecipientOutcome>;

@@ -8,6 +8,12 @@
  * POST /v3/messages/{message_id}/fail (permission `mail.send`) ends a message that waits in the
  * outbox (a stuck retry, a scheduled or held send) `failed` the same way: 200
  * {"message_id","status":"failed"}; 409 while an origin holds it or once it has finished.
+ * POST /v3/messages/{message_id}/retry (permission `mail.send`, docs/api/sendgrid.md#retrying-a-message)
+ * re-queues the same message: one that ended failed or bounced (within its retry window, with the
+ * recipients not delivered), or one waiting for its next retry attempt (made due now): 200
+ * {"message_id","status":"queued"}. A status that cannot be retried (queued, delivered, sent,
+ * cancelled, sandbox) → 400; one an origin holds right now, or a failure whose payload is no longer
+ * kept → 409. Decided in the shard, serialized with dispatch and cancel (services/message-retry.ts).
  */
 import { Hono } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
@@ -16,10 +22,12 @@ import { getMessage } from "../../db/messages.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { FAILED_BY_REQUEST } from "../../services/batch-holds.ts";
 import { hubStub, ownerOf } from "../../services/hub-client.ts";
+import { RETRIABLE_FINAL } from "../../services/message-retry.ts";
 
 export const messageActionsApi = new Hono<AppEnv>()
   .use("/:id/cancel", authenticate())
   .use("/:id/fail", authenticate())
+  .use("/:id/retry", authenticate())
   .post("/:id/cancel", requireScope("mail.cancel"), async (c) => {
     const principal = c.get("principal");
     if (principal.kind !== "api_key") throw new AppError("forbidden", "Cancelling needs an API key");
@@ -64,5 +72,58 @@ export const messageActionsApi = new Hono<AppEnv>()
     throw new AppError(
       "conflict",
       `Message ${id} cannot be marked failed: its status is ${status}. Only a message waiting in the queue (queued, scheduled, paused, or waiting for a retry) can be; one a delivery node holds gets its outcome from that node, or returns to the queue when its lease ends.`,
+    );
+  })
+  .post("/:id/retry", requireScope("mail.send"), async (c) => {
+    const principal = c.get("principal");
+    if (principal.kind !== "api_key") throw new AppError("forbidden", "Retrying a message needs an API key");
+    const id = c.req.param("id");
+    const owner = ownerOf(c.get("config"), id);
+    const r = owner ? await hubStub(c.env, owner).retryMessage(principal.tenantId, id) : null;
+    if (r?.outcome === "requeued") return c.json({ message_id: id, status: "queued" }, 200);
+    if (r?.outcome === "unavailable") {
+      throw new AppError(
+        "unavailable",
+        `Message ${id} could not be retried now; nothing changed. Try again.`,
+      );
+    }
+    if (r?.outcome === "dispatched") {
+      throw new AppError(
+        "conflict",
+        `Message ${id} cannot be retried now: a delivery node holds it (status sending). Its outcome comes from that node, or it returns to the queue when its lease ends.`,
+      );
+    }
+    let status: string | undefined = r?.outcome === "waiting" ? "queued" : undefined;
+    if (r?.outcome === "ended") {
+      status = r.status;
+      if (RETRIABLE_FINAL.has(status)) {
+        // Ended by /fail a moment ago: retriable once that outcome is written.
+        throw new AppError(
+          "conflict",
+          `Message ${id} cannot be retried yet: its status ${status} is being recorded. Try again in a moment.`,
+        );
+      }
+    }
+    if (status === undefined) {
+      const m = await getMessage(c.get("db"), principal.tenantId, id);
+      if (!m) throw new AppError("not_found", `Message not found: ${id}`);
+      status = m.status;
+      if (
+        RETRIABLE_FINAL.has(status) ||
+        status === "processing" ||
+        status === "rendered" ||
+        status === "sending"
+      ) {
+        // Retriable in principle, but its payload is not here (finished before the retry window, or a
+        // message of a shard layout that no longer owns it).
+        throw new AppError(
+          "conflict",
+          `Message ${id} cannot be retried: its status is ${status} and its content is no longer kept (a failed or bounced message can be retried for up to 72 hours after it ended).`,
+        );
+      }
+    }
+    throw new AppError(
+      "invalid_request",
+      `Message ${id} cannot be retried: its status is ${status}. Only a message that failed or bounced, or one waiting for its next delivery attempt, can be retried.`,
     );
   });
