@@ -297,3 +297,70 @@ export const batches = sqliteTable(
   // The list and the limit of /v3/user/scheduled_sends: the tenant's batches that have a state.
   (t) => [index("batches_tenant_status").on(t.tenantId, t.scheduledStatus)],
 );
+
+/**
+ * Suppressions (docs/api/sendgrid.md#suppressions): one store per tenant for SendGrid's five lists.
+ * Addresses are stored lower-cased; `(tenant_id, email, list)` is unique, so the check before dispatch
+ * is one indexed probe per recipient. `created_at` is unix milliseconds (the API shows seconds).
+ * Rows are also written by the `events_suppress_*` triggers of migrations/0006_suppressions.sql
+ * (a bounce, block, spam report or unsubscribe event adds one), which drizzle cannot express.
+ */
+export const SUPPRESSION_LISTS = ["bounces", "blocks", "invalid_emails", "spam_reports", "unsubscribes"] as const;
+export type SuppressionList = (typeof SUPPRESSION_LISTS)[number];
+
+export const suppressions = sqliteTable(
+  "suppressions",
+  {
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    email: text("email").notNull(),
+    list: text("list", { enum: SUPPRESSION_LISTS }).notNull(),
+    createdAt: integer("created_at").notNull(),
+    /** bounces, blocks, invalid_emails: the SMTP reply or the reason given when added. */
+    reason: text("reason"),
+    /** bounces and blocks: the enhanced status code, e.g. "5.1.1". */
+    status: text("status"),
+    /** bounces: hard | soft | block (as added; only hard ones come from delivery automatically). */
+    bounceType: text("bounce_type"),
+    /** spam_reports: the IP the report named, when known. */
+    ip: text("ip"),
+  },
+  (t) => [
+    uniqueIndex("suppressions_pk").on(t.tenantId, t.email, t.list),
+    index("suppressions_tenant_list_created").on(t.tenantId, t.list, t.createdAt),
+  ],
+);
+
+/** Unsubscribe groups (SendGrid's ASM): integer ids as SendGrid has them, names unique per tenant. */
+export const asmGroups = sqliteTable(
+  "asm_groups",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    name: text("name").notNull(),
+    description: text("description").notNull().default(""),
+    isDefault: integer("is_default", { mode: "boolean" }).notNull().default(false),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [uniqueIndex("asm_groups_tenant_name").on(t.tenantId, t.name)],
+);
+
+/** Per-group unsubscribes: an address here is dropped for mail sent with that `asm.group_id`. */
+export const asmGroupSuppressions = sqliteTable(
+  "asm_group_suppressions",
+  {
+    tenantId: text("tenant_id").notNull(),
+    groupId: integer("group_id")
+      .notNull()
+      .references(() => asmGroups.id),
+    email: text("email").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("asm_group_suppressions_pk").on(t.tenantId, t.email, t.groupId),
+    index("asm_group_suppressions_group_created").on(t.groupId, t.createdAt),
+  ],
+);

@@ -1,0 +1,510 @@
+/**
+ * D1 queries for the suppression store (docs/api/sendgrid.md#suppressions): SendGrid's five lists
+ * (bounces, blocks, invalid_emails, spam_reports, global unsubscribes), unsubscribe groups (ASM) and
+ * the per-group unsubscribes. Every query names the tenant: another tenant's group id finds nothing,
+ * exactly like a made-up one. Addresses are lower-cased on the way in and on every lookup.
+ *
+ * Lists of addresses travel as one JSON parameter read back with json_each (D1 allows 100 bound
+ * parameters per statement, and a list of 1,000 addresses is one statement this way); each element
+ * is then one probe of a unique index, never a scan of the tenant's rows.
+ */
+import { and, asc, desc, eq, gte, inArray, lte, sql, type SQL } from "drizzle-orm";
+import type { Db } from "./client.ts";
+import { asmGroups, asmGroupSuppressions, suppressions, type SuppressionList } from "./schema.ts";
+
+export type SuppressionRow = typeof suppressions.$inferSelect;
+export type AsmGroupRow = typeof asmGroups.$inferSelect;
+
+export const normalizeEmail = (email: string) => email.trim().toLowerCase();
+
+// ----- the five lists -----------------------------------------------------------------------
+
+export interface ListQuery {
+  limit: number;
+  offset: number;
+  /** Unix milliseconds, inclusive. */
+  startTime?: number;
+  endTime?: number;
+  /** A prefix of the address; `%` inside it is a wildcard (SendGrid's `email` filter). */
+  emailPrefix?: string;
+}
+
+/** One list, newest first (ties by address, so pages are stable). */
+export async function listSuppressions(
+  db: Db,
+  tenantId: string,
+  list: SuppressionList,
+  q: ListQuery,
+): Promise<SuppressionRow[]> {
+  const where: SQL[] = [eq(suppressions.tenantId, tenantId), eq(suppressions.list, list)];
+  if (q.startTime !== undefined) where.push(gte(suppressions.createdAt, q.startTime));
+  if (q.endTime !== undefined) where.push(lte(suppressions.createdAt, q.endTime));
+  if (q.emailPrefix !== undefined) {
+    // `_` is literal in an address; `%` stays SendGrid's wildcard.
+    const pattern = normalizeEmail(q.emailPrefix).replace(/[\\_]/g, (c) => `\\${c}`) + "%";
+    where.push(sql`${suppressions.email} LIKE ${pattern} ESCAPE '\\'`);
+  }
+  return db
+    .select()
+    .from(suppressions)
+    .where(and(...where))
+    .orderBy(desc(suppressions.createdAt), asc(suppressions.email))
+    .limit(q.limit)
+    .offset(q.offset)
+    .all();
+}
+
+export async function getSuppression(
+  db: Db,
+  tenantId: string,
+  list: SuppressionList,
+  email: string,
+): Promise<SuppressionRow | undefined> {
+  return db
+    .select()
+    .from(suppressions)
+    .where(
+      and(
+        eq(suppressions.tenantId, tenantId),
+        eq(suppressions.email, normalizeEmail(email)),
+        eq(suppressions.list, list),
+      ),
+    )
+    .get();
+}
+
+export interface NewSuppression {
+  email: string;
+  createdAt: number;
+  reason?: string | null;
+  status?: string | null;
+  bounceType?: string | null;
+  ip?: string | null;
+}
+
+/** Rows per statement: the JSON list stays far below D1's parameter size limit. */
+const INSERT_CHUNK = 5_000;
+
+const ADD_SQL = `INSERT INTO suppressions (tenant_id, email, list, created_at, reason, status, bounce_type, ip)
+  SELECT ?1, json_extract(value, '$[0]'), ?2, json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+    json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]')
+  FROM json_each(?3) WHERE true
+  ON CONFLICT (tenant_id, email, list) DO UPDATE SET created_at = excluded.created_at,
+    reason = excluded.reason, status = excluded.status, bounce_type = excluded.bounce_type, ip = excluded.ip`;
+
+/**
+ * Adds (or refreshes) addresses on one list. An address already listed takes the new reason and
+ * time, like a second bounce would. Returns how many addresses were given (after de-duplication).
+ */
+export async function addSuppressions(
+  db: Db,
+  tenantId: string,
+  list: SuppressionList,
+  rows: NewSuppression[],
+): Promise<number> {
+  const byEmail = new Map<string, NewSuppression>();
+  for (const r of rows) byEmail.set(normalizeEmail(r.email), { ...r, email: normalizeEmail(r.email) });
+  const all = [...byEmail.values()];
+  const statements: D1PreparedStatement[] = [];
+  for (let i = 0; i < all.length; i += INSERT_CHUNK) {
+    const json = JSON.stringify(
+      all
+        .slice(i, i + INSERT_CHUNK)
+        .map((r) => [
+          r.email,
+          r.createdAt,
+          r.reason ?? null,
+          r.status ?? null,
+          r.bounceType ?? null,
+          r.ip ?? null,
+        ]),
+    );
+    statements.push(db.$client.prepare(ADD_SQL).bind(tenantId, list, json));
+  }
+  if (statements.length > 0) await db.$client.batch(statements);
+  return all.length;
+}
+
+/** Removes addresses from one list; returns how many rows went. */
+export async function deleteSuppressions(
+  db: Db,
+  tenantId: string,
+  list: SuppressionList,
+  emails: string[],
+): Promise<number> {
+  const json = JSON.stringify([...new Set(emails.map(normalizeEmail))]);
+  const r = await db.run(sql`DELETE FROM suppressions WHERE tenant_id = ${tenantId} AND list = ${list}
+    AND email IN (SELECT value FROM json_each(${json}))`);
+  return r.meta.changes ?? 0;
+}
+
+export async function deleteAllSuppressions(
+  db: Db,
+  tenantId: string,
+  list: SuppressionList,
+): Promise<number> {
+  const r = await db
+    .delete(suppressions)
+    .where(and(eq(suppressions.tenantId, tenantId), eq(suppressions.list, list)))
+    .run();
+  return r.meta.changes ?? 0;
+}
+
+// ----- global unsubscribes (the tracking pages call these) ---------------------------------
+
+/** Puts `email` on the tenant's global unsubscribe list (a no-op when it is there already). */
+export async function unsubscribeGlobally(
+  db: Db,
+  tenantId: string,
+  email: string,
+  at: number,
+): Promise<void> {
+  await db
+    .insert(suppressions)
+    .values({ tenantId, email: normalizeEmail(email), list: "unsubscribes", createdAt: at })
+    .onConflictDoNothing();
+}
+
+export async function isGloballyUnsubscribed(db: Db, tenantId: string, email: string): Promise<boolean> {
+  return (await getSuppression(db, tenantId, "unsubscribes", email)) !== undefined;
+}
+
+// ----- unsubscribe groups --------------------------------------------------------------------
+
+export interface GroupWithCount extends AsmGroupRow {
+  unsubscribes: number;
+}
+
+const unsubscribesCount = sql<number>`(SELECT count(*) FROM ${asmGroupSuppressions}
+  WHERE ${asmGroupSuppressions.groupId} = ${asmGroups.id} AND ${asmGroupSuppressions.tenantId} = ${asmGroups.tenantId})`;
+
+export async function getGroup(db: Db, tenantId: string, id: number): Promise<AsmGroupRow | undefined> {
+  return db
+    .select()
+    .from(asmGroups)
+    .where(and(eq(asmGroups.tenantId, tenantId), eq(asmGroups.id, id)))
+    .get();
+}
+
+export async function getGroupWithCount(
+  db: Db,
+  tenantId: string,
+  id: number,
+): Promise<GroupWithCount | undefined> {
+  const row = await db
+    .select({ group: asmGroups, unsubscribes: unsubscribesCount })
+    .from(asmGroups)
+    .where(and(eq(asmGroups.tenantId, tenantId), eq(asmGroups.id, id)))
+    .get();
+  return row ? { ...row.group, unsubscribes: row.unsubscribes } : undefined;
+}
+
+/** The tenant's groups (only `ids`, when given), by id. */
+export async function listGroups(db: Db, tenantId: string, ids?: number[]): Promise<GroupWithCount[]> {
+  const where = [eq(asmGroups.tenantId, tenantId)];
+  if (ids) {
+    if (ids.length === 0) return [];
+    where.push(inArray(asmGroups.id, ids.slice(0, 90)));
+  }
+  const rows = await db
+    .select({ group: asmGroups, unsubscribes: unsubscribesCount })
+    .from(asmGroups)
+    .where(and(...where))
+    .orderBy(asc(asmGroups.id))
+    .all();
+  return rows.map((r) => ({ ...r.group, unsubscribes: r.unsubscribes }));
+}
+
+export async function countGroups(db: Db, tenantId: string): Promise<number> {
+  const row = await db
+    .select({ n: sql<number>`count(*)` })
+    .from(asmGroups)
+    .where(eq(asmGroups.tenantId, tenantId))
+    .get();
+  return row?.n ?? 0;
+}
+
+export async function groupNameTaken(
+  db: Db,
+  tenantId: string,
+  name: string,
+  exceptId?: number,
+): Promise<boolean> {
+  const row = await db
+    .select({ id: asmGroups.id })
+    .from(asmGroups)
+    .where(and(eq(asmGroups.tenantId, tenantId), eq(asmGroups.name, name)))
+    .get();
+  return row !== undefined && row.id !== exceptId;
+}
+
+/** Only one group of a tenant is the default: making one the default clears the flag on the others. */
+function clearDefault(db: Db, tenantId: string, exceptId: number | null) {
+  const where = [eq(asmGroups.tenantId, tenantId), eq(asmGroups.isDefault, true)];
+  if (exceptId !== null) where.push(sql`${asmGroups.id} <> ${exceptId}`);
+  return db
+    .update(asmGroups)
+    .set({ isDefault: false })
+    .where(and(...where));
+}
+
+export async function createGroup(
+  db: Db,
+  tenantId: string,
+  g: { name: string; description: string; isDefault: boolean },
+  now: number,
+): Promise<AsmGroupRow> {
+  const insert = db
+    .insert(asmGroups)
+    .values({ tenantId, ...g, createdAt: now })
+    .returning();
+  if (!g.isDefault) return (await insert)[0]!;
+  const [, inserted] = await db.batch([clearDefault(db, tenantId, null), insert]);
+  return inserted[0]!;
+}
+
+export async function updateGroup(
+  db: Db,
+  tenantId: string,
+  id: number,
+  patch: { name?: string; description?: string; isDefault?: boolean },
+): Promise<AsmGroupRow | undefined> {
+  const update = db
+    .update(asmGroups)
+    .set(patch)
+    .where(and(eq(asmGroups.tenantId, tenantId), eq(asmGroups.id, id)))
+    .returning();
+  if (patch.isDefault !== true) return (await update)[0];
+  const [, updated] = await db.batch([clearDefault(db, tenantId, id), update]);
+  return updated[0];
+}
+
+/** Deletes the group and its unsubscribes (one batch); false when the tenant has no such group. */
+export async function deleteGroup(db: Db, tenantId: string, id: number): Promise<boolean> {
+  const [, deleted] = await db.batch([
+    db
+      .delete(asmGroupSuppressions)
+      .where(and(eq(asmGroupSuppressions.tenantId, tenantId), eq(asmGroupSuppressions.groupId, id))),
+    db
+      .delete(asmGroups)
+      .where(and(eq(asmGroups.tenantId, tenantId), eq(asmGroups.id, id)))
+      .returning({ id: asmGroups.id }),
+  ]);
+  return deleted.length > 0;
+}
+
+/** Name and description of the tenant's groups among `ids` (the unsubscribe page), in `ids` order. */
+export async function listGroupsForPage(
+  db: Db,
+  tenantId: string,
+  ids: number[],
+): Promise<{ id: number; name: string; description: string }[]> {
+  if (ids.length === 0) return [];
+  const rows = await db
+    .select({ id: asmGroups.id, name: asmGroups.name, description: asmGroups.description })
+    .from(asmGroups)
+    .where(and(eq(asmGroups.tenantId, tenantId), inArray(asmGroups.id, [...new Set(ids)].slice(0, 90))))
+    .all();
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  return [...new Set(ids)].flatMap((id) => byId.get(id) ?? []);
+}
+
+// ----- per-group unsubscribes ----------------------------------------------------------------
+
+const ADD_GROUP_SQL = `INSERT INTO asm_group_suppressions (tenant_id, group_id, email, created_at)
+  SELECT g.tenant_id, g.id, j.value, ?3 FROM asm_groups AS g, json_each(?4) AS j
+  WHERE g.tenant_id = ?1 AND g.id = ?2
+  ON CONFLICT (tenant_id, email, group_id) DO NOTHING`;
+
+/**
+ * Adds addresses to a group's unsubscribes. False when the tenant has no such group (nothing is
+ * written: the insert selects the group row, so a group deleted meanwhile gets nothing either).
+ */
+export async function addGroupSuppressions(
+  db: Db,
+  tenantId: string,
+  groupId: number,
+  emails: string[],
+  at: number,
+): Promise<boolean> {
+  const all = [...new Set(emails.map(normalizeEmail))];
+  if (!(await getGroup(db, tenantId, groupId))) return false;
+  const statements: D1PreparedStatement[] = [];
+  for (let i = 0; i < all.length; i += INSERT_CHUNK) {
+    const json = JSON.stringify(all.slice(i, i + INSERT_CHUNK));
+    statements.push(db.$client.prepare(ADD_GROUP_SQL).bind(tenantId, groupId, at, json));
+  }
+  if (statements.length > 0) await db.$client.batch(statements);
+  return true;
+}
+
+/** One address out of one group (the unsubscribe page). False when the tenant has no such group. */
+export async function unsubscribeFromGroup(
+  db: Db,
+  tenantId: string,
+  groupId: number,
+  email: string,
+  at: number,
+): Promise<boolean> {
+  return addGroupSuppressions(db, tenantId, groupId, [email], at);
+}
+
+/** Takes one address off one group's unsubscribes; true when it was there. */
+export async function resubscribeToGroup(
+  db: Db,
+  tenantId: string,
+  groupId: number,
+  email: string,
+): Promise<boolean> {
+  const r = await db
+    .delete(asmGroupSuppressions)
+    .where(
+      and(
+        eq(asmGroupSuppressions.tenantId, tenantId),
+        eq(asmGroupSuppressions.email, normalizeEmail(email)),
+        eq(asmGroupSuppressions.groupId, groupId),
+      ),
+    )
+    .run();
+  return (r.meta.changes ?? 0) > 0;
+}
+
+/** The ids of the tenant's groups `email` has unsubscribed from. */
+export async function groupSuppressionsOf(db: Db, tenantId: string, email: string): Promise<number[]> {
+  const rows = await db
+    .select({ groupId: asmGroupSuppressions.groupId })
+    .from(asmGroupSuppressions)
+    .where(
+      and(eq(asmGroupSuppressions.tenantId, tenantId), eq(asmGroupSuppressions.email, normalizeEmail(email))),
+    )
+    .orderBy(asc(asmGroupSuppressions.groupId))
+    .all();
+  return rows.map((r) => r.groupId);
+}
+
+/** A group's unsubscribed addresses, oldest first. */
+export async function listGroupSuppressions(
+  db: Db,
+  tenantId: string,
+  groupId: number,
+  page: { limit: number; offset: number },
+): Promise<string[]> {
+  const rows = await db
+    .select({ email: asmGroupSuppressions.email })
+    .from(asmGroupSuppressions)
+    .where(and(eq(asmGroupSuppressions.tenantId, tenantId), eq(asmGroupSuppressions.groupId, groupId)))
+    .orderBy(asc(asmGroupSuppressions.createdAt), asc(asmGroupSuppressions.email))
+    .limit(page.limit)
+    .offset(page.offset)
+    .all();
+  return rows.map((r) => r.email);
+}
+
+/** Which of `emails` are unsubscribed from the group (lower-cased, in the order given). */
+export async function searchGroupSuppressions(
+  db: Db,
+  tenantId: string,
+  groupId: number,
+  emails: string[],
+): Promise<string[]> {
+  const wanted = [...new Set(emails.map(normalizeEmail))];
+  const rows = await db.all<{
+    email: string;
+  }>(sql`SELECT s.email AS email FROM json_each(${JSON.stringify(wanted)}) AS j
+    JOIN asm_group_suppressions AS s ON s.tenant_id = ${tenantId} AND s.email = j.value AND s.group_id = ${groupId}`);
+  const found = new Set(rows.map((r) => r.email));
+  return wanted.filter((e) => found.has(e));
+}
+
+/** Every group unsubscribe of the tenant, newest first, with the group's name. */
+export async function listAllGroupSuppressions(
+  db: Db,
+  tenantId: string,
+  page: { limit: number; offset: number },
+): Promise<{ email: string; groupId: number; groupName: string; createdAt: number }[]> {
+  return db
+    .select({
+      email: asmGroupSuppressions.email,
+      groupId: asmGroupSuppressions.groupId,
+      groupName: asmGroups.name,
+      createdAt: asmGroupSuppressions.createdAt,
+    })
+    .from(asmGroupSuppressions)
+    .innerJoin(asmGroups, eq(asmGroups.id, asmGroupSuppressions.groupId))
+    .where(eq(asmGroupSuppressions.tenantId, tenantId))
+    .orderBy(
+      desc(asmGroupSuppressions.createdAt),
+      asc(asmGroupSuppressions.email),
+      asc(asmGroupSuppressions.groupId),
+    )
+    .limit(page.limit)
+    .offset(page.offset)
+    .all();
+}
+
+// ----- the check before dispatch -------------------------------------------------------------
+
+/** A recipient the check found: on a list (`list`), or unsubscribed from a group (`groupId`). */
+export interface SuppressionHit {
+  tenantId: string;
+  email: string;
+  list: SuppressionList | null;
+  groupId: number | null;
+}
+
+/**
+ * The lists that drop a send. Blocks do not: SendGrid keeps sending to a blocked address (a block
+ * is about the message or the sender, not the recipient), the list is for reporting.
+ */
+export const DROPPING_LISTS = ["bounces", "invalid_emails", "spam_reports", "unsubscribes"] as const;
+
+/** Recipients per statement: 1,000 addresses make a JSON parameter of ~40 KB. */
+const CHECK_CHUNK = 2_000;
+
+/**
+ * The check before dispatch: which of these (tenant, address) pairs are on a dropping list or
+ * unsubscribed from any group. One statement per 2,000 pairs, each pair one probe of the unique
+ * indexes (`suppressions_pk`, `asm_group_suppressions_pk`); the caller decides, per message, which
+ * hits apply (bypass flags, the message's group). Returns the rows and D1's rows_read.
+ */
+export async function findSuppressed(
+  d1: D1Database,
+  pairs: { tenantId: string; email: string }[],
+): Promise<{ hits: SuppressionHit[]; rowsRead: number }> {
+  const seen = new Set<string>();
+  const unique: [string, string][] = [];
+  for (const p of pairs) {
+    const email = normalizeEmail(p.email);
+    const key = `${p.tenantId}\n${email}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    unique.push([p.tenantId, email]);
+  }
+  const statements: D1PreparedStatement[] = [];
+  for (let i = 0; i < unique.length; i += CHECK_CHUNK) {
+    const json = JSON.stringify(unique.slice(i, i + CHECK_CHUNK));
+    statements.push(d1.prepare(FIND_SUPPRESSED_SQL).bind(json, json));
+  }
+  const hits: SuppressionHit[] = [];
+  let rowsRead = 0;
+  if (statements.length === 0) return { hits, rowsRead };
+  for (const r of await d1.batch<{
+    t: string;
+    e: string;
+    list: SuppressionList | null;
+    group_id: number | null;
+  }>(statements)) {
+    rowsRead += r.meta.rows_read ?? 0;
+    for (const row of r.results)
+      hits.push({ tenantId: row.t, email: row.e, list: row.list, groupId: row.group_id });
+  }
+  return { hits, rowsRead };
+}
+
+const PAIRS = `(SELECT json_extract(value, '$[0]') AS t, json_extract(value, '$[1]') AS e FROM json_each(?))`;
+const FIND_SUPPRESSED_SQL = `SELECT j.t AS t, j.e AS e, s.list AS list, NULL AS group_id FROM ${PAIRS} AS j
+    JOIN suppressions AS s ON s.tenant_id = j.t AND s.email = j.e
+    WHERE s.list IN (${DROPPING_LISTS.map((l) => `'${l}'`).join(", ")})
+  UNION ALL
+  SELECT j.t, j.e, NULL, g.group_id FROM ${PAIRS} AS j
+    JOIN asm_group_suppressions AS g ON g.tenant_id = j.t AND g.email = j.e`;
