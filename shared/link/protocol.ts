@@ -49,6 +49,8 @@ import { z } from "zod";
  *    the same reason: an older origin would drop the field and send the mail unrendered.
  */
 export const LINK_PROTOCOL_VERSION = 4;
+/** Content blocks besides text and HTML one job may carry (shared/sendgrid/content-types.ts). */
+export const MAX_JOB_ALTERNATIVES = 8;
 /** The platform's cap on one Durable Object WebSocket message, in bytes. */
 export const MAX_FRAME_BYTES = 1024 * 1024;
 /** What the hub packs into one frame at most, in UTF-8 bytes: under the cap with room to spare. */
@@ -153,6 +155,14 @@ export const DeliveryJobSchema = z.object({
     headers: z.record(z.string(), z.string()),
     /** Message-ID header value without angle brackets, fixed at the edge so retries keep it. */
     messageIdHeader: z.string(),
+    /**
+     * Content blocks besides text/plain and text/html (text/calendar, text/x-amp-html, …), in request
+     * order, each one more part of multipart/alternative (shared/sendgrid/content-types.ts). Absent: none.
+     */
+    alternatives: z
+      .array(z.object({ type: z.string().min(1).max(255), value: z.string() }))
+      .max(MAX_JOB_ALTERNATIVES)
+      .optional(),
   }),
   /** The first (or only) key to sign with; the RSA key of a dual-signing domain. */
   dkim: DkimKeySchema.nullable(),

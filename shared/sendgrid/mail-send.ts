@@ -50,13 +50,16 @@
  *   - Attachment base64 may be line-wrapped (RFC 2045) and may omit `=` padding: it decodes to the
  *     same bytes, so refusing it would only break senders that wrap (PHP's chunk_split).
  *   - `mail_settings.bcc` and `spam_check` (older spec, still sent by the Python and Go clients) are
- *     validated like the other settings.
+ *     validated like the other settings. `bcc` is honoured (personalize.ts adds its address to every
+ *     message's bcc); `spam_check` with `enable: true` is refused (notSupportedErrors), since SendGrid
+ *     retired it and nothing here would check.
  *
  * Imports only zod and shared/mail/headers.ts: this module runs in the Worker and in Node.
  */
 import { z } from "zod";
 import { utf8ByteLength } from "../utf8.ts";
 import { isHeaderFieldName, isReservedHeader } from "../mail/headers.ts";
+import { contentTypeErrors } from "./content-types.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Public constants and error type
@@ -269,6 +272,9 @@ export const MESSAGES = {
   footerHtml: "The text/html version of your footer should be a string.",
   bccSettingEmail: `The bcc email recipient object must at least have an email address and may also contain a name. ${addressExample}`,
   bccSettingRequired: "You must include a recipient object when using the bcc mail setting.",
+  // ours: SendGrid retired the setting; ScaiSend has no spam scoring of outgoing mail (notSupportedErrors)
+  spamCheckRetired:
+    "The spam check mail setting is retired (as at SendGrid) and this deployment does not score outgoing mail for spam; remove mail_settings.spam_check or set its enable to false.",
   spamCheckThreshold:
     "The spam check threshold is between 1 and 10, with the lower numbers being the most strict filtering.",
   spamCheckUrlType: "The spam check url must be a string.",
@@ -1120,14 +1126,8 @@ export function validateMailSend(body: unknown, now: Date | number = Date.now())
 // ---------------------------------------------------------------------------------------------
 // Fields this deployment does not honour yet
 
-const BODY_TYPES = new Set(["text/plain", "text/html"]);
-
 /** mail_settings that do something when enabled, and what this deployment does not do yet. */
-const UNBUILT_MAIL_SETTINGS = [
-  ["footer", "The footer mail setting is"],
-  ["bcc", "The bcc mail setting is"],
-  ["spam_check", "The spam check mail setting is"],
-] as const;
+const UNBUILT_MAIL_SETTINGS = [["footer", "The footer mail setting is"]] as const;
 
 const UNBUILT_TRACKING = [
   ["click_tracking", "Click tracking is"],
@@ -1143,8 +1143,8 @@ const UNBUILT_TRACKING = [
  *
  * Refused only when the request asks for something that would not happen: a non-empty
  * `dynamic_template_data` without a dynamic template, substitutions or sections with one, any
- * `asm`, content types other
- * than text/plain and text/html, and settings with `enable: true` (`enable: false` asks for what
+ * `asm`, content blocks that cannot be a MIME part (content-types.ts), `spam_check` enabled, and
+ * settings with `enable: true` (`enable: false` asks for what
  * happens anyway). Honoured, so accepted: addresses (per-personalization `from` too), subject,
  * content, attachments (stored in R2 once per request, docs/api/sendgrid.md#attachments),
  * `template_id` (the send path checks the template exists and is active: services/send-mail.ts),
@@ -1174,15 +1174,16 @@ export function notSupportedErrors(mail: MailSend, _now: number = Date.now()): S
   });
   if (dynamic && mail.sections !== undefined && Object.keys(mail.sections).length > 0)
     errors.push(fieldError(["sections"], MESSAGES.sectionsWithDynamic));
-  (mail.content ?? []).forEach((c, i) => {
-    if (!BODY_TYPES.has(c.type.toLowerCase()))
-      refuse(["content", i, "type"], `Content of type ${echo(c.type)} is`, "send text/plain and text/html");
-  });
+  // Other content types are built as parts of their own; what cannot be one is refused (content-types.ts).
+  errors.push(...contentTypeErrors(mail.content));
   if (mail.asm !== undefined) refuse(["asm"], "Unsubscribe groups (asm) are", "remove asm");
   for (const [key, what] of UNBUILT_MAIL_SETTINGS) {
     if (mail.mail_settings?.[key]?.enable === true)
       refuse(["mail_settings", key], what, `remove mail_settings.${key} or set its enable to false`);
   }
+  // SendGrid retired spam checking of outgoing mail; asking for it is refused, not ignored.
+  if (mail.mail_settings?.spam_check?.enable === true)
+    errors.push(fieldError(["mail_settings", "spam_check"], MESSAGES.spamCheckRetired));
   for (const [key, what] of UNBUILT_TRACKING) {
     if (mail.tracking_settings?.[key]?.enable === true)
       refuse(["tracking_settings", key], what, `remove tracking_settings.${key} or set its enable to false`);

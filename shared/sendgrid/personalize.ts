@@ -135,7 +135,7 @@ function draftFor(mail: MailSend, p: Personalization, index: number, limits: Exp
     replyTo: mail.reply_to_list ?? (mail.reply_to ? [mail.reply_to] : []),
     to: p.to,
     cc: p.cc ?? [],
-    bcc: p.bcc ?? [],
+    bcc: withBccSetting(mail, p),
     otherContent: content
       .filter((c) => c !== text && c !== html)
       .map((c) => ({ type: c.type, value: sub("content", c.value, limits.content) })),
@@ -155,6 +155,20 @@ function draftFor(mail: MailSend, p: Personalization, index: number, limits: Exp
   if (mail.template_id !== undefined) draft.templateId = mail.template_id;
   if (p.dynamic_template_data !== undefined) draft.dynamicTemplateData = p.dynamic_template_data;
   return draft;
+}
+
+/**
+ * The personalization's bcc, plus `mail_settings.bcc.email` when that (older) setting is enabled:
+ * SendGrid sent a blind copy of every message to it. Not added twice: an address already among the
+ * personalization's recipients gets one copy, as SendGrid's one-address-once rule wants.
+ */
+function withBccSetting(mail: MailSend, p: Personalization): Address[] {
+  const bcc = p.bcc ?? [];
+  const setting = mail.mail_settings?.bcc;
+  if (setting?.enable !== true || setting.email === undefined) return bcc;
+  const email = setting.email.toLowerCase();
+  const present = [...p.to, ...(p.cc ?? []), ...bcc].some((a) => a.email.toLowerCase() === email);
+  return present ? bcc : [...bcc, { email: setting.email }];
 }
 
 /** Top-level headers overlaid with the personalization's; names compare case-insensitively, the winner's spelling is kept. */

@@ -192,33 +192,61 @@ describe("post /v3/mail/send content the deployment cannot serve", () => {
     ]);
   });
 
-  it("rejects a content type other than text/plain and text/html", async () => {
+  it("accepts other content types after text/plain and text/html, and carries them in the job", async () => {
     const res = await sendMail(
       t.liveKey,
       mailBody(t.from, {
         content: [
           { type: "text/plain", value: "plain" },
-          { type: "text/calendar", value: "BEGIN:VCALENDAR" },
+          { type: "text/html", value: "<p>html</p>" },
+          { type: "text/x-amp-html", value: "<!doctype html><html ⚡4email></html>" },
+          { type: "text/calendar", value: "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nEND:VCALENDAR" },
+        ],
+      }),
+    );
+    expect(res.status, await res.clone().text()).toBe(202);
+  });
+
+  it("refuses a content type that cannot be a MIME part, or a type sent twice (ScaiSend's 400s)", async () => {
+    const res = await sendMail(
+      t.liveKey,
+      mailBody(t.from, {
+        content: [
+          { type: "text/plain", value: "plain" },
+          { type: "text/html", value: "<p>a</p>" },
+          { type: "multipart/mixed", value: "x" },
+          { type: "calendar", value: "x" },
+          { type: "TEXT/HTML", value: "<p>b</p>" },
         ],
       }),
     );
     await expectErrors(res, 400, [
       {
         message:
-          "Content of type text/calendar is not supported yet by this deployment; send text/plain and text/html.",
-        field: "content.1.type",
+          'The content type "multipart/mixed" cannot be sent as a content block: multipart and message types need a structure of their own; send it as an attachment.',
+        field: "content.2.type",
+        help: `${HELP}#content.type`,
+      },
+      {
+        message: 'The content type "calendar" is not a MIME type of the form type/subtype (RFC 2045).',
+        field: "content.3.type",
+        help: `${HELP}#content.type`,
+      },
+      {
+        message: 'The content type "TEXT/HTML" appears more than once; each content type may be sent once.',
+        field: "content.4.type",
         help: `${HELP}#content.type`,
       },
     ]);
   });
 
-  it("rejects an unsupported content type in sandbox mode too (same validation as live)", async () => {
+  it("refuses such a content type in sandbox mode too (same validation as live)", async () => {
     const res = await sendMail(
       t.testKey,
       mailBody(t.from, {
         content: [
           { type: "text/plain", value: "plain" },
-          { type: "application/json", value: "{}" },
+          { type: "message/rfc822", value: "{}" },
         ],
       }),
     );
@@ -290,7 +318,6 @@ describe("post /v3/mail/send refuses fields it would not honour", () => {
         asm: { group_id: 1 },
         mail_settings: {
           footer: { enable: true, text: "f" },
-          bcc: { enable: true, email: "archive@example.org" },
           spam_check: { enable: true, threshold: 5 },
           sandbox_mode: { enable: false },
           bypass_list_management: { enable: true },
@@ -313,12 +340,12 @@ describe("post /v3/mail/send refuses fields it would not honour", () => {
       },
       notSupported("asm", "Unsubscribe groups (asm) are", "remove asm"),
       notSupported("mail_settings.footer", "The footer mail setting is", settingFix("mail_settings.footer")),
-      notSupported("mail_settings.bcc", "The bcc mail setting is", settingFix("mail_settings.bcc")),
-      notSupported(
-        "mail_settings.spam_check",
-        "The spam check mail setting is",
-        settingFix("mail_settings.spam_check"),
-      ),
+      {
+        message:
+          "The spam check mail setting is retired (as at SendGrid) and this deployment does not score outgoing mail for spam; remove mail_settings.spam_check or set its enable to false.",
+        field: "mail_settings.spam_check",
+        help: `${HELP}#mail-settings.spam-check`,
+      },
       notSupported(
         "tracking_settings.click_tracking",
         "Click tracking is",

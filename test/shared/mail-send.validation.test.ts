@@ -2035,14 +2035,16 @@ describe("notSupportedErrors: fields this deployment does not honour yet", () =>
       "mail_settings.spam_check",
       "tracking_settings.click_tracking",
     ]);
+    // Other content types are built (content-types.ts); one that cannot be a MIME part is refused.
     const other = {
       ...base(),
       content: [
         { type: "text/plain", value: "x" },
         { type: "text/calendar", value: "V" },
+        { type: "multipart/related", value: "V" },
       ],
     };
-    expect(fields(other)).toEqual(["content.1.type"]);
+    expect(fields(other)).toEqual(["content.2.type"]);
   });
 
   it("says what is not supported and how to send anyway", () => {

@@ -160,6 +160,8 @@ export async function sendMail(
       entry.message.subject = draft.subject ?? "";
       entry.message.template = jobTemplate(template, mail, draft);
     }
+    // Content types besides text and HTML, each a part of its own at the origin (shared/sendgrid/content-types.ts).
+    if (draft.otherContent.length > 0) entry.message.alternatives = draft.otherContent;
     // The hub refuses a pool no origin announced (services/ip-pools.ts); a sandbox send names it to no one.
     if (mail.ip_pool_name !== undefined) entry.ipPool = mail.ip_pool_name;
     // The hub holds the message until its send_at, and pauses or cancels it with its batch.

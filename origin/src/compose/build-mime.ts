@@ -22,8 +22,8 @@
  * (origin/src/blobs/resolve-job.ts) fetches them and hands their bytes in `attachmentBytes`, in the
  * order of `message.attachments`, and puts bodies that travelled by reference back into
  * `text` / `html`. The tree is MailComposer's, the one clients expect:
- *   multipart/mixed ⊃ [ multipart/alternative ⊃ [ text, multipart/related ⊃ [ html, inline parts ] ],
- *                       attachments… ]
+ *   multipart/mixed ⊃ [ multipart/alternative ⊃ [ text, AMP, multipart/related ⊃ [ html, inline parts ],
+ *                       other content types… ], attachments… ]
  * (each level only when needed). Inline parts are the attachments with `disposition: inline`; each
  * gets its Content-ID, which the HTML names as `cid:<content_id>`. Without HTML they are attached
  * like the rest. Filenames outside ASCII are encoded by MailComposer: RFC 2231 parameters in
@@ -35,6 +35,7 @@ import type MimeNode from "nodemailer/lib/mime-node/index.js";
 import type { DeliveryJob, LinkAddress } from "../../../shared/link/protocol.ts";
 import { isHeaderFieldName, isReservedHeader } from "../../../shared/mail/headers.ts";
 import { renderMimeTree } from "./render-mime.ts";
+import { alternativeContentType, AMP_TYPE } from "../../../shared/sendgrid/content-types.ts";
 
 export class MimeBuildError extends Error {
   override name = "MimeBuildError";
@@ -172,6 +173,13 @@ export function composeMimeTree(job: ComposableJob, options: BuildMimeOptions = 
     throw new MimeBuildError("the job's bodies by reference were not fetched");
   if (message.template) throw new MimeBuildError("the job's template was not rendered");
   const attachments = composerAttachments(job);
+  const alternatives = message.alternatives ?? [];
+  for (const a of alternatives) {
+    assertNoLineBreak(a.type, "content type");
+    if (a.type.includes(";")) throw new MimeBuildError(`content type "${a.type}" has parameters`);
+  }
+  const amp = alternatives.find((a) => a.type.toLowerCase() === AMP_TYPE);
+  const others = alternatives.filter((a) => a !== amp);
   assertNoLineBreak(message.subject, "subject");
   assertNoLineBreak(message.messageIdHeader, "Message-ID");
   if (!/^[^<>\s@]+@[^<>\s@]+$/.test(message.messageIdHeader)) {
@@ -187,9 +195,19 @@ export function composeMimeTree(job: ComposableJob, options: BuildMimeOptions = 
     subject: foldable("Subject", message.subject),
     messageId: `<${message.messageIdHeader}>`,
     date: options.date ?? new Date(),
-    // With both parts present MailComposer builds multipart/alternative, text first (RFC 2046 §5.1.4).
+    // With several parts MailComposer builds multipart/alternative in the order text, AMP, HTML, then
+    // the other alternatives (RFC 2046 §5.1.4; shared/sendgrid/content-types.ts).
     ...(message.text !== undefined ? { text: message.text } : {}),
+    ...(amp !== undefined ? { amp: amp.value } : {}),
     ...(message.html !== undefined ? { html: message.html } : {}),
+    ...(others.length > 0
+      ? {
+          alternatives: others.map((a) => ({
+            contentType: alternativeContentType(a.type, a.value),
+            content: a.value,
+          })),
+        }
+      : {}),
     headers: { ...customHeaders(message.headers), "Feedback-ID": feedbackId(job) },
     ...(attachments.length > 0 ? { attachments } : {}),
     // API input must never make the origin read local files or fetch URLs (nodemailer's own advice).
