@@ -6,6 +6,7 @@
  *   /v3/mail/batch        batch ids; /v3/user/scheduled_sends pauses and cancels batches (errors[])
  *   /v3/messages/{id}/cancel  cancels a message not yet handed to an origin (detail)
  *   /v3/user/webhooks     webhook endpoints (detail) and SendGrid's Event Webhook settings (errors[])
+ *   /v3/stats, /v3/categories/stats  stats counters (errors[])
  *   /api/admin/*          native admin API (detail, {data})
  *   /link                 origin WebSocket, authenticated with ORIGIN_TOKEN
  *   /origin/blobs/*       attachments and large bodies for the origin (ORIGIN_TOKEN)
@@ -31,6 +32,7 @@ import { messageActionsApi } from "./surfaces/sendgrid/message-actions.ts";
 import { scheduledSendsApi } from "./surfaces/sendgrid/scheduled-sends.ts";
 import { templatesApi } from "./surfaces/sendgrid/templates.ts";
 import { eventWebhookApi, webhooksApi } from "./surfaces/sendgrid/webhooks.ts";
+import { categoryStatsApi, statsApi } from "./surfaces/sendgrid/stats.ts";
 import { originBlobs } from "./surfaces/origin/blobs.ts";
 
 export function createApp() {
@@ -81,6 +83,8 @@ export function createApp() {
   // SendGrid's /event/* paths before the endpoints' /:id, which would take "event" as an id.
   app.route("/v3/user/webhooks/event", eventWebhookApi);
   app.route("/v3/user/webhooks", webhooksApi);
+  app.route("/v3/stats", statsApi);
+  app.route("/v3/categories", categoryStatsApi);
   app.route("/api/admin", adminApi);
 
   app.notFound((c) => c.json({ detail: "Not Found" }, 404));

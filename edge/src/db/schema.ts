@@ -364,3 +364,70 @@ export const asmGroupSuppressions = sqliteTable(
     index("asm_group_suppressions_group_created").on(t.groupId, t.createdAt),
   ],
 );
+/**
+ * Stats counters (docs/api/sendgrid.md#stats): one row per tenant, category ('' for all mail), UTC
+ * day (YYYY-MM-DD) and SendGrid metric. Written only by the triggers of migrations/0007_stats.sql,
+ * which drizzle cannot express: `events_stats_count` (every inserted event, through the
+ * `events_stats_metrics` view that maps an event to its metrics) and `events_stats_requests` (every
+ * live message). A replayed insert that conflicts inserts no row and so fires no trigger: each event
+ * counts once. POST /v3/stats/rebuild recomputes a range through the same view.
+ */
+export const statsDaily = sqliteTable(
+  "stats_daily",
+  {
+    tenantId: text("tenant_id").notNull(),
+    category: text("category").notNull(),
+    day: text("day").notNull(),
+    metric: text("metric").notNull(),
+    count: integer("count").notNull().default(0),
+  },
+  (t) => [uniqueIndex("stats_daily_pk").on(t.tenantId, t.category, t.day, t.metric)],
+);
+
+/**
+ * The image library (docs/api/images.md): one row per uploaded image; the bytes are in R2 under
+ * `r2_key` (and the thumbnail under `thumbnail_key`, null when the image is its own thumbnail).
+ * `content_type`, `width` and `height` come from the file's bytes, never from the request. A delete
+ * removes the objects and sets `deleted_at`, so `/i/{id}` can answer 410 instead of 404.
+ */
+export const images = sqliteTable(
+  "images",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    filename: text("filename").notNull(),
+    originalFilename: text("original_filename").notNull(),
+    contentType: text("content_type").notNull(),
+    size: integer("size").notNull(),
+    width: integer("width").notNull(),
+    height: integer("height").notNull(),
+    /** SHA-256 of the bytes, hex: the ETag of /i/{id}. */
+    sha256: text("sha256").notNull(),
+    r2Key: text("r2_key").notNull(),
+    thumbnailKey: text("thumbnail_key"),
+    altText: text("alt_text"),
+    folder: text("folder"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+    deletedAt: integer("deleted_at"),
+  },
+  (t) => [
+    index("images_tenant_created").on(t.tenantId, t.deletedAt, t.createdAt),
+    index("images_tenant_folder").on(t.tenantId, t.folder),
+  ],
+);
+
+/**
+ * A tenant's tracking defaults (docs/api/tracking.md#tenant-defaults), as set with
+ * PUT /api/admin/tenants/{id}/tracking; no row: the documented defaults. `settings` holds only the
+ * keys that were set (shared/tracking/settings.ts fills in the rest).
+ */
+export const tenantTrackingSettings = sqliteTable("tenant_tracking_settings", {
+  tenantId: text("tenant_id")
+    .primaryKey()
+    .references(() => tenants.id),
+  settings: text("settings", { mode: "json" }).$type<Record<string, boolean>>().notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
