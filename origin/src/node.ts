@@ -19,6 +19,7 @@ import type { OriginConfig } from "./config.ts";
 import { claimOwner, newBootId } from "./coord/coordinator.ts";
 import { createCoordinator, type Coordinator } from "./coord/index.ts";
 import { createDeliveryEngine } from "./delivery/engine.ts";
+import { publicBaseUrl, type TrackingContext } from "./compose/tracking.ts";
 import { createDeliveryLimits, createThrottle, createThrottlePolicy } from "./delivery/throttle.ts";
 import { createWarmup, parseWarmupSchedule, parseWarmupStart } from "./delivery/warmup.ts";
 import { startDevInbox, type DevInbox } from "./dev-inbox/index.ts";
@@ -133,7 +134,10 @@ export async function startOriginNode(
     }),
     warmup,
   });
+  // From the edge's welcome (docs/link-protocol.md#tracking); links are signed once it came.
+  let trackingContext: TrackingContext | undefined;
   const engine = createDeliveryEngine({
+    tracking: () => trackingContext,
     heloName: config.HELO_NAME,
     smtpPort: config.SMTP_PORT,
     ...(smarthost ? { smarthost } : {}),
@@ -212,6 +216,10 @@ export async function startOriginNode(
       onJobs: (jobs, l) => runner.accept(jobs, l),
       onWelcome: (w) => {
         log.info("link up", { shard: w.shard, hub: w.hubs?.[w.shard], shards: w.shards, leaseMs: w.leaseMs });
+        if (w.tracking) {
+          const baseUrl = publicBaseUrl(w.tracking.baseUrl ?? config.EDGE_URL);
+          trackingContext = { key: w.tracking.key, baseUrl };
+        }
         // Shard 0 tells us how many shards exist; one link per shard.
         for (let s = links.length; s < w.shards; s++) openLink(s);
         forwarder.linkUp();

@@ -6,7 +6,8 @@
  *
  *   origin → edge   hello   {protocol, nodeId, bootId, version, capacity, pools?}  first frame, once per connection;
  *                                                                    pools: the IP pool names the node delivers from
- *   edge → origin   welcome {protocol, shard, shards, leaseMs, hubs?} reply to hello; hubs names shard 0..shards-1
+ *   edge → origin   welcome {protocol, shard, shards, leaseMs, hubs?, tracking?} reply to hello; hubs names shard
+ *                                                                    0..shards-1; tracking: the token key and public URL
  *   edge → origin   jobs    {jobs[]}                                 one or more frames per batch, each job costs one credit
  *   origin → edge   ack     {jobIds[]}                               "I hold these": (re)sets each lease to now + leaseMs.
  *                                                                    Sent when jobs are taken, then again every
@@ -38,6 +39,7 @@
  * MAX_FRAME_BYTES.
  */
 import { z } from "zod";
+import { JobTrackingSchema } from "../tracking/settings.ts";
 
 /**
  * 2: hello carries `bootId`; `release` frame; `ack` doubles as the periodic lease renewal.
@@ -47,8 +49,10 @@ import { z } from "zod";
  *    And the `results` frame: an origin coalesces the results it finishes within one tick.
  * 4: jobs may name a stored template (`message.template`), which the origin renders. A version for
  *    the same reason: an older origin would drop the field and send the mail unrendered.
+ * 5: jobs carry their tracking settings (`message.tracking`) and the welcome the token key
+ *    (`tracking`): an older origin would send the mail without its unsubscribe link and footer.
  */
-export const LINK_PROTOCOL_VERSION = 4;
+export const LINK_PROTOCOL_VERSION = 5;
 /** Content blocks besides text and HTML one job may carry (shared/sendgrid/content-types.ts). */
 export const MAX_JOB_ALTERNATIVES = 8;
 /** The platform's cap on one Durable Object WebSocket message, in bytes. */
@@ -163,6 +167,11 @@ export const DeliveryJobSchema = z.object({
       .array(z.object({ type: z.string().min(1).max(255), value: z.string() }))
       .max(MAX_JOB_ALTERNATIVES)
       .optional(),
+    /**
+     * Tracking to apply (protocol 5; the tenant's defaults merged with the request's settings,
+     * docs/api/tracking.md#settings). Absent: none, and no List-Unsubscribe (a sandbox or older job).
+     */
+    tracking: JobTrackingSchema.optional(),
   }),
   /** The first (or only) key to sign with; the RSA key of a dual-signing domain. */
   dkim: DkimKeySchema.nullable(),
@@ -331,6 +340,12 @@ export const EdgeFrameSchema = z.discriminatedUnion("type", [
     leaseMs: z.number().int(),
     /** Every shard's name by link index (`/link?shard=N` reaches hubs[N]); absent from older edges. */
     hubs: z.array(z.string()).optional(),
+    /**
+     * What the origin signs tracking links with (docs/link-protocol.md#tracking): `key`, base64url,
+     * is derived from TRACKING_SECRET (never the secret itself); `baseUrl` is the edge's PUBLIC_URL,
+     * absent when unset (the origin then uses its EDGE_URL).
+     */
+    tracking: z.object({ key: z.string().min(43).max(128), baseUrl: z.url().optional() }).optional(),
   }),
   z.object({ type: z.literal("jobs"), jobs: z.array(DeliveryJobSchema) }),
   z.object({ type: z.literal("resultAck"), jobIds: z.array(z.string()) }),

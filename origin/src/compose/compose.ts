@@ -9,6 +9,7 @@ import { jobDkimKeys } from "../../../shared/link/protocol.ts";
 import { buildMime, type ComposableJob } from "./build-mime.ts";
 import { signDkim } from "./dkim.ts";
 import { renderJobTemplate } from "./render-template.ts";
+import { applyTracking, type TrackedJob } from "./tracking.ts";
 
 export interface ComposeOptions {
   /** DKIM_FAST_PATH: false signs every message with mailauth's dkimSign (dkim.ts). */
@@ -27,6 +28,8 @@ export async function composeMessage(job: ComposableJob, options: ComposeOptions
     if (!r.ok) throw new TemplateRenderError(r.error);
     job = { ...job, message: r.message };
   }
+  // Links, pixel, footers and List-Unsubscribe on the final bodies (docs/api/tracking.md).
+  job = await applyTracking(job as TrackedJob);
   const mime = await buildMime(job);
   const keys = jobDkimKeys(job);
   return keys.length > 0

@@ -54,8 +54,11 @@ const BASE_HEADERS = [
   "Content-Type",
   "Feedback-ID",
 ];
-/** Present only for some messages; listed only then, mailauth signs just the headers it finds anyway. */
-const OPTIONAL_HEADERS = ["Reply-To", "Cc"];
+/**
+ * Present only for some messages; listed only then, mailauth signs just the headers it finds anyway.
+ * RFC 8058 §4: a one-click List-Unsubscribe counts only when the signature covers both its fields.
+ */
+const OPTIONAL_HEADERS = ["Reply-To", "Cc", "List-Unsubscribe", "List-Unsubscribe-Post"];
 
 type Algorithm = "rsa-sha256" | "ed25519-sha256";
 interface CachedKey {

@@ -25,6 +25,7 @@
  */
 import type { DeliveryJob, RecipientOutcome } from "../../../shared/link/protocol.ts";
 import { createComposePool } from "../compose/pool.ts";
+import type { TrackedJob, TrackingContext } from "../compose/tracking.ts";
 import { createMtaStsResolver } from "../smtp/mta-sts.ts";
 import { createMxResolver, type MxHost } from "../smtp/mx.ts";
 import { familyOf, type SourceAddresses, type SourceChoice } from "../smtp/source-address.ts";
@@ -65,6 +66,8 @@ export interface DeliveryEngineOptions extends SmtpTransportOptions {
   composeThreads?: number;
   /** DKIM_FAST_PATH (default true); false signs with mailauth's dkimSign only (compose/dkim.ts). */
   dkimFastPath?: boolean;
+  /** The tracking key and public URL the edge's welcome gave (compose/tracking.ts); none: no tracking. */
+  tracking?: () => TrackingContext | undefined;
   /**
    * Per-destination rate, connection limit and back-off, and the senders' warm-up allowance
    * (delivery/throttle.ts, delivery/warmup.ts); none when absent. Checked after the MX look-up.
@@ -158,7 +161,9 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
     }));
 
   async function prepare(job: DeliveryJob): Promise<{ raw: Buffer; envelopeFrom: string }> {
-    const composed = await composer.compose(job);
+    const tracking = options.tracking?.();
+    const tracked: TrackedJob = tracking ? { ...job, trackingContext: tracking } : job;
+    const composed = await composer.compose(tracked);
     if (!composed.ok) throw new Error(composed.error);
     const { raw } = composed;
     const returnPathDomain = options.returnPathDomain ?? job.dkim?.domain ?? domainOf(job.message.from.email);
