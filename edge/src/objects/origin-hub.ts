@@ -1829,20 +1829,25 @@ export class OriginHub extends DurableObject<Bindings> {
     for (const row of rows) {
       try {
         const recipients = JSON.parse(row.recipients) as string[];
+        // Ids fixed by the message (as services/batch-holds.ts makes them): an expiry run again after
+        // a restart records, counts and posts nothing twice, even for a message never dispatched.
+        const dropped = recipients.map((r, i) => ({
+          ...eventRow(row, "dropped", r, now, {
+            reason: "expired: not delivered within the maximum queue age",
+          }),
+          id: `evt_${row.message_id.slice(4)}E${i.toString(36)}`,
+        }));
         const statements = recordResultStatements(this.db, {
           messageId: row.message_id,
           now,
-          events: recipients.map((r) =>
-            eventRow(row, "dropped", r, now, {
-              reason: "expired: not delivered within the maximum queue age",
-            }),
-          ),
+          events: dropped,
           recipientStatuses: recipients.map((email) => ({ email: email.toLowerCase(), status: "failed" })),
           status: row.delivered > 0 ? "delivered" : "failed",
           errorMessage: "Expired in queue: no origin delivered it within the maximum queue age",
           nextAttemptAt: null,
         });
         await this.db.batch(statements as [never]);
+        void fanOutWebhookEvents(this.env, dropped);
         this.deleteMessages([row.message_id]);
       } catch (err) {
         console.error(
@@ -1905,6 +1910,9 @@ export class OriginHub extends DurableObject<Bindings> {
       const plan = planInboundEvents(frame.events, targets);
       const statements = inboundStatements(this.db, plan);
       if (statements.length > 0) await this.db.batch(statements as [never]);
+      // D1 has them: webhooks hear of them as of the flush's events (the queue de-duplicates by event id,
+      // so a re-sent frame queues nothing twice).
+      if (plan.events.length > 0) void fanOutWebhookEvents(this.env, plan.events);
       for (const s of plan.skipped) {
         console.log(JSON.stringify({ level: "info", msg: "inbound event not recorded", ...s }));
       }
