@@ -11,6 +11,7 @@
  *   /link                 origin WebSocket, authenticated with ORIGIN_TOKEN
  *   /origin/blobs/*       attachments and large bodies for the origin (ORIGIN_TOKEN)
  *   /origin/templates/*   template snapshots for the origin (ORIGIN_TOKEN)
+ *   /t/*                  public tracking: open pixel, click redirect, unsubscribe page (token-signed)
  *   /healthz              liveness
  */
 import { Hono } from "hono";
@@ -34,6 +35,7 @@ import { templatesApi } from "./surfaces/sendgrid/templates.ts";
 import { eventWebhookApi, webhooksApi } from "./surfaces/sendgrid/webhooks.ts";
 import { categoryStatsApi, statsApi } from "./surfaces/sendgrid/stats.ts";
 import { originBlobs } from "./surfaces/origin/blobs.ts";
+import { trackingApi } from "./surfaces/tracking/index.ts";
 
 export function createApp() {
   const app = new Hono<AppEnv>();
@@ -72,6 +74,7 @@ export function createApp() {
     return hubStub(c.env, hubs[shard]!).fetch(c.req.raw);
   });
 
+  app.route("/t", trackingApi);
   app.route("/origin/blobs", originBlobs);
   app.route("/origin/templates", originBlobs);
   app.route("/v3/mail/send", mailSend);

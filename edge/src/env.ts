@@ -23,6 +23,8 @@ export interface Bindings extends Env {
   MAX_QUEUE_AGE_MS?: string;
   /** Webhook destinations that may be non-public (docs/configuration.md#webhooks). */
   WEBHOOK_ALLOW_PRIVATE?: string;
+  /** The edge's public base URL for tracking links (docs/configuration.md#tracking). */
+  PUBLIC_URL?: string;
 }
 
 const isBase64Key = (v: string): boolean => {
@@ -64,6 +66,15 @@ export const ConfigSchema = z.object({
       "SECRETS_KEY_PREVIOUS must be comma-separated base64 keys of exactly 32 bytes each",
     ),
   TRACKING_SECRET: secret("TRACKING_SECRET"),
+  // Where recipients reach /t/* (tracking links, List-Unsubscribe): https, or http on loopback.
+  // Unset: origins use their EDGE_URL (docs/configuration.md#tracking).
+  PUBLIC_URL: z
+    .preprocess((v) => (v === "" ? undefined : v), z.url().optional())
+    .refine((v) => {
+      if (v === undefined) return true;
+      const u = new URL(v);
+      return u.protocol === "https:" || (u.protocol === "http:" && LOOPBACK_HOST.test(u.hostname));
+    }, "PUBLIC_URL must be https:// (http:// only for a loopback host)"),
   // Operator configuration, never tenant input; https keeps the answers from being forged on the
   // way, and plain http is allowed only to a resolver on loopback (tests, local development).
   DNS_RESOLVER_URL: z

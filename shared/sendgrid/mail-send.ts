@@ -1126,15 +1126,8 @@ export function validateMailSend(body: unknown, now: Date | number = Date.now())
 // ---------------------------------------------------------------------------------------------
 // Fields this deployment does not honour yet
 
-/** mail_settings that do something when enabled, and what this deployment does not do yet. */
-const UNBUILT_MAIL_SETTINGS = [["footer", "The footer mail setting is"]] as const;
-
-const UNBUILT_TRACKING = [
-  ["click_tracking", "Click tracking is"],
-  ["open_tracking", "Open tracking is"],
-  ["subscription_tracking", "Subscription tracking is"],
-  ["ganalytics", "Google Analytics tracking is"],
-] as const;
+// mail_settings.footer and every tracking_settings.* are honoured: the origin applies them
+// (docs/api/tracking.md), with the tenant's defaults merged in by the send path.
 
 /**
  * Fields SendGrid defines that this deployment does not honour yet (docs/api/sendgrid.md, fields):
@@ -1177,16 +1170,8 @@ export function notSupportedErrors(mail: MailSend, _now: number = Date.now()): S
   // Other content types are built as parts of their own; what cannot be one is refused (content-types.ts).
   errors.push(...contentTypeErrors(mail.content));
   if (mail.asm !== undefined) refuse(["asm"], "Unsubscribe groups (asm) are", "remove asm");
-  for (const [key, what] of UNBUILT_MAIL_SETTINGS) {
-    if (mail.mail_settings?.[key]?.enable === true)
-      refuse(["mail_settings", key], what, `remove mail_settings.${key} or set its enable to false`);
-  }
   // SendGrid retired spam checking of outgoing mail; asking for it is refused, not ignored.
   if (mail.mail_settings?.spam_check?.enable === true)
     errors.push(fieldError(["mail_settings", "spam_check"], MESSAGES.spamCheckRetired));
-  for (const [key, what] of UNBUILT_TRACKING) {
-    if (mail.tracking_settings?.[key]?.enable === true)
-      refuse(["tracking_settings", key], what, `remove tracking_settings.${key} or set its enable to false`);
-  }
   return errors;
 }

@@ -317,20 +317,12 @@ describe("post /v3/mail/send refuses fields it would not honour", () => {
         personalizations: [{ to: [{ email: "rcpt@example.net" }], dynamic_template_data: { name: "Ann" } }],
         asm: { group_id: 1 },
         mail_settings: {
-          footer: { enable: true, text: "f" },
           spam_check: { enable: true, threshold: 5 },
           sandbox_mode: { enable: false },
           bypass_list_management: { enable: true },
         },
-        tracking_settings: {
-          click_tracking: { enable: true },
-          open_tracking: { enable: true },
-          subscription_tracking: { enable: true },
-          ganalytics: { enable: true },
-        },
       }),
     );
-    const settingFix = (path: string) => `remove ${path} or set its enable to false`;
     await expectErrors(res, 400, [
       {
         message:
@@ -339,33 +331,12 @@ describe("post /v3/mail/send refuses fields it would not honour", () => {
         help: `${HELP}#personalizations.dynamic-template-data`,
       },
       notSupported("asm", "Unsubscribe groups (asm) are", "remove asm"),
-      notSupported("mail_settings.footer", "The footer mail setting is", settingFix("mail_settings.footer")),
       {
         message:
           "The spam check mail setting is retired (as at SendGrid) and this deployment does not score outgoing mail for spam; remove mail_settings.spam_check or set its enable to false.",
         field: "mail_settings.spam_check",
         help: `${HELP}#mail-settings.spam-check`,
       },
-      notSupported(
-        "tracking_settings.click_tracking",
-        "Click tracking is",
-        settingFix("tracking_settings.click_tracking"),
-      ),
-      notSupported(
-        "tracking_settings.open_tracking",
-        "Open tracking is",
-        settingFix("tracking_settings.open_tracking"),
-      ),
-      notSupported(
-        "tracking_settings.subscription_tracking",
-        "Subscription tracking is",
-        settingFix("tracking_settings.subscription_tracking"),
-      ),
-      notSupported(
-        "tracking_settings.ganalytics",
-        "Google Analytics tracking is",
-        settingFix("tracking_settings.ganalytics"),
-      ),
     ]);
   });
 

@@ -384,3 +384,15 @@ export const statsDaily = sqliteTable(
   (t) => [uniqueIndex("stats_daily_pk").on(t.tenantId, t.category, t.day, t.metric)],
 );
 
+/**
+ * A tenant's tracking defaults (docs/api/tracking.md#tenant-defaults), as set with
+ * PUT /api/admin/tenants/{id}/tracking; no row: the documented defaults. `settings` holds only the
+ * keys that were set (shared/tracking/settings.ts fills in the rest).
+ */
+export const tenantTrackingSettings = sqliteTable("tenant_tracking_settings", {
+  tenantId: text("tenant_id")
+    .primaryKey()
+    .references(() => tenants.id),
+  settings: text("settings", { mode: "json" }).$type<Record<string, boolean>>().notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});

@@ -105,6 +105,7 @@ import {
 import { eventRow, planResult, type ResultPlan } from "../services/result-plan.ts";
 import { catalogMessageRow, type AcceptedMessage, type CatalogRows } from "../services/outbox-entry.ts";
 import { loadConfig, type Bindings, type Config } from "../env.ts";
+import { trackingWelcome } from "../services/tracking-key.ts";
 import { openDkimPrivateKey, type DkimKeyKind } from "../lib/dkim-key-box.ts";
 import { inboundStatements, loadInboundTargets } from "../db/inbound-events.ts";
 import { planInboundEvents } from "../services/inbound-event.ts";
@@ -996,6 +997,9 @@ export class OriginHub extends DurableObject<Bindings> {
           ws.close(1002, "protocol mismatch");
           return;
         }
+        // The key origins sign tracking links with, derived from TRACKING_SECRET (docs/link-protocol.md#tracking);
+        // awaited before any state changes, so no frame of this link is handled between them and the welcome.
+        const tracking = await trackingWelcome(this.config);
         if (this.isRetired(frame.nodeId, frame.bootId)) {
           // Its jobs went to its successor: two processes under one NODE_ID must not take turns.
           this.send(ws, {
@@ -1023,6 +1027,7 @@ export class OriginHub extends DurableObject<Bindings> {
           shards: hubs.length,
           leaseMs: this.config.LINK_LEASE_MS,
           hubs,
+          tracking,
         });
         await this.dispatch();
         return;

@@ -54,6 +54,8 @@ import { activeTemplateHead, activeTemplateVersion } from "./templates-cache.ts"
 import { checkScheduling, notBeforeOf } from "./scheduling.ts";
 import type { JobTemplate, TemplateSnapshotRef } from "../../../shared/link/protocol.ts";
 import type { AcceptRequest, AcceptResult, OutboxEntry } from "../objects/origin-hub.ts";
+import { mergeTracking } from "../../../shared/tracking/settings.ts";
+import { trackingDefaultsOf } from "./tracking-settings.ts";
 import {
   buildOutboxEntry,
   catalogRowsOf,
@@ -133,6 +135,9 @@ export async function sendMail(
     mail.template_id !== undefined ? await requireTemplate(deps.db, principal, mail.template_id) : null;
   const domains =
     mode === "live" ? await requireVerifiedDomains(deps.db, principal.tenantId, drafts) : new Map();
+  // The tenant's tracking defaults with the request's settings merged over them (docs/api/tracking.md#settings).
+  const tracking =
+    mode === "live" ? mergeTracking(await trackingDefaultsOf(deps.db, principal.tenantId), mail) : null;
 
   const now = deps.now();
   // Hashed and checked in both modes, so sandbox answers as live would; only live stores them.
@@ -164,6 +169,7 @@ export async function sendMail(
     if (draft.otherContent.length > 0) entry.message.alternatives = draft.otherContent;
     // The hub refuses a pool no origin announced (services/ip-pools.ts); a sandbox send names it to no one.
     if (mail.ip_pool_name !== undefined) entry.ipPool = mail.ip_pool_name;
+    if (tracking) entry.message.tracking = tracking;
     // The hub holds the message until its send_at, and pauses or cancels it with its batch.
     entry.notBefore = notBeforeOf(draft.sendAt, now);
     if (mail.batch_id !== undefined) entry.batchId = row.batchId = mail.batch_id;

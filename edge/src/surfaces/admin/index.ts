@@ -32,6 +32,7 @@ import {
 } from "../../services/domains.ts";
 import { createApiKey, createTenant, requireTenant } from "../../services/tenants.ts";
 import { renderFastApi } from "../errors.ts";
+import { tenantTrackingApi } from "./tracking.ts";
 import { parseInput, readJson } from "../validate.ts";
 
 const TenantBody = z.object({ name: z.string().trim().min(1).max(255) });
@@ -240,4 +241,6 @@ export const adminApi = new Hono<AppEnv>()
     });
   });
 
+// Tracking defaults (docs/api/tracking.md#tenant-defaults): the operator, or a key with admin.settings.
+adminApi.route("/tenants/:id/tracking", tenantTrackingApi);
 adminApi.onError(renderFastApi);

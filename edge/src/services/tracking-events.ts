@@ -1,0 +1,135 @@
+/**
+ * The events the public /t/* routes record (docs/api/tracking.md#events): built from the verified
+ * token and the request, written to D1's `events` table and handed to the tenant's webhooks, after
+ * the answer went out (`waitUntil`). Stats and suppressions follow from the rows (D1 triggers).
+ *
+ * Ids are stable per hit: `evt_` + 26 base32 characters of SHA-256 over (type, message, recipient,
+ * what the hit names: the click's URL, the group) and the minute it came in. A client that fetches the
+ * same pixel or link twice within that minute (a retry, a double click, a preview pane and the
+ * message view) is recorded once; D1 keeps the first (ON CONFLICT DO NOTHING) and the webhook queue
+ * posts an event id once. An open a day later is a new open.
+ */
+import type { Bindings } from "../env.ts";
+import type { Db } from "../db/client.ts";
+import { events } from "../db/schema.ts";
+import type { EventType } from "../db/schema.ts";
+import { fanOutWebhookEvents } from "./webhook-fanout.ts";
+import type { FlushedEvent } from "./webhook-events.ts";
+
+const ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/** Hits of one kind on one link within this window are one event. */
+export const DEDUPE_WINDOW_MS = 60_000;
+
+export interface TrackingHit {
+  type: Extract<EventType, "open" | "click" | "unsubscribe" | "group_unsubscribe" | "group_resubscribe">;
+  tenantId: string;
+  messageId: string;
+  recipient: string;
+  /** What distinguishes two hits on the same message (a click's URL, an ASM group id). */
+  discriminator?: string;
+  metadata: Record<string, unknown>;
+  /** Unix ms. */
+  at: number;
+}
+
+export async function stableEventId(hit: Omit<TrackingHit, "metadata">): Promise<string> {
+  const input = [
+    hit.type,
+    hit.tenantId,
+    hit.messageId,
+    hit.recipient.toLowerCase(),
+    hit.discriminator ?? "",
+    String(Math.floor(hit.at / DEDUPE_WINDOW_MS)),
+  ].join("\u0000");
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(input)));
+  // 130 bits in 26 characters: 5 bits per character from the digest's bit stream.
+  let out = "";
+  let acc = 0;
+  let bits = 0;
+  for (const b of digest) {
+    acc = (acc << 8) | b;
+    bits += 8;
+    while (bits >= 5 && out.length < 26) {
+      out += ALPHABET[(acc >> (bits - 5)) & 31];
+      bits -= 5;
+    }
+    acc &= (1 << bits) - 1;
+    if (out.length === 26) break;
+  }
+  return `evt_${out}`;
+}
+
+/**
+ * Privacy proxies that fetch every image of a message whatever the recipient does (docs/api/tracking.md#machine-opens):
+ *  - Apple Mail Privacy Protection fetches through Apple's proxy with the bare User-Agent
+ *    `Mozilla/5.0` (no platform, no engine), from Apple's 17.0.0.0/8 or its relay's addresses;
+ *  - Google's image proxy (`GoogleImageProxy` in the User-Agent, via ggpht.com) fetches for Gmail.
+ *    It fetches when the message is displayed, but also ahead of that for some accounts: such an
+ *    open says "a proxy fetched it", not "a person saw it".
+ *  - Yahoo's (`YahooMailProxy`) behaves like Google's.
+ * `proxy` names which one matched; the open is still recorded, with `machine_open: true`.
+ */
+export function machineOpen(userAgent: string, ip: string): { proxy: string } | null {
+  const ua = userAgent.trim();
+  if (ua === "Mozilla/5.0" || /^17\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(ip)) return { proxy: "apple_mpp" };
+  if (/GoogleImageProxy/i.test(ua)) return { proxy: "google_image_proxy" };
+  if (/YahooMailProxy/i.test(ua)) return { proxy: "yahoo_mail_proxy" };
+  return null;
+}
+
+/** The client's address as Cloudflare reports it, and its User-Agent (bounded). */
+export function clientOf(req: Request): { userAgent: string; ip: string } {
+  return {
+    userAgent: (req.headers.get("user-agent") ?? "").slice(0, 512),
+    ip: (req.headers.get("cf-connecting-ip") ?? "").slice(0, 64),
+  };
+}
+
+/** Writes the hits to D1 and hands them to webhooks. Errors are logged: the answer has gone already. */
+export async function recordTrackingHits(
+  db: Db,
+  env: Pick<Bindings, "WEBHOOK_QUEUE">,
+  hits: TrackingHit[],
+): Promise<void> {
+  try {
+    const rows: FlushedEvent[] = [];
+    for (const h of hits) {
+      rows.push({
+        id: await stableEventId(h),
+        tenantId: h.tenantId,
+        messageId: h.messageId,
+        eventType: h.type,
+        recipientEmail: h.recipient.toLowerCase(),
+        timestamp: h.at,
+        attempt: 0,
+        metadata: h.metadata,
+      });
+    }
+    if (rows.length === 0) return;
+    await db
+      .insert(events)
+      .values(
+        rows.map((r) => ({
+          id: r.id,
+          tenantId: r.tenantId,
+          messageId: r.messageId,
+          eventType: r.eventType,
+          recipientEmail: r.recipientEmail,
+          timestamp: r.timestamp,
+          attempt: 0,
+          metadata: r.metadata as Record<string, unknown>,
+        })),
+      )
+      .onConflictDoNothing();
+    await fanOutWebhookEvents(env, rows);
+  } catch (err) {
+    console.error(
+      JSON.stringify({
+        level: "error",
+        msg: "tracking event not recorded",
+        events: hits.map((h) => `${h.type}:${h.messageId}`),
+        error: err instanceof Error ? err.message : String(err),
+      }),
+    );
+  }
+}
