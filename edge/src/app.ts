@@ -7,11 +7,11 @@
  *   /v3/messages/{id}/cancel  cancels a message not yet handed to an origin (detail)
  *   /v3/user/webhooks     webhook endpoints (detail) and SendGrid's Event Webhook settings (errors[])
  *   /v3/stats, /v3/categories/stats  stats counters (errors[])
+ *   /v3/images            the image library (detail); /i/{id} its public, immutable URLs
  *   /api/admin/*          native admin API (detail, {data})
  *   /link                 origin WebSocket, authenticated with ORIGIN_TOKEN
  *   /origin/blobs/*       attachments and large bodies for the origin (ORIGIN_TOKEN)
  *   /origin/templates/*   template snapshots for the origin (ORIGIN_TOKEN)
- *   /t/*                  public tracking: open pixel, click redirect, unsubscribe page (token-signed)
  *   /healthz              liveness
  */
 import { Hono } from "hono";
@@ -35,7 +35,8 @@ import { templatesApi } from "./surfaces/sendgrid/templates.ts";
 import { eventWebhookApi, webhooksApi } from "./surfaces/sendgrid/webhooks.ts";
 import { categoryStatsApi, statsApi } from "./surfaces/sendgrid/stats.ts";
 import { originBlobs } from "./surfaces/origin/blobs.ts";
-import { trackingApi } from "./surfaces/tracking/index.ts";
+import { imagesApi } from "./surfaces/sendgrid/images.ts";
+import { imageProxy } from "./surfaces/public/images.ts";
 
 export function createApp() {
   const app = new Hono<AppEnv>();
@@ -74,7 +75,6 @@ export function createApp() {
     return hubStub(c.env, hubs[shard]!).fetch(c.req.raw);
   });
 
-  app.route("/t", trackingApi);
   app.route("/origin/blobs", originBlobs);
   app.route("/origin/templates", originBlobs);
   app.route("/v3/mail/send", mailSend);
@@ -88,6 +88,8 @@ export function createApp() {
   app.route("/v3/user/webhooks", webhooksApi);
   app.route("/v3/stats", statsApi);
   app.route("/v3/categories", categoryStatsApi);
+  app.route("/v3/images", imagesApi);
+  app.route("/i", imageProxy);
   app.route("/api/admin", adminApi);
 
   app.notFound((c) => c.json({ detail: "Not Found" }, 404));

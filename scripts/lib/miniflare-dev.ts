@@ -83,6 +83,8 @@ export async function startDevEdge(opts: StartDevEdgeOptions): Promise<DevEdge> 
     name: WORKER_NAME,
     scriptPath,
     modules: true,
+    // The bundle's .wasm modules (photon, the image library's decoder) load as compiled Wasm, as on Workers.
+    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
     // Module names are relative to this; the state folder may be anywhere (a test's is in /tmp).
     modulesRoot: bundleDir,
     compatibilityDate: COMPATIBILITY_DATE,

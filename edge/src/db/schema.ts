@@ -385,14 +385,36 @@ export const statsDaily = sqliteTable(
 );
 
 /**
- * A tenant's tracking defaults (docs/api/tracking.md#tenant-defaults), as set with
- * PUT /api/admin/tenants/{id}/tracking; no row: the documented defaults. `settings` holds only the
- * keys that were set (shared/tracking/settings.ts fills in the rest).
+ * The image library (docs/api/images.md): one row per uploaded image; the bytes are in R2 under
+ * `r2_key` and its thumbnail under `thumbnail_key` (a copy of the original when that already fits).
+ * `content_type`, `width` and `height` come from the file's bytes, never from the request. A delete
+ * removes the objects and sets `deleted_at`, so `/i/{id}` can answer 410 instead of 404.
  */
-export const tenantTrackingSettings = sqliteTable("tenant_tracking_settings", {
-  tenantId: text("tenant_id")
-    .primaryKey()
-    .references(() => tenants.id),
-  settings: text("settings", { mode: "json" }).$type<Record<string, boolean>>().notNull(),
-  updatedAt: integer("updated_at").notNull(),
-});
+export const images = sqliteTable(
+  "images",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    filename: text("filename").notNull(),
+    originalFilename: text("original_filename").notNull(),
+    contentType: text("content_type").notNull(),
+    size: integer("size").notNull(),
+    width: integer("width").notNull(),
+    height: integer("height").notNull(),
+    /** SHA-256 of the bytes, hex: the ETag of /i/{id}. */
+    sha256: text("sha256").notNull(),
+    r2Key: text("r2_key").notNull(),
+    thumbnailKey: text("thumbnail_key"),
+    altText: text("alt_text"),
+    folder: text("folder"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+    deletedAt: integer("deleted_at"),
+  },
+  (t) => [
+    index("images_tenant_created").on(t.tenantId, t.deletedAt, t.createdAt),
+    index("images_tenant_folder").on(t.tenantId, t.folder),
+  ],
+);

@@ -54,6 +54,8 @@ export async function startInstrumentedEdge(
   const mf = new Miniflare({
     scriptPath,
     modules: true,
+    // The bundle's .wasm modules (photon, the image library's decoder) load as compiled Wasm, as on Workers.
+    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
     compatibilityDate: "2026-08-01",
     compatibilityFlags: ["nodejs_compat"],
     d1Databases: { DB: "scaisend" },
