@@ -12,6 +12,7 @@
  *   /link                 origin WebSocket, authenticated with ORIGIN_TOKEN
  *   /origin/blobs/*       attachments and large bodies for the origin (ORIGIN_TOKEN)
  *   /origin/templates/*   template snapshots for the origin (ORIGIN_TOKEN)
+ *   /t/*                  public tracking: open pixel, click redirect, unsubscribe page (token-signed)
  *   /healthz              liveness
  */
 import { Hono } from "hono";
@@ -37,6 +38,7 @@ import { categoryStatsApi, statsApi } from "./surfaces/sendgrid/stats.ts";
 import { originBlobs } from "./surfaces/origin/blobs.ts";
 import { imagesApi } from "./surfaces/sendgrid/images.ts";
 import { imageProxy } from "./surfaces/public/images.ts";
+import { trackingApi } from "./surfaces/tracking/index.ts";
 
 export function createApp() {
   const app = new Hono<AppEnv>();
@@ -75,6 +77,7 @@ export function createApp() {
     return hubStub(c.env, hubs[shard]!).fetch(c.req.raw);
   });
 
+  app.route("/t", trackingApi);
   app.route("/origin/blobs", originBlobs);
   app.route("/origin/templates", originBlobs);
   app.route("/v3/mail/send", mailSend);

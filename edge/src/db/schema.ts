@@ -385,6 +385,19 @@ export const statsDaily = sqliteTable(
 );
 
 /**
+ * A tenant's tracking defaults (docs/api/tracking.md#tenant-defaults), as set with
+ * PUT /api/admin/tenants/{id}/tracking; no row: the documented defaults. `settings` holds only the
+ * keys that were set (shared/tracking/settings.ts fills in the rest).
+ */
+export const tenantTrackingSettings = sqliteTable("tenant_tracking_settings", {
+  tenantId: text("tenant_id")
+    .primaryKey()
+    .references(() => tenants.id),
+  settings: text("settings", { mode: "json" }).$type<Record<string, boolean>>().notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+/**
  * The image library (docs/api/images.md): one row per uploaded image; the bytes are in R2 under
  * `r2_key` and its thumbnail under `thumbnail_key` (a copy of the original when that already fits).
  * `content_type`, `width` and `height` come from the file's bytes, never from the request. A delete
