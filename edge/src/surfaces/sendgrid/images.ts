@@ -60,8 +60,9 @@ const tenantOf = (c: Context<AppEnv>): string => {
   return p.tenantId;
 };
 
-/** Where recipients reach `/i/`: the host this API was called on. */
-const publicBase = (c: Context<AppEnv>): string => new URL(c.req.url).origin;
+/** Where recipients reach `/i/`: PUBLIC_URL when set (docs/configuration.md), else the host called. */
+const publicBase = (c: Context<AppEnv>): string =>
+  (c.get("config").PUBLIC_URL ?? new URL(c.req.url).origin).replace(/\/+$/, "");
 
 const tooLarge = () =>
   new AppError("payload_too_large", `The image is larger than ${MAX_IMAGE_BYTES} bytes (10 MB)`);
