@@ -33,6 +33,8 @@ import { batchesApi } from "./surfaces/sendgrid/batches.ts";
 import { messageActionsApi } from "./surfaces/sendgrid/message-actions.ts";
 import { scheduledSendsApi } from "./surfaces/sendgrid/scheduled-sends.ts";
 import { templatesApi } from "./surfaces/sendgrid/templates.ts";
+import { suppressionsApi } from "./surfaces/sendgrid/suppressions.ts";
+import { asmApi } from "./surfaces/sendgrid/asm.ts";
 import { eventWebhookApi, webhooksApi } from "./surfaces/sendgrid/webhooks.ts";
 import { categoryStatsApi, statsApi } from "./surfaces/sendgrid/stats.ts";
 import { originBlobs } from "./surfaces/origin/blobs.ts";
@@ -86,6 +88,8 @@ export function createApp() {
   app.route("/v3/messages", messageActionsApi);
   app.route("/v3/messages", messagesApi);
   app.route("/v3/templates", templatesApi);
+  app.route("/v3/suppression", suppressionsApi);
+  app.route("/v3/asm", asmApi);
   // SendGrid's /event/* paths before the endpoints' /:id, which would take "event" as an id.
   app.route("/v3/user/webhooks/event", eventWebhookApi);
   app.route("/v3/user/webhooks", webhooksApi);

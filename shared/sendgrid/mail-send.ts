@@ -1136,7 +1136,7 @@ export function validateMailSend(body: unknown, now: Date | number = Date.now())
  *
  * Refused only when the request asks for something that would not happen: a non-empty
  * `dynamic_template_data` without a dynamic template, substitutions or sections with one, any
- * `asm`, content blocks that cannot be a MIME part (content-types.ts), `spam_check` enabled, and
+ * content blocks that cannot be a MIME part (content-types.ts), `spam_check` enabled, and
  * settings with `enable: true` (`enable: false` asks for what
  * happens anyway). Honoured, so accepted: addresses (per-personalization `from` too), subject,
  * content, attachments (stored in R2 once per request, docs/api/sendgrid.md#attachments),
@@ -1146,7 +1146,8 @@ export function validateMailSend(body: unknown, now: Date | number = Date.now())
  * headers, substitutions and sections, `custom_args` and `categories` (kept with the
  * message, returned and filterable by /v3/messages), `ip_pool_name` (checked against the pools the
  * origins announced when the hub accepts the send), `mail_settings.sandbox_mode`, and the
- * `bypass_*` settings: there are no suppression lists yet, so every recipient already gets the mail.
+ * `bypass_*` settings and `asm` (the hub checks the suppression lists before dispatch:
+ * edge/src/services/suppression-check.ts).
  *
  * `_now` (epoch milliseconds) is unused since send_at is honoured; callers still pass it.
  */
@@ -1169,7 +1170,7 @@ export function notSupportedErrors(mail: MailSend, _now: number = Date.now()): S
     errors.push(fieldError(["sections"], MESSAGES.sectionsWithDynamic));
   // Other content types are built as parts of their own; what cannot be one is refused (content-types.ts).
   errors.push(...contentTypeErrors(mail.content));
-  if (mail.asm !== undefined) refuse(["asm"], "Unsubscribe groups (asm) are", "remove asm");
+  // `asm` is honoured: the send path checks its groups are the tenant's (edge/src/services/suppression-policy.ts).
   // SendGrid retired spam checking of outgoing mail; asking for it is refused, not ignored.
   if (mail.mail_settings?.spam_check?.enable === true)
     errors.push(fieldError(["mail_settings", "spam_check"], MESSAGES.spamCheckRetired));

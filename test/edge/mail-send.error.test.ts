@@ -310,12 +310,11 @@ describe("post /v3/mail/send refuses fields it would not honour", () => {
     expect(await messageCount(t.tenantId)).toBe(before);
   });
 
-  it("asm, dynamic_template_data and every enabled setting that is not built", async () => {
+  it("dynamic_template_data and every enabled setting that is not built (asm is honoured: suppressions.hub.test.ts)", async () => {
     const res = await sendMail(
       t.liveKey,
       mailBody(t.from, {
         personalizations: [{ to: [{ email: "rcpt@example.net" }], dynamic_template_data: { name: "Ann" } }],
-        asm: { group_id: 1 },
         mail_settings: {
           spam_check: { enable: true, threshold: 5 },
           sandbox_mode: { enable: false },
@@ -330,7 +329,6 @@ describe("post /v3/mail/send refuses fields it would not honour", () => {
         field: "personalizations.0.dynamic_template_data",
         help: `${HELP}#personalizations.dynamic-template-data`,
       },
-      notSupported("asm", "Unsubscribe groups (asm) are", "remove asm"),
       {
         message:
           "The spam check mail setting is retired (as at SendGrid) and this deployment does not score outgoing mail for spam; remove mail_settings.spam_check or set its enable to false.",

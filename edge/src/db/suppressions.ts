@@ -508,3 +508,57 @@ const FIND_SUPPRESSED_SQL = `SELECT j.t AS t, j.e AS e, s.list AS list, NULL AS 
   UNION ALL
   SELECT j.t, j.e, NULL, g.group_id FROM ${PAIRS} AS j
     JOIN asm_group_suppressions AS g ON g.tenant_id = j.t AND g.email = j.e`;
+
+/**
+ * One page of a list for the CSV export, oldest first, after the (created_at, email) cursor:
+ * keyset paging on `suppressions_tenant_list_created`, so an export of a long list reads each row once.
+ */
+export async function exportPage(
+  db: Db,
+  tenantId: string,
+  list: SuppressionList,
+  after: { createdAt: number; email: string } | null,
+  n: number,
+  q: Omit<ListQuery, "limit" | "offset">,
+): Promise<SuppressionRow[]> {
+  const where: SQL[] = [eq(suppressions.tenantId, tenantId), eq(suppressions.list, list)];
+  if (after)
+    where.push(
+      sql`(${suppressions.createdAt}, ${suppressions.email}) > (${after.createdAt}, ${after.email})`,
+    );
+  if (q.startTime !== undefined) where.push(gte(suppressions.createdAt, q.startTime));
+  if (q.endTime !== undefined) where.push(lte(suppressions.createdAt, q.endTime));
+  if (q.emailPrefix !== undefined) {
+    const pattern = normalizeEmail(q.emailPrefix).replace(/[\\_]/g, (c) => `\\${c}`) + "%";
+    where.push(sql`${suppressions.email} LIKE ${pattern} ESCAPE '\\'`);
+  }
+  return db
+    .select()
+    .from(suppressions)
+    .where(and(...where))
+    .orderBy(asc(suppressions.createdAt), asc(suppressions.email))
+    .limit(n)
+    .all();
+}
+
+const ADD_UNSUBSCRIBES_SQL = `INSERT INTO suppressions (tenant_id, email, list, created_at)
+  SELECT ?1, value, 'unsubscribes', ?2 FROM json_each(?3) WHERE true
+  ON CONFLICT (tenant_id, email, list) DO NOTHING`;
+
+/** Many global unsubscribes in one statement per 5,000; an address already there keeps its first time. */
+export async function unsubscribeGloballyMany(
+  db: Db,
+  tenantId: string,
+  emails: string[],
+  at: number,
+): Promise<void> {
+  const all = [...new Set(emails.map(normalizeEmail))];
+  const statements: D1PreparedStatement[] = [];
+  for (let i = 0; i < all.length; i += INSERT_CHUNK)
+    statements.push(
+      db.$client
+        .prepare(ADD_UNSUBSCRIBES_SQL)
+        .bind(tenantId, at, JSON.stringify(all.slice(i, i + INSERT_CHUNK))),
+    );
+  if (statements.length > 0) await db.$client.batch(statements);
+}

@@ -106,6 +106,7 @@ import { eventRow, planResult, type ResultPlan } from "../services/result-plan.t
 import { catalogMessageRow, type AcceptedMessage, type CatalogRows } from "../services/outbox-entry.ts";
 import { loadConfig, type Bindings, type Config } from "../env.ts";
 import { trackingWelcome } from "../services/tracking-key.ts";
+import { dropPlan, suppressionDrops, type DropDecision, type SuppressionPolicy } from "../services/suppression-check.ts";
 import { openDkimPrivateKey, type DkimKeyKind } from "../lib/dkim-key-box.ts";
 import { inboundStatements, loadInboundTargets } from "../db/inbound-events.ts";
 import { planInboundEvents } from "../services/inbound-event.ts";
@@ -144,7 +145,8 @@ import {
 } from "../services/message-retry.ts";
 
 /** What the send path hands the hub: everything to build the job, with the DKIM key still sealed. */
-export interface OutboxEntry {
+/** `asm` and the `bypass_*` settings (SuppressionPolicy) are what the check before dispatch reads. */
+export interface OutboxEntry extends SuppressionPolicy {
   messageId: string;
   tenantId: string;
   recipients: string[];
@@ -311,6 +313,8 @@ const MAX_PENDING_SENDING = 10_000;
 const FLUSH_RETRY_MS = 1_000;
 /** A message the hub failed itself whose D1 write failed is tried again after this. */
 const UNSENDABLE_RETRY_MS = 30_000;
+/** After a failed suppression check, how long due rows wait before the next one (nothing is sent meanwhile). */
+const SUPPRESSION_RETRY_MS = 2_000;
 /** Frame pacing (OriginHub#takeBreath): after this long busy with frames, a pause of BREATH_MS. */
 export const BUSY_SLICE_MS = 50;
 export const BREATH_MS = 5;
@@ -394,6 +398,8 @@ export class OriginHub extends DurableObject<Bindings> {
   /** The running dispatch loop; dispatches never overlap, a request during one makes it run again. */
   private dispatching: Promise<void> | null = null;
   private dispatchAgain = false;
+  /** Until when dispatch waits after a failed suppression check (dropSuppressed). */
+  private suppressionRetryAt = 0;
   /** Frame pacing (takeBreath): when the current busy stretch began, and the pause frames wait on. */
   private busySince = 0;
   private lastFrameAt = 0;
@@ -1311,10 +1317,61 @@ export class OriginHub extends DurableObject<Bindings> {
         }
         const free = held.size > 0 ? rows.filter((r) => !held.has(r.message_id)) : rows;
         if (free.length === 0) continue;
-        await this.dispatchTo(ws, free);
+        // Suppressed recipients are dropped here, off the accept path; null: D1 did not answer, nothing goes.
+        const unsuppressed = await this.dropSuppressed(free);
+        if (unsuppressed === null) break;
+        if (unsuppressed.length === 0) continue;
+        await this.dispatchTo(ws, unsuppressed);
       }
     }
     await this.scheduleAlarm();
+  }
+
+  /**
+   * The check before dispatch (services/suppression-check.ts): one D1 lookup for the rows' recipients.
+   * A message with a suppressed recipient gets its drop recorded like an outcome (recipients left
+   * are queued again, due now); the rest are returned to be dispatched. When D1 fails nothing is
+   * dropped or sent: the rows stay ready and the check is tried again in SUPPRESSION_RETRY_MS.
+   */
+  private async dropSuppressed(rows: DispatchRow[]): Promise<DispatchRow[] | null> {
+    if (Date.now() < this.suppressionRetryAt) {
+      await this.armAlarmBy(this.suppressionRetryAt);
+      return null;
+    }
+    let drops: Map<string, DropDecision>;
+    try {
+      drops = (await suppressionDrops(this.env.DB, rows)).drops;
+    } catch (err) {
+      this.suppressionRetryAt = Date.now() + SUPPRESSION_RETRY_MS;
+      console.error(JSON.stringify({ level: "error", msg: "suppression check failed", error: errorText(err) }));
+      await this.armAlarmBy(this.suppressionRetryAt);
+      return null;
+    }
+    if (drops.size === 0) return rows;
+    // The lookup awaited: only rows still ready at the same dispatch are decided now.
+    const now = Date.now();
+    const current = new Map(
+      this.sql
+        .exec<{ message_id: string; state: string; dispatches: number }>(
+          "SELECT message_id, state, dispatches FROM outbox WHERE message_id IN (SELECT value FROM json_each(?))",
+          JSON.stringify([...drops.keys()]),
+        )
+        .toArray()
+        .map((r) => [r.message_id, r]),
+    );
+    const results: PendingResult[] = [];
+    for (const row of rows) {
+      const d = drops.get(row.message_id);
+      const cur = current.get(row.message_id);
+      if (!d || cur?.state !== "ready" || cur.dispatches !== row.dispatches) continue;
+      results.push({ ws: null, jobId: null, row, plan: dropPlan(row, d, now), duplicates: [] });
+    }
+    if (results.length > 0) {
+      this.queueOutcomes(results);
+      this.scheduleFlush();
+      this.dispatchAgain = true;
+    }
+    return rows.filter((r) => !drops.has(r.message_id));
   }
 
   /** Builds every row into a job first, then leases and sends the ones that could be built. */
@@ -1876,7 +1933,9 @@ export class OriginHub extends DurableObject<Bindings> {
     if (next === null) return;
     // Ready rows that are already due wait for link credit, not for time: no need to spin the alarm.
     const hasCredit =
-      this.links().some((l) => l.state.credits > 0) && this.sendingMarksWaiting() < MAX_PENDING_SENDING;
+      this.links().some((l) => l.state.credits > 0) &&
+      this.sendingMarksWaiting() < MAX_PENDING_SENDING &&
+      Date.now() >= this.suppressionRetryAt;
     const now = Date.now();
     const readyDue = next <= now;
     const wake = readyDue && !hasCredit ? this.nextNonDueWake(now) : Math.max(next, now + MIN_ALARM_GAP_MS);

@@ -63,6 +63,7 @@ import {
   envelopeRecipients,
   type AcceptedMessage,
 } from "./outbox-entry.ts";
+import { checkAsm, suppressionPolicyOf } from "./suppression-policy.ts";
 
 export { MAX_BODY_BYTES };
 
@@ -129,6 +130,8 @@ export async function sendMail(
   }
   // send_at and batch_id: mail.schedule, and a batch of this tenant (services/scheduling.ts).
   await checkScheduling(deps.db, principal, mail, deps.now());
+  // asm: groups of this tenant (services/suppression-policy.ts).
+  await checkAsm(deps.db, principal.tenantId, mail);
   const sizes = new BodySizes();
   const drafts = draftsWithinLimits(mail, sizes);
   const template =
@@ -173,6 +176,8 @@ export async function sendMail(
     // The hub holds the message until its send_at, and pauses or cancels it with its batch.
     entry.notBefore = notBeforeOf(draft.sendAt, now);
     if (mail.batch_id !== undefined) entry.batchId = row.batchId = mail.batch_id;
+    // Its unsubscribe group and bypass_* settings, for the check before dispatch (services/suppression-check.ts).
+    Object.assign(entry, suppressionPolicyOf(mail));
     checkJobSize(entry, draft.personalizationIndex);
     rows.push(row);
     const own: NewRecipient[] = [];

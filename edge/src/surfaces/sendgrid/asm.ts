@@ -1,0 +1,261 @@
+/**
+ * /v3/asm — SendGrid's unsubscribe groups (Advanced Suppression Manager, docs/api/sendgrid.md#unsubscribe-groups):
+ * group CRUD (`PATCH` answers 201, as SendGrid's), each group's unsubscribes, every group unsubscribe
+ * of an address, and the global unsubscribe list (`GET …/global/{email}` is `{}` when the address
+ * is not on it, still 200). Group ids are SendGrid-style integers; another tenant's id is a 404
+ * exactly like a made-up one.
+ */
+import { Hono, type Context } from "hono";
+import type { AppEnv } from "../../context.ts";
+import {
+  addGroupSuppressions,
+  countGroups,
+  createGroup,
+  deleteGroup,
+  deleteSuppressions,
+  getGroup,
+  getGroupWithCount,
+  getSuppression,
+  groupNameTaken,
+  groupSuppressionsOf,
+  listAllGroupSuppressions,
+  listGroups,
+  listGroupSuppressions,
+  resubscribeToGroup,
+  searchGroupSuppressions,
+  unsubscribeGloballyMany,
+  updateGroup,
+  type AsmGroupRow,
+  type GroupWithCount,
+} from "../../db/suppressions.ts";
+import { authenticate } from "../../middleware/auth.ts";
+import { rateLimit } from "../../middleware/rate-limit.ts";
+import { renderSendGrid } from "../errors.ts";
+import {
+  badRequest,
+  fieldError,
+  intParam,
+  isObject,
+  notFound,
+  onlyKeys,
+  pathEmail,
+  queryOf,
+  readJson,
+  readScope,
+  recipientEmails,
+  SUPPRESSIONS_RATE_LIMIT,
+  tenantOf,
+  unixSeconds,
+  writeScope,
+} from "./suppression-http.ts";
+
+/** SendGrid's limits: 200 groups per account, names ≤ 30 and descriptions ≤ 100 characters. */
+export const MAX_GROUPS = 200;
+export const MAX_GROUP_NAME = 30;
+export const MAX_GROUP_DESCRIPTION = 100;
+/** Addresses per page of a group's (or every group's) unsubscribes; `limit`/`offset` page further. */
+export const MAX_GROUP_PAGE = 10_000;
+
+const groupBody = (g: AsmGroupRow) => ({
+  id: g.id,
+  name: g.name,
+  description: g.description,
+  is_default: g.isDefault,
+});
+const groupView = (g: GroupWithCount) => ({
+  id: g.id,
+  name: g.name,
+  description: g.description,
+  // Not tracked: SendGrid's field, always null here (docs/api/sendgrid.md#unsubscribe-groups).
+  last_email_sent_at: null,
+  is_default: g.isDefault,
+  unsubscribes: g.unsubscribes,
+});
+
+function groupIdOf(c: Context<AppEnv>): number {
+  const raw = c.req.param("id") ?? "";
+  if (!/^\d{1,15}$/.test(raw)) throw notFound();
+  return Number(raw);
+}
+
+async function ownGroup(c: Context<AppEnv>): Promise<AsmGroupRow> {
+  const g = await getGroup(c.get("db"), tenantOf(c), groupIdOf(c));
+  if (!g) throw notFound();
+  return g;
+}
+
+interface GroupInput {
+  name?: string;
+  description?: string;
+  isDefault?: boolean;
+}
+
+function parseGroup(body: unknown, creating: boolean): GroupInput {
+  if (!isObject(body)) throw badRequest(fieldError(null, "The body must be a JSON object."));
+  onlyKeys(body, ["name", "description", "is_default"]);
+  const out: GroupInput = {};
+  const name = body["name"];
+  if (name !== undefined || creating) {
+    if (typeof name !== "string" || name.trim() === "")
+      throw badRequest(fieldError("name", "name is required and must be a non-empty string."));
+    if (name.length > MAX_GROUP_NAME)
+      throw badRequest(fieldError("name", `name may be at most ${MAX_GROUP_NAME} characters.`));
+    out.name = name;
+  }
+  const description = body["description"];
+  if (description !== undefined) {
+    if (typeof description !== "string" || description.length > MAX_GROUP_DESCRIPTION)
+      throw badRequest(
+        fieldError(
+          "description",
+          `description must be a string of at most ${MAX_GROUP_DESCRIPTION} characters.`,
+        ),
+      );
+    out.description = description;
+  } else if (creating) out.description = "";
+  const isDefault = body["is_default"];
+  if (isDefault !== undefined) {
+    if (typeof isDefault !== "boolean")
+      throw badRequest(fieldError("is_default", "is_default must be a boolean."));
+    out.isDefault = isDefault;
+  } else if (creating) out.isDefault = false;
+  return out;
+}
+
+const nameTaken = () => badRequest(fieldError("name", "Another group with this name already exists."));
+const isUniqueViolation = (err: unknown) =>
+  /UNIQUE constraint failed/i.test(String((err as Error)?.message ?? err));
+
+function pageOf(c: Context<AppEnv>) {
+  const q = queryOf(c, ["limit", "offset"]);
+  return {
+    limit: intParam(q.one("limit"), "limit", 1, MAX_GROUP_PAGE, MAX_GROUP_PAGE),
+    offset: intParam(q.one("offset"), "offset", 0, 10_000_000, 0),
+  };
+}
+
+export const asmApi = new Hono<AppEnv>()
+  .use(authenticate())
+  .use(rateLimit({ name: "asm", per: "credential", limit: () => SUPPRESSIONS_RATE_LIMIT, windowMs: 1000 }))
+  // ----- groups
+  .post("/groups", writeScope, async (c) => {
+    const tenantId = tenantOf(c);
+    const input = parseGroup(await readJson(c), true) as Required<GroupInput>;
+    const db = c.get("db");
+    if ((await countGroups(db, tenantId)) >= MAX_GROUPS)
+      throw badRequest(fieldError(null, `An account may have at most ${MAX_GROUPS} unsubscribe groups.`));
+    if (await groupNameTaken(db, tenantId, input.name)) throw nameTaken();
+    try {
+      return c.json(groupBody(await createGroup(db, tenantId, input, Date.now())), 201);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw nameTaken();
+      throw err;
+    }
+  })
+  .get("/groups", readScope, async (c) => {
+    const q = queryOf(c, ["id"], ["id"]);
+    const ids = q.all("id").map((v) => intParam(v, "id", 1, Number.MAX_SAFE_INTEGER)!);
+    if (ids.length > 90) throw badRequest(fieldError("id", "At most 90 ids per request."));
+    const groups = await listGroups(c.get("db"), tenantOf(c), ids.length > 0 ? ids : undefined);
+    return c.json(groups.map(groupView));
+  })
+  .get("/groups/:id", readScope, async (c) => {
+    const g = await getGroupWithCount(c.get("db"), tenantOf(c), groupIdOf(c));
+    if (!g) throw notFound();
+    return c.json(groupView(g));
+  })
+  .patch("/groups/:id", writeScope, async (c) => {
+    const tenantId = tenantOf(c);
+    const g = await ownGroup(c);
+    const patch = parseGroup(await readJson(c), false);
+    const db = c.get("db");
+    if (patch.name !== undefined && (await groupNameTaken(db, tenantId, patch.name, g.id))) throw nameTaken();
+    try {
+      const updated = Object.keys(patch).length > 0 ? await updateGroupOrThrow(c, g.id, patch) : g;
+      // 201, as SendGrid answers this PATCH.
+      return c.json(groupBody(updated), 201);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw nameTaken();
+      throw err;
+    }
+  })
+  .delete("/groups/:id", writeScope, async (c) => {
+    if (!(await deleteGroup(c.get("db"), tenantOf(c), groupIdOf(c)))) throw notFound();
+    return c.body(null, 204);
+  })
+  // ----- a group's unsubscribes
+  .post("/groups/:id/suppressions", writeScope, async (c) => {
+    const g = await ownGroup(c);
+    const emails = recipientEmails(await readJson(c));
+    if (!(await addGroupSuppressions(c.get("db"), tenantOf(c), g.id, emails, Date.now()))) throw notFound();
+    return c.json({ recipient_emails: [...new Set(emails)] }, 201);
+  })
+  .get("/groups/:id/suppressions", readScope, async (c) => {
+    const g = await ownGroup(c);
+    return c.json(await listGroupSuppressions(c.get("db"), tenantOf(c), g.id, pageOf(c)));
+  })
+  .post("/groups/:id/suppressions/search", readScope, async (c) => {
+    const g = await ownGroup(c);
+    const emails = recipientEmails(await readJson(c));
+    return c.json(await searchGroupSuppressions(c.get("db"), tenantOf(c), g.id, emails));
+  })
+  .delete("/groups/:id/suppressions/:email", writeScope, async (c) => {
+    const g = await ownGroup(c);
+    if (!(await resubscribeToGroup(c.get("db"), tenantOf(c), g.id, pathEmail(c)))) throw notFound();
+    return c.body(null, 204);
+  })
+  // ----- global unsubscribes (before /suppressions/:email)
+  .post("/suppressions/global", writeScope, async (c) => {
+    const emails = [...new Set(recipientEmails(await readJson(c)))];
+    await unsubscribeGloballyMany(c.get("db"), tenantOf(c), emails, Date.now());
+    return c.json({ recipient_emails: emails }, 201);
+  })
+  .get("/suppressions/global/:email", readScope, async (c) => {
+    const email = pathEmail(c);
+    const row = await getSuppression(c.get("db"), tenantOf(c), "unsubscribes", email);
+    // 200 either way, as SendGrid: `{}` says "not unsubscribed".
+    return c.json(row ? { recipient_email: row.email } : {});
+  })
+  .delete("/suppressions/global/:email", writeScope, async (c) => {
+    const n = await deleteSuppressions(c.get("db"), tenantOf(c), "unsubscribes", [pathEmail(c)]);
+    if (n === 0) throw notFound();
+    return c.body(null, 204);
+  })
+  // ----- every group's unsubscribes
+  .get("/suppressions", readScope, async (c) => {
+    const rows = await listAllGroupSuppressions(c.get("db"), tenantOf(c), pageOf(c));
+    return c.json(
+      rows.map((r) => ({
+        email: r.email,
+        group_id: r.groupId,
+        group_name: r.groupName,
+        created_at: unixSeconds(r.createdAt),
+      })),
+    );
+  })
+  .get("/suppressions/:email", readScope, async (c) => {
+    const tenantId = tenantOf(c);
+    const email = pathEmail(c);
+    const [groups, suppressed] = await Promise.all([
+      listGroups(c.get("db"), tenantId),
+      groupSuppressionsOf(c.get("db"), tenantId, email),
+    ]);
+    const on = new Set(suppressed);
+    return c.json({
+      suppressions: groups.map((g) => ({
+        id: g.id,
+        name: g.name,
+        description: g.description,
+        is_default: g.isDefault,
+        suppressed: on.has(g.id),
+      })),
+    });
+  });
+
+async function updateGroupOrThrow(c: Context<AppEnv>, id: number, patch: GroupInput): Promise<AsmGroupRow> {
+  const row = await updateGroup(c.get("db"), tenantOf(c), id, patch);
+  if (!row) throw notFound();
+  return row;
+}
+
+asmApi.onError(renderSendGrid);
