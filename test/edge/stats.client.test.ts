@@ -23,7 +23,7 @@ async function liveMessages(tenantId: string, createdAt: number, categories: str
       fromEmail: "sender@example.com",
       subject: "s",
       toEmails: ["rcpt@example.net"],
-      recipients: { to: [{ email: "rcpt@example.net" }], cc: [], bcc: [] },
+      recipients: { to: [{ email: "rcpt@example.net" }], cc: [], bcc: [], replyTo: [] },
       headers: {},
       categories,
       customArgs: {},

@@ -41,7 +41,7 @@ function messageRow(
     fromEmail: "sender@example.com",
     subject: "s",
     toEmails: ["rcpt@example.net"],
-    recipients: { to: [{ email: "rcpt@example.net" }], cc: [], bcc: [] },
+    recipients: { to: [{ email: "rcpt@example.net" }], cc: [], bcc: [], replyTo: [] },
     headers: {},
     categories,
     customArgs: {},
