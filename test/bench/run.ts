@@ -5,7 +5,7 @@
  * <date>-quick.json; --only runs: <date>-partial-<steps>.json) and prints a Markdown summary to
  * stdout; progress goes to stderr.
  *
- * `--only=dkim,accept,delivery,tti,template,devstack,chaos` runs a subset (for development); `--only=viaedge`
+ * `--only=dkim,accept,delivery,tti,template,webhooks,devstack,chaos` runs a subset (for development); `--only=viaedge`
  * is the part of `delivery` that compares the origin alone with the origin through the edge (the
  * harness run and the paced through-edge run, plus the edge's CPU profile), without Postfix.
  */
@@ -34,6 +34,7 @@ import { round } from "./lib/stats.ts";
 import { ensureTools } from "./lib/tools.ts";
 import { benchTemplateSend } from "./template-send.ts";
 import { benchTimeToInbox } from "./time-to-inbox.ts";
+import { benchWebhooks } from "./webhooks.ts";
 
 const quick = process.argv.includes("--quick");
 const onlyArg = process.argv.find((a) => a.startsWith("--only="));
@@ -246,6 +247,21 @@ async function main(): Promise<number> {
             dnsServer: dns.server,
             workDir,
           }),
+        );
+      } finally {
+        await edge.stop();
+      }
+    }
+  }
+  if (want("webhooks")) {
+    // Its own edge, allowed to post to the loopback receiver: delivered events vs delivery, same run.
+    const edge = await step("start an edge for the webhook run", () =>
+      startBenchEdge(workDir, "webhooks", dns.dohUrl, "miniflare", { WEBHOOK_ALLOW_PRIVATE: "127.0.0.1" }),
+    );
+    if (edge) {
+      try {
+        results.webhooks = await step("webhook events vs delivery", () =>
+          benchWebhooks(edge, { quick, html, dnsServer: dns.server, workDir }),
         );
       } finally {
         await edge.stop();

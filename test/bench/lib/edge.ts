@@ -42,6 +42,8 @@ export async function startBenchEdge(
   name: string,
   dohUrl: string,
   runtime: EdgeRuntime = "wrangler",
+  /** More vars for this edge (e.g. WEBHOOK_ALLOW_PRIVATE for a loopback webhook receiver). */
+  extraVars: Record<string, string> = {},
 ): Promise<BenchEdge> {
   const inspectorPort = await freePort();
   const secrets = {
@@ -50,7 +52,7 @@ export async function startBenchEdge(
     SECRETS_KEY: randomBytes(32).toString("base64"),
     TRACKING_SECRET: randomBytes(24).toString("hex"),
   };
-  const vars = { ...secrets, DEV_MODE: "true", DNS_RESOLVER_URL: dohUrl };
+  const vars = { ...secrets, DEV_MODE: "true", DNS_RESOLVER_URL: dohUrl, ...extraVars };
   const persistDir = path.join(workDir, `state-${name}`);
   let edge: {
     url: string;

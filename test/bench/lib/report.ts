@@ -6,6 +6,7 @@ import type { EdgeAcceptResult } from "../edge-accept.ts";
 import type { Throughput } from "../delivery.ts";
 import type { TemplateSendResult } from "../template-send.ts";
 import type { TtiResult } from "../time-to-inbox.ts";
+import type { WebhooksBenchResult } from "../webhooks.ts";
 import type { ProfileSummary } from "./cpuprofile.ts";
 
 export interface BenchResults {
@@ -42,6 +43,7 @@ export interface BenchResults {
   };
   timeToInbox?: TtiResult;
   templateSend?: TemplateSendResult;
+  webhooks?: WebhooksBenchResult;
   chaos?: ChaosBench;
   devStack?: DevStackResult;
   errors: { step: string; error: string }[];
@@ -335,6 +337,39 @@ export function renderMarkdown(r: BenchResults): string {
           fmt(x.msToAllDelivered),
           fmt(x.messagesPerSec),
         ]),
+      ),
+    );
+  }
+
+  const wh = r.webhooks;
+  if (wh) {
+    out.push(
+      `\n**8. Webhook events vs delivery** (${fmt(wh.messages)} messages in ${wh.requests} request(s); one ScaiSend endpoint subscribed to \`delivered\` on a loopback receiver; delivery = DATA ended at the sink)\n`,
+    );
+    out.push(
+      table(
+        [
+          "delivered msg/s",
+          "events posted /s",
+          "keeps up",
+          "delivery → POST p50 ms",
+          "p95",
+          "p99",
+          "max",
+          "duplicates",
+        ],
+        [
+          [
+            fmt(wh.deliveryPerSec),
+            fmt(wh.eventsPerSec),
+            wh.keepsUp ? "yes" : "no",
+            fmt(wh.deliveryToPostMs.p50),
+            fmt(wh.deliveryToPostMs.p95),
+            fmt(wh.deliveryToPostMs.p99),
+            fmt(wh.deliveryToPostMs.max),
+            fmt(wh.duplicates),
+          ],
+        ],
       ),
     );
   }
