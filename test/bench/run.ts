@@ -35,6 +35,7 @@ import { ensureTools } from "./lib/tools.ts";
 import { benchTemplateSend } from "./template-send.ts";
 import { benchTimeToInbox } from "./time-to-inbox.ts";
 import { benchWebhooks } from "./webhooks.ts";
+import { benchTracking } from "./tracking.ts";
 
 const quick = process.argv.includes("--quick");
 const onlyArg = process.argv.find((a) => a.startsWith("--only="));
@@ -267,6 +268,12 @@ async function main(): Promise<number> {
         await edge.stop();
       }
     }
+  }
+  if (want("tracking")) {
+    // The click route vs /healthz of the same Worker, same run (target ≥ 0.8; test/bench/tracking.ts).
+    results.tracking = await step("tracking: click route vs /healthz", () =>
+      benchTracking({ quick, workDir, wrkBin: tools.wrk, dohUrl: dns.dohUrl }),
+    );
   }
   if (want("delivery") && results.delivery && !quick) {
     // All 10 POSTs back to back: a 10,000-message backlog in the hub. Its own edge, bounded to 2 minutes.

@@ -3,6 +3,8 @@
  * token and the request, written to D1's `events` table and handed to the tenant's webhooks, after
  * the answer went out (`waitUntil`). Stats and suppressions follow from the rows (D1 triggers).
  *
+ * Hits are written in batches: each isolate collects them for BATCH_WINDOW_MS (`queueTrackingHits`).
+ *
  * Ids are stable per hit: `evt_` + 26 base32 characters of SHA-256 over (type, message, recipient,
  * what the hit names: the click's URL, the group) and the minute it came in. A client that fetches the
  * same pixel or link twice within that minute (a retry, a double click, a preview pane and the
@@ -10,7 +12,7 @@
  * posts an event id once. An open a day later is a new open.
  */
 import type { Bindings } from "../env.ts";
-import type { Db } from "../db/client.ts";
+import { chunkRows, type Db } from "../db/client.ts";
 import { events } from "../db/schema.ts";
 import type { EventType } from "../db/schema.ts";
 import { fanOutWebhookEvents } from "./webhook-fanout.ts";
@@ -85,6 +87,41 @@ export function clientOf(req: Request): { userAgent: string; ip: string } {
   };
 }
 
+/** How long hits wait in the isolate to be written together (one D1 batch, one hand-off per tenant). */
+export const BATCH_WINDOW_MS = 100;
+/** A batch is written at once when it has this many hits. */
+export const MAX_BATCH_HITS = 200;
+
+interface Batch {
+  hits: TrackingHit[];
+  db: Db;
+  env: Pick<Bindings, "WEBHOOK_QUEUE">;
+}
+let open: Batch | null = null;
+
+/**
+ * Adds hits to the isolate's open batch and returns the promise that writes it, or null when the
+ * hits joined a batch another request already owns (its `waitUntil` holds that write, which runs
+ * BATCH_WINDOW_MS after the batch opened; no request waits on another request's promise). A busy
+ * isolate writes one D1 batch per window instead of one per hit.
+ */
+export function queueTrackingHits(
+  db: Db,
+  env: Pick<Bindings, "WEBHOOK_QUEUE">,
+  hits: TrackingHit[],
+): Promise<void> | null {
+  if (open && open.hits.length < MAX_BATCH_HITS) {
+    open.hits.push(...hits);
+    return null;
+  }
+  const batch: Batch = { hits: [...hits], db, env };
+  open = batch;
+  return new Promise<void>((resolve) => setTimeout(resolve, BATCH_WINDOW_MS)).then(() => {
+    if (open === batch) open = null;
+    return recordTrackingHits(batch.db, batch.env, batch.hits);
+  });
+}
+
 /** Writes the hits to D1 and hands them to webhooks. Errors are logged: the answer has gone already. */
 export async function recordTrackingHits(
   db: Db,
@@ -106,21 +143,20 @@ export async function recordTrackingHits(
       });
     }
     if (rows.length === 0) return;
-    await db
-      .insert(events)
-      .values(
-        rows.map((r) => ({
-          id: r.id,
-          tenantId: r.tenantId,
-          messageId: r.messageId,
-          eventType: r.eventType,
-          recipientEmail: r.recipientEmail,
-          timestamp: r.timestamp,
-          attempt: 0,
-          metadata: r.metadata as Record<string, unknown>,
-        })),
-      )
-      .onConflictDoNothing();
+    const values = rows.map((r) => ({
+      id: r.id,
+      tenantId: r.tenantId,
+      messageId: r.messageId,
+      eventType: r.eventType,
+      recipientEmail: r.recipientEmail,
+      timestamp: r.timestamp,
+      attempt: 0,
+      metadata: r.metadata as Record<string, unknown>,
+    }));
+    const [first, ...more] = chunkRows(values, 8).map((chunk) =>
+      db.insert(events).values(chunk).onConflictDoNothing(),
+    );
+    await db.batch([first!, ...more]);
     await fanOutWebhookEvents(env, rows);
   } catch (err) {
     console.error(

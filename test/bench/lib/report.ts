@@ -7,6 +7,7 @@ import type { Throughput } from "../delivery.ts";
 import type { TemplateSendResult } from "../template-send.ts";
 import type { TtiResult } from "../time-to-inbox.ts";
 import type { WebhooksBenchResult } from "../webhooks.ts";
+import type { TrackingBenchResult } from "../tracking.ts";
 import type { ProfileSummary } from "./cpuprofile.ts";
 
 export interface BenchResults {
@@ -44,6 +45,7 @@ export interface BenchResults {
   timeToInbox?: TtiResult;
   templateSend?: TemplateSendResult;
   webhooks?: WebhooksBenchResult;
+  tracking?: TrackingBenchResult;
   chaos?: ChaosBench;
   devStack?: DevStackResult;
   errors: { step: string; error: string }[];
@@ -338,6 +340,19 @@ export function renderMarkdown(r: BenchResults): string {
           fmt(x.messagesPerSec),
         ]),
       ),
+    );
+  }
+
+  const tr = r.tracking;
+  if (tr) {
+    out.push(
+      `\n**Tracking: the click route vs /healthz** (wrk ${tr.wrk.threads} threads, ${tr.wrk.connections} connections, ${tr.wrk.durationS} s each, same Worker; the click verifies its token, answers 302 and records its event after the answer)\n`,
+    );
+    out.push(
+      `| route | req/s | p50 ms | p99 ms | workerd CPU ms/req |\n|---|---|---|---|---|\n` +
+        `| GET /t/c/{token} | ${fmt(Math.round(tr.click.requestsPerSec))} | ${tr.click.latencyMs.p50} | ${tr.click.latencyMs.p99} | ${tr.cpuPerRequestMs.click} |\n` +
+        `| GET /healthz | ${fmt(Math.round(tr.healthz.requestsPerSec))} | ${tr.healthz.latencyMs.p50} | ${tr.healthz.latencyMs.p99} | ${tr.cpuPerRequestMs.healthz} |\n` +
+        `| ratio | **${tr.ratio.rps}** (target ≥ ${tr.target}: ${tr.met ? "met" : "not met"}) | ${tr.ratio.p50} | ${tr.ratio.p99} | |`,
     );
   }
 

@@ -31,7 +31,7 @@ import { trackingSigner } from "../../services/tracking-key.ts";
 import {
   clientOf,
   machineOpen,
-  recordTrackingHits,
+  queueTrackingHits,
   type TrackingHit,
 } from "../../services/tracking-events.ts";
 import type { UnsubscribeClaims } from "../../../../shared/tracking/token.ts";
@@ -78,7 +78,8 @@ const htmlResponse = (status: number, html: string) =>
   });
 
 function later(c: C, hits: TrackingHit[]): void {
-  c.executionCtx.waitUntil(recordTrackingHits(c.get("db"), c.env, hits));
+  const write = queueTrackingHits(c.get("db"), c.env, hits);
+  if (write) c.executionCtx.waitUntil(write);
 }
 
 export const trackingApi = new Hono<AppEnv>();
