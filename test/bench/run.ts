@@ -5,7 +5,7 @@
  * <date>-quick.json; --only runs: <date>-partial-<steps>.json) and prints a Markdown summary to
  * stdout; progress goes to stderr.
  *
- * `--only=dkim,accept,delivery,tti,template,webhooks,devstack,chaos` runs a subset (for development); `--only=viaedge`
+ * `--only=dkim,accept,delivery,tti,template,webhooks,suppressions,devstack,chaos` runs a subset (for development); `--only=viaedge`
  * is the part of `delivery` that compares the origin alone with the origin through the edge (the
  * harness run and the paced through-edge run, plus the edge's CPU profile), without Postfix.
  */
@@ -36,6 +36,7 @@ import { benchTemplateSend } from "./template-send.ts";
 import { benchTimeToInbox } from "./time-to-inbox.ts";
 import { benchWebhooks } from "./webhooks.ts";
 import { benchTracking } from "./tracking.ts";
+import { benchSuppressions } from "./suppressions.ts";
 
 const quick = process.argv.includes("--quick");
 const onlyArg = process.argv.find((a) => a.startsWith("--only="));
@@ -273,6 +274,12 @@ async function main(): Promise<number> {
     // The click route vs /healthz of the same Worker, same run (target ≥ 0.8; test/bench/tracking.ts).
     results.tracking = await step("tracking: click route vs /healthz", () =>
       benchTracking({ quick, workDir, wrkBin: tools.wrk, dohUrl: dns.dohUrl }),
+    );
+  }
+  if (want("suppressions")) {
+    // The check before dispatch for a tenant with 1,000,000 suppressions (test/bench/suppressions.ts).
+    results.suppressions = await step("suppression check: 1,000 recipients against 1,000,000 suppressions", () =>
+      benchSuppressions({ quick, workDir }),
     );
   }
   if (want("delivery") && results.delivery && !quick) {

@@ -8,6 +8,7 @@ import type { TemplateSendResult } from "../template-send.ts";
 import type { TtiResult } from "../time-to-inbox.ts";
 import type { WebhooksBenchResult } from "../webhooks.ts";
 import type { TrackingBenchResult } from "../tracking.ts";
+import type { SuppressionsBenchResult } from "../suppressions.ts";
 import type { ProfileSummary } from "./cpuprofile.ts";
 
 export interface BenchResults {
@@ -46,6 +47,7 @@ export interface BenchResults {
   templateSend?: TemplateSendResult;
   webhooks?: WebhooksBenchResult;
   tracking?: TrackingBenchResult;
+  suppressions?: SuppressionsBenchResult;
   chaos?: ChaosBench;
   devStack?: DevStackResult;
   errors: { step: string; error: string }[];
@@ -353,6 +355,17 @@ export function renderMarkdown(r: BenchResults): string {
         `| GET /t/c/{token} | ${fmt(Math.round(tr.click.requestsPerSec))} | ${tr.click.latencyMs.p50} | ${tr.click.latencyMs.p99} | ${tr.cpuPerRequestMs.click} |\n` +
         `| GET /healthz | ${fmt(Math.round(tr.healthz.requestsPerSec))} | ${tr.healthz.latencyMs.p50} | ${tr.healthz.latencyMs.p99} | ${tr.cpuPerRequestMs.healthz} |\n` +
         `| ratio | **${tr.ratio.rps}** (target ≥ ${tr.target}: ${tr.met ? "met" : "not met"}) | ${tr.ratio.p50} | ${tr.ratio.p99} | |`,
+    );
+  }
+
+  const sp = r.suppressions;
+  if (sp) {
+    out.push(
+      `\n**Suppressions: the check before dispatch** (one batched D1 lookup of ${fmt(sp.recipientsPerCheck)} recipients, ~${sp.hitsPerCheck} of them suppressed, for a tenant with ${fmt(sp.suppressions)} suppressions and ${fmt(sp.groupSuppressions)} group unsubscribes; Miniflare's D1, ${sp.checks} lookups; seeded in ${sp.seedSeconds} s)\n`,
+    );
+    out.push(
+      `| ms per lookup (median) | p95 | min | D1 rows read per lookup | plan |\n|---|---|---|---|---|\n` +
+        `| ${sp.msPerCheck.median} | ${sp.msPerCheck.p95} | ${sp.msPerCheck.min} | ${fmt(sp.rowsReadPerCheck)} | ${sp.queryPlan.filter((l) => l.startsWith("SEARCH")).join("; ")} |`,
     );
   }
 
