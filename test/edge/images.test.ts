@@ -113,7 +113,7 @@ describe("POST /v3/images", () => {
   });
 
   it("an HTML file named .png and sent as image/png is refused with a 400", async () => {
-    const html = new TextEncoder().encode("<!doctype html><script>alert(1)</script>");
+    const html = new Uint8Array(new TextEncoder().encode("<!doctype html><script>alert(1)</script>"));
     const res = await upload(key, html, "photo.png", { type: "image/png" });
     expect(res.status).toBe(400);
     const body = (await res.json()) as { detail: string };
@@ -144,7 +144,7 @@ describe("POST /v3/images", () => {
     const jpeg = await photonEncode("jpeg", 40, 30);
     const webp = await photonEncode("webp", 40, 30);
     const flipped = png.slice();
-    flipped[40] ^= 0xff; // inside IDAT: its CRC no longer matches
+    flipped[40] = flipped[40]! ^ 0xff; // inside IDAT: its CRC no longer matches
     const cases: [Uint8Array<ArrayBuffer>, RegExp][] = [
       [png.slice(0, png.length - 20), /not a complete PNG/],
       [flipped, /CRC/],

@@ -171,18 +171,26 @@ export async function uploadImage(deps: ImageDeps, tenantId: string, input: Uplo
   const sha256 = await sha256Hex(input.bytes);
   const thumb = decoded.thumbnail ?? { bytes: input.bytes, contentType: sniffed.type };
   const thumbSha = decoded.thumbnail ? await sha256Hex(decoded.thumbnail.bytes) : sha256;
-  await Promise.all([
-    deps.bucket.put(originalKey(id), input.bytes, {
-      sha256,
-      httpMetadata: { contentType: sniffed.type },
-      customMetadata: { sha256, tenant: tenantId },
-    }),
-    deps.bucket.put(thumbnailKey(id), thumb.bytes, {
-      sha256: thumbSha,
-      httpMetadata: { contentType: thumb.contentType },
-      customMetadata: { sha256: thumbSha, tenant: tenantId },
-    }),
-  ]);
+  // Nothing names these objects until the row is written: if a put or the insert fails, take both
+  // back (a delete of a key that was never written is a no-op) and fail the upload.
+  const discard = () => deps.bucket.delete([originalKey(id), thumbnailKey(id)]).catch(() => undefined);
+  try {
+    await Promise.all([
+      deps.bucket.put(originalKey(id), input.bytes, {
+        sha256,
+        httpMetadata: { contentType: sniffed.type },
+        customMetadata: { sha256, tenant: tenantId },
+      }),
+      deps.bucket.put(thumbnailKey(id), thumb.bytes, {
+        sha256: thumbSha,
+        httpMetadata: { contentType: thumb.contentType },
+        customMetadata: { sha256: thumbSha, tenant: tenantId },
+      }),
+    ]);
+  } catch (err) {
+    await discard();
+    throw err;
+  }
   const original = cleanFilename(input.originalFilename);
   const row: ImageRow = {
     id,
@@ -205,8 +213,7 @@ export async function uploadImage(deps: ImageDeps, tenantId: string, input: Uplo
   try {
     await insertImage(deps.db, row);
   } catch (err) {
-    // Nothing names these objects yet: take them back, and fail the upload.
-    await deps.bucket.delete([originalKey(id), thumbnailKey(id)]).catch(() => undefined);
+    await discard();
     throw err;
   }
   return row;
