@@ -309,7 +309,21 @@ export const OriginFrameSchema = z.discriminatedUnion("type", [
      */
     pools: z.array(IpPoolNameSchema).max(MAX_IP_POOLS).optional(),
   }),
-  z.object({ type: z.literal("ack"), jobIds: z.array(z.string()).max(10_000) }),
+  z.object({
+    type: z.literal("ack"),
+    jobIds: z.array(z.string()).max(10_000),
+    /**
+     * Jobs of this link that reached a later stage since the last renewal (docs/link-protocol.md#stages):
+     * `rendered` (the MIME is built and signed), `sending` (SMTP delivery has started). Sent on the
+     * periodic renewal only, never in a frame of its own. Absent: nothing new (an older hub ignores it).
+     */
+    stages: z
+      .object({
+        rendered: z.array(z.string()).max(10_000).optional(),
+        sending: z.array(z.string()).max(10_000).optional(),
+      })
+      .optional(),
+  }),
   z.object({ type: z.literal("release"), jobIds: z.array(z.string()).max(10_000) }),
   LinkResultSchema.extend({ type: z.literal("result") }),
   /**

@@ -283,7 +283,7 @@ describe("outcome statements (one statement per kind of row)", () => {
     expect(await db.select().from(events).where(eq(events.messageId, a!))).toHaveLength(2);
   });
 
-  it("mark messages sending once per hand-over, never moving a final status back", async () => {
+  it("mark messages processing once per hand-over, never moving a final status back", async () => {
     const tenantId = await createTenant();
     const [a, b, c] = await seed(tenantId, 3);
     await env.DB.prepare("UPDATE messages SET status = 'delivered' WHERE id = ?").bind(c).run();
@@ -291,8 +291,8 @@ describe("outcome statements (one statement per kind of row)", () => {
     const statements = markSendingStatements(env.DB, [a!, b!, c!, b!], NOW + 9);
     expect(statements).toHaveLength(2);
     await env.DB.batch(statements);
-    expect(await row(a!)).toMatchObject({ status: "sending", dispatches: 1, updated_at: NOW + 9 });
-    expect(await row(b!)).toMatchObject({ status: "sending", dispatches: 2 });
+    expect(await row(a!)).toMatchObject({ status: "processing", dispatches: 1, updated_at: NOW + 9 });
+    expect(await row(b!)).toMatchObject({ status: "processing", dispatches: 2 });
     expect(await row(c!)).toMatchObject({ status: "delivered", dispatches: 0, updated_at: NOW });
   });
 

@@ -62,7 +62,7 @@ describe("D1 fails while a result is being recorded", () => {
     // The hub's own "handed to an origin" write has landed before D1 goes away.
     await eventually(
       () => getMessage(t.liveKey, id),
-      (m) => m.status === "sending",
+      (m) => m.status === "processing",
     );
 
     const result: OriginFrame = {
@@ -93,7 +93,7 @@ describe("D1 fails while a result is being recorded", () => {
     expect(await eventsSchema()).toEqual(shape);
     // Nothing of the failed write reached D1.
     const before = await getMessage(t.liveKey, id);
-    expect(before.status).toBe("sending");
+    expect(before.status).toBe("processing");
     expect(before.events.map((e) => e.event_type)).toEqual(["processed"]);
 
     // The origin re-sends the unacknowledged result (EdgeLink does so periodically and on reconnect).

@@ -94,6 +94,6 @@ describe("the hub's DKIM key cache", () => {
     const idX2 = await sendOne(x.liveKey, mailBody(x.from));
     const [jobX2] = await origin.jobs(1);
     expect(jobX2).toMatchObject({ messageId: idX2, dkim: { domain: x.domain, privateKeyPem: pemX } });
-    expect((await getMessage(x.liveKey, idX)).status).toBe("sending");
+    expect((await getMessage(x.liveKey, idX)).status).toBe("processing");
   });
 });

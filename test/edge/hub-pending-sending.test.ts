@@ -156,9 +156,9 @@ describe("`sending` marks while D1 fails", () => {
     for (const id of [first, last]) {
       const m = await eventually(
         () => getMessage(t.liveKey, id),
-        (v) => v.status === "sending",
+        (v) => v.status === "processing",
       );
-      expect(m).toMatchObject({ status: "sending", dispatches: 1 });
+      expect(m).toMatchObject({ status: "processing", dispatches: 1 });
     }
 
     // And the messages finish normally.
@@ -216,10 +216,10 @@ describe("`sending` marks while D1 fails", () => {
     expect(
       await eventually(
         () => getMessage(t.liveKey, first),
-        (v) => v.status === "sending",
+        (v) => v.status === "processing",
       ),
     ).toMatchObject({
-      status: "sending",
+      status: "processing",
       dispatches: 1,
     });
   }, 60_000);

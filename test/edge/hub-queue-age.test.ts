@@ -167,7 +167,7 @@ describe("queue-age expiry", () => {
     await age(id);
     expect(await runDurableObjectAlarm(hub())).toBe(true);
     expect(await outboxState(id)).toBe("leased");
-    expect((await getMessage(t.liveKey, id)).status).toBe("sending");
+    expect((await getMessage(t.liveKey, id)).status).toBe("processing");
 
     origin.send({
       type: "result",

@@ -64,7 +64,7 @@ describe("a renewal while the result is being recorded", () => {
     await linkSettled(origin);
     await eventually(
       () => getMessage(t.liveKey, id),
-      (m) => m.status === "sending",
+      (m) => m.status === "processing",
     );
     const first = await leaseOf(id);
     expect(first).toMatchObject({ state: "leased" });

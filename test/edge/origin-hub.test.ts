@@ -179,12 +179,12 @@ describe("dispatch", () => {
     const signature = await crypto.subtle.sign(alg, privateKey, data);
     expect(await crypto.subtle.verify(alg, publicKey, signature, data)).toBe(true);
 
-    // The hub marks the message `sending` in D1 right after pushing the frame.
+    // The hub marks the message `processing` in D1 right after pushing the frame.
     const m = await eventually(
       () => getMessage(t.liveKey, id),
-      (v) => v.status === "sending",
+      (v) => v.status === "processing",
     );
-    expect(m.status).toBe("sending");
+    expect(m.status).toBe("processing");
     expect(m).toMatchObject({ dispatches: 1, deferrals: 0 });
     expect(await hub().stats()).toMatchObject({ ready: 0, leased: 1 });
   });
@@ -383,7 +383,7 @@ describe("links that go away", () => {
     });
     expect(await second.next("resultAck")).toEqual({ type: "resultAck", jobIds: [`${id}.1`] });
     let m = await getMessage(t.liveKey, id);
-    expect(m.status).toBe("sending");
+    expect(m.status).toBe("processing");
     expect(m.events.map((e) => e.event_type)).toEqual(["processed"]);
     expect(await outboxRow(id)).toMatchObject({ state: "leased", dispatches: 2 });
 
@@ -487,9 +487,9 @@ describe("retries", () => {
     expect(job2).toMatchObject({ jobId: `${id}.2`, attempt: 2, recipients: ["later@example.org"] });
     const resent = await eventually(
       () => getMessage(t.liveKey, id),
-      (v) => v.status === "sending",
+      (v) => v.status === "processing",
     );
-    expect(resent).toMatchObject({ status: "sending", dispatches: 2, deferrals: 1 });
+    expect(resent).toMatchObject({ status: "processing", dispatches: 2, deferrals: 1 });
 
     origin.send({
       type: "result",

@@ -492,7 +492,7 @@ describe("POST /v3/messages/{id}/cancel", () => {
     expect(await json(await req(key, "POST", `/v3/messages/${m}/cancel`))).toEqual({
       status: 409,
       body: {
-        detail: `Message ${m} cannot be cancelled: its status is sending. Only a message still queued (not yet handed to a delivery node) can be cancelled.`,
+        detail: `Message ${m} cannot be cancelled: its status is processing. Only a message still queued (not yet handed to a delivery node) can be cancelled.`,
       },
     });
     const other = await setupTenant();
@@ -590,13 +590,13 @@ describe("POST /v3/messages/{id}/fail", () => {
     expect(l.queued("jobs")).toBe(0);
   });
 
-  it("refuses one an origin holds (409, status sending); 404 for another tenant; needs mail.send", async () => {
+  it("refuses one an origin holds (409, status processing); 404 for another tenant; needs mail.send", async () => {
     const l = await link(10);
     const m = await sendOne(key, mailBody(t.from));
     await l.jobs(1);
     const held = await json(await req(key, "POST", `/v3/messages/${m}/fail`));
     expect(held.status).toBe(409);
-    expect((held.body as { detail: string }).detail).toMatch(/its status is sending\./);
+    expect((held.body as { detail: string }).detail).toMatch(/its status is processing\./);
     expect((await outboxRow(m))?.state).toBe("leased");
     const other = await setupTenant();
     expect((await req(await keyWith(other.tenantId, ALL), "POST", `/v3/messages/${m}/fail`)).status).toBe(

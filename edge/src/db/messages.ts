@@ -116,7 +116,7 @@ function fitsOneParam(item: unknown[]): boolean {
  * of items that fits MAX_JSON_PARAM_UNITS. Callers keep each item far below that (JsonRowsInsert
  * sends a larger row with positional parameters; ids, statuses and outcome fields are short).
  */
-function jsonListStatements(
+export function jsonListStatements(
   d1: D1Database,
   sql: string,
   before: unknown[],
@@ -444,12 +444,13 @@ export async function getMessagesByIds(db: Db, ids: string[]): Promise<MessageRo
   return out;
 }
 
-const MARK_SENDING_SQL = `UPDATE messages SET status = CASE WHEN status = 'queued' THEN 'sending' ELSE status END,
+const MARK_SENDING_SQL = `UPDATE messages SET status = CASE WHEN status = 'queued' THEN 'processing' ELSE status END,
     updated_at = ?, dispatches = dispatches + ? WHERE id IN (SELECT value FROM json_each(?))
-    AND status IN ('queued', 'sending')`;
+    AND status IN ('queued', 'processing', 'rendered', 'sending')`;
 
 /**
- * Hub → D1: these messages were handed to an origin. `dispatches` counts every hand-over (re-dispatches
+ * Hub → D1: these messages were handed to an origin, which renders and builds them now: `queued` →
+ * `processing` (services/message-stages.ts has the later stages). `dispatches` counts every hand-over (re-dispatches
  * after a dropped link or an expired lease too, also two of one message before a flush); `deferrals`
  * is not touched here, it counts results. The status only moves forward from queued, never back from
  * a final one. One statement per batch (ids as one JSON list; see MAX_JSON_PARAM_UNITS).

@@ -143,6 +143,7 @@ import {
   retryCatalogStatements,
   type KeptEnd,
 } from "../services/message-retry.ts";
+import { heldStages, MAX_PENDING_STAGES, stageStatements, type Stage } from "../services/message-stages.ts";
 
 /** What the send path hands the hub: everything to build the job, with the DKIM key still sealed. */
 /** `asm` and the `bypass_*` settings (SuppressionPolicy) are what the check before dispatch reads. */
@@ -391,8 +392,10 @@ export class OriginHub extends DurableObject<Bindings> {
   private flushTimer: ReturnType<typeof setTimeout> | null = null;
   /** When the pending flush timer fires. */
   private flushAt = 0;
-  /** Messages handed to origins since the last flush; their D1 status becomes `sending`. */
+  /** Messages handed to origins since the last flush; their D1 status becomes `processing`. */
   private pendingSending: string[] = [];
+  /** Later lifecycle stages origins reported on their renewals, waiting for D1 (services/message-stages.ts). */
+  private readonly pendingStages = new Map<string, Stage>();
   /** Marks taken out of `pendingSending` by D1 writes still under way (they count toward the cap). */
   private sendingInFlight = 0;
   /** The running dispatch loop; dispatches never overlap, a request during one makes it run again. */
@@ -695,7 +698,8 @@ export class OriginHub extends DurableObject<Bindings> {
     return {
       message: {
         ...(m as Required<NewMessage>),
-        status: row.ended ?? (row.state === "ready" || row.state === "held" ? "queued" : "sending"),
+        // Handed to an origin: processing (D1 has the later stages the origin reported).
+        status: row.ended ?? (row.state === "ready" || row.state === "held" ? "queued" : "processing"),
         dispatches: row.dispatches,
         deferrals: row.deferrals,
         nextAttemptAt: null,
@@ -873,6 +877,20 @@ export class OriginHub extends DurableObject<Bindings> {
     this.queueCancelled();
     void this.dispatch();
     return { outcome: "requeued" };
+  }
+
+  /** An `ack`'s stages for jobs this origin process holds, queued for the next D1 batch (services/message-stages.ts). */
+  private noteStages(
+    stages: { rendered?: string[]; sending?: string[] },
+    nodeId: string,
+    bootId: string | null,
+  ): void {
+    const held = heldStages(this.sql, stages, nodeId, bootId);
+    for (const [id, stage] of held) {
+      if (this.pendingStages.size >= MAX_PENDING_STAGES && !this.pendingStages.has(id)) break;
+      if (this.pendingStages.get(id) !== "sending") this.pendingStages.set(id, stage);
+    }
+    if (held.size > 0) this.scheduleFlush();
   }
 
   /** A paused batch's rows past the maximum queue age end failed (services/batch-holds.ts). */
@@ -1062,6 +1080,7 @@ export class OriginHub extends DurableObject<Bindings> {
         );
         // No alarm to re-arm: an ack only moves leases later, and the alarm set when they were leased
         // fires no later than they end (it re-arms itself when it finds nothing to expire).
+        if (frame.stages) this.noteStages(frame.stages, state.nodeId, state.bootId);
         return;
       }
       case "release": {
@@ -1737,7 +1756,9 @@ export class OriginHub extends DurableObject<Bindings> {
     const sending = this.pendingSending.filter((id) => ready(id));
     this.pendingResults = waitingResults;
     this.pendingSending = waitingSending;
-    if (batch.length === 0 && sending.length === 0 && catalog.length === 0) return;
+    const stages = [...this.pendingStages].filter(([id]) => ready(id));
+    for (const [id] of stages) this.pendingStages.delete(id);
+    if (batch.length === 0 && sending.length === 0 && catalog.length === 0 && stages.length === 0) return;
     const now = Date.now();
     // A failing D1 may take long to answer; marks under write are still waiting for it.
     this.sendingInFlight += sending.length;
@@ -1752,6 +1773,8 @@ export class OriginHub extends DurableObject<Bindings> {
             )
           : []),
         ...(sending.length > 0 ? markSendingStatements(this.env.DB, sending, now) : []),
+        // After the marks (processing), before the outcomes: a stage never overwrites one.
+        ...stageStatements(this.env.DB, stages, now),
         // One statement per kind of row for all outcomes of the batch (resultStatements).
         ...resultStatements(
           this.env.DB,
@@ -1774,6 +1797,11 @@ export class OriginHub extends DurableObject<Bindings> {
     } catch (err) {
       this.sendingInFlight -= sending.length;
       for (const p of batch) this.recording.delete(p.row.message_id);
+      // Stages are advisory: tried again with the next flush while there is room.
+      for (const [id, stage] of stages) {
+        if (this.pendingStages.size < MAX_PENDING_STAGES && !this.pendingStages.has(id))
+          this.pendingStages.set(id, stage);
+      }
       this.flushFailed(batch, sending, catalog.length, err);
       return;
     }

@@ -105,6 +105,11 @@ export interface DeliverOptions {
    * other domains of the job: the job runner journals delivered recipients here.
    */
   onOutcome?: (outcomes: RecipientOutcome[]) => void;
+  /**
+   * Called when the job reaches a stage of the message lifecycle (docs/api/sendgrid.md#message-statuses):
+   * `rendered` once its MIME is built and signed, `sending` when SMTP delivery to its domains starts.
+   */
+  onStage?: (stage: "rendered" | "sending") => void;
 }
 
 export interface DeliveryEngine {
@@ -319,6 +324,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
         });
         return allFailed(job.recipients, err, "failed");
       }
+      opts.onStage?.("rendered");
 
       const byDomain = new Map<string, string[]>();
       const invalid: RecipientOutcome[] = [];
@@ -337,6 +343,7 @@ export function createDeliveryEngine(options: DeliveryEngineOptions): DeliveryEn
         byDomain.set(domain, [...(byDomain.get(domain) ?? []), recipient]);
       }
 
+      if (byDomain.size > 0) opts.onStage?.("sending");
       const perDomain = await Promise.all(
         [...byDomain].map(([domain, recipients]) =>
           deliverToDomain(

@@ -96,6 +96,8 @@ export class EdgeLink {
   private readonly unacked = new Map<string, { frame: ResultFrame; sentAt: number }>();
   /** Acknowledged jobs not yet reported, with the estimate of the hub's lease end (see the header). */
   private readonly held = new Map<string, number>();
+  /** Jobs held here that reached a later lifecycle stage since the last renewal (`noteStage`). */
+  private readonly stages = new Map<string, "rendered" | "sending">();
   private pendingCredits = 0;
   private hubCredits = 0;
   private draining = false;
@@ -201,8 +203,18 @@ export class EdgeLink {
   }
 
   /** Hands a finished job's result to the edge (kept until acknowledged). */
+  /**
+   * A held job reached a lifecycle stage (`rendered`, then `sending`): told to the hub with the next
+   * renewal (docs/link-protocol.md#stages), never in a frame of its own; its result makes it moot.
+   */
+  noteStage(jobId: string, stage: "rendered" | "sending"): void {
+    if (!this.held.has(jobId) || this.stages.get(jobId) === "sending") return;
+    this.stages.set(jobId, stage);
+  }
+
   sendResult(frame: ResultFrame): void {
     this.held.delete(frame.jobId);
+    this.stages.delete(frame.jobId);
     this.unacked.set(frame.jobId, { frame, sentAt: Date.now() });
     // Not welcomed on this connection yet: one `result` frame, valid before the hello (header).
     if (!this.ready) {
@@ -432,14 +444,30 @@ export class EdgeLink {
     }
     const reported = [...this.unacked.keys()];
     if (ids.length + reported.length === 0) return;
+    const stages = this.takeStages();
     for (let i = 0; i < ids.length; i += 10_000) {
       const chunk = ids.slice(i, i + 10_000);
-      if (!this.write({ type: "ack", jobIds: chunk })) return;
+      if (!this.write({ type: "ack", jobIds: chunk, ...(i === 0 && stages ? { stages } : {}) })) return;
       for (const id of chunk) this.held.set(id, this.safeUntil(now));
     }
     for (let i = 0; i < reported.length; i += 10_000) {
       if (!this.write({ type: "ack", jobIds: reported.slice(i, i + 10_000) })) return;
     }
+  }
+
+  /** The stages noted since the last renewal, for jobs still held (at most 10,000 of each), and forgets them. */
+  private takeStages(): { rendered?: string[]; sending?: string[] } | null {
+    if (this.stages.size === 0) return null;
+    const rendered: string[] = [];
+    const sending: string[] = [];
+    for (const [id, stage] of this.stages) {
+      if (!this.held.has(id)) continue;
+      const list = stage === "sending" ? sending : rendered;
+      if (list.length < 10_000) list.push(id);
+    }
+    this.stages.clear();
+    if (rendered.length + sending.length === 0) return null;
+    return { ...(rendered.length > 0 ? { rendered } : {}), ...(sending.length > 0 ? { sending } : {}) };
   }
 
   private setReady(ready: boolean): void {

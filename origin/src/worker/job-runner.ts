@@ -86,7 +86,12 @@ export interface JobRunnerOptions {
    */
   deliver: (
     job: DeliveryJob,
-    opts: { deadlineAt: number; onOutcome?: (outcomes: RecipientOutcome[]) => void },
+    opts: {
+      deadlineAt: number;
+      onOutcome?: (outcomes: RecipientOutcome[]) => void;
+      /** The job reached a later lifecycle stage (reported to the hub with the next lease renewal). */
+      onStage?: (stage: "rendered" | "sending") => void;
+    },
   ) => Promise<RecipientOutcome[]>;
   metrics: Metrics;
   log: (level: "info" | "warn" | "error", msg: string, extra?: Record<string, unknown>) => void;
@@ -293,7 +298,7 @@ export class JobRunner {
     const early = pending.length > 0 ? this.earlyJournal(job, link, known) : undefined;
     const fresh =
       pending.length > 0
-        ? await this.deliver({ ...job, recipients: pending }, deadlineAt, early?.onOutcome)
+        ? await this.deliver({ ...job, recipients: pending }, deadlineAt, early?.onOutcome, link)
         : [];
     for (const o of fresh) known.set(o.recipient, o);
     return this.journaled(job, link, inOrder(job, known), early);
@@ -376,10 +381,12 @@ export class JobRunner {
   private async deliver(
     job: DeliveryJob,
     deadlineAt: number,
-    onOutcome?: (outcomes: RecipientOutcome[]) => void,
+    onOutcome: ((outcomes: RecipientOutcome[]) => void) | undefined,
+    link: EdgeLink,
   ): Promise<RecipientOutcome[]> {
+    const onStage = (stage: "rendered" | "sending") => link.noteStage?.(job.jobId, stage);
     try {
-      return await this.opts.deliver(job, { deadlineAt, ...(onOutcome ? { onOutcome } : {}) });
+      return await this.opts.deliver(job, { deadlineAt, onStage, ...(onOutcome ? { onOutcome } : {}) });
     } catch (err) {
       // The engine is built never to throw; if it does anyway, the edge retries the job later.
       this.opts.log("error", "delivery threw", { jobId: job.jobId, error: String(err) });
@@ -450,7 +457,7 @@ export class JobRunner {
     const early = pending.length > 0 ? this.earlyJournal(job, link, settled) : undefined;
     const fresh =
       pending.length > 0
-        ? await this.deliver({ ...job, recipients: pending }, deadlineAt, early?.onOutcome)
+        ? await this.deliver({ ...job, recipients: pending }, deadlineAt, early?.onOutcome, link)
         : [];
     for (const o of fresh) if (FINAL.has(o.status)) settled.set(o.recipient, o);
     const known = new Map(settled);

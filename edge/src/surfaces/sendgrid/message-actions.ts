@@ -18,11 +18,21 @@
 import { Hono } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
+import type { Db } from "../../db/client.ts";
 import { getMessage } from "../../db/messages.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { FAILED_BY_REQUEST } from "../../services/batch-holds.ts";
 import { hubStub, ownerOf } from "../../services/hub-client.ts";
 import { RETRIABLE_FINAL } from "../../services/message-retry.ts";
+
+/** Statuses of a message an origin holds (docs/api/sendgrid.md#message-statuses). */
+const HELD = new Set(["processing", "rendered", "sending"]);
+
+/** The status to name for a message an origin holds: the catalog's stage, `processing` until it has one. */
+async function heldStatus(db: Db, tenantId: string, id: string): Promise<string> {
+  const m = await getMessage(db, tenantId, id);
+  return m && HELD.has(m.status) ? m.status : "processing";
+}
 
 export const messageActionsApi = new Hono<AppEnv>()
   .use("/:id/cancel", authenticate())
@@ -42,7 +52,7 @@ export const messageActionsApi = new Hono<AppEnv>()
     if (owner) {
       const r = await hubStub(c.env, owner).cancelMessage(principal.tenantId, id);
       if (r.outcome === "cancelled") return cancelled();
-      if (r.outcome === "dispatched") throw tooLate("sending");
+      if (r.outcome === "dispatched") throw tooLate(await heldStatus(c.get("db"), principal.tenantId, id));
       if (r.outcome === "ended") throw tooLate(r.status);
     }
     // Not in its shard's outbox: finished (or never live); the catalog has its final status.
@@ -58,7 +68,8 @@ export const messageActionsApi = new Hono<AppEnv>()
     const owner = ownerOf(c.get("config"), id);
     const r = owner ? await hubStub(c.env, owner).failMessage(principal.tenantId, id) : null;
     if (r?.outcome === "failed") return c.json({ message_id: id, status: "failed" }, 200);
-    let status: string | undefined = r?.outcome === "dispatched" ? "sending" : undefined;
+    let status: string | undefined =
+      r?.outcome === "dispatched" ? await heldStatus(c.get("db"), principal.tenantId, id) : undefined;
     if (r?.outcome === "ended") status = r.status;
     if (status === undefined) {
       const m = await getMessage(c.get("db"), principal.tenantId, id);
@@ -88,9 +99,10 @@ export const messageActionsApi = new Hono<AppEnv>()
       );
     }
     if (r?.outcome === "dispatched") {
+      const held = await heldStatus(c.get("db"), principal.tenantId, id);
       throw new AppError(
         "conflict",
-        `Message ${id} cannot be retried now: a delivery node holds it (status sending). Its outcome comes from that node, or it returns to the queue when its lease ends.`,
+        `Message ${id} cannot be retried now: a delivery node holds it (status ${held}). Its outcome comes from that node, or it returns to the queue when its lease ends.`,
       );
     }
     let status: string | undefined = r?.outcome === "waiting" ? "queued" : undefined;
