@@ -197,11 +197,13 @@ async function waitDelivered(category: string, expected: number, deadline: numbe
     );
     if (delivered! >= expected) return Date.now();
     if (bounced! + failed! > 0 || Date.now() > deadline) {
-      const [queued, sending] = await Promise.all(["queued", "sending"].map((s) => countIn(category, s)));
+      const [queued, processing, rendered, sending] = await Promise.all(
+        ["queued", "processing", "rendered", "sending"].map((s) => countIn(category, s)),
+      );
       throw new Error(
         `${category}: ${delivered} of ${expected} delivered` +
           `${Date.now() > deadline ? " by the deadline" : ""}; ` +
-          JSON.stringify({ queued, sending, bounced, failed }),
+          JSON.stringify({ queued, processing, rendered, sending, bounced, failed }),
       );
     }
     await new Promise((res) => setTimeout(res, 250));

@@ -452,7 +452,7 @@ describe("an origin process", () => {
     expect(m.events.map((e) => e.event_type)).toEqual(["processed", "delivered"]);
     // The draining node delivered nothing it had not started before SIGTERM.
     expect(smtp.received.map((r) => r.rcptTo[0])).toEqual(["first@example.net", "inflight@example.net"]);
-    expect(["queued", "sending"]).toContain((await message(later)).status);
+    expect(["queued", "processing", "rendered", "sending"]).toContain((await message(later)).status);
 
     // The next node picks it up.
     const next = await startOriginProcess(`http://127.0.0.1:${relay.port}`, smtp.port, "b");
