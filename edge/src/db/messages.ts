@@ -612,7 +612,7 @@ export async function findStaleLiveMessages(db: Db, olderThan: number, limit: nu
         eq(messages.mode, "live"),
         // msg_ + 10 time characters, then U for an id that names its shard (1-based: position 15).
         sql`substr(${messages.id}, 15, 1) <> 'U'`,
-        inArray(messages.status, ["queued", "processing", "sending"]),
+        inArray(messages.status, ["queued", "processing", "rendered", "sending"]),
         lte(messages.updatedAt, olderThan),
         // A message waiting for its retry is the hub's; only one whose retry is long overdue is stale.
         or(isNull(messages.nextAttemptAt), lte(messages.nextAttemptAt, olderThan)),
