@@ -7,6 +7,7 @@
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Permission } from "../../shared/permissions.ts";
+import { sweepBlobDays } from "../../edge/src/services/blobs.ts";
 import { call, createApiKey, createTenant } from "./helpers.ts";
 import { encodeGif, encodePng } from "./image-fixtures.ts";
 
@@ -391,6 +392,16 @@ describe("GET /i/{image_id}", () => {
     // A well-formed id nobody uploaded, and ids that are not ids at all.
     const unknown = `img_${img.id.slice(4, 14)}${"0".repeat(16)}`;
     for (const id of [unknown, "img_1", "..%2Fblobs", "x"]) expect((await call(`/i/${id}`)).status).toBe(404);
+  });
+
+  it("the attachment sweeper never deletes library images, however old", async () => {
+    const img = await uploaded(key, encodePng(4, 4), "kept.png");
+    await env.BLOBS.put("blobs/20200101/tnt_x/abc", "an old attachment");
+    const deleted = await sweepBlobDays(env.BLOBS, Date.now() + 10 * 365 * 86_400_000, 0);
+    expect(deleted).toBeGreaterThanOrEqual(1);
+    expect(await env.BLOBS.head("blobs/20200101/tnt_x/abc")).toBeNull();
+    expect((await call(pathOf(img.url))).status).toBe(200);
+    expect((await call(pathOf(img.thumbnail_url))).status).toBe(200);
   });
 
   it("needs no credentials and answers the same for any caller", async () => {
