@@ -87,6 +87,8 @@ async function link(capacity: number, nodeId?: string, bootId?: string): Promise
     shards: 1,
     leaseMs: 300_000,
     hubs: ["hub-0"],
+    // The key origins sign tracking links with (docs/link-protocol.md#tracking).
+    tracking: { key: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/) },
   });
   return l;
 }
