@@ -63,7 +63,8 @@
  *    results frame (read, then marked `recording`), and what one D1 batch settles (catalog copies
  *    dropped, finished messages deleted). An object written by an older layout (payload inside the
  *    row, a `catalogued` flag, other indexes) is migrated in place, in one transaction, when it starts
- *    (`upgradeOutbox`).
+ *    (`upgradeOutbox`). A message that ends `failed` or `bounced` leaves a copy of its payload in
+ *    `outbox_retry` for POST /v3/messages/{id}/retry, within a bounded window (services/message-retry.ts).
  *  - Scheduling, pauses, cancels (services/batch-holds.ts): a message is not due before its send_at
  *    (`due_at`; its queue age counts from then too). A row of a paused batch is `held`; a cancelled one
  *    is `cancelled` (a durable mark) until its outcome, status `cancelled`, is queued for D1. Neither is
