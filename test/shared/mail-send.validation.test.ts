@@ -2031,9 +2031,8 @@ describe("notSupportedErrors: fields this deployment does not honour yet", () =>
       "personalizations.0.dynamic_template_data",
       // attachments, send_at and batch_id are honoured, so not listed
       "asm",
-      "mail_settings.footer",
+      // mail_settings.footer and tracking_settings are honoured (docs/api/tracking.md)
       "mail_settings.spam_check",
-      "tracking_settings.click_tracking",
     ]);
     // Other content types are built (content-types.ts); one that cannot be a MIME part is refused.
     const other = {
