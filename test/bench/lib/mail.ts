@@ -27,7 +27,10 @@ export function benchHtml(targetBytes = 4096): string {
   return html;
 }
 
-/** Sent as SendGrid clients often do; turned off, because enabled tracking is refused until it is built (docs/api/sendgrid.md). */
+/**
+ * Sent as SendGrid clients often do; turned off, so the delivery figures stay comparable with runs
+ * from before tracking was built (the tenant default has open and click tracking on: docs/api/tracking.md).
+ */
 export const TRACKING = {
   click_tracking: { enable: false, enable_text: false },
   open_tracking: { enable: false },
