@@ -143,7 +143,7 @@ describe("/v3/user/webhooks", () => {
       ],
       [
         { url: "https://hooks.example.com/", enabled_events: ["*"], oauth_client_id: "id" },
-        /^oauth_client_id: OAuth2 .* not supported/,
+        /^oauth_client_id: oauth_client_id, oauth_client_secret and oauth_token_url go together/,
       ],
       [{ url: "ftp://hooks.example.com/", enabled_events: ["*"] }, /^url: must be https/],
       [{ url: "http://hooks.example.com/", enabled_events: ["*"] }, /^url: must be https/],

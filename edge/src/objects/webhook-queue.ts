@@ -46,6 +46,7 @@ import {
   type QueuedEvent,
 } from "../services/webhook-events.ts";
 import { generateSigningKey, newSigningSecret } from "../services/webhook-signing.ts";
+import { requestToken, TOKEN_TIMEOUT_MS, type OAuthClient, type Token } from "../services/webhook-oauth.ts";
 import {
   checkUrl,
   dohAddressResolver,
@@ -87,6 +88,10 @@ interface EndpointRow extends Record<string, SqlStorageValue> {
   last_failure_at: number | null;
   failure_count: number;
   disabled_at: number | null;
+  /** OAuth2 client credentials (services/webhook-oauth.ts): all three or none; the secret sealed. */
+  oauth_client_id: string | null;
+  oauth_token_url: string | null;
+  oauth_secret: string | null;
 }
 
 interface DeliveryRow extends Record<string, SqlStorageValue> {
@@ -101,6 +106,8 @@ interface DeliveryRow extends Record<string, SqlStorageValue> {
   done_at: number | null;
 }
 
+type OAuthColumn = "oauth_client_id" | "oauth_token_url" | "oauth_secret";
+
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 export interface EndpointView {
@@ -114,6 +121,9 @@ export interface EndpointView {
   last_failure_at: string | null;
   failure_count: number;
   disabled_at: string | null;
+  /** The OAuth2 client id and token URL, null without OAuth (the secret is never shown). */
+  oauth_client_id: string | null;
+  oauth_token_url: string | null;
 }
 
 function endpointView(r: EndpointRow): EndpointView {
@@ -128,6 +138,8 @@ function endpointView(r: EndpointRow): EndpointView {
     last_failure_at: iso(r.last_failure_at),
     failure_count: r.failure_count,
     disabled_at: iso(r.disabled_at),
+    oauth_client_id: r.oauth_client_id,
+    oauth_token_url: r.oauth_token_url,
   };
 }
 
@@ -163,6 +175,8 @@ export class WebhookQueue extends DurableObject<Bindings> {
   timeoutMs = DELIVERY_TIMEOUT_MS;
   /** How host names are resolved for the SSRF guard (DoH by default). */
   resolver: Resolver;
+  /** OAuth2 tokens by endpoint id, until they expire; dropped when the endpoint's credentials change. */
+  private readonly tokens = new Map<string, Token>();
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
@@ -193,6 +207,15 @@ export class WebhookQueue extends DurableObject<Bindings> {
       failure_count INTEGER NOT NULL DEFAULT 0,
       disabled_at INTEGER
     )`);
+    // Added after the first objects were made: an object made before gets the columns here.
+    const columns = new Set(
+      this.sql
+        .exec<{ name: string }>("SELECT name FROM pragma_table_info('endpoint')")
+        .toArray()
+        .map((c) => c.name),
+    );
+    for (const c of ["oauth_client_id", "oauth_token_url", "oauth_secret"])
+      if (!columns.has(c)) this.sql.exec(`ALTER TABLE endpoint ADD COLUMN ${c} TEXT`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS signing_key (
       id INTEGER PRIMARY KEY CHECK (id = 1),
       public_key TEXT NOT NULL,
@@ -258,6 +281,53 @@ export class WebhookQueue extends DurableObject<Bindings> {
     }
   }
 
+  /** The token URL as the guard sees it now (services/webhook-oauth.ts), or the reason it is refused. */
+  private async screenOAuth(oauth: OAuthClient | null | undefined): Promise<string | null> {
+    if (!oauth) return null;
+    const refused = await this.screen(oauth.tokenUrl);
+    return refused ? refused.replace(/^url /, "oauth_token_url ") : null;
+  }
+
+  /** Sets (or with null removes) an endpoint's OAuth2 client credentials, the secret sealed to it. */
+  private async storeOAuth(tenantId: string, id: string, oauth: OAuthClient | null): Promise<void> {
+    this.tokens.delete(id);
+    const sealed = oauth
+      ? await seal(this.keys, oauth.clientSecret, `webhook-oauth:${tenantId}:${id}`)
+      : null;
+    this.sql.exec(
+      "UPDATE endpoint SET oauth_client_id = ?, oauth_token_url = ?, oauth_secret = ?, updated_at = ? WHERE id = ?",
+      oauth?.clientId ?? null,
+      oauth?.tokenUrl ?? null,
+      sealed,
+      this.clock(),
+      id,
+    );
+  }
+
+  /** A bearer token for the endpoint's POSTs: the kept one while it lasts, else a new one. */
+  private async bearerFor(
+    tenantId: string,
+    ep: { id: string; oauth_client_id: string; oauth_token_url: string; oauth_secret: string },
+    client?: OAuthClient,
+  ): Promise<string | { error: string }> {
+    const kept = client ? undefined : this.tokens.get(ep.id);
+    if (kept && kept.expiresAt > this.clock()) return kept.token;
+    const c = client ?? {
+      clientId: ep.oauth_client_id,
+      clientSecret: await open(this.keys, ep.oauth_secret, `webhook-oauth:${tenantId}:${ep.id}`),
+      tokenUrl: ep.oauth_token_url,
+    };
+    const t = await requestToken(c, {
+      ...this.guard(),
+      fetch: this.fetcher,
+      now: () => this.clock(),
+      timeoutMs: Math.min(this.timeoutMs, TOKEN_TIMEOUT_MS),
+    });
+    if ("error" in t) return { error: `oauth: ${t.error}` };
+    if (!client) this.tokens.set(ep.id, t);
+    return t.token;
+  }
+
   private endpoint(id: string): EndpointRow | undefined {
     return this.sql.exec<EndpointRow>("SELECT * FROM endpoint WHERE id = ?", id).toArray()[0];
   }
@@ -266,14 +336,14 @@ export class WebhookQueue extends DurableObject<Bindings> {
 
   async createEndpoint(
     tenantId: string,
-    input: { url: string; enabledEvents: string[] },
+    input: { url: string; enabledEvents: string[]; oauth?: OAuthClient },
   ): Promise<Outcome<EndpointView & { signing_secret: string }>> {
     this.bind(tenantId);
     const count = this.sql
       .exec<{ n: number }>("SELECT COUNT(*) AS n FROM endpoint WHERE kind = 'scaisend'")
       .one().n;
     if (count >= MAX_ENDPOINTS) return bad(`a tenant may have at most ${MAX_ENDPOINTS} webhook endpoints`);
-    const refused = await this.screen(input.url);
+    const refused = (await this.screen(input.url)) ?? (await this.screenOAuth(input.oauth));
     if (refused) return bad(refused);
     const now = this.clock();
     const id = `wh_${ulid(now)}`;
@@ -289,6 +359,7 @@ export class WebhookQueue extends DurableObject<Bindings> {
       now,
       now,
     );
+    if (input.oauth) await this.storeOAuth(tenantId, id, input.oauth);
     return ok({ ...endpointView(this.endpoint(id)!), signing_secret: secret });
   }
 
@@ -321,7 +392,7 @@ export class WebhookQueue extends DurableObject<Bindings> {
   async updateEndpoint(
     tenantId: string,
     id: string,
-    patch: { url?: string; enabledEvents?: string[]; enabled?: boolean },
+    patch: { url?: string; enabledEvents?: string[]; enabled?: boolean; oauth?: OAuthClient | null },
   ): Promise<Outcome<EndpointView>> {
     this.bind(tenantId);
     const row = this.endpoint(id);
@@ -330,6 +401,9 @@ export class WebhookQueue extends DurableObject<Bindings> {
       const refused = await this.screen(patch.url);
       if (refused) return bad(refused);
     }
+    const refusedOAuth = await this.screenOAuth(patch.oauth);
+    if (refusedOAuth) return bad(refusedOAuth);
+    if (patch.oauth !== undefined) await this.storeOAuth(tenantId, id, patch.oauth);
     this.applyPatch(id, patch);
     return ok(endpointView(this.endpoint(id)!));
   }
@@ -460,14 +534,14 @@ export class WebhookQueue extends DurableObject<Bindings> {
       enabled: row?.enabled === 1 && row.disabled_at === null,
       url: row?.url ?? "",
       ...Object.fromEntries(SENDGRID_FLAGS.map((f) => [f, flags.includes(f)])),
-      oauth_client_id: "",
-      oauth_token_url: "",
+      oauth_client_id: row?.oauth_client_id ?? "",
+      oauth_token_url: row?.oauth_token_url ?? "",
     };
   }
 
   async patchEventSettings(
     tenantId: string,
-    patch: { enabled?: boolean; url?: string; flags: Record<string, boolean> },
+    patch: { enabled?: boolean; url?: string; flags: Record<string, boolean>; oauth?: OAuthClient | null },
   ): Promise<Outcome<EventSettingsView>> {
     this.bind(tenantId);
     const now = this.clock();
@@ -479,6 +553,8 @@ export class WebhookQueue extends DurableObject<Bindings> {
       const refused = await this.screen(url);
       if (refused) return bad(refused);
     }
+    const refusedOAuth = await this.screenOAuth(patch.oauth);
+    if (refusedOAuth) return bad(refusedOAuth);
     const flags = new Set(row ? (JSON.parse(row.events) as string[]) : []);
     for (const [f, on] of Object.entries(patch.flags)) {
       if (on) flags.add(f);
@@ -503,6 +579,7 @@ export class WebhookQueue extends DurableObject<Bindings> {
         ...(patch.enabled !== undefined ? { enabled: patch.enabled } : {}),
       });
     }
+    if (patch.oauth !== undefined) await this.storeOAuth(tenantId, SETTINGS_ID, patch.oauth);
     return ok(this.settingsView());
   }
 
@@ -537,9 +614,9 @@ export class WebhookQueue extends DurableObject<Bindings> {
   }
 
   /** POSTs one sample event in SendGrid's form to `url` (signed when signing is on). */
-  async testEvent(tenantId: string, url: string): Promise<Outcome<PostOutcome>> {
+  async testEvent(tenantId: string, url: string, oauth?: OAuthClient): Promise<Outcome<PostOutcome>> {
     this.bind(tenantId);
-    const refused = await this.screen(url);
+    const refused = (await this.screen(url)) ?? (await this.screenOAuth(oauth));
     if (refused) return bad(refused);
     const now = this.clock();
     const sample: QueuedEvent = {
@@ -559,6 +636,15 @@ export class WebhookQueue extends DurableObject<Bindings> {
       body,
       now,
     );
+    if (oauth) {
+      const bearer = await this.bearerFor(
+        tenantId,
+        { id: "test", oauth_client_id: "", oauth_token_url: "", oauth_secret: "" },
+        oauth,
+      );
+      if (typeof bearer !== "string") return bad(`the test POST to ${url} failed: ${bearer.error}`);
+      headers["authorization"] = `Bearer ${bearer}`;
+    }
     const outcome = await this.post(url, headers, body);
     return outcome.error === null ? ok(outcome) : bad(`the test POST to ${url} failed: ${outcome.error}`);
   }
@@ -643,8 +729,9 @@ export class WebhookQueue extends DurableObject<Bindings> {
     this.formDeliveries(now);
     this.prune(now);
     const due = this.sql
-      .exec<DeliveryRow & { secret: string | null; kind: EndpointKind; url: string }>(
-        `SELECT d.*, e.secret, e.kind, e.url FROM delivery d JOIN endpoint e ON e.id = d.endpoint_id
+      .exec<DeliveryRow & Pick<EndpointRow, "secret" | "kind" | "url" | OAuthColumn>>(
+        `SELECT d.*, e.secret, e.kind, e.url, e.oauth_client_id, e.oauth_token_url, e.oauth_secret
+         FROM delivery d JOIN endpoint e ON e.id = d.endpoint_id
          WHERE d.state = 'pending' AND d.next_at <= ? AND e.enabled = 1 AND e.disabled_at IS NULL
          ORDER BY d.next_at LIMIT 64`,
         now,
@@ -741,7 +828,7 @@ export class WebhookQueue extends DurableObject<Bindings> {
 
   private async attempt(
     tenantId: string,
-    d: DeliveryRow & { secret: string | null; kind: EndpointKind; url: string },
+    d: DeliveryRow & Pick<EndpointRow, "secret" | "kind" | "url" | OAuthColumn>,
   ): Promise<void> {
     const startedAt = this.clock();
     let outcome: PostOutcome;
@@ -752,7 +839,23 @@ export class WebhookQueue extends DurableObject<Bindings> {
         d.body ?? "",
         startedAt,
       );
-      outcome = await this.post(d.url, headers, d.body ?? "");
+      let refusedToken: string | null = null;
+      if (d.oauth_client_id !== null && d.oauth_token_url !== null && d.oauth_secret !== null) {
+        const bearer = await this.bearerFor(tenantId, {
+          id: d.endpoint_id,
+          oauth_client_id: d.oauth_client_id,
+          oauth_token_url: d.oauth_token_url,
+          oauth_secret: d.oauth_secret,
+        });
+        if (typeof bearer === "string") headers["authorization"] = `Bearer ${bearer}`;
+        else refusedToken = bearer.error;
+      }
+      outcome =
+        refusedToken !== null
+          ? { status: null, error: refusedToken, durationMs: this.clock() - startedAt }
+          : await this.post(d.url, headers, d.body ?? "");
+      // A token the receiver no longer takes (revoked early): the next attempt asks for a new one.
+      if (outcome.status === 401) this.tokens.delete(d.endpoint_id);
     } catch (err) {
       // A secret that no longer opens (SECRETS_KEY rotated without the previous key): a failure to report.
       outcome = { status: null, error: err instanceof Error ? err.message : String(err), durationMs: 0 };

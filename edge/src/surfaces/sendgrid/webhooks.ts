@@ -14,6 +14,7 @@ import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import type { Outcome } from "../../objects/webhook-queue.ts";
 import { EVENT_TYPES, SENDGRID_FLAGS } from "../../services/webhook-events.ts";
+import { parseOAuthInput, type OAuthClient } from "../../services/webhook-oauth.ts";
 import { renderFastApi, renderSendGrid } from "../errors.ts";
 
 const MAX_BODY_BYTES = 64 * 1024;
@@ -55,14 +56,16 @@ function refuseUnknown(dialect: Dialect, body: Record<string, unknown>, known: r
     if (!known.includes(k)) throw badRequest(dialect, k, "is not a known field");
 }
 
-/** OAuth2 client credentials are not built: a value is refused, never stored and ignored. */
-function refuseOAuth(dialect: Dialect, body: Record<string, unknown>): void {
-  for (const k of ["oauth_client_id", "oauth_client_secret", "oauth_token_url"]) {
-    const v = body[k];
-    if (v !== undefined && v !== null && v !== "") {
-      throw badRequest(dialect, k, "OAuth2 client credentials for webhooks are not supported yet");
-    }
-  }
+/**
+ * OAuth2 client credentials (services/webhook-oauth.ts): undefined when the body names none (leave
+ * them), null when all three are empty (remove them), else the three values.
+ */
+function oauthOf(dialect: Dialect, body: Record<string, unknown>): OAuthClient | null | undefined {
+  const o = parseOAuthInput(body);
+  if (o.kind === "error") throw badRequest(dialect, o.field, o.message);
+  if (o.kind === "none") return undefined;
+  if (o.kind === "clear") return null;
+  return { clientId: o.clientId, clientSecret: o.clientSecret, tokenUrl: o.tokenUrl };
 }
 
 function urlField(dialect: Dialect, v: unknown, field = "url"): string {
@@ -100,11 +103,8 @@ function bool(dialect: Dialect, v: unknown, field: string): boolean {
 function unwrap<T>(dialect: Dialect, outcome: Outcome<T>): T {
   if (outcome.ok) return outcome.value;
   if (outcome.code === "not_found") throw new AppError("not_found", outcome.message);
-  throw badRequest(
-    dialect,
-    outcome.message.startsWith("url ") ? "url" : null,
-    outcome.message.replace(/^url /, ""),
-  );
+  const field = /^(url|oauth_token_url) /.exec(outcome.message)?.[1] ?? null;
+  throw badRequest(dialect, field, field ? outcome.message.slice(field.length + 1) : outcome.message);
 }
 
 const tenantOf = (c: Context<AppEnv>): string => {
@@ -140,7 +140,7 @@ export const eventWebhookApi = new Hono<AppEnv>()
       "oauth_client_secret",
       "oauth_token_url",
     ]);
-    refuseOAuth("sendgrid", body);
+    const oauth = oauthOf("sendgrid", body);
     const flags: Record<string, boolean> = {};
     for (const f of SENDGRID_FLAGS) if (body[f] !== undefined) flags[f] = bool("sendgrid", body[f], f);
     const patch = {
@@ -150,6 +150,7 @@ export const eventWebhookApi = new Hono<AppEnv>()
         ? { url: body["url"] === "" ? "" : urlField("sendgrid", body["url"]) }
         : {}),
       flags,
+      ...(oauth !== undefined ? { oauth } : {}),
     };
     return c.json(unwrap("sendgrid", await queueOf(c).patchEventSettings(tenantOf(c), patch)));
   })
@@ -175,12 +176,12 @@ export const eventWebhookApi = new Hono<AppEnv>()
       "oauth_client_secret",
       "oauth_token_url",
     ]);
-    refuseOAuth("sendgrid", body);
+    const oauth = oauthOf("sendgrid", body);
     if (body["id"] !== undefined && body["id"] !== "") {
       throw badRequest("sendgrid", "id", "multiple Event Webhooks are not supported; leave id out");
     }
     const url = urlField("sendgrid", body["url"]);
-    unwrap("sendgrid", await queueOf(c).testEvent(tenantOf(c), url));
+    unwrap("sendgrid", await queueOf(c).testEvent(tenantOf(c), url, oauth ?? undefined));
     return c.body(null, 204);
   });
 eventWebhookApi.onError(renderSendGrid);
@@ -207,11 +208,18 @@ export const webhooksApi = new Hono<AppEnv>()
     rateLimit({ name: "webhooks.create", per: "tenant", limit: () => 10, windowMs: 60_000 }),
     async (c) => {
       const body = await readJson(c, "scaisend");
-      refuseUnknown("scaisend", body, ["url", "enabled_events", "oauth_client_id", "oauth_client_secret"]);
-      refuseOAuth("scaisend", body);
+      refuseUnknown("scaisend", body, [
+        "url",
+        "enabled_events",
+        "oauth_client_id",
+        "oauth_client_secret",
+        "oauth_token_url",
+      ]);
+      const oauth = oauthOf("scaisend", body);
       const input = {
         url: urlField("scaisend", body["url"]),
         enabledEvents: enabledEvents(body["enabled_events"]),
+        ...(oauth ? { oauth } : {}),
       };
       return c.json(unwrap("scaisend", await queueOf(c).createEndpoint(tenantOf(c), input)), 201);
     },
@@ -221,15 +229,28 @@ export const webhooksApi = new Hono<AppEnv>()
   })
   .patch("/:id", requireScope("webhooks.write"), async (c) => {
     const body = await readJson(c, "scaisend");
-    refuseUnknown("scaisend", body, ["url", "enabled_events", "enabled"]);
+    refuseUnknown("scaisend", body, [
+      "url",
+      "enabled_events",
+      "enabled",
+      "oauth_client_id",
+      "oauth_client_secret",
+      "oauth_token_url",
+    ]);
     if (Object.keys(body).length === 0)
-      throw badRequest("scaisend", null, "nothing to change: give url, enabled_events or enabled");
+      throw badRequest(
+        "scaisend",
+        null,
+        "nothing to change: give url, enabled_events, enabled or the oauth_* fields",
+      );
+    const oauth = oauthOf("scaisend", body);
     const patch = {
       ...(body["url"] !== undefined ? { url: urlField("scaisend", body["url"]) } : {}),
       ...(body["enabled_events"] !== undefined
         ? { enabledEvents: enabledEvents(body["enabled_events"]) }
         : {}),
       ...(body["enabled"] !== undefined ? { enabled: bool("scaisend", body["enabled"], "enabled") } : {}),
+      ...(oauth !== undefined ? { oauth } : {}),
     };
     return c.json(unwrap("scaisend", await queueOf(c).updateEndpoint(tenantOf(c), c.req.param("id"), patch)));
   })
