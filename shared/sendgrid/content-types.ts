@@ -1,5 +1,5 @@
 /**
- * Content blocks of POST /v3/mail/send beyond text/plain and text/html (docs/api/sendgrid.md#content):
+ * Content blocks of POST /v3/mail/send beyond text/plain and text/html (docs/api/sendgrid.md#other-content-types):
  * SendGrid takes any `type` without ';' or CR/LF (text/calendar, text/x-amp-html, …), ordered text/plain,
  * then text/html, then the rest (mail-send.ts checks both). Each becomes one more part of the
  * message's multipart/alternative at the origin (origin/src/compose/build-mime.ts): text/plain,

@@ -1,6 +1,6 @@
 /**
  * Through the real Worker, D1 and hub shard (hub-0), the origin's side played over a real /link
- * WebSocket (docs/api/sendgrid.md#content, #mail-settings): content types besides text/plain and
+ * WebSocket (docs/api/sendgrid.md#other-content-types, #fields): content types besides text/plain and
  * text/html travel in the delivery job as `alternatives` (the origin builds them into the MIME:
  * test/origin/build-mime.alternatives.test.ts); `mail_settings.bcc` makes its address one more
  * envelope recipient of every message, with its own `processed` event and outcome.

@@ -1,5 +1,5 @@
 /**
- * Two parts of the mail/send contract (docs/api/sendgrid.md#content, #mail-settings): content types
+ * Two parts of the mail/send contract (docs/api/sendgrid.md#other-content-types, #fields): content types
  * besides text/plain and text/html (shared/sendgrid/content-types.ts: which are accepted, which
  * refused and why, the Content-Type each part gets), and the older `mail_settings.bcc` setting, which
  * adds its address to every message's bcc (shared/sendgrid/personalize.ts) once; plus what
