@@ -2029,8 +2029,7 @@ describe("notSupportedErrors: fields this deployment does not honour yet", () =>
     p0(body).dynamic_template_data = { a: 1 };
     expect(fields(body)).toEqual([
       "personalizations.0.dynamic_template_data",
-      // attachments, send_at and batch_id are honoured, so not listed
-      "asm",
+      // attachments, send_at, batch_id and asm are honoured, so not listed
       // mail_settings.footer and tracking_settings are honoured (docs/api/tracking.md)
       "mail_settings.spam_check",
     ]);
@@ -2046,12 +2045,8 @@ describe("notSupportedErrors: fields this deployment does not honour yet", () =>
     expect(fields(other)).toEqual(["content.2.type"]);
   });
 
-  it("says what is not supported and how to send anyway", () => {
-    const [e] = notSupportedErrors(parsed({ ...base(), asm: { group_id: 1 } }), NOW_MS);
-    expect(e).toEqual({
-      message: "Unsubscribe groups (asm) are not supported yet by this deployment; remove asm.",
-      field: "asm",
-      help: `${MAIL_SEND_DOCS_URL}#asm`,
-    });
+  it("accepts asm: the send path checks its groups (edge/src/services/suppression-policy.ts)", () => {
+    const body = { ...base(), asm: { group_id: 1, groups_to_display: [1] } };
+    expect(notSupportedErrors(parsed(body), NOW_MS)).toEqual([]);
   });
 });
