@@ -132,7 +132,8 @@ describe("stats counters (triggers on events)", () => {
   it("map every event type to SendGrid's metrics, per day and per category", async () => {
     const f = await fixture();
     const day = "2026-03-10";
-    const { rows } = await catalog(f.tenantId, ms(day), ["news", "promo"]);
+    // A category named twice counts once.
+    const { rows } = await catalog(f.tenantId, ms(day), ["news", "promo", "news"]);
     const m = rows[0]!.id;
     const t = ms(day, 13);
     await results(m, [
@@ -192,6 +193,16 @@ describe("stats counters (triggers on events)", () => {
         { date: "2026-03-11", metrics: zero() },
       ],
     });
+
+    // The rebuild maps every event type exactly as the trigger did.
+    const live = await counters(f.tenantId);
+    await env.DB.prepare("DELETE FROM stats_daily WHERE tenant_id = ?").bind(f.tenantId).run();
+    const rebuilt = await call(`/v3/stats/rebuild?start_date=${day}&end_date=${day}`, {
+      method: "POST",
+      headers: bearer(f.key),
+    });
+    expect(rebuilt.status).toBe(200);
+    expect(await counters(f.tenantId)).toEqual(live);
 
     const cats = await getJson<unknown>(f.key, `/v3/stats/categories?start_date=${day}&end_date=${day}`);
     expect(cats.body).toEqual([

@@ -367,10 +367,10 @@ export const asmGroupSuppressions = sqliteTable(
 /**
  * Stats counters (docs/api/sendgrid.md#stats): one row per tenant, category ('' for all mail), UTC
  * day (YYYY-MM-DD) and SendGrid metric. Written only by the triggers of migrations/0007_stats.sql,
- * which drizzle cannot express: `events_stats_count` (every inserted event, through the
- * `events_stats_metrics` view that maps an event to its metrics) and `events_stats_requests` (every
- * live message). A replayed insert that conflicts inserts no row and so fires no trigger: each event
- * counts once. POST /v3/stats/rebuild recomputes a range through the same view.
+ * which drizzle cannot express: `events_stats_count` (every inserted event) and
+ * `events_stats_requests` (every live message). A replayed insert that conflicts inserts no row and
+ * so fires no trigger: each event counts once. POST /v3/stats/rebuild recomputes a range through the
+ * `events_stats_metrics` view, which maps an event to its metrics as the trigger does.
  */
 export const statsDaily = sqliteTable(
   "stats_daily",
