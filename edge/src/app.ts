@@ -8,6 +8,7 @@
  *   /v3/user/webhooks     webhook endpoints (detail) and SendGrid's Event Webhook settings (errors[])
  *   /v3/stats, /v3/categories/stats  stats counters (errors[])
  *   /v3/images            the image library (detail); /i/{id} its public, immutable URLs
+ *   /v3/api_keys, /v3/scopes  API keys managed by API keys (detail and errors[] side by side)
  *   /api/admin/*          native admin API (detail, {data})
  *   /link                 origin WebSocket, authenticated with ORIGIN_TOKEN
  *   /origin/blobs/*       attachments and large bodies for the origin (ORIGIN_TOKEN)
@@ -39,6 +40,7 @@ import { eventWebhookApi, webhooksApi } from "./surfaces/sendgrid/webhooks.ts";
 import { categoryStatsApi, statsApi } from "./surfaces/sendgrid/stats.ts";
 import { originBlobs } from "./surfaces/origin/blobs.ts";
 import { imagesApi } from "./surfaces/sendgrid/images.ts";
+import { apiKeysApi, scopesApi } from "./surfaces/sendgrid/api-keys.ts";
 import { imageProxy } from "./surfaces/public/images.ts";
 import { trackingApi } from "./surfaces/tracking/index.ts";
 
@@ -96,6 +98,8 @@ export function createApp() {
   app.route("/v3/stats", statsApi);
   app.route("/v3/categories", categoryStatsApi);
   app.route("/v3/images", imagesApi);
+  app.route("/v3/api_keys", apiKeysApi);
+  app.route("/v3/scopes", scopesApi);
   app.route("/i", imageProxy);
   app.route("/api/admin", adminApi);
 
