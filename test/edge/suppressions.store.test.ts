@@ -7,10 +7,12 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { createDb } from "../../edge/src/db/client.ts";
+import { resultStatements } from "../../edge/src/db/messages.ts";
 import { events, type EventType } from "../../edge/src/db/schema.ts";
 import {
   addSuppressions,
   createGroup,
+  deleteSuppressions,
   findSuppressed,
   getSuppression,
   groupSuppressionsOf,
@@ -87,6 +89,54 @@ describe("events_suppress_* triggers", () => {
       }
     },
   );
+
+  it("through the hub's own result write (INSERT … SELECT FROM json_each … ON CONFLICT DO NOTHING): once, and a replay after the address was removed does not bring it back", async () => {
+    const tenantId = await createTenant();
+    const messageId = `msg_${uid()}`;
+    const bounce = {
+      id: `evt_${uid()}`,
+      tenantId,
+      messageId,
+      eventType: "bounce" as const,
+      recipientEmail: "gone@example.com",
+      timestamp: 5_000,
+      attempt: 1,
+      metadata: {
+        smtp_response: "550 5.1.1 User unknown",
+        status: "5.1.1",
+        bounce_type: "hard",
+        reason: "550 5.1.1 User unknown",
+      },
+    };
+    const write = () =>
+      env.DB.batch(
+        resultStatements(env.DB, [
+          {
+            messageId,
+            now: 5_000,
+            events: [bounce],
+            recipientStatuses: [],
+            status: "bounced",
+            nextAttemptAt: null,
+          },
+        ]),
+      );
+    await write();
+    expect(await rows(tenantId)).toEqual([
+      {
+        email: "gone@example.com",
+        list: "bounces",
+        reason: "550 5.1.1 User unknown",
+        status: "5.1.1",
+        bounce_type: "hard",
+        created_at: 5_000,
+      },
+    ]);
+    // The tenant removes it; the hub then replays the same flush (after a restart, say).
+    expect(await deleteSuppressions(db(), tenantId, "bounces", ["gone@example.com"])).toBe(1);
+    await write();
+    expect(await rows(tenantId)).toEqual([]);
+  });
 
   it("a soft bounce, a delivered and a dropped event suppress nothing", async () => {
     const tenantId = await createTenant();
