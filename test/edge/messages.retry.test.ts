@@ -6,7 +6,7 @@
  * is refused (400), or 409 while an origin holds it or once its payload is no longer kept. Also
  * SendGrid's own @sendgrid/client calling it.
  */
-import { runInDurableObject, SELF } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject, SELF } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import client from "@sendgrid/client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -304,6 +304,33 @@ describe("POST /v3/messages/{id}/retry", () => {
     expect(job).toMatchObject({ messageId: m, attempt: 1, freshFrom: 1 });
     expect(await l.nothing("jobs", 100)).toBe(true);
     expect((await getMessage(key, m)).status).toMatch(/^(queued|processing)$/);
+  });
+});
+
+describe("a message that expired in the queue", () => {
+  it("is kept like any failure and can be retried", async () => {
+    const m = await sendOne(key, mailBody(t.from));
+    // Catalogued first (the expiry updates the catalog's row), then older than MAX_QUEUE_AGE_MS.
+    await eventually(
+      () => getMessage(key, m).then((d) => d.status),
+      (s) => s === "queued",
+    );
+    await runInDurableObject(hub(), async (instance, s) => {
+      await (instance as unknown as { flush(): Promise<unknown> }).flush();
+      s.storage.sql.exec("UPDATE outbox SET enqueued_at = 0 WHERE message_id = ?", m);
+    });
+    expect(await runDurableObjectAlarm(hub())).toBe(true);
+    const d = await eventually(
+      () => getMessage(key, m),
+      (x) => x.status === "failed",
+      5000,
+    );
+    expect(d.error_message).toMatch(/maximum queue age/);
+    expect((await kept(m))?.status).toBe("failed");
+    expect(await retry(key, m)).toEqual({ status: 200, body: { message_id: m, status: "queued" } });
+    const l = await link(10);
+    const [job] = await l.jobs(1);
+    expect(job).toMatchObject({ messageId: m, attempt: 1, freshFrom: 1, recipients: ["rcpt@example.net"] });
   });
 });
 

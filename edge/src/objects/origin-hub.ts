@@ -1939,6 +1939,10 @@ export class OriginHub extends DurableObject<Bindings> {
         });
         await this.db.batch(statements as [never]);
         void fanOutWebhookEvents(this.env, dropped);
+        // Expired unsent: retriable like any failure (services/message-retry.ts).
+        if (row.delivered === 0) {
+          keepForRetry(this.sql, [[row.message_id, "failed", []]], now, this.config.MAX_QUEUE_AGE_MS);
+        }
         this.deleteMessages([row.message_id]);
       } catch (err) {
         console.error(
