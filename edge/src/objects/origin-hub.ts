@@ -1920,13 +1920,14 @@ export class OriginHub extends DurableObject<Bindings> {
     for (const row of rows) {
       try {
         const recipients = JSON.parse(row.recipients) as string[];
-        // Ids fixed by the message (as services/batch-holds.ts makes them): an expiry run again after
-        // a restart records, counts and posts nothing twice, even for a message never dispatched.
+        // Ids fixed by the message and its enqueue time (as services/batch-holds.ts makes them): an
+        // expiry run again after a restart records, counts and posts nothing twice, even for a message
+        // never dispatched, while a message queued again (a retry) that expires again gets new ones.
         const dropped = recipients.map((r, i) => ({
           ...eventRow(row, "dropped", r, now, {
             reason: "expired: not delivered within the maximum queue age",
           }),
-          id: `evt_${row.message_id.slice(4)}E${i.toString(36)}`,
+          id: `evt_${row.message_id.slice(4)}E${row.enqueued_at.toString(36)}R${i.toString(36)}`,
         }));
         const statements = recordResultStatements(this.db, {
           messageId: row.message_id,
