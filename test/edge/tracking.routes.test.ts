@@ -168,6 +168,19 @@ describe("GET /t/c/{token}", () => {
     expect(JSON.parse(row!.metadata)).toEqual({ url, user_agent: "UA/1", ip: "192.0.2.1" });
   });
 
+  it("redirects to a link with non-ASCII characters, percent-encoded (and its host in punycode)", async () => {
+    const tenantId = await createTenant();
+    const url = "https://bücher.example/straße?q=€";
+    const token = await signer.sign(
+      "click",
+      { tenantId, messageId: msgId(), recipient: "a@example.net" },
+      url,
+    );
+    const res = await call(`/t/c/${token}?u=${encodeURIComponent(url)}`, { redirect: "manual" });
+    expect(res.status).toBe(302);
+    expect(res.headers.get("location")).toBe("https://xn--bcher-kva.example/stra%C3%9Fe?q=%E2%82%AC");
+  });
+
   it("cannot be turned into a redirect elsewhere: another u, a missing u, a non-http u are 400; a non-token 404", async () => {
     const tenantId = await createTenant();
     const messageId = msgId();

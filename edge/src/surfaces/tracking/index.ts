@@ -119,9 +119,15 @@ trackingApi.get("/c/:token", async (c) => {
       at: Date.now(),
     },
   ]);
+  // The URL as serialized by the WHATWG parser: non-ASCII in the path or query percent-encoded and
+  // the host in punycode, so the header is ASCII whatever the message's link held.
   return new Response(null, {
     status: 302,
-    headers: { location: url, "cache-control": "private, no-store", "referrer-policy": "no-referrer" },
+    headers: {
+      location: new URL(url).href,
+      "cache-control": "private, no-store",
+      "referrer-policy": "no-referrer",
+    },
   });
 });
 
