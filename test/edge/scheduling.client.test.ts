@@ -111,7 +111,7 @@ describe("@sendgrid/client against batches and scheduled sends", () => {
     );
     expect([invalid.code, invalid.response.body]).toEqual([
       400,
-      { errors: [{ message: "invalid batch id", field: null, help: null }] },
+      { errors: [{ field: null, message: "invalid batch id" }] },
     ]);
     const [, batch] = await client.request({ method: "POST", url: "/v3/mail/batch" });
     const batchId = (batch as { batch_id: string }).batch_id;
@@ -138,7 +138,7 @@ describe("@sendgrid/client against batches and scheduled sends", () => {
     );
     expect([none.code, none.response.body]).toEqual([
       404,
-      { errors: [{ message: "batch id not found", field: null, help: null }] },
+      { errors: [{ field: null, message: "batch id not found" }] },
     ]);
   });
 });

@@ -63,6 +63,8 @@ function outboxRow(id: string): Promise<{ state: string; due_at: number; enqueue
 }
 
 const sg = (message: string, field: string | null = null) => ({ errors: [{ message, field, help: null }] });
+/** /v3/mail/batch and /v3/user/scheduled_sends answer as SendGrid's own service does: no `help`. */
+const mako = (message: string, field: string | null = null) => ({ errors: [{ field, message }] });
 
 let t: TenantFixture;
 let key: string;
@@ -107,18 +109,25 @@ describe("POST /v3/mail/batch and GET /v3/mail/batch/{id}", () => {
       "/v3/mail/batch",
       { name: "x" },
       400,
-      sg("POST /v3/mail/batch takes no request body (send none, or {})."),
+      mako("POST /v3/mail/batch takes no request body (send none, or {})."),
     ],
-    ["malformed JSON", "POST", "/v3/mail/batch", "{", 400, sg("Bad Request")],
+    ["malformed JSON", "POST", "/v3/mail/batch", "{", 400, mako("Bad Request")],
     [
       "a made-up id",
       "GET",
       "/v3/mail/batch/HkJ5yLYULb7Rj8GKSx7u025ouWVlMgAi",
       undefined,
       400,
-      sg("invalid batch id"),
+      mako("invalid batch id"),
     ],
-    ["an id of the wrong shape", "GET", "/v3/mail/batch/not-a-batch", undefined, 400, sg("invalid batch id")],
+    [
+      "an id of the wrong shape",
+      "GET",
+      "/v3/mail/batch/not-a-batch",
+      undefined,
+      400,
+      mako("invalid batch id"),
+    ],
   ])("%s (%s %s)", async (_name, method, path, body, status, expected) => {
     expect(await json(await req(key, method, path, body))).toEqual({ status, body: expected });
   });
@@ -135,7 +144,7 @@ describe("POST /v3/mail/batch and GET /v3/mail/batch/{id}", () => {
     const otherKey = await keyWith(other.tenantId, ALL);
     expect(await json(await req(otherKey, "GET", `/v3/mail/batch/${id}`))).toEqual({
       status: 400,
-      body: sg("invalid batch id"),
+      body: mako("invalid batch id"),
     });
   });
 });
@@ -242,7 +251,7 @@ describe("/v3/user/scheduled_sends", () => {
       await json(await req(key, "POST", "/v3/user/scheduled_sends", { batch_id: id, status: "cancel" })),
     ).toEqual({
       status: 400,
-      body: sg(
+      body: mako(
         `This batch is paused already: change it with PATCH or remove it with DELETE /v3/user/scheduled_sends/${id}.`,
         "batch_id",
       ),
@@ -265,7 +274,7 @@ describe("/v3/user/scheduled_sends", () => {
       await json(await req(key, "PATCH", `/v3/user/scheduled_sends/${other}`, { status: "pause" })),
     ).toEqual({
       status: 404,
-      body: sg("batch id not found"),
+      body: mako("batch id not found"),
     });
     expect(await json(await req(key, "DELETE", `/v3/user/scheduled_sends/${id}`))).toEqual({
       status: 204,
@@ -273,25 +282,25 @@ describe("/v3/user/scheduled_sends", () => {
     });
     expect(await json(await req(key, "DELETE", `/v3/user/scheduled_sends/${id}`))).toEqual({
       status: 404,
-      body: sg("batch id not found"),
+      body: mako("batch id not found"),
     });
     expect(await json(await req(key, "GET", "/v3/user/scheduled_sends"))).toEqual({ status: 200, body: [] });
   });
 
   it.each([
-    ["no status", { batch_id: "B" }, sg("status is required.", "status")],
+    ["no status", { batch_id: "B" }, mako("status is required.", "status")],
     [
       "a bad status",
       { batch_id: "B", status: "stop" },
-      sg("status must be either pause or cancel.", "status"),
+      mako("status must be either pause or cancel.", "status"),
     ],
-    ["no batch_id", { status: "pause" }, sg("batch_id is required.", "batch_id")],
-    ["a number batch_id", { batch_id: 7, status: "pause" }, sg("batch_id must be a string.", "batch_id")],
-    ["an unknown field", { batch_id: "B", status: "pause", when: 1 }, sg("Unknown field: when.", "when")],
+    ["no batch_id", { status: "pause" }, mako("batch_id is required.", "batch_id")],
+    ["a number batch_id", { batch_id: 7, status: "pause" }, mako("batch_id must be a string.", "batch_id")],
+    ["an unknown field", { batch_id: "B", status: "pause", when: 1 }, mako("Unknown field: when.", "when")],
     [
       "a made-up batch",
       { batch_id: "HkJ5yLYULb7Rj8GKSx7u025ouWVlMgAi", status: "pause" },
-      sg("invalid batch id"),
+      mako("invalid batch id"),
     ],
   ])("POST with %s → 400", async (_name, body, expected) => {
     const id = await newBatch(key);
@@ -314,7 +323,7 @@ describe("/v3/user/scheduled_sends", () => {
       await json(await req(key, "POST", "/v3/user/scheduled_sends", { batch_id: ids[10], status: "cancel" })),
     ).toEqual({
       status: 400,
-      body: sg(
+      body: mako(
         "At most 10 batches can be paused or cancelled at once; remove one with DELETE /v3/user/scheduled_sends/{batch_id} first.",
       ),
     });

@@ -13,7 +13,7 @@ import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { createBatch } from "../../services/batches.ts";
 import { BATCH_ID_FORMAT } from "../../services/scheduling.ts";
-import { renderSendGrid } from "../errors.ts";
+import { renderMako } from "./mako-errors.ts";
 
 /** Requests per second per credential on the batch and scheduled-send routes. */
 export const BATCH_RATE_LIMIT = 50;
@@ -75,4 +75,4 @@ export const batchesApi = new Hono<AppEnv>()
     return c.json({ batch_id: id }, 200);
   });
 
-batchesApi.onError(renderSendGrid);
+batchesApi.onError(renderMako);

@@ -17,7 +17,7 @@ import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { tellShards } from "../../services/batches.ts";
 import { BATCH_ID_FORMAT } from "../../services/scheduling.ts";
-import { renderSendGrid } from "../errors.ts";
+import { renderMako } from "./mako-errors.ts";
 import { BATCH_RATE_LIMIT, invalidBatchId, readJsonBody, tenantOf } from "./batches.ts";
 
 /** SendGrid's limit on batches paused or cancelled at once (docs/api/sendgrid.md#scheduling-and-batches). */
@@ -136,4 +136,4 @@ export const scheduledSendsApi = new Hono<AppEnv>()
     return c.body(null, 204);
   });
 
-scheduledSendsApi.onError(renderSendGrid);
+scheduledSendsApi.onError(renderMako);
