@@ -9,6 +9,8 @@ import { describe, expect, it } from "vitest";
 import { PERMISSIONS, type Permission } from "../../shared/permissions.ts";
 import { sha256Hex } from "../../edge/src/lib/crypto.ts";
 import { MAX_ACTIVE_KEYS } from "../../edge/src/services/api-keys.ts";
+import { createDb } from "../../edge/src/db/client.ts";
+import { tenantApiKeys } from "../../edge/src/db/api-keys.ts";
 import { bearer, call, createApiKey, createTenant, uid } from "./helpers.ts";
 
 const ISO_SECONDS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
@@ -215,6 +217,33 @@ describe("post /v3/api_keys", () => {
     const filler = (await api(a.key, "GET", "/v3/api_keys?limit=1")).body.result[0].api_key_id;
     expect((await api(a.key, "DELETE", `/v3/api_keys/${filler}`)).status).toBe(204);
     expect((await create(a, { name: "fits" })).status).toBe(201);
+  });
+
+  it("concurrent creates cannot overshoot the cap (the check is part of the insert)", async () => {
+    const a = await adminTenant();
+    const now = Date.now();
+    await env.DB.batch(
+      Array.from({ length: MAX_ACTIVE_KEYS - 3 }, (_, i) =>
+        env.DB.prepare(
+          "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash, environment, scopes, created_at) VALUES (?, ?, ?, ?, ?, 'live', '[]', ?)",
+        ).bind(
+          `key_fill${uid()}${i}`,
+          a.tenantId,
+          `fill-${i}`,
+          "sg_live_00000000",
+          `fill-${uid()}-${i}`,
+          now,
+        ),
+      ),
+    );
+    const results = await Promise.all(Array.from({ length: 6 }, (_, i) => create(a, { name: `race-${i}` })));
+    expect(results.map((r) => r.status).sort()).toEqual([201, 201, 403, 403, 403, 403]);
+    const active = await env.DB.prepare(
+      "SELECT count(*) AS n FROM api_keys WHERE tenant_id = ? AND revoked_at IS NULL",
+    )
+      .bind(a.tenantId)
+      .first<{ n: number }>();
+    expect(active!.n).toBe(MAX_ACTIVE_KEYS);
   });
 
   it("creating is limited to 10 a minute per tenant (429 in both shapes, X-RateLimit headers)", async () => {
@@ -454,6 +483,28 @@ describe("/v3/api_keys/{id}", () => {
     );
     // The refused rotations changed nothing.
     expect((await api(wide.key, "GET", "/v3/scopes")).status).toBe(200);
+  });
+});
+
+describe("the rotation guard (db/api-keys.ts)", () => {
+  it("a rotation's write applies only if the secret and scopes are still those that were checked", async () => {
+    const a = await adminTenant();
+    const k = (await create(a, { name: "guarded", scopes: ["mail.send"] })).body;
+    const keys = tenantApiKeys(createDb(env.DB), a.tenantId);
+    const checked = (await keys.get(k.id))!;
+    // A concurrent PUT widens the key after the check…
+    expect(
+      (await api(a.key, "PUT", `/v3/api_keys/${k.id}`, { name: "g", scopes: ["mail.send", "stats.read"] }))
+        .status,
+    ).toBe(200);
+    // …so the rotation's write does not apply.
+    expect(await keys.update(k.id, { prefix: "sg_live_ffffffff", keyHash: "x" }, checked)).toBeUndefined();
+    const now = (await keys.get(k.id))!;
+    expect(now.keyHash).toBe(checked.keyHash);
+    expect(await keys.update(k.id, { name: "ok" }, now)).toMatchObject({ name: "ok" });
+    // And another tenant's repository does not see the key at all.
+    expect(await tenantApiKeys(createDb(env.DB), "tnt_other").get(k.id)).toBeUndefined();
+    expect(await tenantApiKeys(createDb(env.DB), "tnt_other").update(k.id, { name: "x" })).toBeUndefined();
   });
 });
 
