@@ -284,6 +284,25 @@ describe("stats counters (triggers on events)", () => {
       `/v3/stats/categories?start_date=${day}&end_date=${day}`,
     );
     expect(cats.body).toEqual([{ date: day, stats: [] }]);
+
+    // Unfiltered, at most 100 categories: more is a 400 asking for a filter. (A send names at most
+    // 10; the 101 are written on one row here to make them quickly.)
+    const many = Array.from({ length: 101 }, (_, i) => `c${String(i).padStart(3, "0")}`);
+    await catalog(other.tenantId, ms(day), many);
+    const tooMany = await getJson<{ errors: { field: string; message: string }[] }>(
+      other.key,
+      `/v3/stats/categories?start_date=${day}&end_date=${day}`,
+    );
+    expect(tooMany.status).toBe(400);
+    expect(tooMany.body.errors[0]).toMatchObject({
+      field: "categories",
+      message: expect.stringMatching(/^101 categories have stats/),
+    });
+    const named = await getJson<{ stats: { name: string }[] }[]>(
+      other.key,
+      `/v3/stats/categories?start_date=${day}&end_date=${day}&categories=c000,c100`,
+    );
+    expect(named.body[0]!.stats.map((x) => x.name)).toEqual(["c000", "c100"]);
   });
 });
 

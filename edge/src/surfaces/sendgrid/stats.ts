@@ -40,6 +40,8 @@ export const MAX_REBUILD_DAYS = 366;
 /** At most this many categories per request (SendGrid's limit for /v3/categories/stats). */
 export const MAX_CATEGORIES = 10;
 export const STATS_RATE_LIMIT = 50;
+/** Without a `categories` filter, /v3/stats/categories lists at most this many (else a 400). */
+export const MAX_UNFILTERED_CATEGORIES = 100;
 
 const fieldError = (field: string | null, message: string): FieldError => ({ field, message, help: null });
 const badRequest = (field: string | null, message: string) =>
@@ -150,6 +152,12 @@ async function categoryBuckets(
   const scope: CategoryScope = names ? { kind: "some", names } : { kind: "all" };
   const rows = await readCounters(c.get("db"), tenantOf(c), range.start, range.end, scope);
   const listed = names ?? [...new Set(rows.map((r) => r.category))].sort();
+  if (listed.length > MAX_UNFILTERED_CATEGORIES) {
+    throw badRequest(
+      "categories",
+      `${listed.length} categories have stats in this range; name at most ${MAX_CATEGORIES} with categories`,
+    );
+  }
   const perCategory = new Map(
     listed.map((n) => [
       n,
