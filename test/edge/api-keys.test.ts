@@ -166,6 +166,15 @@ describe("post /v3/api_keys", () => {
     expectError(await create(a, ""), 400, "name is required", "name");
   });
 
+  it("refuses a body over 64 KiB with 413 in both shapes", async () => {
+    const a = await adminTenant();
+    expectError(
+      await create(a, { name: "x".repeat(70_000) }),
+      413,
+      "The request body may be at most 65536 bytes",
+    );
+  });
+
   it("reports every problem at once", async () => {
     const a = await adminTenant();
     const r = await create(a, { scopes: ["nope"], environment: "x" });

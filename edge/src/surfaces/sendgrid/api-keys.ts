@@ -74,10 +74,12 @@ function callerOf(c: Context<AppEnv>): Caller {
 }
 
 async function readBody(c: Context<AppEnv>): Promise<Record<string, unknown> | undefined> {
+  const tooLarge = () =>
+    new AppError("payload_too_large", `The request body may be at most ${MAX_BODY_BYTES} bytes`);
+  // Refused before it is read when the client says how large it is.
+  if (Number(c.req.header("content-length") ?? 0) > MAX_BODY_BYTES) throw tooLarge();
   const raw = await c.req.arrayBuffer();
-  if (raw.byteLength > MAX_BODY_BYTES) {
-    throw new AppError("payload_too_large", `The request body may be at most ${MAX_BODY_BYTES} bytes`);
-  }
+  if (raw.byteLength > MAX_BODY_BYTES) throw tooLarge();
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(raw);
