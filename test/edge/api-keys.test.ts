@@ -298,8 +298,12 @@ describe("credentials on /v3/api_keys", () => {
 
 describe("get /v3/api_keys", () => {
   it("lists ScaiSend's records and SendGrid's result side by side, newest first, without revoked keys", async () => {
+    // Ids sort by their millisecond; a pause between creates makes "newest first" one order.
+    const tick = () => new Promise((r) => setTimeout(r, 3));
     const a = await adminTenant();
+    await tick();
     const one = (await create(a, { name: "one", scopes: ["mail.send"] })).body;
+    await tick();
     const two = (await create(a, { name: "two", environment: "test" })).body;
     expect((await api(a.key, "DELETE", `/v3/api_keys/${one.id}`)).status).toBe(204);
 
