@@ -278,8 +278,9 @@ async function main(): Promise<number> {
   }
   if (want("suppressions")) {
     // The check before dispatch for a tenant with 1,000,000 suppressions (test/bench/suppressions.ts).
-    results.suppressions = await step("suppression check: 1,000 recipients against 1,000,000 suppressions", () =>
-      benchSuppressions({ quick, workDir }),
+    results.suppressions = await step(
+      "suppression check: 1,000 recipients against 1,000,000 suppressions",
+      () => benchSuppressions({ quick, workDir }),
     );
   }
   if (want("delivery") && results.delivery && !quick) {

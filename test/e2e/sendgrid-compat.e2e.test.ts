@@ -165,7 +165,9 @@ describe("@sendgrid/mail against the stack", () => {
     expect(headOf(raw.get("bob@inbox.test")!)).toMatch(/^Content-Type: multipart\/alternative;/im);
     expect(ann.text?.trim()).toBe("plain part");
     // Open tracking is on by default (docs/api/tracking.md#tenant-defaults): the pixel follows the HTML.
-    expect(ann.html).toMatch(/^<p>html <b>part<\/b><\/p><img src="[^"]+\/t\/o\/[\w.-]+\.gif" width="1" height="1" alt=""[^>]*\/>$/);
+    expect(ann.html).toMatch(
+      /^<p>html <b>part<\/b><\/p><img src="[^"]+\/t\/o\/[\w.-]+\.gif" width="1" height="1" alt=""[^>]*\/>$/,
+    );
     await expectDkimPass(raw.get("ann@inbox.test")!);
     await expectDkimPass(raw.get("bob@inbox.test")!);
 

@@ -305,7 +305,13 @@ export const batches = sqliteTable(
  * Rows are also written by the `events_suppress_*` triggers of migrations/0006_suppressions.sql
  * (a bounce, block, spam report or unsubscribe event adds one), which drizzle cannot express.
  */
-export const SUPPRESSION_LISTS = ["bounces", "blocks", "invalid_emails", "spam_reports", "unsubscribes"] as const;
+export const SUPPRESSION_LISTS = [
+  "bounces",
+  "blocks",
+  "invalid_emails",
+  "spam_reports",
+  "unsubscribes",
+] as const;
 export type SuppressionList = (typeof SUPPRESSION_LISTS)[number];
 
 export const suppressions = sqliteTable(
@@ -364,6 +370,7 @@ export const asmGroupSuppressions = sqliteTable(
     index("asm_group_suppressions_group_created").on(t.groupId, t.createdAt),
   ],
 );
+
 /**
  * Stats counters (docs/api/sendgrid.md#stats): one row per tenant, category ('' for all mail), UTC
  * day (YYYY-MM-DD) and SendGrid metric. Written only by the triggers of migrations/0007_stats.sql,

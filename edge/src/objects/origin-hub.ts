@@ -107,7 +107,12 @@ import { eventRow, planResult, type ResultPlan } from "../services/result-plan.t
 import { catalogMessageRow, type AcceptedMessage, type CatalogRows } from "../services/outbox-entry.ts";
 import { loadConfig, type Bindings, type Config } from "../env.ts";
 import { trackingWelcome } from "../services/tracking-key.ts";
-import { dropPlan, suppressionDrops, type DropDecision, type SuppressionPolicy } from "../services/suppression-check.ts";
+import {
+  dropPlan,
+  suppressionDrops,
+  type DropDecision,
+  type SuppressionPolicy,
+} from "../services/suppression-check.ts";
 import { openDkimPrivateKey, type DkimKeyKind } from "../lib/dkim-key-box.ts";
 import { inboundStatements, loadInboundTargets } from "../db/inbound-events.ts";
 import { planInboundEvents } from "../services/inbound-event.ts";
@@ -1363,7 +1368,9 @@ export class OriginHub extends DurableObject<Bindings> {
       drops = (await suppressionDrops(this.env.DB, rows)).drops;
     } catch (err) {
       this.suppressionRetryAt = Date.now() + SUPPRESSION_RETRY_MS;
-      console.error(JSON.stringify({ level: "error", msg: "suppression check failed", error: errorText(err) }));
+      console.error(
+        JSON.stringify({ level: "error", msg: "suppression check failed", error: errorText(err) }),
+      );
       await this.armAlarmBy(this.suppressionRetryAt);
       return null;
     }
