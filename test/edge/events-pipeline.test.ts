@@ -1,5 +1,5 @@
 /**
- * The events pipeline's other writers (docs/api/webhooks.md#what-is-posted): inbound bounces and
+ * The events pipeline's other writers (docs/api/webhooks.md#events): inbound bounces and
  * complaints, and the hub's queue-age expiry, reach the tenant's webhooks as the flush's events do,
  * and are counted in stats once however often they are recorded. The webhook receiver is the
  * WebhookQueue's fetcher (with its resolver pointing the endpoint's name at a public address), as in
