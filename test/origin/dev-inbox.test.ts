@@ -279,22 +279,31 @@ describe("dev inbox web pages", () => {
     const listHtml = await list.text();
     expect(listHtml).toContain("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;quotes&#39;");
     expect(listHtml).toContain("&lt;img src=x onerror=alert(1)&gt;");
-    expect(listHtml).not.toMatch(/<script/i);
+    // The one script on the list page is the inbox's own live-update file, never message data.
+    expect(listHtml.match(/<script[^>]*>/gi)).toEqual(['<script src="/static/inbox.js" defer>']);
     expect(listHtml).not.toMatch(/<img/i);
 
-    const detail = await fetch(`${i.url}/messages/${m.id}`);
-    expect(detail.status).toBe(200);
-    const detailHtml = await detail.text();
-    expect(detailHtml).not.toMatch(/<script/i);
-    expect(detailHtml).not.toMatch(/<img/i);
-    expect(detailHtml).toContain("&lt;/pre&gt;&lt;script&gt;alert(2)&lt;/script&gt;");
-    expect(detailHtml).toContain("&quot;&gt;&lt;script&gt;alert(6)&lt;/script&gt;");
+    const views: Record<string, string> = {};
+    for (const view of ["html", "text", "source", "headers", "links"]) {
+      const detail = await fetch(`${i.url}/messages/${m.id}?view=${view}`);
+      expect(detail.status, view).toBe(200);
+      views[view] = await detail.text();
+      expect(views[view], view).not.toMatch(/<script/i);
+      expect(views[view], view).not.toMatch(/<img/i);
+    }
+    expect(views.text).toContain("&lt;/pre&gt;&lt;script&gt;alert(2)&lt;/script&gt;");
+    expect(views.headers).toContain("&quot;&gt;&lt;script&gt;alert(6)&lt;/script&gt;");
+    expect(views.source).toContain("X-Evil: &quot;&gt;&lt;script&gt;alert(6)&lt;/script&gt;");
+    expect(views.links).toContain("<td>a href</td><td>javascript:alert(4)</td>");
     // The message HTML goes only into a fully sandboxed iframe's srcdoc, attribute-escaped.
+    const detailHtml = views.html ?? "";
     const iframe = /<iframe sandbox="" [^>]*srcdoc="([^"]*)"><\/iframe>/.exec(detailHtml);
     expect(iframe).not.toBeNull();
     expect(iframe?.[1]).toContain("&lt;script&gt;alert(3)&lt;/script&gt;");
     expect(iframe?.[1]).toContain("title=&#39;&quot;&gt;&lt;script&gt;alert(5)&lt;/script&gt;&#39;");
     expect(detailHtml.match(/<iframe/g)).toHaveLength(1);
+    for (const view of ["text", "source", "headers", "links"])
+      expect(views[view], view).not.toMatch(/<iframe/);
   });
 
   test("sends a strict CSP and nosniff on pages, raw source and API", async () => {
@@ -305,12 +314,16 @@ describe("dev inbox web pages", () => {
       const res = await fetch(`${i.url}${path}`);
       const csp = res.headers.get("content-security-policy") ?? "";
       expect(csp, path).toContain("default-src 'none'");
-      expect(csp, path).not.toContain("script-src");
+      // Scripts only from the inbox itself: nothing inline, nothing remote.
+      expect(
+        csp.split("; ").filter((d) => d.startsWith("script-src")),
+        path,
+      ).toEqual(["script-src 'self'"]);
       expect(res.headers.get("x-content-type-options"), path).toBe("nosniff");
     }
   });
 
-  test("detail page shows headers, DKIM result, text body and a raw source link; list auto-refreshes", async () => {
+  test("detail page shows headers, DKIM result, text body and a raw source link; list updates live or, without JavaScript, reloads", async () => {
     const i = await inbox();
     await send(i, {
       from: "a@example.com",
@@ -320,13 +333,17 @@ describe("dev inbox web pages", () => {
       headers: { "X-Custom": "custom-value" },
     });
     const id = i.list()[0]?.id ?? "";
+    // A text-only message opens on the text view.
     const html = await (await fetch(`${i.url}/messages/${id}`)).text();
-    expect(html).toContain("<td>X-Custom</td><td>custom-value</td>");
-    expect(html).toContain("<pre>the text body");
+    expect(html).toContain('<pre id="text-body">the text body');
     expect(html).toContain(`href="/messages/${id}/raw"`);
     expect(html).toContain("DKIM none");
+    const headers = await (await fetch(`${i.url}/messages/${id}?view=headers`)).text();
+    expect(headers).toContain("<td>X-Custom</td><td>custom-value</td>");
+    expect((await fetch(`${i.url}/messages/${id}?view=bogus`)).status).toBe(400);
     const list = await (await fetch(`${i.url}/`)).text();
-    expect(list).toContain(`<meta http-equiv="refresh" content="5">`);
+    // Live over SSE with JavaScript; a <noscript> reload without it.
+    expect(list).toContain(`<noscript><meta http-equiv="refresh" content="10"></noscript>`);
     expect(list).toContain(`href="/messages/${id}"`);
   });
 

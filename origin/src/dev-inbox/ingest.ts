@@ -42,6 +42,7 @@ export async function ingestMessage(
       size: a.size,
       contentId: a.contentId ?? null,
     })),
+    attachmentData: (mail?.attachments ?? []).map((a) => a.content),
     dkim,
     parseError: parsed.error,
   };

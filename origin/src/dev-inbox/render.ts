@@ -2,7 +2,12 @@
 // test may well send `<script>` in a subject), so it goes through escapeHtml() — in text and in
 // attribute position alike — and the message's own HTML is only ever shown inside a
 // `sandbox=""` iframe via srcdoc, where it gets an opaque origin and cannot run scripts.
+import { extractLinks } from "./links.ts";
+import type { LinkRef } from "./links.ts";
+import { DEFAULT_PAGE_SIZE } from "./query.ts";
+import type { Page } from "./query.ts";
 import type { DkimSummary, StoredMessage } from "./types.ts";
+export { LIVE_SCRIPT } from "./live-script.ts";
 
 const ESCAPES: Record<string, string> = {
   "&": "&amp;",
@@ -56,19 +61,33 @@ iframe{width:100%;height:480px;border:1px solid #d0d7de;border-radius:6px;backgr
 .actions a,button{font:inherit;font-size:13px;padding:4px 12px;border:1px solid #d0d7de;border-radius:6px;background:#fff;color:#24292f;text-decoration:none;cursor:pointer}
 header button{background:transparent;color:#fff;border-color:#57606a}
 form{margin:0}
+.search{display:flex;gap:6px}
+.search input{font:inherit;font-size:13px;padding:4px 8px;border-radius:6px;border:1px solid #57606a;min-width:280px}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
+.spacer{flex:1}
+.pager{display:flex;gap:12px;margin-top:12px;align-items:center}
+.tabs{display:flex;gap:4px;margin:24px 0 8px;border-bottom:1px solid #d0d7de}
+.tab{padding:6px 12px;color:#0969da;text-decoration:none;border:1px solid transparent;border-bottom:0;border-radius:6px 6px 0 0}
+.tab.current{background:#fff;border-color:#d0d7de;color:#1f2328;font-weight:600}
 `;
 
-function page(title: string, body: string, opts: { refreshSeconds?: number } = {}): string {
-  const refresh = opts.refreshSeconds ? `<meta http-equiv="refresh" content="${opts.refreshSeconds}">` : "";
+function page0(title: string, body: string, opts: { live?: boolean } = {}): string {
+  // Live pages update over Server-Sent Events via /static/inbox.js; without JavaScript they fall
+  // back to a reload every 10 s (<noscript> in <head> may hold <meta>, WHATWG HTML §4.11.2).
+  const live = opts.live
+    ? `<script src="/static/inbox.js" defer></script><noscript><meta http-equiv="refresh" content="10"></noscript>`
+    : "";
   return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">${refresh}
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">${live}
 <title>${escapeHtml(title)}</title><style>${STYLE}</style></head>
 <body>${body}</body></html>`;
 }
 
-function topBar(count: number): string {
-  return `<header><h1><a href="/">ScaiSend dev inbox</a></h1><span class="count">${count} message${count === 1 ? "" : "s"}</span><span class="spacer"></span>
-<form method="post" action="/clear"><button type="submit">Clear all</button></form></header>`;
+function topBar(count: number, query = ""): string {
+  return `<header><h1><a href="/">ScaiSend dev inbox</a></h1><span class="count" id="count">${count} message${count === 1 ? "" : "s"}</span>
+<form method="get" action="/" role="search" class="search"><label for="q" class="sr">Search</label><input id="q" type="search" name="query" value="${escapeHtml(query)}" placeholder="Search: words, from:, to:, subject:"><button type="submit">Search</button></form>
+<span class="spacer"></span>
+<form method="post" action="/clear"><button type="submit" id="clear-all">Delete all</button></form></header>`;
 }
 
 export function dkimBadge(dkim: DkimSummary): string {
@@ -99,56 +118,133 @@ function messageHref(id: string): string {
   return `/messages/${encodeURIComponent(id)}`;
 }
 
-export function renderList(messages: StoredMessage[], total: number): string {
+export interface ListOptions {
+  query: string;
+  limit: number;
+  /** Messages in the inbox in all (the search may match fewer). */
+  count: number;
+}
+
+function listHref(query: string, start: number, limit: number): string {
+  const params = new URLSearchParams();
+  if (query) params.set("query", query);
+  if (start) params.set("start", String(start));
+  if (limit !== DEFAULT_PAGE_SIZE) params.set("limit", String(limit));
+  const qs = params.toString();
+  return escapeHtml(qs ? `/?${qs}` : "/");
+}
+
+export function renderList(page: Page, opts: ListOptions): string {
+  const { messages, total, start } = page;
   const rows = messages
     .map((m) => {
       const to = m.to || m.envelope.rcptTo.join(", ");
-      return `<tr>
+      return `<tr data-id="${escapeHtml(m.id)}">
 <td class="muted">${escapeHtml(formatTime(m.receivedAt))}</td>
 <td title="${escapeHtml(m.from)}">${orDash(m.from)}</td>
 <td title="${escapeHtml(to)}">${orDash(to)}</td>
-<td title="${escapeHtml(m.subject)}"><a href="${messageHref(m.id)}">${m.subject ? escapeHtml(m.subject) : `<span class="muted">(no subject)</span>`}</a></td>
+<td title="${escapeHtml(m.subject)}"><a href="${messageHref(m.id)}">${m.subject ? escapeHtml(m.subject) : `<span class="muted">(no subject)</span>`}</a>${m.attachments.length ? ` <span class="muted" title="attachments">&#128206;${m.attachments.length}</span>` : ""}</td>
 <td>${dkimBadge(m.dkim)}</td>
 </tr>`;
     })
     .join("\n");
-  const body = messages.length
+  const empty = opts.query
+    ? `No messages match <strong>${escapeHtml(opts.query)}</strong>. <a href="/">Show all</a>`
+    : "No messages yet. Point SMTP at this inbox and they will show up here.";
+  const table = messages.length
     ? `<table class="list"><colgroup><col class="c-time"><col class="c-from"><col class="c-to"><col><col class="c-dkim"></colgroup>
 <thead><tr><th>Received (UTC)</th><th>From</th><th>To</th><th>Subject</th><th>DKIM</th></tr></thead><tbody>${rows}</tbody></table>`
-    : `<div class="empty">No messages yet. Point SMTP at this inbox and they will show up here.</div>`;
-  return page("Dev inbox", `${topBar(total)}<main>${body}</main>`, { refreshSeconds: 5 });
+    : `<div class="empty">${empty}</div>`;
+  const prev =
+    start > 0
+      ? `<a href="${listHref(opts.query, Math.max(0, start - opts.limit), opts.limit)}" rel="prev">&larr; Newer</a>`
+      : "";
+  const next =
+    start + messages.length < total
+      ? `<a href="${listHref(opts.query, start + opts.limit, opts.limit)}" rel="next">Older &rarr;</a>`
+      : "";
+  const pager =
+    total > 0
+      ? `<nav class="pager"><span class="muted">${start + 1}–${start + messages.length} of ${total}${opts.query ? " matching" : ""}</span>${prev}${next}</nav>`
+      : "";
+  return page0(
+    "Dev inbox",
+    `${topBar(opts.count, opts.query)}<main><div id="inbox">${table}${pager}</div><p class="muted" id="live-status"></p></main>`,
+    { live: true },
+  );
 }
 
-export function renderDetail(m: StoredMessage, total: number): string {
+export const VIEWS = ["html", "text", "source", "headers", "links"] as const;
+export type View = (typeof VIEWS)[number];
+export function isView(value: string): value is View {
+  return (VIEWS as readonly string[]).includes(value);
+}
+const VIEW_LABELS: Record<View, string> = {
+  html: "HTML",
+  text: "Text",
+  source: "Raw source",
+  headers: "Headers",
+  links: "Links &amp; images",
+};
+
+function viewBody(m: StoredMessage, view: View): string {
+  switch (view) {
+    case "html":
+      return m.html !== null
+        ? // sandbox="" (every restriction on): no scripts, no forms, no popups, no top navigation,
+          // opaque origin, so the message never runs in the inbox's origin. The srcdoc value is
+          // attribute-escaped, so the markup cannot close the attribute; it also inherits this
+          // page's CSP, which blocks remote images and fonts.
+          `<iframe sandbox="" referrerpolicy="no-referrer" title="HTML body" srcdoc="${escapeHtml(m.html)}"></iframe>`
+        : `<div class="empty">This message has no HTML part.</div>`;
+    case "text":
+      return m.text
+        ? `<pre id="text-body">${escapeHtml(m.text)}</pre>`
+        : `<div class="empty">This message has no text part.</div>`;
+    case "source":
+      return `<pre id="raw-source">${escapeHtml(m.raw.toString("utf8"))}</pre>`;
+    case "headers":
+      return `<table class="headers"><tbody>${m.headers
+        .map((h) => `<tr><td>${escapeHtml(h.name)}</td><td>${escapeHtml(h.value)}</td></tr>`)
+        .join("")}</tbody></table>`;
+    case "links": {
+      const { links, images } = extractLinks(m.html ?? "");
+      const rows = (items: LinkRef[]) =>
+        items.length
+          ? `<table class="headers"><tbody>${items
+              .map((l) => `<tr><td>${escapeHtml(l.kind)}</td><td>${escapeHtml(l.url)}</td></tr>`)
+              .join("")}</tbody></table>`
+          : `<div class="empty">None.</div>`;
+      return `<p class="muted">Listed from the HTML part; nothing is fetched.</p><h3>Links (${links.length})</h3>${rows(links)}<h3>Images (${images.length})</h3>${rows(images)}`;
+    }
+  }
+}
+
+export function renderDetail(m: StoredMessage, view: View, count: number): string {
   const dkim = m.dkim;
+  const href = messageHref(m.id);
   const dkimRows = dkim.signatures
     .map(
       (s) =>
         `<tr><td>${dkimBadge({ ...s, signatures: [] })}</td><td>${orDash(s.domain ?? "")}</td><td>${orDash(s.selector ?? "")}</td><td>${orDash(s.algo ?? "")}</td><td>${orDash(s.comment ?? "")}</td></tr>`,
     )
     .join("");
-  const headerRows = m.headers
-    .map((h) => `<tr><td>${escapeHtml(h.name)}</td><td>${escapeHtml(h.value)}</td></tr>`)
-    .join("");
   const attachments = m.attachments.length
     ? `<h3>Attachments</h3><table><thead><tr><th>Filename</th><th>Type</th><th>Size</th></tr></thead><tbody>${m.attachments
         .map(
-          (a) =>
-            `<tr><td>${orDash(a.filename ?? "")}</td><td>${escapeHtml(a.contentType)}</td><td>${a.size} B</td></tr>`,
+          (a, index) =>
+            `<tr><td><a href="/api/messages/${encodeURIComponent(m.id)}/attachments/${index}" download>${a.filename ? escapeHtml(a.filename) : `attachment-${index}`}</a></td><td>${escapeHtml(a.contentType)}</td><td>${a.size} B</td></tr>`,
         )
         .join("")}</tbody></table>`
     : "";
-  const html =
-    m.html !== null
-      ? // sandbox="" (every restriction on): no scripts, no forms, no popups, no top navigation,
-        // opaque origin. The srcdoc value is attribute-escaped, so the markup cannot close the
-        // attribute; it also inherits this page's CSP, which blocks remote images and fonts.
-        `<h3>HTML body</h3><iframe sandbox="" referrerpolicy="no-referrer" title="HTML body" srcdoc="${escapeHtml(m.html)}"></iframe>`
-      : "";
-  const text = m.text ? `<h3>Text body</h3><pre>${escapeHtml(m.text)}</pre>` : "";
+  const tabs = VIEWS.map((v) =>
+    v === view
+      ? `<a href="${href}?view=${v}" aria-current="page" class="tab current">${VIEW_LABELS[v]}</a>`
+      : `<a href="${href}?view=${v}" class="tab">${VIEW_LABELS[v]}</a>`,
+  ).join("");
   const parseError = m.parseError ? `<h3>Parse error</h3><pre>${escapeHtml(m.parseError)}</pre>` : "";
-  const body = `${topBar(total)}<main>
-<div class="actions"><a href="/">&larr; Inbox</a><a href="${messageHref(m.id)}/raw">Raw source</a><a href="/api/messages/${encodeURIComponent(m.id)}">JSON</a></div>
+  const body = `${topBar(count)}<main>
+<div class="actions"><a href="/">&larr; Inbox</a><a href="${href}/raw">Download source</a><a href="/api/messages/${encodeURIComponent(m.id)}">JSON</a><span class="spacer"></span><form method="post" action="${href}/delete"><button type="submit" id="delete">Delete</button></form></div>
 <h2>${m.subject ? escapeHtml(m.subject) : `<span class="muted">(no subject)</span>`}</h2>
 <dl class="meta">
 <dt>From</dt><dd>${orDash(m.from)}</dd>
@@ -158,15 +254,16 @@ ${m.cc ? `<dt>Cc</dt><dd>${escapeHtml(m.cc)}</dd>` : ""}
 <dt>Received</dt><dd>${escapeHtml(formatTime(m.receivedAt))} UTC <span class="muted">(${m.size} bytes)</span></dd>
 <dt>DKIM</dt><dd>${dkimBadge(dkim)} ${dkim.domain ? `d=${escapeHtml(dkim.domain)}` : ""} ${dkim.selector ? `s=${escapeHtml(dkim.selector)}` : ""} <span class="muted">${escapeHtml(dkim.info)}</span></dd>
 </dl>
-${parseError}${html}${text}${attachments}
+${parseError}${attachments}
+<nav class="tabs" aria-label="Views">${tabs}</nav>
+<section id="view" data-view="${view}">${viewBody(m, view)}</section>
 <h3>DKIM signatures</h3><table><thead><tr><th>Result</th><th>Domain</th><th>Selector</th><th>Algorithm</th><th>Detail</th></tr></thead><tbody>${dkimRows}</tbody></table>
-<h3>Headers</h3><table class="headers"><tbody>${headerRows}</tbody></table>
 </main>`;
-  return page(m.subject || "(no subject)", body);
+  return page0(m.subject || "(no subject)", body);
 }
 
 export function renderNotFound(): string {
-  return page(
+  return page0(
     "Not found",
     `<main><div class="empty">Message not found (it may have been evicted or cleared). <a href="/">Back to the inbox</a></div></main>`,
   );

@@ -3,9 +3,14 @@
 // Invariants:
 //  - at most `capacity` messages are held; adding one more evicts the oldest;
 //  - `byId` holds exactly the messages in `ring` (eviction and clear() remove from both);
+//  - every change (add, eviction, delete, clear) is announced to subscribers after it is made,
+//    so a listener that reads the store sees the new state (the web UI's live updates);
 //  - every waiter is either pending in `waiters` or settled, never both; close() rejects
 //    all pending waiters so no test or caller hangs on a stopped inbox.
 import type { StoredMessage } from "./types.ts";
+
+export type StoreEvent =
+  { type: "new"; message: StoredMessage } | { type: "delete"; id: string } | { type: "clear" };
 
 interface Waiter {
   pred: (m: StoredMessage) => boolean;
@@ -19,6 +24,7 @@ export class MessageStore {
   readonly #ring: StoredMessage[] = []; // oldest first
   readonly #byId = new Map<string, StoredMessage>();
   readonly #waiters = new Set<Waiter>();
+  readonly #listeners = new Set<(event: StoreEvent) => void>();
   #closed = false;
 
   constructor(capacity: number) {
@@ -31,10 +37,16 @@ export class MessageStore {
   add(message: StoredMessage): void {
     this.#ring.push(message);
     this.#byId.set(message.id, message);
+    const evictedIds: string[] = [];
     while (this.#ring.length > this.#capacity) {
       const evicted = this.#ring.shift();
-      if (evicted) this.#byId.delete(evicted.id);
+      if (evicted) {
+        this.#byId.delete(evicted.id);
+        evictedIds.push(evicted.id);
+      }
     }
+    for (const id of evictedIds) this.#emit({ type: "delete", id });
+    this.#emit({ type: "new", message });
     for (const waiter of this.#waiters) {
       let matched: boolean;
       try {
@@ -60,9 +72,44 @@ export class MessageStore {
     return this.#byId.get(id);
   }
 
+  get size(): number {
+    return this.#ring.length;
+  }
+
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  /** Removes one message; false when there is none with that id. */
+  delete(id: string): boolean {
+    const message = this.#byId.get(id);
+    if (!message) return false;
+    this.#byId.delete(id);
+    this.#ring.splice(this.#ring.indexOf(message), 1);
+    this.#emit({ type: "delete", id });
+    return true;
+  }
+
   clear(): void {
     this.#ring.length = 0;
     this.#byId.clear();
+    this.#emit({ type: "clear" });
+  }
+
+  /** Calls `listener` after every change; returns the unsubscribe function. */
+  subscribe(listener: (event: StoreEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #emit(event: StoreEvent): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(event);
+      } catch {
+        // A broken listener (e.g. a socket that just closed) must not stop delivery or the others.
+      }
+    }
   }
 
   /**

@@ -64,6 +64,8 @@ export interface StoredMessage {
   text: string;
   html: string | null;
   attachments: AttachmentSummary[];
+  /** Decoded content of each attachment, same order as `attachments` (served for download only). */
+  attachmentData: Buffer[];
   dkim: DkimSummary;
   /** Set when mailparser could not parse the message; the raw source is still kept. */
   parseError: string | null;

@@ -1,20 +1,28 @@
-// node:http front end of the dev inbox: two HTML pages, the raw source and a small JSON API.
+// node:http front end of the dev inbox: the HTML pages, the raw source, a JSON API for tests and a
+// Server-Sent Events stream for live updates (paths in docs/dev-inbox.md).
 //
 // Dev mail holds password-reset links and the like, so even a loopback tool gets basic hygiene:
 //  - a strict CSP on every response (the message HTML iframe inherits it, so remote images,
 //    scripts and fonts never load);
 //  - a Host allow-list against DNS rebinding, since a page on the internet can otherwise point its
 //    own name at 127.0.0.1 and read this API same-origin;
-//  - the one form (Clear all) refuses cross-site posts; DELETE needs a CORS preflight we never grant.
+//  - the forms (Delete, Clear all) refuse cross-site posts; DELETE needs a CORS preflight we never
+//    grant;
+//  - the only script is our own /static/inbox.js (`script-src 'self'`, nothing inline); the
+//    message HTML runs in a `sandbox=""` iframe, which forbids scripts and has an opaque origin.
 import { createServer } from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { renderDetail, renderList, renderNotFound } from "./render.ts";
+import { QueryError, parsePaging, search } from "./query.ts";
+import type { Page } from "./query.ts";
+import { LIVE_SCRIPT, isView, renderDetail, renderList, renderNotFound } from "./render.ts";
 import type { MessageStore } from "./store.ts";
-import type { StoredMessage } from "./types.ts";
+import type { AttachmentSummary, StoredMessage } from "./types.ts";
 
 export const CONTENT_SECURITY_POLICY = [
   "default-src 'none'",
+  "script-src 'self'",
+  "connect-src 'self'",
   "style-src 'unsafe-inline'",
   "img-src data:",
   "frame-src 'self'",
@@ -65,8 +73,23 @@ export async function startWeb(opts: WebOptions): Promise<WebServer> {
     const parts = path.split("/").filter(Boolean).map(safeDecode);
 
     if (path === "/" && isRead(method)) {
-      const all = store.list();
-      return send(res, 200, "text/html; charset=utf-8", renderList(all, all.length));
+      let result: { page: Page; query: string; limit: number };
+      try {
+        result = searchFrom(url.searchParams);
+      } catch (err) {
+        if (!(err instanceof QueryError)) throw err;
+        return send(res, 400, "text/plain; charset=utf-8", `Bad request: ${err.message}`);
+      }
+      const { page, query, limit } = result;
+      return send(
+        res,
+        200,
+        "text/html; charset=utf-8",
+        renderList(page, { query, limit, count: store.size }),
+      );
+    }
+    if (path === "/static/inbox.js" && isRead(method)) {
+      return send(res, 200, "text/javascript; charset=utf-8", LIVE_SCRIPT);
     }
     if (path === "/clear" && method === "POST") {
       if (isCrossSite(req)) return send(res, 403, "text/plain; charset=utf-8", "Cross-site request refused");
@@ -74,35 +97,101 @@ export async function startWeb(opts: WebOptions): Promise<WebServer> {
       res.writeHead(303, { ...securityHeaders(), location: "/" }).end();
       return;
     }
-    if (parts[0] === "messages" && parts[1] !== undefined && isRead(method)) {
+    if (parts[0] === "messages" && parts[1] !== undefined) {
       const m = store.get(parts[1]);
-      if (parts.length === 2) {
+      if (parts.length === 2 && isRead(method)) {
+        const view = url.searchParams.get("view") ?? (m?.html !== null ? "html" : "text");
+        if (!isView(view)) return send(res, 400, "text/plain; charset=utf-8", `Bad request: unknown view`);
         return m
-          ? send(res, 200, "text/html; charset=utf-8", renderDetail(m, store.list().length))
+          ? send(res, 200, "text/html; charset=utf-8", renderDetail(m, view, store.size))
           : send(res, 404, "text/html; charset=utf-8", renderNotFound());
       }
-      if (parts.length === 3 && parts[2] === "raw") {
+      if (parts.length === 3 && parts[2] === "raw" && isRead(method)) {
         return m
           ? send(res, 200, "text/plain; charset=utf-8", m.raw)
           : send(res, 404, "text/plain; charset=utf-8", "Not found");
       }
+      if (parts.length === 3 && parts[2] === "delete" && method === "POST") {
+        if (isCrossSite(req))
+          return send(res, 403, "text/plain; charset=utf-8", "Cross-site request refused");
+        if (!store.delete(parts[1])) return send(res, 404, "text/html; charset=utf-8", renderNotFound());
+        res.writeHead(303, { ...securityHeaders(), location: "/" }).end();
+        return;
+      }
+    }
+    if (parts[0] === "api" && parts[1] === "events" && parts.length === 2 && method === "GET") {
+      return openEventStream(req, res);
     }
     if (parts[0] === "api" && parts[1] === "messages") {
-      if (parts.length === 2 && isRead(method))
-        return sendJson(res, 200, { messages: store.list().map(toSummaryJson) });
+      if (parts.length === 2 && isRead(method)) {
+        try {
+          const { page } = searchFrom(url.searchParams);
+          return sendJson(res, 200, {
+            total: page.total,
+            start: page.start,
+            count: page.messages.length,
+            messages: page.messages.map(toSummaryJson),
+          });
+        } catch (err) {
+          if (!(err instanceof QueryError)) throw err;
+          return sendJson(res, 400, { error: { code: "bad_request", message: err.message } });
+        }
+      }
       if (parts.length === 2 && method === "DELETE") {
         store.clear();
         res.writeHead(204, securityHeaders()).end();
         return;
       }
-      if (parts.length === 3 && parts[2] !== undefined && isRead(method)) {
-        const m = store.get(parts[2]);
-        return m
-          ? sendJson(res, 200, toDetailJson(m))
-          : sendJson(res, 404, { error: { code: "not_found", message: "message not found" } });
+      const id = parts[2];
+      if (id === undefined) return notFoundJson(res);
+      const m = store.get(id);
+      if (parts.length === 3 && isRead(method))
+        return m ? sendJson(res, 200, toDetailJson(m)) : notFoundJson(res);
+      if (parts.length === 3 && method === "DELETE") {
+        if (!store.delete(id)) return notFoundJson(res);
+        res.writeHead(204, securityHeaders()).end();
+        return;
+      }
+      if (parts.length === 4 && parts[3] === "raw" && isRead(method)) {
+        return m ? send(res, 200, "text/plain; charset=utf-8", m.raw) : notFoundJson(res);
+      }
+      if (parts.length === 5 && parts[3] === "attachments" && isRead(method)) {
+        const index = /^\d{1,6}$/.test(parts[4] ?? "") ? Number(parts[4]) : -1;
+        const attachment = m?.attachments[index];
+        const data = m?.attachmentData[index];
+        if (!attachment || !data) return notFoundJson(res);
+        return sendAttachment(res, attachment, data, index);
       }
     }
     send(res, 404, "text/plain; charset=utf-8", "Not found");
+  }
+
+  function searchFrom(params: URLSearchParams): { page: Page; query: string; limit: number } {
+    const query = params.get("query") ?? "";
+    const { start, limit } = parsePaging(params);
+    return { page: search(store.list(), query, start, limit), query, limit };
+  }
+
+  // Server-Sent Events (WHATWG HTML §9.2): `new` carries the message summary, `delete` its id,
+  // `clear` nothing. A comment line every 15 s keeps proxies and idle timeouts from closing it.
+  function openEventStream(req: IncomingMessage, res: ServerResponse): void {
+    res.writeHead(200, {
+      ...securityHeaders(),
+      "content-type": "text/event-stream; charset=utf-8",
+      connection: "keep-alive",
+    });
+    res.write(": connected\n\n");
+    const unsubscribe = store.subscribe((event) => {
+      const data =
+        event.type === "new" ? toSummaryJson(event.message) : event.type === "delete" ? { id: event.id } : {};
+      res.write(`event: ${event.type}\ndata: ${JSON.stringify({ ...data, count: store.size })}\n\n`);
+    });
+    const heartbeat = setInterval(() => res.write(": keep-alive\n\n"), 15_000);
+    heartbeat.unref();
+    req.socket.on("close", () => {
+      clearInterval(heartbeat);
+      unsubscribe();
+    });
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -142,16 +231,39 @@ export function toSummaryJson(m: StoredMessage) {
 }
 
 export function toDetailJson(m: StoredMessage) {
+  const base = `/api/messages/${encodeURIComponent(m.id)}`;
   return {
     ...toSummaryJson(m),
     dkim: m.dkim,
     headers: m.headers,
     text: m.text,
     html: m.html,
-    attachments: m.attachments,
+    attachments: m.attachments.map((a, index) => ({ index, ...a, url: `${base}/attachments/${index}` })),
     parseError: m.parseError,
     rawUrl: `/messages/${encodeURIComponent(m.id)}/raw`,
   };
+}
+
+function notFoundJson(res: ServerResponse): void {
+  sendJson(res, 404, { error: { code: "not_found", message: "message not found" } });
+}
+
+/**
+ * Always a download (Content-Disposition: attachment, RFC 6266) with the CSP `sandbox` directive,
+ * so an HTML or SVG attachment opened anyway gets an opaque origin and no scripts.
+ */
+function sendAttachment(res: ServerResponse, a: AttachmentSummary, data: Buffer, index: number): void {
+  const type = /^[\w.+-]+\/[\w.+-]+$/.test(a.contentType) ? a.contentType : "application/octet-stream";
+  const name = a.filename ?? `attachment-${index}`;
+  const ascii = name.replace(/[^\x20-\x7e]|["\\]/g, "_");
+  res.writeHead(200, {
+    ...securityHeaders(),
+    "content-security-policy": `${CONTENT_SECURITY_POLICY}; sandbox`,
+    "content-type": type,
+    "content-length": String(data.length),
+    "content-disposition": `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name)}`,
+  });
+  res.end(res.req.method === "HEAD" ? undefined : data);
 }
 
 function securityHeaders(): Record<string, string> {
