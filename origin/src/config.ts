@@ -389,6 +389,13 @@ export const OriginConfigSchema = z.object({
     .describe("Development: deliver every message into the built-in inbox instead of MX"),
   DEV_INBOX_SMTP_PORT: port.default(2525).describe("Dev inbox SMTP port"),
   DEV_INBOX_HTTP_PORT: port.default(8025).describe("Dev inbox web page port"),
+  DEV_INBOX_MAX_MESSAGES: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(100_000)
+    .default(500)
+    .describe("Dev inbox retention: messages kept in memory; the oldest is dropped beyond it"),
   DEV_DKIM_RECORDS: z
     .string()
     .optional()

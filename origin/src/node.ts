@@ -84,6 +84,7 @@ export async function startOriginNode(
     inbox = await startDevInbox({
       smtpPort: config.DEV_INBOX_SMTP_PORT,
       httpPort: config.DEV_INBOX_HTTP_PORT,
+      maxMessages: config.DEV_INBOX_MAX_MESSAGES,
       // The dev inbox checks DKIM against the records the edge asked us to publish, not real DNS.
       dkimResolver: async (name) => {
         const value = records[name.toLowerCase()];

@@ -4,6 +4,7 @@ import { request } from "node:http";
 import nodemailer from "nodemailer";
 import type Mail from "nodemailer/lib/mailer/index.js";
 import { afterEach, describe, expect, test } from "vitest";
+import { OriginConfigSchema } from "../../origin/src/config.ts";
 import { startDevInbox } from "../../origin/src/dev-inbox/index.ts";
 import type { DevInbox, DevInboxOptions } from "../../origin/src/dev-inbox/index.ts";
 
@@ -257,6 +258,15 @@ describe("dev inbox JSON API", () => {
     expect(events[1]?.data).toEqual({ id: firstId, count: 1 });
     expect(events[2]?.data).toMatchObject({ subject: "second", count: 1 });
     expect(events[3]?.data).toEqual({ count: 0 });
+  });
+});
+
+describe("dev inbox retention setting", () => {
+  test("DEV_INBOX_MAX_MESSAGES defaults to 500 and refuses 0, fractions and words", () => {
+    const setting = OriginConfigSchema.shape.DEV_INBOX_MAX_MESSAGES;
+    expect(setting.parse(undefined)).toBe(500);
+    expect(setting.parse("3")).toBe(3);
+    for (const bad of ["0", "1.5", "many", "100001"]) expect(setting.safeParse(bad).success, bad).toBe(false);
   });
 });
 
