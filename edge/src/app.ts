@@ -8,6 +8,7 @@
  *   /v3/user/webhooks     webhook endpoints (detail) and SendGrid's Event Webhook settings (errors[])
  *   /v3/stats, /v3/categories/stats  stats counters (errors[])
  *   /v3/images            the image library (detail); /i/{id} its public, immutable URLs
+ *   /i/p/{token}          the signed proxy for external images in messages (image-proxy.ts)
  *   /v3/api_keys, /v3/scopes  API keys managed by API keys (detail and errors[] side by side)
  *   /api/admin/*          native admin API (detail, {data})
  *   /link                 origin WebSocket, authenticated with ORIGIN_TOKEN
@@ -41,6 +42,7 @@ import { categoryStatsApi, statsApi } from "./surfaces/sendgrid/stats.ts";
 import { originBlobs } from "./surfaces/origin/blobs.ts";
 import { imagesApi } from "./surfaces/sendgrid/images.ts";
 import { apiKeysApi, scopesApi } from "./surfaces/sendgrid/api-keys.ts";
+import { externalImageProxy } from "./surfaces/public/image-proxy.ts";
 import { imageProxy } from "./surfaces/public/images.ts";
 import { trackingApi } from "./surfaces/tracking/index.ts";
 
@@ -100,6 +102,7 @@ export function createApp() {
   app.route("/v3/images", imagesApi);
   app.route("/v3/api_keys", apiKeysApi);
   app.route("/v3/scopes", scopesApi);
+  app.route("/i/p", externalImageProxy);
   app.route("/i", imageProxy);
   app.route("/api/admin", adminApi);
 

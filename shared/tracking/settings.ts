@@ -14,7 +14,12 @@ export interface TenantTrackingDefaults {
   click_tracking_enable_text: boolean;
   subscription_tracking_enabled: boolean;
   ganalytics_enabled: boolean;
+  /** How library images reach recipients (docs/api/images.md#image_embed_mode). */
+  image_embed_mode: ImageEmbedMode;
 }
+
+export const IMAGE_EMBED_MODES = ["proxy", "cid"] as const;
+export type ImageEmbedMode = (typeof IMAGE_EMBED_MODES)[number];
 
 export const DEFAULT_TENANT_TRACKING: TenantTrackingDefaults = {
   open_tracking_enabled: true,
@@ -22,6 +27,7 @@ export const DEFAULT_TENANT_TRACKING: TenantTrackingDefaults = {
   click_tracking_enable_text: false,
   subscription_tracking_enabled: false,
   ganalytics_enabled: false,
+  image_embed_mode: "proxy",
 };
 
 /** A PUT body: any subset of the defaults (partial and additive); an unknown key is refused. */
@@ -31,6 +37,7 @@ export const TenantTrackingPatchSchema = z.strictObject({
   click_tracking_enable_text: z.boolean().optional(),
   subscription_tracking_enabled: z.boolean().optional(),
   ganalytics_enabled: z.boolean().optional(),
+  image_embed_mode: z.enum(IMAGE_EMBED_MODES).optional(),
 });
 export type TenantTrackingPatch = z.infer<typeof TenantTrackingPatchSchema>;
 
@@ -39,9 +46,17 @@ export function tenantDefaults(
   stored: Partial<TenantTrackingDefaults> | null | undefined,
 ): TenantTrackingDefaults {
   const out = { ...DEFAULT_TENANT_TRACKING };
-  for (const k of Object.keys(out) as (keyof TenantTrackingDefaults)[]) {
-    if (typeof stored?.[k] === "boolean") out[k] = stored[k];
+  const flags = Object.keys(out).filter((k) => k !== "image_embed_mode") as Exclude<
+    keyof TenantTrackingDefaults,
+    "image_embed_mode"
+  >[];
+  for (const k of flags) {
+    const v = stored?.[k];
+    if (typeof v === "boolean") out[k] = v;
   }
+  const mode = stored?.image_embed_mode;
+  if (mode !== undefined && (IMAGE_EMBED_MODES as readonly string[]).includes(mode))
+    out.image_embed_mode = mode;
   return out;
 }
 
@@ -69,6 +84,8 @@ export const JobTrackingSchema = z.object({
     .object({ text: z.string().max(100_000).optional(), html: z.string().max(100_000).optional() })
     .optional(),
   asm: z.object({ groupId: z.number().int(), groupsToDisplay: z.array(z.number().int()).max(25) }).optional(),
+  /** `image_embed_mode: cid`: library images become inline parts; absent, the `proxy` default. */
+  images: z.object({ mode: z.literal("cid") }).optional(),
 });
 export type JobTracking = z.infer<typeof JobTrackingSchema>;
 
@@ -115,5 +132,6 @@ export function mergeTracking(
     };
   }
   if (mail.asm) out.asm = { groupId: mail.asm.group_id, groupsToDisplay: mail.asm.groups_to_display ?? [] };
+  if (defaults.image_embed_mode === "cid") out.images = { mode: "cid" };
   return out;
 }

@@ -395,6 +395,7 @@ describe("tenant tracking defaults: GET/PUT /api/admin/tenants/{id}/tracking", (
         click_tracking_enable_text: false,
         subscription_tracking_enabled: false,
         ganalytics_enabled: false,
+        image_embed_mode: "proxy",
       },
     });
     const put = (body: unknown, headers = operatorHeaders()) =>
