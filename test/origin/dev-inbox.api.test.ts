@@ -261,6 +261,40 @@ describe("dev inbox JSON API", () => {
   });
 });
 
+describe("dev inbox event stream limit", () => {
+  test("at most 64 streams are open at once; a closed one frees its slot", async () => {
+    const i = await inbox();
+    const open = (): Promise<{ status: number; close: () => void }> =>
+      new Promise((resolve, reject) => {
+        const req = request(`${i.url}/api/events`, { agent: false }, (res) => {
+          resolve({ status: res.statusCode ?? 0, close: () => req.destroy() });
+          res.resume();
+        });
+        req.on("error", (err) => {
+          if (!req.destroyed) reject(err);
+        });
+        req.end();
+      });
+    const streams = await Promise.all(Array.from({ length: 64 }, open));
+    try {
+      expect(streams.every((s) => s.status === 200)).toBe(true);
+      const refused = await open();
+      expect(refused.status).toBe(503);
+      refused.close();
+      streams.pop()?.close();
+      await expect
+        .poll(async () => {
+          const again = await open();
+          again.close();
+          return again.status;
+        })
+        .toBe(200);
+    } finally {
+      for (const s of streams) s.close();
+    }
+  });
+});
+
 describe("dev inbox retention setting", () => {
   test("DEV_INBOX_MAX_MESSAGES defaults to 500 and refuses 0, fractions and words", () => {
     const setting = OriginConfigSchema.shape.DEV_INBOX_MAX_MESSAGES;

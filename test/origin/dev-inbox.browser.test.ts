@@ -145,3 +145,50 @@ describe("dev inbox in Chromium", () => {
     }
   }, 30_000);
 });
+
+describe("dev inbox in Chromium without JavaScript", () => {
+  test("search, open, switch views and delete all work with scripts disabled", async () => {
+    const context = await browser.newContext({ javaScriptEnabled: false });
+    const page = await context.newPage();
+    try {
+      const transport = nodemailer.createTransport({
+        host: "127.0.0.1",
+        port: inbox.smtpPort,
+        secure: false,
+        ignoreTLS: true,
+      });
+      await transport.sendMail({
+        from: "a@example.com",
+        to: "b@example.org",
+        subject: "Invoice 7",
+        text: "pay me",
+      });
+      await transport.sendMail({
+        from: "a@example.com",
+        to: "b@example.org",
+        subject: "Newsletter",
+        text: "read me",
+      });
+      transport.close();
+      await page.goto(inbox.url);
+      expect(await page.locator("#inbox tbody tr").count()).toBe(2);
+      await page.fill("#q", "subject:invoice");
+      await page.press("#q", "Enter");
+      await page.waitForURL(/query=subject%3Ainvoice/);
+      expect(await page.locator("#inbox tbody tr").count()).toBe(1);
+      await page.click("text=Invoice 7");
+      await page.waitForURL(/\/messages\//);
+      expect(await page.textContent("#text-body")).toContain("pay me");
+      await page.click("text=Headers");
+      expect(await page.textContent("#view")).toContain("Subject");
+      await page.click("#delete");
+      await page.waitForURL(`${inbox.url}/`);
+      expect(inbox.list().map((m) => m.subject)).toEqual(["Newsletter"]);
+      await page.click("#clear-all");
+      await page.waitForURL(`${inbox.url}/`);
+      expect(inbox.list()).toEqual([]);
+    } finally {
+      await context.close();
+    }
+  }, 30_000);
+});

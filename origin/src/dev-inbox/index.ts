@@ -44,6 +44,8 @@ export interface DevInbox {
   /** Newest first. */
   list(): StoredMessage[];
   get(id: string): StoredMessage | undefined;
+  /** Removes one message; false when there is none with that id. */
+  delete(id: string): boolean;
   clear(): void;
   close(): Promise<void>;
   /** Resolves with the newest stored match or the next matching arrival; rejects on timeout or close(). */
@@ -96,6 +98,7 @@ export async function startDevInbox(opts: DevInboxOptions = {}): Promise<DevInbo
     url,
     list: () => store.list(),
     get: (id) => store.get(id),
+    delete: (id) => store.delete(id),
     clear: () => store.clear(),
     waitFor: (pred, timeoutMs) => store.waitFor(pred, timeoutMs),
     close: () => {

@@ -43,6 +43,7 @@ export interface WebServer {
   close(): Promise<void>;
 }
 
+const MAX_EVENT_STREAMS = 64;
 const LOOPBACK_NAMES = new Set(["localhost", "127.0.0.1", "[::1]"]);
 const ALL_INTERFACES = new Set(["0.0.0.0", "::", "[::]"]);
 
@@ -52,6 +53,7 @@ export async function startWeb(opts: WebOptions): Promise<WebServer> {
   // Bound to every interface (e.g. inside a container) the reachable names are unknowable.
   const checkHost = !ALL_INTERFACES.has(opts.host);
 
+  let streams = 0;
   const server = createServer((req, res) => {
     try {
       route(req, res);
@@ -175,6 +177,11 @@ export async function startWeb(opts: WebOptions): Promise<WebServer> {
   // Server-Sent Events (WHATWG HTML §9.2): `new` carries the message summary, `delete` its id,
   // `clear` nothing. A comment line every 15 s keeps proxies and idle timeouts from closing it.
   function openEventStream(req: IncomingMessage, res: ServerResponse): void {
+    // Bounded like any listener: a runaway script opening streams in a loop cannot exhaust memory.
+    if (streams >= MAX_EVENT_STREAMS) {
+      return send(res, 503, "text/plain; charset=utf-8", "Too many open event streams");
+    }
+    streams += 1;
     res.writeHead(200, {
       ...securityHeaders(),
       "content-type": "text/event-stream; charset=utf-8",
@@ -189,6 +196,7 @@ export async function startWeb(opts: WebOptions): Promise<WebServer> {
     const heartbeat = setInterval(() => res.write(": keep-alive\n\n"), 15_000);
     heartbeat.unref();
     req.socket.on("close", () => {
+      streams -= 1;
       clearInterval(heartbeat);
       unsubscribe();
     });
