@@ -10,6 +10,19 @@ export type Principal =
       environment: "live" | "test";
       scopes: readonly string[];
     }
+  | {
+      /** A ScaiKey-issued JWT (edge/src/services/jwt-auth.ts): a user acting in one tenant. */
+      kind: "jwt";
+      tenantId: string;
+      /** `jwt:` + the token's `sub`: what per-credential rate limits count by. */
+      keyId: string;
+      subject: string;
+      /** Users send live mail; sandbox sends take a test API key or `sandbox_mode`. */
+      environment: "live";
+      roles: readonly string[];
+      /** The permissions of `roles` (shared/roles.ts), checked exactly as an API key's scopes. */
+      scopes: readonly string[];
+    }
   | { kind: "operator" };
 
 export interface AppVariables {

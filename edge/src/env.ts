@@ -25,6 +25,10 @@ export interface Bindings extends Env {
   WEBHOOK_ALLOW_PRIVATE?: string;
   /** The edge's public base URL for tracking links (docs/configuration.md#tracking). */
   PUBLIC_URL?: string;
+  /** ScaiKey JWTs (docs/configuration.md#scaikey): all three, or none (JWTs then get 401). */
+  SCAIKEY_JWKS_URL?: string;
+  SCAIKEY_ISSUER?: string;
+  SCAIKEY_AUDIENCE?: string;
 }
 
 const isBase64Key = (v: string): boolean => {
@@ -143,6 +147,17 @@ export const ConfigSchema = z.object({
       (v) => typeof parseAllowlist(v) !== "string",
       "WEBHOOK_ALLOW_PRIVATE must be comma-separated host names, IP addresses and CIDR ranges",
     ),
+  // Where ScaiKey publishes the keys its JWTs are signed with, and the `iss` / `aud` they must
+  // carry (edge/src/services/jwt-auth.ts). Operator configuration: https, or http on loopback.
+  SCAIKEY_JWKS_URL: z
+    .preprocess((v) => (v === "" ? undefined : v), z.url().optional())
+    .refine((v) => {
+      if (v === undefined) return true;
+      const u = new URL(v);
+      return u.protocol === "https:" || (u.protocol === "http:" && LOOPBACK_HOST.test(u.hostname));
+    }, "SCAIKEY_JWKS_URL must be https:// (http:// only for a loopback host)"),
+  SCAIKEY_ISSUER: z.preprocess((v) => (v === "" ? undefined : v), z.string().optional()),
+  SCAIKEY_AUDIENCE: z.preprocess((v) => (v === "" ? undefined : v), z.string().optional()),
   DEV_MODE: z
     .enum(["true", "false"])
     .default("false")
@@ -161,6 +176,15 @@ export function loadConfig(env: Bindings): ConfigResult {
   const parsed = ConfigSchema.safeParse(env);
   if (!parsed.success) {
     return { ok: false, problems: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`) };
+  }
+  const scaikey = [parsed.data.SCAIKEY_JWKS_URL, parsed.data.SCAIKEY_ISSUER, parsed.data.SCAIKEY_AUDIENCE];
+  if (scaikey.some((v) => v !== undefined) && scaikey.some((v) => v === undefined)) {
+    return {
+      ok: false,
+      problems: [
+        "SCAIKEY_JWKS_URL, SCAIKEY_ISSUER and SCAIKEY_AUDIENCE must be set together (or none of them)",
+      ],
+    };
   }
   cache.set(env, parsed.data);
   return { ok: true, config: parsed.data };

@@ -56,12 +56,16 @@ describe("post /v3/mail/send credentials", () => {
     );
   });
 
-  it("with an unknown non-key token (e.g. a JWT) → 401 Invalid API key", async () => {
+  it("with a JWT on a deployment without SCAIKEY_* → 401 saying JWTs are not configured", async () => {
     await expectDetail(
       await sendMail("eyJhbGciOiJSUzI1NiJ9.e30.sig", mailBody("a@example.com")),
       401,
-      "Invalid API key",
+      "JWT authentication is not configured on this deployment",
     );
+  });
+
+  it("with a token that is neither a key nor a JWT → 401 Invalid API key", async () => {
+    await expectDetail(await sendMail("not-a-credential", mailBody("a@example.com")), 401, "Invalid API key");
   });
 
   it("when the key is revoked → 401 Invalid API key", async () => {

@@ -4,7 +4,9 @@
  *    through this isolate's cache (services/catalog-cache.ts: a revoked key or suspended tenant is
  *    refused within AUTH_CACHE_TTL_MS everywhere, at once in the isolate that made the change);
  *  - the operator token (ADMIN_TOKEN secret), accepted only where a route allows it, compared in constant time;
- *  - anything else would be a ScaiKey JWT, which this deployment does not verify yet → 401.
+ *  - three dot-separated base64url parts: a ScaiKey JWT, verified against SCAIKEY_JWKS_URL on every
+ *    request (services/jwt-auth.ts); its principal passes the same scope checks as an API key's;
+ *  - anything else → 401.
  * Failures are AppErrors; each surface renders them in its own dialect.
  */
 import type { MiddlewareHandler } from "hono";
@@ -13,6 +15,8 @@ import type { AppEnv } from "../context.ts";
 import { touchApiKey } from "../db/api-keys.ts";
 import { sha256Hex, timingSafeEqualStrings } from "../lib/crypto.ts";
 import { catalogCache } from "../services/catalog-cache.ts";
+import { looksLikeJwt } from "../services/jwt-auth.ts";
+import { jwtPrincipal } from "./jwt-principal.ts";
 
 const API_KEY_FORMAT = /^sg_(live|test)_[0-9a-f]{32}$/;
 
@@ -55,6 +59,10 @@ export function authenticate(options: { allowOperator?: boolean } = {}): Middlew
       c.set("principal", { kind: "operator" });
       return next();
     }
+    if (looksLikeJwt(token)) {
+      c.set("principal", await jwtPrincipal(c.env.DB, c.get("config"), token));
+      return next();
+    }
     throw new AppError("unauthorized", options.allowOperator ? "Invalid credentials" : "Invalid API key");
   };
 }
@@ -63,7 +71,7 @@ export function authenticate(options: { allowOperator?: boolean } = {}): Middlew
 export function requireScope(scope: string): MiddlewareHandler<AppEnv> {
   return async function scopeMiddleware(c, next) {
     const p = c.get("principal");
-    if (p.kind === "api_key" && !p.scopes.includes(scope)) {
+    if (p.kind !== "operator" && !p.scopes.includes(scope)) {
       throw new AppError("forbidden", `Missing required scope: ${scope}`);
     }
     return next();

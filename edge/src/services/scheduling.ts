@@ -16,7 +16,7 @@ import type { Principal } from "../context.ts";
 import type { Db } from "../db/client.ts";
 import { getBatch } from "../db/batches.ts";
 
-type KeyPrincipal = Extract<Principal, { kind: "api_key" }>;
+type KeyPrincipal = Exclude<Principal, { kind: "operator" }>;
 
 /** A batch id as POST /v3/mail/batch makes them (services/batches.ts); anything else is invalid without a look-up. */
 export const BATCH_ID_FORMAT = /^[A-Za-z0-9]{32}$/;

@@ -109,7 +109,7 @@ export interface SendResult {
   replayed: boolean;
 }
 
-type KeyPrincipal = Extract<Principal, { kind: "api_key" }>;
+type KeyPrincipal = Exclude<Principal, { kind: "operator" }>;
 
 export function sendMode(principal: KeyPrincipal, mail: MailSend): "live" | "sandbox" {
   // A test key can never send live; the body flag can only make a live key safer (sandbox-vs-live table).
@@ -297,7 +297,7 @@ function messageRow(
     tenantId: principal.tenantId,
     status: mode === "live" ? "queued" : "sandbox",
     mode,
-    apiKeyId: principal.keyId,
+    apiKeyId: principal.kind === "api_key" ? principal.keyId : null,
     fromEmail: d.from.email.toLowerCase(),
     fromName: d.from.name ?? null,
     subject: d.subject ?? "",

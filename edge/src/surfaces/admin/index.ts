@@ -86,7 +86,7 @@ function domainView(d: DomainRow) {
 /** The tenant a domain route acts for: the key's own, or the one the operator names. */
 function actingTenant(c: Context<AppEnv>, explicit: string | undefined): string {
   const p = c.get("principal");
-  if (p.kind === "api_key") return p.tenantId;
+  if (p.kind !== "operator") return p.tenantId;
   if (!explicit) throw new AppError("invalid_request", "tenant_id is required with the operator token");
   return explicit;
 }

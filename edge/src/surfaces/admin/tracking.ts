@@ -16,7 +16,7 @@ import { parseInput, readJson } from "../validate.ts";
 async function tenantOf(c: Context<AppEnv>): Promise<string> {
   const id = c.req.param("id") ?? "";
   const p = c.get("principal");
-  if (p.kind === "api_key" && p.tenantId !== id) throw new AppError("not_found", "Tenant not found");
+  if (p.kind !== "operator" && p.tenantId !== id) throw new AppError("not_found", "Tenant not found");
   return (await requireTenant(c.get("db"), id)).id;
 }
 

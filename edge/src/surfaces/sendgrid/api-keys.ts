@@ -68,7 +68,7 @@ export const renderApiKeysError: ErrorHandler<AppEnv> = async (err, c) => {
 
 function callerOf(c: Context<AppEnv>): Caller {
   const p = c.get("principal");
-  if (p.kind !== "api_key")
+  if (p.kind === "operator")
     throw new AppError("forbidden", "API keys belong to a tenant: use one of its keys");
   return { tenantId: p.tenantId, keyId: p.keyId, environment: p.environment, scopes: p.scopes };
 }

@@ -25,7 +25,7 @@ export const invalidBatchId = () =>
 
 export function tenantOf(c: Context<AppEnv>): string {
   const p = c.get("principal");
-  if (p.kind !== "api_key")
+  if (p.kind === "operator")
     throw new AppError("forbidden", "Batches belong to a tenant: use one of its API keys");
   return p.tenantId;
 }

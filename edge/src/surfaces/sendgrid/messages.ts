@@ -155,7 +155,7 @@ export const messagesApi = new Hono<AppEnv>()
     rateLimit({ name: "messages.list", per: "credential", limit: () => 100, windowMs: 1000 }),
     async (c) => {
       const principal = c.get("principal");
-      if (principal.kind !== "api_key") throw new AppError("forbidden", "Reading messages needs an API key");
+      if (principal.kind === "operator") throw new AppError("forbidden", "Reading messages needs an API key");
       const q = parseInput(ListQuery, c.req.query(), "query");
       const pageSize = q.limit ?? q.page_size ?? 25;
       const query = parseQuery(q.query);
@@ -192,7 +192,7 @@ export const messagesApi = new Hono<AppEnv>()
   )
   .get("/:id", async (c) => {
     const principal = c.get("principal");
-    if (principal.kind !== "api_key") throw new AppError("forbidden", "Reading messages needs an API key");
+    if (principal.kind === "operator") throw new AppError("forbidden", "Reading messages needs an API key");
     const id = c.req.param("id");
     const db = c.get("db");
     let found: HubMessageView | null = null;

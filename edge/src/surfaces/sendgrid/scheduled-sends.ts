@@ -35,7 +35,7 @@ const notFound = () =>
 function readScope(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const p = c.get("principal");
-    if (p.kind === "api_key" && !p.scopes.includes("mail.cancel") && !p.scopes.includes("mail.schedule")) {
+    if (p.kind !== "operator" && !p.scopes.includes("mail.cancel") && !p.scopes.includes("mail.schedule")) {
       throw new AppError("forbidden", "Missing required scope: mail.cancel");
     }
     return next();

@@ -49,7 +49,7 @@ const badRequest = (field: string | null, message: string) =>
 
 function tenantOf(c: Context<AppEnv>): string {
   const p = c.get("principal");
-  if (p.kind !== "api_key")
+  if (p.kind === "operator")
     throw new AppError("forbidden", "Stats belong to a tenant: use one of its API keys");
   return p.tenantId;
 }

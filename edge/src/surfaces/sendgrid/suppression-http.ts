@@ -34,7 +34,7 @@ export const notFound = () =>
 
 export function tenantOf(c: Context<AppEnv>): string {
   const p = c.get("principal");
-  if (p.kind !== "api_key")
+  if (p.kind === "operator")
     throw new AppError("forbidden", "Suppressions belong to a tenant: use one of its API keys");
   return p.tenantId;
 }

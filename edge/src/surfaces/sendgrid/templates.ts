@@ -130,7 +130,7 @@ function valid<T>(parsed: Parsed<T>): T {
 
 function tenantOf(c: Context<AppEnv>): string {
   const p = c.get("principal");
-  if (p.kind !== "api_key")
+  if (p.kind === "operator")
     throw new AppError("forbidden", "Templates belong to a tenant: use one of its API keys");
   return p.tenantId;
 }

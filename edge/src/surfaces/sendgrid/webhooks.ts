@@ -109,7 +109,7 @@ function unwrap<T>(dialect: Dialect, outcome: Outcome<T>): T {
 
 const tenantOf = (c: Context<AppEnv>): string => {
   const p = c.get("principal");
-  if (p.kind !== "api_key") throw new AppError("forbidden", "Webhooks belong to a tenant: use its API key");
+  if (p.kind === "operator") throw new AppError("forbidden", "Webhooks belong to a tenant: use its API key");
   return p.tenantId;
 };
 

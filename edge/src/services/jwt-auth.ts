@@ -1,0 +1,119 @@
+/**
+ * ScaiKey JWTs (docs/api/sendgrid.md#authentication): verified on every request against the key
+ * set at SCAIKEY_JWKS_URL (no token cache; the keys are cached, services/jwks-cache.ts).
+ *
+ *  - Signature: RS256 or ES256 only. `none`, HS* (e.g. HS256 keyed with the public key) and every
+ *    other algorithm are refused before any key is looked at.
+ *  - Claims: `iss` must be SCAIKEY_ISSUER, `aud` must contain SCAIKEY_AUDIENCE, `exp` is required,
+ *    `exp`/`nbf`/`iat` are checked with CLOCK_SKEW_S of tolerance; `sub` and `tenant_id` are
+ *    required strings; `roles`, when present, is an array of role names.
+ *  - Permissions: the union of the default roles named in `roles` (shared/roles.ts).
+ *  - Tenant: `tenant_id` is the local tenant id. No such tenant → 401, suspended → 403; the
+ *    tenant's status is cached per isolate for AUTH_CACHE_TTL_MS, as an API key's is.
+ * Failures are AppErrors (401, or 503 when the key set cannot be fetched).
+ */
+import { errors, jwtVerify, type JWTPayload } from "jose";
+import { AppError } from "../../../shared/errors.ts";
+import { permissionsOfRoles } from "../../../shared/roles.ts";
+import type { Permission } from "../../../shared/permissions.ts";
+import type { Db } from "../db/client.ts";
+import { getTenant } from "../db/tenants.ts";
+import { IsolateCache, MISSING, type Clock } from "../lib/isolate-cache.ts";
+import type { JwksCache } from "./jwks-cache.ts";
+
+export const JWT_ALGORITHMS = ["RS256", "ES256"];
+export const CLOCK_SKEW_S = 30;
+const MAX_TENANTS = 10_000;
+const MAX_UNKNOWN_TENANTS = 2_000;
+
+/**
+ * Three dot-separated base64url parts: tells a JWT from an API key or the operator token cheaply.
+ * The signature part may be empty, so an `alg: none` token is refused by the verifier, by name.
+ */
+const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+export const looksLikeJwt = (token: string): boolean => token.length <= 16_384 && JWT_SHAPE.test(token);
+
+export interface JwtSettings {
+  jwksUrl: string;
+  issuer: string;
+  audience: string;
+}
+
+export interface VerifiedJwt {
+  subject: string;
+  tenantId: string;
+  roles: string[];
+  scopes: Permission[];
+}
+
+const invalid = (why: string, cause?: unknown) =>
+  new AppError("unauthorized", `Invalid JWT: ${why}`, { cause });
+
+/** Checks signature and claims; says which check failed (never the token or the key). */
+export async function verifyScaiKeyJwt(
+  token: string,
+  settings: JwtSettings,
+  jwks: JwksCache,
+): Promise<VerifiedJwt> {
+  let payload: JWTPayload;
+  try {
+    ({ payload } = await jwtVerify(token, (header) => jwks.keyFor(settings.jwksUrl, header), {
+      algorithms: JWT_ALGORITHMS,
+      issuer: settings.issuer,
+      audience: settings.audience,
+      clockTolerance: CLOCK_SKEW_S,
+      requiredClaims: ["exp", "sub", "tenant_id"],
+      currentDate: new Date(jwks.clock()),
+    }));
+  } catch (err) {
+    if (err instanceof AppError) throw err;
+    if (err instanceof errors.JWTExpired) throw invalid("the token has expired", err);
+    if (err instanceof errors.JWTClaimValidationFailed) throw invalid(err.message, err);
+    if (err instanceof errors.JOSEAlgNotAllowed) throw invalid("only RS256 and ES256 are accepted", err);
+    if (err instanceof errors.JWKSNoMatchingKey) throw invalid("no signing key matches the token's kid", err);
+    if (err instanceof errors.JWSSignatureVerificationFailed) throw invalid("bad signature", err);
+    throw invalid("malformed token", err);
+  }
+  const {
+    sub,
+    tenant_id: tenantId,
+    roles,
+  } = payload as JWTPayload & { tenant_id?: unknown; roles?: unknown };
+  if (typeof sub !== "string" || sub === "") throw invalid('"sub" must be a non-empty string');
+  if (typeof tenantId !== "string" || tenantId === "")
+    throw invalid('"tenant_id" must be a non-empty string');
+  if (roles !== undefined && !(Array.isArray(roles) && roles.every((r) => typeof r === "string"))) {
+    throw invalid('"roles" must be an array of role names');
+  }
+  const roleList = (roles as string[] | undefined) ?? [];
+  return { subject: sub, tenantId, roles: roleList, scopes: permissionsOfRoles(roleList) };
+}
+
+type TenantStatus = "active" | "suspended";
+
+/** Tenant id → status, for JWT principals (API keys carry their tenant's status in their own cache entry). */
+export class TenantStatusCache {
+  private readonly entries: IsolateCache<string, TenantStatus>;
+
+  constructor(public clock: Clock = Date.now) {
+    this.entries = new IsolateCache(MAX_TENANTS, MAX_UNKNOWN_TENANTS, () => this.clock());
+  }
+
+  async statusOf(db: Db, tenantId: string, ttlMs: number): Promise<TenantStatus | undefined> {
+    const found = await this.entries.get(tenantId, ttlMs, async () => {
+      const row = await getTenant(db, tenantId);
+      return row ? row.status : MISSING;
+    });
+    return found === MISSING ? undefined : found;
+  }
+
+  forget(tenantId: string): void {
+    this.entries.delete(tenantId);
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+}
+
+export const tenantStatusCache = new TenantStatusCache();
