@@ -9,6 +9,7 @@ import { jobDkimKeys } from "../../../shared/link/protocol.ts";
 import { buildMime, type ComposableJob } from "./build-mime.ts";
 import { signDkim } from "./dkim.ts";
 import { renderJobTemplate } from "./render-template.ts";
+import { embedImages } from "./embed-images.ts";
 import { applyTracking, type TrackedJob } from "./tracking.ts";
 
 export interface ComposeOptions {
@@ -28,8 +29,9 @@ export async function composeMessage(job: ComposableJob, options: ComposeOptions
     if (!r.ok) throw new TemplateRenderError(r.error);
     job = { ...job, message: r.message };
   }
-  // Links, pixel, footers and List-Unsubscribe on the final bodies (docs/api/tracking.md).
-  job = await applyTracking(job as TrackedJob);
+  // Images proxied or embedded (docs/api/images.md#image_embed_mode), then links, pixel, footers and
+  // List-Unsubscribe on the final bodies (docs/api/tracking.md).
+  job = await applyTracking(await embedImages(job as TrackedJob));
   const mime = await buildMime(job);
   const keys = jobDkimKeys(job);
   return keys.length > 0
