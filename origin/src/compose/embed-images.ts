@@ -27,6 +27,8 @@ export const MAX_CID_IMAGES = 10;
 export const MAX_CID_BYTES = 5 * 1024 * 1024;
 /** How long one image fetch may take. */
 export const CID_FETCH_TIMEOUT_MS = 5_000;
+/** How long all of a message's fetches may take together (well inside the compose pool's 30 s per message). */
+export const CID_TOTAL_TIMEOUT_MS = 12_000;
 
 const IMAGE_ID = /^img_[0-9A-HJKMNP-TV-Z]{26}$/;
 const OWN_CID = /^img_[0-9A-HJKMNP-TV-Z]{26}(\.thumbnail)?@scaisend$/;
@@ -93,11 +95,13 @@ const sameOrigin = (src: string, base: string) => {
 export type FetchImage = (url: string) => Promise<{ type: string; bytes: Uint8Array } | string>;
 
 /** GET of a library image's public URL: 200, one of the four image types, within `maxBytes`. */
-export function fetchLibraryImage(maxBytes: () => number): FetchImage {
+export function fetchLibraryImage(maxBytes: () => number, deadline?: AbortSignal): FetchImage {
   return async (url) => {
     let res: Response;
     try {
-      res = await fetch(url, { redirect: "error", signal: AbortSignal.timeout(CID_FETCH_TIMEOUT_MS) });
+      const own = AbortSignal.timeout(CID_FETCH_TIMEOUT_MS);
+      const signal = deadline ? AbortSignal.any([own, deadline]) : own;
+      res = await fetch(url, { redirect: "error", signal });
     } catch (err) {
       return err instanceof Error ? err.message : String(err);
     }
@@ -192,7 +196,8 @@ export async function embedImages(job: TrackedJob, options: EmbedOptions = {}): 
     const earlier = existing.filter((a) => a.disposition === "inline" && OWN_CID.test(a.contentId ?? ""));
     let budget = MAX_CID_BYTES - earlier.reduce((n, a) => n + a.size, 0);
     let count = earlier.length;
-    const fetchImage = options.fetchImage ?? fetchLibraryImage(() => budget);
+    const fetchImage =
+      options.fetchImage ?? fetchLibraryImage(() => budget, AbortSignal.timeout(CID_TOTAL_TIMEOUT_MS));
     const wanted: { key: string; id: string; thumbnail: boolean; url: string }[] = [];
     for (const f of found) {
       const lib = libraryImageOf(f.src, base);
