@@ -23,6 +23,7 @@ import {
   bearer,
   call,
   createApiKey,
+  createDomain,
   createTenant,
   eventually,
   mailBody,
@@ -452,5 +453,49 @@ describe("configuration", () => {
     const partial = loadConfig({ ...env, SCAIKEY_JWKS_URL: JWKS_URL } as Bindings);
     expect(partial.ok).toBe(false);
     if (!partial.ok) expect(partial.problems.join()).toContain("must be set together");
+  });
+});
+
+describe("a JWT on the admin and API-key routes", () => {
+  it("acts on its own tenant's domains, gets 404 for another tenant's, and is not the operator", async () => {
+    const tenantId = await createTenant();
+    const other = await createTenant();
+    const mine = await createDomain(tenantId, `mail-${uid()}.example.com`);
+    const theirs = await createDomain(other, `mail-${uid()}.example.com`);
+    const kid = await issuer.addKey("ES256");
+    issuer.publish(kid);
+    const admin = await issuer.sign(kid, { tenant_id: tenantId, roles: ["admin"] });
+
+    const got = await request(admin, `/api/admin/domains/${mine.id}`);
+    expect(got.status).toBe(200);
+    expect(got.body.data.tenant_id).toBe(tenantId);
+    expect((await request(admin, `/api/admin/domains/${theirs.id}`)).status).toBe(404);
+    const tenants = await request(admin, "/api/admin/tenants", { method: "POST", body: { name: "x" } });
+    expect(tenants.status).toBe(403);
+    expect(messageOf(tenants.body)).toContain("operator token");
+
+    const developer = await issuer.sign(kid, { tenant_id: tenantId, roles: ["developer"] });
+    expect((await request(developer, `/api/admin/domains/${mine.id}`)).status).toBe(403);
+  });
+
+  it("creates an API key with the admin role (admin.api_keys) and not with the developer role", async () => {
+    const tenantId = await createTenant();
+    const kid = await issuer.addKey("RS256");
+    issuer.publish(kid);
+    const admin = await issuer.sign(kid, { tenant_id: tenantId, roles: ["admin"] });
+    const created = await request(admin, "/v3/api_keys", {
+      method: "POST",
+      body: { name: "from-jwt", scopes: ["templates.read"] },
+    });
+    expect(created.status).toBe(201);
+    const key = created.body.api_key as string;
+    expect((await call("/v3/templates", { headers: bearer(key) })).status).toBe(200);
+
+    const developer = await issuer.sign(kid, { tenant_id: tenantId, roles: ["developer"] });
+    const refused = await request(developer, "/v3/api_keys", {
+      method: "POST",
+      body: { name: "nope", scopes: ["templates.read"] },
+    });
+    expect(refused.status).toBe(403);
   });
 });
