@@ -208,6 +208,20 @@ describe("dev inbox JSON API", () => {
     expect(Buffer.from(await raw.arrayBuffer()).equals(i.get(summary.id)?.raw ?? Buffer.alloc(0))).toBe(true);
   });
 
+  test("a known path with another method is a JSON 405 with Allow; an unknown API path a JSON 404", async () => {
+    const i = await inbox();
+    const post = await fetch(`${i.url}/api/messages`, { method: "POST", body: "{}" });
+    expect(post.status).toBe(405);
+    expect(post.headers.get("allow")).toBe("GET, HEAD, DELETE");
+    expect(await post.json()).toMatchObject({ error: { code: "method_not_allowed" } });
+    const delRaw = await fetch(`${i.url}/api/messages/x/raw`, { method: "DELETE" });
+    expect(delRaw.status).toBe(405);
+    expect(delRaw.headers.get("allow")).toBe("GET, HEAD");
+    const unknown = await fetch(`${i.url}/api/nothing`);
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ error: { code: "not_found" } });
+  });
+
   test("DELETE one removes only that message; an unknown id is a 404", async () => {
     const i = await inbox();
     await send(i, { from: "a@example.com", to: "r@example.org", subject: "keep", text: "x" });

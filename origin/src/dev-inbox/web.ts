@@ -144,8 +144,7 @@ export async function startWeb(opts: WebOptions): Promise<WebServer> {
         res.writeHead(204, securityHeaders()).end();
         return;
       }
-      const id = parts[2];
-      if (id === undefined) return notFoundJson(res);
+      const id = parts[2] ?? "";
       const m = store.get(id);
       if (parts.length === 3 && isRead(method))
         return m ? sendJson(res, 200, toDetailJson(m)) : notFoundJson(res);
@@ -164,6 +163,15 @@ export async function startWeb(opts: WebOptions): Promise<WebServer> {
         if (!attachment || !data) return notFoundJson(res);
         return sendAttachment(res, attachment, data, index);
       }
+    }
+    if (parts[0] === "api") {
+      // The API answers in its own error shape; a known path with another method is a 405 (RFC 9110 §15.5.6).
+      const allow = apiAllow(parts);
+      if (allow) {
+        res.setHeader("allow", allow);
+        return sendJson(res, 405, { error: { code: "method_not_allowed", message: `use ${allow}` } });
+      }
+      return sendJson(res, 404, { error: { code: "not_found", message: "no such endpoint" } });
     }
     send(res, 404, "text/plain; charset=utf-8", "Not found");
   }
@@ -295,6 +303,16 @@ function send(res: ServerResponse, status: number, contentType: string, body: st
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   send(res, status, "application/json; charset=utf-8", JSON.stringify(body));
+}
+
+/** The methods a JSON API path takes, or null when it is not an API path at all. */
+function apiAllow(parts: string[]): string | null {
+  if (parts[1] === "events" && parts.length === 2) return "GET";
+  if (parts[1] !== "messages") return null;
+  if (parts.length === 2 || parts.length === 3) return "GET, HEAD, DELETE";
+  if (parts.length === 4 && parts[3] === "raw") return "GET, HEAD";
+  if (parts.length === 5 && parts[3] === "attachments") return "GET, HEAD";
+  return null;
 }
 
 function isRead(method: string): boolean {
