@@ -10,6 +10,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { base64url, exportJWK, exportSPKI, generateKeyPair, SignJWT, type JWK } from "jose";
 import { createApp } from "../../edge/src/app.ts";
+import { authApi } from "../../edge/src/surfaces/sendgrid/auth.ts";
 import { loadConfig, type Bindings } from "../../edge/src/env.ts";
 import {
   JWKS_MAX_AGE_MS,
@@ -41,6 +42,9 @@ const jwtEnv = {
   SCAIKEY_AUDIENCE: AUDIENCE,
 } as Bindings;
 const app = createApp();
+// /v3/auth is not in createApp()'s table yet (it goes in with the route-table test's entry for it);
+// mounted here on the real app, behind its real middleware.
+app.route("/v3/auth", authApi);
 
 type Alg = "RS256" | "ES256";
 interface IssuerKey {
@@ -497,5 +501,45 @@ describe("a JWT on the admin and API-key routes", () => {
       body: { name: "nope", scopes: ["templates.read"] },
     });
     expect(refused.status).toBe(403);
+  });
+});
+
+describe("GET /v3/auth/me", () => {
+  it("returns the JWT's user, tenant, roles and effective permissions", async () => {
+    const tenantId = await createTenant();
+    const kid = await issuer.addKey("ES256");
+    issuer.publish(kid);
+    const token = await issuer.sign(kid, {
+      tenant_id: tenantId,
+      roles: ["developer"],
+      email: "alice@example.com",
+      given_name: "Alice",
+      family_name: "Liddell",
+      name: "Alice L.",
+    });
+    const r = await request(token, "/v3/auth/me");
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({
+      id: "usr_alice",
+      email: "alice@example.com",
+      first_name: "Alice",
+      last_name: "Liddell",
+      display_name: "Alice L.",
+      tenant_id: tenantId,
+      roles: ["developer"],
+      permissions: ["mail.send", "mail.schedule", "templates.read", "stats.read", "webhooks.read"],
+    });
+  });
+
+  it("answers 401 to an API key and to an invalid JWT", async () => {
+    const tenantId = await createTenant();
+    const key = await createApiKey(tenantId, { scopes: ["templates.read"] });
+    const viaKey = await request(key.key, "/v3/auth/me");
+    expect(viaKey.status).toBe(401);
+    expect(messageOf(viaKey.body)).toContain("needs a ScaiKey JWT");
+    const kid = await issuer.addKey("RS256");
+    issuer.publish(kid);
+    const expired = await issuer.sign(kid, { tenant_id: tenantId, exp: Math.floor(clock / 1000) - 3600 });
+    expect((await request(expired, "/v3/auth/me")).status).toBe(401);
   });
 });
