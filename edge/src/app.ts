@@ -30,6 +30,7 @@ import { catalogCache } from "./services/catalog-cache.ts";
 import { adminApi } from "./surfaces/admin/index.ts";
 import { renderFastApi } from "./surfaces/errors.ts";
 import { mailSend } from "./surfaces/sendgrid/mail-send.ts";
+import { authApi } from "./surfaces/sendgrid/auth.ts";
 import { messagesApi } from "./surfaces/sendgrid/messages.ts";
 import { batchesApi } from "./surfaces/sendgrid/batches.ts";
 import { messageActionsApi } from "./surfaces/sendgrid/message-actions.ts";
@@ -102,6 +103,7 @@ export function createApp() {
   app.route("/v3/images", imagesApi);
   app.route("/v3/api_keys", apiKeysApi);
   app.route("/v3/scopes", scopesApi);
+  app.route("/v3/auth", authApi);
   app.route("/i/p", externalImageProxy);
   app.route("/i", imageProxy);
   app.route("/api/admin", adminApi);

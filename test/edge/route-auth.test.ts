@@ -153,6 +153,7 @@ const ROUTES: Record<string, Guard> = {
   "DELETE /v3/api_keys/:id": needs("admin.api_keys"),
   "POST /v3/api_keys/:id/rotate": needs("admin.api_keys"),
   "GET /v3/scopes": ANY_KEY,
+  "GET /v3/auth/me": JWT,
 
   "POST /api/admin/domains": needs("domains.write"),
   "GET /api/admin/domains/:id": needs("domains.read"),
