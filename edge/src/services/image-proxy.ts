@@ -14,6 +14,7 @@
  * No operator allowlist applies here (WEBHOOK_ALLOW_PRIVATE is for the operator's own webhook
  * receivers): a proxied image never comes from a private address.
  */
+import { readCapped } from "../lib/read-capped.ts";
 import { sniffImage, type ImageType } from "./image-sniff.ts";
 import { checkUrl, MAX_REDIRECTS, UnsafeUrlError, type Allowlist, type Resolver } from "./webhook-ssrf.ts";
 
@@ -108,28 +109,4 @@ export async function fetchProxiedImage(url: string, deps: ProxyDeps): Promise<P
     if (signal.aborted) return { ok: false, status: 504, detail: `no answer within ${timeoutMs / 1000} s` };
     return { ok: false, status: 502, detail: err instanceof Error ? err.message : String(err) };
   }
-}
-
-async function readCapped(res: Response, max: number): Promise<Uint8Array | null> {
-  if (!res.body) return new Uint8Array(0);
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size > max) {
-      await reader.cancel();
-      return null;
-    }
-    chunks.push(value);
-  }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
 }

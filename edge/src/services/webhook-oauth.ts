@@ -6,6 +6,7 @@
  * webhook URL, redirects are not followed (they would carry the credentials elsewhere), and the
  * answer is bounded. Tokens are kept until shortly before `expires_in` ends.
  */
+import { readCapped } from "../lib/read-capped.ts";
 import { checkUrl, UnsafeUrlError, type GuardOptions } from "./webhook-ssrf.ts";
 
 export const OAUTH_FIELDS = ["oauth_client_id", "oauth_client_secret", "oauth_token_url"] as const;
@@ -151,25 +152,6 @@ export async function requestToken(
 }
 
 async function boundedText(res: Response, max: number): Promise<string | null> {
-  if (!res.body) return "";
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel();
-      return null;
-    }
-    chunks.push(value);
-  }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.byteLength;
-  }
-  return new TextDecoder().decode(all);
+  const bytes = await readCapped(res, max);
+  return bytes === null ? null : new TextDecoder().decode(bytes);
 }
