@@ -4,10 +4,10 @@
  * as it does against api.sendgrid.com; only the transport is pointed at the Worker (axios's fetch
  * adapter with SELF.fetch), nothing of the client is replaced.
  */
-import { SELF } from "cloudflare:test";
 import client from "@sendgrid/client";
 import { describe, expect, it } from "vitest";
-import { BASE, mailBody, sendOne, setupTenant } from "./helpers.ts";
+import { mailBody, sendOne, setupTenant } from "./helpers.ts";
+import { useKey } from "./sendgrid-client.ts";
 
 describe("@sendgrid/client against GET /v3/messages", () => {
   it("lists with a query and limit, and reads a 400 for a query it cannot parse", async () => {
@@ -24,15 +24,7 @@ describe("@sendgrid/client against GET /v3/messages", () => {
       mailBody(t.from, { personalizations: [{ to: [{ email: "other@example.net" }] }] }),
     );
 
-    client.setApiKey(t.testKey);
-    // setApiKey resets baseUrl to SendGrid's host, so the overrides come after it.
-    client.setDefaultRequest("baseUrl", `${BASE}/`);
-    client.setDefaultRequest("adapter" as never, "fetch" as never);
-    client.setDefaultRequest("fetchOptions" as never, {} as never);
-    client.setDefaultRequest(
-      "env" as never,
-      { fetch: (i: RequestInfo, init?: RequestInit) => SELF.fetch(i, init) } as never,
-    );
+    useKey(t.testKey);
 
     const [res, body] = await client.request({
       method: "GET",

@@ -6,7 +6,7 @@
  * is refused (400), or 409 while an origin holds it or once its payload is no longer kept. Also
  * SendGrid's own @sendgrid/client calling it.
  */
-import { runDurableObjectAlarm, runInDurableObject, SELF } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import client from "@sendgrid/client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -28,6 +28,7 @@ import {
   type LinkClient,
   type TenantFixture,
 } from "./helpers.ts";
+import { useKey } from "./sendgrid-client.ts";
 
 const hub = () => env.ORIGIN_HUB.getByName("hub-0");
 const ALL: Permission[] = ["mail.send", "mail.schedule", "mail.cancel"];
@@ -345,14 +346,7 @@ describe("@sendgrid/client calling /v3/messages/{id}/retry", () => {
       (r) => r !== undefined,
       5000,
     );
-    client.setApiKey(key);
-    client.setDefaultRequest("baseUrl", `${BASE}/`);
-    client.setDefaultRequest("adapter" as never, "fetch" as never);
-    client.setDefaultRequest("fetchOptions" as never, {} as never);
-    client.setDefaultRequest(
-      "env" as never,
-      { fetch: (i: RequestInfo, init?: RequestInit) => SELF.fetch(i, init) } as never,
-    );
+    useKey(key);
     const [res, body] = await client.request({ method: "POST", url: `/v3/messages/${m}/retry` });
     expect([res.statusCode, body]).toEqual([200, { message_id: m, status: "queued" }]);
     await l.jobs(1);

@@ -5,25 +5,12 @@
  * the errors as the client's ResponseError. Only the transport is pointed at the Worker (axios's
  * fetch adapter with SELF.fetch).
  */
-import { runInDurableObject, SELF } from "cloudflare:test";
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import client from "@sendgrid/client";
 import { describe, expect, it } from "vitest";
-import { BASE, createApiKey, mailBody, setupTenant } from "./helpers.ts";
-
-type ClientError = { code: number; response: { body: unknown } };
-
-function useKey(key: string): void {
-  client.setApiKey(key);
-  // setApiKey resets baseUrl to SendGrid's host, so the overrides come after it.
-  client.setDefaultRequest("baseUrl", `${BASE}/`);
-  client.setDefaultRequest("adapter" as never, "fetch" as never);
-  client.setDefaultRequest("fetchOptions" as never, {} as never);
-  client.setDefaultRequest(
-    "env" as never,
-    { fetch: (i: RequestInfo, init?: RequestInit) => SELF.fetch(i, init) } as never,
-  );
-}
+import { createApiKey, mailBody, setupTenant } from "./helpers.ts";
+import { type ClientError, useKey } from "./sendgrid-client.ts";
 
 async function refused(p: Promise<unknown>): Promise<ClientError> {
   try {

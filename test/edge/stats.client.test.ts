@@ -5,12 +5,12 @@
  * SELF.fetch), nothing of the client is replaced. The counters are written by the hub's own
  * catalog statements into the test's D1.
  */
-import { SELF } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import client from "@sendgrid/client";
 import { describe, expect, it } from "vitest";
 import { catalogStatements } from "../../edge/src/db/messages.ts";
-import { BASE, createApiKey, createTenant, uid } from "./helpers.ts";
+import { createApiKey, createTenant, uid } from "./helpers.ts";
+import { useKey } from "./sendgrid-client.ts";
 
 async function liveMessages(tenantId: string, createdAt: number, categories: string[], n: number) {
   const rows = Array.from({ length: n }, () => {
@@ -52,15 +52,7 @@ describe("@sendgrid/client against the stats endpoints", () => {
     await liveMessages(tenantId, Date.parse("2026-04-06T08:00:00Z"), ["welcome"], 2);
     await liveMessages(tenantId, Date.parse("2026-04-07T08:00:00Z"), ["welcome", "reset"], 1);
 
-    client.setApiKey(key);
-    // setApiKey resets baseUrl to SendGrid's host, so the overrides come after it.
-    client.setDefaultRequest("baseUrl", `${BASE}/`);
-    client.setDefaultRequest("adapter" as never, "fetch" as never);
-    client.setDefaultRequest("fetchOptions" as never, {} as never);
-    client.setDefaultRequest(
-      "env" as never,
-      { fetch: (i: RequestInfo, init?: RequestInit) => SELF.fetch(i, init) } as never,
-    );
+    useKey(key);
 
     const [global, globalBody] = await client.request({
       method: "GET",

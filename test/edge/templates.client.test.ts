@@ -4,25 +4,11 @@
  * (JSON content type on every call, an empty body on bodiless POSTs, qs serialised by axios); only
  * the transport is pointed at the Worker (axios's fetch adapter with SELF.fetch).
  */
-import { SELF } from "cloudflare:test";
 import client from "@sendgrid/client";
 import { describe, expect, it } from "vitest";
 import { BASE } from "./helpers.ts";
+import { type ClientError, useKey } from "./sendgrid-client.ts";
 import { templatesTenant } from "./templates.helpers.ts";
-
-type ClientError = { code: number; message: string; response: { body: unknown } };
-
-function useKey(key: string): void {
-  client.setApiKey(key);
-  // setApiKey resets baseUrl to SendGrid's host, so the overrides come after it.
-  client.setDefaultRequest("baseUrl", `${BASE}/`);
-  client.setDefaultRequest("adapter" as never, "fetch" as never);
-  client.setDefaultRequest("fetchOptions" as never, {} as never);
-  client.setDefaultRequest(
-    "env" as never,
-    { fetch: (i: RequestInfo, init?: RequestInit) => SELF.fetch(i, init) } as never,
-  );
-}
 
 describe("@sendgrid/client against /v3/templates", () => {
   it("creates a template and versions, activates, pages, deletes, and reads a 400 as ResponseError", async () => {

@@ -5,10 +5,10 @@
  * the Worker (axios's fetch adapter with SELF.fetch). The test POST's receiver and name resolution
  * are handed to the tenant's queue.
  */
-import { SELF } from "cloudflare:test";
 import client from "@sendgrid/client";
 import { describe, expect, it } from "vitest";
-import { BASE, createApiKey, createTenant } from "./helpers.ts";
+import { createApiKey, createTenant } from "./helpers.ts";
+import { useKey } from "./sendgrid-client.ts";
 import { inQueue } from "./webhooks.helpers.ts";
 
 describe("@sendgrid/client against /v3/user/webhooks/event", () => {
@@ -28,14 +28,7 @@ describe("@sendgrid/client against /v3/user/webhooks/event", () => {
       };
     });
 
-    client.setApiKey(key);
-    client.setDefaultRequest("baseUrl", `${BASE}/`);
-    client.setDefaultRequest("adapter" as never, "fetch" as never);
-    client.setDefaultRequest("fetchOptions" as never, {} as never);
-    client.setDefaultRequest(
-      "env" as never,
-      { fetch: (i: RequestInfo, init?: RequestInit) => SELF.fetch(i, init) } as never,
-    );
+    useKey(key);
 
     const [got, initial] = await client.request({ method: "GET", url: "/v3/user/webhooks/event/settings" });
     expect(got.statusCode).toBe(200);
