@@ -1,37 +1,14 @@
 // The dev inbox's JSON API, SSE stream and per-message actions (docs/dev-inbox.md), against a real
 // inbox on loopback: nodemailer submits over SMTP, fetch reads the HTTP side.
 import { request } from "node:http";
-import nodemailer from "nodemailer";
 import type Mail from "nodemailer/lib/mailer/index.js";
-import { afterEach, describe, expect, test } from "vitest";
+import { describe, expect, test } from "vitest";
 import { OriginConfigSchema } from "../../origin/src/config.ts";
-import { startDevInbox } from "../../origin/src/dev-inbox/index.ts";
-import type { DevInbox, DevInboxOptions } from "../../origin/src/dev-inbox/index.ts";
+import type { DevInbox } from "../../origin/src/dev-inbox/index.ts";
+import { submit, useInboxes } from "./dev-inbox.helpers.ts";
 
-const started: DevInbox[] = [];
-afterEach(async () => {
-  await Promise.all(started.splice(0).map((inbox) => inbox.close()));
-});
-
-async function inbox(opts: DevInboxOptions = {}): Promise<DevInbox> {
-  const i = await startDevInbox({ smtpPort: 0, httpPort: 0, ...opts });
-  started.push(i);
-  return i;
-}
-
-async function send(i: DevInbox, mail: Mail.Options) {
-  const transport = nodemailer.createTransport({
-    host: "127.0.0.1",
-    port: i.smtpPort,
-    secure: false,
-    ignoreTLS: true,
-  });
-  try {
-    return await transport.sendMail(mail);
-  } finally {
-    transport.close();
-  }
-}
+const inbox = useInboxes();
+const send = async (i: DevInbox, mail: Mail.Options) => (await submit(i, mail))[0];
 
 interface Summary {
   id: string;

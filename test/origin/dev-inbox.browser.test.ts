@@ -4,12 +4,12 @@
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import nodemailer from "nodemailer";
 import { chromium } from "playwright-core";
 import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startDevInbox } from "../../origin/src/dev-inbox/index.ts";
 import type { DevInbox } from "../../origin/src/dev-inbox/index.ts";
+import { transportTo } from "./dev-inbox.helpers.ts";
 
 let browser: Browser;
 let inbox: DevInbox;
@@ -63,12 +63,7 @@ describe("dev inbox in Chromium", () => {
       // A marker that survives only if the list updates in place (SSE), not by reloading.
       await page.evaluate(() => Object.assign(window, { __marker: 1 }));
 
-      const transport = nodemailer.createTransport({
-        host: "127.0.0.1",
-        port: inbox.smtpPort,
-        secure: false,
-        ignoreTLS: true,
-      });
+      const transport = transportTo(inbox);
       await transport.sendMail({
         from: "app@example.com",
         to: "dev@example.org",
@@ -132,12 +127,7 @@ describe("dev inbox in Chromium", () => {
     const context = await browser.newContext();
     const page = await context.newPage();
     try {
-      const transport = nodemailer.createTransport({
-        host: "127.0.0.1",
-        port: inbox.smtpPort,
-        secure: false,
-        ignoreTLS: true,
-      });
+      const transport = transportTo(inbox);
       for (const n of [1, 2])
         await transport.sendMail({
           from: "a@example.com",
@@ -163,12 +153,7 @@ describe("dev inbox in Chromium without JavaScript", () => {
     const context = await browser.newContext({ javaScriptEnabled: false });
     const page = await context.newPage();
     try {
-      const transport = nodemailer.createTransport({
-        host: "127.0.0.1",
-        port: inbox.smtpPort,
-        secure: false,
-        ignoreTLS: true,
-      });
+      const transport = transportTo(inbox);
       await transport.sendMail({
         from: "a@example.com",
         to: "b@example.org",

@@ -5,35 +5,12 @@ import { request } from "node:http";
 import { dkimSign } from "mailauth/lib/dkim/sign.js";
 import nodemailer from "nodemailer";
 import type Mail from "nodemailer/lib/mailer/index.js";
-import { afterEach, describe, expect, test } from "vitest";
-import { startDevInbox } from "../../origin/src/dev-inbox/index.ts";
-import type { DevInbox, DevInboxOptions, StoredMessage } from "../../origin/src/dev-inbox/index.ts";
+import { describe, expect, test } from "vitest";
+import type { DevInbox, StoredMessage } from "../../origin/src/dev-inbox/index.ts";
+import { submit, useInboxes } from "./dev-inbox.helpers.ts";
 
-const started: DevInbox[] = [];
-
-afterEach(async () => {
-  await Promise.all(started.splice(0).map((inbox) => inbox.close()));
-});
-
-async function inbox(opts: DevInboxOptions = {}): Promise<DevInbox> {
-  const i = await startDevInbox({ smtpPort: 0, httpPort: 0, ...opts });
-  started.push(i);
-  return i;
-}
-
-async function send(i: DevInbox, mail: Mail.Options) {
-  const transport = nodemailer.createTransport({
-    host: "127.0.0.1",
-    port: i.smtpPort,
-    secure: false,
-    ignoreTLS: true,
-  });
-  try {
-    return await transport.sendMail(mail);
-  } finally {
-    transport.close();
-  }
-}
+const inbox = useInboxes();
+const send = async (i: DevInbox, mail: Mail.Options) => (await submit(i, mail))[0];
 
 /** Builds the MIME a nodemailer message compiles to, without any transport. */
 async function buildRaw(mail: Mail.Options): Promise<Buffer> {
