@@ -8,7 +8,8 @@
  *                                                                    pools: the IP pool names the node delivers from
  *   edge → origin   welcome {protocol, shard, shards, leaseMs, hubs?, tracking?} reply to hello; hubs names shard
  *                                                                    0..shards-1; tracking: the token key and public URL
- *   edge → origin   jobs    {jobs[]}                                 one or more frames per batch, each job costs one credit
+ *   edge → origin   jobs    {jobs[], channelJobs?[]}                 one or more frames per batch, each job costs one credit;
+ *                                                                    channelJobs: SMS / push / web push (channel-job.ts)
  *   origin → edge   ack     {jobIds[]}                               "I hold these": (re)sets each lease to now + leaseMs.
  *                                                                    Sent when jobs are taken, then again every
  *                                                                    leaseMs / 5 for every job still held (renewal).
@@ -40,6 +41,7 @@
  */
 import { z } from "zod";
 import { JobTrackingSchema } from "../tracking/settings.ts";
+import { ChannelJobSchema, type ChannelJob } from "./channel-job.ts";
 
 /**
  * 2: hello carries `bootId`; `release` frame; `ack` doubles as the periodic lease renewal.
@@ -51,8 +53,11 @@ import { JobTrackingSchema } from "../tracking/settings.ts";
  *    the same reason: an older origin would drop the field and send the mail unrendered.
  * 5: jobs carry their tracking settings (`message.tracking`) and the welcome the token key
  *    (`tracking`): an older origin would send the mail without its unsubscribe link and footer.
+ * 6: the jobs frame may carry channel jobs (`channelJobs`: SMS, mobile push, web push;
+ *    shared/link/channel-job.ts) and outcomes `providerMessageId` and `gone`. A version: an older
+ *    origin would drop the array (zod strips unknown keys) and the jobs would sit leased to it unrun.
  */
-export const LINK_PROTOCOL_VERSION = 5;
+export const LINK_PROTOCOL_VERSION = 6;
 /** Content blocks besides text and HTML one job may carry (shared/sendgrid/content-types.ts). */
 export const MAX_JOB_ALTERNATIVES = 8;
 /** The platform's cap on one Durable Object WebSocket message, in bytes. */
@@ -200,6 +205,9 @@ export const DeliveryJobSchema = z.object({
   freshFrom: z.number().int().min(1).optional(),
 });
 export type DeliveryJob = z.infer<typeof DeliveryJobSchema>;
+/** Any job off the link: an email delivery job or a channel job (`isChannelJob` tells them apart). */
+export type LinkJob = DeliveryJob | ChannelJob;
+export { ChannelJobSchema, isChannelJob, type ChannelJob } from "./channel-job.ts";
 export type DkimKey = z.infer<typeof DkimKeySchema>;
 
 /** Every key a job is signed with, in signing order (docs/link-protocol.md#frames). */
@@ -236,6 +244,13 @@ export const RecipientOutcomeSchema = z.object({
     .object({ mode: z.enum(["enforce", "testing"]), failure: z.string().max(1_000).optional() })
     .optional(),
   latencyMs: z.number().optional(),
+  /** A channel job's provider-assigned id (Twilio's SM…, FCM's message name, apns-id, …), when accepted. */
+  providerMessageId: z.string().max(256).optional(),
+  /**
+   * A channel job's target no longer exists (an unregistered device token, a web push subscription the
+   * push service answered 404/410 for, a number the carrier says is gone): stop sending to it.
+   */
+  gone: z.literal(true).optional(),
   /**
    * For a deferral the origin can time (its own rate limit, back-off or warm-up allowance): retry no
    * sooner than this many ms after the result is recorded. Optional; older hubs ignore it.
@@ -361,7 +376,12 @@ export const EdgeFrameSchema = z.discriminatedUnion("type", [
      */
     tracking: z.object({ key: z.string().min(43).max(128), baseUrl: z.url().optional() }).optional(),
   }),
-  z.object({ type: z.literal("jobs"), jobs: z.array(DeliveryJobSchema) }),
+  z.object({
+    type: z.literal("jobs"),
+    jobs: z.array(DeliveryJobSchema),
+    /** SMS, push and web push jobs (protocol 6; docs/link-protocol.md#channel-jobs); one credit each. */
+    channelJobs: z.array(ChannelJobSchema).optional(),
+  }),
   z.object({ type: z.literal("resultAck"), jobIds: z.array(z.string()) }),
   z.object({ type: z.literal("inboundAck"), eventKeys: z.array(z.string()) }),
   z.object({ type: z.literal("error"), code: z.string(), message: z.string() }),
