@@ -15,6 +15,10 @@
  *    DO NOTHING keyed by their ids, and only after D1 took the batch drops the copies, in one
  *    synchronous block: a replayed flush or a restarted hub never duplicates or loses a row. A failed
  *    flush is retried (timer, and the alarm as backstop) until D1 takes it.
+ *  - Webhooks. The events a D1 write made (a flush, an expiry, an inbound report) are staged in
+ *    `webhook_handoff` in the same synchronous block that notes the write, and leave it only when
+ *    the tenant's WebhookQueue took them (services/webhook-handoff.ts): every event reaches the queue
+ *    at least once, and the queue de-duplicates.
  *  - Catalog before results. A D1 batch writes catalog rows first, then `sending` marks, then results;
  *    a mark or result for a message that is neither catalogued nor in this batch's catalog rows waits
  *    for a later batch. So no update for a message reaches D1 before its row does.
@@ -116,7 +120,12 @@ import {
 import { openDkimPrivateKey, type DkimKeyKind } from "../lib/dkim-key-box.ts";
 import { inboundStatements, loadInboundTargets } from "../db/inbound-events.ts";
 import { planInboundEvents } from "../services/inbound-event.ts";
-import { fanOutWebhookEvents } from "../services/webhook-fanout.ts";
+import {
+  ensureHandoffTable,
+  HANDOFF_SQL,
+  LEASE_MS as HANDOFF_LEASE_MS,
+  WebhookHandoff,
+} from "../services/webhook-handoff.ts";
 import { allShards, hubName, layoutOf, parseHubName } from "../lib/shards.ts";
 import { poolsOfNode, recordAnnouncedPools, unknownPool } from "../services/ip-pools.ts";
 import {
@@ -347,8 +356,8 @@ export const OUTBOX_SQL = {
         ORDER BY o.due_at LIMIT ?2`,
   /**
    * When the alarm must fire (each term O(log n)): the next ready row due at or after ?1 (outbox_ready),
-   * the next lease end (outbox_lease_end), the oldest ready row's queue age ?2 (outbox_ready_age), and
-   * ?3 while catalog rows wait.
+   * the next lease end (outbox_lease_end), the oldest ready row's queue age ?2 (outbox_ready_age),
+   * ?3 while catalog rows wait, and the next webhook hand-off (services/webhook-handoff.ts).
    */
   nextWake: `SELECT min(t) AS t FROM (
       SELECT min(due_at) AS t FROM outbox WHERE state = 'ready' AND due_at >= ?1
@@ -356,7 +365,8 @@ export const OUTBOX_SQL = {
         ORDER BY lease_until LIMIT 1)
       UNION ALL SELECT * FROM (SELECT enqueued_at + ?2 FROM outbox INDEXED BY outbox_ready_age WHERE state = 'ready'
         ORDER BY enqueued_at LIMIT 1)
-      UNION ALL SELECT * FROM (SELECT ?3 FROM catalog LIMIT 1))`,
+      UNION ALL SELECT * FROM (SELECT ?3 FROM catalog LIMIT 1)
+      UNION ALL ${HANDOFF_SQL.next})`,
   /** Ready rows past the maximum queue age whose catalog rows are in D1 (outbox_ready_age). */
   expired: `SELECT * FROM outbox o INDEXED BY outbox_ready_age WHERE enqueued_at <= ? AND state = 'ready'
       AND NOT EXISTS (SELECT 1 FROM catalog c WHERE c.message_id = o.message_id) LIMIT 100`,
@@ -415,6 +425,8 @@ export class OriginHub extends DurableObject<Bindings> {
   private pause: Promise<void> | null = null;
   /** Pauses taken since the object started (tests read it). */
   private breaths = 0;
+  /** Events staged for the tenants' WebhookQueues until they take them (services/webhook-handoff.ts). */
+  readonly handoff: WebhookHandoff;
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
@@ -424,6 +436,7 @@ export class OriginHub extends DurableObject<Bindings> {
     if (!loaded.ok) throw new Error(`OriginHub misconfigured: ${loaded.problems.join("; ")}`);
     this.config = loaded.config;
     this.retry = createRetrySchedule(this.config.RETRY_SCHEDULE);
+    this.handoff = new WebhookHandoff(this.sql, (tenantId) => env.WEBHOOK_QUEUE.getByName(tenantId));
     // Pings are answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('{"type":"ping"}', '{"type":"pong"}'));
     void ctx.blockConcurrencyWhile(async () => {
@@ -480,6 +493,8 @@ export class OriginHub extends DurableObject<Bindings> {
     ensureBatchTables(this.sql);
     // Payloads of failed and bounced messages, for POST /v3/messages/{id}/retry (services/message-retry.ts).
     ensureRetryTable(this.sql);
+    // Events written to D1 and not yet taken by their WebhookQueue (services/webhook-handoff.ts).
+    ensureHandoffTable(this.sql);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS idempotency (
       tenant_id TEXT NOT NULL,
       key TEXT NOT NULL,
@@ -1151,6 +1166,7 @@ export class OriginHub extends DurableObject<Bindings> {
     this.expirePaused(now);
     this.queueCancelled();
     await this.dispatch();
+    await this.drainHandoff();
   }
 
   // ---------------------------------------------------------------- internals
@@ -1682,6 +1698,23 @@ export class OriginHub extends DurableObject<Bindings> {
     return this.sql.exec("SELECT 1 FROM catalog WHERE message_id = ?", messageId).toArray().length === 0;
   }
 
+  /**
+   * Stages events D1 has taken for the tenants' WebhookQueues (synchronous: in the caller's block),
+   * then hands them off without holding the caller. The alarm is armed by the lease end first, the
+   * backstop if this object stops before a queue answers.
+   */
+  private handOffEvents(events: Parameters<WebhookHandoff["stage"]>[0]): void {
+    if (events.length === 0 || this.handoff.stage(events) === 0) return;
+    void this.armAlarmBy(Date.now() + HANDOFF_LEASE_MS).then(() => this.drainHandoff());
+  }
+
+  /** Hands off every due staged row, then arms the alarm for the next one (a retry after a refusal). */
+  private async drainHandoff(): Promise<void> {
+    await this.handoff.drain();
+    const next = this.sql.exec<{ t: number | null }>(HANDOFF_SQL.next).one().t;
+    if (next !== null) await this.armAlarmBy(Math.max(next, Date.now() + MIN_ALARM_GAP_MS));
+  }
+
   /** Sets the alarm to `at` unless it fires sooner already. */
   private async armAlarmBy(at: number): Promise<void> {
     const current = await this.ctx.storage.getAlarm();
@@ -1815,9 +1848,10 @@ export class OriginHub extends DurableObject<Bindings> {
     }
     this.sendingInFlight -= sending.length;
     for (const p of batch) this.recording.delete(p.row.message_id);
-    // D1 has these events: webhooks hear of them (a plan gives the same rows, ids and all, each time).
-    // Not awaited: the queue's hand-off delays no flush and no accept (services/webhook-fanout.ts).
-    void fanOutWebhookEvents(this.env, [
+    // D1 has these events: staged for the webhooks in this same synchronous block, so a restart
+    // either replays the batch (same events) or finds them staged (services/webhook-handoff.ts).
+    // The hand-off itself is not awaited: it delays no flush and no accept.
+    this.handOffEvents([
       ...catalog.flatMap((c) => c.catalog.events),
       ...batch.flatMap(({ row, plan }) => plan.events(row.tenant_id)),
     ]);
@@ -1946,7 +1980,8 @@ export class OriginHub extends DurableObject<Bindings> {
           nextAttemptAt: null,
         });
         await this.db.batch(statements as [never]);
-        void fanOutWebhookEvents(this.env, dropped);
+        // Staged with the deletion below (one synchronous block): a restart before it expires again, same ids.
+        this.handOffEvents(dropped);
         // Expired unsent: retriable like any failure (services/message-retry.ts).
         if (row.delivered === 0) {
           keepForRetry(this.sql, [[row.message_id, "failed", []]], now, this.config.MAX_QUEUE_AGE_MS);
@@ -2017,7 +2052,8 @@ export class OriginHub extends DurableObject<Bindings> {
       if (statements.length > 0) await this.db.batch(statements as [never]);
       // D1 has them: webhooks hear of them as of the flush's events (the queue de-duplicates by event id,
       // so a re-sent frame queues nothing twice).
-      if (plan.events.length > 0) void fanOutWebhookEvents(this.env, plan.events);
+      // Staged before the ack: a restart before it means no ack, and the origin sends them again.
+      if (plan.events.length > 0) this.handOffEvents(plan.events);
       for (const s of plan.skipped) {
         console.log(JSON.stringify({ level: "info", msg: "inbound event not recorded", ...s }));
       }

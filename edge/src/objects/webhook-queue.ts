@@ -175,6 +175,10 @@ export class WebhookQueue extends DurableObject<Bindings> {
   timeoutMs = DELIVERY_TIMEOUT_MS;
   /** How host names are resolved for the SSRF guard (DoH by default). */
   resolver: Resolver;
+  /** Tests set it: every hand-off is refused with this error (a queue that is down, say). */
+  refuseHandoffs: string | null = null;
+  /** Hand-offs answered since the object started (tests read it). */
+  handoffs = 0;
   /** OAuth2 tokens by endpoint id, until they expire; dropped when the endpoint's credentials change. */
   private readonly tokens = new Map<string, Token>();
 
@@ -695,6 +699,17 @@ export class WebhookQueue extends DurableObject<Bindings> {
     });
     await this.scheduleAlarm(now + BATCH_WINDOW_MS);
     return queued;
+  }
+
+  /**
+   * The hub's durable hand-off (services/webhook-handoff.ts): `enqueue`, and how many endpoints are
+   * active, so the hub can skip a tenant without webhooks for a while.
+   */
+  async handoff(tenantId: string, events: FlushedEvent[]): Promise<{ queued: number; endpoints: number }> {
+    this.handoffs++;
+    if (this.refuseHandoffs !== null) throw new Error(this.refuseHandoffs);
+    const queued = await this.enqueue(tenantId, events);
+    return { queued, endpoints: this.activeEndpoints().length };
   }
 
   private activeEndpoints(): EndpointRow[] {

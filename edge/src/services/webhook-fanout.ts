@@ -1,12 +1,12 @@
 /**
- * Hands the events of a successful catalog flush to each tenant's WebhookQueue
- * (edge/src/objects/webhook-queue.ts). Called by the OriginHub after D1 took the batch, never on the
- * accept path and never awaited by the flush: a slow or failing queue delays no mail.
+ * Hands events written outside a hub — the tracking endpoints' hits (services/tracking-events.ts) —
+ * to each tenant's WebhookQueue (edge/src/objects/webhook-queue.ts), after D1 took them. The hub's
+ * own events go through its durable hand-off instead (services/webhook-handoff.ts).
  *
- * The hand-off is retried a few times with back-off while the hub lives; the queue de-duplicates
- * by event (a retried hand-off or a replayed flush queues nothing twice). What this does not
- * survive is the hub being evicted between the D1 write and a successful hand-off: those events are
- * on the message timeline but are not posted (docs/api/webhooks.md#guarantees).
+ * The hand-off is retried a few times with back-off while the isolate lives; the queue de-duplicates
+ * by event. What this does not survive is the isolate going away between the D1 write and a
+ * successful hand-off: those events are on the message timeline but are not posted
+ * (docs/api/webhooks.md#guarantees).
  */
 import type { Bindings } from "../env.ts";
 import type { FlushedEvent } from "./webhook-events.ts";
