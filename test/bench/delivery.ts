@@ -23,7 +23,7 @@ import { startLinkHarness } from "./lib/link-harness.ts";
 import { buildJobs, FROM, mailSendBody, recipient, rsaKeyPem } from "./lib/mail.ts";
 import { startOrigin } from "./lib/origin.ts";
 import { startPostfixRelay } from "./lib/postfix.ts";
-import { groupCpuSeconds, onCleanup, say, sleep } from "./lib/procs.ts";
+import { groupCpuSeconds, onCleanup, say, sleep, threadCpu, threadCpuDelta } from "./lib/procs.ts";
 import { startSmtpSink } from "./lib/sink.ts";
 import { round } from "./lib/stats.ts";
 
@@ -180,10 +180,12 @@ export async function benchOriginHarness(
       // Profile only the delivery window (not start-up and module loading).
       const profiler = inspectPort ? await startProfiling(inspectPort) : null;
       const cpu0 = origin.cpuSeconds();
+      const threads0 = threadCpu(origin.pid);
       const t0 = harness.start(jobs);
       const tSink = await sink.waitForCount(n, timeoutFor(n));
       const tResults = await harness.allResults(timeoutFor(n));
       const cpu = origin.cpuSeconds() - cpu0;
+      const threads = threadCpuDelta(origin.pid, threads0, threadCpu(origin.pid));
       const prof = profiler ? await profiler.stop() : null;
       const frames = harness.framesIn();
       const failed = [...harness.outcomes().values()].filter((s) => s !== "delivered").length;
@@ -197,6 +199,14 @@ export async function benchOriginHarness(
         cpuSecondsPer1000: round((cpu / n) * 1000, 3),
         peakRssMiB: round(origin.peakRssMiB(), 0),
         failed,
+        // CPU s / 1,000 messages per thread, user + sys: the main thread (SMTP, link, journal), the
+        // busiest other thread (the compose worker when there is one), all the others together.
+        cpuPer1000ByThread: Object.fromEntries(
+          (["main", "busiestOther", "rest"] as const).map((k) => [
+            k,
+            { user: round((threads[k].user / n) * 1000, 3), sys: round((threads[k].sys / n) * 1000, 3) },
+          ]),
+        ),
         // WebSocket frames the origin wrote per 1,000 messages (each is at least one socket write).
         linkFramesPer1000: round((Object.values(frames).reduce((a, b) => a + b, 0) / n) * 1000, 0),
         linkFrames: frames,

@@ -8,6 +8,9 @@
  * `--only=dkim,accept,delivery,tti,template,webhooks,suppressions,devstack,chaos` runs a subset (for development); `--only=viaedge`
  * is the part of `delivery` that compares the origin alone with the origin through the edge (the
  * harness run and the paced through-edge run, plus the edge's CPU profile), without Postfix.
+ * `--only=origin` is the origin alone (link harness → smtp-sink), `--messages=N` (default 3,000)
+ * `--repeat=R` times (default 2), CPU per thread included, then one run under the CPU profiler: the
+ * step to compare the origin's CPU per message before and after a change, back to back.
  */
 import { execSync } from "node:child_process";
 import fs from "node:fs";
@@ -166,6 +169,24 @@ async function main(): Promise<number> {
     messageBytes,
     sessions: 5,
   };
+  if (only?.has("origin")) {
+    const num = (flag: string, dflt: number) => {
+      const arg = process.argv.find((a) => a.startsWith(`--${flag}=`));
+      return arg ? Number(arg.slice(flag.length + 3)) : dflt;
+    };
+    const count = num("messages", quick ? 1000 : 3000);
+    const runs: NonNullable<BenchResults["originCpu"]>["runs"] = [];
+    for (let r = 0; r < num("repeat", 2); r++) {
+      const t = await step(`origin via link harness, ${count} messages (run ${r + 1})`, () =>
+        benchOriginHarness(dctx, count),
+      );
+      if (t) runs.push(t);
+    }
+    const profile = await step(`origin CPU profile (harness, ${count} messages)`, () =>
+      benchOriginHarness(dctx, count, { profileTo: path.join(workDir, "origin-harness.cpuprofile") }),
+    );
+    results.originCpu = { runs, profile };
+  }
   const viaEdge = want("delivery") || want("viaedge");
   if (viaEdge) {
     const d: NonNullable<BenchResults["delivery"]> = { messageBytes, sessions: dctx.sessions };

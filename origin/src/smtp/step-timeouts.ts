@@ -14,7 +14,9 @@
  *  - every complete reply is stored in `lastServerResponse` before its handler runs: the oldest
  *    awaited step is answered, and the timer moves on to the next one;
  *  - the message body goes out through `_createSendStream`: while the socket has not taken it all
- *    the data-block timer runs (restarted on each 'drain'), then the timer for the reply to ".";
+ *    the data-block timer runs (restarted on each 'drain'), then the timer for the reply to ".".
+ *    A Buffer message (all the transport sends) is written as its DATA bytes in one socket write
+ *    (smtp-data.ts: the library's DataStream output without the stream), others through the stream;
  *  - the greeting and the STARTTLS handshake keep nodemailer's own phase timer, whose length comes
  *    from `_remainingSetupTime`: here the greeting (or EHLO) timeout instead of what is left of the
  *    TCP connect timeout, so a slow greeting gets its 5 minutes and a dead address still fails fast.
@@ -33,6 +35,8 @@
  */
 import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
 import type { Socket } from "node:net";
+import type { Readable } from "node:stream";
+import { smtpData } from "./smtp-data.ts";
 
 /** The timers of RFC 5321 §4.5.3.2, in ms. */
 export interface SmtpStepTimeouts {
@@ -112,6 +116,13 @@ interface Internals {
 }
 const base = SMTPConnection.prototype as unknown as Internals;
 
+/** More nodemailer internals, for a Buffer body (`_createSendStream`), as its non-LMTP path does. */
+interface Sending {
+  options: { lmtp?: boolean; debug?: boolean };
+  _responseActions: Array<(str: string) => void>;
+  _actionSMTPStream(str: string, callback: unknown): void;
+}
+
 export type StepTimedOptions = SMTPConnection.Options & {
   stepTimeouts: SmtpStepTimeouts;
   deadlineAt?: number;
@@ -129,6 +140,8 @@ export class StepTimedConnection extends SMTPConnection {
   private dataPhase = 0;
   private stepTimer: NodeJS.Timeout | undefined;
   private reply: unknown = false;
+  /** The message being sent is a Buffer (see `send`). */
+  private bufferBody = false;
 
   constructor(options: StepTimedOptions) {
     const { stepTimeouts, deadlineAt, ...rest } = options;
@@ -172,8 +185,69 @@ export class StepTimedConnection extends SMTPConnection {
     base._sendCommand.call(this, str, logStr);
   }
 
-  /** @internal nodemailer: the message body after the 354. */
+  override send(
+    envelope: SMTPConnection.Envelope,
+    message: string | Buffer | Readable,
+    done: (err: SMTPConnection.SMTPError | null, info: SMTPConnection.SentMessageInfo) => void,
+  ): void {
+    this.bufferBody = Buffer.isBuffer(message);
+    super.send(envelope, message, done);
+  }
+
+  /**
+   * @internal nodemailer: the message body after the 354. A Buffer (what the transport sends) goes
+   * out as its DATA bytes (smtp-data.ts: the library's DataStream output, built in one pass) in ONE
+   * socket write with the final "."; anything else through the library's stream.
+   */
   _createSendStream(callback: unknown): NodeJS.ReadableStream {
+    const self = this as unknown as Internals & Sending;
+    const socket = self._socket;
+    if (!this.bufferBody || !socket || self.options.lmtp || self.options.debug)
+      return this.streamedBody(callback);
+    self._responseActions.push((str: string) => self._actionSMTPStream(str, callback));
+    this.awaiting.push(STEPS.done);
+    this.writingData = true;
+    const phase = ++this.dataPhase;
+    this.armTimer();
+    const chunks: Buffer[] = [];
+    // What SMTPConnection.send uses of its data stream for a Buffer message: write, end, outByteCount.
+    const body = {
+      outByteCount: 0,
+      write: (chunk: Buffer | string) => {
+        chunks.push(typeof chunk === "string" ? Buffer.from(chunk) : chunk);
+        return true;
+      },
+      end: () => {
+        const data = smtpData(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+        body.outByteCount = data.length;
+        // A socket that is gone fails the send through the library's own close/error handling.
+        if (socket.destroyed) return;
+        if (socket.write(data) || socket.writableLength === 0) {
+          this.writingData = false;
+          this.armTimer();
+          return;
+        }
+        // More than the socket buffers: the data-block timer runs until it has taken it all.
+        const stop = () => {
+          socket.removeListener("drain", drained);
+          this.removeListener("end", stop);
+        };
+        const drained = () => {
+          if (!this.writingData || this.dataPhase !== phase) return stop();
+          if (socket.writableLength > 0) return void this.armTimer();
+          this.writingData = false;
+          stop();
+          this.armTimer();
+        };
+        socket.on("drain", drained);
+        this.once("end", stop);
+      },
+    };
+    return body as unknown as NodeJS.ReadableStream;
+  }
+
+  /** The library's data stream (a stream message, LMTP, debug logging). */
+  private streamedBody(callback: unknown): NodeJS.ReadableStream {
     const socket = (this as unknown as Internals)._socket;
     // The body and the final "." leave in one write, not two: the library pipes them as separate
     // chunks, and each socket write is a system call (the origin's CPU profile had the second one at

@@ -67,6 +67,54 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
 }
 
+/** User and system CPU seconds of one thread of `pid` (fields 14 and 15 of /proc/<pid>/task/<tid>/stat). */
+export interface ThreadCpu {
+  user: number;
+  sys: number;
+}
+
+/**
+ * CPU per thread of a process, by thread id. The main thread's id is the pid; the others are worker
+ * threads (the compose pool), libuv's pool and V8's helper threads (all named "node" on Linux).
+ * A thread that exits meanwhile is missing.
+ */
+export function threadCpu(pid: number): Map<number, ThreadCpu> {
+  const out = new Map<number, ThreadCpu>();
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out.set(Number(tid), { user: Number(fields[11]) / CLK_TCK, sys: Number(fields[12]) / CLK_TCK });
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * The CPU a process spent between two `threadCpu` readings, split into the main thread, the busiest
+ * other thread (with one compose thread: that worker) and the rest, each as user + sys seconds.
+ */
+export function threadCpuDelta(
+  pid: number,
+  before: Map<number, ThreadCpu>,
+  after: Map<number, ThreadCpu>,
+): { main: ThreadCpu; busiestOther: ThreadCpu; rest: ThreadCpu; others: number } {
+  const delta = (tid: number): ThreadCpu => {
+    const a = after.get(tid) ?? { user: 0, sys: 0 };
+    const b = before.get(tid) ?? { user: 0, sys: 0 };
+    return { user: a.user - b.user, sys: a.sys - b.sys };
+  };
+  const others = [...after.keys()].filter((t) => t !== pid).map((t) => delta(t));
+  others.sort((x, y) => y.user + y.sys - (x.user + x.sys));
+  const rest = others.slice(1).reduce((acc, t) => ({ user: acc.user + t.user, sys: acc.sys + t.sys }), {
+    user: 0,
+    sys: 0,
+  });
+  return { main: delta(pid), busiestOther: others[0] ?? { user: 0, sys: 0 }, rest, others: others.length };
+}
+
 /** Pids whose process group is `pgid` (e.g. wrangler and the workerd it started). */
 export function groupPids(pgid: number): number[] {
   const pids: number[] = [];

@@ -43,6 +43,8 @@ export interface BenchResults {
     edgeDeliveryProfile?: ProfileSummary | { error: string };
     originViaEdgeBurst?: Throughput | { failed: string };
   };
+  /** `--only=origin`: the origin alone (link harness → smtp-sink), repeated, for CPU comparisons. */
+  originCpu?: { runs: Throughput[]; profile?: (Throughput & { profileFile?: string }) | undefined };
   timeToInbox?: TtiResult;
   templateSend?: TemplateSendResult;
   webhooks?: WebhooksBenchResult;
