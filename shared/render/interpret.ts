@@ -28,6 +28,13 @@ export type Escape = "html" | "none";
 export interface RenderOptions {
   /** "html": {{x}} is HTML-escaped (html parts); "none": {{x}} is written as is (text, subject). {{{x}}} is never escaped. */
   escape: Escape;
+  /**
+   * How a plain name ({{name}}, {{a.b}}) is looked up. "handlebars" (the default): in the current
+   * context only (reach outer ones with ../). "mustache" (SenderKit templates, docs/api/senderkit.md#templates):
+   * its first part in the current context, then each enclosing one out to the root, as the
+   * Mustache spec's context stack does; the rest of a dotted name is read inside what was found.
+   */
+  lookup?: "handlebars" | "mustache";
 }
 
 export type RenderResult =
@@ -65,6 +72,7 @@ class Renderer {
     private readonly root: unknown,
     private readonly escape: Escape,
     private readonly limits: Readonly<RenderLimits>,
+    private readonly mustacheLookup = false,
   ) {
     this.contexts = [root];
   }
@@ -249,6 +257,12 @@ class Renderer {
     ) {
       value = this.blockParam(parts[0]!)!.get(parts[0]!);
       rest = parts.slice(1);
+    } else if (this.mustacheLookup && !(p as { this?: boolean }).this && p.depth === 0 && parts.length > 0) {
+      value = undefined;
+      for (let d = 0; d < this.contexts.length && value === undefined; d++) {
+        value = ownProp(this.context(d), parts[0]!);
+      }
+      rest = parts.slice(1);
     } else {
       value = p.depth < this.contexts.length ? this.context(p.depth) : undefined;
       rest = parts;
@@ -374,7 +388,7 @@ export function render(template: Template, data: unknown, options: RenderOptions
     return { ok: false, error: { message: "not a compiled template", line: 0, column: 0 }, missing: [] };
   }
   const escape: Escape = options?.escape === "none" ? "none" : "html";
-  const r = new Renderer(data ?? {}, escape, template.limits);
+  const r = new Renderer(data ?? {}, escape, template.limits, options?.lookup === "mustache");
   try {
     r.program(template.program);
     return { ok: true, output: r.result(), missing: [...r.missing] };
