@@ -15,6 +15,7 @@
  *   /origin/blobs/*       attachments and large bodies for the origin (ORIGIN_TOKEN)
  *   /origin/templates/*   template snapshots for the origin (ORIGIN_TOKEN)
  *   /t/*                  public tracking: open pixel, click redirect, unsubscribe page (token-signed)
+ *   /v1/*                 SenderKit's API (errors {error:{code,message}}), SenderKit keys (docs/api/senderkit.md)
  *   /healthz              liveness
  */
 import { Hono } from "hono";
@@ -46,6 +47,7 @@ import { apiKeysApi, scopesApi } from "./surfaces/sendgrid/api-keys.ts";
 import { externalImageProxy } from "./surfaces/public/image-proxy.ts";
 import { imageProxy } from "./surfaces/public/images.ts";
 import { trackingApi } from "./surfaces/tracking/index.ts";
+import { senderkitApi } from "./surfaces/senderkit/index.ts";
 
 export function createApp() {
   const app = new Hono<AppEnv>();
@@ -107,6 +109,7 @@ export function createApp() {
   app.route("/i/p", externalImageProxy);
   app.route("/i", imageProxy);
   app.route("/api/admin", adminApi);
+  app.route("/v1", senderkitApi);
 
   app.notFound((c) => c.json({ detail: "Not Found" }, 404));
   app.onError(renderFastApi);

@@ -90,6 +90,9 @@ export const ConfigSchema = z.object({
     }, "DNS_RESOLVER_URL must be https:// (http:// only for a loopback resolver)"),
   DNS_TIMEOUT_MS: intFromString("5000"),
   MAIL_SEND_RATE_LIMIT: intFromString("10000"),
+  // SenderKit's /v1: requests per second per API key, sends and reads in separate budgets (docs/api/senderkit.md#rate-limits).
+  SENDERKIT_SEND_RATE_LIMIT: intFromString("1000"),
+  SENDERKIT_READ_RATE_LIMIT: intFromString("1000"),
   // How long an isolate serves an API key's principal and a tenant's sender domains from memory
   // (edge/src/services/catalog-cache.ts): a revoked key or un-verified domain elsewhere stops working
   // here within this window. 0 turns the cache off.

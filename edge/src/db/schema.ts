@@ -438,3 +438,50 @@ export const images = sqliteTable(
     index("images_tenant_folder").on(t.tenantId, t.folder),
   ],
 );
+
+/**
+ * SenderKit's /v1 messages (docs/api/senderkit.md#messages): what SenderKit's Message has that the
+ * `messages` row has not. A live email's row rides in its hub shard's catalog rows and reaches D1 with
+ * its `messages` row, whose status it reads (`status` null); a test-mode message has no `messages`
+ * row: its hub shard synthesizes its lifecycle and writes `status` and `timeline` here.
+ */
+export const skMessages = sqliteTable(
+  "sk_messages",
+  {
+    /** The public id `msg_…` (= messages.id for a live email). */
+    id: text("id").primaryKey(),
+    /** SenderKit's Message.id (a UUID). */
+    uuid: text("uuid").notNull(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    livemode: integer("livemode", { mode: "boolean" }).notNull(),
+    channel: text("channel", { enum: ["email", "sms", "push", "web-push"] }).notNull(),
+    recipient: text("recipient").notNull(),
+    templateSlug: text("template_slug"),
+    pinnedVersion: integer("pinned_version"),
+    vars: text("vars", { mode: "json" }).$type<Record<string, unknown>>().notNull().default({}),
+    metadata: text("metadata", { mode: "json" })
+      .$type<Record<string, string | number | boolean>>()
+      .notNull()
+      .default({}),
+    fromOverride: text("from_override"),
+    interpolate: integer("interpolate", { mode: "boolean" }).notNull().default(false),
+    idempotencyKey: text("idempotency_key"),
+    scheduledAt: integer("scheduled_at"),
+    /** SenderKit status of a message without a `messages` row; null: mapped from messages.status. */
+    status: text("status"),
+    error: text("error"),
+    timeline: text("timeline", { mode: "json" })
+      .$type<{ t: string; e: string; [k: string]: unknown }[]>()
+      .notNull()
+      .default([]),
+    provider: text("provider"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("sk_messages_uuid").on(t.uuid),
+    index("sk_messages_tenant_mode_created").on(t.tenantId, t.livemode, t.createdAt, t.id),
+  ],
+);

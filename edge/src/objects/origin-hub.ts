@@ -159,6 +159,17 @@ import {
   type KeptEnd,
 } from "../services/message-retry.ts";
 import { heldStages, MAX_PENDING_STAGES, stageStatements, type Stage } from "../services/message-stages.ts";
+import { skCatalogStatements, type SkMessageRow } from "../db/sk-messages.ts";
+import {
+  acceptTest as skAcceptTest,
+  cancelTest as skCancelTest,
+  ensureSkTestTables,
+  tick as skTestTick,
+  view as skTestView,
+  type SkCancelOutcome,
+  type SkTestAccept,
+  type SkTestAcceptResult,
+} from "../services/senderkit/test-lifecycle.ts";
 
 /** What the send path hands the hub: everything to build the job, with the DKIM key still sealed. */
 /** `asm` and the `bypass_*` settings (SuppressionPolicy) are what the check before dispatch reads. */
@@ -227,6 +238,8 @@ export type AcceptResult =
 export interface HubMessageView {
   message: MessageRow;
   events: EventRow[];
+  /** Its SenderKit row, for a /v1 send (docs/api/senderkit.md#messages). */
+  senderkit: SkMessageRow | null;
 }
 
 interface LinkState {
@@ -493,6 +506,8 @@ export class OriginHub extends DurableObject<Bindings> {
     ensureBatchTables(this.sql);
     // Payloads of failed and bounced messages, for POST /v3/messages/{id}/retry (services/message-retry.ts).
     ensureRetryTable(this.sql);
+    // SenderKit test-mode messages and their synthesized lifecycle (services/senderkit/test-lifecycle.ts).
+    ensureSkTestTables(this.sql);
     // Events written to D1 and not yet taken by their WebhookQueue (services/webhook-handoff.ts).
     ensureHandoffTable(this.sql);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS idempotency (
@@ -728,6 +743,7 @@ export class OriginHub extends DurableObject<Bindings> {
         deliveredAt: null,
       } as MessageRow,
       events: catalog.events.map((e) => ({ ...e, attempt: e.attempt ?? 0 }) as EventRow),
+      senderkit: catalog.senderkit ?? null,
     };
   }
 
@@ -974,6 +990,32 @@ export class OriginHub extends DurableObject<Bindings> {
     if (marks.size === limit) void this.armAlarmBy(now + FLUSH_RETRY_MS);
   }
 
+  // ------------------------------------------ SenderKit test mode (services/senderkit/test-lifecycle.ts)
+
+  /** A test-mode /v1 send: accepted here in one transaction, its lifecycle then driven by the alarm. */
+  async skAcceptTest(req: SkTestAccept): Promise<SkTestAcceptResult> {
+    const r = this.ctx.storage.transactionSync(() => skAcceptTest(this.sql, req, Date.now()));
+    if (r.ok && !r.replayed) await this.armAlarmBy(Date.now());
+    return r;
+  }
+
+  /** DELETE /v1/messages/{id} of a test message, serialized with its lifecycle steps. */
+  async skCancelTest(tenantId: string, messageId: string): Promise<SkCancelOutcome> {
+    const r = this.ctx.storage.transactionSync(() => skCancelTest(this.sql, tenantId, messageId, Date.now()));
+    if (r.outcome === "canceled") await this.armAlarmBy(Date.now());
+    return r;
+  }
+
+  /** Read-your-writes of a test message. */
+  async skTestMessage(tenantId: string, messageId: string): Promise<SkMessageRow | null> {
+    return skTestView(this.sql, tenantId, messageId);
+  }
+
+  private async skTick(): Promise<void> {
+    const wake = await skTestTick(this.ctx.storage, this.env.DB, Date.now);
+    if (wake !== null) await this.armAlarmBy(Math.max(wake, Date.now() + MIN_ALARM_GAP_MS));
+  }
+
   async stats(): Promise<HubStats> {
     const count = (state: string) =>
       (this.sql.exec("SELECT count(*) AS n FROM outbox WHERE state = ?", state).one().n as number) ?? 0;
@@ -1163,6 +1205,8 @@ export class OriginHub extends DurableObject<Bindings> {
       await this.flushResults();
     }
     await this.expireOldMessages(now);
+    // SenderKit test-mode steps due now, and their D1 writes (services/senderkit/test-lifecycle.ts).
+    await this.skTick();
     this.expirePaused(now);
     this.queueCancelled();
     await this.dispatch();
@@ -1813,6 +1857,11 @@ export class OriginHub extends DurableObject<Bindings> {
               catalog.flatMap((c) => c.catalog.events),
             )
           : []),
+        // SenderKit rows of /v1 sends, after the messages rows they extend (db/sk-messages.ts).
+        ...skCatalogStatements(
+          this.env.DB,
+          catalog.flatMap((c) => (c.catalog.senderkit ? [c.catalog.senderkit] : [])),
+        ),
         ...(sending.length > 0 ? markSendingStatements(this.env.DB, sending, now) : []),
         // After the marks (processing), before the outcomes: a stage never overwrites one.
         ...stageStatements(this.env.DB, stages, now),

@@ -1,6 +1,7 @@
 import type { DomainRow } from "../db/domains.ts";
 import type { MessageRow, NewEvent, NewMessage, NewRecipient } from "../db/messages.ts";
 import type { OutboxEntry } from "../objects/origin-hub.ts";
+import type { SkMessageRow } from "../db/sk-messages.ts";
 
 /**
  * A live message's D1 catalog rows as its hub shard keeps them until the batched catalog flush
@@ -11,6 +12,8 @@ export interface CatalogRows {
   message: Omit<NewMessage, "textBody" | "htmlBody">;
   recipients: NewRecipient[];
   events: NewEvent[];
+  /** A /v1 send's SenderKit row (db/sk-messages.ts), written with the others. */
+  senderkit?: SkMessageRow;
 }
 
 /** One live message as the send path hands it to its hub shard: the job and the catalog rows. */

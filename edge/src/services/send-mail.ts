@@ -100,6 +100,8 @@ export interface SendDeps {
 export interface SendOptions {
   /** The request's Idempotency-Key and a SHA-256 (hex) of its body (live sends only). */
   idempotency?: { key: string; bodyHash: string };
+  /** Called with each live message before it goes to the hub (the /v1 surface adds its row, docs/api/senderkit.md). */
+  decorate?: (m: AcceptedMessage) => void;
 }
 
 export interface SendResult {
@@ -201,7 +203,9 @@ export async function sendMail(
           metadata: {},
         });
       }
-      accepted.push({ entry, catalog: catalogRowsOf(row, own, events) });
+      const message = { entry, catalog: catalogRowsOf(row, own, events) };
+      opts.decorate?.(message);
+      accepted.push(message);
     }
   }
 

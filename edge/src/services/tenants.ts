@@ -22,6 +22,8 @@ export interface NewApiKeyInput {
   environment: "live" | "test";
   scopes: string[];
   expiresAt?: number | undefined;
+  /** "senderkit": `sk_<env>_…`, a SenderKit key for /v1 only, without scopes (docs/api/senderkit.md#authentication). */
+  format?: "sendgrid" | "senderkit";
 }
 
 export async function createApiKey(
@@ -32,7 +34,10 @@ export async function createApiKey(
 ): Promise<{ row: ApiKeyRow; apiKey: string }> {
   const unknown = input.scopes.filter((s) => !(PERMISSIONS as readonly string[]).includes(s));
   if (unknown.length > 0) throw new AppError("invalid_request", `Unknown scope: ${unknown.join(", ")}`);
-  const apiKey = `sg_${input.environment}_${randomHex(16)}`;
+  if (input.format === "senderkit" && input.scopes.length > 0) {
+    throw new AppError("invalid_request", "A SenderKit key has no scopes: it may use every /v1 operation");
+  }
+  const apiKey = `${input.format === "senderkit" ? "sk" : "sg"}_${input.environment}_${randomHex(16)}`;
   const row = await insertApiKey(db, {
     id: newId("key", now),
     tenantId,

@@ -42,6 +42,8 @@ const ApiKeyBody = z.object({
   // Scopes default to empty, meaning no access (docs/api/admin.md#api-keys).
   scopes: z.array(z.enum(PERMISSIONS)).default([]),
   expires_at: z.iso.datetime({ offset: true }).optional(),
+  // "senderkit": an sk_live_/sk_test_ key for /v1 (docs/api/senderkit.md#authentication), which has no scopes.
+  format: z.enum(["sendgrid", "senderkit"]).default("sendgrid"),
 });
 // RFC 1035 host names: labels of letters, digits and hyphens, at least two labels.
 const DOMAIN_NAME = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$/i;
@@ -118,6 +120,7 @@ export const adminApi = new Hono<AppEnv>()
         environment: body.environment,
         scopes: body.scopes,
         expiresAt: body.expires_at ? Date.parse(body.expires_at) : undefined,
+        format: body.format,
       },
       Date.now(),
     );
