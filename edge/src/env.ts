@@ -21,6 +21,8 @@ export interface Bindings extends Env {
   /** Rotation only: comma-separated previous SECRETS_KEYs that still open (docs/operations.md). */
   SECRETS_KEY_PREVIOUS?: string;
   MAX_QUEUE_AGE_MS?: string;
+  /** Seconds a rotated-out DKIM key stays published (docs/configuration.md, services/dkim-rotation.ts). */
+  DKIM_ROTATION_OVERLAP_S?: string;
   /** Webhook destinations that may be non-public (docs/configuration.md#webhooks). */
   WEBHOOK_ALLOW_PRIVATE?: string;
   /** The edge's public base URL for tracking links (docs/configuration.md#tracking). */
@@ -89,6 +91,9 @@ export const ConfigSchema = z.object({
       return u.protocol === "https:" || (u.protocol === "http:" && LOOPBACK_HOST.test(u.hostname));
     }, "DNS_RESOLVER_URL must be https:// (http:// only for a loopback resolver)"),
   DNS_TIMEOUT_MS: intFromString("5000"),
+  // After a DKIM rotation switches keys, the old record stays listed as required this long (7 days:
+  // longer than MAX_QUEUE_AGE_MS, so mail signed with the old key has left the outbox and arrived).
+  DKIM_ROTATION_OVERLAP_S: z.coerce.number().int().min(0).default(7 * 24 * 3600),
   MAIL_SEND_RATE_LIMIT: intFromString("10000"),
   // SenderKit's /v1: requests per second per API key, sends and reads in separate budgets (docs/api/senderkit.md#rate-limits).
   SENDERKIT_SEND_RATE_LIMIT: intFromString("1000"),

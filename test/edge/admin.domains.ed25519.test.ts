@@ -318,6 +318,8 @@ describe("verifying a dual-signing domain", () => {
       host: edHost,
       ok: false,
       message: "no DKIM record found",
+      expected: d.dns_records[1]!.value,
+      found: [],
     });
     expect(missing.errors).toEqual([{ record: edHost, message: "no DKIM record found" }]);
     expect((await row(d.id)).dkim_ed25519_verified_at).toBeNull();

@@ -59,12 +59,20 @@ describe("post /api/admin/domains", () => {
     expect(d.dns_records).toHaveLength(3);
     expect(dkim).toMatchObject({ purpose: "dkim", type: "TXT", host: `scaisend._domainkey.${domain}` });
     expect(dkim!.value).toMatch(/^v=DKIM1; k=rsa; p=[A-Za-z0-9+/]+=*$/);
-    expect(spf).toEqual({ purpose: "spf", type: "TXT", host: domain, value: "v=spf1 mx ~all" });
+    expect(dkim).toMatchObject({ status: "required" });
+    expect(spf).toEqual({
+      purpose: "spf",
+      type: "TXT",
+      host: domain,
+      value: "v=spf1 mx ~all",
+      status: "required",
+    });
     expect(dmarc).toEqual({
       purpose: "dmarc",
       type: "TXT",
       host: `_dmarc.${domain}`,
       value: "v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@example.com",
+      status: "required",
     });
 
     // p= is a base64 SubjectPublicKeyInfo of a 2048-bit RSA key.
@@ -98,6 +106,7 @@ describe("post /api/admin/domains", () => {
       type: "TXT",
       host: `_dmarc.${domain}`,
       value: "v=DMARC1; p=none",
+      status: "required",
     });
   });
 

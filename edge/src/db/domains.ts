@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, inArray } from "drizzle-orm";
+import { and, asc, count, eq, gt, inArray, isNull, type SQL } from "drizzle-orm";
 import type { Db } from "./client.ts";
 import { senderDomains } from "./schema.ts";
 
@@ -37,15 +37,61 @@ export async function findDomainsByNames(db: Db, tenantId: string, domains: stri
     .where(and(eq(senderDomains.tenantId, tenantId), inArray(senderDomains.domain, domains)));
 }
 
+/**
+ * Updates one of the tenant's domains. `expect` makes it a compare-and-set on the pending DKIM
+ * selector (services/dkim-rotation.ts): the row is changed only while it still holds that value.
+ */
 export async function updateDomain(
   db: Db,
   tenantId: string,
   id: string,
   patch: Partial<typeof senderDomains.$inferInsert>,
+  expect?: { dkimNextSelector: string | null },
 ): Promise<DomainRow | undefined> {
+  const conditions: SQL[] = [eq(senderDomains.tenantId, tenantId), eq(senderDomains.id, id)];
+  if (expect) {
+    conditions.push(
+      expect.dkimNextSelector === null
+        ? isNull(senderDomains.dkimNextSelector)
+        : eq(senderDomains.dkimNextSelector, expect.dkimNextSelector),
+    );
+  }
   const [row] = await db
     .update(senderDomains)
     .set(patch)
+    .where(and(...conditions))
+    .returning();
+  return row;
+}
+
+/** One page of the tenant's domains, in id (creation) order after `afterId`, and the tenant's total. */
+export async function listDomains(
+  db: Db,
+  tenantId: string,
+  afterId: string | null,
+  limit: number,
+): Promise<{ rows: DomainRow[]; total: number }> {
+  const [rows, totals] = await Promise.all([
+    db
+      .select()
+      .from(senderDomains)
+      .where(
+        and(
+          eq(senderDomains.tenantId, tenantId),
+          afterId === null ? undefined : gt(senderDomains.id, afterId),
+        ),
+      )
+      .orderBy(asc(senderDomains.id))
+      .limit(limit),
+    db.select({ n: count() }).from(senderDomains).where(eq(senderDomains.tenantId, tenantId)),
+  ]);
+  return { rows, total: totals[0]?.n ?? 0 };
+}
+
+/** Deletes one of the tenant's domains; false when it has none with that id. */
+export async function deleteDomain(db: Db, tenantId: string, id: string): Promise<DomainRow | undefined> {
+  const [row] = await db
+    .delete(senderDomains)
     .where(and(eq(senderDomains.tenantId, tenantId), eq(senderDomains.id, id)))
     .returning();
   return row;
@@ -60,7 +106,10 @@ export async function listDomainKeysAfter(
   afterId: string | null,
   limit: number,
 ): Promise<
-  Pick<DomainRow, "id" | "tenantId" | "domain" | "dkimPrivateKeyEnc" | "dkimEd25519PrivateKeyEnc">[]
+  Pick<
+    DomainRow,
+    "id" | "tenantId" | "domain" | "dkimPrivateKeyEnc" | "dkimEd25519PrivateKeyEnc" | "dkimNextPrivateKeyEnc"
+  >[]
 > {
   return db
     .select({
@@ -69,6 +118,7 @@ export async function listDomainKeysAfter(
       domain: senderDomains.domain,
       dkimPrivateKeyEnc: senderDomains.dkimPrivateKeyEnc,
       dkimEd25519PrivateKeyEnc: senderDomains.dkimEd25519PrivateKeyEnc,
+      dkimNextPrivateKeyEnc: senderDomains.dkimNextPrivateKeyEnc,
     })
     .from(senderDomains)
     .where(afterId === null ? undefined : gt(senderDomains.id, afterId))
@@ -78,8 +128,8 @@ export async function listDomainKeysAfter(
 
 export interface SealedKeyReplacement {
   id: string;
-  /** Which column: the RSA key or the Ed25519 one. */
-  key: "rsa" | "ed25519";
+  /** Which column: the RSA key, the Ed25519 one, or a pending rotation's RSA key. */
+  key: "rsa" | "ed25519" | "rsa_next";
   /** The value read before re-sealing; the row is left alone if it no longer holds it. */
   expected: string;
   next: string;
@@ -89,10 +139,21 @@ export interface SealedKeyReplacement {
 export async function replaceSealedKeys(db: Db, replacements: SealedKeyReplacement[]): Promise<number> {
   if (replacements.length === 0) return 0;
   const statements = replacements.map((r) => {
-    const column = r.key === "rsa" ? senderDomains.dkimPrivateKeyEnc : senderDomains.dkimEd25519PrivateKeyEnc;
+    const column =
+      r.key === "rsa"
+        ? senderDomains.dkimPrivateKeyEnc
+        : r.key === "ed25519"
+          ? senderDomains.dkimEd25519PrivateKeyEnc
+          : senderDomains.dkimNextPrivateKeyEnc;
     return db
       .update(senderDomains)
-      .set(r.key === "rsa" ? { dkimPrivateKeyEnc: r.next } : { dkimEd25519PrivateKeyEnc: r.next })
+      .set(
+        r.key === "rsa"
+          ? { dkimPrivateKeyEnc: r.next }
+          : r.key === "ed25519"
+            ? { dkimEd25519PrivateKeyEnc: r.next }
+            : { dkimNextPrivateKeyEnc: r.next },
+      )
       .where(and(eq(senderDomains.id, r.id), eq(column, r.expected)))
       .returning({ id: senderDomains.id });
   });

@@ -68,6 +68,20 @@ export const senderDomains = sqliteTable(
      * rotation or a check that no longer finds it). Mail is signed with the key only while it is set.
      */
     dkimEd25519VerifiedAt: integer("dkim_ed25519_verified_at"),
+    /**
+     * A DKIM rotation in progress (services/dkim-rotation.ts): the new RSA key, published beside the
+     * active one; it replaces dkim_selector/dkim_public_key/dkim_private_key_enc (and signs) once a
+     * verification finds its record. All four null when no rotation is pending.
+     */
+    dkimNextSelector: text("dkim_next_selector"),
+    dkimNextPublicKey: text("dkim_next_public_key"),
+    /** Sealed like dkim_private_key_enc (same AAD: it becomes that column's value at the switch). */
+    dkimNextPrivateKeyEnc: text("dkim_next_private_key_enc"),
+    dkimNextCreatedAt: integer("dkim_next_created_at"),
+    /** Keys replaced by a rotation (public half only): still published until retire_at, then removable. */
+    dkimRetiredKeys: text("dkim_retired_keys", { mode: "json" }).$type<
+      { selector: string; public_key: string; switched_at: number; retire_at: number }[]
+    >(),
     dmarcPolicy: text("dmarc_policy", { enum: ["none", "quarantine", "reject"] })
       .notNull()
       .default("none"),

@@ -46,6 +46,7 @@ import {
   type QueuedEvent,
 } from "../services/webhook-events.ts";
 import { generateSigningKey, newSigningSecret } from "../services/webhook-signing.ts";
+import { resealWebhookSecrets, type WebhookResealResult } from "../services/webhook-secrets-reseal.ts";
 import { requestToken, TOKEN_TIMEOUT_MS, type OAuthClient, type Token } from "../services/webhook-oauth.ts";
 import {
   checkUrl,
@@ -952,5 +953,14 @@ export class WebhookQueue extends DurableObject<Bindings> {
   /** For tests: the scheduled alarm time. */
   async alarmAt(): Promise<number | null> {
     return this.ctx.storage.getAlarm();
+  }
+
+  /**
+   * SECRETS_KEY rotation (services/webhook-secrets-reseal.ts): re-seals this tenant's webhook
+   * secrets under the keyring the operator's reseal request runs with (the same Worker's config).
+   */
+  async resealSecrets(tenantId: string, keys: Keyring): Promise<WebhookResealResult> {
+    this.bind(tenantId);
+    return resealWebhookSecrets(this.sql, tenantId, keys);
   }
 }

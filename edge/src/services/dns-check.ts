@@ -8,7 +8,20 @@
  * verify request still answers, instead of hanging until the platform cancels it.
  */
 
-export type TxtLookup = (name: string) => Promise<string[]>;
+/**
+ * A TXT lookup: the record values, or a TxtAnswer that also says whether the name exists at all
+ * (NXDOMAIN), so verification can tell "no such name" from "the name has no TXT record".
+ */
+export type TxtLookup = (name: string) => Promise<string[] | TxtAnswer>;
+
+export interface TxtAnswer {
+  /** The name does not exist (rcode 3); `values` is then empty. */
+  nxdomain: boolean;
+  values: string[];
+}
+
+export const toTxtAnswer = (r: string[] | TxtAnswer): TxtAnswer =>
+  Array.isArray(r) ? { nxdomain: false, values: r } : r;
 
 /** The part of `fetch` a lookup uses; a service binding's `fetch` fits too. */
 export type DohFetcher = (url: string, init: RequestInit) => Promise<Response>;
@@ -23,11 +36,22 @@ interface DohAnswer {
 const TXT = 16;
 const NXDOMAIN = 3;
 
+/** TXT values only; a name that does not exist reads as no records. */
 export function dohTxtLookup(
   resolverUrl: string,
   fetcher: DohFetcher = (url, init) => fetch(url, init),
   timeoutMs: number = DEFAULT_DNS_TIMEOUT_MS,
-): TxtLookup {
+): (name: string) => Promise<string[]> {
+  const query = dohTxtQuery(resolverUrl, fetcher, timeoutMs);
+  return async (name) => (await query(name)).values;
+}
+
+/** TXT values and whether the name exists (NXDOMAIN), for precise verification errors. */
+export function dohTxtQuery(
+  resolverUrl: string,
+  fetcher: DohFetcher = (url, init) => fetch(url, init),
+  timeoutMs: number = DEFAULT_DNS_TIMEOUT_MS,
+): (name: string) => Promise<TxtAnswer> {
   return async (name) => {
     const url = new URL(resolverUrl);
     url.searchParams.set("name", name);
@@ -54,9 +78,12 @@ export function dohTxtLookup(
       }
       throw err;
     }
-    if (body.Status === NXDOMAIN) return [];
+    if (body.Status === NXDOMAIN) return { nxdomain: true, values: [] };
     if (body.Status !== 0) throw new Error(`DNS resolver answered rcode ${body.Status} for ${name}`);
-    return (body.Answer ?? []).filter((a) => a.type === TXT).map((a) => joinTxtStrings(a.data));
+    return {
+      nxdomain: false,
+      values: (body.Answer ?? []).filter((a) => a.type === TXT).map((a) => joinTxtStrings(a.data)),
+    };
   };
 }
 

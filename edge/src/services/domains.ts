@@ -31,7 +31,13 @@ import {
   generateEd25519DkimKeyPair,
 } from "../lib/dkim-keys.ts";
 import { keyId, type Keyring } from "../lib/secret-box.ts";
-import { parseTags, type TxtLookup } from "./dns-check.ts";
+import {
+  DEFAULT_ROTATION_OVERLAP_MS,
+  retiredStatus,
+  switchToPendingKey,
+  type RotationDeps,
+} from "./dkim-rotation.ts";
+import { parseTags, toTxtAnswer, type TxtAnswer, type TxtLookup } from "./dns-check.ts";
 
 export const DKIM_SELECTOR = "scaisend";
 /** Ed25519 selectors are this plus a number that grows with each rotation: scaisend-ed1, scaisend-ed2… */
@@ -42,7 +48,7 @@ export type DkimAlgorithm = (typeof DKIM_ALGORITHMS)[number];
 /** The SPF mechanism that authorizes the origin's servers; the record published is `v=spf1 <this> ~all`. */
 export const DEFAULT_SPF_MECHANISM = "mx";
 
-export interface DomainDeps {
+export interface DomainDeps extends RotationDeps {
   db: Db;
   /** SECRETS_KEY (seals new keys) and SECRETS_KEY_PREVIOUS. */
   secrets: Keyring;
@@ -50,11 +56,21 @@ export interface DomainDeps {
   now: () => number;
 }
 
+/**
+ * What to do with a record: `required` (publish and keep; verification checks it), `pending` (publish
+ * now: a new key that signs once verification finds it), `retiring` (a replaced DKIM key: keep it
+ * until `remove_after`, for mail signed before the switch), `removable` (may be deleted from DNS).
+ */
+export type DnsRecordStatus = "required" | "pending" | "retiring" | "removable";
+
 export interface DnsRecord {
   purpose: "dkim" | "spf" | "dmarc";
   type: "TXT";
   host: string;
   value: string;
+  status: DnsRecordStatus;
+  /** Retiring DKIM records only: when they become removable (ISO 8601). */
+  remove_after?: string;
 }
 
 export interface CreateDomainInput {
@@ -157,8 +173,14 @@ export async function removeEd25519Key(deps: DomainDeps, tenantId: string, id: s
 
 export const dkimAlgorithmOf = (d: DomainRow): DkimAlgorithm => (d.dkimEd25519PublicKey ? "dual" : "rsa");
 
-/** The RSA DKIM record, the Ed25519 one (dual signing only), SPF and DMARC, in that order. */
-export function dnsRecordsFor(d: DomainRow): DnsRecord[] {
+const dkimHost = (selector: string, domain: string) => `${selector}._domainkey.${domain}`;
+
+/**
+ * The active RSA DKIM record, the Ed25519 one (dual signing only), SPF and DMARC, in that order;
+ * then, during a rotation, the pending RSA key's record, and the records of replaced keys
+ * (services/dkim-rotation.ts), retiring or removable as of `now`.
+ */
+export function dnsRecordsFor(d: DomainRow, now: number = Date.now()): DnsRecord[] {
   const dmarc = [
     `v=DMARC1`,
     `p=${d.dmarcPolicy}`,
@@ -168,21 +190,54 @@ export function dnsRecordsFor(d: DomainRow): DnsRecord[] {
     {
       purpose: "dkim",
       type: "TXT",
-      host: `${d.dkimSelector}._domainkey.${d.domain}`,
+      host: dkimHost(d.dkimSelector, d.domain),
       value: dkimRecordValue(d.dkimPublicKey),
+      status: "required",
     },
     ...(d.dkimEd25519Selector && d.dkimEd25519PublicKey
       ? [
           {
             purpose: "dkim" as const,
             type: "TXT" as const,
-            host: `${d.dkimEd25519Selector}._domainkey.${d.domain}`,
+            host: dkimHost(d.dkimEd25519Selector, d.domain),
             value: ed25519DkimRecordValue(d.dkimEd25519PublicKey),
+            status: (d.dkimEd25519VerifiedAt === null ? "pending" : "required") as DnsRecordStatus,
           },
         ]
       : []),
-    { purpose: "spf", type: "TXT", host: d.domain, value: `v=spf1 ${DEFAULT_SPF_MECHANISM} ~all` },
-    { purpose: "dmarc", type: "TXT", host: `_dmarc.${d.domain}`, value: dmarc.join("; ") },
+    {
+      purpose: "spf",
+      type: "TXT",
+      host: d.domain,
+      value: `v=spf1 ${DEFAULT_SPF_MECHANISM} ~all`,
+      status: "required",
+    },
+    {
+      purpose: "dmarc",
+      type: "TXT",
+      host: `_dmarc.${d.domain}`,
+      value: dmarc.join("; "),
+      status: "required",
+    },
+    ...(d.dkimNextSelector && d.dkimNextPublicKey
+      ? [
+          {
+            purpose: "dkim" as const,
+            type: "TXT" as const,
+            host: dkimHost(d.dkimNextSelector, d.domain),
+            value: dkimRecordValue(d.dkimNextPublicKey),
+            status: "pending" as const,
+          },
+        ]
+      : []),
+    ...(d.dkimRetiredKeys ?? []).map((k) => ({
+      purpose: "dkim" as const,
+      type: "TXT" as const,
+      host: dkimHost(k.selector, d.domain),
+      value: dkimRecordValue(k.public_key),
+      status: retiredStatus(k, now),
+      remove_after: new Date(k.retire_at).toISOString().replace(/\.\d{3}Z$/, "Z"),
+    })),
   ];
 }
 
@@ -192,17 +247,89 @@ export async function requireDomain(db: Db, tenantId: string, id: string): Promi
   return d;
 }
 
+export interface VerifyCheck {
+  purpose: DnsRecord["purpose"];
+  host: string;
+  ok: boolean;
+  /** Why it failed; absent when ok. */
+  message?: string;
+  /** What was looked for (the record value, or the tag that must be in it); on failures only. */
+  expected?: string;
+  /** The TXT values found at the host (on failures only; empty: none). */
+  found?: string[];
+}
+
 export interface VerifyOutcome {
   domain: DomainRow;
   verified: boolean;
-  checks: { purpose: DnsRecord["purpose"]; host: string; ok: boolean; message?: string }[];
+  checks: VerifyCheck[];
   errors: { record: string; message: string }[];
+  /** True when this verification switched signing to a rotation's new key. */
+  switchedKey: boolean;
 }
 
+/** A judgement on the TXT values at a host: null when it passes, else the problem. */
+type Judge = (values: string[]) => string | null;
+
+const nodata = (kind: string, a: TxtAnswer, host: string): string | null =>
+  a.nxdomain
+    ? `${host} does not exist (NXDOMAIN): no ${kind} record found`
+    : a.values.length === 0
+      ? `no ${kind} record found`
+      : null;
+
+/** A DKIM check for one key: the record must carry `publicKey` in p= (and k=ed25519 for Ed25519). */
+function dkimJudge(publicKey: string, kind: "rsa" | "ed25519"): Judge {
+  return (values) => {
+    const tags = values.map(parseTags);
+    const keyOk = (t: Map<string, string>) => t.get("p") === publicKey;
+    const kOf = (t: Map<string, string>) => (t.get("k") ?? "rsa").toLowerCase();
+    if (kind === "ed25519") {
+      if (tags.some((t) => keyOk(t) && kOf(t) === "ed25519")) return null;
+      return tags.some(keyOk)
+        ? "DKIM record found with this domain's Ed25519 key, but without k=ed25519 (RFC 8463 §4.2)"
+        : "DKIM record found but its public key (p=) does not match this domain's Ed25519 key";
+    }
+    if (tags.some((t) => keyOk(t) && kOf(t) === "rsa")) return null;
+    if (tags.some(keyOk))
+      return `DKIM record found with this domain's key, but with k=${kOf(tags.find(keyOk)!)} (expected k=rsa)`;
+    if (tags.some((t) => t.get("p") === ""))
+      return "DKIM record found with an empty p= (a revoked key, RFC 6376 §3.6.1)";
+    if (values.length > 1) return `${values.length} TXT records found and none holds this domain's key (p=)`;
+    return "DKIM record found but its public key (p=) does not match this domain's key";
+  };
+}
+
+const spfJudge: Judge = (values) => {
+  const spfs = values.filter((v) => /^v=spf1(\s|$)/i.test(v.trim()));
+  if (spfs.length === 0) return "no SPF record (v=spf1) found";
+  if (spfs.length > 1)
+    return `${spfs.length} SPF records found; more than one is a permanent error (RFC 7208 §4.5): merge them into one`;
+  const terms = spfs[0]!.toLowerCase().split(/\s+/);
+  return terms.some((t) => t.replace(/^[+]/, "") === DEFAULT_SPF_MECHANISM)
+    ? null
+    : `SPF record does not authorize "${DEFAULT_SPF_MECHANISM}"`;
+};
+
+const dmarcJudge: Judge = (values) => {
+  const dmarcs = values.filter((v) => /^v=DMARC1\s*(;|$)/i.test(v.trim()));
+  if (dmarcs.length === 0) return "no DMARC record (v=DMARC1) found";
+  if (dmarcs.length > 1)
+    return `${dmarcs.length} DMARC records found; receivers then apply none (RFC 7489 §6.6.3): keep one`;
+  const p = parseTags(dmarcs[0]!).get("p")?.toLowerCase();
+  if (p === undefined) return "DMARC record has no p= policy tag (RFC 7489 §6.3)";
+  if (!["none", "quarantine", "reject"].includes(p))
+    return `DMARC record has an invalid policy p=${p} (none, quarantine or reject)`;
+  return null;
+};
+
 /**
- * Checks DKIM (key matches), SPF (a v=spf1 record with our mechanism) and DMARC (a policy exists);
- * for a dual-signing domain also the Ed25519 DKIM record (k=ed25519 and the key), which decides
- * whether that key signs but not whether the domain is verified (see the header).
+ * Checks DKIM (key matches), SPF (one v=spf1 record with our mechanism) and DMARC (one valid
+ * policy); for a dual-signing domain also the Ed25519 DKIM record (k=ed25519 and the key), which
+ * decides whether that key signs but not whether the domain is verified (see the header); and
+ * during a rotation the pending key's record: found, it becomes the signing key
+ * (services/dkim-rotation.ts). Each failed check names the host, the problem, what was expected
+ * and the values found.
  */
 export async function verifyDomain(
   deps: DomainDeps,
@@ -211,82 +338,94 @@ export async function verifyDomain(
   id: string,
 ): Promise<VerifyOutcome> {
   const d = await requireDomain(deps.db, tenantId, id);
-  const records = dnsRecordsFor(d);
-  const [dkim, ed25519] = records.filter((r) => r.purpose === "dkim");
-  const spf = records.find((r) => r.purpose === "spf");
-  const dmarc = records.find((r) => r.purpose === "dmarc");
-  const [ed25519Check, ...checks] = await Promise.all([
+  const now = deps.now();
+  const records = dnsRecordsFor(d, now);
+  const dkim = records[0]!;
+  const ed25519 = d.dkimEd25519PublicKey ? records[1]! : undefined;
+  const spf = records.find((r) => r.purpose === "spf")!;
+  const dmarc = records.find((r) => r.purpose === "dmarc")!;
+  const pending = records.find((r) => r.purpose === "dkim" && r.status === "pending" && r !== ed25519);
+  const [ed25519Check, pendingCheck, ...checks] = await Promise.all([
     ed25519
-      ? check(ed25519, lookup, (values) => {
-          const tags = values.map(parseTags);
-          if (
-            tags.some((t) => t.get("p") === d.dkimEd25519PublicKey && t.get("k")?.toLowerCase() === "ed25519")
-          )
-            return null;
-          if (values.length === 0) return "no DKIM record found";
-          return tags.some((t) => t.get("p") === d.dkimEd25519PublicKey)
-            ? "DKIM record found with this domain's Ed25519 key, but without k=ed25519 (RFC 8463 §4.2)"
-            : "DKIM record found but its public key (p=) does not match this domain's Ed25519 key";
-        })
+      ? check(ed25519, lookup, "DKIM", ed25519.value, dkimJudge(d.dkimEd25519PublicKey!, "ed25519"))
       : null,
-    check(dkim!, lookup, (values) =>
-      values.some((v) => parseTags(v).get("p") === d.dkimPublicKey)
-        ? null
-        : values.length === 0
-          ? "no DKIM record found"
-          : "DKIM record found but its public key (p=) does not match this domain's key",
+    pending ? check(pending, lookup, "DKIM", pending.value, dkimJudge(d.dkimNextPublicKey!, "rsa")) : null,
+    check(dkim, lookup, "DKIM", dkim.value, dkimJudge(d.dkimPublicKey, "rsa")),
+    check(
+      spf,
+      lookup,
+      "SPF",
+      `one record with the "${DEFAULT_SPF_MECHANISM}" term, e.g. ${spf.value}`,
+      spfJudge,
     ),
-    check(spf!, lookup, (values) => {
-      const spfs = values.filter((v) => /^v=spf1(\s|$)/i.test(v.trim()));
-      if (spfs.length === 0) return "no SPF record (v=spf1) found";
-      if (spfs.length > 1)
-        return "more than one SPF record found (RFC 7208 §4.5 makes that a permanent error)";
-      const terms = spfs[0]!.toLowerCase().split(/\s+/);
-      return terms.some((t) => t.replace(/^[+]/, "") === DEFAULT_SPF_MECHANISM)
-        ? null
-        : `SPF record does not authorize "${DEFAULT_SPF_MECHANISM}"`;
-    }),
-    check(dmarc!, lookup, (values) =>
-      values.some((v) => /^v=DMARC1\s*(;|$)/i.test(v.trim())) ? null : "no DMARC record (v=DMARC1) found",
-    ),
+    check(dmarc, lookup, "DMARC", dmarc.value, dmarcJudge),
   ]);
   // In DEV_MODE a domain counts as verified without DNS (there is nowhere to publish locally), so a
   // check run there reports what it found but never takes the domain back to unverified.
-  const verified = deps.devMode || checks.every((c) => c.ok);
-  const now = deps.now();
+  // The pending key's record, once found, stands in for the active one: it becomes the active key.
+  const switchKey = pendingCheck !== null && pendingCheck.ok;
+  const dkimOk = checks[0]!.ok || switchKey;
+  const verified = deps.devMode || (dkimOk && checks[1]!.ok && checks[2]!.ok);
   // The Ed25519 key signs while its record checks out (always in DEV_MODE, as above).
   const ed25519Signs = ed25519Check !== null && (deps.devMode || ed25519Check.ok);
-  const all = ed25519Check ? [checks[0]!, ed25519Check, ...checks.slice(1)] : checks;
+  const all = [
+    // The active key's record no longer counts once the switch retires it.
+    ...(switchKey && !checks[0]!.ok ? [] : [checks[0]!]),
+    ...(ed25519Check ? [ed25519Check] : []),
+    ...checks.slice(1),
+    ...(pendingCheck ? [pendingCheck] : []),
+  ];
   const errors = all.filter((c) => !c.ok).map((c) => ({ record: c.host, message: c.message ?? "" }));
-  const updated = await updateDomain(deps.db, tenantId, id, {
+  const patch = {
     verified,
     verifiedAt: verified ? (d.verifiedAt ?? now) : null,
     ...(ed25519Check
       ? { dkimEd25519VerifiedAt: ed25519Signs ? (d.dkimEd25519VerifiedAt ?? now) : null }
       : {}),
+    ...(switchKey ? switchToPendingKey(d, now, deps.rotationOverlapMs ?? DEFAULT_ROTATION_OVERLAP_MS) : {}),
     lastCheckedAt: now,
     lastErrors: errors,
-  });
-  return { domain: updated ?? d, verified, checks: all, errors };
+  };
+  // A switch happens once: only while the row still holds the pending key that was checked.
+  const updated = await updateDomain(
+    deps.db,
+    tenantId,
+    id,
+    patch,
+    switchKey ? { dkimNextSelector: d.dkimNextSelector } : undefined,
+  );
+  return {
+    domain: updated ?? d,
+    verified,
+    checks: all,
+    errors,
+    switchedKey: switchKey && updated !== undefined,
+  };
 }
 
 async function check(
   record: DnsRecord,
   lookup: TxtLookup,
-  judge: (values: string[]) => string | null,
-): Promise<VerifyOutcome["checks"][number]> {
+  kind: string,
+  expected: string,
+  judge: Judge,
+): Promise<VerifyCheck> {
+  const fail = (message: string, found: string[]): VerifyCheck => ({
+    purpose: record.purpose,
+    host: record.host,
+    ok: false,
+    message,
+    expected,
+    found,
+  });
   try {
-    const problem = judge(await lookup(record.host));
+    const answer = toTxtAnswer(await lookup(record.host));
+    const problem = nodata(kind, answer, record.host) ?? judge(answer.values);
     return problem === null
       ? { purpose: record.purpose, host: record.host, ok: true }
-      : { purpose: record.purpose, host: record.host, ok: false, message: problem };
+      : fail(problem, answer.values);
   } catch (err) {
-    return {
-      purpose: record.purpose,
-      host: record.host,
-      ok: false,
-      message: `DNS lookup failed: ${err instanceof Error ? err.message : String(err)}`,
-    };
+    return fail(`DNS lookup failed: ${err instanceof Error ? err.message : String(err)}`, []);
   }
 }
 
@@ -297,7 +436,13 @@ export interface ResealPage {
   examined: number;
   resealed: number;
   alreadyCurrent: number;
-  failed: { domainId: string; tenantId: string; domain: string; key: DkimKeyKind; error: string }[];
+  failed: {
+    domainId: string;
+    tenantId: string;
+    domain: string;
+    key: SealedKeyReplacement["key"];
+    error: string;
+  }[];
   /** Pass back to continue after this page; null when every domain has been examined. */
   nextCursor: string | null;
 }
@@ -326,13 +471,16 @@ export async function resealDomainKeys(
   };
   const replacements: SealedKeyReplacement[] = [];
   for (const row of rows) {
-    const sealed: [DkimKeyKind, string][] = [["rsa", row.dkimPrivateKeyEnc]];
+    const sealed: [SealedKeyReplacement["key"], string][] = [["rsa", row.dkimPrivateKeyEnc]];
     if (row.dkimEd25519PrivateKeyEnc) sealed.push(["ed25519", row.dkimEd25519PrivateKeyEnc]);
+    // A pending rotation's key is sealed like the RSA key (it becomes that column's value).
+    if (row.dkimNextPrivateKeyEnc) sealed.push(["rsa_next", row.dkimNextPrivateKeyEnc]);
     for (const [key, privateKeySealed] of sealed) {
+      const kind: DkimKeyKind = key === "ed25519" ? "ed25519" : "rsa";
       const outcome = await resealDkimPrivateKey(
         secrets,
         { domainId: row.id, domain: row.domain, privateKeySealed },
-        key,
+        kind,
       );
       if (outcome.kind === "current") page.alreadyCurrent += 1;
       else if (outcome.kind === "failed")

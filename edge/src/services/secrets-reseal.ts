@@ -1,0 +1,94 @@
+/**
+ * One page of a SECRETS_KEY rotation's re-seal (docs/operations.md, "Rotating SECRETS_KEY"), over
+ * every secret the edge keeps sealed, in two phases the cursor carries:
+ *
+ *  1. `domains`: the DKIM private keys in D1 (services/domains.ts, resealDomainKeys): the RSA key,
+ *     the Ed25519 key and a pending rotation's key. Cursor: null, or the last domain id (`dom_…`).
+ *  2. `webhooks`: per tenant, the secrets its WebhookQueue keeps (services/webhook-secrets-reseal.ts).
+ *     Cursor: `webhooks:` then `webhooks:<last tenant id>`.
+ *
+ * Tokens, API keys and TRACKING_SECRET-derived keys are hashes or derived, not sealed, and have
+ * nothing to re-seal. Each page is small enough for one Worker request; a failure is reported and
+ * never stops the walk; a page may be repeated (everything already current is left alone).
+ */
+import { asc, gt } from "drizzle-orm";
+import type { Bindings } from "../env.ts";
+import type { Db } from "../db/client.ts";
+import { tenants } from "../db/schema.ts";
+import { keyId, type Keyring } from "../lib/secret-box.ts";
+import { resealDomainKeys, type ResealPage } from "./domains.ts";
+import type { WebhookSecretKind } from "./webhook-secrets-reseal.ts";
+
+const WEBHOOKS = "webhooks:";
+
+export interface SecretsResealPage {
+  phase: "domains" | "webhooks";
+  keyId: string;
+  /** Domains (phase 1) or tenants (phase 2) looked at; the other counts are secrets. */
+  examined: number;
+  resealed: number;
+  alreadyCurrent: number;
+  failed: (
+    ResealPage["failed"][number] | { tenantId: string; kind: WebhookSecretKind; id: string; error: string }
+  )[];
+  nextCursor: string | null;
+}
+
+export async function resealSecretsPage(
+  deps: { db: Db; secrets: Keyring; env: Pick<Bindings, "WEBHOOK_QUEUE"> },
+  cursor: string | null,
+  limit: number,
+): Promise<SecretsResealPage> {
+  if (cursor === null || !cursor.startsWith(WEBHOOKS)) {
+    const page = await resealDomainKeys(deps.db, deps.secrets, cursor, limit);
+    return {
+      phase: "domains",
+      keyId: page.keyId,
+      examined: page.examined,
+      resealed: page.resealed,
+      alreadyCurrent: page.alreadyCurrent,
+      failed: page.failed,
+      // The last domain page hands over to the webhook phase.
+      nextCursor: page.nextCursor ?? WEBHOOKS,
+    };
+  }
+  const after = cursor.slice(WEBHOOKS.length);
+  const rows = await deps.db
+    .select({ id: tenants.id })
+    .from(tenants)
+    .where(after === "" ? undefined : gt(tenants.id, after))
+    .orderBy(asc(tenants.id))
+    .limit(limit);
+  const page: SecretsResealPage = {
+    phase: "webhooks",
+    keyId: await keyId(deps.secrets.current),
+    examined: rows.length,
+    resealed: 0,
+    alreadyCurrent: 0,
+    failed: [],
+    nextCursor: rows.length === limit ? `${WEBHOOKS}${rows[rows.length - 1]!.id}` : null,
+  };
+  // One object per tenant; a few at a time keeps the request's subrequests and memory bounded.
+  const PARALLEL = 8;
+  for (let i = 0; i < rows.length; i += PARALLEL) {
+    const results = await Promise.all(
+      rows.slice(i, i + PARALLEL).map(async ({ id }) => {
+        try {
+          return { id, result: await deps.env.WEBHOOK_QUEUE.getByName(id).resealSecrets(id, deps.secrets) };
+        } catch (err) {
+          return { id, error: err instanceof Error ? err.message : String(err) };
+        }
+      }),
+    );
+    for (const r of results) {
+      if ("error" in r) {
+        page.failed.push({ tenantId: r.id, kind: "webhook_secret", id: "*", error: r.error! });
+        continue;
+      }
+      page.resealed += r.result.resealed;
+      page.alreadyCurrent += r.result.alreadyCurrent;
+      for (const f of r.result.failed) page.failed.push({ tenantId: r.id, ...f });
+    }
+  }
+  return page;
+}
