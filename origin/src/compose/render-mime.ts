@@ -14,6 +14,10 @@
  * compares the two byte for byte over a corpus (alternatives, attachments, inline parts, non-ASCII,
  * long lines, trailing whitespace, bodies over the encoder's 64 KiB slice).
  *
+ * A body already encoded once (same content, transfer encoding and binary flag) is taken from a
+ * small per-thread cache (`bodyCache` below): many personalizations of one content encode it once;
+ * test/origin/render-mime.body-cache.perf-equal.test.ts compares cached output with `build()` too.
+ *
  * Anything outside that shape returns null and the caller uses `build()`: content from a stream, a
  * file or a URL (never in our jobs: file and URL access are disabled), raw nodes, and nodes with
  * transforms, post-process functions or a newline conversion (MailComposer sets none of them).
@@ -42,6 +46,35 @@ interface NodeInternals {
 }
 
 const NOT_SUPPORTED = Symbol("not supported");
+
+/**
+ * Encoded bodies by (transfer encoding, binary flag, content): the encoders are pure functions of
+ * their one chunk, so a body seen before is the same bytes, and a send with many personalizations
+ * of one content (the common bulk case) encodes it once per thread instead of once per message.
+ * Bounded in entries and bytes; the oldest entry goes first. Only string content is cached (a
+ * Buffer has no cheap key), and only up to BODY_CACHE_MAX_CHARS.
+ */
+const bodyCache = new Map<string, Buffer>();
+const BODY_CACHE_MAX_ENTRIES = 64;
+const BODY_CACHE_MAX_BYTES = 16 * 2 ** 20;
+const BODY_CACHE_MAX_CHARS = 512 * 1024;
+let bodyCacheBytes = 0;
+let bodyCacheHits = 0;
+
+function remember(key: string, encoded: Buffer): void {
+  bodyCache.set(key, encoded);
+  bodyCacheBytes += encoded.length + key.length;
+  while (bodyCache.size > BODY_CACHE_MAX_ENTRIES || bodyCacheBytes > BODY_CACHE_MAX_BYTES) {
+    const [oldestKey, oldest] = bodyCache.entries().next().value as [string, Buffer];
+    bodyCache.delete(oldestKey);
+    bodyCacheBytes -= oldest.length + oldestKey.length;
+  }
+}
+
+/** Tests only: how many encoded bodies are cached, their bytes, and how many were served from it. */
+export function bodyCacheStats(): { entries: number; bytes: number; hits: number } {
+  return { entries: bodyCache.size, bytes: bodyCacheBytes, hits: bodyCacheHits };
+}
 
 /** Content the fast path can encode: what `_getStream` would hand the encoder as one chunk. */
 function contentBytes(content: unknown): Buffer | typeof NOT_SUPPORTED {
@@ -83,13 +116,28 @@ function renderNode(node: NodeInternals, out: Buffer[]): boolean {
   const transferEncoding = node.getTransferEncoding();
   out.push(Buffer.from(`${node.buildHeaders()}\r\n\r\n`, "utf8"));
   if (node.content) {
-    const bytes = contentBytes(node.content);
-    if (bytes === NOT_SUPPORTED) return false;
-    if (transferEncoding === "base64") encodeWith(new Base64Encoder({}), bytes, out);
-    else if (transferEncoding === "quoted-printable") {
-      // As MimeNode.stream: outside text/* a lone CR or LF is data and gets encoded.
-      encodeWith(new QpEncoder({ binary: !/^text\//i.test(node.contentType ?? "") } as object), bytes, out);
-    } else out.push(bytes);
+    // As MimeNode.stream: outside text/* a lone CR or LF is data and gets encoded.
+    const binary = !/^text\//i.test(node.contentType ?? "");
+    const cacheKey =
+      typeof node.content === "string" && node.content.length <= BODY_CACHE_MAX_CHARS
+        ? `${transferEncoding || ""}:${binary ? "b" : "t"}:${node.content}`
+        : null;
+    const cached = cacheKey === null ? undefined : bodyCache.get(cacheKey);
+    if (cached) {
+      bodyCacheHits++;
+      out.push(cached);
+    } else {
+      const bytes = contentBytes(node.content);
+      if (bytes === NOT_SUPPORTED) return false;
+      const body: Buffer[] = [];
+      if (transferEncoding === "base64") encodeWith(new Base64Encoder({}), bytes, body);
+      else if (transferEncoding === "quoted-printable")
+        encodeWith(new QpEncoder({ binary } as object), bytes, body);
+      else body.push(bytes);
+      const encoded = body.length === 1 ? body[0]! : Buffer.concat(body);
+      if (cacheKey !== null) remember(cacheKey, encoded);
+      out.push(encoded);
+    }
   }
   if (node.multipart) {
     node.childNodes.forEach((child, i) => {
