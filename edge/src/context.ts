@@ -19,8 +19,13 @@ export type Principal =
       subject: string;
       /** Users send live mail; sandbox sends take a test API key or `sandbox_mode`. */
       environment: "live";
+      /** The roles it holds in the tenant: named in `roles`, mapped from `groups`, or assigned. */
       roles: readonly string[];
-      /** The permissions of `roles` (shared/roles.ts), checked exactly as an API key's scopes. */
+      groups: readonly string[];
+      /** The tenant's partner, and whether the user administers it (docs/api/admin.md#partners). */
+      partnerId: string | null;
+      partnerAdmin: boolean;
+      /** The permissions of `roles` (services/access.ts), checked exactly as an API key's scopes. */
       scopes: readonly string[];
     }
   | { kind: "operator" };

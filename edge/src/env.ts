@@ -31,6 +31,10 @@ export interface Bindings extends Env {
   SCAIKEY_JWKS_URL?: string;
   SCAIKEY_ISSUER?: string;
   SCAIKEY_AUDIENCE?: string;
+  /** /v3/auth login through ScaiKey (docs/configuration.md#scaikey): all three, or none. */
+  SCAIKEY_CLIENT_ID?: string;
+  SCAIKEY_CLIENT_SECRET?: string;
+  SCAIKEY_REDIRECT_URI?: string;
 }
 
 const isBase64Key = (v: string): boolean => {
@@ -166,6 +170,11 @@ export const ConfigSchema = z.object({
     }, "SCAIKEY_JWKS_URL must be https:// (http:// only for a loopback host)"),
   SCAIKEY_ISSUER: z.preprocess((v) => (v === "" ? undefined : v), z.string().optional()),
   SCAIKEY_AUDIENCE: z.preprocess((v) => (v === "" ? undefined : v), z.string().optional()),
+  // The OAuth client ScaiSend is at ScaiKey, for /v3/auth/login, callback and refresh
+  // (edge/src/services/oidc.ts); the redirect URI is where ScaiKey sends the browser back.
+  SCAIKEY_CLIENT_ID: z.preprocess((v) => (v === "" ? undefined : v), z.string().max(255).optional()),
+  SCAIKEY_CLIENT_SECRET: z.preprocess((v) => (v === "" ? undefined : v), z.string().optional()),
+  SCAIKEY_REDIRECT_URI: z.preprocess((v) => (v === "" ? undefined : v), z.url().optional()),
   DEV_MODE: z
     .enum(["true", "false"])
     .default("false")
@@ -193,6 +202,26 @@ export function loadConfig(env: Bindings): ConfigResult {
         "SCAIKEY_JWKS_URL, SCAIKEY_ISSUER and SCAIKEY_AUDIENCE must be set together (or none of them)",
       ],
     };
+  }
+  const login = [
+    parsed.data.SCAIKEY_CLIENT_ID,
+    parsed.data.SCAIKEY_CLIENT_SECRET,
+    parsed.data.SCAIKEY_REDIRECT_URI,
+  ];
+  if (login.some((v) => v !== undefined)) {
+    const issuer = URL.parse(parsed.data.SCAIKEY_ISSUER ?? "");
+    const problem = login.some((v) => v === undefined)
+      ? "SCAIKEY_CLIENT_ID, SCAIKEY_CLIENT_SECRET and SCAIKEY_REDIRECT_URI must be set together (or none of them)"
+      : parsed.data.SCAIKEY_JWKS_URL === undefined
+        ? "SCAIKEY_CLIENT_ID needs SCAIKEY_JWKS_URL, SCAIKEY_ISSUER and SCAIKEY_AUDIENCE"
+        : !issuer ||
+            !(
+              issuer.protocol === "https:" ||
+              (issuer.protocol === "http:" && LOOPBACK_HOST.test(issuer.hostname))
+            )
+          ? "SCAIKEY_ISSUER must be an https:// URL (http:// only for a loopback host) to log in through it"
+          : undefined;
+    if (problem) return { ok: false, problems: [problem] };
   }
   cache.set(env, parsed.data);
   return { ok: true, config: parsed.data };

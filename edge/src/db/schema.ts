@@ -5,7 +5,7 @@
  * Migrations in /migrations are generated from this file by drizzle-kit (`npm run db:generate`).
  */
 import { sql } from "drizzle-orm";
-import { index, integer, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 export const tenants = sqliteTable("tenants", {
   id: text("id").primaryKey(),
@@ -15,6 +15,14 @@ export const tenants = sqliteTable("tenants", {
     .notNull()
     .default("active"),
   createdAt: integer("created_at").notNull(),
+  /** The partner the tenant belongs to (docs/api/admin.md#partners); null: none. */
+  partnerId: text("partner_id").references(() => partners.id),
+  /** Its ScaiKey id (`tnt_…`), which admin routes accept in place of `id`. */
+  scaikeyId: text("scaikey_id"),
+  slug: text("slug"),
+  /** Arbitrary JSON object, set with PATCH /api/admin/tenants/{id}. */
+  settings: text("settings", { mode: "json" }).$type<Record<string, unknown>>().notNull().default({}),
+  updatedAt: integer("updated_at"),
 });
 
 export const apiKeys = sqliteTable(
@@ -451,6 +459,104 @@ export const images = sqliteTable(
     index("images_tenant_created").on(t.tenantId, t.deletedAt, t.createdAt),
     index("images_tenant_folder").on(t.tenantId, t.folder),
   ],
+);
+
+/**
+ * Identity (docs/api/admin.md#partners … #group-mappings): partners group tenants; roles are the
+ * default ones (tenant_id null, seeded by migration 0012, read-only) or a tenant's own; users are a
+ * tenant's mirror of ScaiKey users (one row per tenant a person works in, keyed by the JWT `sub`);
+ * group mappings turn a ScaiKey group named in a JWT's `groups` claim into roles of the tenant.
+ */
+export const partners = sqliteTable(
+  "partners",
+  {
+    id: text("id").primaryKey(),
+    scaikeyId: text("scaikey_id"),
+    name: text("name").notNull(),
+    slug: text("slug").notNull(),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [uniqueIndex("partners_slug").on(t.slug), uniqueIndex("partners_scaikey_id").on(t.scaikeyId)],
+);
+
+export const roles = sqliteTable(
+  "roles",
+  {
+    id: text("id").primaryKey(),
+    /** null: a default role, shared by every tenant and read-only. */
+    tenantId: text("tenant_id").references(() => tenants.id),
+    name: text("name").notNull(),
+    description: text("description"),
+    isDefault: integer("is_default", { mode: "boolean" }).notNull().default(false),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [uniqueIndex("roles_tenant_name").on(t.tenantId, t.name)],
+);
+
+export const rolePermissions = sqliteTable(
+  "role_permissions",
+  {
+    roleId: text("role_id")
+      .notNull()
+      .references(() => roles.id, { onDelete: "cascade" }),
+    permission: text("permission").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.roleId, t.permission] })],
+);
+
+export const users = sqliteTable(
+  "users",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    /** The ScaiKey user id: the `sub` of the user's JWTs. */
+    scaikeyId: text("scaikey_id").notNull(),
+    email: text("email"),
+    firstName: text("first_name"),
+    lastName: text("last_name"),
+    displayName: text("display_name"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [uniqueIndex("users_tenant_scaikey").on(t.tenantId, t.scaikeyId)],
+);
+
+export const userRoles = sqliteTable(
+  "user_roles",
+  {
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    userId: text("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    roleId: text("role_id")
+      .notNull()
+      .references(() => roles.id, { onDelete: "cascade" }),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.roleId] }), index("user_roles_tenant").on(t.tenantId, t.userId)],
+);
+
+export const groupMappings = sqliteTable(
+  "group_mappings",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    /** A ScaiKey group id or name, as the JWT's `groups` claim carries it. */
+    groupId: text("group_id").notNull(),
+    roleId: text("role_id")
+      .notNull()
+      .references(() => roles.id, { onDelete: "cascade" }),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [uniqueIndex("group_mappings_tenant_group_role").on(t.tenantId, t.groupId, t.roleId)],
 );
 
 /**

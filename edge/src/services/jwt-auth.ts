@@ -7,8 +7,9 @@
  *  - Claims: `iss` must be SCAIKEY_ISSUER, `aud` must contain SCAIKEY_AUDIENCE, `exp` is required,
  *    `exp`/`nbf`/`iat` are checked with CLOCK_SKEW_S of tolerance; `sub` and `tenant_id` are
  *    required strings; `roles`, when present, is an array of role names.
- *  - Permissions: the union of the default roles named in `roles` (shared/roles.ts).
- *  - Tenant: `tenant_id` is the local tenant id. No such tenant → 401, suspended → 403; the
+ *  - Permissions: here the union of the default roles named in `roles` (shared/roles.ts); the
+ *    principal's are resolved against the tenant's roles and group mappings (services/access.ts).
+ *  - Tenant: `tenant_id` is the local tenant id or its ScaiKey id. No such tenant → 401, suspended → 403; the
  *    tenant's status is cached per isolate for AUTH_CACHE_TTL_MS, as an API key's is.
  * Failures are AppErrors (401, or 503 when the key set cannot be fetched).
  */
@@ -17,7 +18,7 @@ import { AppError } from "../../../shared/errors.ts";
 import { permissionsOfRoles } from "../../../shared/roles.ts";
 import type { Permission } from "../../../shared/permissions.ts";
 import type { Db } from "../db/client.ts";
-import { getTenant } from "../db/tenants.ts";
+import { findTenant } from "../db/identity.ts";
 import { IsolateCache, MISSING, type Clock } from "../lib/isolate-cache.ts";
 import type { JwksCache } from "./jwks-cache.ts";
 
@@ -43,6 +44,8 @@ export interface VerifiedJwt {
   subject: string;
   tenantId: string;
   roles: string[];
+  /** ScaiKey groups (the `groups` claim), mapped to roles by the tenant's group mappings. */
+  groups: string[];
   scopes: Permission[];
 }
 
@@ -78,33 +81,57 @@ export async function verifyScaiKeyJwt(
     sub,
     tenant_id: tenantId,
     roles,
-  } = payload as JWTPayload & { tenant_id?: unknown; roles?: unknown };
+    groups,
+  } = payload as JWTPayload & { tenant_id?: unknown; roles?: unknown; groups?: unknown };
   if (typeof sub !== "string" || sub === "") throw invalid('"sub" must be a non-empty string');
   if (typeof tenantId !== "string" || tenantId === "")
     throw invalid('"tenant_id" must be a non-empty string');
   if (roles !== undefined && !(Array.isArray(roles) && roles.every((r) => typeof r === "string"))) {
     throw invalid('"roles" must be an array of role names');
   }
+  if (groups !== undefined && !(Array.isArray(groups) && groups.every((g) => typeof g === "string"))) {
+    throw invalid('"groups" must be an array of group ids');
+  }
   const roleList = (roles as string[] | undefined) ?? [];
-  return { subject: sub, tenantId, roles: roleList, scopes: permissionsOfRoles(roleList) };
+  return {
+    subject: sub,
+    tenantId,
+    roles: roleList,
+    groups: (groups as string[] | undefined) ?? [],
+    scopes: permissionsOfRoles(roleList),
+  };
 }
 
 type TenantStatus = "active" | "suspended";
+/** The local tenant a `tenant_id` claim names (its local id, or its ScaiKey id). */
+export interface JwtTenant {
+  id: string;
+  status: TenantStatus;
+  partnerId: string | null;
+}
 
-/** Tenant id → status, for JWT principals (API keys carry their tenant's status in their own cache entry). */
+/**
+ * `tenant_id` claim → tenant, for JWT principals (API keys carry their tenant's status in their own
+ * cache entry). A suspension made through this isolate calls `clear()`; elsewhere it is seen within
+ * the TTL.
+ */
 export class TenantStatusCache {
-  private readonly entries: IsolateCache<string, TenantStatus>;
+  private readonly entries: IsolateCache<string, JwtTenant>;
 
   constructor(public clock: Clock = Date.now) {
     this.entries = new IsolateCache(MAX_TENANTS, MAX_UNKNOWN_TENANTS, () => this.clock());
   }
 
-  async statusOf(db: Db, tenantId: string, ttlMs: number): Promise<TenantStatus | undefined> {
-    const found = await this.entries.get(tenantId, ttlMs, async () => {
-      const row = await getTenant(db, tenantId);
-      return row ? row.status : MISSING;
+  async tenantOf(db: Db, claim: string, ttlMs: number): Promise<JwtTenant | undefined> {
+    const found = await this.entries.get(claim, ttlMs, async () => {
+      const row = await findTenant(db, claim);
+      return row ? { id: row.id, status: row.status, partnerId: row.partnerId } : MISSING;
     });
     return found === MISSING ? undefined : found;
+  }
+
+  async statusOf(db: Db, tenantId: string, ttlMs: number): Promise<TenantStatus | undefined> {
+    return (await this.tenantOf(db, tenantId, ttlMs))?.status;
   }
 
   forget(tenantId: string): void {

@@ -18,6 +18,8 @@ import { renderFastApi } from "../errors.ts";
 import { tenantTrackingApi } from "./tracking.ts";
 import { domainsApi } from "./domains.ts";
 import { secretsApi } from "./secrets.ts";
+import { partnersApi, tenantsApi } from "./identity-tenants.ts";
+import { groupMappingsApi, permissionsApi, rolesApi, usersApi } from "./identity-roles.ts";
 import { parseInput, readJson } from "../validate.ts";
 
 const TenantBody = z.object({ name: z.string().trim().min(1).max(255) });
@@ -36,10 +38,6 @@ export const adminApi = new Hono<AppEnv>()
     const body = parseInput(TenantBody, await readJson(c.req.raw), "body");
     const t = await createTenant(c.get("db"), body.name, Date.now());
     return c.json({ data: { id: t.id, name: t.name, status: t.status, created_at: iso(t.createdAt) } }, 201);
-  })
-  .get("/tenants/:id", requireOperator(), async (c) => {
-    const t = await requireTenant(c.get("db"), c.req.param("id"));
-    return c.json({ data: { id: t.id, name: t.name, status: t.status, created_at: iso(t.createdAt) } });
   })
   .post("/tenants/:id/api_keys", requireOperator(), async (c) => {
     const tenant = await requireTenant(c.get("db"), c.req.param("id"));
@@ -80,4 +78,11 @@ adminApi.route("/tenants/:id/tracking", tenantTrackingApi);
 // Sender domains (docs/api/admin.md#sender-domains) and the SECRETS_KEY re-seal (operator only).
 adminApi.route("/domains", domainsApi);
 adminApi.route("/secrets", secretsApi);
+// Identity (docs/api/admin.md#partners … #group-mappings): ScaiKey JWTs and the operator token.
+adminApi.route("/partners", partnersApi);
+adminApi.route("/tenants", tenantsApi);
+adminApi.route("/permissions", permissionsApi);
+adminApi.route("/roles", rolesApi);
+adminApi.route("/users", usersApi);
+adminApi.route("/group_mappings", groupMappingsApi);
 adminApi.onError(renderFastApi);
