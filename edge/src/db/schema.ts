@@ -605,3 +605,71 @@ export const skMessages = sqliteTable(
     index("sk_messages_tenant_mode_created").on(t.tenantId, t.livemode, t.createdAt, t.id),
   ],
 );
+
+/**
+ * SenderKit templates (docs/api/senderkit.md#templates): a slug per tenant (stored lowercase), one
+ * channel fixed at creation, immutable numbered versions. `current_version_id` is the published
+ * version (null: draft); `archived_at` set: archived (every send is 422). `latest_version` is the
+ * highest version number, bumped in the same D1 batch that inserts the version.
+ */
+export const skTemplates = sqliteTable(
+  "sk_templates",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    slug: text("slug").notNull(),
+    channel: text("channel", { enum: ["email", "sms", "push", "web-push"] }).notNull(),
+    description: text("description"),
+    currentVersionId: text("current_version_id"),
+    /** When the current version became current (publish or rollback). */
+    publishedAt: integer("published_at"),
+    latestVersion: integer("latest_version").notNull().default(0),
+    archivedAt: integer("archived_at"),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [uniqueIndex("sk_templates_tenant_slug").on(t.tenantId, t.slug)],
+);
+
+/** A SenderKit template version: content and variables never change (a trigger refuses it). */
+export const skTemplateVersions = sqliteTable(
+  "sk_template_versions",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id").notNull(),
+    templateId: text("template_id")
+      .notNull()
+      .references(() => skTemplates.id),
+    versionNumber: integer("version_number").notNull(),
+    /** The channel's fields as JSON (edge/src/services/senderkit/template-content.ts). */
+    content: text("content", { mode: "json" }).$type<Record<string, unknown>>().notNull(),
+    variables: text("variables", { mode: "json" }).$type<Record<string, unknown>[]>().notNull().default([]),
+    firstPublishedAt: integer("first_published_at"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [uniqueIndex("sk_template_versions_number").on(t.templateId, t.versionNumber)],
+);
+
+/** A tenant's SenderKit monthly quota, set by the operator (docs/api/senderkit.md#quota); 0: no limit. */
+export const skQuotas = sqliteTable("sk_quotas", {
+  tenantId: text("tenant_id")
+    .primaryKey()
+    .references(() => tenants.id),
+  monthlyLimit: integer("monthly_limit").notNull(),
+  /** Sends keep working past the limit up to this many percent more. */
+  gracePercent: integer("grace_percent").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+/** Live /v1 sends counted per tenant and UTC calendar month (`YYYY-MM`). */
+export const skUsage = sqliteTable(
+  "sk_usage",
+  {
+    tenantId: text("tenant_id").notNull(),
+    month: text("month").notNull(),
+    count: integer("count").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.tenantId, t.month] })],
+);

@@ -16,6 +16,7 @@ import { catalogCache } from "../../services/catalog-cache.ts";
 import { createApiKey, createTenant, requireTenant } from "../../services/tenants.ts";
 import { renderFastApi } from "../errors.ts";
 import { tenantTrackingApi } from "./tracking.ts";
+import { skTemplatesAdminApi } from "./sk-templates.ts";
 import { domainsApi } from "./domains.ts";
 import { secretsApi } from "./secrets.ts";
 import { partnersApi, tenantsApi } from "./identity-tenants.ts";
@@ -75,6 +76,9 @@ export const adminApi = new Hono<AppEnv>()
 
 // Tracking defaults (docs/api/tracking.md#tenant-defaults): the operator, or a key with admin.settings.
 adminApi.route("/tenants/:id/tracking", tenantTrackingApi);
+// SenderKit templates (docs/api/admin.md#senderkit-templates): the operator, or a key with templates.*.
+// Before the identity routes: their /tenants middleware takes JWTs and the operator only.
+adminApi.route("/tenants/:id/senderkit_templates", skTemplatesAdminApi);
 // Sender domains (docs/api/admin.md#sender-domains) and the SECRETS_KEY re-seal (operator only).
 adminApi.route("/domains", domainsApi);
 adminApi.route("/secrets", secretsApi);

@@ -1,0 +1,150 @@
+/**
+ * /api/admin/tenants/{id}/senderkit_templates (docs/api/admin.md#senderkit-templates): create and
+ * manage a tenant's SenderKit templates, which `/v1` reads, renders and sends. The operator token,
+ * or an API key of the tenant itself with `templates.read` (reads), `templates.write` (create,
+ * versions, publish, rollback, unarchive, description) or `templates.delete` (archive: SenderKit's
+ * delete). Another tenant's id is 404, like one that does not exist. `{"data": …}` bodies.
+ */
+import { Hono, type Context } from "hono";
+import { z } from "zod";
+import { AppError } from "../../../../shared/errors.ts";
+import type { AppEnv } from "../../context.ts";
+import { listSkTemplatesWithCurrent, skVersionSummaries, type SkTemplateRow } from "../../db/sk-templates.ts";
+import type { SkVersionRow, SkVersionSummary } from "../../db/sk-templates.ts";
+import { isoSeconds as iso } from "../../lib/time.ts";
+import { requireScope } from "../../middleware/auth.ts";
+import {
+  addSkVersion,
+  archiveSkTemplate,
+  createSkTemplate,
+  describeSkTemplate,
+  publishSkVersion,
+  requireSkTemplate,
+  requireSkVersion,
+  rollbackSkVersion,
+  skStatusOf,
+} from "../../services/senderkit/template-admin.ts";
+import { SK_CHANNELS } from "../../services/senderkit/template-content.ts";
+import { requireTenant } from "../../services/tenants.ts";
+import { parseInput, readJson } from "../validate.ts";
+
+const description = z.string().max(1000).nullable();
+const CreateBody = z.strictObject({
+  slug: z.string().min(1).max(128),
+  channel: z.enum(SK_CHANNELS),
+  description: description.optional(),
+  content: z.unknown().optional(),
+  variables: z.unknown().optional(),
+  publish: z.boolean().default(false),
+});
+const VersionBody = z.strictObject({
+  content: z.unknown().refine((v) => v !== undefined, "Required"),
+  variables: z.unknown().optional(),
+  publish: z.boolean().default(false),
+});
+const PointerBody = z.strictObject({ version: z.number().int().min(1).optional() });
+const PatchBody = z.strictObject({ description });
+const Empty = z.strictObject({});
+
+async function tenantOf(c: Context<AppEnv>): Promise<string> {
+  const id = c.req.param("id") ?? "";
+  const p = c.get("principal");
+  if (p.kind !== "operator" && p.tenantId !== id) throw new AppError("not_found", "Tenant not found");
+  return (await requireTenant(c.get("db"), id)).id;
+}
+
+function templateView(t: SkTemplateRow, currentNumber: number | null) {
+  return {
+    id: t.id,
+    slug: t.slug,
+    channel: t.channel,
+    description: t.description,
+    status: skStatusOf(t),
+    current_version: currentNumber,
+    latest_version: t.latestVersion,
+    published_at: iso(t.publishedAt),
+    archived_at: iso(t.archivedAt),
+    created_at: iso(t.createdAt),
+    updated_at: iso(t.updatedAt),
+  };
+}
+
+function versionView(t: SkTemplateRow, v: SkVersionSummary | SkVersionRow) {
+  return {
+    id: v.id,
+    version: v.versionNumber,
+    current: t.currentVersionId === v.id,
+    variables: v.variables,
+    first_published_at: iso(v.firstPublishedAt),
+    created_at: iso(v.createdAt),
+    ...("content" in v ? { content: v.content } : {}),
+  };
+}
+
+/** The template with its versions (no content), as GET and every write answer it. */
+async function detail(c: Context<AppEnv>, t: SkTemplateRow) {
+  const versions = await skVersionSummaries(c.get("db"), t.tenantId, t.id);
+  const current = versions.find((v) => v.id === t.currentVersionId)?.versionNumber ?? null;
+  return { ...templateView(t, current), versions: versions.map((v) => versionView(t, v)) };
+}
+
+const slugOf = (c: Context<AppEnv>) => c.req.param("slug") ?? "";
+
+export const skTemplatesAdminApi = new Hono<AppEnv>()
+  .get("/", requireScope("templates.read"), async (c) => {
+    const tenantId = await tenantOf(c);
+    const rows = await listSkTemplatesWithCurrent(c.get("db"), tenantId);
+    return c.json({ data: rows.map((r) => templateView(r.template, r.currentNumber)) });
+  })
+  .post("/", requireScope("templates.write"), async (c) => {
+    const tenantId = await tenantOf(c);
+    const body = parseInput(CreateBody, await readJson(c.req.raw), "body");
+    const t = await createSkTemplate(c.get("db"), tenantId, body, Date.now());
+    return c.json({ data: await detail(c, t) }, 201);
+  })
+  .get("/:slug", requireScope("templates.read"), async (c) => {
+    const t = await requireSkTemplate(c.get("db"), await tenantOf(c), slugOf(c));
+    return c.json({ data: await detail(c, t) });
+  })
+  .patch("/:slug", requireScope("templates.write"), async (c) => {
+    const tenantId = await tenantOf(c);
+    const body = parseInput(PatchBody, await readJson(c.req.raw), "body");
+    const t = await describeSkTemplate(c.get("db"), tenantId, slugOf(c), body.description, Date.now());
+    return c.json({ data: await detail(c, t) });
+  })
+  .post("/:slug/versions", requireScope("templates.write"), async (c) => {
+    const tenantId = await tenantOf(c);
+    const body = parseInput(VersionBody, await readJson(c.req.raw), "body");
+    const { template, version } = await addSkVersion(c.get("db"), tenantId, slugOf(c), body, Date.now());
+    return c.json({ data: versionView(template, version) }, 201);
+  })
+  .get("/:slug/versions/:version", requireScope("templates.read"), async (c) => {
+    const t = await requireSkTemplate(c.get("db"), await tenantOf(c), slugOf(c));
+    const raw = c.req.param("version");
+    const v = await requireSkVersion(c.get("db"), t, /^\d{1,9}$/.test(raw) ? Number(raw) : NaN);
+    return c.json({ data: versionView(t, v) });
+  })
+  .post("/:slug/publish", requireScope("templates.write"), async (c) => {
+    const tenantId = await tenantOf(c);
+    const body = parseInput(PointerBody, await readJson(c.req.raw), "body");
+    const t = await publishSkVersion(c.get("db"), tenantId, slugOf(c), body.version, Date.now());
+    return c.json({ data: await detail(c, t) });
+  })
+  .post("/:slug/rollback", requireScope("templates.write"), async (c) => {
+    const tenantId = await tenantOf(c);
+    const body = parseInput(PointerBody, await readJson(c.req.raw), "body");
+    const t = await rollbackSkVersion(c.get("db"), tenantId, slugOf(c), body.version, Date.now());
+    return c.json({ data: await detail(c, t) });
+  })
+  .post("/:slug/archive", requireScope("templates.delete"), async (c) => {
+    const tenantId = await tenantOf(c);
+    parseInput(Empty, await readJson(c.req.raw), "body");
+    const t = await archiveSkTemplate(c.get("db"), tenantId, slugOf(c), true, Date.now());
+    return c.json({ data: await detail(c, t) });
+  })
+  .post("/:slug/unarchive", requireScope("templates.write"), async (c) => {
+    const tenantId = await tenantOf(c);
+    parseInput(Empty, await readJson(c.req.raw), "body");
+    const t = await archiveSkTemplate(c.get("db"), tenantId, slugOf(c), false, Date.now());
+    return c.json({ data: await detail(c, t) });
+  });
