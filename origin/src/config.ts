@@ -9,6 +9,7 @@ import { isLoopbackHost } from "./smtp/address-policy.ts";
 import { createThrottlePolicy } from "./delivery/throttle.ts";
 import { parseWarmupSchedule, parseWarmupStart } from "./delivery/warmup.ts";
 import { loadIpPoolConfig, parseHeloNames, parseIpPools } from "./smtp/source-address.ts";
+import { channelConfigShape } from "./channels/config.ts";
 
 const bool = z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1");
 const port = z.coerce.number().int().min(0).max(65535);
@@ -465,6 +466,8 @@ export const OriginConfigSchema = z.object({
     ),
   INBOUND_TLS_KEY_FILE: z.string().optional().describe("PEM key file: offer STARTTLS on the inbound server"),
   INBOUND_TLS_CERT_FILE: z.string().optional().describe("PEM certificate file for INBOUND_TLS_KEY_FILE"),
+  // SMS, push and web push providers (origin/src/channels/config.ts, docs/channels.md#configuration).
+  ...channelConfigShape,
 });
 
 export type OriginConfig = Omit<z.infer<typeof OriginConfigSchema>, "JOURNAL_DIR"> & { JOURNAL_DIR: string };

@@ -33,6 +33,9 @@ import { createMetrics } from "./ops/metrics.ts";
 import { JobRunner } from "./worker/job-runner.ts";
 import { createBlobFetcher } from "./blobs/blob-fetcher.ts";
 import { withBlobs } from "./blobs/resolve-job.ts";
+import { createChannelRunner } from "./channels/index.ts";
+import { isChannelJob } from "../../shared/link/channel-job.ts";
+import type { LinkJob } from "../../shared/link/protocol.ts";
 
 export const ORIGIN_VERSION = "0.1.0";
 
@@ -40,7 +43,7 @@ export interface OriginNode {
   httpPort: number;
   inbox: DevInbox | null;
   links: EdgeLink[];
-  runner: JobRunner;
+  runner: JobRunner<LinkJob>;
   /** Per-host limits and job de-duplication: Redis when REDIS_URL is set, else in memory. */
   coordinator: Coordinator;
   /** Results written before they are sent, reported again after a crash (JOURNAL_DIR). */
@@ -172,18 +175,21 @@ export async function startOriginNode(
     log: (level, msg, extra) => log[level](msg, extra),
   });
 
-  const runner = new JobRunner({
+  // SMS, push and web push jobs go to their provider adapters (channels/, docs/channels.md).
+  const channels = createChannelRunner(config, (level, msg, extra) => log[level](msg, extra));
+  // Attachments and large bodies travel by reference; they are fetched before the build (blobs/).
+  const deliverMail = withBlobs(
+    createBlobFetcher({
+      edgeUrl: config.EDGE_URL,
+      token: config.ORIGIN_TOKEN,
+      maxCacheBytes: config.BLOB_CACHE_BYTES,
+      timeoutMs: config.BLOB_FETCH_TIMEOUT_MS,
+    }),
+    (job, opts) => engine.deliver(job, opts),
+  );
+  const runner = new JobRunner<LinkJob>({
     capacity: config.CAPACITY,
-    // Attachments and large bodies travel by reference; they are fetched before the build (blobs/).
-    deliver: withBlobs(
-      createBlobFetcher({
-        edgeUrl: config.EDGE_URL,
-        token: config.ORIGIN_TOKEN,
-        maxCacheBytes: config.BLOB_CACHE_BYTES,
-        timeoutMs: config.BLOB_FETCH_TIMEOUT_MS,
-      }),
-      (job, opts) => engine.deliver(job, opts),
-    ),
+    deliver: (job, opts) => (isChannelJob(job) ? channels.run(job, opts) : deliverMail(job, opts)),
     metrics,
     log: (level, msg, extra) => log[level](msg, extra),
     journal,
@@ -215,6 +221,7 @@ export async function startOriginNode(
       // Each link asks for its share of the node's capacity, not for the whole free room.
       freeCapacity: () => runner.roomFor(link),
       onJobs: (jobs, l) => runner.accept(jobs, l),
+      onChannelJobs: (jobs, l) => runner.accept(jobs, l),
       onWelcome: (w) => {
         log.info("link up", { shard: w.shard, hub: w.hubs?.[w.shard], shards: w.shards, leaseMs: w.leaseMs });
         if (w.tracking) {
@@ -317,6 +324,7 @@ export async function startOriginNode(
       forwarder.close();
       for (const l of links) l.close();
       await engine.close();
+      channels.close();
       // After the engine: a delivery that ends while it closes is journaled for the next start.
       await journal.close();
       await coordinator.close();

@@ -42,6 +42,7 @@ import {
   MAX_RESULTS_PER_FRAME,
   parseEdgeFrame,
   utf8ByteLength,
+  type ChannelJob,
   type DeliveryJob,
   type EdgeFrame,
   type InboundEvent,
@@ -61,6 +62,11 @@ export interface EdgeLinkOptions {
   /** Jobs this link can take right now (its share of the node's room); sent in hello. */
   freeCapacity: () => number;
   onJobs: (jobs: DeliveryJob[], link: EdgeLink) => void;
+  /**
+   * A jobs frame's channel jobs (SMS, push, web push; protocol 6, docs/link-protocol.md#channel-jobs),
+   * after its delivery jobs. Absent: they are released at once, back to the outbox.
+   */
+  onChannelJobs?: (jobs: ChannelJob[], link: EdgeLink) => void;
   onWelcome?: (welcome: Extract<EdgeFrame, { type: "welcome" }>) => void;
   onStateChange?: (connected: boolean) => void;
   /** Results were acknowledged (the outcome journal marks them done); back-pressured room may be free again. */
@@ -398,10 +404,16 @@ export class EdgeLink {
         this.renew();
         this.flushCredits();
         return;
-      case "jobs":
-        this.hubCredits = Math.max(0, this.hubCredits - frame.jobs.length);
-        this.opts.onJobs(frame.jobs, this);
+      case "jobs": {
+        // Channel jobs ride beside delivery jobs and cost a credit each too (docs/link-protocol.md#channel-jobs).
+        const channelJobs = frame.channelJobs ?? [];
+        this.hubCredits = Math.max(0, this.hubCredits - frame.jobs.length - channelJobs.length);
+        if (frame.jobs.length > 0 || channelJobs.length === 0) this.opts.onJobs(frame.jobs, this);
+        if (channelJobs.length === 0) return;
+        if (this.opts.onChannelJobs) this.opts.onChannelJobs(channelJobs, this);
+        else this.release(channelJobs.map((j) => j.jobId));
         return;
+      }
       case "resultAck":
         for (const id of frame.jobIds) this.unacked.delete(id);
         this.opts.onResultAck?.(frame.jobIds);

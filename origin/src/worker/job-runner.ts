@@ -1,6 +1,8 @@
 /**
  * Runs delivery jobs that arrive over the links, at most `capacity` at a time, and decides how much
- * work each link asks for. Timing rules: docs/link-protocol.md.
+ * work each link asks for. Timing rules: docs/link-protocol.md. Channel jobs (SMS, push, web push:
+ * docs/link-protocol.md#channel-jobs) are run, journaled and reported the same way; `deliver` hands
+ * each kind to its runner (origin/src/node.ts).
  *
  * Capacity and credits:
  *  - The node's capacity is split across its shard links: link i of n gets floor(C/n) (+1 for the first
@@ -62,6 +64,7 @@ import {
   RecipientOutcomeSchema,
   utf8ByteLength,
   type DeliveryJob,
+  type LinkJob,
   type RecipientOutcome,
 } from "../../../shared/link/protocol.ts";
 import type { ResultFrame } from "../journal/outcome-journal.ts";
@@ -78,14 +81,15 @@ export interface OutcomeLog {
   appendEarly?(frame: ResultFrame, shard: number): void;
 }
 
-export interface JobRunnerOptions {
+/** `J`: the jobs this runner takes; a node runs LinkJob (email and channel jobs), tests often email only. */
+export interface JobRunnerOptions<J extends LinkJob = DeliveryJob> {
   capacity: number;
   /**
    * The delivery engine; `deadlineAt` (Unix ms) is when undecided recipients come back deferred, and
    * `onOutcome` is called with each SMTP transaction's outcomes as soon as they are known.
    */
   deliver: (
-    job: DeliveryJob,
+    job: J,
     opts: {
       deadlineAt: number;
       onOutcome?: (outcomes: RecipientOutcome[]) => void;
@@ -120,23 +124,23 @@ interface EarlyJournal {
   written: { list: RecipientOutcome[]; frame: ResultFrame } | null;
 }
 
-interface Queued {
-  job: DeliveryJob;
+interface Queued<J extends LinkJob> {
+  job: J;
   link: EdgeLink;
   receivedAt: number;
 }
 
-export class JobRunner {
+export class JobRunner<J extends LinkJob = DeliveryJob> {
   private readonly running = new Set<string>();
   private readonly finished = new Map<string, RecipientOutcome[]>();
-  private readonly queue: Queued[] = [];
+  private readonly queue: Queued<J>[] = [];
   private idleWaiters: (() => void)[] = [];
   private readonly links: EdgeLink[] = [];
   /** Jobs queued or running, per link. */
   private readonly heldBy = new Map<EdgeLink, number>();
   private warnedClaim = false;
 
-  constructor(private readonly opts: JobRunnerOptions) {}
+  constructor(private readonly opts: JobRunnerOptions<J>) {}
 
   get inFlight(): number {
     return this.running.size + this.queue.length;
@@ -174,8 +178,8 @@ export class JobRunner {
     }
   }
 
-  accept(jobs: DeliveryJob[], link: EdgeLink): void {
-    const take: Queued[] = [];
+  accept(jobs: J[], link: EdgeLink): void {
+    const take: Queued<J>[] = [];
     const giveBack: string[] = [];
     const now = Date.now();
     for (const job of jobs) {
@@ -267,7 +271,7 @@ export class JobRunner {
     for (const w of waiters) w();
   }
 
-  private async run({ job, link, receivedAt }: Queued, deadlineAt: number): Promise<void> {
+  private async run({ job, link, receivedAt }: Queued<J>, deadlineAt: number): Promise<void> {
     const started = Date.now();
     const coordination = this.opts.coordination;
     const frame = coordination
@@ -291,7 +295,7 @@ export class JobRunner {
   }
 
   /** Without a coordinator: the journal's final outcomes stand, the rest is delivered. */
-  private async runLocal(job: DeliveryJob, link: EdgeLink, deadlineAt: number): Promise<ResultFrame> {
+  private async runLocal(job: J, link: EdgeLink, deadlineAt: number): Promise<ResultFrame> {
     const known =
       this.opts.journal?.finalOutcomes(job.messageId, job.freshFrom) ?? new Map<string, RecipientOutcome>();
     const pending = [...new Set(job.recipients)].filter((r) => !known.has(r));
@@ -308,12 +312,7 @@ export class JobRunner {
    * The result frame, written to the journal first (see the header). A journal the disk refuses is
    * logged and the result sent anyway: the outcome is known, and the edge must hear it.
    */
-  private journaled(
-    job: DeliveryJob,
-    link: EdgeLink,
-    outcomes: RecipientOutcome[],
-    early?: EarlyJournal,
-  ): ResultFrame {
+  private journaled(job: J, link: EdgeLink, outcomes: RecipientOutcome[], early?: EarlyJournal): ResultFrame {
     // Journaled already by `onOutcome`, outcome for outcome the same: not written twice.
     const written = early?.written;
     if (written && written.list.length === outcomes.length && written.list.every((o, i) => o === outcomes[i]))
@@ -338,7 +337,7 @@ export class JobRunner {
    * second time. A journal the disk refuses is logged; the result is journaled again at the end.
    */
   private earlyJournal(
-    job: DeliveryJob,
+    job: J,
     link: EdgeLink,
     prior: ReadonlyMap<string, RecipientOutcome>,
   ): EarlyJournal | undefined {
@@ -379,7 +378,7 @@ export class JobRunner {
   }
 
   private async deliver(
-    job: DeliveryJob,
+    job: J,
     deadlineAt: number,
     onOutcome: ((outcomes: RecipientOutcome[]) => void) | undefined,
     link: EdgeLink,
@@ -410,8 +409,8 @@ export class JobRunner {
 
   /** The result to report (journaled), or null when another holder owns the message (report nothing). */
   private async runCoordinated(
-    job: DeliveryJob,
-    c: NonNullable<JobRunnerOptions["coordination"]>,
+    job: J,
+    c: NonNullable<JobRunnerOptions<J>["coordination"]>,
     link: EdgeLink,
     deadlineAt: number,
   ): Promise<ResultFrame | null> {
@@ -473,7 +472,7 @@ export class JobRunner {
     return frame;
   }
 
-  private parseFinal(json: string | null, job: DeliveryJob): Map<string, RecipientOutcome> {
+  private parseFinal(json: string | null, job: J): Map<string, RecipientOutcome> {
     const settled = new Map<string, RecipientOutcome>();
     if (json === null) return settled;
     try {
@@ -501,13 +500,13 @@ export class JobRunner {
 }
 
 /** One outcome per job recipient, in the job's order; a recipient without one is deferred. */
-function inOrder(job: DeliveryJob, known: Map<string, RecipientOutcome>): RecipientOutcome[] {
+function inOrder(job: LinkJob, known: Map<string, RecipientOutcome>): RecipientOutcome[] {
   return job.recipients.map(
     (r) => known.get(r) ?? { recipient: r, status: "deferred" as const, response: "no outcome recorded" },
   );
 }
 
-function deferAll(job: DeliveryJob, response: string): RecipientOutcome[] {
+function deferAll(job: LinkJob, response: string): RecipientOutcome[] {
   return job.recipients.map((recipient) => ({ recipient, status: "deferred", response }));
 }
 
@@ -515,7 +514,7 @@ function deferAll(job: DeliveryJob, response: string): RecipientOutcome[] {
  * The result frame; servers' replies are shortened if the whole would not fit one link frame (the hub
  * reads at most the platform's 1 MiB per message, shared/link/protocol.ts).
  */
-function resultFrame(job: DeliveryJob, recipients: RecipientOutcome[]): ResultFrame {
+function resultFrame(job: LinkJob, recipients: RecipientOutcome[]): ResultFrame {
   const frame = (rs: RecipientOutcome[]) => ({
     type: "result" as const,
     jobId: job.jobId,
