@@ -21,6 +21,7 @@ const USAGE = `usage:
   scaisend key create --tenant TENANT_ID --name NAME [--environment live|test] [--scopes a,b]
   scaisend secrets reseal [--limit N]   (after a SECRETS_KEY rotation; see docs/operations.md)
   scaisend bounce classify < message.eml   (local; VERP_SECRET verifies VERP tokens; see docs/bounces.md)
+  scaisend sk-templates list|show|create|version|publish|rollback|archive|unarchive …   (--help for more)
 options: --edge URL (or SCAISEND_EDGE_URL), --admin-token TOKEN (or SCAISEND_ADMIN_TOKEN)`;
 
 function printRecords(d: DomainView): void {
@@ -29,6 +30,11 @@ function printRecords(d: DomainView): void {
 }
 
 export async function runCli(argv: string[]): Promise<number> {
+  if (argv[0] === "sk-templates") {
+    // SenderKit templates: its own options (scripts/lib/sk-templates-cli.ts).
+    const { runSkTemplatesCli } = await import("./lib/sk-templates-cli.ts");
+    return runSkTemplatesCli(argv.slice(1));
+  }
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
