@@ -24,3 +24,18 @@ CREATE TABLE `sk_messages` (
 --> statement-breakpoint
 CREATE UNIQUE INDEX `sk_messages_uuid` ON `sk_messages` (`uuid`);--> statement-breakpoint
 CREATE INDEX `sk_messages_tenant_mode_created` ON `sk_messages` (`tenant_id`,`livemode`,`created_at`,`id`);
+--> statement-breakpoint
+CREATE TABLE `sk_quotas` (
+	`tenant_id` text PRIMARY KEY NOT NULL,
+	`monthly_limit` integer NOT NULL,
+	`grace_percent` integer NOT NULL,
+	`updated_at` integer NOT NULL,
+	FOREIGN KEY (`tenant_id`) REFERENCES `tenants`(`id`) ON UPDATE no action ON DELETE no action
+);
+--> statement-breakpoint
+CREATE TABLE `sk_usage` (
+	`tenant_id` text NOT NULL,
+	`month` text NOT NULL,
+	`count` integer NOT NULL,
+	PRIMARY KEY(`tenant_id`, `month`)
+);

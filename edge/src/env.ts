@@ -102,6 +102,9 @@ export const ConfigSchema = z.object({
   // SenderKit's /v1: requests per second per API key, sends and reads in separate budgets (docs/api/senderkit.md#rate-limits).
   SENDERKIT_SEND_RATE_LIMIT: intFromString("1000"),
   SENDERKIT_READ_RATE_LIMIT: intFromString("1000"),
+  // SenderKit's monthly quota of live sends per tenant (0: none) and its grace, unless the tenant has its own.
+  SENDERKIT_MONTHLY_LIMIT: z.coerce.number().int().min(0).default(0),
+  SENDERKIT_QUOTA_GRACE_PERCENT: z.coerce.number().int().min(0).max(1000).default(20),
   // How long an isolate serves an API key's principal and a tenant's sender domains from memory
   // (edge/src/services/catalog-cache.ts): a revoked key or un-verified domain elsewhere stops working
   // here within this window. 0 turns the cache off.

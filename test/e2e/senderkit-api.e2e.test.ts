@@ -402,6 +402,34 @@ describe("SenderKit /v1", () => {
     ctl.abort();
   }, 30_000);
 
+  it("the monthly quota: soft limit plus grace for live sends, then 402 message_limit_reached; test sends never count", async () => {
+    const q = await workspace(`skq${Date.now().toString(36)}`);
+    const put = await fetch(`${edge.url}/api/admin/tenants/${q.tenantId}/senderkit_quota`, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${secrets.ADMIN_TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify({ monthly_limit: 5, grace_percent: 20 }),
+    });
+    expect(put.status, await put.clone().text()).toBe(200);
+    expect(((await put.json()) as { data: { cap: number } }).data.cap).toBe(6);
+    const body = { channel: "email", to: "q@example.com", content: { subject: "s", html: "<p>h</p>" } };
+    // An idempotent replay is charged once.
+    const first = await v1(q.live, "POST", "/v1/send", body, { "idempotency-key": "quota-1" });
+    const replay = await v1(q.live, "POST", "/v1/send", body, { "idempotency-key": "quota-1" });
+    expect([first.status, replay.status, replay.body.id]).toEqual([202, 202, first.body.id]);
+    // Concurrent sends cannot overshoot the cap (5 + 20 % = 6): 5 more are accepted.
+    const answers = await Promise.all(Array.from({ length: 9 }, () => v1(q.live, "POST", "/v1/send", body)));
+    expect(answers.filter((r) => r.status === 202).length).toBe(5);
+    const refused = answers.filter((r) => r.status === 402);
+    expect(refused.length).toBe(4);
+    expect(refused[0]!.body.error.code).toBe("message_limit_reached");
+    // Test mode is not charged at all.
+    expect((await v1(q.test, "POST", "/v1/send", body)).status).toBe(202);
+    const got = await fetch(`${edge.url}/api/admin/tenants/${q.tenantId}/senderkit_quota`, {
+      headers: { authorization: `Bearer ${secrets.ADMIN_TOKEN}` },
+    });
+    expect(((await got.json()) as { data: { used: number } }).data.used).toBe(6);
+  });
+
   it("a live email is accepted by its hub shard and read back at once (queued until an origin takes it)", async () => {
     const r = await v1(a.live, "POST", "/v1/send", {
       channel: "email",

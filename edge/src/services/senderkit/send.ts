@@ -26,6 +26,7 @@ import { sendMail } from "../send-mail.ts";
 import { htmlToPlainText } from "../templates-plain-text.ts";
 import type { RawEmail, RawSend, SkAttachment } from "./send-input.ts";
 import type { SkTestAccept, SkTestAcceptResult } from "./test-lifecycle.ts";
+import { chargeLiveSend, refundLiveSend, type QuotaDefaults } from "./quota.ts";
 
 type KeyPrincipal = Extract<Principal, { kind: "api_key" }>;
 
@@ -37,6 +38,7 @@ export interface SkSendDeps {
   blobs: Pick<R2Bucket, "put">;
   now: () => number;
   log: (msg: string, extra?: Record<string, unknown>) => void;
+  quota: QuotaDefaults;
 }
 
 export interface SkSendRequest {
@@ -120,6 +122,11 @@ export async function skSend(
     );
   }
   const mail = await mailSendOf(deps.db, principal.tenantId, send);
+  const charged = await chargeLiveSend(deps.db, principal.tenantId, now, deps.quota);
+  const refund = () =>
+    refundLiveSend(deps.db, principal.tenantId, charged).catch((err: unknown) =>
+      deps.log("senderkit quota refund failed", { error: String(err) }),
+    );
   const result = await sendMail(
     {
       db: deps.db,
@@ -138,7 +145,8 @@ export async function skSend(
         if (scheduledAt !== null) m.entry.notBefore = Math.max(0, scheduledAt);
       },
     },
-  ).catch((err: unknown) => {
+  ).catch(async (err: unknown) => {
+    await refund();
     if (
       err instanceof Error &&
       err.name === "AppError" &&
@@ -148,6 +156,8 @@ export async function skSend(
     }
     throw err;
   });
+  // A replay was charged when it was first accepted.
+  if (result.replayed) await refund();
   const first = result.messageIds[0]!;
   return {
     id: first,

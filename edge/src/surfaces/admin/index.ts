@@ -14,6 +14,7 @@ import { isoSeconds as iso } from "../../lib/time.ts";
 import { authenticate, requireOperator } from "../../middleware/auth.ts";
 import { catalogCache } from "../../services/catalog-cache.ts";
 import { createApiKey, createTenant, requireTenant } from "../../services/tenants.ts";
+import { skQuotaAdminApi } from "./sk-quota.ts";
 import { renderFastApi } from "../errors.ts";
 import { tenantTrackingApi } from "./tracking.ts";
 import { skTemplatesAdminApi } from "./sk-templates.ts";
@@ -76,6 +77,8 @@ export const adminApi = new Hono<AppEnv>()
 
 // Tracking defaults (docs/api/tracking.md#tenant-defaults): the operator, or a key with admin.settings.
 adminApi.route("/tenants/:id/tracking", tenantTrackingApi);
+// SenderKit's monthly quota per tenant (docs/api/senderkit.md#quota).
+adminApi.route("/tenants/:id/senderkit_quota", skQuotaAdminApi);
 // SenderKit templates (docs/api/admin.md#senderkit-templates): the operator, or a key with templates.*.
 // Before the identity routes: their /tenants middleware takes JWTs and the operator only.
 adminApi.route("/tenants/:id/senderkit_templates", skTemplatesAdminApi);

@@ -105,6 +105,10 @@ export const skSendApi = new Hono<AppEnv>().post("/", sendBudget, async (c) => {
       accept: (req) => stub.accept(req),
       acceptTest: (req) => stub.skAcceptTest(req),
       blobs: c.env.BLOBS,
+      quota: {
+        monthlyLimit: config.SENDERKIT_MONTHLY_LIMIT,
+        gracePercent: config.SENDERKIT_QUOTA_GRACE_PERCENT,
+      },
       now: () => now,
       log: (msg, extra) =>
         console.error(JSON.stringify({ level: "warn", msg, requestId: c.get("requestId"), ...extra })),
