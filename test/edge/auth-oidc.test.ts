@@ -226,7 +226,7 @@ describe("the OIDC code flow", () => {
     ).toBe(200);
   });
 
-  it("bad bodies are 422, logout is 200 and clears the cookie, and without the client settings login is 503", async () => {
+  it("bad bodies are 422, logout is 200 and clears the cookie, and without the client settings login is 404", async () => {
     expect((await post("/v3/auth/login", { email: "not-an-email" })).status).toBe(422);
     expect((await post("/v3/auth/login", { redirect_uri: "https://evil.example" })).status).toBe(422);
     expect((await post("/v3/auth/callback", { code: "x" })).status).toBe(422);
@@ -240,7 +240,7 @@ describe("the OIDC code flow", () => {
       ...jwtOnly
     } = oidcEnv;
     const off = await post("/v3/auth/login", {}, { e: jwtOnly as Bindings });
-    expect(off.status).toBe(503);
+    expect(off.status).toBe(404);
     expect(off.body.detail).toContain("not configured");
   });
 

@@ -50,7 +50,8 @@ export function oidcSettings(config: Config): OidcSettings {
     !SCAIKEY_REDIRECT_URI ||
     !SCAIKEY_JWKS_URL
   ) {
-    throw new AppError("unavailable", "Login through ScaiKey is not configured on this deployment");
+    // Not a fault of the moment (503) but a feature this deployment does not serve.
+    throw new AppError("not_found", "Login through ScaiKey is not configured on this deployment");
   }
   return {
     issuer: SCAIKEY_ISSUER,
@@ -197,6 +198,7 @@ export class OidcClient {
       });
     } catch (err) {
       if (err instanceof AppError) throw err;
+      if (!isProtocolError(err)) throw unreachable(err);
       throw new AppError("invalid_request", "The authorization code is invalid or expired", { cause: err });
     }
     const claims = await this.verifyIdToken(s, result.id_token!, client);
@@ -227,6 +229,7 @@ export class OidcClient {
       return tokensOf(await oauth.processRefreshTokenResponse(as, client, res));
     } catch (err) {
       if (err instanceof AppError) throw err;
+      if (!isProtocolError(err)) throw unreachable(err);
       throw new AppError("unauthorized", "The refresh token is invalid, expired or revoked", { cause: err });
     }
   }
@@ -249,6 +252,16 @@ export class OidcClient {
     }
   }
 }
+
+/** ScaiKey answered, and refused (an OAuth error or a malformed answer), as opposed to not answering. */
+const isProtocolError = (err: unknown): boolean =>
+  err instanceof oauth.ResponseBodyError ||
+  err instanceof oauth.AuthorizationResponseError ||
+  err instanceof oauth.OperationProcessingError ||
+  err instanceof oauth.WWWAuthenticateChallengeError;
+
+const unreachable = (err: unknown) =>
+  new AppError("unavailable", "ScaiKey's token endpoint could not be reached", { cause: err });
 
 function tokensOf(r: oauth.TokenEndpointResponse): TokenSet {
   return {
