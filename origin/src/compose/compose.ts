@@ -6,7 +6,8 @@
  */
 import type { MessagePort } from "node:worker_threads";
 import { jobDkimKeys } from "../../../shared/link/protocol.ts";
-import { buildMime, type ComposableJob } from "./build-mime.ts";
+import type { ComposableJob } from "./build-mime.ts";
+import { buildMimeReusing } from "./mime-template.ts";
 import { signDkim } from "./dkim.ts";
 import { renderJobTemplate } from "./render-template.ts";
 import { embedImages } from "./embed-images.ts";
@@ -32,7 +33,9 @@ export async function composeMessage(job: ComposableJob, options: ComposeOptions
   // Images proxied or embedded (docs/api/images.md#image_embed_mode), then links, pixel, footers and
   // List-Unsubscribe on the final bodies (docs/api/tracking.md).
   job = await applyTracking(await embedImages(job as TrackedJob));
-  const mime = await buildMime(job);
+  // buildMime, or the bytes of an earlier personalization of the same content with its own To,
+  // Message-ID and Date (mime-template.ts).
+  const mime = await buildMimeReusing(job);
   const keys = jobDkimKeys(job);
   return keys.length > 0
     ? signDkim(mime, keys, options.dkimFastPath === false ? { fastPath: false } : {})
