@@ -18,13 +18,41 @@ export interface DnsRecord {
   type: string;
   host: string;
   value: string;
+  /** required | pending | retiring | removable (docs/api/admin.md#sender-domains). */
+  status?: string;
+  remove_after?: string;
 }
 
 export interface DomainView {
   id: string;
   domain: string;
   verified: boolean;
+  is_active?: boolean;
+  dkim_selector?: string;
+  dkim_pending_selector?: string | null;
   dns_records: DnsRecord[];
+}
+
+export interface TenantView {
+  id: string;
+  name: string;
+  status: string;
+  [k: string]: unknown;
+}
+
+export interface VerifyView {
+  verified: boolean;
+  dkim_switched?: boolean;
+  dkim_selector?: string;
+  checks?: {
+    purpose: string;
+    host: string;
+    ok: boolean;
+    message?: string;
+    expected?: string;
+    found?: string[];
+  }[];
+  errors: { record: string; message: string }[];
 }
 
 export interface ApiKeyView {
@@ -40,8 +68,17 @@ export interface ResealPageView {
   examined: number;
   resealed: number;
   already_current: number;
-  /** One entry per key that did not re-seal; `key` says which of the domain's keys. */
-  failed: { domain_id: string; tenant_id: string; domain: string; key?: string; error: string }[];
+  phase?: "domains" | "webhooks";
+  /** One entry per secret that did not re-seal: a domain's key (`key`), or a webhook secret (`kind`). */
+  failed: {
+    domain_id?: string;
+    tenant_id: string;
+    domain?: string;
+    key?: string;
+    kind?: string;
+    id?: string;
+    error: string;
+  }[];
   next_cursor: string | null;
 }
 
@@ -52,15 +89,97 @@ export class AdminClient {
   ) {}
 
   private async call<T>(method: string, path: string, body: unknown, what: string): Promise<T> {
-    const res = await fetch(new URL(path, this.edgeUrl), {
-      method,
-      headers: { authorization: `Bearer ${this.bearer}`, "content-type": "application/json" },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
+    return (await this.request<{ data: T }>(method, path, body, what)).data;
+  }
+
+  /** The whole JSON body (null for 204); errors carry the status and body. */
+  async request<T>(method: string, path: string, body: unknown, what: string): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(new URL(path, this.edgeUrl), {
+        method,
+        headers: { authorization: `Bearer ${this.bearer}`, "content-type": "application/json" },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    } catch (err) {
+      throw new Error(
+        `${what} failed: cannot reach ${this.edgeUrl} (${err instanceof Error ? err.message : String(err)})`,
+      );
+    }
     const text = await res.text();
-    const parsed: unknown = text ? JSON.parse(text) : null;
+    let parsed: unknown = null;
+    try {
+      parsed = text ? JSON.parse(text) : null;
+    } catch {
+      parsed = text;
+    }
     if (!res.ok) throw new AdminApiError(res.status, parsed, what);
-    return (parsed as { data: T }).data;
+    return parsed as T;
+  }
+
+  listTenants() {
+    return this.call<TenantView[]>("GET", "/api/admin/tenants", undefined, "list tenants");
+  }
+
+  getTenant(id: string) {
+    return this.call<TenantView>(
+      "GET",
+      `/api/admin/tenants/${encodeURIComponent(id)}`,
+      undefined,
+      "get tenant",
+    );
+  }
+
+  /** PATCH status (the operator, or the partner's admin). */
+  setTenantStatus(id: string, status: "active" | "suspended") {
+    return this.call<TenantView>(
+      "PATCH",
+      `/api/admin/tenants/${encodeURIComponent(id)}`,
+      { status },
+      `set tenant status to ${status}`,
+    );
+  }
+
+  /** One page of the tenant's domains; pass next_cursor back for the next. */
+  listDomains(tenantId: string, cursor: string | null, limit = 100) {
+    const q = new URLSearchParams({ tenant_id: tenantId, limit: String(limit) });
+    if (cursor) q.set("cursor", cursor);
+    return this.request<{ data: DomainView[]; total: number; next_cursor: string | null }>(
+      "GET",
+      `/api/admin/domains?${q}`,
+      undefined,
+      "list domains",
+    );
+  }
+
+  /** Starts a DKIM rotation: a new key under the next selector, signing once verify finds its record. */
+  rotateDkim(tenantId: string, id: string) {
+    return this.call<DomainView>(
+      "POST",
+      `/api/admin/domains/${encodeURIComponent(id)}/rotate-dkim?tenant_id=${encodeURIComponent(tenantId)}`,
+      undefined,
+      "rotate DKIM key",
+    );
+  }
+
+  async deleteDomain(tenantId: string, id: string): Promise<void> {
+    await this.request<null>(
+      "DELETE",
+      `/api/admin/domains/${encodeURIComponent(id)}?tenant_id=${encodeURIComponent(tenantId)}`,
+      undefined,
+      "delete domain",
+    );
+  }
+
+  /** With a tenant's API key (api_keys scope): /v3/api_keys, which the operator token cannot use. */
+  listApiKeys() {
+    return this.request<{
+      api_keys: { id?: string; api_key_id?: string; name: string; [k: string]: unknown }[];
+    }>("GET", "/v3/api_keys", undefined, "list API keys");
+  }
+
+  async revokeApiKey(id: string): Promise<void> {
+    await this.request<null>("DELETE", `/v3/api_keys/${encodeURIComponent(id)}`, undefined, "revoke API key");
   }
 
   createTenant(name: string) {
@@ -121,7 +240,7 @@ export class AdminClient {
   }
 
   verifyDomain(tenantId: string, id: string) {
-    return this.call<{ verified: boolean; errors: { record: string; message: string }[] }>(
+    return this.call<VerifyView>(
       "POST",
       `/api/admin/domains/${id}/verify?tenant_id=${tenantId}`,
       undefined,

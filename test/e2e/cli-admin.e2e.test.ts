@@ -1,0 +1,184 @@
+/**
+ * The `scaisend` CLI's tenants, keys and domains commands (bin/scaisend.mjs → scripts/cli.ts), run
+ * as a user runs them against the edge Worker in workerd (Miniflare), with a DNS server on loopback
+ * answering the edge's DNS-over-HTTPS lookups. Each command's effect is checked through the API;
+ * `--json` output is parsed; failures print the server's reason and exit non-zero.
+ */
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
+import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
+import { startDnsServer, type DnsZone, type TestDnsServer } from "../helpers/dns-server.ts";
+
+const BIN = path.join(REPO_ROOT, "node_modules", ".bin");
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+let mf: MiniflareEdge;
+let dns: TestDnsServer;
+let workDir: string;
+const adminToken = randomBytes(24).toString("hex");
+
+/** `scaisend <args>` with the edge and operator token in the environment, as an operator sets them. */
+function scaisend(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(
+      path.join(BIN, "node"),
+      [path.join(REPO_ROOT, "bin", "scaisend.mjs"), ...args],
+      {
+        cwd: REPO_ROOT,
+        env: {
+          PATH: `${BIN}:${process.env.PATH ?? ""}`,
+          HOME: process.env.HOME ?? "/tmp",
+          SCAISEND_EDGE_URL: mf.url.toString(),
+          SCAISEND_ADMIN_TOKEN: adminToken,
+          ...env,
+        },
+        timeout: 30_000,
+      },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === "number" ? err.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+async function json(args: string[], env?: Record<string, string>): Promise<any> {
+  const r = await scaisend([...args, "--json"], env);
+  expect(r.code, r.stderr + r.stdout).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+beforeAll(async () => {
+  fs.mkdirSync(path.join(REPO_ROOT, ".tmp"), { recursive: true });
+  workDir = fs.mkdtempSync(path.join(REPO_ROOT, ".tmp", "e2e-cli-admin-"));
+  dns = await startDnsServer({});
+  mf = await startMiniflareEdge({
+    persistDir: path.join(workDir, "edge"),
+    vars: {
+      ORIGIN_TOKEN: randomBytes(24).toString("hex"),
+      ADMIN_TOKEN: adminToken,
+      SECRETS_KEY: randomBytes(32).toString("base64"),
+      TRACKING_SECRET: randomBytes(24).toString("hex"),
+      DEV_MODE: "false",
+      DNS_RESOLVER_URL: dns.dohUrl,
+    },
+  });
+}, 180_000);
+
+afterAll(async () => {
+  await mf?.stop();
+  await dns?.close();
+  if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
+});
+
+describe("scaisend tenants / keys / domains", () => {
+  it("creates, lists, shows and suspends tenants", async () => {
+    const created = await json(["tenants", "create", "--name", "Cli Tenant"]);
+    expect(created.id).toMatch(/^tnt_/);
+    const text = await scaisend(["tenants", "list"]);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(new RegExp(`^${created.id} +active +Cli Tenant$`, "m"));
+    expect((await json(["tenants", "show", "--tenant", created.id])).name).toBe("Cli Tenant");
+    expect((await json(["tenants", "suspend", "--tenant", created.id])).status).toBe("suspended");
+    expect((await json(["tenants", "show", "--tenant", created.id])).status).toBe("suspended");
+    expect((await json(["tenants", "resume", "--tenant", created.id])).status).toBe("active");
+    const missing = await scaisend(["tenants", "show", "--tenant", "tnt_00000000000000000000000000"]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^scaisend: get tenant failed: HTTP 404 /);
+  });
+
+  it("creates keys with the operator token, lists and revokes them with a tenant key", async () => {
+    const t = await json(["tenants", "create", "--name", "Keys"]);
+    const admin = await json([
+      "keys",
+      "create",
+      "--tenant",
+      t.id,
+      "--name",
+      "admin",
+      "--scopes",
+      "admin.api_keys",
+    ]);
+    expect(admin.api_key).toMatch(/^sg_live_/);
+    const other = await json(["keys", "create", "--tenant", t.id, "--name", "ci", "--environment", "test"]);
+    const list = await json(["keys", "list"], { SCAISEND_API_KEY: admin.api_key });
+    expect(list.map((k: { name: string }) => k.name).sort()).toEqual(["admin", "ci"]);
+    const revoked = await scaisend(["keys", "revoke", "--id", other.id, "--api-key", admin.api_key]);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect(revoked.stdout.trim()).toBe(`revoked ${other.id}`);
+    const after = await json(["keys", "list"], { SCAISEND_API_KEY: admin.api_key });
+    expect(after.map((k: { name: string }) => k.name)).toEqual(["admin"]);
+    // Without a tenant key the command says what it needs.
+    const none = await scaisend(["keys", "list"]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/needs a tenant API key with admin.api_keys: --api-key or SCAISEND_API_KEY/);
+  });
+
+  it("lists, shows, verifies, rotates and deletes domains", async () => {
+    const t = await json(["tenants", "create", "--name", "Domains"]);
+    const boot = await scaisend(["domains", "list", "--tenant", t.id, "--json"]);
+    expect(JSON.parse(boot.stdout)).toEqual([]);
+    // Created through the API (bootstrap creates tenants too); then everything through the CLI.
+    const res = await fetch(new URL("/api/admin/domains", mf.url), {
+      method: "POST",
+      headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
+      body: JSON.stringify({ domain: "cli.rotate.test", tenant_id: t.id }),
+    });
+    const d = ((await res.json()) as { data: { id: string } }).data;
+    const listed = await json(["domains", "list", "--tenant", t.id]);
+    expect(listed.map((x: { id: string }) => x.id)).toEqual([d.id]);
+
+    const shown = await json(["domains", "show", "--tenant", t.id, "--id", d.id]);
+    const failing = await scaisend(["domains", "verify", "--tenant", t.id, "--id", d.id]);
+    expect(failing.code).toBe(1);
+    expect(failing.stdout).toContain("not verified");
+    expect(failing.stdout).toContain(
+      "scaisend._domainkey.cli.rotate.test: scaisend._domainkey.cli.rotate.test does not exist (NXDOMAIN): no DKIM record found",
+    );
+    expect(failing.stdout).toMatch(/^ {4}expected: v=DKIM1; k=rsa; p=/m);
+
+    const zone: DnsZone = {};
+    for (const r of shown.dns_records) ((zone[r.host] ??= { TXT: [] }).TXT as string[]).push(r.value);
+    dns.setRecords(zone);
+    const ok = await scaisend(["domains", "verify", "--tenant", t.id, "--id", d.id]);
+    expect(ok.code, ok.stdout).toBe(0);
+    expect(ok.stdout.trim()).toBe("verified");
+
+    const rotated = await scaisend(["domains", "rotate-dkim", "--tenant", t.id, "--id", d.id]);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    expect(rotated.stdout).toContain("scaisend2._domainkey.cli.rotate.test");
+    expect(rotated.stdout).toContain(
+      '(scaisend2._domainkey.cli.rotate.test is a new DKIM key: it signs once "domain verify" finds it)',
+    );
+    const pending = await json(["domains", "show", "--tenant", t.id, "--id", d.id]);
+    expect(pending.dkim_pending_selector).toBe("scaisend2");
+    // Publish the new key's record beside the others.
+    const next = pending.dns_records.find((r: { status: string }) => r.status === "pending");
+    (zone[next.host] ??= { TXT: [] }).TXT!.push(next.value);
+    dns.setRecords(zone);
+    const switched = await scaisend(["domains", "verify", "--tenant", t.id, "--id", d.id]);
+    expect(switched.stdout).toContain("signing switched to the new DKIM key (scaisend2)");
+
+    // Another tenant's id, and a missing one: the server's reason, exit 1.
+    const other = await json(["tenants", "create", "--name", "Other"]);
+    const foreign = await scaisend(["domains", "delete", "--tenant", other.id, "--id", d.id]);
+    expect(foreign.code).toBe(1);
+    expect(foreign.stderr).toMatch(/^scaisend: delete domain failed: HTTP 404 Domain not found/);
+    const missingId = await scaisend(["domains", "show", "--tenant", t.id]);
+    expect(missingId.code).toBe(1);
+    expect(missingId.stderr).toMatch(/--id is required for "domains show"/);
+
+    const deleted = await scaisend(["domains", "delete", "--tenant", t.id, "--id", d.id]);
+    expect(deleted.code, deleted.stderr).toBe(0);
+    expect(await json(["domains", "list", "--tenant", t.id])).toEqual([]);
+  });
+});
