@@ -162,6 +162,8 @@ const ROUTES: Record<string, Guard> = {
   "POST /api/admin/domains/:id/verify": needs("domains.write"),
   "GET /api/admin/tenants/:id/tracking": needs("admin.settings"),
   "PUT /api/admin/tenants/:id/tracking": needs("admin.settings"),
+  "GET /api/admin/tenants/:id/rate_limits": needs("admin.settings"),
+  "PUT /api/admin/tenants/:id/rate_limits": OPERATOR,
 };
 
 /**
@@ -206,6 +208,7 @@ const BODIES: Record<string, unknown> = {
   "PUT /v3/api_keys/:id": { name: "renamed", scopes: ["mail.send"] },
   "PATCH /v3/api_keys/:id": { name: "renamed" },
   "PUT /api/admin/tenants/:id/tracking": { open_tracking_enabled: false },
+  "PUT /api/admin/tenants/:id/rate_limits": { rate_limits: {} },
 };
 
 /** The handler routes of the app: `use()` middleware is registered as method ALL on a `/*` path. */

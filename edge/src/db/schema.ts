@@ -427,6 +427,18 @@ export const tenantTrackingSettings = sqliteTable("tenant_tracking_settings", {
 });
 
 /**
+ * A tenant's own rate limits (services/rate-limit-table.ts): row name → requests per window, set by
+ * the operator (PUT /api/admin/tenants/{id}/rate_limits, docs/api/admin.md#rate-limits).
+ */
+export const tenantRateLimits = sqliteTable("tenant_rate_limits", {
+  tenantId: text("tenant_id")
+    .primaryKey()
+    .references(() => tenants.id),
+  limits: text("limits", { mode: "json" }).$type<Record<string, number>>().notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
+
+/**
  * The image library (docs/api/images.md): one row per uploaded image; the bytes are in R2 under
  * `r2_key` and its thumbnail under `thumbnail_key` (a copy of the original when that already fits).
  * `content_type`, `width` and `height` come from the file's bytes, never from the request. A delete

@@ -7,7 +7,8 @@
  *  - three dot-separated base64url parts: a ScaiKey JWT, verified against SCAIKEY_JWKS_URL on every
  *    request (services/jwt-auth.ts); its principal passes the same scope checks as an API key's;
  *  - anything else → 401.
- * Failures are AppErrors; each surface renders them in its own dialect.
+ * Failures are AppErrors; each surface renders them in its own dialect. Once authenticated, a route
+ * that names no rate-limit row of its own spends from the `default` row (middleware/rate-limit.ts).
  */
 import type { MiddlewareHandler } from "hono";
 import { AppError } from "../../../shared/errors.ts";
@@ -17,6 +18,7 @@ import { sha256Hex, timingSafeEqualStrings } from "../lib/crypto.ts";
 import { catalogCache } from "../services/catalog-cache.ts";
 import { looksLikeJwt } from "../services/jwt-auth.ts";
 import { jwtPrincipal } from "./jwt-principal.ts";
+import { afterAuthentication } from "./rate-limit.ts";
 
 const API_KEY_FORMAT = /^sg_(live|test)_[0-9a-f]{32}$/;
 
@@ -52,16 +54,16 @@ export function authenticate(options: { allowOperator?: boolean } = {}): Middlew
       if (catalogCache.touchDue(key, now)) {
         c.executionCtx.waitUntil(touchApiKey(c.get("db"), key.keyId, now).catch(() => undefined));
       }
-      return next();
+      return afterAuthentication(c, next);
     }
 
     if (options.allowOperator && (await timingSafeEqualStrings(token, c.get("config").ADMIN_TOKEN))) {
       c.set("principal", { kind: "operator" });
-      return next();
+      return afterAuthentication(c, next);
     }
     if (looksLikeJwt(token)) {
       c.set("principal", await jwtPrincipal(c.env.DB, c.get("config"), token));
-      return next();
+      return afterAuthentication(c, next);
     }
     throw new AppError("unauthorized", options.allowOperator ? "Invalid credentials" : "Invalid API key");
   };

@@ -1,16 +1,16 @@
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler, Next } from "hono";
+import { matchedRoutes } from "hono/route";
 import { AppError } from "../../../shared/errors.ts";
 import type { AppEnv } from "../context.ts";
-import type { Config } from "../env.ts";
 import { LeasedBucket } from "../objects/rate-limiter.ts";
+import {
+  effectiveLimit,
+  overridesOf,
+  RATE_LIMITS,
+  type RateLimitRule,
+} from "../services/rate-limit-table.ts";
 
-export interface RateLimitRule {
-  /** Bucket name; the tenant or credential id is appended. */
-  name: string;
-  per: "tenant" | "credential";
-  limit: (config: Config) => number;
-  windowMs: number;
-}
+export type { RateLimitRule };
 
 /**
  * This isolate's side of every bucket it has used: leased tokens, spent without a round trip
@@ -29,34 +29,70 @@ function bucketFor(name: string): LeasedBucket {
   return bucket;
 }
 
+/** The middleware functions made by `rateLimit`: a route that has one does not spend from `default`. */
+const limiters = new WeakSet<object>();
+
 /**
- * Applies a RateLimiter bucket (docs/api/sendgrid.md#rate-limits): X-RateLimit-* headers on every answer,
- * 429 with Retry-After once the bucket is empty. Runs after authentication. A warm isolate answers
- * from its lease; X-RateLimit-Remaining is what the object had left at the last lease plus what this
- * isolate still holds.
+ * Spends one token of `rule`'s bucket for the request's tenant or credential (after
+ * authentication). The limit is the tenant's override of the row when it has one
+ * (services/rate-limit-table.ts). X-RateLimit-* go on every answer; 429 with Retry-After once the
+ * bucket is empty. A warm isolate answers from its lease; X-RateLimit-Remaining is what the object
+ * had left at the last lease plus what this isolate still holds.
  */
-export function rateLimit(rule: RateLimitRule): MiddlewareHandler<AppEnv> {
-  return async function rateLimitMiddleware(c, next) {
-    const p = c.get("principal");
-    const subject = p.kind === "operator" ? "operator" : rule.per === "tenant" ? p.tenantId : p.keyId;
-    const name = `${rule.name}:${subject}`;
-    // The stub is made for this request: a stub (an I/O object) must not outlive the request that made it.
-    const stub = c.env.RATE_LIMITER.getByName(name);
-    const result = await bucketFor(name).take(rule.limit(c.get("config")), rule.windowMs, stub, (work) =>
-      c.executionCtx.waitUntil(work),
-    );
-    const headers = {
-      "X-RateLimit-Limit": String(result.limit),
-      "X-RateLimit-Remaining": String(result.remaining),
-      "X-RateLimit-Reset": String(result.resetAt),
-    };
-    if (!result.allowed) {
-      throw new AppError("rate_limited", "Rate limit exceeded", {
-        retryAfterSeconds: result.retryAfter,
-        headers,
-      });
-    }
-    await next();
-    for (const [k, v] of Object.entries(headers)) c.res.headers.set(k, v);
+async function spend(c: Context<AppEnv>, rule: RateLimitRule, next: Next): Promise<void> {
+  const p = c.get("principal");
+  const subject = p.kind === "operator" ? "operator" : rule.per === "tenant" ? p.tenantId : p.keyId;
+  const name = `${rule.name}:${subject}`;
+  const config = c.get("config");
+  const overrides =
+    p.kind === "operator" ? {} : await overridesOf(c.get("db"), p.tenantId, config.AUTH_CACHE_TTL_MS);
+  const limit = effectiveLimit(rule, config, overrides);
+  // The stub is made for this request: a stub (an I/O object) must not outlive the request that made it.
+  const stub = c.env.RATE_LIMITER.getByName(name);
+  const result = await bucketFor(name).take(limit, rule.windowMs, stub, (work) =>
+    c.executionCtx.waitUntil(work),
+  );
+  const headers = {
+    "X-RateLimit-Limit": String(result.limit),
+    "X-RateLimit-Remaining": String(result.remaining),
+    "X-RateLimit-Reset": String(result.resetAt),
   };
+  if (!result.allowed) {
+    throw new AppError("rate_limited", "Rate limit exceeded", {
+      retryAfterSeconds: result.retryAfter,
+      headers,
+    });
+  }
+  await next();
+  // A route with two rows (a create limit inside its surface's) answers with the inner, stricter one.
+  for (const [k, v] of Object.entries(headers)) if (!c.res.headers.has(k)) c.res.headers.set(k, v);
+}
+
+/** A route's (or a surface's) row of the table (docs/api/sendgrid.md#rate-limits). */
+export function rateLimit(rule: RateLimitRule): MiddlewareHandler<AppEnv> {
+  const handler: MiddlewareHandler<AppEnv> = async function rateLimitMiddleware(c, next) {
+    await spend(c, rule, next);
+  };
+  limiters.add(handler);
+  return handler;
+}
+
+/** True when one of the handlers this request matched is a `rateLimit` middleware. */
+function hasOwnRow(c: Context<AppEnv>): boolean {
+  return matchedRoutes(c).some((r) => {
+    const h = r.handler as { __COMPOSED_HANDLER?: object };
+    // Hono wraps a sub-app's handlers when the sub-app has its own error handler (app.route).
+    return (
+      limiters.has(r.handler) || (h.__COMPOSED_HANDLER !== undefined && limiters.has(h.__COMPOSED_HANDLER))
+    );
+  });
+}
+
+/**
+ * What the authentication middleware runs once the principal is set: the `default` row for a route
+ * that names no row of its own, otherwise straight on (its own row runs further down).
+ */
+export function afterAuthentication(c: Context<AppEnv>, next: Next): Promise<void> {
+  if (hasOwnRow(c)) return next();
+  return spend(c, RATE_LIMITS.default, next);
 }

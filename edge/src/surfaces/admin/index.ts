@@ -17,6 +17,7 @@ import { createApiKey, createTenant, requireTenant } from "../../services/tenant
 import { skQuotaAdminApi } from "./sk-quota.ts";
 import { renderFastApi } from "../errors.ts";
 import { tenantTrackingApi } from "./tracking.ts";
+import { tenantRateLimitsApi } from "./rate-limits.ts";
 import { skTemplatesAdminApi } from "./sk-templates.ts";
 import { domainsApi } from "./domains.ts";
 import { secretsApi } from "./secrets.ts";
@@ -77,6 +78,8 @@ export const adminApi = new Hono<AppEnv>()
 
 // Tracking defaults (docs/api/tracking.md#tenant-defaults): the operator, or a key with admin.settings.
 adminApi.route("/tenants/:id/tracking", tenantTrackingApi);
+// Rate-limit overrides (docs/api/admin.md#rate-limits): read by the operator or admin.settings, set by the operator.
+adminApi.route("/tenants/:id/rate_limits", tenantRateLimitsApi);
 // SenderKit's monthly quota per tenant (docs/api/senderkit.md#quota).
 adminApi.route("/tenants/:id/senderkit_quota", skQuotaAdminApi);
 // SenderKit templates (docs/api/admin.md#senderkit-templates): the operator, or a key with templates.*.

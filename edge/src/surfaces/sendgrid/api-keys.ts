@@ -20,6 +20,7 @@ import type { ApiKeyRow } from "../../db/api-keys.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
+import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import {
   createKey,
   getKey,
@@ -242,18 +243,8 @@ function record(row: ApiKeyRow) {
 const both = (row: ApiKeyRow) => ({ api_key_id: row.id, ...record(row) });
 
 const adminScope = requireScope("admin.api_keys");
-const perCredential = rateLimit({
-  name: "api_keys",
-  per: "credential",
-  limit: () => API_KEYS_RATE_LIMIT,
-  windowMs: 1000,
-});
-const createLimit = rateLimit({
-  name: "api_keys.create",
-  per: "tenant",
-  limit: () => CREATE_RATE_LIMIT,
-  windowMs: 60_000,
-});
+const perCredential = rateLimit(RATE_LIMITS.apiKeys);
+const createLimit = rateLimit(RATE_LIMITS.apiKeysCreate);
 
 export const apiKeysApi = new Hono<AppEnv>()
   .use(authenticate())

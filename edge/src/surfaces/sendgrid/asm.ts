@@ -30,6 +30,7 @@ import {
 } from "../../db/suppressions.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
+import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import { renderSendGrid } from "../errors.ts";
 import {
   badRequest,
@@ -136,7 +137,7 @@ function pageOf(c: Context<AppEnv>) {
 
 export const asmApi = new Hono<AppEnv>()
   .use(authenticate())
-  .use(rateLimit({ name: "asm", per: "credential", limit: () => SUPPRESSIONS_RATE_LIMIT, windowMs: 1000 }))
+  .use(rateLimit(RATE_LIMITS.asm))
   // ----- groups
   .post("/groups", writeScope, async (c) => {
     const tenantId = tenantOf(c);

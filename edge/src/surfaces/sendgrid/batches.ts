@@ -11,6 +11,7 @@ import type { AppEnv } from "../../context.ts";
 import { getBatch } from "../../db/batches.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
+import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import { createBatch } from "../../services/batches.ts";
 import { BATCH_ID_FORMAT } from "../../services/scheduling.ts";
 import { renderMako } from "./mako-errors.ts";
@@ -56,7 +57,7 @@ export async function readJsonBody(c: Context<AppEnv>): Promise<unknown> {
 
 export const batchesApi = new Hono<AppEnv>()
   .use(authenticate())
-  .use(rateLimit({ name: "mail.batch", per: "credential", limit: () => BATCH_RATE_LIMIT, windowMs: 1000 }))
+  .use(rateLimit(RATE_LIMITS.batches))
   .post("/", requireScope("mail.schedule"), async (c) => {
     const tenantId = tenantOf(c);
     const body = await readJsonBody(c);

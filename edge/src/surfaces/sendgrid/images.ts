@@ -12,6 +12,7 @@ import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
+import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import {
   altText,
   changeImage,
@@ -136,7 +137,7 @@ async function readUpload(c: Context<AppEnv>) {
 
 export const imagesApi = new Hono<AppEnv>()
   .use(authenticate())
-  .use(rateLimit({ name: "images", per: "credential", limit: () => 1000, windowMs: 1000 }))
+  .use(rateLimit(RATE_LIMITS.images))
   .get("/", requireScope("templates.read"), async (c) => {
     const q = parseInput(ListQuery, c.req.query(), "query");
     const { rows, total } = await listTenantImages(

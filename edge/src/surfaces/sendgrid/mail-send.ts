@@ -19,6 +19,7 @@ import {
 import type { AppEnv } from "../../context.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
+import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import { chooseShard, idempotencyKeyHash, layoutOf, type RequestPlace } from "../../lib/shards.ts";
 import { hubStub } from "../../services/hub-client.ts";
 import { sendMail } from "../../services/send-mail.ts";
@@ -75,7 +76,7 @@ export function readMailSend(raw: ArrayBuffer): MailSend {
 
 export const mailSend = new Hono<AppEnv>()
   .use(authenticate())
-  .use(rateLimit({ name: "mail.send", per: "tenant", limit: (c) => c.MAIL_SEND_RATE_LIMIT, windowMs: 1000 }))
+  .use(rateLimit(RATE_LIMITS.mailSend))
   .post("/", requireScope("mail.send"), async (c) => {
     const principal = c.get("principal");
     if (principal.kind === "operator") throw new AppError("forbidden", "Sending needs an API key");

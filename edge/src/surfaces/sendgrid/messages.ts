@@ -32,6 +32,7 @@ import { hubStub, ownerOf } from "../../services/hub-client.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
+import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import { parseInput } from "../validate.ts";
 
 /** ISO-8601 timestamp or a bare date; a bare end date includes that whole day. */
@@ -152,7 +153,7 @@ export const messagesApi = new Hono<AppEnv>()
   .use(authenticate())
   .get(
     "/",
-    rateLimit({ name: "messages.list", per: "credential", limit: () => 100, windowMs: 1000 }),
+    rateLimit(RATE_LIMITS.messagesList),
     async (c) => {
       const principal = c.get("principal");
       if (principal.kind === "operator") throw new AppError("forbidden", "Reading messages needs an API key");

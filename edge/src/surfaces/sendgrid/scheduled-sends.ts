@@ -15,6 +15,7 @@ import { changeScheduled, createScheduled, getBatch, listScheduled } from "../..
 import { SCHEDULED_SEND_STATUSES, type ScheduledSendStatus } from "../../db/schema.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
+import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import { tellShards } from "../../services/batches.ts";
 import { BATCH_ID_FORMAT } from "../../services/scheduling.ts";
 import { renderMako } from "./mako-errors.ts";
@@ -70,7 +71,7 @@ function parseBody(
 export const scheduledSendsApi = new Hono<AppEnv>()
   .use(authenticate())
   .use(
-    rateLimit({ name: "scheduled_sends", per: "credential", limit: () => BATCH_RATE_LIMIT, windowMs: 1000 }),
+    rateLimit(RATE_LIMITS.scheduledSends),
   )
   .post("/", requireScope("mail.cancel"), async (c) => {
     const tenantId = tenantOf(c);

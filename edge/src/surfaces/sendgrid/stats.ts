@@ -15,6 +15,7 @@ import type { AppEnv } from "../../context.ts";
 import { readCounters, rebuildCounters, sumCategoryCounters, type CategoryScope } from "../../db/stats.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
+import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import {
   AGGREGATIONS,
   bucketize,
@@ -180,7 +181,7 @@ const READ_RANGE = ["start_date", "end_date"] as const;
 
 export const statsApi = new Hono<AppEnv>()
   .use(authenticate())
-  .use(rateLimit({ name: "stats", per: "credential", limit: () => STATS_RATE_LIMIT, windowMs: 1000 }))
+  .use(rateLimit(RATE_LIMITS.stats))
   .get("/", requireScope("stats.read"), async (c) => {
     const q = queryOf(c, [...READ_RANGE, "aggregated_by", "limit", "offset"]);
     const range = rangeOf(q, MAX_RANGE_DAYS);
@@ -209,7 +210,7 @@ export const statsApi = new Hono<AppEnv>()
   .post(
     "/rebuild",
     requireScope("stats.export"),
-    rateLimit({ name: "stats.rebuild", per: "tenant", limit: () => 6, windowMs: 60_000 }),
+    rateLimit(RATE_LIMITS.statsRebuild),
     async (c) => {
       const q = queryOf(c, READ_RANGE);
       const body = await c.req.text();
@@ -228,7 +229,7 @@ statsApi.onError(renderSendGrid);
 /** SendGrid's `/v3/categories/stats` and `/v3/categories/stats/sums`. */
 export const categoryStatsApi = new Hono<AppEnv>()
   .use(authenticate())
-  .use(rateLimit({ name: "stats", per: "credential", limit: () => STATS_RATE_LIMIT, windowMs: 1000 }))
+  .use(rateLimit(RATE_LIMITS.stats))
   .get("/stats", requireScope("stats.read"), async (c) => {
     const q = queryOf(c, [...READ_RANGE, "categories", "aggregated_by", "limit", "offset"]);
     const range = rangeOf(q, MAX_RANGE_DAYS);

@@ -23,6 +23,7 @@ import {
 } from "../../db/suppressions.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
+import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import { renderSendGrid } from "../errors.ts";
 import { importCsv, toCsv } from "./suppression-csv.ts";
 import {
@@ -121,14 +122,7 @@ function optionalText(body: Record<string, unknown>, key: string, max: number): 
 
 export const suppressionsApi = new Hono<AppEnv>()
   .use(authenticate())
-  .use(
-    rateLimit({
-      name: "suppressions",
-      per: "credential",
-      limit: () => SUPPRESSIONS_RATE_LIMIT,
-      windowMs: 1000,
-    }),
-  )
+  .use(rateLimit(RATE_LIMITS.suppressions))
   .get("/:list", readScope, async (c) => {
     const list = listOf(c);
     const q = queryOf(c, ["start_time", "end_time", "limit", "offset", "email"]);

@@ -26,6 +26,7 @@ import {
 import type { TemplateGeneration } from "../../db/schema.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
+import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import {
   activateVersion,
   createTemplate,
@@ -295,7 +296,7 @@ const remove = requireScope("templates.delete");
 export const templatesApi = new Hono<AppEnv>()
   .use(authenticate())
   // Per API key, as GET /v3/messages: template calls are management traffic, never per message.
-  .use(rateLimit({ name: "templates", per: "credential", limit: () => TEMPLATES_RATE_LIMIT, windowMs: 1000 }))
+  .use(rateLimit(RATE_LIMITS.templates))
   .post("/", write, async (c) => {
     const tenantId = tenantOf(c);
     const input = valid(parseTemplateCreate(await readBody(c)));

@@ -12,6 +12,7 @@ import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { authenticate, requireScope } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
+import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import type { Outcome } from "../../objects/webhook-queue.ts";
 import { EVENT_TYPES, SENDGRID_FLAGS } from "../../services/webhook-events.ts";
 import { parseOAuthInput, type OAuthClient } from "../../services/webhook-oauth.ts";
@@ -205,7 +206,7 @@ export const webhooksApi = new Hono<AppEnv>()
   .post(
     "/",
     requireScope("webhooks.write"),
-    rateLimit({ name: "webhooks.create", per: "tenant", limit: () => 10, windowMs: 60_000 }),
+    rateLimit(RATE_LIMITS.webhooksCreate),
     async (c) => {
       const body = await readJson(c, "scaisend");
       refuseUnknown("scaisend", body, [
