@@ -126,6 +126,8 @@ export async function startFakeHttp2(
       };
       requests.push(recorded);
       void Promise.resolve(handler(recorded)).then((answer) => {
+        // The client may have given up (a timeout test) and cancelled the stream meanwhile.
+        if (stream.closed || stream.destroyed) return;
         const { headers: h, body } = encode(answer);
         stream.respond({ ":status": answer.status, ...h });
         stream.end(body);

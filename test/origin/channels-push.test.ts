@@ -298,6 +298,25 @@ describe("APNs (HTTP/2, token auth)", () => {
     expect(denied!.response).toContain("InvalidProviderToken");
   });
 
+  it("defers, without hanging, when the APNs host refuses the connection", async () => {
+    const dead = await startFakeHttp2();
+    const url = dead.url;
+    await dead.close();
+    const r = createChannelRunner(channelConfig({ CHANNEL_APNS_SANDBOX_URL: url }));
+    const started = Date.now();
+    const [outcome] = await r.run(pushJob(provider), soon());
+    r.close();
+    expect(outcome!.status).toBe("deferred");
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  it("defers an APNs that does not answer within the job's deadline", async () => {
+    apns.handle(() => new Promise((res) => setTimeout(() => res({ status: 200 }), 2_000)));
+    const [outcome] = await runner.run(pushJob(provider), { deadlineAt: Date.now() + 300 });
+    expect(outcome).toMatchObject({ status: "deferred" });
+    expect(outcome!.response).toMatch(/timed out/);
+  });
+
   it("sends environment production to the production host", async () => {
     const [outcome] = await runner.run(pushJob({ ...provider, environment: "production" }), soon());
     expect(outcome).toMatchObject({ status: "delivered", providerMessageId: "PROD" });

@@ -214,6 +214,36 @@ describe("Vonage", () => {
   });
 });
 
+describe("Vonage, a long text", () => {
+  it("is accepted only when every part is", async () => {
+    vonage.handle(() => ({
+      status: 200,
+      body: {
+        "message-count": "2",
+        messages: [
+          { status: "0", "message-id": "P1" },
+          { status: "0", "message-id": "P2" },
+        ],
+      },
+    }));
+    expect((await runner.run(vonageJob(), soon()))[0]).toMatchObject({
+      status: "delivered",
+      providerMessageId: "P1",
+    });
+    vonage.handle(() => ({
+      status: 200,
+      body: {
+        "message-count": "2",
+        messages: [
+          { status: "0", "message-id": "P1" },
+          { status: "1", "error-text": "Throughput Rate Exceeded" },
+        ],
+      },
+    }));
+    expect((await runner.run(vonageJob(), soon()))[0]!.status).toBe("deferred");
+  });
+});
+
 describe("the SMS job schema", () => {
   it("refuses a number that is not E.164 and a Twilio connection with both or neither sender", () => {
     const base = twilioJob();

@@ -36,23 +36,21 @@ export function createChannelRunner(
 
   function dispatch(job: ChannelJob, timeoutMs: number): Promise<RecipientOutcome> {
     const opts = { timeoutMs };
-    switch (job.channel) {
-      case "sms":
-        return job.provider.kind === "twilio"
-          ? twilio.send({ ...job, provider: job.provider }, opts)
-          : vonage.send({ ...job, provider: job.provider }, opts);
-      case "push":
-        switch (job.provider.kind) {
-          case "fcm":
-            return fcm.send({ ...job, provider: job.provider }, opts);
-          case "apns":
-            return apns.send({ ...job, provider: job.provider }, opts);
-          case "expo":
-            return expo.send({ ...job, provider: job.provider }, opts);
-        }
-      // falls through: the union above is exhaustive
-      case "web-push":
-        return webPush.send(job as Extract<ChannelJob, { channel: "web-push" }>, opts);
+    if (job.channel === "web-push") return webPush.send(job, opts);
+    if (job.channel === "sms") {
+      const p = job.provider;
+      return p.kind === "twilio"
+        ? twilio.send({ ...job, provider: p }, opts)
+        : vonage.send({ ...job, provider: p }, opts);
+    }
+    const p = job.provider;
+    switch (p.kind) {
+      case "fcm":
+        return fcm.send({ ...job, provider: p }, opts);
+      case "apns":
+        return apns.send({ ...job, provider: p }, opts);
+      case "expo":
+        return expo.send({ ...job, provider: p }, opts);
     }
   }
 

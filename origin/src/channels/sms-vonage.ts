@@ -61,15 +61,25 @@ function classify(
     return byHttpStatus(job, status, `vonage ${status}: ${text.slice(0, 200)}`, retryAfter, latencyMs);
   const body = parseJson(text) as
     { messages?: { status?: unknown; "message-id"?: unknown; "error-text"?: unknown }[] } | undefined;
-  const first = body?.messages?.[0];
-  if (!first || typeof first.status !== "string")
+  // A long text goes as several parts, each with its own status and id: accepted only when every one is.
+  const parts = (body?.messages ?? []).filter((m) => typeof m?.status === "string");
+  if (parts.length === 0)
     return deferred(job, `vonage: unreadable answer: ${text.slice(0, 200)}`, undefined, latencyMs);
-  const id = typeof first["message-id"] === "string" ? first["message-id"] : undefined;
-  if (first.status === "0") return delivered(job, id, `vonage: accepted ${id ?? ""}`.trim(), latencyMs);
-  const response = `vonage status ${first.status}: ${typeof first["error-text"] === "string" ? first["error-text"] : ""}`;
-  if (TRANSIENT.has(first.status)) return deferred(job, response, undefined, latencyMs);
-  if (BAD_NUMBER.has(first.status)) return bounced(job, response, { latencyMs });
-  if (BARRED.has(first.status)) return bounced(job, response, { bounceType: "block", latencyMs });
+  const first = parts.find((m) => m.status !== "0");
+  if (!first) {
+    const id = typeof parts[0]!["message-id"] === "string" ? parts[0]!["message-id"] : undefined;
+    return delivered(
+      job,
+      id,
+      `vonage: accepted ${id ?? ""}${parts.length > 1 ? ` (${parts.length} parts)` : ""}`.trim(),
+      latencyMs,
+    );
+  }
+  const code = first.status as string;
+  const response = `vonage status ${code}: ${typeof first["error-text"] === "string" ? first["error-text"] : ""}`;
+  if (TRANSIENT.has(code)) return deferred(job, response, undefined, latencyMs);
+  if (BAD_NUMBER.has(code)) return bounced(job, response, { latencyMs });
+  if (BARRED.has(code)) return bounced(job, response, { bounceType: "block", latencyMs });
   // 2/3 parameters, 4 credentials, 8 account barred, 9 quota, 15 sender, 29 non-whitelisted (trial)…
   return failed(job, response, latencyMs);
 }
