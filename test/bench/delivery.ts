@@ -158,7 +158,14 @@ export async function benchPostfix(ctx: DeliveryCtx, n: number): Promise<Through
 export async function benchOriginHarness(
   ctx: DeliveryCtx,
   n: number,
-  opts: { profileTo?: string } = {},
+  opts: {
+    profileTo?: string;
+    /**
+     * Every job's HTML made unique (a number in its first heading), as when each personalization is
+     * substituted or tracked: nothing of one message's MIME can be reused for the next.
+     */
+    uniqueContent?: boolean;
+  } = {},
 ): Promise<Throughput & { profile?: ProfileSummary; profileFile?: string; failed: number }> {
   const sink = await startSmtpSink(ctx.smtpSinkBin);
   const token = randomBytes(24).toString("hex");
@@ -177,6 +184,9 @@ export async function benchOriginHarness(
     try {
       await harness.connected;
       const jobs = buildJobs(n, ctx.html, rsaKeyPem());
+      if (opts.uniqueContent)
+        for (const [i, job] of jobs.entries())
+          job.message.html = ctx.html.replace("Item 1:", `Item 1 (${i}):`);
       // Profile only the delivery window (not start-up and module loading).
       const profiler = inspectPort ? await startProfiling(inspectPort) : null;
       const cpu0 = origin.cpuSeconds();
@@ -210,6 +220,7 @@ export async function benchOriginHarness(
         // WebSocket frames the origin wrote per 1,000 messages (each is at least one socket write).
         linkFramesPer1000: round((Object.values(frames).reduce((a, b) => a + b, 0) / n) * 1000, 0),
         linkFrames: frames,
+        uniqueContent: opts.uniqueContent === true,
         ...composeSettings(),
       };
       if (failed > 0) say(`origin harness: ${failed} of ${n} jobs were not delivered`);

@@ -10,7 +10,9 @@
  * harness run and the paced through-edge run, plus the edge's CPU profile), without Postfix.
  * `--only=origin` is the origin alone (link harness → smtp-sink), `--messages=N` (default 3,000)
  * `--repeat=R` times (default 2), CPU per thread included, then one run under the CPU profiler: the
- * step to compare the origin's CPU per message before and after a change, back to back.
+ * step to compare the origin's CPU per message before and after a change, back to back. `--ab`
+ * alternates each run with one whose every message has its own HTML (nothing of one message's MIME
+ * reusable for the next, as with per-recipient substitutions or tracking), at the same load.
  */
 import { execSync } from "node:child_process";
 import fs from "node:fs";
@@ -176,11 +178,15 @@ async function main(): Promise<number> {
     };
     const count = num("messages", quick ? 1000 : 3000);
     const runs: NonNullable<BenchResults["originCpu"]>["runs"] = [];
+    const ab = process.argv.includes("--ab");
     for (let r = 0; r < num("repeat", 2); r++) {
-      const t = await step(`origin via link harness, ${count} messages (run ${r + 1})`, () =>
-        benchOriginHarness(dctx, count),
-      );
-      if (t) runs.push(t);
+      for (const uniqueContent of ab ? [false, true] : [false]) {
+        const t = await step(
+          `origin via link harness, ${count} messages${uniqueContent ? ", unique content" : ""} (run ${r + 1})`,
+          () => benchOriginHarness(dctx, count, { uniqueContent }),
+        );
+        if (t) runs.push(t);
+      }
     }
     const profile = await step(`origin CPU profile (harness, ${count} messages)`, () =>
       benchOriginHarness(dctx, count, { profileTo: path.join(workDir, "origin-harness.cpuprofile") }),
