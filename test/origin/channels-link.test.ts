@@ -28,6 +28,7 @@ let twilio: FakeServer;
 let pushService: FakeServer;
 let node: OriginNode | undefined;
 let journalDir: string;
+let hubSocket: WebSocket | undefined;
 
 const ua = createECDH("prime256v1");
 ua.generateKeys();
@@ -83,6 +84,7 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => hub.once("listening", () => resolve()));
   hubUrl = `http://127.0.0.1:${(hub.address() as AddressInfo).port}`;
   hub.on("connection", (ws: WebSocket) => {
+    hubSocket = ws;
     ws.on("message", (data) => {
       const frame = JSON.parse(String(data)) as Frame;
       frames.push(frame);
@@ -167,4 +169,34 @@ it("runs channel jobs from a jobs frame and reports their outcomes in result fra
   const until = Date.now() + 5_000;
   while (node.links[0]!.unackedResults > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
   expect(node.links[0]!.unackedResults).toBe(0);
+});
+
+it("never sends a channel job twice: a repeated frame and a re-dispatch are answered from what the node knows", async () => {
+  const collected = () =>
+    frames.flatMap((f) =>
+      f.type === "result"
+        ? [f as unknown as LinkResult]
+        : f.type === "results"
+          ? (f.results as LinkResult[])
+          : [],
+    );
+  const sms = channelJobs()[0]!;
+  const before = collected().length;
+  // The same dispatch again (an at-least-once re-send), then a new dispatch of the same message.
+  hubSocket!.send(JSON.stringify({ type: "jobs", jobs: [], channelJobs: [sms] }));
+  hubSocket!.send(
+    JSON.stringify({
+      type: "jobs",
+      jobs: [],
+      channelJobs: [{ ...sms, jobId: "msg_link_sms.2", attempt: 2 }],
+    }),
+  );
+  const deadline = Date.now() + 10_000;
+  while (collected().length < before + 2 && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 20));
+  const again = collected().slice(before);
+  expect(again.map((r) => r.jobId).sort()).toEqual(["msg_link_sms.1", "msg_link_sms.2"]);
+  for (const r of again)
+    expect(r.recipients).toMatchObject([{ status: "delivered", providerMessageId: "SMlink0001" }]);
+  expect(twilio.requests.length).toBe(1);
 });
