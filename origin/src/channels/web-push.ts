@@ -14,6 +14,7 @@
  */
 import http from "node:http";
 import https from "node:https";
+import { isIP } from "node:net";
 import webpush from "web-push";
 import type { RecipientOutcome } from "../../../shared/link/protocol.ts";
 import type { WebPushChannelJob } from "../../../shared/link/channel-job.ts";
@@ -94,7 +95,8 @@ function post(
         host: address,
         port: url.port || (url.protocol === "https:" ? 443 : 80),
         path: `${url.pathname}${url.search}`,
-        servername: url.hostname.replace(/^\[|\]$/g, ""),
+        // SNI carries names only (RFC 6066 §3); an IP-literal endpoint is verified against its address.
+        ...(isIP(url.hostname.replace(/^\[|\]$/g, "")) ? {} : { servername: url.hostname }),
         headers: {
           ...Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, String(v)])),
           host: url.host,
