@@ -16,6 +16,7 @@ import { accessCache } from "../../edge/src/services/access.ts";
 import { catalogCache } from "../../edge/src/services/catalog-cache.ts";
 import { jwksCache } from "../../edge/src/services/jwks-cache.ts";
 import { tenantStatusCache } from "../../edge/src/services/jwt-auth.ts";
+import { ROUTE_PERMISSIONS } from "../../edge/src/surfaces/route-permissions.ts";
 import { LocalOidcIssuer, type LoginUser } from "../helpers/oidc-issuer.ts";
 import { BASE, createApiKey, createTenant, uid } from "./helpers.ts";
 
@@ -478,4 +479,52 @@ describe("partners", () => {
     expect((await request(pa, "PATCH", `/api/admin/partners/${p1.id}`, { name: "Mine" })).status).toBe(403);
     expect(ok(await op("PATCH", `/api/admin/partners/${p1.id}`, { name: "Acme Inc" })).name).toBe("Acme Inc");
   });
+});
+
+describe("the identity routes' permission matrix for JWTs (edge/src/surfaces/route-permissions.ts)", () => {
+  const IDENTITY = /^\/api\/admin\/(tenants|partners|permissions|roles|users|group_mappings)(\/|$)/;
+  const routes = Object.entries(ROUTE_PERMISSIONS).filter(([r]) => IDENTITY.test(r.split(" ")[1]!));
+  const sample = (path: string, tenantId: string) =>
+    path
+      .replace(/^\/api\/admin\/tenants\/:id/, `/api/admin/tenants/${tenantId}`)
+      .replace(":role_id", "rol_nowhere")
+      .replace(/:id/, (_) =>
+        path.startsWith("/api/admin/permissions")
+          ? "mail.send"
+          : `${path.split("/")[3]!.slice(0, 3)}_nowhere`,
+      );
+
+  it.each([["admin.users"], ["admin.settings"], ["(none)"]])(
+    "a JWT whose only permission is %s reaches exactly the identity routes that declare it (or any JWT)",
+    async (perm) => {
+      expect(routes.length).toBeGreaterThan(20);
+      const tenantId = await createTenant();
+      const role = ok(
+        await op("POST", `/api/admin/roles?tenant_id=${tenantId}`, {
+          name: `only-${uid()}`,
+          permissions: perm === "(none)" ? [] : [perm],
+        }),
+        201,
+      );
+      ok(
+        await op("POST", `/api/admin/group_mappings?tenant_id=${tenantId}`, {
+          group_id: "grp_m",
+          role_id: role.id,
+        }),
+        201,
+      );
+      const token = await jwt({ tenant_id: tenantId, groups: ["grp_m"] });
+      const out: string[] = [];
+      for (const [route, needed] of routes) {
+        const [method, path] = route.split(" ") as [string, string];
+        const r = await request(token, method, sample(path, tenantId), method === "GET" ? undefined : {});
+        const granted = needed === "any" || (needed as readonly string[]).includes(perm);
+        if (granted ? r.status === 401 || r.status === 403 || r.status >= 500 : r.status !== 403) {
+          out.push(`${route} → ${r.status} ${JSON.stringify(r.body).slice(0, 80)}`);
+        }
+      }
+      expect(out).toEqual([]);
+    },
+    60_000,
+  );
 });

@@ -21,7 +21,7 @@ import type { AppEnv } from "../../context.ts";
 import { deleteDomain, listDomains, updateDomain, type DomainRow } from "../../db/domains.ts";
 import { secretsKeyring } from "../../lib/dkim-key-box.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
-import { requireScope } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import { catalogCache } from "../../services/catalog-cache.ts";
 import { startDkimRotation } from "../../services/dkim-rotation.ts";
 import { dohTxtQuery } from "../../services/dns-check.ts";
@@ -123,7 +123,7 @@ function refuseUnknownFields(raw: unknown, allowed: readonly string[]): void {
 }
 
 export const domainsApi = new Hono<AppEnv>()
-  .post("/", requireScope("domains.write"), async (c) => {
+  .post("/", routePermission(), async (c) => {
     const raw = await readJson(c.req.raw);
     const policy = (raw as { dmarc_policy?: unknown } | null)?.dmarc_policy;
     if (policy !== undefined && !DMARC_POLICIES.includes(policy as never)) {
@@ -154,7 +154,7 @@ export const domainsApi = new Hono<AppEnv>()
     catalogCache.forgetDomain(tenantId, d.domain);
     return c.json({ data: domainView(d) }, 201);
   })
-  .get("/", requireScope("domains.read"), async (c) => {
+  .get("/", routePermission(), async (c) => {
     const q = parseInput(ListQuery, c.req.query(), "query");
     const tenantId = actingTenant(c, q.tenant_id);
     const { rows, total } = await listDomains(c.get("db"), tenantId, q.cursor ?? null, q.limit);
@@ -166,11 +166,11 @@ export const domainsApi = new Hono<AppEnv>()
       next_cursor: rows.length === q.limit ? rows[rows.length - 1]!.id : null,
     });
   })
-  .get("/:id", requireScope("domains.read"), async (c) => {
+  .get("/:id", routePermission(), async (c) => {
     const d = await requireDomain(c.get("db"), queryTenant(c), c.req.param("id"));
     return c.json({ data: domainView(d) });
   })
-  .patch("/:id", requireScope("domains.write"), async (c) => {
+  .patch("/:id", routePermission(), async (c) => {
     const tenantId = queryTenant(c);
     const raw = await readJson(c.req.raw);
     refuseUnknownFields(raw, PATCH_FIELDS);
@@ -195,14 +195,14 @@ export const domainsApi = new Hono<AppEnv>()
     catalogCache.forgetDomain(tenantId, d.domain);
     return c.json({ data: domainView(updated) });
   })
-  .delete("/:id", requireScope("domains.write"), async (c) => {
+  .delete("/:id", routePermission(), async (c) => {
     const tenantId = queryTenant(c);
     const d = await deleteDomain(c.get("db"), tenantId, c.req.param("id"));
     if (!d) throw new AppError("not_found", `Domain not found: ${c.req.param("id")}`);
     catalogCache.forgetDomain(tenantId, d.domain);
     return c.body(null, 204);
   })
-  .post("/:id/verify", requireScope("domains.write"), async (c) => {
+  .post("/:id/verify", routePermission(), async (c) => {
     const config = c.get("config");
     const outcome = await verifyDomain(
       domainDeps(c),
@@ -226,7 +226,7 @@ export const domainsApi = new Hono<AppEnv>()
       },
     });
   })
-  .post("/:id/rotate-dkim", requireScope("domains.write"), async (c) => {
+  .post("/:id/rotate-dkim", routePermission(), async (c) => {
     // No body fields (an empty body is fine): anything sent is refused rather than ignored.
     refuseUnknownFields(await readJson(c.req.raw), []);
     const deps = domainDeps(c);
@@ -234,12 +234,12 @@ export const domainsApi = new Hono<AppEnv>()
     catalogCache.forgetDomain(d.tenantId, d.domain);
     return c.json({ data: domainView(d) });
   })
-  .post("/:id/dkim/ed25519", requireScope("domains.write"), async (c) => {
+  .post("/:id/dkim/ed25519", routePermission(), async (c) => {
     const d = await rotateEd25519Key(domainDeps(c), queryTenant(c), c.req.param("id"));
     catalogCache.forgetDomain(d.tenantId, d.domain);
     return c.json({ data: domainView(d) });
   })
-  .delete("/:id/dkim/ed25519", requireScope("domains.write"), async (c) => {
+  .delete("/:id/dkim/ed25519", routePermission(), async (c) => {
     const d = await removeEd25519Key(domainDeps(c), queryTenant(c), c.req.param("id"));
     catalogCache.forgetDomain(d.tenantId, d.domain);
     return c.json({ data: domainView(d) });

@@ -24,9 +24,9 @@ import {
   type UserRow,
 } from "../../db/identity.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
-import { requireScope } from "../../middleware/auth.ts";
 import { PARTNER_ADMIN_ROLE } from "../../middleware/jwt-principal.ts";
 import { accessCache } from "../../services/access.ts";
+import { routePermission } from "../route-permissions.ts";
 import { parseInput, readJson } from "../validate.ts";
 import {
   actingTenant,
@@ -177,7 +177,7 @@ const readOnly = () => new AppError("forbidden", "Default roles are read-only; c
 
 export const permissionsApi = new Hono<AppEnv>()
   .use(requireJwtOrOperator())
-  .get("/", (c) => {
+  .get("/", routePermission(), (c) => {
     const category = c.req.query("category");
     if (category !== undefined && !CATEGORIES.includes(category)) {
       throw new AppError(
@@ -188,7 +188,7 @@ export const permissionsApi = new Hono<AppEnv>()
     const list = PERMISSIONS.filter((p) => category === undefined || p.startsWith(`${category}.`));
     return c.json({ data: list.map(permissionView) });
   })
-  .get("/:id", (c) => {
+  .get("/:id", routePermission(), (c) => {
     const id = c.req.param("id");
     const p = PERMISSIONS.find((x) => x === id);
     if (!p) throw new AppError("not_found", `Permission not found: ${id}`);
@@ -197,14 +197,16 @@ export const permissionsApi = new Hono<AppEnv>()
 
 export const rolesApi = new Hono<AppEnv>()
   .use(requireJwtOrOperator())
-  .get("/", async (c) => {
+  .get("/", routePermission(), async (c) => {
     const q = parseInput(RolesQuery, c.req.query(), "query");
     const { identity } = await identityOf(c);
     const rows = await identity.listRoles();
     return c.json({ data: rows.map((r) => roleView(r, q.include_permissions === "true")) });
   })
-  .get("/:id", async (c) => c.json({ data: roleView(await requireRole(c, c.req.param("id"))) }))
-  .post("/", requireScope("admin.users"), async (c) => {
+  .get("/:id", routePermission(), async (c) =>
+    c.json({ data: roleView(await requireRole(c, c.req.param("id"))) }),
+  )
+  .post("/", routePermission(), async (c) => {
     const body = parseInput(RoleCreate, await readJson(c.req.raw), "body");
     requireGrantable(principalOf(c), body.permissions, "grant");
     const { tenantId, identity } = await identityOf(c);
@@ -227,7 +229,7 @@ export const rolesApi = new Hono<AppEnv>()
     accessCache.forgetTenant(tenantId);
     return c.json({ data: roleView((await identity.getRole(id))!) }, 201);
   })
-  .patch("/:id", requireScope("admin.users"), async (c) => {
+  .patch("/:id", routePermission(), async (c) => {
     const role = await requireRole(c, c.req.param("id"));
     if (role.isDefault) throw readOnly();
     const body = parseInput(RolePatch, await readJson(c.req.raw), "body");
@@ -250,7 +252,7 @@ export const rolesApi = new Hono<AppEnv>()
     accessCache.forgetTenant(tenantId);
     return c.json({ data: roleView((await identity.getRole(role.id))!) });
   })
-  .delete("/:id", requireScope("admin.users"), async (c) => {
+  .delete("/:id", routePermission(), async (c) => {
     const role = await requireRole(c, c.req.param("id"));
     if (role.isDefault) throw readOnly();
     requireGrantable(principalOf(c), role.permissions, "remove");
@@ -262,8 +264,7 @@ export const rolesApi = new Hono<AppEnv>()
 
 export const usersApi = new Hono<AppEnv>()
   .use(requireJwtOrOperator())
-  .use(requireScope("admin.users"))
-  .get("/", async (c) => {
+  .get("/", routePermission(), async (c) => {
     const page = pageOf(c);
     const { identity } = await identityOf(c);
     const [rows, roles] = await Promise.all([identity.listUsers(page), identity.listRoles()]);
@@ -279,7 +280,7 @@ export const usersApi = new Hono<AppEnv>()
     }
     return c.json({ data: out });
   })
-  .post("/", async (c) => {
+  .post("/", routePermission(), async (c) => {
     const body = parseInput(UserCreate, await readJson(c.req.raw), "body");
     const { tenantId, identity } = await identityOf(c);
     if (await identity.userBySubject(body.scaikey_id)) {
@@ -314,11 +315,11 @@ export const usersApi = new Hono<AppEnv>()
     accessCache.forgetUser(tenantId, row.scaikeyId);
     return c.json({ data: userView(row, []) }, 201);
   })
-  .get("/:id", async (c) => {
+  .get("/:id", routePermission(), async (c) => {
     const u = await requireUser(c, c.req.param("id"));
     return c.json({ data: userView(u, await rolesOfUser(c, u.id)) });
   })
-  .patch("/:id", async (c) => {
+  .patch("/:id", routePermission(), async (c) => {
     const u = await requireUser(c, c.req.param("id"));
     const body = parseInput(UserPatch, await readJson(c.req.raw), "body");
     const { identity } = await identityOf(c);
@@ -332,18 +333,18 @@ export const usersApi = new Hono<AppEnv>()
     if (!row) throw userNotFound(u.id);
     return c.json({ data: userView(row, await rolesOfUser(c, u.id)) });
   })
-  .delete("/:id", async (c) => {
+  .delete("/:id", routePermission(), async (c) => {
     const u = await requireUser(c, c.req.param("id"));
     const { tenantId, identity } = await identityOf(c);
     await identity.deleteUser(u.id);
     accessCache.forgetUser(tenantId, u.scaikeyId);
     return c.body(null, 204);
   })
-  .get("/:id/roles", async (c) => {
+  .get("/:id/roles", routePermission(), async (c) => {
     const u = await requireUser(c, c.req.param("id"));
     return c.json({ data: await rolesOfUser(c, u.id) });
   })
-  .post("/:id/roles/:role_id", async (c) => {
+  .post("/:id/roles/:role_id", routePermission(), async (c) => {
     const u = await requireUser(c, c.req.param("id"));
     const role = await requireRole(c, c.req.param("role_id"));
     requireGrantable(principalOf(c), role.permissions, "assign");
@@ -352,7 +353,7 @@ export const usersApi = new Hono<AppEnv>()
     accessCache.forgetUser(tenantId, u.scaikeyId);
     return c.body(null, 204);
   })
-  .delete("/:id/roles/:role_id", async (c) => {
+  .delete("/:id/roles/:role_id", routePermission(), async (c) => {
     const u = await requireUser(c, c.req.param("id"));
     const role = await requireRole(c, c.req.param("role_id"));
     requireGrantable(principalOf(c), role.permissions, "remove");
@@ -364,8 +365,7 @@ export const usersApi = new Hono<AppEnv>()
 
 export const groupMappingsApi = new Hono<AppEnv>()
   .use(requireJwtOrOperator())
-  .use(requireScope("admin.users"))
-  .get("/", async (c) => {
+  .get("/", routePermission(), async (c) => {
     const { identity } = await identityOf(c);
     const [rows, roles] = await Promise.all([identity.listMappings(), identity.listRoles()]);
     return c.json({
@@ -377,7 +377,7 @@ export const groupMappingsApi = new Hono<AppEnv>()
       ),
     });
   })
-  .post("/", async (c) => {
+  .post("/", routePermission(), async (c) => {
     const body = parseInput(MappingCreate, await readJson(c.req.raw), "body");
     const role = await requireRole(c, body.role_id);
     requireGrantable(principalOf(c), role.permissions, "map");
@@ -399,13 +399,13 @@ export const groupMappingsApi = new Hono<AppEnv>()
     accessCache.forgetTenant(tenantId);
     return c.json({ data: mappingView(row, role) }, 201);
   })
-  .get("/:id", async (c) => {
+  .get("/:id", routePermission(), async (c) => {
     const { identity } = await identityOf(c);
     const m = await identity.getMapping(c.req.param("id"));
     if (!m) throw mappingNotFound(c.req.param("id"));
     return c.json({ data: mappingView(m, await identity.getRole(m.roleId)) });
   })
-  .patch("/:id", async (c) => {
+  .patch("/:id", routePermission(), async (c) => {
     const { tenantId, identity } = await identityOf(c);
     const m = await identity.getMapping(c.req.param("id"));
     if (!m) throw mappingNotFound(c.req.param("id"));
@@ -429,7 +429,7 @@ export const groupMappingsApi = new Hono<AppEnv>()
     accessCache.forgetTenant(tenantId);
     return c.json({ data: mappingView(row!, newRole) });
   })
-  .delete("/:id", async (c) => {
+  .delete("/:id", routePermission(), async (c) => {
     const { tenantId, identity } = await identityOf(c);
     const m = await identity.getMapping(c.req.param("id"));
     if (!m) throw mappingNotFound(c.req.param("id"));

@@ -27,9 +27,10 @@ import {
   type TenantRecord,
 } from "../../db/identity.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
-import { requireOperator, requireScope } from "../../middleware/auth.ts";
+import { requireOperator } from "../../middleware/auth.ts";
 import { catalogCache } from "../../services/catalog-cache.ts";
 import { tenantStatusCache } from "../../services/jwt-auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import { parseInput, readJson } from "../validate.ts";
 import {
   canSeeTenant,
@@ -116,12 +117,14 @@ async function unique<T>(what: string, run: () => Promise<T>): Promise<T> {
 
 export const partnersApi = new Hono<AppEnv>()
   .use(requireJwtOrOperator())
-  .get("/", async (c) => {
+  .get("/", routePermission(), async (c) => {
     const p = principalOf(c);
     const rows = await listPartners(c.get("db"), p.kind === "operator" ? undefined : p.partnerId);
     return c.json({ data: rows.map(partnerView) });
   })
-  .get("/:id", async (c) => c.json({ data: partnerView(await visiblePartner(c, c.req.param("id"))) }))
+  .get("/:id", routePermission(), async (c) =>
+    c.json({ data: partnerView(await visiblePartner(c, c.req.param("id"))) }),
+  )
   .post("/", requireOperator(), async (c) => {
     const body = parseInput(PartnerCreate, await readJson(c.req.raw), "body");
     const now = Date.now();
@@ -160,7 +163,7 @@ export const partnersApi = new Hono<AppEnv>()
 
 export const tenantsApi = new Hono<AppEnv>()
   .use(requireJwtOrOperator())
-  .get("/", async (c) => {
+  .get("/", routePermission(), async (c) => {
     const p = principalOf(c);
     const page = pageOf(c);
     const named = c.req.query("partner_id");
@@ -183,8 +186,10 @@ export const tenantsApi = new Hono<AppEnv>()
           : [];
     return c.json({ data: rows.map(tenantView) });
   })
-  .get("/:id", async (c) => c.json({ data: tenantView(await visibleTenant(c, c.req.param("id"))) }))
-  .patch("/:id", requireScope("admin.settings"), async (c) => {
+  .get("/:id", routePermission(), async (c) =>
+    c.json({ data: tenantView(await visibleTenant(c, c.req.param("id"))) }),
+  )
+  .patch("/:id", routePermission(), async (c) => {
     const p = principalOf(c);
     const found = await visibleTenant(c, c.req.param("id"));
     const body = parseInput(TenantPatch, await readJson(c.req.raw), "body");

@@ -18,7 +18,8 @@ import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { tenantRateLimits } from "../../db/schema.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
-import { requireOperator, requireScope } from "../../middleware/auth.ts";
+import { requireOperator } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import {
   effectiveLimit,
   forgetOverrides,
@@ -66,7 +67,7 @@ function view(c: Context<AppEnv>, tenantId: string, overrides: Overrides, update
 }
 
 export const tenantRateLimitsApi = new Hono<AppEnv>()
-  .get("/", requireScope("admin.settings"), async (c) => {
+  .get("/", routePermission(), async (c) => {
     const tenantId = await tenantOf(c);
     const row = (
       await c

@@ -12,7 +12,7 @@ import type { AppEnv } from "../../context.ts";
 import { listSkTemplatesWithCurrent, skVersionSummaries, type SkTemplateRow } from "../../db/sk-templates.ts";
 import type { SkVersionRow, SkVersionSummary } from "../../db/sk-templates.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
-import { requireScope } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import {
   addSkVersion,
   archiveSkTemplate,
@@ -91,58 +91,58 @@ async function detail(c: Context<AppEnv>, t: SkTemplateRow) {
 const slugOf = (c: Context<AppEnv>) => c.req.param("slug") ?? "";
 
 export const skTemplatesAdminApi = new Hono<AppEnv>()
-  .get("/", requireScope("templates.read"), async (c) => {
+  .get("/", routePermission(), async (c) => {
     const tenantId = await tenantOf(c);
     const rows = await listSkTemplatesWithCurrent(c.get("db"), tenantId);
     return c.json({ data: rows.map((r) => templateView(r.template, r.currentNumber)) });
   })
-  .post("/", requireScope("templates.write"), async (c) => {
+  .post("/", routePermission(), async (c) => {
     const tenantId = await tenantOf(c);
     const body = parseInput(CreateBody, await readJson(c.req.raw), "body");
     const t = await createSkTemplate(c.get("db"), tenantId, body, Date.now());
     return c.json({ data: await detail(c, t) }, 201);
   })
-  .get("/:slug", requireScope("templates.read"), async (c) => {
+  .get("/:slug", routePermission(), async (c) => {
     const t = await requireSkTemplate(c.get("db"), await tenantOf(c), slugOf(c));
     return c.json({ data: await detail(c, t) });
   })
-  .patch("/:slug", requireScope("templates.write"), async (c) => {
+  .patch("/:slug", routePermission(), async (c) => {
     const tenantId = await tenantOf(c);
     const body = parseInput(PatchBody, await readJson(c.req.raw), "body");
     const t = await describeSkTemplate(c.get("db"), tenantId, slugOf(c), body.description, Date.now());
     return c.json({ data: await detail(c, t) });
   })
-  .post("/:slug/versions", requireScope("templates.write"), async (c) => {
+  .post("/:slug/versions", routePermission(), async (c) => {
     const tenantId = await tenantOf(c);
     const body = parseInput(VersionBody, await readJson(c.req.raw), "body");
     const { template, version } = await addSkVersion(c.get("db"), tenantId, slugOf(c), body, Date.now());
     return c.json({ data: versionView(template, version) }, 201);
   })
-  .get("/:slug/versions/:version", requireScope("templates.read"), async (c) => {
+  .get("/:slug/versions/:version", routePermission(), async (c) => {
     const t = await requireSkTemplate(c.get("db"), await tenantOf(c), slugOf(c));
     const raw = c.req.param("version");
     const v = await requireSkVersion(c.get("db"), t, /^\d{1,9}$/.test(raw) ? Number(raw) : NaN);
     return c.json({ data: versionView(t, v) });
   })
-  .post("/:slug/publish", requireScope("templates.write"), async (c) => {
+  .post("/:slug/publish", routePermission(), async (c) => {
     const tenantId = await tenantOf(c);
     const body = parseInput(PointerBody, await readJson(c.req.raw), "body");
     const t = await publishSkVersion(c.get("db"), tenantId, slugOf(c), body.version, Date.now());
     return c.json({ data: await detail(c, t) });
   })
-  .post("/:slug/rollback", requireScope("templates.write"), async (c) => {
+  .post("/:slug/rollback", routePermission(), async (c) => {
     const tenantId = await tenantOf(c);
     const body = parseInput(PointerBody, await readJson(c.req.raw), "body");
     const t = await rollbackSkVersion(c.get("db"), tenantId, slugOf(c), body.version, Date.now());
     return c.json({ data: await detail(c, t) });
   })
-  .post("/:slug/archive", requireScope("templates.delete"), async (c) => {
+  .post("/:slug/archive", routePermission(), async (c) => {
     const tenantId = await tenantOf(c);
     parseInput(Empty, await readJson(c.req.raw), "body");
     const t = await archiveSkTemplate(c.get("db"), tenantId, slugOf(c), true, Date.now());
     return c.json({ data: await detail(c, t) });
   })
-  .post("/:slug/unarchive", requireScope("templates.write"), async (c) => {
+  .post("/:slug/unarchive", routePermission(), async (c) => {
     const tenantId = await tenantOf(c);
     parseInput(Empty, await readJson(c.req.raw), "body");
     const t = await archiveSkTemplate(c.get("db"), tenantId, slugOf(c), false, Date.now());

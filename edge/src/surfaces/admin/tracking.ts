@@ -8,7 +8,7 @@ import { Hono, type Context } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import { TenantTrackingPatchSchema } from "../../../../shared/tracking/settings.ts";
 import type { AppEnv } from "../../context.ts";
-import { requireScope } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import { requireTenant } from "../../services/tenants.ts";
 import { patchTrackingDefaults, trackingDefaultsOf } from "../../services/tracking-settings.ts";
 import { parseInput, readJson } from "../validate.ts";
@@ -21,11 +21,11 @@ async function tenantOf(c: Context<AppEnv>): Promise<string> {
 }
 
 export const tenantTrackingApi = new Hono<AppEnv>()
-  .get("/", requireScope("admin.settings"), async (c) => {
+  .get("/", routePermission(), async (c) => {
     const tenantId = await tenantOf(c);
     return c.json({ data: await trackingDefaultsOf(c.get("db"), tenantId, 0) });
   })
-  .put("/", requireScope("admin.settings"), async (c) => {
+  .put("/", routePermission(), async (c) => {
     const tenantId = await tenantOf(c);
     const patch = parseInput(TenantTrackingPatchSchema, await readJson(c.req.raw), "body");
     return c.json({ data: await patchTrackingDefaults(c.get("db"), tenantId, patch, Date.now()) });

@@ -18,7 +18,8 @@ import { PERMISSIONS } from "../../../../shared/permissions.ts";
 import type { AppEnv } from "../../context.ts";
 import type { ApiKeyRow } from "../../db/api-keys.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
-import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { authenticate } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import {
@@ -242,7 +243,7 @@ function record(row: ApiKeyRow) {
 /** ScaiSend's record with SendGrid's `api_key_id` beside it. */
 const both = (row: ApiKeyRow) => ({ api_key_id: row.id, ...record(row) });
 
-const adminScope = requireScope("admin.api_keys");
+const adminScope = routePermission();
 const perCredential = rateLimit(RATE_LIMITS.apiKeys);
 const createLimit = rateLimit(RATE_LIMITS.apiKeysCreate);
 

@@ -67,30 +67,25 @@ export const authApi = new Hono<AppEnv>()
     clearLoginCookie(c);
     return c.json({});
   })
-  .get(
-    "/me",
-    authenticate(),
-    rateLimit(RATE_LIMITS.authMe),
-    (c) => {
-      const p = c.get("principal");
-      if (p.kind !== "jwt") throw new AppError("unauthorized", "This endpoint needs a ScaiKey JWT");
-      // The middleware verified this very token; here it is only read.
-      const claims = decodeJwt(
-        c.req
-          .header("authorization")!
-          .replace(/^Bearer\s+/i, "")
-          .trim(),
-      );
-      return c.json({
-        id: p.subject,
-        email: text(claims.email),
-        first_name: text(claims.given_name),
-        last_name: text(claims.family_name),
-        display_name: text(claims.name),
-        tenant_id: p.tenantId,
-        roles: [...p.roles],
-        permissions: [...p.scopes],
-      });
-    },
-  )
+  .get("/me", authenticate(), rateLimit(RATE_LIMITS.authMe), (c) => {
+    const p = c.get("principal");
+    if (p.kind !== "jwt") throw new AppError("unauthorized", "This endpoint needs a ScaiKey JWT");
+    // The middleware verified this very token; here it is only read.
+    const claims = decodeJwt(
+      c.req
+        .header("authorization")!
+        .replace(/^Bearer\s+/i, "")
+        .trim(),
+    );
+    return c.json({
+      id: p.subject,
+      email: text(claims.email),
+      first_name: text(claims.given_name),
+      last_name: text(claims.family_name),
+      display_name: text(claims.name),
+      tenant_id: p.tenantId,
+      roles: [...p.roles],
+      permissions: [...p.scopes],
+    });
+  })
   .onError(renderFastApi);

@@ -9,7 +9,8 @@ import { Hono, type Context } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { getBatch } from "../../db/batches.ts";
-import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { authenticate } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import { createBatch } from "../../services/batches.ts";
@@ -58,7 +59,7 @@ export async function readJsonBody(c: Context<AppEnv>): Promise<unknown> {
 export const batchesApi = new Hono<AppEnv>()
   .use(authenticate())
   .use(rateLimit(RATE_LIMITS.batches))
-  .post("/", requireScope("mail.schedule"), async (c) => {
+  .post("/", routePermission(), async (c) => {
     const tenantId = tenantOf(c);
     const body = await readJsonBody(c);
     // The endpoint takes no fields: anything sent would be ignored, so it is refused.
@@ -69,7 +70,7 @@ export const batchesApi = new Hono<AppEnv>()
     }
     return c.json({ batch_id: await createBatch(c.get("db"), tenantId, Date.now()) }, 201);
   })
-  .get("/:batchId", requireScope("mail.schedule"), async (c) => {
+  .get("/:batchId", routePermission(), async (c) => {
     const tenantId = tenantOf(c);
     const id = c.req.param("batchId");
     if (!BATCH_ID_FORMAT.test(id) || !(await getBatch(c.get("db"), tenantId, id))) throw invalidBatchId();

@@ -10,7 +10,8 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
-import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { authenticate } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import {
@@ -138,7 +139,7 @@ async function readUpload(c: Context<AppEnv>) {
 export const imagesApi = new Hono<AppEnv>()
   .use(authenticate())
   .use(rateLimit(RATE_LIMITS.images))
-  .get("/", requireScope("templates.read"), async (c) => {
+  .get("/", routePermission(), async (c) => {
     const q = parseInput(ListQuery, c.req.query(), "query");
     const { rows, total } = await listTenantImages(
       c.get("db"),
@@ -158,20 +159,20 @@ export const imagesApi = new Hono<AppEnv>()
       page_size: q.page_size,
     });
   })
-  .post("/", requireScope("templates.write"), async (c) => {
+  .post("/", routePermission(), async (c) => {
     const tenantId = tenantOf(c);
     const input = await readUpload(c);
     const row = await uploadImage({ db: c.get("db"), bucket: c.env.BLOBS, now: Date.now() }, tenantId, input);
     return c.json(imageView(row, publicBase(c)), 201);
   })
-  .get("/folders", requireScope("templates.read"), async (c) => {
+  .get("/folders", routePermission(), async (c) => {
     return c.json({ folders: await tenantFolders(c.get("db"), tenantOf(c)) });
   })
-  .get("/:id", requireScope("templates.read"), async (c) => {
+  .get("/:id", routePermission(), async (c) => {
     const row = await readImage(c.get("db"), tenantOf(c), c.req.param("id"));
     return c.json(imageView(row, publicBase(c)));
   })
-  .patch("/:id", requireScope("templates.write"), async (c) => {
+  .patch("/:id", routePermission(), async (c) => {
     const tenantId = tenantOf(c);
     const body = parseInput(PatchBody, await readJson(c.req.raw), "body");
     const row = await changeImage(
@@ -187,7 +188,7 @@ export const imagesApi = new Hono<AppEnv>()
     );
     return c.json(imageView(row, publicBase(c)));
   })
-  .delete("/:id", requireScope("templates.delete"), async (c) => {
+  .delete("/:id", routePermission(), async (c) => {
     const tenantId = tenantOf(c);
     await deleteImage({ db: c.get("db"), bucket: c.env.BLOBS, now: Date.now() }, tenantId, c.req.param("id"));
     return c.body(null, 204);

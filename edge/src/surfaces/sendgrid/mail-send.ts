@@ -17,7 +17,8 @@ import {
   type MailSend,
 } from "../../../../shared/sendgrid/mail-send.ts";
 import type { AppEnv } from "../../context.ts";
-import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { authenticate } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import { chooseShard, idempotencyKeyHash, layoutOf, type RequestPlace } from "../../lib/shards.ts";
@@ -77,7 +78,7 @@ export function readMailSend(raw: ArrayBuffer): MailSend {
 export const mailSend = new Hono<AppEnv>()
   .use(authenticate())
   .use(rateLimit(RATE_LIMITS.mailSend))
-  .post("/", requireScope("mail.send"), async (c) => {
+  .post("/", routePermission(), async (c) => {
     const principal = c.get("principal");
     if (principal.kind === "operator") throw new AppError("forbidden", "Sending needs an API key");
 

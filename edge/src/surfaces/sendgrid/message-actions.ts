@@ -20,7 +20,8 @@ import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import type { Db } from "../../db/client.ts";
 import { getMessage } from "../../db/messages.ts";
-import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { authenticate } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import { FAILED_BY_REQUEST } from "../../services/batch-holds.ts";
 import { hubStub, ownerOf } from "../../services/hub-client.ts";
 import { RETRIABLE_FINAL } from "../../services/message-retry.ts";
@@ -38,7 +39,7 @@ export const messageActionsApi = new Hono<AppEnv>()
   .use("/:id/cancel", authenticate())
   .use("/:id/fail", authenticate())
   .use("/:id/retry", authenticate())
-  .post("/:id/cancel", requireScope("mail.cancel"), async (c) => {
+  .post("/:id/cancel", routePermission(), async (c) => {
     const principal = c.get("principal");
     if (principal.kind === "operator") throw new AppError("forbidden", "Cancelling needs an API key");
     const id = c.req.param("id");
@@ -61,7 +62,7 @@ export const messageActionsApi = new Hono<AppEnv>()
     if (m.status === "cancelled") return cancelled();
     throw tooLate(m.status);
   })
-  .post("/:id/fail", requireScope("mail.send"), async (c) => {
+  .post("/:id/fail", routePermission(), async (c) => {
     const principal = c.get("principal");
     if (principal.kind === "operator") throw new AppError("forbidden", "Failing a message needs an API key");
     const id = c.req.param("id");
@@ -85,7 +86,7 @@ export const messageActionsApi = new Hono<AppEnv>()
       `Message ${id} cannot be marked failed: its status is ${status}. Only a message waiting in the queue (queued, scheduled, paused, or waiting for a retry) can be; one a delivery node holds gets its outcome from that node, or returns to the queue when its lease ends.`,
     );
   })
-  .post("/:id/retry", requireScope("mail.send"), async (c) => {
+  .post("/:id/retry", routePermission(), async (c) => {
     const principal = c.get("principal");
     if (principal.kind === "operator") throw new AppError("forbidden", "Retrying a message needs an API key");
     const id = c.req.param("id");

@@ -13,7 +13,8 @@ import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { changeScheduled, createScheduled, getBatch, listScheduled } from "../../db/batches.ts";
 import { SCHEDULED_SEND_STATUSES, type ScheduledSendStatus } from "../../db/schema.ts";
-import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { authenticate } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import { tellShards } from "../../services/batches.ts";
@@ -73,7 +74,7 @@ export const scheduledSendsApi = new Hono<AppEnv>()
   .use(
     rateLimit(RATE_LIMITS.scheduledSends),
   )
-  .post("/", requireScope("mail.cancel"), async (c) => {
+  .post("/", routePermission(), async (c) => {
     const tenantId = tenantOf(c);
     const { batch_id: batchId, status } = parseBody(await readJsonBody(c), ["batch_id", "status"]);
     const db = c.get("db");
@@ -110,7 +111,7 @@ export const scheduledSendsApi = new Hono<AppEnv>()
     // SendGrid answers an array, empty when the batch has no state.
     return c.json(batch?.scheduledStatus ? [{ batch_id: id, status: batch.scheduledStatus }] : [], 200);
   })
-  .patch("/:batchId", requireScope("mail.cancel"), async (c) => {
+  .patch("/:batchId", routePermission(), async (c) => {
     const tenantId = tenantOf(c);
     const id = c.req.param("batchId");
     const { status } = parseBody(await readJsonBody(c), ["status"]);
@@ -123,7 +124,7 @@ export const scheduledSendsApi = new Hono<AppEnv>()
     await tellShards(c.env, c.get("config"), tenantId, id, status);
     return c.body(null, 204);
   })
-  .delete("/:batchId", requireScope("mail.cancel"), async (c) => {
+  .delete("/:batchId", routePermission(), async (c) => {
     const tenantId = tenantOf(c);
     const id = c.req.param("batchId");
     if (!BATCH_ID_FORMAT.test(id)) throw notFound();

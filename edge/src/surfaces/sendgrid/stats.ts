@@ -13,7 +13,8 @@ import { Hono, type Context } from "hono";
 import { AppError, type FieldError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { readCounters, rebuildCounters, sumCategoryCounters, type CategoryScope } from "../../db/stats.ts";
-import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { authenticate } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import {
@@ -182,7 +183,7 @@ const READ_RANGE = ["start_date", "end_date"] as const;
 export const statsApi = new Hono<AppEnv>()
   .use(authenticate())
   .use(rateLimit(RATE_LIMITS.stats))
-  .get("/", requireScope("stats.read"), async (c) => {
+  .get("/", routePermission(), async (c) => {
     const q = queryOf(c, [...READ_RANGE, "aggregated_by", "limit", "offset"]);
     const range = rangeOf(q, MAX_RANGE_DAYS);
     const by = aggregationOf(q);
@@ -192,24 +193,24 @@ export const statsApi = new Hono<AppEnv>()
     const buckets = [...bucketize(rows, range.start, range.end, by)].slice(offset, offset + limit);
     return c.json({ stats: buckets.map(([date, metrics]) => ({ date, metrics })) }, 200);
   })
-  .get("/categories", requireScope("stats.read"), async (c) => {
+  .get("/categories", routePermission(), async (c) => {
     const q = queryOf(c, [...READ_RANGE, "categories", "aggregated_by"]);
     const range = rangeOf(q, MAX_RANGE_DAYS);
     return c.json(await categoryBuckets(c, range, aggregationOf(q), categoriesOf(q, false)), 200);
   })
-  .get("/summary", requireScope("stats.read"), async (c) => {
+  .get("/summary", routePermission(), async (c) => {
     const range = rangeOf(queryOf(c, READ_RANGE), MAX_RANGE_DAYS);
     const rows = await readCounters(c.get("db"), tenantOf(c), range.start, range.end, { kind: "global" });
     return c.json({ start_date: range.start, end_date: range.end, ...summaryOf(sumMetrics(rows)) }, 200);
   })
-  .get("/sum", requireScope("stats.read"), async (c) => {
+  .get("/sum", routePermission(), async (c) => {
     const range = rangeOf(queryOf(c, READ_RANGE), MAX_RANGE_DAYS);
     const rows = await readCounters(c.get("db"), tenantOf(c), range.start, range.end, { kind: "global" });
     return c.json(sumMetrics(rows), 200);
   })
   .post(
     "/rebuild",
-    requireScope("stats.export"),
+    routePermission(),
     rateLimit(RATE_LIMITS.statsRebuild),
     async (c) => {
       const q = queryOf(c, READ_RANGE);
@@ -230,7 +231,7 @@ statsApi.onError(renderSendGrid);
 export const categoryStatsApi = new Hono<AppEnv>()
   .use(authenticate())
   .use(rateLimit(RATE_LIMITS.stats))
-  .get("/stats", requireScope("stats.read"), async (c) => {
+  .get("/stats", routePermission(), async (c) => {
     const q = queryOf(c, [...READ_RANGE, "categories", "aggregated_by", "limit", "offset"]);
     const range = rangeOf(q, MAX_RANGE_DAYS);
     const by = aggregationOf(q);
@@ -239,7 +240,7 @@ export const categoryStatsApi = new Hono<AppEnv>()
     const buckets = await categoryBuckets(c, range, by, categoriesOf(q, true));
     return c.json(buckets.slice(offset, offset + limit), 200);
   })
-  .get("/stats/sums", requireScope("stats.read"), async (c) => {
+  .get("/stats/sums", routePermission(), async (c) => {
     const q = queryOf(c, [
       ...READ_RANGE,
       "sort_by_metric",

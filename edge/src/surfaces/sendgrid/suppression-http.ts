@@ -8,10 +8,10 @@ import type { Context } from "hono";
 import { AppError, type FieldError } from "../../../../shared/errors.ts";
 import { isValidEmail } from "../../../../shared/sendgrid/mail-send.ts";
 import type { AppEnv } from "../../context.ts";
-import { requireScope } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 
-export const readScope = requireScope("suppressions.read");
-export const writeScope = requireScope("suppressions.write");
+export const readScope = routePermission();
+export const writeScope = routePermission();
 
 /** JSON bodies: 1,000 addresses of 320 characters fit with room to spare. */
 export const MAX_JSON_BODY_BYTES = 1_048_576;

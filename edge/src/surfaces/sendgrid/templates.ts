@@ -24,7 +24,8 @@ import {
   type VersionSummary,
 } from "../../db/templates.ts";
 import type { TemplateGeneration } from "../../db/schema.ts";
-import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { authenticate } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import {
@@ -289,9 +290,9 @@ async function fullTemplate(c: Context<AppEnv>, tenantId: string, t: TemplateRow
   return templateView(t, (await versionsOf(c.get("db"), tenantId, t.id)).map(fullVersion));
 }
 
-const read = requireScope("templates.read");
-const write = requireScope("templates.write");
-const remove = requireScope("templates.delete");
+const read = routePermission();
+const write = routePermission();
+const remove = routePermission();
 
 export const templatesApi = new Hono<AppEnv>()
   .use(authenticate())

@@ -10,7 +10,8 @@
 import { Hono, type Context } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
-import { authenticate, requireScope } from "../../middleware/auth.ts";
+import { authenticate } from "../../middleware/auth.ts";
+import { routePermission } from "../route-permissions.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import type { Outcome } from "../../objects/webhook-queue.ts";
@@ -128,10 +129,10 @@ function positiveInt(v: string | undefined, field: string, def: number, max: num
 
 export const eventWebhookApi = new Hono<AppEnv>()
   .use(authenticate())
-  .get("/settings", requireScope("webhooks.read"), async (c) => {
+  .get("/settings", routePermission(), async (c) => {
     return c.json(unwrap("sendgrid", await queueOf(c).getEventSettings(tenantOf(c))));
   })
-  .patch("/settings", requireScope("webhooks.write"), async (c) => {
+  .patch("/settings", routePermission(), async (c) => {
     const body = await readJson(c, "sendgrid");
     refuseUnknown("sendgrid", body, [
       "enabled",
@@ -155,20 +156,20 @@ export const eventWebhookApi = new Hono<AppEnv>()
     };
     return c.json(unwrap("sendgrid", await queueOf(c).patchEventSettings(tenantOf(c), patch)));
   })
-  .get("/settings/signed", requireScope("webhooks.read"), async (c) => {
+  .get("/settings/signed", routePermission(), async (c) => {
     return c.json(unwrap("sendgrid", await queueOf(c).getSigned(tenantOf(c))));
   })
-  .patch("/settings/signed", requireScope("webhooks.write"), async (c) => {
+  .patch("/settings/signed", routePermission(), async (c) => {
     const body = await readJson(c, "sendgrid");
     refuseUnknown("sendgrid", body, ["enabled"]);
     const enabled = bool("sendgrid", body["enabled"], "enabled");
     return c.json(unwrap("sendgrid", await queueOf(c).patchSigned(tenantOf(c), enabled)));
   })
-  .get("/settings/deliveries", requireScope("webhooks.read"), async (c) => {
+  .get("/settings/deliveries", routePermission(), async (c) => {
     const limit = positiveInt(c.req.query("limit"), "limit", 50, 500);
     return c.json(unwrap("sendgrid", await queueOf(c).deliveries(tenantOf(c), "event_settings", limit)));
   })
-  .post("/test", requireScope("webhooks.write"), async (c) => {
+  .post("/test", routePermission(), async (c) => {
     const body = await readJson(c, "sendgrid");
     refuseUnknown("sendgrid", body, [
       "url",
@@ -191,7 +192,7 @@ eventWebhookApi.onError(renderSendGrid);
 
 export const webhooksApi = new Hono<AppEnv>()
   .use(authenticate())
-  .get("/", requireScope("webhooks.read"), async (c) => {
+  .get("/", routePermission(), async (c) => {
     const page = positiveInt(c.req.query("page"), "page", 1, 1_000_000);
     const pageSize = positiveInt(c.req.query("page_size"), "page_size", 20, 100);
     const active = c.req.query("is_active");
@@ -205,7 +206,7 @@ export const webhooksApi = new Hono<AppEnv>()
   })
   .post(
     "/",
-    requireScope("webhooks.write"),
+    routePermission(),
     rateLimit(RATE_LIMITS.webhooksCreate),
     async (c) => {
       const body = await readJson(c, "scaisend");
@@ -225,10 +226,10 @@ export const webhooksApi = new Hono<AppEnv>()
       return c.json(unwrap("scaisend", await queueOf(c).createEndpoint(tenantOf(c), input)), 201);
     },
   )
-  .get("/:id", requireScope("webhooks.read"), async (c) => {
+  .get("/:id", routePermission(), async (c) => {
     return c.json(unwrap("scaisend", await queueOf(c).getEndpoint(tenantOf(c), c.req.param("id"))));
   })
-  .patch("/:id", requireScope("webhooks.write"), async (c) => {
+  .patch("/:id", routePermission(), async (c) => {
     const body = await readJson(c, "scaisend");
     refuseUnknown("scaisend", body, [
       "url",
@@ -255,14 +256,14 @@ export const webhooksApi = new Hono<AppEnv>()
     };
     return c.json(unwrap("scaisend", await queueOf(c).updateEndpoint(tenantOf(c), c.req.param("id"), patch)));
   })
-  .delete("/:id", requireScope("webhooks.write"), async (c) => {
+  .delete("/:id", routePermission(), async (c) => {
     unwrap("scaisend", await queueOf(c).deleteEndpoint(tenantOf(c), c.req.param("id")));
     return c.body(null, 204);
   })
-  .post("/:id/signing_secret", requireScope("webhooks.write"), async (c) => {
+  .post("/:id/signing_secret", routePermission(), async (c) => {
     return c.json(unwrap("scaisend", await queueOf(c).rotateSecret(tenantOf(c), c.req.param("id"))));
   })
-  .get("/:id/deliveries", requireScope("webhooks.read"), async (c) => {
+  .get("/:id/deliveries", routePermission(), async (c) => {
     const limit = positiveInt(c.req.query("limit"), "limit", 50, 500);
     const id = c.req.param("id");
     // The settings row is reached through /event/settings/deliveries, never by this path.
