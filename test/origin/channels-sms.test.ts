@@ -87,6 +87,16 @@ describe("Twilio", () => {
     });
   });
 
+  it("reports the `sending` stage before the provider request", async () => {
+    const seen: string[] = [];
+    twilio.handle(() => {
+      seen.push("request");
+      return { status: 201, body: { sid: "SMstage" } };
+    });
+    await runner.run(twilioJob(), { ...soon(), onStage: (stage) => seen.push(stage) });
+    expect(seen).toEqual(["sending", "request"]);
+  });
+
   it("sends MessagingServiceSid instead of From when the connection names a service", async () => {
     twilio.handle(() => ({ status: 201, body: { sid: "SMx", status: "accepted" } }));
     const before = twilio.requests.length;

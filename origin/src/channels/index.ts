@@ -19,7 +19,11 @@ import { createVonageAdapter } from "./sms-vonage.ts";
 import { createWebPushAdapter } from "./web-push.ts";
 
 export interface ChannelRunner {
-  run(job: ChannelJob, opts: { deadlineAt: number }): Promise<RecipientOutcome[]>;
+  /** `onStage("sending")` as the provider request starts (docs/link-protocol.md#stages). */
+  run(
+    job: ChannelJob,
+    opts: { deadlineAt: number; onStage?: (stage: "rendered" | "sending") => void },
+  ): Promise<RecipientOutcome[]>;
   close(): void;
 }
 
@@ -55,10 +59,11 @@ export function createChannelRunner(
   }
 
   return {
-    async run(job, { deadlineAt }) {
+    async run(job, { deadlineAt, onStage }) {
       const timeoutMs = Math.min(config.CHANNEL_TIMEOUT_MS, deadlineAt - Date.now());
       if (timeoutMs <= 0) return [deferred(job, "channel job reached its deadline before it started")];
       const started = Date.now();
+      onStage?.("sending");
       try {
         return [await dispatch(job, timeoutMs)];
       } catch (err) {
