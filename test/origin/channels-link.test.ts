@@ -14,6 +14,7 @@ import webpush from "web-push";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { WebSocketServer, type WebSocket } from "ws";
 import { loadOriginConfig } from "../../origin/src/config.ts";
+import { EdgeLink } from "../../origin/src/link/edge-link.ts";
 import { startOriginNode, type OriginNode } from "../../origin/src/node.ts";
 import { createLogger } from "../../origin/src/ops/log.ts";
 import { LINK_PROTOCOL_VERSION, type ChannelJob, type LinkResult } from "../../shared/link/protocol.ts";
@@ -199,4 +200,33 @@ it("never sends a channel job twice: a repeated frame and a re-dispatch are answ
   for (const r of again)
     expect(r.recipients).toMatchObject([{ status: "delivered", providerMessageId: "SMlink0001" }]);
   expect(twilio.requests.length).toBe(1);
+});
+
+it("a link with no channel runner gives channel jobs back at once (release), never holds them", async () => {
+  const start = frames.length;
+  const link = new EdgeLink({
+    edgeUrl: hubUrl,
+    token: "t".repeat(32),
+    shard: 0,
+    nodeId: "no-channels",
+    bootId: "boot-no-channels",
+    version: "test",
+    freeCapacity: () => 10,
+    onJobs: () => {},
+    log: () => {},
+  });
+  link.start();
+  try {
+    const deadline = Date.now() + 5_000;
+    while (!frames.slice(start).some((f) => f.type === "release") && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    const released = frames
+      .slice(start)
+      .filter((f) => f.type === "release")
+      .flatMap((f) => f.jobIds as string[]);
+    expect(released.sort()).toEqual(["msg_link_sms.1", "msg_link_wp.1"]);
+    expect(frames.slice(start).some((f) => f.type === "ack")).toBe(false);
+  } finally {
+    link.close();
+  }
 });
