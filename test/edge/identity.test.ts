@@ -10,7 +10,15 @@ import { env } from "cloudflare:workers";
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { DEFAULT_ROLES } from "../../shared/roles.ts";
 import { PERMISSIONS } from "../../shared/permissions.ts";
+import { Hono } from "hono";
 import { createApp } from "../../edge/src/app.ts";
+import type { AppEnv } from "../../edge/src/context.ts";
+import { createDb } from "../../edge/src/db/client.ts";
+import { loadConfig, type Config } from "../../edge/src/env.ts";
+import { authenticate } from "../../edge/src/middleware/auth.ts";
+import { tenantsApi } from "../../edge/src/surfaces/admin/identity-tenants.ts";
+import { tenantTrackingApi } from "../../edge/src/surfaces/admin/tracking.ts";
+import { renderFastApi } from "../../edge/src/surfaces/errors.ts";
 import type { Bindings } from "../../edge/src/env.ts";
 import { accessCache } from "../../edge/src/services/access.ts";
 import { catalogCache } from "../../edge/src/services/catalog-cache.ts";
@@ -527,4 +535,39 @@ describe("the identity routes' permission matrix for JWTs (edge/src/surfaces/rou
     },
     60_000,
   );
+});
+
+describe("mount order", () => {
+  it("the identity /tenants routes sit in front of no other /tenants/{id}/… route: an API key still reaches tracking", async () => {
+    // Mounted the other way round from app.ts: /tenants first, then the tracking sub-app.
+    const sub = new Hono<AppEnv>()
+      .use(authenticate({ allowOperator: true }))
+      .route("/tenants", tenantsApi)
+      .route("/tenants/:id/tracking", tenantTrackingApi)
+      .onError(renderFastApi);
+    const outer = new Hono<AppEnv>();
+    outer.use(async (c, next) => {
+      c.set("config", (loadConfig(jwtEnv) as { ok: true; config: Config }).config);
+      c.set("db", createDb(env.DB));
+      return next();
+    });
+    outer.route("/api/admin", sub);
+    const tenantId = await createTenant();
+    const key = await createApiKey(tenantId, { scopes: ["admin.settings"] });
+    const ctx = createExecutionContext();
+    const res = await outer.request(
+      `${BASE}/api/admin/tenants/${tenantId}/tracking`,
+      { headers: { Authorization: `Bearer ${key.key}` } },
+      jwtEnv,
+      ctx,
+    );
+    await waitOnExecutionContext(ctx);
+    expect(res.status, await res.clone().text()).toBe(200);
+    const own = await outer.request(
+      `${BASE}/api/admin/tenants/${tenantId}`,
+      { headers: { Authorization: `Bearer ${key.key}` } },
+      jwtEnv,
+    );
+    expect(own.status).toBe(403);
+  });
 });

@@ -161,9 +161,12 @@ export const partnersApi = new Hono<AppEnv>()
     return c.body(null, 204);
   });
 
+// Guarded per route, not with use(): a use() here would also sit in front of every other route
+// mounted under /tenants/{id}/… (tracking, rate limits, …), which take API keys.
+const jwtOrOperator = requireJwtOrOperator();
+
 export const tenantsApi = new Hono<AppEnv>()
-  .use(requireJwtOrOperator())
-  .get("/", routePermission(), async (c) => {
+  .get("/", jwtOrOperator, routePermission(), async (c) => {
     const p = principalOf(c);
     const page = pageOf(c);
     const named = c.req.query("partner_id");
@@ -186,10 +189,10 @@ export const tenantsApi = new Hono<AppEnv>()
           : [];
     return c.json({ data: rows.map(tenantView) });
   })
-  .get("/:id", routePermission(), async (c) =>
+  .get("/:id", jwtOrOperator, routePermission(), async (c) =>
     c.json({ data: tenantView(await visibleTenant(c, c.req.param("id"))) }),
   )
-  .patch("/:id", routePermission(), async (c) => {
+  .patch("/:id", jwtOrOperator, routePermission(), async (c) => {
     const p = principalOf(c);
     const found = await visibleTenant(c, c.req.param("id"));
     const body = parseInput(TenantPatch, await readJson(c.req.raw), "body");
