@@ -162,6 +162,17 @@ const ROUTES: Record<string, Guard> = {
   "POST /api/admin/domains/:id/verify": needs("domains.write"),
   "GET /api/admin/tenants/:id/tracking": needs("admin.settings"),
   "PUT /api/admin/tenants/:id/tracking": needs("admin.settings"),
+  // SenderKit templates (docs/api/admin.md#senderkit-templates); archive is SenderKit's delete.
+  "GET /api/admin/tenants/:id/senderkit_templates": needs("templates.read"),
+  "POST /api/admin/tenants/:id/senderkit_templates": needs("templates.write"),
+  "GET /api/admin/tenants/:id/senderkit_templates/:slug": needs("templates.read"),
+  "PATCH /api/admin/tenants/:id/senderkit_templates/:slug": needs("templates.write"),
+  "POST /api/admin/tenants/:id/senderkit_templates/:slug/versions": needs("templates.write"),
+  "GET /api/admin/tenants/:id/senderkit_templates/:slug/versions/:version": needs("templates.read"),
+  "POST /api/admin/tenants/:id/senderkit_templates/:slug/publish": needs("templates.write"),
+  "POST /api/admin/tenants/:id/senderkit_templates/:slug/rollback": needs("templates.write"),
+  "POST /api/admin/tenants/:id/senderkit_templates/:slug/archive": needs("templates.delete"),
+  "POST /api/admin/tenants/:id/senderkit_templates/:slug/unarchive": needs("templates.write"),
   "GET /api/admin/tenants/:id/rate_limits": needs("admin.settings"),
   "PUT /api/admin/tenants/:id/rate_limits": OPERATOR,
 };
