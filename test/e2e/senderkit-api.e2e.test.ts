@@ -124,6 +124,31 @@ describe("SenderKit /v1", () => {
     expect(((await res.json()) as any).error.code).toBe("not_found");
   });
 
+  it("a SenderKit key stays one when rotated through /v3/api_keys, and the old secret stops working", async () => {
+    const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
+    const manager = await admin.createApiKey(a.tenantId, {
+      name: "keys",
+      environment: "live",
+      scopes: ["admin.api_keys"],
+    });
+    const mint = await fetch(`${edge.url}/api/admin/tenants/${a.tenantId}/api_keys`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${secrets.ADMIN_TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "rotate-me", environment: "test", format: "senderkit" }),
+    });
+    const old = ((await mint.json()) as { data: { id: string; api_key: string } }).data;
+    expect((await v1(old.api_key, "GET", "/v1/context")).status).toBe(200);
+    const rotated = await fetch(`${edge.url}/v3/api_keys/${old.id}/rotate`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${manager.api_key}` },
+    });
+    expect(rotated.status, await rotated.clone().text()).toBe(200);
+    const fresh = ((await rotated.json()) as { api_key: string }).api_key;
+    expect(fresh).toMatch(/^sk_test_[0-9a-f]{32}$/);
+    expect((await v1(fresh, "GET", "/v1/context")).body.mode).toBe("test");
+    expect((await v1(old.api_key, "GET", "/v1/context")).status).toBe(401);
+  });
+
   it("GET /v1/context names the workspace and the key's mode", async () => {
     const live = await v1(a.live, "GET", "/v1/context");
     const test = await v1(a.test, "GET", "/v1/context");

@@ -36,12 +36,15 @@ type Guard =
   /** A ScaiKey JWT, not an API key (docs/api/sendgrid.md#scaikey-jwts). */
   | { kind: "jwt" }
   /** perms: any one of them is enough; "any": every valid key of the tenant. */
-  | { kind: "tenant"; perms: readonly Permission[] | "any" };
+  | { kind: "tenant"; perms: readonly Permission[] | "any" }
+  /** A SenderKit key (sk_live_/sk_test_), which has no permissions (docs/api/senderkit.md#authentication). */
+  | { kind: "senderkit" };
 
 const PUBLIC: Guard = { kind: "public" };
 const ORIGIN: Guard = { kind: "origin" };
 const OPERATOR: Guard = { kind: "operator" };
 const JWT: Guard = { kind: "jwt" };
+const SENDERKIT: Guard = { kind: "senderkit" };
 const ANY_KEY: Guard = { kind: "tenant", perms: "any" };
 const needs = (...perms: Permission[]): Guard => ({ kind: "tenant", perms });
 
@@ -63,6 +66,8 @@ const ROUTES: Record<string, Guard> = {
   "POST /api/admin/tenants": OPERATOR,
   "GET /api/admin/tenants/:id": OPERATOR,
   "POST /api/admin/tenants/:id/api_keys": OPERATOR,
+  "PUT /api/admin/tenants/:id/senderkit_quota": OPERATOR,
+  "GET /api/admin/tenants/:id/senderkit_quota": OPERATOR,
   "POST /api/admin/secrets/reseal": OPERATOR,
 
   "POST /v3/mail/send": needs("mail.send"),
@@ -154,6 +159,17 @@ const ROUTES: Record<string, Guard> = {
   "POST /v3/api_keys/:id/rotate": needs("admin.api_keys"),
   "GET /v3/scopes": ANY_KEY,
   "GET /v3/auth/me": JWT,
+
+  // SenderKit's /v1 (docs/api/senderkit.md): SenderKit keys only; the contract itself is public.
+  "GET /v1/openapi.json": PUBLIC,
+  "GET /v1/context": SENDERKIT,
+  "POST /v1/send": SENDERKIT,
+  "GET /v1/messages": SENDERKIT,
+  "GET /v1/messages/:id": SENDERKIT,
+  "DELETE /v1/messages/:id": SENDERKIT,
+  "GET /v1/templates": SENDERKIT,
+  "GET /v1/templates/:slug": SENDERKIT,
+  "POST /v1/templates/:slug/render": SENDERKIT,
 
   "POST /api/admin/domains": needs("domains.write"),
   "GET /api/admin/domains/:id": needs("domains.read"),
@@ -271,6 +287,8 @@ function pathOf(route: string, ids: Ids): string {
     if (family.startsWith("/v3/api_keys")) return ids.keyId;
     if (family.startsWith("/api/admin/tenants")) return ids.tenantId;
     if (family.startsWith("/api/admin/domains")) return ids.domainId;
+    if (path.startsWith("/v1/messages")) return ids.messageId;
+    if (path.startsWith("/v1/templates")) return "welcome";
     if (path.startsWith("/i/")) return "img_doesnotexist";
     throw new Error(`no sample value for :${name} in ${route}`);
   });
@@ -449,6 +467,25 @@ describe("authentication and tenant binding on every route", () => {
       } else {
         const origin = await hit(r, a.ids, bearer(env.ORIGIN_TOKEN));
         if (origin.status !== 401) out.push(`${r} origin token → ${origin.status}`);
+      }
+    }
+    expect(out).toEqual([]);
+  });
+
+  it("SenderKit routes: 401 unauthorized (SenderKit's error shape) without a SenderKit key, to any other credential", async () => {
+    const out: string[] = [];
+    for (const r of ROUTE_LIST.filter((r) => guardOf(r).kind === "senderkit")) {
+      for (const [label, headers] of [
+        ["none", {}],
+        ["malformed key", bearer("sk_live_nothex")],
+        ["unknown key", bearer(`sk_live_${"0".repeat(32)}`)],
+        ["sg key with every permission", bearer(a.adminKey)],
+        ["operator token", operatorHeaders()],
+        ["origin token", bearer(env.ORIGIN_TOKEN)],
+      ] as const) {
+        const { status, text } = await hit(r, a.ids, headers);
+        const code = status === 401 ? (JSON.parse(text) as { error?: { code?: string } }).error?.code : null;
+        if (status !== 401 || code !== "unauthorized") out.push(`${r} ${label} → ${status} ${text.slice(0, 80)}`);
       }
     }
     expect(out).toEqual([]);

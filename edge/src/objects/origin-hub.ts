@@ -239,7 +239,7 @@ export interface HubMessageView {
   message: MessageRow;
   events: EventRow[];
   /** Its SenderKit row, for a /v1 send (docs/api/senderkit.md#messages). */
-  senderkit: SkMessageRow | null;
+  senderkit?: SkMessageRow | null;
 }
 
 interface LinkState {

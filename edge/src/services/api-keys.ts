@@ -62,8 +62,9 @@ function requireGrantable(
   }
 }
 
-async function newSecret(environment: "live" | "test") {
-  const apiKey = `sg_${environment}_${randomHex(16)}`;
+/** `sg`: a SendGrid-surface key; `sk`: a SenderKit key (docs/api/senderkit.md#authentication), which keeps its format when rotated. */
+async function newSecret(environment: "live" | "test", format: "sg" | "sk" = "sg") {
+  const apiKey = `${format}_${environment}_${randomHex(16)}`;
   return { apiKey, prefix: apiKey.slice(0, PREFIX_LENGTH), keyHash: await sha256Hex(apiKey) };
 }
 
@@ -152,7 +153,10 @@ export async function rotateKey(
   const current = await keys.get(id);
   if (!current || current.revokedAt !== null) throw keyNotFound();
   requireGrantable(caller, current.scopes, current.environment, "rotate");
-  const { apiKey, prefix, keyHash } = await newSecret(current.environment);
+  const { apiKey, prefix, keyHash } = await newSecret(
+    current.environment,
+    current.prefix.startsWith("sk_") ? "sk" : "sg",
+  );
   const row = await keys.update(id, { prefix, keyHash, lastUsedAt: null }, current);
   if (!row) throw new AppError("conflict", "The API key changed while it was being rotated; try again");
   catalogCache.forgetKey(current.keyHash);

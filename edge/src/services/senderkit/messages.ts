@@ -198,6 +198,9 @@ export async function listChangedSkMessages(
 ): Promise<{ view: SkMessageView; changedAt: number }[]> {
   const { where, params, bind } = listWhere(scope, filters, now);
   const after = bind(since);
+  // Bounded by the (tenant, mode, created_at) index: a message changes within its schedule window
+  // (at most 30 days ahead) plus its delivery, so older rows are not looked at.
+  where.push(`s.created_at >= ${bind(since - 32 * 24 * 3600 * 1000)}`);
   where.push(`(s.updated_at > ${after} OR m.updated_at > ${after})`);
   const rows = await db.$client
     .prepare(`${SELECT_JOINED} WHERE ${where.join(" AND ")} ORDER BY changed_at LIMIT ${bind(limit)}`)

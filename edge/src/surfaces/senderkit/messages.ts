@@ -13,6 +13,8 @@
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../../context.ts";
+import type { SkMessageRow } from "../../db/sk-messages.ts";
+import type { HubMessageView } from "../../objects/origin-hub.ts";
 import { hubStub, ownerOf } from "../../services/hub-client.ts";
 import {
   SK_STATUSES,
@@ -80,8 +82,11 @@ async function findMessage(c: Context<AppEnv>, id: string): Promise<SkMessageVie
   if (!owner) return null;
   const stub = hubStub(c.env, owner);
   if (scope.livemode) {
-    const v = await stub.message(p.tenantId, id);
-    if (!v?.senderkit || !v.senderkit.livemode) return null;
+    // The RPC stub's result type loses the view's shape; it is exactly the hub's HubMessageView.
+    const v = (await stub.message(p.tenantId, id)) as unknown as HubMessageView | null;
+    // Flushed to D1 between the two reads: D1 has it now.
+    if (!v) return getSkMessage(c.get("db"), scope, id, Date.now());
+    if (!v.senderkit || !v.senderkit.livemode) return null;
     const m = { ...v.message };
     return {
       row: v.senderkit,
@@ -90,8 +95,9 @@ async function findMessage(c: Context<AppEnv>, id: string): Promise<SkMessageVie
       events: v.events,
     };
   }
-  const row = await stub.skTestMessage(p.tenantId, id);
-  if (!row || row.livemode) return null;
+  const row = (await stub.skTestMessage(p.tenantId, id)) as unknown as SkMessageRow | null;
+  if (!row) return getSkMessage(c.get("db"), scope, id, Date.now());
+  if (row.livemode) return null;
   return { row, status: mapStatus(row, null, now), message: null, events: [] };
 }
 
