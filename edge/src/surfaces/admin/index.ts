@@ -83,7 +83,6 @@ adminApi.route("/tenants/:id/rate_limits", tenantRateLimitsApi);
 // SenderKit's monthly quota per tenant (docs/api/senderkit.md#quota).
 adminApi.route("/tenants/:id/senderkit_quota", skQuotaAdminApi);
 // SenderKit templates (docs/api/admin.md#senderkit-templates): the operator, or a key with templates.*.
-// Before the identity routes: their /tenants middleware takes JWTs and the operator only.
 adminApi.route("/tenants/:id/senderkit_templates", skTemplatesAdminApi);
 // Sender domains (docs/api/admin.md#sender-domains) and the SECRETS_KEY re-seal (operator only).
 adminApi.route("/domains", domainsApi);
