@@ -1783,6 +1783,9 @@ export class OriginHub extends DurableObject<Bindings> {
   /**
    * `complete`: the batch holds every catalog row still waiting, so every other message is catalogued
    * (and flushResults need not ask the table message by message).
+   * Messages whose outcome waits for its catalog rows go first (by primary key), then the oldest: a
+   * delivery's events reach D1 and the webhooks with the next batch, not after a backlog of accepted
+   * messages ahead of it (docs/api/webhooks.md#latency).
    */
   private catalogBatch(): {
     rows: { messageId: string; catalog: CatalogRows; text: string | null; html: string | null }[];
@@ -1790,23 +1793,37 @@ export class OriginHub extends DurableObject<Bindings> {
   } {
     const out: { messageId: string; catalog: CatalogRows; text: string | null; html: string | null }[] = [];
     let bytes = 0;
-    const rows = this.sql
-      .exec<{
-        message_id: string;
-        rows: string;
-        text: string | null;
-        html: string | null;
-        size: number | null;
-      }>(
-        // Catalog rows are inserted in accept order, so rowid order is oldest first. LEFT JOIN: a
-        // message whose payload went missing still gets its catalog rows (without bodies). Only the
-        // bodies are read out of the payload (catalogMessageRow's columns), not the whole job.
-        `SELECT c.message_id, c.rows, json_extract(e.entry, '$.message.text') AS text,
+    type Row = {
+      message_id: string;
+      rows: string;
+      text: string | null;
+      html: string | null;
+      size: number | null;
+    };
+    // LEFT JOIN: a message whose payload went missing still gets its catalog rows (without bodies).
+    // Only the bodies are read out of the payload (catalogMessageRow's columns), not the whole job.
+    const columns = `c.message_id, c.rows, json_extract(e.entry, '$.message.text') AS text,
            json_extract(e.entry, '$.message.html') AS html, length(e.entry) AS size
-         FROM catalog c LEFT JOIN outbox_entry e ON e.message_id = c.message_id ORDER BY c.rowid LIMIT ?`,
-        CATALOG_BATCH_MAX,
-      )
+         FROM catalog c LEFT JOIN outbox_entry e ON e.message_id = c.message_id`;
+    const waiting = JSON.stringify(
+      [...new Set(this.pendingResults.map((p) => p.row.message_id))].slice(0, CATALOG_BATCH_MAX),
+    );
+    const first = this.sql
+      .exec<Row>(`SELECT ${columns} WHERE c.message_id IN (SELECT value FROM json_each(?))`, waiting)
       .toArray();
+    const room = CATALOG_BATCH_MAX - first.length;
+    // Catalog rows are inserted in accept order, so rowid order is oldest first.
+    const rest =
+      room > 0
+        ? this.sql
+            .exec<Row>(
+              `SELECT ${columns} WHERE c.message_id NOT IN (SELECT value FROM json_each(?)) ORDER BY c.rowid LIMIT ?`,
+              waiting,
+              room,
+            )
+            .toArray()
+        : [];
+    const rows = [...first, ...rest];
     for (const r of rows) {
       const size = r.rows.length + (r.size ?? 0);
       if (out.length > 0 && bytes + size > CATALOG_BATCH_BYTES) break;
@@ -1818,7 +1835,7 @@ export class OriginHub extends DurableObject<Bindings> {
         html: r.html,
       });
     }
-    return { rows: out, complete: rows.length < CATALOG_BATCH_MAX && out.length === rows.length };
+    return { rows: out, complete: rest.length < room && out.length === rows.length };
   }
 
   /**
