@@ -1,14 +1,13 @@
 // The dev inbox's JSON API, SSE stream and per-message actions (docs/dev-inbox.md), against a real
 // inbox on loopback: nodemailer submits over SMTP, fetch reads the HTTP side.
 import { request } from "node:http";
-import type Mail from "nodemailer/lib/mailer/index.js";
 import { describe, expect, test } from "vitest";
 import { OriginConfigSchema } from "../../origin/src/config.ts";
 import type { DevInbox } from "../../origin/src/dev-inbox/index.ts";
-import { submit, useInboxes } from "./dev-inbox.helpers.ts";
+import { submitOne, useInboxes } from "./dev-inbox.helpers.ts";
 
 const inbox = useInboxes();
-const send = async (i: DevInbox, mail: Mail.Options) => (await submit(i, mail))[0];
+const send = submitOne;
 
 interface Summary {
   id: string;

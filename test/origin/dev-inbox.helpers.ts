@@ -35,3 +35,10 @@ export async function submit(i: Pick<DevInbox, "smtpPort">, ...mails: Mail.Optio
     transport.close();
   }
 }
+
+/** Submits one message; nodemailer's info about it. */
+export async function submitOne(i: Pick<DevInbox, "smtpPort">, mail: Mail.Options) {
+  const [info] = await submit(i, mail);
+  if (!info) throw new Error("nodemailer returned no info");
+  return info;
+}

@@ -7,10 +7,10 @@ import nodemailer from "nodemailer";
 import type Mail from "nodemailer/lib/mailer/index.js";
 import { describe, expect, test } from "vitest";
 import type { DevInbox, StoredMessage } from "../../origin/src/dev-inbox/index.ts";
-import { submit, useInboxes } from "./dev-inbox.helpers.ts";
+import { submitOne, useInboxes } from "./dev-inbox.helpers.ts";
 
 const inbox = useInboxes();
-const send = async (i: DevInbox, mail: Mail.Options) => (await submit(i, mail))[0];
+const send = submitOne;
 
 /** Builds the MIME a nodemailer message compiles to, without any transport. */
 async function buildRaw(mail: Mail.Options): Promise<Buffer> {
