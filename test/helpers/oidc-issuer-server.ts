@@ -33,9 +33,15 @@ export async function serveOidcIssuer(
         const headers = new Headers();
         for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v);
         const answer = await issuer.handle(
-          new Request(`${issuer.issuer}${req.url ?? "/"}`, { method: req.method, headers, body }),
+          new Request(`${issuer.issuer}${req.url ?? "/"}`, {
+            method: req.method,
+            headers,
+            ...(body ? { body: new Uint8Array(body) } : {}),
+          }),
         );
-        res.writeHead(answer.status, Object.fromEntries(answer.headers));
+        const out: Record<string, string> = {};
+        answer.headers.forEach((v, k) => (out[k] = v));
+        res.writeHead(answer.status, out);
         res.end(Buffer.from(await answer.arrayBuffer()));
       } catch (err) {
         res.writeHead(500, { "content-type": "text/plain" });

@@ -22,8 +22,9 @@ import { findTenant } from "../db/identity.ts";
 import { IsolateCache, MISSING, type Clock } from "../lib/isolate-cache.ts";
 import type { JwksCache } from "./jwks-cache.ts";
 
-export const JWT_ALGORITHMS = ["RS256", "ES256"];
-export const CLOCK_SKEW_S = 30;
+import { CLOCK_SKEW_S, JWT_ALGORITHMS } from "./jwt-rules.ts";
+
+export { CLOCK_SKEW_S, JWT_ALGORITHMS };
 const MAX_TENANTS = 10_000;
 const MAX_UNKNOWN_TENANTS = 2_000;
 

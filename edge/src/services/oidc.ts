@@ -18,12 +18,10 @@
 import * as oauth from "oauth4webapi";
 import { jwtVerify } from "jose";
 import { AppError } from "../../../shared/errors.ts";
-import type { Config } from "../env.ts";
-import { secretsKeyring } from "../lib/dkim-key-box.ts";
 import { timingSafeEqualStrings } from "../lib/crypto.ts";
-import { open, seal } from "../lib/secret-box.ts";
+import { open, seal, type Keyring } from "../lib/secret-box.ts";
 import { jwksCache } from "./jwks-cache.ts";
-import { JWT_ALGORITHMS, CLOCK_SKEW_S } from "./jwt-auth.ts";
+import { CLOCK_SKEW_S, JWT_ALGORITHMS } from "./jwt-rules.ts";
 
 export const LOGIN_TTL_MS = 10 * 60_000;
 export const DISCOVERY_MAX_AGE_MS = 10 * 60_000;
@@ -37,30 +35,7 @@ export interface OidcSettings {
   clientSecret: string;
   redirectUri: string;
   jwksUrl: string;
-  secrets: ReturnType<typeof secretsKeyring>;
-}
-
-export function oidcSettings(config: Config): OidcSettings {
-  const { SCAIKEY_ISSUER, SCAIKEY_CLIENT_ID, SCAIKEY_CLIENT_SECRET, SCAIKEY_REDIRECT_URI, SCAIKEY_JWKS_URL } =
-    config;
-  if (
-    !SCAIKEY_ISSUER ||
-    !SCAIKEY_CLIENT_ID ||
-    !SCAIKEY_CLIENT_SECRET ||
-    !SCAIKEY_REDIRECT_URI ||
-    !SCAIKEY_JWKS_URL
-  ) {
-    // Not a fault of the moment (503) but a feature this deployment does not serve.
-    throw new AppError("not_found", "Login through ScaiKey is not configured on this deployment");
-  }
-  return {
-    issuer: SCAIKEY_ISSUER,
-    clientId: SCAIKEY_CLIENT_ID,
-    clientSecret: SCAIKEY_CLIENT_SECRET,
-    redirectUri: SCAIKEY_REDIRECT_URI,
-    jwksUrl: SCAIKEY_JWKS_URL,
-    secrets: secretsKeyring(config),
-  };
+  secrets: Keyring;
 }
 
 interface Transaction {

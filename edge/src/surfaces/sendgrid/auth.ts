@@ -19,7 +19,8 @@ import type { AppEnv } from "../../context.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
-import { LOGIN_COOKIE, LOGIN_TTL_MS, oidcClient, oidcSettings } from "../../services/oidc.ts";
+import { LOGIN_COOKIE, LOGIN_TTL_MS, oidcClient } from "../../services/oidc.ts";
+import { oidcSettings } from "../../services/oidc-settings.ts";
 import { renderFastApi } from "../errors.ts";
 import { parseInput, readJson } from "../validate.ts";
 
