@@ -208,22 +208,17 @@ export const statsApi = new Hono<AppEnv>()
     const rows = await readCounters(c.get("db"), tenantOf(c), range.start, range.end, { kind: "global" });
     return c.json(sumMetrics(rows), 200);
   })
-  .post(
-    "/rebuild",
-    routePermission(),
-    rateLimit(RATE_LIMITS.statsRebuild),
-    async (c) => {
-      const q = queryOf(c, READ_RANGE);
-      const body = await c.req.text();
-      if (body.trim() !== "" && body.trim() !== "{}") {
-        throw badRequest(null, "POST /v3/stats/rebuild takes its range in the query string, and no body");
-      }
-      // Default: the last 30 days, today included.
-      const range = rangeOf(q, MAX_REBUILD_DAYS, (end) => msToDay(dayToMs(end)! - 29 * 86_400_000));
-      await rebuildCounters(c.env.DB, tenantOf(c), range.start, range.end);
-      return c.json({ rebuilt: true, start_date: range.start, end_date: range.end }, 200);
-    },
-  );
+  .post("/rebuild", routePermission(), rateLimit(RATE_LIMITS.statsRebuild), async (c) => {
+    const q = queryOf(c, READ_RANGE);
+    const body = await c.req.text();
+    if (body.trim() !== "" && body.trim() !== "{}") {
+      throw badRequest(null, "POST /v3/stats/rebuild takes its range in the query string, and no body");
+    }
+    // Default: the last 30 days, today included.
+    const range = rangeOf(q, MAX_REBUILD_DAYS, (end) => msToDay(dayToMs(end)! - 29 * 86_400_000));
+    await rebuildCounters(c.env.DB, tenantOf(c), range.start, range.end);
+    return c.json({ rebuilt: true, start_date: range.start, end_date: range.end }, 200);
+  });
 
 statsApi.onError(renderSendGrid);
 

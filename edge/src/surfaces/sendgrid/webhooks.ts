@@ -204,28 +204,23 @@ export const webhooksApi = new Hono<AppEnv>()
       unwrap("scaisend", await queueOf(c).listEndpoints(tenantOf(c), { page, pageSize, isActive })),
     );
   })
-  .post(
-    "/",
-    routePermission(),
-    rateLimit(RATE_LIMITS.webhooksCreate),
-    async (c) => {
-      const body = await readJson(c, "scaisend");
-      refuseUnknown("scaisend", body, [
-        "url",
-        "enabled_events",
-        "oauth_client_id",
-        "oauth_client_secret",
-        "oauth_token_url",
-      ]);
-      const oauth = oauthOf("scaisend", body);
-      const input = {
-        url: urlField("scaisend", body["url"]),
-        enabledEvents: enabledEvents(body["enabled_events"]),
-        ...(oauth ? { oauth } : {}),
-      };
-      return c.json(unwrap("scaisend", await queueOf(c).createEndpoint(tenantOf(c), input)), 201);
-    },
-  )
+  .post("/", routePermission(), rateLimit(RATE_LIMITS.webhooksCreate), async (c) => {
+    const body = await readJson(c, "scaisend");
+    refuseUnknown("scaisend", body, [
+      "url",
+      "enabled_events",
+      "oauth_client_id",
+      "oauth_client_secret",
+      "oauth_token_url",
+    ]);
+    const oauth = oauthOf("scaisend", body);
+    const input = {
+      url: urlField("scaisend", body["url"]),
+      enabledEvents: enabledEvents(body["enabled_events"]),
+      ...(oauth ? { oauth } : {}),
+    };
+    return c.json(unwrap("scaisend", await queueOf(c).createEndpoint(tenantOf(c), input)), 201);
+  })
   .get("/:id", routePermission(), async (c) => {
     return c.json(unwrap("scaisend", await queueOf(c).getEndpoint(tenantOf(c), c.req.param("id"))));
   })
