@@ -2,7 +2,7 @@
  * shared/senderkit/openapi.yaml (the SenderKit contract, carried over as is) → openapi.json beside
  * it, which the Worker serves at /v1/openapi.json. Run after changing the YAML:
  *   tsx scripts/senderkit-openapi.ts
- * test/edge/senderkit-openapi.test.ts fails when the two differ.
+ * test/e2e/senderkit-api.e2e.test.ts fails when the served JSON differs from the YAML.
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";

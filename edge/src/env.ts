@@ -97,7 +97,11 @@ export const ConfigSchema = z.object({
   DNS_TIMEOUT_MS: intFromString("5000"),
   // After a DKIM rotation switches keys, the old record stays listed as required this long (7 days:
   // longer than MAX_QUEUE_AGE_MS, so mail signed with the old key has left the outbox and arrived).
-  DKIM_ROTATION_OVERLAP_S: z.coerce.number().int().min(0).default(7 * 24 * 3600),
+  DKIM_ROTATION_OVERLAP_S: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(7 * 24 * 3600),
   MAIL_SEND_RATE_LIMIT: intFromString("10000"),
   // SenderKit's /v1: requests per second per API key, sends and reads in separate budgets (docs/api/senderkit.md#rate-limits).
   SENDERKIT_SEND_RATE_LIMIT: intFromString("1000"),

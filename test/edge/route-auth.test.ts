@@ -16,6 +16,7 @@ import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { PERMISSIONS, type Permission } from "../../shared/permissions.ts";
 import { createApp } from "../../edge/src/app.ts";
+import { ROUTE_PERMISSIONS } from "../../edge/src/surfaces/route-permissions.ts";
 import {
   bearer,
   call,
@@ -38,13 +39,23 @@ type Guard =
   /** perms: any one of them is enough; "any": every valid key of the tenant. */
   | { kind: "tenant"; perms: readonly Permission[] | "any" }
   /** A SenderKit key (sk_live_/sk_test_), which has no permissions (docs/api/senderkit.md#authentication). */
-  | { kind: "senderkit" };
+  | { kind: "senderkit" }
+  /**
+   * The admin API's identity routes (docs/api/admin.md#credentials): a ScaiKey JWT with `perms` (any
+   * one; "any": every JWT of the tenant) or the operator token; API keys are refused (403). The JWT
+   * permission matrix of these routes is in test/edge/identity.test.ts.
+   */
+  | { kind: "admin_jwt"; perms: readonly Permission[] | "any" };
 
 const PUBLIC: Guard = { kind: "public" };
 const ORIGIN: Guard = { kind: "origin" };
 const OPERATOR: Guard = { kind: "operator" };
 const JWT: Guard = { kind: "jwt" };
 const SENDERKIT: Guard = { kind: "senderkit" };
+const adminJwt = (...perms: Permission[]): Guard => ({
+  kind: "admin_jwt",
+  perms: perms.length ? perms : "any",
+});
 const ANY_KEY: Guard = { kind: "tenant", perms: "any" };
 const needs = (...perms: Permission[]): Guard => ({ kind: "tenant", perms });
 
@@ -64,7 +75,38 @@ const ROUTES: Record<string, Guard> = {
   "GET /origin/templates/*": ORIGIN,
 
   "POST /api/admin/tenants": OPERATOR,
-  "GET /api/admin/tenants/:id": OPERATOR,
+  "GET /api/admin/tenants": adminJwt(),
+  "GET /api/admin/tenants/:id": adminJwt(),
+  "PATCH /api/admin/tenants/:id": adminJwt("admin.settings"),
+  "GET /api/admin/partners": adminJwt(),
+  "GET /api/admin/partners/:id": adminJwt(),
+  "POST /api/admin/partners": OPERATOR,
+  "PATCH /api/admin/partners/:id": OPERATOR,
+  "DELETE /api/admin/partners/:id": OPERATOR,
+  "GET /api/admin/permissions": adminJwt(),
+  "GET /api/admin/permissions/:id": adminJwt(),
+  "GET /api/admin/roles": adminJwt(),
+  "GET /api/admin/roles/:id": adminJwt(),
+  "POST /api/admin/roles": adminJwt("admin.users"),
+  "PATCH /api/admin/roles/:id": adminJwt("admin.users"),
+  "DELETE /api/admin/roles/:id": adminJwt("admin.users"),
+  "GET /api/admin/users": adminJwt("admin.users"),
+  "POST /api/admin/users": adminJwt("admin.users"),
+  "GET /api/admin/users/:id": adminJwt("admin.users"),
+  "PATCH /api/admin/users/:id": adminJwt("admin.users"),
+  "DELETE /api/admin/users/:id": adminJwt("admin.users"),
+  "GET /api/admin/users/:id/roles": adminJwt("admin.users"),
+  "POST /api/admin/users/:id/roles/:role_id": adminJwt("admin.users"),
+  "DELETE /api/admin/users/:id/roles/:role_id": adminJwt("admin.users"),
+  "GET /api/admin/group_mappings": adminJwt("admin.users"),
+  "POST /api/admin/group_mappings": adminJwt("admin.users"),
+  "GET /api/admin/group_mappings/:id": adminJwt("admin.users"),
+  "PATCH /api/admin/group_mappings/:id": adminJwt("admin.users"),
+  "DELETE /api/admin/group_mappings/:id": adminJwt("admin.users"),
+  "POST /v3/auth/login": PUBLIC,
+  "POST /v3/auth/callback": PUBLIC,
+  "POST /v3/auth/refresh": PUBLIC,
+  "POST /v3/auth/logout": PUBLIC,
   "POST /api/admin/tenants/:id/api_keys": OPERATOR,
   "PUT /api/admin/tenants/:id/senderkit_quota": OPERATOR,
   "GET /api/admin/tenants/:id/senderkit_quota": OPERATOR,
@@ -176,8 +218,14 @@ const ROUTES: Record<string, Guard> = {
   "POST /api/admin/domains/:id/dkim/ed25519": needs("domains.write"),
   "DELETE /api/admin/domains/:id/dkim/ed25519": needs("domains.write"),
   "POST /api/admin/domains/:id/verify": needs("domains.write"),
+  "GET /api/admin/domains": needs("domains.read"),
+  "PATCH /api/admin/domains/:id": needs("domains.write"),
+  "DELETE /api/admin/domains/:id": needs("domains.write"),
+  "POST /api/admin/domains/:id/rotate-dkim": needs("domains.write"),
   "GET /api/admin/tenants/:id/tracking": needs("admin.settings"),
   "PUT /api/admin/tenants/:id/tracking": needs("admin.settings"),
+  "GET /api/admin/tenants/:id/rate_limits": needs("admin.settings"),
+  "PUT /api/admin/tenants/:id/rate_limits": OPERATOR,
   // SenderKit templates (docs/api/admin.md#senderkit-templates); archive is SenderKit's delete.
   "GET /api/admin/tenants/:id/senderkit_templates": needs("templates.read"),
   "POST /api/admin/tenants/:id/senderkit_templates": needs("templates.write"),
@@ -189,8 +237,6 @@ const ROUTES: Record<string, Guard> = {
   "POST /api/admin/tenants/:id/senderkit_templates/:slug/rollback": needs("templates.write"),
   "POST /api/admin/tenants/:id/senderkit_templates/:slug/archive": needs("templates.delete"),
   "POST /api/admin/tenants/:id/senderkit_templates/:slug/unarchive": needs("templates.write"),
-  "GET /api/admin/tenants/:id/rate_limits": needs("admin.settings"),
-  "PUT /api/admin/tenants/:id/rate_limits": OPERATOR,
 };
 
 /**
@@ -290,6 +336,11 @@ function pathOf(route: string, ids: Ids): string {
     if (path.startsWith("/v1/messages")) return ids.messageId;
     if (path.startsWith("/v1/templates")) return "welcome";
     if (path.startsWith("/i/")) return "img_doesnotexist";
+    if (name === "role_id" || family.startsWith("/api/admin/roles")) return "role_developer";
+    if (family.startsWith("/api/admin/partners")) return "prt_nowhere";
+    if (family.startsWith("/api/admin/permissions")) return "mail.send";
+    if (family.startsWith("/api/admin/users")) return "usr_nowhere";
+    if (family.startsWith("/api/admin/group_mappings")) return "grm_nowhere";
     throw new Error(`no sample value for :${name} in ${route}`);
   });
 }
@@ -422,6 +473,16 @@ async function tenantWithEverything(): Promise<{ ids: Ids; adminKey: string; mar
 }
 
 describe("the route table", () => {
+  it("the permission table the guards read (edge/src/surfaces/route-permissions.ts) says what ROUTES says", () => {
+    const norm = (p: readonly string[] | "any") => (p === "any" ? "any" : [...p].sort().join(" | "));
+    const expected: Record<string, string> = {};
+    for (const [r, g] of Object.entries(ROUTES)) {
+      if (g.kind === "tenant" || g.kind === "admin_jwt") expected[r] = norm(g.perms);
+    }
+    const declared = Object.fromEntries(Object.entries(ROUTE_PERMISSIONS).map(([r, p]) => [r, norm(p)]));
+    expect(declared).toEqual(expected);
+  });
+
   it("classifies every route the Worker serves, and no route it does not", () => {
     expect(ROUTE_LIST.length).toBeGreaterThan(50);
     const unclassified = ROUTE_LIST.filter((r) => !(r in ROUTES));
@@ -472,6 +533,20 @@ describe("authentication and tenant binding on every route", () => {
     expect(out).toEqual([]);
   });
 
+  it("admin identity routes: 401 without credentials, 403 to a tenant's key holding every permission, open to the operator", async () => {
+    const out: string[] = [];
+    for (const r of ROUTE_LIST.filter((r) => guardOf(r).kind === "admin_jwt")) {
+      const none = await hit(r, a.ids, {});
+      if (none.status !== 401) out.push(`${r} no credentials → ${none.status}`);
+      const key = await hit(r, a.ids, bearer(a.adminKey));
+      if (key.status !== 403) out.push(`${r} tenant key → ${key.status}`);
+      const op = await hit(r, a.ids, operatorHeaders());
+      if (op.status === 401 || op.status === 403 || op.status >= 500)
+        out.push(`${r} operator → ${op.status} ${op.text.slice(0, 80)}`);
+    }
+    expect(out).toEqual([]);
+  }, 60_000);
+
   it("SenderKit routes: 401 unauthorized (SenderKit's error shape) without a SenderKit key, to any other credential", async () => {
     const out: string[] = [];
     for (const r of ROUTE_LIST.filter((r) => guardOf(r).kind === "senderkit")) {
@@ -485,7 +560,8 @@ describe("authentication and tenant binding on every route", () => {
       ] as const) {
         const { status, text } = await hit(r, a.ids, headers);
         const code = status === 401 ? (JSON.parse(text) as { error?: { code?: string } }).error?.code : null;
-        if (status !== 401 || code !== "unauthorized") out.push(`${r} ${label} → ${status} ${text.slice(0, 80)}`);
+        if (status !== 401 || code !== "unauthorized")
+          out.push(`${r} ${label} → ${status} ${text.slice(0, 80)}`);
       }
     }
     expect(out).toEqual([]);

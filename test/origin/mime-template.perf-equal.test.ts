@@ -154,7 +154,7 @@ describe("buildMimeReusing ≡ buildMime", () => {
   it("reused messages, signed, verify with mailauth and python3-dkim", async () => {
     const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
     const record = `v=DKIM1; k=rsa; p=${publicKey.export({ type: "spki", format: "der" }).toString("base64")}`;
-    const records = { [`s1._domainkey.${DOMAIN}`]: record };
+    const records: Record<string, string> = { [`s1._domainkey.${DOMAIN}`]: record };
     const key = {
       domain: DOMAIN,
       selector: "s1",

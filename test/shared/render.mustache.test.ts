@@ -21,7 +21,11 @@ const data = {
 describe("mustache lookup", () => {
   it("walks out through the context stack for the first part of a name", () => {
     const src = "{{#items}}[{{title}}@{{shop}}]{{/items}}";
-    expect(run(src, data, "mustache")).toEqual({ ok: true, output: "[Pen@Root][Ink@Mine][Cap@]", missing: [] });
+    expect(run(src, data, "mustache")).toEqual({
+      ok: true,
+      output: "[Pen@Root][Ink@Mine][Cap@]",
+      missing: [],
+    });
     // Handlebars (the default and /v3's mode) reads the current context only.
     const hb = run(src, data);
     expect(hb.ok && hb.output).toBe("[Pen@][Ink@Mine][Cap@]");

@@ -18,11 +18,11 @@ import { skQuotaAdminApi } from "./sk-quota.ts";
 import { renderFastApi } from "../errors.ts";
 import { tenantTrackingApi } from "./tracking.ts";
 import { tenantRateLimitsApi } from "./rate-limits.ts";
-import { skTemplatesAdminApi } from "./sk-templates.ts";
 import { domainsApi } from "./domains.ts";
 import { secretsApi } from "./secrets.ts";
 import { partnersApi, tenantsApi } from "./identity-tenants.ts";
 import { groupMappingsApi, permissionsApi, rolesApi, usersApi } from "./identity-roles.ts";
+import { skTemplatesAdminApi } from "./sk-templates.ts";
 import { parseInput, readJson } from "../validate.ts";
 
 const TenantBody = z.object({ name: z.string().trim().min(1).max(255) });
@@ -78,15 +78,15 @@ export const adminApi = new Hono<AppEnv>()
 
 // Tracking defaults (docs/api/tracking.md#tenant-defaults): the operator, or a key with admin.settings.
 adminApi.route("/tenants/:id/tracking", tenantTrackingApi);
-// Rate-limit overrides (docs/api/admin.md#rate-limits): read by the operator or admin.settings, set by the operator.
-adminApi.route("/tenants/:id/rate_limits", tenantRateLimitsApi);
 // SenderKit's monthly quota per tenant (docs/api/senderkit.md#quota).
 adminApi.route("/tenants/:id/senderkit_quota", skQuotaAdminApi);
-// SenderKit templates (docs/api/admin.md#senderkit-templates): the operator, or a key with templates.*.
-adminApi.route("/tenants/:id/senderkit_templates", skTemplatesAdminApi);
+// Rate-limit overrides (docs/api/admin.md#rate-limits): read by the operator or admin.settings, set by the operator.
+adminApi.route("/tenants/:id/rate_limits", tenantRateLimitsApi);
 // Sender domains (docs/api/admin.md#sender-domains) and the SECRETS_KEY re-seal (operator only).
 adminApi.route("/domains", domainsApi);
 adminApi.route("/secrets", secretsApi);
+// SenderKit templates (docs/api/admin.md#senderkit-templates): the operator, or a key with templates.*.
+adminApi.route("/tenants/:id/senderkit_templates", skTemplatesAdminApi);
 // Identity (docs/api/admin.md#partners … #group-mappings): ScaiKey JWTs and the operator token.
 adminApi.route("/partners", partnersApi);
 adminApi.route("/tenants", tenantsApi);

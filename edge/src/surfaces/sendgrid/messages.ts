@@ -151,46 +151,42 @@ function sendgridEventExtras(e: EventRow): Record<string, unknown> {
 
 export const messagesApi = new Hono<AppEnv>()
   .use(authenticate())
-  .get(
-    "/",
-    rateLimit(RATE_LIMITS.messagesList),
-    async (c) => {
-      const principal = c.get("principal");
-      if (principal.kind === "operator") throw new AppError("forbidden", "Reading messages needs an API key");
-      const q = parseInput(ListQuery, c.req.query(), "query");
-      const pageSize = q.limit ?? q.page_size ?? 25;
-      const query = parseQuery(q.query);
-      const endMs =
-        q.end_date === undefined
-          ? undefined
-          : Date.parse(q.end_date) + (isBareDate(q.end_date) ? 86_400_000 : 1);
-      const { rows, total } = await listMessages(
-        c.get("db"),
-        principal.tenantId,
-        {
-          ...(q.status ? { status: q.status } : {}),
-          ...(q.to_email ? { toEmail: q.to_email } : {}),
-          ...(q.from_email ? { fromEmail: q.from_email } : {}),
-          ...(q.subject ? { subject: q.subject } : {}),
-          ...(q.batch_id ? { batchId: q.batch_id } : {}),
-          ...(q.template_id ? { templateId: q.template_id } : {}),
-          ...(q.category ? { category: q.category } : {}),
-          ...(q.start_date ? { startMs: Date.parse(q.start_date) } : {}),
-          ...(endMs !== undefined ? { endMs } : {}),
-        },
-        q.page,
-        pageSize,
-        query,
-      );
-      return c.json({
-        messages: rows.map((r: ActivityRow) => summary(r, r)),
-        total,
-        page: q.page,
-        page_size: pageSize,
-        total_pages: Math.ceil(total / pageSize),
-      });
-    },
-  )
+  .get("/", rateLimit(RATE_LIMITS.messagesList), async (c) => {
+    const principal = c.get("principal");
+    if (principal.kind === "operator") throw new AppError("forbidden", "Reading messages needs an API key");
+    const q = parseInput(ListQuery, c.req.query(), "query");
+    const pageSize = q.limit ?? q.page_size ?? 25;
+    const query = parseQuery(q.query);
+    const endMs =
+      q.end_date === undefined
+        ? undefined
+        : Date.parse(q.end_date) + (isBareDate(q.end_date) ? 86_400_000 : 1);
+    const { rows, total } = await listMessages(
+      c.get("db"),
+      principal.tenantId,
+      {
+        ...(q.status ? { status: q.status } : {}),
+        ...(q.to_email ? { toEmail: q.to_email } : {}),
+        ...(q.from_email ? { fromEmail: q.from_email } : {}),
+        ...(q.subject ? { subject: q.subject } : {}),
+        ...(q.batch_id ? { batchId: q.batch_id } : {}),
+        ...(q.template_id ? { templateId: q.template_id } : {}),
+        ...(q.category ? { category: q.category } : {}),
+        ...(q.start_date ? { startMs: Date.parse(q.start_date) } : {}),
+        ...(endMs !== undefined ? { endMs } : {}),
+      },
+      q.page,
+      pageSize,
+      query,
+    );
+    return c.json({
+      messages: rows.map((r: ActivityRow) => summary(r, r)),
+      total,
+      page: q.page,
+      page_size: pageSize,
+      total_pages: Math.ceil(total / pageSize),
+    });
+  })
   .get("/:id", async (c) => {
     const principal = c.get("principal");
     if (principal.kind === "operator") throw new AppError("forbidden", "Reading messages needs an API key");

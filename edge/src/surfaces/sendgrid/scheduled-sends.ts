@@ -71,9 +71,7 @@ function parseBody(
 
 export const scheduledSendsApi = new Hono<AppEnv>()
   .use(authenticate())
-  .use(
-    rateLimit(RATE_LIMITS.scheduledSends),
-  )
+  .use(rateLimit(RATE_LIMITS.scheduledSends))
   .post("/", routePermission(), async (c) => {
     const tenantId = tenantOf(c);
     const { batch_id: batchId, status } = parseBody(await readJsonBody(c), ["batch_id", "status"]);
