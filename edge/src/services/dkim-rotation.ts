@@ -22,7 +22,7 @@ import { sealDkimPrivateKey } from "../lib/dkim-key-box.ts";
 import { generateDkimKeyPair } from "../lib/dkim-keys.ts";
 import type { Keyring } from "../lib/secret-box.ts";
 
-/** The first selector; later ones are this plus 2, 3, … (scaisend.md names `scaisend2` for the first rotation). */
+/** The first selector; later ones are this plus 2, 3, … (the first rotation makes `scaisend2`: docs/api/admin.md#rotating-the-dkim-key). */
 export const RSA_SELECTOR_BASE = "scaisend";
 export const DEFAULT_ROTATION_OVERLAP_MS = 7 * 24 * 3600_000;
 /** Retired keys kept in the list (the oldest removable ones drop off first). */

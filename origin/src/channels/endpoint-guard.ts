@@ -1,5 +1,5 @@
 /**
- * Web push endpoints come from tenants (a browser's PushSubscription, docs/channels.md#web-push), so
+ * Web push endpoints come from tenants (a browser's PushSubscription, docs/channels.md#the-web-push-endpoint-guard), so
  * the origin must not be made to POST to its own network: an endpoint must be https:// without
  * credentials in it, and every address its host resolves to must be public (the IANA special-purpose
  * registries, origin/src/smtp/address-policy.ts: no loopback, private, link-local, CGNAT or cloud

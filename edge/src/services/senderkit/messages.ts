@@ -2,7 +2,7 @@
  * SenderKit's Message as /v1 reads it (docs/api/senderkit.md#messages): an `sk_messages` row, joined
  * with its `messages` row for a live email (whose status, events and error are the delivery's own).
  *
- * Status mapping (docs/api/senderkit.md#statuses): a row with its own `status` (test mode) keeps it;
+ * Status mapping (docs/api/senderkit.md#messages): a row with its own `status` (test mode) keeps it;
  * a live email maps messages.status: queued → `scheduled` before its scheduledAt, else `queued`;
  * processing, rendered → `rendered`; sending → `dispatched`; sent → `sent`; delivered → `delivered`;
  * cancelled → `canceled`; failed with every recipient suppressed → `opted_out`; bounced, failed → `failed`.

@@ -22,7 +22,7 @@ export const MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024;
 /** E.164: a plus, a country code that does not start with 0, at most 15 digits in all. */
 export const E164 = /^\+[1-9]\d{1,14}$/;
 
-/** Metadata: at most 50 keys of at most 40 characters, values of at most 500 (docs/api/senderkit.md#metadata). */
+/** Metadata: at most 50 keys of at most 40 characters, values of at most 500 (docs/api/senderkit.md#send). */
 const Metadata = z
   .record(z.string().min(1).max(40), z.union([z.string().max(500), z.number(), z.boolean()]))
   .refine((m) => Object.keys(m).length <= 50, "at most 50 metadata keys");

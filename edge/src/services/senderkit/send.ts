@@ -95,7 +95,7 @@ export async function skSend(
     createdAt: now,
     updatedAt: now,
   };
-  // The hub's idempotency store, namespaced by surface and environment (docs/api/senderkit.md#idempotency).
+  // The hub's idempotency store, namespaced by surface and environment (docs/api/senderkit.md#send).
   const idempotency = req.idempotency
     ? { key: `sk:${principal.environment}:${req.idempotency.key}`, bodyHash: req.idempotency.bodyHash }
     : undefined;
@@ -181,7 +181,7 @@ async function replayedStatus(db: Db, id: string, fallback: "queued" | "schedule
   return r.scheduled_at !== null ? "scheduled" : "queued";
 }
 
-/** Mustache over the raw content (docs/api/senderkit.md#interpolation): HTML-escaped in the HTML body only. */
+/** Mustache over the raw content (docs/api/senderkit.md#send): HTML-escaped in the HTML body only. */
 function interpolate(send: RawSend): RawSend {
   const one = (field: string, source: string, escape: "html" | "none"): string => {
     const compiled = compileTemplate(source);
