@@ -7,23 +7,27 @@
 import { sql } from "drizzle-orm";
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
-export const tenants = sqliteTable("tenants", {
-  id: text("id").primaryKey(),
-  name: text("name").notNull(),
-  /** active | suspended — a suspended tenant's requests get 403 (docs/api/admin.md#tenants). */
-  status: text("status", { enum: ["active", "suspended"] })
-    .notNull()
-    .default("active"),
-  createdAt: integer("created_at").notNull(),
-  /** The partner the tenant belongs to (docs/api/admin.md#partners); null: none. */
-  partnerId: text("partner_id").references(() => partners.id),
-  /** Its ScaiKey id (`tnt_…`), which admin routes accept in place of `id`. */
-  scaikeyId: text("scaikey_id"),
-  slug: text("slug"),
-  /** Arbitrary JSON object, set with PATCH /api/admin/tenants/{id}. */
-  settings: text("settings", { mode: "json" }).$type<Record<string, unknown>>().notNull().default({}),
-  updatedAt: integer("updated_at"),
-});
+export const tenants = sqliteTable(
+  "tenants",
+  {
+    id: text("id").primaryKey(),
+    name: text("name").notNull(),
+    /** active | suspended — a suspended tenant's requests get 403 (docs/api/admin.md#tenants). */
+    status: text("status", { enum: ["active", "suspended"] })
+      .notNull()
+      .default("active"),
+    createdAt: integer("created_at").notNull(),
+    /** The partner the tenant belongs to (docs/api/admin.md#partners); null: none. */
+    partnerId: text("partner_id").references(() => partners.id),
+    /** Its ScaiKey id (`tnt_…`), which admin routes accept in place of `id`. */
+    scaikeyId: text("scaikey_id"),
+    slug: text("slug"),
+    /** Arbitrary JSON object, set with PATCH /api/admin/tenants/{id}. */
+    settings: text("settings", { mode: "json" }).$type<Record<string, unknown>>().notNull().default({}),
+    updatedAt: integer("updated_at"),
+  },
+  (t) => [uniqueIndex("tenants_scaikey_id").on(t.scaikeyId), index("tenants_partner").on(t.partnerId)],
+);
 
 export const apiKeys = sqliteTable(
   "api_keys",
