@@ -503,7 +503,7 @@ describe("authentication and tenant binding on every route", () => {
       key: (await createApiKey(other.tenantId, { scopes: [...PERMISSIONS] })).key,
       noScopes: (await createApiKey(other.tenantId, { scopes: [] })).key,
     };
-  }, 60_000);
+  }, 180_000);
 
   it("public routes answer without credentials (never 401/403)", async () => {
     const out: string[] = [];
@@ -545,7 +545,7 @@ describe("authentication and tenant binding on every route", () => {
         out.push(`${r} operator → ${op.status} ${op.text.slice(0, 80)}`);
     }
     expect(out).toEqual([]);
-  }, 60_000);
+  }, 180_000);
 
   it("SenderKit routes: 401 unauthorized (SenderKit's error shape) without a SenderKit key, to any other credential", async () => {
     const out: string[] = [];
@@ -581,7 +581,7 @@ describe("authentication and tenant binding on every route", () => {
       }
     });
     expect(out).toEqual([]);
-  }, 60_000);
+  }, 180_000);
 
   it("tenant routes: 403 to the tenant's own key without the route's permission", async () => {
     const out: string[] = [];
@@ -592,7 +592,7 @@ describe("authentication and tenant binding on every route", () => {
         out.push(`${r} → ${status} ${text.slice(0, 80)}`);
     });
     expect(out).toEqual([]);
-  }, 60_000);
+  }, 180_000);
 
   it("tenant routes: tenant B's key (every permission) on A's ids is 404, and no answer carries A's data", async () => {
     const out: string[] = [];
@@ -654,7 +654,7 @@ describe("authentication and tenant binding on every route", () => {
     };
     expect(await requests(a.adminKey)).toBe(1);
     expect(await requests(b.key)).toBe(0);
-  }, 120_000);
+  }, 240_000);
 });
 
 describe("the permission matrix", () => {
@@ -665,7 +665,7 @@ describe("the permission matrix", () => {
   beforeAll(async () => {
     tenantId = (await setupTenant()).tenantId;
     ids.tenantId = tenantId;
-  }, 60_000);
+  }, 180_000);
 
   /** Permissions no route declares yet (user–role assignment is not served). */
   const RESERVED: readonly Permission[] = ["admin.users"];
