@@ -11,9 +11,7 @@
  */
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../../context.ts";
-import { touchApiKey } from "../../db/api-keys.ts";
-import { sha256Hex } from "../../lib/crypto.ts";
-import { catalogCache } from "../../services/catalog-cache.ts";
+import { adoptApiKey } from "../../services/key-principal.ts";
 import { SkError } from "./errors.ts";
 
 export const SK_KEY_FORMAT = /^sk_(live|test)_[0-9a-f]{32}$/;
@@ -28,28 +26,10 @@ export function skAuthenticate(): MiddlewareHandler<AppEnv> {
     if (!token) throw unauthorized("Authorization must be: Bearer sk_live_… or sk_test_…");
     const format = SK_KEY_FORMAT.exec(token);
     if (!format) throw unauthorized("Invalid API key");
-    const key = await catalogCache.keyByHash(
-      c.env.DB,
-      await sha256Hex(token),
-      c.get("config").AUTH_CACHE_TTL_MS,
-    );
-    const now = catalogCache.now();
-    if (!key || key.revokedAt !== null || (key.expiresAt !== null && key.expiresAt <= now)) {
-      throw unauthorized("Invalid API key");
-    }
-    // The hash matched, so the row is this very key; its environment is the one its prefix names.
-    if (key.environment !== format[1]) throw unauthorized("Invalid API key");
-    if (key.tenantStatus !== "active") throw unauthorized("The API key's workspace is suspended");
-    c.set("principal", {
-      kind: "api_key",
-      tenantId: key.tenantId,
-      keyId: key.keyId,
-      environment: key.environment,
-      scopes: key.scopes,
-    });
-    if (catalogCache.touchDue(key, now)) {
-      c.executionCtx.waitUntil(touchApiKey(c.get("db"), key.keyId, now).catch(() => undefined));
-    }
+    // The mode is the one the prefix names; a row of the other environment is refused.
+    const refusal = await adoptApiKey(c, token, format[1] as "live" | "test");
+    if (refusal === "invalid") throw unauthorized("Invalid API key");
+    if (refusal === "suspended") throw unauthorized("The API key's workspace is suspended");
     return next();
   };
 }
