@@ -181,10 +181,18 @@ describe("the hub's hand-off to the webhook queue", () => {
           row.events,
           Date.now(),
         );
+      // A bare INSERT schedules nothing: make sure an alarm is due for the run below.
+      return state.storage.setAlarm(Date.now());
     });
     await runDurableObjectAlarm(hub());
-    expect(await r.calls()).toBeGreaterThan(before);
-    expect(await staged()).toEqual([]);
+    // The hand-off call may still be under way when the alarm's run returns.
+    const after = await eventually(
+      async () => ({ calls: await r.calls(), staged: await staged() }),
+      (x) => x.calls > before && x.staged.length === 0,
+      4000,
+    );
+    expect(after.calls).toBeGreaterThan(before);
+    expect(after.staged).toEqual([]);
     // The queue de-duplicated them: nothing pending, no new delivery.
     const queued = await inQueue(r.tenantId, (_q, state) => ({
       pending: state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM pending").one().n,
