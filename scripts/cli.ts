@@ -16,7 +16,13 @@
  */
 import { parseArgs } from "node:util";
 import { PERMISSIONS } from "../shared/permissions.ts";
-import { AdminApiError, AdminClient, type DomainView, type ResealPageView } from "./lib/admin-client.ts";
+import {
+  AdminApiError,
+  AdminClient,
+  describeError,
+  type DomainView,
+  type ResealPageView,
+} from "./lib/admin-client.ts";
 
 const USAGE = `usage:
   scaisend bootstrap --tenant NAME --domain DOMAIN [--dmarc-policy none|quarantine|reject] [--dkim rsa|dual]
@@ -48,23 +54,6 @@ function printRecords(d: DomainView): void {
     );
   for (const r of d.dns_records.filter((x) => x.status === "removable"))
     console.log(`(${r.host} is no longer used and may be deleted from DNS)`);
-}
-
-/** The text one failed call prints: the server's message (FastAPI `detail`), not a stack. */
-export function describeError(err: unknown): string {
-  if (err instanceof AdminApiError) {
-    const body = err.body as { detail?: unknown } | null;
-    const detail =
-      typeof body?.detail === "string"
-        ? body.detail
-        : Array.isArray(body?.detail)
-          ? (body.detail as { loc?: unknown[]; msg?: string }[])
-              .map((d) => `${(d.loc ?? []).join(".")}: ${d.msg ?? ""}`)
-              .join("; ")
-          : JSON.stringify(err.body);
-    return `${err.message.split(" failed:")[0]} failed: HTTP ${err.status} ${detail}`;
-  }
-  return err instanceof Error ? err.message : String(err);
 }
 
 export async function runCli(argv: string[]): Promise<number> {

@@ -13,6 +13,23 @@ export class AdminApiError extends Error {
   }
 }
 
+/** The text one failed call prints: the server's message (FastAPI `detail`), not a stack. */
+export function describeError(err: unknown): string {
+  if (err instanceof AdminApiError) {
+    const body = err.body as { detail?: unknown } | null;
+    const detail =
+      typeof body?.detail === "string"
+        ? body.detail
+        : Array.isArray(body?.detail)
+          ? (body.detail as { loc?: unknown[]; msg?: string }[])
+              .map((d) => `${(d.loc ?? []).join(".")}: ${d.msg ?? ""}`)
+              .join("; ")
+          : JSON.stringify(err.body);
+    return `${err.message.split(" failed:")[0]} failed: HTTP ${err.status} ${detail}`;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
 export interface DnsRecord {
   purpose: string;
   type: string;

@@ -13,7 +13,7 @@
  */
 import fs from "node:fs";
 import { parseArgs } from "node:util";
-import { AdminApiError, AdminClient } from "./admin-client.ts";
+import { AdminApiError, AdminClient, describeError } from "./admin-client.ts";
 
 export const SK_TEMPLATES_USAGE = `usage:
   scaisend sk-templates list --tenant TENANT_ID
@@ -54,19 +54,6 @@ function readJsonFile(file: string, what: string, io: CliIo): unknown {
   } catch {
     throw new Error(`${what} (${file}) is not JSON`);
   }
-}
-
-function describeError(err: AdminApiError): string {
-  const body = err.body as { detail?: unknown } | null;
-  const detail =
-    typeof body?.detail === "string"
-      ? body.detail
-      : Array.isArray(body?.detail)
-        ? (body.detail as { loc?: unknown[]; msg?: string }[])
-            .map((d) => `${(d.loc ?? []).join(".")}: ${d.msg ?? ""}`)
-            .join("; ")
-        : JSON.stringify(err.body);
-  return `${err.message.split(" failed:")[0]} failed: HTTP ${err.status} ${detail}`;
 }
 
 function printTemplate(t: TemplateView, io: CliIo): void {
