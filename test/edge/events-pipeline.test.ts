@@ -5,7 +5,7 @@
  * WebhookQueue's fetcher (with its resolver pointing the endpoint's name at a public address), as in
  * webhooks.delivery.test.ts; the hub, D1 and the queue are the real objects.
  */
-import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { loadConfig } from "../../edge/src/env.ts";
@@ -22,6 +22,7 @@ import {
   sendOne,
   setupTenant,
   type LinkClient,
+  runScheduledAlarm,
 } from "./helpers.ts";
 import { inQueue } from "./webhooks.helpers.ts";
 
@@ -168,7 +169,7 @@ describe("queue-age expiry", () => {
         id,
       );
     });
-    expect(await runDurableObjectAlarm(hub())).toBe(true);
+    expect(await runScheduledAlarm(hub())).toBe(true);
     const posts = await eventually(
       async () => r.posts,
       (p) => ofType(p, "dropped").length >= 2,

@@ -4,7 +4,7 @@
  * is written to D1 directly, because tests run with DEV_MODE "false" and have no DNS to publish to.
  * Every test makes its own tenant, so tests never depend on each other's rows.
  */
-import { runInDurableObject, SELF } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject, SELF } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { expect } from "vitest";
 import {
@@ -223,6 +223,20 @@ export async function eventually<T>(
     last = await fn();
   }
   return last;
+}
+
+/**
+ * Runs the object's scheduled alarm now, as `runDurableObjectAlarm` does, but waits out an alarm the
+ * object fired by itself: while its own alarm handler runs, `getAlarm()` reads null and
+ * `runDurableObjectAlarm` answers false, although the handler re-arms on its way out.
+ * True once a scheduled alarm ran; false if none was scheduled for the whole `timeoutMs`.
+ */
+export async function runScheduledAlarm(stub: DurableObjectStub, timeoutMs = 3000): Promise<boolean> {
+  return eventually(
+    () => runDurableObjectAlarm(stub),
+    (ran) => ran,
+    timeoutMs,
+  );
 }
 
 // ---------------------------------------------------------------- origin link (WebSocket) helpers

@@ -13,7 +13,7 @@
  * Marks taken out for a D1 write still under way count toward the cap too: a failing D1 can take long
  * to answer, and a dispatch during that write must not go past the cap.
  */
-import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { OutboxEntry } from "../../edge/src/objects/origin-hub.ts";
@@ -27,6 +27,7 @@ import {
   sendOne,
   setupTenant,
   resetHub,
+  runScheduledAlarm,
 } from "./helpers.ts";
 
 const hub = () => env.ORIGIN_HUB.getByName("hub-0");
@@ -132,7 +133,7 @@ describe("`sending` marks while D1 fails", () => {
     origin.send({ type: "credit", credits: 100 });
     expect(await linkSettled(origin)).toMatchObject({ credits: 100, jobsOut: CAP });
     // The alarm (as it fires on its own) does not dispatch either while D1 still fails.
-    expect(await runDurableObjectAlarm(hub())).toBe(true);
+    expect(await runScheduledAlarm(hub())).toBe(true);
     expect(await linkSettled(origin)).toMatchObject({ credits: 100, jobsOut: CAP });
     expect(origin.queued("jobs")).toBe(0);
     expect(await hub().stats()).toMatchObject({ ready: EXTRA, leased: CAP });

@@ -17,6 +17,7 @@ import {
   setupTenant,
   type TenantFixture,
   resetHub,
+  runScheduledAlarm,
 } from "./helpers.ts";
 
 const hub = () => env.ORIGIN_HUB.getByName("hub-0");
@@ -103,7 +104,7 @@ describe("queue-age expiry", () => {
 
     await age(id);
     // The hub always keeps an alarm armed for the oldest message's expiry, so there is one to run.
-    expect(await runDurableObjectAlarm(hub())).toBe(true);
+    expect(await runScheduledAlarm(hub())).toBe(true);
 
     const m = await getMessage(t.liveKey, id);
     expect(m.status).toBe("failed");
@@ -140,7 +141,7 @@ describe("queue-age expiry", () => {
 
     // The link has spent its only credit, so nothing takes the retry: it ages out.
     await age(id);
-    expect(await runDurableObjectAlarm(hub())).toBe(true);
+    expect(await runScheduledAlarm(hub())).toBe(true);
 
     const m = await getMessage(t.liveKey, id);
     expect(m.status).toBe("delivered");
@@ -165,7 +166,7 @@ describe("queue-age expiry", () => {
     await runInDurableObject(hub(), () => undefined);
 
     await age(id);
-    expect(await runDurableObjectAlarm(hub())).toBe(true);
+    expect(await runScheduledAlarm(hub())).toBe(true);
     expect(await outboxState(id)).toBe("leased");
     expect((await getMessage(t.liveKey, id)).status).toBe("processing");
 

@@ -6,7 +6,7 @@
  * is refused (400), or 409 while an origin holds it or once its payload is no longer kept. Also
  * SendGrid's own @sendgrid/client calling it.
  */
-import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import client from "@sendgrid/client";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -27,6 +27,7 @@ import {
   setupTenant,
   type LinkClient,
   type TenantFixture,
+  runScheduledAlarm,
 } from "./helpers.ts";
 import { useKey } from "./sendgrid-client.ts";
 
@@ -320,7 +321,7 @@ describe("a message that expired in the queue", () => {
       await (instance as unknown as { flush(): Promise<unknown> }).flush();
       s.storage.sql.exec("UPDATE outbox SET enqueued_at = 0 WHERE message_id = ?", m);
     });
-    expect(await runDurableObjectAlarm(hub())).toBe(true);
+    expect(await runScheduledAlarm(hub())).toBe(true);
     const d = await eventually(
       () => getMessage(key, m),
       (x) => x.status === "failed",

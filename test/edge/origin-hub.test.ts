@@ -4,7 +4,7 @@
  * Storage is isolated per test file, but every test in this file shares the one hub ("hub-0",
  * HUB_SHARDS = 1), so each test starts from an empty outbox with no links.
  */
-import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseRetrySchedule } from "../../shared/delivery/retry-schedule.ts";
@@ -29,6 +29,7 @@ import {
   type DomainView,
   type TenantFixture,
   resetHub,
+  runScheduledAlarm,
 } from "./helpers.ts";
 
 const hub = () => env.ORIGIN_HUB.getByName("hub-0");
@@ -423,7 +424,7 @@ describe("links that go away", () => {
 
     // The lease runs out (forced) and the alarm hands the job to the remaining link.
     await hubSql("UPDATE outbox SET lease_until = ? WHERE message_id = ?", Date.now() - 1, id);
-    expect(await runDurableObjectAlarm(hub())).toBe(true);
+    expect(await runScheduledAlarm(hub())).toBe(true);
     const [job2] = await second.jobs(1);
     expect(job2).toMatchObject({ jobId: `${id}.2`, attempt: 2 });
   });
@@ -484,7 +485,7 @@ describe("retries", () => {
     expect(await linkSettled(origin)).toMatchObject({ jobsOut: 1, credits: 1 });
 
     await hubSql("UPDATE outbox SET due_at = 0 WHERE message_id = ?", id);
-    expect(await runDurableObjectAlarm(hub())).toBe(true);
+    expect(await runScheduledAlarm(hub())).toBe(true);
     const [job2] = await origin.jobs(1);
     expect(job2).toMatchObject({ jobId: `${id}.2`, attempt: 2, recipients: ["later@example.org"] });
     const resent = await eventually(
