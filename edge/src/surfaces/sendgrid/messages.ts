@@ -17,6 +17,8 @@ import {
   type Expr,
 } from "../../../../shared/sendgrid/activity-query.ts";
 import type { AppEnv } from "../../context.ts";
+import type { Db } from "../../db/client.ts";
+import type { Bindings, Config } from "../../env.ts";
 import {
   getMessage,
   getMessageEvents,
@@ -149,81 +151,92 @@ function sendgridEventExtras(e: EventRow): Record<string, unknown> {
   return out;
 }
 
+/**
+ * GET /v3/messages' answer for `raw` (its query parameters) in one tenant: the one list query, which
+ * the dashboard's message list reads too (edge/src/surfaces/dashboard/messages.tsx).
+ */
+export async function messageList(db: Db, tenantId: string, raw: Record<string, string>) {
+  const q = parseInput(ListQuery, raw, "query");
+  const pageSize = q.limit ?? q.page_size ?? 25;
+  const query = parseQuery(q.query);
+  const endMs =
+    q.end_date === undefined ? undefined : Date.parse(q.end_date) + (isBareDate(q.end_date) ? 86_400_000 : 1);
+  const { rows, total } = await listMessages(
+    db,
+    tenantId,
+    {
+      ...(q.status ? { status: q.status } : {}),
+      ...(q.to_email ? { toEmail: q.to_email } : {}),
+      ...(q.from_email ? { fromEmail: q.from_email } : {}),
+      ...(q.subject ? { subject: q.subject } : {}),
+      ...(q.batch_id ? { batchId: q.batch_id } : {}),
+      ...(q.template_id ? { templateId: q.template_id } : {}),
+      ...(q.category ? { category: q.category } : {}),
+      ...(q.start_date ? { startMs: Date.parse(q.start_date) } : {}),
+      ...(endMs !== undefined ? { endMs } : {}),
+    },
+    q.page,
+    pageSize,
+    query,
+  );
+  return {
+    messages: rows.map((r: ActivityRow) => summary(r, r)),
+    total,
+    page: q.page,
+    page_size: pageSize,
+    total_pages: Math.ceil(total / pageSize),
+  };
+}
+
+/** GET /v3/messages/{id}'s answer in one tenant (the dashboard's message page reads it too); 404 when absent. */
+export async function messageDetail(db: Db, config: Config, env: Bindings, tenantId: string, id: string) {
+  let found: HubMessageView | null = null;
+  const m0 = await getMessage(db, tenantId, id);
+  if (m0) found = { message: m0, events: await getMessageEvents(db, tenantId, id) };
+  const owner = m0 ? null : ownerOf(config, id);
+  if (owner) {
+    found = (await hubStub(env, owner).message(tenantId, id)) as HubMessageView | null;
+    if (!found) {
+      const m1 = await getMessage(db, tenantId, id);
+      if (m1) found = { message: m1, events: await getMessageEvents(db, tenantId, id) };
+    }
+  }
+  if (!found) throw new AppError("not_found", `Message not found: ${id}`);
+  const { message: m, events } = found;
+  return {
+    ...summary(m, activityOf(m, events)),
+    api_key_id: m.apiKeyId,
+    unique_args: m.customArgs,
+    mode: m.mode,
+    cc_emails: m.recipients.cc.map((a) => a.email),
+    bcc_emails: m.recipients.bcc.map((a) => a.email),
+    reply_to: m.recipients.replyTo,
+    headers: m.headers,
+    custom_args: m.customArgs,
+    text_content: m.textBody,
+    html_content: m.htmlBody,
+    message_id_header: `<${m.messageIdHeader}>`,
+    // Two counters, named for what they count (docs/api/sendgrid.md): hand-overs to an origin, and
+    // deliveries that ended deferred (the retry schedule follows the latter).
+    dispatches: m.dispatches,
+    deferrals: m.deferrals,
+    error_message: m.errorMessage,
+    updated_at: iso(m.updatedAt),
+    events: events.map(eventView),
+  };
+}
+
 export const messagesApi = new Hono<AppEnv>()
   .use(authenticate())
   .get("/", rateLimit(RATE_LIMITS.messagesList), async (c) => {
     const principal = c.get("principal");
     if (principal.kind === "operator") throw new AppError("forbidden", "Reading messages needs an API key");
-    const q = parseInput(ListQuery, c.req.query(), "query");
-    const pageSize = q.limit ?? q.page_size ?? 25;
-    const query = parseQuery(q.query);
-    const endMs =
-      q.end_date === undefined
-        ? undefined
-        : Date.parse(q.end_date) + (isBareDate(q.end_date) ? 86_400_000 : 1);
-    const { rows, total } = await listMessages(
-      c.get("db"),
-      principal.tenantId,
-      {
-        ...(q.status ? { status: q.status } : {}),
-        ...(q.to_email ? { toEmail: q.to_email } : {}),
-        ...(q.from_email ? { fromEmail: q.from_email } : {}),
-        ...(q.subject ? { subject: q.subject } : {}),
-        ...(q.batch_id ? { batchId: q.batch_id } : {}),
-        ...(q.template_id ? { templateId: q.template_id } : {}),
-        ...(q.category ? { category: q.category } : {}),
-        ...(q.start_date ? { startMs: Date.parse(q.start_date) } : {}),
-        ...(endMs !== undefined ? { endMs } : {}),
-      },
-      q.page,
-      pageSize,
-      query,
-    );
-    return c.json({
-      messages: rows.map((r: ActivityRow) => summary(r, r)),
-      total,
-      page: q.page,
-      page_size: pageSize,
-      total_pages: Math.ceil(total / pageSize),
-    });
+    return c.json(await messageList(c.get("db"), principal.tenantId, c.req.query()));
   })
   .get("/:id", async (c) => {
     const principal = c.get("principal");
     if (principal.kind === "operator") throw new AppError("forbidden", "Reading messages needs an API key");
-    const id = c.req.param("id");
-    const db = c.get("db");
-    let found: HubMessageView | null = null;
-    const m0 = await getMessage(db, principal.tenantId, id);
-    if (m0) found = { message: m0, events: await getMessageEvents(db, principal.tenantId, id) };
-    const owner = m0 ? null : ownerOf(c.get("config"), id);
-    if (owner) {
-      found = (await hubStub(c.env, owner).message(principal.tenantId, id)) as HubMessageView | null;
-      if (!found) {
-        const m1 = await getMessage(db, principal.tenantId, id);
-        if (m1) found = { message: m1, events: await getMessageEvents(db, principal.tenantId, id) };
-      }
-    }
-    if (!found) throw new AppError("not_found", `Message not found: ${id}`);
-    const { message: m, events } = found;
-    return c.json({
-      ...summary(m, activityOf(m, events)),
-      api_key_id: m.apiKeyId,
-      unique_args: m.customArgs,
-      mode: m.mode,
-      cc_emails: m.recipients.cc.map((a) => a.email),
-      bcc_emails: m.recipients.bcc.map((a) => a.email),
-      reply_to: m.recipients.replyTo,
-      headers: m.headers,
-      custom_args: m.customArgs,
-      text_content: m.textBody,
-      html_content: m.htmlBody,
-      message_id_header: `<${m.messageIdHeader}>`,
-      // Two counters, named for what they count (docs/api/sendgrid.md): hand-overs to an origin, and
-      // deliveries that ended deferred (the retry schedule follows the latter).
-      dispatches: m.dispatches,
-      deferrals: m.deferrals,
-      error_message: m.errorMessage,
-      updated_at: iso(m.updatedAt),
-      events: events.map(eventView),
-    });
+    return c.json(
+      await messageDetail(c.get("db"), c.get("config"), c.env, principal.tenantId, c.req.param("id")),
+    );
   });
