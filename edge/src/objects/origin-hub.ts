@@ -198,8 +198,8 @@ export interface OutboxEntry extends SuppressionPolicy {
 
 /** What POST /v3/messages/{id}/cancel found in the shard (docs/api/sendgrid.md#cancelling-a-message). */
 export type CancelOutcome =
-  /** Cancelled now, or already. */
-  | { outcome: "cancelled" }
+  /** Cancelled now, or already (`already`: by an earlier request; /v1's DELETE answers that 409). */
+  | { outcome: "cancelled"; already?: true }
   /** An origin has it, or has had it (some recipients have an outcome): too late. */
   | { outcome: "dispatched" }
   /** Not in this shard's outbox (finished, or never here): the catalog says what it is. */
@@ -811,7 +811,9 @@ export class OriginHub extends DurableObject<Bindings> {
       .toArray()[0];
     if (!row) return { outcome: "absent" };
     if (row.ended !== null) {
-      return row.ended === "cancelled" ? { outcome: "cancelled" } : { outcome: "ended", status: row.ended };
+      return row.ended === "cancelled"
+        ? { outcome: "cancelled", already: true }
+        : { outcome: "ended", status: row.ended };
     }
     if ((row.state !== "ready" && row.state !== "held") || row.outcomes > 0) return { outcome: "dispatched" };
     this.ctx.storage.transactionSync(() => markCancelled(this.sql, [messageId], CANCELLED_BY_REQUEST));

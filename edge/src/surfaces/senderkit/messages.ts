@@ -157,6 +157,8 @@ export const skMessagesApi = new Hono<AppEnv>()
       throw notCancelable(again?.status ?? v.status);
     }
     const r = await stub.cancelMessage(p.tenantId, id);
+    // Cancelled by an earlier (or concurrent) request: /v1 answers only the one that cancelled it 200.
+    if (r.outcome === "cancelled" && r.already) throw notCancelable("canceled");
     if (r.outcome === "cancelled") return c.json({ id, status: "canceled" as const }, 200);
     if (r.outcome === "ended") throw notCancelable(r.status === "cancelled" ? "canceled" : r.status);
     // Handed to an origin (or finished) between the read and the cancel: the status observed now.
