@@ -109,6 +109,14 @@ export const ConfigSchema = z.object({
   // SenderKit's monthly quota of live sends per tenant (0: none) and its grace, unless the tenant has its own.
   SENDERKIT_MONTHLY_LIMIT: z.coerce.number().int().min(0).default(0),
   SENDERKIT_QUOTA_GRACE_PERCENT: z.coerce.number().int().min(0).max(1000).default(20),
+  // How long a `GET /v1/messages?tail=1` stream stays open before the server closes it (clients
+  // reconnect and get a fresh backfill; docs/api/senderkit.md#live-tail). One poll loop per stream.
+  SENDERKIT_TAIL_MAX_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 3600)
+    .default(30 * 60),
   // How long an isolate serves an API key's principal and a tenant's sender domains from memory
   // (edge/src/services/catalog-cache.ts): a revoked key or un-verified domain elsewhere stops working
   // here within this window. 0 turns the cache off.

@@ -6,7 +6,8 @@
  *     changed since the last poll (sk_messages.updated_at, or its messages row's updated_at for a live
  *     email), and sends each as a `message` event — new messages and status changes alike; a failed
  *     poll is an `error` event `{code:"poll_failed",message}` and the stream stays open;
- *  4. closed by the server after MAX_STREAM_MS (EventSource clients reconnect and get a fresh backfill).
+ *  4. closed by the server after SENDERKIT_TAIL_MAX_SECONDS (default 30 minutes; EventSource clients
+ *     reconnect and get a fresh backfill), so no stream holds a poll loop forever.
  * A comment line every HEARTBEAT_MS keeps proxies from closing an idle stream. The loop stops as soon
  * as the client goes away (a write fails). Each poll is one bounded query (POLL_LIMIT rows).
  * A message becomes visible here once its hub shard's catalog flush put it in D1 (milliseconds).
@@ -24,7 +25,6 @@ export const BACKFILL = 50;
 export const POLL_MS = 1_000;
 export const POLL_LIMIT = 100;
 export const HEARTBEAT_MS = 15_000;
-export const MAX_STREAM_MS = 30 * 60 * 1000;
 
 export function tailStream(
   c: Context<AppEnv>,
@@ -36,6 +36,7 @@ export function tailStream(
   const writer = writable.getWriter();
   const enc = new TextEncoder();
   const db = c.get("db");
+  const maxStreamMs = c.get("config").SENDERKIT_TAIL_MAX_SECONDS * 1000;
   const send = (event: string, data: unknown) =>
     writer.write(enc.encode(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`));
 
@@ -48,8 +49,10 @@ export function tailStream(
       for (const v of backfill) await send("message", messageJson(v, workspaceUuid));
       await send("ready", {});
       let lastBeat = Date.now();
-      while (Date.now() - started < MAX_STREAM_MS) {
-        await new Promise((r) => setTimeout(r, POLL_MS));
+      for (;;) {
+        const left = started + maxStreamMs - Date.now();
+        if (left <= 0) break;
+        await new Promise((r) => setTimeout(r, Math.min(POLL_MS, left)));
         try {
           const now = Date.now();
           const changed = await listChangedSkMessages(db, scope, filters, since, POLL_LIMIT, now);
