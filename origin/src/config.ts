@@ -466,6 +466,80 @@ export const OriginConfigSchema = z.object({
     ),
   INBOUND_TLS_KEY_FILE: z.string().optional().describe("PEM key file: offer STARTTLS on the inbound server"),
   INBOUND_TLS_CERT_FILE: z.string().optional().describe("PEM certificate file for INBOUND_TLS_KEY_FILE"),
+  // SMTP submission with API keys, as SendGrid's relay (docs/smtp-submission.md): off unless a port is set.
+  SUBMISSION_PORT: port
+    .optional()
+    .describe(
+      "STARTTLS submission port (587); without SUBMISSION_TLS_* it serves loopback clients only, in plaintext; unset = off",
+    ),
+  SUBMISSION_TLS_PORT: port
+    .optional()
+    .describe("Implicit-TLS submission port (465); needs SUBMISSION_TLS_KEY_FILE/CERT_FILE; unset = off"),
+  SUBMISSION_HOST: z.string().default("0.0.0.0").describe("Address the submission listeners bind"),
+  SUBMISSION_TLS_KEY_FILE: z.string().optional().describe("PEM key file for the submission listeners"),
+  SUBMISSION_TLS_CERT_FILE: z
+    .string()
+    .optional()
+    .describe("PEM certificate file for SUBMISSION_TLS_KEY_FILE"),
+  SUBMISSION_MAX_MESSAGE_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1_024)
+    .default(20 * 1024 * 1024)
+    .describe("Largest submitted message, advertised as SIZE (552 5.3.4 above it; mail/send's 20 MiB)"),
+  SUBMISSION_MAX_RECIPIENTS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(1_000)
+    .default(1_000)
+    .describe("Recipients per submitted message (452 4.5.3 above it; mail/send's limit is 1,000)"),
+  SUBMISSION_MAX_CONNECTIONS_PER_KEY: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(20)
+    .describe("Authenticated submission connections one API key may hold at once (421 above it)"),
+  SUBMISSION_AUTH_FAILURES: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(5)
+    .describe(
+      "Failed AUTHs from one client address before it is refused (421) for SUBMISSION_AUTH_COOLDOWN_MS",
+    ),
+  SUBMISSION_AUTH_COOLDOWN_MS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(300_000)
+    .describe("How long a client address stays refused after too many failed AUTHs (from its last failure)"),
+  SUBMISSION_AUTH_TARPIT_MS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(1_000)
+    .describe("Delay before a failed AUTH's 535, times the address's failures so far (at most 10 s)"),
+  SUBMISSION_KEY_CACHE_MS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(10_000)
+    .describe("How long an API key that passed AUTH is taken as valid without asking the edge again"),
+  SUBMISSION_EDGE_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(1_000)
+    .default(60_000)
+    .describe(
+      "How long a submission waits for the edge's mail/send before answering 451 (the client retries)",
+    ),
+  SUBMISSION_IDLE_TIMEOUT_MS: z.coerce
+    .number()
+    .int()
+    .min(1_000)
+    .default(300_000)
+    .describe("How long a silent submission client is waited for before 421 and close"),
   // SMS, push and web push providers (origin/src/channels/config.ts, docs/channels.md#configuration).
   ...channelConfigShape,
 });

@@ -25,6 +25,7 @@ import { createWarmup, parseWarmupSchedule, parseWarmupStart } from "./delivery/
 import { startDevInbox, type DevInbox } from "./dev-inbox/index.ts";
 import { InboundForwarder } from "./inbound/forwarder.ts";
 import { startInboundServer, type InboundServer } from "./inbound/server.ts";
+import { startSubmissionFromConfig, type SubmissionServer } from "./submission/index.ts";
 import { OutcomeJournal } from "./journal/outcome-journal.ts";
 import { EdgeLink } from "./link/edge-link.ts";
 import { createLogger, type Logger } from "./ops/log.ts";
@@ -50,6 +51,8 @@ export interface OriginNode {
   journal: OutcomeJournal;
   /** The inbound SMTP server for bounces and FBL reports (docs/bounces.md), when INBOUND_SMTP_PORT is set. */
   inbound: InboundServer | null;
+  /** SMTP submission with API keys (docs/smtp-submission.md), when SUBMISSION_PORT or SUBMISSION_TLS_PORT is set. */
+  submission: SubmissionServer | null;
   /** Stops taking work, lets jobs in flight finish and report (up to DRAIN_TIMEOUT_MS), then closes. */
   drain(): Promise<void>;
 }
@@ -305,6 +308,7 @@ export async function startOriginNode(
       log: (level, msg, extra) => log[level](msg, extra),
     });
   }
+  const submission = await startSubmissionFromConfig(config, (level, msg, extra) => log[level](msg, extra));
   log.info("origin node started", {
     nodeId: config.NODE_ID,
     httpPort,
@@ -318,6 +322,7 @@ export async function startOriginNode(
       log.info("draining", { inFlight: runner.inFlight });
       for (const l of links) l.stopCredits();
       await inboundServer?.close();
+      await submission?.close();
       const timeout = new Promise<void>((r) => setTimeout(r, config.DRAIN_TIMEOUT_MS).unref());
       await Promise.race([runner.whenIdle(), timeout]);
       await Promise.all(links.map((l) => l.waitForAcks(5_000)));
@@ -335,7 +340,7 @@ export async function startOriginNode(
     return drained;
   };
 
-  return { httpPort, inbox, links, runner, coordinator, journal, inbound: inboundServer, drain };
+  return { httpPort, inbox, links, runner, coordinator, journal, inbound: inboundServer, submission, drain };
 }
 
 function json(res: http.ServerResponse, status: number, body: unknown): void {
