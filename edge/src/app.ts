@@ -16,6 +16,7 @@
  *   /origin/templates/*   template snapshots for the origin (ORIGIN_TOKEN)
  *   /t/*                  public tracking: open pixel, click redirect, unsubscribe page (token-signed)
  *   /v1/*                 SenderKit's API (errors {error:{code,message}}), SenderKit keys (docs/api/senderkit.md)
+ *   /app/*                the tenant's web dashboard (HTML, session cookie; docs/dashboard.md)
  *   /healthz              liveness
  */
 import { Hono } from "hono";
@@ -48,6 +49,8 @@ import { externalImageProxy } from "./surfaces/public/image-proxy.ts";
 import { imageProxy } from "./surfaces/public/images.ts";
 import { trackingApi } from "./surfaces/tracking/index.ts";
 import { senderkitApi } from "./surfaces/senderkit/index.ts";
+import { dashboardApp } from "./surfaces/dashboard/index.tsx";
+import { dashboardLoginsAdminApi } from "./surfaces/dashboard/admin-logins.ts";
 
 export function createApp() {
   const app = new Hono<AppEnv>();
@@ -108,8 +111,11 @@ export function createApp() {
   app.route("/v3/auth", authApi);
   app.route("/i/p", externalImageProxy);
   app.route("/i", imageProxy);
+  // Dashboard logins (docs/api/admin.md#dashboard-logins) before the admin API, which would 404 them.
+  app.route("/api/admin/tenants/:id/logins", dashboardLoginsAdminApi);
   app.route("/api/admin", adminApi);
   app.route("/v1", senderkitApi);
+  app.route("/app", dashboardApp);
 
   app.notFound((c) => c.json({ detail: "Not Found" }, 404));
   app.onError(renderFastApi);

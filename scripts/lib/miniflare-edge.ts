@@ -66,7 +66,11 @@ export async function startMiniflareEdge(opts: StartMiniflareEdgeOptions): Promi
     scriptPath,
     modules: true,
     // The bundle's .wasm modules (photon, the image library's decoder) load as compiled Wasm, as on Workers.
-    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+    // Its Text modules (wrangler.toml [[rules]]: stylesheets and uPlot, which the dashboard serves) load as strings.
+    modulesRules: [
+      { type: "CompiledWasm", include: ["**/*.wasm"] },
+      { type: "Text", include: ["**/*.css", "**/*-uPlot.iife.min.js"] },
+    ],
     compatibilityDate: "2026-08-01",
     compatibilityFlags: ["nodejs_compat"],
     d1Databases: { DB: "scaisend" },

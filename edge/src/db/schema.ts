@@ -689,3 +689,54 @@ export const skUsage = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.tenantId, t.month] })],
 );
+
+/**
+ * Operator-created sign-ins to the web dashboard at /app (docs/dashboard.md). `email` is unique across
+ * the install, so the sign-in form needs no tenant; `roles` names roles of the tenant (default or its
+ * own), resolved to permissions through the same RBAC as the API (services/access.ts).
+ */
+export const dashboardLogins = sqliteTable(
+  "dashboard_logins",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    /** Lower-cased. */
+    email: text("email").notNull(),
+    /** PBKDF2-SHA256 of the password (services/dashboard-passwords.ts), base64; salt per login. */
+    passwordHash: text("password_hash").notNull(),
+    passwordSalt: text("password_salt").notNull(),
+    passwordIterations: integer("password_iterations").notNull(),
+    roles: text("roles", { mode: "json" }).$type<string[]>().notNull(),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [uniqueIndex("dashboard_logins_email").on(t.email), index("dashboard_logins_tenant").on(t.tenantId)],
+);
+
+/** Dashboard sessions: the cookie holds a random id, D1 its SHA-256 (a copy of the table opens no session). */
+export const dashboardSessions = sqliteTable(
+  "dashboard_sessions",
+  {
+    idHash: text("id_hash").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    loginId: text("login_id")
+      .notNull()
+      .references(() => dashboardLogins.id, { onDelete: "cascade" }),
+    /** The per-session token every form carries (docs/dashboard.md#csrf). */
+    csrfToken: text("csrf_token").notNull(),
+    createdAt: integer("created_at").notNull(),
+    lastSeenAt: integer("last_seen_at").notNull(),
+  },
+  (t) => [index("dashboard_sessions_login").on(t.loginId)],
+);
+
+/** Failed sign-ins per (client address, email), keyed by their SHA-256: the throttle's window. */
+export const dashboardLoginFailures = sqliteTable("dashboard_login_failures", {
+  key: text("key").primaryKey(),
+  failures: integer("failures").notNull(),
+  firstFailureAt: integer("first_failure_at").notNull(),
+});

@@ -17,6 +17,14 @@ import type { AppEnv } from "../context.ts";
 export type RoutePermission = readonly Permission[] | "any";
 
 export const ROUTE_PERMISSIONS: Readonly<Record<string, RoutePermission>> = {
+  // The dashboard's pages (docs/dashboard.md): a session has its login's roles' permissions.
+  "POST /app/logout": "any",
+  "GET /app/messages": "any",
+  "GET /app/messages/:id": "any",
+  "GET /app/stats": ["stats.read"],
+  "GET /app/keys": ["admin.api_keys"],
+  "POST /app/keys": ["admin.api_keys"],
+  "POST /app/keys/:id/revoke": ["admin.api_keys"],
   "GET /api/admin/tenants": "any",
   "GET /api/admin/tenants/:id": "any",
   "PATCH /api/admin/tenants/:id": ["admin.settings"],
