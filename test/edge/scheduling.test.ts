@@ -356,7 +356,10 @@ describe("/v3/user/scheduled_sends", () => {
     });
     expect((await req(scheduler, "GET", "/v3/user/scheduled_sends")).status).toBe(200);
     const sender = await keyWith(t.tenantId, ["mail.send"]);
-    expect((await req(sender, "GET", "/v3/user/scheduled_sends")).status).toBe(403);
+    expect(await json(await req(sender, "GET", "/v3/user/scheduled_sends"))).toEqual({
+      status: 403,
+      body: { detail: "Missing required scope: mail.cancel" },
+    });
     expect((await req(scheduler, "DELETE", `/v3/user/scheduled_sends/${id}`)).status).toBe(403);
   });
 });

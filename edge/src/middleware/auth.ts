@@ -50,17 +50,6 @@ export function authenticate(options: { allowOperator?: boolean } = {}): Middlew
   };
 }
 
-/** 403 unless the API key carries `scope`. The operator token may do anything. */
-export function requireScope(scope: string): MiddlewareHandler<AppEnv> {
-  return async function scopeMiddleware(c, next) {
-    const p = c.get("principal");
-    if (p.kind !== "operator" && !p.scopes.includes(scope)) {
-      throw new AppError("forbidden", `Missing required scope: ${scope}`);
-    }
-    return next();
-  };
-}
-
 export function requireOperator(): MiddlewareHandler<AppEnv> {
   return async function operatorOnly(c, next) {
     if (c.get("principal").kind !== "operator") {

@@ -166,7 +166,8 @@ export function routePermission(): MiddlewareHandler<AppEnv> {
     const p = c.get("principal");
     if (p.kind === "operator" || needed === "any") return next();
     if (!needed.some((perm) => p.scopes.includes(perm))) {
-      throw new AppError("forbidden", `Missing required scope: ${needed.join(" or ")}`);
+      // SendGrid's 403 names one scope; with a choice, the first listed (the one that allows the most).
+      throw new AppError("forbidden", `Missing required scope: ${needed[0]}`);
     }
     return next();
   };

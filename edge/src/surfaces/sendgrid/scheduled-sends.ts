@@ -6,9 +6,10 @@
  * At most MAX_SCHEDULED_STATES batches of a tenant have a state at once; a batch has one state.
  * Every change is stored in D1 and told to every hub shard (services/batches.ts), which holds or
  * cancels the batch's messages no origin has yet, and meets later sends into the batch with it.
- * Permissions: `mail.cancel` to change, `mail.cancel` or `mail.schedule` to read.
+ * Permissions (surfaces/route-permissions.ts): `mail.cancel` to change, `mail.cancel` or `mail.schedule`
+ * to read.
  */
-import { Hono, type MiddlewareHandler } from "hono";
+import { Hono } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { changeScheduled, createScheduled, getBatch, listScheduled } from "../../db/batches.ts";
@@ -32,17 +33,6 @@ const notFound = () =>
   new AppError("not_found", "batch id not found", {
     fields: [{ message: "batch id not found", field: null, help: null }],
   });
-
-/** Reading needs either permission: a key that may schedule may see what is paused. */
-function readScope(): MiddlewareHandler<AppEnv> {
-  return async (c, next) => {
-    const p = c.get("principal");
-    if (p.kind !== "operator" && !p.scopes.includes("mail.cancel") && !p.scopes.includes("mail.schedule")) {
-      throw new AppError("forbidden", "Missing required scope: mail.cancel");
-    }
-    return next();
-  };
-}
 
 function parseBody(
   body: unknown,
@@ -95,14 +85,14 @@ export const scheduledSendsApi = new Hono<AppEnv>()
     await tellShards(c.env, c.get("config"), tenantId, id, status);
     return c.json({ batch_id: id, status }, 201);
   })
-  .get("/", readScope(), async (c) => {
+  .get("/", routePermission(), async (c) => {
     const rows = await listScheduled(c.get("db"), tenantOf(c));
     return c.json(
       rows.map((r) => ({ batch_id: r.id, status: r.scheduledStatus })),
       200,
     );
   })
-  .get("/:batchId", readScope(), async (c) => {
+  .get("/:batchId", routePermission(), async (c) => {
     const tenantId = tenantOf(c);
     const id = c.req.param("batchId");
     const batch = BATCH_ID_FORMAT.test(id) ? await getBatch(c.get("db"), tenantId, id) : undefined;
