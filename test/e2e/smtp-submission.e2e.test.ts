@@ -49,7 +49,7 @@ beforeAll(async () => {
     SUBMISSION_PORT: "0",
     SUBMISSION_AUTH_TARPIT_MS: "0",
   };
-  const start = async (env: Record<string, string>) => {
+  const start = async (env: NodeJS.ProcessEnv) => {
     const started = await startSubmissionFromConfig(loadOriginConfig(env), () => undefined);
     if (!started) throw new Error("submission did not start");
     return started;
