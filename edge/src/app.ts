@@ -15,6 +15,7 @@
  *   /origin/blobs/*       attachments and large bodies for the origin (ORIGIN_TOKEN)
  *   /origin/templates/*   template snapshots for the origin (ORIGIN_TOKEN)
  *   /t/*                  public tracking: open pixel, click redirect, unsubscribe page (token-signed)
+ *   /webhooks/scaikey     ScaiKey's identity sync events, ScaiKey-signed (docs/scaikey.md#webhook)
  *   /v1/*                 SenderKit's API (errors {error:{code,message}}), SenderKit keys (docs/api/senderkit.md)
  *   /app/*                the tenant's web dashboard (HTML, session cookie; docs/dashboard.md)
  *   /healthz              liveness
@@ -51,6 +52,7 @@ import { trackingApi } from "./surfaces/tracking/index.ts";
 import { senderkitApi } from "./surfaces/senderkit/index.ts";
 import { dashboardApp } from "./surfaces/dashboard/index.tsx";
 import { dashboardLoginsAdminApi } from "./surfaces/dashboard/admin-logins.ts";
+import { scaikeyWebhook } from "./surfaces/scaikey-webhook.ts";
 
 export function createApp() {
   const app = new Hono<AppEnv>();
@@ -116,6 +118,7 @@ export function createApp() {
   app.route("/api/admin", adminApi);
   app.route("/v1", senderkitApi);
   app.route("/app", dashboardApp);
+  app.route("/webhooks/scaikey", scaikeyWebhook);
 
   app.notFound((c) => c.json({ detail: "Not Found" }, 404));
   app.onError(renderFastApi);

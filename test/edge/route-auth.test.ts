@@ -41,6 +41,17 @@ type Guard =
   /** A SenderKit key (sk_live_/sk_test_), which has no permissions (docs/api/senderkit.md#authentication). */
   | { kind: "senderkit" }
   /**
+   * The dashboard's pages (docs/dashboard.md): a session cookie whose login's roles hold `perms` (any
+   * one; "any": every session of the tenant) and, on unsafe methods, its CSRF token; no bearer
+   * credential opens them. Probed in test/edge/dashboard.routes.test.ts (no session, missing
+   * permission, tenant B's session on A's ids).
+   */
+  | { kind: "dashboard"; perms: readonly Permission[] | "any" }
+  /** The dashboard's sign-in form post: public, but only from the Worker's own origin (login CSRF). */
+  | { kind: "dashboard_signin" }
+  /** Signed by ScaiKey (X-Scaikey-Signature, docs/scaikey.md#webhook): no credential opens it. */
+  | { kind: "signed" }
+  /**
    * The admin API's identity routes (docs/api/admin.md#credentials): a ScaiKey JWT with `perms` (any
    * one; "any": every JWT of the tenant) or the operator token; API keys are refused (403). The JWT
    * permission matrix of these routes is in test/edge/identity.test.ts.
@@ -52,6 +63,12 @@ const ORIGIN: Guard = { kind: "origin" };
 const OPERATOR: Guard = { kind: "operator" };
 const JWT: Guard = { kind: "jwt" };
 const SENDERKIT: Guard = { kind: "senderkit" };
+const DASHBOARD_SIGNIN: Guard = { kind: "dashboard_signin" };
+const dashboard = (...perms: Permission[]): Guard => ({
+  kind: "dashboard",
+  perms: perms.length ? perms : "any",
+});
+const SIGNED: Guard = { kind: "signed" };
 const adminJwt = (...perms: Permission[]): Guard => ({
   kind: "admin_jwt",
   perms: perms.length ? perms : "any",
@@ -105,6 +122,13 @@ const ROUTES: Record<string, Guard> = {
   "DELETE /api/admin/group_mappings/:id": adminJwt("admin.users"),
   "POST /v3/auth/login": PUBLIC,
   "POST /v3/auth/callback": PUBLIC,
+  "GET /v3/auth/callback": PUBLIC,
+  // ScaiKey's identity sync (docs/scaikey.md): the webhook is signed, the rest is the operator's.
+  "POST /webhooks/scaikey": SIGNED,
+  "GET /api/admin/scaikey": OPERATOR,
+  "PUT /api/admin/scaikey": OPERATOR,
+  "POST /api/admin/scaikey/sync": OPERATOR,
+  "POST /api/admin/scaikey/sync/prune": OPERATOR,
   "POST /v3/auth/refresh": PUBLIC,
   "POST /v3/auth/logout": PUBLIC,
   "POST /api/admin/tenants/:id/api_keys": OPERATOR,
@@ -514,9 +538,11 @@ describe("authentication and tenant binding on every route", () => {
     expect(out).toEqual([]);
   });
 
-  it("origin, operator and JWT-only routes: 401 without credentials, refused to a tenant's key holding every permission", async () => {
+  it("origin, operator, JWT-only and ScaiKey-signed routes: 401 without credentials, refused to a tenant's key holding every permission", async () => {
     const out: string[] = [];
-    for (const r of ROUTE_LIST.filter((r) => ["origin", "operator", "jwt"].includes(guardOf(r).kind))) {
+    for (const r of ROUTE_LIST.filter((r) =>
+      ["origin", "operator", "jwt", "signed"].includes(guardOf(r).kind),
+    )) {
       const none = await hit(r, a.ids, {});
       if (none.status !== 401) out.push(`${r} no credentials → ${none.status}`);
       const key = await hit(r, a.ids, bearer(a.adminKey));

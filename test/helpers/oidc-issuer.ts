@@ -87,8 +87,16 @@ export class LocalOidcIssuer {
 
   private async idToken(user: LoginUser, nonce: string | undefined): Promise<string> {
     const nowS = Math.floor(this.clock() / 1000);
-    const { sub, email, given_name, family_name, name, tenant_id } = user;
-    return new SignJWT({ email, given_name, family_name, name, tenant_id, ...(nonce ? { nonce } : {}) })
+    const { sub, email, given_name, family_name, name, tenant_id, groups } = user;
+    return new SignJWT({
+      email,
+      given_name,
+      family_name,
+      name,
+      tenant_id,
+      ...(groups ? { groups } : {}),
+      ...(nonce ? { nonce } : {}),
+    })
       .setProtectedHeader({ alg: "RS256", kid: this.kid })
       .setIssuer(this.issuer)
       .setAudience(this.client.id)

@@ -25,6 +25,10 @@ export const tenants = sqliteTable(
     /** Arbitrary JSON object, set with PATCH /api/admin/tenants/{id}. */
     settings: text("settings", { mode: "json" }).$type<Record<string, unknown>>().notNull().default({}),
     updatedAt: integer("updated_at"),
+    /** ScaiKey's `updated_at` of the last record applied (docs/scaikey.md): an older one is ignored. */
+    scaikeyUpdatedAt: integer("scaikey_updated_at"),
+    /** When a sync or webhook last saw it at ScaiKey; `sync --full` prunes what a run did not see. */
+    scaikeySyncedAt: integer("scaikey_synced_at"),
   },
   (t) => [uniqueIndex("tenants_scaikey_id").on(t.scaikeyId), index("tenants_partner").on(t.partnerId)],
 );
@@ -492,6 +496,8 @@ export const partners = sqliteTable(
     slug: text("slug").notNull(),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
+    scaikeyUpdatedAt: integer("scaikey_updated_at"),
+    scaikeySyncedAt: integer("scaikey_synced_at"),
   },
   (t) => [uniqueIndex("partners_slug").on(t.slug), uniqueIndex("partners_scaikey_id").on(t.scaikeyId)],
 );
@@ -537,9 +543,59 @@ export const users = sqliteTable(
     displayName: text("display_name"),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
+    scaikeyUpdatedAt: integer("scaikey_updated_at"),
+    scaikeySyncedAt: integer("scaikey_synced_at"),
   },
   (t) => [uniqueIndex("users_tenant_scaikey").on(t.tenantId, t.scaikeyId)],
 );
+
+/**
+ * The ScaiKey groups a user is in (docs/scaikey.md), from sign-in, the sync webhook and `sync --full`;
+ * the tenant's group mappings turn them into roles, as they do a JWT's `groups` claim.
+ */
+export const userGroups = sqliteTable(
+  "user_groups",
+  {
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    userId: text("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    groupId: text("group_id").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.userId, t.groupId] }),
+    index("user_groups_tenant_group").on(t.tenantId, t.groupId),
+  ],
+);
+
+/** ScaiKey sync-webhook event ids already applied (docs/scaikey.md#webhook): a replay changes nothing. */
+export const scaikeyEvents = sqliteTable(
+  "scaikey_events",
+  {
+    id: text("id").primaryKey(),
+    receivedAt: integer("received_at").notNull(),
+  },
+  (t) => [index("scaikey_events_received").on(t.receivedAt)],
+);
+
+/**
+ * What `scaisend register` obtained from ScaiKey (docs/scaikey.md#register): one row, id "default".
+ * `client_secret` and `webhook_secret` are sealed with SECRETS_KEY (lib/secret-box.ts).
+ */
+export const scaikeyRegistration = sqliteTable("scaikey_registration", {
+  id: text("id").primaryKey(),
+  issuer: text("issuer").notNull(),
+  clientId: text("client_id"),
+  clientSecret: text("client_secret"),
+  redirectUri: text("redirect_uri"),
+  webhookId: text("webhook_id"),
+  webhookUrl: text("webhook_url"),
+  webhookSecret: text("webhook_secret"),
+  createdAt: integer("created_at").notNull(),
+  updatedAt: integer("updated_at").notNull(),
+});
 
 export const userRoles = sqliteTable(
   "user_roles",

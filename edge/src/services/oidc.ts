@@ -60,6 +60,14 @@ export interface LoginUser {
   tenant_id: string | null;
 }
 
+/** What the ID token says beyond the profile, for the user mirror (services/scaikey-mirror.ts). */
+export interface LoginClaims {
+  /** The `groups` claim; undefined when the token has none (then the mirrored groups stay). */
+  groups: string[] | undefined;
+  /** OIDC's `updated_at` (seconds) in ms, or undefined. */
+  updatedAt: number | undefined;
+}
+
 const text = (v: unknown): string | null => (typeof v === "string" ? v : null);
 
 export class OidcClient {
@@ -138,7 +146,7 @@ export class OidcClient {
     s: OidcSettings,
     cookie: string | undefined,
     input: { code: string; state: string; iss?: string | undefined },
-  ): Promise<{ tokens: TokenSet; user: LoginUser }> {
+  ): Promise<{ tokens: TokenSet; user: LoginUser; claims: LoginClaims }> {
     const mismatch = () => new AppError("unauthorized", "state does not match the login");
     if (!cookie) throw mismatch();
     let tx: Transaction;
@@ -186,6 +194,15 @@ export class OidcClient {
         last_name: text(claims.family_name),
         display_name: text(claims.name),
         tenant_id: text(claims.tenant_id),
+      },
+      claims: {
+        groups: Array.isArray(claims.groups)
+          ? claims.groups.filter((g): g is string => typeof g === "string" && g !== "")
+          : undefined,
+        updatedAt:
+          typeof claims.updated_at === "number" && Number.isFinite(claims.updated_at)
+            ? claims.updated_at * 1000
+            : undefined,
       },
     };
   }

@@ -300,6 +300,8 @@ export const usersApi = new Hono<AppEnv>()
       displayName: body.display_name ?? null,
       createdAt: now,
       updatedAt: now,
+      scaikeyUpdatedAt: null,
+      scaikeySyncedAt: null,
     };
     try {
       await identity.insertUser(row);

@@ -23,6 +23,7 @@ import { secretsApi } from "./secrets.ts";
 import { partnersApi, tenantsApi } from "./identity-tenants.ts";
 import { groupMappingsApi, permissionsApi, rolesApi, usersApi } from "./identity-roles.ts";
 import { skTemplatesAdminApi } from "./sk-templates.ts";
+import { scaikeyAdminApi } from "./scaikey.ts";
 import { parseInput, readJson } from "../validate.ts";
 
 const TenantBody = z.object({ name: z.string().trim().min(1).max(255) });
@@ -94,4 +95,6 @@ adminApi.route("/permissions", permissionsApi);
 adminApi.route("/roles", rolesApi);
 adminApi.route("/users", usersApi);
 adminApi.route("/group_mappings", groupMappingsApi);
+// ScaiKey's registration and bulk sync (docs/api/admin.md#scaikey): the operator token.
+adminApi.route("/scaikey", scaikeyAdminApi);
 adminApi.onError(renderFastApi);

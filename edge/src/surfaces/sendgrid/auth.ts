@@ -3,7 +3,9 @@
  *  - `POST /login` `{email?, login_hint?}` → `{authorization_url, state}`, and a sealed, HttpOnly
  *    cookie carrying the login transaction (services/oidc.ts);
  *  - `POST /callback` `{code, state}` (+ that cookie) → ScaiKey's tokens and the user; 401 if the
- *    state does not match the cookie's, 400 if ScaiKey refuses the code;
+ *    state does not match the cookie's, 400 if ScaiKey refuses the code. The user is written to the
+ *    tenant's user mirror with its groups (services/scaikey-mirror.ts, docs/scaikey.md#sign-in);
+ *    `GET /callback?code&state&iss` is the same, for a browser ScaiKey redirects here;
  *  - `POST /refresh` `{refresh_token}` → new tokens (the refresh token may rotate); 401 if refused;
  *  - `POST /logout` → 200; stateless: the login cookie is cleared, the client discards its tokens;
  *  - `GET /me`: who a ScaiKey JWT names, in which tenant, with which roles and effective
@@ -21,6 +23,7 @@ import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import { LOGIN_COOKIE, LOGIN_TTL_MS, oidcClient } from "../../services/oidc.ts";
 import { oidcSettings } from "../../services/oidc-settings.ts";
+import { applySignIn } from "../../services/scaikey-mirror.ts";
 import { renderFastApi } from "../errors.ts";
 import { parseInput, readJson } from "../validate.ts";
 
@@ -38,29 +41,41 @@ const CallbackBody = z.strictObject({
 });
 const RefreshBody = z.strictObject({ refresh_token: z.string().min(1).max(4096) });
 
+const CallbackQuery = CallbackBody.extend({}).loose();
+
+/** The code exchange, then the user into the mirror; the answer both callbacks give. */
+async function finishLogin(c: Context<AppEnv>, input: z.infer<typeof CallbackBody>) {
+  const s = await oidcSettings(c.get("config"), c.get("db"));
+  const { tokens, user, claims } = await oidcClient.callback(s, getCookie(c, LOGIN_COOKIE), input);
+  clearLoginCookie(c);
+  await applySignIn(c.get("db"), user, claims, Date.now());
+  c.header("Cache-Control", "no-store");
+  return c.json({ ...tokens, user });
+}
+
 const COOKIE_OPTIONS = { path: "/v3/auth", httpOnly: true, secure: true, sameSite: "Lax" } as const;
 const clearLoginCookie = (c: Context<AppEnv>) => deleteCookie(c, LOGIN_COOKIE, COOKIE_OPTIONS);
 
 export const authApi = new Hono<AppEnv>()
   .post("/login", async (c) => {
     const body = parseInput(LoginBody, await readJson(c.req.raw), "body");
-    const s = oidcSettings(c.get("config"));
+    const s = await oidcSettings(c.get("config"), c.get("db"));
     const login = await oidcClient.login(s, body.login_hint ?? body.email);
     setCookie(c, LOGIN_COOKIE, login.cookie, { ...COOKIE_OPTIONS, maxAge: LOGIN_TTL_MS / 1000 });
     c.header("Cache-Control", "no-store");
     return c.json({ authorization_url: login.authorizationUrl, state: login.state });
   })
-  .post("/callback", async (c) => {
-    const body = parseInput(CallbackBody, await readJson(c.req.raw), "body");
-    const s = oidcSettings(c.get("config"));
-    const { tokens, user } = await oidcClient.callback(s, getCookie(c, LOGIN_COOKIE), body);
-    clearLoginCookie(c);
-    c.header("Cache-Control", "no-store");
-    return c.json({ ...tokens, user });
+  .post("/callback", async (c) => finishLogin(c, parseInput(CallbackBody, await readJson(c.req.raw), "body")))
+  // ScaiKey's redirect itself (the redirect URI `scaisend register` registers); extra query
+  // parameters ScaiKey adds (e.g. session_state) are not ours to refuse.
+  .get("/callback", async (c) => {
+    const q = parseInput(CallbackQuery, c.req.query(), "query");
+    return finishLogin(c, { code: q.code, state: q.state, ...(q.iss !== undefined ? { iss: q.iss } : {}) });
   })
   .post("/refresh", async (c) => {
     const body = parseInput(RefreshBody, await readJson(c.req.raw), "body");
-    const tokens = await oidcClient.refresh(oidcSettings(c.get("config")), body.refresh_token);
+    const s = await oidcSettings(c.get("config"), c.get("db"));
+    const tokens = await oidcClient.refresh(s, body.refresh_token);
     c.header("Cache-Control", "no-store");
     return c.json(tokens);
   })

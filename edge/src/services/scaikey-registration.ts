@@ -1,0 +1,78 @@
+/**
+ * What `scaisend register` obtained from ScaiKey (docs/scaikey.md#register), kept in D1 with its
+ * secrets sealed under SECRETS_KEY (lib/secret-box.ts, AAD naming the field, so a value copied into
+ * the other column does not open): the OAuth client the login uses (services/oidc-settings.ts) and
+ * the webhook subscription whose signing secret authenticates /webhooks/scaikey.
+ */
+import {
+  getScaiKeyRegistration,
+  putScaiKeyRegistration,
+  type ScaiKeyRegistrationRow,
+} from "../db/identity.ts";
+import type { Db } from "../db/client.ts";
+import { open, seal, type Keyring } from "../lib/secret-box.ts";
+
+const CLIENT_SECRET_AAD = "scaikey:client_secret";
+const WEBHOOK_SECRET_AAD = "scaikey:webhook_secret";
+
+export interface RegistrationInput {
+  issuer: string;
+  clientId?: string | undefined;
+  clientSecret?: string | undefined;
+  redirectUri?: string | undefined;
+  webhookId?: string | undefined;
+  webhookUrl?: string | undefined;
+  webhookSecret?: string | undefined;
+}
+
+/** Stores the fields given (sealing the secrets); fields not given keep their stored values. */
+export async function saveRegistration(
+  db: Db,
+  keys: Keyring,
+  input: RegistrationInput,
+  now: number,
+): Promise<ScaiKeyRegistrationRow> {
+  const defined = <T>(v: T | undefined) => v !== undefined;
+  return putScaiKeyRegistration(
+    db,
+    {
+      issuer: input.issuer,
+      ...(defined(input.clientId) ? { clientId: input.clientId } : {}),
+      ...(defined(input.clientSecret)
+        ? { clientSecret: await seal(keys, input.clientSecret!, CLIENT_SECRET_AAD) }
+        : {}),
+      ...(defined(input.redirectUri) ? { redirectUri: input.redirectUri } : {}),
+      ...(defined(input.webhookId) ? { webhookId: input.webhookId } : {}),
+      ...(defined(input.webhookUrl) ? { webhookUrl: input.webhookUrl } : {}),
+      ...(defined(input.webhookSecret)
+        ? { webhookSecret: await seal(keys, input.webhookSecret!, WEBHOOK_SECRET_AAD) }
+        : {}),
+    },
+    now,
+  );
+}
+
+export function registration(db: Db): Promise<ScaiKeyRegistrationRow | undefined> {
+  return getScaiKeyRegistration(db);
+}
+
+/** The registered OAuth client, complete, or undefined. */
+export async function registeredClient(
+  db: Db,
+  keys: Keyring,
+): Promise<{ issuer: string; clientId: string; clientSecret: string; redirectUri: string } | undefined> {
+  const row = await getScaiKeyRegistration(db);
+  if (!row?.clientId || !row.clientSecret || !row.redirectUri) return undefined;
+  return {
+    issuer: row.issuer,
+    clientId: row.clientId,
+    clientSecret: await open(keys, row.clientSecret, CLIENT_SECRET_AAD),
+    redirectUri: row.redirectUri,
+  };
+}
+
+/** The webhook's signing secret, or undefined when no subscription is registered. */
+export async function webhookSecret(db: Db, keys: Keyring): Promise<string | undefined> {
+  const row = await getScaiKeyRegistration(db);
+  return row?.webhookSecret ? open(keys, row.webhookSecret, WEBHOOK_SECRET_AAD) : undefined;
+}
