@@ -169,6 +169,8 @@ async function main(): Promise<void> {
     console.log("Starting the origin (dev inbox mode) …");
     const inboxHttpPort = await portOr(Number(process.env.SCAISEND_INBOX_PORT ?? 8025));
     const originHttpPort = await portOr(9464);
+    // SMTP submission (docs/smtp-submission.md), loopback only: without TLS it takes AUTH in plaintext.
+    const submissionPort = await portOr(Number(process.env.SCAISEND_SUBMISSION_PORT ?? 2587));
     const origin: ChildProcess = spawn(
       path.join(REPO_ROOT, "node_modules", ".bin", "tsx"),
       [path.join(REPO_ROOT, "origin", "src", "main.ts")],
@@ -191,6 +193,8 @@ async function main(): Promise<void> {
           DEV_INBOX_HTTP_PORT: String(inboxHttpPort),
           DEV_DKIM_RECORDS: JSON.stringify({ [dkimRecord.host]: dkimRecord.value }),
           HTTP_PORT: String(originHttpPort),
+          SUBMISSION_HOST: "127.0.0.1",
+          SUBMISSION_PORT: String(submissionPort),
           LOG_LEVEL: process.env.LOG_LEVEL ?? "warn",
         },
         stdio: ["ignore", "inherit", "inherit"],
@@ -262,6 +266,8 @@ ScaiSend is running.
   Live API key   ${boot.liveKey.api_key}
   Test API key   ${boot.testKey.api_key}   (always sandbox: validated, never delivered)
   Sender domain  ${SENDER_DOMAIN}  (dev mode: counts as verified without DNS)
+  SMTP relay     127.0.0.1:${submissionPort}, user "apikey", password the API key:
+    swaks --server 127.0.0.1 --port ${submissionPort} --auth PLAIN --auth-user apikey --auth-password ${boot.liveKey.api_key} --from hello@${SENDER_DOMAIN} --to friend@example.org
 
 First send: ${messageId} → ${delivered.status} in ${tookMs} ms (${delivered.events.map((e) => e.event_type).join(" → ")}), DKIM in the inbox: ${inboxCopy?.dkim.result ?? "not found"}
 
