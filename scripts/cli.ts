@@ -37,6 +37,7 @@ const USAGE = `usage:
   scaisend secrets reseal [--limit N]   (after a SECRETS_KEY rotation; see docs/operations.md)
   scaisend bounce classify < message.eml   (local; VERP_SECRET verifies VERP tokens; see docs/bounces.md)
   scaisend sk-templates list|show|create|version|publish|rollback|archive|unarchive …   (--help for more)
+  scaisend providers list|add|rotate|default|remove …   (SMS / push / web push connections; --help for more)
 options: --edge URL (or SCAISEND_EDGE_URL), --admin-token TOKEN (or SCAISEND_ADMIN_TOKEN), --json`;
 
 function printRecords(d: DomainView): void {
@@ -61,6 +62,11 @@ export async function runCli(argv: string[]): Promise<number> {
     // SenderKit templates: its own options (scripts/lib/sk-templates-cli.ts).
     const { runSkTemplatesCli } = await import("./lib/sk-templates-cli.ts");
     return runSkTemplatesCli(argv.slice(1));
+  }
+  if (argv[0] === "providers") {
+    // Provider connections: credentials from a file or stdin only (scripts/lib/providers-cli.ts).
+    const { runProvidersCli } = await import("./lib/providers-cli.ts");
+    return runProvidersCli(argv.slice(1));
   }
   const { values, positionals } = parseArgs({
     args: argv,

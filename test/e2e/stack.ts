@@ -71,6 +71,8 @@ export interface StackOptions {
    * edge/ changes; wrangler's proxy keeps its port but drops the link (scripts/lib/wrangler-dev.ts).
    */
   viaRelay?: boolean;
+  /** Extra origin settings (e.g. CHANNEL_TWILIO_API_URL pointing at a loopback fake provider). */
+  originEnv?: Record<string, string>;
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
@@ -147,6 +149,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
         CONNECT_TIMEOUT_MS: "3000",
         DRAIN_TIMEOUT_MS: "5000",
         CAPACITY: "20",
+        ...options.originEnv,
       });
       stack.origin = await startOriginNode(config, originLog);
       return stack.origin;

@@ -261,6 +261,12 @@ const ROUTES: Record<string, Guard> = {
   "POST /api/admin/tenants/:id/senderkit_templates/:slug/rollback": needs("templates.write"),
   "POST /api/admin/tenants/:id/senderkit_templates/:slug/archive": needs("templates.delete"),
   "POST /api/admin/tenants/:id/senderkit_templates/:slug/unarchive": needs("templates.write"),
+  // SMS / push / web push provider connections (docs/api/admin.md#provider-connections).
+  "GET /api/admin/tenants/:id/provider-connections": needs("admin.settings"),
+  "POST /api/admin/tenants/:id/provider-connections": needs("admin.settings"),
+  "GET /api/admin/tenants/:id/provider-connections/:connection_id": needs("admin.settings"),
+  "PATCH /api/admin/tenants/:id/provider-connections/:connection_id": needs("admin.settings"),
+  "DELETE /api/admin/tenants/:id/provider-connections/:connection_id": needs("admin.settings"),
 };
 
 /**

@@ -701,8 +701,41 @@ export const skTemplates = sqliteTable(
     archivedAt: integer("archived_at"),
     createdAt: integer("created_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
+    /** The provider connection its live sends use instead of the channel's default (docs/channels.md#provider-connections). */
+    providerConnectionId: text("provider_connection_id").references(() => providerConnections.id),
   },
   (t) => [uniqueIndex("sk_templates_tenant_slug").on(t.tenantId, t.slug)],
+);
+
+/**
+ * A tenant's provider connections for SMS, mobile push and web push (docs/channels.md#provider-connections):
+ * one default per channel (a partial unique index), any number of others a template may name. The
+ * credentials are sealed with SECRETS_KEY (lib/secret-box.ts, AAD `provider-connection:<id>`);
+ * `settings` holds the fields that are not secret and `hints` what the API shows of the secrets.
+ */
+export const providerConnections = sqliteTable(
+  "provider_connections",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    channel: text("channel", { enum: ["sms", "push", "web-push"] }).notNull(),
+    provider: text("provider", { enum: ["twilio", "vonage", "fcm", "apns", "expo", "vapid"] }).notNull(),
+    name: text("name").notNull(),
+    isDefault: integer("is_default", { mode: "boolean" }).notNull().default(false),
+    settings: text("settings", { mode: "json" }).$type<Record<string, string>>().notNull().default({}),
+    hints: text("hints", { mode: "json" }).$type<Record<string, string>>().notNull().default({}),
+    credentialsSealed: text("credentials_sealed").notNull(),
+    createdAt: integer("created_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    uniqueIndex("provider_connections_tenant_name").on(t.tenantId, t.name),
+    uniqueIndex("provider_connections_default")
+      .on(t.tenantId, t.channel)
+      .where(sql`"provider_connections"."is_default" = 1`),
+  ],
 );
 
 /** A SenderKit template version: content and variables never change (a trigger refuses it). */

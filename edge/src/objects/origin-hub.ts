@@ -90,12 +90,16 @@ import {
   parseOriginFrame,
   splitJobId,
   utf8ByteLength,
+  isChannelJob,
+  type ChannelJob,
   type DeliveryJob,
   type EdgeFrame,
   type LinkResult,
   type OriginFrame,
   type RecipientOutcome,
 } from "../../../shared/link/protocol.ts";
+import { channelJobOf } from "../services/channel-jobs.ts";
+import type { ChannelEntry } from "../services/senderkit/channel-send.ts";
 import { createRetrySchedule, type RetrySchedule } from "../../../shared/delivery/retry-schedule.ts";
 import { createDb, type Db } from "../db/client.ts";
 import {
@@ -117,7 +121,7 @@ import {
   type DropDecision,
   type SuppressionPolicy,
 } from "../services/suppression-check.ts";
-import { openDkimPrivateKey, type DkimKeyKind } from "../lib/dkim-key-box.ts";
+import { openDkimPrivateKey, secretsKeyring, type DkimKeyKind } from "../lib/dkim-key-box.ts";
 import { inboundStatements, loadInboundTargets } from "../db/inbound-events.ts";
 import { planInboundEvents } from "../services/inbound-event.ts";
 import {
@@ -194,6 +198,12 @@ export interface OutboxEntry extends SuppressionPolicy {
   batchId?: string;
   /** Set by POST /v3/messages/{id}/retry: the job's `freshFrom` (services/message-retry.ts). */
   freshFrom?: number;
+  /**
+   * Set for an SMS, push or web push message (services/senderkit/channel-send.ts): it goes out as a
+   * channel job (`channelJobs`, protocol 6; every linked origin speaks it, the hello refuses any other
+   * version) with the connection's credentials opened at dispatch, like DKIM keys; `message` is unused.
+   */
+  channel?: ChannelEntry;
 }
 
 /** What POST /v3/messages/{id}/cancel found in the shard (docs/api/sendgrid.md#cancelling-a-message). */
@@ -324,11 +334,15 @@ interface BuiltJob {
   dispatch: number;
   json: string;
   bytes: number;
+  /** A channel job: it goes in the frame's `channelJobs` array. */
+  channel?: boolean;
 }
 
 const FRAME_PREFIX = '{"type":"jobs","jobs":[';
+const FRAME_CHANNEL = '],"channelJobs":[';
 const FRAME_SUFFIX = "]}";
-const FRAME_OVERHEAD = FRAME_PREFIX.length + FRAME_SUFFIX.length;
+// Counted in every frame, whether it carries channel jobs or not.
+const FRAME_OVERHEAD = FRAME_PREFIX.length + FRAME_CHANNEL.length + FRAME_SUFFIX.length;
 /** The largest job that fits a frame on its own. */
 const MAX_JOB_BYTES = FRAME_BUDGET_BYTES - FRAME_OVERHEAD;
 /** The alarm never fires sooner than this after being set, so a busy hub does not spin on it. */
@@ -1471,7 +1485,8 @@ export class OriginHub extends DurableObject<Bindings> {
     for (const row of rows) {
       const dispatch = row.dispatches + 1;
       try {
-        const json = JSON.stringify(await this.toJob(row, dispatch));
+        const job = await this.toJob(row, dispatch);
+        const json = JSON.stringify(job);
         const bytes = utf8ByteLength(json);
         if (bytes > MAX_JOB_BYTES) {
           this.failUnsendable(
@@ -1481,7 +1496,7 @@ export class OriginHub extends DurableObject<Bindings> {
           failed++;
           continue;
         }
-        built.push({ row, dispatch, json, bytes });
+        built.push({ row, dispatch, json, bytes, ...(isChannelJob(job) ? { channel: true } : {}) });
       } catch (err) {
         this.failUnsendable(row, `Could not prepare the message for delivery: ${errorText(err)}`);
         failed++;
@@ -1534,7 +1549,12 @@ export class OriginHub extends DurableObject<Bindings> {
     let size = FRAME_OVERHEAD;
     const flush = () => {
       if (frame.length === 0) return;
-      const text = `${FRAME_PREFIX}${frame.map((j) => j.json).join(",")}${FRAME_SUFFIX}`;
+      const email = frame.filter((j) => !j.channel).map((j) => j.json);
+      const channel = frame.filter((j) => j.channel).map((j) => j.json);
+      const text =
+        channel.length === 0
+          ? `${FRAME_PREFIX}${email.join(",")}${FRAME_SUFFIX}`
+          : `${FRAME_PREFIX}${email.join(",")}${FRAME_CHANNEL}${channel.join(",")}${FRAME_SUFFIX}`;
       if (unsent.length > 0 || !this.sendRaw(ws, text)) unsent.push(...frame);
       frame = [];
       size = FRAME_OVERHEAD;
@@ -1607,9 +1627,12 @@ export class OriginHub extends DurableObject<Bindings> {
     this.scheduleFlush();
   }
 
-  private async toJob(row: DispatchRow, dispatch: number): Promise<DeliveryJob> {
+  private async toJob(row: DispatchRow, dispatch: number): Promise<DeliveryJob | ChannelJob> {
     if (row.entry === null) throw new Error("its job payload is missing from the hub's storage");
     const entry = JSON.parse(row.entry) as OutboxEntry;
+    if (entry.channel) {
+      return channelJobOf(secretsKeyring(this.config), row, entry.channel, dispatch, entry.freshFrom);
+    }
     let dkim: DeliveryJob["dkim"] = null;
     let dkimAdditional: DeliveryJob["dkimAdditional"];
     if (entry.dkim) {

@@ -118,6 +118,8 @@ export function planResult(
           metadata: {
             ...smtp,
             ...(o.latencyMs !== undefined ? { latency_ms: Math.round(o.latencyMs) } : {}),
+            // A channel job's provider id (Twilio's SM…, FCM's message name…, docs/channels.md#outcomes).
+            ...(o.providerMessageId !== undefined ? { provider_message_id: o.providerMessageId } : {}),
           },
         });
         break;

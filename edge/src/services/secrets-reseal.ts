@@ -4,7 +4,9 @@
  *
  *  1. `domains`: the DKIM private keys in D1 (services/domains.ts, resealDomainKeys): the RSA key,
  *     the Ed25519 key and a pending rotation's key. Cursor: null, or the last domain id (`dom_…`).
- *  2. `webhooks`: per tenant, the secrets its WebhookQueue keeps (services/webhook-secrets-reseal.ts).
+ *  2. `provider_connections`: the SMS / push / web push credentials in D1
+ *     (services/provider-connections.ts). Cursor: `connections:` then `connections:<last id>`.
+ *  3. `webhooks`: per tenant, the secrets its WebhookQueue keeps (services/webhook-secrets-reseal.ts).
  *     Cursor: `webhooks:` then `webhooks:<last tenant id>`.
  *
  * Tokens, API keys and TRACKING_SECRET-derived keys are hashes or derived, not sealed, and have
@@ -17,19 +19,23 @@ import type { Db } from "../db/client.ts";
 import { tenants } from "../db/schema.ts";
 import { keyId, type Keyring } from "../lib/secret-box.ts";
 import { resealDomainKeys, type ResealPage } from "./domains.ts";
+import { resealConnectionsPage, type ConnectionsResealPage } from "./provider-connections.ts";
 import type { WebhookSecretKind } from "./webhook-secrets-reseal.ts";
 
 const WEBHOOKS = "webhooks:";
+const CONNECTIONS = "connections:";
 
 export interface SecretsResealPage {
-  phase: "domains" | "webhooks";
+  phase: "domains" | "provider_connections" | "webhooks";
   keyId: string;
   /** Domains (phase 1) or tenants (phase 2) looked at; the other counts are secrets. */
   examined: number;
   resealed: number;
   alreadyCurrent: number;
   failed: (
-    ResealPage["failed"][number] | { tenantId: string; kind: WebhookSecretKind; id: string; error: string }
+    | ResealPage["failed"][number]
+    | ConnectionsResealPage["failed"][number]
+    | { tenantId: string; kind: WebhookSecretKind; id: string; error: string }
   )[];
   nextCursor: string | null;
 }
@@ -39,6 +45,19 @@ export async function resealSecretsPage(
   cursor: string | null,
   limit: number,
 ): Promise<SecretsResealPage> {
+  if (cursor?.startsWith(CONNECTIONS)) {
+    const page = await resealConnectionsPage(deps.db, deps.secrets, cursor.slice(CONNECTIONS.length), limit);
+    return {
+      phase: "provider_connections",
+      keyId: page.keyId,
+      examined: page.examined,
+      resealed: page.resealed,
+      alreadyCurrent: page.alreadyCurrent,
+      failed: page.failed,
+      // The last connections page hands over to the webhook phase.
+      nextCursor: page.nextCursor === null ? WEBHOOKS : `${CONNECTIONS}${page.nextCursor}`,
+    };
+  }
   if (cursor === null || !cursor.startsWith(WEBHOOKS)) {
     const page = await resealDomainKeys(deps.db, deps.secrets, cursor, limit);
     return {
@@ -48,8 +67,8 @@ export async function resealSecretsPage(
       resealed: page.resealed,
       alreadyCurrent: page.alreadyCurrent,
       failed: page.failed,
-      // The last domain page hands over to the webhook phase.
-      nextCursor: page.nextCursor ?? WEBHOOKS,
+      // The last domain page hands over to the provider connections.
+      nextCursor: page.nextCursor ?? CONNECTIONS,
     };
   }
   const after = cursor.slice(WEBHOOKS.length);

@@ -152,6 +152,11 @@ export const ROUTE_PERMISSIONS: Readonly<Record<string, RoutePermission>> = {
   "POST /api/admin/tenants/:id/senderkit_templates/:slug/rollback": ["templates.write"],
   "POST /api/admin/tenants/:id/senderkit_templates/:slug/archive": ["templates.delete"],
   "POST /api/admin/tenants/:id/senderkit_templates/:slug/unarchive": ["templates.write"],
+  "GET /api/admin/tenants/:id/provider-connections": ["admin.settings"],
+  "POST /api/admin/tenants/:id/provider-connections": ["admin.settings"],
+  "GET /api/admin/tenants/:id/provider-connections/:connection_id": ["admin.settings"],
+  "PATCH /api/admin/tenants/:id/provider-connections/:connection_id": ["admin.settings"],
+  "DELETE /api/admin/tenants/:id/provider-connections/:connection_id": ["admin.settings"],
 };
 
 /** 403 unless the principal holds one of the permissions the table gives this route; the operator passes. */

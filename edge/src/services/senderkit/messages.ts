@@ -6,6 +6,8 @@
  * a live email maps messages.status: queued → `scheduled` before its scheduledAt, else `queued`;
  * processing, rendered → `rendered`; sending → `dispatched`; sent → `sent`; delivered → `delivered`;
  * cancelled → `canceled`; failed with every recipient suppressed → `opted_out`; bounced, failed → `failed`.
+ * On sms, push and web-push, `delivered` (the provider accepted it, docs/channels.md#decisions) is
+ * SenderKit's `sent`: no carrier or push receipt is read, so `sent` is the last status they reach.
  */
 import type { Db } from "../../db/client.ts";
 import { fromD1, type SkMessageRow, type SkTimelineEntry } from "../../db/sk-messages.ts";
@@ -34,14 +36,14 @@ const STATUS_SQL = `CASE
   WHEN m.status IN ('processing', 'rendered') THEN 'rendered'
   WHEN m.status = 'sending' THEN 'dispatched'
   WHEN m.status = 'sent' THEN 'sent'
-  WHEN m.status = 'delivered' THEN 'delivered'
+  WHEN m.status = 'delivered' THEN CASE WHEN s.channel = 'email' THEN 'delivered' ELSE 'sent' END
   WHEN m.status = 'cancelled' THEN 'canceled'
   WHEN m.status = 'failed' AND m.error_message LIKE '${SUPPRESSED_PREFIX}%' THEN 'opted_out'
   ELSE 'failed' END`;
 
 /** The same mapping in code, for a message its hub shard answers for (read-your-writes). */
 export function mapStatus(
-  row: Pick<SkMessageRow, "status" | "scheduledAt">,
+  row: Pick<SkMessageRow, "status" | "scheduledAt"> & { channel?: SkMessageRow["channel"] },
   m: Pick<MessageRow, "status" | "errorMessage"> | null,
   now: number,
 ): SkStatus {
@@ -50,6 +52,7 @@ export function mapStatus(
   if (s === "queued") return row.scheduledAt !== null && row.scheduledAt > now ? "scheduled" : "queued";
   if (s === "processing" || s === "rendered") return "rendered";
   if (s === "sending") return "dispatched";
+  if (s === "delivered" && row.channel !== undefined && row.channel !== "email") return "sent";
   if (s === "sent" || s === "delivered") return s;
   if (s === "cancelled") return "canceled";
   if (s === "failed" && m?.errorMessage?.startsWith(SUPPRESSED_PREFIX)) return "opted_out";
@@ -76,13 +79,34 @@ function timelineOf(v: SkMessageView): SkTimelineEntry[] {
     const meta = (e.metadata ?? {}) as Record<string, unknown>;
     const t = iso(e.timestamp);
     if (e.eventType === "processed") out.push({ t, e: "queued" });
-    else if (e.eventType === "delivered") out.push({ t, e: "delivered", recipient: e.recipientEmail });
-    else if (e.eventType === "deferred") out.push({ t, e: "deferred", recipient: e.recipientEmail, ...meta });
+    else if (e.eventType === "delivered") {
+      // A channel message's delivered event is the provider's acceptance: SenderKit's `sent`.
+      const pid = meta.provider_message_id;
+      out.push(
+        v.row.channel === "email"
+          ? { t, e: "delivered", recipient: e.recipientEmail }
+          : {
+              t,
+              e: "sent",
+              recipient: e.recipientEmail,
+              ...(pid !== undefined ? { providerMessageId: pid } : {}),
+            },
+      );
+    } else if (e.eventType === "deferred")
+      out.push({ t, e: "deferred", recipient: e.recipientEmail, ...meta });
     else if (e.eventType === "bounce") out.push({ t, e: "bounced", recipient: e.recipientEmail, ...meta });
     else if (e.eventType === "dropped") out.push({ t, e: "dropped", recipient: e.recipientEmail, ...meta });
   }
   if (v.status === "canceled") out.push({ t: iso(v.message.updatedAt), e: "canceled" });
   return out;
+}
+
+/** A string in the metadata of the message's first event of a type (a channel message's connection and provider id). */
+function eventMeta(v: SkMessageView, type: EventRow["eventType"], key: string): string | null {
+  const value = (v.events.find((e) => e.eventType === type)?.metadata as Record<string, unknown> | null)?.[
+    key
+  ];
+  return typeof value === "string" ? value : null;
 }
 
 /** SenderKit's Message JSON (the OpenAPI's Message schema). */
@@ -104,8 +128,13 @@ export function messageJson(v: SkMessageView, workspaceUuid: string) {
     interpolate: r.interpolate,
     pinnedVersion: r.pinnedVersion,
     provider: r.provider,
-    providerConnectionId: null,
-    providerMessageId: live ? v.message!.messageIdHeader : null,
+    providerConnectionId:
+      live && r.channel !== "email" ? eventMeta(v, "processed", "provider_connection_id") : null,
+    providerMessageId: !live
+      ? null
+      : r.channel === "email"
+        ? v.message!.messageIdHeader
+        : eventMeta(v, "delivered", "provider_message_id"),
     latencyMs:
       live && v.message!.deliveredAt !== null ? Math.max(0, v.message!.deliveredAt - r.createdAt) : null,
     error: r.error ?? (live && v.status !== "delivered" ? (v.message!.errorMessage ?? null) : null),

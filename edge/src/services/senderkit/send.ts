@@ -6,8 +6,9 @@
  *    the one-click List-Unsubscribe the origin adds, the hub's accept with its Idempotency-Key); its
  *    SenderKit row rides in the message's catalog rows, and a future scheduledAt is the outbox
  *    entry's notBefore (the hub's send_at machinery, up to 30 days);
- *  - live sms / push / web-push: no provider connection can be configured in this deployment yet,
- *    so `400 provider_not_configured` (what SenderKit answers for a channel with no connection);
+ *  - live sms / push / web-push: the send's provider connection (its template's override, else the
+ *    channel's default; none → `400 provider_not_configured`) and ONE message in the hub shard, a
+ *    channel job at dispatch (services/senderkit/channel-send.ts); quota as for live email;
  *  - test mode (any channel): never dispatched; the hub synthesizes the lifecycle
  *    (services/senderkit/test-lifecycle.ts). Quota is not counted.
  * Raw content is delivered verbatim unless `interpolate: true`; then the shared renderer
@@ -27,6 +28,8 @@ import { htmlToPlainText } from "../templates-plain-text.ts";
 import type { RawEmail, RawSend, SkAttachment } from "./send-input.ts";
 import type { SkTestAccept, SkTestAcceptResult } from "./test-lifecycle.ts";
 import { chargeLiveSend, refundLiveSend, type QuotaDefaults } from "./quota.ts";
+import { connectionForSend } from "../provider-connections.ts";
+import { channelAccepted } from "./channel-send.ts";
 
 type KeyPrincipal = Extract<Principal, { kind: "api_key" }>;
 
@@ -115,11 +118,47 @@ export async function skSend(
     };
   }
   if (send.channel !== "email") {
-    throw new SkError(
-      400,
-      "provider_not_configured",
-      `No ${send.channel} provider is connected to this workspace; live ${send.channel} sends need one (test-mode keys send without one).`,
-    );
+    const connection = await connectionForSend(deps.db, principal.tenantId, send.channel, req.template?.slug);
+    if (!connection) {
+      throw new SkError(
+        400,
+        "provider_not_configured",
+        `No ${send.channel} provider is connected to this workspace; live ${send.channel} sends need one (POST /api/admin/tenants/{tenant_id}/provider-connections, or \`scaisend providers add\`; test-mode keys send without one).`,
+      );
+    }
+    // Built (and checked) before the charge, so a send refused here costs no quota.
+    const accepted = channelAccepted({
+      id,
+      send,
+      row,
+      connection,
+      apiKeyId: principal.keyId,
+      notBefore: scheduledAt !== null ? Math.max(0, scheduledAt) : 0,
+      now,
+    });
+    const charged = await chargeLiveSend(deps.db, principal.tenantId, now, deps.quota);
+    const refund = () =>
+      refundLiveSend(deps.db, principal.tenantId, charged).catch((err: unknown) =>
+        deps.log("senderkit quota refund failed", { error: String(err) }),
+      );
+    const r = await deps
+      .accept({ tenantId: principal.tenantId, messages: [accepted], ...(idempotency ? { idempotency } : {}) })
+      .catch(async (err: unknown) => {
+        await refund();
+        throw err;
+      });
+    if (!r.ok) {
+      await refund();
+      throw idempotencyConflict();
+    }
+    if (r.replayed) await refund();
+    const first = r.messageIds[0]!;
+    return {
+      id: first,
+      status: r.replayed ? await replayedStatus(deps.db, first, status) : status,
+      livemode: true,
+      replayed: r.replayed,
+    };
   }
   const mail = await mailSendOf(deps.db, principal.tenantId, send);
   const charged = await chargeLiveSend(deps.db, principal.tenantId, now, deps.quota);

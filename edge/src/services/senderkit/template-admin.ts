@@ -123,6 +123,7 @@ export async function createSkTemplate(
     channel: input.channel,
     description: input.description ?? null,
     currentVersionId: null,
+    providerConnectionId: null,
     publishedAt: null,
     latestVersion: 0,
     archivedAt: null,

@@ -24,6 +24,7 @@ import { partnersApi, tenantsApi } from "./identity-tenants.ts";
 import { groupMappingsApi, permissionsApi, rolesApi, usersApi } from "./identity-roles.ts";
 import { skTemplatesAdminApi } from "./sk-templates.ts";
 import { scaikeyAdminApi } from "./scaikey.ts";
+import { providerConnectionsApi } from "./provider-connections.ts";
 import { parseInput, readJson } from "../validate.ts";
 
 const TenantBody = z.object({ name: z.string().trim().min(1).max(255) });
@@ -88,6 +89,8 @@ adminApi.route("/domains", domainsApi);
 adminApi.route("/secrets", secretsApi);
 // SenderKit templates (docs/api/admin.md#senderkit-templates): the operator, or a key with templates.*.
 adminApi.route("/tenants/:id/senderkit_templates", skTemplatesAdminApi);
+// SMS / push / web push provider connections (docs/api/admin.md#provider-connections): the operator, or admin.settings.
+adminApi.route("/tenants/:id/provider-connections", providerConnectionsApi);
 // Identity (docs/api/admin.md#partners … #group-mappings): ScaiKey JWTs and the operator token.
 adminApi.route("/partners", partnersApi);
 adminApi.route("/tenants", tenantsApi);

@@ -25,6 +25,7 @@ import {
   skStatusOf,
 } from "../../services/senderkit/template-admin.ts";
 import { SK_CHANNELS } from "../../services/senderkit/template-content.ts";
+import { setTemplateConnection } from "../../services/provider-connections.ts";
 import { requireTenant } from "../../services/tenants.ts";
 import { parseInput, readJson } from "../validate.ts";
 
@@ -43,7 +44,13 @@ const VersionBody = z.strictObject({
   publish: z.boolean().default(false),
 });
 const PointerBody = z.strictObject({ version: z.number().int().min(1).optional() });
-const PatchBody = z.strictObject({ description });
+// provider_connection_id: the connection its live sends use instead of the channel's default; null: the default.
+const PatchBody = z
+  .strictObject({
+    description: description.optional(),
+    provider_connection_id: z.string().min(1).max(64).nullable().optional(),
+  })
+  .refine((b) => Object.keys(b).length > 0, "description or provider_connection_id is required");
 const Empty = z.strictObject({});
 
 async function tenantOf(c: Context<AppEnv>): Promise<string> {
@@ -62,6 +69,7 @@ function templateView(t: SkTemplateRow, currentNumber: number | null) {
     status: skStatusOf(t),
     current_version: currentNumber,
     latest_version: t.latestVersion,
+    provider_connection_id: t.providerConnectionId ?? null,
     published_at: iso(t.publishedAt),
     archived_at: iso(t.archivedAt),
     created_at: iso(t.createdAt),
@@ -109,7 +117,14 @@ export const skTemplatesAdminApi = new Hono<AppEnv>()
   .patch("/:slug", routePermission(), async (c) => {
     const tenantId = await tenantOf(c);
     const body = parseInput(PatchBody, await readJson(c.req.raw), "body");
-    const t = await describeSkTemplate(c.get("db"), tenantId, slugOf(c), body.description, Date.now());
+    const now = Date.now();
+    let t = await requireSkTemplate(c.get("db"), tenantId, slugOf(c));
+    if (body.provider_connection_id !== undefined) {
+      await setTemplateConnection(c.get("db"), tenantId, t, body.provider_connection_id, now);
+    }
+    if (body.description !== undefined)
+      t = await describeSkTemplate(c.get("db"), tenantId, t.slug, body.description, now);
+    else t = await requireSkTemplate(c.get("db"), tenantId, t.slug);
     return c.json({ data: await detail(c, t) });
   })
   .post("/:slug/versions", routePermission(), async (c) => {
