@@ -571,6 +571,57 @@ describe("a live /v1/send on sms, push and web-push", () => {
     origin.close();
   });
 
+  it("suppresses a number that bounced hard: the next send to it ends opted_out and never reaches an origin", async () => {
+    const tenant = await createTenant();
+    const key = await skKey(tenant, "live");
+    await twilio(tenant);
+    const origin = await openLink();
+    await origin.hello(10);
+    const to = "+14155550100";
+    const first = await v1(key, "/send", {
+      method: "POST",
+      body: { channel: "sms", to, content: { body: "one" } },
+    });
+    expect(first.status).toBe(202);
+    const job = (await origin.next("jobs", 5000)).channelJobs![0] as ChannelJob;
+    origin.send({ type: "ack", jobIds: [job.jobId] });
+    origin.send({
+      type: "result",
+      jobId: job.jobId,
+      messageId: job.messageId,
+      attempt: 1,
+      recipients: [
+        {
+          recipient: to,
+          status: "bounced",
+          bounceType: "hard",
+          response: "twilio 400 (21211): invalid 'To' number",
+        },
+      ],
+    });
+    const bounced = await eventually(
+      () => v1(key, `/messages/${first.body.id}`),
+      (r) => r.body.status === "failed",
+      5000,
+    );
+    expect(bounced.body.status).toBe("failed");
+    expectMatches(bounced.status, bounced.body, "getMessage");
+    const second = await v1(key, "/send", {
+      method: "POST",
+      body: { channel: "sms", to, content: { body: "two" } },
+    });
+    expect(second.status).toBe(202);
+    const dropped = await eventually(
+      () => v1(key, `/messages/${second.body.id}`),
+      (r) => r.body.status === "opted_out",
+      5000,
+    );
+    expect(dropped.body.status).toBe("opted_out");
+    expectMatches(dropped.status, dropped.body, "getMessage");
+    expect(await origin.nothing("jobs", 300)).toBe(true);
+    origin.close();
+  });
+
   it("sends push and web push as channel jobs of their own shapes", async () => {
     const tenant = await createTenant();
     const key = await skKey(tenant, "live");
