@@ -13,7 +13,7 @@ import nodemailer from "nodemailer";
 import type Mail from "nodemailer/lib/mailer";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createEdgeClient } from "../../origin/src/submission/edge-client.ts";
+import { createEdgeClient, sendReply } from "../../origin/src/submission/edge-client.ts";
 import {
   startSubmissionServer,
   type SubmissionServer,
@@ -271,6 +271,12 @@ describe("edge answers → SMTP replies", () => {
       "550 5.7.1 from.email: Sender domain not verified: sender.test",
     ],
     [
+      401,
+      { detail: "Invalid API key" },
+      535,
+      "535 5.7.8 Authentication credentials invalid: Invalid API key",
+    ],
+    [
       413,
       { errors: [{ field: "content", message: "too large" }] },
       552,
@@ -302,6 +308,18 @@ describe("edge answers → SMTP replies", () => {
     const r = await refused(server);
     expect(r.code).toBe(code);
     expect(r.response.startsWith(response)).toBe(true);
+  });
+
+  it("names every message id of a 202 in the 250, or the first and a count when they do not fit a line", () => {
+    expect(sendReply({ status: 202, body: { message_ids: ["msg_A", "msg_B"] } })).toEqual({
+      ok: true,
+      message: "2.0.0 Ok: queued as msg_A msg_B",
+    });
+    const many = Array.from({ length: 40 }, (_, i) => `msg_${String(i).padStart(26, "0")}`);
+    expect(sendReply({ status: 202, body: { message_ids: many } })).toEqual({
+      ok: true,
+      message: `2.0.0 Ok: queued as ${many[0]} and 39 more`,
+    });
   });
 
   it("answers 451 4.3.0 when the edge drops the connection during mail/send", async () => {
