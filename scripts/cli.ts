@@ -10,6 +10,7 @@
  *   scaisend domains list|show|verify|rotate-dkim|delete           sender domains (--tenant)
  *   scaisend secrets reseal                                        re-seal every sealed secret under SECRETS_KEY
  *   scaisend bounce classify < message.eml                         local: classify a bounce or complaint
+ *   scaisend register --issuer URL / sync --full --token-file F     ScaiKey registration and full resync
  * Edge URL and operator token come from --edge / --admin-token or SCAISEND_EDGE_URL / SCAISEND_ADMIN_TOKEN.
  * `--json` prints the API's answer as JSON instead of text. The CLI talks to the edge it is given and
  * nothing else (no telemetry, no update checks).
@@ -37,6 +38,8 @@ const USAGE = `usage:
   scaisend secrets reseal [--limit N]   (after a SECRETS_KEY rotation; see docs/operations.md)
   scaisend bounce classify < message.eml   (local; VERP_SECRET verifies VERP tokens; see docs/bounces.md)
   scaisend sk-templates list|show|create|version|publish|rollback|archive|unarchive …   (--help for more)
+  scaisend register --issuer URL [--initial-access-token-file FILE]   (ScaiKey: OAuth client + sync webhook)
+  scaisend sync --full --token-file FILE [--issuer URL] [--page-size N]   (ScaiKey: full resync of the mirror)
   scaisend providers list|add|rotate|default|remove …   (SMS / push / web push connections; --help for more)
 options: --edge URL (or SCAISEND_EDGE_URL), --admin-token TOKEN (or SCAISEND_ADMIN_TOKEN), --json`;
 
@@ -62,6 +65,11 @@ export async function runCli(argv: string[]): Promise<number> {
     // SenderKit templates: its own options (scripts/lib/sk-templates-cli.ts).
     const { runSkTemplatesCli } = await import("./lib/sk-templates-cli.ts");
     return runSkTemplatesCli(argv.slice(1));
+  }
+  if (argv[0] === "register" || argv[0] === "sync") {
+    // ScaiKey (docs/scaikey.md): its own options (scripts/lib/scaikey-cli.ts).
+    const { runScaiKeyCli } = await import("./lib/scaikey-cli.ts");
+    return runScaiKeyCli(argv);
   }
   if (argv[0] === "providers") {
     // Provider connections: credentials from a file or stdin only (scripts/lib/providers-cli.ts).

@@ -23,16 +23,19 @@ async function bodyOf(req: IncomingMessage): Promise<Buffer> {
 export async function serveOidcIssuer(
   client: { id: string; secret: string },
   audience: string,
+  /** What answers the requests (default: the issuer); e.g. a fake ScaiKey in front of it. */
+  handlerOf: (issuer: LocalOidcIssuer) => (req: Request) => Promise<Response> = (i) => (req) => i.handle(req),
 ): Promise<{ issuer: LocalOidcIssuer; url: string; close: () => Promise<void> }> {
   // The issuer names its own URL, which is known once the port is: created with a placeholder.
   const issuer = await LocalOidcIssuer.create("http://127.0.0.1", client, audience);
+  const handle = handlerOf(issuer);
   const server = createServer((req, res) => {
     void (async () => {
       try {
         const body = req.method === "GET" || req.method === "HEAD" ? undefined : await bodyOf(req);
         const headers = new Headers();
         for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string") headers.set(k, v);
-        const answer = await issuer.handle(
+        const answer = await handle(
           new Request(`${issuer.issuer}${req.url ?? "/"}`, {
             method: req.method,
             headers,
