@@ -13,7 +13,8 @@
  *   scaisend register --issuer URL / sync --full --token-file F     ScaiKey registration and full resync
  * Edge URL and operator token come from --edge / --admin-token or SCAISEND_EDGE_URL / SCAISEND_ADMIN_TOKEN.
  * `--json` prints the API's answer as JSON instead of text. The CLI talks to the edge it is given and
- * nothing else (no telemetry, no update checks).
+ * nothing else (no telemetry, no update checks); `register` and `sync` also to the ScaiKey issuer
+ * they are given (docs/scaikey.md#contract).
  */
 import { parseArgs } from "node:util";
 import { PERMISSIONS } from "../shared/permissions.ts";
