@@ -4,7 +4,8 @@
  * (docs/api/admin.md#permissions). Keys are "METHOD /full/path" as Hono names the route (its
  * `routePath`); a list means any one of its permissions is enough, "any" that every credential of
  * the tenant may call it. Routes with other guards (public, origin, operator-only, JWT-only,
- * SenderKit keys) are not listed here.
+ * SenderKit keys, and POST /webhooks/scaikey, which ScaiKey's signature authenticates with no
+ * credential: surfaces/scaikey-webhook.ts) are not listed here.
  *
  * Invariant: fail closed. A route that calls `routePermission()` without an entry here answers
  * 500 and never runs, so a route cannot ship with its permission forgotten.
