@@ -3,7 +3,7 @@
 # (edge inside workerd, node, e2e). Extra arguments go to vitest, e.g. `npm test -- --project node`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/ensure.sh redis-server openssl dkimverify:python3-dkim chromium
+bash scripts/ensure.sh redis-server openssl dkimverify:python3-dkim chromium swaks
 # Keep wrangler and vitest from writing into the home folder (docs/testing.md).
 export WRANGLER_SEND_METRICS=false XDG_CONFIG_HOME="$PWD/.tmp/xdg" WRANGLER_LOG_PATH="$PWD/.tmp/wrangler-logs"
 # The Worker's binding types are generated from wrangler.toml (npm run cf-typegen); a stale checked-in
