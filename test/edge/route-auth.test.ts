@@ -79,6 +79,22 @@ const needs = (...perms: Permission[]): Guard => ({ kind: "tenant", perms });
 /** Which credential and permission each route needs: the single table of docs/api/admin.md#permissions. */
 const ROUTES: Record<string, Guard> = {
   "GET /healthz": PUBLIC,
+  // The web dashboard (docs/dashboard.md): its files and sign-in form are public, its pages need a session.
+  "GET /app": PUBLIC,
+  "GET /app/assets/:file": PUBLIC,
+  "GET /app/login": PUBLIC,
+  "POST /app/login": DASHBOARD_SIGNIN,
+  "POST /app/logout": dashboard(),
+  "GET /app/messages": dashboard(),
+  "GET /app/messages/:id": dashboard(),
+  "GET /app/stats": dashboard("stats.read"),
+  "GET /app/keys": dashboard("admin.api_keys"),
+  "POST /app/keys": dashboard("admin.api_keys"),
+  "POST /app/keys/:id/revoke": dashboard("admin.api_keys"),
+  "POST /api/admin/tenants/:id/logins": OPERATOR,
+  "GET /api/admin/tenants/:id/logins": OPERATOR,
+  "PATCH /api/admin/tenants/:id/logins/:login_id": OPERATOR,
+  "DELETE /api/admin/tenants/:id/logins/:login_id": OPERATOR,
   "GET /health": PUBLIC,
   "GET /t/o/:file": PUBLIC,
   "GET /t/c/:token": PUBLIC,
@@ -507,7 +523,8 @@ describe("the route table", () => {
     const norm = (p: readonly string[] | "any") => (p === "any" ? "any" : [...p].sort().join(" | "));
     const expected: Record<string, string> = {};
     for (const [r, g] of Object.entries(ROUTES)) {
-      if (g.kind === "tenant" || g.kind === "admin_jwt") expected[r] = norm(g.perms);
+      if (g.kind === "tenant" || g.kind === "admin_jwt" || g.kind === "dashboard")
+        expected[r] = norm(g.perms);
     }
     const declared = Object.fromEntries(Object.entries(ROUTE_PERMISSIONS).map(([r, p]) => [r, norm(p)]));
     expect(declared).toEqual(expected);

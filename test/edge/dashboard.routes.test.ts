@@ -1,0 +1,183 @@
+/**
+ * Every dashboard route the Worker serves (createApp().routes under /app, classified in
+ * test/edge/route-auth.test.ts ROUTES), probed against the real Worker:
+ *  - without a live session (none, an unknown or malformed cookie, or any bearer credential: an API
+ *    key with every permission, the operator token) a page is a 303 to /app/login and runs nothing;
+ *  - a session of the tenant without the route's permission is 403; with it, not refused;
+ *  - tenant B's session holding every permission on tenant A's ids answers 404, as for an id that
+ *    exists nowhere, and no answer B gets carries A's data;
+ *  - the sign-in form post is refused (403) without this origin's Origin or Referer.
+ * The permission each route needs is the API's table (surfaces/route-permissions.ts).
+ */
+import { env } from "cloudflare:workers";
+import { beforeAll, describe, expect, it } from "vitest";
+import { PERMISSIONS, type Permission } from "../../shared/permissions.ts";
+import { createApp } from "../../edge/src/app.ts";
+import { ROUTE_PERMISSIONS } from "../../edge/src/surfaces/route-permissions.ts";
+import { BASE, call, createApiKey, mailBody, sendOne, setupTenant, uid } from "./helpers.ts";
+import { Browser, createLogin, createRole, form } from "./dashboard.helpers.ts";
+
+const PUBLIC = new Set(["GET /app", "GET /app/assets/:file", "GET /app/login", "POST /app/login"]);
+const ROUTES = [
+  ...new Set(
+    createApp()
+      .routes.filter((r) => r.method !== "ALL" && r.path.startsWith("/app"))
+      .map((r) => `${r.method} ${r.path}`),
+  ),
+].sort();
+const GUARDED = ROUTES.filter((r) => !PUBLIC.has(r));
+const needed = (r: string) => ROUTE_PERMISSIONS[r]!;
+
+interface Ids {
+  messageId: string;
+  keyId: string;
+}
+const NOWHERE: Ids = { messageId: "msg_00000000000000000000000000", keyId: "key_00000000000000000000000000" };
+
+function pathOf(route: string, ids: Ids): string {
+  const path = route.slice(route.indexOf(" ") + 1);
+  return path.replace(/:id/, path.startsWith("/app/keys") ? ids.keyId : ids.messageId);
+}
+
+/** A browser's request: GETs plain, POSTs as the page's own form (Origin and CSRF token) with a valid body. */
+async function hit(route: string, ids: Ids, b: Browser | null, headers: Record<string, string> = {}) {
+  const [method] = route.split(" ") as [string];
+  const path = pathOf(route, ids);
+  if (b && method === "GET") return b.get(path);
+  if (b) return b.post(path, route === "POST /app/keys" ? { name: `probe-${uid()}`, scopes: [] } : {});
+  const res = await call(path, {
+    method,
+    headers: { Origin: BASE, "Content-Type": "application/x-www-form-urlencoded", ...headers },
+    ...(method === "POST" ? { body: form({ _csrf: "0".repeat(64) }) } : {}),
+    redirect: "manual",
+  });
+  return { status: res.status, text: await res.text(), headers: res.headers };
+}
+
+describe("dashboard routes", () => {
+  let a: { ids: Ids; markers: string[]; browser: Browser; key: string };
+  let b: Browser;
+
+  beforeAll(async () => {
+    const t = await setupTenant();
+    const m = uid();
+    const messageId = await sendOne(
+      t.liveKey,
+      mailBody(t.from, {
+        subject: `Subject ${m}`,
+        categories: [`cat-${m}`],
+        personalizations: [{ to: [{ email: `leak-${m}@example.org` }] }],
+      }),
+    );
+    const admin = await createApiKey(t.tenantId, { scopes: [...PERMISSIONS] });
+    const browser = await Browser.signIn((await createLogin(t.tenantId, ["admin"])).email);
+    a = {
+      ids: { messageId, keyId: admin.id },
+      markers: [m, t.tenantId, messageId, admin.id, t.liveKeyId, t.domain].map((s) => s.toLowerCase()),
+      browser,
+      key: admin.key,
+    };
+    const other = await setupTenant();
+    b = await Browser.signIn((await createLogin(other.tenantId, ["admin"])).email);
+  }, 120_000);
+
+  it("every dashboard route is either public or declares its permission in the API's table", () => {
+    expect(GUARDED.length).toBeGreaterThan(5);
+    expect(GUARDED.filter((r) => !Object.hasOwn(ROUTE_PERMISSIONS, r))).toEqual([]);
+    expect(ROUTES.filter((r) => PUBLIC.has(r))).toEqual([...PUBLIC].sort());
+  });
+
+  it("without a live session every page is a 303 to /app/login, whatever bearer credential comes along", async () => {
+    const out: string[] = [];
+    for (const r of GUARDED) {
+      for (const [label, headers] of [
+        ["none", {}],
+        ["unknown cookie", { Cookie: `scaisend_session=${"ab".repeat(32)}` }],
+        ["malformed cookie", { Cookie: "scaisend_session=../../x" }],
+        ["API key with every permission", { Authorization: `Bearer ${a.key}` }],
+        ["operator token", { Authorization: `Bearer ${env.ADMIN_TOKEN}` }],
+      ] as const) {
+        const res = await hit(r, a.ids, null, headers);
+        if (res.status !== 303 || !res.headers.get("location")?.startsWith("/app/login"))
+          out.push(`${r} ${label} → ${res.status}`);
+      }
+    }
+    expect(out).toEqual([]);
+    // Nothing ran: A's key is not revoked, no key was created.
+    expect((await call("/v3/scopes", { headers: { Authorization: `Bearer ${a.key}` } })).status).toBe(200);
+  });
+
+  it("a session without a route's permission is 403 there; one with only that permission is not refused", async () => {
+    const t = await setupTenant();
+    const nothing = await Browser.signIn(
+      (await createLogin(t.tenantId, [await createRole(t.tenantId, [])])).email,
+    );
+    const out: string[] = [];
+    const sets = new Map<string, Permission[]>();
+    for (const r of GUARDED) {
+      const n = needed(r);
+      const res = await hit(r, NOWHERE, nothing);
+      if (n === "any" ? res.status === 401 || res.status === 403 : res.status !== 403)
+        out.push(`${r} no permissions → ${res.status}`);
+      if (n !== "any") sets.set(n.join(","), [...n]);
+    }
+    for (const perms of sets.values()) {
+      const s = await Browser.signIn(
+        (await createLogin(t.tenantId, [await createRole(t.tenantId, [perms[0]!])])).email,
+      );
+      for (const r of GUARDED.filter(
+        (r) => needed(r) !== "any" && (needed(r) as Permission[]).includes(perms[0]!),
+      )) {
+        const res = await hit(r, NOWHERE, s);
+        if (res.status === 401 || res.status === 403 || res.status === 303)
+          out.push(`${r} with ${perms[0]} → ${res.status}`);
+      }
+    }
+    expect(out).toEqual([]);
+  }, 120_000);
+
+  it("tenant B's session (every permission) on A's ids is 404 as for no id at all, and no page carries A's data", async () => {
+    const out: string[] = [];
+    for (const r of GUARDED.filter((r) => r.includes(":") || r.startsWith("GET "))) {
+      const res = await hit(r, a.ids, b);
+      const sent = pathOf(r, a.ids).toLowerCase();
+      const lower = res.text.toLowerCase();
+      const leaked = a.markers.filter((mk) => lower.includes(mk) && !sent.includes(mk));
+      if (leaked.length) out.push(`${r} → ${res.status} carries ${leaked.join(", ")}`);
+      if (r.includes(":")) {
+        const nowhere = await hit(r, NOWHERE, b);
+        if (res.status !== 404 || nowhere.status !== 404)
+          out.push(`${r} → ${res.status} on A's id, ${nowhere.status} on none`);
+      } else if (res.status !== 200) out.push(`${r} → ${res.status}`);
+    }
+    expect(out).toEqual([]);
+    // A's key survived B's revoke, and A still sees its message.
+    expect((await call("/v3/scopes", { headers: { Authorization: `Bearer ${a.key}` } })).status).toBe(200);
+    expect((await a.browser.get(`/app/messages/${a.ids.messageId}`)).status).toBe(200);
+  });
+
+  it("public routes answer without a session; the sign-in post needs this origin", async () => {
+    expect((await call("/app", { redirect: "manual" })).headers.get("location")).toBe("/app/messages");
+    expect((await call("/app/login")).status).toBe(200);
+    expect((await call("/app/assets/uplot-1.6.32.min.css")).status).toBe(200);
+    expect((await call("/app/assets/nothing.js")).status).toBe(404);
+    for (const headers of [
+      {},
+      { Origin: "https://evil.example" },
+      { Referer: "https://evil.example/login" },
+    ]) {
+      const res = await call("/app/login", {
+        method: "POST",
+        headers: { "Content-Type": "application/x-www-form-urlencoded", ...headers },
+        body: form({ email: "x@example.org", password: "whatever-password" }),
+      });
+      expect(res.status, JSON.stringify(headers)).toBe(403);
+    }
+    const referer = await call("/app/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded", Referer: `${BASE}/app/login` },
+      body: form({ email: `nobody-${uid()}@example.org`, password: "whatever-password" }),
+    });
+    expect(referer.status).toBe(401);
+  });
+});
