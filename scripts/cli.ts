@@ -10,6 +10,7 @@
  *   scaisend domains list|show|verify|rotate-dkim|delete           sender domains (--tenant)
  *   scaisend secrets reseal                                        re-seal every sealed secret under SECRETS_KEY
  *   scaisend bounce classify < message.eml                         local: classify a bounce or complaint
+ *   scaisend logins list|add|password|roles|remove                 dashboard logins (docs/dashboard.md)
  *   scaisend register --issuer URL / sync --full --token-file F     ScaiKey registration and full resync
  * Edge URL and operator token come from --edge / --admin-token or SCAISEND_EDGE_URL / SCAISEND_ADMIN_TOKEN.
  * `--json` prints the API's answer as JSON instead of text. The CLI talks to the edge it is given and
@@ -42,6 +43,7 @@ const USAGE = `usage:
   scaisend register --issuer URL [--initial-access-token-file FILE]   (ScaiKey: OAuth client + sync webhook)
   scaisend sync --full --token-file FILE [--issuer URL] [--page-size N]   (ScaiKey: full resync of the mirror)
   scaisend providers list|add|rotate|default|remove …   (SMS / push / web push connections; --help for more)
+  scaisend logins list|add|password|roles|remove …   (dashboard logins; password from a file or stdin; --help)
 options: --edge URL (or SCAISEND_EDGE_URL), --admin-token TOKEN (or SCAISEND_ADMIN_TOKEN), --json`;
 
 function printRecords(d: DomainView): void {
@@ -71,6 +73,11 @@ export async function runCli(argv: string[]): Promise<number> {
     // ScaiKey (docs/scaikey.md): its own options (scripts/lib/scaikey-cli.ts).
     const { runScaiKeyCli } = await import("./lib/scaikey-cli.ts");
     return runScaiKeyCli(argv);
+  }
+  if (argv[0] === "logins") {
+    // Dashboard logins: the password from a file or stdin only (scripts/lib/logins-cli.ts).
+    const { runLoginsCli } = await import("./lib/logins-cli.ts");
+    return runLoginsCli(argv.slice(1));
   }
   if (argv[0] === "providers") {
     // Provider connections: credentials from a file or stdin only (scripts/lib/providers-cli.ts).
