@@ -74,6 +74,10 @@ beforeAll(async () => {
       SECRETS_KEY: randomBytes(32).toString("base64"),
       TRACKING_SECRET: randomBytes(24).toString("hex"),
       DEV_MODE: "false",
+      // JWTs and the login: the client itself is the one `scaisend register` stores.
+      SCAIKEY_ISSUER: fake.url,
+      SCAIKEY_JWKS_URL: `${fake.url}/.well-known/jwks.json`,
+      SCAIKEY_AUDIENCE: "scaisend-e2e",
     },
   });
   admin = new AdminClient(mf.url.toString(), adminToken);
@@ -159,6 +163,53 @@ describe("scaisend register", () => {
     });
   }, 120_000);
 
+  it("a user signs in through the registered client: ScaiKey redirects to the edge's callback, which mirrors the user", async () => {
+    const tnt = `tnt_login_${randomBytes(4).toString("hex")}`;
+    const [webhook] = [...fake.scaikey.webhooks.values()];
+    const made = await fake.scaikey.deliver(webhook!.id, "tenant.created", {
+      id: tnt,
+      name: "Login",
+      status: "active",
+      updated_at: iso(Date.now()),
+    });
+    expect(made.status).toBe(200);
+    const sub = `usr_login_${randomBytes(4).toString("hex")}`;
+    fake.scaikey.issuer.nextLogin = {
+      sub,
+      tenant_id: tnt,
+      email: "lee@example.org",
+      name: "Lee",
+      groups: ["grp_x"],
+    };
+    const login = await fetch(new URL("/v3/auth/login", mf.url), {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(login.status).toBe(200);
+    const { authorization_url } = (await login.json()) as { authorization_url: string };
+    const cookie = login.headers.get("set-cookie")!.split(";")[0]!;
+    // The browser at ScaiKey's authorize page, then back at the registered redirect URI.
+    const visit = await fetch(authorization_url, { redirect: "manual" });
+    expect(visit.status).toBe(302);
+    const back = visit.headers.get("location")!;
+    expect(back.startsWith(new URL("/v3/auth/callback", mf.url).href)).toBe(true);
+    const cb = await fetch(back, { headers: { cookie } });
+    const tokens = (await cb.json()) as { access_token: string; user: { id: string } };
+    expect(cb.status, JSON.stringify(tokens)).toBe(200);
+    expect(tokens.user.id).toBe(sub);
+    const local = await get(`/api/admin/tenants/${tnt}`);
+    expect(await get(`/api/admin/users?tenant_id=${local.id}`)).toMatchObject([
+      { scaikey_id: sub, email: "lee@example.org", display_name: "Lee" },
+    ]);
+    // The access token works as a ScaiKey JWT on the edge.
+    const me = await fetch(new URL("/v3/auth/me", mf.url), {
+      headers: { authorization: `Bearer ${tokens.access_token}` },
+    });
+    expect(me.status).toBe(200);
+    expect(await me.json()).toMatchObject({ id: sub, tenant_id: local.id });
+  }, 60_000);
+
   it("a refused initial access token, an unreachable issuer and a missing --issuer fail with a clear message", async () => {
     const wrong = path.join(workDir, "wrong.token");
     fs.writeFileSync(wrong, "not-the-token");
@@ -230,7 +281,7 @@ describe("scaisend sync --full", () => {
     expect(run.stderr).toContain("tenants 120/120");
     expect(run.stderr).toMatch(/tenant 1\/120 tnt_sync_000 users 300\/300/);
     expect(run.stdout).toMatch(/^partners: 3 at ScaiKey, 3 applied, 0 unchanged, 0 removed$/m);
-    expect(run.stdout).toMatch(/^tenants: 120 at ScaiKey, 120 applied, 0 unchanged, 1 removed$/m);
+    expect(run.stdout).toMatch(/^tenants: 120 at ScaiKey, 120 applied, 0 unchanged, 2 removed$/m);
     expect(run.stdout).toMatch(/^users: 300 at ScaiKey, 300 applied, 0 unchanged, 0 removed$/m);
 
     const tenant = await get(`/api/admin/tenants/${big}`);
@@ -274,7 +325,7 @@ describe("scaisend sync --full", () => {
     const summary = JSON.parse(second.stdout);
     expect(summary.users).toMatchObject({ seen: 290, applied: 1, unchanged: 289, failed: [] });
     expect(summary.users.removed.sort()).toEqual(Array.from({ length: 10 }, (_, i) => `usr_00${i}`));
-    // (The tenant the register test's webhook created, not at ScaiKey's listing, went in the first run.)
+    // (The tenants the register tests' webhooks created, not in ScaiKey's listing, went in the first run.)
     expect(summary.tenants.removed).toEqual(["tnt_sync_119"]);
     expect(summary.partners.removed).toEqual(["prt_2"]);
     expect((await get<any[]>(`/api/admin/users?tenant_id=${tenant.id}&limit=500`)).length).toBe(290);

@@ -3,7 +3,8 @@
  * of the local OIDC issuer (test/helpers/oidc-issuer.ts, served by oidc-issuer-server.ts). It serves
  * the contract of docs/scaikey.md#contract and records what it was asked:
  *  - discovery: the issuer's document plus `registration_endpoint` and `scaikey_api_endpoint`
- *  - POST /oauth/register             RFC 7591 registration (Bearer: the initial access token)
+ *  - POST /oauth/register             RFC 7591 registration (Bearer: the initial access token); the
+ *                                     issuer's authorize and token endpoints then serve that client
  *  - GET|POST /api/v1/webhooks, DELETE /api/v1/webhooks/{id}   subscriptions (Bearer token)
  *  - GET /api/v1/partners, /tenants, /tenants/{id}/users, /tenants/{id}/groups   paged listings
  *    (`limit`, `cursor` = an offset; `{data, next_cursor, total}`)
@@ -63,6 +64,8 @@ export class FakeScaiKey {
         metadata,
       };
       this.clients.push(c);
+      // The issuer's token endpoint serves the client registered last, as ScaiKey would serve it.
+      Object.assign(this.issuer.client, { id: c.client_id, secret: c.client_secret });
       return Response.json(
         { ...metadata, client_id: c.client_id, client_secret: c.client_secret },
         { status: 201 },
