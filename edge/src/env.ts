@@ -23,6 +23,8 @@ export interface Bindings extends Env {
   MAX_QUEUE_AGE_MS?: string;
   /** Seconds a rotated-out DKIM key stays published (docs/configuration.md, services/dkim-rotation.ts). */
   DKIM_ROTATION_OVERLAP_S?: string;
+  /** Host name of the origin's inbound (bounce) server, listed as sender domains' MX (docs/configuration.md). */
+  BOUNCE_MX_HOST?: string;
   /** Webhook destinations that may be non-public (docs/configuration.md#webhooks). */
   WEBHOOK_ALLOW_PRIVATE?: string;
   /** The edge's public base URL for tracking links (docs/configuration.md#tracking). */
@@ -102,6 +104,18 @@ export const ConfigSchema = z.object({
     .int()
     .min(0)
     .default(7 * 24 * 3600),
+  // The inbound server's host name: sender domains then list (and verify) an MX record pointing
+  // at it, where the origin's VERP bounces to `bounces+…@<sender domain>` arrive (docs/bounces.md).
+  // Unset when the origin sends with RETURN_PATH_DOMAIN (the operator publishes that one domain's MX).
+  BOUNCE_MX_HOST: z
+    .string()
+    .trim()
+    .toLowerCase()
+    .regex(
+      /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$/,
+      "BOUNCE_MX_HOST must be a host name such as mx.scaisend.example.com",
+    )
+    .optional(),
   MAIL_SEND_RATE_LIMIT: intFromString("10000"),
   // SenderKit's /v1: requests per second per API key, sends and reads in separate budgets (docs/api/senderkit.md#rate-limits).
   SENDERKIT_SEND_RATE_LIMIT: intFromString("1000"),

@@ -157,6 +157,46 @@ describe("post /api/admin/secrets/reseal", () => {
     expect(again.flatMap((p) => p.failed).map((f) => f.domain_id)).toContain(d3!.id);
   });
 
+  it("re-seals a pending rotation's key under the AAD of the key it replaces (RSA or Ed25519)", async () => {
+    const oldKey = bytesToBase64(crypto.getRandomValues(new Uint8Array(32)));
+    const tenantId = await createTenant();
+    const [rsa, ed] = [
+      await createDomain(tenantId, `next-rsa-${uid()}.example.com`),
+      await createDomain(tenantId, `next-ed-${uid()}.example.com`),
+    ];
+    const pem = "-----BEGIN PRIVATE KEY-----\nnot a real key\n-----END PRIVATE KEY-----";
+    const pending = async (id: string, selector: string, kind: "rsa" | "ed25519") => {
+      await env.DB.prepare(
+        "UPDATE sender_domains SET dkim_private_key_enc = ?, dkim_next_selector = ?, dkim_next_public_key = 'x', dkim_next_private_key_enc = ?, dkim_next_created_at = 1 WHERE id = ?",
+      )
+        .bind(
+          await sealDkimPrivateKey({ current: oldKey }, id, pem),
+          selector,
+          await sealDkimPrivateKey({ current: oldKey }, id, pem, kind),
+          id,
+        )
+        .run();
+    };
+    await pending(rsa!.id, "scaisend2", "rsa");
+    await pending(ed!.id, "scaisend-ed2", "ed25519");
+
+    const pages = await resealAll({ ...env, SECRETS_KEY_PREVIOUS: oldKey } as Bindings, 100);
+    expect(pages.flatMap((p) => p.failed).filter((f) => f.tenant_id === tenantId)).toEqual([]);
+    const next = async (id: string) =>
+      (await env.DB.prepare("SELECT dkim_next_private_key_enc AS v FROM sender_domains WHERE id = ?")
+        .bind(id)
+        .first<{ v: string }>())!.v;
+    const currentId = await keyId(env.SECRETS_KEY);
+    for (const [d, kind] of [
+      [rsa!, "rsa"],
+      [ed!, "ed25519"],
+    ] as const) {
+      const v = await next(d.id);
+      expect(sealedKeyId(v)).toBe(currentId);
+      expect(await open(env.SECRETS_KEY, v, dkimKeyAad(d.id, kind))).toBe(pem);
+    }
+  });
+
   it("is for the operator only", async () => {
     const tenantId = await createTenant();
     const key = await createApiKey(tenantId, { scopes: ["domains.read", "domains.write"] });

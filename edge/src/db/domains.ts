@@ -108,7 +108,13 @@ export async function listDomainKeysAfter(
 ): Promise<
   Pick<
     DomainRow,
-    "id" | "tenantId" | "domain" | "dkimPrivateKeyEnc" | "dkimEd25519PrivateKeyEnc" | "dkimNextPrivateKeyEnc"
+    | "id"
+    | "tenantId"
+    | "domain"
+    | "dkimPrivateKeyEnc"
+    | "dkimEd25519PrivateKeyEnc"
+    | "dkimNextSelector"
+    | "dkimNextPrivateKeyEnc"
   >[]
 > {
   return db
@@ -118,6 +124,7 @@ export async function listDomainKeysAfter(
       domain: senderDomains.domain,
       dkimPrivateKeyEnc: senderDomains.dkimPrivateKeyEnc,
       dkimEd25519PrivateKeyEnc: senderDomains.dkimEd25519PrivateKeyEnc,
+      dkimNextSelector: senderDomains.dkimNextSelector,
       dkimNextPrivateKeyEnc: senderDomains.dkimNextPrivateKeyEnc,
     })
     .from(senderDomains)
@@ -128,7 +135,7 @@ export async function listDomainKeysAfter(
 
 export interface SealedKeyReplacement {
   id: string;
-  /** Which column: the RSA key, the Ed25519 one, or a pending rotation's RSA key. */
+  /** Which column: the RSA key, the Ed25519 one, or a pending rotation's key (RSA or Ed25519). */
   key: "rsa" | "ed25519" | "rsa_next";
   /** The value read before re-sealing; the row is left alone if it no longer holds it. */
   expected: string;

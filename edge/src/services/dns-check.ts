@@ -1,5 +1,5 @@
 /**
- * Reads TXT records through a DNS-over-HTTPS resolver's JSON API (the `application/dns-json` format
+ * Reads TXT and MX records through a DNS-over-HTTPS resolver's JSON API (the `application/dns-json` format
  * Cloudflare and Google serve). The resolver URL is operator configuration (DNS_RESOLVER_URL, which
  * edge/src/env.ts requires to be https:// except on loopback); tests point it at a resolver on loopback.
  *
@@ -23,6 +23,14 @@ export interface TxtAnswer {
 export const toTxtAnswer = (r: string[] | TxtAnswer): TxtAnswer =>
   Array.isArray(r) ? { nxdomain: false, values: r } : r;
 
+/** An MX look-up: each record's preference and exchange (lower case, no final dot; "" for a null MX, RFC 7505). */
+export type MxLookup = (name: string) => Promise<MxAnswer>;
+
+export interface MxAnswer {
+  nxdomain: boolean;
+  values: { preference: number; exchange: string }[];
+}
+
 /** The part of `fetch` a lookup uses; a service binding's `fetch` fits too. */
 export type DohFetcher = (url: string, init: RequestInit) => Promise<Response>;
 
@@ -34,6 +42,7 @@ interface DohAnswer {
 }
 
 const TXT = 16;
+const MX = 15;
 const NXDOMAIN = 3;
 
 /** TXT values only; a name that does not exist reads as no records. */
@@ -52,10 +61,45 @@ export function dohTxtQuery(
   fetcher: DohFetcher = (url, init) => fetch(url, init),
   timeoutMs: number = DEFAULT_DNS_TIMEOUT_MS,
 ): (name: string) => Promise<TxtAnswer> {
+  const query = dohQuery(resolverUrl, fetcher, timeoutMs, "TXT", TXT);
+  return async (name) => {
+    const a = await query(name);
+    return { nxdomain: a.nxdomain, values: a.data.map(joinTxtStrings) };
+  };
+}
+
+/** MX records (`<preference> <exchange>.` in DoH JSON) and whether the name exists. */
+export function dohMxQuery(
+  resolverUrl: string,
+  fetcher: DohFetcher = (url, init) => fetch(url, init),
+  timeoutMs: number = DEFAULT_DNS_TIMEOUT_MS,
+): MxLookup {
+  const query = dohQuery(resolverUrl, fetcher, timeoutMs, "MX", MX);
+  return async (name) => {
+    const a = await query(name);
+    return { nxdomain: a.nxdomain, values: a.data.map(parseMxData) };
+  };
+}
+
+/** `10 mx.example.com.` → {10, "mx.example.com"}; `0 .` (a null MX) has the exchange "". */
+export function parseMxData(data: string): { preference: number; exchange: string } {
+  const m = /^\s*(\d+)\s+(\S*)\s*$/.exec(data);
+  if (!m) throw new Error(`DNS resolver answered an MX record that does not parse: ${JSON.stringify(data)}`);
+  return { preference: Number(m[1]), exchange: m[2]!.replace(/\.$/, "").toLowerCase() };
+}
+
+/** One DoH JSON query: the answers' data of `typeNumber` (CNAMEs on the way are skipped). */
+function dohQuery(
+  resolverUrl: string,
+  fetcher: DohFetcher,
+  timeoutMs: number,
+  type: string,
+  typeNumber: number,
+): (name: string) => Promise<{ nxdomain: boolean; data: string[] }> {
   return async (name) => {
     const url = new URL(resolverUrl);
     url.searchParams.set("name", name);
-    url.searchParams.set("type", "TXT");
+    url.searchParams.set("type", type);
     // One signal for the request and the body read: a resolver that sends headers and then stalls
     // is cut off too.
     const signal = AbortSignal.timeout(timeoutMs);
@@ -78,11 +122,11 @@ export function dohTxtQuery(
       }
       throw err;
     }
-    if (body.Status === NXDOMAIN) return { nxdomain: true, values: [] };
+    if (body.Status === NXDOMAIN) return { nxdomain: true, data: [] };
     if (body.Status !== 0) throw new Error(`DNS resolver answered rcode ${body.Status} for ${name}`);
     return {
       nxdomain: false,
-      values: (body.Answer ?? []).filter((a) => a.type === TXT).map((a) => joinTxtStrings(a.data)),
+      data: (body.Answer ?? []).filter((a) => a.type === typeNumber).map((a) => a.data),
     };
   };
 }

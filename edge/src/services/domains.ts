@@ -9,6 +9,13 @@
  * domain that sends never stops its mail, and no message carries a signature whose key is not yet
  * published. Each rotation takes a new selector, so the previous record can stay in DNS until the
  * mail signed with it has been delivered.
+ *
+ * Bounces: the origin's VERP return path is `bounces+<id>.<tag>@<sender domain>` unless it runs with
+ * RETURN_PATH_DOMAIN (origin/src/delivery/verp.ts, docs/bounces.md). With BOUNCE_MX_HOST set (the
+ * inbound server's host name), the records add the MX that brings those bounces to it; the SPF
+ * record at the domain is the return path's too (RFC 7208 §2.4 checks the MAIL FROM domain). That MX,
+ * like the Ed25519 key, is reported but never decides `verified`: a domain whose MX must stay
+ * elsewhere can still send (its asynchronous bounces then go there).
  */
 import { AppError } from "../../../shared/errors.ts";
 import { newId } from "../../../shared/ids.ts";
@@ -33,20 +40,32 @@ import {
 import { keyId, type Keyring } from "../lib/secret-box.ts";
 import {
   DEFAULT_ROTATION_OVERLAP_MS,
+  ED25519_SELECTOR_PREFIX,
+  isEd25519Selector,
+  nextEd25519Selector,
   retiredStatus,
   switchToPendingKey,
   type RotationDeps,
 } from "./dkim-rotation.ts";
-import { parseTags, toTxtAnswer, type TxtAnswer, type TxtLookup } from "./dns-check.ts";
+import {
+  parseTags,
+  toTxtAnswer,
+  type MxAnswer,
+  type MxLookup,
+  type TxtAnswer,
+  type TxtLookup,
+} from "./dns-check.ts";
+
+export { ED25519_SELECTOR_PREFIX, nextEd25519Selector };
 
 export const DKIM_SELECTOR = "scaisend";
-/** Ed25519 selectors are this plus a number that grows with each rotation: scaisend-ed1, scaisend-ed2… */
-export const ED25519_SELECTOR_PREFIX = "scaisend-ed";
 /** `rsa`: one rsa-sha256 signature; `dual`: rsa-sha256 and ed25519-sha256 (RFC 8463). */
 export const DKIM_ALGORITHMS = ["rsa", "dual"] as const;
 export type DkimAlgorithm = (typeof DKIM_ALGORITHMS)[number];
 /** The SPF mechanism that authorizes the origin's servers; the record published is `v=spf1 <this> ~all`. */
 export const DEFAULT_SPF_MECHANISM = "mx";
+/** The preference of the bounce MX record suggested (any value works while no other MX is preferred). */
+export const BOUNCE_MX_PREFERENCE = 10;
 
 export interface DomainDeps extends RotationDeps {
   db: Db;
@@ -54,6 +73,10 @@ export interface DomainDeps extends RotationDeps {
   secrets: Keyring;
   devMode: boolean;
   now: () => number;
+  /** BOUNCE_MX_HOST: the inbound server's host name; absent, no bounce MX record is listed or checked. */
+  bounceMxHost?: string | undefined;
+  /** MX look-ups for the bounce MX check (needed when bounceMxHost is set). */
+  mxLookup?: MxLookup | undefined;
 }
 
 /**
@@ -64,10 +87,14 @@ export interface DomainDeps extends RotationDeps {
 export type DnsRecordStatus = "required" | "pending" | "retiring" | "removable";
 
 export interface DnsRecord {
-  purpose: "dkim" | "spf" | "dmarc";
-  type: "TXT";
+  /** `bounce_mx`: the MX of the return path's domain, where asynchronous bounces (DSNs) arrive. */
+  purpose: "dkim" | "spf" | "dmarc" | "bounce_mx";
+  type: "TXT" | "MX";
   host: string;
+  /** TXT: the record's text; MX: the exchange host name. */
   value: string;
+  /** MX only: the preference to publish it with. */
+  priority?: number;
   status: DnsRecordStatus;
   /** Retiring DKIM records only: when they become removable (ISO 8601). */
   remove_after?: string;
@@ -81,11 +108,11 @@ export interface CreateDomainInput {
   dkimAlgorithm?: DkimAlgorithm | undefined;
 }
 
-/** The columns of a fresh Ed25519 key: a new selector after `previous`, unchecked (checked at once in DEV_MODE). */
+/** The columns of a fresh Ed25519 key under `selector`, unchecked (checked at once in DEV_MODE). */
 async function newEd25519Key(
   deps: DomainDeps,
   domainId: string,
-  previous: string | null,
+  selector: string,
 ): Promise<
   Pick<
     DomainRow,
@@ -94,20 +121,12 @@ async function newEd25519Key(
 > {
   const keys = await generateEd25519DkimKeyPair();
   return {
-    dkimEd25519Selector: nextEd25519Selector(previous),
+    dkimEd25519Selector: selector,
     dkimEd25519PublicKey: keys.publicKeyB64,
     dkimEd25519PrivateKeyEnc: await sealDkimPrivateKey(deps.secrets, domainId, keys.privateKeyPem, "ed25519"),
     // Local development has no DNS to publish to: the key signs at once, as the domain counts as verified.
     dkimEd25519VerifiedAt: deps.devMode ? deps.now() : null,
   };
-}
-
-/** scaisend-ed1 first, then one more than the previous selector's number. */
-export function nextEd25519Selector(previous: string | null): string {
-  const n = previous?.startsWith(ED25519_SELECTOR_PREFIX)
-    ? Number(previous.slice(ED25519_SELECTOR_PREFIX.length))
-    : 0;
-  return `${ED25519_SELECTOR_PREFIX}${Number.isSafeInteger(n) && n > 0 ? n + 1 : 1}`;
 }
 
 export async function createDomain(
@@ -130,7 +149,7 @@ export async function createDomain(
     dkimPublicKey: keys.publicKeyB64,
     // Bound to this domain's id, so the sealed value opens for no other row.
     dkimPrivateKeyEnc: await sealDkimPrivateKey(deps.secrets, id, keys.privateKeyPem),
-    ...(input.dkimAlgorithm === "dual" ? await newEd25519Key(deps, id, null) : {}),
+    ...(input.dkimAlgorithm === "dual" ? await newEd25519Key(deps, id, nextEd25519Selector()) : {}),
     dmarcPolicy: input.dmarcPolicy,
     dmarcRuaEmail: input.dmarcRuaEmail ?? null,
     // Local development only: there is no DNS to publish to, so the domain counts as verified.
@@ -148,39 +167,77 @@ export async function createDomain(
  */
 export async function rotateEd25519Key(deps: DomainDeps, tenantId: string, id: string): Promise<DomainRow> {
   const d = await requireDomain(deps.db, tenantId, id);
+  refuseDuringEd25519Rotation(d);
   const updated = await updateDomain(
     deps.db,
     tenantId,
     id,
-    await newEd25519Key(deps, d.id, d.dkimEd25519Selector),
+    await newEd25519Key(
+      deps,
+      d.id,
+      nextEd25519Selector(d.dkimEd25519Selector, ...(d.dkimRetiredKeys ?? []).map((k) => k.selector)),
+    ),
+    // Not if an Ed25519 rotation started meanwhile: its switch would replace this key.
+    { dkimNextSelector: d.dkimNextSelector },
   );
-  if (!updated) throw new AppError("not_found", `Domain not found: ${id}`);
-  return updated;
+  return updated ?? refusedChange(deps.db, tenantId, id);
+}
+
+/** A pending Ed25519 rotation (rotate-dkim) owns the Ed25519 key until it switches: 409 meanwhile. */
+function refuseDuringEd25519Rotation(d: DomainRow): void {
+  if (isEd25519Selector(d.dkimNextSelector)) {
+    throw new AppError(
+      "conflict",
+      `An Ed25519 rotation is pending for ${d.domain} (selector ${d.dkimNextSelector}): ` +
+        "publish its record and verify the domain to complete it first",
+    );
+  }
 }
 
 /** Back to RSA only: the Ed25519 key is deleted, and mail enqueued from now on has one signature. */
 export async function removeEd25519Key(deps: DomainDeps, tenantId: string, id: string): Promise<DomainRow> {
-  await requireDomain(deps.db, tenantId, id);
-  const updated = await updateDomain(deps.db, tenantId, id, {
-    dkimEd25519Selector: null,
-    dkimEd25519PublicKey: null,
-    dkimEd25519PrivateKeyEnc: null,
-    dkimEd25519VerifiedAt: null,
-  });
-  if (!updated) throw new AppError("not_found", `Domain not found: ${id}`);
-  return updated;
+  const d = await requireDomain(deps.db, tenantId, id);
+  refuseDuringEd25519Rotation(d);
+  const updated = await updateDomain(
+    deps.db,
+    tenantId,
+    id,
+    {
+      dkimEd25519Selector: null,
+      dkimEd25519PublicKey: null,
+      dkimEd25519PrivateKeyEnc: null,
+      dkimEd25519VerifiedAt: null,
+    },
+    { dkimNextSelector: d.dkimNextSelector },
+  );
+  return updated ?? refusedChange(deps.db, tenantId, id);
+}
+
+/** A guarded update changed nothing: the domain is gone (404), or a rotation started meanwhile (409). */
+async function refusedChange(db: Db, tenantId: string, id: string): Promise<never> {
+  const d = await requireDomain(db, tenantId, id);
+  refuseDuringEd25519Rotation(d);
+  throw new AppError("conflict", `${d.domain} changed meanwhile: try again`);
 }
 
 export const dkimAlgorithmOf = (d: DomainRow): DkimAlgorithm => (d.dkimEd25519PublicKey ? "dual" : "rsa");
 
 const dkimHost = (selector: string, domain: string) => `${selector}._domainkey.${domain}`;
 
+/** A DKIM record for a key of either algorithm; the selector says which (services/dkim-rotation.ts). */
+const dkimValueFor = (selector: string, publicKey: string) =>
+  isEd25519Selector(selector) ? ed25519DkimRecordValue(publicKey) : dkimRecordValue(publicKey);
+
 /**
- * The active RSA DKIM record, the Ed25519 one (dual signing only), SPF and DMARC, in that order;
- * then, during a rotation, the pending RSA key's record, and the records of replaced keys
- * (services/dkim-rotation.ts), retiring or removable as of `now`.
+ * The active RSA DKIM record, the Ed25519 one (dual signing only), SPF, DMARC and, with a
+ * `bounceMxHost`, the bounce MX, in that order; then, during a rotation, the pending key's record,
+ * and the records of replaced keys (services/dkim-rotation.ts), retiring or removable as of `now`.
  */
-export function dnsRecordsFor(d: DomainRow, now: number = Date.now()): DnsRecord[] {
+export function dnsRecordsFor(
+  d: DomainRow,
+  now: number = Date.now(),
+  bounceMxHost?: string | undefined,
+): DnsRecord[] {
   const dmarc = [
     `v=DMARC1`,
     `p=${d.dmarcPolicy}`,
@@ -219,13 +276,26 @@ export function dnsRecordsFor(d: DomainRow, now: number = Date.now()): DnsRecord
       value: dmarc.join("; "),
       status: "required",
     },
+    ...(bounceMxHost
+      ? [
+          {
+            purpose: "bounce_mx" as const,
+            type: "MX" as const,
+            // The VERP return path's domain (origin/src/delivery/verp.ts): the sender domain.
+            host: d.domain,
+            value: bounceMxHost,
+            priority: BOUNCE_MX_PREFERENCE,
+            status: "required" as const,
+          },
+        ]
+      : []),
     ...(d.dkimNextSelector && d.dkimNextPublicKey
       ? [
           {
             purpose: "dkim" as const,
             type: "TXT" as const,
             host: dkimHost(d.dkimNextSelector, d.domain),
-            value: dkimRecordValue(d.dkimNextPublicKey),
+            value: dkimValueFor(d.dkimNextSelector, d.dkimNextPublicKey),
             status: "pending" as const,
           },
         ]
@@ -234,7 +304,7 @@ export function dnsRecordsFor(d: DomainRow, now: number = Date.now()): DnsRecord
       purpose: "dkim" as const,
       type: "TXT" as const,
       host: dkimHost(k.selector, d.domain),
-      value: dkimRecordValue(k.public_key),
+      value: dkimValueFor(k.selector, k.public_key),
       status: retiredStatus(k, now),
       remove_after: new Date(k.retire_at).toISOString().replace(/\.\d{3}Z$/, "Z"),
     })),
@@ -324,10 +394,35 @@ const dmarcJudge: Judge = (values) => {
 };
 
 /**
+ * The bounce MX check: the MX record set of the return path's domain must send mail to `host`
+ * first, so DSNs for VERP addresses reach the inbound server (RFC 5321 §5.1: the lowest preference
+ * is tried first, equal ones in any order).
+ */
+function mxJudge(host: string, answer: MxAnswer & { name: string }): string | null {
+  const want = host.toLowerCase();
+  if (answer.nxdomain) return `${answer.name} does not exist (NXDOMAIN): no MX record found`;
+  const mxs = answer.values;
+  if (mxs.length === 0) return "no MX record found";
+  if (mxs.some((m) => m.exchange === "")) {
+    return "null MX record found (RFC 7505): the domain accepts no mail, so bounces cannot arrive";
+  }
+  const ours = mxs.filter((m) => m.exchange === want);
+  if (ours.length === 0)
+    return `MX records point elsewhere (${mxs.map((m) => m.exchange).join(", ")}): bounces would not reach ${want}`;
+  const best = Math.min(...ours.map((m) => m.preference));
+  const before = mxs.filter((m) => m.exchange !== want && m.preference <= best);
+  return before.length === 0
+    ? null
+    : `${want} is listed with preference ${best}, but ${before.map((m) => `${m.exchange} (${m.preference})`).join(", ")} ` +
+        "takes mail before or beside it: some bounces would not reach it";
+}
+
+/**
  * Checks DKIM (key matches), SPF (one v=spf1 record with our mechanism) and DMARC (one valid
  * policy); for a dual-signing domain also the Ed25519 DKIM record (k=ed25519 and the key), which
- * decides whether that key signs but not whether the domain is verified (see the header); and
- * during a rotation the pending key's record: found, it becomes the signing key
+ * decides whether that key signs but not whether the domain is verified (see the header); with a
+ * bounce MX host, the domain's MX (reported, not deciding either); and during a rotation the
+ * pending key's record: found, it becomes the signing key of its algorithm
  * (services/dkim-rotation.ts). Each failed check names the host, the problem, what was expected
  * and the values found.
  */
@@ -339,17 +434,28 @@ export async function verifyDomain(
 ): Promise<VerifyOutcome> {
   const d = await requireDomain(deps.db, tenantId, id);
   const now = deps.now();
-  const records = dnsRecordsFor(d, now);
+  const records = dnsRecordsFor(d, now, deps.bounceMxHost);
   const dkim = records[0]!;
   const ed25519 = d.dkimEd25519PublicKey ? records[1]! : undefined;
   const spf = records.find((r) => r.purpose === "spf")!;
   const dmarc = records.find((r) => r.purpose === "dmarc")!;
+  const bounceMx = records.find((r) => r.purpose === "bounce_mx");
   const pending = records.find((r) => r.purpose === "dkim" && r.status === "pending" && r !== ed25519);
-  const [ed25519Check, pendingCheck, ...checks] = await Promise.all([
+  const pendingIsEd25519 = isEd25519Selector(d.dkimNextSelector);
+  const [ed25519Check, pendingCheck, bounceMxCheck, ...checks] = await Promise.all([
     ed25519
       ? check(ed25519, lookup, "DKIM", ed25519.value, dkimJudge(d.dkimEd25519PublicKey!, "ed25519"))
       : null,
-    pending ? check(pending, lookup, "DKIM", pending.value, dkimJudge(d.dkimNextPublicKey!, "rsa")) : null,
+    pending
+      ? check(
+          pending,
+          lookup,
+          "DKIM",
+          pending.value,
+          dkimJudge(d.dkimNextPublicKey!, pendingIsEd25519 ? "ed25519" : "rsa"),
+        )
+      : null,
+    bounceMx ? checkMx(bounceMx, deps.mxLookup) : null,
     check(dkim, lookup, "DKIM", dkim.value, dkimJudge(d.dkimPublicKey, "rsa")),
     check(
       spf,
@@ -362,17 +468,20 @@ export async function verifyDomain(
   ]);
   // In DEV_MODE a domain counts as verified without DNS (there is nowhere to publish locally), so a
   // check run there reports what it found but never takes the domain back to unverified.
-  // The pending key's record, once found, stands in for the active one: it becomes the active key.
+  // The pending key's record, once found, stands in for the active one of its algorithm: it becomes that key.
   const switchKey = pendingCheck !== null && pendingCheck.ok;
-  const dkimOk = checks[0]!.ok || switchKey;
+  const rsaSwitch = switchKey && !pendingIsEd25519;
+  const ed25519Switch = switchKey && pendingIsEd25519;
+  const dkimOk = checks[0]!.ok || rsaSwitch;
   const verified = deps.devMode || (dkimOk && checks[1]!.ok && checks[2]!.ok);
   // The Ed25519 key signs while its record checks out (always in DEV_MODE, as above).
   const ed25519Signs = ed25519Check !== null && (deps.devMode || ed25519Check.ok);
   const all = [
     // The active key's record no longer counts once the switch retires it.
-    ...(switchKey && !checks[0]!.ok ? [] : [checks[0]!]),
-    ...(ed25519Check ? [ed25519Check] : []),
+    ...(rsaSwitch && !checks[0]!.ok ? [] : [checks[0]!]),
+    ...(ed25519Check && !(ed25519Switch && !ed25519Check.ok) ? [ed25519Check] : []),
     ...checks.slice(1),
+    ...(bounceMxCheck ? [bounceMxCheck] : []),
     ...(pendingCheck ? [pendingCheck] : []),
   ];
   const errors = all.filter((c) => !c.ok).map((c) => ({ record: c.host, message: c.message ?? "" }));
@@ -401,6 +510,31 @@ export async function verifyDomain(
     errors,
     switchedKey: switchKey && updated !== undefined,
   };
+}
+
+async function checkMx(record: DnsRecord, lookup: MxLookup | undefined): Promise<VerifyCheck> {
+  const expected = `MX ${record.priority ?? BOUNCE_MX_PREFERENCE} ${record.value}, with no other MX preferred`;
+  const fail = (message: string, found: string[]): VerifyCheck => ({
+    purpose: record.purpose,
+    host: record.host,
+    ok: false,
+    message,
+    expected,
+    found,
+  });
+  if (!lookup) return fail("DNS lookup failed: no MX resolver configured", []);
+  try {
+    const answer = await lookup(record.host);
+    const problem = mxJudge(record.value, { ...answer, name: record.host });
+    return problem === null
+      ? { purpose: record.purpose, host: record.host, ok: true }
+      : fail(
+          problem,
+          answer.values.map((m) => `${m.preference} ${m.exchange === "" ? "." : m.exchange}`),
+        );
+  } catch (err) {
+    return fail(`DNS lookup failed: ${err instanceof Error ? err.message : String(err)}`, []);
+  }
 }
 
 async function check(
@@ -473,10 +607,14 @@ export async function resealDomainKeys(
   for (const row of rows) {
     const sealed: [SealedKeyReplacement["key"], string][] = [["rsa", row.dkimPrivateKeyEnc]];
     if (row.dkimEd25519PrivateKeyEnc) sealed.push(["ed25519", row.dkimEd25519PrivateKeyEnc]);
-    // A pending rotation's key is sealed like the RSA key (it becomes that column's value).
+    // A pending rotation's key is sealed like the key it replaces (it becomes that column's value);
+    // the column keeps its historical name `rsa_next` for both.
     if (row.dkimNextPrivateKeyEnc) sealed.push(["rsa_next", row.dkimNextPrivateKeyEnc]);
     for (const [key, privateKeySealed] of sealed) {
-      const kind: DkimKeyKind = key === "ed25519" ? "ed25519" : "rsa";
+      const kind: DkimKeyKind =
+        key === "ed25519" || (key === "rsa_next" && isEd25519Selector(row.dkimNextSelector))
+          ? "ed25519"
+          : "rsa";
       const outcome = await resealDkimPrivateKey(
         secrets,
         { domainId: row.id, domain: row.domain, privateKeySealed },

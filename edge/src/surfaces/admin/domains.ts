@@ -10,7 +10,7 @@
  *   PATCH  /:id                     is_active, dmarc_policy, dmarc_rua_email
  *   DELETE /:id                     delete (its keys with it)
  *   POST   /:id/verify              check the records over DNS-over-HTTPS
- *   POST   /:id/rotate-dkim         start an RSA key rotation (services/dkim-rotation.ts)
+ *   POST   /:id/rotate-dkim         start a key rotation, RSA or {"algorithm":"ed25519"} (services/dkim-rotation.ts)
  *   POST   /:id/dkim/ed25519        add or rotate the Ed25519 key (dual signing, RFC 8463)
  *   DELETE /:id/dkim/ed25519        remove it
  */
@@ -23,8 +23,8 @@ import { secretsKeyring } from "../../lib/dkim-key-box.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
 import { routePermission } from "../route-permissions.ts";
 import { catalogCache } from "../../services/catalog-cache.ts";
-import { startDkimRotation } from "../../services/dkim-rotation.ts";
-import { dohTxtQuery } from "../../services/dns-check.ts";
+import { ROTATION_ALGORITHMS, startDkimRotation } from "../../services/dkim-rotation.ts";
+import { dohMxQuery, dohTxtQuery } from "../../services/dns-check.ts";
 import {
   createDomain,
   DKIM_ALGORITHMS,
@@ -62,7 +62,9 @@ const ListQuery = z.object({
   tenant_id: z.string().optional(),
 });
 
-export function domainView(d: DomainRow, now: number = Date.now()) {
+const RotateBody = z.object({ algorithm: z.enum(ROTATION_ALGORITHMS).default("rsa") });
+
+export function domainView(d: DomainRow, now: number = Date.now(), bounceMxHost?: string | undefined) {
   return {
     id: d.id,
     tenant_id: d.tenantId,
@@ -80,7 +82,7 @@ export function domainView(d: DomainRow, now: number = Date.now()) {
     dkim_ed25519_verified_at: iso(d.dkimEd25519VerifiedAt),
     dmarc_policy: d.dmarcPolicy,
     dmarc_rua_email: d.dmarcRuaEmail,
-    dns_records: dnsRecordsFor(d, now),
+    dns_records: dnsRecordsFor(d, now, bounceMxHost),
     last_checked_at: iso(d.lastCheckedAt),
     verified_at: iso(d.verifiedAt),
     errors: d.lastErrors ?? [],
@@ -106,18 +108,28 @@ function domainDeps(c: Context<AppEnv>): DomainDeps {
     devMode: config.DEV_MODE,
     now: Date.now,
     rotationOverlapMs: config.DKIM_ROTATION_OVERLAP_S * 1000,
+    bounceMxHost: config.BOUNCE_MX_HOST,
+    mxLookup: dohMxQuery(config.DNS_RESOLVER_URL, undefined, config.DNS_TIMEOUT_MS),
   };
 }
 
+/** The domain as the API shows it, with the records this deployment asks for. */
+const view = (c: Context<AppEnv>, d: DomainRow, now?: number) =>
+  domainView(d, now, c.get("config").BOUNCE_MX_HOST);
+
 /** A JSON object body, with any field outside `allowed` refused (400) rather than ignored. */
-function refuseUnknownFields(raw: unknown, allowed: readonly string[]): void {
+function refuseUnknownFields(
+  raw: unknown,
+  allowed: readonly string[],
+  accepted = `a domain's ${allowed.join(", ")} can be changed`,
+): void {
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) return;
   const unknown = Object.keys(raw).filter((k) => !allowed.includes(k));
   if (unknown.length > 0) {
     throw new AppError(
       "invalid_request",
       `Unsupported field${unknown.length > 1 ? "s" : ""} ${unknown.map((k) => JSON.stringify(k)).join(", ")}: ` +
-        `a domain's ${allowed.join(", ")} can be changed`,
+        accepted,
     );
   }
 }
@@ -152,7 +164,7 @@ export const domainsApi = new Hono<AppEnv>()
       dkimAlgorithm: body.dkim_algorithm,
     });
     catalogCache.forgetDomain(tenantId, d.domain);
-    return c.json({ data: domainView(d) }, 201);
+    return c.json({ data: view(c, d) }, 201);
   })
   .get("/", routePermission(), async (c) => {
     const q = parseInput(ListQuery, c.req.query(), "query");
@@ -160,7 +172,7 @@ export const domainsApi = new Hono<AppEnv>()
     const { rows, total } = await listDomains(c.get("db"), tenantId, q.cursor ?? null, q.limit);
     const now = Date.now();
     return c.json({
-      data: rows.map((d) => domainView(d, now)),
+      data: rows.map((d) => view(c, d, now)),
       total,
       // The last id of a full page; null after the last page.
       next_cursor: rows.length === q.limit ? rows[rows.length - 1]!.id : null,
@@ -168,7 +180,7 @@ export const domainsApi = new Hono<AppEnv>()
   })
   .get("/:id", routePermission(), async (c) => {
     const d = await requireDomain(c.get("db"), queryTenant(c), c.req.param("id"));
-    return c.json({ data: domainView(d) });
+    return c.json({ data: view(c, d) });
   })
   .patch("/:id", routePermission(), async (c) => {
     const tenantId = queryTenant(c);
@@ -193,7 +205,7 @@ export const domainsApi = new Hono<AppEnv>()
     if (!updated) throw new AppError("not_found", `Domain not found: ${d.id}`);
     // is_active decides whether live mail may use it: this isolate sees the change at once.
     catalogCache.forgetDomain(tenantId, d.domain);
-    return c.json({ data: domainView(updated) });
+    return c.json({ data: view(c, updated) });
   })
   .delete("/:id", routePermission(), async (c) => {
     const tenantId = queryTenant(c);
@@ -227,20 +239,33 @@ export const domainsApi = new Hono<AppEnv>()
     });
   })
   .post("/:id/rotate-dkim", routePermission(), async (c) => {
-    // No body fields (an empty body is fine): anything sent is refused rather than ignored.
-    refuseUnknownFields(await readJson(c.req.raw), []);
+    // Only `algorithm` (an empty body is fine): anything else is refused rather than ignored.
+    const raw = await readJson(c.req.raw);
+    refuseUnknownFields(raw, ["algorithm"], "rotate-dkim takes only algorithm");
+    const algorithm = (raw as { algorithm?: unknown } | null)?.algorithm;
+    if (algorithm !== undefined && !ROTATION_ALGORITHMS.includes(algorithm as never)) {
+      throw new AppError(
+        "invalid_request",
+        `Invalid algorithm ${JSON.stringify(algorithm)}: use rsa (the default) or ed25519`,
+      );
+    }
+    const body = parseInput(RotateBody, raw, "body");
     const deps = domainDeps(c);
-    const d = await startDkimRotation(deps, await requireDomain(deps.db, queryTenant(c), c.req.param("id")));
+    const d = await startDkimRotation(
+      deps,
+      await requireDomain(deps.db, queryTenant(c), c.req.param("id")),
+      body.algorithm,
+    );
     catalogCache.forgetDomain(d.tenantId, d.domain);
-    return c.json({ data: domainView(d) });
+    return c.json({ data: view(c, d) });
   })
   .post("/:id/dkim/ed25519", routePermission(), async (c) => {
     const d = await rotateEd25519Key(domainDeps(c), queryTenant(c), c.req.param("id"));
     catalogCache.forgetDomain(d.tenantId, d.domain);
-    return c.json({ data: domainView(d) });
+    return c.json({ data: view(c, d) });
   })
   .delete("/:id/dkim/ed25519", routePermission(), async (c) => {
     const d = await removeEd25519Key(domainDeps(c), queryTenant(c), c.req.param("id"));
     catalogCache.forgetDomain(d.tenantId, d.domain);
-    return c.json({ data: domainView(d) });
+    return c.json({ data: view(c, d) });
   });
