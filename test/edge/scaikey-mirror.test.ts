@@ -348,6 +348,8 @@ describe("POST /webhooks/scaikey", () => {
       { id: "usr_1", tenant_id: "tnt_1", updated_at: "yesterday" },
       "data.updated_at",
     );
+    const huge = await deliver("partner.created", {}, { raw: JSON.stringify({ pad: "x".repeat(300_000) }) });
+    expect(huge.status).toBe(413);
     const orphan = await deliver("user.created", {
       id: `usr_${uid()}`,
       tenant_id: `tnt_${uid()}`,

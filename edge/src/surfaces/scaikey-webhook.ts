@@ -85,10 +85,12 @@ export const scaikeyWebhook = new Hono<AppEnv>()
     if (Math.abs(nowS - Number(signature.t)) > REPLAY_WINDOW_S) {
       throw unauthorized(`${SIGNATURE_HEADER} timestamp is outside the ${REPLAY_WINDOW_S} s window`);
     }
+    const tooLarge = () =>
+      new AppError("payload_too_large", `The body may be at most ${MAX_BODY_BYTES} bytes`);
+    // A declared length over the limit is refused before the body is read.
+    if (Number(c.req.header("content-length") ?? 0) > MAX_BODY_BYTES) throw tooLarge();
     const raw = await c.req.arrayBuffer();
-    if (raw.byteLength > MAX_BODY_BYTES) {
-      throw new AppError("payload_too_large", `The body may be at most ${MAX_BODY_BYTES} bytes`);
-    }
+    if (raw.byteLength > MAX_BODY_BYTES) throw tooLarge();
     const body = new TextDecoder().decode(raw);
     const db = c.get("db");
     const secret = await webhookSecret(db, secretsKeyring(c.get("config")));
