@@ -12,14 +12,19 @@
  *    sealed under SECRETS_KEY).
  *  - `seen`: the dedupe key of every event queued in the last SEEN_RETENTION_MS, so a replayed
  *    flush or a result recorded twice never queues a second event (services/webhook-events.ts).
- *  - `pending`: events waiting to be put in a delivery (batched within BATCH_WINDOW_MS).
+ *  - `pending`: events waiting to be put in a delivery (batched within BATCH_WINDOW_MS), each with
+ *    when it was queued (`at`; null for rows queued before that column existed: due).
  *  - `delivery` + `attempt`: one POST's bytes, its state (pending → succeeded | failed), when it is
  *    next due, and every attempt made (the delivery log the API reads).
  *
- * Delivery: the alarm turns pending events into deliveries (at most BATCH_MAX_EVENTS per POST, per
- * endpoint), POSTs every due delivery through the SSRF guard, and records the outcome. A delivery
- * is leased before its POST (next_at moved past the deadline), so an object that stops mid-POST
- * tries it again: at-least-once, with the same event ids and the same body.
+ * Delivery (`pump`): pending events become deliveries (at most BATCH_MAX_EVENTS per POST, per
+ * endpoint), every due delivery is POSTed through the SSRF guard, and the outcome recorded. A
+ * delivery is leased before its POST (next_at moved past the deadline) in the same synchronous block
+ * that reads it, so two pumps never post one delivery and an object that stops mid-POST tries it
+ * again: at-least-once, with the same event ids and the same body. The pump runs from the alarm, and
+ * also from a hand-off that finds work already due (the oldest pending event has waited its batching
+ * window, or a retry is due), without the hub awaiting it: under a stream of hand-offs the alarm is
+ * delivered late (docs/api/webhooks.md#latency), the hand-offs themselves are not.
  */
 import { DurableObject } from "cloudflare:workers";
 import { newId, ulid } from "../../../shared/ids.ts";
@@ -180,6 +185,9 @@ export class WebhookQueue extends DurableObject<Bindings> {
   refuseHandoffs: string | null = null;
   /** Hand-offs answered since the object started (tests read it). */
   handoffs = 0;
+  /** The pump under way (alarm or hand-off), and whether another call asked for a round after it. */
+  private pumping: Promise<void> | null = null;
+  private pumpAgain = false;
   /** OAuth2 tokens by endpoint id, until they expire; dropped when the endpoint's credentials change. */
   private readonly tokens = new Map<string, Token>();
 
@@ -234,6 +242,12 @@ export class WebhookQueue extends DurableObject<Bindings> {
       event TEXT NOT NULL
     )`);
     this.sql.exec(`CREATE INDEX IF NOT EXISTS pending_endpoint ON pending (endpoint_id, seq)`);
+    // Added after the first objects were made (when an event was queued, for the hand-off's pump).
+    const pendingColumns = this.sql
+      .exec<{ name: string }>("SELECT name FROM pragma_table_info('pending')")
+      .toArray()
+      .map((c) => c.name);
+    if (!pendingColumns.includes("at")) this.sql.exec("ALTER TABLE pending ADD COLUMN at INTEGER");
     this.sql.exec(`CREATE TABLE IF NOT EXISTS delivery (
       id TEXT PRIMARY KEY,
       endpoint_id TEXT NOT NULL,
@@ -693,7 +707,12 @@ export class WebhookQueue extends DurableObject<Bindings> {
         for (const ep of endpoints) {
           if (!wants(ep.kind, JSON.parse(ep.events) as string[], e.eventType, (t) => SENDGRID_FLAG[t]))
             continue;
-          this.sql.exec("INSERT INTO pending (endpoint_id, event) VALUES (?, ?)", ep.id, envelope);
+          this.sql.exec(
+            "INSERT INTO pending (endpoint_id, event, at) VALUES (?, ?, ?)",
+            ep.id,
+            envelope,
+            now,
+          );
           queued++;
         }
       }
@@ -710,7 +729,38 @@ export class WebhookQueue extends DurableObject<Bindings> {
     this.handoffs++;
     if (this.refuseHandoffs !== null) throw new Error(this.refuseHandoffs);
     const queued = await this.enqueue(tenantId, events);
+    // Work already due goes out from here, not awaited: the hub's call returns at once. A pump that
+    // fails leaves its rows as they were (leased ones due again later); the alarm set above remains.
+    if (this.workDue(this.clock())) {
+      this.pump().catch((err: unknown) =>
+        console.error(
+          JSON.stringify({
+            level: "error",
+            msg: "webhook pump after a hand-off failed; the alarm retries",
+            tenantId,
+            error: err instanceof Error ? err.message : String(err),
+          }),
+        ),
+      );
+    }
     return { queued, endpoints: this.activeEndpoints().length };
+  }
+
+  /** Whether the pump has something to do now: pending events past their window, or a due delivery. */
+  private workDue(now: number): boolean {
+    const oldest = this.sql
+      .exec<{ t: number | null }>("SELECT MIN(coalesce(at, 0)) AS t FROM pending")
+      .one().t;
+    if (oldest !== null && oldest <= now - BATCH_WINDOW_MS) return true;
+    return (
+      this.sql
+        .exec(
+          `SELECT 1 FROM delivery d JOIN endpoint e ON e.id = d.endpoint_id
+           WHERE d.state = 'pending' AND d.next_at <= ? AND e.enabled = 1 AND e.disabled_at IS NULL LIMIT 1`,
+          now,
+        )
+        .toArray().length > 0
+    );
   }
 
   private activeEndpoints(): EndpointRow[] {
@@ -741,9 +791,36 @@ export class WebhookQueue extends DurableObject<Bindings> {
   // ── Delivery ─────────────────────────────────────────────────────────────────────────────────
 
   override async alarm(): Promise<void> {
+    this.prune(this.clock());
+    await this.pump();
+  }
+
+  /**
+   * One pump at a time (a call during one makes it go round again once it is done, and waits for
+   * that): so at most PARALLEL_POSTS POSTs run at once, whether the alarm or a hand-off started it.
+   */
+  private pump(): Promise<void> {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return this.pumping;
+    }
+    this.pumping = (async () => {
+      try {
+        do {
+          this.pumpAgain = false;
+          await this.pumpOnce();
+        } while (this.pumpAgain);
+      } finally {
+        this.pumping = null;
+      }
+    })();
+    return this.pumping;
+  }
+
+  /** Pending events → deliveries, then every due delivery POSTed (leased first), then the next alarm. */
+  private async pumpOnce(): Promise<void> {
     const now = this.clock();
     this.formDeliveries(now);
-    this.prune(now);
     const due = this.sql
       .exec<DeliveryRow & Pick<EndpointRow, "secret" | "kind" | "url" | OAuthColumn>>(
         `SELECT d.*, e.secret, e.kind, e.url, e.oauth_client_id, e.oauth_token_url, e.oauth_secret
