@@ -35,6 +35,8 @@ interface DevBootstrap {
   liveKey: ApiKeyView;
   testKey: ApiKeyView;
   domain: DomainView;
+  /** The first dashboard login (docs/dashboard.md), made on the first start that has none. */
+  dashboard?: { email: string; password: string };
 }
 
 function readJson<T>(file: string): T | null {
@@ -112,6 +114,24 @@ async function bootstrap(admin: AdminClient): Promise<DevBootstrap> {
   return result;
 }
 
+/** A dashboard login with the admin role, once: its password is random and kept beside the dev keys. */
+async function dashboardLogin(
+  admin: AdminClient,
+  boot: DevBootstrap,
+): Promise<{ email: string; password: string }> {
+  if (boot.dashboard) return boot.dashboard;
+  const login = { email: "dev@scaisend.localhost", password: randomBytes(12).toString("base64url") };
+  await admin.request(
+    "POST",
+    `/api/admin/tenants/${boot.tenantId}/logins`,
+    { ...login, roles: ["admin"] },
+    "add login",
+  );
+  boot.dashboard = login;
+  writeJson(path.join(DEV_DIR, "bootstrap.json"), boot);
+  return login;
+}
+
 async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
   const until = Date.now() + timeoutMs;
   for (;;) {
@@ -164,6 +184,7 @@ async function main(): Promise<void> {
 
     const admin = new AdminClient(edge.url, secrets.ADMIN_TOKEN);
     const boot = await bootstrap(admin);
+    const dashboard = await dashboardLogin(admin, boot);
     const dkimRecord = boot.domain.dns_records.find((r) => r.purpose === "dkim")!;
 
     console.log("Starting the origin (dev inbox mode) …");
@@ -261,6 +282,7 @@ ScaiSend is running.
 
   Edge (SendGrid-compatible API)  ${edge.url}
   Dev inbox                       ${inboxUrl}
+  Dashboard                       ${edge.url}/app   (sign in: ${dashboard.email} / ${dashboard.password})
   Origin metrics                  http://127.0.0.1:${originHttpPort}/metrics
 
   Live API key   ${boot.liveKey.api_key}

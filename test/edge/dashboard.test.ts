@@ -9,7 +9,8 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { ABSOLUTE_MS, IDLE_MS, MAX_FAILURES } from "../../edge/src/services/dashboard-sessions.ts";
 import { sha256Hex } from "../../edge/src/lib/crypto.ts";
-import { call, mailBody, operatorHeaders, sendOne, setupTenant, uid } from "./helpers.ts";
+import { PERMISSIONS } from "../../shared/permissions.ts";
+import { call, createApiKey, mailBody, operatorHeaders, sendOne, setupTenant, uid } from "./helpers.ts";
 import { Browser, createLogin, createRole, PASSWORD } from "./dashboard.helpers.ts";
 
 async function ageSession(b: Browser, by: { lastSeen?: number; created?: number }) {
@@ -192,6 +193,65 @@ describe("dashboard sign-in and sessions", () => {
   });
 });
 
+describe("the operator's login routes (/api/admin/tenants/{id}/logins)", () => {
+  const logins = (tenantId: string, rest = "") => `/api/admin/tenants/${tenantId}/logins${rest}`;
+  const send = (path: string, method: string, body?: unknown) =>
+    call(path, { method, headers: operatorHeaders(), ...(body ? { body: JSON.stringify(body) } : {}) });
+
+  it("create, list, change roles, delete; never the hash; the documented refusals", async () => {
+    const t = await setupTenant();
+    const email = `Ops-${uid()}@Example.org`;
+    const created = await send(logins(t.tenantId), "POST", {
+      email,
+      password: PASSWORD,
+      roles: ["developer"],
+    });
+    expect(created.status).toBe(201);
+    const text = await created.text();
+    const login = (JSON.parse(text) as { data: { id: string; email: string; roles: string[] } }).data;
+    expect(login).toMatchObject({ email: email.toLowerCase(), roles: ["developer"] });
+    expect(text).not.toMatch(/password|salt|hash/);
+    const listed = (await (await send(logins(t.tenantId), "GET")).json()) as { data: { id: string }[] };
+    expect(listed.data.map((l) => l.id)).toEqual([login.id]);
+    const patched = await send(logins(t.tenantId, `/${login.id}`), "PATCH", { roles: ["admin"] });
+    expect(((await patched.json()) as { data: { roles: string[] } }).data.roles).toEqual(["admin"]);
+
+    const refusals: [unknown, number, string][] = [
+      [
+        { email: `a-${uid()}@example.org`, password: "short", roles: ["admin"] },
+        400,
+        "password must be at least 12 characters",
+      ],
+      [{ email: `a-${uid()}@example.org`, password: PASSWORD, roles: ["nope"] }, 400, "Unknown role: nope"],
+      [{ email, password: PASSWORD, roles: ["admin"] }, 409, "A login with this email exists"],
+      [
+        { email: `a-${uid()}@example.org`, password: PASSWORD, roles: ["admin"], colour: "red" },
+        422,
+        "colour",
+      ],
+      [{ email: "not-an-email", password: PASSWORD, roles: ["admin"] }, 422, "email"],
+    ];
+    for (const [body, status, detail] of refusals) {
+      const r = await send(logins(t.tenantId), "POST", body);
+      expect(r.status, JSON.stringify(body)).toBe(status);
+      expect(await r.text()).toContain(detail);
+    }
+    // The same email is taken in another tenant too; another tenant's login is not found here.
+    const other = await setupTenant();
+    expect(
+      (await send(logins(other.tenantId), "POST", { email, password: PASSWORD, roles: ["admin"] })).status,
+    ).toBe(409);
+    expect((await send(logins(other.tenantId, `/${login.id}`), "DELETE")).status).toBe(404);
+    expect((await send(logins("tnt_00000000000000000000000000"), "GET")).status).toBe(404);
+    expect((await send(logins(t.tenantId, `/${login.id}`), "DELETE")).status).toBe(204);
+    expect((await (await send(logins(t.tenantId), "GET")).json()) as unknown).toEqual({ data: [] });
+    // A tenant's own API key, even with every permission, may not hand out logins.
+    const key = await createApiKey(t.tenantId, { scopes: [...PERMISSIONS] });
+    const byKey = await call(logins(t.tenantId), { headers: { Authorization: `Bearer ${key.key}` } });
+    expect(byKey.status).toBe(403);
+  });
+});
+
 describe("dashboard pages", () => {
   it("messages: the list uses /v3/messages' filters, a message page shows its timeline, headers and a sandboxed preview", async () => {
     const t = await setupTenant();
@@ -261,6 +321,15 @@ describe("dashboard pages", () => {
     // Scopes the session does not hold, and unknown fields, are refused.
     const unknownField = await b.post("/app/keys", { name: "x", colour: "red" });
     expect(unknownField.status).toBe(400);
+    const keyAdmin = await createRole(t.tenantId, ["admin.api_keys", "mail.send"]);
+    const narrow = await Browser.signIn((await createLogin(t.tenantId, [keyAdmin])).email);
+    expect((await narrow.get("/app/keys")).text).not.toContain('value="stats.read"');
+    const escalate = await narrow.post("/app/keys", {
+      name: `esc-${uid()}`,
+      scopes: ["mail.send", "stats.read"],
+    });
+    expect(escalate.status).toBe(403);
+    expect(escalate.text).toContain("Cannot grant scopes this API key does not hold: stats.read");
   });
 
   it("a role without admin.api_keys sees no key-management link or form, and its POST is 403", async () => {
