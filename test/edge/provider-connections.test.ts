@@ -622,6 +622,38 @@ describe("a live /v1/send on sms, push and web-push", () => {
     origin.close();
   });
 
+  it("fails a message whose credentials do not open (sealed for another connection), and never sends it", async () => {
+    const tenant = await createTenant();
+    const key = await skKey(tenant, "live");
+    const c = (await twilio(tenant)).data;
+    // A sealed value of another owner copied onto this row: GCM's AAD check refuses it.
+    const foreign = await seal(
+      env.SECRETS_KEY,
+      JSON.stringify({ kind: "twilio" }),
+      "provider-connection:other",
+    );
+    await env.DB.prepare("UPDATE provider_connections SET credentials_sealed = ? WHERE id = ?")
+      .bind(foreign, c.id)
+      .run();
+    const origin = await openLink();
+    await origin.hello(10);
+    const sent = await v1(key, "/send", {
+      method: "POST",
+      body: { channel: "sms", to: "+14155550111", content: { body: "x" } },
+    });
+    expect(sent.status).toBe(202);
+    const got = await eventually(
+      () => v1(key, `/messages/${sent.body.id}`),
+      (r) => r.body.status === "failed",
+      5000,
+    );
+    expect(got.body.status).toBe("failed");
+    expect(got.body.error).toContain(`provider connection ${c.id} could not be opened`);
+    expectMatches(got.status, got.body, "getMessage");
+    expect(await origin.nothing("jobs", 200)).toBe(true);
+    origin.close();
+  });
+
   it("sends push and web push as channel jobs of their own shapes", async () => {
     const tenant = await createTenant();
     const key = await skKey(tenant, "live");
