@@ -2,7 +2,7 @@
  * The web dashboard in a real browser (Debian's Chromium driven by playwright-core) against the real
  * stack (wrangler dev, hub, origin, loopback DNS and SMTP): the operator creates a login with
  * `scaisend logins add` (password on stdin), the user signs in through the form, the sender domain is
- * verified against the loopback DNS, a message sent through the API reaches `delivered` on its page,
+ * verified on its page against the loopback DNS, a message sent through the API reaches `delivered` on its page,
  * and a key is created (shown once, working) and revoked (refused) through the keys page.
  * DASHBOARD_SCREENSHOTS=1 also writes the main pages to docs/img/ for the README.
  */
@@ -105,9 +105,18 @@ describe("the dashboard in Chromium", () => {
       const cookie = (await context.cookies()).find((c) => c.name === "scaisend_session")!;
       expect(cookie).toMatchObject({ httpOnly: true, sameSite: "Lax", path: "/app" });
 
-      // The sender domain, verified against the loopback DNS; then a live send through the API.
+      // The sender domain, verified on its dashboard page against the loopback DNS, then a live send.
+      await page.goto(`${stack.apiUrl}/app/domains`);
+      await page.getByRole("link", { name: SENDER_DOMAIN }).click();
+      await expect.poll(() => page.locator("#domain-verified").textContent()).toBe("no");
+      // The copy buttons appear where the script runs (without it the values are plain text).
+      await expect.poll(() => page.locator("button.copy:visible").count()).toBeGreaterThan(0);
       stack.publish(zoneFromDomain(stack.domain));
-      expect((await stack.admin.verifyDomain(stack.tenantId, stack.domain.id)).verified).toBe(true);
+      await page.getByRole("button", { name: "Verify DNS records" }).click();
+      await expect.poll(() => page.locator("#verify-outcome").textContent()).toContain("Verified");
+      expect(await page.locator("#domain-verified").textContent()).toBe("yes");
+      expect((await stack.admin.getDomain(stack.tenantId, stack.domain.id)).verified).toBe(true);
+      await shot(page, "domain");
       const sent = await stack.api("POST", "/v3/mail/send", stack.liveKey.api_key, {
         personalizations: [{ to: [{ email: "reader@inbox.test" }] }],
         from: { email: `app@${SENDER_DOMAIN}` },

@@ -31,12 +31,22 @@ const needed = (r: string) => ROUTE_PERMISSIONS[r]!;
 interface Ids {
   messageId: string;
   keyId: string;
+  domainId: string;
 }
-const NOWHERE: Ids = { messageId: "msg_00000000000000000000000000", keyId: "key_00000000000000000000000000" };
+const NOWHERE: Ids = {
+  messageId: "msg_00000000000000000000000000",
+  keyId: "key_00000000000000000000000000",
+  domainId: "dom_00000000000000000000000000",
+};
 
 function pathOf(route: string, ids: Ids): string {
   const path = route.slice(route.indexOf(" ") + 1);
-  return path.replace(/:id/, path.startsWith("/app/keys") ? ids.keyId : ids.messageId);
+  const id = path.startsWith("/app/keys")
+    ? ids.keyId
+    : path.startsWith("/app/domains")
+      ? ids.domainId
+      : ids.messageId;
+  return path.replace(/:id/, id);
 }
 
 /** A browser's request: GETs plain, POSTs as the page's own form (Origin and CSRF token) with a valid body. */
@@ -72,7 +82,7 @@ describe("dashboard routes", () => {
     const admin = await createApiKey(t.tenantId, { scopes: [...PERMISSIONS] });
     const browser = await Browser.signIn((await createLogin(t.tenantId, ["admin"])).email);
     a = {
-      ids: { messageId, keyId: admin.id },
+      ids: { messageId, keyId: admin.id, domainId: t.domainId },
       markers: [m, t.tenantId, messageId, admin.id, t.liveKeyId, t.domain].map((s) => s.toLowerCase()),
       browser,
       key: admin.key,
@@ -165,7 +175,7 @@ describe("dashboard routes", () => {
       {},
       { Origin: "https://evil.example" },
       { Referer: "https://evil.example/login" },
-    ]) {
+    ] as Record<string, string>[]) {
       const res = await call("/app/login", {
         method: "POST",
         headers: { "Content-Type": "application/x-www-form-urlencoded", ...headers },

@@ -10,7 +10,16 @@ import { describe, expect, it } from "vitest";
 import { ABSOLUTE_MS, IDLE_MS, MAX_FAILURES } from "../../edge/src/services/dashboard-sessions.ts";
 import { sha256Hex } from "../../edge/src/lib/crypto.ts";
 import { PERMISSIONS } from "../../shared/permissions.ts";
-import { call, createApiKey, mailBody, operatorHeaders, sendOne, setupTenant, uid } from "./helpers.ts";
+import {
+  call,
+  createApiKey,
+  createDomain,
+  mailBody,
+  operatorHeaders,
+  sendOne,
+  setupTenant,
+  uid,
+} from "./helpers.ts";
 import { Browser, createLogin, createRole, PASSWORD } from "./dashboard.helpers.ts";
 
 async function ageSession(b: Browser, by: { lastSeen?: number; created?: number }) {
@@ -414,5 +423,45 @@ describe("dashboard pages", () => {
     expect(await (await call(css)).text()).toContain("--accent");
     expect((await b.get("/app/stats?start_date=2026-02-30")).status).toBe(400);
     expect((await b.get("/app/stats?colour=red")).status).toBe(400);
+  });
+
+  it("domains: the records to publish with copy buttons, rotate DKIM; domains.read may look, not act", async () => {
+    const t = await setupTenant();
+    const name = `fresh-${uid()}.example.com`;
+    const d = await createDomain(t.tenantId, name);
+    const b = await Browser.signIn((await createLogin(t.tenantId, ["admin"])).email);
+    const list = await b.get("/app/domains");
+    expect(list.text).toContain(`href="/app/domains/${d.id}"`);
+    const page = await b.get(`/app/domains/${d.id}`);
+    expect(page.status).toBe(200);
+    expect(page.text).toContain(`scaisend._domainkey.${name}`);
+    expect(page.text).toMatch(/v=DKIM1; k=rsa; p=[A-Za-z0-9+/]+/);
+    expect(page.text).toMatch(/<button type="button" class="copy" data-copy="value-0"[^>]*hidden/);
+    expect(page.text).toMatch(/<script src="\/app\/assets\/copy-[0-9a-f]{8}\.js" defer(="")?>/);
+    expect(page.text).toContain(`action="/app/domains/${d.id}/verify"`);
+    const rotated = await b.post(`/app/domains/${d.id}/rotate-dkim`);
+    expect(rotated.status).toBe(200);
+    expect(rotated.text).toContain("A new DKIM key was made");
+    const after = (await (
+      await call(`/api/admin/domains/${d.id}?tenant_id=${t.tenantId}`, { headers: operatorHeaders() })
+    ).json()) as {
+      data: { dkim_pending_selector: string | null };
+    };
+    expect(after.data.dkim_pending_selector).not.toBeNull();
+    expect(rotated.text).toContain(`${after.data.dkim_pending_selector}._domainkey.${name}`);
+
+    const reader = await Browser.signIn(
+      (await createLogin(t.tenantId, [await createRole(t.tenantId, ["domains.read"])])).email,
+    );
+    const readOnly = await reader.get(`/app/domains/${d.id}`);
+    expect(readOnly.status).toBe(200);
+    expect(readOnly.text).not.toContain("/verify");
+    expect(readOnly.text).not.toContain("/rotate-dkim");
+    expect((await reader.post(`/app/domains/${d.id}/rotate-dkim`)).status).toBe(403);
+    expect((await reader.post(`/app/domains/${d.id}/verify`)).status).toBe(403);
+    // The developer role has no domains.* at all: no link, and the page is refused.
+    const dev = await Browser.signIn((await createLogin(t.tenantId, ["developer"])).email);
+    expect((await dev.get("/app/messages")).text).not.toContain('href="/app/domains"');
+    expect((await dev.get(`/app/domains/${d.id}`)).status).toBe(403);
   });
 });

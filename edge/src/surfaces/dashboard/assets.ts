@@ -33,6 +33,26 @@ const STATS_JS = `"use strict";
 `;
 
 /** FNV-1a, 32 bits: enough to give a changed file a new name (not a security property). */
+/**
+ * Copy buttons (the domain page's DNS records): shown only where the script runs, since without it
+ * the value is plain selectable text; each copies the text of the element its data-copy names.
+ */
+const COPY_JS = `"use strict";
+(function () {
+  document.querySelectorAll("button.copy[data-copy]").forEach(function (button) {
+    var source = document.getElementById(button.getAttribute("data-copy"));
+    if (!source || !navigator.clipboard) return;
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      navigator.clipboard.writeText(source.textContent).then(function () {
+        button.textContent = "Copied";
+        setTimeout(function () { button.textContent = "Copy"; }, 2000);
+      });
+    });
+  });
+})();
+`;
+
 function digest(text: string): string {
   let h = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
@@ -46,7 +66,7 @@ interface Asset {
 }
 
 /** Paths: uPlot's carry its pinned version, ours a digest of their content. */
-export const ASSETS: Record<"css" | "uplotCss" | "uplotJs" | "statsJs", Asset> = {
+export const ASSETS: Record<"css" | "uplotCss" | "uplotJs" | "statsJs" | "copyJs", Asset> = {
   css: {
     path: `/app/assets/dashboard-${digest(dashboardCss)}.css`,
     type: "text/css; charset=utf-8",
@@ -62,6 +82,11 @@ export const ASSETS: Record<"css" | "uplotCss" | "uplotJs" | "statsJs", Asset> =
     path: `/app/assets/stats-${digest(STATS_JS)}.js`,
     type: "text/javascript; charset=utf-8",
     body: STATS_JS,
+  },
+  copyJs: {
+    path: `/app/assets/copy-${digest(COPY_JS)}.js`,
+    type: "text/javascript; charset=utf-8",
+    body: COPY_JS,
   },
 };
 

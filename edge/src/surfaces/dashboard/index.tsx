@@ -10,6 +10,7 @@
 import { Hono } from "hono";
 import { isAppError } from "../../../../shared/errors.ts";
 import { assetsApi } from "./assets.ts";
+import { domainsPages } from "./domains.tsx";
 import { keysPages } from "./keys.tsx";
 import { CONTENT_SECURITY_POLICY, ErrorPage } from "./layout.tsx";
 import { loginApi } from "./login.tsx";
@@ -52,6 +53,7 @@ dashboardApp.use("*", requireSession(), requireCsrf());
 dashboardApp.route("/", messagesPages);
 dashboardApp.route("/", keysPages);
 dashboardApp.route("/", statsPages);
+dashboardApp.route("/", domainsPages);
 dashboardApp.notFound((c) =>
   c.html(<ErrorPage status={404} message="No such page." session={c.var.session} />, 404),
 );

@@ -25,6 +25,7 @@ export const CONTENT_SECURITY_POLICY = [
 const NAV: { href: string; label: string; route: string }[] = [
   { href: "/app/messages", label: "Messages", route: "GET /app/messages" },
   { href: "/app/stats", label: "Stats", route: "GET /app/stats" },
+  { href: "/app/domains", label: "Domains", route: "GET /app/domains" },
   { href: "/app/keys", label: "API keys", route: "GET /app/keys" },
 ];
 
@@ -85,6 +86,7 @@ export function Page(props: {
             <script src={ASSETS.statsJs.path} defer></script>
           </>
         ) : null}
+        {props.scripts?.includes("copy") ? <script src={ASSETS.copyJs.path} defer></script> : null}
       </body>
     </html>
   );
