@@ -130,6 +130,8 @@ import {
   LEASE_MS as HANDOFF_LEASE_MS,
   WebhookHandoff,
 } from "../services/webhook-handoff.ts";
+import { TrackingInbox } from "../services/tracking-events.ts";
+import type { FlushedEvent } from "../services/webhook-events.ts";
 import { allShards, hubName, layoutOf, parseHubName } from "../lib/shards.ts";
 import { poolsOfNode, recordAnnouncedPools, unknownPool } from "../services/ip-pools.ts";
 import {
@@ -454,6 +456,8 @@ export class OriginHub extends DurableObject<Bindings> {
   private breaths = 0;
   /** Events staged for the tenants' WebhookQueues until they take them (services/webhook-handoff.ts). */
   readonly handoff: WebhookHandoff;
+  /** Tracking hits of this shard's messages, kept until D1 has them (services/tracking-events.ts). */
+  readonly tracking: TrackingInbox;
 
   constructor(ctx: DurableObjectState, env: Bindings) {
     super(ctx, env);
@@ -464,6 +468,12 @@ export class OriginHub extends DurableObject<Bindings> {
     this.config = loaded.config;
     this.retry = createRetrySchedule(this.config.RETRY_SCHEDULE);
     this.handoff = new WebhookHandoff(this.sql, (tenantId) => env.WEBHOOK_QUEUE.getByName(tenantId));
+    this.tracking = new TrackingInbox(
+      this.sql,
+      env.DB,
+      (events) => this.handOffEvents(events),
+      (at) => this.armAlarmBy(at),
+    );
     // Pings are answered by the runtime without waking the object.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair('{"type":"ping"}', '{"type":"pong"}'));
     void ctx.blockConcurrencyWhile(async () => {
@@ -759,6 +769,11 @@ export class OriginHub extends DurableObject<Bindings> {
       events: catalog.events.map((e) => ({ ...e, attempt: e.attempt ?? 0 }) as EventRow),
       senderkit: catalog.senderkit ?? null,
     };
+  }
+
+  /** The /t/* routes' hits on this shard's messages (docs/api/tracking.md#events): kept, then D1, then the webhooks. */
+  async recordTracking(events: FlushedEvent[]): Promise<{ recorded: number }> {
+    return this.tracking.record(events);
   }
 
   /** Writes what waits for D1 now; the cron calls it on every shard, so a hub that lost its timers catches up. */
@@ -1226,6 +1241,8 @@ export class OriginHub extends DurableObject<Bindings> {
     this.expirePaused(now);
     this.queueCancelled();
     await this.dispatch();
+    // Tracking hits a stopped incarnation kept, or whose D1 write failed, before their hand-off.
+    await this.tracking.flush();
     await this.drainHandoff();
   }
 

@@ -1,9 +1,17 @@
 /**
  * The events the public /t/* routes record (docs/api/tracking.md#events): built from the verified
- * token and the request, written to D1's `events` table and handed to the tenant's webhooks, after
- * the answer went out (`waitUntil`). Stats and suppressions follow from the rows (D1 triggers).
+ * token and the request, written to D1's `events` table and handed to the tenant's webhooks. Stats
+ * and suppressions follow from the rows (D1 triggers).
  *
- * Hits are written in batches: each isolate collects them for BATCH_WINDOW_MS (`queueTrackingHits`).
+ * Durable path (docs/api/webhooks.md#guarantees): before answering, the route hands the hit's event
+ * to the hub shard its message id names (`recordTracking`, the shard's `TrackingInbox` below), which
+ * keeps it in its own SQLite, writes it to D1 with the other hits of the next TRACKING_FLUSH_MS
+ * (one D1 batch for a burst of clicks), and stages it for the webhooks in the same synchronous block
+ * that deletes it (services/webhook-handoff.ts: retried until the queue takes it). A hub restarted
+ * in between finds the hit still kept and writes it from its alarm.
+ *
+ * Fallback, when the hub cannot be reached: the isolate collects hits for BATCH_WINDOW_MS
+ * (`queueTrackingHits`) and writes them after the answer (`waitUntil`), best effort as before.
  *
  * Ids are stable per hit: `evt_` + 26 base32 characters of SHA-256 over (type, message, recipient,
  * what the hit names: the click's URL, the group) and the minute it came in. A client that fetches the
@@ -12,7 +20,7 @@
  * posts an event id once. An open a day later is a new open.
  */
 import type { Bindings } from "../env.ts";
-import { chunkRows, type Db } from "../db/client.ts";
+import { chunkRows, createDb, type Db } from "../db/client.ts";
 import { events } from "../db/schema.ts";
 import type { EventType } from "../db/schema.ts";
 import { fanOutWebhookEvents } from "./webhook-fanout.ts";
@@ -122,41 +130,61 @@ export function queueTrackingHits(
   });
 }
 
-/** Writes the hits to D1 and hands them to webhooks. Errors are logged: the answer has gone already. */
+/** The hits as events, each with its stable id. */
+export async function trackingEvents(hits: TrackingHit[]): Promise<FlushedEvent[]> {
+  const rows: FlushedEvent[] = [];
+  for (const h of hits) {
+    rows.push({
+      id: await stableEventId(h),
+      tenantId: h.tenantId,
+      messageId: h.messageId,
+      eventType: h.type,
+      recipientEmail: h.recipient.toLowerCase(),
+      timestamp: h.at,
+      attempt: 0,
+      metadata: h.metadata,
+    });
+  }
+  return rows;
+}
+
+/**
+ * Writes the events to D1 now (the unsubscribe page's POSTs, before they answer): their triggers
+ * change suppressions in the order the requests came, so a later resubscribe is never undone by an
+ * earlier unsubscribe's event landing after it. The hub's later write of the same ids changes nothing.
+ */
+export async function writeTrackingEvents(db: Db, rows: FlushedEvent[]): Promise<void> {
+  if (rows.length > 0) await db.batch(insertEvents(db, rows));
+}
+
+/** D1 statements inserting `rows` into `events`; an id already there is kept (ON CONFLICT DO NOTHING). */
+function insertEvents(db: Db, rows: FlushedEvent[]) {
+  const values = rows.map((r) => ({
+    id: r.id,
+    tenantId: r.tenantId,
+    messageId: r.messageId,
+    eventType: r.eventType,
+    recipientEmail: r.recipientEmail,
+    timestamp: r.timestamp,
+    attempt: 0,
+    metadata: r.metadata as Record<string, unknown>,
+  }));
+  const [first, ...more] = chunkRows(values, 8).map((chunk) =>
+    db.insert(events).values(chunk).onConflictDoNothing(),
+  );
+  return [first!, ...more] as const;
+}
+
+/** Writes the hits to D1 and hands them to webhooks (the fallback path). Errors are logged: the answer has gone already. */
 export async function recordTrackingHits(
   db: Db,
   env: Pick<Bindings, "WEBHOOK_QUEUE">,
   hits: TrackingHit[],
 ): Promise<void> {
   try {
-    const rows: FlushedEvent[] = [];
-    for (const h of hits) {
-      rows.push({
-        id: await stableEventId(h),
-        tenantId: h.tenantId,
-        messageId: h.messageId,
-        eventType: h.type,
-        recipientEmail: h.recipient.toLowerCase(),
-        timestamp: h.at,
-        attempt: 0,
-        metadata: h.metadata,
-      });
-    }
+    const rows = await trackingEvents(hits);
     if (rows.length === 0) return;
-    const values = rows.map((r) => ({
-      id: r.id,
-      tenantId: r.tenantId,
-      messageId: r.messageId,
-      eventType: r.eventType,
-      recipientEmail: r.recipientEmail,
-      timestamp: r.timestamp,
-      attempt: 0,
-      metadata: r.metadata as Record<string, unknown>,
-    }));
-    const [first, ...more] = chunkRows(values, 8).map((chunk) =>
-      db.insert(events).values(chunk).onConflictDoNothing(),
-    );
-    await db.batch([first!, ...more]);
+    await db.batch(insertEvents(db, rows));
     await fanOutWebhookEvents(env, rows);
   } catch (err) {
     console.error(
@@ -167,5 +195,123 @@ export async function recordTrackingHits(
         error: err instanceof Error ? err.message : String(err),
       }),
     );
+  }
+}
+
+/** How long a hub keeps hits before writing them to D1 together. */
+export const TRACKING_FLUSH_MS = 50;
+/** After a failed D1 write, and as the alarm's backstop, the hub tries again this much later. */
+export const TRACKING_RETRY_MS = 2_000;
+/** Hits per D1 batch. */
+const HITS_PER_FLUSH = 200;
+
+/**
+ * A hub shard's durable inbox of tracking hits (header, "Durable path"). `record` keeps the events
+ * in the table `tracking_hit` (one row per event id: a replayed hit while it waits is one row) and
+ * returns once they are in the object's storage; `flush` writes the waiting ones to D1 and, in one
+ * synchronous block after D1's answer, stages them for the webhooks (`stage`, the hub's durable
+ * hand-off) and deletes them. A flush repeated after a restart writes the same ids again, which D1
+ * keeps once and the webhook queue posts once.
+ */
+export class TrackingInbox {
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private flushing: Promise<void> | null = null;
+  private again = false;
+
+  constructor(
+    private readonly sql: SqlStorage,
+    private readonly d1: D1Database,
+    private readonly stage: (events: FlushedEvent[]) => void,
+    /** Arms the object's alarm by `at` at the latest (the backstop if the object stops). */
+    private readonly armAlarmBy: (at: number) => Promise<void>,
+  ) {
+    sql.exec(`CREATE TABLE IF NOT EXISTS tracking_hit (
+      event_id TEXT PRIMARY KEY,
+      event TEXT NOT NULL,
+      at INTEGER NOT NULL
+    )`);
+  }
+
+  async record(events: FlushedEvent[]): Promise<{ recorded: number }> {
+    const now = Date.now();
+    let recorded = 0;
+    for (const e of events) {
+      const r = this.sql.exec(
+        "INSERT OR IGNORE INTO tracking_hit (event_id, event, at) VALUES (?, ?, ?)",
+        e.id,
+        JSON.stringify(e),
+        now,
+      );
+      if (r.rowsWritten > 0) recorded++;
+    }
+    await this.armAlarmBy(now + TRACKING_RETRY_MS);
+    this.schedule(TRACKING_FLUSH_MS);
+    return { recorded };
+  }
+
+  /** Hits kept and not yet in D1 (tests and stats). */
+  waiting(): number {
+    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM tracking_hit").one().n;
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.flush();
+    }, delayMs);
+  }
+
+  /** Writes every waiting hit (one flush at a time; a call during one makes it run again). */
+  flush(): Promise<void> {
+    if (this.flushing) {
+      this.again = true;
+      return this.flushing;
+    }
+    this.flushing = (async () => {
+      try {
+        do {
+          this.again = false;
+          while (await this.flushOnce()) {
+            // a full batch: more may wait
+          }
+        } while (this.again);
+      } catch (err) {
+        console.error(
+          JSON.stringify({
+            level: "error",
+            msg: "tracking hits not written to D1; kept and tried again",
+            waiting: this.waiting(),
+            error: err instanceof Error ? err.message : String(err),
+          }),
+        );
+        await this.armAlarmBy(Date.now() + TRACKING_RETRY_MS);
+        this.schedule(TRACKING_RETRY_MS);
+      } finally {
+        this.flushing = null;
+      }
+    })();
+    return this.flushing;
+  }
+
+  /** One D1 batch; true when it was full. */
+  private async flushOnce(): Promise<boolean> {
+    const rows = this.sql
+      .exec<{ event_id: string; event: string }>(
+        "SELECT event_id, event FROM tracking_hit ORDER BY at, event_id LIMIT ?",
+        HITS_PER_FLUSH,
+      )
+      .toArray();
+    if (rows.length === 0) return false;
+    const list = rows.map((r) => JSON.parse(r.event) as FlushedEvent);
+    const db = createDb(this.d1);
+    await db.batch(insertEvents(db, list));
+    // D1 has them: staged and deleted in one synchronous block (one implicit transaction).
+    this.stage(list);
+    this.sql.exec(
+      "DELETE FROM tracking_hit WHERE event_id IN (SELECT value FROM json_each(?))",
+      JSON.stringify(rows.map((r) => r.event_id)),
+    );
+    return rows.length === HITS_PER_FLUSH;
   }
 }

@@ -10,11 +10,14 @@
  *                           List-Unsubscribe names (body `List-Unsubscribe=One-Click`)
  *
  * A token that is not one of ours is 404, one whose signature does not match (or a click whose `u`
- * is missing, not http(s), or not the signed URL) 400. The pixel and the click read no storage before
- * answering: the event is written after the response (`waitUntil`, services/tracking-events.ts). The
- * page and its POST read and write the suppression store (edge/src/db/suppressions.ts); a POST
- * applies the suppression before answering, so the next send is dropped, and records its event too
- * (the store's triggers add the same suppression again, which changes nothing).
+ * is missing, not http(s), or not the signed URL) 400. Every hit's event is made durable before the
+ * answer: one call to the hub shard its message id names, which keeps it and writes it to D1 and the
+ * webhooks in batches (services/tracking-events.ts, "Durable path"); the pixel and the click read no
+ * other storage. Only if that shard cannot be reached is the event written best effort after the
+ * answer (`waitUntil`). The page and its POST read and write the suppression store
+ * (edge/src/db/suppressions.ts); a POST applies the suppression before answering, so the next send
+ * is dropped, and records its event too (the store's triggers add the same suppression again, which
+ * changes nothing).
  */
 import { Hono, type Context } from "hono";
 import type { AppEnv } from "../../context.ts";
@@ -28,10 +31,14 @@ import {
 } from "../../db/suppressions.ts";
 import { getTenant } from "../../db/tenants.ts";
 import { trackingSigner } from "../../services/tracking-key.ts";
+import { hubStub, ownerOf } from "../../services/hub-client.ts";
+import { legacyShardFor } from "../../lib/shards.ts";
 import {
   clientOf,
   machineOpen,
   queueTrackingHits,
+  trackingEvents,
+  writeTrackingEvents,
   type TrackingHit,
 } from "../../services/tracking-events.ts";
 import type { UnsubscribeClaims } from "../../../../shared/tracking/token.ts";
@@ -77,9 +84,42 @@ const htmlResponse = (status: number, html: string) =>
     },
   });
 
-function later(c: C, hits: TrackingHit[]): void {
-  const write = queueTrackingHits(c.get("db"), c.env, hits);
-  if (write) c.executionCtx.waitUntil(write);
+/**
+ * Records the hits in the hub shard of their message (ids that name no shard: the unplaced shard
+ * their id hashes to), before the answer. A shard that cannot be reached does not fail the hit: its
+ * events are written best effort after the answer instead, and the failure is logged.
+ * `inOrder` (the unsubscribe POSTs, which change suppressions): the events are written to D1 first,
+ * in the request, so their triggers apply in the order of the requests (writeTrackingEvents).
+ */
+async function record(c: C, hits: TrackingHit[], inOrder = false): Promise<void> {
+  const config = c.get("config");
+  if (inOrder) await writeTrackingEvents(c.get("db"), await trackingEvents(hits));
+  const byShard = new Map<string, { shard: ReturnType<typeof legacyShardFor>; hits: TrackingHit[] }>();
+  for (const h of hits) {
+    const shard = ownerOf(config, h.messageId) ?? legacyShardFor(h.messageId, config.HUB_SHARDS);
+    const key = `${shard.region ?? ""}:${shard.index}`;
+    const group = byShard.get(key);
+    if (group) group.hits.push(h);
+    else byShard.set(key, { shard, hits: [h] });
+  }
+  await Promise.all(
+    [...byShard.values()].map(async ({ shard, hits: list }) => {
+      try {
+        await hubStub(c.env, shard).recordTracking(await trackingEvents(list));
+      } catch (err) {
+        console.warn(
+          JSON.stringify({
+            level: "warn",
+            msg: "tracking hit not kept by its hub shard; written best effort",
+            events: list.map((h) => `${h.type}:${h.messageId}`),
+            error: err instanceof Error ? err.message : String(err),
+          }),
+        );
+        const write = queueTrackingHits(c.get("db"), c.env, list);
+        if (write) c.executionCtx.waitUntil(write);
+      }
+    }),
+  );
 }
 
 export const trackingApi = new Hono<AppEnv>();
@@ -91,7 +131,7 @@ trackingApi.get("/o/:file", async (c) => {
   if (!v.ok) return refusal(v.status, v.reason);
   const { userAgent, ip } = clientOf(c.req.raw);
   const proxy = machineOpen(userAgent, ip);
-  later(c, [
+  await record(c, [
     {
       type: "open",
       ...v.claims,
@@ -110,7 +150,7 @@ trackingApi.get("/c/:token", async (c) => {
   if (!v.ok) return refusal(v.status, v.reason);
   const { url, ...claims } = v.claims;
   const { userAgent, ip } = clientOf(c.req.raw);
-  later(c, [
+  await record(c, [
     {
       type: "click",
       ...claims,
@@ -204,17 +244,25 @@ trackingApi.post("/u/:token", async (c) => {
       t.asmGroupId !== null &&
       (await unsubscribeFromGroup(db, t.tenantId, t.asmGroupId, t.recipient, now))
     ) {
-      later(c, [
-        {
-          ...base,
-          type: "group_unsubscribe",
-          discriminator: String(t.asmGroupId),
-          metadata: { asm_group_id: t.asmGroupId, one_click: true, ip, user_agent: userAgent },
-        },
-      ]);
+      await record(
+        c,
+        [
+          {
+            ...base,
+            type: "group_unsubscribe",
+            discriminator: String(t.asmGroupId),
+            metadata: { asm_group_id: t.asmGroupId, one_click: true, ip, user_agent: userAgent },
+          },
+        ],
+        true,
+      );
     } else {
       await unsubscribeGlobally(db, t.tenantId, t.recipient, now);
-      later(c, [{ ...base, type: "unsubscribe", metadata: { one_click: true, ip, user_agent: userAgent } }]);
+      await record(
+        c,
+        [{ ...base, type: "unsubscribe", metadata: { one_click: true, ip, user_agent: userAgent } }],
+        true,
+      );
     }
     return new Response("Unsubscribed.\n", {
       headers: { "content-type": "text/plain; charset=utf-8", ...NO_CACHE },
@@ -227,7 +275,7 @@ trackingApi.post("/u/:token", async (c) => {
   const action = values("action")[0];
   if (action === "unsubscribe_all") {
     await unsubscribeGlobally(db, t.tenantId, t.recipient, now);
-    later(c, [{ ...base, type: "unsubscribe", metadata: { ip, user_agent: userAgent } }]);
+    await record(c, [{ ...base, type: "unsubscribe", metadata: { ip, user_agent: userAgent } }], true);
     return htmlResponse(
       200,
       renderConfirmation(
@@ -267,7 +315,7 @@ trackingApi.post("/u/:token", async (c) => {
         metadata: { asm_group_id: g.id, ip, user_agent: userAgent },
       });
     }
-    later(c, hits);
+    await record(c, hits, true);
     const names = groups.map((g) => g.name).join(", ");
     return htmlResponse(
       200,
