@@ -14,7 +14,7 @@ import { describe, expect, it } from "vitest";
 import { createApp } from "../../edge/src/app.ts";
 import { createDb } from "../../edge/src/db/client.ts";
 import type { DomainRow } from "../../edge/src/db/domains.ts";
-import { getDomain } from "../../edge/src/db/domains.ts";
+import { tenantDomains } from "../../edge/src/db/domains.ts";
 import type { Bindings } from "../../edge/src/env.ts";
 import { bytesToBase64 } from "../../edge/src/lib/base64.ts";
 import { dkimKeyAad } from "../../edge/src/lib/dkim-key-box.ts";
@@ -179,7 +179,7 @@ describe("post /api/admin/domains/{id}/rotate-dkim", () => {
       recipients: { to: [{ email: "r@example.net" }], cc: [], bcc: [], replyTo: [] },
     } as unknown as MessageRow;
     const entryNow = async () => {
-      const row = (await getDomain(createDb(env.DB), a.tenantId, d.id)) as DomainRow;
+      const row = (await tenantDomains(createDb(env.DB), a.tenantId).getDomain(d.id)) as DomainRow;
       return buildOutboxEntry(message, row).dkim!;
     };
     const before = await entryNow();

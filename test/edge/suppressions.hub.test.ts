@@ -8,12 +8,7 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createDb } from "../../edge/src/db/client.ts";
-import {
-  addSuppressions,
-  createGroup,
-  unsubscribeFromGroup,
-  unsubscribeGlobally,
-} from "../../edge/src/db/suppressions.ts";
+import { tenantSuppressions } from "../../edge/src/db/suppressions.ts";
 import {
   eventually,
   getMessage,
@@ -38,17 +33,26 @@ beforeEach(async () => {
   await resetHub();
   t = await setupTenant();
   const now = Date.now();
-  await addSuppressions(db(), t.tenantId, "bounces", [
+  await tenantSuppressions(db(), t.tenantId).addSuppressions("bounces", [
     { email: "bounced@example.net", createdAt: now, reason: "550 5.1.1" },
   ]);
-  await addSuppressions(db(), t.tenantId, "spam_reports", [{ email: "spam@example.net", createdAt: now }]);
-  await addSuppressions(db(), t.tenantId, "invalid_emails", [
+  await tenantSuppressions(db(), t.tenantId).addSuppressions("spam_reports", [
+    { email: "spam@example.net", createdAt: now },
+  ]);
+  await tenantSuppressions(db(), t.tenantId).addSuppressions("invalid_emails", [
     { email: "invalid@example.net", createdAt: now },
   ]);
-  await addSuppressions(db(), t.tenantId, "blocks", [{ email: "blocked@example.net", createdAt: now }]);
-  await unsubscribeGlobally(db(), t.tenantId, "unsub@example.net", now);
-  group = (await createGroup(db(), t.tenantId, { name: "News", description: "", isDefault: false }, now)).id;
-  await unsubscribeFromGroup(db(), t.tenantId, group, "grouped@example.net", now);
+  await tenantSuppressions(db(), t.tenantId).addSuppressions("blocks", [
+    { email: "blocked@example.net", createdAt: now },
+  ]);
+  await tenantSuppressions(db(), t.tenantId).unsubscribeGlobally("unsub@example.net", now);
+  group = (
+    await tenantSuppressions(db(), t.tenantId).createGroup(
+      { name: "News", description: "", isDefault: false },
+      now,
+    )
+  ).id;
+  await tenantSuppressions(db(), t.tenantId).unsubscribeFromGroup(group, "grouped@example.net", now);
   origin = await openLink();
   await origin.hello(10);
 });
@@ -209,7 +213,10 @@ describe("mail/send checks asm", () => {
   it("another tenant's group is refused like a made-up one; groups_to_display are checked too", async () => {
     const other = await setupTenant();
     const theirs = (
-      await createGroup(db(), other.tenantId, { name: "Theirs", description: "", isDefault: false }, 1)
+      await tenantSuppressions(db(), other.tenantId).createGroup(
+        { name: "Theirs", description: "", isDefault: false },
+        1,
+      )
     ).id;
     const res = await sendMail(t.liveKey, mailBody(t.from, { asm: { group_id: theirs } }));
     expect(res.status).toBe(400);

@@ -9,18 +9,7 @@ import { describe, expect, it } from "vitest";
 import { createDb } from "../../edge/src/db/client.ts";
 import { resultStatements } from "../../edge/src/db/messages.ts";
 import { events, type EventType } from "../../edge/src/db/schema.ts";
-import {
-  addSuppressions,
-  createGroup,
-  deleteSuppressions,
-  findSuppressed,
-  getSuppression,
-  groupSuppressionsOf,
-  listGroupsForPage,
-  resubscribeToGroup,
-  unsubscribeFromGroup,
-  unsubscribeGlobally,
-} from "../../edge/src/db/suppressions.ts";
+import { findSuppressed, tenantSuppressions } from "../../edge/src/db/suppressions.ts";
 import { createTenant, uid } from "./helpers.ts";
 
 const db = () => createDb(env.DB);
@@ -133,7 +122,9 @@ describe("events_suppress_* triggers", () => {
       },
     ]);
     // The tenant removes it; the hub then replays the same flush (after a restart, say).
-    expect(await deleteSuppressions(db(), tenantId, "bounces", ["gone@example.com"])).toBe(1);
+    expect(await tenantSuppressions(db(), tenantId).deleteSuppressions("bounces", ["gone@example.com"])).toBe(
+      1,
+    );
     await write();
     expect(await rows(tenantId)).toEqual([]);
   });
@@ -183,16 +174,19 @@ describe("events_suppress_* triggers", () => {
   it("group_unsubscribe adds to the tenant's own group only; group_resubscribe removes", async () => {
     const a = await createTenant();
     const b = await createTenant();
-    const ga = await createGroup(db(), a, { name: "News", description: "weekly", isDefault: false }, 1);
+    const ga = await tenantSuppressions(db(), a).createGroup(
+      { name: "News", description: "weekly", isDefault: false },
+      1,
+    );
     // b names a's group: nothing happens (the trigger selects the group with b's tenant id).
     await insertEvent(b, "group_unsubscribe", "u@example.com", { asm_group_id: ga.id });
-    expect(await groupSuppressionsOf(db(), b, "u@example.com")).toEqual([]);
-    expect(await groupSuppressionsOf(db(), a, "u@example.com")).toEqual([]);
+    expect(await tenantSuppressions(db(), b).groupSuppressionsOf("u@example.com")).toEqual([]);
+    expect(await tenantSuppressions(db(), a).groupSuppressionsOf("u@example.com")).toEqual([]);
     await insertEvent(a, "group_unsubscribe", "U@example.com", { asm_group_id: ga.id });
     await insertEvent(a, "group_unsubscribe", "u@example.com", { asm_group_id: ga.id });
-    expect(await groupSuppressionsOf(db(), a, "u@example.com")).toEqual([ga.id]);
+    expect(await tenantSuppressions(db(), a).groupSuppressionsOf("u@example.com")).toEqual([ga.id]);
     await insertEvent(a, "group_resubscribe", "u@example.com", { asm_group_id: ga.id });
-    expect(await groupSuppressionsOf(db(), a, "u@example.com")).toEqual([]);
+    expect(await tenantSuppressions(db(), a).groupSuppressionsOf("u@example.com")).toEqual([]);
   });
 });
 
@@ -200,24 +194,46 @@ describe("the store's functions for the unsubscribe page", () => {
   it("unsubscribes globally and from groups, resubscribes, lists groups for the page", async () => {
     const t = await createTenant();
     const other = await createTenant();
-    const g1 = await createGroup(db(), t, { name: "Marketing", description: "offers", isDefault: false }, 1);
-    const g2 = await createGroup(db(), t, { name: "Product", description: "updates", isDefault: false }, 1);
-    const foreign = await createGroup(db(), other, { name: "Theirs", description: "", isDefault: false }, 1);
+    const g1 = await tenantSuppressions(db(), t).createGroup(
+      { name: "Marketing", description: "offers", isDefault: false },
+      1,
+    );
+    const g2 = await tenantSuppressions(db(), t).createGroup(
+      { name: "Product", description: "updates", isDefault: false },
+      1,
+    );
+    const foreign = await tenantSuppressions(db(), other).createGroup(
+      { name: "Theirs", description: "", isDefault: false },
+      1,
+    );
 
-    await unsubscribeGlobally(db(), t, "Reader@Example.com", 5_000);
-    await unsubscribeGlobally(db(), t, "reader@example.com", 6_000);
-    expect((await getSuppression(db(), t, "unsubscribes", "READER@example.com"))?.createdAt).toBe(5_000);
-    expect(await getSuppression(db(), other, "unsubscribes", "reader@example.com")).toBeUndefined();
+    await tenantSuppressions(db(), t).unsubscribeGlobally("Reader@Example.com", 5_000);
+    await tenantSuppressions(db(), t).unsubscribeGlobally("reader@example.com", 6_000);
+    expect(
+      (await tenantSuppressions(db(), t).getSuppression("unsubscribes", "READER@example.com"))?.createdAt,
+    ).toBe(5_000);
+    expect(
+      await tenantSuppressions(db(), other).getSuppression("unsubscribes", "reader@example.com"),
+    ).toBeUndefined();
 
-    expect(await unsubscribeFromGroup(db(), t, g2.id, "reader@example.com", 7_000)).toBe(true);
-    expect(await unsubscribeFromGroup(db(), t, g1.id, "reader@example.com", 7_000)).toBe(true);
-    expect(await unsubscribeFromGroup(db(), t, foreign.id, "reader@example.com", 7_000)).toBe(false);
-    expect(await groupSuppressionsOf(db(), t, "reader@example.com")).toEqual([g1.id, g2.id]);
-    expect(await resubscribeToGroup(db(), t, g1.id, "reader@example.com")).toBe(true);
-    expect(await resubscribeToGroup(db(), t, g1.id, "reader@example.com")).toBe(false);
-    expect(await groupSuppressionsOf(db(), t, "reader@example.com")).toEqual([g2.id]);
+    expect(await tenantSuppressions(db(), t).unsubscribeFromGroup(g2.id, "reader@example.com", 7_000)).toBe(
+      true,
+    );
+    expect(await tenantSuppressions(db(), t).unsubscribeFromGroup(g1.id, "reader@example.com", 7_000)).toBe(
+      true,
+    );
+    expect(
+      await tenantSuppressions(db(), t).unsubscribeFromGroup(foreign.id, "reader@example.com", 7_000),
+    ).toBe(false);
+    expect(await tenantSuppressions(db(), t).groupSuppressionsOf("reader@example.com")).toEqual([
+      g1.id,
+      g2.id,
+    ]);
+    expect(await tenantSuppressions(db(), t).resubscribeToGroup(g1.id, "reader@example.com")).toBe(true);
+    expect(await tenantSuppressions(db(), t).resubscribeToGroup(g1.id, "reader@example.com")).toBe(false);
+    expect(await tenantSuppressions(db(), t).groupSuppressionsOf("reader@example.com")).toEqual([g2.id]);
 
-    expect(await listGroupsForPage(db(), t, [g2.id, foreign.id, g1.id])).toEqual([
+    expect(await tenantSuppressions(db(), t).listGroupsForPage([g2.id, foreign.id, g1.id])).toEqual([
       { id: g2.id, name: "Product", description: "updates" },
       { id: g1.id, name: "Marketing", description: "offers" },
     ]);
@@ -226,12 +242,19 @@ describe("the store's functions for the unsubscribe page", () => {
   it("findSuppressed: one statement, hits per tenant, blocks do not drop", async () => {
     const t = await createTenant();
     const other = await createTenant();
-    const g = await createGroup(db(), t, { name: "G", description: "", isDefault: false }, 1);
-    await addSuppressions(db(), t, "bounces", [{ email: "b@x.test", createdAt: 1 }]);
-    await addSuppressions(db(), t, "blocks", [{ email: "blk@x.test", createdAt: 1 }]);
-    await addSuppressions(db(), t, "invalid_emails", [{ email: "inv@x.test", createdAt: 1 }]);
-    await addSuppressions(db(), other, "spam_reports", [{ email: "s@x.test", createdAt: 1 }]);
-    await unsubscribeFromGroup(db(), t, g.id, "grp@x.test", 1);
+    const g = await tenantSuppressions(db(), t).createGroup(
+      { name: "G", description: "", isDefault: false },
+      1,
+    );
+    await tenantSuppressions(db(), t).addSuppressions("bounces", [{ email: "b@x.test", createdAt: 1 }]);
+    await tenantSuppressions(db(), t).addSuppressions("blocks", [{ email: "blk@x.test", createdAt: 1 }]);
+    await tenantSuppressions(db(), t).addSuppressions("invalid_emails", [
+      { email: "inv@x.test", createdAt: 1 },
+    ]);
+    await tenantSuppressions(db(), other).addSuppressions("spam_reports", [
+      { email: "s@x.test", createdAt: 1 },
+    ]);
+    await tenantSuppressions(db(), t).unsubscribeFromGroup(g.id, "grp@x.test", 1);
     const { hits } = await findSuppressed(env.DB, [
       { tenantId: t, email: "B@x.test" },
       { tenantId: t, email: "blk@x.test" },

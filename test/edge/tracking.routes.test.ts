@@ -7,7 +7,7 @@
  */
 import { env } from "cloudflare:workers";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
-import { createGroup } from "../../edge/src/db/suppressions.ts";
+import { tenantSuppressions } from "../../edge/src/db/suppressions.ts";
 import { createDb } from "../../edge/src/db/client.ts";
 import {
   base64url,
@@ -205,15 +205,11 @@ describe("/t/u/{token}: the unsubscribe page and its POSTs", () => {
 
   it("GET shows the page in the tenant's name, escaped, with the message's groups", async () => {
     const tenantId = await createTenant(`Acme <script>alert(1)</script> & Co ${uid()}`);
-    const g1 = await createGroup(
-      db(),
-      tenantId,
+    const g1 = await tenantSuppressions(db(), tenantId).createGroup(
       { name: "Newsletter <b>", description: "Weekly news", isDefault: false },
       Date.now(),
     );
-    const g2 = await createGroup(
-      db(),
-      tenantId,
+    const g2 = await tenantSuppressions(db(), tenantId).createGroup(
       { name: "Offers", description: "", isDefault: false },
       Date.now(),
     );
@@ -269,15 +265,11 @@ describe("/t/u/{token}: the unsubscribe page and its POSTs", () => {
 
   it("POST unsubscribe_group / resubscribe_group change only the groups the message offers", async () => {
     const tenantId = await createTenant();
-    const g = await createGroup(
-      db(),
-      tenantId,
+    const g = await tenantSuppressions(db(), tenantId).createGroup(
       { name: "Digest", description: "", isDefault: false },
       Date.now(),
     );
-    const other = await createGroup(
-      db(),
-      tenantId,
+    const other = await tenantSuppressions(db(), tenantId).createGroup(
       { name: "Other", description: "", isDefault: false },
       Date.now(),
     );
@@ -339,7 +331,10 @@ describe("/t/u/{token}: the unsubscribe page and its POSTs", () => {
     const [ev] = await eventsEventually(messageId, 1);
     expect(JSON.parse(ev!.metadata)).toMatchObject({ one_click: true });
 
-    const g = await createGroup(db(), tenantId, { name: "G", description: "", isDefault: false }, Date.now());
+    const g = await tenantSuppressions(db(), tenantId).createGroup(
+      { name: "G", description: "", isDefault: false },
+      Date.now(),
+    );
     const grouped = await signer.sign("unsubscribe", {
       tenantId,
       messageId,

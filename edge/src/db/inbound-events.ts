@@ -1,6 +1,8 @@
 /**
  * D1 side of inbound bounces and complaints: what edge/src/services/inbound-event.ts plans needs
  * reading (the messages and their recipients) and the statements that apply a plan, in one batch.
+ * Cross-tenant by design: the hub records bounces for whichever tenant's message a report names
+ * (by message id, which only a tenant-scoped send ever produced).
  */
 import { and, eq, inArray } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";

@@ -1,6 +1,9 @@
 /**
- * Message, recipient and event queries. All reads and writes that take a tenant id filter by it;
- * the hub's writes are keyed by message id, which it only ever received from a tenant-scoped send.
+ * Message, recipient and event queries. A tenant's reads go through `tenantMessages(db, tenantId)`,
+ * built from the tenant it was opened for. The rest are cross-tenant by design, each for one
+ * machine and named for it: the hub's statements (its catalog flush writes many tenants' rows at
+ * once, its result writes are keyed by message id, which it only ever received from a
+ * tenant-scoped send) and the sweeper's legacy guard (findStaleLiveMessages, getRecipientsByStatus).
  */
 import {
   and,
@@ -242,45 +245,6 @@ const lastEventMs = sql<number>`coalesce((select max("events"."timestamp") from 
     where "events"."message_id" = "messages"."id" and "events"."tenant_id" = "messages"."tenant_id"),
     "messages"."created_at")`;
 
-export async function listMessages(
-  db: Db,
-  tenantId: string,
-  filters: MessageFilters,
-  page: number,
-  pageSize: number,
-  query?: Expr,
-): Promise<{ rows: ActivityRow[]; total: number }> {
-  const conditions = filterConditions(tenantId, filters);
-  // The tenant predicate is first and ANDed with the compiled query, which is parenthesised:
-  // nothing in a query can widen it (docs/api/sendgrid.md#the-query-parameter).
-  if (query) conditions.push(activityCondition(query));
-  const where = and(...conditions);
-  const [rows, totals] = await Promise.all([
-    db
-      .select({
-        message: messages,
-        opensCount: eventCount("open"),
-        clicksCount: eventCount("click"),
-        lastEventAt: lastEventMs,
-      })
-      .from(messages)
-      .where(where)
-      .orderBy(desc(messages.createdAt), desc(messages.id))
-      .limit(pageSize)
-      .offset((page - 1) * pageSize),
-    db.select({ n: count() }).from(messages).where(where),
-  ]);
-  return {
-    rows: rows.map((r) => ({
-      ...r.message,
-      opensCount: Number(r.opensCount),
-      clicksCount: Number(r.clicksCount),
-      lastEventAt: Number(r.lastEventAt),
-    })),
-    total: totals[0]?.n ?? 0,
-  };
-}
-
 /**
  * SendGrid's status words beside ScaiSend's: `processed` is any status before an outcome,
  * `not_delivered` any failed outcome (docs/api/sendgrid.md#the-query-parameter).
@@ -415,33 +379,6 @@ export function activityCondition(query: Expr): SQL {
     }
   };
   return sql`(${walk(query)})`;
-}
-
-export async function getMessage(db: Db, tenantId: string, id: string): Promise<MessageRow | undefined> {
-  return db
-    .select()
-    .from(messages)
-    .where(and(eq(messages.tenantId, tenantId), eq(messages.id, id)))
-    .get();
-}
-
-export async function getMessageEvents(db: Db, tenantId: string, messageId: string): Promise<EventRow[]> {
-  return (
-    db
-      .select()
-      .from(events)
-      .where(and(eq(events.tenantId, tenantId), eq(events.messageId, messageId)))
-      // rowid breaks ties in insertion order (events of one result share a timestamp).
-      .orderBy(events.timestamp, sql`rowid`)
-  );
-}
-
-export async function getMessagesByIds(db: Db, ids: string[]): Promise<MessageRow[]> {
-  const out: MessageRow[] = [];
-  for (const chunk of chunkRows(ids, 1)) {
-    out.push(...(await db.select().from(messages).where(inArray(messages.id, chunk))));
-  }
-  return out;
 }
 
 const MARK_SENDING_SQL = `UPDATE messages SET status = CASE WHEN status = 'queued' THEN 'processing' ELSE status END,
@@ -622,6 +559,7 @@ export async function findStaleLiveMessages(db: Db, olderThan: number, limit: nu
     .limit(limit);
 }
 
+/** The sweeper's legacy guard (cross-tenant): a stale message's recipients, by the id it found. */
 export async function getRecipientsByStatus(
   db: Db,
   messageId: string,
@@ -632,4 +570,68 @@ export async function getRecipientsByStatus(
     .from(messageRecipients)
     .where(and(eq(messageRecipients.messageId, messageId), inArray(messageRecipients.status, statuses)));
   return rows.map((r) => r.email);
+}
+
+/**
+ * One tenant's messages: every query below is built from the tenant this was opened for, so another
+ * tenant's rows are simply not there (a 404 upstream, like a made-up id).
+ */
+export function tenantMessages(db: Db, tenantId: string) {
+  async function listMessages(
+    filters: MessageFilters,
+    page: number,
+    pageSize: number,
+    query?: Expr,
+  ): Promise<{ rows: ActivityRow[]; total: number }> {
+    const conditions = filterConditions(tenantId, filters);
+    // The tenant predicate is first and ANDed with the compiled query, which is parenthesised:
+    // nothing in a query can widen it (docs/api/sendgrid.md#the-query-parameter).
+    if (query) conditions.push(activityCondition(query));
+    const where = and(...conditions);
+    const [rows, totals] = await Promise.all([
+      db
+        .select({
+          message: messages,
+          opensCount: eventCount("open"),
+          clicksCount: eventCount("click"),
+          lastEventAt: lastEventMs,
+        })
+        .from(messages)
+        .where(where)
+        .orderBy(desc(messages.createdAt), desc(messages.id))
+        .limit(pageSize)
+        .offset((page - 1) * pageSize),
+      db.select({ n: count() }).from(messages).where(where),
+    ]);
+    return {
+      rows: rows.map((r) => ({
+        ...r.message,
+        opensCount: Number(r.opensCount),
+        clicksCount: Number(r.clicksCount),
+        lastEventAt: Number(r.lastEventAt),
+      })),
+      total: totals[0]?.n ?? 0,
+    };
+  }
+
+  async function getMessage(id: string): Promise<MessageRow | undefined> {
+    return db
+      .select()
+      .from(messages)
+      .where(and(eq(messages.tenantId, tenantId), eq(messages.id, id)))
+      .get();
+  }
+
+  async function getMessageEvents(messageId: string): Promise<EventRow[]> {
+    return (
+      db
+        .select()
+        .from(events)
+        .where(and(eq(events.tenantId, tenantId), eq(events.messageId, messageId)))
+        // rowid breaks ties in insertion order (events of one result share a timestamp).
+        .orderBy(events.timestamp, sql`rowid`)
+    );
+  }
+
+  return { listMessages, getMessage, getMessageEvents };
 }

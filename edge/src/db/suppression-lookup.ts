@@ -36,6 +36,8 @@ const CHECK_CHUNK = 2_000;
  * unsubscribed from any group. One statement per 2,000 pairs, each pair one probe of the unique
  * indexes (`suppressions_pk`, `asm_group_suppressions_pk`); the caller decides, per message, which
  * hits apply (bypass flags, the message's group). Returns the rows and D1's rows_read.
+ * Cross-tenant by design: the hub checks one flush's recipients, of many tenants, in one statement;
+ * every pair carries its own tenant, so a hit is never another tenant's.
  */
 export async function findSuppressed<S>(
   d1: D1Like<S>,

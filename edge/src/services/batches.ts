@@ -7,7 +7,7 @@
  */
 import { AppError } from "../../../shared/errors.ts";
 import type { Db } from "../db/client.ts";
-import { insertBatch } from "../db/batches.ts";
+import { tenantBatches } from "../db/batches.ts";
 import type { ScheduledSendStatus } from "../db/schema.ts";
 import type { Bindings, Config } from "../env.ts";
 import { allShards, layoutOf } from "../lib/shards.ts";
@@ -30,7 +30,7 @@ export function newBatchId(): string {
 
 export async function createBatch(db: Db, tenantId: string, now: number): Promise<string> {
   const id = newBatchId();
-  await insertBatch(db, tenantId, id, now);
+  await tenantBatches(db, tenantId).insertBatch(id, now);
   return id;
 }
 

@@ -35,7 +35,7 @@
  *    primary, and all of the above still holds.
  */
 import type { DomainRow } from "../db/domains.ts";
-import { findDomainsByNames } from "../db/domains.ts";
+import { tenantDomains } from "../db/domains.ts";
 import { findApiKeyByHash } from "../db/api-keys.ts";
 import { createDb, type Db } from "../db/client.ts";
 import { IsolateCache, MISSING, type Clock } from "../lib/isolate-cache.ts";
@@ -118,7 +118,7 @@ export class CatalogCache {
     const keyed = names.map((n) => domainKey(tenantId, n));
     const load = (constraint: Constraint) => async (missing: string[]) => {
       const wanted = missing.map((k) => k.slice(tenantId.length + 1));
-      const rows = await findDomainsByNames(sessionDb(d1, constraint), tenantId, wanted);
+      const rows = await tenantDomains(sessionDb(d1, constraint), tenantId).findDomainsByNames(wanted);
       return new Map(rows.map((r) => [domainKey(tenantId, r.domain), r]));
     };
     let got = await this.domains.getMany(keyed, ttlMs, load(this.firstConstraint()));

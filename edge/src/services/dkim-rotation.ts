@@ -20,7 +20,7 @@
  */
 import { AppError } from "../../../shared/errors.ts";
 import type { Db } from "../db/client.ts";
-import { updateDomain, type DomainRow } from "../db/domains.ts";
+import { type DomainRow, tenantDomains } from "../db/domains.ts";
 import { sealDkimPrivateKey } from "../lib/dkim-key-box.ts";
 import { generateDkimKeyPair, generateEd25519DkimKeyPair } from "../lib/dkim-keys.ts";
 import type { Keyring } from "../lib/secret-box.ts";
@@ -160,7 +160,9 @@ export async function startDkimRotation(
         dkimNextCreatedAt: now,
       };
   // Only if no other rotation started meanwhile (compare-and-set on the pending selector).
-  const updated = await updateDomain(deps.db, d.tenantId, d.id, patch, { dkimNextSelector: null });
+  const updated = await tenantDomains(deps.db, d.tenantId).updateDomain(d.id, patch, {
+    dkimNextSelector: null,
+  });
   if (!updated) {
     throw new AppError("conflict", `A DKIM rotation is already pending for ${d.domain}`);
   }

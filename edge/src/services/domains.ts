@@ -21,14 +21,11 @@ import { AppError } from "../../../shared/errors.ts";
 import { newId } from "../../../shared/ids.ts";
 import type { Db } from "../db/client.ts";
 import {
-  findDomainByName,
-  getDomain,
-  insertDomain,
   listDomainKeysAfter,
   replaceSealedKeys,
-  updateDomain,
   type DomainRow,
   type SealedKeyReplacement,
+  tenantDomains,
 } from "../db/domains.ts";
 import { resealDkimPrivateKey, sealDkimPrivateKey, type DkimKeyKind } from "../lib/dkim-key-box.ts";
 import {
@@ -135,15 +132,14 @@ export async function createDomain(
   input: CreateDomainInput,
 ): Promise<DomainRow> {
   const domain = input.domain.toLowerCase();
-  if (await findDomainByName(deps.db, tenantId, domain)) {
+  if (await tenantDomains(deps.db, tenantId).findDomainByName(domain)) {
     throw new AppError("conflict", `Domain already exists: ${domain}`);
   }
   const keys = await generateDkimKeyPair();
   const now = deps.now();
   const id = newId("dom", now);
-  return insertDomain(deps.db, {
+  return tenantDomains(deps.db, tenantId).insertDomain({
     id,
-    tenantId,
     domain,
     dkimSelector: DKIM_SELECTOR,
     dkimPublicKey: keys.publicKeyB64,
@@ -168,9 +164,7 @@ export async function createDomain(
 export async function rotateEd25519Key(deps: DomainDeps, tenantId: string, id: string): Promise<DomainRow> {
   const d = await requireDomain(deps.db, tenantId, id);
   refuseDuringEd25519Rotation(d);
-  const updated = await updateDomain(
-    deps.db,
-    tenantId,
+  const updated = await tenantDomains(deps.db, tenantId).updateDomain(
     id,
     await newEd25519Key(
       deps,
@@ -198,9 +192,7 @@ function refuseDuringEd25519Rotation(d: DomainRow): void {
 export async function removeEd25519Key(deps: DomainDeps, tenantId: string, id: string): Promise<DomainRow> {
   const d = await requireDomain(deps.db, tenantId, id);
   refuseDuringEd25519Rotation(d);
-  const updated = await updateDomain(
-    deps.db,
-    tenantId,
+  const updated = await tenantDomains(deps.db, tenantId).updateDomain(
     id,
     {
       dkimEd25519Selector: null,
@@ -312,7 +304,7 @@ export function dnsRecordsFor(
 }
 
 export async function requireDomain(db: Db, tenantId: string, id: string): Promise<DomainRow> {
-  const d = await getDomain(db, tenantId, id);
+  const d = await tenantDomains(db, tenantId).getDomain(id);
   if (!d) throw new AppError("not_found", `Domain not found: ${id}`);
   return d;
 }
@@ -496,9 +488,7 @@ export async function verifyDomain(
     lastErrors: errors,
   };
   // A switch happens once: only while the row still holds the pending key that was checked.
-  const updated = await updateDomain(
-    deps.db,
-    tenantId,
+  const updated = await tenantDomains(deps.db, tenantId).updateDomain(
     id,
     patch,
     switchKey ? { dkimNextSelector: d.dkimNextSelector } : undefined,

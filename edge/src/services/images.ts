@@ -16,16 +16,11 @@ import { AppError } from "../../../shared/errors.ts";
 import { ulid } from "../../../shared/ids.ts";
 import type { Db } from "../db/client.ts";
 import {
-  getImage,
   imageStateById,
-  insertImage,
-  listFolders,
-  listImages,
-  markImageDeleted,
-  updateImage,
   type ImageFilter,
   type ImagePatch,
   type ImageRow,
+  tenantImages,
 } from "../db/images.ts";
 import { isoSeconds } from "../lib/time.ts";
 import { sha256Hex } from "./blobs.ts";
@@ -211,7 +206,7 @@ export async function uploadImage(deps: ImageDeps, tenantId: string, input: Uplo
     deletedAt: null,
   };
   try {
-    await insertImage(deps.db, row);
+    await tenantImages(deps.db, row.tenantId).insertImage(row);
   } catch (err) {
     await discard();
     throw err;
@@ -225,14 +220,16 @@ export const listTenantImages = (
   filter: ImageFilter,
   page: number,
   pageSize: number,
-): Promise<{ rows: ImageRow[]; total: number }> => listImages(db, tenantId, filter, page, pageSize);
+): Promise<{ rows: ImageRow[]; total: number }> =>
+  tenantImages(db, tenantId).listImages(filter, page, pageSize);
 
-export const tenantFolders = (db: Db, tenantId: string): Promise<string[]> => listFolders(db, tenantId);
+export const tenantFolders = (db: Db, tenantId: string): Promise<string[]> =>
+  tenantImages(db, tenantId).listFolders();
 
 const notFound = () => new AppError("not_found", "Image not found");
 
 export async function readImage(db: Db, tenantId: string, id: string): Promise<ImageRow> {
-  const row = IMAGE_ID.test(id) ? await getImage(db, tenantId, id) : undefined;
+  const row = IMAGE_ID.test(id) ? await tenantImages(db, tenantId).getImage(id) : undefined;
   if (!row) throw notFound();
   return row;
 }
@@ -244,7 +241,7 @@ export async function changeImage(
   patch: ImagePatch,
   now: number,
 ): Promise<ImageRow> {
-  const row = IMAGE_ID.test(id) ? await updateImage(db, tenantId, id, patch, now) : undefined;
+  const row = IMAGE_ID.test(id) ? await tenantImages(db, tenantId).updateImage(id, patch, now) : undefined;
   if (!row) throw notFound();
   return row;
 }
@@ -252,7 +249,7 @@ export async function changeImage(
 export async function deleteImage(deps: ImageDeps, tenantId: string, id: string): Promise<void> {
   const row = await readImage(deps.db, tenantId, id);
   await deps.bucket.delete([row.r2Key, ...(row.thumbnailKey ? [row.thumbnailKey] : [])]);
-  if (!(await markImageDeleted(deps.db, tenantId, id, deps.now))) throw notFound();
+  if (!(await tenantImages(deps.db, tenantId).markImageDeleted(id, deps.now))) throw notFound();
 }
 
 // ── The public proxy ───────────────────────────────────────────────────────────────────────────

@@ -14,7 +14,7 @@ import { AppError } from "../../../shared/errors.ts";
 import { fieldError, type MailSend } from "../../../shared/sendgrid/mail-send.ts";
 import type { Principal } from "../context.ts";
 import type { Db } from "../db/client.ts";
-import { getBatch } from "../db/batches.ts";
+import { tenantBatches } from "../db/batches.ts";
 
 type KeyPrincipal = Exclude<Principal, { kind: "operator" }>;
 
@@ -55,7 +55,8 @@ export async function checkScheduling(
   const cacheKey = `${principal.tenantId}\u0000${mail.batch_id}`;
   if (known.has(cacheKey)) return;
   const found =
-    BATCH_ID_FORMAT.test(mail.batch_id) && (await getBatch(db, principal.tenantId, mail.batch_id));
+    BATCH_ID_FORMAT.test(mail.batch_id) &&
+    (await tenantBatches(db, principal.tenantId).getBatch(mail.batch_id));
   if (!found) {
     throw new AppError("invalid_request", "Invalid batch_id", {
       fields: [fieldError(["batch_id"], INVALID_BATCH_ID_MESSAGE)],

@@ -8,7 +8,7 @@
 import { AppError } from "../../../shared/errors.ts";
 import { fieldError, type MailSend, type SendGridFieldError } from "../../../shared/sendgrid/mail-send.ts";
 import type { Db } from "../db/client.ts";
-import { listGroupsForPage } from "../db/suppressions.ts";
+import { tenantSuppressions } from "../db/suppressions.ts";
 import type { Bypass, SuppressionPolicy } from "./suppression-check.ts";
 
 const BYPASS_SETTINGS = [
@@ -30,7 +30,7 @@ export const ASM_MESSAGES = {
 export async function checkAsm(db: Db, tenantId: string, mail: MailSend): Promise<void> {
   if (!mail.asm) return;
   const wanted = [mail.asm.group_id, ...(mail.asm.groups_to_display ?? [])];
-  const known = new Set((await listGroupsForPage(db, tenantId, wanted)).map((g) => g.id));
+  const known = new Set((await tenantSuppressions(db, tenantId).listGroupsForPage(wanted)).map((g) => g.id));
   const errors: SendGridFieldError[] = [];
   if (!known.has(mail.asm.group_id))
     errors.push(fieldError(["asm", "group_id"], ASM_MESSAGES.groupId(mail.asm.group_id)));

@@ -12,7 +12,7 @@
  *     Enqueue is idempotent per message id, so a message the hub already holds is untouched.
  */
 import type { Db } from "../db/client.ts";
-import { findDomainsByNames } from "../db/domains.ts";
+import { tenantDomains } from "../db/domains.ts";
 import { findStaleLiveMessages, getRecipientsByStatus } from "../db/messages.ts";
 import type { OutboxEntry } from "../objects/origin-hub.ts";
 import { buildOutboxEntry, domainOf } from "./outbox-entry.ts";
@@ -49,7 +49,7 @@ export async function sweepLegacyMessages(
   const stale = await findStaleLiveMessages(db, now - STALE_AFTER_MS, BATCH);
   const entries: OutboxEntry[] = [];
   for (const m of stale) {
-    const [domain] = await findDomainsByNames(db, m.tenantId, [domainOf(m.fromEmail)]);
+    const [domain] = await tenantDomains(db, m.tenantId).findDomainsByNames([domainOf(m.fromEmail)]);
     const pending = await getRecipientsByStatus(db, m.id, ["pending", "deferred"]);
     if (pending.length === 0) continue;
     entries.push(buildOutboxEntry(m, domain, pending));

@@ -20,7 +20,7 @@
  *  - AUTH_CACHE_TTL_MS = 0 turns it off (every call reads D1).
  */
 import { createDb, type Db } from "../db/client.ts";
-import { getActiveVersion, getVersion } from "../db/templates.ts";
+import { tenantTemplates } from "../db/templates.ts";
 import type { TemplateGeneration } from "../db/schema.ts";
 import { IsolateCache, MISSING, type Clock, type Loaded } from "../lib/isolate-cache.ts";
 import { DEFAULT_AUTH_CACHE_TTL_MS, REFUSAL_RECHECK_MS, catalogCache } from "./catalog-cache.ts";
@@ -58,7 +58,7 @@ const cacheKey = (tenantId: string, templateId: string) => `${tenantId}\u0000${t
 const bytes = (s: string | null) => (s ? new TextEncoder().encode(s).byteLength : 0);
 
 async function readActive(db: Db, tenantId: string, templateId: string): Promise<Loaded<Entry>> {
-  const found = await getActiveVersion(db, tenantId, templateId);
+  const found = await tenantTemplates(db, tenantId).getActiveVersion(templateId);
   if (!found) return MISSING;
   const v = found.version;
   const content: Content = {
@@ -99,7 +99,10 @@ export class TemplateCache {
     const { content, ...meta } = entry;
     if (content) return { ...meta, ...content };
     // Too large to keep: this call reads it (the version named by the cached answer).
-    const v = await getVersion(sessionDb(d1, this.firstConstraint()), tenantId, templateId, meta.versionId);
+    const v = await tenantTemplates(sessionDb(d1, this.firstConstraint()), tenantId).getVersion(
+      templateId,
+      meta.versionId,
+    );
     if (!v) {
       // Deleted since it was cached: forget it and ask once more, uncached.
       this.forget(tenantId, templateId);

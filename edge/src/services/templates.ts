@@ -23,25 +23,7 @@ import { AppError, type FieldError } from "../../../shared/errors.ts";
 import { randomHex } from "../../../shared/ids.ts";
 import { compileVersion, type VersionPart } from "../../../shared/render/index.ts";
 import type { Db } from "../db/client.ts";
-import {
-  countTemplates,
-  deleteTemplate as deleteTemplateRows,
-  deleteVersion as deleteVersionRow,
-  getTemplate,
-  getVersion,
-  insertTemplate,
-  insertTemplateWithVersions,
-  insertVersion,
-  renameTemplate,
-  templateNamesStartingWith,
-  templateNameTaken,
-  updateVersion as updateVersionRow,
-  versionNameTaken,
-  versionsOf,
-  versionUsage,
-  type TemplateRow,
-  type VersionRow,
-} from "../db/templates.ts";
+import { type TemplateRow, type VersionRow, tenantTemplates } from "../db/templates.ts";
 import type { TemplateGeneration } from "../db/schema.ts";
 import { storeSnapshot } from "./template-snapshots.ts";
 import { templateCache } from "./templates-cache.ts";
@@ -74,7 +56,7 @@ function isUniqueViolation(e: unknown): boolean {
 }
 
 async function requireTemplate(db: Db, tenantId: string, id: string): Promise<TemplateRow> {
-  const t = await getTemplate(db, tenantId, id);
+  const t = await tenantTemplates(db, tenantId).getTemplate(id);
   if (!t) throw notFound();
   return t;
 }
@@ -87,12 +69,12 @@ export async function createTemplate(
   input: { name: string; generation: TemplateGeneration },
   now: number,
 ): Promise<TemplateRow> {
-  if ((await countTemplates(db, tenantId)) >= MAX_TEMPLATES) {
+  if ((await tenantTemplates(db, tenantId).countTemplates()) >= MAX_TEMPLATES) {
     throw badRequest(
       fieldError(null, `A tenant may have at most ${MAX_TEMPLATES} templates; delete one first.`),
     );
   }
-  if (await templateNameTaken(db, tenantId, input.name)) throw nameTakenError();
+  if (await tenantTemplates(db, tenantId).templateNameTaken(input.name)) throw nameTakenError();
   const row: TemplateRow = {
     id: newTemplateId(input.generation),
     tenantId,
@@ -102,7 +84,7 @@ export async function createTemplate(
     updatedAt: now,
   };
   try {
-    await insertTemplate(db, row);
+    await tenantTemplates(db, tenantId).insertTemplate(row);
   } catch (e) {
     if (isUniqueViolation(e)) throw nameTakenError(); // a concurrent create took the name
     throw e;
@@ -118,9 +100,9 @@ export async function renameTemplateTo(
   now: number,
 ): Promise<TemplateRow> {
   await requireTemplate(db, tenantId, id);
-  if (await templateNameTaken(db, tenantId, name, id)) throw nameTakenError();
+  if (await tenantTemplates(db, tenantId).templateNameTaken(name, id)) throw nameTakenError();
   try {
-    const row = await renameTemplate(db, tenantId, id, name, now);
+    const row = await tenantTemplates(db, tenantId).renameTemplate(id, name, now);
     if (!row) throw notFound();
     return row;
   } catch (e) {
@@ -130,7 +112,7 @@ export async function renameTemplateTo(
 }
 
 export async function removeTemplate(db: Db, tenantId: string, id: string): Promise<void> {
-  const deleted = await deleteTemplateRows(db, tenantId, id);
+  const deleted = await tenantTemplates(db, tenantId).deleteTemplate(id);
   templateCache.forget(tenantId, id);
   if (!deleted) throw notFound();
 }
@@ -138,7 +120,7 @@ export async function removeTemplate(db: Db, tenantId: string, id: string): Prom
 /** A free name for a duplicate: "<name> (copy)", then "(copy 2)", … within SendGrid's 100 characters. */
 async function duplicateName(db: Db, tenantId: string, name: string): Promise<string> {
   const stem = [...name].slice(0, 90).join("");
-  const taken = await templateNamesStartingWith(db, tenantId, `${stem} (copy`);
+  const taken = await tenantTemplates(db, tenantId).templateNamesStartingWith(`${stem} (copy`);
   for (let n = 1; n <= MAX_TEMPLATES + 1; n++) {
     const candidate = n === 1 ? `${stem} (copy)` : `${stem} (copy ${n})`;
     if (!taken.has(candidate)) return candidate;
@@ -155,13 +137,14 @@ export async function duplicateTemplate(
   now: number,
 ): Promise<{ template: TemplateRow; versions: VersionRow[] }> {
   const source = await requireTemplate(db, tenantId, id);
-  if ((await countTemplates(db, tenantId)) >= MAX_TEMPLATES) {
+  if ((await tenantTemplates(db, tenantId).countTemplates()) >= MAX_TEMPLATES) {
     throw badRequest(
       fieldError(null, `A tenant may have at most ${MAX_TEMPLATES} templates; delete one first.`),
     );
   }
   const newName = name ?? (await duplicateName(db, tenantId, source.name));
-  if (name !== undefined && (await templateNameTaken(db, tenantId, name))) throw nameTakenError();
+  if (name !== undefined && (await tenantTemplates(db, tenantId).templateNameTaken(name)))
+    throw nameTakenError();
   const template: TemplateRow = {
     id: newTemplateId(source.generation),
     tenantId,
@@ -170,7 +153,7 @@ export async function duplicateTemplate(
     createdAt: now,
     updatedAt: now,
   };
-  const versions = (await versionsOf(db, tenantId, id)).map((v) => ({
+  const versions = (await tenantTemplates(db, tenantId).versionsOf(id)).map((v) => ({
     ...v,
     id: crypto.randomUUID(),
     templateId: template.id,
@@ -178,7 +161,7 @@ export async function duplicateTemplate(
     updatedAt: now,
   }));
   try {
-    await insertTemplateWithVersions(db, template, versions);
+    await tenantTemplates(db, tenantId).insertTemplateWithVersions(template, versions);
   } catch (e) {
     if (isUniqueViolation(e)) throw nameTakenError();
     throw e;
@@ -260,7 +243,7 @@ async function checkTemplateBudget(
   size: number,
   exceptVersionId?: string,
 ): Promise<number> {
-  const usage = await versionUsage(db, tenantId, templateId, exceptVersionId);
+  const usage = await tenantTemplates(db, tenantId).versionUsage(templateId, exceptVersionId);
   if (exceptVersionId === undefined && usage.count >= MAX_VERSIONS) {
     throw badRequest(
       fieldError(null, `A template may have at most ${MAX_VERSIONS} versions; delete one first.`),
@@ -296,7 +279,7 @@ export async function createVersion(
   const testData = input.test_data ?? null;
   const size = checkRowSize({ ...content, testData });
   const existing = await checkTemplateBudget(db, tenantId, templateId, size);
-  if (await versionNameTaken(db, tenantId, templateId, input.name!)) throw versionNameError();
+  if (await tenantTemplates(db, tenantId).versionNameTaken(templateId, input.name!)) throw versionNameError();
   const snapshotSha256 = blobs ? await storeSnapshot(blobs, tenantId, template.generation, content) : null;
   const row: VersionRow = {
     id: crypto.randomUUID(),
@@ -312,7 +295,7 @@ export async function createVersion(
     updatedAt: now,
   };
   try {
-    await insertVersion(db, row);
+    await tenantTemplates(db, tenantId).insertVersion(row);
   } catch (e) {
     if (isUniqueViolation(e)) throw versionNameError();
     throw e;
@@ -332,21 +315,22 @@ export async function updateVersion(
   blobs?: Pick<R2Bucket, "put">,
 ): Promise<VersionRow> {
   const template = await requireTemplate(db, tenantId, templateId);
-  const current = await getVersion(db, tenantId, templateId, versionId);
+  const current = await tenantTemplates(db, tenantId).getVersion(templateId, versionId);
   if (!current) throw notFound();
   const content = resolveContent(template.generation, current, input);
   const testData = input.test_data !== undefined ? input.test_data : current.testData;
   const size = checkRowSize({ ...content, testData });
   await checkTemplateBudget(db, tenantId, templateId, size, versionId);
-  if (input.name !== undefined && (await versionNameTaken(db, tenantId, templateId, input.name, versionId))) {
+  if (
+    input.name !== undefined &&
+    (await tenantTemplates(db, tenantId).versionNameTaken(templateId, input.name, versionId))
+  ) {
     throw versionNameError();
   }
   // A new snapshot for the new content; the old one stays until the cron sees no version name it.
   const snapshotSha256 = blobs ? await storeSnapshot(blobs, tenantId, template.generation, content) : null;
   try {
-    const row = await updateVersionRow(
-      db,
-      tenantId,
+    const row = await tenantTemplates(db, tenantId).updateVersion(
       templateId,
       versionId,
       {
@@ -378,9 +362,9 @@ export async function activateVersion(
   now: number,
 ): Promise<VersionRow> {
   await requireTemplate(db, tenantId, templateId);
-  if (!(await getVersion(db, tenantId, templateId, versionId))) throw notFound();
+  if (!(await tenantTemplates(db, tenantId).getVersion(templateId, versionId))) throw notFound();
   try {
-    const row = await updateVersionRow(db, tenantId, templateId, versionId, { active: 1 }, now);
+    const row = await tenantTemplates(db, tenantId).updateVersion(templateId, versionId, { active: 1 }, now);
     if (!row) throw notFound();
     return row;
   } finally {
@@ -396,7 +380,7 @@ export async function removeVersion(
   now: number,
 ): Promise<void> {
   await requireTemplate(db, tenantId, templateId);
-  const current = await getVersion(db, tenantId, templateId, versionId);
+  const current = await tenantTemplates(db, tenantId).getVersion(templateId, versionId);
   if (!current) throw notFound();
   if (current.active === 1) {
     throw badRequest(
@@ -406,11 +390,11 @@ export async function removeVersion(
       ),
     );
   }
-  const deleted = await deleteVersionRow(db, tenantId, templateId, versionId, now);
+  const deleted = await tenantTemplates(db, tenantId).deleteVersion(templateId, versionId, now);
   templateCache.forget(tenantId, templateId);
   // Activated between the check and the delete: the guarded DELETE left it in place.
   if (!deleted) {
-    const still = await getVersion(db, tenantId, templateId, versionId);
+    const still = await tenantTemplates(db, tenantId).getVersion(templateId, versionId);
     if (!still) throw notFound();
     throw badRequest(fieldError("version_id", "The active version of a template cannot be deleted."));
   }

@@ -18,7 +18,7 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
-import { deleteDomain, listDomains, updateDomain, type DomainRow } from "../../db/domains.ts";
+import { type DomainRow, tenantDomains } from "../../db/domains.ts";
 import { secretsKeyring } from "../../lib/dkim-key-box.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
 import { routePermission } from "../route-permissions.ts";
@@ -169,7 +169,7 @@ export const domainsApi = new Hono<AppEnv>()
   .get("/", routePermission(), async (c) => {
     const q = parseInput(ListQuery, c.req.query(), "query");
     const tenantId = actingTenant(c, q.tenant_id);
-    const { rows, total } = await listDomains(c.get("db"), tenantId, q.cursor ?? null, q.limit);
+    const { rows, total } = await tenantDomains(c.get("db"), tenantId).listDomains(q.cursor ?? null, q.limit);
     const now = Date.now();
     return c.json({
       data: rows.map((d) => view(c, d, now)),
@@ -201,7 +201,9 @@ export const domainsApi = new Hono<AppEnv>()
       ...(body.dmarc_rua_email !== undefined ? { dmarcRuaEmail: body.dmarc_rua_email } : {}),
     };
     const updated =
-      Object.keys(patch).length > 0 ? await updateDomain(c.get("db"), tenantId, d.id, patch) : d;
+      Object.keys(patch).length > 0
+        ? await tenantDomains(c.get("db"), tenantId).updateDomain(d.id, patch)
+        : d;
     if (!updated) throw new AppError("not_found", `Domain not found: ${d.id}`);
     // is_active decides whether live mail may use it: this isolate sees the change at once.
     catalogCache.forgetDomain(tenantId, d.domain);
@@ -209,7 +211,7 @@ export const domainsApi = new Hono<AppEnv>()
   })
   .delete("/:id", routePermission(), async (c) => {
     const tenantId = queryTenant(c);
-    const d = await deleteDomain(c.get("db"), tenantId, c.req.param("id"));
+    const d = await tenantDomains(c.get("db"), tenantId).deleteDomain(c.req.param("id"));
     if (!d) throw new AppError("not_found", `Domain not found: ${c.req.param("id")}`);
     catalogCache.forgetDomain(tenantId, d.domain);
     return c.body(null, 204);

@@ -8,7 +8,7 @@
  */
 import { Hono } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
-import { readCounters } from "../../db/stats.ts";
+import { tenantStats } from "../../db/stats.ts";
 import { METRICS, bucketize, dayToMs, daysBetween, msToDay, today } from "../../services/stats.ts";
 import { Page } from "./layout.tsx";
 import { dashboardPermission, type DashboardEnv } from "./session.ts";
@@ -39,7 +39,7 @@ export const statsPages = new Hono<DashboardEnv>().get("/stats", dashboardPermis
   const extra = Object.keys(q).filter((k) => k !== "start_date" && k !== "end_date");
   if (extra.length) throw new AppError("invalid_request", `Unknown parameter: ${extra.join(", ")}`);
   const { start, end } = rangeOf(q, Date.now());
-  const rows = await readCounters(c.get("db"), session.tenantId, start, end, { kind: "global" });
+  const rows = await tenantStats(c.get("db"), session.tenantId).readCounters(start, end, { kind: "global" });
   const days = [...bucketize(rows, start, end, "day")];
   const island = {
     metrics: METRICS,

@@ -7,27 +7,7 @@
  */
 import { Hono, type Context } from "hono";
 import type { AppEnv } from "../../context.ts";
-import {
-  addGroupSuppressions,
-  countGroups,
-  createGroup,
-  deleteGroup,
-  deleteSuppressions,
-  getGroup,
-  getGroupWithCount,
-  getSuppression,
-  groupNameTaken,
-  groupSuppressionsOf,
-  listAllGroupSuppressions,
-  listGroups,
-  listGroupSuppressions,
-  resubscribeToGroup,
-  searchGroupSuppressions,
-  unsubscribeGloballyMany,
-  updateGroup,
-  type AsmGroupRow,
-  type GroupWithCount,
-} from "../../db/suppressions.ts";
+import { type AsmGroupRow, type GroupWithCount, tenantSuppressions } from "../../db/suppressions.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
@@ -80,7 +60,7 @@ function groupIdOf(c: Context<AppEnv>): number {
 }
 
 async function ownGroup(c: Context<AppEnv>): Promise<AsmGroupRow> {
-  const g = await getGroup(c.get("db"), tenantOf(c), groupIdOf(c));
+  const g = await tenantSuppressions(c.get("db"), tenantOf(c)).getGroup(groupIdOf(c));
   if (!g) throw notFound();
   return g;
 }
@@ -143,11 +123,11 @@ export const asmApi = new Hono<AppEnv>()
     const tenantId = tenantOf(c);
     const input = parseGroup(await readJson(c), true) as Required<GroupInput>;
     const db = c.get("db");
-    if ((await countGroups(db, tenantId)) >= MAX_GROUPS)
+    if ((await tenantSuppressions(db, tenantId).countGroups()) >= MAX_GROUPS)
       throw badRequest(fieldError(null, `An account may have at most ${MAX_GROUPS} unsubscribe groups.`));
-    if (await groupNameTaken(db, tenantId, input.name)) throw nameTaken();
+    if (await tenantSuppressions(db, tenantId).groupNameTaken(input.name)) throw nameTaken();
     try {
-      return c.json(groupBody(await createGroup(db, tenantId, input, Date.now())), 201);
+      return c.json(groupBody(await tenantSuppressions(db, tenantId).createGroup(input, Date.now())), 201);
     } catch (err) {
       if (isUniqueViolation(err)) throw nameTaken();
       throw err;
@@ -157,11 +137,13 @@ export const asmApi = new Hono<AppEnv>()
     const q = queryOf(c, ["id"], ["id"]);
     const ids = q.all("id").map((v) => intParam(v, "id", 1, Number.MAX_SAFE_INTEGER)!);
     if (ids.length > 90) throw badRequest(fieldError("id", "At most 90 ids per request."));
-    const groups = await listGroups(c.get("db"), tenantOf(c), ids.length > 0 ? ids : undefined);
+    const groups = await tenantSuppressions(c.get("db"), tenantOf(c)).listGroups(
+      ids.length > 0 ? ids : undefined,
+    );
     return c.json(groups.map(groupView));
   })
   .get("/groups/:id", readScope, async (c) => {
-    const g = await getGroupWithCount(c.get("db"), tenantOf(c), groupIdOf(c));
+    const g = await tenantSuppressions(c.get("db"), tenantOf(c)).getGroupWithCount(groupIdOf(c));
     if (!g) throw notFound();
     return c.json(groupView(g));
   })
@@ -170,7 +152,8 @@ export const asmApi = new Hono<AppEnv>()
     const g = await ownGroup(c);
     const patch = parseGroup(await readJson(c), false);
     const db = c.get("db");
-    if (patch.name !== undefined && (await groupNameTaken(db, tenantId, patch.name, g.id))) throw nameTaken();
+    if (patch.name !== undefined && (await tenantSuppressions(db, tenantId).groupNameTaken(patch.name, g.id)))
+      throw nameTaken();
     try {
       const updated = Object.keys(patch).length > 0 ? await updateGroupOrThrow(c, g.id, patch) : g;
       // 201, as SendGrid answers this PATCH.
@@ -181,50 +164,54 @@ export const asmApi = new Hono<AppEnv>()
     }
   })
   .delete("/groups/:id", writeScope, async (c) => {
-    if (!(await deleteGroup(c.get("db"), tenantOf(c), groupIdOf(c)))) throw notFound();
+    if (!(await tenantSuppressions(c.get("db"), tenantOf(c)).deleteGroup(groupIdOf(c)))) throw notFound();
     return c.body(null, 204);
   })
   // ----- a group's unsubscribes
   .post("/groups/:id/suppressions", writeScope, async (c) => {
     const g = await ownGroup(c);
     const emails = recipientEmails(await readJson(c));
-    if (!(await addGroupSuppressions(c.get("db"), tenantOf(c), g.id, emails, Date.now()))) throw notFound();
+    if (!(await tenantSuppressions(c.get("db"), tenantOf(c)).addGroupSuppressions(g.id, emails, Date.now())))
+      throw notFound();
     return c.json({ recipient_emails: [...new Set(emails)] }, 201);
   })
   .get("/groups/:id/suppressions", readScope, async (c) => {
     const g = await ownGroup(c);
-    return c.json(await listGroupSuppressions(c.get("db"), tenantOf(c), g.id, pageOf(c)));
+    return c.json(await tenantSuppressions(c.get("db"), tenantOf(c)).listGroupSuppressions(g.id, pageOf(c)));
   })
   .post("/groups/:id/suppressions/search", readScope, async (c) => {
     const g = await ownGroup(c);
     const emails = recipientEmails(await readJson(c));
-    return c.json(await searchGroupSuppressions(c.get("db"), tenantOf(c), g.id, emails));
+    return c.json(await tenantSuppressions(c.get("db"), tenantOf(c)).searchGroupSuppressions(g.id, emails));
   })
   .delete("/groups/:id/suppressions/:email", writeScope, async (c) => {
     const g = await ownGroup(c);
-    if (!(await resubscribeToGroup(c.get("db"), tenantOf(c), g.id, pathEmail(c)))) throw notFound();
+    if (!(await tenantSuppressions(c.get("db"), tenantOf(c)).resubscribeToGroup(g.id, pathEmail(c))))
+      throw notFound();
     return c.body(null, 204);
   })
   // ----- global unsubscribes (before /suppressions/:email)
   .post("/suppressions/global", writeScope, async (c) => {
     const emails = [...new Set(recipientEmails(await readJson(c)))];
-    await unsubscribeGloballyMany(c.get("db"), tenantOf(c), emails, Date.now());
+    await tenantSuppressions(c.get("db"), tenantOf(c)).unsubscribeGloballyMany(emails, Date.now());
     return c.json({ recipient_emails: emails }, 201);
   })
   .get("/suppressions/global/:email", readScope, async (c) => {
     const email = pathEmail(c);
-    const row = await getSuppression(c.get("db"), tenantOf(c), "unsubscribes", email);
+    const row = await tenantSuppressions(c.get("db"), tenantOf(c)).getSuppression("unsubscribes", email);
     // 200 either way, as SendGrid: `{}` says "not unsubscribed".
     return c.json(row ? { recipient_email: row.email } : {});
   })
   .delete("/suppressions/global/:email", writeScope, async (c) => {
-    const n = await deleteSuppressions(c.get("db"), tenantOf(c), "unsubscribes", [pathEmail(c)]);
+    const n = await tenantSuppressions(c.get("db"), tenantOf(c)).deleteSuppressions("unsubscribes", [
+      pathEmail(c),
+    ]);
     if (n === 0) throw notFound();
     return c.body(null, 204);
   })
   // ----- every group's unsubscribes
   .get("/suppressions", readScope, async (c) => {
-    const rows = await listAllGroupSuppressions(c.get("db"), tenantOf(c), pageOf(c));
+    const rows = await tenantSuppressions(c.get("db"), tenantOf(c)).listAllGroupSuppressions(pageOf(c));
     return c.json(
       rows.map((r) => ({
         email: r.email,
@@ -238,8 +225,8 @@ export const asmApi = new Hono<AppEnv>()
     const tenantId = tenantOf(c);
     const email = pathEmail(c);
     const [groups, suppressed] = await Promise.all([
-      listGroups(c.get("db"), tenantId),
-      groupSuppressionsOf(c.get("db"), tenantId, email),
+      tenantSuppressions(c.get("db"), tenantId).listGroups(),
+      tenantSuppressions(c.get("db"), tenantId).groupSuppressionsOf(email),
     ]);
     const on = new Set(suppressed);
     return c.json({
@@ -254,7 +241,7 @@ export const asmApi = new Hono<AppEnv>()
   });
 
 async function updateGroupOrThrow(c: Context<AppEnv>, id: number, patch: GroupInput): Promise<AsmGroupRow> {
-  const row = await updateGroup(c.get("db"), tenantOf(c), id, patch);
+  const row = await tenantSuppressions(c.get("db"), tenantOf(c)).updateGroup(id, patch);
   if (!row) throw notFound();
   return row;
 }

@@ -8,7 +8,7 @@
 import { Hono, type Context } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
-import { getBatch } from "../../db/batches.ts";
+import { tenantBatches } from "../../db/batches.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { routePermission } from "../route-permissions.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
@@ -73,7 +73,8 @@ export const batchesApi = new Hono<AppEnv>()
   .get("/:batchId", routePermission(), async (c) => {
     const tenantId = tenantOf(c);
     const id = c.req.param("batchId");
-    if (!BATCH_ID_FORMAT.test(id) || !(await getBatch(c.get("db"), tenantId, id))) throw invalidBatchId();
+    if (!BATCH_ID_FORMAT.test(id) || !(await tenantBatches(c.get("db"), tenantId).getBatch(id)))
+      throw invalidBatchId();
     return c.json({ batch_id: id }, 200);
   });
 

@@ -19,7 +19,7 @@ import { Hono } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import type { Db } from "../../db/client.ts";
-import { getMessage } from "../../db/messages.ts";
+import { tenantMessages } from "../../db/messages.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { routePermission } from "../route-permissions.ts";
 import { FAILED_BY_REQUEST } from "../../services/batch-holds.ts";
@@ -31,7 +31,7 @@ const HELD = new Set(["processing", "rendered", "sending"]);
 
 /** The status to name for a message an origin holds: the catalog's stage, `processing` until it has one. */
 async function heldStatus(db: Db, tenantId: string, id: string): Promise<string> {
-  const m = await getMessage(db, tenantId, id);
+  const m = await tenantMessages(db, tenantId).getMessage(id);
   return m && HELD.has(m.status) ? m.status : "processing";
 }
 
@@ -57,7 +57,7 @@ export const messageActionsApi = new Hono<AppEnv>()
       if (r.outcome === "ended") throw tooLate(r.status);
     }
     // Not in its shard's outbox: finished (or never live); the catalog has its final status.
-    const m = await getMessage(c.get("db"), principal.tenantId, id);
+    const m = await tenantMessages(c.get("db"), principal.tenantId).getMessage(id);
     if (!m) throw new AppError("not_found", `Message not found: ${id}`);
     if (m.status === "cancelled") return cancelled();
     throw tooLate(m.status);
@@ -73,7 +73,7 @@ export const messageActionsApi = new Hono<AppEnv>()
       r?.outcome === "dispatched" ? await heldStatus(c.get("db"), principal.tenantId, id) : undefined;
     if (r?.outcome === "ended") status = r.status;
     if (status === undefined) {
-      const m = await getMessage(c.get("db"), principal.tenantId, id);
+      const m = await tenantMessages(c.get("db"), principal.tenantId).getMessage(id);
       if (!m) throw new AppError("not_found", `Message not found: ${id}`);
       // Failed by an earlier /fail: the same answer again, as a repeated cancel gets.
       if (m.status === "failed" && m.errorMessage === FAILED_BY_REQUEST) {
@@ -118,7 +118,7 @@ export const messageActionsApi = new Hono<AppEnv>()
       }
     }
     if (status === undefined) {
-      const m = await getMessage(c.get("db"), principal.tenantId, id);
+      const m = await tenantMessages(c.get("db"), principal.tenantId).getMessage(id);
       if (!m) throw new AppError("not_found", `Message not found: ${id}`);
       status = m.status;
       if (

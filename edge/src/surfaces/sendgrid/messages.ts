@@ -20,13 +20,11 @@ import type { AppEnv } from "../../context.ts";
 import type { Db } from "../../db/client.ts";
 import type { Bindings, Config } from "../../env.ts";
 import {
-  getMessage,
-  getMessageEvents,
   activityCondition,
-  listMessages,
   type ActivityRow,
   type EventRow,
   type MessageRow,
+  tenantMessages,
 } from "../../db/messages.ts";
 import { MESSAGE_STATUSES } from "../../db/schema.ts";
 import type { HubMessageView } from "../../objects/origin-hub.ts";
@@ -161,9 +159,7 @@ export async function messageList(db: Db, tenantId: string, raw: Record<string, 
   const query = parseQuery(q.query);
   const endMs =
     q.end_date === undefined ? undefined : Date.parse(q.end_date) + (isBareDate(q.end_date) ? 86_400_000 : 1);
-  const { rows, total } = await listMessages(
-    db,
-    tenantId,
+  const { rows, total } = await tenantMessages(db, tenantId).listMessages(
     {
       ...(q.status ? { status: q.status } : {}),
       ...(q.to_email ? { toEmail: q.to_email } : {}),
@@ -191,14 +187,14 @@ export async function messageList(db: Db, tenantId: string, raw: Record<string, 
 /** GET /v3/messages/{id}'s answer in one tenant (the dashboard's message page reads it too); 404 when absent. */
 export async function messageDetail(db: Db, config: Config, env: Bindings, tenantId: string, id: string) {
   let found: HubMessageView | null = null;
-  const m0 = await getMessage(db, tenantId, id);
-  if (m0) found = { message: m0, events: await getMessageEvents(db, tenantId, id) };
+  const m0 = await tenantMessages(db, tenantId).getMessage(id);
+  if (m0) found = { message: m0, events: await tenantMessages(db, tenantId).getMessageEvents(id) };
   const owner = m0 ? null : ownerOf(config, id);
   if (owner) {
     found = (await hubStub(env, owner).message(tenantId, id)) as HubMessageView | null;
     if (!found) {
-      const m1 = await getMessage(db, tenantId, id);
-      if (m1) found = { message: m1, events: await getMessageEvents(db, tenantId, id) };
+      const m1 = await tenantMessages(db, tenantId).getMessage(id);
+      if (m1) found = { message: m1, events: await tenantMessages(db, tenantId).getMessageEvents(id) };
     }
   }
   if (!found) throw new AppError("not_found", `Message not found: ${id}`);

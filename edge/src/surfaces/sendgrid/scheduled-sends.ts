@@ -12,7 +12,7 @@
 import { Hono } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
-import { changeScheduled, createScheduled, getBatch, listScheduled } from "../../db/batches.ts";
+import { tenantBatches } from "../../db/batches.ts";
 import { SCHEDULED_SEND_STATUSES, type ScheduledSendStatus } from "../../db/schema.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { routePermission } from "../route-permissions.ts";
@@ -69,8 +69,8 @@ export const scheduledSendsApi = new Hono<AppEnv>()
     const id = batchId!;
     const now = Date.now();
     if (!BATCH_ID_FORMAT.test(id)) throw invalidBatchId();
-    if (!(await createScheduled(db, tenantId, id, status, MAX_SCHEDULED_STATES, now))) {
-      const batch = await getBatch(db, tenantId, id);
+    if (!(await tenantBatches(db, tenantId).createScheduled(id, status, MAX_SCHEDULED_STATES, now))) {
+      const batch = await tenantBatches(db, tenantId).getBatch(id);
       if (!batch) throw invalidBatchId();
       if (batch.scheduledStatus !== null) {
         throw badRequest(
@@ -86,7 +86,7 @@ export const scheduledSendsApi = new Hono<AppEnv>()
     return c.json({ batch_id: id, status }, 201);
   })
   .get("/", routePermission(), async (c) => {
-    const rows = await listScheduled(c.get("db"), tenantOf(c));
+    const rows = await tenantBatches(c.get("db"), tenantOf(c)).listScheduled();
     return c.json(
       rows.map((r) => ({ batch_id: r.id, status: r.scheduledStatus })),
       200,
@@ -95,7 +95,9 @@ export const scheduledSendsApi = new Hono<AppEnv>()
   .get("/:batchId", routePermission(), async (c) => {
     const tenantId = tenantOf(c);
     const id = c.req.param("batchId");
-    const batch = BATCH_ID_FORMAT.test(id) ? await getBatch(c.get("db"), tenantId, id) : undefined;
+    const batch = BATCH_ID_FORMAT.test(id)
+      ? await tenantBatches(c.get("db"), tenantId).getBatch(id)
+      : undefined;
     // SendGrid answers an array, empty when the batch has no state.
     return c.json(batch?.scheduledStatus ? [{ batch_id: id, status: batch.scheduledStatus }] : [], 200);
   })
@@ -105,7 +107,7 @@ export const scheduledSendsApi = new Hono<AppEnv>()
     const { status } = parseBody(await readJsonBody(c), ["status"]);
     if (
       !BATCH_ID_FORMAT.test(id) ||
-      !(await changeScheduled(c.get("db"), tenantId, id, status, Date.now()))
+      !(await tenantBatches(c.get("db"), tenantId).changeScheduled(id, status, Date.now()))
     ) {
       throw notFound();
     }
@@ -117,10 +119,10 @@ export const scheduledSendsApi = new Hono<AppEnv>()
     const id = c.req.param("batchId");
     if (!BATCH_ID_FORMAT.test(id)) throw notFound();
     const db = c.get("db");
-    const removed = await changeScheduled(db, tenantId, id, null, Date.now());
+    const removed = await tenantBatches(db, tenantId).changeScheduled(id, null, Date.now());
     // A batch of this tenant without a state: a DELETE whose shards were not all told before
     // (services/batches.ts) is repeated here, then answered as SendGrid does.
-    if (removed || (await getBatch(db, tenantId, id)))
+    if (removed || (await tenantBatches(db, tenantId).getBatch(id)))
       await tellShards(c.env, c.get("config"), tenantId, id, null);
     if (!removed) throw notFound();
     return c.body(null, 204);

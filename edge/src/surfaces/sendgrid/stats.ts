@@ -12,7 +12,7 @@
 import { Hono, type Context } from "hono";
 import { AppError, type FieldError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
-import { readCounters, rebuildCounters, sumCategoryCounters, type CategoryScope } from "../../db/stats.ts";
+import { type CategoryScope, tenantStats, tenantStatsRebuild } from "../../db/stats.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { routePermission } from "../route-permissions.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
@@ -152,7 +152,7 @@ async function categoryBuckets(
   names: string[] | undefined,
 ) {
   const scope: CategoryScope = names ? { kind: "some", names } : { kind: "all" };
-  const rows = await readCounters(c.get("db"), tenantOf(c), range.start, range.end, scope);
+  const rows = await tenantStats(c.get("db"), tenantOf(c)).readCounters(range.start, range.end, scope);
   const listed = names ?? [...new Set(rows.map((r) => r.category))].sort();
   if (listed.length > MAX_UNFILTERED_CATEGORIES) {
     throw badRequest(
@@ -189,7 +189,9 @@ export const statsApi = new Hono<AppEnv>()
     const by = aggregationOf(q);
     const limit = intParam(q, "limit", MAX_RANGE_DAYS, 1, MAX_RANGE_DAYS);
     const offset = intParam(q, "offset", 0, 0, MAX_RANGE_DAYS);
-    const rows = await readCounters(c.get("db"), tenantOf(c), range.start, range.end, { kind: "global" });
+    const rows = await tenantStats(c.get("db"), tenantOf(c)).readCounters(range.start, range.end, {
+      kind: "global",
+    });
     const buckets = [...bucketize(rows, range.start, range.end, by)].slice(offset, offset + limit);
     return c.json({ stats: buckets.map(([date, metrics]) => ({ date, metrics })) }, 200);
   })
@@ -200,12 +202,16 @@ export const statsApi = new Hono<AppEnv>()
   })
   .get("/summary", routePermission(), async (c) => {
     const range = rangeOf(queryOf(c, READ_RANGE), MAX_RANGE_DAYS);
-    const rows = await readCounters(c.get("db"), tenantOf(c), range.start, range.end, { kind: "global" });
+    const rows = await tenantStats(c.get("db"), tenantOf(c)).readCounters(range.start, range.end, {
+      kind: "global",
+    });
     return c.json({ start_date: range.start, end_date: range.end, ...summaryOf(sumMetrics(rows)) }, 200);
   })
   .get("/sum", routePermission(), async (c) => {
     const range = rangeOf(queryOf(c, READ_RANGE), MAX_RANGE_DAYS);
-    const rows = await readCounters(c.get("db"), tenantOf(c), range.start, range.end, { kind: "global" });
+    const rows = await tenantStats(c.get("db"), tenantOf(c)).readCounters(range.start, range.end, {
+      kind: "global",
+    });
     return c.json(sumMetrics(rows), 200);
   })
   .post("/rebuild", routePermission(), rateLimit(RATE_LIMITS.statsRebuild), async (c) => {
@@ -216,7 +222,7 @@ export const statsApi = new Hono<AppEnv>()
     }
     // Default: the last 30 days, today included.
     const range = rangeOf(q, MAX_REBUILD_DAYS, (end) => msToDay(dayToMs(end)! - 29 * 86_400_000));
-    await rebuildCounters(c.env.DB, tenantOf(c), range.start, range.end);
+    await tenantStatsRebuild(c.env.DB, tenantOf(c)).rebuildCounters(range.start, range.end);
     return c.json({ rebuilt: true, start_date: range.start, end_date: range.end }, 200);
   });
 
@@ -257,7 +263,7 @@ export const categoryStatsApi = new Hono<AppEnv>()
     const limit = intParam(q, "limit", 5, 1, 500);
     const offset = intParam(q, "offset", 0, 0, 1_000_000);
     const sums = new Map<string, Metrics>();
-    for (const r of await sumCategoryCounters(c.get("db"), tenantOf(c), range.start, range.end)) {
+    for (const r of await tenantStats(c.get("db"), tenantOf(c)).sumCategoryCounters(range.start, range.end)) {
       let m = sums.get(r.category);
       if (!m) sums.set(r.category, (m = zeroMetrics()));
       if (isMetric(r.metric)) m[r.metric] += r.count;

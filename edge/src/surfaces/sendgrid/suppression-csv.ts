@@ -9,7 +9,7 @@ import { AppError } from "../../../../shared/errors.ts";
 import { isValidEmail } from "../../../../shared/sendgrid/mail-send.ts";
 import type { Db } from "../../db/client.ts";
 import type { SuppressionList } from "../../db/schema.ts";
-import { addSuppressions, type NewSuppression, type SuppressionRow } from "../../db/suppressions.ts";
+import { type NewSuppression, type SuppressionRow, tenantSuppressions } from "../../db/suppressions.ts";
 import { badRequest, fieldError } from "./suppression-http.ts";
 
 /** Rows one import may hold. */
@@ -150,6 +150,6 @@ export async function importCsv(
       ...(list === "bounces" ? { bounceType: "hard" } : {}),
     });
   });
-  result.imported = await addSuppressions(db, tenantId, list, [...rows.values()]);
+  result.imported = await tenantSuppressions(db, tenantId).addSuppressions(list, [...rows.values()]);
   return result;
 }

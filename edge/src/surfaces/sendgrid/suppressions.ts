@@ -11,16 +11,7 @@ import { Hono, type Context } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { SUPPRESSION_LISTS, type SuppressionList } from "../../db/schema.ts";
-import {
-  addSuppressions,
-  deleteAllSuppressions,
-  deleteSuppressions,
-  exportPage,
-  getSuppression,
-  listSuppressions,
-  type ListQuery,
-  type SuppressionRow,
-} from "../../db/suppressions.ts";
+import { type ListQuery, type SuppressionRow, tenantSuppressions } from "../../db/suppressions.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
@@ -126,7 +117,7 @@ export const suppressionsApi = new Hono<AppEnv>()
   .get("/:list", readScope, async (c) => {
     const list = listOf(c);
     const q = queryOf(c, ["start_time", "end_time", "limit", "offset", "email"]);
-    const rows = await listSuppressions(c.get("db"), tenantOf(c), list, {
+    const rows = await tenantSuppressions(c.get("db"), tenantOf(c)).listSuppressions(list, {
       limit: intParam(q.one("limit"), "limit", 1, MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT),
       offset: intParam(q.one("offset"), "offset", 0, 10_000_000, 0),
       ...filtersOf(q),
@@ -144,7 +135,7 @@ export const suppressionsApi = new Hono<AppEnv>()
     // Pulled page by page as the client reads: a long list is never held whole in memory.
     const body = new ReadableStream<Uint8Array>({
       async pull(controller) {
-        const rows = await exportPage(db, tenantId, list, after, EXPORT_PAGE, filters);
+        const rows = await tenantSuppressions(db, tenantId).exportPage(list, after, EXPORT_PAGE, filters);
         controller.enqueue(encoder.encode(toCsv(list, rows, first)));
         first = false;
         if (rows.length < EXPORT_PAGE) controller.close();
@@ -165,7 +156,7 @@ export const suppressionsApi = new Hono<AppEnv>()
   })
   .get("/:list/:email", readScope, async (c) => {
     const list = listOf(c);
-    const row = await getSuppression(c.get("db"), tenantOf(c), list, pathEmail(c));
+    const row = await tenantSuppressions(c.get("db"), tenantOf(c)).getSuppression(list, pathEmail(c));
     if (!row) throw notFound();
     return c.json([listItem(list, row)]);
   })
@@ -185,7 +176,7 @@ export const suppressionsApi = new Hono<AppEnv>()
     if (status !== null && !/^[245]\.\d{1,3}\.\d{1,3}$/.test(status))
       throw badRequest(fieldError("status", 'status must be an enhanced status code such as "5.1.1".'));
     const now = Date.now();
-    await addSuppressions(c.get("db"), tenantOf(c), list, [
+    await tenantSuppressions(c.get("db"), tenantOf(c)).addSuppressions(list, [
       {
         email,
         createdAt: now,
@@ -195,7 +186,7 @@ export const suppressionsApi = new Hono<AppEnv>()
         ip: optionalText(body, "ip", 45),
       },
     ]);
-    const row = await getSuppression(c.get("db"), tenantOf(c), list, email);
+    const row = await tenantSuppressions(c.get("db"), tenantOf(c)).getSuppression(list, email);
     return c.json(listItem(list, row!), 201);
   })
   .delete("/:list", writeScope, async (c) => {
@@ -217,13 +208,17 @@ export const suppressionsApi = new Hono<AppEnv>()
       throw badRequest(
         fieldError(null, "Give delete_all: true to delete the whole list, or emails to delete some."),
       );
-    if (all) await deleteAllSuppressions(c.get("db"), tenantOf(c), list);
-    else await deleteSuppressions(c.get("db"), tenantOf(c), list, emailList(body!["emails"], "emails"));
+    if (all) await tenantSuppressions(c.get("db"), tenantOf(c)).deleteAllSuppressions(list);
+    else
+      await tenantSuppressions(c.get("db"), tenantOf(c)).deleteSuppressions(
+        list,
+        emailList(body!["emails"], "emails"),
+      );
     return c.body(null, 204);
   })
   .delete("/:list/:email", writeScope, async (c) => {
     const list = writableListOf(c);
-    const n = await deleteSuppressions(c.get("db"), tenantOf(c), list, [pathEmail(c)]);
+    const n = await tenantSuppressions(c.get("db"), tenantOf(c)).deleteSuppressions(list, [pathEmail(c)]);
     if (n === 0) throw notFound();
     return c.body(null, 204);
   });

@@ -12,16 +12,11 @@ import { Hono, type Context } from "hono";
 import { AppError, type FieldError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import {
-  countTemplatesOf,
-  getTemplate,
-  getVersion,
-  listTemplates,
-  versionsOf,
-  versionSummaries,
   type Cursor,
   type TemplateRow,
   type VersionRow,
   type VersionSummary,
+  tenantTemplates,
 } from "../../db/templates.ts";
 import type { TemplateGeneration } from "../../db/schema.ts";
 import { authenticate } from "../../middleware/auth.ts";
@@ -222,11 +217,7 @@ function parseListQuery(c: Context<AppEnv>): ListQuery {
 }
 
 async function withLeanVersions(c: Context<AppEnv>, tenantId: string, rows: TemplateRow[]) {
-  const versions = await versionSummaries(
-    c.get("db"),
-    tenantId,
-    rows.map((r) => r.id),
-  );
+  const versions = await tenantTemplates(c.get("db"), tenantId).versionSummaries(rows.map((r) => r.id));
   const byTemplate = new Map<string, VersionSummary[]>();
   for (const v of versions) {
     const list = byTemplate.get(v.templateId) ?? [];
@@ -243,7 +234,7 @@ async function listRoute(c: Context<AppEnv>) {
   if (q.pageSize === null) {
     // The older call (no page_size): every template of the generations, in one answer. A tenant
     // has at most MAX_TEMPLATES, so this is bounded.
-    const rows = await listTemplates(db, tenantId, q.generations, 1000, null);
+    const rows = await tenantTemplates(db, tenantId).listTemplates(q.generations, 1000, null);
     return c.json({ templates: await withLeanVersions(c, tenantId, rows) });
   }
   const limit = q.pageSize;
@@ -251,20 +242,22 @@ async function listRoute(c: Context<AppEnv>) {
   let hasNext: boolean;
   let hasPrev: boolean;
   const probe = (direction: "after" | "before", at: Cursor) =>
-    listTemplates(db, tenantId, q.generations, 1, { direction, at }).then((r) => r.length > 0);
+    tenantTemplates(db, tenantId)
+      .listTemplates(q.generations, 1, { direction, at })
+      .then((r) => r.length > 0);
   const cursorOf = (t: TemplateRow): Cursor => ({ createdAt: t.createdAt, id: t.id });
   if (!q.token || q.token.direction === "after") {
-    const got = await listTemplates(db, tenantId, q.generations, limit + 1, q.token);
+    const got = await tenantTemplates(db, tenantId).listTemplates(q.generations, limit + 1, q.token);
     hasNext = got.length > limit;
     rows = got.slice(0, limit);
     hasPrev = q.token ? await probe("before", rows[0] ? cursorOf(rows[0]) : q.token.at) : false;
   } else {
-    const got = await listTemplates(db, tenantId, q.generations, limit + 1, q.token);
+    const got = await tenantTemplates(db, tenantId).listTemplates(q.generations, limit + 1, q.token);
     hasPrev = got.length > limit;
     rows = hasPrev ? got.slice(1) : got;
     hasNext = await probe("after", rows.length ? cursorOf(rows[rows.length - 1]!) : q.token.at);
   }
-  const count = await countTemplatesOf(db, tenantId, q.generations);
+  const count = await tenantTemplates(db, tenantId).countTemplatesOf(q.generations);
 
   const base = new URL(c.req.url);
   const link = (token: string | null) => {
@@ -287,7 +280,7 @@ async function listRoute(c: Context<AppEnv>) {
 // ----------------------------------------------------------------------------------------- routes
 
 async function fullTemplate(c: Context<AppEnv>, tenantId: string, t: TemplateRow) {
-  return templateView(t, (await versionsOf(c.get("db"), tenantId, t.id)).map(fullVersion));
+  return templateView(t, (await tenantTemplates(c.get("db"), tenantId).versionsOf(t.id)).map(fullVersion));
 }
 
 const read = routePermission();
@@ -307,7 +300,7 @@ export const templatesApi = new Hono<AppEnv>()
   .get("/", read, listRoute)
   .get("/:id", read, async (c) => {
     const tenantId = tenantOf(c);
-    const t = await getTemplate(c.get("db"), tenantId, c.req.param("id"));
+    const t = await tenantTemplates(c.get("db"), tenantId).getTemplate(c.req.param("id"));
     if (!t) throw notFound();
     return c.json(await fullTemplate(c, tenantId, t));
   })
@@ -335,9 +328,9 @@ export const templatesApi = new Hono<AppEnv>()
   })
   .get("/:id/versions", read, async (c) => {
     const tenantId = tenantOf(c);
-    const t = await getTemplate(c.get("db"), tenantId, c.req.param("id"));
+    const t = await tenantTemplates(c.get("db"), tenantId).getTemplate(c.req.param("id"));
     if (!t) throw notFound();
-    const versions = await versionSummaries(c.get("db"), tenantId, [t.id]);
+    const versions = await tenantTemplates(c.get("db"), tenantId).versionSummaries([t.id]);
     return c.json({ result: versions.map(leanVersion) });
   })
   .post("/:id/versions", write, async (c) => {
@@ -348,7 +341,10 @@ export const templatesApi = new Hono<AppEnv>()
     return c.json(fullVersion(row), 201);
   })
   .get("/:id/versions/:vid", read, async (c) => {
-    const v = await getVersion(c.get("db"), tenantOf(c), c.req.param("id"), c.req.param("vid"));
+    const v = await tenantTemplates(c.get("db"), tenantOf(c)).getVersion(
+      c.req.param("id"),
+      c.req.param("vid"),
+    );
     if (!v) throw notFound();
     return c.json(fullVersion(v));
   })

@@ -21,14 +21,7 @@
  */
 import { Hono, type Context } from "hono";
 import type { AppEnv } from "../../context.ts";
-import {
-  groupSuppressionsOf,
-  isGloballyUnsubscribed,
-  listGroupsForPage,
-  resubscribeToGroup,
-  unsubscribeFromGroup,
-  unsubscribeGlobally,
-} from "../../db/suppressions.ts";
+import { tenantSuppressions } from "../../db/suppressions.ts";
 import { getTenant } from "../../db/tenants.ts";
 import { trackingSigner } from "../../services/tracking-key.ts";
 import { hubStub, ownerOf } from "../../services/hub-client.ts";
@@ -192,9 +185,9 @@ trackingApi.get("/u/:token", async (c) => {
   const db = c.get("db");
   const [tenant, groups, unsubscribed, global] = await Promise.all([
     getTenant(db, t.tenantId),
-    listGroupsForPage(db, t.tenantId, pageGroupIds(t)),
-    groupSuppressionsOf(db, t.tenantId, t.recipient),
-    isGloballyUnsubscribed(db, t.tenantId, t.recipient),
+    tenantSuppressions(db, t.tenantId).listGroupsForPage(pageGroupIds(t)),
+    tenantSuppressions(db, t.tenantId).groupSuppressionsOf(t.recipient),
+    tenantSuppressions(db, t.tenantId).isGloballyUnsubscribed(t.recipient),
   ]);
   if (!tenant) return htmlResponse(404, renderError("Link not found", "This unsubscribe link is not valid."));
   const off = new Set(unsubscribed);
@@ -242,7 +235,7 @@ trackingApi.post("/u/:token", async (c) => {
   if (values("List-Unsubscribe").includes("One-Click")) {
     if (
       t.asmGroupId !== null &&
-      (await unsubscribeFromGroup(db, t.tenantId, t.asmGroupId, t.recipient, now))
+      (await tenantSuppressions(db, t.tenantId).unsubscribeFromGroup(t.asmGroupId, t.recipient, now))
     ) {
       await record(
         c,
@@ -257,7 +250,7 @@ trackingApi.post("/u/:token", async (c) => {
         true,
       );
     } else {
-      await unsubscribeGlobally(db, t.tenantId, t.recipient, now);
+      await tenantSuppressions(db, t.tenantId).unsubscribeGlobally(t.recipient, now);
       await record(
         c,
         [{ ...base, type: "unsubscribe", metadata: { one_click: true, ip, user_agent: userAgent } }],
@@ -274,7 +267,7 @@ trackingApi.post("/u/:token", async (c) => {
   const back = new URL(c.req.url).pathname;
   const action = values("action")[0];
   if (action === "unsubscribe_all") {
-    await unsubscribeGlobally(db, t.tenantId, t.recipient, now);
+    await tenantSuppressions(db, t.tenantId).unsubscribeGlobally(t.recipient, now);
     await record(c, [{ ...base, type: "unsubscribe", metadata: { ip, user_agent: userAgent } }], true);
     return htmlResponse(
       200,
@@ -298,7 +291,7 @@ trackingApi.post("/u/:token", async (c) => {
         400,
         renderError("Invalid request", "group_id names a group this message does not offer."),
       );
-    const groups = await listGroupsForPage(db, t.tenantId, ids);
+    const groups = await tenantSuppressions(db, t.tenantId).listGroupsForPage(ids);
     if (groups.length !== new Set(ids).size)
       return htmlResponse(
         400,
@@ -306,8 +299,9 @@ trackingApi.post("/u/:token", async (c) => {
       );
     const hits: TrackingHit[] = [];
     for (const g of groups) {
-      if (action === "unsubscribe_group") await unsubscribeFromGroup(db, t.tenantId, g.id, t.recipient, now);
-      else await resubscribeToGroup(db, t.tenantId, g.id, t.recipient);
+      if (action === "unsubscribe_group")
+        await tenantSuppressions(db, t.tenantId).unsubscribeFromGroup(g.id, t.recipient, now);
+      else await tenantSuppressions(db, t.tenantId).resubscribeToGroup(g.id, t.recipient);
       hits.push({
         ...base,
         type: action === "unsubscribe_group" ? "group_unsubscribe" : "group_resubscribe",
