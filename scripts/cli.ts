@@ -307,7 +307,7 @@ export async function runCli(argv: string[]): Promise<number> {
             console.log(
               f.domain_id
                 ? `  ${f.domain} (${f.domain_id}, tenant ${f.tenant_id})${f.key ? ` ${f.key} key` : ""}: ${f.error}`
-                : `  tenant ${f.tenant_id} ${f.kind ?? ""} ${f.id ?? ""}: ${f.error}`,
+                : `  ${f.tenant_id === null ? "deployment" : `tenant ${f.tenant_id}`} ${f.kind ?? ""} ${f.id ?? ""}: ${f.error}`,
             );
         });
         return failed.length === 0 ? 0 : 1;

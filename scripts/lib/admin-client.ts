@@ -85,11 +85,12 @@ export interface ResealPageView {
   examined: number;
   resealed: number;
   already_current: number;
-  phase?: "domains" | "webhooks";
-  /** One entry per secret that did not re-seal: a domain's key (`key`), or a webhook secret (`kind`). */
+  phase?: "domains" | "provider_connections" | "webhooks" | "scaikey";
+  /** One entry per secret that did not re-seal: a domain's key (`key`), or another secret (`kind`). */
   failed: {
     domain_id?: string;
-    tenant_id: string;
+    /** null for the ScaiKey registration, which belongs to no tenant. */
+    tenant_id: string | null;
     domain?: string;
     key?: string;
     kind?: string;

@@ -17,6 +17,12 @@ import { bytesToBase64 } from "../../edge/src/lib/base64.ts";
 import { dkimKeyAad, openDkimPrivateKey, sealDkimPrivateKey } from "../../edge/src/lib/dkim-key-box.ts";
 import { keyId, open, sealedKeyId } from "../../edge/src/lib/secret-box.ts";
 import { loadConfig } from "../../edge/src/env.ts";
+import { createDb } from "../../edge/src/db/client.ts";
+import {
+  registeredClient,
+  saveRegistration,
+  webhookSecret,
+} from "../../edge/src/services/scaikey-registration.ts";
 import {
   BASE,
   bearer,
@@ -195,6 +201,47 @@ describe("post /api/admin/secrets/reseal", () => {
       expect(sealedKeyId(v)).toBe(currentId);
       expect(await open(env.SECRETS_KEY, v, dkimKeyAad(d.id, kind))).toBe(pem);
     }
+  });
+
+  it("re-seals the ScaiKey registration's client and webhook secrets last, in a page of its own", async () => {
+    const oldKey = bytesToBase64(crypto.getRandomValues(new Uint8Array(32)));
+    const db = createDb(env.DB);
+    await saveRegistration(
+      db,
+      { current: oldKey },
+      {
+        issuer: "https://scaikey.reseal.test",
+        clientId: "client-1",
+        clientSecret: "client-secret-1",
+        redirectUri: `${BASE}/v3/auth/callback`,
+        webhookSecret: "webhook-secret-1",
+      },
+      Date.now(),
+    );
+    const stored = async () =>
+      (await env.DB.prepare(
+        "SELECT client_secret AS c, webhook_secret AS w FROM scaikey_registration",
+      ).first<{
+        c: string;
+        w: string;
+      }>())!;
+    const before = await stored();
+    expect(sealedKeyId(before.c)).toBe(await keyId(oldKey));
+
+    const pages = await resealAll({ ...env, SECRETS_KEY_PREVIOUS: oldKey } as Bindings, 100);
+    const last = pages[pages.length - 1] as ResealPage & { phase: string };
+    expect(last.phase).toBe("scaikey");
+    expect(last).toMatchObject({ examined: 1, resealed: 2, already_current: 0, failed: [] });
+
+    // Both now open with SECRETS_KEY alone, to the same values; a second walk finds nothing to do.
+    const currentId = await keyId(env.SECRETS_KEY);
+    const after = await stored();
+    expect([sealedKeyId(after.c), sealedKeyId(after.w)]).toEqual([currentId, currentId]);
+    const client = await registeredClient(db, { current: env.SECRETS_KEY });
+    expect(client?.clientSecret).toBe("client-secret-1");
+    expect(await webhookSecret(db, { current: env.SECRETS_KEY })).toBe("webhook-secret-1");
+    const again = await resealAll({ ...env, SECRETS_KEY_PREVIOUS: oldKey } as Bindings, 100);
+    expect(again[again.length - 1]).toMatchObject({ resealed: 0, already_current: 2 });
   });
 
   it("is for the operator only", async () => {

@@ -10,7 +10,7 @@ import {
   type ScaiKeyRegistrationRow,
 } from "../db/identity.ts";
 import type { Db } from "../db/client.ts";
-import { open, seal, type Keyring } from "../lib/secret-box.ts";
+import { isSealedWithCurrent, keyId, open, seal, type Keyring } from "../lib/secret-box.ts";
 
 const CLIENT_SECRET_AAD = "scaikey:client_secret";
 const WEBHOOK_SECRET_AAD = "scaikey:webhook_secret";
@@ -75,4 +75,60 @@ export async function registeredClient(
 export async function webhookSecret(db: Db, keys: Keyring): Promise<string | undefined> {
   const row = await getScaiKeyRegistration(db);
   return row?.webhookSecret ? open(keys, row.webhookSecret, WEBHOOK_SECRET_AAD) : undefined;
+}
+
+/** What re-sealing the registration's two secrets did (the last phase of services/secrets-reseal.ts). */
+export interface RegistrationResealPage {
+  keyId: string;
+  /** 1 when a registration is stored, else 0. */
+  examined: number;
+  resealed: number;
+  alreadyCurrent: number;
+  failed: { kind: "scaikey_client_secret" | "scaikey_webhook_secret"; id: string; error: string }[];
+}
+
+/**
+ * Re-seals the client secret and the webhook signing secret under the current SECRETS_KEY
+ * (docs/operations.md, "Rotating SECRETS_KEY"). One row, so one page; a secret already under the
+ * current key is left alone, so a repeated page changes nothing.
+ */
+export async function resealRegistration(
+  db: Db,
+  keys: Keyring,
+  now: number,
+): Promise<RegistrationResealPage> {
+  const row = await getScaiKeyRegistration(db);
+  const page: RegistrationResealPage = {
+    keyId: await keyId(keys.current),
+    examined: row ? 1 : 0,
+    resealed: 0,
+    alreadyCurrent: 0,
+    failed: [],
+  };
+  if (!row) return page;
+  const fields = [
+    { kind: "scaikey_client_secret", column: "clientSecret", aad: CLIENT_SECRET_AAD },
+    { kind: "scaikey_webhook_secret", column: "webhookSecret", aad: WEBHOOK_SECRET_AAD },
+  ] as const;
+  const patch: Partial<Pick<ScaiKeyRegistrationRow, "clientSecret" | "webhookSecret">> = {};
+  for (const f of fields) {
+    const sealed = row[f.column];
+    if (!sealed) continue;
+    try {
+      if (await isSealedWithCurrent(keys, sealed)) {
+        page.alreadyCurrent++;
+        continue;
+      }
+      patch[f.column] = await seal(keys, await open(keys, sealed, f.aad), f.aad);
+      page.resealed++;
+    } catch (err) {
+      page.failed.push({
+        kind: f.kind,
+        id: row.issuer,
+        error: err instanceof Error ? err.message : String(err),
+      });
+    }
+  }
+  if (page.resealed > 0) await putScaiKeyRegistration(db, { issuer: row.issuer, ...patch }, now);
+  return page;
 }

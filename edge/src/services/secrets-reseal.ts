@@ -1,6 +1,6 @@
 /**
  * One page of a SECRETS_KEY rotation's re-seal (docs/operations.md, "Rotating SECRETS_KEY"), over
- * every secret the edge keeps sealed, in two phases the cursor carries:
+ * every secret the edge keeps sealed, in phases the cursor carries:
  *
  *  1. `domains`: the DKIM private keys in D1 (services/domains.ts, resealDomainKeys): the RSA key,
  *     the Ed25519 key and a pending rotation's key. Cursor: null, or the last domain id (`dom_…`).
@@ -8,6 +8,8 @@
  *     (services/provider-connections.ts). Cursor: `connections:` then `connections:<last id>`.
  *  3. `webhooks`: per tenant, the secrets its WebhookQueue keeps (services/webhook-secrets-reseal.ts).
  *     Cursor: `webhooks:` then `webhooks:<last tenant id>`.
+ *  4. `scaikey`: the OAuth client secret and webhook signing secret `scaisend register` stored
+ *     (services/scaikey-registration.ts). Cursor: `scaikey:`; one page.
  *
  * Tokens, API keys and TRACKING_SECRET-derived keys are hashes or derived, not sealed, and have
  * nothing to re-seal. Each page is small enough for one Worker request; a failure is reported and
@@ -20,13 +22,15 @@ import { tenants } from "../db/schema.ts";
 import { keyId, type Keyring } from "../lib/secret-box.ts";
 import { resealDomainKeys, type ResealPage } from "./domains.ts";
 import { resealConnectionsPage, type ConnectionsResealPage } from "./provider-connections.ts";
+import { resealRegistration, type RegistrationResealPage } from "./scaikey-registration.ts";
 import type { WebhookSecretKind } from "./webhook-secrets-reseal.ts";
 
 const WEBHOOKS = "webhooks:";
 const CONNECTIONS = "connections:";
+const SCAIKEY = "scaikey:";
 
 export interface SecretsResealPage {
-  phase: "domains" | "provider_connections" | "webhooks";
+  phase: "domains" | "provider_connections" | "webhooks" | "scaikey";
   keyId: string;
   /** Domains (phase 1) or tenants (phase 2) looked at; the other counts are secrets. */
   examined: number;
@@ -35,6 +39,7 @@ export interface SecretsResealPage {
   failed: (
     | ResealPage["failed"][number]
     | ConnectionsResealPage["failed"][number]
+    | (RegistrationResealPage["failed"][number] & { tenantId: null })
     | { tenantId: string; kind: WebhookSecretKind; id: string; error: string }
   )[];
   nextCursor: string | null;
@@ -45,6 +50,18 @@ export async function resealSecretsPage(
   cursor: string | null,
   limit: number,
 ): Promise<SecretsResealPage> {
+  if (cursor === SCAIKEY) {
+    const page = await resealRegistration(deps.db, deps.secrets, Date.now());
+    return {
+      phase: "scaikey",
+      keyId: page.keyId,
+      examined: page.examined,
+      resealed: page.resealed,
+      alreadyCurrent: page.alreadyCurrent,
+      failed: page.failed.map((f) => ({ tenantId: null, ...f })),
+      nextCursor: null,
+    };
+  }
   if (cursor?.startsWith(CONNECTIONS)) {
     const page = await resealConnectionsPage(deps.db, deps.secrets, cursor.slice(CONNECTIONS.length), limit);
     return {
@@ -85,7 +102,8 @@ export async function resealSecretsPage(
     resealed: 0,
     alreadyCurrent: 0,
     failed: [],
-    nextCursor: rows.length === limit ? `${WEBHOOKS}${rows[rows.length - 1]!.id}` : null,
+    // The last tenants page hands over to the ScaiKey registration.
+    nextCursor: rows.length === limit ? `${WEBHOOKS}${rows[rows.length - 1]!.id}` : SCAIKEY,
   };
   // One object per tenant; a few at a time keeps the request's subrequests and memory bounded.
   const PARALLEL = 8;
