@@ -14,20 +14,7 @@
  */
 import { AppError } from "../../../../shared/errors.ts";
 import type { Db } from "../../db/client.ts";
-import {
-  appendSkVersion,
-  countSkTemplates,
-  getSkTemplate,
-  getSkVersion,
-  getSkVersionById,
-  insertSkTemplate,
-  previousPublishedVersion,
-  setCurrentSkVersion,
-  setSkArchived,
-  setSkDescription,
-  type SkTemplateRow,
-  type SkVersionRow,
-} from "../../db/sk-templates.ts";
+import { type SkTemplateRow, type SkVersionRow, tenantSkTemplates } from "../../db/sk-templates.ts";
 import { parseContent, VariablesSchema, type SkChannel, type SkVariable } from "./template-content.ts";
 import { normalizeSlug, SLUG_PATTERN } from "./template-render.ts";
 
@@ -39,7 +26,7 @@ const notFound = (slug: string) => new AppError("not_found", `SenderKit template
 /** A slug from a path or body: lowercased; one that could never be stored is simply not found. */
 export async function requireSkTemplate(db: Db, tenantId: string, rawSlug: string): Promise<SkTemplateRow> {
   const slug = normalizeSlug(rawSlug);
-  const t = SLUG_PATTERN.test(slug) ? await getSkTemplate(db, tenantId, slug) : undefined;
+  const t = SLUG_PATTERN.test(slug) ? await tenantSkTemplates(db, tenantId).getSkTemplate(slug) : undefined;
   if (!t) throw notFound(rawSlug);
   return t;
 }
@@ -113,7 +100,7 @@ export async function createSkTemplate(
       fields: [{ field: "body.variables", message: "variables belong to a version: send content with them" }],
     });
   }
-  if ((await countSkTemplates(db, tenantId)) >= MAX_SK_TEMPLATES) {
+  if ((await tenantSkTemplates(db, tenantId).countSkTemplates()) >= MAX_SK_TEMPLATES) {
     throw new AppError("invalid_request", `A tenant has at most ${MAX_SK_TEMPLATES} SenderKit templates`);
   }
   const row: SkTemplateRow = {
@@ -130,11 +117,12 @@ export async function createSkTemplate(
     createdAt: now,
     updatedAt: now,
   };
-  if (!(await insertSkTemplate(db, row, first))) {
+  if (!(await tenantSkTemplates(db, tenantId).insertSkTemplate(row, first))) {
     throw new AppError("conflict", `A SenderKit template with slug "${slug}" already exists`);
   }
-  if (first && input.publish) await setCurrentSkVersion(db, tenantId, row.id, first.id, now);
-  return (await getSkTemplate(db, tenantId, slug))!;
+  if (first && input.publish)
+    await tenantSkTemplates(db, tenantId).setCurrentSkVersion(row.id, first.id, now);
+  return (await tenantSkTemplates(db, tenantId).getSkTemplate(slug))!;
 }
 
 export async function addSkVersion(
@@ -149,16 +137,22 @@ export async function addSkVersion(
   const content = checkedContent(t.channel, input.content);
   const variables = checkedVariables(input.variables) as Record<string, unknown>[];
   const id = crypto.randomUUID();
-  const n = await appendSkVersion(db, tenantId, t.id, { id, content, variables }, now, MAX_SK_VERSIONS);
+  const n = await tenantSkTemplates(db, tenantId).appendSkVersion(
+    t.id,
+    { id, content, variables },
+    now,
+    MAX_SK_VERSIONS,
+  );
   if (n === null) {
     const fresh = await requireSkTemplate(db, tenantId, t.slug);
     if (fresh.archivedAt !== null) throw archivedConflict(fresh);
     throw new AppError("invalid_request", `A SenderKit template has at most ${MAX_SK_VERSIONS} versions`);
   }
-  if (input.publish && !(await setCurrentSkVersion(db, tenantId, t.id, id, now))) throw archivedConflict(t);
+  if (input.publish && !(await tenantSkTemplates(db, tenantId).setCurrentSkVersion(t.id, id, now)))
+    throw archivedConflict(t);
   return {
     template: await requireSkTemplate(db, tenantId, t.slug),
-    version: (await getSkVersionById(db, tenantId, id))!,
+    version: (await tenantSkTemplates(db, tenantId).getSkVersionById(id))!,
   };
 }
 
@@ -166,7 +160,10 @@ const archivedConflict = (t: SkTemplateRow) =>
   new AppError("conflict", `SenderKit template "${t.slug}" is archived: unarchive it first`);
 
 export async function requireSkVersion(db: Db, t: SkTemplateRow, n: number): Promise<SkVersionRow> {
-  const v = Number.isSafeInteger(n) && n >= 1 ? await getSkVersion(db, t.tenantId, t.id, n) : undefined;
+  const v =
+    Number.isSafeInteger(n) && n >= 1
+      ? await tenantSkTemplates(db, t.tenantId).getSkVersion(t.id, n)
+      : undefined;
   if (!v) throw new AppError("not_found", `SenderKit template "${t.slug}" has no version ${n}`);
   return v;
 }
@@ -185,7 +182,8 @@ export async function publishSkVersion(
     throw new AppError("conflict", `SenderKit template "${t.slug}" has no versions to publish`);
   const v = await requireSkVersion(db, t, n ?? t.latestVersion);
   if (t.currentVersionId === v.id) return t;
-  if (!(await setCurrentSkVersion(db, tenantId, t.id, v.id, now))) throw archivedConflict(t);
+  if (!(await tenantSkTemplates(db, tenantId).setCurrentSkVersion(t.id, v.id, now)))
+    throw archivedConflict(t);
   return requireSkTemplate(db, tenantId, t.slug);
 }
 
@@ -202,7 +200,9 @@ export async function rollbackSkVersion(
 ): Promise<SkTemplateRow> {
   const t = await requireSkTemplate(db, tenantId, rawSlug);
   if (t.archivedAt !== null) throw archivedConflict(t);
-  const current = t.currentVersionId ? await getSkVersionById(db, tenantId, t.currentVersionId) : undefined;
+  const current = t.currentVersionId
+    ? await tenantSkTemplates(db, tenantId).getSkVersionById(t.currentVersionId)
+    : undefined;
   if (!current)
     throw new AppError(
       "conflict",
@@ -210,7 +210,7 @@ export async function rollbackSkVersion(
     );
   let target: SkVersionRow | undefined;
   if (n === undefined) {
-    target = await previousPublishedVersion(db, tenantId, t.id, current.versionNumber);
+    target = await tenantSkTemplates(db, tenantId).previousPublishedVersion(t.id, current.versionNumber);
     if (!target) {
       throw new AppError(
         "conflict",
@@ -226,7 +226,8 @@ export async function rollbackSkVersion(
       );
     }
   }
-  if (!(await setCurrentSkVersion(db, tenantId, t.id, target.id, now))) throw archivedConflict(t);
+  if (!(await tenantSkTemplates(db, tenantId).setCurrentSkVersion(t.id, target.id, now)))
+    throw archivedConflict(t);
   return requireSkTemplate(db, tenantId, t.slug);
 }
 
@@ -238,7 +239,8 @@ export async function archiveSkTemplate(
   now: number,
 ): Promise<SkTemplateRow> {
   const t = await requireSkTemplate(db, tenantId, rawSlug);
-  if ((t.archivedAt !== null) !== archived) await setSkArchived(db, tenantId, t.id, archived, now);
+  if ((t.archivedAt !== null) !== archived)
+    await tenantSkTemplates(db, tenantId).setSkArchived(t.id, archived, now);
   return requireSkTemplate(db, tenantId, t.slug);
 }
 
@@ -250,7 +252,7 @@ export async function describeSkTemplate(
   now: number,
 ): Promise<SkTemplateRow> {
   const t = await requireSkTemplate(db, tenantId, rawSlug);
-  await setSkDescription(db, tenantId, t.id, description, now);
+  await tenantSkTemplates(db, tenantId).setSkDescription(t.id, description, now);
   return requireSkTemplate(db, tenantId, t.slug);
 }
 

@@ -4,7 +4,7 @@
  * `POST /v1/templates/{slug}/render`, so a render previews exactly what a send would deliver.
  */
 import type { Db } from "../../db/client.ts";
-import { resolveSkVersion } from "../../db/sk-templates.ts";
+import { tenantSkTemplates } from "../../db/sk-templates.ts";
 import {
   compiledVersion,
   renderContent,
@@ -62,7 +62,7 @@ export async function resolveSkTemplate(db: Db, input: ResolveInput): Promise<Re
     input.version !== undefined
       ? { pin: input.version }
       : { mode: input.purpose === "render" ? ("live" as const) : input.mode };
-  const found = await resolveSkVersion(db, input.tenantId, slug, pick);
+  const found = await tenantSkTemplates(db, input.tenantId).resolveSkVersion(slug, pick);
   if (!found) return notFound();
   const { template: t, version: v } = found;
   if (t.archivedAt !== null) {

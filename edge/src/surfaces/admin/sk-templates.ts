@@ -9,7 +9,7 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
-import { listSkTemplatesWithCurrent, skVersionSummaries, type SkTemplateRow } from "../../db/sk-templates.ts";
+import { type SkTemplateRow, tenantSkTemplates } from "../../db/sk-templates.ts";
 import type { SkVersionRow, SkVersionSummary } from "../../db/sk-templates.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
 import { routePermission } from "../route-permissions.ts";
@@ -91,7 +91,7 @@ function versionView(t: SkTemplateRow, v: SkVersionSummary | SkVersionRow) {
 
 /** The template with its versions (no content), as GET and every write answer it. */
 async function detail(c: Context<AppEnv>, t: SkTemplateRow) {
-  const versions = await skVersionSummaries(c.get("db"), t.tenantId, t.id);
+  const versions = await tenantSkTemplates(c.get("db"), t.tenantId).skVersionSummaries(t.id);
   const current = versions.find((v) => v.id === t.currentVersionId)?.versionNumber ?? null;
   return { ...templateView(t, current), versions: versions.map((v) => versionView(t, v)) };
 }
@@ -101,7 +101,7 @@ const slugOf = (c: Context<AppEnv>) => c.req.param("slug") ?? "";
 export const skTemplatesAdminApi = new Hono<AppEnv>()
   .get("/", routePermission(), async (c) => {
     const tenantId = await tenantOf(c);
-    const rows = await listSkTemplatesWithCurrent(c.get("db"), tenantId);
+    const rows = await tenantSkTemplates(c.get("db"), tenantId).listSkTemplatesWithCurrent();
     return c.json({ data: rows.map((r) => templateView(r.template, r.currentNumber)) });
   })
   .post("/", routePermission(), async (c) => {

@@ -11,7 +11,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../../context.ts";
-import { listSkTemplates, resolveSkVersion, type SkTemplateRow } from "../../db/sk-templates.ts";
+import { type SkTemplateRow, tenantSkTemplates } from "../../db/sk-templates.ts";
 import { isoSeconds } from "../../lib/time.ts";
 import { skStatusOf } from "../../services/senderkit/template-admin.ts";
 import { normalizeSlug, resolveSkTemplate, SLUG_PATTERN } from "../../services/senderkit/template-render.ts";
@@ -64,7 +64,7 @@ async function readRenderBody(req: Request): Promise<z.infer<typeof RenderBody>>
 export const skTemplatesApi = new Hono<AppEnv>()
   .get("/", readBudget, async (c) => {
     const p = skPrincipal(c);
-    const rows = await listSkTemplates(c.get("db"), p.tenantId);
+    const rows = await tenantSkTemplates(c.get("db"), p.tenantId).listSkTemplates();
     return c.json({ data: rows.map(summary) });
   })
   .get("/:slug", readBudget, async (c) => {
@@ -72,7 +72,7 @@ export const skTemplatesApi = new Hono<AppEnv>()
     const raw = c.req.param("slug");
     const slug = normalizeSlug(raw);
     const found = SLUG_PATTERN.test(slug)
-      ? await resolveSkVersion(c.get("db"), p.tenantId, slug, { mode: "live" })
+      ? await tenantSkTemplates(c.get("db"), p.tenantId).resolveSkVersion(slug, { mode: "live" })
       : undefined;
     if (!found) throw notFound(raw);
     const { template: t, version: v } = found;
