@@ -177,19 +177,25 @@ async function main(): Promise<number> {
       return arg ? Number(arg.slice(flag.length + 3)) : dflt;
     };
     const count = num("messages", quick ? 1000 : 3000);
+    // --warmup=N: messages delivered before each measured run (default WARMUP_MESSAGES; 0: none).
+    const warmupArg = process.argv.some((a) => a.startsWith("--warmup="));
+    const warmup = warmupArg ? { warmup: num("warmup", 0) } : {};
     const runs: NonNullable<BenchResults["originCpu"]>["runs"] = [];
     const ab = process.argv.includes("--ab");
     for (let r = 0; r < num("repeat", 2); r++) {
       for (const uniqueContent of ab ? [false, true] : [false]) {
         const t = await step(
           `origin via link harness, ${count} messages${uniqueContent ? ", unique content" : ""} (run ${r + 1})`,
-          () => benchOriginHarness(dctx, count, { uniqueContent }),
+          () => benchOriginHarness(dctx, count, { uniqueContent, ...warmup }),
         );
         if (t) runs.push(t);
       }
     }
     const profile = await step(`origin CPU profile (harness, ${count} messages)`, () =>
-      benchOriginHarness(dctx, count, { profileTo: path.join(workDir, "origin-harness.cpuprofile") }),
+      benchOriginHarness(dctx, count, {
+        profileTo: path.join(workDir, "origin-harness.cpuprofile"),
+        ...warmup,
+      }),
     );
     results.originCpu = { runs, profile };
   }

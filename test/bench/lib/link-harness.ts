@@ -20,7 +20,10 @@ export interface LinkHarness {
   token: string;
   /** Resolves when an origin has said hello. */
   connected: Promise<void>;
-  /** Starts pushing `jobs`; returns Date.now() at the first push. */
+  /**
+   * Starts pushing `jobs`; returns Date.now() at the first push. Call again once allResults has
+   * resolved for a new set (a measured run after a warm-up): results and frame counts start over.
+   */
   start(jobs: DeliveryJob[]): number;
   /** Resolves with Date.now() when every job has a result. */
   allResults(timeoutMs: number): Promise<number>;
@@ -41,6 +44,8 @@ export async function startLinkHarness(token: string): Promise<LinkHarness> {
   let credits = 0;
   let queue: DeliveryJob[] = [];
   let expected = 0;
+  /** The job ids of the set being run (start). */
+  let current = new Set<string>();
   const results = new Map<string, RecipientOutcome["status"]>();
   let onHello: () => void = () => {};
   const connected = new Promise<void>((r) => (onHello = r));
@@ -66,6 +71,12 @@ export async function startLinkHarness(token: string): Promise<LinkHarness> {
 
   const record = (list: LinkResult[]) => {
     for (const f of list) {
+      // A late result of an earlier set (a re-send) is acknowledged but not counted.
+      if (!current.has(f.jobId)) {
+        if (pendingAcks.length === 0) setImmediate(flushAcks);
+        pendingAcks.push(f.jobId);
+        continue;
+      }
       const status = f.recipients.every((r) => r.status === "delivered")
         ? "delivered"
         : f.recipients[0]!.status;
@@ -124,6 +135,8 @@ export async function startLinkHarness(token: string): Promise<LinkHarness> {
     start(jobs) {
       // Count from here: the hello and anything written before the run are not per-message work.
       for (const k of Object.keys(framesIn)) delete framesIn[k];
+      results.clear();
+      current = new Set(jobs.map((j) => j.jobId));
       expected = jobs.length;
       queue = [...jobs];
       const t = Date.now();

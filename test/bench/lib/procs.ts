@@ -71,6 +71,8 @@ export function cpuSeconds(pid: number): number {
 export interface ThreadCpu {
   user: number;
   sys: number;
+  /** The thread's name (comm: e.g. libuv's pool threads, V8's helpers), when read from /proc. */
+  name?: string;
 }
 
 /**
@@ -84,7 +86,8 @@ export function threadCpu(pid: number): Map<number, ThreadCpu> {
     try {
       const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      out.set(Number(tid), { user: Number(fields[11]) / CLK_TCK, sys: Number(fields[12]) / CLK_TCK });
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      out.set(Number(tid), { user: Number(fields[11]) / CLK_TCK, sys: Number(fields[12]) / CLK_TCK, name });
     } catch {
       // exited meanwhile
     }
@@ -100,11 +103,18 @@ export function threadCpuDelta(
   pid: number,
   before: Map<number, ThreadCpu>,
   after: Map<number, ThreadCpu>,
-): { main: ThreadCpu; busiestOther: ThreadCpu; rest: ThreadCpu; others: number } {
+): {
+  main: ThreadCpu;
+  busiestOther: ThreadCpu;
+  rest: ThreadCpu;
+  others: number;
+  /** The rest's user + sys seconds by thread name (where the CPU outside the two busiest threads goes). */
+  restByName: Record<string, number>;
+} {
   const delta = (tid: number): ThreadCpu => {
     const a = after.get(tid) ?? { user: 0, sys: 0 };
     const b = before.get(tid) ?? { user: 0, sys: 0 };
-    return { user: a.user - b.user, sys: a.sys - b.sys };
+    return { user: a.user - b.user, sys: a.sys - b.sys, name: a.name ?? "?" };
   };
   const others = [...after.keys()].filter((t) => t !== pid).map((t) => delta(t));
   others.sort((x, y) => y.user + y.sys - (x.user + x.sys));
@@ -112,7 +122,15 @@ export function threadCpuDelta(
     user: 0,
     sys: 0,
   });
-  return { main: delta(pid), busiestOther: others[0] ?? { user: 0, sys: 0 }, rest, others: others.length };
+  const restByName: Record<string, number> = {};
+  for (const t of others.slice(1)) restByName[t.name!] = (restByName[t.name!] ?? 0) + t.user + t.sys;
+  return {
+    main: delta(pid),
+    busiestOther: others[0] ?? { user: 0, sys: 0 },
+    rest,
+    others: others.length,
+    restByName,
+  };
 }
 
 /** Pids whose process group is `pgid` (e.g. wrangler and the workerd it started). */
