@@ -84,7 +84,11 @@ export async function startDevEdge(opts: StartDevEdgeOptions): Promise<DevEdge> 
     scriptPath,
     modules: true,
     // The bundle's .wasm modules (photon, the image library's decoder) load as compiled Wasm, as on Workers.
-    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+    // Text modules (wrangler.toml [[rules]]: stylesheets and uPlot, which the dashboard serves) load as strings.
+    modulesRules: [
+      { type: "CompiledWasm", include: ["**/*.wasm"] },
+      { type: "Text", include: ["**/*.css", "**/*-uPlot.iife.min.js"] },
+    ],
     // Module names are relative to this; the state folder may be anywhere (a test's is in /tmp).
     modulesRoot: bundleDir,
     compatibilityDate: COMPATIBILITY_DATE,
