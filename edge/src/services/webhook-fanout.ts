@@ -1,7 +1,8 @@
 /**
- * Hands events written outside a hub — the tracking endpoints' hits (services/tracking-events.ts) —
- * to each tenant's WebhookQueue (edge/src/objects/webhook-queue.ts), after D1 took them. The hub's
- * own events go through its durable hand-off instead (services/webhook-handoff.ts).
+ * Hands events written outside a hub to each tenant's WebhookQueue (edge/src/objects/webhook-queue.ts),
+ * after D1 took them. Tracking hits normally go through their message's hub shard and its durable
+ * hand-off (services/webhook-handoff.ts, docs/api/tracking.md); this path is their fallback when
+ * that shard cannot be reached (services/tracking-events.ts) — best effort, as below.
  *
  * The hand-off is retried a few times with back-off while the isolate lives; the queue de-duplicates
  * by event. What this does not survive is the isolate going away between the D1 write and a
