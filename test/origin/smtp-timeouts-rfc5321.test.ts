@@ -6,7 +6,12 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { createSmtpTransport, type SmtpTransport } from "../../origin/src/smtp/transport.ts";
 import { RFC5321_TIMEOUTS, type SmtpStepTimeouts } from "../../origin/src/smtp/step-timeouts.ts";
-import { startScriptedServer, type ScriptedServer, type ScriptedStall } from "../helpers/smtp-servers.ts";
+import {
+  startScriptedServer,
+  startSmtpServer,
+  type ScriptedServer,
+  type ScriptedStall,
+} from "../helpers/smtp-servers.ts";
 
 let transport: SmtpTransport | undefined;
 let server: ScriptedServer | undefined;
@@ -106,6 +111,27 @@ describe("RFC 5321 §4.5.3.2 timeouts at each step", () => {
     const outcomes = await deliver(server.port);
     expect(outcomes.map((o) => o.status)).toEqual(["delivered", "delivered"]);
     expect(server.messages).toHaveLength(1);
+  });
+
+  it("a step answered in time hands over to the next one's longer timer: a slow reply to '.' after short steps", async () => {
+    // Each step has its own timer (RFC 5321 §4.5.3.2), not one inactivity value for the session: the
+    // short MAIL/RCPT/DATA timers must not end a session whose server takes its time over the ".".
+    const slow = await startSmtpServer({ dataDelayMs: 700 });
+    try {
+      transport = createSmtpTransport({
+        heloName: "origin.test",
+        connectTimeoutMs: LONG,
+        maxConnectionsPerHost: 1,
+        stepTimeouts: { ...only("dataDoneMs", LONG), mailMs: 150, rcptMs: 150, dataInitMs: 150 },
+      });
+      const outcomes = await deliver(slow.port);
+      expect(outcomes.map((o) => o.status)).toEqual(["delivered", "delivered"]);
+      expect(slow.messages).toHaveLength(1);
+    } finally {
+      await transport?.close();
+      transport = undefined;
+      await slow.close();
+    }
   });
 
   it("the job deadline caps a step timeout: the deadline's own verdict wins", async () => {
