@@ -31,7 +31,8 @@ function bundle(outDir: string): string {
     { cwd: REPO_ROOT, env: wranglerEnv(), encoding: "utf8" },
   );
   if (r.status !== 0) throw new Error(`bundling the instrumented Worker failed:\n${r.stdout}\n${r.stderr}`);
-  const js = fs.readdirSync(outDir).find((f) => f.endsWith(".js"));
+  // The entry's own name: the outdir also holds the bundle's Text modules, uPlot's .js among them.
+  const js = fs.readdirSync(outDir).find((f) => f === `${path.basename(entry, ".ts")}.js`);
   if (!js) throw new Error(`no bundle in ${outDir}`);
   return path.join(outDir, js);
 }
@@ -55,7 +56,11 @@ export async function startInstrumentedEdge(
     scriptPath,
     modules: true,
     // The bundle's .wasm modules (photon, the image library's decoder) load as compiled Wasm, as on Workers.
-    modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+    // Text modules (wrangler.toml [[rules]]: stylesheets and uPlot, which the dashboard serves) load as strings.
+    modulesRules: [
+      { type: "CompiledWasm", include: ["**/*.wasm"] },
+      { type: "Text", include: ["**/*.css", "**/*-uPlot.iife.min.js"] },
+    ],
     compatibilityDate: "2026-08-01",
     compatibilityFlags: ["nodejs_compat"],
     d1Databases: { DB: "scaisend" },
