@@ -25,18 +25,24 @@ const ROUTES = [
       .map((r) => `${r.method} ${r.path}`),
   ),
 ].sort();
-const GUARDED = ROUTES.filter((r) => !PUBLIC.has(r));
+// Sign-out last: it ends the session the probes after it would use.
+const GUARDED = ROUTES.filter((r) => !PUBLIC.has(r)).sort(
+  (x, y) => Number(x === "POST /app/logout") - Number(y === "POST /app/logout"),
+);
 const needed = (r: string) => ROUTE_PERMISSIONS[r]!;
 
 interface Ids {
   messageId: string;
   keyId: string;
   domainId: string;
+  /** An address on the tenant's bounces list. */
+  email: string;
 }
 const NOWHERE: Ids = {
   messageId: "msg_00000000000000000000000000",
   keyId: "key_00000000000000000000000000",
   domainId: "dom_00000000000000000000000000",
+  email: "nobody@example.org",
 };
 
 function pathOf(route: string, ids: Ids): string {
@@ -46,7 +52,7 @@ function pathOf(route: string, ids: Ids): string {
     : path.startsWith("/app/domains")
       ? ids.domainId
       : ids.messageId;
-  return path.replace(/:id/, id);
+  return path.replace(/:id/, id).replace(/:list/, "bounces");
 }
 
 /** A browser's request: GETs plain, POSTs as the page's own form (Origin and CSRF token) with a valid body. */
@@ -54,7 +60,11 @@ async function hit(route: string, ids: Ids, b: Browser | null, headers: Record<s
   const [method] = route.split(" ") as [string];
   const path = pathOf(route, ids);
   if (b && method === "GET") return b.get(path);
-  if (b) return b.post(path, route === "POST /app/keys" ? { name: `probe-${uid()}`, scopes: [] } : {});
+  const fields: Record<string, Record<string, string | string[]>> = {
+    "POST /app/keys": { name: `probe-${uid()}`, scopes: [] },
+    "POST /app/suppressions/:list/remove": { email: ids.email },
+  };
+  if (b) return b.post(path, fields[route] ?? {});
   const res = await call(path, {
     method,
     headers: { Origin: BASE, "Content-Type": "application/x-www-form-urlencoded", ...headers },
@@ -80,9 +90,16 @@ describe("dashboard routes", () => {
       }),
     );
     const admin = await createApiKey(t.tenantId, { scopes: [...PERMISSIONS] });
+    const email = `bounced-${m}@example.org`;
+    const added = await call("/v3/suppression/bounces", {
+      method: "POST",
+      headers: { Authorization: `Bearer ${admin.key}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ email, reason: `reason-${m}` }),
+    });
+    expect(added.status, await added.clone().text()).toBeLessThan(300);
     const browser = await Browser.signIn((await createLogin(t.tenantId, ["admin"])).email);
     a = {
-      ids: { messageId, keyId: admin.id, domainId: t.domainId },
+      ids: { messageId, keyId: admin.id, domainId: t.domainId, email },
       markers: [m, t.tenantId, messageId, admin.id, t.liveKeyId, t.domain].map((s) => s.toLowerCase()),
       browser,
       key: admin.key,
@@ -164,6 +181,7 @@ describe("dashboard routes", () => {
     // A's key survived B's revoke, and A still sees its message.
     expect((await call("/v3/scopes", { headers: { Authorization: `Bearer ${a.key}` } })).status).toBe(200);
     expect((await a.browser.get(`/app/messages/${a.ids.messageId}`)).status).toBe(200);
+    expect((await a.browser.get("/app/suppressions?list=bounces")).text).toContain(a.ids.email);
   });
 
   it("public routes answer without a session; the sign-in post needs this origin", async () => {

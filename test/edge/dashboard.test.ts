@@ -464,4 +464,52 @@ describe("dashboard pages", () => {
     expect((await dev.get("/app/messages")).text).not.toContain('href="/app/domains"');
     expect((await dev.get(`/app/domains/${d.id}`)).status).toBe(403);
   });
+
+  it("suppressions: a list with its addresses, remove one; suppressions.read may look, not remove", async () => {
+    const t = await setupTenant();
+    const key = await createApiKey(t.tenantId, { scopes: ["suppressions.read", "suppressions.write"] });
+    const m = uid();
+    const api = (method: string, path: string, body?: unknown) =>
+      call(path, {
+        method,
+        headers: { Authorization: `Bearer ${key.key}`, "Content-Type": "application/json" },
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      });
+    for (const email of [`one-${m}@example.org`, `two-${m}@example.org`])
+      expect(
+        (await api("POST", "/v3/suppression/bounces", { email, reason: `550 no such user ${m}` })).status,
+      ).toBe(201);
+    const b = await Browser.signIn((await createLogin(t.tenantId, ["admin"])).email);
+    const page = await b.get("/app/suppressions?list=bounces");
+    expect(page.text).toContain(`one-${m}@example.org`);
+    expect(page.text).toContain(`550 no such user ${m}`);
+    const filtered = await b.get(`/app/suppressions?list=bounces&email=two-${m}`);
+    expect(filtered.text).toContain(`two-${m}@example.org`);
+    expect(filtered.text).not.toContain(`one-${m}@example.org`);
+    const removed = await b.post("/app/suppressions/bounces/remove", { email: `one-${m}@example.org` });
+    expect(removed.status).toBe(303);
+    expect((await api("GET", `/v3/suppression/bounces/one-${m}@example.org`)).status).toBe(404);
+    expect((await b.post("/app/suppressions/bounces/remove", { email: `one-${m}@example.org` })).status).toBe(
+      404,
+    );
+    expect(
+      (await b.post("/app/suppressions/unsubscribes/remove", { email: `two-${m}@example.org` })).status,
+    ).toBe(404);
+    expect((await b.get("/app/suppressions?list=nope")).status).toBe(400);
+    expect(
+      (await b.post("/app/suppressions/bounces/remove", { email: `two-${m}@example.org`, extra: "x" }))
+        .status,
+    ).toBe(400);
+
+    const reader = await Browser.signIn(
+      (await createLogin(t.tenantId, [await createRole(t.tenantId, ["suppressions.read"])])).email,
+    );
+    const readOnly = await reader.get("/app/suppressions?list=bounces");
+    expect(readOnly.text).toContain(`two-${m}@example.org`);
+    expect(readOnly.text).not.toContain("/remove");
+    expect(
+      (await reader.post("/app/suppressions/bounces/remove", { email: `two-${m}@example.org` })).status,
+    ).toBe(403);
+    expect((await api("GET", `/v3/suppression/bounces/two-${m}@example.org`)).status).toBe(200);
+  });
 });

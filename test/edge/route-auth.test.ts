@@ -95,6 +95,8 @@ const ROUTES: Record<string, Guard> = {
   "GET /app/domains/:id": dashboard("domains.read"),
   "POST /app/domains/:id/verify": dashboard("domains.write"),
   "POST /app/domains/:id/rotate-dkim": dashboard("domains.write"),
+  "GET /app/suppressions": dashboard("suppressions.read"),
+  "POST /app/suppressions/:list/remove": dashboard("suppressions.write"),
   "POST /api/admin/tenants/:id/logins": OPERATOR,
   "GET /api/admin/tenants/:id/logins": OPERATOR,
   "PATCH /api/admin/tenants/:id/logins/:login_id": OPERATOR,

@@ -30,6 +30,8 @@ export const ROUTE_PERMISSIONS: Readonly<Record<string, RoutePermission>> = {
   "GET /app/domains/:id": ["domains.read"],
   "POST /app/domains/:id/verify": ["domains.write"],
   "POST /app/domains/:id/rotate-dkim": ["domains.write"],
+  "GET /app/suppressions": ["suppressions.read"],
+  "POST /app/suppressions/:list/remove": ["suppressions.write"],
   "GET /api/admin/tenants": "any",
   "GET /api/admin/tenants/:id": "any",
   "PATCH /api/admin/tenants/:id": ["admin.settings"],

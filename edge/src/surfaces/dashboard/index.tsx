@@ -17,6 +17,7 @@ import { loginApi } from "./login.tsx";
 import { messagesPages } from "./messages.tsx";
 import { requireCsrf, requireSession, type DashboardEnv } from "./session.ts";
 import { statsPages } from "./stats.tsx";
+import { suppressionsPages } from "./suppressions.tsx";
 
 export const dashboardApp = new Hono<DashboardEnv>();
 
@@ -54,6 +55,7 @@ dashboardApp.route("/", messagesPages);
 dashboardApp.route("/", keysPages);
 dashboardApp.route("/", statsPages);
 dashboardApp.route("/", domainsPages);
+dashboardApp.route("/", suppressionsPages);
 dashboardApp.notFound((c) =>
   c.html(<ErrorPage status={404} message="No such page." session={c.var.session} />, 404),
 );
