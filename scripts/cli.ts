@@ -37,6 +37,7 @@ const USAGE = `usage:
   scaisend keys create --tenant TENANT_ID --name NAME [--environment live|test] [--scopes a,b]
   scaisend keys list | revoke --id KEY_ID   (--api-key KEY or SCAISEND_API_KEY: a tenant key with admin.api_keys)
   scaisend domains list|show|verify|rotate-dkim|delete --tenant TENANT_ID [--id DOMAIN_ID]
+                  (rotate-dkim --dkim ed25519: the dual-signing domain's Ed25519 key)
   scaisend secrets reseal [--limit N]   (after a SECRETS_KEY rotation; see docs/operations.md)
   scaisend bounce classify < message.eml   (local; VERP_SECRET verifies VERP tokens; see docs/bounces.md)
   scaisend sk-templates list|show|create|version|publish|rollback|archive|unarchive …   (--help for more)
@@ -50,7 +51,8 @@ function printRecords(d: DomainView): void {
   console.log(`\nPublish these DNS records for ${d.domain}, then run "scaisend domain verify":`);
   for (const r of d.dns_records) {
     if (r.status === "removable") continue;
-    console.log(`  ${r.type.padEnd(4)} ${r.host}\n       ${r.value}`);
+    const value = r.type === "MX" ? `${r.priority ?? 10} ${r.value}` : r.value;
+    console.log(`  ${r.type.padEnd(4)} ${r.host}\n       ${value}`);
   }
   const later = d.dns_records.filter((r) => r.status === "pending" || r.status === "retiring");
   for (const r of later)
@@ -223,7 +225,13 @@ export async function runCli(argv: string[]): Promise<number> {
         return 0;
       }
       case "domains rotate-dkim": {
-        const d = await admin.rotateDkim(need("tenant"), need("id"));
+        const algorithm = values.dkim;
+        if (algorithm !== undefined && algorithm !== "rsa" && algorithm !== "ed25519") {
+          throw new Error(
+            `--dkim for "domains rotate-dkim" is rsa or ed25519, not ${JSON.stringify(algorithm)}`,
+          );
+        }
+        const d = await admin.rotateDkim(need("tenant"), need("id"), algorithm);
         out(d, () => printRecords(d));
         return 0;
       }

@@ -35,6 +35,8 @@ export interface DnsRecord {
   type: string;
   host: string;
   value: string;
+  /** MX records only (the bounce MX): the preference to publish. */
+  priority?: number;
   /** required | pending | retiring | removable (docs/api/admin.md#sender-domains). */
   status?: string;
   remove_after?: string;
@@ -170,12 +172,15 @@ export class AdminClient {
     );
   }
 
-  /** Starts a DKIM rotation: a new key under the next selector, signing once verify finds its record. */
-  rotateDkim(tenantId: string, id: string) {
+  /**
+   * Starts a DKIM rotation: a new key (RSA, or with `ed25519` the dual-signing domain's Ed25519 key)
+   * under the next selector, signing once verify finds its record.
+   */
+  rotateDkim(tenantId: string, id: string, algorithm?: "rsa" | "ed25519") {
     return this.call<DomainView>(
       "POST",
       `/api/admin/domains/${encodeURIComponent(id)}/rotate-dkim?tenant_id=${encodeURIComponent(tenantId)}`,
-      undefined,
+      algorithm === undefined ? undefined : { algorithm },
       "rotate DKIM key",
     );
   }

@@ -167,6 +167,17 @@ describe("scaisend tenants / keys / domains", () => {
     dns.setRecords(zone);
     const switched = await scaisend(["domains", "verify", "--tenant", t.id, "--id", d.id]);
     expect(switched.stdout).toContain("signing switched to the new DKIM key (scaisend2)");
+    // --dkim picks the key to rotate: rsa (the default) or ed25519, which an RSA-only domain lacks.
+    const rotateWith = (dkim: string) =>
+      scaisend(["domains", "rotate-dkim", "--tenant", t.id, "--id", d.id, "--dkim", dkim]);
+    const badAlgorithm = await rotateWith("dsa");
+    expect(badAlgorithm.code).toBe(1);
+    expect(badAlgorithm.stderr).toMatch(/--dkim for "domains rotate-dkim" is rsa or ed25519, not "dsa"/);
+    const noEd25519 = await rotateWith("ed25519");
+    expect(noEd25519.code).toBe(1);
+    expect(noEd25519.stderr).toMatch(
+      /^scaisend: rotate DKIM key failed: HTTP 409 cli\.rotate\.test has no Ed25519 key to rotate/,
+    );
 
     // Another tenant's id, and a missing one: the server's reason, exit 1.
     const other = await json(["tenants", "create", "--name", "Other"]);
