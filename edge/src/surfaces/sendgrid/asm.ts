@@ -30,6 +30,9 @@ import {
   writeScope,
 } from "./suppression-http.ts";
 
+/** The calling tenant's suppressions (db/suppressions.ts): every query is bound to it. */
+const suppressionsOf = (c: Context<AppEnv>) => tenantSuppressions(c.get("db"), tenantOf(c));
+
 /** SendGrid's limits: 200 groups per account, names ≤ 30 and descriptions ≤ 100 characters. */
 export const MAX_GROUPS = 200;
 export const MAX_GROUP_NAME = 30;
@@ -60,7 +63,7 @@ function groupIdOf(c: Context<AppEnv>): number {
 }
 
 async function ownGroup(c: Context<AppEnv>): Promise<AsmGroupRow> {
-  const g = await tenantSuppressions(c.get("db"), tenantOf(c)).getGroup(groupIdOf(c));
+  const g = await suppressionsOf(c).getGroup(groupIdOf(c));
   if (!g) throw notFound();
   return g;
 }
@@ -137,13 +140,11 @@ export const asmApi = new Hono<AppEnv>()
     const q = queryOf(c, ["id"], ["id"]);
     const ids = q.all("id").map((v) => intParam(v, "id", 1, Number.MAX_SAFE_INTEGER)!);
     if (ids.length > 90) throw badRequest(fieldError("id", "At most 90 ids per request."));
-    const groups = await tenantSuppressions(c.get("db"), tenantOf(c)).listGroups(
-      ids.length > 0 ? ids : undefined,
-    );
+    const groups = await suppressionsOf(c).listGroups(ids.length > 0 ? ids : undefined);
     return c.json(groups.map(groupView));
   })
   .get("/groups/:id", readScope, async (c) => {
-    const g = await tenantSuppressions(c.get("db"), tenantOf(c)).getGroupWithCount(groupIdOf(c));
+    const g = await suppressionsOf(c).getGroupWithCount(groupIdOf(c));
     if (!g) throw notFound();
     return c.json(groupView(g));
   })
@@ -164,54 +165,50 @@ export const asmApi = new Hono<AppEnv>()
     }
   })
   .delete("/groups/:id", writeScope, async (c) => {
-    if (!(await tenantSuppressions(c.get("db"), tenantOf(c)).deleteGroup(groupIdOf(c)))) throw notFound();
+    if (!(await suppressionsOf(c).deleteGroup(groupIdOf(c)))) throw notFound();
     return c.body(null, 204);
   })
   // ----- a group's unsubscribes
   .post("/groups/:id/suppressions", writeScope, async (c) => {
     const g = await ownGroup(c);
     const emails = recipientEmails(await readJson(c));
-    if (!(await tenantSuppressions(c.get("db"), tenantOf(c)).addGroupSuppressions(g.id, emails, Date.now())))
-      throw notFound();
+    if (!(await suppressionsOf(c).addGroupSuppressions(g.id, emails, Date.now()))) throw notFound();
     return c.json({ recipient_emails: [...new Set(emails)] }, 201);
   })
   .get("/groups/:id/suppressions", readScope, async (c) => {
     const g = await ownGroup(c);
-    return c.json(await tenantSuppressions(c.get("db"), tenantOf(c)).listGroupSuppressions(g.id, pageOf(c)));
+    return c.json(await suppressionsOf(c).listGroupSuppressions(g.id, pageOf(c)));
   })
   .post("/groups/:id/suppressions/search", readScope, async (c) => {
     const g = await ownGroup(c);
     const emails = recipientEmails(await readJson(c));
-    return c.json(await tenantSuppressions(c.get("db"), tenantOf(c)).searchGroupSuppressions(g.id, emails));
+    return c.json(await suppressionsOf(c).searchGroupSuppressions(g.id, emails));
   })
   .delete("/groups/:id/suppressions/:email", writeScope, async (c) => {
     const g = await ownGroup(c);
-    if (!(await tenantSuppressions(c.get("db"), tenantOf(c)).resubscribeToGroup(g.id, pathEmail(c))))
-      throw notFound();
+    if (!(await suppressionsOf(c).resubscribeToGroup(g.id, pathEmail(c)))) throw notFound();
     return c.body(null, 204);
   })
   // ----- global unsubscribes (before /suppressions/:email)
   .post("/suppressions/global", writeScope, async (c) => {
     const emails = [...new Set(recipientEmails(await readJson(c)))];
-    await tenantSuppressions(c.get("db"), tenantOf(c)).unsubscribeGloballyMany(emails, Date.now());
+    await suppressionsOf(c).unsubscribeGloballyMany(emails, Date.now());
     return c.json({ recipient_emails: emails }, 201);
   })
   .get("/suppressions/global/:email", readScope, async (c) => {
     const email = pathEmail(c);
-    const row = await tenantSuppressions(c.get("db"), tenantOf(c)).getSuppression("unsubscribes", email);
+    const row = await suppressionsOf(c).getSuppression("unsubscribes", email);
     // 200 either way, as SendGrid: `{}` says "not unsubscribed".
     return c.json(row ? { recipient_email: row.email } : {});
   })
   .delete("/suppressions/global/:email", writeScope, async (c) => {
-    const n = await tenantSuppressions(c.get("db"), tenantOf(c)).deleteSuppressions("unsubscribes", [
-      pathEmail(c),
-    ]);
+    const n = await suppressionsOf(c).deleteSuppressions("unsubscribes", [pathEmail(c)]);
     if (n === 0) throw notFound();
     return c.body(null, 204);
   })
   // ----- every group's unsubscribes
   .get("/suppressions", readScope, async (c) => {
-    const rows = await tenantSuppressions(c.get("db"), tenantOf(c)).listAllGroupSuppressions(pageOf(c));
+    const rows = await suppressionsOf(c).listAllGroupSuppressions(pageOf(c));
     return c.json(
       rows.map((r) => ({
         email: r.email,
@@ -241,7 +238,7 @@ export const asmApi = new Hono<AppEnv>()
   });
 
 async function updateGroupOrThrow(c: Context<AppEnv>, id: number, patch: GroupInput): Promise<AsmGroupRow> {
-  const row = await tenantSuppressions(c.get("db"), tenantOf(c)).updateGroup(id, patch);
+  const row = await suppressionsOf(c).updateGroup(id, patch);
   if (!row) throw notFound();
   return row;
 }

@@ -35,6 +35,9 @@ import {
 } from "../../services/stats.ts";
 import { renderSendGrid } from "../errors.ts";
 
+/** The calling tenant's stats (db/stats.ts): every query is bound to it. */
+const statsOf = (c: Context<AppEnv>) => tenantStats(c.get("db"), tenantOf(c));
+
 /** The longest range a read covers (about three years of days). */
 export const MAX_RANGE_DAYS = 1096;
 /** The longest range one rebuild recomputes. */
@@ -152,7 +155,7 @@ async function categoryBuckets(
   names: string[] | undefined,
 ) {
   const scope: CategoryScope = names ? { kind: "some", names } : { kind: "all" };
-  const rows = await tenantStats(c.get("db"), tenantOf(c)).readCounters(range.start, range.end, scope);
+  const rows = await statsOf(c).readCounters(range.start, range.end, scope);
   const listed = names ?? [...new Set(rows.map((r) => r.category))].sort();
   if (listed.length > MAX_UNFILTERED_CATEGORIES) {
     throw badRequest(
@@ -189,7 +192,7 @@ export const statsApi = new Hono<AppEnv>()
     const by = aggregationOf(q);
     const limit = intParam(q, "limit", MAX_RANGE_DAYS, 1, MAX_RANGE_DAYS);
     const offset = intParam(q, "offset", 0, 0, MAX_RANGE_DAYS);
-    const rows = await tenantStats(c.get("db"), tenantOf(c)).readCounters(range.start, range.end, {
+    const rows = await statsOf(c).readCounters(range.start, range.end, {
       kind: "global",
     });
     const buckets = [...bucketize(rows, range.start, range.end, by)].slice(offset, offset + limit);
@@ -202,14 +205,14 @@ export const statsApi = new Hono<AppEnv>()
   })
   .get("/summary", routePermission(), async (c) => {
     const range = rangeOf(queryOf(c, READ_RANGE), MAX_RANGE_DAYS);
-    const rows = await tenantStats(c.get("db"), tenantOf(c)).readCounters(range.start, range.end, {
+    const rows = await statsOf(c).readCounters(range.start, range.end, {
       kind: "global",
     });
     return c.json({ start_date: range.start, end_date: range.end, ...summaryOf(sumMetrics(rows)) }, 200);
   })
   .get("/sum", routePermission(), async (c) => {
     const range = rangeOf(queryOf(c, READ_RANGE), MAX_RANGE_DAYS);
-    const rows = await tenantStats(c.get("db"), tenantOf(c)).readCounters(range.start, range.end, {
+    const rows = await statsOf(c).readCounters(range.start, range.end, {
       kind: "global",
     });
     return c.json(sumMetrics(rows), 200);
@@ -263,7 +266,7 @@ export const categoryStatsApi = new Hono<AppEnv>()
     const limit = intParam(q, "limit", 5, 1, 500);
     const offset = intParam(q, "offset", 0, 0, 1_000_000);
     const sums = new Map<string, Metrics>();
-    for (const r of await tenantStats(c.get("db"), tenantOf(c)).sumCategoryCounters(range.start, range.end)) {
+    for (const r of await statsOf(c).sumCategoryCounters(range.start, range.end)) {
       let m = sums.get(r.category);
       if (!m) sums.set(r.category, (m = zeroMetrics()));
       if (isMetric(r.metric)) m[r.metric] += r.count;

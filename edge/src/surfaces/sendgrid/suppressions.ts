@@ -37,6 +37,9 @@ import {
   writeScope,
 } from "./suppression-http.ts";
 
+/** The calling tenant's suppressions (db/suppressions.ts): every query is bound to it. */
+const suppressionsOf = (c: Context<AppEnv>) => tenantSuppressions(c.get("db"), tenantOf(c));
+
 export const MAX_LIST_LIMIT = 500;
 export const DEFAULT_LIST_LIMIT = 50;
 const EXPORT_PAGE = 5_000;
@@ -117,7 +120,7 @@ export const suppressionsApi = new Hono<AppEnv>()
   .get("/:list", readScope, async (c) => {
     const list = listOf(c);
     const q = queryOf(c, ["start_time", "end_time", "limit", "offset", "email"]);
-    const rows = await tenantSuppressions(c.get("db"), tenantOf(c)).listSuppressions(list, {
+    const rows = await suppressionsOf(c).listSuppressions(list, {
       limit: intParam(q.one("limit"), "limit", 1, MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT),
       offset: intParam(q.one("offset"), "offset", 0, 10_000_000, 0),
       ...filtersOf(q),
@@ -156,7 +159,7 @@ export const suppressionsApi = new Hono<AppEnv>()
   })
   .get("/:list/:email", readScope, async (c) => {
     const list = listOf(c);
-    const row = await tenantSuppressions(c.get("db"), tenantOf(c)).getSuppression(list, pathEmail(c));
+    const row = await suppressionsOf(c).getSuppression(list, pathEmail(c));
     if (!row) throw notFound();
     return c.json([listItem(list, row)]);
   })
@@ -176,7 +179,7 @@ export const suppressionsApi = new Hono<AppEnv>()
     if (status !== null && !/^[245]\.\d{1,3}\.\d{1,3}$/.test(status))
       throw badRequest(fieldError("status", 'status must be an enhanced status code such as "5.1.1".'));
     const now = Date.now();
-    await tenantSuppressions(c.get("db"), tenantOf(c)).addSuppressions(list, [
+    await suppressionsOf(c).addSuppressions(list, [
       {
         email,
         createdAt: now,
@@ -186,7 +189,7 @@ export const suppressionsApi = new Hono<AppEnv>()
         ip: optionalText(body, "ip", 45),
       },
     ]);
-    const row = await tenantSuppressions(c.get("db"), tenantOf(c)).getSuppression(list, email);
+    const row = await suppressionsOf(c).getSuppression(list, email);
     return c.json(listItem(list, row!), 201);
   })
   .delete("/:list", writeScope, async (c) => {
@@ -208,17 +211,13 @@ export const suppressionsApi = new Hono<AppEnv>()
       throw badRequest(
         fieldError(null, "Give delete_all: true to delete the whole list, or emails to delete some."),
       );
-    if (all) await tenantSuppressions(c.get("db"), tenantOf(c)).deleteAllSuppressions(list);
-    else
-      await tenantSuppressions(c.get("db"), tenantOf(c)).deleteSuppressions(
-        list,
-        emailList(body!["emails"], "emails"),
-      );
+    if (all) await suppressionsOf(c).deleteAllSuppressions(list);
+    else await suppressionsOf(c).deleteSuppressions(list, emailList(body!["emails"], "emails"));
     return c.body(null, 204);
   })
   .delete("/:list/:email", writeScope, async (c) => {
     const list = writableListOf(c);
-    const n = await tenantSuppressions(c.get("db"), tenantOf(c)).deleteSuppressions(list, [pathEmail(c)]);
+    const n = await suppressionsOf(c).deleteSuppressions(list, [pathEmail(c)]);
     if (n === 0) throw notFound();
     return c.body(null, 204);
   });
