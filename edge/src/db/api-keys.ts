@@ -4,12 +4,16 @@ import { apiKeys, tenants } from "./schema.ts";
 
 export type ApiKeyRow = typeof apiKeys.$inferSelect;
 
+/** The operator's key creation for a tenant it names (services/tenants.ts); the row carries the tenant. */
 export async function insertApiKey(db: Db, row: typeof apiKeys.$inferInsert): Promise<ApiKeyRow> {
   const [created] = await db.insert(apiKeys).values(row).returning();
   return created!;
 }
 
-/** Looks a key up by its SHA-256; the hash is the only thing stored, so this is the whole check. */
+/**
+ * Looks a key up by its SHA-256; the hash is the only thing stored, so this is the whole check.
+ * Cross-tenant by design: authentication, where the hash is all a request brings.
+ */
 export async function findApiKeyByHash(db: Db, keyHash: string) {
   return db
     .select({ key: apiKeys, tenantStatus: tenants.status })
@@ -19,6 +23,7 @@ export async function findApiKeyByHash(db: Db, keyHash: string) {
     .get();
 }
 
+/** After authentication (by the key's own id, which the hash lookup just returned): last_used_at. */
 export async function touchApiKey(db: Db, id: string, now: number): Promise<void> {
   await db.update(apiKeys).set({ lastUsedAt: now }).where(eq(apiKeys.id, id));
 }
