@@ -5,7 +5,7 @@
  */
 import { and, asc, eq } from "drizzle-orm";
 import type { Db } from "./client.ts";
-import { dashboardLogins, tenants } from "./schema.ts";
+import { dashboardLogins, dashboardSessions, tenants } from "./schema.ts";
 
 export type DashboardLoginRow = typeof dashboardLogins.$inferSelect;
 
@@ -55,6 +55,14 @@ export function tenantDashboardLogins(db: Db, tenantId: string) {
     ): Promise<DashboardLoginRow | undefined> {
       const [row] = await db.update(dashboardLogins).set(patch).where(own(id)).returning();
       return row;
+    },
+
+    /** Every session of one of the tenant's logins (a new password or a deletion signs it out everywhere). */
+    async deleteSessions(loginId: string): Promise<void> {
+      await db
+        .delete(dashboardSessions)
+        .where(and(eq(dashboardSessions.tenantId, tenantId), eq(dashboardSessions.loginId, loginId)))
+        .run();
     },
 
     /** Its sessions go with it (ON DELETE CASCADE). */

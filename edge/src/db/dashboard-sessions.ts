@@ -4,7 +4,7 @@
  * request, says which tenant it acts in. The failure counters hold no tenant data (a hash of address
  * and email).
  */
-import { and, eq, lt, sql } from "drizzle-orm";
+import { eq, lt, sql } from "drizzle-orm";
 import type { Db } from "./client.ts";
 import { dashboardLoginFailures, dashboardLogins, dashboardSessions, tenants } from "./schema.ts";
 
@@ -35,14 +35,6 @@ export function touchSession(db: Db, idHash: string, now: number) {
 
 export function deleteSession(db: Db, idHash: string) {
   return db.delete(dashboardSessions).where(eq(dashboardSessions.idHash, idHash)).run();
-}
-
-/** Every session of one login (a deleted login or a new password signs it out everywhere). */
-export function deleteLoginSessions(db: Db, tenantId: string, loginId: string) {
-  return db
-    .delete(dashboardSessions)
-    .where(and(eq(dashboardSessions.tenantId, tenantId), eq(dashboardSessions.loginId, loginId)))
-    .run();
 }
 
 /** Sessions idle since before `idleBefore` or created before `createdBefore` (the cron sweep). */

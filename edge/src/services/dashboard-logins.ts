@@ -8,7 +8,6 @@ import { AppError } from "../../../shared/errors.ts";
 import { ulid } from "../../../shared/ids.ts";
 import type { Db } from "../db/client.ts";
 import { tenantDashboardLogins, type DashboardLoginRow } from "../db/dashboard-logins.ts";
-import { deleteLoginSessions } from "../db/dashboard-sessions.ts";
 import { tenantIdentity } from "../db/identity.ts";
 import { hashPassword, passwordProblem } from "./dashboard-passwords.ts";
 
@@ -77,11 +76,12 @@ export async function updateLogin(
   }
   const row = await logins.update(id, patch);
   if (!row) throw notFound(id);
-  if (input.password !== undefined) await deleteLoginSessions(db, tenantId, id);
+  if (input.password !== undefined) await logins.deleteSessions(id);
   return row;
 }
 
 export async function deleteLogin(db: Db, tenantId: string, id: string): Promise<void> {
-  await deleteLoginSessions(db, tenantId, id);
-  if (!(await tenantDashboardLogins(db, tenantId).delete(id))) throw notFound(id);
+  const logins = tenantDashboardLogins(db, tenantId);
+  await logins.deleteSessions(id);
+  if (!(await logins.delete(id))) throw notFound(id);
 }
