@@ -273,7 +273,7 @@ export function tenantIdentity(db: Db, tenantId: string) {
     // role assignments
     /**
      * The role ids a user holds in this tenant: assigned directly, or mapped from a ScaiKey group the
-     * mirror has the user in (user_groups, docs/scaikey.md#groups).
+     * mirror has the user in (user_groups, docs/scaikey.md#records).
      */
     async userRoleIds(userId: string): Promise<string[]> {
       const [direct, grouped] = await Promise.all([

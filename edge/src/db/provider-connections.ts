@@ -18,7 +18,13 @@ export function tenantProviderConnections(db: Db, tenantId: string) {
       const where = channel
         ? and(eq(providerConnections.tenantId, tenantId), eq(providerConnections.channel, channel))
         : eq(providerConnections.tenantId, tenantId);
-      return db.select().from(providerConnections).where(where).orderBy(asc(providerConnections.id)).all();
+      // Ids are random UUIDs (SenderKit's providerConnectionId is one), so age is created_at.
+      return db
+        .select()
+        .from(providerConnections)
+        .where(where)
+        .orderBy(asc(providerConnections.createdAt), asc(providerConnections.id))
+        .all();
     },
 
     get(id: string): Promise<ProviderConnectionRow | undefined> {

@@ -1,7 +1,7 @@
 /** @jsxRuntime automatic */
 /** @jsxImportSource hono/jsx */
 /**
- * API keys (docs/dashboard.md#api-keys): list, create (the secret shown once, on the answer to the
+ * API keys (docs/dashboard.md#pages): list, create (the secret shown once, on the answer to the
  * create), revoke. Every route needs admin.api_keys, as /v3/api_keys does; a key can only be given
  * permissions the session holds (services/api-keys.ts, no escalation). The session acts as a live
  * caller named `login:<id>`.

@@ -1,7 +1,7 @@
 /** @jsxRuntime automatic */
 /** @jsxImportSource hono/jsx */
 /**
- * Messages (docs/dashboard.md#messages): the list with GET /v3/messages' filters and a message's page
+ * Messages (docs/dashboard.md#pages): the list with GET /v3/messages' filters and a message's page
  * (timeline, headers, preview). Both read through the API's own code (messageList / messageDetail in
  * surfaces/sendgrid/messages.ts), so the dashboard shows exactly what the API answers, tenant-bound
  * by the session. The preview is the message's HTML in a `sandbox=""` iframe (no scripts, no forms,

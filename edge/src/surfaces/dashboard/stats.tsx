@@ -1,7 +1,7 @@
 /** @jsxRuntime automatic */
 /** @jsxImportSource hono/jsx */
 /**
- * Stats (docs/dashboard.md#stats): SendGrid's 16 metrics per UTC day over a range (default: the last
+ * Stats (docs/dashboard.md#pages): SendGrid's 16 metrics per UTC day over a range (default: the last
  * 30 days), read with the same counters and bucketing as GET /v3/stats (db/stats.ts,
  * services/stats.ts). The table is the page; the chart (uPlot, drawn by /app/assets/stats-….js from
  * the page's JSON data island) is an enhancement over it.
