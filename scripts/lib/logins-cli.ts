@@ -10,9 +10,8 @@
  * land in the shell's history or in `ps`.
  */
 import fs from "node:fs";
-import { parseArgs } from "node:util";
-import { AdminApiError, AdminClient, describeError } from "./admin-client.ts";
-import type { CliIo } from "./sk-templates-cli.ts";
+import { AdminApiError, describeError } from "./admin-client.ts";
+import { defaultIo, openAdminCommand, type CliIo } from "./admin-command.ts";
 
 export const LOGINS_USAGE = `usage:
   scaisend logins list --tenant TENANT_ID
@@ -30,12 +29,6 @@ interface LoginView {
   created_at: string;
 }
 
-const defaultIo: CliIo = {
-  out: (l) => console.log(l),
-  err: (l) => console.error(l),
-  stdin: () => fs.readFileSync(0, "utf8"),
-};
-
 /** The first line: a trailing newline (echo, a heredoc) is not part of the password. */
 function readPassword(file: string, io: CliIo): string {
   const text = file === "-" ? io.stdin() : fs.readFileSync(file, "utf8");
@@ -52,42 +45,16 @@ const rolesOf = (v: string) =>
 
 /** Runs one `logins` command (argv after the word `logins`); returns the exit code. */
 export async function runLoginsCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        edge: { type: "string" },
-        "admin-token": { type: "string" },
-        tenant: { type: "string" },
-        email: { type: "string" },
-        roles: { type: "string" },
-        id: { type: "string" },
-        "password-file": { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean" },
-      },
-    });
-  } catch (err) {
-    io.err(`scaisend: ${(err as Error).message}\n${LOGINS_USAGE}`);
-    return 2;
-  }
-  const { values, positionals } = parsed;
-  const sub = positionals.join(" ");
-  if (values.help || sub === "") {
-    io.out(LOGINS_USAGE);
-    return 0;
-  }
-  const edge = values.edge ?? process.env.SCAISEND_EDGE_URL;
-  const token = values["admin-token"] ?? process.env.SCAISEND_ADMIN_TOKEN;
-  if (!edge || !token) {
-    io.err("scaisend: --edge and --admin-token (or SCAISEND_EDGE_URL / SCAISEND_ADMIN_TOKEN) are required");
-    return 2;
-  }
-  const client = new AdminClient(edge, token);
-  const request = async <T>(method: string, path: string, body: unknown, what: string): Promise<T> =>
-    ((await client.request<{ data: T } | null>(method, path, body, what)) ?? { data: null as T }).data;
+  const cmd = openAdminCommand(argv, io, LOGINS_USAGE, {
+    tenant: { type: "string" },
+    email: { type: "string" },
+    roles: { type: "string" },
+    id: { type: "string" },
+    "password-file": { type: "string" },
+  });
+  if (cmd.exit !== null) return cmd.exit;
+  const { values, sub } = cmd;
+  const request = cmd.data;
   const need = (name: "tenant" | "email" | "roles" | "id" | "password-file") => {
     const v = values[name];
     if (!v) throw new Error(`--${name} is required for "logins ${sub}"`);

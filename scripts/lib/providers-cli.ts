@@ -10,9 +10,8 @@
  * so a token does not land in the shell's history or in `ps`. The answers show hints, never secrets.
  */
 import fs from "node:fs";
-import { parseArgs } from "node:util";
-import { AdminApiError, AdminClient, describeError } from "./admin-client.ts";
-import type { CliIo } from "./sk-templates-cli.ts";
+import { AdminApiError, describeError } from "./admin-client.ts";
+import { defaultIo, openAdminCommand, type CliIo } from "./admin-command.ts";
 
 export const PROVIDERS_USAGE = `usage:
   scaisend providers list --tenant TENANT_ID [--channel sms|push|web-push]
@@ -35,12 +34,6 @@ interface ConnectionView {
   credential_hints: Record<string, string>;
 }
 
-const defaultIo: CliIo = {
-  out: (l) => console.log(l),
-  err: (l) => console.error(l),
-  stdin: () => fs.readFileSync(0, "utf8"),
-};
-
 function readCredentials(file: string, io: CliIo): unknown {
   const text = file === "-" ? io.stdin() : fs.readFileSync(file, "utf8");
   try {
@@ -61,44 +54,18 @@ function printConnection(c: ConnectionView, io: CliIo): void {
 
 /** Runs one `providers` command (argv after the word `providers`); returns the exit code. */
 export async function runProvidersCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        edge: { type: "string" },
-        "admin-token": { type: "string" },
-        tenant: { type: "string" },
-        channel: { type: "string" },
-        provider: { type: "string" },
-        name: { type: "string" },
-        id: { type: "string" },
-        credentials: { type: "string" },
-        default: { type: "boolean" },
-        json: { type: "boolean" },
-        help: { type: "boolean" },
-      },
-    });
-  } catch (err) {
-    io.err(`scaisend: ${(err as Error).message}\n${PROVIDERS_USAGE}`);
-    return 2;
-  }
-  const { values, positionals } = parsed;
-  const sub = positionals.join(" ");
-  if (values.help || sub === "") {
-    io.out(PROVIDERS_USAGE);
-    return 0;
-  }
-  const edge = values.edge ?? process.env.SCAISEND_EDGE_URL;
-  const token = values["admin-token"] ?? process.env.SCAISEND_ADMIN_TOKEN;
-  if (!edge || !token) {
-    io.err("scaisend: --edge and --admin-token (or SCAISEND_EDGE_URL / SCAISEND_ADMIN_TOKEN) are required");
-    return 2;
-  }
-  const client = new AdminClient(edge, token);
-  const request = async <T>(method: string, path: string, body: unknown, what: string): Promise<T> =>
-    ((await client.request<{ data: T } | null>(method, path, body, what)) ?? { data: null as T }).data;
+  const cmd = openAdminCommand(argv, io, PROVIDERS_USAGE, {
+    tenant: { type: "string" },
+    channel: { type: "string" },
+    provider: { type: "string" },
+    name: { type: "string" },
+    id: { type: "string" },
+    credentials: { type: "string" },
+    default: { type: "boolean" },
+  });
+  if (cmd.exit !== null) return cmd.exit;
+  const { values, sub } = cmd;
+  const request = cmd.data;
   const need = (name: "tenant" | "channel" | "provider" | "name" | "id" | "credentials") => {
     const v = values[name];
     if (!v) throw new Error(`--${name} is required for "providers ${sub}"`);

@@ -12,8 +12,8 @@
  * for sms, …); `-` reads it from stdin. `--json` prints the API's `data`.
  */
 import fs from "node:fs";
-import { parseArgs } from "node:util";
-import { AdminApiError, AdminClient, describeError } from "./admin-client.ts";
+import { AdminApiError, describeError } from "./admin-client.ts";
+import { defaultIo, openAdminCommand, type CliIo } from "./admin-command.ts";
 
 export const SK_TEMPLATES_USAGE = `usage:
   scaisend sk-templates list --tenant TENANT_ID
@@ -34,18 +34,6 @@ interface TemplateView {
   description: string | null;
   versions?: { version: number; current: boolean; created_at: string; first_published_at: string | null }[];
 }
-
-export interface CliIo {
-  out(line: string): void;
-  err(line: string): void;
-  stdin(): string;
-}
-
-const defaultIo: CliIo = {
-  out: (l) => console.log(l),
-  err: (l) => console.error(l),
-  stdin: () => fs.readFileSync(0, "utf8"),
-};
 
 function readJsonFile(file: string, what: string, io: CliIo): unknown {
   const text = file === "-" ? io.stdin() : fs.readFileSync(file, "utf8");
@@ -71,48 +59,19 @@ function printTemplate(t: TemplateView, io: CliIo): void {
 
 /** Runs one `sk-templates` command (argv after the word `sk-templates`); returns the exit code. */
 export async function runSkTemplatesCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        edge: { type: "string" },
-        "admin-token": { type: "string" },
-        tenant: { type: "string" },
-        slug: { type: "string" },
-        channel: { type: "string" },
-        description: { type: "string" },
-        content: { type: "string" },
-        variables: { type: "string" },
-        version: { type: "string" },
-        publish: { type: "boolean" },
-        json: { type: "boolean" },
-        help: { type: "boolean" },
-      },
-    });
-  } catch (err) {
-    io.err(`scaisend: ${(err as Error).message}\n${SK_TEMPLATES_USAGE}`);
-    return 2;
-  }
-  const { values, positionals } = parsed;
-  const sub = positionals.join(" ");
-  if (values.help || sub === "") {
-    io.out(SK_TEMPLATES_USAGE);
-    return 0;
-  }
-  const edge = values.edge ?? process.env.SCAISEND_EDGE_URL;
-  const token = values["admin-token"] ?? process.env.SCAISEND_ADMIN_TOKEN;
-  if (!edge || !token) {
-    io.err("scaisend: --edge and --admin-token (or SCAISEND_EDGE_URL / SCAISEND_ADMIN_TOKEN) are required");
-    return 2;
-  }
-  const client = new AdminClient(edge, token);
-  // Every answer is {"data": …}.
-  const admin = {
-    request: async <T>(method: string, path: string, body: unknown, what: string): Promise<T> =>
-      (await client.request<{ data: T }>(method, path, body, what)).data,
-  };
+  const cmd = openAdminCommand(argv, io, SK_TEMPLATES_USAGE, {
+    tenant: { type: "string" },
+    slug: { type: "string" },
+    channel: { type: "string" },
+    description: { type: "string" },
+    content: { type: "string" },
+    variables: { type: "string" },
+    version: { type: "string" },
+    publish: { type: "boolean" },
+  });
+  if (cmd.exit !== null) return cmd.exit;
+  const { values, sub } = cmd;
+  const admin = { request: cmd.data };
   const json = values.json === true;
   const need = (name: "tenant" | "slug" | "channel" | "content") => {
     const v = values[name];
