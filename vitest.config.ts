@@ -48,6 +48,9 @@ export default defineConfig(async () => {
             name: "edge",
             include: ["test/edge/**/*.test.ts"],
             setupFiles: ["test/edge/setup.ts"],
+            // Vitest's 5 s default is too short for a workerd test on a loaded 2-core machine (a hub
+            // alarm run can take seconds there); a test that hangs still fails.
+            testTimeout: 30_000,
           },
         },
         {

@@ -229,9 +229,11 @@ export async function eventually<T>(
  * Runs the object's scheduled alarm now, as `runDurableObjectAlarm` does, but waits out an alarm the
  * object fired by itself: while its own alarm handler runs, `getAlarm()` reads null and
  * `runDurableObjectAlarm` answers false, although the handler re-arms on its way out.
- * True once a scheduled alarm ran; false if none was scheduled for the whole `timeoutMs`.
+ * True once a scheduled alarm ran; false if none was scheduled for the whole `timeoutMs`. The wait is
+ * long because on a loaded machine one of the hub's own alarm runs (a catalog flush, tracking hits,
+ * a hand-off) can take seconds, and a shorter wait failed CI once (hub-queue-age, 3 s).
  */
-export async function runScheduledAlarm(stub: DurableObjectStub, timeoutMs = 3000): Promise<boolean> {
+export async function runScheduledAlarm(stub: DurableObjectStub, timeoutMs = 15_000): Promise<boolean> {
   return eventually(
     () => runDurableObjectAlarm(stub),
     (ran) => ran,
