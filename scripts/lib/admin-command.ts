@@ -7,7 +7,7 @@
  */
 import fs from "node:fs";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { AdminClient } from "./admin-client.ts";
+import { AdminApiError, AdminClient, describeError } from "./admin-client.ts";
 
 export interface CliIo {
   out(line: string): void;
@@ -28,11 +28,22 @@ const COMMON = {
   help: { type: "boolean" },
 } as const satisfies ParseArgsOptionsConfig;
 
-/** A parsed command ready to run, or the exit code when there is nothing to run (usage, a bad flag). */
+/** The command's noun (`providers`, …) as its messages name it, and its usage text. */
+export interface CommandSpec {
+  noun: string;
+  usage: string;
+}
+
+/**
+ * A parsed command ready to run, or the exit code when there is nothing to run (usage, a bad flag).
+ * `need` reads a required string option; `run` runs the verb's body and turns what goes wrong into
+ * the exit code: an admin API refusal 1 (with the API's message), a missing or bad option 2, a body
+ * answering null (no such verb) 2 with the usage.
+ */
 export function openAdminCommand<O extends ParseArgsOptionsConfig>(
   argv: string[],
   io: CliIo,
-  usage: string,
+  { noun, usage }: CommandSpec,
   options: O,
 ) {
   let parsed;
@@ -60,5 +71,25 @@ export function openAdminCommand<O extends ParseArgsOptionsConfig>(
   /** Every admin answer is {"data": …} (a 204 is null). */
   const data = async <T>(method: string, path: string, body: unknown, what: string): Promise<T> =>
     ((await client.request<{ data: T } | null>(method, path, body, what)) ?? { data: null as T }).data;
-  return { exit: null, values, sub, client, data } as const;
+  const need = (name: Extract<keyof O, string>): string => {
+    const v = (values as Record<string, unknown>)[name];
+    if (typeof v !== "string" || v === "") throw new Error(`--${name} is required for "${noun} ${sub}"`);
+    return v;
+  };
+  const run = async (body: () => Promise<number | null>): Promise<number> => {
+    try {
+      const code = await body();
+      if (code !== null) return code;
+      io.err(`scaisend: unknown command "${noun} ${sub}"\n${usage}`);
+      return 2;
+    } catch (err) {
+      if (err instanceof AdminApiError) {
+        io.err(`scaisend: ${describeError(err)}`);
+        return 1;
+      }
+      io.err(`scaisend: ${(err as Error).message}`);
+      return 2;
+    }
+  };
+  return { exit: null, values, sub, client, data, need, run } as const;
 }

@@ -10,7 +10,6 @@
  * land in the shell's history or in `ps`.
  */
 import fs from "node:fs";
-import { AdminApiError, describeError } from "./admin-client.ts";
 import { defaultIo, openAdminCommand, type CliIo } from "./admin-command.ts";
 
 export const LOGINS_USAGE = `usage:
@@ -45,27 +44,27 @@ const rolesOf = (v: string) =>
 
 /** Runs one `logins` command (argv after the word `logins`); returns the exit code. */
 export async function runLoginsCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
-  const cmd = openAdminCommand(argv, io, LOGINS_USAGE, {
-    tenant: { type: "string" },
-    email: { type: "string" },
-    roles: { type: "string" },
-    id: { type: "string" },
-    "password-file": { type: "string" },
-  });
+  const cmd = openAdminCommand(
+    argv,
+    io,
+    { noun: "logins", usage: LOGINS_USAGE },
+    {
+      tenant: { type: "string" },
+      email: { type: "string" },
+      roles: { type: "string" },
+      id: { type: "string" },
+      "password-file": { type: "string" },
+    },
+  );
   if (cmd.exit !== null) return cmd.exit;
-  const { values, sub } = cmd;
+  const { values, sub, need } = cmd;
   const request = cmd.data;
-  const need = (name: "tenant" | "email" | "roles" | "id" | "password-file") => {
-    const v = values[name];
-    if (!v) throw new Error(`--${name} is required for "logins ${sub}"`);
-    return v;
-  };
   const base = () => `/api/admin/tenants/${encodeURIComponent(need("tenant"))}/logins`;
   const at = () => `${base()}/${encodeURIComponent(need("id"))}`;
   const show = (l: LoginView) =>
     io.out(values.json ? JSON.stringify(l, null, 2) : `${l.id} ${l.email} roles=${l.roles.join(",")}`);
 
-  try {
+  return cmd.run(async () => {
     switch (sub) {
       case "list": {
         const list = await request<LoginView[]>("GET", base(), undefined, "list logins");
@@ -105,15 +104,7 @@ export async function runLoginsCli(argv: string[], io: CliIo = defaultIo): Promi
         if (!values.json) io.out(`removed ${values.id}`);
         return 0;
       default:
-        io.err(`scaisend: unknown command "logins ${sub}"\n${LOGINS_USAGE}`);
-        return 2;
+        return null;
     }
-  } catch (err) {
-    if (err instanceof AdminApiError) {
-      io.err(`scaisend: ${describeError(err)}`);
-      return 1;
-    }
-    io.err(`scaisend: ${(err as Error).message}`);
-    return 2;
-  }
+  });
 }

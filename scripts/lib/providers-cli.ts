@@ -10,7 +10,6 @@
  * so a token does not land in the shell's history or in `ps`. The answers show hints, never secrets.
  */
 import fs from "node:fs";
-import { AdminApiError, describeError } from "./admin-client.ts";
 import { defaultIo, openAdminCommand, type CliIo } from "./admin-command.ts";
 
 export const PROVIDERS_USAGE = `usage:
@@ -54,29 +53,29 @@ function printConnection(c: ConnectionView, io: CliIo): void {
 
 /** Runs one `providers` command (argv after the word `providers`); returns the exit code. */
 export async function runProvidersCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
-  const cmd = openAdminCommand(argv, io, PROVIDERS_USAGE, {
-    tenant: { type: "string" },
-    channel: { type: "string" },
-    provider: { type: "string" },
-    name: { type: "string" },
-    id: { type: "string" },
-    credentials: { type: "string" },
-    default: { type: "boolean" },
-  });
+  const cmd = openAdminCommand(
+    argv,
+    io,
+    { noun: "providers", usage: PROVIDERS_USAGE },
+    {
+      tenant: { type: "string" },
+      channel: { type: "string" },
+      provider: { type: "string" },
+      name: { type: "string" },
+      id: { type: "string" },
+      credentials: { type: "string" },
+      default: { type: "boolean" },
+    },
+  );
   if (cmd.exit !== null) return cmd.exit;
-  const { values, sub } = cmd;
+  const { values, sub, need } = cmd;
   const request = cmd.data;
-  const need = (name: "tenant" | "channel" | "provider" | "name" | "id" | "credentials") => {
-    const v = values[name];
-    if (!v) throw new Error(`--${name} is required for "providers ${sub}"`);
-    return v;
-  };
   const base = () => `/api/admin/tenants/${encodeURIComponent(need("tenant"))}/provider-connections`;
   const at = () => `${base()}/${encodeURIComponent(need("id"))}`;
   const show = (c: ConnectionView) =>
     values.json ? io.out(JSON.stringify(c, null, 2)) : printConnection(c, io);
 
-  try {
+  return cmd.run(async () => {
     switch (sub) {
       case "list": {
         const q = values.channel !== undefined ? `?channel=${encodeURIComponent(values.channel)}` : "";
@@ -114,15 +113,7 @@ export async function runProvidersCli(argv: string[], io: CliIo = defaultIo): Pr
         if (!values.json) io.out(`removed ${values.id}`);
         return 0;
       default:
-        io.err(`scaisend: unknown command "providers ${sub}"\n${PROVIDERS_USAGE}`);
-        return 2;
+        return null;
     }
-  } catch (err) {
-    if (err instanceof AdminApiError) {
-      io.err(`scaisend: ${describeError(err)}`);
-      return 1;
-    }
-    io.err(`scaisend: ${(err as Error).message}`);
-    return 2;
-  }
+  });
 }

@@ -12,7 +12,6 @@
  * for sms, …); `-` reads it from stdin. `--json` prints the API's `data`.
  */
 import fs from "node:fs";
-import { AdminApiError, describeError } from "./admin-client.ts";
 import { defaultIo, openAdminCommand, type CliIo } from "./admin-command.ts";
 
 export const SK_TEMPLATES_USAGE = `usage:
@@ -59,25 +58,25 @@ function printTemplate(t: TemplateView, io: CliIo): void {
 
 /** Runs one `sk-templates` command (argv after the word `sk-templates`); returns the exit code. */
 export async function runSkTemplatesCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
-  const cmd = openAdminCommand(argv, io, SK_TEMPLATES_USAGE, {
-    tenant: { type: "string" },
-    slug: { type: "string" },
-    channel: { type: "string" },
-    description: { type: "string" },
-    content: { type: "string" },
-    variables: { type: "string" },
-    version: { type: "string" },
-    publish: { type: "boolean" },
-  });
+  const cmd = openAdminCommand(
+    argv,
+    io,
+    { noun: "sk-templates", usage: SK_TEMPLATES_USAGE },
+    {
+      tenant: { type: "string" },
+      slug: { type: "string" },
+      channel: { type: "string" },
+      description: { type: "string" },
+      content: { type: "string" },
+      variables: { type: "string" },
+      version: { type: "string" },
+      publish: { type: "boolean" },
+    },
+  );
   if (cmd.exit !== null) return cmd.exit;
-  const { values, sub } = cmd;
+  const { values, sub, need } = cmd;
   const admin = { request: cmd.data };
   const json = values.json === true;
-  const need = (name: "tenant" | "slug" | "channel" | "content") => {
-    const v = values[name];
-    if (!v) throw new Error(`--${name} is required for "sk-templates ${sub}"`);
-    return v;
-  };
   const version = () => {
     if (values.version === undefined) return undefined;
     if (!/^\d{1,9}$/.test(values.version) || Number(values.version) < 1) {
@@ -89,7 +88,7 @@ export async function runSkTemplatesCli(argv: string[], io: CliIo = defaultIo): 
   const at = () => `${base()}/${encodeURIComponent(need("slug"))}`;
   const show = (t: TemplateView) => (json ? io.out(JSON.stringify(t, null, 2)) : printTemplate(t, io));
 
-  try {
+  return cmd.run(async () => {
     switch (sub) {
       case "list": {
         const list = await admin.request<TemplateView[]>("GET", base(), undefined, "list templates");
@@ -150,15 +149,7 @@ export async function runSkTemplatesCli(argv: string[], io: CliIo = defaultIo): 
         show(await admin.request<TemplateView>("POST", `${at()}/${sub}`, {}, sub));
         return 0;
       default:
-        io.err(`scaisend: unknown command "sk-templates ${sub}"\n${SK_TEMPLATES_USAGE}`);
-        return 2;
+        return null;
     }
-  } catch (err) {
-    if (err instanceof AdminApiError) {
-      io.err(`scaisend: ${describeError(err)}`);
-      return 1;
-    }
-    io.err(`scaisend: ${(err as Error).message}`);
-    return 2;
-  }
+  });
 }
