@@ -4,12 +4,6 @@ import { apiKeys, tenants } from "./schema.ts";
 
 export type ApiKeyRow = typeof apiKeys.$inferSelect;
 
-/** The operator's key creation for a tenant it names (services/tenants.ts); the row carries the tenant. */
-export async function insertApiKey(db: Db, row: typeof apiKeys.$inferInsert): Promise<ApiKeyRow> {
-  const [created] = await db.insert(apiKeys).values(row).returning();
-  return created!;
-}
-
 /**
  * Looks a key up by its SHA-256; the hash is the only thing stored, so this is the whole check.
  * Cross-tenant by design: authentication, where the hash is all a request brings.
@@ -45,6 +39,15 @@ export function tenantApiKeys(db: Db, tenantId: string) {
 
     get(id: string): Promise<ApiKeyRow | undefined> {
       return db.select().from(apiKeys).where(own(id)).get();
+    },
+
+    /** A new key of this tenant (the row cannot name another: its tenant is the one opened here). */
+    async insert(row: Omit<typeof apiKeys.$inferInsert, "tenantId">): Promise<ApiKeyRow> {
+      const [created] = await db
+        .insert(apiKeys)
+        .values({ ...row, tenantId })
+        .returning();
+      return created!;
     },
 
     /**

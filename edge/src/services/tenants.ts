@@ -3,7 +3,7 @@ import { AppError } from "../../../shared/errors.ts";
 import { newId, randomHex } from "../../../shared/ids.ts";
 import { PERMISSIONS } from "../../../shared/permissions.ts";
 import type { Db } from "../db/client.ts";
-import { insertApiKey, type ApiKeyRow } from "../db/api-keys.ts";
+import { tenantApiKeys, type ApiKeyRow } from "../db/api-keys.ts";
 import { getTenant, insertTenant, type TenantRow } from "../db/tenants.ts";
 import { sha256Hex } from "../lib/crypto.ts";
 
@@ -38,9 +38,8 @@ export async function createApiKey(
     throw new AppError("invalid_request", "A SenderKit key has no scopes: it may use every /v1 operation");
   }
   const apiKey = `${input.format === "senderkit" ? "sk" : "sg"}_${input.environment}_${randomHex(16)}`;
-  const row = await insertApiKey(db, {
+  const row = await tenantApiKeys(db, tenantId).insert({
     id: newId("key", now),
-    tenantId,
     name: input.name,
     prefix: apiKey.slice(0, 16),
     keyHash: await sha256Hex(apiKey),
