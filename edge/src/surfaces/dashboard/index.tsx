@@ -18,6 +18,7 @@ import { messagesPages } from "./messages.tsx";
 import { requireCsrf, requireSession, type DashboardEnv } from "./session.ts";
 import { statsPages } from "./stats.tsx";
 import { suppressionsPages } from "./suppressions.tsx";
+import { templatesPages } from "./templates.tsx";
 
 export const dashboardApp = new Hono<DashboardEnv>();
 
@@ -56,6 +57,7 @@ dashboardApp.route("/", keysPages);
 dashboardApp.route("/", statsPages);
 dashboardApp.route("/", domainsPages);
 dashboardApp.route("/", suppressionsPages);
+dashboardApp.route("/", templatesPages);
 dashboardApp.notFound((c) =>
   c.html(<ErrorPage status={404} message="No such page." session={c.var.session} />, 404),
 );

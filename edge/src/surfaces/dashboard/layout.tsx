@@ -26,6 +26,7 @@ const NAV: { href: string; label: string; route: string }[] = [
   { href: "/app/messages", label: "Messages", route: "GET /app/messages" },
   { href: "/app/stats", label: "Stats", route: "GET /app/stats" },
   { href: "/app/domains", label: "Domains", route: "GET /app/domains" },
+  { href: "/app/templates", label: "Templates", route: "GET /app/templates" },
   { href: "/app/suppressions", label: "Suppressions", route: "GET /app/suppressions" },
   { href: "/app/keys", label: "API keys", route: "GET /app/keys" },
 ];
