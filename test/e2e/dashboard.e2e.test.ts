@@ -3,7 +3,8 @@
  * stack (wrangler dev, hub, origin, loopback DNS and SMTP): the operator creates a login with
  * `scaisend logins add` (password on stdin), the user signs in through the form, the sender domain is
  * verified on its page against the loopback DNS, a message sent through the API reaches `delivered` on its page,
- * and a key is created (shown once, working) and revoked (refused) through the keys page.
+ * a key is created (shown once, working) and revoked (refused) through the keys page, and a template
+ * version is previewed with sample data on its page.
  * DASHBOARD_SCREENSHOTS=1 also writes the main pages to docs/img/ for the README.
  */
 import { execFile } from "node:child_process";
@@ -173,6 +174,34 @@ describe("the dashboard in Chromium", () => {
       await page.goto(`${stack.apiUrl}/app/stats`);
       await expect.poll(() => page.locator("#stats-chart canvas").count()).toBeGreaterThan(0);
       await shot(page, "stats");
+
+      // Templates: a version's page previews it with its test data, then with sample data typed in.
+      const tplKey = await stack.admin.createApiKey(stack.tenantId, {
+        name: "templates",
+        environment: "live",
+        scopes: ["templates.read", "templates.write"],
+      });
+      const tpl = await stack.api("POST", "/v3/templates", tplKey.api_key, {
+        name: "Welcome",
+        generation: "dynamic",
+      });
+      expect(tpl.status).toBe(201);
+      const version = await stack.api("POST", `/v3/templates/${tpl.body.id}/versions`, tplKey.api_key, {
+        name: "First draft",
+        subject: "Welcome, {{name}}",
+        html_content: "<h1 id='greeting'>Hello {{name}}</h1><p>Your plan: {{plan}}</p>",
+        test_data: JSON.stringify({ name: "Ada", plan: "Pro" }),
+      });
+      expect(version.status).toBe(201);
+      await page.goto(`${stack.apiUrl}/app/templates`);
+      await page.getByRole("link", { name: "Welcome" }).click();
+      await page.getByRole("link", { name: "First draft" }).click();
+      const preview = page.frameLocator("iframe.preview");
+      await expect.poll(() => preview.locator("#greeting").textContent()).toBe("Hello Ada");
+      await page.getByLabel(/Sample dynamic_template_data/).fill('{"name": "<Grace>", "plan": "Team"}');
+      await page.getByRole("button", { name: "Render preview" }).click();
+      await expect.poll(() => preview.locator("#greeting").textContent()).toBe("Hello <Grace>");
+      await shot(page, "templates");
 
       // Sign out: the session is gone, a page goes back to sign-in.
       await page.getByRole("button", { name: "Sign out" }).click();
