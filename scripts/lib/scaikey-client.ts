@@ -131,14 +131,18 @@ export class ScaiKeyClient {
     return { ...m, api: m.scaikey_api_endpoint ?? `${base}/api/v1` };
   }
 
-  /** RFC 7591 §3.1: a confidential web client for the code flow, redirecting to `redirectUri`. */
+  /**
+   * RFC 7591 §3.1: a confidential web client for the code flow, redirecting to `redirectUri` (the
+   * API's /v3/auth/callback) or to the dashboard's sign-in callback on the same origin
+   * (docs/dashboard.md#sign-in-with-scaikey).
+   */
   register(m: Metadata, redirectUri: string, clientName: string): Promise<z.infer<typeof RegisteredClient>> {
     if (!m.registration_endpoint) {
       throw new ScaiKeyError("registration: ScaiKey's discovery document has no registration_endpoint");
     }
     return this.call("POST", m.registration_endpoint, RegisteredClient, "client registration", {
       client_name: clientName,
-      redirect_uris: [redirectUri],
+      redirect_uris: [redirectUri, new URL("/app/login/scaikey/callback", redirectUri).href],
       grant_types: ["authorization_code", "refresh_token"],
       response_types: ["code"],
       token_endpoint_auth_method: "client_secret_basic",

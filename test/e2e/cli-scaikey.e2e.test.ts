@@ -108,7 +108,7 @@ describe("scaisend register", () => {
     expect(fake.scaikey.clients).toHaveLength(1);
     const client = fake.scaikey.clients[0]!;
     expect(client.metadata).toMatchObject({
-      redirect_uris: [redirect],
+      redirect_uris: [redirect, new URL("/app/login/scaikey/callback", edge).href],
       grant_types: ["authorization_code", "refresh_token"],
       token_endpoint_auth_method: "client_secret_basic",
     });

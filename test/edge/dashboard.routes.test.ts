@@ -17,7 +17,15 @@ import { ROUTE_PERMISSIONS } from "../../edge/src/surfaces/route-permissions.ts"
 import { BASE, call, createApiKey, mailBody, sendOne, setupTenant, uid } from "./helpers.ts";
 import { Browser, createLogin, createRole, form } from "./dashboard.helpers.ts";
 
-const PUBLIC = new Set(["GET /app", "GET /app/assets/:file", "GET /app/login", "POST /app/login"]);
+const PUBLIC = new Set([
+  "GET /app",
+  "GET /app/assets/:file",
+  "GET /app/login",
+  "POST /app/login",
+  // Sign-in with ScaiKey (test/edge/dashboard.oidc.test.ts); 404 where no issuer is configured.
+  "POST /app/login/scaikey",
+  "GET /app/login/scaikey/callback",
+]);
 const ROUTES = [
   ...new Set(
     createApp()

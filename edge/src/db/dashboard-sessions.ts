@@ -4,22 +4,32 @@
  * request, says which tenant it acts in. The failure counters hold no tenant data (a hash of address
  * and email).
  */
-import { eq, lt, sql } from "drizzle-orm";
+import { eq, inArray, lt, or, sql } from "drizzle-orm";
 import type { Db } from "./client.ts";
-import { dashboardLoginFailures, dashboardLogins, dashboardSessions, tenants } from "./schema.ts";
+import { dashboardLoginFailures, dashboardLogins, dashboardSessions, tenants, users } from "./schema.ts";
 
 export type DashboardSessionRow = typeof dashboardSessions.$inferSelect;
 
-export function insertSession(db: Db, row: DashboardSessionRow) {
+export function insertSession(db: Db, row: typeof dashboardSessions.$inferInsert) {
   return db.insert(dashboardSessions).values(row).run();
 }
 
-/** The session, its login and its tenant's status; undefined when the id is unknown or the login gone. */
+/**
+ * The session, its owner (an operator-created login or a mirrored ScaiKey user: one is null) and its
+ * tenant's status; undefined when the id is unknown. An owner that is gone took its sessions with it
+ * (ON DELETE CASCADE).
+ */
 export function findSession(db: Db, idHash: string) {
   return db
-    .select({ session: dashboardSessions, login: dashboardLogins, tenantStatus: tenants.status })
+    .select({
+      session: dashboardSessions,
+      login: dashboardLogins,
+      user: users,
+      tenantStatus: tenants.status,
+    })
     .from(dashboardSessions)
-    .innerJoin(dashboardLogins, eq(dashboardLogins.id, dashboardSessions.loginId))
+    .leftJoin(dashboardLogins, eq(dashboardLogins.id, dashboardSessions.loginId))
+    .leftJoin(users, eq(users.id, dashboardSessions.userId))
     .innerJoin(tenants, eq(tenants.id, dashboardSessions.tenantId))
     .where(eq(dashboardSessions.idHash, idHash))
     .get();
@@ -37,14 +47,33 @@ export function deleteSession(db: Db, idHash: string) {
   return db.delete(dashboardSessions).where(eq(dashboardSessions.idHash, idHash)).run();
 }
 
-/** Sessions idle since before `idleBefore` or created before `createdBefore` (the cron sweep). */
-export function deleteExpiredSessions(db: Db, idleBefore: number, createdBefore: number) {
-  return db
+/**
+ * Up to `limit` sessions idle since before `idleBefore` or created before `createdBefore` (ended
+ * either way); how many went. Bounded, so one statement never holds D1 for long (the cron sweep
+ * repeats it, services/dashboard-sessions.ts).
+ */
+export async function deleteExpiredSessions(
+  db: Db,
+  idleBefore: number,
+  createdBefore: number,
+  limit: number,
+): Promise<number> {
+  const res = await db
     .delete(dashboardSessions)
     .where(
-      sql`${dashboardSessions.lastSeenAt} < ${idleBefore} OR ${dashboardSessions.createdAt} < ${createdBefore}`,
+      inArray(
+        dashboardSessions.idHash,
+        db
+          .select({ idHash: dashboardSessions.idHash })
+          .from(dashboardSessions)
+          .where(
+            or(lt(dashboardSessions.lastSeenAt, idleBefore), lt(dashboardSessions.createdAt, createdBefore)),
+          )
+          .limit(limit),
+      ),
     )
     .run();
+  return res.meta.changes ?? 0;
 }
 
 export function failuresOf(db: Db, key: string) {

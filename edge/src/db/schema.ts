@@ -5,7 +5,7 @@
  * Migrations in /migrations are generated from this file by drizzle-kit (`npm run db:generate`).
  */
 import { sql } from "drizzle-orm";
-import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { check, index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 export const tenants = sqliteTable(
   "tenants",
@@ -804,7 +804,11 @@ export const dashboardLogins = sqliteTable(
   (t) => [uniqueIndex("dashboard_logins_email").on(t.email), index("dashboard_logins_tenant").on(t.tenantId)],
 );
 
-/** Dashboard sessions: the cookie holds a random id, D1 its SHA-256 (a copy of the table opens no session). */
+/**
+ * Dashboard sessions: the cookie holds a random id, D1 its SHA-256 (a copy of the table opens no session).
+ * A session is an operator-created login's or, signed in through ScaiKey, a mirrored user's: exactly one
+ * of the two (migration 0018); deleting either ends its sessions.
+ */
 export const dashboardSessions = sqliteTable(
   "dashboard_sessions",
   {
@@ -812,15 +816,20 @@ export const dashboardSessions = sqliteTable(
     tenantId: text("tenant_id")
       .notNull()
       .references(() => tenants.id),
-    loginId: text("login_id")
-      .notNull()
-      .references(() => dashboardLogins.id, { onDelete: "cascade" }),
+    loginId: text("login_id").references(() => dashboardLogins.id, { onDelete: "cascade" }),
+    userId: text("user_id").references(() => users.id, { onDelete: "cascade" }),
     /** The per-session token every form carries (docs/dashboard.md#csrf). */
     csrfToken: text("csrf_token").notNull(),
     createdAt: integer("created_at").notNull(),
     lastSeenAt: integer("last_seen_at").notNull(),
   },
-  (t) => [index("dashboard_sessions_login").on(t.loginId)],
+  (t) => [
+    index("dashboard_sessions_login").on(t.loginId),
+    index("dashboard_sessions_user").on(t.userId),
+    index("dashboard_sessions_last_seen").on(t.lastSeenAt),
+    index("dashboard_sessions_created").on(t.createdAt),
+    check("dashboard_sessions_one_owner", sql`(${t.loginId} IS NULL) <> (${t.userId} IS NULL)`),
+  ],
 );
 
 /** Failed sign-ins per (client address, email), keyed by their SHA-256: the throttle's window. */

@@ -42,10 +42,21 @@ const limiters = new WeakSet<object>();
 async function spend(c: Context<AppEnv>, rule: RateLimitRule, next: Next): Promise<void> {
   const p = c.get("principal");
   const subject = p.kind === "operator" ? "operator" : rule.per === "tenant" ? p.tenantId : p.keyId;
+  return spendFrom(c, rule, subject, p.kind === "operator" ? null : p.tenantId, next);
+}
+
+/** Spends from the bucket `rule.name:subject`, with `tenantId`'s override of the row (none for the operator). */
+async function spendFrom(
+  c: Context<AppEnv>,
+  rule: RateLimitRule,
+  subject: string,
+  tenantId: string | null,
+  next: Next,
+): Promise<void> {
   const name = `${rule.name}:${subject}`;
   const config = c.get("config");
   const overrides =
-    p.kind === "operator" ? {} : await overridesOf(c.get("db"), p.tenantId, config.AUTH_CACHE_TTL_MS);
+    tenantId === null ? {} : await overridesOf(c.get("db"), tenantId, config.AUTH_CACHE_TTL_MS);
   const limit = effectiveLimit(rule, config, overrides);
   // The stub is made for this request: a stub (an I/O object) must not outlive the request that made it.
   const stub = c.env.RATE_LIMITER.getByName(name);
@@ -75,6 +86,20 @@ export function rateLimit(rule: RateLimitRule): MiddlewareHandler<AppEnv> {
   };
   limiters.add(handler);
   return handler;
+}
+
+/**
+ * A per-tenant row for a caller that is no API credential (a dashboard session, whose tenant
+ * `tenantOf` reads): the same bucket as the API's for that tenant, so both together stay in the limit.
+ */
+export function tenantRateLimit<E extends { Variables: AppEnv["Variables"] }>(
+  rule: RateLimitRule,
+  tenantOf: (c: Context<E>) => string,
+): MiddlewareHandler<E> {
+  return async function tenantRateLimitMiddleware(c, next) {
+    const tenantId = tenantOf(c);
+    await spendFrom(c as unknown as Context<AppEnv>, rule, tenantId, tenantId, next);
+  };
 }
 
 /** True when one of the handlers this request matched is a `rateLimit` middleware. */

@@ -4,21 +4,29 @@
  * API keys (docs/dashboard.md#pages): list, create (the secret shown once, on the answer to the
  * create), revoke. Every route needs admin.api_keys, as /v3/api_keys does; a key can only be given
  * permissions the session holds (services/api-keys.ts, no escalation). The session acts as a live
- * caller named `login:<id>`.
+ * caller named by the session's subject (`login:<id>`, or a ScaiKey user's id). Creating a key spends
+ * from the tenant's api_keys.create bucket, the one POST /v3/api_keys spends from (10 a minute).
  */
 import { Hono } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import { PERMISSIONS } from "../../../../shared/permissions.ts";
 import type { ApiKeyRow } from "../../db/api-keys.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
+import { tenantRateLimit } from "../../middleware/rate-limit.ts";
 import { createKey, listKeys, revokeKey, type Caller } from "../../services/api-keys.ts";
 import type { DashboardSession } from "../../services/dashboard-sessions.ts";
+import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
 import { CsrfField, Page } from "./layout.tsx";
 import { dashboardPermission, requireCsrf, type DashboardEnv } from "./session.ts";
 
+const createLimit = tenantRateLimit<DashboardEnv>(
+  RATE_LIMITS.apiKeysCreate,
+  (c) => c.get("session").tenantId,
+);
+
 const callerOf = (s: DashboardSession): Caller => ({
   tenantId: s.tenantId,
-  keyId: `login:${s.loginId}`,
+  keyId: s.subject,
   environment: "live",
   scopes: s.permissions,
 });
@@ -138,7 +146,7 @@ export const keysPages = new Hono<DashboardEnv>()
     const session = c.get("session");
     return c.html(<KeysPage session={session} keys={await keysOf(c, session.tenantId)} />);
   })
-  .post("/keys", dashboardPermission(), requireCsrf(), async (c) => {
+  .post("/keys", dashboardPermission(), requireCsrf(), createLimit, async (c) => {
     const session = c.get("session");
     const input = parseCreate(await c.req.parseBody({ all: true }));
     const now = Date.now();

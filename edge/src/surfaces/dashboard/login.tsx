@@ -1,18 +1,33 @@
 /** @jsxRuntime automatic */
 /** @jsxImportSource hono/jsx */
 /**
- * Sign-in and sign-out (docs/dashboard.md#sign-in): an operator-created login's email and password.
- * The form post must come from this origin (login CSRF); wrong credentials and unknown emails get
- * the same answer; a throttled (address, email) pair gets 429 with Retry-After.
+ * Sign-in and sign-out (docs/dashboard.md#sign-in).
+ *
+ * An operator-created login's email and password: the form post must come from this origin (login
+ * CSRF); wrong credentials and unknown emails get the same answer; a throttled (address, email) pair
+ * gets 429 with Retry-After.
+ *
+ * Where a ScaiKey issuer is configured, "Sign in with ScaiKey": the OIDC authorization-code flow with
+ * PKCE, state and nonce of services/oidc.ts (the one /v3/auth uses), redirecting back to
+ * /app/login/scaikey/callback on the registered redirect URI's origin. The start is a same-origin
+ * POST (a page of another site cannot start a sign-in); the transaction travels sealed in a cookie
+ * scoped to /app/login/scaikey, and the callback needs that cookie and its state (constant-time).
+ * The verified ID token's user goes into the tenant's mirror with its groups
+ * (services/scaikey-mirror.ts) and gets a session whose roles those groups map to. Without an issuer
+ * the button is not shown and both routes are 404.
  */
-import { Hono } from "hono";
-import { AppError } from "../../../../shared/errors.ts";
-import { signIn, signOut } from "../../services/dashboard-sessions.ts";
+import { Hono, type Context } from "hono";
+import { deleteCookie, getCookie, setCookie } from "hono/cookie";
+import { AppError, isAppError } from "../../../../shared/errors.ts";
+import { signIn, signInWithScaiKey, signOut } from "../../services/dashboard-sessions.ts";
+import { LOGIN_COOKIE, LOGIN_TTL_MS, oidcClient, type OidcSettings } from "../../services/oidc.ts";
+import { oidcSettings } from "../../services/oidc-settings.ts";
 import { Page } from "./layout.tsx";
 import {
   checkOrigin,
   clearSessionCookie,
   dashboardPermission,
+  isLocalHttp,
   requireCsrf,
   requireSession,
   setSessionCookie,
@@ -24,10 +39,48 @@ function safeNext(next: unknown): string {
   return typeof next === "string" && /^\/app\/[^/\\]/.test(next) ? next : "/app/messages";
 }
 
-function SignInForm(props: { next: string; email?: string; problem?: string }) {
+export const SCAIKEY_CALLBACK_PATH = "/app/login/scaikey/callback";
+const OIDC_COOKIE_PATH = "/app/login/scaikey";
+/** Where to go after a ScaiKey sign-in (checked by safeNext on the way back, like the form's `next`). */
+const NEXT_COOKIE = "scaisend_oidc_next";
+
+/** The /v3/auth settings with the dashboard's redirect URI (the registered one's origin, our path). */
+async function dashboardOidc(c: Context<DashboardEnv>): Promise<OidcSettings> {
+  const s = await oidcSettings(c.get("config"), c.get("db"));
+  return { ...s, redirectUri: new URL(SCAIKEY_CALLBACK_PATH, s.redirectUri).href };
+}
+
+/** Whether to offer "Sign in with ScaiKey": the deployment has an issuer and a client for it. */
+async function scaikeyOffered(c: Context<DashboardEnv>): Promise<boolean> {
+  try {
+    await dashboardOidc(c);
+    return true;
+  } catch (err) {
+    if (isAppError(err) && err.status === 404) return false;
+    throw err;
+  }
+}
+
+function cookieOptions(c: Context, maxAge?: number) {
+  return {
+    path: OIDC_COOKIE_PATH,
+    httpOnly: true,
+    secure: !isLocalHttp(new URL(c.req.url)),
+    sameSite: "Lax" as const,
+    ...(maxAge !== undefined ? { maxAge } : {}),
+  };
+}
+
+function SignInForm(props: { next: string; email?: string; problem?: string; scaikey: boolean }) {
   return (
     <Page title="Sign in">
       {props.problem ? <p role="alert">{props.problem}</p> : null}
+      {props.scaikey ? (
+        <form method="post" action="/app/login/scaikey" class="signin">
+          <input type="hidden" name="next" value={props.next} />
+          <button type="submit">Sign in with ScaiKey</button>
+        </form>
+      ) : null}
       <form method="post" action="/app/login" class="signin">
         <input type="hidden" name="next" value={props.next} />
         <label>
@@ -47,7 +100,9 @@ function SignInForm(props: { next: string; email?: string; problem?: string }) {
 const FIELDS = new Set(["email", "password", "next"]);
 
 export const loginApi = new Hono<DashboardEnv>()
-  .get("/login", (c) => c.html(<SignInForm next={safeNext(c.req.query("next"))} />))
+  .get("/login", async (c) =>
+    c.html(<SignInForm next={safeNext(c.req.query("next"))} scaikey={await scaikeyOffered(c)} />),
+  )
   .post("/login", async (c) => {
     await checkOrigin(c);
     const form = await c.req.parseBody({ all: true });
@@ -67,6 +122,7 @@ export const loginApi = new Hono<DashboardEnv>()
         <SignInForm
           next={next}
           email={email}
+          scaikey={await scaikeyOffered(c)}
           problem={`Too many failed sign-ins: try again in ${Math.ceil(result.retryAfterSeconds / 60)} minutes.`}
         />,
         429,
@@ -74,12 +130,60 @@ export const loginApi = new Hono<DashboardEnv>()
     }
     if (result.outcome === "invalid") {
       return c.html(
-        <SignInForm next={next} email={email} problem="The email or the password is wrong." />,
+        <SignInForm
+          next={next}
+          email={email}
+          scaikey={await scaikeyOffered(c)}
+          problem="The email or the password is wrong."
+        />,
         401,
       );
     }
     setSessionCookie(c, result.sessionId);
     return c.redirect(next, 303);
+  })
+  .post("/login/scaikey", async (c) => {
+    await checkOrigin(c);
+    const s = await dashboardOidc(c);
+    const form = await c.req.parseBody({ all: true });
+    const extra = Object.keys(form).filter((k) => k !== "next");
+    if (extra.length > 0) throw new AppError("invalid_request", `Unknown form field: ${extra.join(", ")}`);
+    const login = await oidcClient.login(s, undefined);
+    setCookie(c, LOGIN_COOKIE, login.cookie, cookieOptions(c, LOGIN_TTL_MS / 1000));
+    setCookie(c, NEXT_COOKIE, safeNext(form.next), cookieOptions(c, LOGIN_TTL_MS / 1000));
+    return c.redirect(login.authorizationUrl, 303);
+  })
+  .get("/login/scaikey/callback", async (c) => {
+    const s = await dashboardOidc(c);
+    const q = c.req.query();
+    const cookie = getCookie(c, LOGIN_COOKIE);
+    const next = safeNext(getCookie(c, NEXT_COOKIE));
+    // The transaction is spent whatever happens next: a retry starts a new one.
+    deleteCookie(c, LOGIN_COOKIE, cookieOptions(c));
+    deleteCookie(c, NEXT_COOKIE, cookieOptions(c));
+    const refused = (status: 400 | 401 | 403, problem: string) =>
+      c.html(<SignInForm next={next} scaikey={true} problem={problem} />, status);
+    // ScaiKey's own refusal (RFC 6749 §4.1.2.1), e.g. the user declined: shown, nothing else done.
+    if (q.error !== undefined) {
+      return refused(401, `ScaiKey did not sign you in (${q.error.slice(0, 100)}).`);
+    }
+    if (!q.code || !q.state || q.code.length > 4096 || q.state.length > 512) {
+      return refused(400, "The sign-in answer from ScaiKey lacks its code or state: start again.");
+    }
+    try {
+      const { user, claims } = await oidcClient.callback(s, cookie, {
+        code: q.code,
+        state: q.state,
+        ...(q.iss !== undefined ? { iss: q.iss } : {}),
+      });
+      const sessionId = await signInWithScaiKey(c.get("db"), user, claims, Date.now());
+      setSessionCookie(c, sessionId);
+      return c.redirect(next, 303);
+    } catch (err) {
+      if (!isAppError(err) || err.status >= 500) throw err;
+      const status = err.status === 403 ? 403 : err.status === 401 ? 401 : 400;
+      return refused(status, `Signing in with ScaiKey failed: ${err.message}.`);
+    }
   })
   .post("/logout", requireSession(), requireCsrf(), dashboardPermission(), async (c) => {
     await signOut(c.get("db"), c.get("session"));

@@ -27,7 +27,7 @@ export const SESSION_COOKIE = "scaisend_session";
 const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
 
 /** Plain http only for a browser on this machine (npm start); anywhere else the cookie needs https. */
-function isLocalHttp(url: URL): boolean {
+export function isLocalHttp(url: URL): boolean {
   return url.protocol === "http:" && ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname);
 }
 
