@@ -84,6 +84,8 @@ const ROUTES: Record<string, Guard> = {
   "GET /app/assets/:file": PUBLIC,
   "GET /app/login": PUBLIC,
   "POST /app/login": DASHBOARD_SIGNIN,
+  "POST /app/login/scaikey": DASHBOARD_SIGNIN,
+  "GET /app/login/scaikey/callback": PUBLIC,
   "POST /app/logout": dashboard(),
   "GET /app/messages": dashboard(),
   "GET /app/messages/:id": dashboard(),
