@@ -4,6 +4,7 @@ import { createDb } from "./db/client.ts";
 import { loadConfig, type Bindings } from "./env.ts";
 import { enqueueLegacy, flushAllShards } from "./services/hub-client.ts";
 import { sweep } from "./services/sweeper.ts";
+import { sweepEndedSessions } from "./services/dashboard-sessions.ts";
 import { blobRetentionMs, sweepBlobDays } from "./services/blobs.ts";
 import { sweepTemplateSnapshots } from "./services/template-snapshots.ts";
 
@@ -56,6 +57,10 @@ export default {
         if (r.deleted > 0 || r.marked > 0) log("info", "template snapshots swept", { ...r });
       },
     );
+    // Ended dashboard sessions and stale sign-in counters (services/dashboard-sessions.ts), bounded per run.
+    cronTask(ctx, "dashboard session sweep", sweepEndedSessions(createDb(env.DB), Date.now()), (r) => {
+      if (r.sessions > 0) log("info", "ended dashboard sessions deleted", { ...r });
+    });
     cronTask(
       ctx,
       "sweeper",
