@@ -2,8 +2,8 @@
 /** @jsxImportSource hono/jsx */
 /**
  * Stats (docs/dashboard.md#pages): SendGrid's 16 metrics per UTC day over a range (default: the last
- * 30 days), read with the same counters and bucketing as GET /v3/stats (db/stats.ts,
- * services/stats.ts). The table is the page; the chart (uPlot, drawn by /app/assets/stats-….js from
+ * 30 days), for all mail or one category, read with the same counters and bucketing as GET /v3/stats
+ * and GET /v3/categories/stats (db/stats.ts, services/stats.ts). The table is the page; the chart (uPlot, drawn by /app/assets/stats-….js from
  * the page's JSON data island) is an enhancement over it.
  */
 import { Hono } from "hono";
@@ -17,6 +17,7 @@ const DEFAULT_DAYS = 30;
 const MAX_DAYS = 366;
 /** The series the chart shows at first; the legend turns on the others. */
 const SHOWN = ["requests", "delivered", "bounces", "deferred", "opens", "clicks"];
+const PARAMS = new Set(["start_date", "end_date", "category"]);
 
 function rangeOf(q: Record<string, string>, now: number): { start: string; end: string } {
   const end = q.end_date || today(now);
@@ -33,13 +34,34 @@ function rangeOf(q: Record<string, string>, now: number): { start: string; end: 
   return { start, end };
 }
 
+/** `?category=`: empty or absent is all mail; a name is 1 to 255 characters, as the API takes it. */
+function categoryOf(q: Record<string, string>): string | null {
+  const v = (q.category ?? "").trim();
+  if (v === "") return null;
+  if (v.length > 255) throw new AppError("invalid_request", "category must be 1 to 255 characters");
+  return v;
+}
+
 export const statsPages = new Hono<DashboardEnv>().get("/stats", dashboardPermission(), async (c) => {
   const session = c.get("session");
   const q = c.req.query();
-  const extra = Object.keys(q).filter((k) => k !== "start_date" && k !== "end_date");
+  const extra = Object.keys(q).filter((k) => !PARAMS.has(k));
   if (extra.length) throw new AppError("invalid_request", `Unknown parameter: ${extra.join(", ")}`);
   const { start, end } = rangeOf(q, Date.now());
-  const rows = await tenantStats(c.get("db"), session.tenantId).readCounters(start, end, { kind: "global" });
+  const category = categoryOf(q);
+  const stats = tenantStats(c.get("db"), session.tenantId);
+  // The selector lists the categories with stats in the range (as GET /v3/categories/stats/sums
+  // sums them); the one shown is read as GET /v3/categories/stats?categories=<name> reads it.
+  const [rows, sums] = await Promise.all([
+    stats.readCounters(
+      start,
+      end,
+      category === null ? { kind: "global" } : { kind: "some", names: [category] },
+    ),
+    stats.sumCategoryCounters(start, end),
+  ]);
+  const categories = [...new Set(sums.map((r) => r.category))].sort();
+  if (category !== null && !categories.includes(category)) categories.unshift(category);
   const days = [...bucketize(rows, start, end, "day")];
   const island = {
     metrics: METRICS,
@@ -58,6 +80,19 @@ export const statsPages = new Hono<DashboardEnv>().get("/stats", dashboardPermis
           To (UTC)
           <input type="date" name="end_date" value={end} />
         </label>
+        <label>
+          Category
+          <select name="category">
+            <option value="" selected={category === null}>
+              All mail
+            </option>
+            {categories.map((n) => (
+              <option value={n} selected={n === category}>
+                {n}
+              </option>
+            ))}
+          </select>
+        </label>
         <button type="submit">Show</button>
       </form>
       <div
@@ -74,7 +109,11 @@ export const statsPages = new Hono<DashboardEnv>().get("/stats", dashboardPermis
       ></script>
       <div class="table-wrap">
         <table id="stats-table">
-          <caption>Metrics per day (UTC)</caption>
+          <caption>
+            {category === null
+              ? "Metrics per day (UTC), all mail"
+              : `Metrics per day (UTC), category “${category}”`}
+          </caption>
           <thead>
             <tr>
               <th scope="col">Day</th>
