@@ -187,6 +187,32 @@ describe("dashboard templates", () => {
     expect(field.text).toContain("Unknown form field: extra");
   });
 
+  it("data the template cannot render with is a 400 naming the helper and place; stored test data that is not JSON is said on the page", async () => {
+    const g = await fixture(); // its own template: the tests above count f's versions
+    const v = (await makeVersion(g.key, g.templateId, {
+      name: `dated-${uid()}`,
+      subject: "Due",
+      html_content: '<p>Due {{formatDate when "YYYY-MM-DD"}}</p>',
+      test_data: "not json",
+    })) as Version;
+    const page = await g.admin.get(versionPath(g, v));
+    expect(page.status).toBe(200);
+    expect(byId(page.text, "preview-problem")).toMatch(
+      /^The version&#39;s test data cannot be used: The sample data is not valid JSON: \S/,
+    );
+    expect(page.text).toContain("not json</textarea>");
+    const ok = await g.admin.post(`${versionPath(g, v)}/preview`, {
+      data: '{"when": "2026-01-31T10:00:00Z"}',
+    });
+    expect(ok.status, ok.text).toBe(200);
+    expect(srcdoc(ok.text)).toBe("<p>Due 2026-01-31</p>");
+    const bad = await g.admin.post(`${versionPath(g, v)}/preview`, { data: '{"when": "soon"}' });
+    expect(bad.status).toBe(400);
+    expect(byId(bad.text, "preview-problem")).toBe(
+      "The sample data does not render: formatDate: &quot;soon&quot; is not a date (epoch number or ISO 8601 string) (in the HTML, line 1, column 8)",
+    );
+  });
+
   it("a legacy version previews with substitutions, <%body%> and <%subject%> left for the message's own", async () => {
     const path = `/app/templates/${f.legacyId}/versions/${f.legacyVersion.id}/preview`;
     const res = await f.admin.post(path, { data: JSON.stringify({ "-name-": "Ada", "-order-": "42" }) });
