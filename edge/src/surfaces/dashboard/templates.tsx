@@ -100,9 +100,19 @@ function renderPreview(generation: TemplateRow["generation"], v: VersionRow, dat
       ["html", v.htmlContent],
       ["text", v.plainContent],
     ] as const) {
-      const r = applySubstitutions(text, subs, null);
-      if (!r.ok) return { ok: false, problem: `In the ${PART_NAMES[part]}: ${r.error.message}` };
-      out[part] = part === "subject" ? r.output.replace(/[\r\n]+/g, " ") : r.output;
+      // As the send fills it: the tags are the message's own subject and body, never substituted into.
+      const pieces: string[] = [];
+      for (const piece of text.split(/(<%body%>|<%subject%>)/)) {
+        if (piece === "<%body%>" || piece === "<%subject%>") {
+          pieces.push(piece);
+          continue;
+        }
+        const r = applySubstitutions(piece, subs, null);
+        if (!r.ok) return { ok: false, problem: `In the ${PART_NAMES[part]}: ${r.error.message}` };
+        pieces.push(r.output);
+      }
+      const joined = pieces.join("");
+      out[part] = part === "subject" ? joined.replace(/[\r\n]+/g, " ") : joined;
     }
     return {
       ok: true,
