@@ -13,6 +13,8 @@
  * step to compare the origin's CPU per message before and after a change, back to back. `--ab`
  * alternates each run with one whose every message has its own HTML (nothing of one message's MIME
  * reusable for the next, as with per-recipient substitutions or tracking), at the same load.
+ * `--ceiling` adds smtp-source → smtp-sink runs of the same count before and after them (the
+ * ceiling the origin's rate is a fraction of, at the same load).
  */
 import { execSync } from "node:child_process";
 import fs from "node:fs";
@@ -81,7 +83,10 @@ function writeResults(results: BenchResults, t0: number): string {
   fs.mkdirSync(resultsDir, { recursive: true });
   // A subset's file is named by its steps, so runs of different steps on one day do not overwrite each other.
   const subset = only ? `-partial-${[...only].sort().join("-")}` : "";
-  const file = path.join(resultsDir, `${localDate()}${quick ? "-quick" : ""}${subset}.json`);
+  // --label=X: "-X" after that, for runs of one subset compared on one day (before/after a change).
+  const labelArg = process.argv.find((a) => a.startsWith("--label="));
+  const label = labelArg ? `-${labelArg.slice("--label=".length).replace(/[^\w.-]/g, "_")}` : "";
+  const file = path.join(resultsDir, `${localDate()}${quick ? "-quick" : ""}${subset}${label}.json`);
   results.resultsFile = path.relative(REPO_ROOT, file);
   fs.writeFileSync(file, JSON.stringify(results, null, 2) + "\n");
   return file;
@@ -182,6 +187,16 @@ async function main(): Promise<number> {
     const warmup = warmupArg ? { warmup: num("warmup", 0) } : {};
     const runs: NonNullable<BenchResults["originCpu"]>["runs"] = [];
     const ab = process.argv.includes("--ab");
+    // --ceiling: smtp-source → smtp-sink before and after the runs, so "of the ceiling" is of this load.
+    const withCeiling = process.argv.includes("--ceiling");
+    const ceiling: NonNullable<NonNullable<BenchResults["originCpu"]>["ceiling"]> = [];
+    const measureCeiling = async () => {
+      const c = await step(`ceiling: smtp-source → smtp-sink, ${count} messages`, () =>
+        benchCeiling(dctx, count),
+      );
+      if (c) ceiling.push(c);
+    };
+    if (withCeiling) await measureCeiling();
     for (let r = 0; r < num("repeat", 2); r++) {
       for (const uniqueContent of ab ? [false, true] : [false]) {
         const t = await step(
@@ -197,7 +212,8 @@ async function main(): Promise<number> {
         ...warmup,
       }),
     );
-    results.originCpu = { runs, profile };
+    if (withCeiling) await measureCeiling();
+    results.originCpu = { runs, profile, ...(withCeiling ? { ceiling } : {}) };
   }
   const viaEdge = want("delivery") || want("viaedge");
   if (viaEdge) {

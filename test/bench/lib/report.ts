@@ -44,7 +44,12 @@ export interface BenchResults {
     originViaEdgeBurst?: Throughput | { failed: string };
   };
   /** `--only=origin`: the origin alone (link harness → smtp-sink), repeated, for CPU comparisons. */
-  originCpu?: { runs: Throughput[]; profile?: (Throughput & { profileFile?: string }) | undefined };
+  originCpu?: {
+    runs: Throughput[];
+    profile?: (Throughput & { profileFile?: string }) | undefined;
+    /** `--ceiling`: smtp-source → smtp-sink before and after the runs. */
+    ceiling?: Throughput[];
+  };
   timeToInbox?: TtiResult;
   templateSend?: TemplateSendResult;
   webhooks?: WebhooksBenchResult;
