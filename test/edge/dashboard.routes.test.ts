@@ -45,12 +45,16 @@ interface Ids {
   domainId: string;
   /** An address on the tenant's bounces list. */
   email: string;
+  templateId: string;
+  versionId: string;
 }
 const NOWHERE: Ids = {
   messageId: "msg_00000000000000000000000000",
   keyId: "key_00000000000000000000000000",
   domainId: "dom_00000000000000000000000000",
   email: "nobody@example.org",
+  templateId: "d-00000000000000000000000000000000",
+  versionId: "00000000-0000-4000-8000-000000000000",
 };
 
 function pathOf(route: string, ids: Ids): string {
@@ -59,8 +63,10 @@ function pathOf(route: string, ids: Ids): string {
     ? ids.keyId
     : path.startsWith("/app/domains")
       ? ids.domainId
-      : ids.messageId;
-  return path.replace(/:id/, id).replace(/:list/, "bounces");
+      : path.startsWith("/app/templates")
+        ? ids.templateId
+        : ids.messageId;
+  return path.replace(/:id/, id).replace(/:vid/, ids.versionId).replace(/:list/, "bounces");
 }
 
 /** A browser's request: GETs plain, POSTs as the page's own form (Origin and CSRF token) with a valid body. */
@@ -71,6 +77,7 @@ async function hit(route: string, ids: Ids, b: Browser | null, headers: Record<s
   const fields: Record<string, Record<string, string | string[]>> = {
     "POST /app/keys": { name: `probe-${uid()}`, scopes: [] },
     "POST /app/suppressions/:list/remove": { email: ids.email },
+    "POST /app/templates/:id/versions/:vid/preview": { data: "{}" },
   };
   if (b) return b.post(path, fields[route] ?? {});
   const res = await call(path, {
@@ -105,10 +112,27 @@ describe("dashboard routes", () => {
       body: JSON.stringify({ email, reason: `reason-${m}` }),
     });
     expect(added.status, await added.clone().text()).toBeLessThan(300);
+    const json = { Authorization: `Bearer ${admin.key}`, "Content-Type": "application/json" };
+    const tpl = await call("/v3/templates", {
+      method: "POST",
+      headers: json,
+      body: JSON.stringify({ name: `template-${m}`, generation: "dynamic" }),
+    });
+    expect(tpl.status, await tpl.clone().text()).toBe(201);
+    const templateId = ((await tpl.json()) as { id: string }).id;
+    const ver = await call(`/v3/templates/${templateId}/versions`, {
+      method: "POST",
+      headers: json,
+      body: JSON.stringify({ name: `version-${m}`, subject: `Subject ${m}`, html_content: `<p>${m}</p>` }),
+    });
+    expect(ver.status, await ver.clone().text()).toBe(201);
+    const versionId = ((await ver.json()) as { id: string }).id;
     const browser = await Browser.signIn((await createLogin(t.tenantId, ["admin"])).email);
     a = {
-      ids: { messageId, keyId: admin.id, domainId: t.domainId, email },
-      markers: [m, t.tenantId, messageId, admin.id, t.liveKeyId, t.domain].map((s) => s.toLowerCase()),
+      ids: { messageId, keyId: admin.id, domainId: t.domainId, email, templateId, versionId },
+      markers: [m, t.tenantId, messageId, admin.id, t.liveKeyId, t.domain, templateId, versionId].map((s) =>
+        s.toLowerCase(),
+      ),
       browser,
       key: admin.key,
     };
@@ -190,6 +214,7 @@ describe("dashboard routes", () => {
     expect((await call("/v3/scopes", { headers: { Authorization: `Bearer ${a.key}` } })).status).toBe(200);
     expect((await a.browser.get(`/app/messages/${a.ids.messageId}`)).status).toBe(200);
     expect((await a.browser.get("/app/suppressions?list=bounces")).text).toContain(a.ids.email);
+    expect((await a.browser.get(`/app/templates/${a.ids.templateId}`)).text).toContain(">active</td>");
   });
 
   it("public routes answer without a session; the sign-in post needs this origin", async () => {
