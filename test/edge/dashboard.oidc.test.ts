@@ -296,20 +296,16 @@ describe("sign-in with ScaiKey", () => {
     const nonce = await atScaiKey(userOf(tenantId), "/app/stats", (u) =>
       u.searchParams.set("nonce", "a-nonce-of-another-login"),
     );
-    expectRefused(
-      await request(nonce.callback, { cookies: nonce.cookies }),
-      400,
-      "Signing in with ScaiKey failed",
-    );
+    const nonceAnswer = await request(nonce.callback, { cookies: nonce.cookies });
+    expectRefused(nonceAnswer, 400, "Signing in with ScaiKey failed");
+    expect(nonceAnswer.text).toMatch(/ID token was refused: [^<]*nonce/);
 
     // Issued ten minutes ago (ScaiKey's clock), so expired five minutes ago: beyond the 30 s skew.
     const expired = await atScaiKey(userOf(tenantId));
     issuer.clock = () => clock - 10 * 60_000;
-    expectRefused(
-      await request(expired.callback, { cookies: expired.cookies }),
-      400,
-      "Signing in with ScaiKey failed",
-    );
+    const expiredAnswer = await request(expired.callback, { cookies: expired.cookies });
+    expectRefused(expiredAnswer, 400, "Signing in with ScaiKey failed");
+    expect(expiredAnswer.text).toMatch(/ID token was refused: [^<]*exp/);
     issuer.clock = () => clock;
 
     // ScaiKey issues the ID token to another client (aud): the token endpoint is asked as this
@@ -328,11 +324,9 @@ describe("sign-in with ScaiKey", () => {
         Object.assign(issuer.client, mine);
       }
     });
-    expectRefused(
-      await request(aud.callback, { cookies: aud.cookies }),
-      400,
-      "Signing in with ScaiKey failed",
-    );
+    const audAnswer = await request(aud.callback, { cookies: aud.cookies });
+    expectRefused(audAnswer, 400, "Signing in with ScaiKey failed");
+    expect(audAnswer.text).toMatch(/ID token was refused: [^<]*aud/);
     oidcClient.fetcher = issuer.fetch;
     expect(tokenAnswers).toEqual([200, 200, 200]);
 

@@ -182,6 +182,11 @@ export class OidcClient {
     } catch (err) {
       if (err instanceof AppError) throw err;
       if (!isProtocolError(err)) throw unreachable(err);
+      if (isIdTokenClaimError(err)) {
+        throw new AppError("invalid_request", `ScaiKey's ID token was refused: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
       throw new AppError("invalid_request", "The authorization code is invalid or expired", { cause: err });
     }
     const claims = await this.verifyIdToken(s, result.id_token!, client);
@@ -251,6 +256,14 @@ const isProtocolError = (err: unknown): boolean =>
   err instanceof oauth.AuthorizationResponseError ||
   err instanceof oauth.OperationProcessingError ||
   err instanceof oauth.WWWAuthenticateChallengeError;
+
+/**
+ * oauth4webapi checks the ID token's claims (iss, aud, exp, iat, nonce: OpenID Connect Core §3.1.3.7)
+ * while it processes the token endpoint's answer; a failure there is the token's, not the code's.
+ */
+const isIdTokenClaimError = (err: unknown): boolean =>
+  err instanceof oauth.OperationProcessingError &&
+  (err.code === oauth.JWT_CLAIM_COMPARISON || err.code === oauth.JWT_TIMESTAMP_CHECK);
 
 const unreachable = (err: unknown) =>
   new AppError("unavailable", "ScaiKey's token endpoint could not be reached", { cause: err });
