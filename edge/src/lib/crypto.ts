@@ -1,8 +1,17 @@
 /** Small Web Crypto helpers shared by auth, link and admin code. */
 
-export async function sha256Hex(input: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(input));
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
+/** Lower-case hex of `bytes`, by table (on every API request: the key's hash). */
+export function hexOf(bytes: Uint8Array): string {
+  let out = "";
+  for (const b of bytes) out += HEX[b]!;
+  return out;
+}
+
+export async function sha256Hex(input: string | ArrayBuffer): Promise<string> {
+  const data = typeof input === "string" ? new TextEncoder().encode(input) : input;
+  return hexOf(new Uint8Array(await crypto.subtle.digest("SHA-256", data)));
 }
 
 /**

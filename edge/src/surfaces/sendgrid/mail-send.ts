@@ -25,6 +25,7 @@ import { chooseShard, idempotencyKeyHash, layoutOf, type RequestPlace } from "..
 import { hubStub } from "../../services/hub-client.ts";
 import { sendMail } from "../../services/send-mail.ts";
 import { renderSendGrid } from "../errors.ts";
+import { sha256Hex } from "../../lib/crypto.ts";
 
 /** Printable ASCII without spaces (so never a CR or LF); 255 characters hold any UUID or hash a client uses. */
 const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,255}$/;
@@ -43,11 +44,6 @@ function idempotencyKey(value: string | undefined): string | null {
     });
   }
   return value;
-}
-
-async function sha256Hex(bytes: ArrayBuffer): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /**
