@@ -20,6 +20,7 @@ import { AdminClient, type ApiKeyView, type DomainView } from "../../scripts/lib
 import { startEdge, type EdgeProcess, type StartEdgeOptions } from "../../scripts/lib/wrangler-dev.ts";
 import { startDnsServer, type DnsZone, type TestDnsServer } from "../helpers/dns-server.ts";
 import { startSmtpServer, type SmtpBehaviour, type TestSmtpServer } from "../helpers/smtp-servers.ts";
+import { forget, reapOnExit } from "../helpers/process-reaper.ts";
 
 export interface Stack {
   edge: EdgeProcess;
@@ -107,7 +108,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       ...options.edgeVars,
     },
   };
+  // A detached process group: killed by pid if this process goes before stop() (test/helpers/process-reaper.ts).
   const edge = await startEdge(edgeOptions);
+  reapOnExit(edge.pid);
   let edgeStarts = 1;
   const relay = options.viaRelay ? await startRelay(() => currentWorkerUrl(stack.edge)) : null;
 
@@ -159,10 +162,15 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       stack.origin = null;
     },
     async stopEdge(signal) {
-      if (signal === "SIGTERM") return stack.edge.stop();
       const pid = stack.edge.pid;
+      if (signal === "SIGTERM") {
+        await stack.edge.stop();
+        forget(pid);
+        return;
+      }
       // A killed host's connections die with it: the relay's too.
       relay?.dropAll();
+      forget(pid);
       try {
         process.kill(-pid, "SIGKILL");
       } catch {
@@ -182,12 +190,14 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     },
     async restartEdge() {
       await stack.edge.stop();
+      forget(stack.edge.pid);
       edgeStarts++;
       stack.edge = await startEdge({
         ...edgeOptions,
         port: stack.edge.port,
         logFile: path.join(workDir, `wrangler-${edgeStarts}.log`),
       });
+      reapOnExit(stack.edge.pid);
       return stack.edge;
     },
     messageIdCounts() {
@@ -234,6 +244,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       await stack.stopOrigin().catch(() => undefined);
       await relay?.close();
       await stack.edge.stop();
+      forget(stack.edge.pid);
       await smtp.close();
       await dns.close();
       // E2E_KEEP=1 keeps the edge's state and wrangler logs for a post-mortem.
