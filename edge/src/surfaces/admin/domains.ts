@@ -41,8 +41,8 @@ import { parseInput, readJson } from "../validate.ts";
 
 // RFC 1035 host names: labels of letters, digits and hyphens, at least two labels.
 const DOMAIN_NAME = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$/i;
-const DMARC_POLICIES = ["none", "quarantine", "reject"] as const;
-const DomainBody = z.object({
+export const DMARC_POLICIES = ["none", "quarantine", "reject"] as const;
+export const DomainBody = z.object({
   domain: z.string().trim().regex(DOMAIN_NAME, "must be a domain name such as mail.example.com"),
   dmarc_policy: z.enum(DMARC_POLICIES).default("none"),
   dmarc_rua_email: z.email().optional(),

@@ -3,20 +3,32 @@
 /**
  * Sender domains (docs/dashboard.md#pages): the tenant's domains, and a domain's page with the DNS
  * records to publish (each with a copy button, an enhancement: the values are plain selectable text),
- * verification against DNS and DKIM rotation. Reads and writes go through the admin API's own code
- * (domainView in surfaces/admin/domains.ts, services/domains.ts, services/dkim-rotation.ts), with the
- * same permissions: domains.read to look, domains.write to verify or rotate.
+ * verification against DNS, DKIM rotation, an Ed25519 key beside the RSA one (dual signing, RFC 8463)
+ * and adding a domain. Reads and writes go through the admin API's own code (domainView and DomainBody
+ * in surfaces/admin/domains.ts, services/domains.ts, services/dkim-rotation.ts), with the same
+ * permissions: domains.read to look, domains.write to add, verify, rotate or change the Ed25519 key.
+ * Deleting a domain stays with the API (docs/dashboard.md#pages).
  */
 import { Hono } from "hono";
+import { AppError } from "../../../../shared/errors.ts";
 import type { Config } from "../../env.ts";
 import { tenantDomains, type DomainRow } from "../../db/domains.ts";
 import { secretsKeyring } from "../../lib/dkim-key-box.ts";
 import { catalogCache } from "../../services/catalog-cache.ts";
 import type { DashboardSession } from "../../services/dashboard-sessions.ts";
-import { startDkimRotation } from "../../services/dkim-rotation.ts";
+import { isEd25519Selector, ROTATION_ALGORITHMS, startDkimRotation } from "../../services/dkim-rotation.ts";
 import { dohMxQuery, dohTxtQuery } from "../../services/dns-check.ts";
-import { requireDomain, verifyDomain, type DomainDeps, type VerifyOutcome } from "../../services/domains.ts";
-import { domainView } from "../admin/domains.ts";
+import {
+  createDomain,
+  DKIM_ALGORITHMS,
+  removeEd25519Key,
+  requireDomain,
+  rotateEd25519Key,
+  verifyDomain,
+  type DomainDeps,
+  type VerifyOutcome,
+} from "../../services/domains.ts";
+import { DMARC_POLICIES, DomainBody, domainView } from "../admin/domains.ts";
 import { CsrfField, Page } from "./layout.tsx";
 import { can, dashboardPermission, requireCsrf, type DashboardEnv } from "./session.ts";
 
@@ -33,16 +45,50 @@ function depsOf(db: DomainDeps["db"], config: Config): DomainDeps {
   };
 }
 
+type FormBody = Record<string, string | File | (string | File)[]>;
+
+/** A form's fields beyond `allowed` (and the CSRF token) are refused, not ignored, as the API does. */
+function refuseUnknownFields(form: FormBody, allowed: readonly string[]): void {
+  const extra = Object.keys(form).filter((k) => k !== "_csrf" && !allowed.includes(k));
+  if (extra.length) throw new AppError("invalid_request", `Unknown form field: ${extra.join(", ")}`);
+}
+
+/** The add-a-domain form, checked by the admin API's own schema (POST /api/admin/domains). */
+function parseNewDomain(form: FormBody) {
+  refuseUnknownFields(form, ["domain", "dmarc_policy", "dmarc_rua_email", "dkim_algorithm"]);
+  const text = (k: string) => {
+    const v = form[k];
+    if (v === undefined) return undefined;
+    if (typeof v !== "string") throw new AppError("invalid_request", `${k} must be given once, as text`);
+    return v.trim() === "" ? undefined : v.trim();
+  };
+  const parsed = DomainBody.omit({ tenant_id: true }).safeParse({
+    domain: text("domain") ?? "",
+    dmarc_policy: text("dmarc_policy"),
+    dmarc_rua_email: text("dmarc_rua_email"),
+    dkim_algorithm: text("dkim_algorithm"),
+  });
+  if (!parsed.success) {
+    throw new AppError(
+      "invalid_request",
+      parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; "),
+    );
+  }
+  return parsed.data;
+}
+
 function DomainPage(props: {
   session: DashboardSession;
   domain: DomainRow;
   bounceMxHost: string | undefined;
   outcome?: VerifyOutcome;
-  rotated?: boolean;
+  notice?: string;
 }) {
   const { session, outcome } = props;
   const d = domainView(props.domain, Date.now(), props.bounceMxHost);
   const writable = can(session, "POST /app/domains/:id/verify");
+  const base = `/app/domains/${encodeURIComponent(d.id)}`;
+  const ed25519 = d.dkim_ed25519_selector;
   return (
     <Page title={d.domain} session={session} current="/app/domains" scripts={["copy"]}>
       <dl class="meta">
@@ -52,6 +98,14 @@ function DomainPage(props: {
         <dd>
           {d.dkim_selector}
           {d.dkim_pending_selector ? ` (rotating to ${d.dkim_pending_selector})` : ""}
+        </dd>
+        <dt>Ed25519 (dual signing)</dt>
+        <dd id="domain-ed25519">
+          {!ed25519
+            ? "off: mail carries the RSA signature only"
+            : d.dkim_ed25519_verified_at
+              ? `on: ${ed25519} signs beside the RSA key (its record was found ${d.dkim_ed25519_verified_at})`
+              : `${ed25519} is pending: publish its record below, then verify; it signs once it is found`}
         </dd>
         <dt>Last checked</dt>
         <dd>{d.last_checked_at ?? "never"}</dd>
@@ -70,10 +124,9 @@ function DomainPage(props: {
           ) : null}
         </section>
       ) : null}
-      {props.rotated ? (
-        <p class="notice" aria-live="polite">
-          A new DKIM key was made: publish its record below, then verify; signing switches to it once it is
-          found.
+      {props.notice ? (
+        <p class="notice" aria-live="polite" id="domain-notice">
+          {props.notice}
         </p>
       ) : null}
       <h2>DNS records to publish</h2>
@@ -127,19 +180,77 @@ function DomainPage(props: {
       </table>
       {writable ? (
         <div class="actions">
-          <form method="post" action={`/app/domains/${encodeURIComponent(d.id)}/verify`}>
+          <form method="post" action={`${base}/verify`}>
             <CsrfField session={session} />
             <button type="submit">Verify DNS records</button>
           </form>
-          <form method="post" action={`/app/domains/${encodeURIComponent(d.id)}/rotate-dkim`}>
+          <form method="post" action={`${base}/rotate-dkim`}>
             <CsrfField session={session} />
             <button type="submit" class="danger">
               Rotate DKIM key
             </button>
           </form>
+          {ed25519 ? (
+            <>
+              <form method="post" action={`${base}/rotate-dkim`}>
+                <CsrfField session={session} />
+                <input type="hidden" name="algorithm" value="ed25519" />
+                <button type="submit" class="danger">
+                  Rotate Ed25519 key
+                </button>
+              </form>
+              <form method="post" action={`${base}/dkim/ed25519/remove`}>
+                <CsrfField session={session} />
+                <button type="submit" class="danger">
+                  Stop Ed25519 signing
+                </button>
+              </form>
+            </>
+          ) : (
+            <form method="post" action={`${base}/dkim/ed25519`}>
+              <CsrfField session={session} />
+              <button type="submit">Add an Ed25519 key (dual signing)</button>
+            </form>
+          )}
         </div>
       ) : null}
     </Page>
+  );
+}
+
+function AddDomainForm(props: { session: DashboardSession }) {
+  return (
+    <form method="post" action="/app/domains" id="add-domain">
+      <h2>Add a domain</h2>
+      <CsrfField session={props.session} />
+      <p>
+        <label for="domain-name">Domain</label>{" "}
+        <input id="domain-name" name="domain" required placeholder="mail.example.com" autocomplete="off" />
+      </p>
+      <p>
+        <label for="dmarc-policy">DMARC policy</label>{" "}
+        <select id="dmarc-policy" name="dmarc_policy">
+          {DMARC_POLICIES.map((p) => (
+            <option value={p}>{p}</option>
+          ))}
+        </select>
+      </p>
+      <p>
+        <label for="dmarc-rua">DMARC reports to (optional)</label>{" "}
+        <input id="dmarc-rua" name="dmarc_rua_email" type="email" autocomplete="off" />
+      </p>
+      <p>
+        <label for="dkim-algorithm">DKIM signing</label>{" "}
+        <select id="dkim-algorithm" name="dkim_algorithm">
+          {DKIM_ALGORITHMS.map((a) => (
+            <option value={a}>
+              {a === "rsa" ? "RSA (rsa-sha256)" : "Dual (rsa-sha256 and ed25519-sha256)"}
+            </option>
+          ))}
+        </select>
+      </p>
+      <button type="submit">Add domain</button>
+    </form>
   );
 }
 
@@ -149,9 +260,7 @@ export const domainsPages = new Hono<DashboardEnv>()
     const { rows } = await tenantDomains(c.get("db"), session.tenantId).listDomains(null, 100);
     return c.html(
       <Page title="Sender domains" session={session} current="/app/domains">
-        {rows.length === 0 ? (
-          <p>No sender domains yet: the operator adds them (docs/api/admin.md#sender-domains).</p>
-        ) : null}
+        {rows.length === 0 ? <p>No sender domains yet.</p> : null}
         <table>
           <thead>
             <tr>
@@ -172,7 +281,29 @@ export const domainsPages = new Hono<DashboardEnv>()
             ))}
           </tbody>
         </table>
+        {can(session, "POST /app/domains") ? <AddDomainForm session={session} /> : null}
       </Page>,
+    );
+  })
+  .post("/domains", dashboardPermission(), requireCsrf(), async (c) => {
+    const session = c.get("session");
+    const config = c.get("config");
+    const input = parseNewDomain(await c.req.parseBody({ all: true }));
+    const d = await createDomain(depsOf(c.get("db"), config), session.tenantId, {
+      domain: input.domain,
+      dmarcPolicy: input.dmarc_policy,
+      dmarcRuaEmail: input.dmarc_rua_email,
+      dkimAlgorithm: input.dkim_algorithm,
+    });
+    catalogCache.forgetDomain(d.tenantId, d.domain);
+    return c.html(
+      <DomainPage
+        session={session}
+        domain={d}
+        bounceMxHost={config.BOUNCE_MX_HOST}
+        notice="Domain added: publish the records below, then verify. It sends live mail once verified."
+      />,
+      201,
     );
   })
   .get("/domains/:id", dashboardPermission(), async (c) => {
@@ -204,14 +335,69 @@ export const domainsPages = new Hono<DashboardEnv>()
   })
   .post("/domains/:id/rotate-dkim", dashboardPermission(), requireCsrf(), async (c) => {
     const session = c.get("session");
+    const form = await c.req.parseBody({ all: true });
+    refuseUnknownFields(form, ["algorithm"]);
+    const algorithm = form.algorithm ?? "rsa";
+    if (typeof algorithm !== "string" || !ROTATION_ALGORITHMS.includes(algorithm as never)) {
+      throw new AppError("invalid_request", "algorithm must be rsa (the default) or ed25519");
+    }
     const deps = depsOf(c.get("db"), c.get("config"));
     const d = await startDkimRotation(
       deps,
       await requireDomain(deps.db, session.tenantId, c.req.param("id")),
-      "rsa",
+      algorithm as (typeof ROTATION_ALGORITHMS)[number],
     );
     catalogCache.forgetDomain(d.tenantId, d.domain);
     return c.html(
-      <DomainPage session={session} domain={d} bounceMxHost={c.get("config").BOUNCE_MX_HOST} rotated />,
+      <DomainPage
+        session={session}
+        domain={d}
+        bounceMxHost={c.get("config").BOUNCE_MX_HOST}
+        notice={
+          `A new DKIM key was made (${isEd25519Selector(d.dkimNextSelector) ? "Ed25519" : "RSA"}, selector ` +
+          `${d.dkimNextSelector}): publish its record below, then verify; signing switches to it once it is found.`
+        }
+      />,
+    );
+  })
+  .post("/domains/:id/dkim/ed25519", dashboardPermission(), requireCsrf(), async (c) => {
+    const session = c.get("session");
+    refuseUnknownFields(await c.req.parseBody({ all: true }), []);
+    const d = await rotateEd25519Key(
+      depsOf(c.get("db"), c.get("config")),
+      session.tenantId,
+      c.req.param("id"),
+    );
+    catalogCache.forgetDomain(d.tenantId, d.domain);
+    return c.html(
+      <DomainPage
+        session={session}
+        domain={d}
+        bounceMxHost={c.get("config").BOUNCE_MX_HOST}
+        notice={
+          d.dkimEd25519VerifiedAt === null
+            ? `An Ed25519 key was made (${d.dkimEd25519Selector}): publish its record below, then verify; ` +
+              "mail carries both signatures once it is found, and the RSA signature alone until then."
+            : `An Ed25519 key was made (${d.dkimEd25519Selector}): mail carries both signatures.`
+        }
+      />,
+    );
+  })
+  .post("/domains/:id/dkim/ed25519/remove", dashboardPermission(), requireCsrf(), async (c) => {
+    const session = c.get("session");
+    refuseUnknownFields(await c.req.parseBody({ all: true }), []);
+    const d = await removeEd25519Key(
+      depsOf(c.get("db"), c.get("config")),
+      session.tenantId,
+      c.req.param("id"),
+    );
+    catalogCache.forgetDomain(d.tenantId, d.domain);
+    return c.html(
+      <DomainPage
+        session={session}
+        domain={d}
+        bounceMxHost={c.get("config").BOUNCE_MX_HOST}
+        notice="The Ed25519 key was deleted: mail accepted from now on carries the RSA signature only. Its DNS record may be removed."
+      />,
     );
   });
