@@ -6,97 +6,22 @@
  * provider_not_configured before any connection). A secret on the command line is refused (there is
  * no option that takes one), and a refusal of the API prints its reason and exits 1.
  */
-import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
+import { describe, expect, it } from "vitest";
+import { useCliEdge } from "./cli-harness.ts";
 
-const BIN = path.join(REPO_ROOT, "node_modules", ".bin");
 const TOKEN = "cli-twilio-token-0123456789";
 
-let mf: MiniflareEdge;
-let workDir: string;
-const adminToken = randomBytes(24).toString("hex");
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function scaisend(args: string[], stdin?: string): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      path.join(BIN, "node"),
-      [path.join(REPO_ROOT, "bin", "scaisend.mjs"), "providers", ...args],
-      {
-        cwd: REPO_ROOT,
-        env: {
-          PATH: `${BIN}:${process.env.PATH ?? ""}`,
-          HOME: process.env.HOME ?? "/tmp",
-          SCAISEND_EDGE_URL: mf.url,
-          SCAISEND_ADMIN_TOKEN: adminToken,
-        },
-        timeout: 30_000,
-      },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? (typeof err.code === "number" ? err.code : -1) : 0, stdout, stderr });
-      },
-    );
-    child.stdin?.end(stdin ?? "");
-  });
-}
-
-async function json(args: string[], stdin?: string): Promise<any> {
-  const r = await scaisend([...args, "--json"], stdin);
-  expect(r.code, r.stderr + r.stdout).toBe(0);
-  return JSON.parse(r.stdout);
-}
-
-async function api(
-  method: string,
-  p: string,
-  token: string,
-  body?: unknown,
-): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${mf.url}${p}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
-
-beforeAll(async () => {
-  fs.mkdirSync(path.join(REPO_ROOT, ".tmp"), { recursive: true });
-  workDir = fs.mkdtempSync(path.join(REPO_ROOT, ".tmp", "e2e-cli-providers-"));
-  mf = await startMiniflareEdge({
-    persistDir: path.join(workDir, "edge"),
-    vars: {
-      ORIGIN_TOKEN: randomBytes(24).toString("hex"),
-      ADMIN_TOKEN: adminToken,
-      SECRETS_KEY: randomBytes(32).toString("base64"),
-      TRACKING_SECRET: randomBytes(24).toString("hex"),
-      DEV_MODE: "false",
-    },
-  });
-}, 180_000);
-
-afterAll(async () => {
-  await mf?.stop();
-  if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
-});
+const cli = useCliEdge("providers", { dirPrefix: "e2e-cli-providers-" });
+const { scaisend, json, api } = cli;
 
 describe("scaisend providers", () => {
   it("adds, lists, rotates, makes default and removes connections, secrets only from files or stdin", async () => {
-    const tenant = (await api("POST", "/api/admin/tenants", adminToken, { name: "Providers Cli" })).body.data
-      .id as string;
+    const tenant = (await api("POST", "/api/admin/tenants", cli.adminToken, { name: "Providers Cli" })).body
+      .data.id as string;
     const key = (
-      await api("POST", `/api/admin/tenants/${tenant}/api_keys`, adminToken, {
+      await api("POST", `/api/admin/tenants/${tenant}/api_keys`, cli.adminToken, {
         name: "sk",
         environment: "live",
         format: "senderkit",
@@ -105,7 +30,7 @@ describe("scaisend providers", () => {
     const sms = { channel: "sms", to: "+14155550123", content: { body: "hi" } };
     expect((await api("POST", "/v1/send", key, sms)).body.error.code).toBe("provider_not_configured");
 
-    const credFile = path.join(workDir, "twilio.json");
+    const credFile = path.join(cli.workDir, "twilio.json");
     fs.writeFileSync(
       credFile,
       JSON.stringify({ account_sid: "AC0123", auth_token: TOKEN, from: "+15005550006" }),
@@ -165,7 +90,7 @@ describe("scaisend providers", () => {
 
     const made = await json(["default", "--tenant", tenant, "--id", b.id]);
     expect(made.is_default).toBe(true);
-    const after = (await api("GET", `/api/admin/tenants/${tenant}/provider-connections`, adminToken)).body
+    const after = (await api("GET", `/api/admin/tenants/${tenant}/provider-connections`, cli.adminToken)).body
       .data;
     expect(after.map((c: { name: string; is_default: boolean }) => [c.name, c.is_default])).toEqual([
       ["main", false],
@@ -211,7 +136,7 @@ describe("scaisend providers", () => {
     const removed = await scaisend(["remove", "--tenant", tenant, "--id", a.id]);
     expect(removed.code, removed.stderr).toBe(0);
     expect(removed.stdout).toContain(`removed ${a.id}`);
-    const left = (await api("GET", `/api/admin/tenants/${tenant}/provider-connections`, adminToken)).body
+    const left = (await api("GET", `/api/admin/tenants/${tenant}/provider-connections`, cli.adminToken)).body
       .data;
     expect(left.map((c: { id: string }) => c.id)).toEqual([b.id]);
   });

@@ -4,101 +4,18 @@
  * publish, roll back, archive; each step checked through SenderKit's /v1 API with a SenderKit key
  * (what a send would render), and a refusal prints the server's reason and exits 1.
  */
-import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import fs from "node:fs";
-import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
+import { describe, expect, it } from "vitest";
+import { useCliEdge } from "./cli-harness.ts";
 
-const BIN = path.join(REPO_ROOT, "node_modules", ".bin");
-
-let mf: MiniflareEdge;
-let workDir: string;
-const adminToken = randomBytes(24).toString("hex");
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function scaisend(args: string[], stdin?: string): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = execFile(
-      path.join(BIN, "node"),
-      [path.join(REPO_ROOT, "bin", "scaisend.mjs"), "sk-templates", ...args],
-      {
-        cwd: REPO_ROOT,
-        env: {
-          PATH: `${BIN}:${process.env.PATH ?? ""}`,
-          HOME: process.env.HOME ?? "/tmp",
-          SCAISEND_EDGE_URL: mf.url,
-          SCAISEND_ADMIN_TOKEN: adminToken,
-        },
-        timeout: 30_000,
-      },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? (typeof err.code === "number" ? err.code : -1) : 0, stdout, stderr });
-      },
-    );
-    child.stdin?.end(stdin ?? "");
-  });
-}
-
-async function json(args: string[], stdin?: string): Promise<any> {
-  const r = await scaisend([...args, "--json"], stdin);
-  expect(r.code, r.stderr + r.stdout).toBe(0);
-  return JSON.parse(r.stdout);
-}
-
-async function api(
-  method: string,
-  p: string,
-  token: string,
-  body?: unknown,
-): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${mf.url}${p}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, body: await res.json() };
-}
-
-function file(name: string, value: unknown): string {
-  const p = path.join(workDir, name);
-  fs.writeFileSync(p, JSON.stringify(value));
-  return p;
-}
-
-beforeAll(async () => {
-  fs.mkdirSync(path.join(REPO_ROOT, ".tmp"), { recursive: true });
-  workDir = fs.mkdtempSync(path.join(REPO_ROOT, ".tmp", "e2e-cli-sk-"));
-  mf = await startMiniflareEdge({
-    persistDir: path.join(workDir, "edge"),
-    vars: {
-      ORIGIN_TOKEN: randomBytes(24).toString("hex"),
-      ADMIN_TOKEN: adminToken,
-      SECRETS_KEY: randomBytes(32).toString("base64"),
-      TRACKING_SECRET: randomBytes(24).toString("hex"),
-      DEV_MODE: "false",
-    },
-  });
-}, 180_000);
-
-afterAll(async () => {
-  await mf?.stop();
-  if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
-});
+const cli = useCliEdge("sk-templates", { dirPrefix: "e2e-cli-sk-" });
+const { scaisend, json, api, file } = cli;
 
 describe("scaisend sk-templates", () => {
   it("creates, versions, publishes, rolls back and archives; /v1 renders what the CLI set", async () => {
-    const tenant = (await api("POST", "/api/admin/tenants", adminToken, { name: "Sk Cli" })).body.data
+    const tenant = (await api("POST", "/api/admin/tenants", cli.adminToken, { name: "Sk Cli" })).body.data
       .id as string;
     const key = (
-      await api("POST", `/api/admin/tenants/${tenant}/api_keys`, adminToken, {
+      await api("POST", `/api/admin/tenants/${tenant}/api_keys`, cli.adminToken, {
         name: "sk",
         environment: "live",
         format: "senderkit",
