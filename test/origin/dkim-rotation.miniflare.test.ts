@@ -10,27 +10,16 @@
  *  - each record's failure is named with what was expected and found (NXDOMAIN, two SPF records,
  *    a DKIM key that does not match, an invalid DMARC policy).
  */
-import { randomUUID } from "node:crypto";
-import fs from "node:fs";
-import path from "node:path";
 import { dkimVerify } from "mailauth/lib/dkim/verify.js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freshSecrets, testWorkDir } from "../helpers/miniflare-fixture.ts";
-import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import type { DeliveryJob, RecipientOutcome } from "../../shared/link/protocol.ts";
-import { composeMessage } from "../../origin/src/compose/compose.ts";
-import { EdgeLink } from "../../origin/src/link/edge-link.ts";
-import { createMetrics } from "../../origin/src/ops/metrics.ts";
-import { JobRunner } from "../../origin/src/worker/job-runner.ts";
-import { mailauthResolver, startDnsServer, type DnsZone, type TestDnsServer } from "../helpers/dns-server.ts";
+import { describe, expect, it } from "vitest";
+import { mailauthResolver } from "../helpers/dns-server.ts";
+import { useDomainEdge, zoneOf } from "../helpers/domain-edge.ts";
 
 const SENDER = "rotate.link.test";
 const OVERLAP_S = 2;
 
-let edge: MiniflareEdge;
-let dns: TestDnsServer;
-let workDir: string;
-const secrets = freshSecrets();
+const fx = useDomainEdge("dkim-rotation-miniflare", { DKIM_ROTATION_OVERLAP_S: String(OVERLAP_S) });
+const { call, startOrigin, tenantKey } = fx;
 
 interface DnsRecordView {
   purpose: string;
@@ -55,91 +44,6 @@ interface Check {
   found?: string[];
 }
 
-async function call(token: string, method: string, pathname: string, body?: unknown): Promise<any> {
-  const res = await fetch(new URL(pathname, edge.url), {
-    method,
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${pathname}: HTTP ${res.status} ${text}`);
-  return text === "" ? null : JSON.parse(text);
-}
-
-/** The records with these statuses, as a DNS zone (several values at one host stay several records). */
-function zoneOf(records: DnsRecordView[], statuses: string[]): DnsZone {
-  const zone: DnsZone = {};
-  for (const r of records) {
-    if (statuses.includes(r.status)) ((zone[r.host] ??= { TXT: [] }).TXT as string[]).push(r.value);
-  }
-  return zone;
-}
-
-beforeAll(async () => {
-  workDir = testWorkDir("dkim-rotation-miniflare");
-  dns = await startDnsServer({});
-  edge = await startMiniflareEdge({
-    persistDir: path.join(workDir, "edge"),
-    vars: {
-      ...secrets,
-      DEV_MODE: "false",
-      DNS_RESOLVER_URL: dns.dohUrl,
-      DKIM_ROTATION_OVERLAP_S: String(OVERLAP_S),
-    },
-  });
-}, 180_000);
-
-afterAll(async () => {
-  await edge?.stop();
-  await dns?.close();
-  if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
-});
-
-function startOrigin(composed: Map<string, Buffer>): { stop(): void } {
-  const runner = new JobRunner({
-    capacity: 4,
-    metrics: createMetrics(),
-    log: () => {},
-    deliver: async (job: DeliveryJob): Promise<RecipientOutcome[]> => {
-      composed.set(job.messageId, await composeMessage(job));
-      return job.recipients.map((recipient) => ({
-        recipient,
-        status: "delivered",
-        smtpCode: 250,
-        response: "250 OK",
-      }));
-    },
-  });
-  const link: EdgeLink = new EdgeLink({
-    edgeUrl: edge.url,
-    token: secrets.ORIGIN_TOKEN,
-    shard: 0,
-    nodeId: `node-${randomUUID().slice(0, 8)}`,
-    bootId: randomUUID(),
-    version: "test",
-    freeCapacity: () => runner.roomFor(link),
-    onJobs: (jobs, l) => runner.accept(jobs, l),
-    onResultAck: () => runner.refill(),
-    log: () => {},
-    pingIntervalMs: 1_000,
-    resendIntervalMs: 500,
-  });
-  runner.register(link);
-  link.start();
-  return { stop: () => link.close() };
-}
-
-async function tenantKey(name: string): Promise<string> {
-  const tenant = (await call(secrets.ADMIN_TOKEN, "POST", "/api/admin/tenants", { name })).data;
-  return (
-    await call(secrets.ADMIN_TOKEN, "POST", `/api/admin/tenants/${tenant.id}/api_keys`, {
-      name,
-      environment: "live",
-      scopes: ["mail.send", "domains.read", "domains.write"],
-    })
-  ).data.api_key as string;
-}
-
 /** Sends one message and returns the selectors whose signatures verify on what the origin composed. */
 async function sendAndVerify(key: string, composed: Map<string, Buffer>): Promise<string[]> {
   const sent = await call(key, "POST", "/v3/mail/send", {
@@ -153,7 +57,7 @@ async function sendAndVerify(key: string, composed: Map<string, Buffer>): Promis
   while (!composed.has(id) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   const raw = composed.get(id);
   expect(raw, "the origin composed the message").toBeDefined();
-  const { results } = await dkimVerify(raw!, { strict: true, resolver: mailauthResolver(dns.server) });
+  const { results } = await dkimVerify(raw!, { strict: true, resolver: mailauthResolver(fx.dns.server) });
   return results.map((r) => `${r.status.result}:${r.selector}`);
 }
 
@@ -161,7 +65,7 @@ describe("DKIM rotation with overlap (Miniflare, loopback DNS)", () => {
   it("publishes both selectors, switches signing only once the new record verifies, retires the old one after the window", async () => {
     const key = await tenantKey("Rotate");
     const d = (await call(key, "POST", "/api/admin/domains", { domain: SENDER })).data as DomainView;
-    dns.setRecords(zoneOf(d.dns_records, ["required"]));
+    fx.dns.setRecords(zoneOf(d.dns_records, ["required"]));
     expect((await call(key, "POST", `/api/admin/domains/${d.id}/verify`)).data.verified).toBe(true);
 
     const rotated = (await call(key, "POST", `/api/admin/domains/${d.id}/rotate-dkim`)).data as DomainView;
@@ -200,7 +104,7 @@ describe("DKIM rotation with overlap (Miniflare, loopback DNS)", () => {
       expect(await sendAndVerify(key, composed)).toEqual(["pass:scaisend"]);
 
       // Published beside the old one: the verification switches.
-      dns.setRecords(zoneOf(rotated.dns_records, ["required", "pending"]));
+      fx.dns.setRecords(zoneOf(rotated.dns_records, ["required", "pending"]));
       const switched = (await call(key, "POST", `/api/admin/domains/${d.id}/verify`)).data;
       expect(switched, JSON.stringify(switched)).toMatchObject({
         verified: true,
@@ -231,7 +135,7 @@ describe("DKIM rotation with overlap (Miniflare, loopback DNS)", () => {
         host: `scaisend._domainkey.${SENDER}`,
         status: "removable",
       });
-      dns.setRecords(zoneOf(later.dns_records, ["required"]));
+      fx.dns.setRecords(zoneOf(later.dns_records, ["required"]));
       expect((await call(key, "POST", `/api/admin/domains/${d.id}/verify`)).data.verified).toBe(true);
       expect(await sendAndVerify(key, composed)).toEqual(["pass:scaisend2"]);
       // The next rotation takes a selector never used before.
@@ -250,7 +154,7 @@ describe("DKIM rotation with overlap (Miniflare, loopback DNS)", () => {
     const [dkim, spf, dmarc] = d.dns_records;
     const otherKey = (await call(key, "POST", "/api/admin/domains", { domain: `other.${SENDER}` })).data
       .dns_records[0].value as string;
-    dns.setRecords({
+    fx.dns.setRecords({
       [dkim!.host]: { TXT: [otherKey] },
       [spf!.host]: { TXT: ["v=spf1 mx ~all", "v=spf1 ip4:192.0.2.1 -all"] },
       [dmarc!.host]: { TXT: ["v=DMARC1; p=block"] },
@@ -287,7 +191,7 @@ describe("DKIM rotation with overlap (Miniflare, loopback DNS)", () => {
     expect(out.errors.map((e: { record: string }) => e.record)).toEqual([dkim!.host, spf!.host, dmarc!.host]);
 
     // The domain name exists but the records do not: NODATA, not NXDOMAIN.
-    dns.setRecords({ [domain]: { A: ["192.0.2.10"] } });
+    fx.dns.setRecords({ [domain]: { A: ["192.0.2.10"] } });
     const empty = (await call(key, "POST", `/api/admin/domains/${d.id}/verify`)).data;
     expect(empty.checks.map((c: Check) => c.message)).toEqual([
       `${dkim!.host} does not exist (NXDOMAIN): no DKIM record found`,

@@ -11,27 +11,19 @@
  *    with `scaisend-ed1` until a verification finds the new record, then with `scaisend-ed2`; the old
  *    record is `retiring`, then `removable` once DKIM_ROTATION_OVERLAP_S (2 s here) has passed.
  */
-import { randomUUID } from "node:crypto";
-import fs from "node:fs";
-import path from "node:path";
 import { dkimVerify } from "mailauth/lib/dkim/verify.js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freshSecrets, testWorkDir } from "../helpers/miniflare-fixture.ts";
-import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import type { DeliveryJob, RecipientOutcome } from "../../shared/link/protocol.ts";
-import { composeMessage } from "../../origin/src/compose/compose.ts";
-import { EdgeLink } from "../../origin/src/link/edge-link.ts";
-import { createMetrics } from "../../origin/src/ops/metrics.ts";
-import { JobRunner } from "../../origin/src/worker/job-runner.ts";
-import { mailauthResolver, startDnsServer, type DnsZone, type TestDnsServer } from "../helpers/dns-server.ts";
+import { describe, expect, it } from "vitest";
+import { mailauthResolver } from "../helpers/dns-server.ts";
+import { useDomainEdge, zoneOf } from "../helpers/domain-edge.ts";
 
 const BOUNCE_MX = "mx.bounces.records.test";
 const OVERLAP_S = 2;
 
-let edge: MiniflareEdge;
-let dns: TestDnsServer;
-let workDir: string;
-const secrets = freshSecrets();
+const fx = useDomainEdge("domain-records-miniflare", {
+  DKIM_ROTATION_OVERLAP_S: String(OVERLAP_S),
+  BOUNCE_MX_HOST: BOUNCE_MX,
+});
+const { request, call, startOrigin, tenantKey } = fx;
 
 interface DnsRecordView {
   purpose: string;
@@ -60,101 +52,6 @@ interface Check {
   found?: string[];
 }
 
-async function request(token: string, method: string, pathname: string, body?: unknown) {
-  const res = await fetch(new URL(pathname, edge.url), {
-    method,
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text === "" ? null : JSON.parse(text) };
-}
-
-async function call(token: string, method: string, pathname: string, body?: unknown): Promise<any> {
-  const res = await request(token, method, pathname, body);
-  if (res.status >= 300)
-    throw new Error(`${method} ${pathname}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
-  return res.body;
-}
-
-/** The records with these statuses, as a DNS zone: TXT values and MX records at their hosts. */
-function zoneOf(records: DnsRecordView[], statuses: string[]): DnsZone {
-  const zone: DnsZone = {};
-  for (const r of records) {
-    if (!statuses.includes(r.status)) continue;
-    const at = (zone[r.host] ??= {});
-    if (r.type === "MX") (at.MX ??= []).push({ preference: r.priority!, exchange: r.value });
-    else (at.TXT ??= []).push(r.value);
-  }
-  return zone;
-}
-
-beforeAll(async () => {
-  workDir = testWorkDir("domain-records-miniflare");
-  dns = await startDnsServer({});
-  edge = await startMiniflareEdge({
-    persistDir: path.join(workDir, "edge"),
-    vars: {
-      ...secrets,
-      DEV_MODE: "false",
-      DNS_RESOLVER_URL: dns.dohUrl,
-      DKIM_ROTATION_OVERLAP_S: String(OVERLAP_S),
-      BOUNCE_MX_HOST: BOUNCE_MX,
-    },
-  });
-}, 180_000);
-
-afterAll(async () => {
-  await edge?.stop();
-  await dns?.close();
-  if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
-});
-
-function startOrigin(composed: Map<string, Buffer>): { stop(): void } {
-  const runner = new JobRunner({
-    capacity: 4,
-    metrics: createMetrics(),
-    log: () => {},
-    deliver: async (job: DeliveryJob): Promise<RecipientOutcome[]> => {
-      composed.set(job.messageId, await composeMessage(job));
-      return job.recipients.map((recipient) => ({
-        recipient,
-        status: "delivered",
-        smtpCode: 250,
-        response: "250 OK",
-      }));
-    },
-  });
-  const link: EdgeLink = new EdgeLink({
-    edgeUrl: edge.url,
-    token: secrets.ORIGIN_TOKEN,
-    shard: 0,
-    nodeId: `node-${randomUUID().slice(0, 8)}`,
-    bootId: randomUUID(),
-    version: "test",
-    freeCapacity: () => runner.roomFor(link),
-    onJobs: (jobs, l) => runner.accept(jobs, l),
-    onResultAck: () => runner.refill(),
-    log: () => {},
-    pingIntervalMs: 1_000,
-    resendIntervalMs: 500,
-  });
-  runner.register(link);
-  link.start();
-  return { stop: () => link.close() };
-}
-
-async function tenantKey(name: string): Promise<string> {
-  const tenant = (await call(secrets.ADMIN_TOKEN, "POST", "/api/admin/tenants", { name })).data;
-  return (
-    await call(secrets.ADMIN_TOKEN, "POST", `/api/admin/tenants/${tenant.id}/api_keys`, {
-      name,
-      environment: "live",
-      scopes: ["mail.send", "domains.read", "domains.write"],
-    })
-  ).data.api_key as string;
-}
-
 /** Sends one message and returns the signatures that verify on what the origin composed. */
 async function sendAndVerify(key: string, sender: string, composed: Map<string, Buffer>): Promise<string[]> {
   const sent = await call(key, "POST", "/v3/mail/send", {
@@ -168,7 +65,7 @@ async function sendAndVerify(key: string, sender: string, composed: Map<string, 
   while (!composed.has(id) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   const raw = composed.get(id);
   expect(raw, "the origin composed the message").toBeDefined();
-  const { results } = await dkimVerify(raw!, { strict: true, resolver: mailauthResolver(dns.server) });
+  const { results } = await dkimVerify(raw!, { strict: true, resolver: mailauthResolver(fx.dns.server) });
   return results.map((r) => `${r.status.result}:${r.selector}`);
 }
 
@@ -195,7 +92,7 @@ describe("the bounce MX record (BOUNCE_MX_HOST)", () => {
       status: "required",
     });
     const published = zoneOf(d.dns_records, ["required"]);
-    dns.setRecords(published);
+    fx.dns.setRecords(published);
     const ok = await verify(key, d);
     expect(ok.verified, JSON.stringify(ok)).toBe(true);
     expect(ok.checks.map((c: Check) => [c.purpose, c.ok])).toEqual([
@@ -210,7 +107,7 @@ describe("the bounce MX record (BOUNCE_MX_HOST)", () => {
     const withMx = async (mx: { preference: number; exchange: string }[] | undefined) => {
       const zone = { ...published, [domain]: { ...published[domain], MX: mx } };
       if (mx === undefined) delete zone[domain]!.MX;
-      dns.setRecords(zone);
+      fx.dns.setRecords(zone);
       const out = await verify(key, d);
       // The MX is reported, never a reason to stop the domain's mail.
       expect(out.verified).toBe(true);
@@ -254,7 +151,7 @@ describe("the bounce MX record (BOUNCE_MX_HOST)", () => {
     ).toEqual({ purpose: "bounce_mx", host: domain, ok: true });
 
     // A domain name that does not exist at all.
-    dns.setRecords({});
+    fx.dns.setRecords({});
     const none = await verify(key, d);
     expect(none.verified).toBe(false);
     expect(none.checks.find((c: Check) => c.purpose === "bounce_mx").message).toBe(
@@ -273,7 +170,7 @@ describe('rotate-dkim with {"algorithm":"ed25519"} (RFC 8463, overlap window)', 
     const d = (await call(key, "POST", "/api/admin/domains", { domain: sender, dkim_algorithm: "dual" }))
       .data as DomainView;
     expect(d.dkim_ed25519_selector).toBe("scaisend-ed1");
-    dns.setRecords(zoneOf(d.dns_records, ["required", "pending"]));
+    fx.dns.setRecords(zoneOf(d.dns_records, ["required", "pending"]));
     expect((await verify(key, d)).verified).toBe(true);
 
     // What the route refuses: another algorithm, another field.
@@ -339,7 +236,7 @@ describe('rotate-dkim with {"algorithm":"ed25519"} (RFC 8463, overlap window)', 
         found: [],
       });
       // Published with k=rsa: named, and no switch.
-      dns.setRecords({
+      fx.dns.setRecords({
         ...zoneOf(rotated.dns_records, ["required"]),
         [newRecord.host]: { TXT: [newRecord.value.replace("k=ed25519", "k=rsa")] },
       });
@@ -350,7 +247,7 @@ describe('rotate-dkim with {"algorithm":"ed25519"} (RFC 8463, overlap window)', 
       );
       expect(await sendAndVerify(key, sender, composed)).toEqual(["pass:scaisend", "pass:scaisend-ed1"]);
 
-      dns.setRecords(zoneOf(rotated.dns_records, ["required", "pending"]));
+      fx.dns.setRecords(zoneOf(rotated.dns_records, ["required", "pending"]));
       const switched = await verify(key, d);
       expect(switched, JSON.stringify(switched)).toMatchObject({
         verified: true,
@@ -378,7 +275,7 @@ describe('rotate-dkim with {"algorithm":"ed25519"} (RFC 8463, overlap window)', 
         host: `scaisend-ed1._domainkey.${sender}`,
         status: "removable",
       });
-      dns.setRecords(zoneOf(later.dns_records, ["required"]));
+      fx.dns.setRecords(zoneOf(later.dns_records, ["required"]));
       expect((await verify(key, d)).verified).toBe(true);
       expect(await sendAndVerify(key, sender, composed)).toEqual(["pass:scaisend", "pass:scaisend-ed2"]);
       // The next Ed25519 key takes a selector never used before, on either route.

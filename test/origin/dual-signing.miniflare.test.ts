@@ -6,27 +6,18 @@
  * receiver side (mailauth through real UDP/TCP DNS, and python3-dkim) checks the signatures with.
  * Only the SMTP hop is left out: `deliver` composes the message the engine would send and keeps it.
  */
-import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { dkimVerify } from "mailauth/lib/dkim/verify.js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { dkimpyVerdicts } from "../helpers/python-dkim.ts";
-import { freshSecrets, testWorkDir } from "../helpers/miniflare-fixture.ts";
-import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import type { DeliveryJob, RecipientOutcome } from "../../shared/link/protocol.ts";
-import { composeMessage } from "../../origin/src/compose/compose.ts";
-import { EdgeLink } from "../../origin/src/link/edge-link.ts";
-import { createMetrics } from "../../origin/src/ops/metrics.ts";
-import { JobRunner } from "../../origin/src/worker/job-runner.ts";
-import { mailauthResolver, startDnsServer, type TestDnsServer } from "../helpers/dns-server.ts";
+import { mailauthResolver } from "../helpers/dns-server.ts";
+import { useDomainEdge } from "../helpers/domain-edge.ts";
 
 const SENDER = "dual.link.test";
 
-let edge: MiniflareEdge;
-let dns: TestDnsServer;
-let workDir: string;
-const secrets = freshSecrets();
+const fx = useDomainEdge("dual-miniflare", {});
+const { secrets, call, startOrigin } = fx;
 
 interface DomainView {
   id: string;
@@ -35,67 +26,6 @@ interface DomainView {
   dkim_ed25519_selector: string | null;
   dkim_ed25519_verified_at: string | null;
   dns_records: { purpose: string; host: string; value: string }[];
-}
-
-async function call(token: string, method: string, pathname: string, body?: unknown): Promise<any> {
-  const res = await fetch(new URL(pathname, edge.url), {
-    method,
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  if (!res.ok) throw new Error(`${method} ${pathname}: HTTP ${res.status} ${text}`);
-  return JSON.parse(text);
-}
-
-beforeAll(async () => {
-  workDir = testWorkDir("dual-miniflare");
-  dns = await startDnsServer({});
-  // DEV_MODE off: the domain and its Ed25519 key count only once DNS shows their records.
-  edge = await startMiniflareEdge({
-    persistDir: path.join(workDir, "edge"),
-    vars: { ...secrets, DEV_MODE: "false", DNS_RESOLVER_URL: dns.dohUrl },
-  });
-}, 180_000);
-
-afterAll(async () => {
-  await edge?.stop();
-  await dns?.close();
-  if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
-});
-
-function startOrigin(composed: Map<string, Buffer>): { link: EdgeLink; stop(): void } {
-  const runner = new JobRunner({
-    capacity: 4,
-    metrics: createMetrics(),
-    log: () => {},
-    deliver: async (job: DeliveryJob): Promise<RecipientOutcome[]> => {
-      composed.set(job.messageId, await composeMessage(job));
-      return job.recipients.map((recipient) => ({
-        recipient,
-        status: "delivered",
-        smtpCode: 250,
-        response: "250 OK",
-      }));
-    },
-  });
-  const link: EdgeLink = new EdgeLink({
-    edgeUrl: edge.url,
-    token: secrets.ORIGIN_TOKEN,
-    shard: 0,
-    nodeId: `node-${randomUUID().slice(0, 8)}`,
-    bootId: randomUUID(),
-    version: "test",
-    freeCapacity: () => runner.roomFor(link),
-    onJobs: (jobs, l) => runner.accept(jobs, l),
-    onResultAck: () => runner.refill(),
-    log: () => {},
-    pingIntervalMs: 1_000,
-    resendIntervalMs: 500,
-  });
-  runner.register(link);
-  link.start();
-  return { link, stop: () => link.close() };
 }
 
 describe("dual signing through the edge (Miniflare)", () => {
@@ -119,7 +49,7 @@ describe("dual signing through the edge (Miniflare)", () => {
     // Publish exactly what the API says to publish.
     const zone: Record<string, { TXT: string[] }> = {};
     for (const r of d.dns_records) (zone[r.host] ??= { TXT: [] }).TXT.push(r.value);
-    dns.setRecords(zone);
+    fx.dns.setRecords(zone);
     const verify = (await call(key, "POST", `/api/admin/domains/${d.id}/verify`)).data;
     expect(verify.verified, JSON.stringify(verify)).toBe(true);
     expect(verify.checks.map((c: { host: string; ok: boolean }) => [c.host, c.ok])).toEqual([
@@ -160,12 +90,12 @@ describe("dual signing through the edge (Miniflare)", () => {
         ),
       );
 
-      const { results } = await dkimVerify(raw, { strict: true, resolver: mailauthResolver(dns.server) });
+      const { results } = await dkimVerify(raw, { strict: true, resolver: mailauthResolver(fx.dns.server) });
       expect(results.map((r) => [r.status.result, r.selector, r.status.aligned])).toEqual([
         ["pass", "scaisend", SENDER],
         ["pass", "scaisend-ed1", SENDER],
       ]);
-      const file = path.join(workDir, "dual.eml");
+      const file = path.join(fx.workDir, "dual.eml");
       fs.writeFileSync(file, raw);
       const records = Object.fromEntries(d.dns_records.map((r) => [r.host, r.value]));
       expect(dkimpyVerdicts([file], records)[file]).toEqual([true, true]);
