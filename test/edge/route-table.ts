@@ -94,6 +94,8 @@ export const ROUTES: Record<string, Guard> = {
   "POST /app/domains/:id/dkim/ed25519/remove": dashboard("domains.write"),
   "GET /app/suppressions": dashboard("suppressions.read"),
   "POST /app/suppressions/:list/remove": dashboard("suppressions.write"),
+  "GET /app/suppressions/:list/export": dashboard("suppressions.read"),
+  "POST /app/suppressions/:list/import": dashboard("suppressions.write"),
   "GET /app/templates": dashboard("templates.read"),
   "GET /app/templates/:id": dashboard("templates.read"),
   "GET /app/templates/:id/versions/:vid": dashboard("templates.read"),

@@ -35,6 +35,8 @@ export const ROUTE_PERMISSIONS: Readonly<Record<string, RoutePermission>> = {
   "POST /app/domains/:id/dkim/ed25519/remove": ["domains.write"],
   "GET /app/suppressions": ["suppressions.read"],
   "POST /app/suppressions/:list/remove": ["suppressions.write"],
+  "GET /app/suppressions/:list/export": ["suppressions.read"],
+  "POST /app/suppressions/:list/import": ["suppressions.write"],
   "GET /app/templates": ["templates.read"],
   "GET /app/templates/:id": ["templates.read"],
   "GET /app/templates/:id/versions/:vid": ["templates.read"],

@@ -5,16 +5,38 @@
  * an address search, and a remove button per address — the same repository as /v3/suppression
  * (db/suppressions.ts) and the same permissions (suppressions.read to look, suppressions.write to
  * remove). Global unsubscribes are only listed: SendGrid changes them through its ASM routes.
+ * Pages of 100 with offset links; a list (or its filtered part) exports as SendGrid's CSV, and a CSV
+ * imports into a list (suppressions-csv.ts) through the same repository calls as the API: the
+ * list's addSuppressions, or for global unsubscribes the ASM route's unsubscribeGloballyMany.
  */
 import { Hono } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import { SUPPRESSION_LISTS, type SuppressionList } from "../../db/schema.ts";
 import { tenantSuppressions } from "../../db/suppressions.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
+import { toCsv } from "../sendgrid/suppression-csv.ts";
 import { CsrfField, Page } from "./layout.tsx";
+import { MAX_IMPORT_BYTES, MAX_IMPORT_ROWS, parseImport } from "./suppressions-csv.ts";
 import { can, dashboardPermission, requireCsrf, type DashboardEnv } from "./session.ts";
 
 const PAGE = 100;
+const EXPORT_PAGE = 1000;
+const MAX_OFFSET = 10_000_000;
+
+function offsetOf(value: string | undefined): number {
+  if (value === undefined) return 0;
+  const n = /^\d{1,8}$/.test(value) ? Number(value) : NaN;
+  if (!(n <= MAX_OFFSET))
+    throw new AppError("invalid_request", `offset must be a whole number up to ${MAX_OFFSET}`);
+  return n;
+}
+
+function pageLink(list: string, email: string | undefined, offset: number): string {
+  const q = new URLSearchParams({ list });
+  if (email) q.set("email", email);
+  if (offset > 0) q.set("offset", String(offset));
+  return `/app/suppressions?${q}`;
+}
 
 function listOf(value: string | undefined): SuppressionList {
   const list = value ?? "bounces";
@@ -28,16 +50,21 @@ export const suppressionsPages = new Hono<DashboardEnv>()
   .get("/suppressions", dashboardPermission(), async (c) => {
     const session = c.get("session");
     const q = c.req.query();
-    const extra = Object.keys(q).filter((k) => k !== "list" && k !== "email");
+    const extra = Object.keys(q).filter((k) => k !== "list" && k !== "email" && k !== "offset");
     if (extra.length) throw new AppError("invalid_request", `Unknown parameter: ${extra.join(", ")}`);
     const list = listOf(q.list);
     const email = q.email?.trim() || undefined;
-    const rows = await tenantSuppressions(c.get("db"), session.tenantId).listSuppressions(list, {
-      limit: PAGE,
-      offset: 0,
+    const offset = offsetOf(q.offset);
+    const fetched = await tenantSuppressions(c.get("db"), session.tenantId).listSuppressions(list, {
+      limit: PAGE + 1,
+      offset,
       ...(email ? { emailPrefix: email } : {}),
     });
+    const more = fetched.length > PAGE;
+    const rows = fetched.slice(0, PAGE);
     const removable = list !== "unsubscribes" && can(session, "POST /app/suppressions/:list/remove");
+    const importable = can(session, "POST /app/suppressions/:list/import");
+    const exportHref = `/app/suppressions/${list}/export${email ? `?${new URLSearchParams({ email })}` : ""}`;
     return c.html(
       <Page title="Suppressions" session={session} current="/app/suppressions">
         <form method="get" action="/app/suppressions" class="filters" role="search">
@@ -60,9 +87,7 @@ export const suppressionsPages = new Hono<DashboardEnv>()
         <table id="suppressions">
           <caption>
             {list}:{" "}
-            {rows.length === PAGE
-              ? `the newest ${PAGE}`
-              : `${rows.length} address${rows.length === 1 ? "" : "es"}`}
+            {rows.length === 0 ? "no addresses" : `${offset + 1}–${offset + rows.length}, newest first`}
           </caption>
           <thead>
             <tr>
@@ -97,6 +122,122 @@ export const suppressionsPages = new Hono<DashboardEnv>()
             ))}
           </tbody>
         </table>
+        <nav aria-label="Pages" class="pager">
+          {offset > 0 ? (
+            <a rel="prev" href={pageLink(list, email, Math.max(0, offset - PAGE))}>
+              Newer
+            </a>
+          ) : null}{" "}
+          {more ? (
+            <a rel="next" href={pageLink(list, email, offset + PAGE)}>
+              Older
+            </a>
+          ) : null}
+        </nav>
+        <p>
+          <a href={exportHref} download={`${list}.csv`}>
+            Export {email ? "these addresses" : `the ${list} list`} as CSV
+          </a>
+        </p>
+        {importable ? (
+          <form method="post" action={`/app/suppressions/${list}/import`} enctype="multipart/form-data">
+            <CsrfField session={session} />
+            <label>
+              Import a CSV into {list} (one address per line, or a list's CSV export; at most{" "}
+              {MAX_IMPORT_ROWS.toLocaleString("en-US")} addresses, 1 MiB)
+              <input type="file" name="file" accept=".csv,text/csv,text/plain" required />
+            </label>
+            <button type="submit">Import</button>
+          </form>
+        ) : null}
+      </Page>,
+    );
+  })
+  .get("/suppressions/:list/export", dashboardPermission(), async (c) => {
+    const session = c.get("session");
+    const list = listOf(c.req.param("list"));
+    const q = c.req.query();
+    const extra = Object.keys(q).filter((k) => k !== "email");
+    if (extra.length) throw new AppError("invalid_request", `Unknown parameter: ${extra.join(", ")}`);
+    const email = q.email?.trim() || undefined;
+    const repo = tenantSuppressions(c.get("db"), session.tenantId);
+    const encoder = new TextEncoder();
+    let after: { createdAt: number; email: string } | null = null;
+    let first = true;
+    // Page by page as the browser reads, as the API's export does: a long list is never held whole.
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const rows = await repo.exportPage(list, after, EXPORT_PAGE, email ? { emailPrefix: email } : {});
+        controller.enqueue(encoder.encode(toCsv(list, rows, first)));
+        first = false;
+        if (rows.length < EXPORT_PAGE) controller.close();
+        else after = { createdAt: rows.at(-1)!.createdAt, email: rows.at(-1)!.email };
+      },
+    });
+    return new Response(body, {
+      headers: {
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": `attachment; filename="${list}.csv"`,
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+      },
+    });
+  })
+  .post("/suppressions/:list/import", dashboardPermission(), requireCsrf(), async (c) => {
+    const session = c.get("session");
+    const list = c.req.param("list");
+    if (!(SUPPRESSION_LISTS as readonly string[]).includes(list)) {
+      throw new AppError("not_found", `No such list: ${list}`);
+    }
+    const form = await c.req.parseBody({ all: true });
+    const extra = Object.keys(form).filter((k) => k !== "_csrf" && k !== "file");
+    if (extra.length) throw new AppError("invalid_request", `Unknown form field: ${extra.join(", ")}`);
+    const file = form.file;
+    if (!(file instanceof File)) throw new AppError("invalid_request", "Choose a CSV file to import");
+    if (file.size > MAX_IMPORT_BYTES)
+      throw new AppError("payload_too_large", `The file is larger than 1 MiB (${file.size} bytes)`);
+    const now = Date.now();
+    const parsed = parseImport(list as SuppressionList, await file.text(), now);
+    const repo = tenantSuppressions(c.get("db"), session.tenantId);
+    if (list === "unsubscribes") {
+      // The ASM route's call; an address already unsubscribed keeps its first time.
+      const byTime = new Map<number, string[]>();
+      for (const r of parsed.rows) byTime.set(r.createdAt, [...(byTime.get(r.createdAt) ?? []), r.email]);
+      for (const [at, emails] of byTime) await repo.unsubscribeGloballyMany(emails, at);
+    } else await repo.addSuppressions(list as SuppressionList, parsed.rows);
+    return c.html(
+      <Page title="Suppressions import" session={session} current="/app/suppressions">
+        <p role="status" id="import-result">
+          {parsed.rows.length} address{parsed.rows.length === 1 ? "" : "es"} added to {list}
+          {parsed.errors.length
+            ? `; ${parsed.errors.length} row${parsed.errors.length === 1 ? "" : "s"} not imported (below)`
+            : ""}
+          .
+        </p>
+        {parsed.errors.length ? (
+          <table id="import-errors">
+            <caption>Rows not imported</caption>
+            <thead>
+              <tr>
+                <th scope="col">Line</th>
+                <th scope="col">Address</th>
+                <th scope="col">Problem</th>
+              </tr>
+            </thead>
+            <tbody>
+              {parsed.errors.map((e) => (
+                <tr>
+                  <td>{e.line}</td>
+                  <td>{e.value}</td>
+                  <td>{e.message}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        ) : null}
+        <p>
+          <a href={pageLink(list, undefined, 0)}>Back to {list}</a>
+        </p>
       </Page>,
     );
   })

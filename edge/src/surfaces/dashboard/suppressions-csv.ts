@@ -1,0 +1,158 @@
+/**
+ * The suppressions page's CSV import (docs/dashboard.md#pages): a file of one address per line, or
+ * a list's CSV export (SendGrid's columns: email, created, reason, …). Every column of the file is
+ * honoured or the file is refused; a bad row is reported by its line number and the good rows are
+ * still added. The export side is the API's own toCsv (surfaces/sendgrid/suppression-csv.ts), which
+ * quotes per RFC 4180 and neutralises cells a spreadsheet would read as a formula.
+ */
+import { AppError } from "../../../../shared/errors.ts";
+import { isValidEmail } from "../../../../shared/sendgrid/mail-send.ts";
+import type { SuppressionList } from "../../db/schema.ts";
+import type { NewSuppression } from "../../db/suppressions.ts";
+
+/** The file may be this large (bytes) … */
+export const MAX_IMPORT_BYTES = 1_048_576;
+/** … and hold this many addresses. */
+export const MAX_IMPORT_ROWS = 10_000;
+
+/** The columns a list's export holds (the same as the API's export), so an export imports whole. */
+const LIST_COLUMNS: Record<SuppressionList, readonly string[]> = {
+  bounces: ["email", "created", "reason", "status", "bounce_type"],
+  blocks: ["email", "created", "reason", "status"],
+  invalid_emails: ["email", "created", "reason"],
+  spam_reports: ["email", "created", "ip"],
+  unsubscribes: ["email", "created"],
+};
+
+export interface ImportRowError {
+  line: number;
+  value: string;
+  message: string;
+}
+
+export interface ParsedImport {
+  rows: NewSuppression[];
+  errors: ImportRowError[];
+}
+
+/** RFC 4180 records with the line each starts on (1-based); blank lines are skipped. */
+function records(text: string): { line: number; fields: string[] }[] {
+  const out: { line: number; fields: string[] }[] = [];
+  let field = "";
+  let fields: string[] = [];
+  let quoted = false;
+  let line = 1;
+  let start = 1;
+  const end = () => {
+    fields.push(field);
+    if (!(fields.length === 1 && fields[0]!.trim() === "")) out.push({ line: start, fields });
+    fields = [];
+    field = "";
+  };
+  for (let i = text.charCodeAt(0) === 0xfeff ? 1 : 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (ch === "\n" || (ch === "\r" && text[i + 1] !== "\n")) line++;
+    if (quoted) {
+      if (ch === '"') {
+        if (text[i + 1] === '"') {
+          field += '"';
+          i++;
+        } else quoted = false;
+      } else field += ch;
+    } else if (ch === '"' && field === "") quoted = true;
+    else if (ch === ",") {
+      fields.push(field);
+      field = "";
+    } else if (ch === "\n" || ch === "\r") {
+      if (ch === "\r" && text[i + 1] === "\n") {
+        i++;
+        line++;
+      }
+      end();
+      start = line;
+    } else field += ch;
+  }
+  if (quoted) throw new AppError("invalid_request", `The file ends inside a quoted field (line ${start}).`);
+  if (field !== "" || fields.length > 0) end();
+  return out;
+}
+
+export function parseImport(list: SuppressionList, text: string, now: number): ParsedImport {
+  const recs = records(text);
+  if (recs.length === 0) throw new AppError("invalid_request", "The file holds no addresses.");
+  const first = recs[0]!.fields.map((h) => h.trim().toLowerCase());
+  let header: string[];
+  let body = recs;
+  if (first.includes("email")) {
+    header = first;
+    body = recs.slice(1);
+    const allowed = LIST_COLUMNS[list];
+    const unknown = header.filter((h) => !allowed.includes(h));
+    if (unknown.length > 0 || new Set(header).size !== header.length)
+      throw new AppError(
+        "invalid_request",
+        `The header row may name ${allowed.join(", ")} (each once) for ${list}; ${unknown.length ? `${unknown.join(", ")} ${unknown.length === 1 ? "is" : "are"} not kept on this list` : "a column is named twice"}.`,
+      );
+  } else header = ["email"];
+  if (body.length > MAX_IMPORT_ROWS)
+    throw new AppError(
+      "payload_too_large",
+      `An import may hold at most ${MAX_IMPORT_ROWS.toLocaleString("en-US")} addresses; this file has ${body.length.toLocaleString("en-US")}.`,
+    );
+  const col = (name: string) => header.indexOf(name);
+  const errors: ImportRowError[] = [];
+  const seen = new Map<string, NewSuppression>();
+  for (const { line, fields } of body) {
+    const value = (fields[col("email")] ?? "").trim();
+    const bad = (message: string) => errors.push({ line, value, message });
+    if (fields.length !== header.length) {
+      bad(`expected ${header.length} field${header.length === 1 ? "" : "s"}, got ${fields.length}`);
+      continue;
+    }
+    if (!isValidEmail(value)) {
+      bad("not a valid email address");
+      continue;
+    }
+    const get = (name: string) => (col(name) >= 0 ? fields[col(name)]!.trim() : "");
+    let createdAt = now;
+    const created = get("created");
+    if (created !== "") {
+      const s = /^\d{1,12}$/.test(created) ? Number(created) : NaN;
+      if (!Number.isSafeInteger(s) || s * 1000 > now) {
+        bad("created must be a Unix time in seconds, not in the future");
+        continue;
+      }
+      createdAt = s * 1000;
+    }
+    const reason = get("reason");
+    if (reason.length > 1000) {
+      bad("reason is longer than 1000 characters");
+      continue;
+    }
+    const status = get("status");
+    const bounceType = get("bounce_type");
+    if (bounceType !== "" && bounceType !== "hard" && bounceType !== "soft") {
+      bad("bounce_type must be hard or soft");
+      continue;
+    }
+    const ip = get("ip");
+    if (status.length > 100 || ip.length > 45) {
+      bad(status.length > 100 ? "status is longer than 100 characters" : "ip is longer than 45 characters");
+      continue;
+    }
+    const key = value.toLowerCase();
+    if (seen.has(key)) {
+      bad("the address is in the file already");
+      continue;
+    }
+    seen.set(key, {
+      email: key,
+      createdAt,
+      reason: reason || null,
+      status: status || null,
+      ip: ip || null,
+      ...(list === "bounces" ? { bounceType: bounceType || "hard" } : {}),
+    });
+  }
+  return { rows: [...seen.values()], errors };
+}
