@@ -19,6 +19,7 @@ import { requireCsrf, requireSession, type DashboardEnv } from "./session.ts";
 import { statsPages } from "./stats.tsx";
 import { suppressionsPages } from "./suppressions.tsx";
 import { templatesPages } from "./templates.tsx";
+import { webhooksPages } from "./webhooks.tsx";
 
 export const dashboardApp = new Hono<DashboardEnv>();
 
@@ -58,6 +59,7 @@ dashboardApp.route("/", statsPages);
 dashboardApp.route("/", domainsPages);
 dashboardApp.route("/", suppressionsPages);
 dashboardApp.route("/", templatesPages);
+dashboardApp.route("/", webhooksPages);
 dashboardApp.notFound((c) =>
   c.html(<ErrorPage status={404} message="No such page." session={c.var.session} />, 404),
 );

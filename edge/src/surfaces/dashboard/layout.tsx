@@ -28,6 +28,7 @@ const NAV: { href: string; label: string; route: string }[] = [
   { href: "/app/domains", label: "Domains", route: "GET /app/domains" },
   { href: "/app/templates", label: "Templates", route: "GET /app/templates" },
   { href: "/app/suppressions", label: "Suppressions", route: "GET /app/suppressions" },
+  { href: "/app/webhooks", label: "Webhooks", route: "GET /app/webhooks" },
   { href: "/app/keys", label: "API keys", route: "GET /app/keys" },
 ];
 

@@ -1,0 +1,205 @@
+/** @jsxRuntime automatic */
+/** @jsxImportSource hono/jsx */
+/**
+ * Webhooks (docs/dashboard.md#pages): the tenant's ScaiSend endpoints as `GET /v3/user/webhooks`
+ * lists them (never a secret), an endpoint's page with its delivery log newest first, enable /
+ * disable, and a test POST with its outcome: every call is the tenant's own WebhookQueue object's,
+ * the same methods the API's routes call (surfaces/sendgrid/webhooks.ts). `webhooks.read` to look,
+ * `webhooks.write` to act.
+ */
+import { Hono } from "hono";
+import { AppError } from "../../../../shared/errors.ts";
+import type { Outcome } from "../../objects/webhook-queue.ts";
+import { CsrfField, Page } from "./layout.tsx";
+import {
+  can,
+  dashboardPermission,
+  requireCsrf,
+  type DashboardContext,
+  type DashboardEnv,
+} from "./session.ts";
+
+const LOG_LIMIT = 100;
+const LIST_LIMIT = 100;
+
+function unwrap<T>(outcome: Outcome<T>): T {
+  if (outcome.ok) return outcome.value;
+  throw new AppError(outcome.code === "not_found" ? "not_found" : "invalid_request", outcome.message);
+}
+
+const queueOf = (c: DashboardContext) => c.env.WEBHOOK_QUEUE.getByName(c.get("session").tenantId);
+
+/** An endpoint id of this tenant's (the settings row is not one): else 404 before the object is asked. */
+function endpointId(c: DashboardContext): string {
+  const id = c.req.param("id") ?? "";
+  if (!/^wh_[0-9A-Za-z]{1,64}$/.test(id)) throw new AppError("not_found", "Webhook not found");
+  return id;
+}
+
+function state(e: { enabled: boolean; disabled_at: string | null }): string {
+  if (e.disabled_at) return `disabled after failures (${e.disabled_at})`;
+  return e.enabled ? "enabled" : "disabled";
+}
+
+export const webhooksPages = new Hono<DashboardEnv>()
+  .get("/webhooks", dashboardPermission(), async (c) => {
+    const session = c.get("session");
+    const extra = Object.keys(c.req.query());
+    if (extra.length) throw new AppError("invalid_request", `Unknown parameter: ${extra.join(", ")}`);
+    const { webhooks, total } = unwrap(
+      await queueOf(c).listEndpoints(session.tenantId, { page: 1, pageSize: LIST_LIMIT, isActive: null }),
+    );
+    return c.html(
+      <Page title="Webhooks" session={session} current="/app/webhooks">
+        <table id="webhooks">
+          <caption>
+            {total} endpoint{total === 1 ? "" : "s"}
+            {total > webhooks.length ? ` (the first ${webhooks.length})` : ""}
+          </caption>
+          <thead>
+            <tr>
+              <th scope="col">URL</th>
+              <th scope="col">State</th>
+              <th scope="col">Failures</th>
+              <th scope="col">Events</th>
+              <th scope="col">Signed</th>
+            </tr>
+          </thead>
+          <tbody>
+            {webhooks.map((w) => (
+              <tr>
+                <td>
+                  <a href={`/app/webhooks/${w.id}`}>{w.url}</a>
+                </td>
+                <td>{state(w)}</td>
+                <td>{w.failure_count}</td>
+                <td>{w.enabled_events.join(", ")}</td>
+                <td>yes (its whsec_ secret){w.oauth_client_id ? "; OAuth2" : ""}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </Page>,
+    );
+  })
+  .get("/webhooks/:id", dashboardPermission(), async (c) => {
+    const session = c.get("session");
+    const extra = Object.keys(c.req.query());
+    if (extra.length) throw new AppError("invalid_request", `Unknown parameter: ${extra.join(", ")}`);
+    const id = endpointId(c);
+    const queue = queueOf(c);
+    const w = unwrap(await queue.getEndpoint(session.tenantId, id));
+    const { deliveries } = unwrap(await queue.deliveries(session.tenantId, id, LOG_LIMIT));
+    const writable = can(session, "POST /app/webhooks/:id/enabled");
+    return c.html(
+      <Page title={`Webhook ${w.url}`} session={session} current="/app/webhooks">
+        <h2>{w.url}</h2>
+        <dl id="endpoint">
+          <dt>Id</dt>
+          <dd>{w.id}</dd>
+          <dt>State</dt>
+          <dd>{state(w)}</dd>
+          <dt>Events</dt>
+          <dd>{w.enabled_events.join(", ")}</dd>
+          <dt>Failures in a row</dt>
+          <dd>{w.failure_count}</dd>
+          <dt>Last success</dt>
+          <dd>{w.last_success_at ?? "never"}</dd>
+          <dt>Last failure</dt>
+          <dd>{w.last_failure_at ?? "never"}</dd>
+          <dt>Signed</dt>
+          <dd>yes, with its whsec_ secret (shown only when created or rotated, through the API)</dd>
+        </dl>
+        {writable ? (
+          <div class="actions">
+            <form method="post" action={`/app/webhooks/${w.id}/enabled`}>
+              <CsrfField session={session} />
+              <input type="hidden" name="enabled" value={w.enabled && !w.disabled_at ? "false" : "true"} />
+              <button type="submit">{w.enabled && !w.disabled_at ? "Disable" : "Enable"}</button>
+            </form>
+            <form method="post" action={`/app/webhooks/${w.id}/test`}>
+              <CsrfField session={session} />
+              <button type="submit">Send a test event</button>
+            </form>
+          </div>
+        ) : null}
+        <table id="deliveries">
+          <caption>
+            Deliveries, newest first{deliveries.length === LOG_LIMIT ? ` (the newest ${LOG_LIMIT})` : ""}
+          </caption>
+          <thead>
+            <tr>
+              <th scope="col">Delivery</th>
+              <th scope="col">Status</th>
+              <th scope="col">Events</th>
+              <th scope="col">Created</th>
+              <th scope="col">Attempts (time, response, duration)</th>
+              <th scope="col">Next attempt</th>
+              <th scope="col">Finished</th>
+            </tr>
+          </thead>
+          <tbody>
+            {deliveries.map((d) => (
+              <tr>
+                <td>{d.id}</td>
+                <td>{d.status}</td>
+                <td>{d.event_count}</td>
+                <td>{d.created_at}</td>
+                <td>
+                  <ol class="attempts">
+                    {d.attempts.map((a) => (
+                      <li>
+                        {a.at}: {a.status_code ?? "no answer"}
+                        {a.error ? ` (${a.error})` : ""}, {a.duration_ms} ms
+                      </li>
+                    ))}
+                  </ol>
+                </td>
+                <td>{d.next_attempt_at ?? ""}</td>
+                <td>{d.finished_at ?? ""}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+        <p>
+          <a href="/app/webhooks">All webhooks</a>
+        </p>
+      </Page>,
+    );
+  })
+  .post("/webhooks/:id/enabled", dashboardPermission(), requireCsrf(), async (c) => {
+    const session = c.get("session");
+    const id = endpointId(c);
+    const form = await c.req.parseBody({ all: true });
+    const extra = Object.keys(form).filter((k) => k !== "_csrf" && k !== "enabled");
+    if (extra.length) throw new AppError("invalid_request", `Unknown form field: ${extra.join(", ")}`);
+    if (form.enabled !== "true" && form.enabled !== "false")
+      throw new AppError("invalid_request", "enabled must be true or false");
+    unwrap(await queueOf(c).updateEndpoint(session.tenantId, id, { enabled: form.enabled === "true" }));
+    return c.redirect(`/app/webhooks/${id}`, 303);
+  })
+  .post("/webhooks/:id/test", dashboardPermission(), requireCsrf(), async (c) => {
+    const session = c.get("session");
+    const id = endpointId(c);
+    const form = await c.req.parseBody({ all: true });
+    const extra = Object.keys(form).filter((k) => k !== "_csrf");
+    if (extra.length) throw new AppError("invalid_request", `Unknown form field: ${extra.join(", ")}`);
+    const queue = queueOf(c);
+    const w = unwrap(await queue.getEndpoint(session.tenantId, id));
+    // The call POST /v3/user/webhooks/event/test makes, to this endpoint's URL; a failed POST (or a
+    // URL the SSRF guard refuses) is its outcome, shown as the API's 400 message would say it.
+    const r = await queue.testEvent(session.tenantId, w.url);
+    if (!r.ok && r.code === "not_found") throw new AppError("not_found", r.message);
+    return c.html(
+      <Page title="Webhook test" session={session} current="/app/webhooks">
+        <p role="status" id="test-result">
+          {r.ok
+            ? `Delivered: ${w.url} answered ${r.value.status ?? "nothing"} in ${r.value.durationMs} ms.`
+            : `Failed: ${r.message}.`}
+        </p>
+        <p>
+          <a href={`/app/webhooks/${id}`}>Back to the webhook</a>
+        </p>
+      </Page>,
+    );
+  });
