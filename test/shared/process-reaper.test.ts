@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from "vitest";
 const ROOT = path.resolve(import.meta.dirname, "../..");
 const PARENT = path.join(ROOT, "test/fixtures/reaper-parent.ts");
 const started: number[] = [];
+const parents: ChildProcess[] = [];
 
 function alive(pgid: number): boolean {
   try {
@@ -46,6 +47,7 @@ async function parent(args: string[], ipc = false): Promise<{ proc: ChildProcess
     proc.once("exit", (code) => reject(new Error(`parent exited (${code}) before printing a pid`)));
   });
   started.push(childPid);
+  parents.push(proc);
   expect(alive(childPid)).toBe(true);
   return { proc, childPid };
 }
@@ -57,6 +59,9 @@ const exited = (proc: ChildProcess) =>
   });
 
 afterEach(() => {
+  // A parent a failed check left running (by its pid, through its handle), then any child group.
+  for (const proc of parents.splice(0))
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
   for (const pid of started.splice(0)) {
     try {
       process.kill(-pid, "SIGKILL");
