@@ -1,6 +1,6 @@
 /**
  * Every dashboard route the Worker serves (createApp().routes under /app, classified in
- * test/edge/route-auth.test.ts ROUTES), probed against the real Worker:
+ * test/edge/route-table.ts ROUTES), probed against the real Worker:
  *  - without a live session (none, an unknown or malformed cookie, or any bearer credential: an API
  *    key with every permission, the operator token) a page is a 303 to /app/login and runs nothing;
  *  - a session of the tenant without the route's permission is 403; with it, not refused;
