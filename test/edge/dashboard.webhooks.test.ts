@@ -91,6 +91,35 @@ describe("dashboard webhooks", () => {
     expect(page.text).toContain(`${log[0].attempts[0].at}: 503 (HTTP 503)`);
     expect(page.text).toContain(`<dd>1</dd>`); // failures in a row
 
+    // Retry now: the pending delivery's next attempt is due at once (not in 60 s), and the log shows it.
+    const retryPath = `/app/webhooks/${id}/deliveries/${log[0].id}/retry`;
+    expect(page.text).toContain(`action="${retryPath}"`);
+    const before = r.state.now;
+    expect((await b.post(retryPath)).status).toBe(303);
+    expect(await r.stub.alarmAt()).toBeLessThanOrEqual(before);
+    await r.advance();
+    expect(r.state.posts).toHaveLength(2);
+    const retried = await b.get(`/app/webhooks/${id}`);
+    const attempts = (await r.api("GET", `/v3/user/webhooks/${id}/deliveries`)).body.deliveries[0].attempts;
+    expect(attempts).toHaveLength(2);
+    expect(retried.text).toContain(`${attempts[1].at}: 503 (HTTP 503)`);
+    // The API's route does the same; a delivery of another endpoint, or none, is 404.
+    expect((await r.api("POST", `/v3/user/webhooks/${id}/deliveries/${log[0].id}/retry`)).status).toBe(202);
+    await r.advance();
+    expect(r.state.posts).toHaveLength(3);
+    expect((await r.api("POST", `/v3/user/webhooks/${id}/deliveries/dlv_nope/retry`)).status).toBe(404);
+    expect((await b.post(`/app/webhooks/${id}/deliveries/dlv_nope/retry`)).status).toBe(404);
+    // A succeeded delivery cannot be retried: 400 naming its state.
+    r.state.status = 200;
+    expect((await b.post(retryPath)).status).toBe(303);
+    await r.advance();
+    const done = await r.api("POST", `/v3/user/webhooks/${id}/deliveries/${log[0].id}/retry`);
+    expect(done.status).toBe(400);
+    expect(JSON.stringify(done.body)).toContain("the delivery has succeeded");
+    expect((await b.get(`/app/webhooks/${id}`)).text).not.toContain(`action="${retryPath}"`);
+    r.state.status = 503;
+    r.state.posts.length = 1;
+
     // Test: the POST goes out to the endpoint's URL and its outcome is shown.
     const tested = await b.post(`/app/webhooks/${id}/test`);
     expect(tested.status, tested.text).toBe(200);
@@ -130,6 +159,7 @@ describe("dashboard webhooks", () => {
     expect(page.text).not.toContain(`/app/webhooks/${id}/test`);
     expect((await reader.post(`/app/webhooks/${id}/enabled`, { enabled: "false" })).status).toBe(403);
     expect((await reader.post(`/app/webhooks/${id}/test`)).status).toBe(403);
+    expect((await reader.post(`/app/webhooks/${id}/deliveries/dlv_x/retry`)).status).toBe(403);
     expect((await r.api("GET", `/v3/user/webhooks/${id}`)).body.enabled).toBe(true);
     expect(r.state.posts).toEqual([]);
 

@@ -100,6 +100,7 @@ export const ROUTES: Record<string, Guard> = {
   "GET /app/webhooks/:id": dashboard("webhooks.read"),
   "POST /app/webhooks/:id/enabled": dashboard("webhooks.write"),
   "POST /app/webhooks/:id/test": dashboard("webhooks.write"),
+  "POST /app/webhooks/:id/deliveries/:delivery_id/retry": dashboard("webhooks.write"),
   "GET /app/templates": dashboard("templates.read"),
   "GET /app/templates/:id": dashboard("templates.read"),
   "GET /app/templates/:id/versions/:vid": dashboard("templates.read"),
@@ -237,6 +238,7 @@ export const ROUTES: Record<string, Guard> = {
   "DELETE /v3/user/webhooks/:id": needs("webhooks.write"),
   "POST /v3/user/webhooks/:id/signing_secret": needs("webhooks.write"),
   "GET /v3/user/webhooks/:id/deliveries": needs("webhooks.read"),
+  "POST /v3/user/webhooks/:id/deliveries/:delivery_id/retry": needs("webhooks.write"),
 
   "GET /v3/stats": needs("stats.read"),
   "GET /v3/stats/categories": needs("stats.read"),

@@ -1027,6 +1027,29 @@ export class WebhookQueue extends DurableObject<Bindings> {
     if (current === null || current > want) await this.ctx.storage.setAlarm(want);
   }
 
+  /**
+   * Retry now (docs/api/webhooks.md#retry-now): a pending delivery of an active endpoint takes its
+   * next attempt at once instead of at its retry step. A finished one cannot: its body is dropped
+   * when it finishes (the events are not kept twice), so it is a 400 naming its state.
+   */
+  async retryDelivery(tenantId: string, endpointId: string, deliveryId: string): Promise<Outcome<null>> {
+    this.bind(tenantId);
+    const ep = this.endpoint(endpointId);
+    if (!ep || ep.kind !== "scaisend") return missing();
+    const d = this.sql
+      .exec<DeliveryRow>("SELECT * FROM delivery WHERE id = ? AND endpoint_id = ?", deliveryId, endpointId)
+      .toArray()[0];
+    if (!d) return { ok: false, code: "not_found", message: "Delivery not found" };
+    if (d.state !== "pending")
+      return bad(`the delivery has ${d.state}; only a pending delivery can be retried now`);
+    if (ep.enabled !== 1 || ep.disabled_at !== null)
+      return bad("the endpoint is disabled: enable it, and its pending deliveries go out at once");
+    const now = this.clock();
+    this.sql.exec("UPDATE delivery SET next_at = MIN(next_at, ?) WHERE id = ?", now, deliveryId);
+    await this.scheduleAlarm(now);
+    return ok(null);
+  }
+
   /** For tests: the scheduled alarm time. */
   async alarmAt(): Promise<number | null> {
     return this.ctx.storage.getAlarm();

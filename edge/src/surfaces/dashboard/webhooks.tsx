@@ -155,7 +155,17 @@ export const webhooksPages = new Hono<DashboardEnv>()
                     ))}
                   </ol>
                 </td>
-                <td>{d.next_attempt_at ?? ""}</td>
+                <td>
+                  {d.next_attempt_at ?? ""}
+                  {writable && d.status === "pending" && w.enabled && !w.disabled_at ? (
+                    <form method="post" action={`/app/webhooks/${w.id}/deliveries/${d.id}/retry`}>
+                      <CsrfField session={session} />
+                      <button type="submit" aria-label={`Retry ${d.id} now`}>
+                        Retry now
+                      </button>
+                    </form>
+                  ) : null}
+                </td>
                 <td>{d.finished_at ?? ""}</td>
               </tr>
             ))}
@@ -176,6 +186,16 @@ export const webhooksPages = new Hono<DashboardEnv>()
     if (form.enabled !== "true" && form.enabled !== "false")
       throw new AppError("invalid_request", "enabled must be true or false");
     unwrap(await queueOf(c).updateEndpoint(session.tenantId, id, { enabled: form.enabled === "true" }));
+    return c.redirect(`/app/webhooks/${id}`, 303);
+  })
+  .post("/webhooks/:id/deliveries/:delivery_id/retry", dashboardPermission(), requireCsrf(), async (c) => {
+    const session = c.get("session");
+    const id = endpointId(c);
+    const form = await c.req.parseBody({ all: true });
+    const extra = Object.keys(form).filter((k) => k !== "_csrf");
+    if (extra.length) throw new AppError("invalid_request", `Unknown form field: ${extra.join(", ")}`);
+    // The API's POST /v3/user/webhooks/{id}/deliveries/{delivery_id}/retry call.
+    unwrap(await queueOf(c).retryDelivery(session.tenantId, id, c.req.param("delivery_id")));
     return c.redirect(`/app/webhooks/${id}`, 303);
   })
   .post("/webhooks/:id/test", dashboardPermission(), requireCsrf(), async (c) => {

@@ -264,5 +264,12 @@ export const webhooksApi = new Hono<AppEnv>()
     // The settings row is reached through /event/settings/deliveries, never by this path.
     if (!id.startsWith("wh_")) throw new AppError("not_found", "Webhook not found");
     return c.json(unwrap("scaisend", await queueOf(c).deliveries(tenantOf(c), id, limit)));
+  })
+  .post("/:id/deliveries/:delivery_id/retry", routePermission(), async (c) => {
+    const id = c.req.param("id");
+    if (!id.startsWith("wh_")) throw new AppError("not_found", "Webhook not found");
+    const d = c.req.param("delivery_id");
+    unwrap("scaisend", await queueOf(c).retryDelivery(tenantOf(c), id, d));
+    return c.body(null, 202);
   });
 webhooksApi.onError(renderFastApi);
