@@ -1,6 +1,7 @@
 /**
  * Which permission every tenant route needs: the one table the surfaces' guards read
- * (`routePermission()`) and test/edge/route-auth.test.ts checks against the running Worker
+ * (`routePermission()`) and the route-auth tests (test/edge/route-auth*.test.ts, over the
+ * classification in test/edge/route-table.ts) check against the running Worker
  * (docs/api/admin.md#permissions). Keys are "METHOD /full/path" as Hono names the route (its
  * `routePath`); a list means any one of its permissions is enough, "any" that every credential of
  * the tenant may call it. Routes with other guards (public, origin, operator-only, JWT-only,
