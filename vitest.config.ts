@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import path from "node:path";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
@@ -8,10 +9,16 @@ import { defineConfig } from "vitest/config";
 //  - node: origin and shared code under plain Node, against real servers on loopback.
 //  - e2e: wrangler dev + origin + loopback DNS/SMTP as real processes; one file at a time
 //    because each file boots its own stack and the machine has two cores.
+// edge and node run together, two files at a time at least: vitest's default (cores − 1) is one
+// file at a time on a 2-core machine, where most of a file's time is spent waiting on workerd,
+// servers and timers (docs/testing.md#running-time). e2e runs after them (sequence.groupOrder),
+// alone, so its stacks never share the cores with other suites.
 export default defineConfig(async () => {
   const migrations = await readD1Migrations(path.join(import.meta.dirname, "migrations"));
+  const workers = Number(process.env.VITEST_MAX_WORKERS) || Math.max(2, availableParallelism() - 1);
   return {
     test: {
+      maxWorkers: workers,
       projects: [
         {
           plugins: [
@@ -69,6 +76,7 @@ export default defineConfig(async () => {
             testTimeout: 90_000,
             hookTimeout: 120_000,
             fileParallelism: false,
+            sequence: { groupOrder: 1 },
           },
         },
       ],
