@@ -308,7 +308,11 @@ export async function startOriginNode(
       log: (level, msg, extra) => log[level](msg, extra),
     });
   }
-  const submission = await startSubmissionFromConfig(config, (level, msg, extra) => log[level](msg, extra));
+  const submission = await startSubmissionFromConfig(
+    config,
+    (level, msg, extra) => log[level](msg, extra),
+    metrics,
+  );
   log.info("origin node started", {
     nodeId: config.NODE_ID,
     httpPort,

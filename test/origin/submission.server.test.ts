@@ -13,6 +13,7 @@ import nodemailer from "nodemailer";
 import type Mail from "nodemailer/lib/mailer";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { createMetrics } from "../../origin/src/ops/metrics.ts";
 import { createEdgeClient, sendReply } from "../../origin/src/submission/edge-client.ts";
 import {
   startSubmissionServer,
@@ -243,11 +244,17 @@ describe("AUTH", () => {
   });
 
   it("answers 454 (try again) when the edge cannot be asked about the key", async () => {
+    const metrics = createMetrics();
     const server = await start({
       edge: createEdgeClient({ edgeUrl: "http://127.0.0.1:9", timeoutMs: 2_000, keyCacheMs: 0 }),
+      metrics,
     });
     const r = await refused(server);
     expect(r.code).toBe(454);
+    // An AUTH the edge could not judge is an error, not a credentials failure (docs/operations.md).
+    expect(metrics.submissionAuth.get({ listener: "starttls", result: "error" })).toBe(1);
+    expect(metrics.submissionAuth.get({ listener: "starttls", result: "failure" })).toBe(0);
+    expect(metrics.submissionRefusals.get({ code: "454" })).toBe(1);
   });
 
   it("without TLS configured takes AUTH in plaintext from a loopback client (development)", async () => {
@@ -360,8 +367,10 @@ describe("limits", () => {
   });
 
   it("refuses an address after too many failed AUTHs (421), even with a good key, for the cool-down", async () => {
+    const metrics = createMetrics();
     const server = await start({
       limits: { maxAuthFailures: 2, cooldownMs: 600_000, tarpitMs: 0, maxConnectionsPerKey: 20 },
+      metrics,
     });
     expect((await refused(server, mail, { pass: "sg_live_bad" })).code).toBe(535);
     expect((await refused(server, mail, { pass: "sg_live_bad" })).code).toBe(421);
@@ -369,11 +378,19 @@ describe("limits", () => {
     expect(later.code).toBe(421);
     expect(later.response).toMatch(/Too many failed authentications/);
     expect(mailSends()).toHaveLength(0);
+    // Both bad keys are credentials failures (the second is the one that blocks the address); the
+    // good key's AUTH never got past the block, and its connection was turned away at connect.
+    expect(metrics.submissionAuth.get({ listener: "starttls", result: "failure" })).toBe(2);
+    expect(metrics.submissionAuth.get({ listener: "starttls", result: "success" })).toBe(0);
+    expect(metrics.submissionRefusals.get({ code: "535" })).toBe(1);
+    expect(metrics.submissionRefusals.get({ code: "421" })).toBe(2);
   });
 
   it("lets one API key hold at most the configured number of connections", async () => {
+    const metrics = createMetrics();
     const server = await start({
       limits: { maxAuthFailures: 5, cooldownMs: 60_000, tarpitMs: 0, maxConnectionsPerKey: 1 },
+      metrics,
     });
     const login = async () => {
       const c = new SMTPConnection({
@@ -404,5 +421,9 @@ describe("limits", () => {
     const third = await login();
     expect(third.err).toBeNull();
     third.c.quit();
+    // The refused AUTH is "limited" on /metrics; the two that passed are successes.
+    expect(metrics.submissionAuth.get({ listener: "starttls", result: "limited" })).toBe(1);
+    expect(metrics.submissionAuth.get({ listener: "starttls", result: "success" })).toBe(2);
+    expect(metrics.submissionRefusals.get({ code: "421" })).toBe(1);
   });
 });

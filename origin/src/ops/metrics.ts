@@ -84,6 +84,10 @@ class Histogram {
 }
 
 const SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+/** Message sizes, 1 KiB to the 20 MiB SUBMISSION_MAX_MESSAGE_BYTES default (and past it). */
+const BYTES = [
+  1_024, 4_096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304, 10_485_760, 20_971_520, 41_943_040,
+];
 
 export function createMetrics() {
   return {
@@ -125,6 +129,38 @@ export function createMetrics() {
       "scaisend_origin_inbound_messages_total",
       "Inbound bounce and complaint messages by kind (dsn, arf, auto_reply, …) and outcome (recorded, ignored, deferred, refused)",
     ),
+    // SMTP submission (submission/server.ts; docs/operations.md#health-readiness-and-metrics). Labels
+    // are the listener (starttls, implicit_tls), a result or a reply code: never a key or an address.
+    submissionConnections: new Gauge(
+      "scaisend_origin_submission_connections",
+      "Open SMTP submission connections per listener (starttls, implicit_tls)",
+    ),
+    submissionConnectionsTotal: new Counter(
+      "scaisend_origin_submission_connections_total",
+      "SMTP submission connections accepted per listener (starttls, implicit_tls)",
+    ),
+    submissionAuth: new Counter(
+      "scaisend_origin_submission_auth_total",
+      "SMTP submission AUTH attempts per listener by result (success, failure, error, limited)",
+    ),
+    submissionMessages: new Counter(
+      "scaisend_origin_submission_messages_total",
+      "SMTP submission messages accepted (answered 250 after the edge's 202)",
+    ),
+    submissionRefusals: new Counter(
+      "scaisend_origin_submission_refusals_total",
+      "4xx and 5xx replies of the SMTP submission listeners by reply code",
+    ),
+    submissionMessageBytes: new Histogram(
+      "scaisend_origin_submission_message_size_bytes",
+      "Size of each message received in DATA, accepted or not",
+      BYTES,
+    ),
+    submissionAcceptSeconds: new Histogram(
+      "scaisend_origin_submission_accept_seconds",
+      "Time from the end of DATA to the edge's 202 for an accepted message",
+      SECONDS,
+    ),
     render(): string {
       return (
         [
@@ -140,6 +176,13 @@ export function createMetrics() {
           this.coordinatorDegraded,
           this.inboundMessages,
           this.ipPoolMissing,
+          this.submissionConnections,
+          this.submissionConnectionsTotal,
+          this.submissionAuth,
+          this.submissionMessages,
+          this.submissionRefusals,
+          this.submissionMessageBytes,
+          this.submissionAcceptSeconds,
         ]
           .map((m) => m.render())
           .join("\n") + "\n"
@@ -149,3 +192,15 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** What the submission listeners record (submission/server.ts). */
+export type SubmissionMetrics = Pick<
+  Metrics,
+  | "submissionConnections"
+  | "submissionConnectionsTotal"
+  | "submissionAuth"
+  | "submissionMessages"
+  | "submissionRefusals"
+  | "submissionMessageBytes"
+  | "submissionAcceptSeconds"
+>;

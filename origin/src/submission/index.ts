@@ -3,6 +3,7 @@
  * or SUBMISSION_TLS_PORT is set. node.ts starts it after the node's other listeners.
  */
 import type { OriginConfig } from "../config.ts";
+import type { SubmissionMetrics } from "../ops/metrics.ts";
 import { createEdgeClient } from "./edge-client.ts";
 import { startSubmissionServer, type SubmissionServer } from "./server.ts";
 
@@ -11,6 +12,7 @@ export type { SubmissionServer } from "./server.ts";
 export async function startSubmissionFromConfig(
   config: OriginConfig,
   log: (level: "info" | "warn" | "error", msg: string, extra?: Record<string, unknown>) => void,
+  metrics?: SubmissionMetrics,
 ): Promise<SubmissionServer | null> {
   if (config.SUBMISSION_PORT === undefined && config.SUBMISSION_TLS_PORT === undefined) return null;
   const { SUBMISSION_TLS_KEY_FILE: keyFile, SUBMISSION_TLS_CERT_FILE: certFile } = config;
@@ -41,5 +43,6 @@ export async function startSubmissionFromConfig(
     },
     idleTimeoutMs: config.SUBMISSION_IDLE_TIMEOUT_MS,
     log,
+    ...(metrics ? { metrics } : {}),
   });
 }

@@ -9,12 +9,18 @@
  * An API key never travels in the clear: with TLS configured, AUTH needs TLS first (smtp-server's
  * 538 before STARTTLS); without TLS the listener serves loopback clients only (local development)
  * and refuses every other client at connect, before it can send a key.
+ *
+ * Every listener records its figures in the origin's /metrics (docs/operations.md#health-readiness-and-metrics):
+ * connections open and accepted, AUTH results, messages accepted, every 4xx/5xx reply by code (ours
+ * and smtp-server's own), message sizes and the time from the end of DATA to the edge's 202.
  */
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { simpleParser, type ParsedMail } from "mailparser";
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from "smtp-server";
+import type { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
+import { createMetrics, type SubmissionMetrics } from "../ops/metrics.ts";
 import { isLoopbackHost } from "../smtp/address-policy.ts";
 import { toMailSend } from "./convert.ts";
 import type { EdgeClient } from "./edge-client.ts";
@@ -38,6 +44,8 @@ export interface SubmissionServerOptions {
   limits: GuardOptions;
   idleTimeoutMs: number;
   log: (level: "info" | "warn" | "error", msg: string, extra?: Record<string, unknown>) => void;
+  /** The node's metrics (ops/metrics.ts); a private set when not given. */
+  metrics?: SubmissionMetrics;
 }
 
 export interface SubmissionServer {
@@ -48,6 +56,45 @@ export interface SubmissionServer {
 }
 
 const API_KEY_USER = "apikey";
+
+/** The `listener` label: the STARTTLS port (587) or the implicit-TLS port (465). */
+type Listener = "starttls" | "implicit_tls";
+
+/**
+ * smtp-server's set of open connections, counting as it goes: each connection added is one more
+ * open and accepted on its listener, each removed (the socket closed) one fewer open, and every
+ * reply of 400 or more the connection sends is counted by its code. `send` is the one place a
+ * connection writes a reply (smtp-server's SMTPConnection.send), so the count includes the refusals
+ * smtp-server makes itself (530 before AUTH, 538 before STARTTLS, 552 at MAIL … SIZE=, syntax
+ * errors, 421 at an idle timeout or shutdown) as well as ours.
+ */
+class CountedConnections extends Set<SMTPConnection> {
+  constructor(
+    private readonly listener: Listener,
+    private readonly metrics: SubmissionMetrics,
+  ) {
+    super();
+  }
+  override add(connection: SMTPConnection): this {
+    if (!this.has(connection)) {
+      const send = connection.send;
+      const refusals = this.metrics.submissionRefusals;
+      connection.send = function (this: SMTPConnection, code, data, context) {
+        if (code >= 400) refusals.inc({ code: String(code) });
+        return send.call(this, code, data, context);
+      };
+      this.metrics.submissionConnectionsTotal.inc({ listener: this.listener });
+    }
+    super.add(connection);
+    this.metrics.submissionConnections.set(this.size, { listener: this.listener });
+    return this;
+  }
+  override delete(connection: SMTPConnection): boolean {
+    const had = super.delete(connection);
+    this.metrics.submissionConnections.set(this.size, { listener: this.listener });
+    return had;
+  }
+}
 
 /** What an authenticated session carries: the key (used as the Bearer token) and its digest. */
 interface Authed {
@@ -62,8 +109,10 @@ export async function startSubmissionServer(opts: SubmissionServerOptions): Prom
     : undefined;
   const guard = createGuard(opts.limits);
   const sessions = new Map<string, Authed>();
+  const metrics = opts.metrics ?? createMetrics();
+  metrics.submissionMessages.inc({}, 0);
 
-  const handlers: Partial<SMTPServerOptions> = {
+  const handlers = (listener: Listener): Partial<SMTPServerOptions> => ({
     onConnect(session, callback) {
       const ip = session.remoteAddress;
       if (!tls && !isLoopbackHost(ip)) {
@@ -77,8 +126,24 @@ export async function startSubmissionServer(opts: SubmissionServerOptions): Prom
       callback();
     },
 
-    onAuth(auth, session, callback) {
+    onAuth(auth, session, reply) {
       const ip = session.remoteAddress;
+      // The AUTH's result: success, failure (535: not a key that may send), error (454: the edge
+      // could not be asked) or limited (421: the address is cooling down or the key holds its
+      // connections; 538 without TLS).
+      const callback: typeof reply = (err, response) => {
+        const result = !err
+          ? "success"
+          : !isSmtpReply(err)
+            ? "error"
+            : err.responseCode === 535
+              ? "failure"
+              : err.responseCode === 454
+                ? "error"
+                : "limited";
+        metrics.submissionAuth.inc({ listener, result });
+        reply(err, response);
+      };
       if (guard.blocked(ip)) {
         return callback(
           new SmtpReply(421, "4.7.0 Too many failed authentications from your address, try again later"),
@@ -88,19 +153,16 @@ export async function startSubmissionServer(opts: SubmissionServerOptions): Prom
         // RFC 4954 §6: 538 encryption required. (onConnect already turns such clients away.)
         return callback(new SmtpReply(538, "5.7.11 Encryption required: use STARTTLS or port 465"));
       }
-      const fail = (reply: SmtpReply) =>
-        guard
-          .failed(ip)
-          .then((nowBlocked) =>
-            callback(
-              nowBlocked
-                ? new SmtpReply(
-                    421,
-                    "4.7.0 Too many failed authentications from your address, try again later",
-                  )
-                : reply,
-            ),
+      // A credentials failure counts as one even when it is the one that blocks the address (421).
+      const fail = (refusal: SmtpReply) =>
+        guard.failed(ip).then((nowBlocked) => {
+          metrics.submissionAuth.inc({ listener, result: "failure" });
+          reply(
+            nowBlocked
+              ? new SmtpReply(421, "4.7.0 Too many failed authentications from your address, try again later")
+              : refusal,
           );
+        });
       const apiKey = auth.password ?? "";
       if (auth.username !== API_KEY_USER || !apiKey) {
         void fail(
@@ -148,17 +210,25 @@ export async function startSubmissionServer(opts: SubmissionServerOptions): Prom
 
     onData(stream, session, callback) {
       const chunks: Buffer[] = [];
+      // smtp-server's count of the message's bytes (dot-unstuffed, the final CRLF included).
+      const observeSize = () => metrics.submissionMessageBytes.observe(stream.byteLength);
       stream.on("data", (chunk: Buffer) => {
         // Keep reading past the limit (the client is still sending) but stop buffering.
         if (!stream.sizeExceeded) chunks.push(chunk);
       });
       stream.on("error", (err) => callback(err));
       stream.on("end", () => {
+        observeSize();
         if (stream.sizeExceeded) {
           return callback(new SmtpReply(552, `5.3.4 Message too big: at most ${opts.maxMessageBytes} bytes`));
         }
+        const endOfData = process.hrtime.bigint();
         submit(Buffer.concat(chunks), session).then(
-          (message) => callback(null, message),
+          (message) => {
+            metrics.submissionAcceptSeconds.observe(Number(process.hrtime.bigint() - endOfData) / 1e9);
+            metrics.submissionMessages.inc();
+            callback(null, message);
+          },
           (err: unknown) => {
             if (isSmtpReply(err)) return callback(err);
             opts.log("error", "submission failed", {
@@ -169,7 +239,7 @@ export async function startSubmissionServer(opts: SubmissionServerOptions): Prom
         );
       });
     },
-  };
+  });
 
   async function submit(raw: Buffer, session: SMTPServerSession): Promise<string> {
     const authed = sessions.get(session.id);
@@ -208,11 +278,13 @@ export async function startSubmissionServer(opts: SubmissionServerOptions): Prom
     disableReverseLookup: true,
     socketTimeout: opts.idleTimeoutMs,
     closeTimeout: 10_000,
-    ...handlers,
   };
 
   const servers: SMTPServer[] = [];
-  async function listen(server: SMTPServer, port: number): Promise<number> {
+  async function listen(server: SMTPServer, listener: Listener, port: number): Promise<number> {
+    server.connections = new CountedConnections(listener, metrics);
+    metrics.submissionConnections.set(0, { listener });
+    metrics.submissionConnectionsTotal.inc({ listener }, 0);
     await new Promise<void>((resolve, reject) => {
       server.server.once("error", reject);
       server.listen(port, opts.host, () => {
@@ -231,14 +303,19 @@ export async function startSubmissionServer(opts: SubmissionServerOptions): Prom
     if (opts.port !== undefined) {
       const server = new SMTPServer({
         ...common,
+        ...handlers("starttls"),
         ...(tls
           ? { ...tls, allowInsecureAuth: false }
           : { disabledCommands: ["STARTTLS"], hideSTARTTLS: true, allowInsecureAuth: true }),
       });
-      port = await listen(server, opts.port);
+      port = await listen(server, "starttls", opts.port);
     }
     if (opts.tlsPort !== undefined && tls) {
-      tlsPort = await listen(new SMTPServer({ ...common, ...tls, secure: true }), opts.tlsPort);
+      tlsPort = await listen(
+        new SMTPServer({ ...common, ...handlers("implicit_tls"), ...tls, secure: true }),
+        "implicit_tls",
+        opts.tlsPort,
+      );
     }
   } catch (err) {
     await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
