@@ -194,7 +194,9 @@ async function main(): Promise<void> {
     const submissionPort = await portOr(Number(process.env.SCAISEND_SUBMISSION_PORT ?? 2587));
     const origin: ChildProcess = spawn(
       path.join(REPO_ROOT, "node_modules", ".bin", "tsx"),
-      [path.join(REPO_ROOT, "origin", "src", "main.ts")],
+      // The young generation the image gives the origin (origin/Dockerfile; docs/operations.md, "With
+      // systemd"): tsx hands node flags before the script to the node process that runs it.
+      ["--max-semi-space-size=32", path.join(REPO_ROOT, "origin", "src", "main.ts")],
       {
         cwd: REPO_ROOT,
         env: {
