@@ -47,6 +47,8 @@ interface Ids {
   email: string;
   templateId: string;
   versionId: string;
+  /** An unsubscribe group holding `email`. */
+  groupId: string;
 }
 const NOWHERE: Ids = {
   messageId: "msg_00000000000000000000000000",
@@ -55,10 +57,15 @@ const NOWHERE: Ids = {
   email: "nobody@example.org",
   templateId: "d-00000000000000000000000000000000",
   versionId: "00000000-0000-4000-8000-000000000000",
+  groupId: "999999999999999",
 };
 
 /** Routes whose only parameter is a list's name, not a tenant's id: B's session gets B's own list. */
-const LIST_NAMED = new Set(["GET /app/suppressions/:list/export", "POST /app/suppressions/:list/import"]);
+const LIST_NAMED = new Set([
+  "GET /app/suppressions/:list/export",
+  "POST /app/suppressions/:list/import",
+  "POST /app/suppressions/:list/add",
+]);
 
 function pathOf(route: string, ids: Ids): string {
   const path = route.slice(route.indexOf(" ") + 1);
@@ -68,7 +75,9 @@ function pathOf(route: string, ids: Ids): string {
       ? ids.domainId
       : path.startsWith("/app/templates")
         ? ids.templateId
-        : ids.messageId;
+        : path.startsWith("/app/suppressions/groups")
+          ? ids.groupId
+          : ids.messageId;
   return path.replace(/:id/, id).replace(/:vid/, ids.versionId).replace(/:list/, "bounces");
 }
 
@@ -81,6 +90,12 @@ async function hit(route: string, ids: Ids, b: Browser | null, headers: Record<s
     "POST /app/keys": { name: `probe-${uid()}`, scopes: [] },
     "POST /app/suppressions/:list/remove": { email: ids.email },
     "POST /app/templates/:id/versions/:vid/preview": { data: "{}" },
+    "POST /app/suppressions/:list/add": { email: `probe-${uid()}@example.org` },
+    "POST /app/suppressions/groups": { name: `probe-${uid()}`.slice(0, 30) },
+    "POST /app/suppressions/groups/:id/edit": { name: "probe", description: "probe" },
+    "POST /app/suppressions/groups/:id/delete": { confirm: "yes" },
+    "POST /app/suppressions/groups/:id/add": { emails: `probe-${uid()}@example.org` },
+    "POST /app/suppressions/groups/:id/remove": { email: ids.email },
   };
   if (b) return b.post(path, fields[route] ?? {});
   const res = await call(path, {
@@ -130,9 +145,22 @@ describe("dashboard routes", () => {
     });
     expect(ver.status, await ver.clone().text()).toBe(201);
     const versionId = ((await ver.json()) as { id: string }).id;
+    const grp = await call("/v3/asm/groups", {
+      method: "POST",
+      headers: json,
+      body: JSON.stringify({ name: `group-${m}`.slice(0, 30), description: `description-${m}` }),
+    });
+    expect(grp.status, await grp.clone().text()).toBe(201);
+    const groupId = String(((await grp.json()) as { id: number }).id);
+    const inGroup = await call(`/v3/asm/groups/${groupId}/suppressions`, {
+      method: "POST",
+      headers: json,
+      body: JSON.stringify({ recipient_emails: [email] }),
+    });
+    expect(inGroup.status, await inGroup.clone().text()).toBe(201);
     const browser = await Browser.signIn((await createLogin(t.tenantId, ["admin"])).email);
     a = {
-      ids: { messageId, keyId: admin.id, domainId: t.domainId, email, templateId, versionId },
+      ids: { messageId, keyId: admin.id, domainId: t.domainId, email, templateId, versionId, groupId },
       markers: [m, t.tenantId, messageId, admin.id, t.liveKeyId, t.domain, templateId, versionId].map((s) =>
         s.toLowerCase(),
       ),
@@ -191,7 +219,9 @@ describe("dashboard routes", () => {
         (r) => needed(r) !== "any" && (needed(r) as Permission[]).includes(perms[0]!),
       )) {
         const res = await hit(r, NOWHERE, s);
-        if (res.status === 401 || res.status === 403 || res.status === 303)
+        // A 303 elsewhere than the sign-in page is a form's answer (the change was made).
+        const toSignIn = res.status === 303 && res.headers.get("location")?.startsWith("/app/login");
+        if (res.status === 401 || res.status === 403 || toSignIn)
           out.push(`${r} with ${perms[0]} → ${res.status}`);
       }
     }
@@ -218,6 +248,13 @@ describe("dashboard routes", () => {
     expect((await a.browser.get(`/app/messages/${a.ids.messageId}`)).status).toBe(200);
     expect((await a.browser.get("/app/suppressions?list=bounces")).text).toContain(a.ids.email);
     expect((await a.browser.get(`/app/templates/${a.ids.templateId}`)).text).toContain(">active</td>");
+    const group = await call(`/v3/asm/groups/${a.ids.groupId}`, {
+      headers: { Authorization: `Bearer ${a.key}` },
+    });
+    expect(await group.json()).toMatchObject({
+      description: expect.stringMatching(/^description-/),
+      unsubscribes: 1,
+    });
   });
 
   it("public routes answer without a session; the sign-in post needs this origin", async () => {

@@ -52,6 +52,11 @@ const ADD_SQL = `INSERT INTO suppressions (tenant_id, email, list, created_at, r
   ON CONFLICT (tenant_id, email, list) DO UPDATE SET created_at = excluded.created_at,
     reason = excluded.reason, status = excluded.status, bounce_type = excluded.bounce_type, ip = excluded.ip`;
 
+/** The LIKE pattern of an address prefix: `_` and `\` are literal in an address; `%` stays SendGrid's wildcard. */
+function prefixPattern(prefix: string): string {
+  return normalizeEmail(prefix).replace(/[\\_]/g, (c) => `\\${c}`) + "%";
+}
+
 // ----- global unsubscribes (the tracking pages call these) ---------------------------------
 
 // ----- unsubscribe groups --------------------------------------------------------------------
@@ -96,11 +101,8 @@ export function tenantSuppressions(db: Db, tenantId: string) {
     const where: SQL[] = [eq(suppressions.tenantId, tenantId), eq(suppressions.list, list)];
     if (q.startTime !== undefined) where.push(gte(suppressions.createdAt, q.startTime));
     if (q.endTime !== undefined) where.push(lte(suppressions.createdAt, q.endTime));
-    if (q.emailPrefix !== undefined) {
-      // `_` is literal in an address; `%` stays SendGrid's wildcard.
-      const pattern = normalizeEmail(q.emailPrefix).replace(/[\\_]/g, (c) => `\\${c}`) + "%";
-      where.push(sql`${suppressions.email} LIKE ${pattern} ESCAPE '\\'`);
-    }
+    if (q.emailPrefix !== undefined)
+      where.push(sql`${suppressions.email} LIKE ${prefixPattern(q.emailPrefix)} ESCAPE '\\'`);
     return db
       .select()
       .from(suppressions)
@@ -339,15 +341,24 @@ export function tenantSuppressions(db: Db, tenantId: string) {
     return rows.map((r) => r.groupId);
   }
 
-  /** A group's unsubscribed addresses, oldest first. */
+  /**
+   * A group's unsubscribed addresses, oldest first; `emailPrefix` (the dashboard's search) keeps
+   * those starting with it, `%` a wildcard as in the lists' `email` filter.
+   */
   async function listGroupSuppressions(
     groupId: number,
-    page: { limit: number; offset: number },
+    page: { limit: number; offset: number; emailPrefix?: string },
   ): Promise<string[]> {
+    const where: SQL[] = [
+      eq(asmGroupSuppressions.tenantId, tenantId),
+      eq(asmGroupSuppressions.groupId, groupId),
+    ];
+    if (page.emailPrefix !== undefined)
+      where.push(sql`${asmGroupSuppressions.email} LIKE ${prefixPattern(page.emailPrefix)} ESCAPE '\\'`);
     const rows = await db
       .select({ email: asmGroupSuppressions.email })
       .from(asmGroupSuppressions)
-      .where(and(eq(asmGroupSuppressions.tenantId, tenantId), eq(asmGroupSuppressions.groupId, groupId)))
+      .where(and(...where))
       .orderBy(asc(asmGroupSuppressions.createdAt), asc(asmGroupSuppressions.email))
       .limit(page.limit)
       .offset(page.offset)
@@ -408,10 +419,8 @@ export function tenantSuppressions(db: Db, tenantId: string) {
       );
     if (q.startTime !== undefined) where.push(gte(suppressions.createdAt, q.startTime));
     if (q.endTime !== undefined) where.push(lte(suppressions.createdAt, q.endTime));
-    if (q.emailPrefix !== undefined) {
-      const pattern = normalizeEmail(q.emailPrefix).replace(/[\\_]/g, (c) => `\\${c}`) + "%";
-      where.push(sql`${suppressions.email} LIKE ${pattern} ESCAPE '\\'`);
-    }
+    if (q.emailPrefix !== undefined)
+      where.push(sql`${suppressions.email} LIKE ${prefixPattern(q.emailPrefix)} ESCAPE '\\'`);
     return db
       .select()
       .from(suppressions)

@@ -9,6 +9,7 @@
  */
 import { Hono } from "hono";
 import { isAppError } from "../../../../shared/errors.ts";
+import { asmGroupsPages } from "./asm-groups.tsx";
 import { assetsApi } from "./assets.ts";
 import { domainsPages } from "./domains.tsx";
 import { keysPages } from "./keys.tsx";
@@ -57,6 +58,8 @@ dashboardApp.route("/", messagesPages);
 dashboardApp.route("/", keysPages);
 dashboardApp.route("/", statsPages);
 dashboardApp.route("/", domainsPages);
+// The groups before the lists: /suppressions/groups/… is never read as a list named "groups".
+dashboardApp.route("/", asmGroupsPages);
 dashboardApp.route("/", suppressionsPages);
 dashboardApp.route("/", templatesPages);
 dashboardApp.route("/", webhooksPages);

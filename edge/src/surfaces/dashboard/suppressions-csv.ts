@@ -2,7 +2,8 @@
  * The suppressions page's CSV import (docs/dashboard.md#pages): a file of one address per line, or
  * a list's CSV export (SendGrid's columns: email, created, reason, …). Every column of the file is
  * honoured or the file is refused; a bad row is reported by its line number and the good rows are
- * still added. The export side is the API's own toCsv (surfaces/sendgrid/suppression-csv.ts), which
+ * still added. A group's "Add addresses" textarea (asm-groups.tsx) is read with the same checks,
+ * one address a line (parseAddressLines). The export side is the API's own toCsv (surfaces/sendgrid/suppression-csv.ts), which
  * quotes per RFC 4180 and neutralises cells a spreadsheet would read as a formula.
  */
 import { AppError } from "../../../../shared/errors.ts";
@@ -94,10 +95,30 @@ export function parseImport(list: SuppressionList, text: string, now: number): P
         `The header row may name ${allowed.join(", ")} (each once) for ${list}; ${unknown.length ? `${unknown.join(", ")} ${unknown.length === 1 ? "is" : "are"} not kept on this list` : "a column is named twice"}.`,
       );
   } else header = ["email"];
+  return checkRows(list, header, body, now, "file");
+}
+
+/**
+ * The "Add addresses" textarea of a group's page: one address per line (no header, one field a
+ * line), with the import's checks and its per-line errors; at most MAX_IMPORT_ROWS addresses.
+ */
+export function parseAddressLines(text: string, now: number): ParsedImport {
+  const recs = records(text);
+  if (recs.length === 0) throw new AppError("invalid_request", "Give at least one address, one per line.");
+  return checkRows("unsubscribes", ["email"], recs, now, "list");
+}
+
+function checkRows(
+  list: SuppressionList,
+  header: string[],
+  body: { line: number; fields: string[] }[],
+  now: number,
+  what: string,
+): ParsedImport {
   if (body.length > MAX_IMPORT_ROWS)
     throw new AppError(
       "payload_too_large",
-      `An import may hold at most ${MAX_IMPORT_ROWS.toLocaleString("en-US")} addresses; this file has ${body.length.toLocaleString("en-US")}.`,
+      `An import may hold at most ${MAX_IMPORT_ROWS.toLocaleString("en-US")} addresses; this ${what} has ${body.length.toLocaleString("en-US")}.`,
     );
   const col = (name: string) => header.indexOf(name);
   const errors: ImportRowError[] = [];
@@ -142,7 +163,7 @@ export function parseImport(list: SuppressionList, text: string, now: number): P
     }
     const key = value.toLowerCase();
     if (seen.has(key)) {
-      bad("the address is in the file already");
+      bad(`the address is in the ${what} already`);
       continue;
     }
     seen.set(key, {

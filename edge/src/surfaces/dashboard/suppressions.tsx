@@ -2,9 +2,11 @@
 /** @jsxImportSource hono/jsx */
 /**
  * Suppressions (docs/dashboard.md#pages): one of SendGrid's five lists at a time, newest first, with
- * an address search, and a remove button per address — the same repository as /v3/suppression
- * (db/suppressions.ts) and the same permissions (suppressions.read to look, suppressions.write to
- * remove). Global unsubscribes are only listed: SendGrid changes them through its ASM routes.
+ * an address search, "Add an address" and a remove button per address — the same repository and
+ * checks as /v3/suppression (db/suppressions.ts, parseManualAdd) and the same permissions
+ * (suppressions.read to look, suppressions.write to change). Global unsubscribes are added and
+ * removed through the calls of SendGrid's ASM routes (/v3/asm/suppressions/global); the
+ * unsubscribe groups have their own pages (asm-groups.tsx).
  * Pages of 100 with offset links; a list (or its filtered part) exports as SendGrid's CSV, and a CSV
  * imports into a list (suppressions-csv.ts) through the same repository calls as the API: the
  * list's addSuppressions, or for global unsubscribes the ASM route's unsubscribeGloballyMany.
@@ -14,22 +16,29 @@ import { AppError } from "../../../../shared/errors.ts";
 import { SUPPRESSION_LISTS, type SuppressionList } from "../../db/schema.ts";
 import { tenantSuppressions } from "../../db/suppressions.ts";
 import { isoSeconds as iso } from "../../lib/time.ts";
+import type { DashboardSession } from "../../services/dashboard-sessions.ts";
+import { emailAt } from "../sendgrid/suppression-http.ts";
 import { toCsv } from "../sendgrid/suppression-csv.ts";
+import { ADD_FIELDS, parseManualAdd } from "../sendgrid/suppressions.ts";
+import {
+  offsetOf,
+  refuseUnknownFields,
+  SuppressionsNav,
+  textField,
+  withFieldMessages,
+} from "./asm-groups.tsx";
 import { CsrfField, Page } from "./layout.tsx";
 import { MAX_IMPORT_BYTES, MAX_IMPORT_ROWS, parseImport } from "./suppressions-csv.ts";
 import { can, dashboardPermission, requireCsrf, type DashboardEnv } from "./session.ts";
 
 const PAGE = 100;
 const EXPORT_PAGE = 1000;
-const MAX_OFFSET = 10_000_000;
 
-function offsetOf(value: string | undefined): number {
-  if (value === undefined) return 0;
-  const n = /^\d{1,8}$/.test(value) ? Number(value) : NaN;
-  if (!(n <= MAX_OFFSET))
-    throw new AppError("invalid_request", `offset must be a whole number up to ${MAX_OFFSET}`);
-  return n;
-}
+/** The form inputs of "Add an address" per list: the fields POST /v3/suppression/{list} takes. */
+const ADD_INPUTS: Record<SuppressionList, readonly string[]> = {
+  ...ADD_FIELDS,
+  unsubscribes: ["email"],
+};
 
 function pageLink(list: string, email: string | undefined, offset: number): string {
   const q = new URLSearchParams({ list });
@@ -62,11 +71,13 @@ export const suppressionsPages = new Hono<DashboardEnv>()
     });
     const more = fetched.length > PAGE;
     const rows = fetched.slice(0, PAGE);
-    const removable = list !== "unsubscribes" && can(session, "POST /app/suppressions/:list/remove");
+    const removable = can(session, "POST /app/suppressions/:list/remove");
+    const addable = can(session, "POST /app/suppressions/:list/add");
     const importable = can(session, "POST /app/suppressions/:list/import");
     const exportHref = `/app/suppressions/${list}/export${email ? `?${new URLSearchParams({ email })}` : ""}`;
     return c.html(
       <Page title="Suppressions" session={session} current="/app/suppressions">
+        <SuppressionsNav current="lists" />
         <form method="get" action="/app/suppressions" class="filters" role="search">
           <label>
             List
@@ -134,6 +145,7 @@ export const suppressionsPages = new Hono<DashboardEnv>()
             </a>
           ) : null}
         </nav>
+        {addable ? <AddAddressForm session={session} list={list} /> : null}
         <p>
           <a href={exportHref} download={`${list}.csv`}>
             Export {email ? "these addresses" : `the ${list} list`} as CSV
@@ -244,17 +256,89 @@ export const suppressionsPages = new Hono<DashboardEnv>()
   .post("/suppressions/:list/remove", dashboardPermission(), requireCsrf(), async (c) => {
     const session = c.get("session");
     const list = c.req.param("list");
-    if (!(SUPPRESSION_LISTS as readonly string[]).includes(list) || list === "unsubscribes") {
+    if (!(SUPPRESSION_LISTS as readonly string[]).includes(list)) {
       throw new AppError("not_found", `No such list to remove from: ${list}`);
     }
     const form = await c.req.parseBody({ all: true });
     const extra = Object.keys(form).filter((k) => k !== "_csrf" && k !== "email");
     if (extra.length) throw new AppError("invalid_request", `Unknown form field: ${extra.join(", ")}`);
     const email = typeof form.email === "string" ? form.email : "";
+    // The call DELETE /v3/suppression/{list}/{email} makes, or for global unsubscribes the one of
+    // DELETE /v3/asm/suppressions/global/{email}: the same repository call on that list.
     const n = await tenantSuppressions(c.get("db"), session.tenantId).deleteSuppressions(
       list as SuppressionList,
       [email],
     );
     if (n === 0) throw new AppError("not_found", `The address is not on the ${list} list`);
     return c.redirect(`/app/suppressions?list=${list}`, 303);
+  })
+  .post("/suppressions/:list/add", dashboardPermission(), requireCsrf(), async (c) => {
+    const session = c.get("session");
+    const list = c.req.param("list");
+    if (!(SUPPRESSION_LISTS as readonly string[]).includes(list)) {
+      throw new AppError("not_found", `No such list: ${list}`);
+    }
+    const form = await c.req.parseBody({ all: true });
+    refuseUnknownFields(form, ADD_INPUTS[list as SuppressionList]);
+    const repo = tenantSuppressions(c.get("db"), session.tenantId);
+    const now = Date.now();
+    let email: string;
+    if (list === "unsubscribes") {
+      // The call POST /v3/asm/suppressions/global makes: an address already there keeps its first time.
+      email = await withFieldMessages(() => emailAt((textField(form, "email") ?? "").trim(), "email"));
+      await repo.unsubscribeGloballyMany([email], now);
+    } else {
+      // POST /v3/suppression/{list}'s body and checks; an empty optional input is not sent.
+      const body: Record<string, string> = {};
+      for (const k of ADD_INPUTS[list as SuppressionList]) {
+        const v = textField(form, k)?.trim();
+        if (v) body[k] = v;
+      }
+      const entry = await withFieldMessages(() =>
+        parseManualAdd(list as Exclude<SuppressionList, "unsubscribes">, body, now),
+      );
+      await repo.addSuppressions(list as SuppressionList, [entry]);
+      email = entry.email;
+    }
+    return c.redirect(`/app/suppressions?${new URLSearchParams({ list, email })}`, 303);
   });
+
+const ADD_LABELS: Record<string, string> = {
+  email: "Address",
+  reason: "Reason (optional)",
+  status: "Status (optional, an enhanced code such as 5.1.1)",
+  bounce_type: "Bounce type",
+  ip: "IP address (optional)",
+};
+
+/** "Add an address" for one list, with the optional fields the API takes for it. */
+function AddAddressForm(props: { session: DashboardSession; list: SuppressionList }) {
+  const { list } = props;
+  return (
+    <form method="post" action={`/app/suppressions/${list}/add`} id="add-address">
+      <h2>Add an address to {list}</h2>
+      <CsrfField session={props.session} />
+      {ADD_INPUTS[list].map((k) => (
+        <p>
+          <label for={`add-${k}`}>{ADD_LABELS[k] ?? k}</label>{" "}
+          {k === "bounce_type" ? (
+            <select id={`add-${k}`} name={k}>
+              {["hard", "soft", "block"].map((t) => (
+                <option value={t}>{t}</option>
+              ))}
+            </select>
+          ) : (
+            <input
+              id={`add-${k}`}
+              name={k}
+              type={k === "email" ? "email" : "text"}
+              required={k === "email"}
+              autocomplete="off"
+            />
+          )}
+        </p>
+      ))}
+      <button type="submit">Add</button>
+    </form>
+  );
+}

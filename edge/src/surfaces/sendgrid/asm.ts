@@ -7,6 +7,7 @@
  */
 import { Hono, type Context } from "hono";
 import type { AppEnv } from "../../context.ts";
+import type { Db } from "../../db/client.ts";
 import { type AsmGroupRow, type GroupWithCount, tenantSuppressions } from "../../db/suppressions.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
@@ -118,23 +119,61 @@ function pageOf(c: Context<AppEnv>) {
   };
 }
 
+/**
+ * Creates a group from a JSON body as `POST /v3/asm/groups` takes it (the dashboard calls this too):
+ * SendGrid's 400s for a bad field, a name the tenant already uses, or the 201st group.
+ */
+export async function createAsmGroup(
+  db: Db,
+  tenantId: string,
+  body: unknown,
+  now: number,
+): Promise<AsmGroupRow> {
+  const input = parseGroup(body, true) as Required<GroupInput>;
+  const repo = tenantSuppressions(db, tenantId);
+  if ((await repo.countGroups()) >= MAX_GROUPS)
+    throw badRequest(fieldError(null, `An account may have at most ${MAX_GROUPS} unsubscribe groups.`));
+  if (await repo.groupNameTaken(input.name)) throw nameTaken();
+  try {
+    return await repo.createGroup(input, now);
+  } catch (err) {
+    if (isUniqueViolation(err)) throw nameTaken();
+    throw err;
+  }
+}
+
+/**
+ * Changes one of the tenant's groups (`g`, looked up by the caller) as `PATCH /v3/asm/groups/{id}`
+ * does: any of name, description, is_default. The dashboard calls this too.
+ */
+export async function updateAsmGroup(
+  db: Db,
+  tenantId: string,
+  g: AsmGroupRow,
+  body: unknown,
+): Promise<AsmGroupRow> {
+  const repo = tenantSuppressions(db, tenantId);
+  const patch = parseGroup(body, false);
+  if (patch.name !== undefined && (await repo.groupNameTaken(patch.name, g.id))) throw nameTaken();
+  if (Object.keys(patch).length === 0) return g;
+  try {
+    const row = await repo.updateGroup(g.id, patch);
+    if (!row) throw notFound();
+    return row;
+  } catch (err) {
+    if (isUniqueViolation(err)) throw nameTaken();
+    throw err;
+  }
+}
+
 export const asmApi = new Hono<AppEnv>()
   .use(authenticate())
   .use(rateLimit(RATE_LIMITS.asm))
   // ----- groups
   .post("/groups", writeScope, async (c) => {
     const tenantId = tenantOf(c);
-    const input = parseGroup(await readJson(c), true) as Required<GroupInput>;
-    const db = c.get("db");
-    if ((await tenantSuppressions(db, tenantId).countGroups()) >= MAX_GROUPS)
-      throw badRequest(fieldError(null, `An account may have at most ${MAX_GROUPS} unsubscribe groups.`));
-    if (await tenantSuppressions(db, tenantId).groupNameTaken(input.name)) throw nameTaken();
-    try {
-      return c.json(groupBody(await tenantSuppressions(db, tenantId).createGroup(input, Date.now())), 201);
-    } catch (err) {
-      if (isUniqueViolation(err)) throw nameTaken();
-      throw err;
-    }
+    const g = await createAsmGroup(c.get("db"), tenantId, await readJson(c), Date.now());
+    return c.json(groupBody(g), 201);
   })
   .get("/groups", readScope, async (c) => {
     const q = queryOf(c, ["id"], ["id"]);
@@ -151,18 +190,9 @@ export const asmApi = new Hono<AppEnv>()
   .patch("/groups/:id", writeScope, async (c) => {
     const tenantId = tenantOf(c);
     const g = await ownGroup(c);
-    const patch = parseGroup(await readJson(c), false);
-    const db = c.get("db");
-    if (patch.name !== undefined && (await tenantSuppressions(db, tenantId).groupNameTaken(patch.name, g.id)))
-      throw nameTaken();
-    try {
-      const updated = Object.keys(patch).length > 0 ? await updateGroupOrThrow(c, g.id, patch) : g;
-      // 201, as SendGrid answers this PATCH.
-      return c.json(groupBody(updated), 201);
-    } catch (err) {
-      if (isUniqueViolation(err)) throw nameTaken();
-      throw err;
-    }
+    const updated = await updateAsmGroup(c.get("db"), tenantId, g, await readJson(c));
+    // 201, as SendGrid answers this PATCH.
+    return c.json(groupBody(updated), 201);
   })
   .delete("/groups/:id", writeScope, async (c) => {
     if (!(await suppressionsOf(c).deleteGroup(groupIdOf(c)))) throw notFound();
@@ -236,11 +266,5 @@ export const asmApi = new Hono<AppEnv>()
       })),
     });
   });
-
-async function updateGroupOrThrow(c: Context<AppEnv>, id: number, patch: GroupInput): Promise<AsmGroupRow> {
-  const row = await suppressionsOf(c).updateGroup(id, patch);
-  if (!row) throw notFound();
-  return row;
-}
 
 asmApi.onError(renderSendGrid);

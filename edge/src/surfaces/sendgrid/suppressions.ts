@@ -11,7 +11,12 @@ import { Hono, type Context } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
 import type { AppEnv } from "../../context.ts";
 import { SUPPRESSION_LISTS, type SuppressionList } from "../../db/schema.ts";
-import { type ListQuery, type SuppressionRow, tenantSuppressions } from "../../db/suppressions.ts";
+import {
+  type ListQuery,
+  type NewSuppression,
+  type SuppressionRow,
+  tenantSuppressions,
+} from "../../db/suppressions.ts";
 import { authenticate } from "../../middleware/auth.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
@@ -99,7 +104,7 @@ function filtersOf(q: ReturnType<typeof queryOf>): Omit<ListQuery, "limit" | "of
 }
 
 /** The fields POST takes per list (ScaiSend's manual add), and what each becomes. */
-const ADD_FIELDS: Record<Exclude<SuppressionList, "unsubscribes">, readonly string[]> = {
+export const ADD_FIELDS: Record<Exclude<SuppressionList, "unsubscribes">, readonly string[]> = {
   bounces: ["email", "bounce_type", "reason", "status"],
   blocks: ["email", "reason", "status"],
   invalid_emails: ["email", "reason"],
@@ -112,6 +117,37 @@ function optionalText(body: Record<string, unknown>, key: string, max: number): 
   if (typeof v !== "string" || v.length > max)
     throw badRequest(fieldError(key, `${key} must be a string of at most ${max} characters.`));
   return v;
+}
+
+/**
+ * The body of ScaiSend's manual add (`POST /v3/suppression/{list}`, not for unsubscribes) as the entry
+ * to store, or SendGrid's 400 naming the field; the dashboard's "Add an address" calls this too.
+ */
+export function parseManualAdd(
+  list: Exclude<SuppressionList, "unsubscribes">,
+  body: unknown,
+  now: number,
+): NewSuppression {
+  if (!isObject(body)) throw badRequest(fieldError(null, "The body must be a JSON object."));
+  onlyKeys(body, ADD_FIELDS[list]);
+  const email = emailAt(body["email"], "email");
+  let bounceType: string | null = null;
+  if (list === "bounces") {
+    bounceType = body["bounce_type"] === undefined ? "hard" : (body["bounce_type"] as string);
+    if (!["hard", "soft", "block"].includes(bounceType))
+      throw badRequest(fieldError("bounce_type", 'bounce_type must be "hard", "soft" or "block".'));
+  }
+  const status = optionalText(body, "status", 16);
+  if (status !== null && !/^[245]\.\d{1,3}\.\d{1,3}$/.test(status))
+    throw badRequest(fieldError("status", 'status must be an enhanced status code such as "5.1.1".'));
+  return {
+    email,
+    createdAt: now,
+    reason: optionalText(body, "reason", 1000),
+    status,
+    bounceType,
+    ip: optionalText(body, "ip", 45),
+  };
 }
 
 export const suppressionsApi = new Hono<AppEnv>()
@@ -165,31 +201,9 @@ export const suppressionsApi = new Hono<AppEnv>()
   })
   .post("/:list", writeScope, async (c) => {
     const list = writableListOf(c);
-    const body = await readJson(c);
-    if (!isObject(body)) throw badRequest(fieldError(null, "The body must be a JSON object."));
-    onlyKeys(body, ADD_FIELDS[list]);
-    const email = emailAt(body["email"], "email");
-    let bounceType: string | null = null;
-    if (list === "bounces") {
-      bounceType = body["bounce_type"] === undefined ? "hard" : (body["bounce_type"] as string);
-      if (!["hard", "soft", "block"].includes(bounceType))
-        throw badRequest(fieldError("bounce_type", 'bounce_type must be "hard", "soft" or "block".'));
-    }
-    const status = optionalText(body, "status", 16);
-    if (status !== null && !/^[245]\.\d{1,3}\.\d{1,3}$/.test(status))
-      throw badRequest(fieldError("status", 'status must be an enhanced status code such as "5.1.1".'));
-    const now = Date.now();
-    await suppressionsOf(c).addSuppressions(list, [
-      {
-        email,
-        createdAt: now,
-        reason: optionalText(body, "reason", 1000),
-        status,
-        bounceType,
-        ip: optionalText(body, "ip", 45),
-      },
-    ]);
-    const row = await suppressionsOf(c).getSuppression(list, email);
+    const entry = parseManualAdd(list, await readJson(c), Date.now());
+    await suppressionsOf(c).addSuppressions(list, [entry]);
+    const row = await suppressionsOf(c).getSuppression(list, entry.email);
     return c.json(listItem(list, row!), 201);
   })
   .delete("/:list", writeScope, async (c) => {
