@@ -235,7 +235,7 @@ describe("dashboard: unsubscribe groups", () => {
     expect(confirm.text).toContain("its 1 unsubscribed address:");
     expect(confirm.text).toMatch(/<input type="checkbox" name="confirm" value="yes" required/);
     // Without the ticked confirmation (or with another value) nothing is deleted.
-    for (const fields of [{}, { confirm: "no" }, { confirm: "" }]) {
+    for (const fields of [{}, { confirm: "no" }, { confirm: "" }] as Record<string, string>[]) {
       const res = await b.post(`/app/suppressions/groups/${id}/delete`, fields);
       expect(res.status, JSON.stringify(fields)).toBe(400);
       expect(res.text).toContain("nothing was deleted");
