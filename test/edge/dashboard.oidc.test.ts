@@ -13,6 +13,7 @@ import { createApp } from "../../edge/src/app.ts";
 import { createDb } from "../../edge/src/db/client.ts";
 import type { Bindings } from "../../edge/src/env.ts";
 import { accessCache } from "../../edge/src/services/access.ts";
+import { CONTENT_SECURITY_POLICY } from "../../edge/src/surfaces/dashboard/layout.tsx";
 import { jwksCache } from "../../edge/src/services/jwks-cache.ts";
 import { tenantStatusCache } from "../../edge/src/services/jwt-auth.ts";
 import { oidcClient } from "../../edge/src/services/oidc.ts";
@@ -67,6 +68,7 @@ afterEach(() => {
 interface Answer {
   status: number;
   text: string;
+  csp: string | null;
   location: string | null;
   cookies: string[];
 }
@@ -93,6 +95,7 @@ async function request(
     status: res.status,
     text,
     location: res.headers.get("location"),
+    csp: res.headers.get("content-security-policy"),
     cookies: res.headers.getSetCookie(),
   };
 }
@@ -378,10 +381,36 @@ describe("sign-in with ScaiKey", () => {
     expect(back.location).toBe("/app/messages");
   });
 
+  it("a page with the button lets forms go to ScaiKey's authorization endpoint, and nowhere else", async () => {
+    // The button's POST is answered with a 303 there, and browsers apply form-action to redirects.
+    const widened = CONTENT_SECURITY_POLICY.replace("form-action 'self'", `form-action 'self' ${ISSUER}`);
+    expect(widened).not.toBe(CONTENT_SECURITY_POLICY);
+    const page = await request("/app/login");
+    expect(page.text).toContain("Sign in with ScaiKey");
+    expect(page.csp).toBe(widened);
+    // The page shown after a refused callback has the button too.
+    const tenantId = await createTenant();
+    const { callback, cookies } = await atScaiKey(userOf(tenantId));
+    const forged = new URL(callback);
+    forged.searchParams.set("state", "another-state");
+    const refused = await request(forged.href, { cookies });
+    expect(refused.status).toBe(401);
+    expect(refused.csp).toBe(widened);
+    // A wrong password's page as well; without an issuer, the dashboard's own policy.
+    const wrong = await request("/app/login", {
+      method: "POST",
+      body: new URLSearchParams({ email: `nobody-${uid()}@example.org`, password: "not a password at all" }),
+    });
+    expect(wrong.status).toBe(401);
+    expect(wrong.csp).toBe(widened);
+    expect((await request("/app/login", {}, { ...env } as Bindings)).csp).toBe(CONTENT_SECURITY_POLICY);
+  });
+
   it("without an issuer there is no button, and both routes are 404", async () => {
     const plain = { ...env } as Bindings;
     const page = await request("/app/login", {}, plain);
     expect(page.status).toBe(200);
+    expect(page.csp).toBe(CONTENT_SECURITY_POLICY);
     expect(page.text).not.toContain("Sign in with ScaiKey");
     expect(page.text).toContain('action="/app/login"');
     const start = await request(

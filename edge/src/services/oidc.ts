@@ -115,6 +115,11 @@ export class OidcClient {
     return { client_id: s.clientId, [oauth.clockTolerance]: CLOCK_SKEW_S };
   }
 
+  /** ScaiKey's authorization endpoint, from its (cached) discovery document. */
+  async authorizationEndpoint(s: OidcSettings): Promise<string> {
+    return (await this.server(s)).authorization_endpoint!;
+  }
+
   /** The authorization URL, the state, and the sealed cookie value that carries the transaction. */
   async login(
     s: OidcSettings,

@@ -27,7 +27,9 @@ export const dashboardApp = new Hono<DashboardEnv>();
 dashboardApp.use("*", async function dashboardHeaders(c, next) {
   await next();
   if ((c.res.headers.get("content-type") ?? "").startsWith("text/html")) {
-    c.res.headers.set("Content-Security-Policy", CONTENT_SECURITY_POLICY);
+    // A page may widen the policy itself: the sign-in page adds ScaiKey as a form target (login.tsx).
+    if (!c.res.headers.has("Content-Security-Policy"))
+      c.res.headers.set("Content-Security-Policy", CONTENT_SECURITY_POLICY);
     c.res.headers.set("Cache-Control", "no-store");
     c.res.headers.set("Referrer-Policy", "same-origin");
     c.res.headers.set("X-Content-Type-Options", "nosniff");

@@ -22,7 +22,7 @@ import { AppError, isAppError } from "../../../../shared/errors.ts";
 import { signIn, signInWithScaiKey, signOut } from "../../services/dashboard-sessions.ts";
 import { LOGIN_COOKIE, LOGIN_TTL_MS, oidcClient, type OidcSettings } from "../../services/oidc.ts";
 import { oidcSettings } from "../../services/oidc-settings.ts";
-import { Page } from "./layout.tsx";
+import { CONTENT_SECURITY_POLICY, Page } from "./layout.tsx";
 import {
   checkOrigin,
   clearSessionCookie,
@@ -50,15 +50,41 @@ async function dashboardOidc(c: Context<DashboardEnv>): Promise<OidcSettings> {
   return { ...s, redirectUri: new URL(SCAIKEY_CALLBACK_PATH, s.redirectUri).href };
 }
 
-/** Whether to offer "Sign in with ScaiKey": the deployment has an issuer and a client for it. */
+/**
+ * Whether to offer "Sign in with ScaiKey": the deployment has an issuer and a client for it. Where it
+ * is offered, the page's policy also lets its forms go to ScaiKey's authorization endpoint.
+ */
 async function scaikeyOffered(c: Context<DashboardEnv>): Promise<boolean> {
+  let s: OidcSettings;
   try {
-    await dashboardOidc(c);
-    return true;
+    s = await dashboardOidc(c);
   } catch (err) {
     if (isAppError(err) && err.status === 404) return false;
     throw err;
   }
+  await allowScaiKeyForms(c, s);
+  return true;
+}
+
+/**
+ * The button's POST answers with a 303 to ScaiKey's authorization endpoint, and browsers check
+ * `form-action` against a form's redirects too (CSP Level 3, https://www.w3.org/TR/CSP3/#directive-form-action;
+ * Chromium blocks the redirect under `form-action 'self'`), so a page showing the button adds that
+ * endpoint's origin to the dashboard's policy (docs/dashboard.md#security). Where ScaiKey's discovery
+ * cannot be fetched the page keeps the default policy: the button's POST fails then anyway.
+ */
+async function allowScaiKeyForms(c: Context<DashboardEnv>, s: OidcSettings): Promise<void> {
+  let origin: string;
+  try {
+    origin = new URL(await oidcClient.authorizationEndpoint(s)).origin;
+  } catch {
+    return;
+  }
+  if (!/^https?:\/\/[^\s;,']+$/.test(origin)) return;
+  c.header(
+    "Content-Security-Policy",
+    CONTENT_SECURITY_POLICY.replace("form-action 'self'", `form-action 'self' ${origin}`),
+  );
 }
 
 function cookieOptions(c: Context, maxAge?: number) {
@@ -161,8 +187,10 @@ export const loginApi = new Hono<DashboardEnv>()
     // The transaction is spent whatever happens next: a retry starts a new one.
     deleteCookie(c, LOGIN_COOKIE, cookieOptions(c));
     deleteCookie(c, NEXT_COOKIE, cookieOptions(c));
-    const refused = (status: 400 | 401 | 403, problem: string) =>
-      c.html(<SignInForm next={next} scaikey={true} problem={problem} />, status);
+    const refused = async (status: 400 | 401 | 403, problem: string) => {
+      await allowScaiKeyForms(c, s);
+      return c.html(<SignInForm next={next} scaikey={true} problem={problem} />, status);
+    };
     // ScaiKey's own refusal (RFC 6749 §4.1.2.1), e.g. the user declined: shown, nothing else done.
     if (q.error !== undefined) {
       return refused(401, `ScaiKey did not sign you in (${q.error.slice(0, 100)}).`);
