@@ -2,83 +2,31 @@
  * The `scaisend` CLI's tenants, keys and domains commands (bin/scaisend.mjs → scripts/cli.ts), run
  * as a user runs them against the edge Worker in workerd (Miniflare), with a DNS server on loopback
  * answering the edge's DNS-over-HTTPS lookups. Each command's effect is checked through the API;
- * `--json` output is parsed; failures print the server's reason and exit non-zero.
+ * `--json` output is parsed; failures print the server's reason and exit non-zero. The edge and the
+ * runs are the CLI e2e harness's (cli-harness.ts): the edge's URL and the operator token in the
+ * environment, as an operator sets them.
  */
-import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import fs from "node:fs";
-import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
+import { afterAll, describe, expect, it } from "vitest";
 import { startDnsServer, type DnsZone, type TestDnsServer } from "../helpers/dns-server.ts";
+import { useCliEdge } from "./cli-harness.ts";
 
-const BIN = path.join(REPO_ROOT, "node_modules", ".bin");
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-let mf: MiniflareEdge;
-let dns: TestDnsServer;
-let workDir: string;
-const adminToken = randomBytes(24).toString("hex");
-
-/** `scaisend <args>` with the edge and operator token in the environment, as an operator sets them. */
-function scaisend(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      path.join(BIN, "node"),
-      [path.join(REPO_ROOT, "bin", "scaisend.mjs"), ...args],
-      {
-        cwd: REPO_ROOT,
-        env: {
-          PATH: `${BIN}:${process.env.PATH ?? ""}`,
-          HOME: process.env.HOME ?? "/tmp",
-          SCAISEND_EDGE_URL: mf.url.toString(),
-          SCAISEND_ADMIN_TOKEN: adminToken,
-          ...env,
-        },
-        timeout: 30_000,
-      },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === "number" ? err.code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
-
-async function json(args: string[], env?: Record<string, string>): Promise<any> {
-  const r = await scaisend([...args, "--json"], env);
-  expect(r.code, r.stderr + r.stdout).toBe(0);
-  return JSON.parse(r.stdout);
-}
-
-beforeAll(async () => {
-  fs.mkdirSync(path.join(REPO_ROOT, ".tmp"), { recursive: true });
-  workDir = fs.mkdtempSync(path.join(REPO_ROOT, ".tmp", "e2e-cli-admin-"));
-  dns = await startDnsServer({});
-  mf = await startMiniflareEdge({
-    persistDir: path.join(workDir, "edge"),
-    vars: {
-      ORIGIN_TOKEN: randomBytes(24).toString("hex"),
-      ADMIN_TOKEN: adminToken,
-      SECRETS_KEY: randomBytes(32).toString("base64"),
-      TRACKING_SECRET: randomBytes(24).toString("hex"),
-      DEV_MODE: "false",
-      DNS_RESOLVER_URL: dns.dohUrl,
-    },
-  });
-}, 180_000);
+let dns: TestDnsServer | undefined;
+const cli = useCliEdge(undefined, {
+  dirPrefix: "e2e-cli-admin-",
+  vars: async () => {
+    dns = await startDnsServer({});
+    return { DNS_RESOLVER_URL: dns.dohUrl };
+  },
+});
 
 afterAll(async () => {
-  await mf?.stop();
   await dns?.close();
-  if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
 });
+
+/** `scaisend <args>` with the edge and operator token in the environment, and `env` over them. */
+const scaisend = (args: string[], env?: Record<string, string>) =>
+  cli.scaisend(args, undefined, env ? { env } : {});
+const json = (args: string[], env?: Record<string, string>) => cli.json(args, undefined, env ? { env } : {});
 
 describe("scaisend tenants / keys / domains", () => {
   it("creates, lists, shows and suspends tenants", async () => {
@@ -128,12 +76,11 @@ describe("scaisend tenants / keys / domains", () => {
     const boot = await scaisend(["domains", "list", "--tenant", t.id, "--json"]);
     expect(JSON.parse(boot.stdout)).toEqual([]);
     // Created through the API (bootstrap creates tenants too); then everything through the CLI.
-    const res = await fetch(new URL("/api/admin/domains", mf.url), {
-      method: "POST",
-      headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
-      body: JSON.stringify({ domain: "cli.rotate.test", tenant_id: t.id }),
+    const res = await cli.api("POST", "/api/admin/domains", cli.adminToken, {
+      domain: "cli.rotate.test",
+      tenant_id: t.id,
     });
-    const d = ((await res.json()) as { data: { id: string } }).data;
+    const d = (res.body as { data: { id: string } }).data;
     const listed = await json(["domains", "list", "--tenant", t.id]);
     expect(listed.map((x: { id: string }) => x.id)).toEqual([d.id]);
 
@@ -148,7 +95,7 @@ describe("scaisend tenants / keys / domains", () => {
 
     const zone: DnsZone = {};
     for (const r of shown.dns_records) ((zone[r.host] ??= { TXT: [] }).TXT as string[]).push(r.value);
-    dns.setRecords(zone);
+    dns!.setRecords(zone);
     const ok = await scaisend(["domains", "verify", "--tenant", t.id, "--id", d.id]);
     expect(ok.code, ok.stdout).toBe(0);
     expect(ok.stdout.trim()).toBe("verified");
@@ -164,7 +111,7 @@ describe("scaisend tenants / keys / domains", () => {
     // Publish the new key's record beside the others.
     const next = pending.dns_records.find((r: { status: string }) => r.status === "pending");
     (zone[next.host] ??= { TXT: [] }).TXT!.push(next.value);
-    dns.setRecords(zone);
+    dns!.setRecords(zone);
     const switched = await scaisend(["domains", "verify", "--tenant", t.id, "--id", d.id]);
     expect(switched.stdout).toContain("signing switched to the new DKIM key (scaisend2)");
     // --dkim picks the key to rotate: rsa (the default) or ed25519, which an RSA-only domain lacks.

@@ -5,7 +5,12 @@
  * in its environment), and the admin / SenderKit API called directly to check what the CLI did.
  *
  * `useCliEdge()` registers the beforeAll / afterAll hooks of the calling file; the edge stops (and
- * the work directory goes) in afterAll.
+ * the work directory goes) in afterAll. Used by every CLI e2e file: `command` is the first word of
+ * every run (`providers`, `sk-templates`) or undefined for files that run several commands;
+ * `vars` may be a function, called in the beforeAll before the edge starts, for a file whose edge
+ * needs a server of its own first (a loopback DNS resolver, a fake ScaiKey); `edgeEnv: false` leaves
+ * the edge's URL and token out of the CLI's environment, for a file that checks the flags that give
+ * them (a run can still pass them with `env`).
  */
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -23,23 +28,39 @@ export interface Run {
   stderr: string;
 }
 
+export interface RunOptions {
+  /** More environment for this run (over PATH/HOME and, unless `edgeEnv: false`, the edge's URL and token). */
+  env?: Record<string, string>;
+}
+
+type Vars = Record<string, string>;
+
+export interface CliEdgeOptions {
+  /** The work directory's name prefix under .tmp/. */
+  dirPrefix: string;
+  /** The Worker's vars over the harness's (fresh secrets, DEV_MODE false), or a function returning them. */
+  vars?: Vars | (() => Vars | Promise<Vars>);
+  /** SCAISEND_EDGE_URL and SCAISEND_ADMIN_TOKEN in every run's environment (default true). */
+  edgeEnv?: boolean;
+  /** A run's time limit (default 30 s) and output limit (default execFile's 1 MiB). */
+  timeoutMs?: number;
+  maxBuffer?: number;
+}
+
 export interface CliEdge {
   readonly mf: MiniflareEdge;
   readonly workDir: string;
   readonly adminToken: string;
   /** Runs `scaisend <command> ...args`, with `stdin` written to its standard input (empty if none). */
-  scaisend(args: string[], stdin?: string): Promise<Run>;
+  scaisend(args: string[], stdin?: string, opts?: RunOptions): Promise<Run>;
   /** The same with `--json`: expects exit 0 and returns the parsed output. */
-  json(args: string[], stdin?: string): Promise<any>;
+  json(args: string[], stdin?: string, opts?: RunOptions): Promise<any>;
   api(method: string, p: string, token: string, body?: unknown): Promise<{ status: number; body: any }>;
   /** Writes `value` as JSON to `name` in the work directory and returns its path. */
   file(name: string, value: unknown): string;
 }
 
-export function useCliEdge(
-  command: string,
-  opts: { dirPrefix: string; vars?: Record<string, string> },
-): CliEdge {
+export function useCliEdge(command: string | undefined, opts: CliEdgeOptions): CliEdge {
   let mf: MiniflareEdge | undefined;
   let workDir: string | undefined;
   const adminToken = randomBytes(24).toString("hex");
@@ -47,6 +68,7 @@ export function useCliEdge(
   beforeAll(async () => {
     fs.mkdirSync(path.join(REPO_ROOT, ".tmp"), { recursive: true });
     workDir = fs.mkdtempSync(path.join(REPO_ROOT, ".tmp", opts.dirPrefix));
+    const vars = typeof opts.vars === "function" ? await opts.vars() : opts.vars;
     mf = await startMiniflareEdge({
       persistDir: path.join(workDir, "edge"),
       vars: {
@@ -55,7 +77,7 @@ export function useCliEdge(
         SECRETS_KEY: randomBytes(32).toString("base64"),
         TRACKING_SECRET: randomBytes(24).toString("hex"),
         DEV_MODE: "false",
-        ...opts.vars,
+        ...vars,
       },
     });
   }, 180_000);
@@ -75,20 +97,23 @@ export function useCliEdge(
       return workDir;
     },
     adminToken,
-    scaisend(args, stdin) {
+    scaisend(args, stdin, run) {
       return new Promise((resolve) => {
         const child = execFile(
           path.join(BIN, "node"),
-          [path.join(REPO_ROOT, "bin", "scaisend.mjs"), command, ...args],
+          [path.join(REPO_ROOT, "bin", "scaisend.mjs"), ...(command ? [command] : []), ...args],
           {
             cwd: REPO_ROOT,
             env: {
               PATH: `${BIN}:${process.env.PATH ?? ""}`,
               HOME: process.env.HOME ?? "/tmp",
-              SCAISEND_EDGE_URL: edge.mf.url,
-              SCAISEND_ADMIN_TOKEN: adminToken,
+              ...(opts.edgeEnv === false
+                ? {}
+                : { SCAISEND_EDGE_URL: edge.mf.url, SCAISEND_ADMIN_TOKEN: adminToken }),
+              ...run?.env,
             },
-            timeout: 30_000,
+            timeout: opts.timeoutMs ?? 30_000,
+            ...(opts.maxBuffer ? { maxBuffer: opts.maxBuffer } : {}),
           },
           (err, stdout, stderr) => {
             resolve({ code: err ? (typeof err.code === "number" ? err.code : -1) : 0, stdout, stderr });
@@ -97,8 +122,8 @@ export function useCliEdge(
         child.stdin?.end(stdin ?? "");
       });
     },
-    async json(args, stdin) {
-      const r = await edge.scaisend([...args, "--json"], stdin);
+    async json(args, stdin, run) {
+      const r = await edge.scaisend([...args, "--json"], stdin, run);
       expect(r.code, r.stderr + r.stdout).toBe(0);
       return JSON.parse(r.stdout);
     },

@@ -6,87 +6,50 @@
  * stored (secrets sealed, never shown), re-running changes nothing, the subscription's secret
  * verifies ScaiKey's own webhook delivery, a full sync mirrors everything and prunes what ScaiKey
  * no longer has, and network, token and malformed-page failures exit non-zero with a clear message.
+ * The edge and the runs are the CLI e2e harness's (cli-harness.ts), the fake ScaiKey started first.
  */
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdminClient } from "../../scripts/lib/admin-client.ts";
-import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
 import { serveFakeScaiKey, type FakeScaiKey } from "../helpers/fake-scaikey.ts";
+import { useCliEdge } from "./cli-harness.ts";
 
-const BIN = path.join(REPO_ROOT, "node_modules", ".bin");
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-let mf: MiniflareEdge;
 let fake: { scaikey: FakeScaiKey; url: string; close: () => Promise<void> };
-let workDir: string;
 let tokenFile: string;
 let admin: AdminClient;
-const adminToken = randomBytes(24).toString("hex");
 
-function scaisend(args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      path.join(BIN, "node"),
-      [path.join(REPO_ROOT, "bin", "scaisend.mjs"), ...args],
-      {
-        cwd: REPO_ROOT,
-        env: {
-          PATH: `${BIN}:${process.env.PATH ?? ""}`,
-          HOME: process.env.HOME ?? "/tmp",
-          SCAISEND_EDGE_URL: mf.url.toString(),
-          SCAISEND_ADMIN_TOKEN: adminToken,
-        },
-        timeout: 120_000,
-        maxBuffer: 16 * 1024 * 1024,
-      },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === "number" ? err.code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
+const cli = useCliEdge(undefined, {
+  dirPrefix: "e2e-cli-scaikey-",
+  // A full sync of a few hundred records prints its progress as it goes.
+  timeoutMs: 120_000,
+  maxBuffer: 16 * 1024 * 1024,
+  vars: async () => {
+    fake = await serveFakeScaiKey("scaisend-e2e");
+    return {
+      // JWTs and the login: the client itself is the one `scaisend register` stores.
+      SCAIKEY_ISSUER: fake.url,
+      SCAIKEY_JWKS_URL: `${fake.url}/.well-known/jwks.json`,
+      SCAIKEY_AUDIENCE: "scaisend-e2e",
+    };
+  },
+});
+const scaisend = (args: string[]) => cli.scaisend(args);
 
 const get = <T = any>(p: string) =>
   admin.request<{ data: T }>("GET", p, undefined, `GET ${p}`).then((r) => r.data);
 const iso = (ms: number) => new Date(ms).toISOString();
 
-beforeAll(async () => {
-  fs.mkdirSync(path.join(REPO_ROOT, ".tmp"), { recursive: true });
-  workDir = fs.mkdtempSync(path.join(REPO_ROOT, ".tmp", "e2e-cli-scaikey-"));
-  fake = await serveFakeScaiKey("scaisend-e2e");
-  tokenFile = path.join(workDir, "scaikey.token");
+// After the harness's beforeAll (hooks run in the order they are declared): the edge is up.
+beforeAll(() => {
+  tokenFile = path.join(cli.workDir, "scaikey.token");
   fs.writeFileSync(tokenFile, `${fake.scaikey.token}\n`);
-  mf = await startMiniflareEdge({
-    persistDir: path.join(workDir, "edge"),
-    vars: {
-      ORIGIN_TOKEN: randomBytes(24).toString("hex"),
-      ADMIN_TOKEN: adminToken,
-      SECRETS_KEY: randomBytes(32).toString("base64"),
-      TRACKING_SECRET: randomBytes(24).toString("hex"),
-      DEV_MODE: "false",
-      // JWTs and the login: the client itself is the one `scaisend register` stores.
-      SCAIKEY_ISSUER: fake.url,
-      SCAIKEY_JWKS_URL: `${fake.url}/.well-known/jwks.json`,
-      SCAIKEY_AUDIENCE: "scaisend-e2e",
-    },
-  });
-  admin = new AdminClient(mf.url.toString(), adminToken);
-}, 180_000);
+  admin = new AdminClient(cli.mf.url, cli.adminToken);
+});
 
 afterAll(async () => {
-  await mf?.stop();
   await fake?.close();
-  if (workDir) fs.rmSync(workDir, { recursive: true, force: true });
 });
 
 describe("scaisend register", () => {
@@ -99,7 +62,7 @@ describe("scaisend register", () => {
       tokenFile,
     ]);
     expect(first.code, first.stderr + first.stdout).toBe(0);
-    const edge = mf.url.toString();
+    const edge = cli.mf.url;
     const redirect = new URL("/v3/auth/callback", edge).href;
     const hook = new URL("/webhooks/scaikey", edge).href;
     expect(first.stdout).toContain(`discovered ${fake.url}`);
@@ -181,7 +144,7 @@ describe("scaisend register", () => {
       name: "Lee",
       groups: ["grp_x"],
     };
-    const login = await fetch(new URL("/v3/auth/login", mf.url), {
+    const login = await fetch(new URL("/v3/auth/login", cli.mf.url), {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: "{}",
@@ -193,7 +156,7 @@ describe("scaisend register", () => {
     const visit = await fetch(authorization_url, { redirect: "manual" });
     expect(visit.status).toBe(302);
     const back = visit.headers.get("location")!;
-    expect(back.startsWith(new URL("/v3/auth/callback", mf.url).href)).toBe(true);
+    expect(back.startsWith(new URL("/v3/auth/callback", cli.mf.url).href)).toBe(true);
     const cb = await fetch(back, { headers: { cookie } });
     const tokens = (await cb.json()) as { access_token: string; user: { id: string } };
     expect(cb.status, JSON.stringify(tokens)).toBe(200);
@@ -203,7 +166,7 @@ describe("scaisend register", () => {
       { scaikey_id: sub, email: "lee@example.org", display_name: "Lee" },
     ]);
     // The access token works as a ScaiKey JWT on the edge.
-    const me = await fetch(new URL("/v3/auth/me", mf.url), {
+    const me = await fetch(new URL("/v3/auth/me", cli.mf.url), {
       headers: { authorization: `Bearer ${tokens.access_token}` },
     });
     expect(me.status).toBe(200);
@@ -211,7 +174,7 @@ describe("scaisend register", () => {
   }, 60_000);
 
   it("a refused initial access token, an unreachable issuer and a missing --issuer fail with a clear message", async () => {
-    const wrong = path.join(workDir, "wrong.token");
+    const wrong = path.join(cli.workDir, "wrong.token");
     fs.writeFileSync(wrong, "not-the-token");
     const refused = await scaisend(["register", "--issuer", fake.url, "--initial-access-token-file", wrong]);
     expect(refused.code).toBe(1);
@@ -337,7 +300,7 @@ describe("scaisend sync --full", () => {
   }, 300_000);
 
   it("a refused token, a malformed page and an unreachable ScaiKey exit 1 and prune nothing", async () => {
-    const wrong = path.join(workDir, "wrong-sync.token");
+    const wrong = path.join(cli.workDir, "wrong-sync.token");
     fs.writeFileSync(wrong, "nope");
     const refused = await scaisend(["sync", "--full", "--token-file", wrong]);
     expect(refused.code).toBe(1);

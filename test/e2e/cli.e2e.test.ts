@@ -3,43 +3,31 @@
  * Worker in workerd (Miniflare) configured as in production: `domain verify` checks the records the
  * CLI printed over DNS-over-HTTPS, against a DNS server on loopback where the test publishes them.
  * Each command's effect is checked through the API. One edge for the file (starting one costs
- * a Worker bundle).
+ * a Worker bundle), through the CLI e2e harness (cli-harness.ts) with `edgeEnv: false`: the CLI gets
+ * the edge and the operator token from `--edge` / `--admin-token`, or from the environment only in
+ * the test that says so.
  */
-import { execFile } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import fs from "node:fs";
-import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startMiniflareEdge, type MiniflareEdge } from "../../scripts/lib/miniflare-edge.ts";
-import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
+import { afterAll, describe, expect, it } from "vitest";
 import { startDnsServer, type DnsZone, type TestDnsServer } from "../helpers/dns-server.ts";
+import { useCliEdge } from "./cli-harness.ts";
 
-const BIN = path.join(REPO_ROOT, "node_modules", ".bin");
+let dns: TestDnsServer | undefined;
+const cli = useCliEdge(undefined, {
+  dirPrefix: "e2e-cli-",
+  edgeEnv: false,
+  // As in production: domains are verified over DNS-over-HTTPS (a resolver on loopback here).
+  vars: async () => {
+    dns = await startDnsServer({ records: {} });
+    return { DNS_RESOLVER_URL: dns.dohUrl };
+  },
+});
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+afterAll(async () => {
+  await dns?.close();
+});
 
 /** Runs `scaisend <args>` with Node 22 from node_modules/.bin, as `npx scaisend` would. */
-function scaisend(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      path.join(BIN, "node"),
-      [path.join(REPO_ROOT, "bin", "scaisend.mjs"), ...args],
-      {
-        cwd: REPO_ROOT,
-        env: { PATH: `${BIN}:${process.env.PATH ?? ""}`, HOME: process.env.HOME ?? "/tmp", ...env },
-        timeout: 30_000,
-      },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === "number" ? err.code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
+const scaisend = (args: string[], env: Record<string, string> = {}) => cli.scaisend(args, undefined, { env });
 
 interface Bootstrapped {
   tenantId: string;
@@ -79,60 +67,23 @@ function parseBootstrap(stdout: string): Bootstrapped {
   };
 }
 
-interface Edge {
-  mf: MiniflareEdge;
-  adminToken: string;
-  send(key: string, from: string): Promise<{ status: number; body: any }>;
-  get(key: string, pathname: string): Promise<{ status: number; body: any }>;
-}
-
-const workDirs: string[] = [];
-const edges: MiniflareEdge[] = [];
-
-async function startCliEdge(vars: Record<string, string>): Promise<Edge> {
-  // Inside the repository: the bundle's module paths are relative to it (as for the benchmarks).
-  fs.mkdirSync(path.join(REPO_ROOT, ".tmp"), { recursive: true });
-  const workDir = fs.mkdtempSync(path.join(REPO_ROOT, ".tmp", "e2e-cli-"));
-  workDirs.push(workDir);
-  const adminToken = randomBytes(24).toString("hex");
-  const mf = await startMiniflareEdge({
-    persistDir: path.join(workDir, "edge"),
-    vars: {
-      ORIGIN_TOKEN: randomBytes(24).toString("hex"),
-      ADMIN_TOKEN: adminToken,
-      SECRETS_KEY: randomBytes(32).toString("base64"),
-      TRACKING_SECRET: randomBytes(24).toString("hex"),
-      ...vars,
-    },
-  });
-  edges.push(mf);
-  const call = async (key: string, method: string, pathname: string, body?: unknown) => {
-    const res = await fetch(`${mf.url}${pathname}`, {
-      method,
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await res.text();
-    return { status: res.status, body: text ? JSON.parse(text) : null };
-  };
-  return {
-    mf,
-    adminToken,
-    send: (key, from) =>
-      call(key, "POST", "/v3/mail/send", {
-        personalizations: [{ to: [{ email: "someone@example.net" }] }],
-        from: { email: from },
-        subject: "from the CLI test",
-        content: [{ type: "text/plain", value: "hello" }],
-      }),
-    get: (key, pathname) => call(key, "GET", pathname),
-  };
-}
-
-afterAll(async () => {
-  for (const e of edges) await e.stop();
-  for (const d of workDirs) fs.rmSync(d, { recursive: true, force: true });
-});
+/** The edge as the tests call it: a send from `from`, and a GET, with a tenant's key. */
+const edge = {
+  get mf() {
+    return cli.mf;
+  },
+  get adminToken() {
+    return cli.adminToken;
+  },
+  send: (key: string, from: string) =>
+    cli.api("POST", "/v3/mail/send", key, {
+      personalizations: [{ to: [{ email: "someone@example.net" }] }],
+      from: { email: from },
+      subject: "from the CLI test",
+      content: [{ type: "text/plain", value: "hello" }],
+    }),
+  get: (key: string, pathname: string) => cli.api("GET", pathname, key),
+};
 
 describe("scaisend without an edge", () => {
   it("prints its usage for --help or no command, and refuses an unknown command or a missing edge", async () => {
@@ -154,27 +105,14 @@ describe("scaisend without an edge", () => {
 });
 
 describe("scaisend against a running edge", () => {
-  let edge: Edge;
-  let dns: TestDnsServer;
-  let flags: string[];
   let boot: Bootstrapped;
   const DOMAIN = "mail.cli.test";
-
-  beforeAll(async () => {
-    dns = await startDnsServer({ records: {} });
-    // As in production: domains are verified over DNS-over-HTTPS (a resolver on loopback here).
-    edge = await startCliEdge({ DEV_MODE: "false", DNS_RESOLVER_URL: dns.dohUrl });
-    flags = ["--edge", edge.mf.url, "--admin-token", edge.adminToken];
-  });
-
-  afterAll(async () => {
-    await dns?.close();
-  });
+  const flags = () => ["--edge", edge.mf.url, "--admin-token", edge.adminToken];
 
   it("bootstrap creates a tenant, a live and a test key that work, and an unverified sender domain with its records", async () => {
     const r = await scaisend([
       "bootstrap",
-      ...flags,
+      ...flags(),
       "--tenant",
       "Acme",
       "--domain",
@@ -210,7 +148,15 @@ describe("scaisend against a running edge", () => {
   });
 
   it("domain show prints the records the edge holds for the domain", async () => {
-    const r = await scaisend(["domain", "show", ...flags, "--tenant", boot.tenantId, "--id", boot.domainId]);
+    const r = await scaisend([
+      "domain",
+      "show",
+      ...flags(),
+      "--tenant",
+      boot.tenantId,
+      "--id",
+      boot.domainId,
+    ]);
     expect(r.code).toBe(0);
     const domain = await edge.get(boot.liveKey, `/api/admin/domains/${boot.domainId}`);
     const expected = (domain.body.data.dns_records as { type: string; host: string; value: string }[]).map(
@@ -221,7 +167,7 @@ describe("scaisend against a running edge", () => {
   });
 
   it("domain verify fails, naming each missing record, until the printed records are published, then passes", async () => {
-    const verify = ["domain", "verify", ...flags, "--tenant", boot.tenantId, "--id", boot.domainId];
+    const verify = ["domain", "verify", ...flags(), "--tenant", boot.tenantId, "--id", boot.domainId];
     const before = await scaisend(verify);
     expect(before.code).toBe(1);
     expect(before.stdout).toMatch(/^not verified$/m);
@@ -232,7 +178,7 @@ describe("scaisend against a running edge", () => {
     // Publish exactly what the CLI printed.
     const zone: DnsZone = {};
     for (const rec of boot.records) ((zone[rec.host] ??= {}).TXT ??= []).push(rec.value);
-    dns.setRecords(zone);
+    dns!.setRecords(zone);
 
     const after = await scaisend(verify);
     expect(after.stdout).toBe("verified\n");
@@ -247,7 +193,7 @@ describe("scaisend against a running edge", () => {
 
   it("domain ed25519 add prints the Ed25519 record beside the RSA one, add again rotates its selector, remove ends dual signing", async () => {
     const ed = (verb: string) =>
-      scaisend(["domain", "ed25519", verb, ...flags, "--tenant", boot.tenantId, "--id", boot.domainId]);
+      scaisend(["domain", "ed25519", verb, ...flags(), "--tenant", boot.tenantId, "--id", boot.domainId]);
     const added = await ed("add");
     expect(added.stderr).toBe("");
     expect(added.code).toBe(0);
