@@ -33,6 +33,7 @@ import {
   type DeliveryCtx,
 } from "./delivery.ts";
 import { benchEdgeAccept } from "./edge-accept.ts";
+import { benchHubCpu } from "./hub-cpu.ts";
 import { startBenchEdge } from "./lib/edge.ts";
 import { benchHtml, MX_HOST, RECIPIENT_DOMAIN } from "./lib/mail.ts";
 import { onCleanup, runCleanups, say } from "./lib/procs.ts";
@@ -161,6 +162,29 @@ async function main(): Promise<number> {
   if (want("accept")) {
     results.edgeAccept = await step("edge accept path", () =>
       benchEdgeAccept({ quick, workDir, wrkBin: tools.wrk, dohUrl: dns.dohUrl, html }),
+    );
+  }
+
+  if (only?.has("hubcpu")) {
+    // The edge's CPU per accepted and per delivered message, phase by phase (test/bench/hub-cpu.ts).
+    const arg = (flag: string) => {
+      const a = process.argv.find((x) => x.startsWith(`--${flag}=`));
+      return a ? Number(a.slice(flag.length + 3)) : undefined;
+    };
+    results.hubCpu = await step("edge CPU per accepted and delivered message", () =>
+      benchHubCpu({
+        quick,
+        workDir,
+        dohUrl: dns.dohUrl,
+        html,
+        smtpSinkBin: tools.smtpSink,
+        dnsServer: dns.server,
+        requests: arg("requests"),
+        concurrency: arg("concurrency"),
+        bulk: arg("bulk"),
+        profile: process.argv.includes("--profile"),
+        instant: process.argv.includes("--instant"),
+      }),
     );
   }
 

@@ -1,4 +1,5 @@
 /** The Markdown summary printed to stdout (and pasted into the README's Performance section). */
+import type { HubCpuResult } from "../hub-cpu.ts";
 import type { ChaosBench } from "../chaos.ts";
 import type { DevStackResult } from "../dev-stack.ts";
 import type { DkimResult } from "../dkim.ts";
@@ -57,6 +58,8 @@ export interface BenchResults {
   suppressions?: SuppressionsBenchResult;
   chaos?: ChaosBench;
   devStack?: DevStackResult;
+  /** `--only=hubcpu`: the edge's CPU per accepted and per delivered message (test/bench/hub-cpu.ts). */
+  hubCpu?: HubCpuResult;
   errors: { step: string; error: string }[];
   /** Stress steps beyond the measurements the benchmark promises; their failure does not fail the run. */
   stressFailures: { step: string; error: string }[];
