@@ -10,20 +10,13 @@ import { AppError } from "../../../../shared/errors.ts";
 import { isValidEmail } from "../../../../shared/sendgrid/mail-send.ts";
 import type { SuppressionList } from "../../db/schema.ts";
 import type { NewSuppression } from "../../db/suppressions.ts";
+import { type CsvRecord, parseCsv } from "../../lib/csv.ts";
+import { EXPORT_COLUMNS } from "../sendgrid/suppression-csv.ts";
 
 /** The file may be this large (bytes) … */
 export const MAX_IMPORT_BYTES = 1_048_576;
 /** … and hold this many addresses. */
 export const MAX_IMPORT_ROWS = 10_000;
-
-/** The columns a list's export holds (the same as the API's export), so an export imports whole. */
-const LIST_COLUMNS: Record<SuppressionList, readonly string[]> = {
-  bounces: ["email", "created", "reason", "status", "bounce_type"],
-  blocks: ["email", "created", "reason", "status"],
-  invalid_emails: ["email", "created", "reason"],
-  spam_reports: ["email", "created", "ip"],
-  unsubscribes: ["email", "created"],
-};
 
 export interface ImportRowError {
   line: number;
@@ -36,46 +29,15 @@ export interface ParsedImport {
   errors: ImportRowError[];
 }
 
-/** RFC 4180 records with the line each starts on (1-based); blank lines are skipped. */
-function records(text: string): { line: number; fields: string[] }[] {
-  const out: { line: number; fields: string[] }[] = [];
-  let field = "";
-  let fields: string[] = [];
-  let quoted = false;
-  let line = 1;
-  let start = 1;
-  const end = () => {
-    fields.push(field);
-    if (!(fields.length === 1 && fields[0]!.trim() === "")) out.push({ line: start, fields });
-    fields = [];
-    field = "";
-  };
-  for (let i = text.charCodeAt(0) === 0xfeff ? 1 : 0; i < text.length; i++) {
-    const ch = text[i]!;
-    if (ch === "\n" || (ch === "\r" && text[i + 1] !== "\n")) line++;
-    if (quoted) {
-      if (ch === '"') {
-        if (text[i + 1] === '"') {
-          field += '"';
-          i++;
-        } else quoted = false;
-      } else field += ch;
-    } else if (ch === '"' && field === "") quoted = true;
-    else if (ch === ",") {
-      fields.push(field);
-      field = "";
-    } else if (ch === "\n" || ch === "\r") {
-      if (ch === "\r" && text[i + 1] === "\n") {
-        i++;
-        line++;
-      }
-      end();
-      start = line;
-    } else field += ch;
-  }
-  if (quoted) throw new AppError("invalid_request", `The file ends inside a quoted field (line ${start}).`);
-  if (field !== "" || fields.length > 0) end();
-  return out;
+/** The file's records (lib/csv.ts), or a 400 naming the line whose quoted field it ends inside. */
+function records(text: string): CsvRecord[] {
+  const parsed = parseCsv(text);
+  if (parsed.unterminatedAt !== null)
+    throw new AppError(
+      "invalid_request",
+      `The file ends inside a quoted field (line ${parsed.unterminatedAt}).`,
+    );
+  return parsed.records;
 }
 
 export function parseImport(list: SuppressionList, text: string, now: number): ParsedImport {
@@ -87,7 +49,7 @@ export function parseImport(list: SuppressionList, text: string, now: number): P
   if (first.includes("email")) {
     header = first;
     body = recs.slice(1);
-    const allowed = LIST_COLUMNS[list];
+    const allowed = EXPORT_COLUMNS[list];
     const unknown = header.filter((h) => !allowed.includes(h));
     if (unknown.length > 0 || new Set(header).size !== header.length)
       throw new AppError(

@@ -8,6 +8,7 @@
 import { AppError } from "../../../../shared/errors.ts";
 import { isValidEmail } from "../../../../shared/sendgrid/mail-send.ts";
 import type { Db } from "../../db/client.ts";
+import { parseCsv } from "../../lib/csv.ts";
 import type { SuppressionList } from "../../db/schema.ts";
 import { type NewSuppression, type SuppressionRow, tenantSuppressions } from "../../db/suppressions.ts";
 import { badRequest, fieldError } from "./suppression-http.ts";
@@ -17,7 +18,8 @@ export const MAX_IMPORT_ROWS = 100_000;
 /** Row errors listed in the answer (the count in `skipped` is complete). */
 const MAX_LISTED_ERRORS = 100;
 
-const COLUMNS: Record<SuppressionList, readonly string[]> = {
+/** The columns of a list's export, in order (the dashboard's import takes an export whole). */
+export const EXPORT_COLUMNS: Record<SuppressionList, readonly string[]> = {
   bounces: ["email", "created", "reason", "status", "bounce_type"],
   blocks: ["email", "created", "reason", "status"],
   invalid_emails: ["email", "created", "reason"],
@@ -40,7 +42,7 @@ function cell(v: string | number | null): string {
 }
 
 export function toCsv(list: SuppressionList, rows: SuppressionRow[], header: boolean): string {
-  const cols = COLUMNS[list];
+  const cols = EXPORT_COLUMNS[list];
   const lines = header ? [cols.join(",")] : [];
   for (const r of rows) {
     const values: Record<string, string | number | null> = {
@@ -56,42 +58,6 @@ export function toCsv(list: SuppressionList, rows: SuppressionRow[], header: boo
   return lines.length > 0 ? lines.join("\r\n") + "\r\n" : "";
 }
 
-/** RFC 4180 records (quoted fields may hold commas, quotes and line breaks). */
-export function parseCsv(text: string): string[][] {
-  const records: string[][] = [];
-  let field = "";
-  let record: string[] = [];
-  let quoted = false;
-  let i = text.charCodeAt(0) === 0xfeff ? 1 : 0;
-  for (; i < text.length; i++) {
-    const ch = text[i]!;
-    if (quoted) {
-      if (ch === '"') {
-        if (text[i + 1] === '"') {
-          field += '"';
-          i++;
-        } else quoted = false;
-      } else field += ch;
-    } else if (ch === '"' && field === "") quoted = true;
-    else if (ch === ",") {
-      record.push(field);
-      field = "";
-    } else if (ch === "\n" || ch === "\r") {
-      if (ch === "\r" && text[i + 1] === "\n") i++;
-      record.push(field);
-      records.push(record);
-      record = [];
-      field = "";
-    } else field += ch;
-  }
-  if (quoted) throw badRequest(fieldError(null, "The CSV ends inside a quoted field."));
-  if (field !== "" || record.length > 0) {
-    record.push(field);
-    records.push(record);
-  }
-  return records.filter((r) => !(r.length === 1 && r[0]!.trim() === ""));
-}
-
 export interface ImportResult {
   imported: number;
   skipped: number;
@@ -105,7 +71,10 @@ export async function importCsv(
   text: string,
   now: number,
 ): Promise<ImportResult> {
-  const records = parseCsv(text);
+  const parsed = parseCsv(text);
+  if (parsed.unterminatedAt !== null)
+    throw badRequest(fieldError(null, "The CSV ends inside a quoted field."));
+  const records = parsed.records.map((r) => r.fields);
   if (records.length === 0)
     throw badRequest(fieldError(null, "The CSV is empty: it needs a header row with email."));
   const header = records[0]!.map((h) => h.trim().toLowerCase());
