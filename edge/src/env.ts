@@ -27,6 +27,8 @@ export interface Bindings extends Env {
   BOUNCE_MX_HOST?: string;
   /** Webhook destinations that may be non-public (docs/configuration.md#webhooks). */
   WEBHOOK_ALLOW_PRIVATE?: string;
+  /** How long a failed webhook delivery's body is kept for re-sending (docs/configuration.md#webhooks). */
+  WEBHOOK_RESEND_RETENTION_MS?: string;
   /** The edge's public base URL for tracking links (docs/configuration.md#tracking). */
   PUBLIC_URL?: string;
   /** ScaiKey JWTs (docs/configuration.md#scaikey): all three, or none (JWTs then get 401). */
@@ -188,6 +190,12 @@ export const ConfigSchema = z.object({
       (v) => typeof parseAllowlist(v) !== "string",
       "WEBHOOK_ALLOW_PRIVATE must be comma-separated host names, IP addresses and CIDR ranges",
     ),
+  // How long a failed webhook delivery keeps its body so it can be re-sent (objects/webhook-queue.ts,
+  // docs/api/webhooks.md#retry-now); at most the 7 days the delivery log keeps the delivery itself.
+  WEBHOOK_RESEND_RETENTION_MS: intFromString(String(3 * 24 * 3600 * 1000)).refine(
+    (n) => n <= 7 * 24 * 3600 * 1000,
+    "WEBHOOK_RESEND_RETENTION_MS must be at most 604800000 (7 days, the delivery log's retention)",
+  ),
   // Where ScaiKey publishes the keys its JWTs are signed with, and the `iss` / `aud` they must
   // carry (edge/src/services/jwt-auth.ts). Operator configuration: https, or http on loopback.
   SCAIKEY_JWKS_URL: z

@@ -15,7 +15,9 @@
  *  - `pending`: events waiting to be put in a delivery (batched within BATCH_WINDOW_MS), each with
  *    when it was queued (`at`; null for rows queued before that column existed: due).
  *  - `delivery` + `attempt`: one POST's bytes, its state (pending → succeeded | failed), when it is
- *    next due, and every attempt made (the delivery log the API reads).
+ *    next due, and every attempt made (the delivery log the API reads). A succeeded delivery drops
+ *    its body at once; a failed one keeps it until `body_until` (WEBHOOK_RESEND_RETENTION_MS, within
+ *    RESEND_CAP_BYTES per endpoint), so it can be re-sent (docs/api/webhooks.md#retry-now).
  *
  * Delivery (`pump`): pending events become deliveries (at most BATCH_MAX_EVENTS per POST, per
  * endpoint), every due delivery is POSTed through the SSRF guard, and the outcome recorded. A
@@ -73,6 +75,13 @@ const PARALLEL_POSTS = 8;
 const SEEN_RETENTION_MS = 4 * 24 * 3600_000;
 /** Finished deliveries stay in the log this long. */
 export const LOG_RETENTION_MS = 7 * 24 * 3600_000;
+/**
+ * The bodies of one endpoint's failed deliveries kept for re-sending, at most (UTF-8 bytes): past
+ * it the oldest failures drop theirs first (docs/api/webhooks.md#retry-now).
+ */
+export const RESEND_CAP_BYTES = 16 * 1024 * 1024;
+/** `body_until` of a failed delivery whose body the cap dropped (a time long past). */
+const DROPPED_BY_CAP = 0;
 
 export type Outcome<T> =
   { ok: true; value: T } | { ok: false; code: "invalid_request" | "not_found"; message: string };
@@ -110,6 +119,11 @@ interface DeliveryRow extends Record<string, SqlStorageValue> {
   next_at: number | null;
   created_at: number;
   done_at: number | null;
+  /**
+   * A failed delivery: until when its body is kept for re-sending (DROPPED_BY_CAP when the cap took
+   * it). Null otherwise, and for failures recorded before bodies were kept.
+   */
+  body_until: number | null;
 }
 
 type OAuthColumn = "oauth_client_id" | "oauth_token_url" | "oauth_secret";
@@ -160,6 +174,8 @@ export interface DeliveryView {
   created_at: string;
   next_attempt_at: string | null;
   finished_at: string | null;
+  /** A failed delivery that can be re-sent (its body is kept): until when. Null otherwise. */
+  resend_until: string | null;
   attempts: {
     attempt: number;
     at: string;
@@ -179,6 +195,8 @@ export class WebhookQueue extends DurableObject<Bindings> {
   fetcher: (req: Request) => Promise<Response> = (req) => fetch(req);
   /** How long a receiver has to answer (tests shorten it). */
   timeoutMs = DELIVERY_TIMEOUT_MS;
+  /** The bytes of failed bodies kept per endpoint (tests shrink it). */
+  resendCapBytes = RESEND_CAP_BYTES;
   /** How host names are resolved for the SSRF guard (DoH by default). */
   resolver: Resolver;
   /** Tests set it: every hand-off is refused with this error (a queue that is down, say). */
@@ -188,6 +206,8 @@ export class WebhookQueue extends DurableObject<Bindings> {
   /** The pump under way (alarm or hand-off), and whether another call asked for a round after it. */
   private pumping: Promise<void> | null = null;
   private pumpAgain = false;
+  /** Deliveries the running pump has leased and not yet recorded: a retry leaves them alone. */
+  private readonly leased = new Set<string>();
   /** OAuth2 tokens by endpoint id, until they expire; dropped when the endpoint's credentials change. */
   private readonly tokens = new Map<string, Token>();
 
@@ -259,6 +279,13 @@ export class WebhookQueue extends DurableObject<Bindings> {
       created_at INTEGER NOT NULL,
       done_at INTEGER
     )`);
+    // Added after the first objects were made (failed bodies kept for re-sending).
+    const deliveryColumns = this.sql
+      .exec<{ name: string }>("SELECT name FROM pragma_table_info('delivery')")
+      .toArray()
+      .map((c) => c.name);
+    if (!deliveryColumns.includes("body_until"))
+      this.sql.exec("ALTER TABLE delivery ADD COLUMN body_until INTEGER");
     this.sql.exec(`CREATE INDEX IF NOT EXISTS delivery_due ON delivery (state, next_at)`);
     this.sql.exec(`CREATE INDEX IF NOT EXISTS delivery_endpoint ON delivery (endpoint_id, created_at)`);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS attempt (
@@ -495,6 +522,7 @@ export class WebhookQueue extends DurableObject<Bindings> {
   ): Promise<Outcome<{ deliveries: DeliveryView[] }>> {
     this.bind(tenantId);
     if (!this.endpoint(id)) return missing();
+    const now = this.clock();
     const rows = this.sql
       .exec<DeliveryRow>(
         "SELECT * FROM delivery WHERE endpoint_id = ? ORDER BY created_at DESC, id DESC LIMIT ?",
@@ -525,6 +553,7 @@ export class WebhookQueue extends DurableObject<Bindings> {
         created_at: iso(r.created_at)!,
         next_attempt_at: r.state === "pending" ? iso(r.next_at) : null,
         finished_at: iso(r.done_at),
+        resend_until: this.resendable(r, now) ? iso(r.body_until) : null,
         attempts: attempts
           .filter((a) => a.delivery_id === r.id)
           .map((a) => ({
@@ -833,6 +862,7 @@ export class WebhookQueue extends DurableObject<Bindings> {
     // Leased past the deadline first: an object that stops mid-POST tries again later, not never.
     for (const d of due) {
       this.sql.exec("UPDATE delivery SET next_at = ? WHERE id = ?", now + this.timeoutMs + 30_000, d.id);
+      this.leased.add(d.id);
     }
     const tenant = this.sql
       .exec<{ value: string }>("SELECT value FROM meta WHERE key = 'tenant'")
@@ -841,7 +871,9 @@ export class WebhookQueue extends DurableObject<Bindings> {
     while (next < due.length) {
       const slice = due.slice(next, next + PARALLEL_POSTS);
       next += slice.length;
-      await Promise.all(slice.map((d) => this.attempt(tenant ?? "", d)));
+      await Promise.all(
+        slice.map((d) => this.attempt(tenant ?? "", d).finally(() => this.leased.delete(d.id))),
+      );
     }
     await this.scheduleAlarm(this.clock() + (due.length === 64 ? 0 : Infinity));
   }
@@ -889,6 +921,11 @@ export class WebhookQueue extends DurableObject<Bindings> {
 
   private prune(now: number): void {
     this.sql.exec("DELETE FROM seen WHERE at < ?", now - SEEN_RETENTION_MS);
+    // Failed deliveries' bodies past their retention: the log keeps the delivery, it can no longer be re-sent.
+    this.sql.exec(
+      "UPDATE delivery SET body = NULL WHERE state = 'failed' AND body IS NOT NULL AND body_until <= ?",
+      now,
+    );
     this.sql.exec(
       `DELETE FROM attempt WHERE delivery_id IN (SELECT id FROM delivery WHERE state != 'pending' AND done_at < ?)`,
       now - LOG_RETENTION_MS,
@@ -985,14 +1022,19 @@ export class WebhookQueue extends DurableObject<Bindings> {
         );
         return;
       }
+      // A re-send of a failed delivery (attempt 7 on) is one attempt: it fails again at once.
       const delay = n >= MAX_ATTEMPTS ? null : retryDelayMs(n);
       if (delay === null) {
+        // The body stays for a re-send, until the retention counted from the first failure.
         this.sql.exec(
-          "UPDATE delivery SET state = 'failed', attempts = ?, next_at = NULL, done_at = ?, body = NULL WHERE id = ?",
+          `UPDATE delivery SET state = 'failed', attempts = ?, next_at = NULL, done_at = ?,
+             body_until = coalesce(body_until, ?) WHERE id = ?`,
           n,
           now,
+          now + this.config.WEBHOOK_RESEND_RETENTION_MS,
           d.id,
         );
+        this.capKeptBodies(d.endpoint_id);
       } else {
         this.sql.exec("UPDATE delivery SET attempts = ?, next_at = ? WHERE id = ?", n, at + delay, d.id);
       }
@@ -1009,6 +1051,31 @@ export class WebhookQueue extends DurableObject<Bindings> {
   }
 
   /**
+   * The endpoint's kept failed bodies within resendCapBytes: newest failures first, the older ones
+   * past the cap drop theirs (and are marked so, for the retry's 400).
+   */
+  private capKeptBodies(endpointId: string): void {
+    const kept = this.sql
+      .exec<{ id: string; bytes: number }>(
+        `SELECT id, length(CAST(body AS BLOB)) AS bytes FROM delivery
+         WHERE endpoint_id = ? AND state = 'failed' AND body IS NOT NULL ORDER BY done_at DESC, id DESC`,
+        endpointId,
+      )
+      .toArray();
+    let total = 0;
+    for (const k of kept) {
+      total += k.bytes;
+      if (total > this.resendCapBytes)
+        this.sql.exec("UPDATE delivery SET body = NULL, body_until = ? WHERE id = ?", DROPPED_BY_CAP, k.id);
+    }
+  }
+
+  /** Whether a delivery is a failed one whose body is still kept for a re-send. */
+  private resendable(d: DeliveryRow, now: number): boolean {
+    return d.state === "failed" && d.body !== null && d.body_until !== null && d.body_until > now;
+  }
+
+  /**
    * The alarm at `at` at the latest: sooner when a delivery is due sooner. Deliveries of inactive
    * endpoints wait without an alarm until a PATCH enables them again.
    */
@@ -1020,7 +1087,13 @@ export class WebhookQueue extends DurableObject<Bindings> {
       )
       .one().t;
     const hasPending = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM pending").one().n > 0;
-    let want = Math.min(at, nextDue ?? Infinity);
+    // The sweep of the first kept failed body to expire (prune, from the alarm).
+    const nextExpiry = this.sql
+      .exec<{ t: number | null }>(
+        "SELECT MIN(body_until) AS t FROM delivery WHERE state = 'failed' AND body IS NOT NULL",
+      )
+      .one().t;
+    let want = Math.min(at, nextDue ?? Infinity, nextExpiry ?? Infinity);
     if (hasPending) want = Math.min(want, this.clock() + BATCH_WINDOW_MS);
     if (!Number.isFinite(want)) return;
     const current = await this.ctx.storage.getAlarm();
@@ -1028,9 +1101,13 @@ export class WebhookQueue extends DurableObject<Bindings> {
   }
 
   /**
-   * Retry now (docs/api/webhooks.md#retry-now): a pending delivery of an active endpoint takes its
-   * next attempt at once instead of at its retry step. A finished one cannot: its body is dropped
-   * when it finishes (the events are not kept twice), so it is a 400 naming its state.
+   * Retry now (docs/api/webhooks.md#retry-now). A pending delivery of an active endpoint takes its
+   * next attempt at once instead of at its retry step. A failed one whose body is still kept is
+   * re-sent: the same delivery (same id, same body, a fresh signature) is pending again, due now,
+   * for one more attempt, logged after its others. Either way the attempt is the pump's, so it
+   * is leased like any other and the one-pump-at-a-time rule holds: a retry of a delivery the pump
+   * has leased (its POST under way) changes nothing, and two retries at once make one attempt.
+   * A succeeded delivery, a failed one whose body has gone, or a disabled endpoint is a 400.
    */
   async retryDelivery(tenantId: string, endpointId: string, deliveryId: string): Promise<Outcome<null>> {
     this.bind(tenantId);
@@ -1040,12 +1117,30 @@ export class WebhookQueue extends DurableObject<Bindings> {
       .exec<DeliveryRow>("SELECT * FROM delivery WHERE id = ? AND endpoint_id = ?", deliveryId, endpointId)
       .toArray()[0];
     if (!d) return { ok: false, code: "not_found", message: "Delivery not found" };
-    if (d.state !== "pending")
-      return bad(`the delivery has ${d.state}; only a pending delivery can be retried now`);
+    const now = this.clock();
+    if (d.state === "succeeded")
+      return bad("the delivery has succeeded; only a pending or failed delivery can be retried");
+    if (d.state === "failed" && !this.resendable(d, now)) {
+      const hours = this.config.WEBHOOK_RESEND_RETENTION_MS / 3600_000;
+      return bad(
+        d.body_until === DROPPED_BY_CAP
+          ? `the delivery failed and its body is no longer kept: an endpoint keeps at most ${this.resendCapBytes} bytes of failed deliveries for re-sending, the newest first`
+          : `the delivery failed and its body has expired: a failed delivery can be re-sent for ${hours} h after it failed`,
+      );
+    }
     if (ep.enabled !== 1 || ep.disabled_at !== null)
       return bad("the endpoint is disabled: enable it, and its pending deliveries go out at once");
-    const now = this.clock();
-    this.sql.exec("UPDATE delivery SET next_at = MIN(next_at, ?) WHERE id = ?", now, deliveryId);
+    // Under way already (leased by the running pump): that attempt is the retry.
+    if (this.leased.has(deliveryId)) return ok(null);
+    if (d.state === "failed") {
+      this.sql.exec(
+        "UPDATE delivery SET state = 'pending', next_at = ?, done_at = NULL WHERE id = ? AND state = 'failed'",
+        now,
+        deliveryId,
+      );
+    } else {
+      this.sql.exec("UPDATE delivery SET next_at = MIN(next_at, ?) WHERE id = ?", now, deliveryId);
+    }
     await this.scheduleAlarm(now);
     return ok(null);
   }

@@ -166,7 +166,23 @@ export const webhooksPages = new Hono<DashboardEnv>()
                     </form>
                   ) : null}
                 </td>
-                <td>{d.finished_at ?? ""}</td>
+                <td>
+                  {d.finished_at ?? ""}
+                  {d.status === "failed"
+                    ? d.resend_until
+                      ? ` (re-sendable until ${d.resend_until})`
+                      : " (body expired; cannot be re-sent)"
+                    : ""}
+                  {writable && d.resend_until && w.enabled && !w.disabled_at ? (
+                    // The same call as Retry now: one more attempt of this delivery (webhooks.md#retry-now).
+                    <form method="post" action={`/app/webhooks/${w.id}/deliveries/${d.id}/retry`}>
+                      <CsrfField session={session} />
+                      <button type="submit" aria-label={`Re-send ${d.id}`}>
+                        Re-send
+                      </button>
+                    </form>
+                  ) : null}
+                </td>
               </tr>
             ))}
           </tbody>
