@@ -5,62 +5,19 @@
  * endpoint. The tokens it issues then authenticate as any ScaiKey JWT does.
  */
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
-import { env } from "cloudflare:workers";
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { decodeJwt } from "jose";
 import { createApp } from "../../edge/src/app.ts";
 import type { Bindings } from "../../edge/src/env.ts";
-import { accessCache } from "../../edge/src/services/access.ts";
-import { jwksCache } from "../../edge/src/services/jwks-cache.ts";
-import { tenantStatusCache } from "../../edge/src/services/jwt-auth.ts";
 import { LOGIN_TTL_MS, oidcClient } from "../../edge/src/services/oidc.ts";
 import { LocalOidcIssuer } from "../helpers/oidc-issuer.ts";
+import { AUDIENCE, CLIENT, ISSUER, useLocalOidc } from "./oidc.helpers.ts";
 import { BASE, createTenant, uid } from "./helpers.ts";
 
-const ISSUER = "https://scaikey.test";
-const AUDIENCE = "scaisend-test";
-const CLIENT = { id: "scaisend-edge", secret: "client-secret-0123456789" };
 const REDIRECT = "https://admin.scaisend.test/auth/callback";
-const oidcEnv = {
-  ...env,
-  SCAIKEY_JWKS_URL: `${ISSUER}/.well-known/jwks.json`,
-  SCAIKEY_ISSUER: ISSUER,
-  SCAIKEY_AUDIENCE: AUDIENCE,
-  SCAIKEY_CLIENT_ID: CLIENT.id,
-  SCAIKEY_CLIENT_SECRET: CLIENT.secret,
-  SCAIKEY_REDIRECT_URI: REDIRECT,
-} as Bindings;
+const oidc = useLocalOidc(REDIRECT);
+const oidcEnv = oidc.env;
 const app = createApp();
-
-let clock = Date.now();
-let issuer: LocalOidcIssuer;
-
-beforeAll(async () => {
-  issuer = await LocalOidcIssuer.create(ISSUER, CLIENT, AUDIENCE);
-});
-
-beforeEach(() => {
-  clock = Date.now();
-  issuer.clock = () => clock;
-  jwksCache.clear();
-  jwksCache.clock = () => clock;
-  jwksCache.fetcher = issuer.fetch;
-  oidcClient.clear();
-  oidcClient.clock = () => clock;
-  oidcClient.fetcher = issuer.fetch;
-  tenantStatusCache.clear();
-  accessCache.clear();
-  issuer.requests.length = 0;
-});
-
-afterEach(() => {
-  jwksCache.clear();
-  jwksCache.clock = Date.now;
-  jwksCache.fetcher = (url, init) => fetch(url, init);
-  oidcClient.clear();
-  oidcClient.clock = Date.now;
-  oidcClient.fetcher = (url, init) => fetch(url, init);
-});
 
 interface Answer {
   status: number;
@@ -112,7 +69,7 @@ async function loginAtIssuer(email = "ann@example.org") {
   expect(login.setCookie).toMatch(/SameSite=Lax/i);
   // What the cookie carries is sealed: neither the state nor the PKCE verifier shows in it.
   expect(login.setCookie).not.toContain(login.body.state);
-  const visit = await issuer.handle(new Request(url));
+  const visit = await oidc.issuer.handle(new Request(url));
   expect(visit.status).toBe(302);
   const back = new URL(visit.headers.get("location")!);
   expect(back.origin + back.pathname).toBe(REDIRECT);
@@ -128,7 +85,7 @@ describe("the OIDC code flow", () => {
   it("login → ScaiKey → callback yields tokens and the user; the access token is a working principal", async () => {
     const tenantId = await createTenant();
     const sub = `usr_${uid()}`;
-    issuer.nextLogin = {
+    oidc.issuer.nextLogin = {
       sub,
       tenant_id: tenantId,
       roles: ["developer"],
@@ -157,7 +114,7 @@ describe("the OIDC code flow", () => {
     expect(cb.setCookie).toMatch(/scaisend_oidc=;/);
     expect(cb.setCookie).toMatch(/Max-Age=0/i);
     // Discovery, token endpoint, JWKS: each asked as the flow needs, nothing else.
-    expect(issuer.requests).toEqual([
+    expect(oidc.issuer.requests).toEqual([
       "GET /.well-known/openid-configuration",
       "GET /oauth/authorize",
       "POST /oauth/token",
@@ -177,11 +134,11 @@ describe("the OIDC code flow", () => {
 
   it("refresh rotates the refresh token; the old one is then refused (401)", async () => {
     const tenantId = await createTenant();
-    issuer.nextLogin = { sub: `usr_${uid()}`, tenant_id: tenantId, roles: ["admin"] };
+    oidc.issuer.nextLogin = { sub: `usr_${uid()}`, tenant_id: tenantId, roles: ["admin"] };
     const { code, state, cookie } = await loginAtIssuer();
     const cb = await post("/v3/auth/callback", { code, state }, { cookie });
     expect(cb.status).toBe(200);
-    clock += 5_000;
+    oidc.clock += 5_000;
     const r1 = await post("/v3/auth/refresh", { refresh_token: cb.body.refresh_token });
     expect(r1.status, JSON.stringify(r1.body)).toBe(200);
     expect(r1.body.refresh_token).not.toBe(cb.body.refresh_token);
@@ -195,7 +152,7 @@ describe("the OIDC code flow", () => {
 
   it("the callback is 401 without the login cookie, with another state, with a forged cookie, or after the login expired", async () => {
     const tenantId = await createTenant();
-    issuer.nextLogin = { sub: `usr_${uid()}`, tenant_id: tenantId };
+    oidc.issuer.nextLogin = { sub: `usr_${uid()}`, tenant_id: tenantId };
     const a = await loginAtIssuer();
     const b = await loginAtIssuer();
     const cases: [string, unknown, string | undefined][] = [
@@ -214,13 +171,13 @@ describe("the OIDC code flow", () => {
       expect(r.body.detail, label).toContain("state");
     }
     // None of these reached ScaiKey's token endpoint.
-    expect(issuer.requests.filter((r) => r === "POST /oauth/token")).toEqual([]);
+    expect(oidc.issuer.requests.filter((r) => r === "POST /oauth/token")).toEqual([]);
     // The untouched pair still works, until the login's lifetime is over.
-    clock += LOGIN_TTL_MS + 1;
+    oidc.clock += LOGIN_TTL_MS + 1;
     const late = await post("/v3/auth/callback", { code: a.code, state: a.state }, { cookie: a.cookie });
     expect(late.status).toBe(401);
     expect(late.body.detail).toContain("expired");
-    clock -= LOGIN_TTL_MS + 1;
+    oidc.clock -= LOGIN_TTL_MS + 1;
     expect(
       (await post("/v3/auth/callback", { code: b.code, state: b.state }, { cookie: b.cookie })).status,
     ).toBe(200);
@@ -250,7 +207,7 @@ describe("the OIDC code flow", () => {
       impostor.handle(new Request(url.replace(ISSUER, "https://impostor.test"), init));
     const r = await post("/v3/auth/login", {});
     expect(r.status).toBe(503);
-    oidcClient.fetcher = issuer.fetch;
+    oidcClient.fetcher = oidc.issuer.fetch;
     expect((await post("/v3/auth/login", {})).status).toBe(200);
   });
 });

@@ -8,62 +8,22 @@
  */
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createApp } from "../../edge/src/app.ts";
 import { createDb } from "../../edge/src/db/client.ts";
 import type { Bindings } from "../../edge/src/env.ts";
-import { accessCache } from "../../edge/src/services/access.ts";
 import { CONTENT_SECURITY_POLICY } from "../../edge/src/surfaces/dashboard/layout.tsx";
-import { jwksCache } from "../../edge/src/services/jwks-cache.ts";
 import { tenantStatusCache } from "../../edge/src/services/jwt-auth.ts";
 import { oidcClient } from "../../edge/src/services/oidc.ts";
 import { applyMembership } from "../../edge/src/services/scaikey-mirror.ts";
-import { LocalOidcIssuer, type LoginUser } from "../helpers/oidc-issuer.ts";
+import type { LoginUser } from "../helpers/oidc-issuer.ts";
+import { AUDIENCE, CLIENT, ISSUER, useLocalOidc } from "./oidc.helpers.ts";
 import { BASE, createTenant, operatorHeaders, uid } from "./helpers.ts";
 
-const ISSUER = "https://scaikey.test";
-const AUDIENCE = "scaisend-test";
-const CLIENT = { id: "scaisend-edge", secret: "client-secret-0123456789" };
 const CALLBACK = `${BASE}/app/login/scaikey/callback`;
-const oidcEnv = {
-  ...env,
-  SCAIKEY_JWKS_URL: `${ISSUER}/.well-known/jwks.json`,
-  SCAIKEY_ISSUER: ISSUER,
-  SCAIKEY_AUDIENCE: AUDIENCE,
-  SCAIKEY_CLIENT_ID: CLIENT.id,
-  SCAIKEY_CLIENT_SECRET: CLIENT.secret,
-  // The API's redirect URI; the dashboard's is its origin with /app/login/scaikey/callback.
-  SCAIKEY_REDIRECT_URI: `${BASE}/v3/auth/callback`,
-} as Bindings;
+const oidc = useLocalOidc(`${BASE}/v3/auth/callback`);
+const oidcEnv = oidc.env;
 const app = createApp();
-
-let clock = Date.now();
-let issuer: LocalOidcIssuer;
-
-beforeAll(async () => {
-  issuer = await LocalOidcIssuer.create(ISSUER, CLIENT, AUDIENCE);
-});
-
-beforeEach(() => {
-  clock = Date.now();
-  issuer.clock = () => clock;
-  jwksCache.clear();
-  jwksCache.fetcher = issuer.fetch;
-  oidcClient.clear();
-  oidcClient.clock = () => clock;
-  oidcClient.fetcher = issuer.fetch;
-  tenantStatusCache.clear();
-  accessCache.clear();
-  issuer.requests.length = 0;
-});
-
-afterEach(() => {
-  jwksCache.clear();
-  jwksCache.fetcher = (url, init) => fetch(url, init);
-  oidcClient.clear();
-  oidcClient.clock = Date.now;
-  oidcClient.fetcher = (url, init) => fetch(url, init);
-});
 
 interface Answer {
   status: number;
@@ -105,12 +65,12 @@ const cookie = (a: Answer, name: string) => a.cookies.find((c) => c.startsWith(`
 
 /** Start at the dashboard (the "Sign in with ScaiKey" button), then the user's visit to ScaiKey. */
 async function atScaiKey(user: LoginUser, next = "/app/stats", tamper: (authorize: URL) => void = () => {}) {
-  issuer.nextLogin = user;
+  oidc.issuer.nextLogin = user;
   const start = await request("/app/login/scaikey", { method: "POST", body: new URLSearchParams({ next }) });
   expect(start.status, start.text).toBe(303);
   const authorize = new URL(start.location!);
   tamper(authorize);
-  const visit = await issuer.handle(new Request(authorize));
+  const visit = await oidc.issuer.handle(new Request(authorize));
   expect(visit.status).toBe(302);
   return {
     start,
@@ -194,7 +154,7 @@ describe("sign-in with ScaiKey", () => {
     const session = cookie(back, "scaisend_session")!;
     expect(session).toMatch(/^scaisend_session=[0-9a-f]{64}$/);
     expect(cookie(back, "scaisend_oidc")).toBe("scaisend_oidc=");
-    expect(issuer.requests).toEqual([
+    expect(oidc.issuer.requests).toEqual([
       "GET /.well-known/openid-configuration",
       "GET /oauth/authorize",
       "POST /oauth/token",
@@ -270,7 +230,7 @@ describe("sign-in with ScaiKey", () => {
       expect(r.status, label).toBe(401);
       expectRefused(r, 401, "state does not match");
     }
-    expect(issuer.requests.filter((r) => r === "POST /oauth/token")).toEqual([]);
+    expect(oidc.issuer.requests.filter((r) => r === "POST /oauth/token")).toEqual([]);
     // A callback without code or state at all is a 400, ScaiKey's refusal a 401: no session either way.
     expectRefused(await request("/app/login/scaikey/callback", { cookies: a.cookies }), 400, "code or state");
     expectRefused(
@@ -293,7 +253,7 @@ describe("sign-in with ScaiKey", () => {
         if (url.endsWith("/oauth/token")) tokenAnswers.push(res.status);
         return res;
       };
-    oidcClient.fetcher = recording(issuer.fetch);
+    oidcClient.fetcher = recording(oidc.issuer.fetch);
 
     // The nonce ScaiKey puts in the ID token is not the one the login sealed.
     const nonce = await atScaiKey(userOf(tenantId), "/app/stats", (u) =>
@@ -305,32 +265,32 @@ describe("sign-in with ScaiKey", () => {
 
     // Issued ten minutes ago (ScaiKey's clock), so expired five minutes ago: beyond the 30 s skew.
     const expired = await atScaiKey(userOf(tenantId));
-    issuer.clock = () => clock - 10 * 60_000;
+    oidc.issuer.clock = () => oidc.clock - 10 * 60_000;
     const expiredAnswer = await request(expired.callback, { cookies: expired.cookies });
     expectRefused(expiredAnswer, 400, "Signing in with ScaiKey failed");
     expect(expiredAnswer.text).toMatch(/ID token was refused: [^<]*exp/);
-    issuer.clock = () => clock;
+    oidc.issuer.clock = () => oidc.clock;
 
     // ScaiKey issues the ID token to another client (aud): the token endpoint is asked as this
     // client, and answers as the other.
     const other = { id: "another-client", secret: "another-secret-0123456789" };
     const aud = await atScaiKey(userOf(tenantId));
     oidcClient.fetcher = recording(async (url: string, init: RequestInit) => {
-      if (!url.endsWith("/oauth/token")) return issuer.fetch(url, init);
-      const mine = { ...issuer.client };
-      Object.assign(issuer.client, other);
+      if (!url.endsWith("/oauth/token")) return oidc.issuer.fetch(url, init);
+      const mine = { ...oidc.issuer.client };
+      Object.assign(oidc.issuer.client, other);
       try {
         const headers = new Headers(init.headers);
         headers.set("authorization", `Basic ${btoa(`${other.id}:${other.secret}`)}`);
-        return await issuer.fetch(url, { ...init, headers });
+        return await oidc.issuer.fetch(url, { ...init, headers });
       } finally {
-        Object.assign(issuer.client, mine);
+        Object.assign(oidc.issuer.client, mine);
       }
     });
     const audAnswer = await request(aud.callback, { cookies: aud.cookies });
     expectRefused(audAnswer, 400, "Signing in with ScaiKey failed");
     expect(audAnswer.text).toMatch(/ID token was refused: [^<]*aud/);
-    oidcClient.fetcher = issuer.fetch;
+    oidcClient.fetcher = oidc.issuer.fetch;
     expect(tokenAnswers).toEqual([200, 200, 200]);
 
     const none = await env.DB.prepare(
@@ -362,7 +322,7 @@ describe("sign-in with ScaiKey", () => {
   });
 
   it("the start is a same-origin POST only, and goes back only to a dashboard path", async () => {
-    issuer.nextLogin = userOf(await createTenant());
+    oidc.issuer.nextLogin = userOf(await createTenant());
     const cross = await request("/app/login/scaikey", {
       method: "POST",
       body: new URLSearchParams({ next: "/app/stats" }),
@@ -420,6 +380,6 @@ describe("sign-in with ScaiKey", () => {
     );
     expect(start.status).toBe(404);
     expect((await request("/app/login/scaikey/callback?code=x&state=y", {}, plain)).status).toBe(404);
-    expect(issuer.requests).toEqual([]);
+    expect(oidc.issuer.requests).toEqual([]);
   });
 });
