@@ -1,6 +1,7 @@
 // The dev inbox's JSON API, SSE stream and per-message actions (docs/dev-inbox.md), against a real
 // inbox on loopback: nodemailer submits over SMTP, fetch reads the HTTP side.
-import { request } from "node:http";
+import { createServer, request } from "node:http";
+import type { AddressInfo } from "node:net";
 import { describe, expect, test } from "vitest";
 import { OriginConfigSchema } from "../../origin/src/config.ts";
 import type { DevInbox } from "../../origin/src/dev-inbox/index.ts";
@@ -334,5 +335,124 @@ describe("dev inbox pages: search, paging, views", () => {
     expect(html).toContain("<h3>Images (4)</h3>");
     expect(html).toContain("<td>img srcset</td><td>https://img.example/logo3x.png</td>");
     expect(html).toContain("<td>body background</td><td>https://img.example/bg.png</td>");
+  });
+
+  test("the link check asks each http(s) link and image once and reports its answer; inline images need no request", async () => {
+    // A real site on loopback: every answer the check must tell apart.
+    const hits: string[] = [];
+    const site = createServer((req, res) => {
+      hits.push(`${req.method} ${req.url}`);
+      if (req.url === "/ok" || req.url === "/logo.png") return void res.writeHead(200).end("fine");
+      if (req.url === "/gone") return void res.writeHead(404).end();
+      if (req.url === "/moved") return void res.writeHead(301, { location: "/ok" }).end();
+      if (req.url === "/no-head")
+        return void res.writeHead(req.method === "HEAD" ? 405 : 200, { allow: "GET" }).end();
+      if (req.url === "/slow") return void setTimeout(() => res.writeHead(200).end(), 2_000);
+      res.writeHead(500).end();
+    });
+    await new Promise<void>((resolve) => site.listen(0, "127.0.0.1", resolve));
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
+    const closedPort = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const base = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
+    try {
+      const i = await inbox({ linkCheck: { timeoutMs: 500 } });
+      await send(i, {
+        from: "a@example.com",
+        to: "r@example.org",
+        subject: "links to check",
+        html: `<a href="${base}/ok">ok</a> <a href="${base}/ok">twice</a> <a href="${base}/gone">gone</a>
+<a href="${base}/moved">moved</a> <a href="${base}/no-head">no head</a> <a href="${base}/slow">slow</a>
+<a href="http://127.0.0.1:${closedPort}/">closed</a> <a href="mailto:help@example.com">mail</a>
+<img src="${base}/logo.png"> <img src="cid:nowhere@example"> <img src="cid:logo@example">`,
+        attachments: [{ filename: "logo.png", content: Buffer.from("png"), cid: "logo@example" }],
+      });
+      const id = i.list()[0]!.id;
+      // Opening the message, the links view included, asks nothing.
+      expect((await fetch(`${i.url}/messages/${id}?view=links`)).status).toBe(200);
+      expect(hits).toEqual([]);
+
+      const res = await fetch(`${i.url}/api/messages/${id}/link-check`, { method: "POST" });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as {
+        total: number;
+        broken: number;
+        links: {
+          group: string;
+          kind: string;
+          url: string;
+          outcome: string;
+          status: number | null;
+          detail: string | null;
+        }[];
+      };
+      const byUrl = (url: string) => body.links.find((l) => l.url === url);
+      expect(byUrl(`${base}/ok`)).toMatchObject({
+        group: "link",
+        kind: "a href",
+        outcome: "ok",
+        status: 200,
+        detail: null,
+      });
+      expect(byUrl(`${base}/gone`)).toMatchObject({
+        outcome: "broken",
+        status: 404,
+        detail: "HTTP 404 Not Found",
+      });
+      expect(byUrl(`${base}/moved`)).toMatchObject({ outcome: "ok", status: 200 });
+      expect(byUrl(`${base}/no-head`)).toMatchObject({ outcome: "ok", status: 200 });
+      expect(byUrl(`${base}/slow`)).toMatchObject({
+        outcome: "broken",
+        status: null,
+        detail: "no answer within 500 ms",
+      });
+      expect(byUrl(`http://127.0.0.1:${closedPort}/`)).toMatchObject({
+        outcome: "broken",
+        detail: "ECONNREFUSED",
+      });
+      expect(byUrl("mailto:help@example.com")).toMatchObject({
+        outcome: "skipped",
+        detail: "mailto: is not checked",
+      });
+      expect(byUrl(`${base}/logo.png`)).toMatchObject({
+        group: "image",
+        kind: "img src",
+        outcome: "ok",
+        status: 200,
+      });
+      expect(byUrl("cid:nowhere@example")).toMatchObject({ group: "image", outcome: "broken", status: null });
+      // The part the message has was inlined by the parser: a data: image, the message's own.
+      expect(body.links.find((l) => l.url.startsWith("data:"))).toMatchObject({
+        group: "image",
+        outcome: "ok",
+      });
+      expect(body).toMatchObject({ total: 10, broken: 4 });
+      expect(body.links).toHaveLength(10);
+      // One request a URL (HEAD; GET only after a 405), redirects followed.
+      expect(hits.filter((h) => h.endsWith(" /ok"))).toEqual(["HEAD /ok", "HEAD /ok"]); // once itself, once for /moved
+      expect(hits.filter((h) => h.endsWith(" /no-head"))).toEqual(["HEAD /no-head", "GET /no-head"]);
+      expect(hits.filter((h) => h.endsWith(" /gone"))).toEqual(["HEAD /gone"]);
+
+      // The page's button: the same check, shown in the links view.
+      const page = await fetch(`${i.url}/messages/${id}/link-check`, { method: "POST" });
+      expect(page.status).toBe(200);
+      const html = await page.text();
+      expect(html).toContain('<p id="link-check-summary">10 links and images, 4 broken.</p>');
+      expect(html).toContain('<span class="badge b-fail">404</span>');
+      // Cross-site posts are refused; another method is a 405; an unknown message a 404.
+      const before = hits.length;
+      const cross = { method: "POST", headers: { "sec-fetch-site": "cross-site" } };
+      expect((await fetch(`${i.url}/api/messages/${id}/link-check`, cross)).status).toBe(403);
+      expect((await fetch(`${i.url}/messages/${id}/link-check`, cross)).status).toBe(403);
+      expect(hits.length).toBe(before);
+      const get = await fetch(`${i.url}/api/messages/${id}/link-check`);
+      expect(get.status).toBe(405);
+      expect(get.headers.get("allow")).toBe("POST");
+      expect((await fetch(`${i.url}/api/messages/nope/link-check`, { method: "POST" })).status).toBe(404);
+    } finally {
+      site.closeAllConnections();
+      await new Promise((resolve) => site.close(resolve));
+    }
   });
 });

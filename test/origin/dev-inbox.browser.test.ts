@@ -1,6 +1,10 @@
 // The dev inbox in a real browser: Debian's Chromium driven by playwright-core, against a real inbox
 // on loopback fed over SMTP by nodemailer. A hostile message (script in the subject, script and
-// event handlers in the HTML) must never run in the inbox's origin.
+// event handlers in the HTML) must never run in the inbox's origin. Then what a developer uses it
+// for: the DKIM verdict (real signatures, pass and fail), attachments downloaded byte for byte,
+// search with the list staying live, a delete elsewhere seen live, and the link check against a
+// loopback site.
+import fs from "node:fs";
 import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -9,7 +13,7 @@ import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startDevInbox } from "../../origin/src/dev-inbox/index.ts";
 import type { DevInbox } from "../../origin/src/dev-inbox/index.ts";
-import { transportTo } from "./dev-inbox.helpers.ts";
+import { buildRaw, resolverFor, rsaKey, signed, submit, transportTo } from "./dev-inbox.helpers.ts";
 
 let browser: Browser;
 let inbox: DevInbox;
@@ -188,4 +192,135 @@ describe("dev inbox in Chromium without JavaScript", () => {
       await context.close();
     }
   }, 30_000);
+});
+
+describe("dev inbox in Chromium: DKIM, attachments, search, live deletes, the link check", () => {
+  test("each capability through the page, as a developer uses it", async () => {
+    const key = rsaKey();
+    const dkimInbox = await startDevInbox({
+      smtpPort: 0,
+      httpPort: 0,
+      dkimResolver: resolverFor("s1._domainkey.example.com", key.record).resolver,
+      linkCheck: { timeoutMs: 2_000 },
+    });
+    // The links the message points at: one answers, one is gone.
+    const site = createServer((req, res) => void res.writeHead(req.url === "/ok" ? 200 : 404).end());
+    await new Promise<void>((resolve) => site.listen(0, "127.0.0.1", resolve));
+    const base = `http://127.0.0.1:${(site.address() as AddressInfo).port}`;
+    const context = await browser.newContext({ acceptDownloads: true });
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    try {
+      await page.goto(dkimInbox.url);
+      await expect.poll(() => page.textContent("#live-status"), { timeout: 5_000 }).toContain("Live");
+      await page.evaluate(() => Object.assign(window, { __marker: 1 }));
+
+      const csv = Buffer.from("id,amount\r\n7,42.00\r\n");
+      const invoice = await buildRaw({
+        from: "billing@example.com",
+        to: "dev@example.org",
+        subject: "Invoice 7",
+        text: "Your invoice is attached.",
+        html: `<p>Pay <a href="${base}/ok">here</a>; the old page <a href="${base}/gone">is gone</a>.</p>`,
+        attachments: [
+          { filename: "invoice-7.csv", content: csv, contentType: "text/csv" },
+          { filename: "Grüße.txt", content: "hallo" },
+        ],
+      });
+      const signedInvoice = await signed(invoice, key.pem);
+      // The same signature over a body changed afterwards: a fail, as a strict receiver grades it.
+      const tampered = Buffer.from(
+        signedInvoice.toString("utf8").replace("Your invoice is attached.", "Your invoice is attacked."),
+      );
+      const envelope = { from: "billing@example.com", to: ["dev@example.org"] };
+      await submit(
+        dkimInbox,
+        { envelope, raw: signedInvoice },
+        { envelope, raw: tampered },
+        { from: "news@example.net", to: "dev@example.org", subject: "Newsletter", text: "unsigned" },
+      );
+
+      // Live: the three rows arrived in place, each with its DKIM verdict.
+      const rows = page.locator("#inbox tbody tr");
+      await expect.poll(() => rows.count(), { timeout: 5_000 }).toBe(3);
+      expect(await page.evaluate(() => (window as unknown as { __marker?: number }).__marker)).toBe(1);
+      expect(await rows.locator(".badge").allTextContents()).toEqual(["DKIM none", "DKIM fail", "DKIM pass"]);
+
+      // Search with scripts on, and the searched list stays live: a match arrives, a non-match does not show.
+      await page.fill("#q", "subject:invoice");
+      await page.press("#q", "Enter");
+      await page.waitForURL(/query=subject%3Ainvoice/);
+      await expect.poll(() => page.textContent("#live-status"), { timeout: 5_000 }).toContain("Live");
+      expect(await rows.count()).toBe(2);
+      await page.evaluate(() => Object.assign(window, { __marker: 2 }));
+      await submit(
+        dkimInbox,
+        { from: "billing@example.com", to: "dev@example.org", subject: "Invoice 8", text: "x" },
+        { from: "news@example.net", to: "dev@example.org", subject: "Newsletter 2", text: "x" },
+      );
+      await expect.poll(() => page.textContent("#count"), { timeout: 5_000 }).toBe("5 messages");
+      expect(await rows.locator("td:nth-child(4) a").allTextContents()).toEqual([
+        "Invoice 8",
+        "Invoice 7",
+        "Invoice 7",
+      ]);
+
+      // A message deleted elsewhere (the JSON API, as a test suite would) leaves the open list live.
+      const invoice8 = dkimInbox.list().find((m) => m.subject === "Invoice 8")!;
+      expect((await fetch(`${dkimInbox.url}/api/messages/${invoice8.id}`, { method: "DELETE" })).status).toBe(
+        204,
+      );
+      await expect.poll(() => rows.count(), { timeout: 5_000 }).toBe(2);
+      expect(await page.textContent("#count")).toBe("4 messages");
+      expect(await page.evaluate(() => (window as unknown as { __marker?: number }).__marker)).toBe(2);
+
+      // The signed one: its DKIM result and signature, and its attachments to download.
+      await rows.filter({ hasText: "DKIM pass" }).locator("a").first().click();
+      await page.waitForURL(/\/messages\/[0-9a-f]+/);
+      const meta = page.locator("dl.meta");
+      expect(await meta.textContent()).toMatch(/DKIM pass\s+d=example\.com\s+s=s1/);
+      const signatures = page.locator("table").filter({ hasText: "Selector" }).locator("tbody tr");
+      expect(await signatures.count()).toBe(1);
+      expect(await signatures.locator("td").allTextContents()).toEqual(
+        expect.arrayContaining(["DKIM pass", "example.com", "s1"]),
+      );
+      for (const [name, bytes] of [
+        ["invoice-7.csv", csv],
+        ["Grüße.txt", Buffer.from("hallo")],
+      ] as const) {
+        const [download] = await Promise.all([
+          page.waitForEvent("download"),
+          page.getByRole("link", { name, exact: true }).click(),
+        ]);
+        expect(download.suggestedFilename()).toBe(name);
+        expect(fs.readFileSync(await download.path())).toEqual(bytes);
+      }
+
+      // The link and image check, on demand from the links view.
+      await page.click("text=Links & images");
+      await page.waitForURL(/view=links$/);
+      await page.click("#check-links");
+      await page.waitForURL(/\/link-check$/);
+      expect(await page.textContent("#link-check-summary")).toBe("2 links and images, 1 broken.");
+      const checked = page.locator("#view table tbody tr");
+      expect(await checked.locator("td:nth-child(2)").allTextContents()).toEqual([
+        `${base}/ok`,
+        `${base}/gone`,
+      ]);
+      expect(await checked.locator(".badge").allTextContents()).toEqual(["200", "404"]);
+
+      // The tampered copy shows why it failed.
+      await page.goto(dkimInbox.url);
+      await rows.filter({ hasText: "DKIM fail" }).locator("a").first().click();
+      await page.waitForURL(/\/messages\/[0-9a-f]+/);
+      expect(await page.locator("dl.meta").textContent()).toContain("body hash did not verify");
+      expect(errors).toEqual([]);
+    } finally {
+      await context.close();
+      await dkimInbox.close();
+      site.closeAllConnections();
+      await new Promise((resolve) => site.close(resolve));
+    }
+  }, 60_000);
 });

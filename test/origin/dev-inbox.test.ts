@@ -1,51 +1,13 @@
 // Dev inbox integration tests: a real inbox on ephemeral loopback ports, real SMTP from
 // nodemailer, real HTTP from fetch / node:http, real DKIM signatures from mailauth.
-import { generateKeyPairSync } from "node:crypto";
 import { request } from "node:http";
-import { dkimSign } from "mailauth/lib/dkim/sign.js";
-import nodemailer from "nodemailer";
 import type Mail from "nodemailer/lib/mailer/index.js";
 import { describe, expect, test } from "vitest";
 import type { DevInbox, StoredMessage } from "../../origin/src/dev-inbox/index.ts";
-import { submitOne, useInboxes } from "./dev-inbox.helpers.ts";
+import { buildRaw, resolverFor, rsaKey, signed, submitOne, useInboxes } from "./dev-inbox.helpers.ts";
 
 const inbox = useInboxes();
 const send = submitOne;
-
-/** Builds the MIME a nodemailer message compiles to, without any transport. */
-async function buildRaw(mail: Mail.Options): Promise<Buffer> {
-  const transport = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: "\r\n" });
-  const info = await transport.sendMail(mail);
-  return info.message as Buffer;
-}
-
-function rsaKey() {
-  const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
-  const pem = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
-  const spki = publicKey.export({ type: "spki", format: "der" }).toString("base64");
-  return { pem, record: `v=DKIM1; k=rsa; p=${spki}` };
-}
-
-/** A resolver answering only the one TXT name, as the edge-published record would. */
-function resolverFor(name: string, record: string) {
-  const lookups: string[] = [];
-  const resolver = async (qname: string, rrtype: string): Promise<string[][]> => {
-    lookups.push(`${qname} ${rrtype}`);
-    if (rrtype === "TXT" && qname === name) return [[record]];
-    throw Object.assign(new Error(`queryTxt ENOTFOUND ${qname}`), { code: "ENOTFOUND" });
-  };
-  return { resolver, lookups };
-}
-
-async function signed(raw: Buffer, pem: string): Promise<Buffer> {
-  const key = { signingDomain: "example.com", selector: "s1", privateKey: pem };
-  // mailauth 7.1 signs only what is in signatureData; its typings demand the top-level fields,
-  // which the signer ignores (with them alone it returns signatures: "" and errors: []).
-  const result = await dkimSign(raw, { ...key, signatureData: [key] });
-  expect(result.errors).toEqual([]);
-  expect(result.signatures).toMatch(/^DKIM-Signature: /);
-  return Buffer.concat([Buffer.from(result.signatures), raw]);
-}
 
 function httpGet(url: string, headers: Record<string, string>): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {

@@ -3,6 +3,7 @@
 // buffer, DKIM-verified against an injected resolver, and a small web page shows them.
 import type { DNSResolver } from "mailauth";
 import { ingestMessage } from "./ingest.ts";
+import type { LinkCheckOptions } from "./link-check.ts";
 import { startSmtpSink } from "./smtp-sink.ts";
 import { MessageStore } from "./store.ts";
 import type { StoredMessage } from "./types.ts";
@@ -34,6 +35,8 @@ export interface DevInboxOptions {
   /** mailauth-style resolver used to verify DKIM; without it mailauth queries real DNS. */
   dkimResolver?: (name: string, rrtype: string) => Promise<string[][] | string[]>;
   log?: (msg: string, extra?: Record<string, unknown>) => void;
+  /** Link check settings (per-URL timeout, concurrency, limit); defaults in link-check.ts. */
+  linkCheck?: LinkCheckOptions;
 }
 
 export interface DevInbox {
@@ -81,7 +84,13 @@ export async function startDevInbox(opts: DevInboxOptions = {}): Promise<DevInbo
 
   let web: WebServer;
   try {
-    web = await startWeb({ host, port: opts.httpPort ?? 0, store, log });
+    web = await startWeb({
+      host,
+      port: opts.httpPort ?? 0,
+      store,
+      log,
+      ...(opts.linkCheck ? { linkCheck: opts.linkCheck } : {}),
+    });
   } catch (err) {
     await smtp.close();
     throw err;

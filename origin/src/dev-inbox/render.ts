@@ -3,6 +3,7 @@
 // attribute position alike — and the message's own HTML is only ever shown inside a
 // `sandbox=""` iframe via srcdoc, where it gets an opaque origin and cannot run scripts.
 import { extractLinks } from "./links.ts";
+import type { LinkCheck } from "./link-check.ts";
 import type { LinkRef } from "./links.ts";
 import { DEFAULT_PAGE_SIZE } from "./query.ts";
 import type { Page } from "./query.ts";
@@ -187,7 +188,18 @@ const VIEW_LABELS: Record<View, string> = {
   links: "Links &amp; images",
 };
 
-function viewBody(m: StoredMessage, view: View): string {
+/** An inline image's data: URL can be megabytes: shown cut (the source view has it whole). */
+function shortUrl(url: string): string {
+  return url.startsWith("data:") && url.length > 96 ? `${url.slice(0, 80)}… (${url.length} characters)` : url;
+}
+
+function checkBadge(l: LinkCheck): string {
+  const cls = l.outcome === "ok" ? "b-pass" : l.outcome === "broken" ? "b-fail" : "b-none";
+  const label = l.status !== null ? String(l.status) : l.outcome === "ok" ? "ok" : l.outcome;
+  return `<span class="badge ${cls}">${escapeHtml(label)}</span>`;
+}
+
+function viewBody(m: StoredMessage, view: View, checks?: LinkCheck[]): string {
   switch (view) {
     case "html":
       return m.html !== null
@@ -208,19 +220,36 @@ function viewBody(m: StoredMessage, view: View): string {
         .map((h) => `<tr><td>${escapeHtml(h.name)}</td><td>${escapeHtml(h.value)}</td></tr>`)
         .join("")}</tbody></table>`;
     case "links": {
+      const checkForm = `<form method="post" action="${messageHref(m.id)}/link-check" class="actions"><button type="submit" id="check-links">Check links</button><span class="muted">requests each http(s) link and image once (HEAD) and shows its answer</span></form>`;
+      if (checks) {
+        const rows = (items: LinkCheck[]) =>
+          items.length
+            ? `<table class="headers links"><tbody>${items
+                .map(
+                  (l) =>
+                    `<tr data-outcome="${l.outcome}"><td>${escapeHtml(l.kind)}</td><td>${escapeHtml(shortUrl(l.url))}</td><td>${checkBadge(l)}</td><td>${l.detail ? escapeHtml(l.detail) : ""}</td></tr>`,
+                )
+                .join("")}</tbody></table>`
+            : `<div class="empty">None.</div>`;
+        const links = checks.filter((l) => l.group === "link");
+        const images = checks.filter((l) => l.group === "image");
+        const broken = checks.filter((l) => l.outcome === "broken").length;
+        return `${checkForm}<p id="link-check-summary">${checks.length} links and images, ${broken} broken.</p><h3>Links (${links.length})</h3>${rows(links)}<h3>Images (${images.length})</h3>${rows(images)}`;
+      }
       const { links, images } = extractLinks(m.html ?? "");
       const rows = (items: LinkRef[]) =>
         items.length
           ? `<table class="headers"><tbody>${items
-              .map((l) => `<tr><td>${escapeHtml(l.kind)}</td><td>${escapeHtml(l.url)}</td></tr>`)
+              .map((l) => `<tr><td>${escapeHtml(l.kind)}</td><td>${escapeHtml(shortUrl(l.url))}</td></tr>`)
               .join("")}</tbody></table>`
           : `<div class="empty">None.</div>`;
-      return `<p class="muted">Listed from the HTML part; nothing is fetched.</p><h3>Links (${links.length})</h3>${rows(links)}<h3>Images (${images.length})</h3>${rows(images)}`;
+      return `${checkForm}<p class="muted">Listed from the HTML part; nothing is fetched until you check.</p><h3>Links (${links.length})</h3>${rows(links)}<h3>Images (${images.length})</h3>${rows(images)}`;
     }
   }
 }
 
-export function renderDetail(m: StoredMessage, view: View, count: number): string {
+/** `checks`: the outcome of a link check just run, shown in the links view. */
+export function renderDetail(m: StoredMessage, view: View, count: number, checks?: LinkCheck[]): string {
   const dkim = m.dkim;
   const href = messageHref(m.id);
   const dkimRows = dkim.signatures
@@ -256,7 +285,7 @@ ${m.cc ? `<dt>Cc</dt><dd>${escapeHtml(m.cc)}</dd>` : ""}
 </dl>
 ${parseError}${attachments}
 <nav class="tabs" aria-label="Views">${tabs}</nav>
-<section id="view" data-view="${view}">${viewBody(m, view)}</section>
+<section id="view" data-view="${view}">${viewBody(m, view, checks)}</section>
 <h3>DKIM signatures</h3><table><thead><tr><th>Result</th><th>Domain</th><th>Selector</th><th>Algorithm</th><th>Detail</th></tr></thead><tbody>${dkimRows}</tbody></table>
 </main>`;
   return page0(m.subject || "(no subject)", body);

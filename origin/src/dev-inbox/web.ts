@@ -13,6 +13,8 @@
 import { createServer } from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { checkLinks } from "./link-check.ts";
+import type { LinkCheck, LinkCheckOptions } from "./link-check.ts";
 import { QueryError, parsePaging, search } from "./query.ts";
 import type { Page } from "./query.ts";
 import { LIVE_SCRIPT, isView, renderDetail, renderList, renderNotFound } from "./render.ts";
@@ -36,6 +38,8 @@ export interface WebOptions {
   port: number;
   store: MessageStore;
   log: (msg: string, extra?: Record<string, unknown>) => void;
+  /** Settings of the link check (timeouts, limits), for tests. */
+  linkCheck?: LinkCheckOptions;
 }
 
 export interface WebServer {
@@ -113,6 +117,14 @@ export async function startWeb(opts: WebOptions): Promise<WebServer> {
           ? send(res, 200, "text/plain; charset=utf-8", m.raw)
           : send(res, 404, "text/plain; charset=utf-8", "Not found");
       }
+      if (parts.length === 3 && parts[2] === "link-check" && method === "POST") {
+        if (isCrossSite(req))
+          return send(res, 403, "text/plain; charset=utf-8", "Cross-site request refused");
+        if (!m) return send(res, 404, "text/html; charset=utf-8", renderNotFound());
+        return runLinkCheck(m, res, (checks) =>
+          send(res, 200, "text/html; charset=utf-8", renderDetail(m, "links", store.size, checks)),
+        );
+      }
       if (parts.length === 3 && parts[2] === "delete" && method === "POST") {
         if (isCrossSite(req))
           return send(res, 403, "text/plain; charset=utf-8", "Cross-site request refused");
@@ -153,6 +165,18 @@ export async function startWeb(opts: WebOptions): Promise<WebServer> {
         res.writeHead(204, securityHeaders()).end();
         return;
       }
+      if (parts.length === 4 && parts[3] === "link-check" && method === "POST") {
+        if (isCrossSite(req))
+          return sendJson(res, 403, { error: { code: "forbidden", message: "cross-site request refused" } });
+        if (!m) return notFoundJson(res);
+        return runLinkCheck(m, res, (checks) =>
+          sendJson(res, 200, {
+            total: checks.length,
+            broken: checks.filter((c) => c.outcome === "broken").length,
+            links: checks,
+          }),
+        );
+      }
       if (parts.length === 4 && parts[3] === "raw" && isRead(method)) {
         return m ? send(res, 200, "text/plain; charset=utf-8", m.raw) : notFoundJson(res);
       }
@@ -174,6 +198,16 @@ export async function startWeb(opts: WebOptions): Promise<WebServer> {
       return sendJson(res, 404, { error: { code: "not_found", message: "no such endpoint" } });
     }
     send(res, 404, "text/plain; charset=utf-8", "Not found");
+  }
+
+  // A check runs while the request waits (seconds at worst: 5 s a URL, 4 at once); a failure of
+  // the check itself is a 500, as for the synchronous handlers.
+  function runLinkCheck(m: StoredMessage, res: ServerResponse, answer: (checks: LinkCheck[]) => void): void {
+    checkLinks(m.html ?? "", opts.linkCheck).then(answer, (err: unknown) => {
+      opts.log("dev inbox: link check failed", { error: err instanceof Error ? err.message : String(err) });
+      if (!res.headersSent) send(res, 500, "text/plain; charset=utf-8", "Internal error");
+      else res.destroy();
+    });
   }
 
   function searchFrom(params: URLSearchParams): { page: Page; query: string; limit: number } {
@@ -311,6 +345,7 @@ function apiAllow(parts: string[]): string | null {
   if (parts[1] !== "messages") return null;
   if (parts.length === 2 || parts.length === 3) return "GET, HEAD, DELETE";
   if (parts.length === 4 && parts[3] === "raw") return "GET, HEAD";
+  if (parts.length === 4 && parts[3] === "link-check") return "POST";
   if (parts.length === 5 && parts[3] === "attachments") return "GET, HEAD";
   return null;
 }
