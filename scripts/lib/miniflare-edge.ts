@@ -6,6 +6,7 @@
  * deploy` would, so this runs the real Worker.
  */
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { Miniflare } from "miniflare";
@@ -41,6 +42,59 @@ export function bundleWorker(outDir: string): string {
   return path.join(outDir, "index.js");
 }
 
+/** What the bundle is built from: the Worker's and the shared code, its config and the locked dependencies. */
+const BUNDLE_INPUTS = ["edge", "shared", "wrangler.toml", "package-lock.json"];
+
+function digestInputs(): string {
+  const hash = createHash("sha256");
+  const walk = (rel: string) => {
+    const abs = path.join(REPO_ROOT, rel);
+    const stat = fs.statSync(abs, { throwIfNoEntry: false });
+    if (!stat) return;
+    if (stat.isDirectory()) {
+      for (const name of fs.readdirSync(abs).sort()) walk(path.join(rel, name));
+    } else if (stat.isFile()) {
+      hash.update(`${rel}\0${stat.size}\0`);
+      hash.update(fs.readFileSync(abs));
+    }
+  };
+  for (const input of BUNDLE_INPUTS) walk(input);
+  return hash.digest("hex").slice(0, 24);
+}
+
+/**
+ * The Worker bundled once per state of its sources: a bundle takes seconds (wrangler builds it as
+ * `wrangler deploy` would), and a test run starts dozens of Miniflare edges from the same sources.
+ * Bundles are kept in `.tmp/worker-bundles/<digest of the inputs>/`; a new one is built in a folder
+ * of its own and renamed into place, so processes bundling at the same time never read a half-written one.
+ */
+export function cachedWorkerBundle(): string {
+  const root = path.join(REPO_ROOT, ".tmp", "worker-bundles");
+  const dir = path.join(root, digestInputs());
+  const entry = path.join(dir, "index.js");
+  if (fs.existsSync(entry)) return entry;
+  fs.mkdirSync(root, { recursive: true });
+  const building = fs.mkdtempSync(path.join(root, "building-"));
+  try {
+    bundleWorker(building);
+    try {
+      fs.renameSync(building, dir);
+    } catch (e) {
+      // Another process put the same bundle in place first: use that one.
+      if (!fs.existsSync(entry)) throw e;
+    }
+  } finally {
+    fs.rmSync(building, { recursive: true, force: true });
+  }
+  // Bundles of sources changed more than a day ago are not used again.
+  for (const name of fs.readdirSync(root)) {
+    const other = path.join(root, name);
+    if (other !== dir && Date.now() - fs.statSync(other).mtimeMs > 86_400_000)
+      fs.rmSync(other, { recursive: true, force: true });
+  }
+  return entry;
+}
+
 /** Children of this process named workerd. */
 function childWorkerds(): number[] {
   const pids: number[] = [];
@@ -60,7 +114,7 @@ function childWorkerds(): number[] {
 
 export async function startMiniflareEdge(opts: StartMiniflareEdgeOptions): Promise<MiniflareEdge> {
   fs.mkdirSync(opts.persistDir, { recursive: true });
-  const scriptPath = bundleWorker(path.join(opts.persistDir, "bundle"));
+  const scriptPath = cachedWorkerBundle();
   const before = new Set(childWorkerds());
   const mf = new Miniflare({
     scriptPath,

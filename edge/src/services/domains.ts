@@ -309,6 +309,37 @@ export async function requireDomain(db: Db, tenantId: string, id: string): Promi
   return d;
 }
 
+/** What `PATCH /api/admin/domains/{id}` may change (docs/api/admin.md#sender-domains). */
+export type DomainSettings = Partial<Pick<DomainRow, "isActive" | "dmarcPolicy" | "dmarcRuaEmail">>;
+
+/**
+ * Changes a domain's settings as the admin API's PATCH does (the dashboard's DMARC form calls this
+ * too); 404 when the tenant has no such domain. The caller forgets the domain in the catalog cache.
+ */
+export async function updateDomainSettings(
+  db: Db,
+  tenantId: string,
+  id: string,
+  patch: DomainSettings,
+): Promise<DomainRow> {
+  const d = await requireDomain(db, tenantId, id);
+  if (Object.keys(patch).length === 0) return d;
+  const updated = await tenantDomains(db, tenantId).updateDomain(d.id, patch);
+  if (!updated) throw new AppError("not_found", `Domain not found: ${d.id}`);
+  return updated;
+}
+
+/**
+ * Deletes a domain and its keys as `DELETE /api/admin/domains/{id}` does (the dashboard's delete
+ * calls this too); 404 when the tenant has no such domain. Returns the deleted row; the caller
+ * forgets it in the catalog cache, so live mail from it is refused from then on.
+ */
+export async function deleteDomain(db: Db, tenantId: string, id: string): Promise<DomainRow> {
+  const d = await tenantDomains(db, tenantId).deleteDomain(id);
+  if (!d) throw new AppError("not_found", `Domain not found: ${id}`);
+  return d;
+}
+
 export interface VerifyCheck {
   purpose: DnsRecord["purpose"];
   host: string;

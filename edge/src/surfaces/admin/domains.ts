@@ -27,12 +27,15 @@ import { ROTATION_ALGORITHMS, startDkimRotation } from "../../services/dkim-rota
 import { dohMxQuery, dohTxtQuery } from "../../services/dns-check.ts";
 import {
   createDomain,
+  deleteDomain,
   DKIM_ALGORITHMS,
   dkimAlgorithmOf,
   dnsRecordsFor,
+  type DomainSettings,
   removeEd25519Key,
   requireDomain,
   rotateEd25519Key,
+  updateDomainSettings,
   verifyDomain,
   type DomainDeps,
 } from "../../services/domains.ts";
@@ -134,6 +137,28 @@ function refuseUnknownFields(
   }
 }
 
+/**
+ * A PATCH body as the admin API takes it (any of is_active, dmarc_policy, dmarc_rua_email; `null`
+ * drops rua=) → the row's changes, or the 400 naming the field; the dashboard's DMARC form calls
+ * this too.
+ */
+export function domainPatchOf(raw: unknown): DomainSettings {
+  refuseUnknownFields(raw, PATCH_FIELDS);
+  const policy = (raw as { dmarc_policy?: unknown } | null)?.dmarc_policy;
+  if (policy !== undefined && !DMARC_POLICIES.includes(policy as never)) {
+    throw new AppError(
+      "invalid_request",
+      `Invalid dmarc_policy ${JSON.stringify(policy)}: use none, quarantine or reject`,
+    );
+  }
+  const body = parseInput(PatchBody, raw, "body");
+  return {
+    ...(body.is_active !== undefined ? { isActive: body.is_active } : {}),
+    ...(body.dmarc_policy !== undefined ? { dmarcPolicy: body.dmarc_policy } : {}),
+    ...(body.dmarc_rua_email !== undefined ? { dmarcRuaEmail: body.dmarc_rua_email } : {}),
+  };
+}
+
 export const domainsApi = new Hono<AppEnv>()
   .post("/", routePermission(), async (c) => {
     const raw = await readJson(c.req.raw);
@@ -184,35 +209,15 @@ export const domainsApi = new Hono<AppEnv>()
   })
   .patch("/:id", routePermission(), async (c) => {
     const tenantId = queryTenant(c);
-    const raw = await readJson(c.req.raw);
-    refuseUnknownFields(raw, PATCH_FIELDS);
-    const policy = (raw as { dmarc_policy?: unknown } | null)?.dmarc_policy;
-    if (policy !== undefined && !DMARC_POLICIES.includes(policy as never)) {
-      throw new AppError(
-        "invalid_request",
-        `Invalid dmarc_policy ${JSON.stringify(policy)}: use none, quarantine or reject`,
-      );
-    }
-    const body = parseInput(PatchBody, raw, "body");
-    const d = await requireDomain(c.get("db"), tenantId, c.req.param("id"));
-    const patch: Partial<DomainRow> = {
-      ...(body.is_active !== undefined ? { isActive: body.is_active } : {}),
-      ...(body.dmarc_policy !== undefined ? { dmarcPolicy: body.dmarc_policy } : {}),
-      ...(body.dmarc_rua_email !== undefined ? { dmarcRuaEmail: body.dmarc_rua_email } : {}),
-    };
-    const updated =
-      Object.keys(patch).length > 0
-        ? await tenantDomains(c.get("db"), tenantId).updateDomain(d.id, patch)
-        : d;
-    if (!updated) throw new AppError("not_found", `Domain not found: ${d.id}`);
+    const patch = domainPatchOf(await readJson(c.req.raw));
+    const updated = await updateDomainSettings(c.get("db"), tenantId, c.req.param("id"), patch);
     // is_active decides whether live mail may use it: this isolate sees the change at once.
-    catalogCache.forgetDomain(tenantId, d.domain);
+    catalogCache.forgetDomain(tenantId, updated.domain);
     return c.json({ data: view(c, updated) });
   })
   .delete("/:id", routePermission(), async (c) => {
     const tenantId = queryTenant(c);
-    const d = await tenantDomains(c.get("db"), tenantId).deleteDomain(c.req.param("id"));
-    if (!d) throw new AppError("not_found", `Domain not found: ${c.req.param("id")}`);
+    const d = await deleteDomain(c.get("db"), tenantId, c.req.param("id"));
     catalogCache.forgetDomain(tenantId, d.domain);
     return c.body(null, 204);
   })

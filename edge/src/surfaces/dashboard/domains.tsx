@@ -6,8 +6,10 @@
  * verification against DNS, DKIM rotation, an Ed25519 key beside the RSA one (dual signing, RFC 8463)
  * and adding a domain. Reads and writes go through the admin API's own code (domainView and DomainBody
  * in surfaces/admin/domains.ts, services/domains.ts, services/dkim-rotation.ts), with the same
- * permissions: domains.read to look, domains.write to add, verify, rotate or change the Ed25519 key.
- * Deleting a domain stays with the API (docs/dashboard.md#pages).
+ * permissions: domains.read to look, domains.write to add, verify, rotate, change the Ed25519 key,
+ * change the DMARC policy and report address (the admin API's PATCH: domainPatchOf,
+ * updateDomainSettings) or delete the domain, behind a confirmation page where its name is typed
+ * (the admin API's DELETE: deleteDomain).
  */
 import { Hono } from "hono";
 import { AppError } from "../../../../shared/errors.ts";
@@ -20,15 +22,17 @@ import { isEd25519Selector, ROTATION_ALGORITHMS, startDkimRotation } from "../..
 import { dohMxQuery, dohTxtQuery } from "../../services/dns-check.ts";
 import {
   createDomain,
+  deleteDomain,
   DKIM_ALGORITHMS,
   removeEd25519Key,
   requireDomain,
   rotateEd25519Key,
+  updateDomainSettings,
   verifyDomain,
   type DomainDeps,
   type VerifyOutcome,
 } from "../../services/domains.ts";
-import { DMARC_POLICIES, DomainBody, domainView } from "../admin/domains.ts";
+import { DMARC_POLICIES, DomainBody, domainPatchOf, domainView } from "../admin/domains.ts";
 import { CsrfField, Page } from "./layout.tsx";
 import { can, dashboardPermission, requireCsrf, type DashboardEnv } from "./session.ts";
 
@@ -214,6 +218,75 @@ function DomainPage(props: {
           )}
         </div>
       ) : null}
+      <h2>DMARC</h2>
+      {writable ? (
+        <form method="post" action={`${base}/dmarc`} id="dmarc-settings">
+          <CsrfField session={session} />
+          <p>
+            <label for="domain-dmarc-policy">Policy</label>{" "}
+            <select id="domain-dmarc-policy" name="dmarc_policy">
+              {DMARC_POLICIES.map((p) => (
+                <option value={p} selected={p === d.dmarc_policy}>
+                  {p}
+                </option>
+              ))}
+            </select>
+          </p>
+          <p>
+            <label for="domain-dmarc-rua">Aggregate reports to (empty: no rua=)</label>{" "}
+            <input
+              id="domain-dmarc-rua"
+              name="dmarc_rua_email"
+              type="email"
+              value={d.dmarc_rua_email ?? ""}
+              autocomplete="off"
+            />
+          </p>
+          <button type="submit">Save DMARC settings</button>
+        </form>
+      ) : (
+        <dl class="meta" id="dmarc-settings">
+          <dt>Policy</dt>
+          <dd>{d.dmarc_policy}</dd>
+          <dt>Aggregate reports to</dt>
+          <dd>{d.dmarc_rua_email ?? "none"}</dd>
+        </dl>
+      )}
+      {writable ? (
+        <p>
+          <a href={`${base}/delete`} class="danger" id="delete-domain">
+            Delete this domain…
+          </a>
+        </p>
+      ) : null}
+    </Page>
+  );
+}
+
+/** The confirmation step of a delete: the domain's name must be typed (docs/dashboard.md#pages). */
+function DeleteDomainPage(props: { session: DashboardSession; domain: DomainRow }) {
+  const { session, domain: d } = props;
+  const base = `/app/domains/${encodeURIComponent(d.id)}`;
+  return (
+    <Page title={`Delete ${d.domain}?`} session={session} current="/app/domains">
+      <p>
+        Deleting the domain deletes its DKIM keys at once: live mail from <code>{d.domain}</code> is refused
+        from then on, and adding it again makes new keys whose records must be published anew. It cannot be
+        undone.
+      </p>
+      <form method="post" action={`${base}/delete`} id="confirm-delete">
+        <CsrfField session={session} />
+        <p>
+          <label for="confirm-domain">
+            Type the domain's name, <code>{d.domain}</code>, to confirm
+          </label>{" "}
+          <input id="confirm-domain" name="confirm_domain" required autocomplete="off" />
+        </p>
+        <button type="submit" class="danger">
+          Delete the domain
+        </button>{" "}
+        <a href={base}>Cancel</a>
+      </form>
     </Page>
   );
 }
@@ -400,4 +473,54 @@ export const domainsPages = new Hono<DashboardEnv>()
         notice="The Ed25519 key was deleted: mail accepted from now on carries the RSA signature only. Its DNS record may be removed."
       />,
     );
+  })
+  .post("/domains/:id/dmarc", dashboardPermission(), requireCsrf(), async (c) => {
+    const session = c.get("session");
+    const form = await c.req.parseBody({ all: true });
+    refuseUnknownFields(form, ["dmarc_policy", "dmarc_rua_email"]);
+    const text = (k: string) => {
+      const v = form[k];
+      if (v === undefined) return undefined;
+      if (typeof v !== "string") throw new AppError("invalid_request", `${k} must be given once, as text`);
+      return v.trim();
+    };
+    const policy = text("dmarc_policy");
+    const rua = text("dmarc_rua_email");
+    // The admin API's PATCH body: an empty report address drops rua= (null), as the API's null does.
+    const patch = domainPatchOf({
+      ...(policy !== undefined ? { dmarc_policy: policy } : {}),
+      ...(rua !== undefined ? { dmarc_rua_email: rua === "" ? null : rua } : {}),
+    });
+    const d = await updateDomainSettings(c.get("db"), session.tenantId, c.req.param("id"), patch);
+    catalogCache.forgetDomain(d.tenantId, d.domain);
+    return c.html(
+      <DomainPage
+        session={session}
+        domain={d}
+        bounceMxHost={c.get("config").BOUNCE_MX_HOST}
+        notice="DMARC settings saved: publish the DMARC record below in place of the old one, then verify."
+      />,
+    );
+  })
+  .get("/domains/:id/delete", dashboardPermission(), async (c) => {
+    const session = c.get("session");
+    const domain = await requireDomain(c.get("db"), session.tenantId, c.req.param("id"));
+    return c.html(<DeleteDomainPage session={session} domain={domain} />);
+  })
+  .post("/domains/:id/delete", dashboardPermission(), requireCsrf(), async (c) => {
+    const session = c.get("session");
+    const domain = await requireDomain(c.get("db"), session.tenantId, c.req.param("id"));
+    const form = await c.req.parseBody({ all: true });
+    refuseUnknownFields(form, ["confirm_domain"]);
+    const typed = form.confirm_domain;
+    if (typeof typed !== "string" || typed.trim().toLowerCase() !== domain.domain.toLowerCase()) {
+      throw new AppError(
+        "invalid_request",
+        `Type the domain's name, ${domain.domain}, to delete it: nothing was deleted`,
+      );
+    }
+    const d = await deleteDomain(c.get("db"), session.tenantId, domain.id);
+    // As the admin route does: this isolate's send path refuses the domain at once.
+    catalogCache.forgetDomain(d.tenantId, d.domain);
+    return c.redirect("/app/domains", 303);
   });
