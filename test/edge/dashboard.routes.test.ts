@@ -16,6 +16,7 @@ import { createApp } from "../../edge/src/app.ts";
 import { ROUTE_PERMISSIONS } from "../../edge/src/surfaces/route-permissions.ts";
 import { BASE, call, createApiKey, mailBody, sendOne, setupTenant, uid } from "./helpers.ts";
 import { Browser, createLogin, createRole, form } from "./dashboard.helpers.ts";
+import { inQueue } from "./webhooks.helpers.ts";
 
 const PUBLIC = new Set([
   "GET /app",
@@ -43,10 +44,14 @@ interface Ids {
   messageId: string;
   keyId: string;
   domainId: string;
+  /** The domain's name (what its delete's confirmation asks to type). */
+  domainName: string;
   /** An address on the tenant's bounces list. */
   email: string;
   templateId: string;
   versionId: string;
+  /** A ScaiSend webhook endpoint of the tenant's (wh_…). */
+  webhookId: string;
   /** An unsubscribe group holding `email`. */
   groupId: string;
 }
@@ -54,9 +59,11 @@ const NOWHERE: Ids = {
   messageId: "msg_00000000000000000000000000",
   keyId: "key_00000000000000000000000000",
   domainId: "dom_00000000000000000000000000",
+  domainName: "nowhere.example",
   email: "nobody@example.org",
   templateId: "d-00000000000000000000000000000000",
   versionId: "00000000-0000-4000-8000-000000000000",
+  webhookId: "wh_00000000000000000000000000",
   groupId: "999999999999999",
 };
 
@@ -75,10 +82,12 @@ function pathOf(route: string, ids: Ids): string {
       ? ids.domainId
       : path.startsWith("/app/templates")
         ? ids.templateId
+        : path.startsWith("/app/webhooks")
+          ? ids.webhookId
         : path.startsWith("/app/suppressions/groups")
           ? ids.groupId
           : ids.messageId;
-  return path.replace(/:id/, id).replace(/:vid/, ids.versionId).replace(/:list/, "bounces");
+  return path.replace(/:id/, id).replace(/:vid/, ids.versionId).replace(/:delivery_id/, "whd_00000000000000000000000000").replace(/:list/, "bounces");
 }
 
 /** A browser's request: GETs plain, POSTs as the page's own form (Origin and CSRF token) with a valid body. */
@@ -90,6 +99,9 @@ async function hit(route: string, ids: Ids, b: Browser | null, headers: Record<s
     "POST /app/keys": { name: `probe-${uid()}`, scopes: [] },
     "POST /app/suppressions/:list/remove": { email: ids.email },
     "POST /app/templates/:id/versions/:vid/preview": { data: "{}" },
+    "POST /app/webhooks/event/settings": { url: "" },
+    "POST /app/domains/:id/dmarc": { dmarc_policy: "reject", dmarc_rua_email: "" },
+    "POST /app/domains/:id/delete": { confirm_domain: ids.domainName },
     "POST /app/suppressions/:list/add": { email: `probe-${uid()}@example.org` },
     "POST /app/suppressions/groups": { name: `probe-${uid()}`.slice(0, 30) },
     "POST /app/suppressions/groups/:id/edit": { name: "probe", description: "probe" },
@@ -158,10 +170,31 @@ describe("dashboard routes", () => {
       body: JSON.stringify({ recipient_emails: [email] }),
     });
     expect(inGroup.status, await inGroup.clone().text()).toBe(201);
+    // A real endpoint of A's (the queue's resolver is its seam, as in test/edge/route-table.ts).
+    await inQueue(t.tenantId, (q) => {
+      q.resolver = async () => ["93.184.216.34"];
+    });
+    const hook = await call("/v3/user/webhooks", {
+      method: "POST",
+      headers: json,
+      body: JSON.stringify({ url: `https://hooks.example.com/in-${m}`, enabled_events: ["*"] }),
+    });
+    expect(hook.status, await hook.clone().text()).toBe(201);
+    const webhookId = ((await hook.json()) as { id: string }).id;
     const browser = await Browser.signIn((await createLogin(t.tenantId, ["admin"])).email);
     a = {
-      ids: { messageId, keyId: admin.id, domainId: t.domainId, email, templateId, versionId, groupId },
-      markers: [m, t.tenantId, messageId, admin.id, t.liveKeyId, t.domain, templateId, versionId].map((s) =>
+      ids: {
+        messageId,
+        keyId: admin.id,
+        domainId: t.domainId,
+        domainName: t.domain,
+        email,
+        templateId,
+        versionId,
+        groupId,
+        webhookId,
+      },
+      markers: [m, t.tenantId, messageId, admin.id, t.liveKeyId, t.domain, templateId, versionId, webhookId].map((s) =>
         s.toLowerCase(),
       ),
       browser,
@@ -248,6 +281,10 @@ describe("dashboard routes", () => {
     expect((await a.browser.get(`/app/messages/${a.ids.messageId}`)).status).toBe(200);
     expect((await a.browser.get("/app/suppressions?list=bounces")).text).toContain(a.ids.email);
     expect((await a.browser.get(`/app/templates/${a.ids.templateId}`)).text).toContain(">active</td>");
+    // A's endpoint: its page opens for A, and B's enable/disable, test and retry posts changed nothing.
+    const own = await a.browser.get(`/app/webhooks/${a.ids.webhookId}`);
+    expect(own.status).toBe(200);
+    expect(own.text).toContain("<dd>enabled</dd>");
     const group = await call(`/v3/asm/groups/${a.ids.groupId}`, {
       headers: { Authorization: `Bearer ${a.key}` },
     });
@@ -255,6 +292,12 @@ describe("dashboard routes", () => {
       description: expect.stringMatching(/^description-/),
       unsubscribes: 1,
     });
+    // A's domain survived B's delete and DMARC posts.
+    const domain = await call(`/api/admin/domains/${a.ids.domainId}`, {
+      headers: { Authorization: `Bearer ${a.key}` },
+    });
+    expect(domain.status).toBe(200);
+    expect(((await domain.json()) as { data: { dmarc_policy: string } }).data.dmarc_policy).toBe("none");
   });
 
   it("public routes answer without a session; the sign-in post needs this origin", async () => {
