@@ -6,12 +6,14 @@
 // loopback site.
 import fs from "node:fs";
 import { createServer } from "node:http";
+import path from "node:path";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { chromium } from "playwright-core";
 import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { startDevInbox } from "../../origin/src/dev-inbox/index.ts";
+import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
 import type { DevInbox } from "../../origin/src/dev-inbox/index.ts";
 import { buildRaw, resolverFor, rsaKey, signed, submit, transportTo } from "./dev-inbox.helpers.ts";
 
@@ -321,6 +323,101 @@ describe("dev inbox in Chromium: DKIM, attachments, search, live deletes, the li
       await dkimInbox.close();
       site.closeAllConnections();
       await new Promise((resolve) => site.close(resolve));
+    }
+  }, 60_000);
+});
+
+describe("dev inbox in Chromium: the retention limit", () => {
+  test("beyond DEV_INBOX_MAX_MESSAGES the oldest leaves the open list, live", async () => {
+    const small = await startDevInbox({ smtpPort: 0, httpPort: 0, maxMessages: 2 });
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    try {
+      await page.goto(small.url);
+      await expect.poll(() => page.textContent("#live-status"), { timeout: 5_000 }).toContain("Live");
+      const mail = (n: number) => ({
+        from: "a@example.com",
+        to: "b@example.org",
+        subject: `kept ${n}`,
+        text: "x",
+      });
+      await submit(small, mail(1), mail(2), mail(3));
+      const subjects = page.locator("#inbox tbody tr td:nth-child(4) a");
+      await expect.poll(() => subjects.allTextContents(), { timeout: 5_000 }).toEqual(["kept 3", "kept 2"]);
+      expect(await page.textContent("#count")).toBe("2 messages");
+    } finally {
+      await context.close();
+      await small.close();
+    }
+  }, 30_000);
+});
+
+// DASHBOARD_SCREENSHOTS=1 (as for test/e2e/dashboard.e2e.test.ts): the inbox and a message for the README.
+const SHOTS = process.env.DASHBOARD_SCREENSHOTS === "1" ? path.join(REPO_ROOT, "docs", "img") : null;
+
+describe.skipIf(!SHOTS)("dev inbox screenshots", () => {
+  test("the list and a message, with a few realistic messages", async () => {
+    const key = rsaKey();
+    const shotInbox = await startDevInbox({
+      smtpPort: 0,
+      httpPort: 0,
+      dkimResolver: resolverFor("s1._domainkey.example.com", key.record).resolver,
+    });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    try {
+      const mails = [
+        {
+          from: "Acme <hello@example.com>",
+          to: "ada@example.org",
+          subject: "Welcome to Acme, Ada",
+          text: "Welcome aboard! Confirm your address: https://app.example.com/confirm?t=8f2c",
+          html: `<div style="font-family:system-ui,sans-serif;max-width:520px;margin:24px auto;color:#1f2328">
+<h1 style="font-size:22px">Welcome aboard, Ada</h1>
+<p>Thanks for signing up. Confirm your address to start sending.</p>
+<p><a href="https://app.example.com/confirm?t=8f2c" style="display:inline-block;background:#0969da;color:#fff;padding:10px 18px;border-radius:6px;text-decoration:none">Confirm my address</a></p>
+<p style="color:#57606a;font-size:13px">Acme Inc. · 1 Example Street · <a href="https://app.example.com/unsubscribe">Unsubscribe</a></p></div>`,
+        },
+        {
+          from: "Acme <security@example.com>",
+          to: "grace@example.org",
+          subject: "Reset your password",
+          text: "Reset it here: https://app.example.com/reset?t=31ab (valid for 30 minutes)",
+          html: `<p>Someone asked to reset your password. <a href="https://app.example.com/reset?t=31ab">Reset it</a> within 30 minutes.</p>`,
+        },
+        {
+          from: "Acme Billing <billing@example.com>",
+          to: "ada@example.org",
+          subject: "Your invoice INV-0042",
+          text: "Your invoice is attached.",
+          attachments: [
+            { filename: "INV-0042.pdf", content: Buffer.from("%PDF-1.4 …"), contentType: "application/pdf" },
+          ],
+        },
+      ];
+      for (const m of mails) {
+        await submit(shotInbox, {
+          envelope: { from: "bounces@example.com", to: [m.to] },
+          raw: await signed(await buildRaw(m), key.pem),
+        });
+      }
+      await submit(shotInbox, {
+        from: "News <news@example.net>",
+        to: "ada@example.org",
+        subject: "This week: dashboards, webhooks and templates",
+        text: "unsigned newsletter",
+      });
+      await page.goto(shotInbox.url);
+      await expect.poll(() => page.textContent("#live-status"), { timeout: 5_000 }).toContain("Live");
+      fs.mkdirSync(SHOTS!, { recursive: true });
+      await page.screenshot({ path: path.join(SHOTS!, "dev-inbox.png") });
+      await page.click("text=Welcome to Acme, Ada");
+      await page.waitForURL(/\/messages\//);
+      await page.waitForSelector("#view iframe");
+      await page.screenshot({ path: path.join(SHOTS!, "dev-inbox-message.png"), fullPage: true });
+    } finally {
+      await context.close();
+      await shotInbox.close();
     }
   }, 60_000);
 });
