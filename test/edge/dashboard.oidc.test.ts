@@ -13,6 +13,7 @@ import { createApp } from "../../edge/src/app.ts";
 import { createDb } from "../../edge/src/db/client.ts";
 import type { Bindings } from "../../edge/src/env.ts";
 import { CONTENT_SECURITY_POLICY } from "../../edge/src/surfaces/dashboard/layout.tsx";
+import { DISCOVERY_BUDGET_MS } from "../../edge/src/surfaces/dashboard/login.tsx";
 import { tenantStatusCache } from "../../edge/src/services/jwt-auth.ts";
 import { oidcClient } from "../../edge/src/services/oidc.ts";
 import { applyMembership } from "../../edge/src/services/scaikey-mirror.ts";
@@ -364,6 +365,26 @@ describe("sign-in with ScaiKey", () => {
     expect(wrong.status).toBe(401);
     expect(wrong.csp).toBe(widened);
     expect((await request("/app/login", {}, { ...env } as Bindings)).csp).toBe(CONTENT_SECURITY_POLICY);
+  });
+
+  it("a ScaiKey that does not answer holds the sign-in page up for one second at most", async () => {
+    // Discovery hangs: the page answers after the budget, with the issuer's origin as the form target.
+    oidcClient.fetcher = (_url, init) =>
+      new Promise((_resolve, reject) =>
+        (init.signal as AbortSignal | undefined)?.addEventListener("abort", () =>
+          reject(new Error("aborted")),
+        ),
+      );
+    const started = Date.now();
+    const page = await request("/app/login");
+    const took = Date.now() - started;
+    expect(page.status).toBe(200);
+    expect(page.text).toContain("Sign in with ScaiKey");
+    expect(page.csp).toBe(
+      CONTENT_SECURITY_POLICY.replace("form-action 'self'", `form-action 'self' ${ISSUER}`),
+    );
+    expect(took).toBeGreaterThanOrEqual(DISCOVERY_BUDGET_MS - 50);
+    expect(took).toBeLessThan(DISCOVERY_BUDGET_MS + 3_000);
   });
 
   it("without an issuer there is no button, and both routes are 404", async () => {

@@ -66,17 +66,27 @@ async function scaikeyOffered(c: Context<DashboardEnv>): Promise<boolean> {
   return true;
 }
 
+/** How long a sign-in page waits for ScaiKey's discovery document before it answers without it. */
+export const DISCOVERY_BUDGET_MS = 1_000;
+
 /**
  * The button's POST answers with a 303 to ScaiKey's authorization endpoint, and browsers check
  * `form-action` against a form's redirects too (CSP Level 3, https://www.w3.org/TR/CSP3/#directive-form-action;
  * Chromium blocks the redirect under `form-action 'self'`), so a page showing the button adds that
- * endpoint's origin to the dashboard's policy (docs/dashboard.md#security). Where ScaiKey's discovery
- * cannot be fetched the page keeps the default policy: the button's POST fails then anyway.
+ * endpoint's origin to the dashboard's policy (docs/dashboard.md#security). The endpoint comes from
+ * discovery (cached per isolate); a password sign-in is not held up by a slow or unreachable ScaiKey:
+ * past DISCOVERY_BUDGET_MS, or when discovery fails, the issuer's own origin is allowed instead.
  */
 async function allowScaiKeyForms(c: Context<DashboardEnv>, s: OidcSettings): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const endpoint = await Promise.race([
+    oidcClient.authorizationEndpoint(s).catch(() => null),
+    new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), DISCOVERY_BUDGET_MS))),
+  ]);
+  if (timer !== undefined) clearTimeout(timer);
   let origin: string;
   try {
-    origin = new URL(await oidcClient.authorizationEndpoint(s)).origin;
+    origin = new URL(endpoint ?? s.issuer).origin;
   } catch {
     return;
   }
