@@ -172,4 +172,152 @@ describe("dashboard webhooks", () => {
     expect((await stranger.get("/app/webhooks/settings")).status).toBe(404);
     expect((await r.api("GET", `/v3/user/webhooks/${id}`)).body.enabled).toBe(true);
   });
+
+  it("shows the SendGrid Event Webhook settings (never a secret), changes them through the API's checks and the SSRF guard, and tests its URL", async () => {
+    const r = await rig();
+    const seen: { url: string; auth: string | null; body: string }[] = [];
+    await inQueue(r.tenant, (q) => {
+      q.resolver = async (host) =>
+        host === "hooks.example.com" || host === "auth.example.com"
+          ? ["93.184.216.34"]
+          : host === "internal.example.com"
+            ? ["10.1.2.3"]
+            : [];
+      q.fetcher = async (req) => {
+        const body = await req.text();
+        seen.push({ url: req.url, auth: req.headers.get("authorization"), body });
+        if (req.url === "https://auth.example.com/token")
+          return Response.json({ access_token: "tok-1", token_type: "bearer", expires_in: 3600 });
+        return new Response("x", { status: r.state.status });
+      };
+    });
+    const admin = await Browser.signIn((await createLogin(r.tenant, ["admin"])).email);
+    const empty = await admin.get("/app/webhooks");
+    expect(empty.status).toBe(200);
+    expect(empty.text).toContain("<dt>URL</dt><dd>not set</dd>");
+    expect(empty.text).toContain("<dt>Events</dt><dd>none</dd>");
+    expect(empty.text).toContain('action="/app/webhooks/event/settings"');
+    // No URL yet: no test button, and the test post says why.
+    expect(empty.text).not.toContain('action="/app/webhooks/event/settings/test"');
+    const noUrl = await admin.post("/app/webhooks/event/settings/test");
+    expect(noUrl.status).toBe(400);
+    expect(noUrl.text).toContain("the Event Webhook has no URL: set one first");
+
+    const save = (fields: Record<string, string>) => admin.post("/app/webhooks/event/settings", fields);
+    const settings = async () => (await r.api("GET", "/v3/user/webhooks/event/settings")).body;
+    expect(
+      (
+        await save({
+          url: "https://hooks.example.com/sg",
+          enabled: "true",
+          delivered: "true",
+          bounce: "true",
+        })
+      ).status,
+    ).toBe(303);
+    expect(await settings()).toMatchObject({
+      enabled: true,
+      url: "https://hooks.example.com/sg",
+      delivered: true,
+      bounce: true,
+      processed: false,
+      open: false,
+    });
+    // The API's signing and OAuth2: the page shows that they are on, never the client secret.
+    expect((await r.api("PATCH", "/v3/user/webhooks/event/settings/signed", { enabled: true })).status).toBe(
+      200,
+    );
+    const clientSecret = `client-secret-${crypto.randomUUID()}`;
+    expect(
+      (
+        await r.api("PATCH", "/v3/user/webhooks/event/settings", {
+          oauth_client_id: "scaisend-client",
+          oauth_client_secret: clientSecret,
+          oauth_token_url: "https://auth.example.com/token",
+        })
+      ).status,
+    ).toBe(200);
+    const page = await admin.get("/app/webhooks");
+    expect(page.text).toContain("<dd>https://hooks.example.com/sg</dd>");
+    expect(page.text).toContain("<dt>State</dt><dd>enabled</dd>");
+    expect(page.text).toContain("<dt>Events</dt><dd>delivered, bounce</dd>");
+    expect(page.text).toContain("<dd>yes (ECDSA P-256, SendGrid&#39;s Signed Event Webhook)</dd>");
+    expect(page.text).toContain("client scaisend-client, token URL https://auth.example.com/token");
+    expect(page.text).not.toContain(clientSecret);
+    expect(page.text).toMatch(/id="ew-delivered" name="delivered" type="checkbox" value="true" checked/);
+    expect(page.text).not.toMatch(/id="ew-open" name="open" type="checkbox" value="true" checked/);
+
+    // Test: the sample goes to the saved URL with the saved OAuth2 token, and the outcome is shown.
+    r.state.status = 200;
+    const tested = await admin.post("/app/webhooks/event/settings/test");
+    expect(tested.status).toBe(200);
+    expect(tested.text).toMatch(/Delivered: https:\/\/hooks\.example\.com\/sg answered 200 in \d+ ms/);
+    const post = seen.find((p) => p.url === "https://hooks.example.com/sg")!;
+    expect(post.auth).toBe("Bearer tok-1");
+    expect(JSON.parse(post.body)[0]).toMatchObject({ event: "processed", email: "example@test.com" });
+    r.state.status = 500;
+    expect((await admin.post("/app/webhooks/event/settings/test")).text).toContain(
+      "Failed: the test POST to https://hooks.example.com/sg failed: HTTP 500.",
+    );
+
+    // The API's refusals, as 400 pages; nothing changes.
+    const before = await settings();
+    for (const [fields, message] of [
+      [{ url: "https://internal.example.com/in", enabled: "true" }, "resolves to a non-public address"],
+      [{ url: "ftp://hooks.example.com/x" }, "url must be https://"],
+      [{ url: `https://hooks.example.com/${"a".repeat(2100)}` }, "url may be at most 2048 characters"],
+      [{ url: "", enabled: "true" }, "url is required to enable the Event Webhook"],
+      [{ url: "https://hooks.example.com/sg", delivered: "yes" }, "delivered must be true when given"],
+      [{ url: "https://hooks.example.com/sg", secret: "x" }, "Unknown form field: secret"],
+      [{ enabled: "true" }, "url is required"],
+    ] as [Record<string, string>, string][]) {
+      const res = await save(fields);
+      expect(res.status, JSON.stringify(fields)).toBe(400);
+      expect(res.text, JSON.stringify(fields)).toContain(message);
+    }
+    expect(await settings()).toEqual(before);
+    expect((await save({ url: "https://hooks.example.com/sg" })).status).toBe(303);
+    expect(
+      (await admin.post("/app/webhooks/event/settings", { url: "x" }, { csrf: "0".repeat(64) })).status,
+    ).toBe(403);
+
+    // Saved as shown while auto-disabled: stays off (as a PATCH of the flags alone); ticking Enabled resumes.
+    await r.api("PATCH", "/v3/user/webhooks/event/settings", { enabled: true });
+    await inQueue(r.tenant, (_q, st) =>
+      st.storage.sql.exec(
+        "UPDATE endpoint SET disabled_at = ?, failure_count = 10 WHERE id = 'event_settings'",
+        r.state.now,
+      ),
+    );
+    const off = await admin.get("/app/webhooks");
+    expect(off.text).toContain("<dt>State</dt><dd>disabled after failures (");
+    expect(off.text).not.toMatch(/id="ew-enabled" name="enabled" type="checkbox" value="true" checked/);
+    expect((await save({ url: "https://hooks.example.com/sg", open: "true" })).status).toBe(303);
+    expect(await settings()).toMatchObject({ enabled: false, open: true, delivered: false });
+    expect((await admin.get("/app/webhooks")).text).toContain("disabled after failures");
+    expect((await save({ url: "https://hooks.example.com/sg", enabled: "true", open: "true" })).status).toBe(
+      303,
+    );
+    expect(await settings()).toMatchObject({ enabled: true, open: true });
+    expect((await admin.get("/app/webhooks")).text).toContain("<dt>State</dt><dd>enabled</dd>");
+    // A URL the guard refuses now can still be switched off: the unchanged URL is not re-checked.
+    await inQueue(r.tenant, (q) => {
+      q.resolver = async () => ["10.1.2.3"];
+    });
+    expect((await save({ url: "https://hooks.example.com/sg", open: "true" })).status).toBe(303);
+    expect(await settings()).toMatchObject({ enabled: false, url: "https://hooks.example.com/sg" });
+
+    // webhooks.read sees the settings without the forms, and its posts are 403; another tenant sees none of it.
+    const reader = await Browser.signIn(
+      (await createLogin(r.tenant, [await createRole(r.tenant, ["webhooks.read"])])).email,
+    );
+    const read = await reader.get("/app/webhooks");
+    expect(read.text).toContain("<dd>https://hooks.example.com/sg</dd>");
+    expect(read.text).not.toContain('action="/app/webhooks/event/settings"');
+    expect((await reader.post("/app/webhooks/event/settings", { url: "" })).status).toBe(403);
+    expect((await reader.post("/app/webhooks/event/settings/test")).status).toBe(403);
+    const stranger = await Browser.signIn((await createLogin(await createTenant(), ["admin"])).email);
+    expect((await stranger.get("/app/webhooks")).text).not.toContain("hooks.example.com/sg");
+    expect((await settings()).url).toBe("https://hooks.example.com/sg");
+  });
 });

@@ -113,6 +113,8 @@ export const ROUTES: Record<string, Guard> = {
   "POST /app/webhooks/:id/enabled": dashboard("webhooks.write"),
   "POST /app/webhooks/:id/test": dashboard("webhooks.write"),
   "POST /app/webhooks/:id/deliveries/:delivery_id/retry": dashboard("webhooks.write"),
+  "POST /app/webhooks/event/settings": dashboard("webhooks.write"),
+  "POST /app/webhooks/event/settings/test": dashboard("webhooks.write"),
   "GET /app/templates": dashboard("templates.read"),
   "GET /app/templates/:id": dashboard("templates.read"),
   "GET /app/templates/:id/versions/:vid": dashboard("templates.read"),

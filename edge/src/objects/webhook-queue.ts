@@ -587,6 +587,35 @@ export class WebhookQueue extends DurableObject<Bindings> {
     };
   }
 
+  /**
+   * The Event Webhook as the dashboard shows it (docs/dashboard.md#pages): the settings as GET
+   * …/settings answers them, plus what SendGrid's shape has no field for (an auto-disable, the
+   * health counters, whether POSTs are signed). Never a secret.
+   */
+  async eventWebhookSummary(tenantId: string): Promise<
+    Outcome<{
+      settings: EventSettingsView;
+      configured: boolean;
+      signed: boolean;
+      disabled_at: string | null;
+      failure_count: number;
+      last_success_at: string | null;
+      last_failure_at: string | null;
+    }>
+  > {
+    this.bind(tenantId);
+    const row = this.endpoint(SETTINGS_ID);
+    return ok({
+      settings: this.settingsView(),
+      configured: row !== undefined,
+      signed: this.signingKey() !== undefined,
+      disabled_at: iso(row?.disabled_at ?? null),
+      failure_count: row?.failure_count ?? 0,
+      last_success_at: iso(row?.last_success_at ?? null),
+      last_failure_at: iso(row?.last_failure_at ?? null),
+    });
+  }
+
   async patchEventSettings(
     tenantId: string,
     patch: { enabled?: boolean; url?: string; flags: Record<string, boolean>; oauth?: OAuthClient | null },
@@ -666,6 +695,44 @@ export class WebhookQueue extends DurableObject<Bindings> {
     this.bind(tenantId);
     const refused = (await this.screen(url)) ?? (await this.screenOAuth(oauth));
     if (refused) return bad(refused);
+    return this.sendTest(tenantId, url, oauth ? { client: oauth } : null);
+  }
+
+  /**
+   * The test POST of `testEvent` to the Event Webhook's own URL, with its stored OAuth2 credentials
+   * when it has them (the dashboard's test; the API's /test takes the URL and credentials instead).
+   */
+  async testEventSettings(tenantId: string): Promise<Outcome<PostOutcome & { url: string }>> {
+    this.bind(tenantId);
+    const row = this.endpoint(SETTINGS_ID);
+    if (!row || row.url === "") return bad("the Event Webhook has no URL: set one first");
+    const refused = await this.screen(row.url);
+    if (refused) return bad(refused);
+    const stored =
+      row.oauth_client_id !== null && row.oauth_token_url !== null && row.oauth_secret !== null
+        ? {
+            stored: {
+              id: row.id,
+              oauth_client_id: row.oauth_client_id,
+              oauth_token_url: row.oauth_token_url,
+              oauth_secret: row.oauth_secret,
+            },
+          }
+        : null;
+    const r = await this.sendTest(tenantId, row.url, stored);
+    return r.ok ? ok({ ...r.value, url: row.url }) : r;
+  }
+
+  private async sendTest(
+    tenantId: string,
+    url: string,
+    oauth:
+      | { client: OAuthClient }
+      | {
+          stored: { id: string; oauth_client_id: string; oauth_token_url: string; oauth_secret: string };
+        }
+      | null,
+  ): Promise<Outcome<PostOutcome>> {
     const now = this.clock();
     const sample: QueuedEvent = {
       event_id: newId("evt", now),
@@ -685,11 +752,14 @@ export class WebhookQueue extends DurableObject<Bindings> {
       now,
     );
     if (oauth) {
-      const bearer = await this.bearerFor(
-        tenantId,
-        { id: "test", oauth_client_id: "", oauth_token_url: "", oauth_secret: "" },
-        oauth,
-      );
+      const bearer =
+        "client" in oauth
+          ? await this.bearerFor(
+              tenantId,
+              { id: "test", oauth_client_id: "", oauth_token_url: "", oauth_secret: "" },
+              oauth.client,
+            )
+          : await this.bearerFor(tenantId, oauth.stored);
       if (typeof bearer !== "string") return bad(`the test POST to ${url} failed: ${bearer.error}`);
       headers["authorization"] = `Bearer ${bearer}`;
     }

@@ -55,6 +55,8 @@ export const ROUTE_PERMISSIONS: Readonly<Record<string, RoutePermission>> = {
   "POST /app/webhooks/:id/enabled": ["webhooks.write"],
   "POST /app/webhooks/:id/test": ["webhooks.write"],
   "POST /app/webhooks/:id/deliveries/:delivery_id/retry": ["webhooks.write"],
+  "POST /app/webhooks/event/settings": ["webhooks.write"],
+  "POST /app/webhooks/event/settings/test": ["webhooks.write"],
   "GET /app/templates": ["templates.read"],
   "GET /app/templates/:id": ["templates.read"],
   "GET /app/templates/:id/versions/:vid": ["templates.read"],

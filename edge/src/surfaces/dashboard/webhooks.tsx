@@ -3,13 +3,17 @@
 /**
  * Webhooks (docs/dashboard.md#pages): the tenant's ScaiSend endpoints as `GET /v3/user/webhooks`
  * lists them (never a secret), an endpoint's page with its delivery log newest first, enable /
- * disable, and a test POST with its outcome: every call is the tenant's own WebhookQueue object's,
- * the same methods the API's routes call (surfaces/sendgrid/webhooks.ts). `webhooks.read` to look,
- * `webhooks.write` to act.
+ * disable, retry / re-send, and a test POST with its outcome; and SendGrid's Event Webhook settings
+ * (`/v3/user/webhooks/event/settings`) with a form that changes them through the API's own parser
+ * and a test POST to its URL. Every call is the tenant's own WebhookQueue object's, the same methods
+ * the API's routes call (surfaces/sendgrid/webhooks.ts). `webhooks.read` to look, `webhooks.write`
+ * to act.
  */
 import { Hono } from "hono";
-import { AppError } from "../../../../shared/errors.ts";
+import { AppError, isAppError } from "../../../../shared/errors.ts";
 import type { Outcome } from "../../objects/webhook-queue.ts";
+import { SENDGRID_FLAGS } from "../../services/webhook-events.ts";
+import { eventSettingsPatch } from "../sendgrid/webhooks.ts";
 import { CsrfField, Page } from "./layout.tsx";
 import {
   can,
@@ -41,16 +45,123 @@ function state(e: { enabled: boolean; disabled_at: string | null }): string {
   return e.enabled ? "enabled" : "disabled";
 }
 
+/** Labels of SendGrid's per-event flags (docs/api/webhooks.md#sendgrid-event-webhook-settings). */
+const FLAG_LABEL: Record<string, string> = {
+  bounce: "bounce (and blocked)",
+  spam_report: "spam_report (spamreport)",
+};
+
+/** The form's one value of a field: a string, or a 400 (a repeated field or a file is not one). */
+function single(form: Record<string, string | File | (string | File)[]>, k: string): string | undefined {
+  const v = form[k];
+  if (v === undefined) return undefined;
+  if (typeof v !== "string") throw new AppError("invalid_request", `${k} must be given once, as text`);
+  return v;
+}
+
+/** A checkbox: absent is off, "true" is on, anything else a 400. */
+function checkbox(form: Record<string, string | File | (string | File)[]>, k: string): boolean {
+  const v = single(form, k);
+  if (v !== undefined && v !== "true") throw new AppError("invalid_request", `${k} must be true when given`);
+  return v === "true";
+}
+
 export const webhooksPages = new Hono<DashboardEnv>()
   .get("/webhooks", dashboardPermission(), async (c) => {
     const session = c.get("session");
     const extra = Object.keys(c.req.query());
     if (extra.length) throw new AppError("invalid_request", `Unknown parameter: ${extra.join(", ")}`);
+    const queue = queueOf(c);
     const { webhooks, total } = unwrap(
-      await queueOf(c).listEndpoints(session.tenantId, { page: 1, pageSize: LIST_LIMIT, isActive: null }),
+      await queue.listEndpoints(session.tenantId, { page: 1, pageSize: LIST_LIMIT, isActive: null }),
     );
+    const ew = unwrap(await queue.eventWebhookSummary(session.tenantId));
+    const settings = ew.settings;
+    const on = SENDGRID_FLAGS.filter((f) => settings[f] === true);
+    const writable = can(session, "POST /app/webhooks/event/settings");
     return c.html(
       <Page title="Webhooks" session={session} current="/app/webhooks">
+        <h2>SendGrid Event Webhook</h2>
+        <p>
+          The single URL of SendGrid's Event Webhook settings (<code>/v3/user/webhooks/event/settings</code>),
+          beside the endpoints below.
+        </p>
+        <dl id="event-webhook">
+          <dt>URL</dt>
+          <dd>{settings.url === "" ? "not set" : settings.url}</dd>
+          <dt>State</dt>
+          <dd>
+            {ew.disabled_at
+              ? `disabled after failures (${ew.disabled_at})`
+              : settings.enabled
+                ? "enabled"
+                : "disabled"}
+          </dd>
+          <dt>Events</dt>
+          <dd>{on.length ? on.join(", ") : "none"}</dd>
+          <dt>Signed</dt>
+          <dd>{ew.signed ? "yes (ECDSA P-256, SendGrid's Signed Event Webhook)" : "no"}</dd>
+          <dt>OAuth2</dt>
+          <dd>
+            {settings.oauth_client_id
+              ? `client ${settings.oauth_client_id}, token URL ${settings.oauth_token_url}`
+              : "no"}
+          </dd>
+          {ew.configured ? (
+            <>
+              <dt>Failures in a row</dt>
+              <dd>{ew.failure_count}</dd>
+              <dt>Last success</dt>
+              <dd>{ew.last_success_at ?? "never"}</dd>
+              <dt>Last failure</dt>
+              <dd>{ew.last_failure_at ?? "never"}</dd>
+            </>
+          ) : null}
+        </dl>
+        {writable ? (
+          <div class="actions">
+            <form method="post" action="/app/webhooks/event/settings" id="event-webhook-form">
+              <CsrfField session={session} />
+              <p>
+                <label for="ew-url">URL</label>
+                <input id="ew-url" name="url" type="url" value={settings.url as string} maxlength={2048} />
+              </p>
+              <p>
+                <input
+                  id="ew-enabled"
+                  name="enabled"
+                  type="checkbox"
+                  value="true"
+                  checked={settings.enabled === true}
+                />
+                <label for="ew-enabled">Enabled</label>
+              </p>
+              <fieldset>
+                <legend>Events</legend>
+                {SENDGRID_FLAGS.map((f) => (
+                  <span class="flag">
+                    <input
+                      id={`ew-${f}`}
+                      name={f}
+                      type="checkbox"
+                      value="true"
+                      checked={settings[f] === true}
+                    />
+                    <label for={`ew-${f}`}>{FLAG_LABEL[f] ?? f}</label>{" "}
+                  </span>
+                ))}
+              </fieldset>
+              <button type="submit">Save the Event Webhook</button>
+            </form>
+            {settings.url !== "" ? (
+              <form method="post" action="/app/webhooks/event/settings/test">
+                <CsrfField session={session} />
+                <button type="submit">Send a test event to the Event Webhook</button>
+              </form>
+            ) : null}
+          </div>
+        ) : null}
+        <h2>Endpoints</h2>
         <table id="webhooks">
           <caption>
             {total} endpoint{total === 1 ? "" : "s"}
@@ -189,6 +300,60 @@ export const webhooksPages = new Hono<DashboardEnv>()
         </table>
         <p>
           <a href="/app/webhooks">All webhooks</a>
+        </p>
+      </Page>,
+    );
+  })
+  .post("/webhooks/event/settings", dashboardPermission(), requireCsrf(), async (c) => {
+    const session = c.get("session");
+    const form = await c.req.parseBody({ all: true });
+    const known = ["_csrf", "url", "enabled", ...SENDGRID_FLAGS];
+    const extra = Object.keys(form).filter((k) => !known.includes(k));
+    if (extra.length) throw new AppError("invalid_request", `Unknown form field: ${extra.join(", ")}`);
+    const url = single(form, "url");
+    if (url === undefined) throw new AppError("invalid_request", "url is required (empty clears it)");
+    const queue = queueOf(c);
+    const current = unwrap(await queue.getEventSettings(session.tenantId));
+    // What the form changes, as a PATCH body: the URL and `enabled` only when they differ from what
+    // the API reads, so saving the events of a URL the guard now refuses still works, and saving
+    // with the box as shown leaves an auto-disable in place (as a PATCH of the flags alone does).
+    const body: Record<string, unknown> = {};
+    if (url.trim() !== current.url) body["url"] = url;
+    const enabled = checkbox(form, "enabled");
+    if (enabled !== current.enabled) body["enabled"] = enabled;
+    for (const f of SENDGRID_FLAGS) body[f] = checkbox(form, f);
+    let patch;
+    try {
+      patch = eventSettingsPatch(body);
+    } catch (err) {
+      // The API's message names its field in `fields`; the page says it in the sentence.
+      if (!isAppError(err)) throw err;
+      const field = err.fields[0]?.field;
+      throw new AppError(err.code, field ? `${field} ${err.message}` : err.message);
+    }
+    unwrap(await queue.patchEventSettings(session.tenantId, patch));
+    return c.redirect("/app/webhooks", 303);
+  })
+  .post("/webhooks/event/settings/test", dashboardPermission(), requireCsrf(), async (c) => {
+    const session = c.get("session");
+    const form = await c.req.parseBody({ all: true });
+    const extra = Object.keys(form).filter((k) => k !== "_csrf");
+    if (extra.length) throw new AppError("invalid_request", `Unknown form field: ${extra.join(", ")}`);
+    const queue = queueOf(c);
+    if (unwrap(await queue.getEventSettings(session.tenantId)).url === "")
+      throw new AppError("invalid_request", "the Event Webhook has no URL: set one first");
+    // The sample POST /v3/user/webhooks/event/test makes, to the saved URL with the saved OAuth2
+    // credentials; a failed POST (or a URL the guard refuses) is its outcome on the page.
+    const r = await queue.testEventSettings(session.tenantId);
+    return c.html(
+      <Page title="Event Webhook test" session={session} current="/app/webhooks">
+        <p role="status" id="test-result">
+          {r.ok
+            ? `Delivered: ${r.value.url} answered ${r.value.status ?? "nothing"} in ${r.value.durationMs} ms.`
+            : `Failed: ${r.message}.`}
+        </p>
+        <p>
+          <a href="/app/webhooks">Back to the webhooks</a>
         </p>
       </Page>,
     );

@@ -127,33 +127,49 @@ function positiveInt(v: string | undefined, field: string, def: number, max: num
 
 // ── SendGrid's Event Webhook ────────────────────────────────────────────────────────────────────
 
+/** What PATCH …/event/settings may change, as WebhookQueue.patchEventSettings takes it. */
+export interface EventSettingsPatch {
+  enabled?: boolean;
+  url?: string;
+  flags: Record<string, boolean>;
+  oauth?: OAuthClient | null;
+}
+
+/**
+ * A `PATCH /v3/user/webhooks/event/settings` body checked and turned into the queue's patch, or an
+ * AppError in SendGrid's shape naming the field. The dashboard's settings form goes through it too
+ * (surfaces/dashboard/webhooks.tsx), so both refuse the same things; the SSRF guard is the queue's.
+ */
+export function eventSettingsPatch(body: Record<string, unknown>): EventSettingsPatch {
+  refuseUnknown("sendgrid", body, [
+    "enabled",
+    "url",
+    ...SENDGRID_FLAGS,
+    "oauth_client_id",
+    "oauth_client_secret",
+    "oauth_token_url",
+  ]);
+  const oauth = oauthOf("sendgrid", body);
+  const flags: Record<string, boolean> = {};
+  for (const f of SENDGRID_FLAGS) if (body[f] !== undefined) flags[f] = bool("sendgrid", body[f], f);
+  return {
+    ...(body["enabled"] !== undefined ? { enabled: bool("sendgrid", body["enabled"], "enabled") } : {}),
+    // An empty url clears it (SendGrid's settings start with "").
+    ...(body["url"] !== undefined
+      ? { url: body["url"] === "" ? "" : urlField("sendgrid", body["url"]) }
+      : {}),
+    flags,
+    ...(oauth !== undefined ? { oauth } : {}),
+  };
+}
+
 export const eventWebhookApi = new Hono<AppEnv>()
   .use(authenticate())
   .get("/settings", routePermission(), async (c) => {
     return c.json(unwrap("sendgrid", await queueOf(c).getEventSettings(tenantOf(c))));
   })
   .patch("/settings", routePermission(), async (c) => {
-    const body = await readJson(c, "sendgrid");
-    refuseUnknown("sendgrid", body, [
-      "enabled",
-      "url",
-      ...SENDGRID_FLAGS,
-      "oauth_client_id",
-      "oauth_client_secret",
-      "oauth_token_url",
-    ]);
-    const oauth = oauthOf("sendgrid", body);
-    const flags: Record<string, boolean> = {};
-    for (const f of SENDGRID_FLAGS) if (body[f] !== undefined) flags[f] = bool("sendgrid", body[f], f);
-    const patch = {
-      ...(body["enabled"] !== undefined ? { enabled: bool("sendgrid", body["enabled"], "enabled") } : {}),
-      // An empty url clears it (SendGrid's settings start with "").
-      ...(body["url"] !== undefined
-        ? { url: body["url"] === "" ? "" : urlField("sendgrid", body["url"]) }
-        : {}),
-      flags,
-      ...(oauth !== undefined ? { oauth } : {}),
-    };
+    const patch = eventSettingsPatch(await readJson(c, "sendgrid"));
     return c.json(unwrap("sendgrid", await queueOf(c).patchEventSettings(tenantOf(c), patch)));
   })
   .get("/settings/signed", routePermission(), async (c) => {
