@@ -84,10 +84,14 @@ function pathOf(route: string, ids: Ids): string {
         ? ids.templateId
         : path.startsWith("/app/webhooks")
           ? ids.webhookId
-        : path.startsWith("/app/suppressions/groups")
-          ? ids.groupId
-          : ids.messageId;
-  return path.replace(/:id/, id).replace(/:vid/, ids.versionId).replace(/:delivery_id/, "whd_00000000000000000000000000").replace(/:list/, "bounces");
+          : path.startsWith("/app/suppressions/groups")
+            ? ids.groupId
+            : ids.messageId;
+  return path
+    .replace(/:id/, id)
+    .replace(/:vid/, ids.versionId)
+    .replace(/:delivery_id/, "whd_00000000000000000000000000")
+    .replace(/:list/, "bounces");
 }
 
 /** A browser's request: GETs plain, POSTs as the page's own form (Origin and CSRF token) with a valid body. */
@@ -99,6 +103,7 @@ async function hit(route: string, ids: Ids, b: Browser | null, headers: Record<s
     "POST /app/keys": { name: `probe-${uid()}`, scopes: [] },
     "POST /app/suppressions/:list/remove": { email: ids.email },
     "POST /app/templates/:id/versions/:vid/preview": { data: "{}" },
+    "POST /app/webhooks/:id/enabled": { enabled: "false" },
     "POST /app/webhooks/event/settings": { url: "" },
     "POST /app/domains/:id/dmarc": { dmarc_policy: "reject", dmarc_rua_email: "" },
     "POST /app/domains/:id/delete": { confirm_domain: ids.domainName },
@@ -194,9 +199,17 @@ describe("dashboard routes", () => {
         groupId,
         webhookId,
       },
-      markers: [m, t.tenantId, messageId, admin.id, t.liveKeyId, t.domain, templateId, versionId, webhookId].map((s) =>
-        s.toLowerCase(),
-      ),
+      markers: [
+        m,
+        t.tenantId,
+        messageId,
+        admin.id,
+        t.liveKeyId,
+        t.domain,
+        templateId,
+        versionId,
+        webhookId,
+      ].map((s) => s.toLowerCase()),
       browser,
       key: admin.key,
     };
