@@ -320,4 +320,79 @@ describe("dashboard webhooks", () => {
     expect((await stranger.get("/app/webhooks")).text).not.toContain("hooks.example.com/sg");
     expect((await settings()).url).toBe("https://hooks.example.com/sg");
   });
+
+  it("the Event Webhook's delivery log on the page: a failed delivery is re-sent from it or through the API's settings route", async () => {
+    const r = await rig();
+    expect(
+      (
+        await r.api("PATCH", "/v3/user/webhooks/event/settings", {
+          enabled: true,
+          url: "https://hooks.example.com/sg",
+          delivered: true,
+        })
+      ).status,
+    ).toBe(200);
+    await r.stub.enqueue(r.tenant, [
+      {
+        id: newId("evt", r.state.now),
+        tenantId: r.tenant,
+        messageId: "msg_01TEST",
+        eventType: "delivered",
+        recipientEmail: "rcpt@inbox.test",
+        timestamp: r.state.now,
+        attempt: 1,
+        metadata: {},
+      },
+    ]);
+    while (r.state.posts.length < 6) expect(await r.advance()).not.toBeNull();
+    const log = (await r.api("GET", "/v3/user/webhooks/event/settings/deliveries")).body.deliveries;
+    expect(log).toHaveLength(1);
+    expect(log[0]).toMatchObject({ status: "failed", resend_until: expect.any(String) });
+    const d = log[0].id as string;
+
+    const admin = await Browser.signIn((await createLogin(r.tenant, ["admin"])).email);
+    const page = await admin.get("/app/webhooks");
+    expect(page.text).toContain('id="event-webhook-deliveries"');
+    expect(page.text).toContain(`<td>${d}</td><td>failed</td>`);
+    const action = `/app/webhooks/event/settings/deliveries/${d}/retry`;
+    expect(page.text).toContain(`action="${action}"`);
+    // Two clicks at once: one more attempt, which now succeeds.
+    r.state.status = 200;
+    expect((await Promise.all([admin.post(action), admin.post(action)])).map((x) => x.status)).toEqual([
+      303, 303,
+    ]);
+    await r.advance();
+    expect(r.state.posts).toHaveLength(7);
+    expect(r.state.posts[6]).toBe("https://hooks.example.com/sg");
+    const after = (await r.api("GET", "/v3/user/webhooks/event/settings/deliveries")).body.deliveries[0];
+    expect(after).toMatchObject({ id: d, status: "succeeded" });
+    expect(after.attempts).toHaveLength(7);
+    expect((await admin.get("/app/webhooks")).text).not.toContain(`action="${action}"`);
+
+    // The API's route: SendGrid's error shape; succeeded is a 400, an unknown delivery a 404.
+    const again = await r.api("POST", `/v3/user/webhooks/event/settings/deliveries/${d}/retry`);
+    expect(again.status).toBe(400);
+    expect(again.body.errors[0].message).toMatch(/the delivery has succeeded/);
+    expect((await r.api("POST", "/v3/user/webhooks/event/settings/deliveries/whd_nope/retry")).status).toBe(
+      404,
+    );
+    expect((await admin.post("/app/webhooks/event/settings/deliveries/whd_nope/retry")).status).toBe(404);
+    // The settings row is not reachable as an endpoint, nor an endpoint's delivery through the settings.
+    expect((await r.api("POST", `/v3/user/webhooks/event_settings/deliveries/${d}/retry`)).status).toBe(404);
+    const ep = (
+      await r.api("POST", "/v3/user/webhooks", { url: "https://hooks.example.com/x", enabled_events: ["*"] })
+    ).body.id as string;
+    expect((await admin.post(`/app/webhooks/${ep}/deliveries/${d}/retry`)).status).toBe(404);
+    // Another tenant's key or session: 404, and A's log is not on its page.
+    const other = await createTenant();
+    const otherKey = (await createApiKey(other, { scopes: ["webhooks.read", "webhooks.write"] })).key;
+    const foreign = await call(`/v3/user/webhooks/event/settings/deliveries/${d}/retry`, {
+      method: "POST",
+      headers: bearer(otherKey),
+    });
+    expect(foreign.status).toBe(404);
+    const stranger = await Browser.signIn((await createLogin(other, ["admin"])).email);
+    expect((await stranger.post(action)).status).toBe(404);
+    expect((await stranger.get("/app/webhooks")).text).not.toContain(d);
+  });
 });

@@ -1182,7 +1182,8 @@ export class WebhookQueue extends DurableObject<Bindings> {
   async retryDelivery(tenantId: string, endpointId: string, deliveryId: string): Promise<Outcome<null>> {
     this.bind(tenantId);
     const ep = this.endpoint(endpointId);
-    if (!ep || ep.kind !== "scaisend") return missing();
+    // An endpoint, or the Event Webhook's settings row by its own id (…/event/settings/deliveries/…).
+    if (!ep || (ep.kind === "sendgrid") !== (endpointId === SETTINGS_ID)) return missing();
     const d = this.sql
       .exec<DeliveryRow>("SELECT * FROM delivery WHERE id = ? AND endpoint_id = ?", deliveryId, endpointId)
       .toArray()[0];
@@ -1199,7 +1200,9 @@ export class WebhookQueue extends DurableObject<Bindings> {
       );
     }
     if (ep.enabled !== 1 || ep.disabled_at !== null)
-      return bad("the endpoint is disabled: enable it, and its pending deliveries go out at once");
+      return bad(
+        `the ${ep.kind === "sendgrid" ? "Event Webhook" : "endpoint"} is disabled: enable it, and its pending deliveries go out at once`,
+      );
     // Under way already (leased by the running pump): that attempt is the retry.
     if (this.leased.has(deliveryId)) return ok(null);
     if (d.state === "failed") {

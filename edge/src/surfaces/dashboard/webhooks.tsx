@@ -11,9 +11,10 @@
  */
 import { Hono } from "hono";
 import { AppError, isAppError } from "../../../../shared/errors.ts";
-import type { Outcome } from "../../objects/webhook-queue.ts";
+import { SETTINGS_ID, type DeliveryView, type Outcome } from "../../objects/webhook-queue.ts";
 import { SENDGRID_FLAGS } from "../../services/webhook-events.ts";
 import { eventSettingsPatch } from "../sendgrid/webhooks.ts";
+import type { DashboardSession } from "../../services/dashboard-sessions.ts";
 import { CsrfField, Page } from "./layout.tsx";
 import {
   can,
@@ -24,6 +25,8 @@ import {
 } from "./session.ts";
 
 const LOG_LIMIT = 100;
+/** The Event Webhook's log on the list page: its newest deliveries. */
+const EVENT_LOG_LIMIT = 20;
 const LIST_LIMIT = 100;
 
 function unwrap<T>(outcome: Outcome<T>): T {
@@ -66,6 +69,85 @@ function checkbox(form: Record<string, string | File | (string | File)[]>, k: st
   return v === "true";
 }
 
+/**
+ * A delivery log, newest first, as GET …/deliveries answers it; with `retryBase` (a session that
+ * may act, on an active webhook) Retry now on pending deliveries and Re-send on failed ones whose
+ * body is kept, both posting to `${retryBase}/deliveries/{id}/retry` (webhooks.md#retry-now).
+ */
+function DeliveryLog(props: {
+  id: string;
+  deliveries: DeliveryView[];
+  limit: number;
+  retryBase: string | null;
+  session: DashboardSession;
+}) {
+  const { deliveries, limit, retryBase, session } = props;
+  return (
+    <table id={props.id}>
+      <caption>Deliveries, newest first{deliveries.length === limit ? ` (the newest ${limit})` : ""}</caption>
+      <thead>
+        <tr>
+          <th scope="col">Delivery</th>
+          <th scope="col">Status</th>
+          <th scope="col">Events</th>
+          <th scope="col">Created</th>
+          <th scope="col">Attempts (time, response, duration)</th>
+          <th scope="col">Next attempt</th>
+          <th scope="col">Finished</th>
+        </tr>
+      </thead>
+      <tbody>
+        {deliveries.map((d) => (
+          <tr>
+            <td>{d.id}</td>
+            <td>{d.status}</td>
+            <td>{d.event_count}</td>
+            <td>{d.created_at}</td>
+            <td>
+              <ol class="attempts">
+                {d.attempts.map((a) => (
+                  <li>
+                    {a.at}: {a.status_code ?? "no answer"}
+                    {a.error ? ` (${a.error})` : ""}, {a.duration_ms} ms
+                  </li>
+                ))}
+              </ol>
+            </td>
+            <td>
+              {d.next_attempt_at ?? ""}
+              {retryBase && d.status === "pending" ? (
+                <form method="post" action={`${retryBase}/deliveries/${d.id}/retry`}>
+                  <CsrfField session={session} />
+                  <button type="submit" aria-label={`Retry ${d.id} now`}>
+                    Retry now
+                  </button>
+                </form>
+              ) : null}
+            </td>
+            <td>
+              {d.finished_at ?? ""}
+              {d.status === "failed"
+                ? d.resend_until
+                  ? ` (re-sendable until ${d.resend_until})`
+                  : " (body expired; cannot be re-sent)"
+                : ""}
+              {retryBase && d.resend_until ? (
+                // The same call as Retry now: one more attempt of this delivery.
+                <form method="post" action={`${retryBase}/deliveries/${d.id}/retry`}>
+                  <CsrfField session={session} />
+                  <button type="submit" aria-label={`Re-send ${d.id}`}>
+                    Re-send
+                  </button>
+                </form>
+              ) : null}
+            </td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
+
 export const webhooksPages = new Hono<DashboardEnv>()
   .get("/webhooks", dashboardPermission(), async (c) => {
     const session = c.get("session");
@@ -76,6 +158,10 @@ export const webhooksPages = new Hono<DashboardEnv>()
       await queue.listEndpoints(session.tenantId, { page: 1, pageSize: LIST_LIMIT, isActive: null }),
     );
     const ew = unwrap(await queue.eventWebhookSummary(session.tenantId));
+    // The settings row exists once the Event Webhook was first configured; before, it has no log.
+    const ewLog = ew.configured
+      ? unwrap(await queue.deliveries(session.tenantId, SETTINGS_ID, EVENT_LOG_LIMIT)).deliveries
+      : [];
     const settings = ew.settings;
     const on = SENDGRID_FLAGS.filter((f) => settings[f] === true);
     const writable = can(session, "POST /app/webhooks/event/settings");
@@ -161,6 +247,15 @@ export const webhooksPages = new Hono<DashboardEnv>()
             ) : null}
           </div>
         ) : null}
+        {ew.configured ? (
+          <DeliveryLog
+            id="event-webhook-deliveries"
+            deliveries={ewLog}
+            limit={EVENT_LOG_LIMIT}
+            retryBase={writable && settings.enabled === true ? "/app/webhooks/event/settings" : null}
+            session={session}
+          />
+        ) : null}
         <h2>Endpoints</h2>
         <table id="webhooks">
           <caption>
@@ -234,70 +329,13 @@ export const webhooksPages = new Hono<DashboardEnv>()
             </form>
           </div>
         ) : null}
-        <table id="deliveries">
-          <caption>
-            Deliveries, newest first{deliveries.length === LOG_LIMIT ? ` (the newest ${LOG_LIMIT})` : ""}
-          </caption>
-          <thead>
-            <tr>
-              <th scope="col">Delivery</th>
-              <th scope="col">Status</th>
-              <th scope="col">Events</th>
-              <th scope="col">Created</th>
-              <th scope="col">Attempts (time, response, duration)</th>
-              <th scope="col">Next attempt</th>
-              <th scope="col">Finished</th>
-            </tr>
-          </thead>
-          <tbody>
-            {deliveries.map((d) => (
-              <tr>
-                <td>{d.id}</td>
-                <td>{d.status}</td>
-                <td>{d.event_count}</td>
-                <td>{d.created_at}</td>
-                <td>
-                  <ol class="attempts">
-                    {d.attempts.map((a) => (
-                      <li>
-                        {a.at}: {a.status_code ?? "no answer"}
-                        {a.error ? ` (${a.error})` : ""}, {a.duration_ms} ms
-                      </li>
-                    ))}
-                  </ol>
-                </td>
-                <td>
-                  {d.next_attempt_at ?? ""}
-                  {writable && d.status === "pending" && w.enabled && !w.disabled_at ? (
-                    <form method="post" action={`/app/webhooks/${w.id}/deliveries/${d.id}/retry`}>
-                      <CsrfField session={session} />
-                      <button type="submit" aria-label={`Retry ${d.id} now`}>
-                        Retry now
-                      </button>
-                    </form>
-                  ) : null}
-                </td>
-                <td>
-                  {d.finished_at ?? ""}
-                  {d.status === "failed"
-                    ? d.resend_until
-                      ? ` (re-sendable until ${d.resend_until})`
-                      : " (body expired; cannot be re-sent)"
-                    : ""}
-                  {writable && d.resend_until && w.enabled && !w.disabled_at ? (
-                    // The same call as Retry now: one more attempt of this delivery (webhooks.md#retry-now).
-                    <form method="post" action={`/app/webhooks/${w.id}/deliveries/${d.id}/retry`}>
-                      <CsrfField session={session} />
-                      <button type="submit" aria-label={`Re-send ${d.id}`}>
-                        Re-send
-                      </button>
-                    </form>
-                  ) : null}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
+        <DeliveryLog
+          id="deliveries"
+          deliveries={deliveries}
+          limit={LOG_LIMIT}
+          retryBase={writable && w.enabled && !w.disabled_at ? `/app/webhooks/${w.id}` : null}
+          session={session}
+        />
         <p>
           <a href="/app/webhooks">All webhooks</a>
         </p>
@@ -334,6 +372,20 @@ export const webhooksPages = new Hono<DashboardEnv>()
     unwrap(await queue.patchEventSettings(session.tenantId, patch));
     return c.redirect("/app/webhooks", 303);
   })
+  .post(
+    "/webhooks/event/settings/deliveries/:delivery_id/retry",
+    dashboardPermission(),
+    requireCsrf(),
+    async (c) => {
+      const session = c.get("session");
+      const form = await c.req.parseBody({ all: true });
+      const extra = Object.keys(form).filter((k) => k !== "_csrf");
+      if (extra.length) throw new AppError("invalid_request", `Unknown form field: ${extra.join(", ")}`);
+      // The API's POST /v3/user/webhooks/event/settings/deliveries/{delivery_id}/retry call.
+      unwrap(await queueOf(c).retryDelivery(session.tenantId, SETTINGS_ID, c.req.param("delivery_id")));
+      return c.redirect("/app/webhooks", 303);
+    },
+  )
   .post("/webhooks/event/settings/test", dashboardPermission(), requireCsrf(), async (c) => {
     const session = c.get("session");
     const form = await c.req.parseBody({ all: true });

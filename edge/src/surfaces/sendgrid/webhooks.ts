@@ -14,7 +14,7 @@ import { authenticate } from "../../middleware/auth.ts";
 import { routePermission } from "../route-permissions.ts";
 import { rateLimit } from "../../middleware/rate-limit.ts";
 import { RATE_LIMITS } from "../../services/rate-limit-table.ts";
-import type { Outcome } from "../../objects/webhook-queue.ts";
+import { SETTINGS_ID, type Outcome } from "../../objects/webhook-queue.ts";
 import { EVENT_TYPES, SENDGRID_FLAGS } from "../../services/webhook-events.ts";
 import { parseOAuthInput, type OAuthClient } from "../../services/webhook-oauth.ts";
 import { renderFastApi, renderSendGrid } from "../errors.ts";
@@ -183,7 +183,13 @@ export const eventWebhookApi = new Hono<AppEnv>()
   })
   .get("/settings/deliveries", routePermission(), async (c) => {
     const limit = positiveInt(c.req.query("limit"), "limit", 50, 500);
-    return c.json(unwrap("sendgrid", await queueOf(c).deliveries(tenantOf(c), "event_settings", limit)));
+    return c.json(unwrap("sendgrid", await queueOf(c).deliveries(tenantOf(c), SETTINGS_ID, limit)));
+  })
+  // Retry now / re-send (docs/api/webhooks.md#retry-now) of one of the Event Webhook's deliveries.
+  .post("/settings/deliveries/:delivery_id/retry", routePermission(), async (c) => {
+    const d = c.req.param("delivery_id");
+    unwrap("sendgrid", await queueOf(c).retryDelivery(tenantOf(c), SETTINGS_ID, d));
+    return c.body(null, 202);
   })
   .post("/test", routePermission(), async (c) => {
     const body = await readJson(c, "sendgrid");
