@@ -1127,7 +1127,7 @@ export class WebhookQueue extends DurableObject<Bindings> {
   private capKeptBodies(endpointId: string): void {
     const kept = this.sql
       .exec<{ id: string; bytes: number }>(
-        `SELECT id, length(CAST(body AS BLOB)) AS bytes FROM delivery
+        `SELECT id, octet_length(body) AS bytes FROM delivery
          WHERE endpoint_id = ? AND state = 'failed' AND body IS NOT NULL ORDER BY done_at DESC, id DESC`,
         endpointId,
       )
