@@ -15,6 +15,9 @@
  *    DO NOTHING keyed by their ids, and only after D1 took the batch drops the copies, in one
  *    synchronous block: a replayed flush or a restarted hub never duplicates or loses a row. A failed
  *    flush is retried (timer, and the alarm as backstop) until D1 takes it.
+ *    Whether the table may hold rows is also kept in memory (`catalogWaiting`: false only once a
+ *    flush found it empty, true from the next accept), so the flushes of results read nothing for
+ *    the catalog while every message is catalogued; the cron's flush() and the alarm read the table.
  *  - Webhooks. The events a D1 write made (a flush, an expiry, an inbound report) are staged in
  *    `webhook_handoff` in the same synchronous block that notes the write, and leave it only when
  *    the tenant's WebhookQueue took them (services/webhook-handoff.ts): every event reaches the queue
@@ -454,6 +457,12 @@ export class OriginHub extends DurableObject<Bindings> {
   private pause: Promise<void> | null = null;
   /** Pauses taken since the object started (tests read it). */
   private breaths = 0;
+  /**
+   * False only once a flush found the `catalog` table empty, and true again from the next accept:
+   * a flush while every message is catalogued (delivery, mostly) reads nothing for the catalog.
+   * Conservative: it starts true, and the cron's flush() and the alarm look at the table itself.
+   */
+  private catalogWaiting = true;
   /** Events staged for the tenants' WebhookQueues until they take them (services/webhook-handoff.ts). */
   readonly handoff: WebhookHandoff;
   /** Tracking hits of this shard's messages, kept until D1 has them (services/tracking-events.ts). */
@@ -666,6 +675,7 @@ export class OriginHub extends DurableObject<Bindings> {
           throw new Error("accept: a message of another tenant in the request");
         }
         this.insertOutbox(entry, now);
+        this.catalogWaiting = true;
         this.sql.exec(
           "INSERT INTO catalog (message_id, rows) VALUES (?, ?) ON CONFLICT(message_id) DO NOTHING",
           entry.messageId,
@@ -693,7 +703,9 @@ export class OriginHub extends DurableObject<Bindings> {
       // Messages accepted into a cancelled batch were cancelled in the transaction; their outcome is written now.
       if (batched) this.queueCancelled();
       // Dispatch after the answer: the 202 does not wait for DKIM keys to open or frames to go out.
-      void this.dispatch();
+      // With no link that has credit a dispatch would find nothing to do but re-arm the alarm, which
+      // the catalog flush does anyway (flushResults → scheduleAlarm), and the alarm armed above backs.
+      if (this.links().some((l) => l.state.credits > 0)) void this.dispatch();
     }
     return result;
   }
@@ -781,6 +793,8 @@ export class OriginHub extends DurableObject<Bindings> {
     // Held rows are never due, so the alarm does not wake for them; the cron's flush expires them.
     this.expirePaused(Date.now());
     pruneKept(this.sql, Date.now());
+    // A backstop looks at the table itself, whatever the flag says.
+    this.catalogWaiting = true;
     await this.flushResults();
     await this.scheduleAlarm();
     return { uncatalogued: this.uncatalogued() };
@@ -1232,7 +1246,9 @@ export class OriginHub extends DurableObject<Bindings> {
   override async alarm(): Promise<void> {
     const now = Date.now();
     this.sql.exec(OUTBOX_SQL.expireLeases, now);
-    if (this.pendingSending.length > 0 || this.pendingResults.length > 0 || this.hasUncatalogued()) {
+    const uncatalogued = this.hasUncatalogued();
+    if (uncatalogued) this.catalogWaiting = true;
+    if (this.pendingSending.length > 0 || this.pendingResults.length > 0 || uncatalogued) {
       await this.flushResults();
     }
     await this.expireOldMessages(now);
@@ -1834,6 +1850,8 @@ export class OriginHub extends DurableObject<Bindings> {
     complete: boolean;
   } {
     const out: { messageId: string; catalog: CatalogRows; text: string | null; html: string | null }[] = [];
+    // Every accepted message is catalogued: nothing to read (the flag's doc comment).
+    if (!this.catalogWaiting) return { rows: out, complete: true };
     let bytes = 0;
     type Row = {
       message_id: string;
@@ -1866,6 +1884,8 @@ export class OriginHub extends DurableObject<Bindings> {
             .toArray()
         : [];
     const rows = [...first, ...rest];
+    // Read in the same synchronous block as any accept sets it: an accept after this sets it again.
+    if (rows.length === 0) this.catalogWaiting = false;
     for (const r of rows) {
       const size = r.rows.length + (r.size ?? 0);
       if (out.length > 0 && bytes + size > CATALOG_BATCH_BYTES) break;
