@@ -3,12 +3,15 @@
  * stack (wrangler dev, hub, origin, loopback DNS and SMTP): the operator creates a login with
  * `scaisend logins add` (password on stdin), the user signs in through the form, the sender domain is
  * verified on its page against the loopback DNS, a message sent through the API reaches `delivered` on its page,
- * a key is created (shown once, working) and revoked (refused) through the keys page, and a template
- * version is previewed with sample data on its page.
+ * a key is created (shown once, working) and revoked (refused) through the keys page, a template
+ * version is previewed with sample data on its page, and a webhook endpoint made through the API
+ * shows the message's deliveries to a loopback receiver on its page.
  * DASHBOARD_SCREENSHOTS=1 also writes the main pages to docs/img/ for the README.
  */
 import { execFile } from "node:child_process";
 import fs from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -21,6 +24,8 @@ const SHOTS = process.env.DASHBOARD_SCREENSHOTS === "1" ? path.join(REPO_ROOT, "
 
 let stack: Stack;
 let browser: Browser;
+let receiver: http.Server;
+let receiverPosts = 0;
 
 /** `scaisend <args>` with `stdin` piped in, as an operator runs it. */
 function scaisend(args: string[], stdin: string): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -51,7 +56,16 @@ async function shot(page: Page, name: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  stack = await startStack();
+  // A webhook receiver on loopback (allowed by WEBHOOK_ALLOW_PRIVATE), so the webhooks page has a log.
+  receiver = http.createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      receiverPosts += 1;
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+  stack = await startStack({ edgeVars: { WEBHOOK_ALLOW_PRIVATE: "127.0.0.1" } });
   // --no-sandbox: the test machine runs as root, where Chromium's own sandbox cannot start.
   browser = await chromium.launch({
     executablePath: "/usr/bin/chromium",
@@ -63,6 +77,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await stack?.stop();
+  receiver?.closeAllConnections();
+  await new Promise((resolve) => receiver?.close(resolve));
 });
 
 describe("the dashboard in Chromium", () => {
@@ -118,6 +134,18 @@ describe("the dashboard in Chromium", () => {
       expect(await page.locator("#domain-verified").textContent()).toBe("yes");
       expect((await stack.admin.getDomain(stack.tenantId, stack.domain.id)).verified).toBe(true);
       await shot(page, "domain");
+      // An endpoint of the tenant's own webhooks, through the API, to see its deliveries on its page.
+      const hooksKey = await stack.admin.createApiKey(stack.tenantId, {
+        name: "webhooks",
+        environment: "live",
+        scopes: ["webhooks.read", "webhooks.write"],
+      });
+      const hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/events`;
+      const hook = await stack.api("POST", "/v3/user/webhooks", hooksKey.api_key, {
+        url: hookUrl,
+        enabled_events: ["processed", "delivered"],
+      });
+      expect(hook.status, JSON.stringify(hook.body)).toBe(201);
       const sent = await stack.api("POST", "/v3/mail/send", stack.liveKey.api_key, {
         personalizations: [{ to: [{ email: "reader@inbox.test" }] }],
         from: { email: `app@${SENDER_DOMAIN}` },
@@ -152,6 +180,22 @@ describe("the dashboard in Chromium", () => {
       await page.goto(`${stack.apiUrl}/app/messages?category=dashboard-e2e`);
       await expect(page.getByRole("link", { name: "Dashboard e2e" }).count()).resolves.toBe(1);
       await shot(page, "messages");
+
+      // Webhooks: the endpoint in the list, and its page with the message's deliveries in the log.
+      await expect.poll(() => receiverPosts, { timeout: 30_000 }).toBeGreaterThan(0);
+      await page.goto(`${stack.apiUrl}/app/webhooks`);
+      await page.getByRole("link", { name: hookUrl }).click();
+      await page.waitForURL(new RegExp(`/app/webhooks/${hook.body.id}$`));
+      await expect
+        .poll(
+          async () => {
+            await page.reload();
+            return page.locator("#deliveries tbody tr").count();
+          },
+          { timeout: 15_000, interval: 500 },
+        )
+        .toBeGreaterThan(0);
+      await shot(page, "webhooks");
 
       // A key: created (shown once, and it works), then revoked (refused).
       await page.goto(`${stack.apiUrl}/app/keys`);
