@@ -404,6 +404,14 @@ describe("an origin process", () => {
       scaisend_origin_coordinator_degraded: "gauge",
       scaisend_origin_inbound_messages_total: "counter",
       scaisend_origin_ip_pool_missing_jobs_total: "counter",
+      // SMTP submission (docs/smtp-submission.md#metrics); typed even where no listener runs.
+      scaisend_origin_submission_connections: "gauge",
+      scaisend_origin_submission_connections_total: "counter",
+      scaisend_origin_submission_auth_total: "counter",
+      scaisend_origin_submission_messages_total: "counter",
+      scaisend_origin_submission_refusals_total: "counter",
+      scaisend_origin_submission_message_size_bytes: "histogram",
+      scaisend_origin_submission_accept_seconds: "histogram",
     });
     // No Redis: never degraded; nothing throttled, no connection left open, warm-up off.
     expect(values.get("scaisend_origin_coordinator_degraded")).toBe(0);
