@@ -352,11 +352,12 @@ describe("dev inbox in Chromium: the retention limit", () => {
   }, 30_000);
 });
 
-// DASHBOARD_SCREENSHOTS=1 (as for test/e2e/dashboard.e2e.test.ts): the inbox and a message for the README.
+// The pages the README shows: always checked; with DASHBOARD_SCREENSHOTS=1 (as for
+// test/e2e/dashboard.e2e.test.ts) also written to docs/img/dev-inbox*.png.
 const SHOTS = process.env.DASHBOARD_SCREENSHOTS === "1" ? path.join(REPO_ROOT, "docs", "img") : null;
 
-describe.skipIf(!SHOTS)("dev inbox screenshots", () => {
-  test("the list and a message, with a few realistic messages", async () => {
+describe("dev inbox with a few realistic messages", () => {
+  test("the list shows each with its DKIM verdict, and a signed one opens with its HTML", async () => {
     const key = rsaKey();
     const shotInbox = await startDevInbox({
       smtpPort: 0,
@@ -409,12 +410,24 @@ describe.skipIf(!SHOTS)("dev inbox screenshots", () => {
       });
       await page.goto(shotInbox.url);
       await expect.poll(() => page.textContent("#live-status"), { timeout: 5_000 }).toContain("Live");
-      fs.mkdirSync(SHOTS!, { recursive: true });
-      await page.screenshot({ path: path.join(SHOTS!, "dev-inbox.png") });
+      const rows = page.locator("#inbox tbody tr");
+      await expect.poll(() => rows.count(), { timeout: 5_000 }).toBe(4);
+      // Newest first: the unsigned newsletter, then the three signed ones.
+      expect(await rows.locator(".badge").allTextContents()).toEqual([
+        "DKIM none",
+        "DKIM pass",
+        "DKIM pass",
+        "DKIM pass",
+      ]);
+      if (SHOTS) {
+        fs.mkdirSync(SHOTS, { recursive: true });
+        await page.screenshot({ path: path.join(SHOTS, "dev-inbox.png") });
+      }
       await page.click("text=Welcome to Acme, Ada");
       await page.waitForURL(/\/messages\//);
-      await page.waitForSelector("#view iframe");
-      await page.screenshot({ path: path.join(SHOTS!, "dev-inbox-message.png"), fullPage: true });
+      const frame = page.frameLocator("#view iframe");
+      expect(await frame.locator("h1").textContent()).toBe("Welcome aboard, Ada");
+      if (SHOTS) await page.screenshot({ path: path.join(SHOTS, "dev-inbox-message.png"), fullPage: true });
     } finally {
       await context.close();
       await shotInbox.close();
