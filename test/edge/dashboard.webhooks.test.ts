@@ -4,13 +4,12 @@
  * object's clock, outbound fetch and DNS are handed in, as in webhooks.delivery.test.ts), the test
  * POST and its outcome, enable / disable as the API sees it, RBAC, CSRF and tenant binding.
  */
-import { runDurableObjectAlarm } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { newId } from "../../shared/ids.ts";
 import { bearer, call, createApiKey, createTenant } from "./helpers.ts";
 import { Browser, createLogin, createRole } from "./dashboard.helpers.ts";
-import { inQueue } from "./webhooks.helpers.ts";
+import { alarmAdvancer, inQueue, keyApi } from "./webhooks.helpers.ts";
 
 async function rig() {
   const tenant = await createTenant();
@@ -29,22 +28,8 @@ async function rig() {
       return new Response("down", { status: state.status });
     };
   });
-  const api = async (method: string, path: string, body?: unknown) => {
-    const res = await call(path, {
-      method,
-      headers: bearer(key),
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    return { status: res.status, body: text ? (JSON.parse(text) as any) : null };
-  };
-  const advance = async () => {
-    const at = await stub.alarmAt();
-    if (at === null) return null;
-    state.now = Math.max(state.now, at);
-    await runDurableObjectAlarm(stub);
-    return at;
-  };
+  const api = keyApi(key);
+  const advance = alarmAdvancer(tenant, state);
   return { tenant, stub, state, api, advance };
 }
 

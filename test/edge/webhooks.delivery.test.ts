@@ -17,8 +17,6 @@ import { describe, expect, it } from "vitest";
 import { newId } from "../../shared/ids.ts";
 import { sendgridBody, type FlushedEvent } from "../../edge/src/services/webhook-events.ts";
 import {
-  bearer,
-  call,
   createApiKey,
   createTenant,
   eventually,
@@ -27,7 +25,7 @@ import {
   sendOne,
   setupTenant,
 } from "./helpers.ts";
-import { inQueue } from "./webhooks.helpers.ts";
+import { alarmAdvancer, inQueue, keyApi } from "./webhooks.helpers.ts";
 
 interface Post {
   url: string;
@@ -64,15 +62,7 @@ async function rig(tenantId?: string) {
       return state.respond(post);
     };
   });
-  const api = async (method: string, path: string, body?: unknown) => {
-    const res = await call(path, {
-      method,
-      headers: bearer(key),
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    return { status: res.status, body: text ? (JSON.parse(text) as any) : null };
-  };
+  const api = keyApi(key);
   /** Runs the alarm if it is due on the fake clock; returns whether it ran. */
   const tick = async () => {
     const at = await stub.alarmAt();
@@ -80,13 +70,7 @@ async function rig(tenantId?: string) {
     return runDurableObjectAlarm(stub);
   };
   /** Moves the fake clock to the scheduled alarm and runs it. */
-  const advance = async () => {
-    const at = await stub.alarmAt();
-    if (at === null) return null;
-    state.now = Math.max(state.now, at);
-    await runDurableObjectAlarm(stub);
-    return at;
-  };
+  const advance = alarmAdvancer(tenant, state);
   const event = (over: Partial<FlushedEvent> = {}): FlushedEvent => ({
     id: newId("evt", state.now),
     tenantId: tenant,

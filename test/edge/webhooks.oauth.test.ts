@@ -6,13 +6,12 @@
  * tenant's WebhookQueue runs on a fake clock with its fetcher and resolver handed in (as in
  * webhooks.delivery.test.ts): the token endpoint and the receiver are that fetcher.
  */
-import { runDurableObjectAlarm } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { newId } from "../../shared/ids.ts";
 import type { FlushedEvent } from "../../edge/src/services/webhook-events.ts";
-import { bearer, call, createApiKey, createTenant } from "./helpers.ts";
-import { inQueue } from "./webhooks.helpers.ts";
+import { createApiKey, createTenant } from "./helpers.ts";
+import { alarmAdvancer, inQueue, keyApi } from "./webhooks.helpers.ts";
 
 interface Seen {
   url: string;
@@ -57,22 +56,8 @@ async function rig() {
       return state.respond(seen);
     };
   });
-  const api = async (method: string, path: string, body?: unknown) => {
-    const res = await call(path, {
-      method,
-      headers: bearer(key),
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    return { status: res.status, body: text ? (JSON.parse(text) as any) : null };
-  };
-  const advance = async () => {
-    const at = await stub.alarmAt();
-    if (at === null) return null;
-    state.now = Math.max(state.now, at);
-    await runDurableObjectAlarm(stub);
-    return at;
-  };
+  const api = keyApi(key);
+  const advance = alarmAdvancer(tenant, state);
   const event = (over: Partial<FlushedEvent> = {}): FlushedEvent => ({
     id: newId("evt", state.now),
     tenantId: tenant,

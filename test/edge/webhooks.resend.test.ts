@@ -12,9 +12,9 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { newId } from "../../shared/ids.ts";
 import { loadConfig, type Bindings } from "../../edge/src/env.ts";
-import { bearer, call, createApiKey, createTenant } from "./helpers.ts";
+import { createApiKey, createTenant } from "./helpers.ts";
 import { Browser, createLogin } from "./dashboard.helpers.ts";
-import { inQueue } from "./webhooks.helpers.ts";
+import { alarmAdvancer, inQueue, keyApi } from "./webhooks.helpers.ts";
 
 interface Post {
   url: string;
@@ -61,22 +61,8 @@ async function rig() {
       return state.respond(post);
     };
   });
-  const api = async (method: string, path: string, body?: unknown) => {
-    const res = await call(path, {
-      method,
-      headers: bearer(key),
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    return { status: res.status, body: text ? (JSON.parse(text) as any) : null };
-  };
-  const advance = async () => {
-    const at = await stub.alarmAt();
-    if (at === null) return null;
-    state.now = Math.max(state.now, at);
-    await runDurableObjectAlarm(stub);
-    return at;
-  };
+  const api = keyApi(key);
+  const advance = alarmAdvancer(tenant, state);
   const endpoint = async () => {
     const created = await api("POST", "/v3/user/webhooks", {
       url: "https://hooks.example.com/x",
