@@ -280,6 +280,8 @@ async function main(): Promise<number> {
           const p = await step(`edge CPU profile during delivery (1 × ${per})`, () =>
             benchOriginViaEdge(dctx, edge, 1, per, {
               timeoutMs: 60_000,
+              // The edge is warm from the measured run; only its profile is read here.
+              warmup: 0,
               profileEdgeTo: path.join(workDir, "worker-delivery.cpuprofile"),
             }),
           );
