@@ -5,8 +5,10 @@
  * personalizations (plain and named To addresses, upper-case domains, several To addresses, long
  * Message-IDs), a reused message must be byte for byte buildMime's for that job — apart from the
  * multipart boundary, which is the first message's — and the reuse must actually happen where the
- * fields qualify and not where they do not (quoted or non-ASCII names, attachments). Every reused
- * message, signed, verifies with mailauth (strict) and with python3-dkim.
+ * fields qualify and not where they do not (quoted or non-ASCII names, attachments). A content
+ * whose every message has its own List-Unsubscribe (as tracking.ts writes it) is reused too, with the
+ * field written per message, one line or folded, across the fold width; a value with white space is
+ * not. Every reused message, signed, verifies with mailauth (strict) and with python3-dkim.
  */
 import { generateKeyPairSync } from "node:crypto";
 import fs from "node:fs";
@@ -23,7 +25,24 @@ import { dkimpyVerdicts } from "../helpers/python-dkim.ts";
 const DOMAIN = "sender.test";
 const DATE = new Date("2026-03-04T05:06:07Z");
 
+/** A content whose List-Unsubscribe is this gets each message's own (unsubscribeUrl), as tracking.ts adds it. */
+const PER_MESSAGE = "per message";
+/** One recipient's unsubscribe URL; its length varies with the id, so some fields fold and some do not. */
+const unsubscribeUrl = (id: string, length = 10 + ((id.length * 17) % 90)) =>
+  `<https://edge.example.test/t/u/${"T".repeat(length)}.${id}>`;
+
 function job(message: Partial<ComposableJob["message"]>, to: LinkAddress[], id: string): ComposableJob {
+  const headers = message.headers ?? {};
+  if (headers["List-Unsubscribe"] === PER_MESSAGE) {
+    message = {
+      ...message,
+      headers: {
+        ...headers,
+        "List-Unsubscribe": unsubscribeUrl(id),
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+      },
+    };
+  }
   return {
     jobId: `msg_${id}.1`,
     messageId: `msg_${id}`,
@@ -55,6 +74,10 @@ const contents: Array<[string, Partial<ComposableJob["message"]>]> = [
       cc: [{ email: "cc@example.net", name: "Carbon Copy" }],
       replyTo: [{ email: "reply@example.net" }],
     },
+  ],
+  [
+    "a List-Unsubscribe per message",
+    { text: "plain", html, headers: { "X-Campaign": "spring", "List-Unsubscribe": PER_MESSAGE } },
   ],
   [
     "non-ASCII subject and sender, folded subject",
@@ -120,6 +143,40 @@ describe("buildMimeReusing ≡ buildMime", () => {
         if (reused) expect(boundaries(ours)).toEqual(boundaries(first));
         expect(withBoundariesOf(ours, reference), `${name} / ${id}`).toBe(reference.toString("latin1"));
       }
+    }
+  });
+
+  it("writes a per-message List-Unsubscribe as buildMime does, on one line or folded", async () => {
+    const message = { html, headers: { "List-Unsubscribe": PER_MESSAGE } };
+    const to = [{ email: "sweep@inbox.test" }];
+    await buildMimeReusing(job(message, to, "sweep-first"), { date: DATE });
+    // "List-Unsubscribe: <https://edge.example.test/t/u/" + length + ".sN>": from 57 characters to
+    // 187, so across the 76 where MailComposer starts to fold the value onto a line of its own.
+    const folded = new Set<boolean>();
+    for (let length = 1; length <= 130; length++) {
+      const j = job(message, to, `s${length}`);
+      j.message.headers!["List-Unsubscribe"] = unsubscribeUrl(`s${length}`, length);
+      const hitsBefore = templateStats().hits;
+      const ours = await buildMimeReusing(j, { date: DATE });
+      expect(templateStats().hits, `length ${length}: reused`).toBe(hitsBefore + 1);
+      const reference = await buildMime(j, { date: DATE });
+      expect(ours.toString("latin1"), `length ${length}`).toBe(reference.toString("latin1"));
+      folded.add(reference.toString("latin1").includes("List-Unsubscribe:\r\n "));
+    }
+    expect([...folded].sort()).toEqual([false, true]);
+  });
+
+  it("builds a List-Unsubscribe with white space message by message", async () => {
+    const message = { text: "plain", headers: { "List-Unsubscribe": "x" } };
+    const to = [{ email: "ws@inbox.test" }];
+    for (const id of ["w1", "w2", "w3"]) {
+      const j = job(message, to, id);
+      j.message.headers!["List-Unsubscribe"] =
+        `<https://edge.example.test/t/u/${id}>, <mailto:u-${id}@example.test>`;
+      const hitsBefore = templateStats().hits;
+      const ours = await buildMimeReusing(j, { date: DATE });
+      expect(templateStats().hits, id).toBe(hitsBefore);
+      expect(ours.toString("latin1")).toBe((await buildMime(j, { date: DATE })).toString("latin1"));
     }
   });
 

@@ -12,12 +12,20 @@
  * only has to be absent from the content (RFC 2046 §5.1.1), and the content is the same. The
  * signed results verify with mailauth and python3-dkim there.
  *
+ * A fourth field differs per message in most live mail: the `List-Unsubscribe` that tracking.ts adds
+ * with each recipient's own unsubscribe URL (RFC 8058). When its value is plain printable ASCII without
+ * white space, MailComposer writes it as nodemailer's own `foldLines("List-Unsubscribe: " + value, 76)`
+ * (one line, or the value alone on a continuation line), so it is written per message the same way
+ * and left out of the content's key; any other value stays in the key, and such messages are built
+ * one by one as before.
+ *
  * Only where the three fields can be written exactly as MailComposer writes them: every To address
  * plain ASCII (`local@domain`, no quoting needed, the domain in lower case) with no display name or one of letters, digits
  * and single spaces, and each field shorter than MailComposer's folding width (76), so it stays one
  * line. Everything else, and any job with attachments, goes to buildMime as before. A cache of
  * TEMPLATE_MAX_ENTRIES contents per compose thread, the oldest dropped first.
  */
+import { foldLines } from "nodemailer/lib/mime-funcs/index.js";
 import type { LinkAddress } from "../../../shared/link/protocol.ts";
 import { buildMime, type BuildMimeOptions, type ComposableJob } from "./build-mime.ts";
 
@@ -25,7 +33,7 @@ interface Template {
   /** The message up to the first field to replace, the pieces between, and the rest. */
   pieces: Buffer[];
   /** For each gap between pieces, which field goes there. */
-  fields: Array<"to" | "id" | "date">;
+  fields: Array<"to" | "id" | "date" | "unsubscribe">;
 }
 
 const templates = new Map<string, Template>();
@@ -56,10 +64,29 @@ function toField(to: readonly LinkAddress[]): string | null {
 /** The Date field as MimeNode.buildHeaders writes it. */
 const dateField = (date: Date) => `Date: ${date.toUTCString().replace(/GMT/, "+0000")}`;
 
-/** Everything in the job that shapes the message, except the three fields written per message. */
+const UNSUBSCRIBE = "List-Unsubscribe";
+/** Printable ASCII, no white space: MimeNode keeps such a value as it is and can only fold before it. */
+const PLAIN_HEADER_VALUE = /^[\x21-\x7e]+$/;
+/** Stands in the key for a per-message List-Unsubscribe; a header value can never be this (it has a NUL). */
+const UNSUBSCRIBE_IN_KEY = "\u0000per message";
+
+/** The job's List-Unsubscribe when it can be written per message (see the header), else null. */
+function unsubscribeOf(job: ComposableJob): string | null {
+  const value = job.message.headers?.[UNSUBSCRIBE];
+  return typeof value === "string" && PLAIN_HEADER_VALUE.test(value) ? value : null;
+}
+
+/** The field as MimeNode.buildHeaders writes it: `foldLines(key + ": " + value, 76)`. */
+const unsubscribeField = (value: string) => foldLines(`${UNSUBSCRIBE}: ${value}`, FOLD_WIDTH);
+
+/** Everything in the job that shapes the message, except the fields written per message. */
 function templateKey(job: ComposableJob): string {
   const { to: _to, messageIdHeader: _id, ...rest } = job.message;
-  return `${job.tenantId}\n${JSON.stringify(rest)}`;
+  const keyed =
+    unsubscribeOf(job) === null
+      ? rest
+      : { ...rest, headers: { ...rest.headers, [UNSUBSCRIBE]: UNSUBSCRIBE_IN_KEY } };
+  return `${job.tenantId}\n${JSON.stringify(keyed)}`;
 }
 
 /** Where `name: …` (with its continuation lines) sits in the top-level header block, or null. */
@@ -79,7 +106,8 @@ function fieldRange(raw: Buffer, headerEnd: number, name: string): [number, numb
   return [start, end];
 }
 
-function makeTemplate(raw: Buffer): Template | null {
+/** `unsubscribe`: the message's List-Unsubscribe field as written (unsubscribeField), when it has one per message. */
+function makeTemplate(raw: Buffer, unsubscribe: string | null): Template | null {
   if (raw.length > TEMPLATE_MAX_BYTES) return null;
   const headerEnd = raw.indexOf("\r\n\r\n", 0, "latin1");
   if (headerEnd === -1) return null;
@@ -92,6 +120,19 @@ function makeTemplate(raw: Buffer): Template | null {
     const range = fieldRange(raw, headerEnd, name);
     if (!range) return null;
     found.push({ field, range });
+  }
+  if (unsubscribe !== null) {
+    // The whole field, found as written, once: the block's first field, or one after a line end.
+    const line = `${unsubscribe}\r\n`;
+    const start =
+      raw.subarray(0, line.length).toString("latin1") === line
+        ? 0
+        : raw.indexOf(`\r\n${line}`, 0, "latin1") + 2;
+    if (start === 1 || start >= headerEnd) return null;
+    const end = start + unsubscribe.length;
+    const again = raw.indexOf(`\r\n${UNSUBSCRIBE}:`, end, "latin1");
+    if (again !== -1 && again < headerEnd) return null;
+    found.push({ field: "unsubscribe", range: [start, end] });
   }
   found.sort((a, b) => a.range[0] - b.range[0]);
   const pieces: Buffer[] = [];
@@ -116,9 +157,11 @@ export async function buildMimeReusing(job: ComposableJob, options: BuildMimeOpt
     return buildMime(job, options);
   const key = templateKey(job);
   const template = templates.get(key);
+  const unsubscribe = unsubscribeOf(job);
+  const unsubscribeLine = unsubscribe === null ? null : unsubscribeField(unsubscribe);
   if (!template) {
     const raw = await buildMime(job, options);
-    const made = makeTemplate(raw);
+    const made = makeTemplate(raw, unsubscribeLine);
     if (made) {
       templates.set(key, made);
       if (templates.size > TEMPLATE_MAX_ENTRIES) templates.delete(templates.keys().next().value as string);
@@ -126,7 +169,13 @@ export async function buildMimeReusing(job: ComposableJob, options: BuildMimeOpt
     return raw;
   }
   hits++;
-  const values = { to, id: idLine, date: dateField(options.date ?? new Date()) };
+  const values = {
+    to,
+    id: idLine,
+    date: dateField(options.date ?? new Date()),
+    // The key holds the placeholder only for jobs that have one (templateKey), so this is set here.
+    unsubscribe: unsubscribeLine ?? "",
+  };
   const parts: Buffer[] = [template.pieces[0]!];
   template.fields.forEach((field, i) => {
     parts.push(Buffer.from(values[field], "latin1"), template.pieces[i + 1]!);
