@@ -40,10 +40,16 @@ export interface StartEdgeOptions {
   inspectorPort?: number;
 }
 
-/** Keeps wrangler from writing into the home folder or phoning home. */
+/**
+ * Keeps wrangler from writing into the home folder or phoning home, and turns off its local trace
+ * collector unless the caller set `X_LOCAL_OBSERVABILITY` itself: wrangler 4.124 records a trace of
+ * every invocation by default, which costs the Worker's workerd ~0.6 ms of CPU per request, more than
+ * a whole `/healthz` (docs/operations.md, "Under wrangler dev").
+ */
 export function wranglerEnv(): NodeJS.ProcessEnv {
   const tmp = path.join(REPO_ROOT, ".tmp");
   return {
+    X_LOCAL_OBSERVABILITY: "false",
     ...process.env,
     WRANGLER_SEND_METRICS: "false",
     XDG_CONFIG_HOME: path.join(tmp, "xdg"),
