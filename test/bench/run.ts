@@ -20,7 +20,7 @@ import { execSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { REPO_ROOT } from "../../scripts/lib/wrangler-dev.ts";
+import { REPO_ROOT, wranglerEnv } from "../../scripts/lib/wrangler-dev.ts";
 import { startDnsServer } from "../helpers/dns-server.ts";
 import { benchChaos } from "./chaos.ts";
 import { benchDevStack } from "./dev-stack.ts";
@@ -115,6 +115,8 @@ async function main(): Promise<number> {
       gitCommit: git("rev-parse HEAD"),
       gitDirty: git("status --porcelain") !== "",
       loadAvgBefore: os.loadavg().map((x) => round(x, 2)),
+      // wrangler dev's local trace collector costs more than /healthz itself (docs/operations.md).
+      wranglerLocalObservability: wranglerEnv().X_LOCAL_OBSERVABILITY ?? "wrangler's default",
     },
     tools: {
       wrk: execSync(`${tools.wrk} -v 2>&1 || true`, { encoding: "utf8" }).split("\n")[0]!.trim(),

@@ -28,6 +28,8 @@ export interface BenchResults {
     gitDirty: boolean;
     loadAvgBefore: number[];
     loadAvgAfter?: number[];
+    /** X_LOCAL_OBSERVABILITY as wrangler dev ran (absent in runs before 2026-12-04, when it was on). */
+    wranglerLocalObservability?: string;
   };
   tools: Record<string, string>;
   dkim?: DkimResult;
@@ -83,7 +85,7 @@ export function renderMarkdown(r: BenchResults): string {
   out.push(`### Benchmark ${r.startedAt.slice(0, 10)} (${r.mode} run)`);
   out.push(
     `${m.nproc} × ${m.cpuModel}, ${fmt(m.memGiB, 1)} GiB, Node ${m.node}, commit ${m.gitCommit.slice(0, 10)}${m.gitDirty ? " (+ uncommitted changes)" : ""}. ` +
-      `Everything on one machine over loopback: load generators, edge (wrangler dev for the accept path, the Worker bundle on Miniflare for delivery), origin and sinks share the cores, so ratios matter more than absolutes. ` +
+      `Everything on one machine over loopback: load generators, edge (wrangler dev for the accept path, with X_LOCAL_OBSERVABILITY=${m.wranglerLocalObservability ?? "its default (on)"}; the Worker bundle on Miniflare for delivery), origin and sinks share the cores, so ratios matter more than absolutes. ` +
       `Load average before/after: ${m.loadAvgBefore.map((x) => fmt(x, 2)).join(" ")} / ${(m.loadAvgAfter ?? []).map((x) => fmt(x, 2)).join(" ")}.`,
   );
 
