@@ -3,8 +3,8 @@
  *   edge    the Worker in workerd through Miniflare (local D1/R2/Durable Objects), reloaded when edge/,
  *           shared/ or wrangler.toml change; state in .dev/edge in wrangler's --persist-to layout
  *           (scripts/lib/miniflare-dev.ts). SCAISEND_EDGE=wrangler runs it under `wrangler dev --local`
- *           instead, whose session does not survive sustained delivery (docs/operations.md,
- *           "Running the stack locally").
+ *           instead, linking the origin through wrangler's proxy, whose address survives reloads
+ *           (docs/operations.md, "Under wrangler dev").
  *   origin  the delivery node in dev mode: every message goes to the built-in dev inbox
  * First run bootstraps a tenant, a live and a test API key and the sender domain example.com
  * (in dev mode a new domain counts as verified). Then it sends a first email, waits for it to be
@@ -202,8 +202,8 @@ async function main(): Promise<void> {
         env: {
           ...process.env,
           // Miniflare: the Worker's own socket, on the same port across reloads (the link reconnects by
-          // itself after one). SCAISEND_EDGE=wrangler: wrangler's proxy, which survives reloads but not
-          // sustained delivery (docs/operations.md, "Running the stack locally").
+          // itself after one). SCAISEND_EDGE=wrangler: wrangler's proxy, whose port stays when wrangler
+          // reloads the Worker on a new one (docs/operations.md, "Under wrangler dev").
           EDGE_URL: edge.url,
           ORIGIN_TOKEN: secrets.ORIGIN_TOKEN,
           VERP_SECRET: secrets.VERP_SECRET,

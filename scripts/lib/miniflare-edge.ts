@@ -1,8 +1,8 @@
 /**
  * The edge Worker in workerd through Miniflare's API, without wrangler dev's proxy and inspector
- * layers. The benchmarks use it for sustained delivery through the edge: under wrangler dev the local
- * session exits after a few thousand messages ("Network connection lost"), while the same bundle in
- * the same runtime here delivers 10 × 1,000 back to back. Bundled with wrangler exactly as `wrangler
+ * layers: what `npm start` runs, so the benchmarks' runs through the edge use it too (under wrangler dev
+ * the local session once exited after a few thousand messages, "Network connection lost";
+ * docs/operations.md, "Under wrangler dev"). Bundled with wrangler exactly as `wrangler
  * deploy` would, so this runs the real Worker.
  */
 import { spawnSync } from "node:child_process";

@@ -15,11 +15,11 @@ export interface EdgeProcess {
   /** Wrangler's dev server: what API clients use. */
   url: string;
   /**
-   * The Worker's own socket behind wrangler's dev proxy, for the origin's WebSocket link. Wrangler's
-   * ProxyWorker drops long-lived WebSockets under sustained traffic, and treats any request the Worker
-   * fails to answer as fatal: "Network connection lost" ends the whole dev session (docs/operations.md,
-   * "Under wrangler dev"; scripts/repro/wrangler-dev-sustained.ts). Production has no such proxy. The
-   * port changes on every reload. Falls back to `url` when wrangler does not report the address.
+   * The Worker's own socket behind wrangler's dev proxy, which the tests and benchmarks link the origin
+   * to (no proxy in between, as in production). Wrangler's ProxyWorker treats any request the Worker
+   * fails to answer as fatal: "Network connection lost" ended the whole dev session under sustained
+   * delivery before the hub paused between busy slices (docs/operations.md, "Under wrangler dev";
+   * scripts/repro/wrangler-dev-sustained.ts). The port changes on every reload. Falls back to `url` when wrangler does not report the address.
    */
   workerUrl: string;
   port: number;

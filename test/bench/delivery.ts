@@ -8,7 +8,7 @@
  *             server) → smtp-sink; the origin alone
  *   via edge  10 × POST (1,000 personalizations) → wrangler dev → origin → smtp-sink, paced (next
  *             POST when the previous 1,000 are at the sink) and as one burst (all 10 POSTs at once,
- *             bounded in time; under wrangler dev the hub did not survive a 10,000-message backlog)
+ *             bounded in time; under wrangler dev the hub once did not survive a 10,000-message backlog)
  * Plus separate, shorter runs under the CPU profiler (the origin over its inspector, the edge over
  * wrangler's), so profiling does not touch the numbers above.
  */

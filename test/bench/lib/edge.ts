@@ -31,9 +31,9 @@ export interface BenchEdge {
 }
 
 /**
- * `wrangler` is what the issue's accept-path numbers are about; `miniflare` runs the same bundle in the
- * same runtime without wrangler dev's proxy and inspector layers, which do not survive sustained delivery
- * (scripts/lib/miniflare-edge.ts), so the through-the-edge runs use it.
+ * `wrangler` is what the accept-path numbers are about; `miniflare` runs the same bundle in the same
+ * runtime without wrangler dev's proxy and inspector layers, as `npm start` does, so the runs through
+ * the edge use it (scripts/lib/miniflare-edge.ts).
  */
 export type EdgeRuntime = "wrangler" | "miniflare";
 
