@@ -188,6 +188,49 @@ describe("accept", () => {
   });
 });
 
+/** The hub's flush scheduling, as the tests below read it (objects/origin-hub.ts `scheduleFlush`). */
+interface FlushInternals {
+  flushResults(): Promise<void>;
+  flushTimer: unknown;
+  flushAt: number;
+}
+
+describe("the catalog flush's cadence", () => {
+  it("a row accepted while a batch is being written waits for the flush its accept scheduled, not the next instant", async () => {
+    const a = accepted(t, "cadence a");
+    const b = accepted(t, "cadence b");
+    await runInDurableObject(hub(), async (instance: OriginHub) => {
+      const hubFlush = instance as unknown as FlushInternals;
+      expect(await instance.accept({ tenantId: t.tenantId, messages: [a] })).toMatchObject({ ok: true });
+      // Reads a's catalog row, then waits for D1; b arrives meanwhile.
+      const writing = hubFlush.flushResults();
+      expect(await instance.accept({ tenantId: t.tenantId, messages: [b] })).toMatchObject({ ok: true });
+      await writing;
+      // Either b's own flush (CATALOG_FLUSH_MS after its accept) is still ahead, or it has begun
+      // already; flushing again at once (what made busy hubs write ~5 rows a batch) would set a
+      // flush that is due now.
+      if (hubFlush.flushTimer !== null) expect(hubFlush.flushAt).toBeGreaterThan(Date.now());
+    });
+    await flushed();
+    for (const m of [a, b])
+      expect(await d1Counts(m.entry.messageId)).toEqual({ messages: 1, recipients: 2, events: 2 });
+  });
+
+  it("a full batch that leaves rows behind is followed by the next one at once", async () => {
+    // More than one batch (CATALOG_BATCH_MAX, 100 rows) in one request.
+    const many = Array.from({ length: 101 }, (_, i) => accepted(t, `backlog ${i}`));
+    await runInDurableObject(hub(), async (instance: OriginHub) => {
+      const hubFlush = instance as unknown as FlushInternals;
+      expect(await instance.accept({ tenantId: t.tenantId, messages: many })).toMatchObject({ ok: true });
+      await hubFlush.flushResults();
+      expect(hubFlush.flushTimer).not.toBeNull();
+      expect(hubFlush.flushAt).toBeLessThanOrEqual(Date.now());
+    });
+    await flushed();
+    expect(await d1Counts(many[100]!.entry.messageId)).toEqual({ messages: 1, recipients: 2, events: 2 });
+  });
+});
+
 describe("a hub restart between accept and flush", () => {
   it("loses nothing and duplicates nothing in D1", async () => {
     const a = accepted(t, "restart a");
