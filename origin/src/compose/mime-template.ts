@@ -79,20 +79,23 @@ function unsubscribeOf(job: ComposableJob): string | null {
 /** The field as MimeNode.buildHeaders writes it: `foldLines(key + ": " + value, 76)`. */
 const unsubscribeField = (value: string) => foldLines(`${UNSUBSCRIBE}: ${value}`, FOLD_WIDTH);
 
-/** Everything in the job that shapes the message, except the fields written per message. */
-function templateKey(job: ComposableJob): string {
+/** Everything in the job that shapes the message, except the fields written per message (`unsubscribe`: unsubscribeOf(job)). */
+function templateKey(job: ComposableJob, unsubscribe: string | null): string {
   const { to: _to, messageIdHeader: _id, ...rest } = job.message;
   const keyed =
-    unsubscribeOf(job) === null
+    unsubscribe === null
       ? rest
       : { ...rest, headers: { ...rest.headers, [UNSUBSCRIBE]: UNSUBSCRIBE_IN_KEY } };
   return `${job.tenantId}\n${JSON.stringify(keyed)}`;
 }
 
-/** Where `name: …` (with its continuation lines) sits in the top-level header block, or null. */
+/**
+ * Where `name:` and its value (with its continuation lines) sit in the top-level header block, or
+ * null. The value may start on the same line or, folded, on the next one.
+ */
 function fieldRange(raw: Buffer, headerEnd: number, name: string): [number, number] | null {
-  const prefix = `\r\n${name}: `;
-  let start = raw.subarray(0, name.length + 2).toString("latin1") === `${name}: ` ? 0 : -1;
+  const prefix = `\r\n${name}:`;
+  let start = raw.subarray(0, name.length + 1).toString("latin1") === `${name}:` ? 0 : -1;
   if (start === -1) {
     const at = raw.indexOf(prefix, 0, "latin1");
     if (at === -1 || at >= headerEnd) return null;
@@ -122,17 +125,12 @@ function makeTemplate(raw: Buffer, unsubscribe: string | null): Template | null 
     found.push({ field, range });
   }
   if (unsubscribe !== null) {
-    // The whole field, found as written, once: the block's first field, or one after a line end.
-    const line = `${unsubscribe}\r\n`;
-    const start =
-      raw.subarray(0, line.length).toString("latin1") === line
-        ? 0
-        : raw.indexOf(`\r\n${line}`, 0, "latin1") + 2;
-    if (start === 1 || start >= headerEnd) return null;
-    const end = start + unsubscribe.length;
-    const again = raw.indexOf(`\r\n${UNSUBSCRIBE}:`, end, "latin1");
+    // Found like the others, and only when MailComposer wrote exactly this field, and only once.
+    const range = fieldRange(raw, headerEnd, UNSUBSCRIBE);
+    if (!range || raw.toString("latin1", range[0], range[1]) !== unsubscribe) return null;
+    const again = raw.indexOf(`\r\n${UNSUBSCRIBE}:`, range[1], "latin1");
     if (again !== -1 && again < headerEnd) return null;
-    found.push({ field: "unsubscribe", range: [start, end] });
+    found.push({ field: "unsubscribe", range });
   }
   found.sort((a, b) => a.range[0] - b.range[0]);
   const pieces: Buffer[] = [];
@@ -155,9 +153,9 @@ export async function buildMimeReusing(job: ComposableJob, options: BuildMimeOpt
     !/^[^<>\s@]+@[^<>\s@]+$/.test(job.message.messageIdHeader)
   )
     return buildMime(job, options);
-  const key = templateKey(job);
-  const template = templates.get(key);
   const unsubscribe = unsubscribeOf(job);
+  const key = templateKey(job, unsubscribe);
+  const template = templates.get(key);
   const unsubscribeLine = unsubscribe === null ? null : unsubscribeField(unsubscribe);
   if (!template) {
     const raw = await buildMime(job, options);
