@@ -19,7 +19,8 @@ export interface EdgeProcess {
    * to (no proxy in between, as in production). Wrangler's ProxyWorker treats any request the Worker
    * fails to answer as fatal: "Network connection lost" ended the whole dev session under sustained
    * delivery before the hub paused between busy slices (docs/operations.md, "Under wrangler dev";
-   * scripts/repro/wrangler-dev-sustained.ts). The port changes on every reload. Falls back to `url` when wrangler does not report the address.
+   * scripts/repro/wrangler-dev-sustained.ts). The port changes on every reload. Falls back to `url`
+   * when wrangler does not report the address.
    */
   workerUrl: string;
   port: number;
