@@ -87,9 +87,13 @@ const MAX_BACKOFF_MS = 30_000;
 const CREDIT_COALESCE_MS = 2;
 /**
  * How long a finished job's result may wait for others to share its frame. Short next to a delivery
- * (the hub then waits up to 5 ms more to share a D1 batch), long next to one SMTP reply.
+ * (the hub then waits up to 5 ms more to share a D1 batch), long next to one SMTP reply. Each frame
+ * costs the hub a round of work whatever it holds (the frame, the D1 batch of its outcomes, the
+ * credits it brings and the dispatch they start, the ack of the jobs that dispatch sends): at 5 ms a
+ * busy node sent about 12 results a frame, at 15 ms the edge spends about a fifth less CPU per
+ * delivered message (docs/performance.md, "Fewer, fuller frames").
  */
-export const RESULT_COALESCE_MS = 5;
+export const RESULT_COALESCE_MS = 15;
 /** Before the first welcome nothing is held; this only sizes the timers until leaseMs is known. */
 const DEFAULT_LEASE_MS = 300_000;
 

@@ -4,8 +4,8 @@
  * machine is the hub's own work per delivered message (dispatch, jobs frames, acks, results and their
  * D1 writes), so its CPU per message can be read from /proc without the origin's sharing the cores.
  * It behaves as a real origin does on the wire: `hello` with a capacity, an `ack` for every jobs frame,
- * the results coalesced into `results` frames (at most MAX_RESULTS_PER_FRAME) a tick later, then a
- * `credit` for the jobs answered. Not a test double: nothing here stands in for the hub.
+ * the results coalesced into `results` frames (at most MAX_RESULTS_PER_FRAME) for as long as the
+ * origin's link lets them wait (RESULT_COALESCE_MS), then a `credit` for the jobs answered. Not a test double: nothing here stands in for the hub.
  */
 import { randomUUID } from "node:crypto";
 import { WebSocket } from "ws";
@@ -16,6 +16,7 @@ import {
   type EdgeFrame,
   type LinkResult,
 } from "../../../shared/link/protocol.ts";
+import { RESULT_COALESCE_MS } from "../../../origin/src/link/edge-link.ts";
 
 export interface InstantOrigin {
   /** Results the hub acknowledged so far. */
@@ -74,8 +75,8 @@ export async function startInstantOrigin(
           })),
         });
       }
-      // Coalesced as the origin's RESULT_COALESCE_MS does.
-      timer ??= setTimeout(flush, 5);
+      // Coalesced as the origin's link does.
+      timer ??= setTimeout(flush, RESULT_COALESCE_MS);
     } else if (frame.type === "resultAck") {
       acked += frame.jobIds.length;
       waiters = waiters.filter((w) => {
