@@ -13,10 +13,11 @@
  *    grants this link no credit: memory stays bounded and no result is dropped.
  *  - Results finished within RESULT_COALESCE_MS of each other travel in one `results` frame (at most
  *    MAX_RESULTS_PER_FRAME, under FRAME_BUDGET_BYTES), so a busy node makes one WebSocket write for
- *    them, not one per job, and the hub handles (and commits) one frame for them. Only after `welcome`: before it this link does not know the hub's
- *    protocol, and the results written ahead of the hello go one `result` frame each. Credits granted
- *    while results wait go out right after them (the jobs that finished freed them); every frame of one
- *    event-loop turn leaves in one socket write (`corkUntilIdle`).
+ *    them, not one per job, and the hub handles (and commits) one frame for them. Only after
+ *    `welcome`: before it this link does not know the hub's protocol, and the results written ahead
+ *    of the hello go one `result` frame each. Credits granted while results wait go out right after
+ *    them (the jobs that finished freed them); every frame of one event-loop turn leaves in one socket
+ *    write (`corkUntilIdle`).
  *  - The link knows what the hub holds for it: `creditsOutstanding` = credits granted (hello.capacity,
  *    credit frames, pending ones) minus jobs received, zeroed by a `release`. The job runner grants only
  *    what keeps `creditsOutstanding` + jobs held ≤ this link's share of the node's capacity.
@@ -90,8 +91,8 @@ const CREDIT_COALESCE_MS = 2;
  * (the hub then waits up to 5 ms more to share a D1 batch), long next to one SMTP reply. Each frame
  * costs the hub a round of work whatever it holds (the frame, the D1 batch of its outcomes, the
  * credits it brings and the dispatch they start, the ack of the jobs that dispatch sends): at 5 ms a
- * busy node sent about 12 results a frame, at 15 ms the edge spends about a fifth less CPU per
- * delivered message (docs/performance.md, "Fewer, fuller frames").
+ * busy node sent about 12 results a frame; at 15 ms the edge spent a tenth to a fifth less CPU per
+ * delivered message in five alternating runs (docs/performance.md, "Fewer, fuller frames").
  */
 export const RESULT_COALESCE_MS = 15;
 /** Before the first welcome nothing is held; this only sizes the timers until leaseMs is known. */
