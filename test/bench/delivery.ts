@@ -283,6 +283,8 @@ export async function benchOriginViaEdge(
   perRequest: number,
   opts: {
     profileEdgeTo?: string;
+    /** The origin's CPU profile of the same window (its inspector), beside the harness run's profile. */
+    profileOriginTo?: string;
     /** Post the next request only when the previous one's messages are all at the sink (outbox ≤ perRequest). */
     paced?: boolean;
     timeoutMs?: number;
@@ -294,16 +296,18 @@ export async function benchOriginViaEdge(
      */
     warmup?: number;
   } = {},
-): Promise<Throughput & { edgeProfile?: ProfileSummary }> {
+): Promise<Throughput & { edgeProfile?: ProfileSummary; originProfile?: ProfileSummary }> {
   const sink = await startSmtpSink(ctx.smtpSinkBin);
   try {
+    const originInspectPort = opts.profileOriginTo ? await freePort() : undefined;
     const origin = await startOrigin({
       edgeUrl: edge.workerUrl,
       originToken: edge.originToken,
       dnsServer: ctx.dnsServer,
       smtpPort: sink.port,
       workDir: ctx.workDir,
-      name: "origin-via-edge",
+      name: opts.profileOriginTo ? "origin-via-edge-profiled" : "origin-via-edge",
+      ...(originInspectPort ? { inspectPort: originInspectPort } : {}),
     });
     try {
       const n = requests * perRequest;
@@ -327,6 +331,7 @@ export async function benchOriginViaEdge(
       const profiler = opts.profileEdgeTo
         ? await startProfiling(edge.inspectorPort, () => fetch(`${edge.url}/healthz`))
         : null;
+      const originProfiler = originInspectPort ? await startProfiling(originInspectPort) : null;
       const edgeCpu0 = edge.cpuSeconds();
       const originCpu0 = origin.cpuSeconds();
       const t0 = Date.now();
@@ -345,6 +350,9 @@ export async function benchOriginViaEdge(
       const tPosted = Date.now();
       const tSink = await sink.waitForCount(warmup + n, left());
       const originCpu = origin.cpuSeconds() - originCpu0;
+      const originProf = originProfiler ? await originProfiler.stop() : null;
+      if (originProf && opts.profileOriginTo)
+        fs.writeFileSync(opts.profileOriginTo, JSON.stringify(originProf));
       const edgeCpuAtSink = edge.cpuSeconds() - edgeCpu0;
       // The edge keeps recording results after the last message left; wait until it is idle.
       // (Not on the profiled run: with the inspector attached workerd never looks idle.)
@@ -355,6 +363,7 @@ export async function benchOriginViaEdge(
       const seconds = (tSink - t0) / 1000;
       return {
         ...(prof ? { edgeProfile: summarizeProfile(prof, 20) } : {}),
+        ...(originProf ? { originProfile: summarizeProfile(originProf, 20) } : {}),
         messages: n,
         seconds: round(seconds, 2),
         messagesPerSec: round(n / seconds, 0),

@@ -277,17 +277,21 @@ async function main(): Promise<number> {
                 timeoutMs: quick ? 60_000 : 240_000,
               }),
           );
-          // The edge's delivery-side work (hub dispatch, result recording), profiled on a separate, smaller run.
+          // The edge's delivery-side work (hub dispatch, result recording) and the origin's through the
+          // edge, profiled on a separate, smaller run (the origin warmed up as in the measured run).
           const per = quick ? 300 : 1000;
-          const p = await step(`edge CPU profile during delivery (1 × ${per})`, () =>
+          const p = await step(`edge and origin CPU profiles during delivery (1 × ${per})`, () =>
             benchOriginViaEdge(dctx, edge, 1, per, {
               timeoutMs: 60_000,
-              // The edge is warm from the measured run; only its profile is read here.
-              warmup: 0,
+              ...(quick ? { warmup: per } : {}),
               profileEdgeTo: path.join(workDir, "worker-delivery.cpuprofile"),
+              profileOriginTo: path.join(workDir, "origin-via-edge.cpuprofile"),
             }),
           );
           results.delivery.edgeDeliveryProfile = p?.edgeProfile ?? {
+            error: results.errors.at(-1)?.error ?? "no profile",
+          };
+          results.delivery.originViaEdgeProfile = p?.originProfile ?? {
             error: results.errors.at(-1)?.error ?? "no profile",
           };
         }

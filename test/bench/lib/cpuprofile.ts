@@ -28,8 +28,10 @@ export interface ProfileRow {
 }
 export interface ProfileSummary {
   totalMs: number;
-  /** Share of samples where the thread was idle ((idle), (program) excluded from "busy"). */
+  /** Share of the profile's time where the thread was idle: `(idle)` samples and gapMs. */
   idlePct: number;
+  /** Time between samples beyond MAX_SAMPLE_INTERVALS sampling intervals: a wait, not any frame's. */
+  gapMs: number;
   topFunctions: ProfileRow[];
   byGroup: ProfileRow[];
 }
@@ -48,14 +50,35 @@ export function groupOf(url: string): string {
 const shortUrl = (url: string) =>
   url.replace(/^file:\/\//, "").replace(/^.*?\/(node_modules|origin|shared|edge)\//, "$1/");
 
+/** A gap between samples longer than this many sampling intervals is not the sampled frame's time. */
+const MAX_SAMPLE_INTERVALS = 4;
+
+/**
+ * The sampling interval: the median gap between samples (µs). A profiler samples at a fixed
+ * interval while the thread runs; longer gaps are where it took no sample.
+ */
+export function samplingIntervalUs(timeDeltas: number[]): number {
+  const gaps = timeDeltas.filter((d) => d > 0).sort((a, b) => a - b);
+  return gaps.length > 0 ? gaps[Math.floor(gaps.length / 2)]! : 0;
+}
+
 export function summarizeProfile(profile: CpuProfile, top = 15): ProfileSummary {
   // Self time per node: sum of timeDeltas of its samples (exact), else hitCount × mean interval.
+  // A sample's duration is the gap to the next one, but only up to MAX_SAMPLE_INTERVALS sampling
+  // intervals: workerd's isolate records no `(idle)` samples while it waits (for I/O, for the next
+  // request), so without the cap every wait was charged to whatever ran last before it (one 3 s
+  // wait made a single `(program)` sample two thirds of a delivery profile). The rest of such a gap
+  // is counted as idle, under `gapMs`.
   const selfUs = new Map<number, number>();
+  let gapUs = 0;
   if (profile.samples && profile.timeDeltas) {
+    const cap = samplingIntervalUs(profile.timeDeltas) * MAX_SAMPLE_INTERVALS;
     for (let i = 0; i < profile.samples.length; i++) {
       const id = profile.samples[i]!;
-      const dt = profile.timeDeltas[i + 1] ?? 0; // a sample's duration is the gap to the next one
-      selfUs.set(id, (selfUs.get(id) ?? 0) + Math.max(0, dt));
+      const dt = Math.max(0, profile.timeDeltas[i + 1] ?? 0);
+      const own = cap > 0 ? Math.min(dt, cap) : dt;
+      gapUs += dt - own;
+      selfUs.set(id, (selfUs.get(id) ?? 0) + own);
     }
   } else {
     const hits = profile.nodes.reduce((a, n) => a + (n.hitCount ?? 0), 0) || 1;
@@ -78,8 +101,8 @@ export function summarizeProfile(profile: CpuProfile, top = 15): ProfileSummary 
     }
     return n.callFrame.url ? groupOf(n.callFrame.url) : "(native / V8)";
   };
-  let total = 0;
-  let idle = 0;
+  let total = gapUs;
+  let idle = gapUs;
   const byFn = new Map<string, { name: string; where: string; us: number }>();
   const byGroup = new Map<string, number>();
   for (const n of profile.nodes) {
@@ -116,6 +139,7 @@ export function summarizeProfile(profile: CpuProfile, top = 15): ProfileSummary 
   return {
     totalMs: Math.round(total / 1000),
     idlePct: Math.round((idle / (total || 1)) * 1000) / 10,
+    gapMs: Math.round(gapUs / 1000),
     topFunctions: rows([...byFn.values()]),
     byGroup: rows([...byGroup].map(([name, us]) => ({ name, where: "", us }))),
   };

@@ -44,6 +44,8 @@ export interface BenchResults {
     ratios?: Record<string, number>;
     originProfile?: (Throughput & { profile?: ProfileSummary; profileFile?: string }) | { error: string };
     edgeDeliveryProfile?: ProfileSummary | { error: string };
+    /** The origin's profile during the same smaller run (set beside the harness run's originProfile). */
+    originViaEdgeProfile?: ProfileSummary | { error: string };
     originViaEdgeBurst?: Throughput | { failed: string };
   };
   /** `--only=origin`: the origin alone (link harness → smtp-sink), repeated, for CPU comparisons. */
@@ -421,7 +423,7 @@ export function renderMarkdown(r: BenchResults): string {
       return;
     }
     out.push(
-      `\n**${title}** (self time, ${fmt(p.totalMs)} ms sampled, ${fmt(p.idlePct, 1)} % idle; % of busy time)\n`,
+      `\n**${title}** (self time, ${fmt(p.totalMs)} ms sampled, ${fmt(p.idlePct, 1)} % idle${p.gapMs ? ` of which ${fmt(p.gapMs)} ms between samples` : ""}; % of busy time)\n`,
     );
     out.push(
       table(
@@ -459,6 +461,7 @@ export function renderMarkdown(r: BenchResults): string {
     "CPU profile: edge Worker while the origin delivers (hub dispatch + result recording)",
     r.delivery?.edgeDeliveryProfile,
   );
+  prof("CPU profile: origin through the edge (the same run)", r.delivery?.originViaEdgeProfile);
 
   if (r.errors.length) {
     out.push("\n**Steps that failed**\n");
