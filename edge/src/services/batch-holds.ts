@@ -179,10 +179,7 @@ export function holdBatch(sql: SqlStorage, tenantId: string, batchId: string, ho
  * check used to search each row's entry JSON for `"batchId"` instead, a scan of kilobytes per
  * message that was the largest single cost of dispatch in the hub's CPU profile (docs/performance.md).
  */
-export function heldAmong(
-  sql: SqlStorage,
-  rows: { message_id: string }[],
-): Map<string, ScheduledSendStatus> {
+export function heldAmong(sql: SqlStorage, rows: { message_id: string }[]): Map<string, ScheduledSendStatus> {
   const out = new Map<string, ScheduledSendStatus>();
   if (rows.length === 0) return out;
   ensureBatchTables(sql);
