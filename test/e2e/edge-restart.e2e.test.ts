@@ -321,26 +321,31 @@ describe("edge restart", () => {
       request(run, i, PER_REQUEST, `${run}-${nonce}-${i}`),
     );
 
-    // Fire them all, 15 ms apart, and kill the edge (SIGKILL) once a quarter have their 202: some are
-    // answered, some in flight inside the edge, the rest never reach it.
+    // Fire them all, 15 ms apart, and kill the edge (SIGKILL) once a quarter have their 202 while at
+    // least one is in flight: some are answered, some in flight inside the edge, the rest never reach
+    // it. An edge that answers faster than the requests are spaced has none in flight at the quarter's
+    // answer; then the kill goes with the next request, as soon as it is on its way.
     let answered = 0;
     let started = 0;
     let kill: Promise<void> | null = null;
     let inFlightAtKill = 0;
     let killedAt = 0;
+    const killNow = () => {
+      inFlightAtKill = started - answered;
+      killedAt = Date.now();
+      kill = stack.stopEdge("SIGKILL");
+    };
     const first = await Promise.all(
       requests.map(async (r, i) => {
         await new Promise((res) => setTimeout(res, i * 15));
         if (kill) return { ok: false, error: "not sent: the edge was down" } as Sent;
         started++;
-        const s = await send(r);
+        const sending = send(r);
+        if (!kill && answered >= REQUESTS / 4) killNow();
+        const s = await sending;
         if (s.ok && !kill) {
           answered++;
-          if (answered >= REQUESTS / 4) {
-            inFlightAtKill = started - answered;
-            killedAt = Date.now();
-            kill = stack.stopEdge("SIGKILL");
-          }
+          if (answered >= REQUESTS / 4 && started > answered) killNow();
         }
         return s;
       }),
